@@ -1,0 +1,43 @@
+import { defineConfig } from "vitest/config";
+
+// One project per package. Interop suites start real processes (coturn, Chromium,
+// our own CLIs) on loopback, so they get generous timeouts and run one file at a time.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: "relay-core",
+          include: ["packages/relay-core/test/**/*.test.ts"],
+        },
+      },
+      {
+        test: {
+          name: "relay-server",
+          include: ["packages/relay-server/test/**/*.test.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: "tunnel-client",
+          include: ["packages/tunnel-client/test/**/*.test.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: "bench",
+          include: ["bench/test/**/*.test.ts"],
+          testTimeout: 180_000,
+          hookTimeout: 60_000,
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
