@@ -1,0 +1,123 @@
+// Stateless nonces, RFC 8489 §9.2 and §14.10. A nonce is opaque to the client and has a
+// bounded lifetime; making it self-verifying (issue time + MAC) means the server keeps no
+// table a flood of Allocate requests could fill.
+//
+//   "obMatJos2" + base64(security feature bits, 3 bytes)      RFC 8489 §9.2 nonce cookie
+//   + base64url(issued-at, 6 bytes, ms of the caller's monotonic clock)
+//   + base64url(HMAC-SHA256(secret, everything before || bindTo) truncated to 12 bytes)
+//
+// 37 printable characters, none of them '"' or '\', so it is a valid quoted-string
+// (RFC 8489 §14.10: fewer than 128 characters). bindTo ties the nonce to one client
+// identity (e.g. the 5-tuple), so a nonce sniffed on one path cannot be replayed on another.
+// What the server answers for "stale" and "invalid" is its business: RFC 8489 §9.2.4 sends
+// 438 (Stale Nonce) for any nonce that is "no longer valid", with a fresh nonce.
+
+import { createHmac } from "node:crypto";
+import { constantTimeEqual } from "./constant-time.js";
+
+/** The nonce cookie magic string, RFC 8489 §9.2. */
+export const NONCE_COOKIE = "obMatJos2";
+
+/**
+ * STUN Security Features bits (RFC 8489 §18.1). Numbered from the least significant bit,
+ * as RFC 8489 erratum 6290 corrects and as the §B.1 test vector's "obMatJos2AAAC"
+ * (username anonymity) shows.
+ */
+export const SecurityFeature = {
+  /** The server supports PASSWORD-ALGORITHMS negotiation (bid-down protection, §9.2.1). */
+  PasswordAlgorithms: 0x000001,
+  /** The server accepts USERHASH instead of USERNAME (§9.2.1). */
+  UsernameAnonymity: 0x000002,
+} as const;
+
+export type NonceCheck = "valid" | "stale" | "invalid";
+
+const TS_CHARS = 8; // 6 bytes of base64url
+const MAC_BYTES = 12;
+const MAC_CHARS = 16; // 12 bytes of base64url
+const MAX_TIMESTAMP = 2 ** 48 - 1;
+const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+function base64UrlValue(c: number): number {
+  if (c >= 65 && c <= 90) return c - 65;
+  if (c >= 97 && c <= 122) return c - 71;
+  if (c >= 48 && c <= 57) return c + 4;
+  if (c === 45) return 62;
+  if (c === 95) return 63;
+  return -1;
+}
+
+/** 48-bit integer -> 8 base64url characters (big-endian, 6 bits per character). */
+function encodeTimestamp(value: number): string {
+  let out = "";
+  for (let shift = 42; shift >= 0; shift -= 6) {
+    out += B64URL[Math.floor(value / 2 ** shift) % 64];
+  }
+  return out;
+}
+
+function decodeTimestamp(text: string, at: number): number {
+  let value = 0;
+  for (let i = at; i < at + TS_CHARS; i++) {
+    const v = base64UrlValue(text.charCodeAt(i));
+    if (v < 0) return -1;
+    value = value * 64 + v;
+  }
+  return value;
+}
+
+export class NonceIssuer {
+  readonly #secret: Uint8Array;
+  readonly #lifetimeMs: number;
+  readonly #prefix: string;
+
+  /**
+   * @param secret at least 16 bytes from the injected RandomSource; all nonces die with it.
+   * @param lifetimeMs how long a nonce stays valid (RFC 8656 §9.2 suggests about an hour).
+   * @param securityFeatures SecurityFeature bits advertised in the nonce cookie.
+   */
+  constructor(
+    secret: Uint8Array,
+    lifetimeMs: number,
+    securityFeatures: number = SecurityFeature.PasswordAlgorithms,
+  ) {
+    this.#secret = new Uint8Array(secret);
+    this.#lifetimeMs = Number.isFinite(lifetimeMs) && lifetimeMs > 0 ? lifetimeMs : 0;
+    const bits = (securityFeatures >>> 0) & 0xffffff;
+    const cookieBits = Buffer.from([bits >>> 16, (bits >>> 8) & 0xff, bits & 0xff]);
+    // RFC 8489 §9.2: the 24 bits "encoded as 4 characters using base64".
+    this.#prefix = NONCE_COOKIE + cookieBits.toString("base64");
+  }
+
+  issue(nowMs: number, bindTo: string): string {
+    const t = Number.isFinite(nowMs) ? Math.min(Math.max(Math.floor(nowMs), 0), MAX_TIMESTAMP) : 0;
+    const head = this.#prefix + encodeTimestamp(t);
+    return head + this.#mac(head, bindTo);
+  }
+
+  check(nonce: string, nowMs: number, bindTo: string): NonceCheck {
+    const prefix = this.#prefix;
+    if (typeof nonce !== "string" || nonce.length !== prefix.length + TS_CHARS + MAC_CHARS) {
+      return "invalid";
+    }
+    if (!nonce.startsWith(prefix)) return "invalid";
+    const issuedAt = decodeTimestamp(nonce, prefix.length);
+    if (issuedAt < 0) return "invalid";
+    const head = nonce.slice(0, prefix.length + TS_CHARS);
+    const expected = this.#mac(head, bindTo);
+    const given = Buffer.from(nonce.slice(head.length), "latin1");
+    if (!constantTimeEqual(given, Buffer.from(expected, "latin1"))) return "invalid";
+    // Only now, with the MAC verified, is the timestamp ours to trust.
+    if (!(nowMs >= issuedAt)) return "invalid"; // "issued in the future": not by us
+    return nowMs - issuedAt >= this.#lifetimeMs ? "stale" : "valid";
+  }
+
+  #mac(head: string, bindTo: string): string {
+    return createHmac("sha256", this.#secret)
+      .update(head, "latin1")
+      .update(typeof bindTo === "string" ? bindTo : "", "utf8")
+      .digest()
+      .subarray(0, MAC_BYTES)
+      .toString("base64url");
+  }
+}
