@@ -1,0 +1,138 @@
+// Child processes for interop tests: bounded output buffers, a bounded stop (SIGTERM, then
+// SIGKILL), and a last-resort kill of every child still alive when the test worker exits, so a
+// failed suite never leaves a relay or a browser behind.
+import { type ChildProcess, spawn } from "node:child_process";
+
+export interface ExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ManagedProcess {
+  readonly pid: number;
+  readonly child: ChildProcess;
+  /** Everything the process printed on stdout so far (last `maxBufferBytes` characters). */
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Resolves once the process has exited (never rejects). */
+  waitExit(): Promise<ExitInfo>;
+  /** Sends `signal` (default SIGTERM), then SIGKILL after `graceMs` (default 3000). */
+  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<ExitInfo>;
+  readonly exited: boolean;
+}
+
+export interface SpawnOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  maxBufferBytes?: number;
+  onStdout?: (chunk: string) => void;
+}
+
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on("exit", () => {
+    for (const child of live) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
+class TailBuffer {
+  private text = "";
+  constructor(private readonly max: number) {}
+  push(chunk: string): void {
+    this.text += chunk;
+    if (this.text.length > this.max) this.text = this.text.slice(this.text.length - this.max);
+  }
+  toString(): string {
+    return this.text;
+  }
+}
+
+export function spawnManaged(
+  command: string,
+  args: readonly string[],
+  opts: SpawnOptions = {},
+): ManagedProcess {
+  installExitHook();
+  const max = opts.maxBufferBytes ?? 1 << 20;
+  const out = new TailBuffer(max);
+  const err = new TailBuffer(max);
+  const child = spawn(command, args, {
+    env: opts.env ?? process.env,
+    cwd: opts.cwd,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  live.add(child);
+  child.stdout?.setEncoding("utf8");
+  child.stderr?.setEncoding("utf8");
+  child.stdout?.on("data", (c: string) => {
+    out.push(c);
+    opts.onStdout?.(c);
+  });
+  child.stderr?.on("data", (c: string) => err.push(c));
+  let exitInfo: ExitInfo | undefined;
+  const exitPromise = new Promise<ExitInfo>((resolve) => {
+    child.once("error", (e) => {
+      err.push(`spawn error: ${e.message}\n`);
+      live.delete(child);
+      exitInfo ??= { code: -1, signal: null };
+      resolve(exitInfo);
+    });
+    child.once("close", (code, signal) => {
+      live.delete(child);
+      exitInfo ??= { code, signal };
+      resolve(exitInfo);
+    });
+  });
+
+  return {
+    get pid() {
+      return child.pid ?? -1;
+    },
+    child,
+    get stdout() {
+      return out.toString();
+    },
+    get stderr() {
+      return err.toString();
+    },
+    get exited() {
+      return exitInfo !== undefined;
+    },
+    waitExit: () => exitPromise,
+    async stop(signal: NodeJS.Signals = "SIGTERM", graceMs = 3000): Promise<ExitInfo> {
+      if (exitInfo) return exitInfo;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      try {
+        return await exitPromise;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+/** Rejects with `message` after `ms` unless `promise` settles first. */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${message} (after ${ms} ms)`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
