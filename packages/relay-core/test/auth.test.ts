@@ -1,0 +1,234 @@
+import { createHmac } from "node:crypto";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { constantTimeEqual } from "../src/auth/constant-time.js";
+import {
+  CombinedCredentials,
+  type KeyLookup,
+  SharedSecretCredentials,
+  StaticCredentials,
+} from "../src/auth/credentials.js";
+import { longTermKeyMd5, longTermKeySha256, userHash } from "../src/auth/long-term-key.js";
+import { NONCE_COOKIE, NonceIssuer, SecurityFeature } from "../src/auth/nonce.js";
+import {
+  mintRestCredentials,
+  parseRestUsername,
+  restPassword,
+} from "../src/auth/rest-credentials.js";
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+function okKey(result: KeyLookup): Uint8Array {
+  if (!result.ok) throw new Error(`expected ok, got ${result.reason}`);
+  return result.key;
+}
+
+describe("long-term keys (RFC 8489 §9.2.2)", () => {
+  it("derives the key that signs the RFC 5769 §2.4 sample request", () => {
+    // RFC 5769 §2.4: USERNAME "マトリックス", REALM "example.org", password "TheMatrIX".
+    const message = Buffer.from(
+      (
+        "00010060 2112a442 78ad3433 c6ad72c0 29da412e 00060012 e3839ee3 8388e383 aae38383" +
+        " e382afe3 82b90000 0015001c 662f2f34 39396b39 35346436 4f4c3334 6f4c3946 53547679" +
+        " 36347341 0014000b 6578616d 706c652e 6f726700"
+      ).replace(/ /g, ""),
+      "hex",
+    );
+    const key = longTermKeyMd5("マトリックス", "example.org", "TheMatrIX");
+    const mac = createHmac("sha1", key).update(message).digest("hex");
+    expect(mac).toBe("f67024656dd64a3e02b8e0712e85c9a28ca89666");
+  });
+
+  it("hashes the username for USERHASH as in the RFC 8489 §B.1 vector", () => {
+    expect(hex(userHash("マトリックス", "example.org"))).toBe(
+      "4a3cf38fef6992bda952c6780417da0f24819415569e60b205c46e41407f1704",
+    );
+  });
+
+  it("derives MD5 and SHA-256 keys of user:realm:password", () => {
+    expect(hex(longTermKeyMd5("user", "realm", "pass"))).toBe("8493fbc53ba582fb4c044c456bdc40eb");
+    expect(longTermKeySha256("user", "realm", "pass")).toHaveLength(32);
+    expect(hex(longTermKeySha256("user", "realm", "pass"))).not.toBe(
+      hex(longTermKeySha256("user", "realm", "pas")),
+    );
+  });
+});
+
+describe("constantTimeEqual", () => {
+  it("is true only for equal contents of equal length", () => {
+    expect(constantTimeEqual(Uint8Array.of(1, 2, 3), Uint8Array.of(1, 2, 3))).toBe(true);
+    expect(constantTimeEqual(Uint8Array.of(1, 2, 3), Uint8Array.of(1, 2, 4))).toBe(false);
+    expect(constantTimeEqual(Uint8Array.of(1, 2, 3), Uint8Array.of(1, 2))).toBe(false);
+    expect(constantTimeEqual(new Uint8Array(0), new Uint8Array(0))).toBe(true);
+    expect(constantTimeEqual(undefined as never, Uint8Array.of(1))).toBe(false);
+  });
+});
+
+describe("TURN REST credentials", () => {
+  it("mints coturn-compatible username and password", () => {
+    const c = mintRestCredentials("north", 1_700_000_000, 86_400, "alice");
+    expect(c.username).toBe("1700086400:alice");
+    expect(c.ttl).toBe(86_400);
+    // base64(HMAC-SHA1(secret, username)), as coturn's --use-auth-secret computes it.
+    expect(c.password).toBe(
+      createHmac("sha1", "north").update("1700086400:alice").digest("base64"),
+    );
+    expect(restPassword("north", c.username)).toBe(c.password);
+    expect(mintRestCredentials("north", 1_700_000_000, 60).username).toBe("1700000060");
+  });
+
+  it("parses timestamp-first usernames only", () => {
+    expect(parseRestUsername("1700086400")).toEqual({ expiry: 1_700_086_400, user: undefined });
+    expect(parseRestUsername("1700086400:alice")).toEqual({ expiry: 1_700_086_400, user: "alice" });
+    expect(parseRestUsername("1700086400:a:b:c")).toEqual({ expiry: 1_700_086_400, user: "a:b:c" });
+    for (const bad of [
+      "",
+      "alice",
+      "alice:1700086400",
+      ":alice",
+      "1700086400:",
+      "-5:x",
+      "1e9",
+      "1234567890123456",
+    ]) {
+      expect(parseRestUsername(bad), bad).toBeUndefined();
+    }
+  });
+
+  it("round-trips minted usernames", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 2 ** 40 }),
+        fc.integer({ min: 1, max: 10 ** 7 }),
+        fc.option(fc.string({ minLength: 1 }), { nil: undefined }),
+        (now, ttl, user) => {
+          const c = mintRestCredentials("s", now, ttl, user);
+          expect(parseRestUsername(c.username)).toEqual({ expiry: now + ttl, user });
+        },
+      ),
+    );
+  });
+});
+
+describe("credential stores", () => {
+  it("StaticCredentials returns the long-term key of known users only", () => {
+    const store = new StaticCredentials([["alice", "wonderland"]]);
+    const result = store.lookup("alice", "example.org", 0);
+    expect(result).toMatchObject({ ok: true, quotaUser: "alice" });
+    expect(hex(okKey(result))).toBe(hex(longTermKeyMd5("alice", "example.org", "wonderland")));
+    expect(hex(okKey(store.lookup("alice", "example.org", 0, "sha256")))).toBe(
+      hex(longTermKeySha256("alice", "example.org", "wonderland")),
+    );
+    expect(store.lookup("bob", "example.org", 0)).toEqual({ ok: false, reason: "unknown-user" });
+    // Many client-chosen realms: still correct keys, memory stays bounded.
+    for (let i = 0; i < 50; i++) {
+      expect(hex(okKey(store.lookup("alice", `realm${i}`, 0)))).toBe(
+        hex(longTermKeyMd5("alice", `realm${i}`, "wonderland")),
+      );
+    }
+  });
+
+  it("SharedSecretCredentials accepts minted credentials until they expire", () => {
+    const store = new SharedSecretCredentials(["north"]);
+    const c = mintRestCredentials("north", 1000, 600, "alice");
+    const ok = store.lookup(c.username, "example.org", 1599);
+    expect(ok).toMatchObject({ ok: true, quotaUser: "alice" });
+    expect(hex(okKey(ok))).toBe(hex(longTermKeyMd5(c.username, "example.org", c.password)));
+    expect(store.lookup(c.username, "example.org", 1600)).toEqual({ ok: false, reason: "expired" });
+    expect(store.lookup("alice", "example.org", 0)).toEqual({ ok: false, reason: "malformed" });
+    const bare = mintRestCredentials("north", 1000, 600);
+    expect(store.lookup(bare.username, "r", 1000)).toMatchObject({ ok: true, quotaUser: "1600" });
+  });
+
+  it("SharedSecretCredentials offers one candidate key per secret during rotation", () => {
+    const store = new SharedSecretCredentials(["new", "old"]);
+    const minted = mintRestCredentials("old", 1000, 600, "bob");
+    const result = store.lookup(minted.username, "r", 1000);
+    if (!result.ok) throw new Error("expected ok");
+    expect(result.keys).toHaveLength(2);
+    expect(result.key).toBe(result.keys[0]);
+    const wanted = hex(longTermKeyMd5(minted.username, "r", minted.password));
+    expect(result.keys.map(hex)).toContain(wanted);
+    expect(hex(result.keys[1]!)).toBe(wanted);
+    expect(hex(result.keys[0]!)).not.toBe(wanted);
+  });
+
+  it("SharedSecretCredentials keeps its cache bounded", () => {
+    const store = new SharedSecretCredentials(["s"], { maxCacheEntries: 3 });
+    for (let i = 0; i < 10; i++) store.lookup(`${2000 + i}:u`, "r", 1000);
+    expect(store.cacheSize).toBe(3);
+    const again = store.lookup("2000:u", "r", 1000); // evicted, recomputed identically
+    expect(hex(okKey(again))).toBe(hex(longTermKeyMd5("2000:u", "r", restPassword("s", "2000:u"))));
+  });
+
+  it("CombinedCredentials takes the first store that knows the user", () => {
+    const combined = new CombinedCredentials([
+      new StaticCredentials([["alice", "pw"]]),
+      new SharedSecretCredentials(["s"]),
+    ]);
+    expect(combined.lookup("alice", "r", 0)).toMatchObject({ ok: true, quotaUser: "alice" });
+    expect(combined.lookup("2000:bob", "r", 1000)).toMatchObject({ ok: true, quotaUser: "bob" });
+    expect(combined.lookup("500:bob", "r", 1000)).toEqual({ ok: false, reason: "expired" });
+    expect(combined.lookup("carol", "r", 0)).toEqual({ ok: false, reason: "unknown-user" });
+    expect(
+      new CombinedCredentials([new SharedSecretCredentials(["s"])]).lookup("carol", "r", 0),
+    ).toEqual({
+      ok: false,
+      reason: "malformed",
+    });
+  });
+});
+
+describe("NonceIssuer (RFC 8489 §9.2)", () => {
+  const secret = Uint8Array.from({ length: 32 }, (_, i) => i);
+  const issuer = new NonceIssuer(secret, 60_000);
+
+  it("issues printable nonces that start with the nonce cookie", () => {
+    const nonce = issuer.issue(123_456, "udp:192.0.2.1:5000");
+    expect(nonce.startsWith(`${NONCE_COOKIE}AAAB`)).toBe(true); // PASSWORD-ALGORITHMS bit
+    expect(nonce.length).toBeLessThan(128);
+    expect(nonce).toMatch(/^[\x21\x23-\x5b\x5d-\x7e]+$/); // qdtext without '"' and '\'
+    const both = new NonceIssuer(
+      secret,
+      1,
+      SecurityFeature.PasswordAlgorithms | SecurityFeature.UsernameAnonymity,
+    );
+    expect(both.issue(0, "x").startsWith("obMatJos2AAAD")).toBe(true);
+    expect(new NonceIssuer(secret, 1, 0).issue(0, "x").startsWith("obMatJos2AAAA")).toBe(true);
+  });
+
+  it("accepts a nonce for its lifetime, then calls it stale", () => {
+    const nonce = issuer.issue(1000, "a");
+    expect(issuer.check(nonce, 1000, "a")).toBe("valid");
+    expect(issuer.check(nonce, 60_999, "a")).toBe("valid");
+    expect(issuer.check(nonce, 61_000, "a")).toBe("stale");
+  });
+
+  it("rejects a nonce replayed from another client, from another secret, or from the future", () => {
+    const nonce = issuer.issue(1000, "a");
+    expect(issuer.check(nonce, 1000, "b")).toBe("invalid");
+    expect(new NonceIssuer(new Uint8Array(32), 60_000).check(nonce, 1000, "a")).toBe("invalid");
+    expect(issuer.check(nonce, 999, "a")).toBe("invalid");
+    expect(issuer.check("", 1000, "a")).toBe("invalid");
+    expect(issuer.check(undefined as never, 1000, "a")).toBe("invalid");
+  });
+
+  it("rejects any tampered nonce, even with a later timestamp", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 2 ** 47 }),
+        fc.nat(),
+        fc.integer({ min: 0x21, max: 0x7e }),
+        (now, pos, ch) => {
+          const nonce = issuer.issue(now, "client");
+          const i = pos % nonce.length;
+          const tampered = nonce.slice(0, i) + String.fromCharCode(ch) + nonce.slice(i + 1);
+          fc.pre(tampered !== nonce);
+          expect(issuer.check(tampered, now + 1, "client")).toBe("invalid");
+          expect(issuer.check(nonce, now + 1, "client")).toBe("valid");
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
