@@ -1,0 +1,206 @@
+// turnpike-bench: the same load against Turnpike and coturn, side by side.
+import path from "node:path";
+import yargs from "yargs";
+import { hideBin } from "yargs/helpers";
+import { runMicro } from "./micro.js";
+import { machineInfo } from "./proc.js";
+import { Progress } from "./progress.js";
+import { type BenchReport, renderTable, writeOutputs } from "./report.js";
+import { defaultScenarios, scenarios } from "./scenarios/index.js";
+import type { BenchOptions, ScenarioResult } from "./scenarios/types.js";
+import {
+  defaultSettings,
+  type RunningServer,
+  repoRoot,
+  type ServerSettings,
+  startCoturn,
+  startTurnpike,
+  stopAll,
+  useExternal,
+} from "./servers.js";
+
+async function main(): Promise<number> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName("turnpike-bench")
+    .usage(
+      "$0 [scenario...] [options]\n\nScenarios: relay, allocations, churn, tunnel (not available yet), micro.\nDefault: relay allocations churn.",
+    )
+    .option("server", {
+      choices: ["turnpike", "coturn", "both"] as const,
+      default: "both" as const,
+      describe: "which relay(s) the bench starts on loopback",
+    })
+    .option("external", {
+      type: "string",
+      describe: "measure a relay already running at HOST:PORT (token from TURNPIKE_TOKEN)",
+    })
+    .option("quick", {
+      type: "boolean",
+      default: false,
+      describe: "every scenario briefly (< 60 s in all)",
+    })
+    .option("json", { type: "string", describe: "write every figure and the machine info to FILE" })
+    .option("out", {
+      type: "string",
+      default: "bench/results",
+      describe: "directory for the HTML report",
+    })
+    .option("duration", {
+      type: "number",
+      describe: "seconds of load per scenario (per ramp step); default 10, --quick 2",
+    })
+    .option("allocations", {
+      type: "number",
+      describe: "allocations (relay 100, allocations 10000/--quick 1000, churn clients 64/16)",
+    })
+    .option("rate", { type: "number", default: 20000, describe: "offered packets/s (relay)" })
+    .option("size", { type: "number", default: 100, describe: "payload bytes per packet (>= 16)" })
+    .option("transport", {
+      choices: ["udp", "tcp"] as const,
+      default: "udp" as const,
+      describe: "client <-> relay transport",
+    })
+    .option("mode", {
+      choices: ["channel", "send"] as const,
+      default: "channel" as const,
+      describe: "ChannelData or Send/Data indications",
+    })
+    .option("ramp", {
+      type: "boolean",
+      default: false,
+      describe: "relay: raise the rate until loss >= 0.1 %",
+    })
+    .option("coturn-threads", {
+      type: "number",
+      describe:
+        "coturn --relay-threads (default: coturn's own default, one per CPU; 0 = single-threaded)",
+    })
+    .option("min-port", {
+      type: "number",
+      default: 49152,
+      describe: "relay port range start (both servers)",
+    })
+    .option("max-port", {
+      type: "number",
+      default: 65535,
+      describe: "relay port range end (both servers)",
+    })
+    .strictOptions()
+    .help()
+    .parse();
+
+  const names = argv._.map(String);
+  if (names.includes("micro")) {
+    await runMicro(argv.quick);
+    if (names.length === 1) return 0;
+  }
+  const list = names.filter((n) => n !== "micro");
+  const chosen = list.length ? list : defaultScenarios;
+  for (const n of chosen) {
+    if (!scenarios[n])
+      throw new Error(`unknown scenario "${n}" (relay, allocations, churn, tunnel, micro)`);
+  }
+  const opts: BenchOptions = {
+    quick: argv.quick,
+    duration: argv.duration ?? (argv.quick ? 2 : 10),
+    allocations: argv.allocations,
+    rate: argv.rate,
+    size: Math.max(16, argv.size),
+    transport: argv.transport,
+    mode: argv.mode,
+    ramp: argv.ramp,
+  };
+  const base: ServerSettings = {
+    ...defaultSettings(),
+    minPort: argv["min-port"],
+    maxPort: argv["max-port"],
+    coturnThreads: argv["coturn-threads"],
+  };
+  const kinds: ("turnpike" | "coturn" | "external")[] = argv.external
+    ? ["external"]
+    : argv.server === "both"
+      ? ["turnpike", "coturn"]
+      : [argv.server];
+
+  const progress = new Progress();
+  const results: ScenarioResult[] = [];
+  const servers = new Map<string, { name: string; command: string; notes: string[] }>();
+  let failed = false;
+  for (const scenario of chosen) {
+    for (const kind of kinds) {
+      let server: RunningServer | undefined;
+      try {
+        server =
+          kind === "turnpike"
+            ? await startTurnpike(base)
+            : kind === "coturn"
+              ? await startCoturn(base)
+              : await useExternal(argv.external!, process.env.TURNPIKE_TOKEN ?? "", base.realm);
+        servers.set(server.name, {
+          name: server.name,
+          command: server.command,
+          notes: server.notes,
+        });
+        process.stderr.write(
+          `# ${scenario} on ${server.name} (pid ${server.pid ?? "-"}, port ${server.port})\n`,
+        );
+        results.push(await scenarios[scenario]!({ server, opts, progress }));
+      } catch (e) {
+        failed = true;
+        progress.stop();
+        const msg = e instanceof Error ? e.message : String(e);
+        process.stderr.write(`# ${scenario} on ${kind} failed: ${msg}\n`);
+        results.push({
+          scenario,
+          server: server?.name ?? kind,
+          metrics: [],
+          notes: [],
+          error: msg,
+        });
+      } finally {
+        await server?.stop();
+      }
+    }
+  }
+
+  const report: BenchReport = {
+    tool: "turnpike-bench",
+    machine: machineInfo(repoRoot),
+    options: opts,
+    servers: [...servers.values()],
+    results,
+    generator: {
+      pid: process.pid,
+      note: "generator CPU = this process; echo peer CPU = its child process; both are reported per relay run",
+    },
+  };
+  process.stdout.write(`${renderTable(report)}\n`);
+  const outDir = path.isAbsolute(argv.out) ? argv.out : path.resolve(repoRoot, argv.out);
+  const written = writeOutputs(report, outDir, argv.json);
+  process.stderr.write(
+    `# report: ${path.relative(process.cwd(), written.html)} (also ${path.relative(process.cwd(), written.latest)})${written.json ? `, JSON: ${written.json}` : ""}\n`,
+  );
+  return failed ? 1 : 0;
+}
+
+let stopping = false;
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`\n# ${sig}: stopping the servers\n`);
+    void stopAll().finally(() => process.exit(130));
+  });
+}
+
+main()
+  .then((code) => {
+    process.exitCode = code;
+    // Sockets of closed clients may linger a tick; do not wait on them.
+    setTimeout(() => process.exit(code), 100).unref();
+  })
+  .catch(async (e) => {
+    await stopAll();
+    process.stderr.write(`turnpike-bench: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(2);
+  });

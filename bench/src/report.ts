@@ -1,0 +1,257 @@
+// Output: a table on stdout, a JSON file with every figure, and a self-contained HTML page
+// with inline SVG charts (latency percentiles per server; delivered vs offered for ramps).
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import type { MachineInfo } from "./proc.js";
+import type { BenchOptions, Metric, ScenarioResult } from "./scenarios/types.js";
+
+export interface ServerInfo {
+  name: string;
+  command: string;
+  notes: string[];
+}
+
+export interface BenchReport {
+  tool: "turnpike-bench";
+  machine: MachineInfo;
+  options: BenchOptions;
+  servers: ServerInfo[];
+  results: ScenarioResult[];
+  generator: { pid: number; note: string };
+}
+
+export function formatValue(m: Pick<Metric, "value" | "digits">): string {
+  if (m.value === null || Number.isNaN(m.value)) return "n/a";
+  const d = m.digits ?? (Math.abs(m.value) >= 100 ? 0 : 1);
+  return m.value.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
+}
+
+/** "turnpike" / "coturn" ratio, when both columns are present. */
+function ratio(a: number | null | undefined, b: number | null | undefined): string {
+  if (a === null || a === undefined || b === null || b === undefined || b === 0) return "";
+  return `${(a / b).toFixed(2)}x`;
+}
+
+export function renderTable(report: BenchReport): string {
+  const lines: string[] = [];
+  const scenarios = [...new Set(report.results.map((r) => r.scenario))];
+  for (const sc of scenarios) {
+    const rows = report.results.filter((r) => r.scenario === sc);
+    const servers = rows.map((r) => r.server);
+    const withRatio = servers.includes("turnpike") && servers.includes("coturn");
+    lines.push("", `## ${sc}`);
+    const keys: Metric[] = [];
+    for (const r of rows)
+      for (const m of r.metrics) if (!keys.some((k) => k.key === m.key)) keys.push(m);
+    const header = ["metric", ...servers, ...(withRatio ? ["turnpike/coturn"] : [])];
+    const body: string[][] = [];
+    for (const k of keys) {
+      const cells = rows.map((r) => {
+        const m = r.metrics.find((x) => x.key === k.key);
+        return m ? formatValue(m) : "";
+      });
+      const tp = rows.find((r) => r.server === "turnpike")?.metrics.find((x) => x.key === k.key);
+      const ct = rows.find((r) => r.server === "coturn")?.metrics.find((x) => x.key === k.key);
+      const label = `${k.label}${k.unit ? ` (${k.unit})` : ""}`;
+      body.push([
+        label,
+        ...cells,
+        ...(withRatio ? [k.better ? ratio(tp?.value, ct?.value) : ""] : []),
+      ]);
+    }
+    for (const r of rows) if (r.error) body.push([`error (${r.server})`, r.error.split("\n")[0]!]);
+    const widths = header.map((h, i) =>
+      Math.max(h.length, ...body.map((b) => (b[i] ?? "").length)),
+    );
+    const fmt = (cells: string[]) =>
+      `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ")} |`;
+    lines.push(
+      fmt(header),
+      `|${widths.map((w, i) => (i === 0 ? "-".repeat(w + 2) : `${"-".repeat(w + 1)}:`)).join("|")}|`,
+    );
+    for (const b of body) lines.push(fmt(header.map((_, i) => b[i] ?? "")));
+    for (const r of rows) for (const n of r.notes) lines.push(`- ${r.server}: ${n}`);
+  }
+  const m = report.machine;
+  lines.push(
+    "",
+    `Machine: ${m.cpuModel}, ${m.cores} cores, Node ${m.node}, coturn ${m.coturn}, turnpike ${m.turnpike}, ${m.date}`,
+  );
+  for (const s of report.servers) for (const n of s.notes) lines.push(`- ${s.name}: ${n}`);
+  return lines.join("\n");
+}
+
+// ---------- HTML with inline SVG ----------
+
+const COLORS: Record<string, string> = { turnpike: "#1f77b4", coturn: "#d62728" };
+const color = (name: string, i: number) =>
+  COLORS[name] ?? ["#2ca02c", "#9467bd", "#8c564b"][i % 3]!;
+
+function esc(s: string): string {
+  return s.replace(
+    /[&<>"]/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!,
+  );
+}
+
+interface Series {
+  name: string;
+  points: [number, number][];
+}
+
+/** A small line chart; x can be categorical (labels) or numeric, y optionally log scale. */
+function lineChart(
+  title: string,
+  series: Series[],
+  opts: { xLabel: string; yLabel: string; xTicks?: string[]; logY?: boolean; diagonal?: boolean },
+): string {
+  const W = 640;
+  const H = 320;
+  const L = 70;
+  const R = 20;
+  const T = 30;
+  const B = 50;
+  const all = series.flatMap((s) => s.points);
+  if (all.length === 0) return "";
+  const xs = all.map((p) => p[0]);
+  const ys = all.map((p) => p[1]);
+  const xMin = opts.xTicks ? 0 : 0;
+  const xMax = opts.xTicks ? opts.xTicks.length - 1 : Math.max(...xs) * 1.05 || 1;
+  const yMinRaw = Math.max(1, Math.min(...ys));
+  const yMaxRaw = Math.max(...ys, opts.diagonal ? xMax : 0) * 1.1 || 1;
+  const ty = (v: number) =>
+    opts.logY
+      ? Math.log10(Math.max(v, 1) / yMinRaw) / Math.log10(yMaxRaw / yMinRaw || 10)
+      : v / yMaxRaw;
+  const px = (x: number) => L + ((x - xMin) / (xMax - xMin || 1)) * (W - L - R);
+  const py = (y: number) => H - B - ty(y) * (H - T - B);
+  const parts: string[] = [];
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
+  );
+  parts.push(`<text x="${W / 2}" y="18" text-anchor="middle" font-size="13">${esc(title)}</text>`);
+  parts.push(
+    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#444"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#444"/>`,
+  );
+  // y ticks
+  const yTicks: number[] = [];
+  if (opts.logY) {
+    for (let v = 10 ** Math.floor(Math.log10(yMinRaw)); v <= yMaxRaw; v *= 10) yTicks.push(v);
+  } else {
+    for (let i = 0; i <= 5; i++) yTicks.push((yMaxRaw / 5) * i);
+  }
+  for (const v of yTicks) {
+    const y = py(v);
+    if (y < T - 1 || y > H - B + 1) continue;
+    parts.push(
+      `<line x1="${L}" y1="${y}" x2="${W - R}" y2="${y}" stroke="#eee"/><text x="${L - 5}" y="${y + 4}" text-anchor="end">${Math.round(v).toLocaleString("en-US")}</text>`,
+    );
+  }
+  // x ticks
+  if (opts.xTicks) {
+    opts.xTicks.forEach((t, i) => {
+      parts.push(`<text x="${px(i)}" y="${H - B + 16}" text-anchor="middle">${esc(t)}</text>`);
+    });
+  } else {
+    for (let i = 0; i <= 5; i++) {
+      const v = (xMax / 5) * i;
+      parts.push(
+        `<text x="${px(v)}" y="${H - B + 16}" text-anchor="middle">${Math.round(v).toLocaleString("en-US")}</text>`,
+      );
+    }
+  }
+  parts.push(
+    `<text x="${(L + W - R) / 2}" y="${H - 12}" text-anchor="middle">${esc(opts.xLabel)}</text>`,
+  );
+  parts.push(
+    `<text x="14" y="${(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 14 ${(T + H - B) / 2})">${esc(opts.yLabel)}</text>`,
+  );
+  if (opts.diagonal) {
+    parts.push(
+      `<line x1="${px(0)}" y1="${py(0)}" x2="${px(xMax)}" y2="${py(xMax)}" stroke="#999" stroke-dasharray="4 4"/>`,
+    );
+  }
+  series.forEach((s, i) => {
+    const c = color(s.name, i);
+    const d = s.points
+      .map((p, j) => `${j ? "L" : "M"}${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`)
+      .join(" ");
+    parts.push(`<path d="${d}" fill="none" stroke="${c}" stroke-width="2"/>`);
+    for (const p of s.points)
+      parts.push(
+        `<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="3" fill="${c}"><title>${esc(s.name)}: ${p[0]} → ${Math.round(p[1])}</title></circle>`,
+      );
+    parts.push(
+      `<rect x="${L + 10}" y="${T + 6 + i * 16}" width="10" height="10" fill="${c}"/><text x="${L + 26}" y="${T + 15 + i * 16}">${esc(s.name)}</text>`,
+    );
+  });
+  parts.push("</svg>");
+  return parts.join("");
+}
+
+export function renderHtml(report: BenchReport): string {
+  const sections: string[] = [];
+  const scenarios = [...new Set(report.results.map((r) => r.scenario))];
+  const table = renderTable(report);
+  for (const sc of scenarios) {
+    const rows = report.results.filter((r) => r.scenario === sc);
+    const lat = rows.filter((r) => r.latency);
+    if (lat.length) {
+      const ticks = lat[0]!.latency!.points.map((p) => (p[0] === 100 ? "max" : `p${p[0]}`));
+      sections.push(
+        lineChart(
+          `${sc}: round-trip latency by percentile`,
+          lat.map((r) => ({ name: r.server, points: r.latency!.points.map((p, i) => [i, p[1]]) })),
+          { xLabel: "percentile", yLabel: "RTT (µs, log)", xTicks: ticks, logY: true },
+        ),
+      );
+    }
+    const ramps = rows.filter((r) => r.ramp?.length);
+    if (ramps.length) {
+      sections.push(
+        lineChart(
+          `${sc}: delivered vs offered packets/s`,
+          ramps.map((r) => ({
+            name: r.server,
+            points: r.ramp!.map((p) => [p.offered, p.delivered]),
+          })),
+          { xLabel: "offered (pkt/s)", yLabel: "delivered (pkt/s)", diagonal: true },
+        ),
+      );
+    }
+  }
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>turnpike-bench ${esc(report.machine.date)}</title>
+<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}svg{margin:1em 0;display:block}</style>
+</head><body>
+<h1>turnpike-bench</h1>
+<p>${esc(report.machine.date)} · ${esc(report.machine.cpuModel)} · ${report.machine.cores} cores · Node ${esc(report.machine.node)} · coturn ${esc(report.machine.coturn)} · turnpike ${esc(report.machine.turnpike)}</p>
+${sections.join("\n")}
+<h2>Table</h2>
+<pre>${esc(table)}</pre>
+<h2>Servers</h2>
+<ul>${report.servers.map((s) => `<li><b>${esc(s.name)}</b>: <code>${esc(s.command)}</code>${s.notes.map((n) => `<br>${esc(n)}`).join("")}</li>`).join("")}</ul>
+<h2>Options</h2>
+<pre>${esc(JSON.stringify(report.options, null, 2))}</pre>
+</body></html>
+`;
+}
+
+export function writeOutputs(
+  report: BenchReport,
+  outDir: string,
+  jsonFile: string | undefined,
+): { html: string; latest: string; json: string | undefined } {
+  mkdirSync(outDir, { recursive: true });
+  const stamp = report.machine.date.replace(/[:.]/g, "-");
+  const html = renderHtml(report);
+  const htmlPath = path.join(outDir, `${stamp}.html`);
+  const latest = path.join(outDir, "latest.html");
+  writeFileSync(htmlPath, html);
+  writeFileSync(latest, html);
+  if (jsonFile) {
+    mkdirSync(path.dirname(path.resolve(jsonFile)), { recursive: true });
+    writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
+  }
+  return { html: htmlPath, latest, json: jsonFile };
+}

@@ -1,0 +1,114 @@
+// `allocations`: how fast the relay sets up allocations (authenticated Allocate +
+// CreatePermission + ChannelBind, the 401 round trip included) and how much memory each
+// live allocation costs, up to a bound.
+import { cpuMicros, RssSampler, rssBytes } from "../proc.js";
+import { closeAll, openAllocations } from "./setup.js";
+import type { ScenarioContext, ScenarioResult } from "./types.js";
+
+export async function allocationsScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
+  const { opts, server, progress } = ctx;
+  const bound = opts.allocations ?? (opts.quick ? 1000 : 10000);
+  const pid = server.pid;
+  // A fixed peer address: permissions and channels need not reach anything here.
+  const peers = [{ address: "127.0.0.1", port: 9 }];
+  await new Promise((r) => setTimeout(r, 200));
+  const rss0 = pid ? rssBytes(pid) : undefined;
+  const cpu0 = pid ? cpuMicros(pid) : undefined;
+  const sampler = pid ? new RssSampler(pid, 250).start() : undefined;
+  progress.start(`${server.name} allocations`, bound);
+  const t0 = performance.now();
+  let last = t0;
+  let lastDone = 0;
+  const open = await openAllocations({
+    server,
+    transport: opts.transport,
+    count: bound,
+    peers,
+    bind: true,
+    concurrency: 64,
+    stopOnError: false,
+    onProgress: (done) => {
+      const now = performance.now();
+      if (now - last > 250) {
+        progress.update(done, `${Math.round(((done - lastDone) * 1000) / (now - last))} alloc/s`);
+        last = now;
+        lastDone = done;
+      }
+    },
+  });
+  progress.stop();
+  const cpu1 = pid ? cpuMicros(pid) : undefined;
+  await new Promise((r) => setTimeout(r, 300));
+  sampler?.stop();
+  const rss1 = pid ? rssBytes(pid) : undefined;
+  const live = open.opened.length;
+  const seconds = open.elapsedMs / 1000;
+  const notes = [
+    `bound ${bound} allocations over ${opts.transport.toUpperCase()}, 64 in flight, one client socket each`,
+  ];
+  if (open.failures > 0) notes.push(`${open.failures} setups failed; first: ${open.firstError}`);
+  try {
+    return {
+      scenario: "allocations",
+      server: server.name,
+      metrics: [
+        {
+          key: "setupsPerSec",
+          label: "setups (Allocate+CreatePermission+ChannelBind)",
+          unit: "/s",
+          value: live / seconds,
+          better: "higher",
+        },
+        {
+          key: "liveAllocations",
+          label: "live allocations reached",
+          unit: "",
+          value: live,
+          better: "higher",
+          digits: 0,
+        },
+        {
+          key: "failedSetups",
+          label: "failed setups",
+          unit: "",
+          value: open.failures,
+          better: "lower",
+          digits: 0,
+        },
+        {
+          key: "serverUsPerSetup",
+          label: "server CPU per setup (4 requests)",
+          unit: "µs",
+          value: cpu0 !== undefined && cpu1 !== undefined && live > 0 ? (cpu1 - cpu0) / live : null,
+          better: "lower",
+          digits: 1,
+        },
+        {
+          key: "rssBaseMB",
+          label: "server RSS before",
+          unit: "MB",
+          value: rss0 === undefined ? null : rss0 / 2 ** 20,
+          digits: 1,
+        },
+        {
+          key: "rssLiveMB",
+          label: "server RSS with all live",
+          unit: "MB",
+          value: rss1 === undefined ? null : rss1 / 2 ** 20,
+          better: "lower",
+          digits: 1,
+        },
+        {
+          key: "bytesPerAllocation",
+          label: "RSS per allocation",
+          unit: "bytes",
+          value: rss0 !== undefined && rss1 !== undefined && live > 0 ? (rss1 - rss0) / live : null,
+          better: "lower",
+        },
+      ],
+      notes,
+    };
+  } finally {
+    await closeAll(open.opened);
+  }
+}

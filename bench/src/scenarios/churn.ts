@@ -1,0 +1,141 @@
+// `churn`: allocate, refresh and delete in a steady cycle; what matters is that the relay's
+// memory comes back (RSS drift) and how many cycles per second it sustains.
+
+import { TurnLoadClient } from "../load/turn-load-client.js";
+import { cpuMicros, RssSampler } from "../proc.js";
+import type { ScenarioContext, ScenarioResult } from "./types.js";
+
+export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
+  const { opts, server, progress } = ctx;
+  const workers = opts.allocations ?? (opts.quick ? 16 : 64);
+  const seconds = opts.duration;
+  const pid = server.pid;
+  const connect = (i: number) =>
+    TurnLoadClient.connect({
+      server: { address: server.host, port: server.port },
+      transport: opts.transport,
+      token: server.token,
+      user: `churn${i}`,
+    });
+  // Each cycle uses a fresh client socket (a new 5-tuple), as a reconnecting client does:
+  // coturn answers 437 (allocation mismatch) to a new Allocate on a 5-tuple whose
+  // allocation was just deleted.
+  const clients = await Promise.all(Array.from({ length: workers }, (_, i) => connect(i)));
+  let cycles = 0;
+  let failures = 0;
+  let firstError: string | undefined;
+  // One cycle first so nonces, code paths and pools are warm before the baseline.
+  await Promise.all(
+    clients.map(async (c) => {
+      await c.allocate(600);
+      await c.refresh(0);
+    }),
+  );
+  await new Promise((r) => setTimeout(r, 200));
+  const sampler = pid ? new RssSampler(pid, 200).start() : undefined;
+  const cpu0 = pid ? cpuMicros(pid) : undefined;
+  const t0 = performance.now();
+  const deadline = t0 + seconds * 1000;
+  progress.start(`${server.name} churn`, Math.round(seconds * 10));
+  const ticker = setInterval(() => {
+    const el = performance.now() - t0;
+    progress.update(Math.round(el / 100), `${Math.round((cycles * 1000) / el)} cycles/s`);
+  }, 250);
+  try {
+    await Promise.all(
+      clients.map(async (first, i) => {
+        let c = first;
+        while (performance.now() < deadline) {
+          await c.close();
+          try {
+            c = await connect(i);
+            clients[i] = c;
+            await c.allocate(600);
+            await c.refresh(600);
+            await c.refresh(0); // RFC 8656 §7.3: lifetime 0 deletes
+            cycles++;
+          } catch (e) {
+            failures++;
+            firstError ??= e instanceof Error ? e.message : String(e);
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        }
+      }),
+    );
+  } finally {
+    clearInterval(ticker);
+    progress.stop();
+  }
+  const el = (performance.now() - t0) / 1000;
+  const cpu1 = pid ? cpuMicros(pid) : undefined;
+  await new Promise((r) => setTimeout(r, 300));
+  sampler?.stop();
+  await Promise.all(clients.map((c) => c.close()));
+  const s = sampler?.samples ?? [];
+  const mb = (b: number | undefined) => (b === undefined ? null : b / 2 ** 20);
+  const notes = [
+    `${workers} clients, each cycling new socket -> Allocate -> Refresh(600) -> Refresh(0) for ${seconds} s`,
+  ];
+  if (failures > 0) notes.push(`${failures} cycles failed; first: ${firstError}`);
+  return {
+    scenario: "churn",
+    server: server.name,
+    metrics: [
+      {
+        key: "cyclesPerSec",
+        label: "cycles (allocate, refresh, delete)",
+        unit: "/s",
+        value: cycles / el,
+        better: "higher",
+      },
+      {
+        key: "failedCycles",
+        label: "failed cycles",
+        unit: "",
+        value: failures,
+        better: "lower",
+        digits: 0,
+      },
+      {
+        key: "serverUsPerCycle",
+        label: "server CPU per cycle (3 requests)",
+        unit: "µs",
+        value:
+          cpu0 !== undefined && cpu1 !== undefined && cycles > 0 ? (cpu1 - cpu0) / cycles : null,
+        better: "lower",
+        digits: 1,
+      },
+      {
+        key: "rssStartMB",
+        label: "server RSS at start",
+        unit: "MB",
+        value: mb(s[0]?.rss),
+        digits: 1,
+      },
+      {
+        key: "rssEndMB",
+        label: "server RSS at end",
+        unit: "MB",
+        value: mb(s[s.length - 1]?.rss),
+        digits: 1,
+      },
+      {
+        key: "rssPeakMB",
+        label: "server RSS peak",
+        unit: "MB",
+        value: sampler ? mb(sampler.peak) : null,
+        better: "lower",
+        digits: 1,
+      },
+      {
+        key: "rssDriftMB",
+        label: "server RSS drift (end - start)",
+        unit: "MB",
+        value: s.length ? mb(s[s.length - 1]!.rss - s[0]!.rss) : null,
+        better: "lower",
+        digits: 2,
+      },
+    ],
+    notes,
+  };
+}

@@ -1,0 +1,351 @@
+// `relay`: N allocations relay paced traffic to an echo peer and back. Every packet carries
+// (phase, sequence, send time) so the client measures the round trip and counts loss.
+import * as hdr from "hdr-histogram-js";
+import { type EchoPeer, startEchoPeer } from "../load/peer.js";
+import { TurnLoadClient } from "../load/turn-load-client.js";
+import { cpuMicros, nowUs, rssBytes } from "../proc.js";
+import { closeAll, type OpenedAllocation, openAllocations } from "./setup.js";
+import type { Metric, RampPoint, ScenarioContext, ScenarioResult } from "./types.js";
+
+const PAYLOAD_HEADER = 16; // u32 phase, u32 sequence, f64 send time (ms)
+/** A generator process above this share of one core is the bottleneck, not the server. */
+export const SATURATION = 0.9;
+const PERCENTILES = [50, 75, 90, 95, 99, 99.9, 99.99, 100];
+
+export interface PhaseResult {
+  targetRate: number;
+  offeredRate: number;
+  deliveredRate: number;
+  sent: number;
+  received: number;
+  lossPct: number;
+  histogram: hdr.Histogram;
+  /** server CPU µs per relayed packet, each direction counting one packet */
+  serverUsPerPacket: number | null;
+  serverCore: number | null;
+  generatorCore: number;
+  peerCore: number;
+  relayedPackets: number;
+  rss: number | null;
+  seconds: number;
+}
+
+function newHistogram(): hdr.Histogram {
+  // The JS implementation: no WebAssembly to load, and fast enough at these rates.
+  return hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 60_000_000,
+    numberOfSignificantValueDigits: 3,
+    bitBucketSize: 32,
+    useWebAssembly: false,
+  });
+}
+
+export class RelayLoad {
+  private phase = 0;
+  private received = 0;
+  private histogram = newHistogram();
+  private templates: Buffer[] = [];
+
+  constructor(
+    private readonly ctx: ScenarioContext,
+    private readonly allocations: OpenedAllocation[],
+    private readonly peer: EchoPeer,
+  ) {
+    const size = Math.max(PAYLOAD_HEADER, ctx.opts.size);
+    for (const a of allocations) {
+      a.client.onData = (buf, off, len) => {
+        if (len < PAYLOAD_HEADER || buf.readUInt32BE(off) !== this.phase) return;
+        this.received++;
+        const rttUs = (performance.now() - buf.readDoubleBE(off + 8)) * 1000;
+        this.histogram.recordValue(rttUs < 1 ? 1 : Math.round(rttUs));
+      };
+      if (ctx.opts.mode === "send") {
+        this.templates.push(a.client.sendIndicationTemplate(a.peer, size));
+      }
+    }
+  }
+
+  /** Offers `rate` packets/s for `seconds`, then waits briefly for the echoes. */
+  async run(rate: number, seconds: number, label: string): Promise<PhaseResult> {
+    const { opts, server, progress } = this.ctx;
+    const size = Math.max(PAYLOAD_HEADER, opts.size);
+    const n = this.allocations.length;
+    const phase = ++this.phase;
+    this.received = 0;
+    this.histogram = newHistogram();
+    const pid = server.pid;
+    const peerStart = await this.peer.stats();
+    const serverCpu0 = pid ? cpuMicros(pid) : undefined;
+    const peerCpu0 = cpuMicros(this.peer.pid) ?? 0;
+    const gen0 = process.cpuUsage();
+    const t0 = performance.now();
+    const wall0 = nowUs();
+    const total = Math.round(rate * seconds);
+    let sent = 0;
+    let rr = 0;
+    // Cap a single catch-up burst so a stalled tick does not fire a second's worth at once.
+    const maxBurst = Math.max(50, Math.ceil(rate / 50));
+    progress.start(label, total);
+    let lastUpdate = t0;
+    let lastReceived = 0;
+    await new Promise<void>((resolve) => {
+      const tick = () => {
+        const now = performance.now();
+        const due = Math.min(total, Math.floor(((now - t0) / 1000) * rate));
+        let burst = Math.min(due - sent, maxBurst);
+        while (burst-- > 0) {
+          const a = this.allocations[rr]!;
+          let buf: Buffer;
+          let off: number;
+          if (opts.mode === "channel") {
+            buf = a.client.channelDataPacket(a.channel, size);
+            off = 4;
+          } else {
+            const t = this.templates[rr]!;
+            buf = Buffer.allocUnsafe(t.length);
+            t.copy(buf);
+            a.client.stampTransaction(buf);
+            off = TurnLoadClient.sendPayloadOffset;
+          }
+          buf.writeUInt32BE(phase, off);
+          buf.writeUInt32BE(sent, off + 4);
+          buf.writeDoubleBE(performance.now(), off + 8);
+          a.client.send(buf);
+          sent++;
+          rr = rr + 1 === n ? 0 : rr + 1;
+        }
+        if (now - lastUpdate >= 250) {
+          const pps = ((this.received - lastReceived) * 1000) / (now - lastUpdate);
+          progress.update(sent, `${Math.round(pps)} pkt/s`, `sent ${sent}`);
+          lastUpdate = now;
+          lastReceived = this.received;
+        }
+        if (sent >= total) resolve();
+        else if (due - sent > 0) setImmediate(tick);
+        else setTimeout(tick, 1);
+      };
+      tick();
+    });
+    const sendSeconds = (performance.now() - t0) / 1000;
+    // Drain: wait until every echo is back or 500 ms pass without progress.
+    let waited = 0;
+    let before = -1;
+    while (this.received < sent && waited < 2000) {
+      if (before === this.received && waited >= 500) break;
+      before = this.received;
+      await new Promise((r) => setTimeout(r, 50));
+      waited += 50;
+    }
+    progress.update(sent, "", "draining done");
+    progress.stop();
+    const wallUs = nowUs() - wall0;
+    const gen = process.cpuUsage(gen0);
+    const peerCpu = (cpuMicros(this.peer.pid) ?? peerCpu0) - peerCpu0;
+    const serverCpu1 = pid ? cpuMicros(pid) : undefined;
+    const peerEnd = await this.peer.stats();
+    const received = this.received;
+    this.phase++; // late echoes from now on are not counted
+    // Both directions: client->peer datagrams the peer got, and peer->client ones we got.
+    const relayedPackets = peerEnd.received - peerStart.received + received;
+    const serverCpu =
+      serverCpu0 !== undefined && serverCpu1 !== undefined ? serverCpu1 - serverCpu0 : undefined;
+    return {
+      targetRate: rate,
+      offeredRate: sent / sendSeconds,
+      deliveredRate: received / sendSeconds,
+      sent,
+      received,
+      lossPct: sent > 0 ? ((sent - Math.min(sent, received)) * 100) / sent : 0,
+      histogram: this.histogram,
+      serverUsPerPacket:
+        serverCpu !== undefined && relayedPackets > 0 ? serverCpu / relayedPackets : null,
+      serverCore: serverCpu !== undefined ? serverCpu / wallUs : null,
+      generatorCore: (gen.user + gen.system) / wallUs,
+      peerCore: peerCpu / wallUs,
+      relayedPackets,
+      rss: pid ? (rssBytes(pid) ?? null) : null,
+      seconds: sendSeconds,
+    };
+  }
+}
+
+export function latencyCurve(h: hdr.Histogram): [number, number][] {
+  return PERCENTILES.map((p) => [p, p === 100 ? h.maxValue : h.getValueAtPercentile(p)]);
+}
+
+function phaseMetrics(r: PhaseResult, size: number): Metric[] {
+  const mbit = (pps: number) => (pps * size * 8) / 1e6;
+  const h = r.histogram;
+  const us = (p: number) => (h.totalCount > 0 ? h.getValueAtPercentile(p) : null);
+  return [
+    { key: "offeredPps", label: "offered", unit: "pkt/s", value: r.offeredRate, better: "higher" },
+    {
+      key: "deliveredPps",
+      label: "delivered (round trips)",
+      unit: "pkt/s",
+      value: r.deliveredRate,
+      better: "higher",
+    },
+    {
+      key: "deliveredMbps",
+      label: "delivered payload, one direction",
+      unit: "Mbit/s",
+      value: mbit(r.deliveredRate),
+      better: "higher",
+      digits: 1,
+    },
+    { key: "lossPct", label: "loss", unit: "%", value: r.lossPct, better: "lower", digits: 3 },
+    { key: "rttP50Us", label: "RTT p50", unit: "µs", value: us(50), better: "lower" },
+    { key: "rttP90Us", label: "RTT p90", unit: "µs", value: us(90), better: "lower" },
+    { key: "rttP99Us", label: "RTT p99", unit: "µs", value: us(99), better: "lower" },
+    { key: "rttP999Us", label: "RTT p99.9", unit: "µs", value: us(99.9), better: "lower" },
+    {
+      key: "rttMaxUs",
+      label: "RTT max",
+      unit: "µs",
+      value: h.totalCount > 0 ? h.maxValue : null,
+      better: "lower",
+    },
+    {
+      key: "serverUsPerPacket",
+      label: "server CPU per relayed packet (each direction = 1)",
+      unit: "µs",
+      value: r.serverUsPerPacket,
+      better: "lower",
+      digits: 2,
+    },
+    {
+      key: "serverCorePct",
+      label: "server CPU",
+      unit: "% core",
+      value: r.serverCore === null ? null : r.serverCore * 100,
+      better: "lower",
+      digits: 1,
+    },
+    {
+      key: "serverRssMB",
+      label: "server RSS",
+      unit: "MB",
+      value: r.rss === null ? null : r.rss / 2 ** 20,
+      better: "lower",
+      digits: 1,
+    },
+    {
+      key: "generatorCorePct",
+      label: "generator CPU (bench process)",
+      unit: "% core",
+      value: r.generatorCore * 100,
+      digits: 1,
+    },
+    {
+      key: "peerCorePct",
+      label: "echo peer CPU (child process)",
+      unit: "% core",
+      value: r.peerCore * 100,
+      digits: 1,
+    },
+  ];
+}
+
+function saturationNotes(r: PhaseResult): string[] {
+  const notes: string[] = [];
+  if (r.generatorCore > SATURATION)
+    notes.push(
+      `generator saturated: bench process at ${(r.generatorCore * 100).toFixed(0)} % of a core; figures are a lower bound for the server`,
+    );
+  if (r.peerCore > SATURATION)
+    notes.push(`echo peer saturated at ${(r.peerCore * 100).toFixed(0)} % of a core`);
+  if (r.offeredRate < r.targetRate * 0.95)
+    notes.push(`generator offered ${Math.round(r.offeredRate)} of ${r.targetRate} pkt/s asked`);
+  return notes;
+}
+
+export async function relayScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
+  const { opts, server } = ctx;
+  const count = opts.allocations ?? 100;
+  const peer = await startEchoPeer(4);
+  let allocations: OpenedAllocation[] = [];
+  try {
+    ctx.progress.start(`${server.name} relay: allocating`, count);
+    const open = await openAllocations({
+      server,
+      transport: opts.transport,
+      count,
+      peers: peer.addresses,
+      bind: true,
+      concurrency: 32,
+      onProgress: (d) => ctx.progress.update(d, "", "allocations"),
+    });
+    ctx.progress.stop();
+    allocations = open.opened;
+    if (allocations.length === 0) throw new Error(`no allocation succeeded: ${open.firstError}`);
+    const load = new RelayLoad(ctx, allocations, peer);
+    const notes = [
+      `${allocations.length} allocations over ${opts.transport.toUpperCase()}, ${opts.mode === "channel" ? "ChannelData" : "Send/Data indications"}, ${opts.size}-byte payload, ${peer.addresses.length} echo peer sockets`,
+    ];
+    if (open.failures > 0) notes.push(`${open.failures} allocations failed: ${open.firstError}`);
+    // Warm-up: JIT, socket buffers, coturn's thread pools.
+    await load.run(
+      Math.min(opts.rate, 5000),
+      opts.quick ? 0.3 : 1,
+      `${server.name} relay: warm-up`,
+    );
+    if (!opts.ramp) {
+      const r = await load.run(opts.rate, opts.duration, `${server.name} relay ${opts.rate}/s`);
+      return {
+        scenario: "relay",
+        server: server.name,
+        metrics: phaseMetrics(r, opts.size),
+        notes: [...notes, ...saturationNotes(r)],
+        latency: { points: latencyCurve(r.histogram) },
+      };
+    }
+    // Ramp: raise the offered rate until loss reaches 0.1 % or the generator saturates.
+    const ramp: RampPoint[] = [];
+    let best: PhaseResult | undefined;
+    let last: PhaseResult | undefined;
+    let rate = Math.max(1000, Math.round(opts.rate / 4));
+    const steps = opts.quick ? 5 : 12;
+    for (let i = 0; i < steps; i++) {
+      const r = await load.run(rate, opts.duration, `${server.name} ramp ${rate}/s`);
+      last = r;
+      ramp.push({
+        offered: r.offeredRate,
+        delivered: r.deliveredRate,
+        lossPct: r.lossPct,
+        p99Us: r.histogram.getValueAtPercentile(99),
+        generatorCore: r.generatorCore,
+      });
+      if (r.lossPct >= 0.1) break;
+      best = r;
+      if (r.generatorCore > SATURATION || r.offeredRate < rate * 0.95) break;
+      rate = Math.round(rate * 1.5);
+    }
+    const shown = best ?? last!;
+    const metrics = phaseMetrics(shown, opts.size);
+    metrics.unshift({
+      key: "maxPpsUnderLoss",
+      label: "highest offered rate with < 0.1 % loss",
+      unit: "pkt/s",
+      value: best ? best.offeredRate : null,
+      better: "higher",
+    });
+    return {
+      scenario: "relay",
+      server: server.name,
+      metrics,
+      notes: [
+        ...notes,
+        `ramp: ${ramp.length} steps of ${opts.duration} s; figures below are from the highest step under 0.1 % loss`,
+        ...saturationNotes(last!),
+      ],
+      latency: { points: latencyCurve(shown.histogram) },
+      ramp,
+    };
+  } finally {
+    ctx.progress.stop();
+    await closeAll(allocations);
+    await peer.stop();
+  }
+}

@@ -1,0 +1,62 @@
+// What every scenario receives and returns.
+
+import type { DataMode, Transport } from "../load/turn-load-client.js";
+import type { Progress } from "../progress.js";
+import type { RunningServer } from "../servers.js";
+
+export interface BenchOptions {
+  quick: boolean;
+  /** seconds of measured load per scenario (per ramp step for --ramp) */
+  duration: number;
+  /** allocations; undefined = the scenario's own default */
+  allocations: number | undefined;
+  /** offered packets per second (round trips: one client->peer packet each) */
+  rate: number;
+  /** payload bytes per packet */
+  size: number;
+  transport: Transport;
+  mode: DataMode;
+  ramp: boolean;
+}
+
+export interface ScenarioContext {
+  server: RunningServer;
+  opts: BenchOptions;
+  progress: Progress;
+}
+
+/** A figure with its label and unit; value null = not measurable here (e.g. external server). */
+export interface Metric {
+  key: string;
+  label: string;
+  unit: string;
+  value: number | null;
+  /** how to read a Turnpike/coturn ratio: lower is better for costs and latency */
+  better?: "lower" | "higher";
+  digits?: number;
+}
+
+export interface LatencyCurve {
+  /** [percentile, microseconds] */
+  points: [number, number][];
+}
+
+export interface RampPoint {
+  offered: number;
+  delivered: number;
+  lossPct: number;
+  p99Us: number;
+  generatorCore: number;
+}
+
+export interface ScenarioResult {
+  scenario: string;
+  server: string;
+  metrics: Metric[];
+  notes: string[];
+  latency?: LatencyCurve;
+  ramp?: RampPoint[];
+  error?: string;
+}
+
+export type Scenario = (ctx: ScenarioContext) => Promise<ScenarioResult>;

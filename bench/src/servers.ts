@@ -1,0 +1,340 @@
+// Starts the relays under test on loopback with equal settings and stops them by PID.
+//
+// Equal settings: the same relay port range, the same TURN REST shared secret and realm, no
+// verbose logging, allocation quotas out of the way, one process each. coturn runs its relay
+// threads inside that one process; `coturnThreads` picks how many (see README: "fairness").
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import dgram from "node:dgram";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { bindingRequest, Class, classOf, decode } from "./load/stun-lite.js";
+
+export type ServerKind = "turnpike" | "coturn" | "external";
+
+export interface ServerSettings {
+  port: number;
+  minPort: number;
+  maxPort: number;
+  token: string;
+  realm: string;
+  maxAllocations: number;
+  /** coturn relay threads: undefined = coturn's default (one per CPU), 0 = single-threaded */
+  coturnThreads?: number;
+}
+
+export interface RunningServer {
+  kind: ServerKind;
+  /** label for tables: "turnpike", "coturn" or the external address */
+  name: string;
+  host: string;
+  port: number;
+  /** undefined for --external (no CPU / RSS figures then) */
+  pid: number | undefined;
+  token: string;
+  realm: string;
+  /** how it was started, for the report */
+  command: string;
+  notes: string[];
+  stop(): Promise<void>;
+}
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const turnpikeBin = path.join(repoRoot, "packages/relay-server/bin/turnpike-relay.js");
+const turnpikeDist = path.join(repoRoot, "packages/relay-server/dist/cli.js");
+
+const live = new Set<RunningServer>();
+
+/** Stops every server still running (used on error and on SIGINT/SIGTERM). */
+export async function stopAll(): Promise<void> {
+  await Promise.all([...live].map((s) => s.stop()));
+}
+
+export function defaultSettings(): ServerSettings {
+  return {
+    port: 0,
+    minPort: 49152,
+    maxPort: 65535,
+    token: randomBytes(18).toString("base64url"),
+    realm: "bench.turnpike.test",
+    maxAllocations: 20000,
+  };
+}
+
+/** A free UDP port on 127.0.0.1 that is also outside the relay range (asked from the kernel). */
+export async function freeUdpPort(): Promise<number> {
+  for (let i = 0; i < 20; i++) {
+    const s = dgram.createSocket("udp4");
+    const port = await new Promise<number>((resolve, reject) => {
+      s.once("error", reject);
+      s.bind(0, "127.0.0.1", () => resolve(s.address().port));
+    });
+    s.close();
+    if (port < 49152) return port;
+  }
+  // The ephemeral range may overlap 49152+: fall back to a fixed low port area.
+  return 20000 + Math.floor(Math.random() * 10000);
+}
+
+/** Sends STUN Binding requests over UDP until one succeeds: the server is ready for real. */
+export async function waitForStun(host: string, port: number, timeoutMs = 15000): Promise<void> {
+  const sock = dgram.createSocket("udp4");
+  const deadline = Date.now() + timeoutMs;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      sock.on("message", (msg) => {
+        const m = decode(msg);
+        if (m && classOf(m.type) === Class.Success) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      sock.on("error", () => {
+        // ICMP port unreachable while the server is still starting: keep probing
+      });
+      const probe = () => {
+        if (Date.now() > deadline) {
+          reject(new Error(`no STUN Binding response from ${host}:${port} within ${timeoutMs} ms`));
+          return;
+        }
+        sock.send(bindingRequest(), port, host);
+        timer = setTimeout(probe, 100);
+      };
+      sock.bind(0, "127.0.0.1", probe);
+    });
+  } finally {
+    sock.close();
+  }
+}
+
+function killByPid(child: ChildProcess, name: string): Promise<void> {
+  const pid = child.pid;
+  if (pid === undefined || child.exitCode !== null || child.signalCode !== null) {
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(hard);
+      resolve();
+    };
+    child.once("exit", done);
+    const hard = setTimeout(() => {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+      setTimeout(resolve, 200);
+    }, 5000);
+    try {
+      process.kill(pid, "SIGTERM");
+    } catch {
+      done();
+    }
+    void name;
+  });
+}
+
+function track(
+  kind: ServerKind,
+  child: ChildProcess,
+  host: string,
+  s: ServerSettings,
+  command: string,
+  notes: string[],
+  cleanup: () => void,
+): RunningServer {
+  const server: RunningServer = {
+    kind,
+    name: kind,
+    host,
+    port: s.port,
+    pid: child.pid,
+    token: s.token,
+    realm: s.realm,
+    command,
+    notes,
+    stop: async () => {
+      live.delete(server);
+      await killByPid(child, kind);
+      cleanup();
+    },
+  };
+  live.add(server);
+  return server;
+}
+
+/** Keeps the last lines of a child's output for error messages, without buffering it all. */
+function tail(child: ChildProcess, lines: string[], max = 30): void {
+  const onData = (d: Buffer) => {
+    for (const l of d.toString("utf8").split("\n")) {
+      if (l.trim() === "") continue;
+      lines.push(l);
+      if (lines.length > max) lines.shift();
+    }
+  };
+  child.stdout?.on("data", onData);
+  child.stderr?.on("data", onData);
+}
+
+async function readyOrFail(
+  server: RunningServer,
+  child: ChildProcess,
+  out: string[],
+  timeoutMs: number,
+): Promise<RunningServer> {
+  const exited = new Promise<never>((_, reject) => {
+    child.once("exit", (code, sig) =>
+      reject(
+        new Error(
+          `${server.kind} exited during start (code ${code}, signal ${sig}):\n${out.join("\n")}`,
+        ),
+      ),
+    );
+    child.once("error", (e) => reject(e));
+  });
+  exited.catch(() => {});
+  try {
+    await Promise.race([waitForStun(server.host, server.port, timeoutMs), exited]);
+    return server;
+  } catch (e) {
+    await server.stop();
+    const msg = e instanceof Error ? e.message : String(e);
+    throw new Error(msg.includes(out.join("\n")) ? msg : `${msg}\n${out.join("\n")}`);
+  }
+}
+
+/** True when the relay's CLI has been built (its launcher imports dist/cli.js). */
+export function turnpikeAvailable(): boolean {
+  return existsSync(turnpikeBin) && existsSync(turnpikeDist);
+}
+
+export async function startTurnpike(s: ServerSettings): Promise<RunningServer> {
+  if (!turnpikeAvailable()) {
+    throw new Error(
+      `turnpike-relay is not built (${path.relative(process.cwd(), turnpikeDist)} missing): run pnpm exec tsc -b`,
+    );
+  }
+  const port = s.port || (await freeUdpPort());
+  const settings = { ...s, port };
+  const args = [
+    turnpikeBin,
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--min-port",
+    String(s.minPort),
+    "--max-port",
+    String(s.maxPort),
+    "--realm",
+    s.realm,
+    "--allow-loopback-peers",
+    "--log-level",
+    "warn",
+    "--health-listen",
+    "off",
+    "--max-allocations",
+    String(s.maxAllocations),
+    "--max-allocations-per-user",
+    String(s.maxAllocations),
+  ];
+  const child = spawn(process.execPath, args, {
+    cwd: repoRoot,
+    env: { ...process.env, TURNPIKE_TOKEN: s.token },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const out: string[] = [];
+  tail(child, out);
+  const server = track(
+    "turnpike",
+    child,
+    "127.0.0.1",
+    settings,
+    `node ${args.map((a) => path.relative(repoRoot, a) || a).join(" ")}`,
+    ["one Node process, one event loop"],
+    () => {},
+  );
+  return readyOrFail(server, child, out, 15000);
+}
+
+export async function startCoturn(s: ServerSettings): Promise<RunningServer> {
+  const port = s.port || (await freeUdpPort());
+  const settings = { ...s, port };
+  const runDir = mkdtempSync(path.join(tmpdir(), "turnpike-bench-coturn-"));
+  const args = [
+    "-n", // command line only, ignore /etc/turnserver.conf
+    `--listening-ip=127.0.0.1`,
+    `--listening-port=${port}`,
+    `--relay-ip=127.0.0.1`,
+    `--min-port=${s.minPort}`,
+    `--max-port=${s.maxPort}`,
+    "--use-auth-secret",
+    `--static-auth-secret=${s.token}`,
+    `--realm=${s.realm}`,
+    "--allow-loopback-peers", // coturn 4.6 denies loopback peers by default
+    "--no-cli",
+    "--no-tls",
+    "--no-dtls",
+    "--fingerprint",
+    "--no-stdout-log",
+    "--log-file=/dev/null",
+    "--simple-log",
+    `--pidfile=${path.join(runDir, "turnserver.pid")}`,
+    `--db=${path.join(runDir, "turndb")}`,
+    "--user-quota=0", // 0 = unlimited, like Turnpike's quotas raised to the allocation bound
+    "--total-quota=0",
+    "--max-bps=0",
+    "--no-multicast-peers",
+  ];
+  const notes: string[] = [];
+  if (s.coturnThreads !== undefined) {
+    args.push(`--relay-threads=${s.coturnThreads}`);
+    notes.push(
+      s.coturnThreads === 0
+        ? "single-threaded (--relay-threads=0), like Turnpike's one event loop"
+        : `--relay-threads=${s.coturnThreads}`,
+    );
+  } else {
+    notes.push("coturn default threading: one relay thread per CPU plus listener/auth threads");
+  }
+  const child = spawn("turnserver", args, {
+    cwd: runDir,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const out: string[] = [];
+  tail(child, out);
+  const server = track(
+    "coturn",
+    child,
+    "127.0.0.1",
+    settings,
+    `turnserver ${args.map((a) => a.replace(/static-auth-secret=.*/, "static-auth-secret=***")).join(" ")}`,
+    notes,
+    () => rmSync(runDir, { recursive: true, force: true }),
+  );
+  return readyOrFail(server, child, out, 15000);
+}
+
+/** A relay that is already running: no PID, so no CPU or memory figures. */
+export async function useExternal(hostPort: string, token: string, realm: string) {
+  const m = /^(.+):(\d+)$/.exec(hostPort);
+  if (!m) throw new Error(`--external wants HOST:PORT, got ${hostPort}`);
+  const host = m[1]!.replace(/^\[|\]$/g, "");
+  const port = Number(m[2]);
+  await waitForStun(host, port, 5000);
+  const server: RunningServer = {
+    kind: "external",
+    name: `external ${hostPort}`,
+    host,
+    port,
+    pid: undefined,
+    token,
+    realm,
+    command: `external relay at ${hostPort}`,
+    notes: ["not started by the bench: no CPU or RSS figures"],
+    stop: async () => {},
+  };
+  return server;
+}
