@@ -1,0 +1,116 @@
+/**
+ * The state a TURN server keeps per client (RFC 8656 §2.2, §5): allocations, their relayed
+ * transport addresses, permissions and channel bindings. Plain data; the rules live in server.ts.
+ */
+import type { TransportAddress } from "../codec/address.js";
+
+/** How the client reaches the server: the "client" half of the 5-tuple (RFC 8656 §2.2). */
+export type ClientTransport = "udp" | "tcp" | "tls";
+
+/**
+ * One client 5-tuple as the runtime knows it. For UDP, `listener` names the socket that must
+ * answer; for TCP/TLS, `connection` names the stream (and `listener` where it was accepted).
+ */
+export interface ClientEndpoint {
+  readonly transport: ClientTransport;
+  readonly listener: number;
+  /** The runtime's id of the TCP/TLS connection; -1 for UDP. */
+  readonly connection: number;
+  readonly family: 4 | 6;
+  readonly address: string;
+  readonly port: number;
+}
+
+/** RFC 8656 §9: a permission is per peer IP address (any port), 300 s. */
+export interface Permission {
+  /** Number for IPv4 (the address as uint32), canonical text for IPv6: one map lookup. */
+  readonly key: number | string;
+  readonly address: string;
+  readonly family: 4 | 6;
+  expiresAt: number;
+}
+
+/** RFC 8656 §12: channel <-> peer transport address, 600 s, then 300 s of cool-down. */
+export interface ChannelBinding {
+  readonly number: number;
+  readonly peer: TransportAddress;
+  /** IPv4: ip * 65536 + port (a safe integer); IPv6: "addr|port". */
+  readonly peerKey: number | string;
+  /** The relay socket (family) the peer is reached through. */
+  readonly relay: RelaySocket;
+  expiresAt: number;
+  /** Set once the binding expired: until then the number and the peer may not be rebound elsewhere. */
+  coolingUntil: number;
+}
+
+/** One relayed transport address of an allocation: a socket the runtime binds (RFC 8656 §2). */
+export interface RelaySocket {
+  readonly id: number;
+  readonly family: 4 | 6;
+  readonly protocol: "udp" | "tcp";
+  /** The address the runtime binds. */
+  readonly bindAddress: string;
+  /** What XOR-RELAYED-ADDRESS says (differs from bindAddress behind 1:1 NAT). */
+  readonly advertisedAddress: string;
+  port: number;
+  /** Ports tried for this socket, so a retry after a failed bind picks another (bounded). */
+  attempts: number;
+  state: "binding" | "bound" | "failed";
+  readonly allocation: Allocation;
+}
+
+export type AllocationState = "binding" | "active";
+
+export class Allocation {
+  state: AllocationState = "binding";
+  readonly relays: RelaySocket[] = [];
+  /** Permissions by peer IP key. */
+  readonly permissions = new Map<number | string, Permission>();
+  /** Channel bindings by number, and the same bindings by peer key (RFC 8656 §12 lookups both ways). */
+  readonly channels = new Map<number, ChannelBinding>();
+  readonly channelsByPeer = new Map<number | string, ChannelBinding>();
+  expiresAt: number;
+  /** The deadline currently scheduled in the timer heap, and its generation (lazy deletion). */
+  scheduledAt = Number.POSITIVE_INFINITY;
+  timerGeneration = 0;
+  deleted = false;
+  /** The Allocate success, kept so a retransmitted Allocate gets identical bytes (RFC 8656 §7.2). */
+  allocateResponse: Uint8Array | undefined;
+  /** Families asked for that could not be served (reported with ADDRESS-ERROR-CODE). */
+  familyErrors: { family: 4 | 6; code: number }[] = [];
+  reservationToken: Uint8Array | undefined;
+
+  constructor(
+    readonly id: number,
+    readonly client: ClientEndpoint & { readonly key: number | string },
+    /** The USERNAME that created it: later requests must use the same (RFC 8656 §7, 441). */
+    readonly username: string,
+    /** Who quotas count against. */
+    readonly quotaUser: string,
+    /** The long-term key, to sign responses sent after an asynchronous step (port binding). */
+    readonly key: Uint8Array,
+    readonly createdAt: number,
+    lifetimeMs: number,
+    /** The Allocate transaction id, to spot retransmissions. */
+    readonly transactionId: Uint8Array,
+    readonly requestedTransport: "udp" | "tcp",
+  ) {
+    this.expiresAt = createdAt + lifetimeMs;
+  }
+
+  relayFor(family: 4 | 6): RelaySocket | undefined {
+    for (const r of this.relays) if (r.family === family && r.state === "bound") return r;
+    return undefined;
+  }
+
+  /** The earliest instant something about this allocation changes by itself. */
+  nextDeadline(): number {
+    let t = this.expiresAt;
+    for (const p of this.permissions.values()) if (p.expiresAt < t) t = p.expiresAt;
+    for (const c of this.channels.values()) {
+      const at = c.coolingUntil > 0 ? c.coolingUntil : c.expiresAt;
+      if (at < t) t = at;
+    }
+    return t;
+  }
+}

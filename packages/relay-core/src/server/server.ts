@@ -1,0 +1,1394 @@
+/**
+ * The TURN server state machine (RFC 8656 over RFC 8489): sans-IO. Bytes, addresses and `now`
+ * go in; commands, a next timeout and data-path routes come out. See README.md for the call
+ * order the runtime follows.
+ */
+import type { CredentialStore, PasswordAlgorithmName } from "../auth/credentials.js";
+import { NonceIssuer, SecurityFeature } from "../auth/nonce.js";
+import type { TransportAddress } from "../codec/address.js";
+import {
+  AttributeType,
+  ErrorCode,
+  MAX_CHANNEL,
+  MessageClass,
+  Method,
+  MIN_CHANNEL,
+  PasswordAlgorithm,
+  TransportProtocol,
+} from "../codec/constants.js";
+import {
+  decodeStun,
+  getAttribute,
+  hasAttribute,
+  readAddressFamily,
+  readAllXorAddresses,
+  readBytes,
+  readChannelNumber,
+  readEvenPort,
+  readPasswordAlgorithm,
+  readRequestedTransport,
+  readString,
+  readUint32,
+  readXorAddress,
+  type StunMessage,
+  StunMessageBuilder,
+  verifyMessageIntegrity,
+  verifyMessageIntegritySha256,
+} from "../codec/message.js";
+import { MinHeap } from "../min-heap.js";
+import { ipv4ToUint32 } from "../policy/ip.js";
+import { PeerAddressPolicy } from "../policy/peer-address-policy.js";
+import { type RandomSource, randomIntBelow } from "../rng.js";
+import {
+  Allocation,
+  type ChannelBinding,
+  type ClientEndpoint,
+  type ClientTransport,
+  type Permission,
+  type RelaySocket,
+} from "./allocation.js";
+import {
+  type AuthFailureReason,
+  createServerStats,
+  type DropReason,
+  type ServerStats,
+} from "./stats.js";
+import { type AllocationEndReason, type Command, type Route, RouteKind } from "./types.js";
+
+/** One relayed address family the server offers: where to bind, what to advertise. */
+export interface RelayAddressConfig {
+  readonly bind: string;
+  /** XOR-RELAYED-ADDRESS value when behind 1:1 NAT (defaults to `bind`). */
+  readonly advertised?: string;
+}
+
+export interface TurnServerOptions {
+  readonly realm: string;
+  readonly credentials: CredentialStore;
+  /** Nonces, port choice and transaction ids: seed it in tests (no ambient randomness here). */
+  readonly random: RandomSource;
+  /** At least one family. */
+  readonly relayAddresses: { readonly ip4?: RelayAddressConfig; readonly ip6?: RelayAddressConfig };
+  readonly minPort?: number;
+  readonly maxPort?: number;
+  /** SOFTWARE attribute on responses (RFC 8489 §14.14); omit to send none. */
+  readonly software?: string;
+  readonly peerPolicy?: PeerAddressPolicy;
+  readonly maxAllocations?: number;
+  readonly maxAllocationsPerUser?: number;
+  readonly maxPermissionsPerAllocation?: number;
+  readonly maxChannelsPerAllocation?: number;
+  /** Wall clock = `now + unixTimeOffsetMs` (TURN REST expiry); `now` itself is monotonic ms. */
+  readonly unixTimeOffsetMs?: number;
+  /** Sent with 300 Try Alternate while draining (RFC 8489 §10). */
+  readonly alternateServer?: TransportAddress;
+  readonly lifetimes?: Partial<Lifetimes>;
+}
+
+/** Seconds. RFC 8656 §7.2 (allocation), §9 (permission), §12 (channel and cool-down). */
+export interface Lifetimes {
+  defaultAllocation: number;
+  maxAllocation: number;
+  permission: number;
+  channel: number;
+  channelCooldown: number;
+  nonce: number;
+  /** RFC 8489 §6.3.1 advises remembering responses to retransmitted requests for 40 s. */
+  responseCache: number;
+  /** RFC 8656 §7.2: a reserved EVEN-PORT partner is held about 30 s. */
+  reservation: number;
+}
+
+const DEFAULT_LIFETIMES: Lifetimes = {
+  defaultAllocation: 600,
+  maxAllocation: 3600,
+  permission: 300,
+  channel: 600,
+  channelCooldown: 300,
+  nonce: 600,
+  responseCache: 40,
+  reservation: 30,
+};
+
+/** A relay port that fails to bind is retried on another port this many times (then 508). */
+const MAX_BIND_ATTEMPTS = 8;
+const RESPONSE_CACHE_ENTRIES = 8192;
+
+interface ClientRecord extends ClientEndpoint {
+  readonly key: number | string;
+  allocation: Allocation | undefined;
+}
+
+interface Authenticated {
+  readonly username: string;
+  readonly key: Uint8Array;
+  readonly quotaUser: string;
+  readonly sha256: boolean;
+}
+
+interface Reservation {
+  readonly family: 4 | 6;
+  readonly port: number;
+  readonly expiresAt: number;
+}
+
+interface TimerEntry {
+  readonly allocation: Allocation;
+  readonly generation: number;
+}
+
+export class TurnServer {
+  readonly stats: ServerStats = createServerStats();
+  /** The routing decision of the last data-path call; see RouteKind. */
+  readonly route: Route = {
+    relay: -1,
+    peerAddress: "",
+    peerPort: 0,
+    client: undefined as unknown as ClientEndpoint,
+    channel: 0,
+    data: new Uint8Array(0),
+    start: 0,
+    end: 0,
+  };
+
+  private readonly options: TurnServerOptions;
+  private readonly lifetimes: Lifetimes;
+  private readonly policy: PeerAddressPolicy;
+  private readonly nonces: NonceIssuer;
+  private readonly minPort: number;
+  private readonly maxPort: number;
+  private readonly commands: Command[] = [];
+  private commandHead = 0;
+  private readonly timers = new MinHeap<TimerEntry>();
+  /** UDP clients with an allocation, per listener, keyed like Permission keys plus the port. */
+  private readonly udpClients = new Map<number, Map<number | string, ClientRecord>>();
+  private readonly streamClients = new Map<number, ClientRecord>();
+  private readonly relays = new Map<number, RelaySocket>();
+  private readonly portsInUse: Record<4 | 6, Set<number>> = { 4: new Set(), 6: new Set() };
+  private readonly allocationsPerUser = new Map<string, number>();
+  private readonly reservations = new Map<string, Reservation>();
+  /** Allocates waiting for their relay sockets to bind, and the reply to send then. */
+  private readonly pendingAllocates = new Map<Allocation, Reply>();
+  private readonly responseCache = new Map<string, { data: Uint8Array; expiresAt: number }>();
+  private nextRelayId = 1;
+  private nextAllocationId = 1;
+  private draining = false;
+  private unixTimeOffsetMs: number;
+
+  constructor(options: TurnServerOptions) {
+    if (!options.relayAddresses.ip4 && !options.relayAddresses.ip6) {
+      throw new Error("TurnServer needs at least one relay address family");
+    }
+    this.options = options;
+    this.lifetimes = { ...DEFAULT_LIFETIMES, ...options.lifetimes };
+    this.policy = options.peerPolicy ?? new PeerAddressPolicy();
+    this.minPort = options.minPort ?? 49152;
+    this.maxPort = options.maxPort ?? 65535;
+    if (!(this.minPort >= 1 && this.maxPort <= 65535 && this.minPort <= this.maxPort)) {
+      throw new Error(`invalid relay port range ${this.minPort}-${this.maxPort}`);
+    }
+    const secret = new Uint8Array(32);
+    options.random.fillBytes(secret);
+    this.nonces = new NonceIssuer(
+      secret,
+      this.lifetimes.nonce * 1000,
+      SecurityFeature.PasswordAlgorithms,
+    );
+    this.unixTimeOffsetMs = options.unixTimeOffsetMs ?? 0;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Inputs
+
+  /**
+   * A datagram from a client on UDP listener `listener`. Returns the data-path route (see
+   * `route`); control messages queue commands instead.
+   */
+  handleUdpClient(
+    listener: number,
+    data: Uint8Array,
+    address: string,
+    port: number,
+    now: number,
+  ): RouteKind {
+    if (port === 0) return this.drop("port-zero");
+    const first = data.length > 0 ? data[0]! & 0xc0 : 0xc0;
+    if (first === 0x40) {
+      const client = this.udpClients.get(listener)?.get(clientKey(address, port));
+      if (client === undefined) return this.drop("no-allocation");
+      return this.routeChannelData(client, data, now);
+    }
+    if (first !== 0) return this.drop("not-stun");
+    const known = this.udpClients.get(listener)?.get(clientKey(address, port));
+    const endpoint: ClientEndpoint = known ?? {
+      transport: "udp",
+      listener,
+      connection: -1,
+      family: address.includes(":") ? 6 : 4,
+      address,
+      port,
+    };
+    return this.handleStun(endpoint, known, data, now);
+  }
+
+  /** A TCP or TLS client connection was accepted (RFC 8656 §3.1: allocations live on it). */
+  handleConnectionOpened(
+    connection: number,
+    listener: number,
+    transport: Exclude<ClientTransport, "udp">,
+    address: string,
+    port: number,
+  ): void {
+    this.streamClients.set(connection, {
+      transport,
+      listener,
+      connection,
+      family: address.includes(":") ? 6 : 4,
+      address,
+      port,
+      key: connection,
+      allocation: undefined,
+    });
+  }
+
+  /** The connection closed: RFC 8656 §3.1 ties the allocation's life to it. */
+  handleConnectionClosed(connection: number, now: number): void {
+    const client = this.streamClients.get(connection);
+    if (!client) return;
+    this.streamClients.delete(connection);
+    if (client.allocation) this.deleteAllocation(client.allocation, "connection-closed", now);
+  }
+
+  /** One frame (cut by StreamFramer) from a TCP/TLS client connection. */
+  handleStreamClient(connection: number, frame: Uint8Array, now: number): RouteKind {
+    const client = this.streamClients.get(connection);
+    if (client === undefined) return this.drop("unknown-connection");
+    const first = frame.length > 0 ? frame[0]! & 0xc0 : 0xc0;
+    if (first === 0x40) return this.routeChannelData(client, frame, now);
+    if (first !== 0) return this.drop("not-stun");
+    return this.handleStun(client, client, frame, now);
+  }
+
+  /** A datagram from a peer arriving on relay socket `relay` (RFC 8656 §11.3, §12.4). */
+  handlePeerData(
+    relay: number,
+    data: Uint8Array,
+    address: string,
+    port: number,
+    now: number,
+  ): RouteKind {
+    const socket = this.relays.get(relay);
+    if (socket === undefined || socket.state !== "bound") return this.drop("no-allocation");
+    const allocation = socket.allocation;
+    if (allocation.state !== "active") return this.drop("no-allocation");
+    let ipKey: number | string;
+    let peerKey: number | string;
+    if (socket.family === 4) {
+      const ip = ipv4ToUint32(address);
+      if (ip < 0) return this.drop("family-mismatch");
+      ipKey = ip;
+      peerKey = ip * 65536 + port;
+    } else {
+      ipKey = address;
+      peerKey = `${address}|${port}`;
+    }
+    // RFC 8656 §9: without a live permission for the peer's IP the datagram is discarded.
+    const permission = allocation.permissions.get(ipKey);
+    if (permission === undefined || permission.expiresAt <= now) return this.drop("no-permission");
+    const route = this.route;
+    route.client = allocation.client;
+    const binding = allocation.channelsByPeer.get(peerKey);
+    if (binding !== undefined && binding.expiresAt > now) {
+      // RFC 8656 §12.4: a bound peer's data goes back as ChannelData.
+      route.channel = binding.number;
+      route.data = data;
+      route.start = 0;
+      route.end = data.length;
+      return RouteKind.ToClient;
+    }
+    // RFC 8656 §11.4: otherwise as a Data indication with XOR-PEER-ADDRESS and DATA.
+    const tid = new Uint8Array(12);
+    this.options.random.fillBytes(tid);
+    const indication = new StunMessageBuilder(Method.Data, MessageClass.Indication, tid)
+      .xorAddress(AttributeType.XorPeerAddress, { family: socket.family, address, port })
+      .bytes(AttributeType.Data, data)
+      .build();
+    route.channel = 0;
+    route.data = indication;
+    route.start = 0;
+    route.end = indication.length;
+    return RouteKind.ToClient;
+  }
+
+  /** The runtime bound relay socket `relay` (answer to an "open-relay" command). */
+  handleRelayBound(relay: number, now: number): void {
+    const socket = this.relays.get(relay);
+    if (!socket || socket.state !== "binding") return;
+    socket.state = "bound";
+    this.maybeCompleteAllocate(socket.allocation, now);
+  }
+
+  /** The runtime could not bind relay socket `relay`: try another port (bounded), else fail. */
+  handleRelayBindFailed(relay: number, now: number): void {
+    const socket = this.relays.get(relay);
+    if (!socket || socket.state !== "binding") return;
+    this.portsInUse[socket.family].delete(socket.port);
+    if (socket.attempts < MAX_BIND_ATTEMPTS) {
+      const port = this.pickPort(socket.family);
+      if (port !== undefined) {
+        socket.port = port;
+        socket.attempts++;
+        this.portsInUse[socket.family].add(port);
+        this.openRelay(socket);
+        return;
+      }
+    }
+    socket.state = "failed";
+    this.relays.delete(socket.id);
+    const allocation = socket.allocation;
+    if (allocation.relays[0] === socket) {
+      // The requested family has no relayed address: the Allocate fails (RFC 8656 §7.2, 508).
+      this.sendAllocateFailure(allocation, ErrorCode.InsufficientCapacity);
+      this.deleteAllocation(allocation, "bind-failed", now);
+      return;
+    }
+    // The additional family failed: the allocation goes on with ADDRESS-ERROR-CODE (§7.2).
+    allocation.familyErrors.push({ family: socket.family, code: ErrorCode.InsufficientCapacity });
+    this.maybeCompleteAllocate(allocation, now);
+  }
+
+  /** Lifetimes: expire allocations, permissions and channels due at or before `now`. */
+  handleTimeout(now: number): void {
+    for (;;) {
+      const at = this.timers.peekKey();
+      if (at === undefined || at > now) break;
+      const entry = this.timers.pop()!;
+      const allocation = entry.allocation;
+      if (allocation.deleted || entry.generation !== allocation.timerGeneration) continue;
+      allocation.scheduledAt = Number.POSITIVE_INFINITY;
+      this.sweep(allocation, now);
+    }
+    if (this.reservations.size > 0) {
+      for (const [token, r] of this.reservations) {
+        if (r.expiresAt <= now) {
+          this.reservations.delete(token);
+          this.portsInUse[r.family].delete(r.port);
+        }
+      }
+    }
+  }
+
+  /** Stop granting allocations (SIGTERM): 300 with ALTERNATE-SERVER if configured, else 508. */
+  startDraining(): void {
+    this.draining = true;
+  }
+
+  /** Delete every allocation (shutdown): queues close-relay for each relay socket. */
+  closeAll(now: number): void {
+    for (const socket of [...this.relays.values()]) {
+      if (!socket.allocation.deleted) this.deleteAllocation(socket.allocation, "shutdown", now);
+    }
+  }
+
+  /** Track wall-clock jumps: TURN REST usernames expire on the Unix clock. */
+  setUnixTimeOffset(offsetMs: number): void {
+    this.unixTimeOffsetMs = offsetMs;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Outputs
+
+  pollCommand(): Command | undefined {
+    if (this.commandHead >= this.commands.length) {
+      if (this.commandHead > 0) {
+        this.commands.length = 0;
+        this.commandHead = 0;
+      }
+      return undefined;
+    }
+    const command = this.commands[this.commandHead]!;
+    this.commands[this.commandHead++] = undefined as unknown as Command;
+    return command;
+  }
+
+  /** The next instant `handleTimeout` has work, or undefined when nothing is scheduled. */
+  pollTimeout(): number | undefined {
+    let next = this.timers.peekKey();
+    for (const r of this.reservations.values()) {
+      if (next === undefined || r.expiresAt < next) next = r.expiresAt;
+    }
+    return next;
+  }
+
+  /** Live allocation count (what quotas and readiness look at). */
+  get allocationCount(): number {
+    return this.stats.allocationsActive;
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Data path
+
+  /** RFC 8656 §12.4: ChannelData from a client goes to the bound peer, if still permitted. */
+  private routeChannelData(client: ClientRecord, data: Uint8Array, now: number): RouteKind {
+    const allocation = client.allocation;
+    if (allocation === undefined || allocation.state !== "active") {
+      return this.drop("no-allocation");
+    }
+    if (data.length < 4) return this.drop("malformed-channel-data");
+    const length = (data[2]! << 8) | data[3]!;
+    if (4 + length > data.length) return this.drop("malformed-channel-data");
+    const binding = allocation.channels.get((data[0]! << 8) | data[1]!);
+    if (binding === undefined || binding.expiresAt <= now) return this.drop("no-channel");
+    const permission = allocation.permissions.get(permissionKeyOfBinding(binding));
+    if (permission === undefined || permission.expiresAt <= now) return this.drop("no-permission");
+    const route = this.route;
+    route.relay = binding.relay.id;
+    route.peerAddress = binding.peer.address;
+    route.peerPort = binding.peer.port;
+    route.data = data;
+    route.start = 4;
+    route.end = 4 + length;
+    return RouteKind.ToPeer;
+  }
+
+  /** RFC 8656 §11.2: a Send indication. Unauthenticated; dropped silently when not allowed. */
+  private handleSend(client: ClientRecord | undefined, msg: StunMessage, now: number): RouteKind {
+    const allocation = client?.allocation;
+    if (allocation === undefined || allocation.state !== "active") {
+      return this.drop("no-allocation");
+    }
+    // DONT-FRAGMENT cannot be honoured by this runtime: treated as unknown (RFC 8656 §11.2).
+    if (msg.unknownRequired.length > 0 || hasAttribute(msg, AttributeType.DontFragment)) {
+      return this.drop("invalid-indication");
+    }
+    const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
+    const data = getAttribute(msg, AttributeType.Data);
+    if (peer === undefined || data === undefined) return this.drop("invalid-indication");
+    const relay = allocation.relayFor(peer.family);
+    if (relay === undefined) return this.drop("family-mismatch");
+    if (this.policy.check(peer.address) !== undefined) return this.drop("forbidden-peer");
+    const permission = allocation.permissions.get(permissionKey(peer));
+    if (permission === undefined || permission.expiresAt <= now) return this.drop("no-permission");
+    const route = this.route;
+    route.relay = relay.id;
+    route.peerAddress = permission.address;
+    route.peerPort = peer.port;
+    route.data = msg.bytes;
+    route.start = data.offset;
+    route.end = data.offset + data.length;
+    return RouteKind.ToPeer;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // STUN messages from clients
+
+  private handleStun(
+    endpoint: ClientEndpoint,
+    client: ClientRecord | undefined,
+    data: Uint8Array,
+    now: number,
+  ): RouteKind {
+    const decoded = decodeStun(data);
+    if (!decoded.ok) {
+      this.drop("malformed");
+      // RFC 8489 §6.3: a request we can parse the header of gets a 400 rather than silence.
+      const header = decoded.header;
+      if (
+        header &&
+        header.messageClass === MessageClass.Request &&
+        decoded.error === "bad-length"
+      ) {
+        this.respondError(endpoint, header.method, header.transactionId, ErrorCode.BadRequest);
+      }
+      return RouteKind.None;
+    }
+    const msg = decoded.message;
+    if (msg.messageClass === MessageClass.Request) {
+      this.handleRequest(endpoint, client, msg, now);
+      return RouteKind.None;
+    }
+    if (msg.messageClass === MessageClass.Indication) {
+      if (msg.method === Method.Send) return this.handleSend(client, msg, now);
+      // A Binding indication is a keep-alive (RFC 8489 §3): nothing to do.
+      if (msg.method === Method.Binding) return RouteKind.None;
+    }
+    return this.drop("unexpected-message");
+  }
+
+  private handleRequest(
+    endpoint: ClientEndpoint,
+    client: ClientRecord | undefined,
+    msg: StunMessage,
+    now: number,
+  ): void {
+    if (msg.method === Method.Binding) {
+      this.handleBinding(endpoint, msg);
+      return;
+    }
+    if (!isTurnRequestMethod(msg.method)) {
+      this.respondError(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest);
+      return;
+    }
+    // RFC 8489 §6.3.1 / RFC 8656 §7.2: a retransmission gets the very same response.
+    const cacheKey = responseCacheKey(endpoint, msg.transactionId);
+    const cached = this.responseCache.get(cacheKey);
+    if (cached !== undefined) {
+      if (cached.expiresAt > now) {
+        this.sendRaw(endpoint, cached.data, msg.method, MessageClass.SuccessResponse, 0);
+        return;
+      }
+      this.responseCache.delete(cacheKey);
+    }
+    const auth = this.authenticate(endpoint, msg, now);
+    if (auth === undefined) return;
+    const reply = new Reply(this, endpoint, msg, auth, cacheKey, now);
+    if (msg.unknownRequired.length > 0) {
+      reply.error(ErrorCode.UnknownAttribute, (b) => b.unknownAttributes(msg.unknownRequired));
+      return;
+    }
+    const allocation = client?.allocation;
+    if (allocation !== undefined && allocation.username !== auth.username) {
+      // RFC 8656 §7: every request about an allocation uses the credentials that created it.
+      this.stats.authFailures["wrong-credentials"]++;
+      reply.error(ErrorCode.WrongCredentials);
+      return;
+    }
+    switch (msg.method) {
+      case Method.Allocate:
+        this.handleAllocate(endpoint, client, msg, auth, reply, now);
+        return;
+      case Method.Refresh:
+        this.handleRefresh(allocation, msg, reply, now);
+        return;
+      case Method.CreatePermission:
+        this.handleCreatePermission(allocation, msg, reply, now);
+        return;
+      case Method.ChannelBind:
+        this.handleChannelBind(allocation, msg, reply, now);
+        return;
+      default:
+        // Connect / ConnectionBind: TCP relaying (RFC 6062) is not offered by this server.
+        reply.error(ErrorCode.BadRequest);
+    }
+  }
+
+  /** RFC 8489 §7.3.1: the reflexive transport address, and nothing else to remember. */
+  private handleBinding(endpoint: ClientEndpoint, msg: StunMessage): void {
+    if (msg.unknownRequired.length > 0) {
+      const b = this.builder(Method.Binding, MessageClass.ErrorResponse, msg.transactionId)
+        .errorCode(ErrorCode.UnknownAttribute)
+        .unknownAttributes(msg.unknownRequired);
+      this.finishAndSend(endpoint, b, undefined, Method.Binding, ErrorCode.UnknownAttribute);
+      return;
+    }
+    const b = this.builder(
+      Method.Binding,
+      MessageClass.SuccessResponse,
+      msg.transactionId,
+    ).xorAddress(AttributeType.XorMappedAddress, endpoint);
+    this.finishAndSend(endpoint, b, undefined, Method.Binding, 0);
+  }
+
+  /**
+   * RFC 8489 §9.2.4 long-term credentials. Returns undefined when a challenge or an error was
+   * sent instead.
+   */
+  private authenticate(
+    endpoint: ClientEndpoint,
+    msg: StunMessage,
+    now: number,
+  ): Authenticated | undefined {
+    const hasSha1 = hasAttribute(msg, AttributeType.MessageIntegrity);
+    const hasSha256 = hasAttribute(msg, AttributeType.MessageIntegritySha256);
+    if (!hasSha1 && !hasSha256) {
+      this.stats.challenges++;
+      this.challenge(endpoint, msg, ErrorCode.Unauthorized, now);
+      return undefined;
+    }
+    const username = readString(msg, AttributeType.Username);
+    const realm = readString(msg, AttributeType.Realm);
+    const nonce = readString(msg, AttributeType.Nonce);
+    if (username === undefined || realm === undefined || nonce === undefined) {
+      this.stats.authFailures["missing-attributes"]++;
+      this.respondError(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest);
+      return undefined;
+    }
+    const nonceState = this.nonces.check(nonce, now, nonceBinding(endpoint));
+    if (nonceState !== "valid") {
+      this.stats.authFailures[nonceState === "stale" ? "stale-nonce" : "invalid-nonce"]++;
+      this.challenge(endpoint, msg, ErrorCode.StaleNonce, now);
+      return undefined;
+    }
+    // RFC 8489 §9.2.4: PASSWORD-ALGORITHM must be one we offered, and the client must echo our
+    // PASSWORD-ALGORITHMS unchanged (bid-down protection).
+    let algorithm: PasswordAlgorithmName = "md5";
+    const chosen = readPasswordAlgorithm(msg);
+    const echoed = readBytes(msg, AttributeType.PasswordAlgorithms);
+    if (chosen !== undefined || echoed !== undefined) {
+      const offered = passwordAlgorithmsValue();
+      if (
+        chosen === undefined ||
+        echoed === undefined ||
+        !sameBytes(echoed, offered) ||
+        (chosen !== PasswordAlgorithm.Md5 && chosen !== PasswordAlgorithm.Sha256)
+      ) {
+        this.stats.authFailures["bad-algorithm"]++;
+        this.respondError(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest);
+        return undefined;
+      }
+      if (chosen === PasswordAlgorithm.Sha256) algorithm = "sha256";
+    }
+    const unixSeconds = Math.floor((now + this.unixTimeOffsetMs) / 1000);
+    const lookup = this.options.credentials.lookup(
+      username,
+      this.options.realm,
+      unixSeconds,
+      algorithm,
+    );
+    if (!lookup.ok) {
+      this.stats.authFailures[lookupReason(lookup.reason)]++;
+      this.challenge(endpoint, msg, ErrorCode.Unauthorized, now);
+      return undefined;
+    }
+    for (const key of lookup.keys) {
+      const ok = hasSha256
+        ? verifyMessageIntegritySha256(msg, key)
+        : verifyMessageIntegrity(msg, key);
+      if (ok) return { username, key, quotaUser: lookup.quotaUser, sha256: hasSha256 };
+    }
+    this.stats.authFailures["bad-integrity"]++;
+    this.challenge(endpoint, msg, ErrorCode.Unauthorized, now);
+    return undefined;
+  }
+
+  /** 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS (RFC 8489 §9.2.4). */
+  private challenge(endpoint: ClientEndpoint, msg: StunMessage, code: number, now: number): void {
+    const b = this.builder(msg.method, MessageClass.ErrorResponse, msg.transactionId)
+      .errorCode(code)
+      .string(AttributeType.Realm, this.options.realm)
+      .string(AttributeType.Nonce, this.nonces.issue(now, nonceBinding(endpoint)))
+      .bytes(AttributeType.PasswordAlgorithms, passwordAlgorithmsValue());
+    this.finishAndSend(endpoint, b, undefined, msg.method, code);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Allocate (RFC 8656 §7.2)
+
+  private handleAllocate(
+    endpoint: ClientEndpoint,
+    client: ClientRecord | undefined,
+    msg: StunMessage,
+    auth: Authenticated,
+    reply: Reply,
+    now: number,
+  ): void {
+    const existing = client?.allocation;
+    if (existing !== undefined) {
+      if (sameBytes(existing.transactionId, msg.transactionId)) {
+        // A retransmission: the success again, or silence while the relay port is binding.
+        if (existing.allocateResponse) {
+          this.sendRaw(
+            endpoint,
+            existing.allocateResponse,
+            Method.Allocate,
+            MessageClass.SuccessResponse,
+            0,
+          );
+        }
+        return;
+      }
+      reply.error(ErrorCode.AllocationMismatch);
+      return;
+    }
+    if (this.draining) {
+      if (this.options.alternateServer) {
+        const alt = this.options.alternateServer;
+        reply.error(ErrorCode.TryAlternate, (b) => b.address(AttributeType.AlternateServer, alt));
+      } else {
+        reply.error(ErrorCode.InsufficientCapacity);
+      }
+      return;
+    }
+    const transport = readRequestedTransport(msg);
+    if (transport === undefined) {
+      reply.error(ErrorCode.BadRequest);
+      return;
+    }
+    if (transport !== TransportProtocol.Udp) {
+      reply.error(ErrorCode.UnsupportedTransportProtocol);
+      return;
+    }
+    if (hasAttribute(msg, AttributeType.DontFragment)) {
+      // RFC 8656 §7.2: a server that cannot set DF treats DONT-FRAGMENT as unknown.
+      reply.error(ErrorCode.UnknownAttribute, (b) =>
+        b.unknownAttributes([AttributeType.DontFragment]),
+      );
+      return;
+    }
+    const evenPort = readEvenPort(msg);
+    const reservationToken = readBytes(msg, AttributeType.ReservationToken);
+    const requestedFamily = readAddressFamily(msg, AttributeType.RequestedAddressFamily);
+    const additionalFamily = readAddressFamily(msg, AttributeType.AdditionalAddressFamily);
+    if (
+      requestedFamily === "invalid" ||
+      additionalFamily === "invalid" ||
+      (reservationToken !== undefined && evenPort !== undefined) ||
+      (reservationToken !== undefined && reservationToken.length !== 8) ||
+      (requestedFamily !== undefined && additionalFamily !== undefined) ||
+      (reservationToken !== undefined &&
+        (requestedFamily !== undefined || additionalFamily !== undefined)) ||
+      additionalFamily === 4
+    ) {
+      reply.error(ErrorCode.BadRequest);
+      return;
+    }
+    let families: (4 | 6)[];
+    let reservation: Reservation | undefined;
+    if (reservationToken !== undefined) {
+      reservation = this.reservations.get(tokenKey(reservationToken));
+      if (reservation === undefined || reservation.expiresAt <= now) {
+        reply.error(ErrorCode.InsufficientCapacity);
+        return;
+      }
+      families = [reservation.family];
+    } else if (additionalFamily === 6) {
+      // RFC 8656 §7.2: ADDITIONAL-ADDRESS-FAMILY asks for IPv4 plus IPv6.
+      if (!this.options.relayAddresses.ip4) {
+        reply.error(ErrorCode.AddressFamilyNotSupported);
+        return;
+      }
+      families = [4, 6];
+    } else {
+      const family = requestedFamily ?? 4;
+      if (!this.relayConfig(family)) {
+        reply.error(ErrorCode.AddressFamilyNotSupported);
+        return;
+      }
+      families = [family];
+    }
+    // Quotas: RFC 8656 §7.2 486 per user, 508 for the whole server.
+    const perUser = this.allocationsPerUser.get(auth.quotaUser) ?? 0;
+    if (perUser >= (this.options.maxAllocationsPerUser ?? Number.POSITIVE_INFINITY)) {
+      reply.error(ErrorCode.AllocationQuotaReached);
+      return;
+    }
+    if (this.stats.allocationsActive >= (this.options.maxAllocations ?? Number.POSITIVE_INFINITY)) {
+      reply.error(ErrorCode.InsufficientCapacity);
+      return;
+    }
+    // Ports: from a reservation, an even port (with its partner reserved), or any free one.
+    const ports: number[] = [];
+    let newReservationToken: Uint8Array | undefined;
+    if (reservation !== undefined) {
+      this.reservations.delete(tokenKey(reservationToken!));
+      ports.push(reservation.port);
+    } else {
+      for (const family of families) {
+        const port =
+          evenPort !== undefined && family === families[0]
+            ? this.pickEvenPort(family, evenPort.reserveNext)
+            : this.pickPort(family);
+        if (port === undefined) {
+          for (let i = 0; i < ports.length; i++) this.portsInUse[families[i]!].delete(ports[i]!);
+          reply.error(ErrorCode.InsufficientCapacity);
+          return;
+        }
+        this.portsInUse[family].add(port);
+        ports.push(port);
+      }
+      if (evenPort?.reserveNext) {
+        newReservationToken = new Uint8Array(8);
+        this.options.random.fillBytes(newReservationToken);
+        this.portsInUse[families[0]!].add(ports[0]! + 1);
+        this.reservations.set(tokenKey(newReservationToken), {
+          family: families[0]!,
+          port: ports[0]! + 1,
+          expiresAt: now + this.lifetimes.reservation * 1000,
+        });
+      }
+    }
+    const lifetime = this.desiredLifetime(readUint32(msg, AttributeType.Lifetime));
+    const record = this.clientRecordFor(endpoint, client);
+    const allocation = new Allocation(
+      this.nextAllocationId++,
+      record,
+      auth.username,
+      auth.quotaUser,
+      auth.key,
+      now,
+      lifetime * 1000,
+      msg.transactionId.slice(),
+      "udp",
+    );
+    allocation.reservationToken = newReservationToken;
+    this.pendingAllocates.set(allocation, reply);
+    record.allocation = allocation;
+    this.allocationsPerUser.set(auth.quotaUser, perUser + 1);
+    this.stats.allocationsActive++;
+    families.forEach((family, i) => {
+      const config = this.relayConfig(family)!;
+      const socket: RelaySocket = {
+        id: this.nextRelayId++,
+        family,
+        protocol: "udp",
+        bindAddress: config.bind,
+        advertisedAddress: config.advertised ?? config.bind,
+        port: ports[i]!,
+        attempts: 1,
+        state: "binding",
+        allocation,
+      };
+      allocation.relays.push(socket);
+      this.relays.set(socket.id, socket);
+      this.openRelay(socket);
+    });
+    this.schedule(allocation);
+  }
+
+  /** When every relay socket has an answer, send the Allocate success (RFC 8656 §7.2). */
+  private maybeCompleteAllocate(allocation: Allocation, now: number): void {
+    if (allocation.state !== "binding") return;
+    if (allocation.relays.some((r) => r.state === "binding")) return;
+    const reply = this.pendingAllocates.get(allocation);
+    this.pendingAllocates.delete(allocation);
+    allocation.state = "active";
+    this.stats.allocationsCreated++;
+    const lifetimeSeconds = Math.round((allocation.expiresAt - now) / 1000);
+    const bound = allocation.relays.filter((r) => r.state === "bound");
+    if (reply) {
+      allocation.allocateResponse = reply.success((b) => {
+        for (const r of bound) {
+          b.xorAddress(AttributeType.XorRelayedAddress, {
+            family: r.family,
+            address: r.advertisedAddress,
+            port: r.port,
+          });
+        }
+        for (const e of allocation.familyErrors) b.addressErrorCode(e.family, e.code);
+        b.uint32(AttributeType.Lifetime, lifetimeSeconds);
+        if (allocation.reservationToken) {
+          b.bytes(AttributeType.ReservationToken, allocation.reservationToken);
+        }
+        b.xorAddress(AttributeType.XorMappedAddress, allocation.client);
+      });
+    }
+    this.emit({
+      type: "allocation-created",
+      allocation: allocation.id,
+      client: allocation.client,
+      username: allocation.username,
+      relayed: bound.map((r) => ({ family: r.family, address: r.advertisedAddress, port: r.port })),
+      transport: allocation.requestedTransport,
+      lifetimeSeconds,
+    });
+  }
+
+  private sendAllocateFailure(allocation: Allocation, code: number): void {
+    const reply = this.pendingAllocates.get(allocation);
+    this.pendingAllocates.delete(allocation);
+    reply?.error(code);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Refresh (RFC 8656 §7.3)
+
+  private handleRefresh(
+    allocation: Allocation | undefined,
+    msg: StunMessage,
+    reply: Reply,
+    now: number,
+  ): void {
+    if (allocation === undefined || allocation.state !== "active") {
+      reply.error(ErrorCode.AllocationMismatch);
+      return;
+    }
+    const family = readAddressFamily(msg, AttributeType.RequestedAddressFamily);
+    if (family === "invalid") {
+      reply.error(ErrorCode.BadRequest);
+      return;
+    }
+    if (family !== undefined && allocation.relayFor(family) === undefined) {
+      reply.error(ErrorCode.PeerAddressFamilyMismatch);
+      return;
+    }
+    const requested = readUint32(msg, AttributeType.Lifetime);
+    if (requested === 0) {
+      this.deleteAllocation(allocation, "deleted", now);
+      reply.success((b) => b.uint32(AttributeType.Lifetime, 0));
+      return;
+    }
+    const lifetime = this.desiredLifetime(requested);
+    allocation.expiresAt = now + lifetime * 1000;
+    this.schedule(allocation);
+    reply.success((b) => b.uint32(AttributeType.Lifetime, lifetime));
+  }
+
+  /** RFC 8656 §7.2: min(requested, max), but never below the default. */
+  private desiredLifetime(requested: number | undefined): number {
+    const { defaultAllocation, maxAllocation } = this.lifetimes;
+    if (requested === undefined) return defaultAllocation;
+    return Math.max(defaultAllocation, Math.min(requested, maxAllocation));
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // CreatePermission (RFC 8656 §10)
+
+  private handleCreatePermission(
+    allocation: Allocation | undefined,
+    msg: StunMessage,
+    reply: Reply,
+    now: number,
+  ): void {
+    if (allocation === undefined || allocation.state !== "active") {
+      reply.error(ErrorCode.AllocationMismatch);
+      return;
+    }
+    const peers = readAllXorAddresses(msg, AttributeType.XorPeerAddress);
+    if (peers.length === 0 || peers.some((p) => p === undefined)) {
+      reply.error(ErrorCode.BadRequest);
+      return;
+    }
+    // Check every address first: the request installs all permissions or none (§10.2).
+    let added = 0;
+    for (const peer of peers as TransportAddress[]) {
+      if (allocation.relayFor(peer.family) === undefined) {
+        reply.error(ErrorCode.PeerAddressFamilyMismatch);
+        return;
+      }
+      if (this.policy.check(peer.address) !== undefined) {
+        reply.error(ErrorCode.Forbidden);
+        return;
+      }
+      if (!allocation.permissions.has(permissionKey(peer))) added++;
+    }
+    const limit = this.options.maxPermissionsPerAllocation ?? Number.POSITIVE_INFINITY;
+    if (allocation.permissions.size + added > limit) {
+      reply.error(ErrorCode.InsufficientCapacity);
+      return;
+    }
+    for (const peer of peers as TransportAddress[]) this.installPermission(allocation, peer, now);
+    this.schedule(allocation);
+    reply.success();
+  }
+
+  private installPermission(allocation: Allocation, peer: TransportAddress, now: number): void {
+    const key = permissionKey(peer);
+    const expiresAt = now + this.lifetimes.permission * 1000;
+    const existing = allocation.permissions.get(key);
+    if (existing !== undefined) {
+      existing.expiresAt = expiresAt;
+      return;
+    }
+    const permission: Permission = { key, address: peer.address, family: peer.family, expiresAt };
+    allocation.permissions.set(key, permission);
+    this.stats.permissionsActive++;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // ChannelBind (RFC 8656 §11)
+
+  private handleChannelBind(
+    allocation: Allocation | undefined,
+    msg: StunMessage,
+    reply: Reply,
+    now: number,
+  ): void {
+    if (allocation === undefined || allocation.state !== "active") {
+      reply.error(ErrorCode.AllocationMismatch);
+      return;
+    }
+    const number = readChannelNumber(msg);
+    const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
+    if (
+      number === undefined ||
+      number < MIN_CHANNEL ||
+      number > MAX_CHANNEL ||
+      peer === undefined
+    ) {
+      reply.error(ErrorCode.BadRequest);
+      return;
+    }
+    const relay = allocation.relayFor(peer.family);
+    if (relay === undefined) {
+      reply.error(ErrorCode.PeerAddressFamilyMismatch);
+      return;
+    }
+    if (this.policy.check(peer.address) !== undefined) {
+      reply.error(ErrorCode.Forbidden);
+      return;
+    }
+    const peerKey = channelPeerKey(peer);
+    const byNumber = allocation.channels.get(number);
+    const byPeer = allocation.channelsByPeer.get(peerKey);
+    // RFC 8656 §11.2: a number is bound to one peer, a peer to one number, including during the
+    // cool-down after expiry (§12); rebinding the same pair refreshes it.
+    if ((byNumber && byNumber.peerKey !== peerKey) || (byPeer && byPeer.number !== number)) {
+      reply.error(ErrorCode.BadRequest);
+      return;
+    }
+    const expiresAt = now + this.lifetimes.channel * 1000;
+    if (byNumber !== undefined) {
+      if (byNumber.coolingUntil > 0) {
+        byNumber.coolingUntil = 0;
+        this.stats.channelsActive++;
+      }
+      byNumber.expiresAt = expiresAt;
+    } else {
+      const limit = this.options.maxChannelsPerAllocation ?? Number.POSITIVE_INFINITY;
+      if (allocation.channels.size >= limit) {
+        reply.error(ErrorCode.InsufficientCapacity);
+        return;
+      }
+      if (
+        !allocation.permissions.has(permissionKey(peer)) &&
+        allocation.permissions.size >=
+          (this.options.maxPermissionsPerAllocation ?? Number.POSITIVE_INFINITY)
+      ) {
+        reply.error(ErrorCode.InsufficientCapacity);
+        return;
+      }
+      const binding: ChannelBinding = { number, peer, peerKey, relay, expiresAt, coolingUntil: 0 };
+      allocation.channels.set(number, binding);
+      allocation.channelsByPeer.set(peerKey, binding);
+      this.stats.channelsActive++;
+    }
+    // RFC 8656 §11.2: ChannelBind also installs or refreshes the permission for the peer IP.
+    this.installPermission(allocation, peer, now);
+    this.schedule(allocation);
+    reply.success();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Lifetimes
+
+  private schedule(allocation: Allocation): void {
+    const at = allocation.nextDeadline();
+    if (at >= allocation.scheduledAt) return;
+    allocation.scheduledAt = at;
+    allocation.timerGeneration++;
+    this.timers.push(at, { allocation, generation: allocation.timerGeneration });
+  }
+
+  /** Expire what is due on one allocation, then schedule its next deadline. */
+  private sweep(allocation: Allocation, now: number): void {
+    if (allocation.expiresAt <= now) {
+      // RFC 8656 §7: an allocation not refreshed in time is deleted with all it holds.
+      this.deleteAllocation(allocation, "expired", now);
+      return;
+    }
+    for (const [key, p] of allocation.permissions) {
+      if (p.expiresAt <= now) {
+        allocation.permissions.delete(key);
+        this.stats.permissionsActive--;
+      }
+    }
+    for (const [number, c] of allocation.channels) {
+      if (c.coolingUntil > 0) {
+        if (c.coolingUntil <= now) {
+          allocation.channels.delete(number);
+          allocation.channelsByPeer.delete(c.peerKey);
+        }
+      } else if (c.expiresAt <= now) {
+        // RFC 8656 §12: the binding is gone, but neither side may be rebound to someone else
+        // for 5 minutes, so late packets cannot reach the wrong peer.
+        c.coolingUntil = c.expiresAt + this.lifetimes.channelCooldown * 1000;
+        this.stats.channelsActive--;
+        if (c.coolingUntil <= now) {
+          allocation.channels.delete(number);
+          allocation.channelsByPeer.delete(c.peerKey);
+        }
+      }
+    }
+    this.schedule(allocation);
+  }
+
+  private deleteAllocation(allocation: Allocation, reason: AllocationEndReason, now: number): void {
+    if (allocation.deleted) return;
+    allocation.deleted = true;
+    this.pendingAllocates.delete(allocation);
+    allocation.timerGeneration++;
+    for (const socket of allocation.relays) {
+      this.portsInUse[socket.family].delete(socket.port);
+      if (this.relays.get(socket.id) === socket) {
+        this.relays.delete(socket.id);
+        this.emit({ type: "close-relay", relay: socket.id });
+      }
+    }
+    this.stats.permissionsActive -= allocation.permissions.size;
+    for (const c of allocation.channels.values())
+      if (c.coolingUntil === 0) this.stats.channelsActive--;
+    allocation.permissions.clear();
+    allocation.channels.clear();
+    allocation.channelsByPeer.clear();
+    const client = allocation.client as ClientRecord;
+    if (client.allocation === allocation) client.allocation = undefined;
+    if (client.transport === "udp") this.udpClients.get(client.listener)?.delete(client.key);
+    const left = (this.allocationsPerUser.get(allocation.quotaUser) ?? 1) - 1;
+    if (left > 0) this.allocationsPerUser.set(allocation.quotaUser, left);
+    else this.allocationsPerUser.delete(allocation.quotaUser);
+    this.stats.allocationsActive--;
+    if (allocation.state === "active") {
+      this.emit({
+        type: "allocation-ended",
+        allocation: allocation.id,
+        client: allocation.client,
+        reason,
+        transport: allocation.requestedTransport,
+        families: allocation.relays.filter((r) => r.state === "bound").map((r) => r.family),
+        lifetimeSeconds: Math.max(0, (now - allocation.createdAt) / 1000),
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Relay ports
+
+  private relayConfig(family: 4 | 6): RelayAddressConfig | undefined {
+    return family === 4 ? this.options.relayAddresses.ip4 : this.options.relayAddresses.ip6;
+  }
+
+  private openRelay(socket: RelaySocket): void {
+    this.emit({
+      type: "open-relay",
+      relay: socket.id,
+      family: socket.family,
+      protocol: socket.protocol,
+      bindAddress: socket.bindAddress,
+      port: socket.port,
+    });
+  }
+
+  /** A random free port in range: random probes first, then a scan from a random start. */
+  private pickPort(family: 4 | 6): number | undefined {
+    const used = this.portsInUse[family];
+    const span = this.maxPort - this.minPort + 1;
+    if (used.size >= span) return undefined;
+    const random = this.options.random;
+    for (let i = 0; i < 16; i++) {
+      const port = this.minPort + randomIntBelow(random, span);
+      if (!used.has(port)) return port;
+    }
+    const start = randomIntBelow(random, span);
+    for (let i = 0; i < span; i++) {
+      const port = this.minPort + ((start + i) % span);
+      if (!used.has(port)) return port;
+    }
+    return undefined;
+  }
+
+  /** RFC 8656 §14.4 EVEN-PORT: an even port, with port+1 free too when it is to be reserved. */
+  private pickEvenPort(family: 4 | 6, withNext: boolean): number | undefined {
+    const used = this.portsInUse[family];
+    const first = this.minPort % 2 === 0 ? this.minPort : this.minPort + 1;
+    const count = Math.floor((this.maxPort - first) / 2) + 1;
+    if (count <= 0) return undefined;
+    const start = randomIntBelow(this.options.random, count);
+    for (let i = 0; i < count; i++) {
+      const port = first + ((start + i) % count) * 2;
+      if (used.has(port)) continue;
+      if (withNext && (port + 1 > this.maxPort || used.has(port + 1))) continue;
+      return port;
+    }
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Sending
+
+  private clientRecordFor(endpoint: ClientEndpoint, known: ClientRecord | undefined): ClientRecord {
+    if (known !== undefined) return known;
+    if (endpoint.transport !== "udp") return this.streamClients.get(endpoint.connection)!;
+    const record: ClientRecord = {
+      ...endpoint,
+      key: clientKey(endpoint.address, endpoint.port),
+      allocation: undefined,
+    };
+    let byListener = this.udpClients.get(endpoint.listener);
+    if (byListener === undefined) {
+      byListener = new Map();
+      this.udpClients.set(endpoint.listener, byListener);
+    }
+    byListener.set(record.key, record);
+    return record;
+  }
+
+  /** @internal used by Reply */
+  builder(method: number, cls: MessageClass, transactionId: Uint8Array): StunMessageBuilder {
+    const b = new StunMessageBuilder(method, cls, transactionId);
+    if (this.options.software !== undefined)
+      b.string(AttributeType.Software, this.options.software);
+    return b;
+  }
+
+  /** @internal Finish with integrity (when authenticated) and FINGERPRINT, then queue it. */
+  finishAndSend(
+    endpoint: ClientEndpoint,
+    b: StunMessageBuilder,
+    auth: Authenticated | undefined,
+    method: number,
+    errorCode: number,
+  ): Uint8Array {
+    if (auth !== undefined) {
+      if (auth.sha256) b.messageIntegritySha256(auth.key);
+      else b.messageIntegrity(auth.key);
+    }
+    const data = b.fingerprint().build();
+    this.sendRaw(
+      endpoint,
+      data,
+      method,
+      errorCode === 0 ? MessageClass.SuccessResponse : MessageClass.ErrorResponse,
+      errorCode,
+    );
+    return data;
+  }
+
+  /** @internal */
+  remember(cacheKey: string, data: Uint8Array, now: number): void {
+    if (this.responseCache.size >= RESPONSE_CACHE_ENTRIES) {
+      const oldest = this.responseCache.keys().next();
+      if (!oldest.done) this.responseCache.delete(oldest.value);
+    }
+    this.responseCache.set(cacheKey, {
+      data,
+      expiresAt: now + this.lifetimes.responseCache * 1000,
+    });
+  }
+
+  private respondError(
+    endpoint: ClientEndpoint,
+    method: number,
+    transactionId: Uint8Array,
+    code: number,
+  ): void {
+    const b = this.builder(method, MessageClass.ErrorResponse, transactionId).errorCode(code);
+    this.finishAndSend(endpoint, b, undefined, method, code);
+  }
+
+  private sendRaw(
+    client: ClientEndpoint,
+    data: Uint8Array,
+    method: number,
+    messageClass: number,
+    errorCode: number,
+  ): void {
+    this.emit({ type: "send-to-client", client, data, method, messageClass, errorCode });
+  }
+
+  private emit(command: Command): void {
+    this.commands.push(command);
+  }
+
+  private drop(reason: DropReason): typeof RouteKind.None {
+    this.stats.drops[reason]++;
+    return RouteKind.None;
+  }
+}
+
+/**
+ * A response to one authenticated request: signs with the request's key, caches for
+ * retransmissions, and can be completed later (Allocate waits for the relay port).
+ */
+class Reply {
+  constructor(
+    private readonly server: TurnServer,
+    private readonly endpoint: ClientEndpoint,
+    private readonly msg: StunMessage,
+    private readonly auth: Authenticated,
+    private readonly cacheKey: string,
+    private readonly now: number,
+  ) {}
+
+  success(fill?: (b: StunMessageBuilder) => void): Uint8Array {
+    const b = this.server.builder(
+      this.msg.method,
+      MessageClass.SuccessResponse,
+      this.msg.transactionId,
+    );
+    fill?.(b);
+    const data = this.server.finishAndSend(this.endpoint, b, this.auth, this.msg.method, 0);
+    this.server.remember(this.cacheKey, data, this.now);
+    return data;
+  }
+
+  error(code: number, fill?: (b: StunMessageBuilder) => void): Uint8Array {
+    const b = this.server
+      .builder(this.msg.method, MessageClass.ErrorResponse, this.msg.transactionId)
+      .errorCode(code);
+    fill?.(b);
+    const data = this.server.finishAndSend(this.endpoint, b, this.auth, this.msg.method, code);
+    this.server.remember(this.cacheKey, data, this.now);
+    return data;
+  }
+}
+
+function isTurnRequestMethod(method: number): boolean {
+  return (
+    method === Method.Allocate ||
+    method === Method.Refresh ||
+    method === Method.CreatePermission ||
+    method === Method.ChannelBind ||
+    method === Method.Connect ||
+    method === Method.ConnectionBind
+  );
+}
+
+/** IPv4 clients: ip * 65536 + port (a safe integer, no string built per packet). */
+function clientKey(address: string, port: number): number | string {
+  const ip = ipv4ToUint32(address);
+  return ip >= 0 ? ip * 65536 + port : `${address}|${port}`;
+}
+
+function permissionKey(peer: TransportAddress): number | string {
+  return peer.family === 4 ? ipv4ToUint32(peer.address) : peer.address;
+}
+
+function permissionKeyOfBinding(binding: ChannelBinding): number | string {
+  const k = binding.peerKey;
+  return typeof k === "number" ? Math.floor(k / 65536) : binding.peer.address;
+}
+
+function channelPeerKey(peer: TransportAddress): number | string {
+  return peer.family === 4
+    ? ipv4ToUint32(peer.address) * 65536 + peer.port
+    : `${peer.address}|${peer.port}`;
+}
+
+function responseCacheKey(endpoint: ClientEndpoint, transactionId: Uint8Array): string {
+  let tid = "";
+  for (let i = 0; i < 12; i++) tid += String.fromCharCode(transactionId[i]!);
+  return `${endpoint.transport}|${endpoint.listener}|${endpoint.connection}|${endpoint.address}|${endpoint.port}|${tid}`;
+}
+
+function nonceBinding(endpoint: ClientEndpoint): string {
+  return `${endpoint.transport}|${endpoint.address}|${endpoint.port}`;
+}
+
+function tokenKey(token: Uint8Array): string {
+  let s = "";
+  for (const b of token) s += String.fromCharCode(b);
+  return s;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+let offeredAlgorithms: Uint8Array | undefined;
+/** PASSWORD-ALGORITHMS value we offer: MD5 and SHA-256, no parameters (RFC 8489 §14.11). */
+function passwordAlgorithmsValue(): Uint8Array {
+  if (!offeredAlgorithms) {
+    offeredAlgorithms = new Uint8Array([0, 1, 0, 0, 0, 2, 0, 0]);
+  }
+  return offeredAlgorithms;
+}
+
+function lookupReason(reason: "unknown-user" | "expired" | "malformed"): AuthFailureReason {
+  return reason;
+}

@@ -1,0 +1,80 @@
+/**
+ * Counters the server keeps as plain numbers, so the data path pays one increment. The runtime
+ * reads them when metrics are collected (observable instruments), never per packet.
+ */
+
+export const DROP_REASONS = [
+  /** RFC 8489 §6.3: port 0 cannot be answered; such "requests" are ignored. */
+  "port-zero",
+  /** Neither STUN nor ChannelData (first two bits 0b1x). */
+  "not-stun",
+  /** STUN that fails to decode: bad length, truncated attribute, bad FINGERPRINT. */
+  "malformed",
+  /** ChannelData whose length runs past the datagram. */
+  "malformed-channel-data",
+  /** A response or an indication we do not act on, arriving from a client. */
+  "unexpected-message",
+  /** Data path traffic from a 5-tuple (or to a relay socket) with no active allocation. */
+  "no-allocation",
+  /** ChannelData on an unbound or expired channel (RFC 8656 §12.4). */
+  "no-channel",
+  /** No live permission for the peer IP (RFC 8656 §9: silently discarded). */
+  "no-permission",
+  /** A Send indication towards an address the peer policy forbids. */
+  "forbidden-peer",
+  /** A Send indication without XOR-PEER-ADDRESS or DATA, or with unknown required attributes. */
+  "invalid-indication",
+  /** A peer address family the allocation has no relayed address for (RFC 8656 §11.3). */
+  "family-mismatch",
+  /** Traffic on a TCP/TLS connection the server does not know. */
+  "unknown-connection",
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+
+export const AUTH_FAILURE_REASONS = [
+  /** USERNAME, REALM or NONCE missing next to MESSAGE-INTEGRITY (400). */
+  "missing-attributes",
+  /** A nonce we issued, past its lifetime (438). */
+  "stale-nonce",
+  /** A nonce we never issued, or issued to another 5-tuple (438). */
+  "invalid-nonce",
+  "unknown-user",
+  /** A TURN REST username whose timestamp has passed. */
+  "expired",
+  /** A username the credential store cannot parse. */
+  "malformed",
+  /** MESSAGE-INTEGRITY does not verify with any key: a wrong password. */
+  "bad-integrity",
+  /** PASSWORD-ALGORITHM(S) bid-down or an algorithm we do not offer (RFC 8489 §9.2.4). */
+  "bad-algorithm",
+  /** Another USERNAME than the one that created the allocation (441). */
+  "wrong-credentials",
+] as const;
+export type AuthFailureReason = (typeof AUTH_FAILURE_REASONS)[number];
+
+export interface ServerStats {
+  allocationsActive: number;
+  allocationsCreated: number;
+  permissionsActive: number;
+  channelsActive: number;
+  /** 401 challenges sent to requests without credentials: the normal first round trip. */
+  challenges: number;
+  readonly drops: Record<DropReason, number>;
+  readonly authFailures: Record<AuthFailureReason, number>;
+}
+
+export function createServerStats(): ServerStats {
+  const drops = {} as Record<DropReason, number>;
+  for (const r of DROP_REASONS) drops[r] = 0;
+  const authFailures = {} as Record<AuthFailureReason, number>;
+  for (const r of AUTH_FAILURE_REASONS) authFailures[r] = 0;
+  return {
+    allocationsActive: 0,
+    allocationsCreated: 0,
+    permissionsActive: 0,
+    channelsActive: 0,
+    challenges: 0,
+    drops,
+    authFailures,
+  };
+}

@@ -1,0 +1,90 @@
+/**
+ * What the server state machine asks of the runtime (commands), and the routing decision it
+ * returns on the data path.
+ */
+import type { ClientEndpoint, ClientTransport } from "./allocation.js";
+
+/** Commands drained with `TurnServer.pollCommand()`, executed by the runtime in order. */
+export type Command =
+  | {
+      /** Send a STUN message (a response, or a Data indication that did not fit the route). */
+      readonly type: "send-to-client";
+      readonly client: ClientEndpoint;
+      readonly data: Uint8Array;
+      /** For telemetry: what this message is. */
+      readonly method: number;
+      readonly messageClass: number;
+      readonly errorCode: number;
+    }
+  | {
+      /** Bind a relay socket on `bindAddress:port`; answer with relayBound / relayBindFailed. */
+      readonly type: "open-relay";
+      readonly relay: number;
+      readonly family: 4 | 6;
+      readonly protocol: "udp" | "tcp";
+      readonly bindAddress: string;
+      readonly port: number;
+    }
+  | { readonly type: "close-relay"; readonly relay: number }
+  | {
+      /** Close a client TCP/TLS connection (its allocation is gone or it broke the framing). */
+      readonly type: "close-connection";
+      readonly connection: number;
+    }
+  | {
+      readonly type: "allocation-created";
+      readonly allocation: number;
+      readonly client: ClientEndpoint;
+      readonly username: string;
+      readonly relayed: readonly { family: 4 | 6; address: string; port: number }[];
+      readonly transport: "udp" | "tcp";
+      readonly lifetimeSeconds: number;
+    }
+  | {
+      readonly type: "allocation-ended";
+      readonly allocation: number;
+      readonly client: ClientEndpoint;
+      readonly reason: AllocationEndReason;
+      readonly transport: "udp" | "tcp";
+      readonly families: readonly (4 | 6)[];
+      readonly lifetimeSeconds: number;
+    };
+
+export type AllocationEndReason =
+  | "expired"
+  | "deleted"
+  | "connection-closed"
+  | "bind-failed"
+  | "shutdown";
+
+/** What `handle*` returns on the data path (RFC 8656 §11, §12). */
+export const RouteKind = {
+  /** Nothing to forward: a control message (see pollCommand) or a counted drop. */
+  None: 0,
+  /** Send `route.data[start..end)` from relay socket `route.relay` to `route.peerAddress:peerPort`. */
+  ToPeer: 1,
+  /**
+   * Send to `route.client`: when `route.channel` is non-zero, a ChannelData header (channel,
+   * end - start) followed by `route.data[start..end)` (padded to 4 bytes on TCP/TLS, RFC 8656
+   * §12.5); when zero, `route.data[start..end)` is a whole STUN message (a Data indication).
+   */
+  ToClient: 2,
+} as const;
+export type RouteKind = (typeof RouteKind)[keyof typeof RouteKind];
+
+/**
+ * The routing decision, reused for every packet (no allocation on the data path): valid until
+ * the next call into the server.
+ */
+export interface Route {
+  relay: number;
+  peerAddress: string;
+  peerPort: number;
+  client: ClientEndpoint;
+  channel: number;
+  data: Uint8Array;
+  start: number;
+  end: number;
+}
+
+export type { ClientEndpoint, ClientTransport };
