@@ -3,12 +3,22 @@
 import stun from "stun";
 import {
   Attr,
+  type AttrList,
   bindingRequest,
   Class,
+  channelNumberValue,
+  classOf,
   decode,
   encode,
+  errorCodeOf,
+  longTermKey,
   Method,
   messageType,
+  newTransactionId,
+  requestedTransportUdp,
+  restCredentials,
+  u32,
+  xorAddressValue,
 } from "./load/stun-lite.js";
 
 export interface MicroRow {
@@ -77,30 +87,19 @@ export async function microRows(quick: boolean): Promise<MicroRow[]> {
     nsPerOp: measure(() => decode(binding), n),
     note: "the generator's own minimal decoder, for scale",
   });
-  // Server-level rows: need relay-core's server state machine (feature check on exports).
-  const serverCtor = core?.TurnServer ?? core?.RelayServer ?? core?.Server;
-  if (typeof serverCtor !== "function") {
-    rows.push({
-      name: "route 100-byte ChannelData through relay-core server",
-      nsPerOp: null,
-      note: "not available (no server export yet)",
-    });
-    rows.push({
-      name: "handle authenticated Refresh in relay-core server",
-      nsPerOp: null,
-      note: "not available (no server export yet)",
-    });
+  // Server-level rows: need relay-core's TurnServer (feature check on the exports).
+  if (core && typeof core.TurnServer === "function") {
+    rows.push(...serverRows(core as unknown as typeof import("@turnpike/relay-core"), quick));
   } else {
-    // TODO(micro): drive the server once its input/output API is settled.
     rows.push({
       name: "route 100-byte ChannelData through relay-core server",
       nsPerOp: null,
-      note: "server export found; driver not written yet",
+      note: "not available (no TurnServer export yet)",
     });
     rows.push({
       name: "handle authenticated Refresh in relay-core server",
       nsPerOp: null,
-      note: "server export found; driver not written yet",
+      note: "not available (no TurnServer export yet)",
     });
   }
   return rows;
@@ -116,5 +115,163 @@ export async function runMicro(quick: boolean): Promise<MicroRow[]> {
     const v = r.nsPerOp === null ? "n/a" : r.nsPerOp.toFixed(0);
     process.stdout.write(`| ${r.name.padEnd(w)} | ${v.padStart(9)} | ${r.note}\n`);
   }
+  return rows;
+}
+
+type Core = typeof import("@turnpike/relay-core");
+
+/**
+ * Drives relay-core's TurnServer directly (no sockets): one authenticated allocation with a
+ * permission and a channel, then times the data path and an authenticated Refresh.
+ */
+function serverRows(core: Core, quick: boolean): MicroRow[] {
+  const secret = "micro-secret";
+  const nowWall = Date.now();
+  let now = 1000; // monotonic ms, as the runtime would pass
+  const server = new core.TurnServer({
+    realm: "bench.turnpike.test",
+    credentials: new core.SharedSecretCredentials([secret]),
+    random: new core.SeededRandom(42),
+    relayAddresses: { ip4: { bind: "127.0.0.1" } },
+    peerPolicy: new core.PeerAddressPolicy({ allowLoopback: true }),
+    unixTimeOffsetMs: nowWall - now,
+  });
+  const client = { address: "127.0.0.1", port: 40000 };
+  const peer = { address: "127.0.0.1", port: 9000 };
+  const cred = restCredentials(secret, "micro", 86400, Math.floor(nowWall / 1000));
+  let realm = "";
+  let nonce = Buffer.alloc(0);
+  let key: Buffer | undefined;
+  let relay = -1;
+  const drain = () => {
+    let last: Uint8Array | undefined;
+    for (let c = server.pollCommand(); c; c = server.pollCommand()) {
+      if (c.type === "send-to-client") last = c.data;
+      else if (c.type === "open-relay") relay = c.relay;
+    }
+    return last;
+  };
+  const feed = (bytes: Buffer) => {
+    server.handleUdpClient(0, bytes, client.address, client.port, now);
+    let res = drain();
+    if (!res && relay >= 0) {
+      server.handleRelayBound(relay, now);
+      res = drain();
+    }
+    return res ? decode(Buffer.from(res)) : undefined;
+  };
+  const request = (method: number, attrs: AttrList) => {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const all: AttrList = key
+        ? [
+            ...attrs,
+            [Attr.Username, Buffer.from(cred.username)],
+            [Attr.Realm, Buffer.from(realm)],
+            [Attr.Nonce, nonce],
+          ]
+        : attrs;
+      const res = feed(
+        encode(messageType(method, Class.Request), newTransactionId(), all, {
+          integrityKey: key,
+          fingerprint: true,
+        }),
+      );
+      if (!res) throw new Error("no response from TurnServer");
+      if (classOf(res.type) === Class.Success) return;
+      if (errorCodeOf(res) === 401 && !key) {
+        realm = res.attrs.get(Attr.Realm)?.toString("utf8") ?? "";
+        nonce = Buffer.from(res.attrs.get(Attr.Nonce) ?? Buffer.alloc(0));
+        key = longTermKey(cred.username, realm, cred.password);
+        continue;
+      }
+      throw new Error(`TurnServer answered error ${errorCodeOf(res)}`);
+    }
+  };
+  const rows: MicroRow[] = [];
+  try {
+    request(Method.Allocate, [[Attr.RequestedTransport, requestedTransportUdp()]]);
+    request(Method.CreatePermission, [[Attr.XorPeerAddress, xorAddressValue(peer)]]);
+    request(Method.ChannelBind, [
+      [Attr.ChannelNumber, channelNumberValue(0x4000)],
+      [Attr.XorPeerAddress, xorAddressValue(peer)],
+    ]);
+  } catch (e) {
+    const note = `setup failed: ${e instanceof Error ? e.message : String(e)}`;
+    return [
+      { name: "route 100-byte ChannelData through relay-core server", nsPerOp: null, note },
+      { name: "handle authenticated Refresh in relay-core server", nsPerOp: null, note },
+    ];
+  }
+  const cd = Buffer.alloc(104);
+  cd.writeUInt16BE(0x4000, 0);
+  cd.writeUInt16BE(100, 2);
+  const n = quick ? 20000 : 200000;
+  const toPeer = server.handleUdpClient(0, cd, client.address, client.port, now);
+  rows.push({
+    name: "route 100-byte ChannelData through relay-core server",
+    nsPerOp:
+      toPeer === core.RouteKind.ToPeer
+        ? measure(() => server.handleUdpClient(0, cd, client.address, client.port, now), n)
+        : null,
+    note:
+      toPeer === core.RouteKind.ToPeer
+        ? "client -> peer, handleUdpClient"
+        : `unexpected route ${toPeer}`,
+  });
+  const payload = cd.subarray(4);
+  const toClient = server.handlePeerData(relay, payload, peer.address, peer.port, now);
+  rows.push({
+    name: "route 100-byte peer datagram as ChannelData (relay-core)",
+    nsPerOp:
+      toClient === core.RouteKind.ToClient
+        ? measure(() => server.handlePeerData(relay, payload, peer.address, peer.port, now), n)
+        : null,
+    note:
+      toClient === core.RouteKind.ToClient
+        ? "peer -> client, handlePeerData"
+        : `unexpected route ${toClient}`,
+  });
+  // Refresh: distinct transaction ids (a retransmission would hit the response cache).
+  const m = quick ? 2000 : 10000;
+  const rounds = 7;
+  const total = Math.min(m, 20000) + m * rounds;
+  const refreshes: Buffer[] = [];
+  for (let i = 0; i < total; i++) {
+    refreshes.push(
+      encode(
+        messageType(Method.Refresh, Class.Request),
+        newTransactionId(),
+        [
+          [Attr.Lifetime, u32(600)],
+          [Attr.Username, Buffer.from(cred.username)],
+          [Attr.Realm, Buffer.from(realm)],
+          [Attr.Nonce, nonce],
+        ],
+        { integrityKey: key, fingerprint: true },
+      ),
+    );
+  }
+  let i = 0;
+  let ok = 0;
+  const ns = measure(
+    () => {
+      now += 0.001;
+      server.handleUdpClient(0, refreshes[i++]!, client.address, client.port, now);
+      for (let c = server.pollCommand(); c; c = server.pollCommand()) {
+        if (c.type === "send-to-client" && c.errorCode === 0) ok++;
+      }
+      return true;
+    },
+    m,
+    rounds,
+  );
+  rows.push({
+    name: "handle authenticated Refresh in relay-core server",
+    nsPerOp: ok === i ? ns : null,
+    note:
+      ok === i
+        ? "decode + MESSAGE-INTEGRITY + FINGERPRINT + response"
+        : `${i - ok} of ${i} refreshes not answered with success`,
+  });
   return rows;
 }
