@@ -1,0 +1,1057 @@
+// turnpike-relay configuration: ONE description (OPTIONS below) from which the yargs options,
+// the TURNPIKE_* environment names, the `--help` text and the README configuration table are
+// all generated, so names, defaults and docs cannot drift apart (DESIGN.md point 12).
+//
+// Precedence: command-line flag > environment TURNPIKE_<OPTION> > `--config FILE` (JSON) >
+// default. Every value is validated here; a wrong one becomes a ConfigError whose message is
+// one line naming where the value came from (`--min-port must be 1..65535, got "70000"`).
+// Nothing outside this module and cli.ts knows about yargs (DESIGN.md point 11).
+
+import { randomBytes } from "node:crypto";
+import { accessSync, constants as fsConstants, readFileSync } from "node:fs";
+import { isIPv4, isIPv6 } from "node:net";
+import { networkInterfaces as osNetworkInterfaces } from "node:os";
+import yargs from "yargs";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.js";
+import { RELAY_VERSION } from "./version.js";
+
+export const PROGRAM_NAME = "turnpike-relay";
+export const ENV_PREFIX = "TURNPIKE_";
+
+/** A concrete IP address and port. `family` follows the address text. */
+export interface SocketAddress {
+  readonly ip: string;
+  readonly port: number;
+  readonly family: 4 | 6;
+}
+
+export interface StaticUser {
+  readonly username: string;
+  readonly password: string;
+}
+
+/** The fully resolved relay configuration (`turnpike-relay` without a subcommand). */
+export interface RelayConfig {
+  readonly command: "relay";
+  /** UDP + TCP listeners. Port 0 means "any free port" (tests); see RunningRelay.addresses(). */
+  readonly listen: readonly SocketAddress[];
+  /** TURNS (TLS over TCP) listeners; non-empty implies tlsCert and tlsKey are set and readable. */
+  readonly tlsListen: readonly SocketAddress[];
+  /** PEM file paths (checked readable at parse time). */
+  readonly tlsCert: string | undefined;
+  readonly tlsKey: string | undefined;
+  /**
+   * Address relay sockets bind on, per family; undefined when that family is not served (no
+   * listener of that family and no --relay-ip for it, or no usable host address).
+   */
+  readonly relayIp4: string | undefined;
+  readonly relayIp6: string | undefined;
+  /** What XOR-RELAYED-ADDRESS carries (1:1 NAT); undefined means "the relay IP". */
+  readonly publicIp4: string | undefined;
+  readonly publicIp6: string | undefined;
+  readonly minPort: number;
+  readonly maxPort: number;
+  readonly realm: string;
+  /** Shared secret for TURN REST API credentials. Never log it unless tokenGenerated. */
+  readonly token: string;
+  /** True when no token was configured and a random one was generated for this run. */
+  readonly tokenGenerated: boolean;
+  readonly users: readonly StaticUser[];
+  /** Peer policy overrides as CIDR text ("10.0.0.0/8", "::1/128" or a bare address). */
+  readonly allowPeers: readonly string[];
+  readonly denyPeers: readonly string[];
+  readonly allowLoopbackPeers: boolean;
+  readonly maxAllocations: number;
+  readonly maxAllocationsPerUser: number;
+  /** Per allocation. */
+  readonly maxPermissions: number;
+  /** Per allocation. */
+  readonly maxChannels: number;
+  /** TCP/TLS client connections. */
+  readonly maxConnections: number;
+  /** Seconds. */
+  readonly tcpIdleTimeout: number;
+  readonly alternateServer: SocketAddress | undefined;
+  /** Seconds. */
+  readonly drainTimeout: number;
+  /** null when `--health-listen off`. */
+  readonly healthListen: SocketAddress | null;
+  readonly prometheusListen: SocketAddress | undefined;
+  readonly logFormat: LogFormat;
+  readonly logLevel: LogLevel;
+  readonly software: string;
+  readonly rngSeed: number | undefined;
+  /** The config file that was read, if any. */
+  readonly configFile: string | undefined;
+  /** Warnings the CLI logs once at start (generated token, loopback peers, ...). */
+  readonly warnings: readonly string[];
+}
+
+/** `turnpike-relay credentials ...`: mint TURN REST API credentials from the token. */
+export interface CredentialsCommand {
+  readonly command: "credentials";
+  readonly token: string;
+  readonly user: string | undefined;
+  /** Seconds. */
+  readonly ttl: number;
+  readonly uris: readonly string[];
+}
+
+/** `--help` / `--version`: the text to print on stdout, exit 0. */
+export interface InfoCommand {
+  readonly command: "help" | "version";
+  readonly text: string;
+}
+
+export type ParsedCommand = RelayConfig | CredentialsCommand | InfoCommand;
+
+/** A configuration error; `message` is one line naming the option. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+/** Injectable environment facts, for tests. */
+export interface ParseOptions {
+  networkInterfaces?: () => ReturnType<typeof osNetworkInterfaces>;
+  randomToken?: () => string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The option table
+
+type Scalar = string | number | boolean;
+type Group = "Listeners" | "Relay" | "Authentication" | "Peer policy" | "Limits" | "Operations";
+
+interface OptionSpec<T> {
+  readonly group: Group;
+  readonly describe: string;
+  /** Value placeholder for help/docs, e.g. "ADDR:PORT". */
+  readonly placeholder?: string;
+  readonly boolean?: boolean;
+  readonly repeatable?: boolean;
+  /** Environment variable name; default TURNPIKE_<UPPER_SNAKE>. */
+  readonly env?: string;
+  /** Text for help/docs where the default is not a literal. */
+  readonly defaultText: string;
+  /** Value when no source sets the option. */
+  readonly default: T;
+  /**
+   * Turns a raw value (a string from a flag or env var, or any JSON value from the file) into
+   * T; throws ConfigError naming `where` on a bad value. Repeatable options get an array.
+   */
+  parse(raw: Scalar | readonly Scalar[], where: string): T;
+}
+
+function spec<T>(s: OptionSpec<T>): OptionSpec<T> {
+  return s;
+}
+
+export const OPTIONS = {
+  listen: spec<SocketAddress[]>({
+    group: "Listeners",
+    describe: "UDP + TCP listener (repeatable); IPv6 as [::1]:3478",
+    placeholder: "ADDR:PORT",
+    repeatable: true,
+    defaultText: "0.0.0.0:3478",
+    default: [{ ip: "0.0.0.0", port: 3478, family: 4 }],
+    parse: (raw, where) => list(raw).map((v) => parseSocketAddress(v, where, 0)),
+  }),
+  "tls-listen": spec<SocketAddress[]>({
+    group: "Listeners",
+    describe: "TURNS (TLS) listener (repeatable); needs --tls-cert and --tls-key",
+    placeholder: "ADDR:PORT",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseSocketAddress(v, where, 0)),
+  }),
+  "tls-cert": spec<string | undefined>({
+    group: "Listeners",
+    describe: "TLS certificate chain (PEM file)",
+    placeholder: "FILE",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => readablePath(raw, where),
+  }),
+  "tls-key": spec<string | undefined>({
+    group: "Listeners",
+    describe: "TLS private key (PEM file)",
+    placeholder: "FILE",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => readablePath(raw, where),
+  }),
+  "relay-ip": spec<string[]>({
+    group: "Relay",
+    describe: "address relay sockets bind on (repeatable, at most one per family)",
+    placeholder: "IP",
+    repeatable: true,
+    defaultText:
+      "the first --listen address of that family if not unspecified, else the host's first non-internal address",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseIp(v, where, { allowUnspecified: false })),
+  }),
+  "public-ip4": spec<string | undefined>({
+    group: "Relay",
+    describe: "IPv4 address XOR-RELAYED-ADDRESS carries (behind 1:1 NAT)",
+    placeholder: "IP",
+    defaultText: "the relay IPv4",
+    default: undefined,
+    parse: (raw, where) => parseIp(one(raw, where), where, { family: 4, allowUnspecified: false }),
+  }),
+  "public-ip6": spec<string | undefined>({
+    group: "Relay",
+    describe: "IPv6 address XOR-RELAYED-ADDRESS carries (behind 1:1 NAT)",
+    placeholder: "IP",
+    defaultText: "the relay IPv6",
+    default: undefined,
+    parse: (raw, where) => parseIp(one(raw, where), where, { family: 6, allowUnspecified: false }),
+  }),
+  "min-port": spec<number>({
+    group: "Relay",
+    describe: "lowest relay port",
+    placeholder: "N",
+    defaultText: "49152",
+    default: 49152,
+    parse: (raw, where) => parseInteger(raw, where, 1, 65535),
+  }),
+  "max-port": spec<number>({
+    group: "Relay",
+    describe: "highest relay port",
+    placeholder: "N",
+    defaultText: "65535",
+    default: 65535,
+    parse: (raw, where) => parseInteger(raw, where, 1, 65535),
+  }),
+  realm: spec<string>({
+    group: "Authentication",
+    describe: "long-term credential realm",
+    placeholder: "S",
+    defaultText: "turnpike",
+    default: "turnpike",
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  token: spec<string | undefined>({
+    group: "Authentication",
+    describe:
+      "shared secret for TURN REST API credentials (coturn use-auth-secret compatible); prefer the env var, a flag is visible in `ps`",
+    placeholder: "SECRET",
+    defaultText: "generated at start (one warning line)",
+    default: undefined,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  user: spec<StaticUser[]>({
+    group: "Authentication",
+    describe: "static long-term user (repeatable)",
+    placeholder: "NAME:PASSWORD",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseUser(v, where)),
+  }),
+  "allow-peer": spec<string[]>({
+    group: "Peer policy",
+    describe: "allow peers in this CIDR even if special-purpose (repeatable)",
+    placeholder: "CIDR",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseCidr(v, where)),
+  }),
+  "deny-peer": spec<string[]>({
+    group: "Peer policy",
+    describe: "deny peers in this CIDR; wins over --allow-peer (repeatable)",
+    placeholder: "CIDR",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseCidr(v, where)),
+  }),
+  "allow-loopback-peers": spec<boolean>({
+    group: "Peer policy",
+    describe: "allow 127.0.0.0/8 and ::1 as peers (tests only; logged as a warning)",
+    boolean: true,
+    defaultText: "false",
+    default: false,
+    parse: (raw, where) => parseBoolean(raw, where),
+  }),
+  "max-allocations": spec<number>({
+    group: "Limits",
+    describe: "total allocations",
+    placeholder: "N",
+    defaultText: "10000",
+    default: 10000,
+    parse: (raw, where) => parseInteger(raw, where, 1, 10_000_000),
+  }),
+  "max-allocations-per-user": spec<number>({
+    group: "Limits",
+    describe: "allocations per user (486 Allocation Quota Reached beyond)",
+    placeholder: "N",
+    defaultText: "100",
+    default: 100,
+    parse: (raw, where) => parseInteger(raw, where, 1, 10_000_000),
+  }),
+  "max-permissions": spec<number>({
+    group: "Limits",
+    describe: "permissions per allocation",
+    placeholder: "N",
+    defaultText: "64",
+    default: 64,
+    parse: (raw, where) => parseInteger(raw, where, 1, 65535),
+  }),
+  "max-channels": spec<number>({
+    group: "Limits",
+    describe: "channels per allocation",
+    placeholder: "N",
+    defaultText: "64",
+    default: 64,
+    // RFC 8656 §12: channel numbers 0x4000 through 0x4FFF, so at most 4096 per allocation.
+    parse: (raw, where) => parseInteger(raw, where, 1, 4096),
+  }),
+  "max-connections": spec<number>({
+    group: "Limits",
+    describe: "TCP/TLS client connections",
+    placeholder: "N",
+    defaultText: "10000",
+    default: 10000,
+    parse: (raw, where) => parseInteger(raw, where, 1, 10_000_000),
+  }),
+  "tcp-idle-timeout": spec<number>({
+    group: "Limits",
+    describe: "seconds after which an idle client TCP/TLS connection is closed",
+    placeholder: "SECONDS",
+    defaultText: "300",
+    default: 300,
+    parse: (raw, where) => parseInteger(raw, where, 1, 86400),
+  }),
+  "alternate-server": spec<SocketAddress | undefined>({
+    group: "Operations",
+    describe: "sent as ALTERNATE-SERVER with 300 Try Alternate while draining",
+    placeholder: "ADDR:PORT",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => parseSocketAddress(one(raw, where), where, 1),
+  }),
+  "drain-timeout": spec<number>({
+    group: "Operations",
+    describe: "seconds SIGTERM waits for live allocations before closing",
+    placeholder: "SECONDS",
+    defaultText: "30",
+    default: 30,
+    parse: (raw, where) => parseInteger(raw, where, 0, 86400),
+  }),
+  "health-listen": spec<SocketAddress | null>({
+    group: "Operations",
+    describe: 'HTTP /healthz and /readyz ("off" disables)',
+    placeholder: "ADDR:PORT",
+    defaultText: "127.0.0.1:8080",
+    default: { ip: "127.0.0.1", port: 8080, family: 4 },
+    parse: (raw, where) => {
+      const text = one(raw, where);
+      return text === "off" ? null : parseSocketAddress(text, where, 0);
+    },
+  }),
+  "prometheus-listen": spec<SocketAddress | undefined>({
+    group: "Operations",
+    describe: "Prometheus pull endpoint /metrics",
+    placeholder: "ADDR:PORT",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => parseSocketAddress(one(raw, where), where, 0),
+  }),
+  "log-format": spec<LogFormat>({
+    group: "Operations",
+    describe: "log line format",
+    placeholder: LOG_FORMATS.join("|"),
+    defaultText: "text",
+    default: "text",
+    parse: (raw, where) => parseEnum(raw, where, LOG_FORMATS),
+  }),
+  "log-level": spec<LogLevel>({
+    group: "Operations",
+    describe: "least severe level logged",
+    placeholder: LOG_LEVELS.join("|"),
+    defaultText: "info",
+    default: "info",
+    parse: (raw, where) => parseEnum(raw, where, LOG_LEVELS),
+  }),
+  software: spec<string>({
+    group: "Operations",
+    describe: "SOFTWARE attribute in responses",
+    placeholder: "S",
+    defaultText: "turnpike/<version>",
+    default: `turnpike/${RELAY_VERSION}`,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  "rng-seed": spec<number | undefined>({
+    group: "Operations",
+    describe: "seed the injected random source (reproducing bugs; never in production)",
+    placeholder: "N",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => parseInteger(raw, where, 0, 0xffffffff),
+  }),
+} as const;
+
+type OptionName = keyof typeof OPTIONS;
+type OptionValues = {
+  -readonly [K in OptionName]: (typeof OPTIONS)[K] extends OptionSpec<infer T> ? T : never;
+};
+
+const OPTION_NAMES = Object.keys(OPTIONS) as OptionName[];
+
+/** The TURNPIKE_* variable for an option (`min-port` -> TURNPIKE_MIN_PORT). */
+export function envName(option: string): string {
+  const s = (OPTIONS as Record<string, OptionSpec<unknown>>)[option];
+  return s?.env ?? `${ENV_PREFIX}${option.toUpperCase().replaceAll("-", "_")}`;
+}
+
+function camel(option: string): string {
+  return option.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+// Options that only exist on the command line / environment (not in the table above because
+// they are not part of RelayConfig's semantics).
+const CONFIG_OPTION_DESCRIBE = "JSON file with options (keys as flag names or camelCase)";
+
+// ---------------------------------------------------------------------------------------------
+// Value parsers. Each throws ConfigError with a single line naming `where`.
+
+function fail(where: string, expectation: string, raw: unknown): never {
+  const shown = typeof raw === "string" ? raw : JSON.stringify(raw);
+  throw new ConfigError(`${where} must be ${expectation}, got ${JSON.stringify(shown)}`);
+}
+
+function one(raw: Scalar | readonly Scalar[], where: string): string {
+  if (Array.isArray(raw)) {
+    // A scalar option given twice on the command line: the last one wins, as usual for CLIs.
+    const last = raw[raw.length - 1];
+    if (last === undefined) fail(where, "a value", "");
+    return one(last as Scalar, where);
+  }
+  return String(raw).trim();
+}
+
+function list(raw: Scalar | readonly Scalar[]): string[] {
+  const items = Array.isArray(raw) ? raw : [raw];
+  return items.map((v) => String(v).trim());
+}
+
+function nonEmpty(raw: Scalar | readonly Scalar[], where: string): string {
+  const text = one(raw, where);
+  if (text === "") fail(where, "a non-empty string", text);
+  return text;
+}
+
+function parseInteger(
+  raw: Scalar | readonly Scalar[],
+  where: string,
+  min: number,
+  max: number,
+): number {
+  const text = one(raw, where);
+  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) fail(where, `${min}..${max}`, text);
+  return n;
+}
+
+function parseBoolean(raw: Scalar | readonly Scalar[], where: string): boolean {
+  if (typeof raw === "boolean") return raw;
+  const text = one(raw, where).toLowerCase();
+  if (text === "true" || text === "1" || text === "yes") return true;
+  if (text === "false" || text === "0" || text === "no") return false;
+  return fail(where, "true or false", text);
+}
+
+function parseEnum<T extends string>(
+  raw: Scalar | readonly Scalar[],
+  where: string,
+  values: readonly T[],
+): T {
+  const text = one(raw, where);
+  if (!(values as readonly string[]).includes(text))
+    fail(where, `one of ${values.join("|")}`, text);
+  return text as T;
+}
+
+function readablePath(raw: Scalar | readonly Scalar[], where: string): string {
+  const path = nonEmpty(raw, where);
+  try {
+    accessSync(path, fsConstants.R_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new ConfigError(
+      `${where} must be a readable file, got ${JSON.stringify(path)} (${code})`,
+    );
+  }
+  return path;
+}
+
+function isUnspecified(ip: string): boolean {
+  return ip === "0.0.0.0" || (ip.includes(":") && /^[0:]+$/.test(ip));
+}
+
+function parseIp(
+  text: string,
+  where: string,
+  opts: { family?: 4 | 6; allowUnspecified?: boolean },
+): string {
+  const ip = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
+  const family = isIPv4(ip) ? 4 : isIPv6(ip) ? 6 : 0;
+  if (family === 0 || (opts.family !== undefined && family !== opts.family)) {
+    fail(where, opts.family === undefined ? "an IP address" : `an IPv${opts.family} address`, text);
+  }
+  if (opts.allowUnspecified === false && isUnspecified(ip)) {
+    fail(where, "a specific (not unspecified) IP address", text);
+  }
+  return family === 6 ? ip.toLowerCase() : ip;
+}
+
+/** Parses `IP:PORT` or `[IPv6]:PORT`. */
+export function parseSocketAddress(text: string, where: string, minPort: 0 | 1): SocketAddress {
+  const expectation = `IP:PORT or [IPv6]:PORT with port ${minPort}..65535`;
+  let host: string;
+  let portText: string;
+  if (text.startsWith("[")) {
+    const close = text.indexOf("]");
+    if (close < 0 || text[close + 1] !== ":") fail(where, expectation, text);
+    host = text.slice(1, close);
+    portText = text.slice(close + 2);
+    if (!isIPv6(host)) fail(where, expectation, text);
+  } else {
+    const colon = text.lastIndexOf(":");
+    if (colon < 0) fail(where, expectation, text);
+    host = text.slice(0, colon);
+    portText = text.slice(colon + 1);
+    // A bare IPv6 address with a port is ambiguous ("::1:3478"); insist on brackets.
+    if (!isIPv4(host)) fail(where, expectation, text);
+  }
+  const port = /^\d{1,5}$/.test(portText) ? Number(portText) : Number.NaN;
+  if (!(port >= minPort && port <= 65535)) fail(where, expectation, text);
+  return isIPv4(host) ? { ip: host, port, family: 4 } : { ip: host.toLowerCase(), port, family: 6 };
+}
+
+/** A local sanity check only: relay-core's PeerAddressPolicy parses the CIDR again. */
+function parseCidr(text: string, where: string): string {
+  const slash = text.lastIndexOf("/");
+  const ipText = slash < 0 ? text : text.slice(0, slash);
+  const ip = ipText.startsWith("[") && ipText.endsWith("]") ? ipText.slice(1, -1) : ipText;
+  const family = isIPv4(ip) ? 4 : isIPv6(ip) ? 6 : 0;
+  const prefixText = slash < 0 ? undefined : text.slice(slash + 1);
+  const max = family === 4 ? 32 : 128;
+  const prefixOk =
+    prefixText === undefined ||
+    (/^(0|[1-9]\d{0,2})$/.test(prefixText) && Number(prefixText) <= max);
+  if (family === 0 || !prefixOk) fail(where, "a CIDR like 10.0.0.0/8 or fd00::/8", text);
+  return text;
+}
+
+function parseUser(text: string, where: string): StaticUser {
+  const colon = text.indexOf(":");
+  if (colon <= 0 || colon === text.length - 1) fail(where, "NAME:PASSWORD", redactUser(text));
+  return { username: text.slice(0, colon), password: text.slice(colon + 1) };
+}
+
+// Never echo a password back into logs or terminals.
+function redactUser(text: string): string {
+  const colon = text.indexOf(":");
+  return colon < 0 ? text : `${text.slice(0, colon)}:***`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+
+type RawSource = Partial<Record<OptionName, Scalar | Scalar[]>>;
+
+interface Layer {
+  values: RawSource;
+  where: (option: OptionName) => string;
+}
+
+function envLayer(env: NodeJS.ProcessEnv, only?: readonly OptionName[]): Layer {
+  const values: RawSource = {};
+  for (const name of only ?? OPTION_NAMES) {
+    const text = env[envName(name)];
+    // An empty variable counts as unset (docker-compose style `TURNPIKE_X=`).
+    if (text === undefined || text.trim() === "") continue;
+    const s = OPTIONS[name] as OptionSpec<unknown>;
+    values[name] = s.repeatable
+      ? text
+          .split(",")
+          .map((v) => v.trim())
+          .filter((v) => v !== "")
+      : text;
+  }
+  return { values, where: (name) => envName(name) };
+}
+
+function fileLayer(path: string, where: string): Layer {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new ConfigError(
+      `${where} must be a readable file, got ${JSON.stringify(path)} (${code})`,
+    );
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    const reason = (err as Error).message.split("\n")[0];
+    throw new ConfigError(`${where} file ${JSON.stringify(path)} is not valid JSON: ${reason}`);
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new ConfigError(`${where} file ${JSON.stringify(path)} must hold a JSON object`);
+  }
+  const byKey = new Map<string, OptionName>();
+  for (const name of OPTION_NAMES) {
+    byKey.set(name, name);
+    byKey.set(camel(name), name);
+  }
+  const values: RawSource = {};
+  for (const [key, value] of Object.entries(data)) {
+    if (value === null) continue;
+    const name = byKey.get(key);
+    if (name === undefined) {
+      throw new ConfigError(`${where} file ${JSON.stringify(path)} has an unknown option "${key}"`);
+    }
+    const ok =
+      typeof value === "string" ||
+      typeof value === "number" ||
+      typeof value === "boolean" ||
+      (Array.isArray(value) && value.every((v) => typeof v === "string" || typeof v === "number"));
+    if (!ok) fail(`"${key}" in ${path}`, "a string, number, boolean or array of strings", value);
+    values[name] = value as Scalar | Scalar[];
+  }
+  return { values, where: (name) => `"${name}" in ${path}` };
+}
+
+function resolveValues(layers: readonly Layer[]): OptionValues {
+  const out = {} as Record<OptionName, unknown>;
+  for (const name of OPTION_NAMES) {
+    const s = OPTIONS[name] as OptionSpec<unknown>;
+    const layer = layers.find((l) => l.values[name] !== undefined);
+    out[name] =
+      layer === undefined ? s.default : s.parse(layer.values[name] as Scalar, layer.where(name));
+  }
+  return out as OptionValues;
+}
+
+// ---------------------------------------------------------------------------------------------
+// yargs: built from OPTIONS, used only to tokenize argv (types, repeats, unknown flags) and to
+// render --help. Defaults are not given to yargs so "not on the command line" stays visible.
+
+function buildParser(argv: readonly string[], mode: "relay" | "credentials") {
+  const parser = yargs([...argv])
+    .scriptName(PROGRAM_NAME)
+    .parserConfiguration({
+      "duplicate-arguments-array": true,
+      "strip-dashed": true,
+      "strip-aliased": true,
+      "boolean-negation": true,
+      "parse-numbers": false,
+      "parse-positional-numbers": false,
+    })
+    .help(false)
+    .version(false)
+    .exitProcess(false)
+    // Unknown flags are errors; positionals are checked below (a clearer message).
+    .strictOptions()
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      throw new ConfigError(yargsMessage(msg ?? err?.message ?? "invalid arguments"));
+    })
+    .option("help", { alias: "h", type: "boolean", describe: "show this help" })
+    .option("version", { type: "boolean", describe: "show the version" })
+    .option("config", {
+      type: "string",
+      requiresArg: true,
+      describe: `${CONFIG_OPTION_DESCRIBE} [env: ${ENV_PREFIX}CONFIG]`,
+    });
+  if (mode === "credentials") {
+    parser
+      .usage(
+        `Usage: ${PROGRAM_NAME} credentials [--user NAME] [--ttl SECONDS] [--uri URI ...]\n\n` +
+          `Prints TURN REST API credentials {"username","password","ttl","uris"} derived from ${ENV_PREFIX}TOKEN.`,
+      )
+      .option("user", { type: "string", requiresArg: true, describe: "user name to embed" })
+      .option("ttl", {
+        type: "string",
+        requiresArg: true,
+        describe: "validity in seconds",
+        defaultDescription: String(DEFAULT_TTL),
+      })
+      .option("uri", {
+        type: "string",
+        requiresArg: true,
+        describe: "TURN URI to include (repeatable)",
+        defaultDescription: "turn:/turns: URIs of the configured listeners",
+      })
+      .option("token", {
+        type: "string",
+        requiresArg: true,
+        describe: `shared secret [env: ${ENV_PREFIX}TOKEN]`,
+      });
+    // The relay's own listener options, so default URIs can be computed from flags too.
+    for (const name of CREDENTIALS_RELAY_OPTIONS) {
+      const s = OPTIONS[name] as OptionSpec<unknown>;
+      parser.option(name, {
+        type: "string",
+        requiresArg: true,
+        describe: `${s.describe} (for the default URIs) [env: ${envName(name)}]`,
+      });
+    }
+    return parser;
+  }
+  parser.usage(
+    `Usage: ${PROGRAM_NAME} [options]\n       ${PROGRAM_NAME} credentials [--user NAME] [--ttl SECONDS] [--uri URI ...]\n\n` +
+      "A TURN/STUN relay (RFC 8489, RFC 8656, RFC 6062). Every option is also read from the\n" +
+      `environment (${ENV_PREFIX}<OPTION>, lists comma-separated) and from --config FILE (JSON).\n` +
+      "Precedence: flag > environment > config file > default.",
+  );
+  const groups = new Map<Group, string[]>();
+  for (const name of OPTION_NAMES) {
+    const s = OPTIONS[name] as OptionSpec<unknown>;
+    parser.option(name, {
+      type: s.boolean ? "boolean" : "string",
+      requiresArg: !s.boolean,
+      describe: `${s.describe} [env: ${envName(name)}]`,
+      defaultDescription: s.defaultText,
+    });
+    groups.set(s.group, [...(groups.get(s.group) ?? []), name]);
+  }
+  for (const [group, names] of groups) parser.group(names, `${group}:`);
+  parser.group(["config", "help", "version"], "General:");
+  parser.epilog(
+    "Metrics: set OTLP_GRPC_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT) to export over OTLP gRPC;\n" +
+      "OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured.",
+  );
+  return parser;
+}
+
+// yargs words its errors for its own audience ("Unknown argument: min-prot"); say it with the
+// flag spelled as the user typed it, on one line.
+function yargsMessage(text: string): string {
+  const flags = (list: string) =>
+    list
+      .split(",")
+      .map((f) => f.trim())
+      .filter((f) => f !== "")
+      .map((f) => (f.length === 1 ? `-${f}` : `--${f}`))
+      .join(", ");
+  const unknown = /^Unknown arguments?: (.*)$/s.exec(text);
+  if (unknown) return `unknown option ${flags(unknown[1] ?? "")} (see --help)`;
+  const missing = /^Not enough arguments following: (.*)$/s.exec(text);
+  if (missing) return `${flags(missing[1] ?? "")} needs a value`;
+  return text.replace(/\s*\n\s*/g, "; ");
+}
+
+function helpText(parser: ReturnType<typeof buildParser>): string {
+  let text = "";
+  parser.showHelp((s) => {
+    text = s;
+  });
+  return text;
+}
+
+type ArgvRecord = Record<string, unknown>;
+
+function flagLayer(args: ArgvRecord, names: readonly OptionName[]): Layer {
+  const values: RawSource = {};
+  for (const name of names) {
+    const v = args[camel(name)] ?? args[name];
+    if (v === undefined) continue;
+    values[name] = v as Scalar | Scalar[];
+  }
+  return { values, where: (name) => `--${name}` };
+}
+
+function configPath(args: ArgvRecord, env: NodeJS.ProcessEnv): [string, string] | undefined {
+  const flag = args.config;
+  if (flag !== undefined) {
+    const text = Array.isArray(flag) ? flag[flag.length - 1] : flag;
+    return [String(text), "--config"];
+  }
+  const fromEnv = env[`${ENV_PREFIX}CONFIG`];
+  if (fromEnv !== undefined && fromEnv.trim() !== "")
+    return [fromEnv.trim(), `${ENV_PREFIX}CONFIG`];
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry point
+
+export const DEFAULT_TTL = 86400;
+
+const CREDENTIALS_RELAY_OPTIONS: readonly OptionName[] = [
+  "listen",
+  "tls-listen",
+  "relay-ip",
+  "public-ip4",
+  "public-ip6",
+];
+
+/**
+ * Parses argv (without the node and script paths) and the environment into a command.
+ * Throws ConfigError (one line naming the option) on any invalid value.
+ */
+export function parseRelayArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  options: ParseOptions = {},
+): ParsedCommand {
+  if (argv[0] === "credentials") return parseCredentials(argv.slice(1), env);
+  const parser = buildParser(argv, "relay");
+  const args = parser.parseSync() as ArgvRecord;
+  if (args.help === true) return { command: "help", text: helpText(parser) };
+  if (args.version === true) return { command: "version", text: RELAY_VERSION };
+  const positional = (args._ as unknown[] | undefined) ?? [];
+  if (positional.length > 0) {
+    throw new ConfigError(`unknown command ${JSON.stringify(String(positional[0]))}`);
+  }
+  const layers = [flagLayer(args, OPTION_NAMES), envLayer(env)];
+  const file = configPath(args, env);
+  if (file !== undefined) layers.push(fileLayer(file[0], file[1]));
+  const values = resolveValues(layers);
+  const tokenFromFlag = layers[0]?.values.token !== undefined;
+  return finish(values, file?.[0], tokenFromFlag, env, options);
+}
+
+function finish(
+  v: OptionValues,
+  configFile: string | undefined,
+  tokenFromFlag: boolean,
+  env: NodeJS.ProcessEnv,
+  options: ParseOptions,
+): RelayConfig {
+  const warnings: string[] = [];
+
+  if (v["min-port"] > v["max-port"]) {
+    throw new ConfigError(
+      `--min-port must be <= --max-port, got ${v["min-port"]} > ${v["max-port"]}`,
+    );
+  }
+  if (v["tls-listen"].length > 0 && (v["tls-cert"] === undefined || v["tls-key"] === undefined)) {
+    throw new ConfigError("--tls-listen needs --tls-cert and --tls-key");
+  }
+  const relay4 = v["relay-ip"].filter((ip) => isIPv4(ip));
+  const relay6 = v["relay-ip"].filter((ip) => isIPv6(ip));
+  if (relay4.length > 1 || relay6.length > 1) {
+    throw new ConfigError(
+      `--relay-ip must be given at most once per family, got ${JSON.stringify(v["relay-ip"].join(","))}`,
+    );
+  }
+  const allListeners = [...v.listen, ...v["tls-listen"]];
+  const seen = new Set<string>();
+  for (const a of v.listen) {
+    const key = formatSocketAddress(a);
+    if (seen.has(key) && a.port !== 0) {
+      throw new ConfigError(`--listen must not repeat an address, got "${key}" twice`);
+    }
+    seen.add(key);
+  }
+
+  const interfaces = options.networkInterfaces ?? osNetworkInterfaces;
+  const relayIpFor = (family: 4 | 6, explicit: string | undefined): string | undefined => {
+    if (explicit !== undefined) return explicit;
+    const listeners = allListeners.filter((a) => a.family === family);
+    if (listeners.length === 0) return undefined;
+    const specific = listeners.find((a) => !isUnspecified(a.ip));
+    if (specific !== undefined) return specific.ip;
+    const host = firstHostAddress(interfaces(), family);
+    if (host === undefined) {
+      warnings.push(
+        `no non-internal IPv${family} address found for relay sockets; set --relay-ip (IPv${family} allocations will fail)`,
+      );
+    }
+    return host;
+  };
+  const relayIp4 = relayIpFor(4, relay4[0]);
+  const relayIp6 = relayIpFor(6, relay6[0]);
+
+  let token = v.token;
+  let tokenGenerated = false;
+  if (token === undefined) {
+    token = (options.randomToken ?? (() => randomBytes(32).toString("base64url")))();
+    tokenGenerated = true;
+    // The one place a token is printed: it was generated for this run, and without it nobody
+    // could mint credentials for this relay.
+    warnings.push(
+      `no ${ENV_PREFIX}TOKEN set: generated a random token for this run; mint credentials with: ${ENV_PREFIX}TOKEN=${token} ${PROGRAM_NAME} credentials`,
+    );
+  } else if (tokenFromFlag) {
+    warnings.push(
+      `--token on the command line is visible to other users of this host; prefer ${ENV_PREFIX}TOKEN`,
+    );
+  }
+  if (v["allow-loopback-peers"]) {
+    warnings.push(
+      "--allow-loopback-peers is set: peers on 127.0.0.0/8 and ::1 are reachable (tests only)",
+    );
+  }
+  if (v["rng-seed"] !== undefined) {
+    warnings.push("--rng-seed is set: nonces and ports are predictable (reproducing bugs only)");
+  }
+  const known = new Set(OPTION_NAMES.map((n) => envName(n)));
+  known.add(`${ENV_PREFIX}CONFIG`);
+  for (const name of Object.keys(env)) {
+    if (name.startsWith(ENV_PREFIX) && !known.has(name)) {
+      warnings.push(`ignoring unknown environment variable ${name}`);
+    }
+  }
+
+  return {
+    command: "relay",
+    listen: v.listen,
+    tlsListen: v["tls-listen"],
+    tlsCert: v["tls-cert"],
+    tlsKey: v["tls-key"],
+    relayIp4,
+    relayIp6,
+    publicIp4: v["public-ip4"],
+    publicIp6: v["public-ip6"],
+    minPort: v["min-port"],
+    maxPort: v["max-port"],
+    realm: v.realm,
+    token,
+    tokenGenerated,
+    users: v.user,
+    allowPeers: v["allow-peer"],
+    denyPeers: v["deny-peer"],
+    allowLoopbackPeers: v["allow-loopback-peers"],
+    maxAllocations: v["max-allocations"],
+    maxAllocationsPerUser: v["max-allocations-per-user"],
+    maxPermissions: v["max-permissions"],
+    maxChannels: v["max-channels"],
+    maxConnections: v["max-connections"],
+    tcpIdleTimeout: v["tcp-idle-timeout"],
+    alternateServer: v["alternate-server"],
+    drainTimeout: v["drain-timeout"],
+    healthListen: v["health-listen"],
+    prometheusListen: v["prometheus-listen"],
+    logFormat: v["log-format"],
+    logLevel: v["log-level"],
+    software: v.software,
+    rngSeed: v["rng-seed"],
+    configFile,
+    warnings,
+  };
+}
+
+function firstHostAddress(
+  interfaces: ReturnType<typeof osNetworkInterfaces>,
+  family: 4 | 6,
+): string | undefined {
+  for (const addrs of Object.values(interfaces)) {
+    for (const a of addrs ?? []) {
+      if (a.internal) continue;
+      const fam = a.family === "IPv4" || (a.family as unknown) === 4 ? 4 : 6;
+      if (fam !== family) continue;
+      // Link-local IPv6 needs a zone id to be usable as a relayed address: skip it.
+      if (fam === 6 && a.address.toLowerCase().startsWith("fe80:")) continue;
+      return a.address;
+    }
+  }
+  return undefined;
+}
+
+function parseCredentials(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+): CredentialsCommand | InfoCommand {
+  const parser = buildParser(argv, "credentials");
+  const args = parser.parseSync() as ArgvRecord;
+  if (args.help === true) return { command: "help", text: helpText(parser) };
+  const positional = (args._ as unknown[] | undefined) ?? [];
+  if (positional.length > 0) {
+    throw new ConfigError(
+      `credentials takes no arguments, got ${JSON.stringify(String(positional[0]))}`,
+    );
+  }
+  // The listeners, public addresses and token come from the same environment and config file
+  // the relay reads, so the default URIs match what the relay serves.
+  const layers = [flagLayer(args, ["token", ...CREDENTIALS_RELAY_OPTIONS]), envLayer(env)];
+  const file = configPath(args, env);
+  if (file !== undefined) layers.push(fileLayer(file[0], file[1]));
+  const v = resolveValues(layers);
+  if (v.token === undefined) {
+    throw new ConfigError(
+      `credentials needs the relay's shared secret: export ${ENV_PREFIX}TOKEN (or pass --token)`,
+    );
+  }
+  const userArg = args.user;
+  let user: string | undefined;
+  if (userArg !== undefined) {
+    user = one(userArg as Scalar | Scalar[], "--user");
+    if (user === "" || user.includes(":")) fail("--user", "a name without ':'", user);
+  }
+  const ttl =
+    args.ttl === undefined
+      ? DEFAULT_TTL
+      : parseInteger(args.ttl as Scalar, "--ttl", 1, 10 * 365 * 86400);
+  const uriArg = args.uri;
+  let uris: string[];
+  if (uriArg !== undefined) {
+    uris = list(uriArg as Scalar | Scalar[]);
+    for (const uri of uris) {
+      if (!/^turns?:[^\s]+$/.test(uri)) fail("--uri", "a turn: or turns: URI", uri);
+    }
+  } else {
+    uris = defaultUris(v);
+  }
+  return { command: "credentials", token: v.token, user, ttl, uris };
+}
+
+/** turn:/turns: URIs (RFC 7065) for the configured listeners. */
+function defaultUris(v: OptionValues): string[] {
+  const hostFor = (a: SocketAddress): string | undefined => {
+    if (!isUnspecified(a.ip)) return a.ip;
+    const publicIp = a.family === 4 ? v["public-ip4"] : v["public-ip6"];
+    if (publicIp !== undefined) return publicIp;
+    const relayIp = v["relay-ip"].find((ip) => (a.family === 4 ? isIPv4(ip) : isIPv6(ip)));
+    if (relayIp !== undefined) return relayIp;
+    return firstHostAddress(osNetworkInterfaces(), a.family);
+  };
+  const hostPort = (a: SocketAddress, host: string): string =>
+    `${a.family === 6 ? `[${host}]` : host}:${a.port}`;
+  const uris: string[] = [];
+  for (const a of v.listen) {
+    const host = hostFor(a);
+    if (host === undefined) continue;
+    uris.push(`turn:${hostPort(a, host)}?transport=udp`, `turn:${hostPort(a, host)}?transport=tcp`);
+  }
+  for (const a of v["tls-listen"]) {
+    const host = hostFor(a);
+    if (host === undefined) continue;
+    uris.push(`turns:${hostPort(a, host)}?transport=tcp`);
+  }
+  return uris;
+}
+
+export function formatSocketAddress(a: { ip: string; port: number; family?: 4 | 6 }): string {
+  return a.ip.includes(":") ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docs
+
+function mdCell(text: string): string {
+  return text.replaceAll("|", "\\|");
+}
+
+/** The README configuration table (Markdown): option, env var, default, meaning. */
+export function renderConfigTable(): string {
+  const rows = [
+    "| option | env var | default | meaning |",
+    "|---|---|---|---|",
+    ...OPTION_NAMES.map((name) => {
+      const s = OPTIONS[name] as OptionSpec<unknown>;
+      const flag = s.boolean ? `--${name}` : `--${name} ${s.placeholder ?? "VALUE"}`;
+      return `| ${mdCell(`\`${flag}\``)} | \`${envName(name)}\` | ${mdCell(s.defaultText)} | ${mdCell(s.describe)} |`;
+    }),
+    `| \`--config FILE\` | \`${ENV_PREFIX}CONFIG\` | none | ${CONFIG_OPTION_DESCRIBE} |`,
+  ];
+  return `${rows.join("\n")}\n`;
+}

@@ -1,0 +1,110 @@
+// Health endpoints for orchestrators (Kubernetes probes, load balancers):
+//   GET /healthz  200 {"status":"ok","uptimeSeconds":N}          the process is alive
+//   GET /readyz   200 {"status":"ready","uptimeSeconds":N}       listeners bound, not draining
+//                 503 {"status":"starting"|"draining",...}       take me out of rotation
+// Anything else is 404 JSON. node:http only; nothing here touches the relay's data path.
+
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { SocketAddress } from "./config.js";
+
+export interface RelayState {
+  readonly ready: boolean;
+  readonly draining: boolean;
+}
+
+export interface HealthServer {
+  /** The bound address (real port when asked for port 0). */
+  address(): SocketAddress;
+  close(): Promise<void>;
+}
+
+export interface HealthOptions {
+  /** Monotonic clock in ms, for uptime. Default performance.now. */
+  clock?: () => number;
+}
+
+export async function startHealthServer(
+  at: SocketAddress,
+  state: () => RelayState,
+  options: HealthOptions = {},
+): Promise<HealthServer> {
+  const clock = options.clock ?? (() => performance.now());
+  const started = clock();
+  const uptimeSeconds = (): number => Math.floor((clock() - started) / 1000);
+
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? "/").split("?")[0];
+    const method = req.method ?? "GET";
+    if (method !== "GET" && method !== "HEAD") {
+      send(res, 405, { status: "method not allowed" }, { allow: "GET, HEAD" });
+      return;
+    }
+    if (path === "/healthz") {
+      send(res, 200, { status: "ok", uptimeSeconds: uptimeSeconds() });
+      return;
+    }
+    if (path === "/readyz") {
+      let s: RelayState;
+      try {
+        s = state();
+      } catch {
+        // A broken state callback must not crash the process; report not ready.
+        s = { ready: false, draining: false };
+      }
+      if (s.ready && !s.draining) {
+        send(res, 200, { status: "ready", uptimeSeconds: uptimeSeconds() });
+      } else {
+        send(res, 503, {
+          status: s.draining ? "draining" : "starting",
+          uptimeSeconds: uptimeSeconds(),
+        });
+      }
+      return;
+    }
+    send(res, 404, { status: "not found", path });
+  });
+  // Probes are short; do not let a slow or idle client hold sockets open.
+  server.requestTimeout = 5_000;
+  server.headersTimeout = 5_000;
+  server.keepAliveTimeout = 5_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ host: at.ip, port: at.port }, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    address: () => {
+      const a = server.address() as AddressInfo;
+      return { ip: a.address, port: a.port, family: a.family === "IPv6" ? 6 : 4 };
+    },
+    close: () => {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}
+
+function send(
+  res: ServerResponse,
+  status: number,
+  body: Record<string, unknown>,
+  headers: Record<string, string> = {},
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    "cache-control": "no-store",
+    ...headers,
+  });
+  res.end(res.req.method === "HEAD" ? undefined : text);
+}

@@ -1,0 +1,261 @@
+// The turnpike-relay process: parse the configuration, then either print credentials/help or
+// run the relay until a signal. Everything process-global (argv, env, stdout, signals, exit)
+// comes in through CliIo so the lifecycle can be tested in-process; cli.ts wires in `process`.
+//
+// Lifecycle:
+//   SIGTERM          drain: refuse new allocations, wait up to --drain-timeout for live ones,
+//                    close every socket, flush metrics, exit 0
+//   SIGINT           close at once, flush metrics, exit 0
+//   second signal    exit now (1)
+//   uncaught error   log it, exit 1: never continue in an unknown state
+
+import {
+  ConfigError,
+  formatSocketAddress,
+  PROGRAM_NAME,
+  parseRelayArgs,
+  type RelayConfig,
+} from "./config.js";
+import { mintCredentials } from "./credentials.js";
+import { type HealthServer, startHealthServer } from "./health.js";
+import { createLogger, type Logger } from "./log.js";
+import { type RelayMetrics, startMetrics } from "./metrics.js";
+import type { RunningRelay, StartRelay } from "./types.js";
+import { RELAY_VERSION } from "./version.js";
+
+type ProcessEvent = "SIGTERM" | "SIGINT" | "uncaughtException" | "unhandledRejection";
+
+export interface CliIo {
+  readonly argv: readonly string[];
+  readonly env: NodeJS.ProcessEnv;
+  /** Writes to stdout (the caller adds nothing: text includes its newline). */
+  stdout(text: string): void;
+  /** Writes one line to stderr (without newline). */
+  stderr(line: string): void;
+  /** Where log lines go; default the same as stderr. */
+  logLine?: (line: string) => void;
+  readonly startRelay: StartRelay;
+  /** `process` in production. */
+  readonly events: {
+    on(event: ProcessEvent, listener: (arg?: unknown) => void): unknown;
+    off(event: ProcessEvent, listener: (arg?: unknown) => void): unknown;
+  };
+  /** Immediate exit (second signal, uncaught exception, hung shutdown). */
+  exit(code: number): void;
+  /** Wall-clock unix seconds, for credential expiry. */
+  nowSeconds?: () => number;
+  /** Called once the relay runs (tests use it to reach the health address). */
+  onRunning?: (running: RunningProcess) => void;
+}
+
+export interface RunningProcess {
+  readonly relay: RunningRelay;
+  readonly health: HealthServer | undefined;
+  readonly metrics: RelayMetrics;
+  readonly logger: Logger;
+}
+
+/** Exit code for bad configuration (like EX_USAGE-ish CLIs: distinct from runtime failure 1). */
+export const EXIT_CONFIG = 2;
+/** After cleanup is asked for, how long before we give up and exit anyway. */
+const SHUTDOWN_GRACE_MS = 10_000;
+/** Metrics flush at exit gets at most this long (a dead collector must not hold the exit). */
+const METRICS_SHUTDOWN_MS = 5_000;
+
+/** Runs the CLI; resolves with the process exit code once everything is closed. */
+export async function runCli(io: CliIo): Promise<number> {
+  let parsed: ReturnType<typeof parseRelayArgs>;
+  try {
+    parsed = parseRelayArgs(io.argv, io.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      io.stderr(`${PROGRAM_NAME}: ${err.message}`);
+      return EXIT_CONFIG;
+    }
+    throw err;
+  }
+  switch (parsed.command) {
+    case "help":
+    case "version":
+      io.stdout(parsed.text.endsWith("\n") ? parsed.text : `${parsed.text}\n`);
+      return 0;
+    case "credentials": {
+      const nowSeconds = io.nowSeconds?.() ?? Math.floor(Date.now() / 1000);
+      const creds = mintCredentials(parsed.token, {
+        user: parsed.user,
+        ttl: parsed.ttl,
+        uris: parsed.uris,
+        nowSeconds,
+      });
+      io.stdout(`${JSON.stringify(creds)}\n`);
+      return 0;
+    }
+    case "relay":
+      return runRelay(parsed, io);
+  }
+}
+
+async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
+  const logger = createLogger({
+    level: config.logLevel,
+    format: config.logFormat,
+    write: io.logLine ?? io.stderr,
+  });
+
+  let relay: RunningRelay | undefined;
+  let health: HealthServer | undefined;
+  let metrics: RelayMetrics | undefined;
+  let stopping: "drain" | "close" | undefined;
+  let finish: (code: number) => void = () => {};
+  const finished = new Promise<number>((resolve) => {
+    finish = resolve;
+  });
+
+  const fatal = (what: string) => (err?: unknown) => {
+    logger.error(what, { err: err instanceof Error ? err : String(err) });
+    io.exit(1);
+  };
+  const onUncaught = fatal("uncaught exception");
+  const onUnhandled = fatal("unhandled promise rejection");
+  io.events.on("uncaughtException", onUncaught);
+  io.events.on("unhandledRejection", onUnhandled);
+
+  const cleanup = async (mode: "drain" | "close"): Promise<void> => {
+    // If cleanup itself hangs (a socket that never closes), exit anyway.
+    const guard = setTimeout(
+      () => {
+        logger.error("shutdown did not finish in time; exiting", {
+          graceSeconds: (config.drainTimeout * 1000 + SHUTDOWN_GRACE_MS) / 1000,
+        });
+        io.exit(1);
+      },
+      (mode === "drain" ? config.drainTimeout * 1000 : 0) + SHUTDOWN_GRACE_MS,
+    );
+    guard.unref();
+    try {
+      if (relay !== undefined) {
+        if (mode === "drain") {
+          logger.info("draining", { timeoutSeconds: config.drainTimeout });
+          await relay.drain(config.drainTimeout * 1000);
+        }
+        await relay.close();
+      }
+      await health?.close();
+      if (metrics !== undefined) await withTimeout(metrics.shutdown(), METRICS_SHUTDOWN_MS);
+      logger.info("stopped");
+    } finally {
+      clearTimeout(guard);
+    }
+  };
+
+  const stop = (mode: "drain" | "close", signal: string): void => {
+    if (stopping !== undefined) {
+      logger.warn("second signal: exiting now", { signal });
+      io.exit(1);
+      return;
+    }
+    stopping = mode;
+    logger.info(mode === "drain" ? "SIGTERM received" : "SIGINT received", { signal });
+    // Startup still in progress: the startup path sees `stopping` and cleans up itself.
+    if (relay === undefined) return;
+    cleanup(mode).then(
+      () => finish(0),
+      (err) => {
+        logger.error("shutdown failed", { err });
+        finish(1);
+      },
+    );
+  };
+  const onTerm = () => stop("drain", "SIGTERM");
+  const onInt = () => stop("close", "SIGINT");
+  io.events.on("SIGTERM", onTerm);
+  io.events.on("SIGINT", onInt);
+
+  const detach = (): void => {
+    io.events.off("SIGTERM", onTerm);
+    io.events.off("SIGINT", onInt);
+    io.events.off("uncaughtException", onUncaught);
+    io.events.off("unhandledRejection", onUnhandled);
+  };
+
+  for (const warning of config.warnings) logger.warn(warning);
+  logger.info("starting", {
+    version: RELAY_VERSION,
+    listen: config.listen.map(formatSocketAddress).join(","),
+    tlsListen: config.tlsListen.map(formatSocketAddress).join(",") || undefined,
+    relayIp4: config.relayIp4,
+    relayIp6: config.relayIp6,
+    ports: `${config.minPort}-${config.maxPort}`,
+    realm: config.realm,
+  });
+
+  try {
+    metrics = await startMetrics({
+      env: io.env,
+      prometheusListen: config.prometheusListen,
+      logger,
+    });
+    if (metrics.otlpEndpoint !== undefined) {
+      logger.info("exporting metrics over OTLP gRPC", { endpoint: metrics.otlpEndpoint });
+    }
+    const prom = metrics.prometheusAddress();
+    if (prom !== undefined) {
+      logger.info("serving Prometheus metrics", {
+        url: `http://${formatSocketAddress(prom)}/metrics`,
+      });
+    }
+    if (config.healthListen !== null) {
+      health = await startHealthServer(config.healthListen, () => ({
+        ready: relay?.ready ?? false,
+        draining: stopping === "drain" || (relay?.draining ?? false),
+      }));
+      logger.info("health endpoints", { url: `http://${formatSocketAddress(health.address())}` });
+    }
+    relay = await io.startRelay(config, { logger, metrics });
+  } catch (err) {
+    logger.error("failed to start", { err: err instanceof Error ? err : String(err) });
+    await relay?.close().catch(() => {});
+    await health?.close();
+    if (metrics !== undefined) await withTimeout(metrics.shutdown(), METRICS_SHUTDOWN_MS);
+    detach();
+    return 1;
+  }
+
+  const a = relay.addresses();
+  logger.info("listening", {
+    udp: a.udp.map(formatSocketAddress).join(","),
+    tcp: a.tcp.map(formatSocketAddress).join(","),
+    tls: a.tls.map(formatSocketAddress).join(",") || undefined,
+  });
+  if (relay.ready) logger.info("ready");
+  else logger.warn("relay started but reports not ready");
+  io.onRunning?.({ relay, health, metrics, logger });
+
+  if (stopping !== undefined) {
+    // A signal arrived during startup.
+    cleanup(stopping).then(
+      () => finish(0),
+      () => finish(1),
+    );
+  }
+  const code = await finished;
+  detach();
+  return code;
+}
+
+function withTimeout(p: Promise<void>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    t.unref();
+    p.then(
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+    );
+  });
+}

@@ -1,0 +1,696 @@
+// OpenTelemetry metrics for turnpike-relay.
+//
+// Enabled by OTLP_GRPC_ENDPOINT (the Firezone relay's variable, "host:port" or a URL) or the
+// standard OTEL_EXPORTER_OTLP_METRICS_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT (first set wins, in
+// that order: metrics-specific, Firezone, generic), and/or by --prometheus-listen. Honours
+// OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_METRIC_EXPORT_INTERVAL (ms, default 60000),
+// OTEL_METRIC_EXPORT_TIMEOUT and OTEL_SDK_DISABLED.
+//
+// We use @opentelemetry/sdk-metrics' MeterProvider directly rather than sdk-node's NodeSDK: the
+// relay needs metrics only, and NodeSDK would also register global tracer/propagator/logger
+// providers and configure itself from process.env behind our back. A MeterProvider is explicit,
+// owns exactly the readers below, and several can coexist in one test process.
+//
+// Data path cost: the driver only bumps plain numbers in RelayStats (stats.ts). Every
+// instrument here is read at collection time:
+// - sums and gauges are observable instruments fed by one batch callback over RelayStats;
+// - the two histograms (packet size, allocation lifetime) come from a MetricProducer. OTel JS
+//   has no observable histogram, and feeding a synchronous Histogram from bucket deltas would
+//   mean one record() call per packet at collection time. RelayStats keeps fixed buckets, and
+//   the producer hands them to the SDK as a genuine cumulative OTLP histogram (explicit
+//   bounds, counts, sum), which both readers (OTLP push and Prometheus pull) export as-is.
+//
+// Instruments (attribute values in parentheses):
+//
+// | name                         | kind                  | unit          | attributes |
+// |------------------------------|-----------------------|---------------|------------|
+// | turn.allocations.active      | UpDownCounter (obs.)  | {allocation}  | transport (udp/tcp/tls), family (ipv4/ipv6) |
+// | turn.allocations.created     | Counter (obs.)        | {allocation}  | transport, family |
+// | turn.allocations.expired     | Counter (obs.)        | {allocation}  | transport, family |
+// | turn.allocations.deleted     | Counter (obs.)        | {allocation}  | transport, family |
+// | turn.allocation.lifetime     | Histogram             | s             | - |
+// | stun.responses               | Counter (obs.)        | {response}    | method, class (success/error), error_code (errors only) |
+// | turn.relayed.packets         | Counter (obs.)        | {packet}      | direction (client_to_peer/peer_to_client), transport |
+// | turn.relayed.bytes           | Counter (obs.)        | By            | direction, transport |
+// | turn.packet.size             | Histogram             | By            | - |
+// | turn.permissions.active      | UpDownCounter (obs.)  | {permission}  | - |
+// | turn.channels.active         | UpDownCounter (obs.)  | {channel}     | - |
+// | turn.connections.active      | UpDownCounter (obs.)  | {connection}  | - |
+// | turn.auth.failures           | Counter (obs.)        | {failure}     | reason |
+// | turn.dropped.packets         | Counter (obs.)        | {packet}      | reason |
+// | nodejs.eventloop.delay.p50   | Gauge (obs.)          | s             | - |
+// | nodejs.eventloop.delay.p99   | Gauge (obs.)          | s             | - |
+// | nodejs.eventloop.delay.max   | Gauge (obs.)          | s             | - |
+// | process.cpu.time             | Counter (obs.)        | s             | cpu.mode (user/system) |
+// | process.memory.usage         | UpDownCounter (obs.)  | By            | - |
+//
+// METRIC_DOCS below is the same table as data, for the README.
+
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import {
+  type Attributes,
+  DiagLogLevel,
+  diag,
+  type Meter,
+  type Observable,
+  ValueType,
+} from "@opentelemetry/api";
+import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc";
+import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
+import { type Resource, resourceFromAttributes } from "@opentelemetry/resources";
+import {
+  AggregationTemporality,
+  type CollectionResult,
+  DataPointType,
+  type HistogramMetricData,
+  type IMetricReader,
+  MeterProvider,
+  type MetricProducer,
+  PeriodicExportingMetricReader,
+} from "@opentelemetry/sdk-metrics";
+import type { SocketAddress } from "./config.js";
+import type { Logger } from "./log.js";
+import {
+  ALLOCATION_SLOTS,
+  allocationSlotLabels,
+  createRelayStats,
+  createRelayTelemetry,
+  LIFETIME_BOUNDS,
+  PACKET_SIZE_BOUNDS,
+  RELAY_SLOTS,
+  type RelayStats,
+  relaySlotLabels,
+} from "./stats.js";
+import type { RelayMetricsSink } from "./types.js";
+import { RELAY_VERSION } from "./version.js";
+
+export type { RelayStats, RelayTelemetry } from "./stats.js";
+
+export const DEFAULT_SERVICE_NAME = "turnpike-relay";
+const SCOPE_NAME = "turnpike-relay";
+
+export interface MetricDoc {
+  readonly name: string;
+  readonly instrument: string;
+  readonly unit: string;
+  readonly attributes: string;
+  readonly description: string;
+}
+
+export const METRIC_DOCS: readonly MetricDoc[] = [
+  {
+    name: "turn.allocations.active",
+    instrument: "UpDownCounter",
+    unit: "{allocation}",
+    attributes: "transport, family",
+    description: "Allocations currently live",
+  },
+  {
+    name: "turn.allocations.created",
+    instrument: "Counter",
+    unit: "{allocation}",
+    attributes: "transport, family",
+    description: "Allocations created (successful Allocate)",
+  },
+  {
+    name: "turn.allocations.expired",
+    instrument: "Counter",
+    unit: "{allocation}",
+    attributes: "transport, family",
+    description: "Allocations that reached the end of their lifetime",
+  },
+  {
+    name: "turn.allocations.deleted",
+    instrument: "Counter",
+    unit: "{allocation}",
+    attributes: "transport, family",
+    description: "Allocations deleted by the client (Refresh lifetime 0) or the relay",
+  },
+  {
+    name: "turn.allocation.lifetime",
+    instrument: "Histogram",
+    unit: "s",
+    attributes: "-",
+    description: "How long ended allocations lived",
+  },
+  {
+    name: "stun.responses",
+    instrument: "Counter",
+    unit: "{response}",
+    attributes: "method, class, error_code",
+    description: "STUN/TURN responses sent, by method, class (success/error) and error code",
+  },
+  {
+    name: "turn.relayed.packets",
+    instrument: "Counter",
+    unit: "{packet}",
+    attributes: "direction, transport",
+    description: "Packets relayed (direction client_to_peer or peer_to_client)",
+  },
+  {
+    name: "turn.relayed.bytes",
+    instrument: "Counter",
+    unit: "By",
+    attributes: "direction, transport",
+    description: "Payload bytes relayed",
+  },
+  {
+    name: "turn.packet.size",
+    instrument: "Histogram",
+    unit: "By",
+    attributes: "-",
+    description: `Relayed payload sizes (buckets ${PACKET_SIZE_BOUNDS.join(", ")})`,
+  },
+  {
+    name: "turn.permissions.active",
+    instrument: "UpDownCounter",
+    unit: "{permission}",
+    attributes: "-",
+    description: "Permissions installed across all allocations",
+  },
+  {
+    name: "turn.channels.active",
+    instrument: "UpDownCounter",
+    unit: "{channel}",
+    attributes: "-",
+    description: "Channel bindings across all allocations",
+  },
+  {
+    name: "turn.connections.active",
+    instrument: "UpDownCounter",
+    unit: "{connection}",
+    attributes: "-",
+    description: "Open TCP/TLS client connections",
+  },
+  {
+    name: "turn.auth.failures",
+    instrument: "Counter",
+    unit: "{failure}",
+    attributes: "reason",
+    description: "Requests rejected by authentication",
+  },
+  {
+    name: "turn.dropped.packets",
+    instrument: "Counter",
+    unit: "{packet}",
+    attributes: "reason",
+    description: "Packets dropped (malformed, no permission, policy, backpressure, ...)",
+  },
+  {
+    name: "nodejs.eventloop.delay.p50",
+    instrument: "Gauge",
+    unit: "s",
+    attributes: "-",
+    description: "Event-loop delay median since the previous collection",
+  },
+  {
+    name: "nodejs.eventloop.delay.p99",
+    instrument: "Gauge",
+    unit: "s",
+    attributes: "-",
+    description: "Event-loop delay 99th percentile since the previous collection",
+  },
+  {
+    name: "nodejs.eventloop.delay.max",
+    instrument: "Gauge",
+    unit: "s",
+    attributes: "-",
+    description: "Event-loop delay maximum since the previous collection",
+  },
+  {
+    name: "process.cpu.time",
+    instrument: "Counter",
+    unit: "s",
+    attributes: "cpu.mode",
+    description: "CPU time used by the process (user, system)",
+  },
+  {
+    name: "process.memory.usage",
+    instrument: "UpDownCounter",
+    unit: "By",
+    attributes: "-",
+    description: "Resident set size",
+  },
+];
+
+/** The README metrics table (Markdown). */
+export function renderMetricsTable(): string {
+  const rows = [
+    "| metric | instrument | unit | attributes | meaning |",
+    "|---|---|---|---|---|",
+    ...METRIC_DOCS.map(
+      (m) =>
+        `| \`${m.name}\` | ${m.instrument} | \`${m.unit}\` | ${m.attributes} | ${m.description} |`,
+    ),
+  ];
+  return `${rows.join("\n")}\n`;
+}
+
+export interface MetricsOptions {
+  /** Where OTEL_* / OTLP_GRPC_ENDPOINT are read from. Default process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Counters to export; a fresh set when omitted. */
+  stats?: RelayStats;
+  /** Serve Prometheus /metrics here (port 0 = any free port). */
+  prometheusListen?: SocketAddress | undefined;
+  serviceVersion?: string;
+  /** Receives exporter errors (rate-limited) and the "metrics enabled" line. */
+  logger?: Logger;
+}
+
+export interface RelayMetrics extends RelayMetricsSink {
+  /** The OTLP gRPC URL metrics are pushed to, if any. */
+  readonly otlpEndpoint: string | undefined;
+  /** The bound Prometheus address (real port), if enabled. */
+  prometheusAddress(): SocketAddress | undefined;
+  /** Collect and export now. */
+  forceFlush(): Promise<void>;
+  /** Flush, stop the exporters and the Prometheus server. Idempotent. */
+  shutdown(): Promise<void>;
+}
+
+/** The OTLP gRPC endpoint as a URL, or undefined when OTLP export is not configured. */
+export function otlpEndpointFrom(env: NodeJS.ProcessEnv): string | undefined {
+  if (isTrue(env.OTEL_SDK_DISABLED)) return undefined;
+  const raw = [
+    env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    env.OTLP_GRPC_ENDPOINT,
+    env.OTEL_EXPORTER_OTLP_ENDPOINT,
+  ].find((v) => v !== undefined && v.trim() !== "");
+  if (raw === undefined) return undefined;
+  const text = raw.trim();
+  // Firezone's OTLP_GRPC_ENDPOINT is "host:port"; gRPC exporters want a URL.
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`;
+}
+
+function isTrue(v: string | undefined): boolean {
+  return v !== undefined && v.trim().toLowerCase() === "true";
+}
+
+/**
+ * Resource attributes: OTEL_RESOURCE_ATTRIBUTES (`k=v,k2=v2`, values percent-decoded), then
+ * service.name from OTEL_SERVICE_NAME (else the attribute, else "turnpike-relay") and
+ * service.version.
+ */
+export function resourceAttributesFrom(env: NodeJS.ProcessEnv, version: string): Attributes {
+  const attrs: Attributes = {};
+  for (const pair of (env.OTEL_RESOURCE_ATTRIBUTES ?? "").split(",")) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) continue;
+    const key = pair.slice(0, eq).trim();
+    const value = pair.slice(eq + 1).trim();
+    if (key === "") continue;
+    try {
+      attrs[key] = decodeURIComponent(value);
+    } catch {
+      // The spec says to discard malformed entries rather than fail.
+    }
+  }
+  const serviceName = env.OTEL_SERVICE_NAME?.trim();
+  if (serviceName) attrs["service.name"] = serviceName;
+  else if (typeof attrs["service.name"] !== "string") attrs["service.name"] = DEFAULT_SERVICE_NAME;
+  if (attrs["service.version"] === undefined) attrs["service.version"] = version;
+  return attrs;
+}
+
+function positiveInt(text: string | undefined, fallback: number): number {
+  const n = text === undefined ? Number.NaN : Number(text);
+  return Number.isInteger(n) && n > 0 ? n : fallback;
+}
+
+/**
+ * Builds the metrics layer. With neither OTLP nor Prometheus configured it is counting only
+ * (RelayStats + RelayTelemetry) and shutdown/forceFlush do nothing.
+ */
+export async function startMetrics(options: MetricsOptions = {}): Promise<RelayMetrics> {
+  const env = options.env ?? process.env;
+  const stats = options.stats ?? createRelayStats();
+  const telemetry = createRelayTelemetry(stats);
+  const version = options.serviceVersion ?? RELAY_VERSION;
+  const otlpEndpoint = otlpEndpointFrom(env);
+  const logger = options.logger;
+
+  if (otlpEndpoint === undefined && options.prometheusListen === undefined) {
+    return {
+      stats,
+      telemetry,
+      otlpEndpoint: undefined,
+      prometheusAddress: () => undefined,
+      forceFlush: async () => {},
+      shutdown: async () => {},
+    };
+  }
+
+  if (logger !== undefined) routeDiagnostics(logger);
+
+  const resource = resourceFromAttributes(resourceAttributesFrom(env, version));
+  const producer = new StatsHistogramProducer(stats, resource, version);
+  const readers: IMetricReader[] = [];
+
+  if (otlpEndpoint !== undefined) {
+    const interval = positiveInt(env.OTEL_METRIC_EXPORT_INTERVAL, 60_000);
+    // The SDK rejects a timeout longer than the interval.
+    const timeout = Math.min(positiveInt(env.OTEL_METRIC_EXPORT_TIMEOUT, 30_000), interval);
+    readers.push(
+      new PeriodicExportingMetricReader({
+        exporter: new OTLPMetricExporter({ url: otlpEndpoint, timeoutMillis: timeout }),
+        exportIntervalMillis: interval,
+        exportTimeoutMillis: timeout,
+        metricProducers: [producer],
+      }),
+    );
+  }
+
+  let prometheus: { exporter: PrometheusExporter; server: Server } | undefined;
+  if (options.prometheusListen !== undefined) {
+    // Our own http server (instead of the exporter's) so we control the bind address, learn the
+    // real port when asked for port 0, and get listen errors as a rejected promise.
+    const exporter = new PrometheusExporter({
+      preventServerStart: true,
+      metricProducers: [producer],
+    });
+    const server = createServer((req, res) => {
+      const path = (req.url ?? "/").split("?")[0];
+      if ((req.method === "GET" || req.method === "HEAD") && path === "/metrics") {
+        exporter.getMetricsRequestHandler(req, res);
+        return;
+      }
+      res.statusCode = 404;
+      res.setHeader("content-type", "application/json");
+      res.end('{"error":"not found"}');
+    });
+    await listen(server, options.prometheusListen);
+    readers.push(exporter);
+    prometheus = { exporter, server };
+  }
+
+  const provider = new MeterProvider({ resource, readers });
+  const meter = provider.getMeter(SCOPE_NAME, version);
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
+  registerObservables(meter, stats, loopDelay, logger);
+
+  let shutdownPromise: Promise<void> | undefined;
+  return {
+    stats,
+    telemetry,
+    otlpEndpoint,
+    prometheusAddress: () => {
+      const a = prometheus?.server.address() as AddressInfo | null | undefined;
+      return a ? { ip: a.address, port: a.port, family: a.family === "IPv6" ? 6 : 4 } : undefined;
+    },
+    forceFlush: () => provider.forceFlush(),
+    shutdown: () => {
+      shutdownPromise ??= (async () => {
+        loopDelay.disable();
+        try {
+          // MeterProvider.shutdown flushes the periodic reader once more before stopping it.
+          await provider.shutdown();
+        } catch (err) {
+          logger?.warn("metrics shutdown failed", { err });
+        }
+        if (prometheus !== undefined) await closeServer(prometheus.server);
+      })();
+      return shutdownPromise;
+    },
+  };
+}
+
+function listen(server: Server, at: SocketAddress): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ host: at.ip, port: at.port }, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+let diagRouted = false;
+
+// Exporter failures (collector down, timeouts) reach OTel's diag logger; without one they vanish.
+// Route warnings and errors into our logger, rate-limited: a dead collector must not flood logs.
+function routeDiagnostics(logger: Logger): void {
+  if (diagRouted) return;
+  diagRouted = true;
+  const limited = logger.child({ component: "otel" }).rateLimited({ perWindow: 5 });
+  const line = (args: unknown[]): string => args.map((a) => String(a)).join(" ");
+  diag.setLogger(
+    {
+      error: (...args) => limited.warn("otel-error", line(args)),
+      warn: (...args) => limited.warn("otel-warn", line(args)),
+      info: () => {},
+      debug: () => {},
+      verbose: () => {},
+    },
+    { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
+  );
+}
+
+interface LoopDelay {
+  readonly count: number;
+  readonly max: number;
+  percentile(p: number): number;
+  reset(): void;
+}
+
+function registerObservables(
+  meter: Meter,
+  stats: RelayStats,
+  loopDelay: LoopDelay,
+  logger: Logger | undefined,
+): void {
+  const int = { valueType: ValueType.INT };
+  const allocationsActive = meter.createObservableUpDownCounter("turn.allocations.active", {
+    ...int,
+    unit: "{allocation}",
+    description: "Allocations currently live",
+  });
+  const allocationsCreated = meter.createObservableCounter("turn.allocations.created", {
+    ...int,
+    unit: "{allocation}",
+    description: "Allocations created",
+  });
+  const allocationsExpired = meter.createObservableCounter("turn.allocations.expired", {
+    ...int,
+    unit: "{allocation}",
+    description: "Allocations that reached the end of their lifetime",
+  });
+  const allocationsDeleted = meter.createObservableCounter("turn.allocations.deleted", {
+    ...int,
+    unit: "{allocation}",
+    description: "Allocations deleted by the client or the relay",
+  });
+  const responses = meter.createObservableCounter("stun.responses", {
+    ...int,
+    unit: "{response}",
+    description: "STUN/TURN responses sent",
+  });
+  const relayedPackets = meter.createObservableCounter("turn.relayed.packets", {
+    ...int,
+    unit: "{packet}",
+    description: "Packets relayed",
+  });
+  const relayedBytes = meter.createObservableCounter("turn.relayed.bytes", {
+    ...int,
+    unit: "By",
+    description: "Payload bytes relayed",
+  });
+  const permissions = meter.createObservableUpDownCounter("turn.permissions.active", {
+    ...int,
+    unit: "{permission}",
+    description: "Permissions installed across all allocations",
+  });
+  const channels = meter.createObservableUpDownCounter("turn.channels.active", {
+    ...int,
+    unit: "{channel}",
+    description: "Channel bindings across all allocations",
+  });
+  const connections = meter.createObservableUpDownCounter("turn.connections.active", {
+    ...int,
+    unit: "{connection}",
+    description: "Open TCP/TLS client connections",
+  });
+  const authFailures = meter.createObservableCounter("turn.auth.failures", {
+    ...int,
+    unit: "{failure}",
+    description: "Requests rejected by authentication",
+  });
+  const drops = meter.createObservableCounter("turn.dropped.packets", {
+    ...int,
+    unit: "{packet}",
+    description: "Packets dropped",
+  });
+  const loopP50 = meter.createObservableGauge("nodejs.eventloop.delay.p50", {
+    unit: "s",
+    description: "Event-loop delay median since the previous collection",
+  });
+  const loopP99 = meter.createObservableGauge("nodejs.eventloop.delay.p99", {
+    unit: "s",
+    description: "Event-loop delay 99th percentile since the previous collection",
+  });
+  const loopMax = meter.createObservableGauge("nodejs.eventloop.delay.max", {
+    unit: "s",
+    description: "Event-loop delay maximum since the previous collection",
+  });
+  const cpuTime = meter.createObservableCounter("process.cpu.time", {
+    unit: "s",
+    description: "CPU time used by the process",
+  });
+  const memory = meter.createObservableUpDownCounter("process.memory.usage", {
+    ...int,
+    unit: "By",
+    description: "Resident set size",
+  });
+
+  const observables: Observable[] = [
+    allocationsActive,
+    allocationsCreated,
+    allocationsExpired,
+    allocationsDeleted,
+    responses,
+    relayedPackets,
+    relayedBytes,
+    permissions,
+    channels,
+    connections,
+    authFailures,
+    drops,
+    loopP50,
+    loopP99,
+    loopMax,
+    cpuTime,
+    memory,
+  ];
+
+  meter.addBatchObservableCallback((result) => {
+    try {
+      stats.beforeCollect?.();
+    } catch (err) {
+      logger?.warn("stats refresh before metrics collection failed", { err });
+    }
+    for (let slot = 0; slot < ALLOCATION_SLOTS; slot++) {
+      const attrs = allocationSlotLabels(slot);
+      result.observe(allocationsActive, stats.allocationsActive[slot]!, attrs);
+      result.observe(allocationsCreated, stats.allocationsCreated[slot]!, attrs);
+      result.observe(allocationsExpired, stats.allocationsExpired[slot]!, attrs);
+      result.observe(allocationsDeleted, stats.allocationsDeleted[slot]!, attrs);
+    }
+    for (let slot = 0; slot < RELAY_SLOTS; slot++) {
+      const attrs = relaySlotLabels(slot);
+      result.observe(relayedPackets, stats.relayedPackets[slot]!, attrs);
+      result.observe(relayedBytes, stats.relayedBytes[slot]!, attrs);
+    }
+    for (const r of stats.responses.values()) {
+      const attrs: Attributes = { method: r.method, class: r.cls };
+      if (r.cls === "error") attrs.error_code = r.errorCode;
+      result.observe(responses, r.count, attrs);
+    }
+    result.observe(permissions, stats.permissionsActive);
+    result.observe(channels, stats.channelsActive);
+    result.observe(connections, stats.connectionsActive);
+    for (const [reason, count] of stats.authFailures)
+      result.observe(authFailures, count, { reason });
+    for (const [reason, count] of stats.drops) result.observe(drops, count, { reason });
+    if (loopDelay.count > 0) {
+      // The monitor reports nanoseconds; semantic conventions want seconds.
+      result.observe(loopP50, loopDelay.percentile(50) / 1e9);
+      result.observe(loopP99, loopDelay.percentile(99) / 1e9);
+      result.observe(loopMax, loopDelay.max / 1e9);
+      loopDelay.reset();
+    }
+    const cpu = process.cpuUsage();
+    result.observe(cpuTime, cpu.user / 1e6, { "cpu.mode": "user" });
+    result.observe(cpuTime, cpu.system / 1e6, { "cpu.mode": "system" });
+    result.observe(memory, process.memoryUsage.rss());
+  }, observables);
+}
+
+function hrTime(ms: number): [number, number] {
+  const seconds = Math.floor(ms / 1000);
+  return [seconds, Math.round((ms - seconds * 1000) * 1e6)];
+}
+
+/**
+ * Exports RelayStats' fixed-bucket histograms as cumulative OTLP histograms (see the header
+ * comment for why a MetricProducer and not a Histogram instrument).
+ */
+class StatsHistogramProducer implements MetricProducer {
+  constructor(
+    private readonly stats: RelayStats,
+    private readonly resource: Resource,
+    private readonly version: string,
+  ) {}
+
+  async collect(): Promise<CollectionResult> {
+    const start = hrTime(this.stats.startTimeMs);
+    const end = hrTime(Date.now());
+    const histogram = (
+      name: string,
+      unit: string,
+      description: string,
+      bounds: readonly number[],
+      counts: Float64Array,
+      sum: number,
+    ): HistogramMetricData => {
+      let count = 0;
+      for (const c of counts) count += c;
+      return {
+        descriptor: { name, unit, description, valueType: ValueType.DOUBLE },
+        aggregationTemporality: AggregationTemporality.CUMULATIVE,
+        dataPointType: DataPointType.HISTOGRAM,
+        dataPoints: [
+          {
+            startTime: start,
+            endTime: end,
+            attributes: {},
+            value: {
+              buckets: { boundaries: [...bounds], counts: Array.from(counts) },
+              sum,
+              count,
+            },
+          },
+        ],
+      };
+    };
+    const s = this.stats;
+    return {
+      resourceMetrics: {
+        resource: this.resource,
+        scopeMetrics: [
+          {
+            scope: { name: SCOPE_NAME, version: this.version },
+            metrics: [
+              histogram(
+                "turn.packet.size",
+                "By",
+                "Relayed payload sizes",
+                PACKET_SIZE_BOUNDS,
+                s.packetSizeCounts,
+                s.packetSizeSum,
+              ),
+              histogram(
+                "turn.allocation.lifetime",
+                "s",
+                "How long ended allocations lived",
+                LIFETIME_BOUNDS,
+                s.lifetimeCounts,
+                s.lifetimeSum,
+              ),
+            ],
+          },
+        ],
+      },
+      errors: [],
+    };
+  }
+}
