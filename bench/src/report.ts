@@ -59,7 +59,6 @@ export function renderTable(report: BenchReport): string {
         ...(withRatio ? [k.better ? ratio(tp?.value, ct?.value) : ""] : []),
       ]);
     }
-    for (const r of rows) if (r.error) body.push([`error (${r.server})`, r.error.split("\n")[0]!]);
     const widths = header.map((h, i) =>
       Math.max(h.length, ...body.map((b) => (b[i] ?? "").length)),
     );
@@ -71,6 +70,7 @@ export function renderTable(report: BenchReport): string {
     );
     for (const b of body) lines.push(fmt(header.map((_, i) => b[i] ?? "")));
     for (const r of rows) for (const n of r.notes) lines.push(`- ${r.server}: ${n}`);
+    for (const r of rows) if (r.error) lines.push(`- ${r.server}: ERROR ${r.error.split("\n")[0]}`);
   }
   const m = report.machine;
   lines.push(

@@ -190,7 +190,7 @@ async function readyOrFail(
     child.once("exit", (code, sig) =>
       reject(
         new Error(
-          `${server.kind} exited during start (code ${code}, signal ${sig}):\n${out.join("\n")}`,
+          `${server.kind} exited during start (code ${code}, signal ${sig}): ${out[out.length - 1] ?? ""}\n${out.join("\n")}`,
         ),
       ),
     );

@@ -1,0 +1,116 @@
+// End-to-end smoke test of turnpike-bench: the real CLI against real relays on loopback,
+// no thresholds, only "every figure is there and the report was written".
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { requireTools, skipUnlessTools } from "../../test-support/tools.js";
+import { defaultSettings, repoRoot, startTurnpike } from "../src/servers.js";
+
+const cli = path.join(repoRoot, "bench/bin/turnpike-bench.js");
+const built = path.join(repoRoot, "bench/dist/cli.js");
+
+interface Report {
+  machine: { node: string; coturn: string; cpuModel: string; cores: number };
+  results: {
+    scenario: string;
+    server: string;
+    error?: string;
+    metrics: { key: string; value: number | null }[];
+  }[];
+}
+
+function runBench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [cli, ...args],
+      { cwd: repoRoot, timeout: 150_000, maxBuffer: 10 << 20 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+function metric(r: Report, scenario: string, server: string, key: string): number | null {
+  const row = r.results.find((x) => x.scenario === scenario && x.server === server);
+  return row?.metrics.find((m) => m.key === key)?.value ?? null;
+}
+
+function expectFigures(report: Report, server: string): void {
+  for (const scenario of ["relay", "allocations", "churn"]) {
+    const row = report.results.find((x) => x.scenario === scenario && x.server === server);
+    expect(row?.error, `${scenario} on ${server}`).toBeUndefined();
+  }
+  expect(metric(report, "relay", server, "deliveredPps")).toBeGreaterThan(0);
+  expect(metric(report, "relay", server, "lossPct")).toBeTypeOf("number");
+  expect(metric(report, "relay", server, "rttP99Us")).toBeGreaterThan(0);
+  expect(metric(report, "relay", server, "serverUsPerPacket")).toBeGreaterThan(0);
+  expect(metric(report, "relay", server, "generatorCorePct")).toBeGreaterThan(0);
+  expect(metric(report, "allocations", server, "setupsPerSec")).toBeGreaterThan(0);
+  expect(metric(report, "allocations", server, "bytesPerAllocation")).toBeTypeOf("number");
+  expect(metric(report, "churn", server, "cyclesPerSec")).toBeGreaterThan(0);
+}
+
+describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
+  let dir: string;
+
+  beforeAll(() => {
+    requireTools("turnserver");
+    if (!existsSync(built)) throw new Error("bench is not built: run pnpm exec tsc -b");
+    dir = mkdtempSync(path.join(tmpdir(), "turnpike-bench-test-"));
+  });
+  afterAll(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("measures coturn end to end and writes the table, the JSON and the HTML report", async () => {
+    const json = path.join(dir, "coturn.json");
+    const out = path.join(dir, "out-coturn");
+    const run = await runBench(["--quick", "--server", "coturn", "--json", json, "--out", out]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain("## relay");
+    expect(run.stdout).toContain("server CPU per relayed packet");
+    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
+    expect(report.machine.coturn).toMatch(/\d+\.\d+/);
+    expect(report.machine.node).toBe(process.version);
+    expectFigures(report, "coturn");
+    const html = readFileSync(path.join(out, "latest.html"), "utf8");
+    expect(html).toContain("<svg");
+    expect(html).toContain("coturn");
+  });
+
+  it("measures Turnpike and coturn side by side with ratio columns", async (ctx) => {
+    // Only once the relay runs: start it the way the bench does and see whether it answers.
+    let reason: string | undefined;
+    try {
+      const s = await startTurnpike(defaultSettings());
+      await s.stop();
+    } catch (e) {
+      reason = e instanceof Error ? e.message.split("\n").slice(0, 3).join(" / ") : String(e);
+    }
+    if (reason) {
+      console.warn(`[bench] SKIPPED --server both: turnpike-relay does not start: ${reason}`);
+      ctx.skip();
+      return;
+    }
+    const json = path.join(dir, "both.json");
+    const run = await runBench([
+      "--quick",
+      "--server",
+      "both",
+      "--json",
+      json,
+      "--out",
+      path.join(dir, "out-both"),
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain("turnpike/coturn");
+    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
+    expectFigures(report, "turnpike");
+    expectFigures(report, "coturn");
+  });
+});
