@@ -1,0 +1,147 @@
+// Our own relay as a real process, started exactly as an operator would: the committed bin
+// launcher (which loads packages/relay-server/dist/cli.js, so run `pnpm exec tsc -b` first), the
+// token in TURNPIKE_TOKEN, readiness from GET /readyz on the health listener.
+import { existsSync } from "node:fs";
+import { get } from "node:http";
+import { fileURLToPath } from "node:url";
+import { freePort } from "./ports.js";
+import { type ExitInfo, type ManagedProcess, sleep, spawnManaged } from "./process.js";
+
+export const TURNPIKE_BIN = fileURLToPath(
+  new URL("../packages/relay-server/bin/turnpike-relay.js", import.meta.url),
+);
+const TURNPIKE_CLI = fileURLToPath(
+  new URL("../packages/relay-server/dist/cli.js", import.meta.url),
+);
+
+/** True once the relay has been built (the bin launcher needs dist/cli.js). */
+export const turnpikeBuilt = (): boolean => existsSync(TURNPIKE_CLI);
+
+export interface TurnpikeOptions {
+  /** UDP+TCP listening port on 127.0.0.1 (default: a free one). */
+  port?: number;
+  minPort: number;
+  maxPort: number;
+  /** Shared secret, passed as TURNPIKE_TOKEN (never on the command line). */
+  token: string;
+  /** Health listener port on 127.0.0.1 (default: a free one). */
+  healthPort?: number;
+  /** Default "warn". */
+  logLevel?: "error" | "warn" | "info" | "debug";
+  /** Default true: tests relay to peers on loopback. */
+  allowLoopbackPeers?: boolean;
+  extraArgs?: string[];
+  /** Merged over process.env (TURNPIKE_* variables of the test runner are removed first). */
+  env?: Record<string, string>;
+  /** Bound on waiting for /readyz == 200 (default 15 s). */
+  readyTimeoutMs?: number;
+  /** Another launcher script (default: the repo's bin/turnpike-relay.js, which needs dist/). */
+  bin?: string;
+}
+
+export interface TurnpikeHandle {
+  pid: number;
+  port: number;
+  healthPort: number;
+  args: string[];
+  process: ManagedProcess;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Sends `signal` (default SIGTERM; SIGTERM drains) and SIGKILLs after `graceMs` (default 10 s). */
+  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<ExitInfo>;
+  waitExit(): Promise<ExitInfo>;
+}
+
+/** GET http://127.0.0.1:port/path -> status code and body (bounded by timeoutMs). */
+export function httpGet(
+  port: number,
+  path: string,
+  timeoutMs = 1000,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = get({ host: "127.0.0.1", port, path, timeout: timeoutMs }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        body += c;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("timeout", () => req.destroy(new Error(`GET ${path} timed out`)));
+    req.on("error", reject);
+  });
+}
+
+export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHandle> {
+  if (opts.bin === undefined && !turnpikeBuilt()) {
+    throw new Error(`${TURNPIKE_CLI} is missing: build first with \`pnpm exec tsc -b\``);
+  }
+  const port = opts.port ?? (await freePort());
+  const healthPort = opts.healthPort ?? (await freePort());
+  const args = [
+    opts.bin ?? TURNPIKE_BIN,
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--min-port",
+    String(opts.minPort),
+    "--max-port",
+    String(opts.maxPort),
+    "--health-listen",
+    `127.0.0.1:${healthPort}`,
+    "--log-level",
+    opts.logLevel ?? "warn",
+  ];
+  if (opts.allowLoopbackPeers ?? true) args.push("--allow-loopback-peers");
+  args.push(...(opts.extraArgs ?? []));
+
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith("TURNPIKE_")) env[k] = v;
+  }
+  Object.assign(env, opts.env, { TURNPIKE_TOKEN: opts.token });
+
+  const proc = spawnManaged(process.execPath, args, { env });
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 15_000);
+  let lastError = "";
+  while (true) {
+    if (proc.exited) {
+      const e = await proc.waitExit();
+      throw new Error(
+        `turnpike-relay exited before ready (code ${e.code}, signal ${e.signal})\n${tail(proc)}`,
+      );
+    }
+    try {
+      const r = await httpGet(healthPort, "/readyz", 500);
+      if (r.status === 200) break;
+      lastError = `status ${r.status} ${r.body}`;
+    } catch (e) {
+      lastError = (e as Error).message;
+    }
+    if (Date.now() > deadline) {
+      await proc.stop("SIGKILL");
+      throw new Error(`turnpike-relay not ready: /readyz ${lastError}\n${tail(proc)}`);
+    }
+    await sleep(100);
+  }
+
+  return {
+    pid: proc.pid,
+    port,
+    healthPort,
+    args,
+    process: proc,
+    get stdout() {
+      return proc.stdout;
+    },
+    get stderr() {
+      return proc.stderr;
+    },
+    stop: (signal: NodeJS.Signals = "SIGTERM", graceMs = 10_000) => proc.stop(signal, graceMs),
+    waitExit: () => proc.waitExit(),
+  };
+}
+
+function tail(proc: ManagedProcess): string {
+  const lines = `${proc.stdout}\n${proc.stderr}`.trim().split("\n");
+  return `--- turnpike-relay output (tail) ---\n${lines.slice(-20).join("\n")}`;
+}
