@@ -1,5 +1,6 @@
 // `relay`: N allocations relay paced traffic to an echo peer and back. Every packet carries
 // (phase, sequence, send time) so the client measures the round trip and counts loss.
+import os from "node:os";
 import * as hdr from "hdr-histogram-js";
 import { type EchoPeer, startEchoPeer } from "../load/peer.js";
 import { TurnLoadClient } from "../load/turn-load-client.js";
@@ -24,6 +25,8 @@ export interface PhaseResult {
   serverUsPerPacket: number | null;
   serverCore: number | null;
   generatorCore: number;
+  /** generator CPU µs per round trip (send + receive + latency bookkeeping) */
+  generatorUsPerRoundTrip: number;
   peerCore: number;
   relayedPackets: number;
   rss: number | null;
@@ -162,6 +165,7 @@ export class RelayLoad {
         serverCpu !== undefined && relayedPackets > 0 ? serverCpu / relayedPackets : null,
       serverCore: serverCpu !== undefined ? serverCpu / wallUs : null,
       generatorCore: (gen.user + gen.system) / wallUs,
+      generatorUsPerRoundTrip: sent > 0 ? (gen.user + gen.system) / sent : 0,
       peerCore: peerCpu / wallUs,
       relayedPackets,
       rss: pid ? (rssBytes(pid) ?? null) : null,
@@ -245,11 +249,26 @@ function phaseMetrics(r: PhaseResult, size: number): Metric[] {
       value: r.peerCore * 100,
       digits: 1,
     },
+    {
+      key: "generatorUsPerRoundTrip",
+      label: "generator CPU per round trip",
+      unit: "µs",
+      value: r.generatorUsPerRoundTrip,
+      digits: 2,
+    },
   ];
 }
 
 function saturationNotes(r: PhaseResult): string[] {
   const notes: string[] = [];
+  // Server, generator and echo peer share this machine's cores: when together they use
+  // nearly all of them, the limit is the machine, not any one process.
+  const cores = os.availableParallelism();
+  const used = (r.serverCore ?? 0) + r.generatorCore + r.peerCore;
+  if (used > cores * 0.8)
+    notes.push(
+      `machine busy: server + generator + echo peer used ${used.toFixed(2)} of ${cores} cores`,
+    );
   if (r.generatorCore > SATURATION)
     notes.push(
       `generator saturated: bench process at ${(r.generatorCore * 100).toFixed(0)} % of a core; figures are a lower bound for the server`,
