@@ -1,7 +1,566 @@
-// placeholder: the lead replaces this file
-import type { RelayConfig } from "./config.js";
-import type { RelayDeps, RunningRelay } from "./types.js";
+// The socket driver: executes relay-core's decisions with node:dgram, node:net and node:tls.
+//
+// It owns every socket and the one timer, and follows relay-core's call order (see
+// packages/relay-core/README.md): after each handle* call, act on the returned route at once,
+// then drain pollCommand(), then re-arm the timer from pollTimeout(). It knows nothing of
+// yargs or OpenTelemetry: configuration arrives as RelayConfig, metrics leave as plain counters.
+//
+// Data path (the part that runs per packet):
+//   client -> peer: core.handleUdpClient / handleStreamClient returns ToPeer with a byte range
+//     of the received buffer; it is sent from the allocation's relay socket without a copy.
+//   peer -> client: core.handlePeerData returns ToClient with a channel number; the 4-byte
+//     ChannelData header goes out in front of the received buffer as a two-buffer send (no
+//     concatenation, RFC 8656 §12.4), with 4-byte padding on TCP/TLS (§12.5).
 
-export async function startRelay(_config: RelayConfig, _deps: RelayDeps): Promise<RunningRelay> {
-  throw new Error("relay driver not built yet");
+import dgram from "node:dgram";
+import { readFileSync } from "node:fs";
+import net from "node:net";
+import { performance } from "node:perf_hooks";
+import tls from "node:tls";
+import {
+  AUTH_FAILURE_REASONS,
+  type ClientEndpoint,
+  CombinedCredentials,
+  type Command,
+  type CredentialStore,
+  DROP_REASONS,
+  methodName,
+  PeerAddressPolicy,
+  RouteKind,
+  SeededRandom,
+  SharedSecretCredentials,
+  StaticCredentials,
+  StreamFramer,
+  TurnServer,
+  writeChannelDataHeader,
+} from "@turnpike/relay-core";
+import type { RelayConfig, SocketAddress } from "./config.js";
+import type { Logger } from "./log.js";
+import { CryptoRandom } from "./random.js";
+import { type RelayStats, type RelayTelemetry, recordRelayed, relaySlot } from "./stats.js";
+import type { RelayAddresses, RelayDeps, RunningRelay } from "./types.js";
+
+/** A TCP/TLS client whose socket buffers more than this is not fed more relayed data. */
+const STREAM_HIGH_WATER = 1 << 20;
+/** Zero bytes for ChannelData padding on streams (RFC 8656 §12.5). */
+const PADDING = Buffer.alloc(3);
+
+const SLOT_UDP_C2P = relaySlot("client_to_peer", "udp");
+const SLOT_UDP_P2C = relaySlot("peer_to_client", "udp");
+const SLOT_TCP_C2P = relaySlot("client_to_peer", "tcp");
+const SLOT_TCP_P2C = relaySlot("peer_to_client", "tcp");
+const SLOT_TLS_C2P = relaySlot("client_to_peer", "tls");
+const SLOT_TLS_P2C = relaySlot("peer_to_client", "tls");
+
+interface StreamClient {
+  readonly id: number;
+  readonly socket: net.Socket;
+  readonly framer: StreamFramer;
+  readonly transport: "tcp" | "tls";
+}
+
+export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay> {
+  const driver = new RelayDriver(config, deps);
+  try {
+    await driver.listen();
+  } catch (err) {
+    await driver.close();
+    throw err;
+  }
+  return driver;
+}
+
+class RelayDriver implements RunningRelay {
+  ready = false;
+  draining = false;
+
+  private readonly core: TurnServer;
+  private readonly log: Logger;
+  private readonly stats: RelayStats;
+  private readonly telemetry: RelayTelemetry;
+  /** UDP listening sockets, indexed by listener id (the id relay-core sees). */
+  private readonly udpListeners: dgram.Socket[] = [];
+  private readonly streamServers: net.Server[] = [];
+  private readonly streams = new Map<number, StreamClient>();
+  private nextConnectionId = 1;
+  /** Relay sockets by relay-core's relay id; `pendingRelays` are still binding. */
+  private readonly relaySockets = new Map<number, dgram.Socket>();
+  private readonly pendingRelays = new Map<number, dgram.Socket>();
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
+  private wallClockTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private drainWaiter: (() => void) | undefined;
+  /** The header in front of a peer datagram relayed to a UDP client; see sendChannelData. */
+  private readonly udpHeader = Buffer.alloc(4);
+  private readonly sendList: Buffer[] = [this.udpHeader, this.udpHeader];
+  private bound: { udp: SocketAddress[]; tcp: SocketAddress[]; tls: SocketAddress[] } = {
+    udp: [],
+    tcp: [],
+    tls: [],
+  };
+
+  constructor(
+    private readonly config: RelayConfig,
+    deps: RelayDeps,
+  ) {
+    this.log = deps.logger;
+    this.stats = deps.metrics.stats;
+    this.telemetry = deps.metrics.telemetry;
+    const stores: CredentialStore[] = [new SharedSecretCredentials([config.token])];
+    if (config.users.length > 0) {
+      stores.unshift(new StaticCredentials(config.users.map((u) => [u.username, u.password])));
+    }
+    this.core = new TurnServer({
+      realm: config.realm,
+      credentials: stores.length === 1 ? stores[0]! : new CombinedCredentials(stores),
+      random: config.rngSeed !== undefined ? new SeededRandom(config.rngSeed) : new CryptoRandom(),
+      relayAddresses: {
+        ip4: config.relayIp4 ? { bind: config.relayIp4, advertised: config.publicIp4 } : undefined,
+        ip6: config.relayIp6 ? { bind: config.relayIp6, advertised: config.publicIp6 } : undefined,
+      },
+      minPort: config.minPort,
+      maxPort: config.maxPort,
+      software: config.software,
+      peerPolicy: new PeerAddressPolicy({
+        allow: config.allowPeers,
+        deny: config.denyPeers,
+        allowLoopback: config.allowLoopbackPeers,
+      }),
+      maxAllocations: config.maxAllocations,
+      maxAllocationsPerUser: config.maxAllocationsPerUser,
+      maxPermissionsPerAllocation: config.maxPermissions,
+      maxChannelsPerAllocation: config.maxChannels,
+      unixTimeOffsetMs: Date.now() - performance.now(),
+      alternateServer: config.alternateServer
+        ? {
+            family: config.alternateServer.family,
+            address: config.alternateServer.ip,
+            port: config.alternateServer.port,
+          }
+        : undefined,
+    });
+    this.stats.beforeCollect = () => this.syncGauges();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Listeners
+
+  async listen(): Promise<void> {
+    for (const addr of this.config.listen) {
+      await this.listenUdp(addr);
+      await this.listenStream(addr, "tcp");
+    }
+    if (this.config.tlsListen.length > 0) {
+      const cert = readFileSync(this.config.tlsCert!);
+      const key = readFileSync(this.config.tlsKey!);
+      for (const addr of this.config.tlsListen) await this.listenStream(addr, "tls", { cert, key });
+    }
+    // Wall-clock jumps matter only for TURN REST expiry; a periodic resync is plenty.
+    this.wallClockTimer = setInterval(
+      () => this.core.setUnixTimeOffset(Date.now() - performance.now()),
+      10_000,
+    );
+    this.wallClockTimer.unref();
+    this.ready = true;
+    this.log.info("ready", {
+      udp: this.bound.udp.map(fmt),
+      tcp: this.bound.tcp.map(fmt),
+      tls: this.bound.tls.map(fmt),
+      relayIp4: this.config.relayIp4,
+      relayIp6: this.config.relayIp6,
+      ports: `${this.config.minPort}-${this.config.maxPort}`,
+    });
+  }
+
+  private listenUdp(addr: SocketAddress): Promise<void> {
+    const id = this.udpListeners.length;
+    const socket = dgram.createSocket({
+      type: addr.family === 6 ? "udp6" : "udp4",
+      ipv6Only: addr.family === 6,
+    });
+    this.udpListeners.push(socket);
+    socket.on("message", (msg, rinfo) => this.onUdpClient(id, msg, rinfo));
+    return new Promise((resolve, reject) => {
+      socket.once("error", reject);
+      socket.bind({ address: addr.ip, port: addr.port, exclusive: true }, () => {
+        socket.off("error", reject);
+        socket.on("error", (err) => this.log.warn("udp listener error", { error: err.message }));
+        const a = socket.address();
+        this.bound.udp.push({ ip: a.address, port: a.port, family: addr.family });
+        resolve();
+      });
+    });
+  }
+
+  private listenStream(
+    addr: SocketAddress,
+    transport: "tcp" | "tls",
+    tlsOptions?: tls.TlsOptions,
+  ): Promise<void> {
+    const listenerId = this.streamServers.length;
+    const onSocket = (socket: net.Socket) => this.onStreamConnection(listenerId, transport, socket);
+    const server =
+      transport === "tls"
+        ? tls.createServer({ ...tlsOptions }, onSocket)
+        : net.createServer({ noDelay: true }, onSocket);
+    this.streamServers.push(server);
+    server.on("error", (err) =>
+      this.log.warn(`${transport} listener error`, { error: err.message }),
+    );
+    if (transport === "tls") {
+      server.on("tlsClientError", (err) =>
+        this.log.debug("tls handshake failed", { error: err.message }),
+      );
+    }
+    // Plain TCP on a TURN port may still start a TLS handshake or garbage: the framer rejects it.
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host: addr.ip, port: addr.port, ipv6Only: addr.family === 6 }, () => {
+        server.off("error", reject);
+        const a = server.address() as net.AddressInfo;
+        this.bound[transport].push({ ip: a.address, port: a.port, family: addr.family });
+        resolve();
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Client traffic
+
+  private onUdpClient(listener: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const kind = this.core.handleUdpClient(
+      listener,
+      msg,
+      rinfo.address,
+      rinfo.port,
+      performance.now(),
+    );
+    if (kind === RouteKind.ToPeer) {
+      this.sendToPeer(SLOT_UDP_C2P);
+      return;
+    }
+    this.flush();
+  }
+
+  private onStreamConnection(listener: number, transport: "tcp" | "tls", socket: net.Socket): void {
+    if (this.closed || this.streams.size >= this.config.maxConnections) {
+      this.telemetry.drop("connection-limit");
+      socket.destroy();
+      return;
+    }
+    const id = this.nextConnectionId++;
+    const client: StreamClient = { id, socket, framer: new StreamFramer(), transport };
+    this.streams.set(id, client);
+    socket.setNoDelay(true);
+    socket.setTimeout(this.config.tcpIdleTimeout * 1000, () => {
+      this.log.debug("idle client connection closed", { connection: id });
+      socket.destroy();
+    });
+    const remoteAddress = stripMapped(socket.remoteAddress ?? "");
+    this.core.handleConnectionOpened(
+      id,
+      listener,
+      transport,
+      remoteAddress,
+      socket.remotePort ?? 0,
+    );
+    const slot = transport === "tls" ? SLOT_TLS_C2P : SLOT_TCP_C2P;
+    socket.on("data", (chunk: Buffer) => this.onStreamData(client, chunk, slot));
+    socket.on("error", (err) => this.log.debug("client connection error", { error: err.message }));
+    socket.on("close", () => {
+      this.streams.delete(id);
+      this.core.handleConnectionClosed(id, performance.now());
+      this.flush();
+    });
+  }
+
+  private onStreamData(client: StreamClient, chunk: Buffer, slot: number): void {
+    const framer = client.framer;
+    framer.push(chunk);
+    const now = performance.now();
+    for (let frame = framer.next(); frame !== undefined; frame = framer.next()) {
+      if (this.core.handleStreamClient(client.id, frame, now) === RouteKind.ToPeer) {
+        this.sendToPeer(slot);
+      }
+    }
+    if (framer.error) {
+      // Neither STUN nor ChannelData: the stream can't be resynchronised (RFC 8656 §12.5).
+      this.telemetry.drop("framing-error");
+      client.socket.destroy();
+    }
+    this.flush();
+  }
+
+  /** Send the route's byte range from the allocation's relay socket (no copy). */
+  private sendToPeer(slot: number): void {
+    const r = this.core.route;
+    const socket = this.relaySockets.get(r.relay);
+    if (socket === undefined) return;
+    const length = r.end - r.start;
+    socket.send(r.data, r.start, length, r.peerPort, r.peerAddress);
+    recordRelayed(this.stats, slot, length);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Peer traffic
+
+  private onPeer(relay: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const kind = this.core.handlePeerData(relay, msg, rinfo.address, rinfo.port, performance.now());
+    if (kind !== RouteKind.ToClient) {
+      this.flush();
+      return;
+    }
+    const r = this.core.route;
+    const client = r.client;
+    if (client.transport === "udp") this.sendUdpToClient(client);
+    else this.sendStreamToClient(client);
+  }
+
+  private sendUdpToClient(client: ClientEndpoint): void {
+    const r = this.core.route;
+    const listener = this.udpListeners[client.listener];
+    if (listener === undefined) return;
+    const length = r.end - r.start;
+    if (r.channel === 0) {
+      // A Data indication the core built: one whole STUN message.
+      listener.send(r.data, r.start, length, client.port, client.address);
+    } else {
+      // Reuse one header buffer while the socket's send queue is empty: a send is then either
+      // done synchronously or becomes the queue's only entry, and the next packet sees a
+      // non-empty queue and takes a fresh header. Node copies the list array itself.
+      const header = listener.getSendQueueCount() === 0 ? this.udpHeader : Buffer.allocUnsafe(4);
+      writeChannelDataHeader(header, 0, r.channel, length);
+      const list = this.sendList;
+      list[0] = header;
+      list[1] =
+        r.start === 0 && r.end === r.data.length
+          ? (r.data as Buffer)
+          : Buffer.from(r.data.buffer, r.data.byteOffset + r.start, length);
+      listener.send(list, client.port, client.address);
+    }
+    recordRelayed(this.stats, SLOT_UDP_P2C, length);
+  }
+
+  private sendStreamToClient(client: ClientEndpoint): void {
+    const r = this.core.route;
+    const stream = this.streams.get(client.connection);
+    if (stream === undefined) return;
+    const socket = stream.socket;
+    if (socket.writableLength > STREAM_HIGH_WATER) {
+      // The client reads slower than its peers send: UDP cannot be paused, so drop and count.
+      this.telemetry.drop("backpressure");
+      return;
+    }
+    const length = r.end - r.start;
+    const payload =
+      r.start === 0 && r.end === r.data.length
+        ? r.data
+        : Buffer.from(r.data.buffer, r.data.byteOffset + r.start, length);
+    if (r.channel === 0) {
+      socket.write(payload);
+    } else {
+      // TCP keeps written buffers until they are flushed, so each header is its own buffer.
+      const header = Buffer.allocUnsafe(4);
+      writeChannelDataHeader(header, 0, r.channel, length);
+      socket.cork();
+      socket.write(header);
+      socket.write(payload);
+      const pad = (4 - (length & 3)) & 3;
+      if (pad > 0) socket.write(PADDING.subarray(0, pad));
+      socket.uncork();
+    }
+    recordRelayed(this.stats, stream.transport === "tls" ? SLOT_TLS_P2C : SLOT_TCP_P2C, length);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Commands and the timer
+
+  /** Drain relay-core's commands, then re-arm the single timer (relay-core's call order). */
+  private flush(): void {
+    for (let c = this.core.pollCommand(); c !== undefined; c = this.core.pollCommand()) {
+      this.execute(c);
+    }
+    this.arm();
+  }
+
+  private execute(c: Command): void {
+    switch (c.type) {
+      case "send-to-client":
+        this.sendControl(c.client, c.data);
+        this.telemetry.response(
+          methodName(c.method),
+          c.errorCode === 0 ? "success" : "error",
+          c.errorCode,
+        );
+        return;
+      case "open-relay":
+        this.openRelay(c.relay, c.family, c.bindAddress, c.port);
+        return;
+      case "close-relay": {
+        const socket = this.relaySockets.get(c.relay) ?? this.pendingRelays.get(c.relay);
+        this.relaySockets.delete(c.relay);
+        this.pendingRelays.delete(c.relay);
+        socket?.close();
+        return;
+      }
+      case "close-connection":
+        this.streams.get(c.connection)?.socket.destroy();
+        return;
+      case "allocation-created":
+        this.telemetry.allocationCreated(c.client.transport, c.relayed[0]?.family ?? 4);
+        if (this.log.enabled("debug")) {
+          this.log.debug("allocation created", {
+            allocation: c.allocation,
+            client: `${c.client.transport}:${c.client.address}:${c.client.port}`,
+            username: c.username,
+            relayed: c.relayed.map((r) => `${r.address}:${r.port}`),
+            lifetime: c.lifetimeSeconds,
+          });
+        }
+        return;
+      case "allocation-ended":
+        this.telemetry.allocationEnded(
+          c.client.transport,
+          c.families[0] ?? 4,
+          c.reason === "expired" ? "expired" : "deleted",
+          c.lifetimeSeconds,
+        );
+        if (this.log.enabled("debug")) {
+          this.log.debug("allocation ended", { allocation: c.allocation, reason: c.reason });
+        }
+        if (this.draining && this.core.allocationCount === 0) this.drainWaiter?.();
+        return;
+    }
+  }
+
+  private sendControl(client: ClientEndpoint, data: Uint8Array): void {
+    if (client.transport === "udp") {
+      this.udpListeners[client.listener]?.send(data, client.port, client.address);
+      return;
+    }
+    const stream = this.streams.get(client.connection);
+    if (stream && !stream.socket.destroyed) stream.socket.write(data);
+  }
+
+  private openRelay(relay: number, family: 4 | 6, address: string, port: number): void {
+    const socket = dgram.createSocket({
+      type: family === 6 ? "udp6" : "udp4",
+      ipv6Only: family === 6,
+    });
+    this.pendingRelays.set(relay, socket);
+    const onBindError = (err: Error) => {
+      if (this.pendingRelays.get(relay) !== socket) return;
+      this.pendingRelays.delete(relay);
+      socket.close();
+      this.log.debug("relay port bind failed", { port, error: err.message });
+      this.core.handleRelayBindFailed(relay, performance.now());
+      this.flush();
+    };
+    socket.once("error", onBindError);
+    socket.bind({ address, port, exclusive: true }, () => {
+      socket.off("error", onBindError);
+      if (this.pendingRelays.get(relay) !== socket) {
+        socket.close(); // the allocation went away while binding
+        return;
+      }
+      this.pendingRelays.delete(relay);
+      this.relaySockets.set(relay, socket);
+      socket.on("message", (msg, rinfo) => this.onPeer(relay, msg, rinfo));
+      socket.on("error", (err) => this.log.debug("relay socket error", { error: err.message }));
+      this.core.handleRelayBound(relay, performance.now());
+      this.flush();
+    });
+  }
+
+  /** One timer for the whole relay, at relay-core's pollTimeout(). */
+  private arm(): void {
+    const at = this.core.pollTimeout();
+    if (at === undefined || this.closed) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      this.timerAt = Number.POSITIVE_INFINITY;
+      return;
+    }
+    if (this.timer !== undefined && this.timerAt <= at) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.onTimer(), Math.max(0, Math.ceil(at - performance.now())));
+  }
+
+  private onTimer(): void {
+    this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
+    this.core.handleTimeout(performance.now());
+    this.flush();
+  }
+
+  /** Gauges and core counters, copied only when metrics are collected. */
+  private syncGauges(): void {
+    const s = this.core.stats;
+    this.stats.permissionsActive = s.permissionsActive;
+    this.stats.channelsActive = s.channelsActive;
+    this.stats.connectionsActive = this.streams.size;
+    for (const reason of DROP_REASONS) {
+      if (s.drops[reason] > 0) this.stats.drops.set(reason, s.drops[reason]);
+    }
+    for (const reason of AUTH_FAILURE_REASONS) {
+      if (s.authFailures[reason] > 0) this.stats.authFailures.set(reason, s.authFailures[reason]);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Lifecycle
+
+  addresses(): RelayAddresses {
+    return { udp: [...this.bound.udp], tcp: [...this.bound.tcp], tls: [...this.bound.tls] };
+  }
+
+  drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    this.core.startDraining();
+    this.log.info("draining", { allocations: this.core.allocationCount, timeoutMs });
+    if (this.core.allocationCount === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.drainWaiter = undefined;
+        resolve();
+      }
+      this.drainWaiter = done;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.ready = false;
+    this.core.closeAll(performance.now());
+    this.flush();
+    if (this.timer) clearTimeout(this.timer);
+    if (this.wallClockTimer) clearInterval(this.wallClockTimer);
+    for (const s of this.pendingRelays.values()) s.close();
+    this.pendingRelays.clear();
+    for (const s of this.relaySockets.values()) s.close();
+    this.relaySockets.clear();
+    for (const c of this.streams.values()) c.socket.destroy();
+    await Promise.all([
+      ...this.udpListeners.map((s) => new Promise<void>((r) => s.close(() => r()))),
+      ...this.streamServers.map(
+        (s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r())),
+      ),
+    ]).catch(() => undefined);
+    this.log.info("closed");
+  }
+}
+
+function fmt(a: SocketAddress): string {
+  return a.family === 6 ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}
+
+/** A dual-stack TCP listener reports IPv4 clients as ::ffff:a.b.c.d. */
+function stripMapped(address: string): string {
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 }

@@ -12,7 +12,7 @@ export function isChannelData(bytes: Uint8Array): boolean {
   return bytes.length >= CHANNEL_DATA_HEADER_LENGTH && (bytes[0]! & 0xc0) === 0x40;
 }
 
-/** RFC 8656 §12: the numbers a client may bind. 0x5000-0x7FFF are reserved. */
+/** The numbers a client may bind: RFC 5766 §11's 0x4000-0x7FFF (see MAX_CHANNEL). */
 export function isValidChannelNumber(channel: number): boolean {
   return channel >= MIN_CHANNEL && channel <= MAX_CHANNEL;
 }
