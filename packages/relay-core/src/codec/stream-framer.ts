@@ -31,6 +31,9 @@ export class StreamFramer {
 
   /** Feed the next chunk read from the socket. Call `next()` until it returns undefined. */
   push(chunk: Uint8Array): void {
+    // Once the stream is broken nothing more is framed, and a runtime that drained with
+    // `next()` (which answers undefined from then on) must not be thrown at for reading on.
+    if (this.error) return;
     if (this.pos < this.chunk.length) {
       throw new Error("StreamFramer.push called before the previous chunk was drained");
     }
