@@ -739,6 +739,9 @@ function yargsMessage(text: string): string {
       .split(",")
       .map((f) => f.trim())
       .filter((f) => f !== "")
+      // yargs may report the camelCase form it derived; show what the user typed.
+      .map((f) => f.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`))
+      .filter((f, i, all) => all.indexOf(f) === i)
       .map((f) => (f.length === 1 ? `-${f}` : `--${f}`))
       .join(", ");
   const unknown = /^Unknown arguments?: (.*)$/s.exec(text);

@@ -1,0 +1,372 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import type { networkInterfaces } from "node:os";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import {
+  ConfigError,
+  envName,
+  OPTIONS,
+  type ParseOptions,
+  parseRelayArgs,
+  type RelayConfig,
+  renderConfigTable,
+} from "../src/config.js";
+
+const hostInterfaces = (): ReturnType<typeof networkInterfaces> => ({
+  lo: [
+    {
+      address: "127.0.0.1",
+      netmask: "255.0.0.0",
+      family: "IPv4",
+      mac: "00:00:00:00:00:00",
+      internal: true,
+      cidr: "127.0.0.1/8",
+    },
+  ],
+  eth0: [
+    {
+      address: "fe80::1",
+      netmask: "ffff:ffff:ffff:ffff::",
+      family: "IPv6",
+      mac: "02:00:00:00:00:01",
+      internal: false,
+      cidr: "fe80::1/64",
+      scopeid: 2,
+    },
+    {
+      address: "2001:db8::5",
+      netmask: "ffff:ffff:ffff:ffff::",
+      family: "IPv6",
+      mac: "02:00:00:00:00:01",
+      internal: false,
+      cidr: "2001:db8::5/64",
+      scopeid: 0,
+    },
+    {
+      address: "198.51.100.7",
+      netmask: "255.255.255.0",
+      family: "IPv4",
+      mac: "02:00:00:00:00:01",
+      internal: false,
+      cidr: "198.51.100.7/24",
+    },
+  ],
+});
+
+const opts: ParseOptions = {
+  networkInterfaces: hostInterfaces,
+  randomToken: () => "generated-token",
+};
+
+function relay(argv: string[], env: NodeJS.ProcessEnv = { TURNPIKE_TOKEN: "t0ken" }): RelayConfig {
+  const parsed = parseRelayArgs(argv, env, opts);
+  if (parsed.command !== "relay") throw new Error(`expected relay, got ${parsed.command}`);
+  return parsed;
+}
+
+function errorOf(argv: string[], env: NodeJS.ProcessEnv = { TURNPIKE_TOKEN: "t0ken" }): string {
+  try {
+    parseRelayArgs(argv, env, opts);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+function tempFile(name: string, content: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "turnpike-config-"));
+  const path = join(dir, name);
+  writeFileSync(path, content);
+  return path;
+}
+
+describe("relay configuration", () => {
+  it("starts from documented defaults with no configuration at all", () => {
+    const c = relay([], {});
+    expect(c).toMatchObject({
+      listen: [{ ip: "0.0.0.0", port: 3478, family: 4 }],
+      tlsListen: [],
+      relayIp4: "198.51.100.7",
+      relayIp6: undefined,
+      minPort: 49152,
+      maxPort: 65535,
+      realm: "turnpike",
+      maxAllocations: 10000,
+      maxAllocationsPerUser: 100,
+      maxPermissions: 64,
+      maxChannels: 64,
+      maxConnections: 10000,
+      tcpIdleTimeout: 300,
+      drainTimeout: 30,
+      healthListen: { ip: "127.0.0.1", port: 8080, family: 4 },
+      prometheusListen: undefined,
+      logFormat: "text",
+      logLevel: "info",
+      allowLoopbackPeers: false,
+    });
+    expect(c.software).toMatch(/^turnpike\/\d+\.\d+\.\d+/);
+  });
+
+  it("generates a token when none is set and says once how to mint credentials", () => {
+    const c = relay([], {});
+    expect(c.token).toBe("generated-token");
+    expect(c.tokenGenerated).toBe(true);
+    const lines = c.warnings.filter((w) => w.includes("TURNPIKE_TOKEN"));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain("TURNPIKE_TOKEN=generated-token turnpike-relay credentials");
+  });
+
+  it("never puts a provided token into a warning", () => {
+    const c = relay([], { TURNPIKE_TOKEN: "s3cret-value" });
+    expect(c.token).toBe("s3cret-value");
+    expect(c.tokenGenerated).toBe(false);
+    expect(c.warnings.join("\n")).not.toContain("s3cret-value");
+  });
+
+  it("warns that --token on the command line is visible, without echoing it", () => {
+    const c = relay(["--token", "flag-secret"], {});
+    expect(c.token).toBe("flag-secret");
+    expect(c.warnings.some((w) => w.startsWith("--token on the command line"))).toBe(true);
+    expect(c.warnings.join("\n")).not.toContain("flag-secret");
+  });
+
+  it("takes a flag over the environment over the config file over the default", () => {
+    const file = tempFile(
+      "relay.json",
+      JSON.stringify({
+        "min-port": 40000,
+        maxPort: "60000",
+        realm: "from-file",
+        "log-level": "debug",
+      }),
+    );
+    const env = { TURNPIKE_TOKEN: "t", TURNPIKE_MIN_PORT: "41000", TURNPIKE_REALM: "from-env" };
+    const c = relay(["--config", file, "--min-port", "42000"], env);
+    expect(c.minPort).toBe(42000); // flag
+    expect(c.realm).toBe("from-env"); // env over file
+    expect(c.maxPort).toBe(60000); // file over default
+    expect(c.logLevel).toBe("debug"); // file
+    expect(c.drainTimeout).toBe(30); // default
+    expect(c.configFile).toBe(file);
+    expect(relay([], { ...env, TURNPIKE_CONFIG: file }).minPort).toBe(41000);
+  });
+
+  it("collects repeatable options from repeated flags, comma-separated env and JSON arrays", () => {
+    expect(relay(["--listen", "127.0.0.1:3478", "--listen", "[::1]:3479"]).listen).toEqual([
+      { ip: "127.0.0.1", port: 3478, family: 4 },
+      { ip: "::1", port: 3479, family: 6 },
+    ]);
+    const env = {
+      TURNPIKE_TOKEN: "t",
+      TURNPIKE_USER: "alice:pw1, bob:pw:2",
+      TURNPIKE_DENY_PEER: "10.0.0.0/8,fd00::/8",
+    };
+    const c = relay([], env);
+    expect(c.users).toEqual([
+      { username: "alice", password: "pw1" },
+      { username: "bob", password: "pw:2" },
+    ]);
+    expect(c.denyPeers).toEqual(["10.0.0.0/8", "fd00::/8"]);
+    const file = tempFile("r.json", JSON.stringify({ allowPeer: ["192.168.0.0/16", "10.1.2.3"] }));
+    expect(relay(["--config", file]).allowPeers).toEqual(["192.168.0.0/16", "10.1.2.3"]);
+  });
+
+  it("derives the relay IP from a specific listener, and from the host for an unspecified one", () => {
+    const c = relay(["--listen", "127.0.0.1:3478", "--listen", "[::]:3478"]);
+    expect(c.relayIp4).toBe("127.0.0.1");
+    expect(c.relayIp6).toBe("2001:db8::5"); // the first non-internal, non-link-local IPv6
+    const explicit = relay([
+      "--listen",
+      "0.0.0.0:3478",
+      "--relay-ip",
+      "203.0.113.9",
+      "--public-ip4",
+      "192.0.2.1",
+    ]);
+    expect(explicit).toMatchObject({ relayIp4: "203.0.113.9", publicIp4: "192.0.2.1" });
+  });
+
+  it("accepts booleans as flags, --no- flags and env words", () => {
+    expect(relay(["--allow-loopback-peers"]).allowLoopbackPeers).toBe(true);
+    expect(
+      relay(["--no-allow-loopback-peers"], {
+        TURNPIKE_TOKEN: "t",
+        TURNPIKE_ALLOW_LOOPBACK_PEERS: "true",
+      }).allowLoopbackPeers,
+    ).toBe(false);
+    const c = relay([], { TURNPIKE_TOKEN: "t", TURNPIKE_ALLOW_LOOPBACK_PEERS: "1" });
+    expect(c.allowLoopbackPeers).toBe(true);
+    expect(c.warnings.some((w) => w.startsWith("--allow-loopback-peers"))).toBe(true);
+  });
+
+  it("turns the health listener off with `off` and allows port 0 for tests", () => {
+    expect(relay(["--health-listen", "off"]).healthListen).toBeNull();
+    expect(relay(["--listen", "127.0.0.1:0"]).listen[0]?.port).toBe(0);
+  });
+
+  it("treats an empty environment variable as unset", () => {
+    expect(relay([], { TURNPIKE_TOKEN: "t", TURNPIKE_MIN_PORT: "" }).minPort).toBe(49152);
+  });
+
+  it.each([
+    [["--min-port", "70000"], {}, '--min-port must be 1..65535, got "70000"'],
+    [["--max-port", "abc"], {}, '--max-port must be 1..65535, got "abc"'],
+    [[], { TURNPIKE_MIN_PORT: "0" }, 'TURNPIKE_MIN_PORT must be 1..65535, got "0"'],
+    [
+      ["--min-port", "60000", "--max-port", "50000"],
+      {},
+      "--min-port must be <= --max-port, got 60000 > 50000",
+    ],
+    [
+      ["--listen", "::1:3478"],
+      {},
+      '--listen must be IP:PORT or [IPv6]:PORT with port 0..65535, got "::1:3478"',
+    ],
+    [
+      ["--listen", "localhost:3478"],
+      {},
+      '--listen must be IP:PORT or [IPv6]:PORT with port 0..65535, got "localhost:3478"',
+    ],
+    [
+      ["--listen", "127.0.0.1:65536"],
+      {},
+      '--listen must be IP:PORT or [IPv6]:PORT with port 0..65535, got "127.0.0.1:65536"',
+    ],
+    [
+      ["--alternate-server", "[2001:db8::1]:0"],
+      {},
+      '--alternate-server must be IP:PORT or [IPv6]:PORT with port 1..65535, got "[2001:db8::1]:0"',
+    ],
+    [
+      ["--relay-ip", "0.0.0.0"],
+      {},
+      '--relay-ip must be a specific (not unspecified) IP address, got "0.0.0.0"',
+    ],
+    [
+      ["--relay-ip", "10.0.0.1", "--relay-ip", "10.0.0.2"],
+      {},
+      '--relay-ip must be given at most once per family, got "10.0.0.1,10.0.0.2"',
+    ],
+    [
+      ["--public-ip4", "2001:db8::1"],
+      {},
+      '--public-ip4 must be an IPv4 address, got "2001:db8::1"',
+    ],
+    [
+      ["--allow-peer", "10.0.0.0/33"],
+      {},
+      '--allow-peer must be a CIDR like 10.0.0.0/8 or fd00::/8, got "10.0.0.0/33"',
+    ],
+    [
+      [],
+      { TURNPIKE_DENY_PEER: "10.0.0.0/8,nonsense" },
+      'TURNPIKE_DENY_PEER must be a CIDR like 10.0.0.0/8 or fd00::/8, got "nonsense"',
+    ],
+    [["--user", "alice"], {}, '--user must be NAME:PASSWORD, got "alice"'],
+    [["--user", ":secretpw"], {}, '--user must be NAME:PASSWORD, got ":***"'],
+    [["--log-level", "loud"], {}, '--log-level must be one of error|warn|info|debug, got "loud"'],
+    [["--log-format", "xml"], {}, '--log-format must be one of json|text, got "xml"'],
+    [["--max-channels", "5000"], {}, '--max-channels must be 1..4096, got "5000"'],
+    [["--drain-timeout", "-1"], {}, '--drain-timeout must be 0..86400, got "-1"'],
+    [
+      [],
+      { TURNPIKE_ALLOW_LOOPBACK_PEERS: "maybe" },
+      'TURNPIKE_ALLOW_LOOPBACK_PEERS must be true or false, got "maybe"',
+    ],
+    [["--tls-listen", "127.0.0.1:5349"], {}, "--tls-listen needs --tls-cert and --tls-key"],
+    [
+      ["--tls-cert", "/nonexistent/cert.pem"],
+      {},
+      '--tls-cert must be a readable file, got "/nonexistent/cert.pem" (ENOENT)',
+    ],
+    [["--min-prot", "1"], {}, "unknown option --min-prot (see --help)"],
+    [["--min-port"], {}, "--min-port needs a value"],
+    [["serve"], {}, 'unknown command "serve"'],
+    [
+      ["--config", "/nonexistent/relay.json"],
+      {},
+      '--config must be a readable file, got "/nonexistent/relay.json" (ENOENT)',
+    ],
+  ])("rejects %j %j with one line: %s", (argv, env, message) => {
+    const text = errorOf(argv, { TURNPIKE_TOKEN: "t", ...env });
+    expect(text).toBe(message);
+    expect(text).not.toContain("\n");
+  });
+
+  it("names the file and key for bad config file contents", () => {
+    const bad = tempFile("bad.json", JSON.stringify({ maxPort: 99999 }));
+    expect(errorOf(["--config", bad])).toBe(`"max-port" in ${bad} must be 1..65535, got "99999"`);
+    const unknown = tempFile("unknown.json", JSON.stringify({ maxPorts: 1 }));
+    expect(errorOf(["--config", unknown])).toBe(
+      `--config file "${unknown}" has an unknown option "maxPorts"`,
+    );
+    const broken = tempFile("broken.json", "{ nope");
+    expect(errorOf(["--config", broken])).toMatch(
+      new RegExp(`^--config file "${broken}" is not valid JSON: `),
+    );
+  });
+
+  it("lists every option with its env var and default in --help and in the README table", () => {
+    const help = parseRelayArgs(["--help"], {}, opts);
+    expect(help.command).toBe("help");
+    const text = help.command === "help" ? help.text : "";
+    const table = renderConfigTable();
+    for (const [name, spec] of Object.entries(OPTIONS)) {
+      expect(text).toContain(`--${name}`);
+      expect(text).toContain(envName(name));
+      expect(table).toContain(`\`${envName(name)}\``);
+      expect(table).toContain(`| ${spec.defaultText.replaceAll("|", "\\|")} |`);
+    }
+    expect(table.split("\n")[0]).toBe("| option | env var | default | meaning |");
+  });
+});
+
+describe("credentials subcommand parsing", () => {
+  it("reads the token from the environment and builds default URIs from the listeners", () => {
+    const parsed = parseRelayArgs(["credentials", "--user", "alice", "--ttl", "600"], {
+      TURNPIKE_TOKEN: "k",
+      TURNPIKE_LISTEN: "127.0.0.1:3478,[::1]:3479",
+      TURNPIKE_TLS_LISTEN: "127.0.0.1:5349",
+    });
+    expect(parsed).toEqual({
+      command: "credentials",
+      token: "k",
+      user: "alice",
+      ttl: 600,
+      uris: [
+        "turn:127.0.0.1:3478?transport=udp",
+        "turn:127.0.0.1:3478?transport=tcp",
+        "turn:[::1]:3479?transport=udp",
+        "turn:[::1]:3479?transport=tcp",
+        "turns:127.0.0.1:5349?transport=tcp",
+      ],
+    });
+  });
+
+  it("uses the public IP in URIs for an unspecified listener, and --uri when given", () => {
+    const env = { TURNPIKE_TOKEN: "k", TURNPIKE_PUBLIC_IP4: "192.0.2.10" };
+    const parsed = parseRelayArgs(["credentials"], env);
+    expect(parsed).toMatchObject({
+      ttl: 86400,
+      uris: ["turn:192.0.2.10:3478?transport=udp", "turn:192.0.2.10:3478?transport=tcp"],
+    });
+    const explicit = parseRelayArgs(
+      ["credentials", "--uri", "turn:relay.example:3478", "--uri", "turns:relay.example:443"],
+      env,
+    );
+    expect(explicit).toMatchObject({
+      uris: ["turn:relay.example:3478", "turns:relay.example:443"],
+    });
+  });
+
+  it("refuses to mint without a token", () => {
+    expect(() => parseRelayArgs(["credentials"], {})).toThrow(
+      "credentials needs the relay's shared secret: export TURNPIKE_TOKEN (or pass --token)",
+    );
+    expect(() => parseRelayArgs(["credentials", "--ttl", "0"], { TURNPIKE_TOKEN: "k" })).toThrow(
+      '--ttl must be 1..315360000, got "0"',
+    );
+  });
+});
