@@ -1,0 +1,231 @@
+import { spawnSync } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import type { RelayConfig } from "../src/config.js";
+import { type CliIo, type RunningProcess, runCli } from "../src/main.js";
+import type { RelayDeps, RunningRelay, StartRelay } from "../src/types.js";
+
+interface FakeRelay extends RunningRelay {
+  calls: string[];
+  releaseDrain(): void;
+}
+
+// A stand-in for the socket driver: the lifecycle under test is the CLI's, not the relay's.
+function fakeRelay(): FakeRelay {
+  let draining = false;
+  let release: () => void = () => {};
+  const calls: string[] = [];
+  return {
+    calls,
+    ready: true,
+    get draining() {
+      return draining;
+    },
+    addresses: () => ({
+      udp: [{ ip: "127.0.0.1", port: 3478, family: 4 }],
+      tcp: [{ ip: "127.0.0.1", port: 3478, family: 4 }],
+      tls: [],
+    }),
+    drain: (timeoutMs) => {
+      calls.push(`drain ${timeoutMs}`);
+      draining = true;
+      return new Promise<void>((resolve) => {
+        release = resolve;
+      });
+    },
+    close: async () => {
+      calls.push("close");
+    },
+    releaseDrain: () => release(),
+  };
+}
+
+function harness(argv: string[], env: NodeJS.ProcessEnv, start?: StartRelay) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const exits: number[] = [];
+  const events = new EventEmitter();
+  let running: RunningProcess | undefined;
+  const started: { config?: RelayConfig; deps?: RelayDeps } = {};
+  const relay = fakeRelay();
+  const io: CliIo = {
+    argv,
+    env,
+    stdout: (t) => out.push(t),
+    stderr: (l) => err.push(l),
+    startRelay:
+      start ??
+      (async (config, deps) => {
+        started.config = config;
+        started.deps = deps;
+        return relay;
+      }),
+    events: events as unknown as CliIo["events"],
+    exit: (code) => exits.push(code),
+    nowSeconds: () => 1_800_000_000,
+    onRunning: (r) => {
+      running = r;
+    },
+  };
+  return { io, out, err, exits, events, relay, started, running: () => running };
+}
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const RUN_ARGS = [
+  "--listen",
+  "127.0.0.1:3478",
+  "--health-listen",
+  "127.0.0.1:0",
+  "--log-format",
+  "json",
+];
+
+describe("turnpike-relay credentials", () => {
+  it("prints TURN REST API credentials whose password is HMAC-SHA1(token, username)", async () => {
+    const h = harness(["credentials", "--user", "alice", "--ttl", "3600"], {
+      TURNPIKE_TOKEN: "shared-secret",
+      TURNPIKE_LISTEN: "127.0.0.1:3478",
+    });
+    expect(await runCli(h.io)).toBe(0);
+    const creds = JSON.parse(h.out.join(""));
+    expect(Object.keys(creds)).toEqual(["username", "password", "ttl", "uris"]);
+    expect(creds.username).toBe("1800003600:alice");
+    expect(creds.password).toBe(
+      createHmac("sha1", "shared-secret").update("1800003600:alice").digest("base64"),
+    );
+    expect(creds.ttl).toBe(3600);
+    expect(creds.uris).toEqual([
+      "turn:127.0.0.1:3478?transport=udp",
+      "turn:127.0.0.1:3478?transport=tcp",
+    ]);
+  });
+});
+
+describe("turnpike-relay process lifecycle", () => {
+  it("exits 2 with one line naming the option on a bad value", async () => {
+    const h = harness(["--min-port", "70000"], {});
+    expect(await runCli(h.io)).toBe(2);
+    expect(h.err).toEqual(['turnpike-relay: --min-port must be 1..65535, got "70000"']);
+  });
+
+  it("logs listening and ready, reports ready on /readyz, and drains on SIGTERM before exiting 0", async () => {
+    const h = harness([...RUN_ARGS, "--drain-timeout", "7"], { TURNPIKE_TOKEN: "t" });
+    const done = runCli(h.io);
+    await until(() => h.running() !== undefined);
+    const lines = h.err.map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.msg)).toEqual(
+      expect.arrayContaining(["starting", "listening", "ready"]),
+    );
+    expect(lines.find((l) => l.msg === "listening")).toMatchObject({
+      udp: "127.0.0.1:3478",
+      tcp: "127.0.0.1:3478",
+    });
+    expect(h.err.join("\n")).not.toContain('"t"');
+    expect(h.started.deps?.metrics.telemetry).toBeDefined();
+    const port = h.running()!.health!.address().port;
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+
+    h.events.emit("SIGTERM");
+    await until(() => h.relay.calls.length > 0);
+    expect(h.relay.calls).toEqual(["drain 7000"]);
+    const during = await fetch(`http://127.0.0.1:${port}/readyz`);
+    expect(during.status).toBe(503);
+    expect(await during.json()).toMatchObject({ status: "draining" });
+
+    h.relay.releaseDrain();
+    expect(await done).toBe(0);
+    expect(h.relay.calls).toEqual(["drain 7000", "close"]);
+    expect(h.exits).toEqual([]);
+    await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+    expect(h.events.listenerCount("SIGTERM")).toBe(0);
+  });
+
+  it("closes at once on SIGINT and exits 0", async () => {
+    const h = harness(RUN_ARGS, { TURNPIKE_TOKEN: "t" });
+    const done = runCli(h.io);
+    await until(() => h.running() !== undefined);
+    h.events.emit("SIGINT");
+    expect(await done).toBe(0);
+    expect(h.relay.calls).toEqual(["close"]);
+  });
+
+  it("exits at once on a second signal while draining", async () => {
+    const h = harness(RUN_ARGS, { TURNPIKE_TOKEN: "t" });
+    void runCli(h.io);
+    await until(() => h.running() !== undefined);
+    h.events.emit("SIGTERM");
+    await until(() => h.relay.calls.length > 0);
+    h.events.emit("SIGINT");
+    expect(h.exits).toEqual([1]);
+    h.relay.releaseDrain();
+  });
+
+  it("logs an uncaught exception and exits non-zero", async () => {
+    const h = harness(RUN_ARGS, { TURNPIKE_TOKEN: "t" });
+    void runCli(h.io);
+    await until(() => h.running() !== undefined);
+    h.events.emit("uncaughtException", new Error("kaboom"));
+    expect(h.exits).toEqual([1]);
+    const line = JSON.parse(h.err.at(-1) ?? "{}");
+    expect(line).toMatchObject({
+      level: "error",
+      msg: "uncaught exception",
+      err: { message: "kaboom" },
+    });
+    h.events.emit("SIGINT");
+  });
+
+  it("exits 1 and frees the health port when the relay fails to start", async () => {
+    const h = harness(RUN_ARGS, { TURNPIKE_TOKEN: "t" }, async () => {
+      throw new Error("EADDRINUSE 127.0.0.1:3478");
+    });
+    expect(await runCli(h.io)).toBe(1);
+    const line = JSON.parse(h.err.at(-1) ?? "{}");
+    expect(line).toMatchObject({
+      level: "error",
+      msg: "failed to start",
+      err: { message: "EADDRINUSE 127.0.0.1:3478" },
+    });
+    expect(h.events.listenerCount("uncaughtException")).toBe(0);
+  });
+});
+
+// The committed launcher runs dist/cli.js; `pnpm test` builds first (tsc -b).
+const BIN = fileURLToPath(new URL("../bin/turnpike-relay.js", import.meta.url));
+const BUILT = existsSync(fileURLToPath(new URL("../dist/cli.js", import.meta.url)));
+
+describe.skipIf(!BUILT)("the turnpike-relay executable", () => {
+  const run = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    spawnSync(process.execPath, [BIN, ...args], {
+      env: { PATH: process.env.PATH, ...env },
+      encoding: "utf8",
+      timeout: 20_000,
+    });
+
+  it("exits 2 with one stderr line on a bad flag", () => {
+    const r = run(["--max-port", "0"]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe('turnpike-relay: --max-port must be 1..65535, got "0"\n');
+  });
+
+  it("mints credentials from TURNPIKE_TOKEN", () => {
+    const r = run(["credentials", "--ttl", "60"], {
+      TURNPIKE_TOKEN: "k",
+      TURNPIKE_LISTEN: "127.0.0.1:3478",
+    });
+    expect(r.status).toBe(0);
+    const creds = JSON.parse(r.stdout);
+    expect(creds.password).toBe(createHmac("sha1", "k").update(creds.username).digest("base64"));
+    expect(Number(creds.username) - Math.floor(Date.now() / 1000)).toBeGreaterThan(50);
+  });
+});
