@@ -195,3 +195,21 @@ export function machineInfo(repoRoot: string): MachineInfo {
     date: new Date().toISOString(),
   };
 }
+
+/**
+ * Machine-wide UDP drop counters from /proc/net/snmp: a datagram the kernel dropped because a
+ * socket's receive buffer was full never shows up in any process's CPU, only here.
+ */
+export function udpDropCounters(): { rcvbufErrors: number; sndbufErrors: number } | undefined {
+  try {
+    const lines = readFileSync("/proc/net/snmp", "utf8")
+      .split("\n")
+      .filter((l) => l.startsWith("Udp:"));
+    const names = lines[0]?.split(/\s+/) ?? [];
+    const values = lines[1]?.split(/\s+/).map(Number) ?? [];
+    const get = (k: string) => values[names.indexOf(k)] ?? 0;
+    return { rcvbufErrors: get("RcvbufErrors"), sndbufErrors: get("SndbufErrors") };
+  } catch {
+    return undefined;
+  }
+}

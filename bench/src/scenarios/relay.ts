@@ -4,7 +4,7 @@ import os from "node:os";
 import * as hdr from "hdr-histogram-js";
 import { type EchoPeer, startEchoPeer } from "../load/peer.js";
 import { TurnLoadClient } from "../load/turn-load-client.js";
-import { cpuMicros, nowUs, rssBytes } from "../proc.js";
+import { cpuMicros, nowUs, rssBytes, udpDropCounters } from "../proc.js";
 import { closeAll, type OpenedAllocation, openAllocations } from "./setup.js";
 import type { Metric, RampPoint, ScenarioContext, ScenarioResult } from "./types.js";
 
@@ -31,6 +31,8 @@ export interface PhaseResult {
   relayedPackets: number;
   rss: number | null;
   seconds: number;
+  /** machine-wide UDP receive-buffer drops during the phase (/proc/net/snmp) */
+  udpRcvbufDrops: number | null;
 }
 
 function newHistogram(): hdr.Histogram {
@@ -79,6 +81,7 @@ export class RelayLoad {
     this.histogram = newHistogram();
     const pid = server.pid;
     const peerStart = await this.peer.stats();
+    const drops0 = udpDropCounters();
     const serverCpu0 = pid ? cpuMicros(pid) : undefined;
     const peerCpu0 = cpuMicros(this.peer.pid) ?? 0;
     const gen0 = process.cpuUsage();
@@ -147,6 +150,7 @@ export class RelayLoad {
     const peerCpu = (cpuMicros(this.peer.pid) ?? peerCpu0) - peerCpu0;
     const serverCpu1 = pid ? cpuMicros(pid) : undefined;
     const peerEnd = await this.peer.stats();
+    const drops1 = udpDropCounters();
     const received = this.received;
     this.phase++; // late echoes from now on are not counted
     // Both directions: client->peer datagrams the peer got, and peer->client ones we got.
@@ -170,6 +174,7 @@ export class RelayLoad {
       relayedPackets,
       rss: pid ? (rssBytes(pid) ?? null) : null,
       seconds: sendSeconds,
+      udpRcvbufDrops: drops0 && drops1 ? drops1.rcvbufErrors - drops0.rcvbufErrors : null,
     };
   }
 }
@@ -255,6 +260,13 @@ function phaseMetrics(r: PhaseResult, size: number): Metric[] {
       unit: "µs",
       value: r.generatorUsPerRoundTrip,
       digits: 2,
+    },
+    {
+      key: "udpRcvbufDrops",
+      label: "kernel UDP receive-buffer drops (machine-wide)",
+      unit: "",
+      value: r.udpRcvbufDrops,
+      digits: 0,
     },
   ];
 }
