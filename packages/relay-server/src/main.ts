@@ -227,8 +227,8 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
     tcp: a.tcp.map(formatSocketAddress).join(","),
     tls: a.tls.map(formatSocketAddress).join(",") || undefined,
   });
-  if (relay.ready) logger.info("ready");
-  else logger.warn("relay started but reports not ready");
+  // The driver logs `ready` itself once every listener is bound (CLI contract).
+  if (!relay.ready) logger.warn("relay started but reports not ready");
   io.onRunning?.({ relay, health, metrics, logger });
 
   if (stopping !== undefined) {
