@@ -135,7 +135,6 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
     try {
       if (relay !== undefined) {
         if (mode === "drain") {
-          logger.info("draining", { timeoutSeconds: config.drainTimeout });
           await relay.drain(config.drainTimeout * 1000);
         }
         await relay.close();
@@ -155,7 +154,10 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
       return;
     }
     stopping = mode;
-    logger.info(mode === "drain" ? "SIGTERM received" : "SIGINT received", { signal });
+    logger.info(mode === "drain" ? "SIGTERM received: draining" : "SIGINT received: closing", {
+      signal,
+      drainTimeoutSeconds: mode === "drain" ? config.drainTimeout : undefined,
+    });
     // Startup still in progress: the startup path sees `stopping` and cleans up itself.
     if (relay === undefined) return;
     cleanup(mode).then(
