@@ -57,6 +57,8 @@ interface StreamClient {
   readonly socket: net.Socket;
   readonly framer: StreamFramer;
   readonly transport: "tcp" | "tls";
+  /** RFC 6062 §5.4: after ConnectionBind the connection is a raw pipe to this peer socket. */
+  pipe: net.Socket | undefined;
 }
 
 export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay> {
@@ -85,7 +87,10 @@ class RelayDriver implements RunningRelay {
   private nextConnectionId = 1;
   /** Relay sockets by relay-core's relay id; `pendingRelays` are still binding. */
   private readonly relaySockets = new Map<number, dgram.Socket>();
-  private readonly pendingRelays = new Map<number, dgram.Socket>();
+  private readonly pendingRelays = new Map<number, dgram.Socket | net.Server>();
+  /** RFC 6062: TCP relayed addresses (listeners) and peer connections by CONNECTION-ID. */
+  private readonly tcpRelays = new Map<number, net.Server>();
+  private readonly peerSockets = new Map<number, net.Socket>();
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Number.POSITIVE_INFINITY;
   private wallClockTimer: NodeJS.Timeout | undefined;
@@ -250,7 +255,13 @@ class RelayDriver implements RunningRelay {
       return;
     }
     const id = this.nextConnectionId++;
-    const client: StreamClient = { id, socket, framer: new StreamFramer(), transport };
+    const client: StreamClient = {
+      id,
+      socket,
+      framer: new StreamFramer(),
+      transport,
+      pipe: undefined,
+    };
     this.streams.set(id, client);
     socket.setNoDelay(true);
     socket.setTimeout(this.config.tcpIdleTimeout * 1000, () => {
@@ -276,12 +287,26 @@ class RelayDriver implements RunningRelay {
   }
 
   private onStreamData(client: StreamClient, chunk: Buffer, slot: number): void {
+    if (client.pipe !== undefined) {
+      this.pipeChunk(client.socket, client.pipe, chunk, slot);
+      return;
+    }
     const framer = client.framer;
     framer.push(chunk);
     const now = performance.now();
     for (let frame = framer.next(); frame !== undefined; frame = framer.next()) {
       if (this.core.handleStreamClient(client.id, frame, now) === RouteKind.ToPeer) {
         this.sendToPeer(slot);
+        continue;
+      }
+      // A control message: act on it now, since a ConnectionBind turns the rest of this very
+      // chunk into raw peer data (RFC 6062 §5.4).
+      this.flush();
+      const pipe = client.pipe as net.Socket | undefined;
+      if (pipe !== undefined) {
+        const rest = framer.takeRemaining();
+        if (rest.length > 0) this.pipeChunk(client.socket, pipe, Buffer.from(rest), slot);
+        return;
       }
     }
     if (framer.error) {
@@ -395,17 +420,36 @@ class RelayDriver implements RunningRelay {
         );
         return;
       case "open-relay":
-        this.openRelay(c.relay, c.family, c.bindAddress, c.port);
+        if (c.protocol === "tcp") this.openTcpRelay(c.relay, c.bindAddress, c.port);
+        else this.openRelay(c.relay, c.family, c.bindAddress, c.port);
         return;
       case "close-relay": {
-        const socket = this.relaySockets.get(c.relay) ?? this.pendingRelays.get(c.relay);
+        const socket =
+          this.relaySockets.get(c.relay) ??
+          this.tcpRelays.get(c.relay) ??
+          this.pendingRelays.get(c.relay);
         this.relaySockets.delete(c.relay);
+        this.tcpRelays.delete(c.relay);
         this.pendingRelays.delete(c.relay);
         socket?.close();
         return;
       }
-      case "close-connection":
-        this.streams.get(c.connection)?.socket.destroy();
+      case "close-connection": {
+        const stream = this.streams.get(c.connection);
+        // A piped data connection ends gracefully so relayed bytes still buffered get out.
+        if (stream?.pipe !== undefined) stream.socket.end();
+        else stream?.socket.destroy();
+        return;
+      }
+      case "connect-peer":
+        this.connectPeer(c.connectionId, c.relay, c.family, c.address, c.port);
+        return;
+      case "bind-connection":
+        this.bindConnection(c.connectionId, c.connection);
+        return;
+      case "close-peer-connection":
+        this.peerSockets.get(c.connectionId)?.end();
+        this.peerSockets.delete(c.connectionId);
         return;
       case "allocation-created":
         this.telemetry.allocationCreated(c.client.transport, c.relayed[0]?.family ?? 4);
@@ -471,6 +515,123 @@ class RelayDriver implements RunningRelay {
       this.core.handleRelayBound(relay, performance.now());
       this.flush();
     });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // RFC 6062 TCP relaying
+
+  private openTcpRelay(relay: number, address: string, port: number): void {
+    const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) =>
+      this.onPeerConnection(relay, socket),
+    );
+    this.pendingRelays.set(relay, server);
+    const onBindError = (err: Error) => {
+      if (this.pendingRelays.get(relay) !== server) return;
+      this.pendingRelays.delete(relay);
+      server.close();
+      this.log.debug("tcp relay port bind failed", { port, error: err.message });
+      this.core.handleRelayBindFailed(relay, performance.now());
+      this.flush();
+    };
+    server.once("error", onBindError);
+    server.listen({ host: address, port, exclusive: true }, () => {
+      server.off("error", onBindError);
+      if (this.pendingRelays.get(relay) !== server) {
+        server.close();
+        return;
+      }
+      this.pendingRelays.delete(relay);
+      this.tcpRelays.set(relay, server);
+      server.on("error", (err) => this.log.debug("tcp relay error", { error: err.message }));
+      this.core.handleRelayBound(relay, performance.now());
+      this.flush();
+    });
+  }
+
+  /** RFC 6062 §5.3: a peer connects to a TCP relayed address; held paused until bound. */
+  private onPeerConnection(relay: number, socket: net.Socket): void {
+    const id = this.core.handlePeerConnectionAccepted(
+      relay,
+      stripMapped(socket.remoteAddress ?? ""),
+      socket.remotePort ?? 0,
+      performance.now(),
+    );
+    if (id === undefined) {
+      socket.destroy();
+      this.flush();
+      return;
+    }
+    this.trackPeerSocket(id, socket);
+    this.flush();
+  }
+
+  /** RFC 6062 §5.2: dial the peer from the relayed address for a Connect request. */
+  private connectPeer(
+    id: number,
+    relay: number,
+    family: 4 | 6,
+    address: string,
+    port: number,
+  ): void {
+    const server = this.tcpRelays.get(relay);
+    const local = server?.address() as net.AddressInfo | undefined;
+    const socket = net.connect({
+      host: address,
+      port,
+      family,
+      localAddress: local?.address,
+      noDelay: true,
+    });
+    socket.pause();
+    const onError = () => {
+      this.core.handlePeerConnectFailed(id, performance.now());
+      this.flush();
+    };
+    socket.once("error", onError);
+    socket.once("connect", () => {
+      socket.off("error", onError);
+      this.trackPeerSocket(id, socket);
+      this.core.handlePeerConnected(id, performance.now());
+      this.flush();
+    });
+  }
+
+  private trackPeerSocket(id: number, socket: net.Socket): void {
+    this.peerSockets.set(id, socket);
+    socket.on("error", (err) => this.log.debug("peer connection error", { error: err.message }));
+    socket.on("close", () => {
+      if (this.peerSockets.get(id) === socket) this.peerSockets.delete(id);
+      this.core.handlePeerConnectionClosed(id, performance.now());
+      this.flush();
+    });
+  }
+
+  /** RFC 6062 §5.4: join a client data connection and a peer connection. */
+  private bindConnection(id: number, connection: number): void {
+    const client = this.streams.get(connection);
+    const peer = this.peerSockets.get(id);
+    if (client === undefined || peer === undefined) {
+      client?.socket.destroy();
+      peer?.destroy();
+      return;
+    }
+    client.pipe = peer;
+    // The data connection is no longer a TURN control connection: no idle limit of its own.
+    client.socket.setTimeout(0);
+    const slot = client.transport === "tls" ? SLOT_TLS_P2C : SLOT_TCP_P2C;
+    peer.on("data", (chunk: Buffer) => this.pipeChunk(peer, client.socket, chunk, slot));
+    peer.on("end", () => client.socket.end());
+    client.socket.on("end", () => peer.end());
+    peer.resume();
+  }
+
+  /** Forward one chunk, pausing the source while the destination's buffer is full (ws-style). */
+  private pipeChunk(from: net.Socket, to: net.Socket, chunk: Buffer, slot: number): void {
+    recordRelayed(this.stats, slot, chunk.length);
+    if (!to.write(chunk) && !from.isPaused()) {
+      from.pause();
+      to.once("drain", () => from.resume());
+    }
   }
 
   /** One timer for the whole relay, at relay-core's pollTimeout(). */
@@ -545,6 +706,10 @@ class RelayDriver implements RunningRelay {
     this.pendingRelays.clear();
     for (const s of this.relaySockets.values()) s.close();
     this.relaySockets.clear();
+    for (const s of this.tcpRelays.values()) s.close();
+    this.tcpRelays.clear();
+    for (const s of this.peerSockets.values()) s.destroy();
+    this.peerSockets.clear();
     for (const c of this.streams.values()) c.socket.destroy();
     await Promise.all([
       ...this.udpListeners.map((s) => new Promise<void>((r) => s.close(() => r()))),

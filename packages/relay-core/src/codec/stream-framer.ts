@@ -64,6 +64,31 @@ export class StreamFramer {
     return undefined;
   }
 
+  /**
+   * Stop framing and hand back every byte received but not yet returned as a frame. RFC 6062
+   * §5.4: once ConnectionBind succeeds the connection carries raw peer data, which may already
+   * sit behind the request in the same read.
+   */
+  takeRemaining(): Uint8Array {
+    const parts: Uint8Array[] = [];
+    if (this.partial) parts.push(this.partial.subarray(0, this.partialFilled));
+    else if (this.headerFilled > 0) parts.push(this.header.slice(0, this.headerFilled));
+    if (this.pos < this.chunk.length) parts.push(this.chunk.subarray(this.pos));
+    this.partial = undefined;
+    this.partialFilled = 0;
+    this.headerFilled = 0;
+    this.chunk = EMPTY;
+    this.pos = 0;
+    if (parts.length === 1) return parts[0]!;
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+
   /** Bytes held for an incomplete frame: what an idle-timeout or memory check may look at. */
   get bufferedBytes(): number {
     return this.partial ? this.partialFilled : this.headerFilled;

@@ -59,6 +59,22 @@ export interface RelaySocket {
   readonly allocation: Allocation;
 }
 
+/**
+ * RFC 6062: one TCP connection between the relay and a peer, named by CONNECTION-ID. It waits
+ * (at most 30 s, §5.2/§5.3) for the client to ConnectionBind a data connection to it.
+ */
+export interface TcpPeerConnection {
+  readonly id: number;
+  readonly allocation: Allocation;
+  readonly peer: TransportAddress;
+  /** "connecting": a Connect request is dialing; "pending-bind": waiting for ConnectionBind. */
+  state: "connecting" | "pending-bind" | "bound";
+  /** Deadline of the current wait (dial or bind). */
+  expiresAt: number;
+  /** The client data connection once bound. */
+  dataConnection: number;
+}
+
 export type AllocationState = "binding" | "active";
 
 export class Allocation {
@@ -69,6 +85,8 @@ export class Allocation {
   /** Channel bindings by number, and the same bindings by peer key (RFC 8656 §12 lookups both ways). */
   readonly channels = new Map<number, ChannelBinding>();
   readonly channelsByPeer = new Map<number | string, ChannelBinding>();
+  /** RFC 6062 peer connections of a TCP allocation. */
+  readonly tcpConnections = new Set<TcpPeerConnection>();
   expiresAt: number;
   /** The deadline currently scheduled in the timer heap, and its generation (lazy deletion). */
   scheduledAt = Number.POSITIVE_INFINITY;
@@ -111,6 +129,8 @@ export class Allocation {
       const at = c.coolingUntil > 0 ? c.coolingUntil : c.expiresAt;
       if (at < t) t = at;
     }
+    for (const c of this.tcpConnections)
+      if (c.state !== "bound" && c.expiresAt < t) t = c.expiresAt;
     return t;
   }
 }

@@ -46,6 +46,7 @@ import {
   type ClientTransport,
   type Permission,
   type RelaySocket,
+  type TcpPeerConnection,
 } from "./allocation.js";
 import {
   type AuthFailureReason,
@@ -78,6 +79,8 @@ export interface TurnServerOptions {
   readonly maxAllocationsPerUser?: number;
   readonly maxPermissionsPerAllocation?: number;
   readonly maxChannelsPerAllocation?: number;
+  /** RFC 6062 peer connections per TCP allocation (dialing, waiting or bound). */
+  readonly maxTcpConnectionsPerAllocation?: number;
   /** Wall clock = `now + unixTimeOffsetMs` (TURN REST expiry); `now` itself is monotonic ms. */
   readonly unixTimeOffsetMs?: number;
   /** Sent with 300 Try Alternate while draining (RFC 8489 §10). */
@@ -110,6 +113,8 @@ const DEFAULT_LIFETIMES: Lifetimes = {
   reservation: 30,
 };
 
+/** RFC 6062 §5.2, §5.3: how long a dial or an unbound peer connection may wait. */
+const TCP_CONNECTION_TIMEOUT_MS = 30_000;
 /** A relay port that fails to bind is retried on another port this many times (then 508). */
 const MAX_BIND_ATTEMPTS = 8;
 const RESPONSE_CACHE_ENTRIES = 8192;
@@ -167,6 +172,11 @@ export class TurnServer {
   private readonly portsInUse: Record<4 | 6, Set<number>> = { 4: new Set(), 6: new Set() };
   private readonly allocationsPerUser = new Map<string, number>();
   private readonly reservations = new Map<string, Reservation>();
+  /** RFC 6062 peer connections by CONNECTION-ID, and bound ones by client data connection. */
+  private readonly tcpConnections = new Map<number, TcpPeerConnection>();
+  private readonly dataConnections = new Map<number, TcpPeerConnection>();
+  /** Connect requests waiting for the runtime's dial. */
+  private readonly pendingConnects = new Map<TcpPeerConnection, Reply>();
   /** Allocates waiting for their relay sockets to bind, and the reply to send then. */
   private readonly pendingAllocates = new Map<Allocation, Reply>();
   private readonly responseCache = new Map<string, { data: Uint8Array; expiresAt: number }>();
@@ -253,10 +263,98 @@ export class TurnServer {
 
   /** The connection closed: RFC 8656 §3.1 ties the allocation's life to it. */
   handleConnectionClosed(connection: number, now: number): void {
+    const data = this.dataConnections.get(connection);
+    if (data !== undefined) {
+      // RFC 6062 §5.5: closing either side of a bound pair closes the other.
+      this.closeTcpConnection(data);
+    }
     const client = this.streamClients.get(connection);
     if (!client) return;
     this.streamClients.delete(connection);
     if (client.allocation) this.deleteAllocation(client.allocation, "connection-closed", now);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // RFC 6062 feedback from the runtime
+
+  /**
+   * A peer connected to the TCP relayed address of relay socket `relay` (RFC 6062 §5.3).
+   * Returns the CONNECTION-ID under which the runtime holds the (paused) socket, or undefined
+   * when the runtime must close it: no allocation, or no permission for the peer's IP.
+   */
+  handlePeerConnectionAccepted(
+    relay: number,
+    address: string,
+    port: number,
+    now: number,
+  ): number | undefined {
+    const socket = this.relays.get(relay);
+    if (socket === undefined || socket.protocol !== "tcp" || socket.state !== "bound") {
+      this.drop("no-allocation");
+      return undefined;
+    }
+    const allocation = socket.allocation;
+    const peer: TransportAddress = { family: socket.family, address, port };
+    const permission = allocation.permissions.get(permissionKey(peer));
+    if (permission === undefined || permission.expiresAt <= now) {
+      this.drop("no-permission");
+      return undefined;
+    }
+    if (allocation.tcpConnections.size >= this.maxTcpConnections()) {
+      this.drop("connection-limit");
+      return undefined;
+    }
+    const connection = this.newTcpConnection(allocation, peer, "pending-bind", now);
+    // RFC 6062 §5.3: tell the client on its control connection.
+    const tid = new Uint8Array(12);
+    this.options.random.fillBytes(tid);
+    const b = this.builder(Method.ConnectionAttempt, MessageClass.Indication, tid)
+      .xorAddress(AttributeType.XorPeerAddress, peer)
+      .uint32(AttributeType.ConnectionId, connection.id);
+    this.sendRaw(
+      allocation.client,
+      b.fingerprint().build(),
+      Method.ConnectionAttempt,
+      MessageClass.Indication,
+      0,
+    );
+    return connection.id;
+  }
+
+  /** The runtime's dial for a Connect request succeeded (RFC 6062 §5.2). */
+  handlePeerConnected(connectionId: number, now: number): void {
+    const connection = this.tcpConnections.get(connectionId);
+    if (connection === undefined || connection.state !== "connecting") return;
+    connection.state = "pending-bind";
+    connection.expiresAt = now + TCP_CONNECTION_TIMEOUT_MS;
+    this.schedule(connection.allocation);
+    const reply = this.pendingConnects.get(connection);
+    this.pendingConnects.delete(connection);
+    reply?.success((b) => b.uint32(AttributeType.ConnectionId, connection.id));
+  }
+
+  /** The dial failed or was refused: 447 (RFC 6062 §5.2). */
+  handlePeerConnectFailed(connectionId: number, _now: number): void {
+    const connection = this.tcpConnections.get(connectionId);
+    if (connection === undefined || connection.state !== "connecting") return;
+    const reply = this.pendingConnects.get(connection);
+    this.pendingConnects.delete(connection);
+    this.forgetTcpConnection(connection);
+    reply?.error(ErrorCode.ConnectionTimeoutOrFailure);
+  }
+
+  /** The peer side of a TCP relay connection closed (RFC 6062 §5.5). */
+  handlePeerConnectionClosed(connectionId: number, _now: number): void {
+    const connection = this.tcpConnections.get(connectionId);
+    if (connection === undefined) return;
+    if (connection.state === "connecting") {
+      this.handlePeerConnectFailed(connectionId, _now);
+      return;
+    }
+    if (connection.state === "bound") {
+      this.emit({ type: "close-connection", connection: connection.dataConnection });
+    }
+    this.forgetTcpConnection(connection);
   }
 
   /** One frame (cut by StreamFramer) from a TCP/TLS client connection. */
@@ -570,8 +668,13 @@ export class TurnServer {
       case Method.ChannelBind:
         this.handleChannelBind(allocation, msg, reply, now);
         return;
+      case Method.Connect:
+        this.handleConnect(allocation, msg, reply, now);
+        return;
+      case Method.ConnectionBind:
+        this.handleConnectionBind(endpoint, client, msg, auth, reply, now);
+        return;
       default:
-        // Connect / ConnectionBind: TCP relaying (RFC 6062) is not offered by this server.
         reply.error(ErrorCode.BadRequest);
     }
   }
@@ -718,8 +821,20 @@ export class TurnServer {
       reply.error(ErrorCode.BadRequest);
       return;
     }
-    if (transport !== TransportProtocol.Udp) {
+    if (transport !== TransportProtocol.Udp && transport !== TransportProtocol.Tcp) {
       reply.error(ErrorCode.UnsupportedTransportProtocol);
+      return;
+    }
+    const relayProtocol = transport === TransportProtocol.Tcp ? "tcp" : "udp";
+    if (
+      relayProtocol === "tcp" &&
+      (endpoint.transport === "udp" ||
+        hasAttribute(msg, AttributeType.DontFragment) ||
+        hasAttribute(msg, AttributeType.EvenPort) ||
+        hasAttribute(msg, AttributeType.ReservationToken))
+    ) {
+      // RFC 6062 §5.1: TCP allocations are made over TCP/TLS, without the UDP-only attributes.
+      reply.error(ErrorCode.BadRequest);
       return;
     }
     if (hasAttribute(msg, AttributeType.DontFragment)) {
@@ -822,7 +937,7 @@ export class TurnServer {
       now,
       lifetime * 1000,
       msg.transactionId.slice(),
-      "udp",
+      relayProtocol,
     );
     allocation.reservationToken = newReservationToken;
     this.pendingAllocates.set(allocation, reply);
@@ -834,7 +949,7 @@ export class TurnServer {
       const socket: RelaySocket = {
         id: this.nextRelayId++,
         family,
-        protocol: "udp",
+        protocol: relayProtocol,
         bindAddress: config.bind,
         advertisedAddress: config.advertised ?? config.bind,
         port: ports[i]!,
@@ -1063,6 +1178,140 @@ export class TurnServer {
   }
 
   // ---------------------------------------------------------------------------------------
+  // Connect and ConnectionBind (RFC 6062 §5.2, §5.4)
+
+  private handleConnect(
+    allocation: Allocation | undefined,
+    msg: StunMessage,
+    reply: Reply,
+    now: number,
+  ): void {
+    if (allocation === undefined || allocation.state !== "active") {
+      reply.error(ErrorCode.AllocationMismatch);
+      return;
+    }
+    const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
+    if (allocation.requestedTransport !== "tcp" || peer === undefined) {
+      reply.error(ErrorCode.BadRequest);
+      return;
+    }
+    const relay = allocation.relayFor(peer.family);
+    if (relay === undefined) {
+      reply.error(ErrorCode.PeerAddressFamilyMismatch);
+      return;
+    }
+    // RFC 6062 §5.2 and the policy as for UDP: no permission or a forbidden peer => 403.
+    const permission = allocation.permissions.get(permissionKey(peer));
+    if (
+      this.policy.check(peer.address) !== undefined ||
+      permission === undefined ||
+      permission.expiresAt <= now
+    ) {
+      reply.error(ErrorCode.Forbidden);
+      return;
+    }
+    for (const c of allocation.tcpConnections) {
+      if (c.peer.port === peer.port && c.peer.address === peer.address) {
+        reply.error(ErrorCode.ConnectionAlreadyExists);
+        return;
+      }
+    }
+    if (allocation.tcpConnections.size >= this.maxTcpConnections()) {
+      reply.error(ErrorCode.InsufficientCapacity);
+      return;
+    }
+    const connection = this.newTcpConnection(allocation, peer, "connecting", now);
+    this.pendingConnects.set(connection, reply);
+    this.emit({
+      type: "connect-peer",
+      connectionId: connection.id,
+      relay: relay.id,
+      family: peer.family,
+      address: peer.address,
+      port: peer.port,
+    });
+  }
+
+  private handleConnectionBind(
+    endpoint: ClientEndpoint,
+    client: ClientRecord | undefined,
+    msg: StunMessage,
+    auth: Authenticated,
+    reply: Reply,
+    _now: number,
+  ): void {
+    // A fresh TCP/TLS connection with no allocation of its own (RFC 6062 §5.4).
+    if (endpoint.transport === "udp" || client === undefined || client.allocation !== undefined) {
+      reply.error(ErrorCode.BadRequest);
+      return;
+    }
+    const id = readUint32(msg, AttributeType.ConnectionId);
+    const connection = id === undefined ? undefined : this.tcpConnections.get(id);
+    if (connection === undefined || connection.state !== "pending-bind") {
+      reply.error(ErrorCode.BadRequest);
+      return;
+    }
+    if (connection.allocation.username !== auth.username) {
+      this.stats.authFailures["wrong-credentials"]++;
+      reply.error(ErrorCode.WrongCredentials);
+      return;
+    }
+    connection.state = "bound";
+    connection.dataConnection = endpoint.connection;
+    this.dataConnections.set(endpoint.connection, connection);
+    reply.success();
+    this.emit({
+      type: "bind-connection",
+      connectionId: connection.id,
+      connection: endpoint.connection,
+    });
+  }
+
+  private newTcpConnection(
+    allocation: Allocation,
+    peer: TransportAddress,
+    state: "connecting" | "pending-bind",
+    now: number,
+  ): TcpPeerConnection {
+    let id = 0;
+    while (id === 0 || this.tcpConnections.has(id)) id = this.options.random.nextUint32();
+    const connection: TcpPeerConnection = {
+      id,
+      allocation,
+      peer,
+      state,
+      expiresAt: now + TCP_CONNECTION_TIMEOUT_MS,
+      dataConnection: -1,
+    };
+    this.tcpConnections.set(id, connection);
+    allocation.tcpConnections.add(connection);
+    this.schedule(allocation);
+    return connection;
+  }
+
+  /** Close both sides of a TCP relay connection and forget it. */
+  private closeTcpConnection(connection: TcpPeerConnection): void {
+    if (connection.state === "bound") {
+      this.emit({ type: "close-connection", connection: connection.dataConnection });
+    }
+    this.emit({ type: "close-peer-connection", connectionId: connection.id });
+    const reply = this.pendingConnects.get(connection);
+    this.pendingConnects.delete(connection);
+    reply?.error(ErrorCode.ConnectionTimeoutOrFailure);
+    this.forgetTcpConnection(connection);
+  }
+
+  private forgetTcpConnection(connection: TcpPeerConnection): void {
+    this.tcpConnections.delete(connection.id);
+    connection.allocation.tcpConnections.delete(connection);
+    if (connection.dataConnection >= 0) this.dataConnections.delete(connection.dataConnection);
+  }
+
+  private maxTcpConnections(): number {
+    return this.options.maxTcpConnectionsPerAllocation ?? 100;
+  }
+
+  // ---------------------------------------------------------------------------------------
   // Lifetimes
 
   private schedule(allocation: Allocation): void {
@@ -1103,6 +1352,10 @@ export class TurnServer {
         }
       }
     }
+    // RFC 6062 §5.2-§5.3: a dial or an unbound peer connection gets 30 s, then it is closed.
+    for (const c of [...allocation.tcpConnections]) {
+      if (c.state !== "bound" && c.expiresAt <= now) this.closeTcpConnection(c);
+    }
     this.schedule(allocation);
   }
 
@@ -1121,6 +1374,7 @@ export class TurnServer {
     this.stats.permissionsActive -= allocation.permissions.size;
     for (const c of allocation.channels.values())
       if (c.coolingUntil === 0) this.stats.channelsActive--;
+    for (const c of [...allocation.tcpConnections]) this.closeTcpConnection(c);
     allocation.permissions.clear();
     allocation.channels.clear();
     allocation.channelsByPeer.clear();
@@ -1364,8 +1618,13 @@ function responseCacheKey(endpoint: ClientEndpoint, transactionId: Uint8Array): 
   return `${endpoint.transport}|${endpoint.listener}|${endpoint.connection}|${endpoint.address}|${endpoint.port}|${tid}`;
 }
 
+/**
+ * Nonces are bound to the client's IP address, not its port: RFC 6062 §5.4 data connections
+ * come from new ports and reuse the control connection's nonce (coturn's uclient does), and a
+ * NAT rebinding a UDP port should not cost a round trip. A nonce still can't travel to others.
+ */
 function nonceBinding(endpoint: ClientEndpoint): string {
-  return `${endpoint.transport}|${endpoint.address}|${endpoint.port}`;
+  return endpoint.address;
 }
 
 function tokenKey(token: Uint8Array): string {

@@ -27,6 +27,25 @@ export type Command =
     }
   | { readonly type: "close-relay"; readonly relay: number }
   | {
+      /** RFC 6062 §5.2: dial `address:port` from the relayed address of TCP relay `relay`. */
+      readonly type: "connect-peer";
+      readonly connectionId: number;
+      readonly relay: number;
+      readonly family: 4 | 6;
+      readonly address: string;
+      readonly port: number;
+    }
+  | {
+      /**
+       * RFC 6062 §5.4: from now on client connection `connection` is a raw pipe to peer
+       * connection `connectionId` (after the ConnectionBind success queued just before).
+       */
+      readonly type: "bind-connection";
+      readonly connectionId: number;
+      readonly connection: number;
+    }
+  | { readonly type: "close-peer-connection"; readonly connectionId: number }
+  | {
       /** Close a client TCP/TLS connection (its allocation is gone or it broke the framing). */
       readonly type: "close-connection";
       readonly connection: number;
