@@ -862,6 +862,7 @@ export class TurnServer {
       return;
     }
     let families: (4 | 6)[];
+    const familyErrors: { family: 4 | 6; code: number }[] = [];
     let reservation: Reservation | undefined;
     if (reservationToken !== undefined) {
       reservation = this.reservations.get(tokenKey(reservationToken));
@@ -876,7 +877,13 @@ export class TurnServer {
         reply.error(ErrorCode.AddressFamilyNotSupported);
         return;
       }
-      families = [4, 6];
+      // Without an IPv6 relay the IPv4 allocation still succeeds, and ADDRESS-ERROR-CODE 440
+      // says why IPv6 is missing (RFC 8656 §7.2, §14.11).
+      if (this.options.relayAddresses.ip6) families = [4, 6];
+      else {
+        families = [4];
+        familyErrors.push({ family: 6, code: ErrorCode.AddressFamilyNotSupported });
+      }
     } else {
       const family = requestedFamily ?? 4;
       if (!this.relayConfig(family)) {
@@ -940,6 +947,7 @@ export class TurnServer {
       relayProtocol,
     );
     allocation.reservationToken = newReservationToken;
+    allocation.familyErrors.push(...familyErrors);
     this.pendingAllocates.set(allocation, reply);
     record.allocation = allocation;
     this.allocationsPerUser.set(auth.quotaUser, perUser + 1);
