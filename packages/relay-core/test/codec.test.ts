@@ -3,11 +3,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { TransportAddress } from "../src/codec/address.js";
-import {
-  decodeChannelData,
-  encodeChannelData,
-  isChannelData,
-} from "../src/codec/channel-data.js";
+import { decodeChannelData, encodeChannelData, isChannelData } from "../src/codec/channel-data.js";
 import { AttributeType, type MessageClass } from "../src/codec/constants.js";
 import {
   decodeStun,
@@ -147,7 +143,10 @@ const attrCaseArb: fc.Arbitrary<AttrCase> = fc.oneof(
       check: (m) => {
         // RFC 8656 §14.11: family, reserved, class, number, reason.
         const v = readBytes(m, AttributeType.AddressErrorCode)!;
-        return [[v[0], (v[2]! & 7) * 100 + v[3]!, v.length], [family === 4 ? 1 : 2, code, 5]];
+        return [
+          [v[0], (v[2]! & 7) * 100 + v[3]!, v.length],
+          [family === 4 ? 1 : 2, code, 5],
+        ];
       },
     }),
   ),
@@ -316,9 +315,7 @@ describe("attributes (RFC 8489 §14, RFC 8656 §14, RFC 6062 §6.2)", () => {
           const wrong = Uint8Array.of(...trailer.key, 1);
           if (trailer.sha1) expect(verifyMessageIntegrity(m, wrong)).toBe(false);
           if (trailer.sha256) expect(verifyMessageIntegritySha256(m, wrong)).toBe(false);
-          expect(m.attributes.at(-1)?.type === AttributeType.Fingerprint).toBe(
-            trailer.fingerprint,
-          );
+          expect(m.attributes.at(-1)?.type === AttributeType.Fingerprint).toBe(trailer.fingerprint);
         },
       ),
       { numRuns: 500 },

@@ -94,7 +94,7 @@ export class Harness {
       got.map((c) => c.type),
       "command types",
     ).toEqual(expected.map((c) => c.type));
-    got.forEach((c, i) => expect(c).toMatchObject(expected[i]!));
+    for (let i = 0; i < got.length; i++) expect(got[i]).toMatchObject(expected[i]!);
     return got;
   }
 

@@ -3,12 +3,7 @@
 import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { longTermKeyMd5 } from "../src/auth/long-term-key.js";
-import {
-  AttributeType,
-  FINGERPRINT_XOR,
-  MessageClass,
-  Method,
-} from "../src/codec/constants.js";
+import { AttributeType, FINGERPRINT_XOR, MessageClass, Method } from "../src/codec/constants.js";
 import { crc32 } from "../src/codec/crc32.js";
 import {
   attributeValue,
@@ -215,9 +210,9 @@ describe("RFC 5769 §2.4 sample request with long-term credentials", () => {
     expect(readString(msg, AttributeType.Nonce)).toBe("f//499k954d6OL34oL9FSTvy64sA");
     expect(readString(msg, AttributeType.Realm)).toBe("example.org");
     expect(verifyMessageIntegrity(msg, key)).toBe(true);
-    expect(
-      verifyMessageIntegrity(msg, longTermKeyMd5(username, "example.org", "TheMatrix")),
-    ).toBe(false);
+    expect(verifyMessageIntegrity(msg, longTermKeyMd5(username, "example.org", "TheMatrix"))).toBe(
+      false,
+    );
   });
 
   it("re-encodes from the decoded attributes to identical bytes and MAC", () => {

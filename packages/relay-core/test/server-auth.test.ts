@@ -35,10 +35,11 @@ describe("long-term credentials (RFC 8489 §9.2.4)", () => {
     expect(c.allocate().code).toBe(0);
   });
 
-  it("a nonce issued to another 5-tuple gets 438", () => {
+  it("a nonce issued to another client IP gets 438", () => {
+    // Nonces are bound to the client IP (not the port: RFC 6062 data connections reuse them).
     const h = new Harness();
     const a = new TestClient(h);
-    const b = new TestClient(h, { port: 40001 });
+    const b = new TestClient(h, { address: "192.0.2.77" });
     a.learn(a.ask(a.build(Method.Allocate)));
     b.nonce = a.nonce;
     const r = b.ask(b.buildSigned(Method.Allocate, (x) => x.requestedTransport(17)));
