@@ -88,10 +88,12 @@ export function defineTurnutilsChecks(
     expect(r.reflexive?.port).toBeGreaterThan(0);
   });
 
+  // One REST user per variant (the three run at once), so a per-user allocation quota
+  // (Turnpike's --max-allocations-per-user, default 100) is not what is being measured.
   it.concurrent.each([
-    ["UDP with channels", {}],
-    ["UDP with Send indications", { sendIndications: true }],
-    ["TCP with channels", { transport: "tcp" }],
+    ["UDP with channels", { user: "interop-udp" }],
+    ["UDP with Send indications", { user: "interop-send", sendIndications: true }],
+    ["TCP with channels", { user: "interop-tcp", transport: "tcp" }],
   ] as const)("relays every uclient message over %s with zero loss", async (name, variant) => {
     const r = await uclient(variant);
     const expected = load.clients * load.messages;
