@@ -57,18 +57,13 @@ import {
   type Observable,
   ValueType,
 } from "@opentelemetry/api";
-import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc";
-import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
-import { type Resource, resourceFromAttributes } from "@opentelemetry/resources";
-import {
-  AggregationTemporality,
-  type CollectionResult,
-  DataPointType,
-  type HistogramMetricData,
-  type IMetricReader,
-  MeterProvider,
-  type MetricProducer,
-  PeriodicExportingMetricReader,
+import type { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
+import type { Resource } from "@opentelemetry/resources";
+import type {
+  CollectionResult,
+  HistogramMetricData,
+  IMetricReader,
+  MetricProducer,
 } from "@opentelemetry/sdk-metrics";
 import type { SocketAddress } from "./config.js";
 import type { Logger } from "./log.js";
@@ -343,6 +338,17 @@ export async function startMetrics(options: MetricsOptions = {}): Promise<RelayM
     };
   }
 
+  // The SDK and exporters (gRPC among them) weigh ~50 MB of heap: load them only when metrics
+  // are on, so a relay without a collector starts small.
+  const [{ OTLPMetricExporter }, { PrometheusExporter }, { resourceFromAttributes }, sdkMetrics] =
+    await Promise.all([
+      import("@opentelemetry/exporter-metrics-otlp-grpc"),
+      import("@opentelemetry/exporter-prometheus"),
+      import("@opentelemetry/resources"),
+      import("@opentelemetry/sdk-metrics"),
+    ]);
+  sdk = sdkMetrics;
+  const { MeterProvider, PeriodicExportingMetricReader } = sdkMetrics;
   if (logger !== undefined) routeDiagnostics(logger);
 
   const resource = resourceFromAttributes(resourceAttributesFrom(env, version));
@@ -624,6 +630,9 @@ function hrTime(ms: number): [number, number] {
  * Exports RelayStats' fixed-bucket histograms as cumulative OTLP histograms (see the header
  * comment for why a MetricProducer and not a Histogram instrument).
  */
+/** @opentelemetry/sdk-metrics, loaded by startMetrics once metrics are enabled. */
+let sdk: typeof import("@opentelemetry/sdk-metrics") | undefined;
+
 class StatsHistogramProducer implements MetricProducer {
   constructor(
     private readonly stats: RelayStats,
@@ -646,8 +655,8 @@ class StatsHistogramProducer implements MetricProducer {
       for (const c of counts) count += c;
       return {
         descriptor: { name, unit, description, valueType: ValueType.DOUBLE },
-        aggregationTemporality: AggregationTemporality.CUMULATIVE,
-        dataPointType: DataPointType.HISTOGRAM,
+        aggregationTemporality: sdk!.AggregationTemporality.CUMULATIVE,
+        dataPointType: sdk!.DataPointType.HISTOGRAM,
         dataPoints: [
           {
             startTime: start,

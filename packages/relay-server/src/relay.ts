@@ -42,6 +42,13 @@ import type { RelayAddresses, RelayDeps, RunningRelay } from "./types.js";
 
 /** A TCP/TLS client whose socket buffers more than this is not fed more relayed data. */
 const STREAM_HIGH_WATER = 1 << 20;
+/**
+ * Socket buffers: the listening socket takes every client's traffic, so a burst while the
+ * event loop is busy (GC, a batch of Allocates) must fit in the kernel's queue rather than be
+ * dropped there. Linux caps the request at net.core.rmem_max / wmem_max (4 MiB here).
+ */
+const LISTENER_BUFFER_BYTES = 4 << 20;
+const RELAY_BUFFER_BYTES = 512 << 10;
 /** Zero bytes for ChannelData padding on streams (RFC 8656 §12.5). */
 const PADDING = Buffer.alloc(3);
 
@@ -191,6 +198,7 @@ class RelayDriver implements RunningRelay {
       socket.bind({ address: addr.ip, port: addr.port, exclusive: true }, () => {
         socket.off("error", reject);
         socket.on("error", (err) => this.log.warn("udp listener error", { error: err.message }));
+        setBuffers(socket, LISTENER_BUFFER_BYTES);
         const a = socket.address();
         this.bound.udp.push({ ip: a.address, port: a.port, family: addr.family });
         resolve();
@@ -511,6 +519,7 @@ class RelayDriver implements RunningRelay {
       this.pendingRelays.delete(relay);
       this.relaySockets.set(relay, socket);
       socket.on("message", (msg, rinfo) => this.onPeer(relay, msg, rinfo));
+      setBuffers(socket, RELAY_BUFFER_BYTES);
       socket.on("error", (err) => this.log.debug("relay socket error", { error: err.message }));
       this.core.handleRelayBound(relay, performance.now());
       this.flush();
@@ -718,6 +727,16 @@ class RelayDriver implements RunningRelay {
       ),
     ]).catch(() => undefined);
     this.log.info("closed");
+  }
+}
+
+/** Best effort: a kernel that refuses the size keeps its default. */
+function setBuffers(socket: dgram.Socket, bytes: number): void {
+  try {
+    socket.setRecvBufferSize(bytes);
+    socket.setSendBufferSize(bytes);
+  } catch {
+    // EPERM/ENOBUFS: the defaults stay, and the drop counters will tell.
   }
 }
 

@@ -649,8 +649,10 @@ export class TurnServer {
       return;
     }
     const allocation = client?.allocation;
-    if (allocation !== undefined && allocation.username !== auth.username) {
-      // RFC 8656 §7: every request about an allocation uses the credentials that created it.
+    if (allocation !== undefined && allocation.quotaUser !== auth.quotaUser) {
+      // RFC 8656 §7: requests about an allocation come from the user that created it. For TURN
+      // REST credentials that is the <user> part: the timestamp part is renewed over time
+      // (coturn's uclient -W mints a fresh one per request, and coturn accepts it).
       this.stats.authFailures["wrong-credentials"]++;
       reply.error(ErrorCode.WrongCredentials);
       return;
@@ -1259,7 +1261,7 @@ export class TurnServer {
       reply.error(ErrorCode.BadRequest);
       return;
     }
-    if (connection.allocation.username !== auth.username) {
+    if (connection.allocation.quotaUser !== auth.quotaUser) {
       this.stats.authFailures["wrong-credentials"]++;
       reply.error(ErrorCode.WrongCredentials);
       return;
