@@ -35,21 +35,14 @@ function useTurnpike(): () => RelayUnderTest {
   };
 }
 
-// enable once the driver lands: set to true (the lead flips it). While false both blocks are
-// reported as skipped; once true, a missing tool skips locally and fails under CI=true.
-const DRIVER_LANDED = false;
+// A missing tool skips locally and fails under CI=true.
+describe.skipIf(skipUnlessTools(...TURNUTILS))("turnpike: turnutils clients", () => {
+  beforeAll(() => requireTools(...TURNUTILS));
+  const target = useTurnpike();
+  defineTurnutilsChecks(target, { tcpRelay: true });
+});
 
-describe.skipIf(!DRIVER_LANDED || skipUnlessTools(...TURNUTILS))(
-  "turnpike: turnutils clients",
-  () => {
-    beforeAll(() => requireTools(...TURNUTILS));
-    const target = useTurnpike();
-    // RFC 6062 (-T) joins once TCP relaying lands (issue 5): pass { tcpRelay: true } then.
-    defineTurnutilsChecks(target);
-  },
-);
-
-describe.skipIf(!DRIVER_LANDED || skipUnlessTools("chromium"))("turnpike: Chromium", () => {
+describe.skipIf(skipUnlessTools("chromium"))("turnpike: Chromium", () => {
   beforeAll(() => requireTools("chromium"));
   const target = useTurnpike();
   defineChromiumChecks(target);
