@@ -378,7 +378,10 @@ export class TurnServer {
     const socket = this.relays.get(relay);
     if (socket === undefined || socket.state !== "bound") return this.drop("no-allocation");
     const allocation = socket.allocation;
-    if (allocation.state !== "active") return this.drop("no-allocation");
+    // An allocation past its lifetime relays nothing, whether or not its timer ran (RFC 8656 §7).
+    if (allocation.state !== "active" || allocation.expiresAt <= now) {
+      return this.drop("no-allocation");
+    }
     let ipKey: number | string;
     let peerKey: number | string;
     if (socket.family === 4) {
@@ -533,7 +536,7 @@ export class TurnServer {
   /** RFC 8656 §12.4: ChannelData from a client goes to the bound peer, if still permitted. */
   private routeChannelData(client: ClientRecord, data: Uint8Array, now: number): RouteKind {
     const allocation = client.allocation;
-    if (allocation === undefined || allocation.state !== "active") {
+    if (allocation === undefined || allocation.state !== "active" || allocation.expiresAt <= now) {
       return this.drop("no-allocation");
     }
     if (data.length < 4) return this.drop("malformed-channel-data");
@@ -556,7 +559,7 @@ export class TurnServer {
   /** RFC 8656 §11.2: a Send indication. Unauthenticated; dropped silently when not allowed. */
   private handleSend(client: ClientRecord | undefined, msg: StunMessage, now: number): RouteKind {
     const allocation = client?.allocation;
-    if (allocation === undefined || allocation.state !== "active") {
+    if (allocation === undefined || allocation.state !== "active" || allocation.expiresAt <= now) {
       return this.drop("no-allocation");
     }
     // DONT-FRAGMENT cannot be honoured by this runtime: treated as unknown (RFC 8656 §11.2).
@@ -630,6 +633,12 @@ export class TurnServer {
     if (!isTurnRequestMethod(msg.method)) {
       this.respondError(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest);
       return;
+    }
+    // RFC 8656 §7: what has expired by `now` is gone at `now`, even when the runtime's timer
+    // fires late. Catch up first, so a lapsed allocation gets 437, not a Refresh back to life.
+    this.handleTimeout(now);
+    if (client !== undefined && client.transport === "udp" && client.allocation === undefined) {
+      client = undefined; // its record left udpClients with the allocation
     }
     // RFC 8489 §6.3.1 / RFC 8656 §7.2: a retransmission gets the very same response.
     const cacheKey = responseCacheKey(endpoint, msg.transactionId);
