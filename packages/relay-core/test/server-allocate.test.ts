@@ -186,6 +186,26 @@ describe("allocation lifetime (RFC 8656 §7.3)", () => {
     expect(c.allocate().code).toBe(0);
   });
 
+  it("treats an allocation past its lifetime as gone even when the timer runs late", () => {
+    const h = new Harness({ lifetimes: { nonce: 3600 } });
+    const c = new TestClient(h);
+    c.allocate();
+    c.channelBind(0x4000, "198.51.100.1", 5000);
+    h.advance(600); // no handleTimeout: the runtime's timer is late
+    expect(c.channelData(0x4000, Uint8Array.of(1)).kind).toBe(0);
+    expect(h.peerData(c.relayFor(4), Uint8Array.of(1), "198.51.100.1", 5000).kind).toBe(0);
+    h.expectNoCommands();
+    // A request catches up: the allocation ends as expired, and Refresh cannot revive it.
+    c.send(c.buildSigned(Method.Refresh, (b) => b.uint32(AttributeType.Lifetime, 600)));
+    const [, , sent] = h.expectCommands([
+      { type: "close-relay" },
+      { type: "allocation-ended", reason: "expired" },
+      { type: "send-to-client", errorCode: 437 },
+    ]) as [unknown, unknown, { data: Uint8Array }];
+    expect(new Response(sent.data).code).toBe(437);
+    expect(c.allocate().code).toBe(0);
+  });
+
   it("refreshed in time the allocation stays", () => {
     const h = new Harness();
     const c = new TestClient(h);
