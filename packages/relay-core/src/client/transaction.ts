@@ -1,0 +1,69 @@
+/**
+ * Client transactions (RFC 8489 §6.2): when to send a request again, when to give up.
+ *
+ * Over UDP a request is sent Rc times, the gaps doubling from RTO (0, RTO, 3 RTO, 7 RTO, ...),
+ * and after the last send the client waits Rm * RTO: with the defaults 500 ms, 7 and 16 the
+ * transaction times out 39.5 s after the first send (§6.2.1). Over TCP/TLS the stream is
+ * reliable, so the request is sent once and the transaction simply times out after 39.5 s
+ * (§6.2.2).
+ */
+import type { RetransmissionOptions } from "./types.js";
+
+export interface RetransmissionTiming {
+  readonly reliable: boolean;
+  readonly rto: number;
+  readonly rc: number;
+  readonly rm: number;
+  readonly streamTimeout: number;
+}
+
+export function retransmissionTiming(
+  reliable: boolean,
+  options: RetransmissionOptions | undefined,
+): RetransmissionTiming {
+  return {
+    reliable,
+    rto: positive(options?.rto, 500),
+    rc: Math.max(1, Math.floor(positive(options?.rc, 7))),
+    rm: positive(options?.rm, 16),
+    streamTimeout: positive(options?.streamTimeout, 39_500),
+  };
+}
+
+function positive(value: number | undefined, fallback: number): number {
+  return value !== undefined && Number.isFinite(value) && value > 0 ? value : fallback;
+}
+
+/** The send/retransmit/timeout clock of one request. */
+export class TransactionClock {
+  /** How many times the request has been sent. */
+  sends = 1;
+  /** The instant of the next retransmission, or of the timeout once `sends` reached Rc. */
+  nextAt: number;
+  private interval: number;
+
+  constructor(
+    private readonly timing: RetransmissionTiming,
+    now: number,
+  ) {
+    this.interval = timing.rto;
+    this.nextAt = timing.reliable
+      ? now + timing.streamTimeout
+      : timing.rc > 1
+        ? now + timing.rto
+        : now + timing.rm * timing.rto;
+  }
+
+  /**
+   * Called at `nextAt`: "retransmit" (and the clock moved on) or "timeout" (the transaction is
+   * over, RFC 8489 §6.2.1).
+   */
+  expire(now: number): "retransmit" | "timeout" {
+    const t = this.timing;
+    if (t.reliable || this.sends >= t.rc) return "timeout";
+    this.sends++;
+    this.interval *= 2;
+    this.nextAt = this.sends >= t.rc ? now + t.rm * t.rto : now + this.interval;
+    return "retransmit";
+  }
+}
