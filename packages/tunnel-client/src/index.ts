@@ -1,1 +1,15 @@
-export {};
+/**
+ * @turnpike/tunnel-client: expose private TCP/UDP services through a TURN relay.
+ * The `turnpike-tunnel` CLI is cli.ts; these are the pieces for embedding and tests.
+ */
+export * from "./admin.js";
+export * from "./backoff.js";
+export * from "./config.js";
+export * from "./credentials.js";
+export * from "./engine.js";
+export * from "./list.js";
+export * from "./peers.js";
+export * from "./resolver.js";
+export * from "./tunnel.js";
+export * from "./uri.js";
+export * from "./windows.js";

@@ -1,0 +1,185 @@
+// The admin HTTP API (node:http, no framework): the shape people already script against in the
+// gRPC connector (POST /expose, DELETE /expose/{id}, GET /list, GET /health), but authenticated:
+// with --admin-token every request needs `Authorization: Bearer <token>` (compared in constant
+// time), else 401. Without a token the API should stay on loopback (the default 127.0.0.1:7070).
+//
+//   GET    /health        200 {"status":"ok","tunnels":N,"ready":N}
+//   GET    /list          200 [ListEntry...]
+//   POST   /expose        {name, target:"tcp://HOST:PORT", allowPeers:[..], windows?:[..]}
+//                         -> 201 {id, name, protocol, target, allowedPeers, windows, tunnels:[ListEntry...]}
+//   DELETE /expose/:id    204, or 404
+
+import { createHash, timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { type HostPort, parseExpose, type ServiceSpec } from "./config.js";
+import type { TunnelEngine } from "./engine.js";
+import type { Logger } from "./log.js";
+import { expandAllowList } from "./peers.js";
+import { type AccessWindow, parseWindow } from "./windows.js";
+
+export interface AdminServer {
+  readonly address: HostPort;
+  close(): Promise<void>;
+}
+
+const MAX_BODY = 64 * 1024;
+
+export async function startAdminServer(options: {
+  listen: HostPort;
+  token: string | undefined;
+  engine: TunnelEngine;
+  maxPermissions: number;
+  logger: Logger;
+}): Promise<AdminServer> {
+  const { engine, logger } = options;
+  const expected = options.token === undefined ? undefined : digest(options.token);
+
+  const authorized = (req: IncomingMessage): boolean => {
+    if (expected === undefined) return true;
+    const header = req.headers.authorization ?? "";
+    const m = /^Bearer\s+(.+)$/i.exec(header);
+    // Hash both sides: equal-length buffers for timingSafeEqual, and no length leak.
+    return m !== null && timingSafeEqual(digest(m[1]!.trim()), expected);
+  };
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      logger.warn("admin request failed", {
+        err: err instanceof Error ? err.message : String(err),
+      });
+      if (!res.headersSent) send(res, 500, { error: "internal error" });
+      else res.destroy();
+    });
+  });
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const path = (req.url ?? "/").split("?")[0]!.replace(/\/+$/, "") || "/";
+    if (!authorized(req)) {
+      res.setHeader("www-authenticate", 'Bearer realm="turnpike-tunnel"');
+      return send(res, 401, { error: "unauthorized" });
+    }
+    if (req.method === "GET" && path === "/health") {
+      const rows = engine.list();
+      return send(res, 200, {
+        status: "ok",
+        tunnels: rows.length,
+        ready: rows.filter((r) => r.state === "ready").length,
+      });
+    }
+    if (req.method === "GET" && path === "/list") return send(res, 200, engine.list());
+    if (req.method === "POST" && path === "/expose") {
+      const body = await readJson(req);
+      if ("error" in body) return send(res, 400, { error: body.error });
+      const spec = serviceFromJson(body.value, options.maxPermissions);
+      if ("error" in spec) return send(res, 400, { error: spec.error });
+      if (engine.services().some((s) => s.spec.name === spec.name)) {
+        return send(res, 409, { error: `a service named "${spec.name}" is already exposed` });
+      }
+      const service = engine.addService(spec);
+      logger.info("service exposed", { id: service.id, name: spec.name, via: "admin" });
+      return send(res, 201, engine.describe(service.id));
+    }
+    const del = /^\/expose\/([A-Za-z0-9_-]+)$/.exec(path);
+    if (req.method === "DELETE" && del) {
+      const ok = await engine.removeService(del[1]!);
+      if (!ok) return send(res, 404, { error: "no such service" });
+      logger.info("service removed", { id: del[1], via: "admin" });
+      res.statusCode = 204;
+      res.end();
+      return;
+    }
+    return send(res, path === "/list" || path === "/health" || path === "/expose" ? 405 : 404, {
+      error: "not found",
+    });
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ host: options.listen.host, port: options.listen.port }, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", (err) => logger.warn("admin server error", { err: err.message }));
+  const a = server.address() as AddressInfo;
+  return {
+    address: { host: a.address, port: a.port },
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function digest(text: string): Buffer {
+  return createHash("sha256").update(text, "utf8").digest();
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body)}\n`;
+  res.statusCode = status;
+  res.setHeader("content-type", "application/json");
+  res.setHeader("content-length", Buffer.byteLength(text));
+  res.end(text);
+}
+
+function readJson(req: IncomingMessage): Promise<{ value: unknown } | { error: string }> {
+  return new Promise((resolve) => {
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        resolve({ error: "body too large" });
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => {
+      try {
+        resolve({ value: JSON.parse(Buffer.concat(chunks).toString("utf8")) });
+      } catch {
+        resolve({ error: "body is not JSON" });
+      }
+    });
+    req.on("error", () => resolve({ error: "body not readable" }));
+  });
+}
+
+/** {name, target:"tcp://HOST:PORT", allowPeers:[..], windows?:[..]} -> ServiceSpec or error. */
+export function serviceFromJson(
+  value: unknown,
+  maxPermissions: number,
+): ServiceSpec | { error: string } {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { error: 'expected {"name","target","allowPeers"}' };
+  }
+  const v = value as Record<string, unknown>;
+  if (typeof v.name !== "string" || typeof v.target !== "string") {
+    return {
+      error: 'name and target ("tcp://HOST:PORT" or "udp://HOST:PORT") are required strings',
+    };
+  }
+  const e = parseExpose(`${v.name}=${v.target}`);
+  if ("error" in e) return { error: `name/target: ${e.error}` };
+  const peers = v.allowPeers ?? v.allowedPeers ?? [];
+  if (!Array.isArray(peers) || !peers.every((p) => typeof p === "string")) {
+    return { error: "allowPeers must be an array of IP/CIDR strings" };
+  }
+  const allow = expandAllowList(peers as string[], maxPermissions);
+  if ("error" in allow) return { error: `allowPeers: ${allow.error}` };
+  const windowsRaw = v.windows ?? [];
+  if (!Array.isArray(windowsRaw) || !windowsRaw.every((w) => typeof w === "string")) {
+    return { error: "windows must be an array of strings" };
+  }
+  const windows: AccessWindow[] = [];
+  for (const text of windowsRaw as string[]) {
+    const w = parseWindow(text);
+    if ("error" in w) return { error: `windows: ${w.error}` };
+    windows.push(w);
+  }
+  return { ...e, allowPeers: allow, windows };
+}

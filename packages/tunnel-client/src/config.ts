@@ -1,0 +1,822 @@
+// turnpike-tunnel configuration: ONE option table (OPTIONS) from which the yargs options, the
+// TURNPIKE_* environment names, `--help` and the README table are generated (DESIGN.md point 12;
+// the same approach as relay-server's config.ts, not shared code: the packages stay independent).
+//
+// Precedence: flag > environment TURNPIKE_<OPTION> > `--config FILE` (JSON) > default. Every value
+// is validated here; a wrong one is a ConfigError whose one-line message names its source.
+
+import { readFileSync } from "node:fs";
+import { isIPv4, isIPv6 } from "node:net";
+import { hostname } from "node:os";
+import yargs from "yargs";
+import { expandAllowList, type PeerAllowList } from "./peers.js";
+import { parseTurnUri, type TurnUri } from "./uri.js";
+import { type AccessWindow, parseWindow } from "./windows.js";
+
+export const PROGRAM_NAME = "turnpike-tunnel";
+export const ENV_PREFIX = "TURNPIKE_";
+export const TUNNEL_VERSION = "0.1.0";
+
+export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const LOG_FORMATS = ["json", "text"] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** One exposed private service. */
+export interface ServiceSpec {
+  readonly name: string;
+  readonly protocol: "tcp" | "udp";
+  /** The private target, e.g. postgres.internal:5432. */
+  readonly target: HostPort;
+  readonly allowPeers: PeerAllowList;
+  readonly windows: readonly AccessWindow[];
+}
+
+export type CredentialsConfig =
+  | { readonly kind: "static"; readonly username: string; readonly password: string }
+  | { readonly kind: "token"; readonly token: string; readonly name: string; readonly ttl: number }
+  | { readonly kind: "url"; readonly url: string };
+
+export interface TunnelConfig {
+  readonly command: "run";
+  readonly relays: readonly TurnUri[];
+  readonly credentials: CredentialsConfig;
+  readonly services: readonly ServiceSpec[];
+  /** Seconds. */
+  readonly dnsInterval: number;
+  readonly keepalive: number;
+  readonly backoffBase: number;
+  readonly backoffMax: number;
+  /** Requested allocation lifetime, seconds. */
+  readonly lifetime: number;
+  readonly maxPermissions: number;
+  /** null when "off". */
+  readonly adminListen: HostPort | null;
+  readonly adminToken: string | undefined;
+  readonly logFormat: LogFormat;
+  readonly logLevel: LogLevel;
+  readonly software: string;
+  /** Test hook: fixed DNS answers. */
+  readonly resolve: ReadonlyMap<string, readonly string[]>;
+  readonly warnings: readonly string[];
+}
+
+export interface ListCommand {
+  readonly command: "list";
+  readonly admin: string;
+  readonly adminToken: string | undefined;
+  readonly json: boolean;
+}
+
+export interface InfoCommand {
+  readonly command: "help" | "version";
+  readonly text: string;
+}
+
+export type ParsedCommand = TunnelConfig | ListCommand | InfoCommand;
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The option table
+
+type Scalar = string | number | boolean;
+type Group = "Relay" | "Authentication" | "Services" | "Admin API" | "Operations" | "Testing";
+
+interface OptionSpec<T> {
+  readonly group: Group;
+  readonly describe: string;
+  readonly placeholder?: string;
+  readonly repeatable?: boolean;
+  readonly hidden?: boolean;
+  readonly env?: string;
+  readonly defaultText: string;
+  readonly default: T;
+  parse(raw: Scalar | readonly Scalar[], where: string): T;
+}
+
+function spec<T>(s: OptionSpec<T>): OptionSpec<T> {
+  return s;
+}
+
+export const OPTIONS = {
+  relay: spec<TurnUri[]>({
+    group: "Relay",
+    describe:
+      "TURN URI of the relay (repeatable): turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]; every resolved address gets its own allocation",
+    placeholder: "URI",
+    repeatable: true,
+    defaultText: "none (required)",
+    default: [],
+    parse: (raw, where) =>
+      list(raw).map((text) => {
+        const u = parseTurnUri(text);
+        if ("error" in u) fail(where, u.error, text);
+        return u;
+      }),
+  }),
+  "dns-interval": spec<number>({
+    group: "Relay",
+    describe: "seconds between re-resolutions of relay names",
+    placeholder: "SECONDS",
+    defaultText: "30",
+    default: 30,
+    parse: (raw, where) => parseSeconds(raw, where, 0.1, 86400),
+  }),
+  keepalive: spec<number>({
+    group: "Relay",
+    describe: "seconds between keep-alives; no answer from the relay for twice this = reconnect",
+    placeholder: "SECONDS",
+    defaultText: "15",
+    default: 15,
+    parse: (raw, where) => parseSeconds(raw, where, 0.1, 3600),
+  }),
+  "backoff-base": spec<number>({
+    group: "Relay",
+    describe: "first reconnect window in seconds (exponential backoff, full jitter)",
+    placeholder: "SECONDS",
+    defaultText: "0.5",
+    default: 0.5,
+    parse: (raw, where) => parseSeconds(raw, where, 0.01, 3600),
+  }),
+  "backoff-max": spec<number>({
+    group: "Relay",
+    describe: "largest reconnect window in seconds",
+    placeholder: "SECONDS",
+    defaultText: "30",
+    default: 30,
+    parse: (raw, where) => parseSeconds(raw, where, 0.01, 86400),
+  }),
+  lifetime: spec<number>({
+    group: "Relay",
+    describe: "allocation lifetime to request, seconds (refreshed before it ends)",
+    placeholder: "SECONDS",
+    defaultText: "600",
+    default: 600,
+    parse: (raw, where) => parseInteger(raw, where, 30, 3600),
+  }),
+  token: spec<string | undefined>({
+    group: "Authentication",
+    describe:
+      "the relay's shared secret: time-limited TURN REST credentials are derived from it; prefer the env var, a flag is visible in `ps`",
+    placeholder: "SECRET",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  name: spec<string>({
+    group: "Authentication",
+    describe: "user part of derived REST usernames (<expiry>:<name>)",
+    placeholder: "NAME",
+    defaultText: "the host name",
+    default: hostname() || "turnpike-tunnel",
+    parse: (raw, where) => {
+      const t = nonEmpty(raw, where);
+      if (t.includes(":")) fail(where, "a name without ':'", t);
+      return t;
+    },
+  }),
+  "credential-ttl": spec<number>({
+    group: "Authentication",
+    describe: "validity of derived REST credentials, seconds (renewed before they run out)",
+    placeholder: "SECONDS",
+    defaultText: "86400",
+    default: 86400,
+    parse: (raw, where) => parseInteger(raw, where, 60, 30 * 86400),
+  }),
+  username: spec<string | undefined>({
+    group: "Authentication",
+    describe: "static long-term credential user name (with --password)",
+    placeholder: "NAME",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  password: spec<string | undefined>({
+    group: "Authentication",
+    describe: "static long-term credential password (prefer the env var)",
+    placeholder: "PASSWORD",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  "credentials-url": spec<string | undefined>({
+    group: "Authentication",
+    describe:
+      'HTTP(S) URL answering GET with TURN REST JSON {"username","password","ttl","uris"}; fetched again before ttl runs out',
+    placeholder: "URL",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => {
+      const t = nonEmpty(raw, where);
+      let u: URL | undefined;
+      try {
+        u = new URL(t);
+      } catch {
+        u = undefined;
+      }
+      if (u === undefined || (u.protocol !== "http:" && u.protocol !== "https:")) {
+        fail(where, "an http:// or https:// URL", t);
+      }
+      return t;
+    },
+  }),
+  expose: spec<Array<{ name: string; protocol: "tcp" | "udp"; target: HostPort }>>({
+    group: "Services",
+    describe:
+      "a private service to expose (repeatable): NAME=tcp://HOST:PORT or NAME=udp://HOST:PORT",
+    placeholder: "NAME=URL",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) =>
+      list(raw).map((text) => {
+        const e = parseExpose(text);
+        if ("error" in e) fail(where, e.error, text);
+        return e;
+      }),
+  }),
+  "allow-peer": spec<string[]>({
+    group: "Services",
+    describe:
+      "peer address allowed to reach the exposed services (repeatable): an IP, or a CIDR up to /24 (IPv4) or /120 (IPv6); one TURN permission per address",
+    placeholder: "IP|CIDR",
+    repeatable: true,
+    defaultText: "none (nobody gets in)",
+    default: [],
+    parse: (raw) => list(raw),
+  }),
+  window: spec<AccessWindow[]>({
+    group: "Services",
+    describe:
+      'access window (repeatable), e.g. "Mon-Fri 08:00-18:00 Europe/Berlin"; outside every window allocations are released',
+    placeholder: "WINDOW",
+    repeatable: true,
+    defaultText: "always open",
+    default: [],
+    parse: (raw, where) =>
+      list(raw).map((text) => {
+        const w = parseWindow(text);
+        if ("error" in w) fail(where, w.error, text);
+        return w;
+      }),
+  }),
+  "max-permissions": spec<number>({
+    group: "Services",
+    describe:
+      "most peer addresses per service (keep <= the relay's per-allocation permission limit)",
+    placeholder: "N",
+    defaultText: "64",
+    default: 64,
+    parse: (raw, where) => parseInteger(raw, where, 1, 4096),
+  }),
+  "admin-listen": spec<HostPort | null>({
+    group: "Admin API",
+    describe: 'admin HTTP API (/health, /list, /expose) address ("off" disables)',
+    placeholder: "ADDR:PORT",
+    defaultText: "127.0.0.1:7070",
+    default: { host: "127.0.0.1", port: 7070 },
+    parse: (raw, where) => {
+      const t = one(raw, where);
+      return t === "off" ? null : parseListen(t, where);
+    },
+  }),
+  "admin-token": spec<string | undefined>({
+    group: "Admin API",
+    describe: "bearer token the admin API requires (Authorization: Bearer TOKEN)",
+    placeholder: "TOKEN",
+    defaultText: "none (no auth: keep the API on loopback)",
+    default: undefined,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  "log-format": spec<LogFormat>({
+    group: "Operations",
+    describe: "log line format",
+    placeholder: LOG_FORMATS.join("|"),
+    defaultText: "text",
+    default: "text",
+    parse: (raw, where) => parseEnum(raw, where, LOG_FORMATS),
+  }),
+  "log-level": spec<LogLevel>({
+    group: "Operations",
+    describe: "least severe level logged",
+    placeholder: LOG_LEVELS.join("|"),
+    defaultText: "info",
+    default: "info",
+    parse: (raw, where) => parseEnum(raw, where, LOG_LEVELS),
+  }),
+  software: spec<string>({
+    group: "Operations",
+    describe: "SOFTWARE attribute sent to the relay",
+    placeholder: "S",
+    defaultText: `turnpike-tunnel/${TUNNEL_VERSION}`,
+    default: `turnpike-tunnel/${TUNNEL_VERSION}`,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  resolve: spec<Map<string, string[]>>({
+    group: "Testing",
+    describe:
+      "tests only: answer NAME with these addresses instead of DNS (repeatable), e.g. relay.test=127.0.0.1,127.0.0.2",
+    placeholder: "NAME=IP,IP",
+    repeatable: true,
+    hidden: true,
+    defaultText: "none",
+    default: new Map(),
+    parse: (raw, where) => parseResolve(list(raw), where),
+  }),
+} as const;
+
+type OptionName = keyof typeof OPTIONS;
+type OptionValues = {
+  -readonly [K in OptionName]: (typeof OPTIONS)[K] extends OptionSpec<infer T> ? T : never;
+};
+const OPTION_NAMES = Object.keys(OPTIONS) as OptionName[];
+
+export function envName(option: string): string {
+  const s = (OPTIONS as Record<string, OptionSpec<unknown>>)[option];
+  return s?.env ?? `${ENV_PREFIX}${option.toUpperCase().replaceAll("-", "_")}`;
+}
+
+function camel(option: string): string {
+  return option.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+const CONFIG_OPTION_DESCRIBE = "JSON file with options (keys as flag names or camelCase)";
+
+// ---------------------------------------------------------------------------------------------
+// Value parsers
+
+function fail(where: string, expectation: string, raw: unknown): never {
+  const shown = typeof raw === "string" ? raw : JSON.stringify(raw);
+  throw new ConfigError(`${where} must be ${expectation}, got ${JSON.stringify(shown)}`);
+}
+
+function one(raw: Scalar | readonly Scalar[], where: string): string {
+  if (Array.isArray(raw)) {
+    const last = raw[raw.length - 1];
+    if (last === undefined) fail(where, "a value", "");
+    return one(last as Scalar, where);
+  }
+  return String(raw).trim();
+}
+
+function list(raw: Scalar | readonly Scalar[]): string[] {
+  const items = Array.isArray(raw) ? raw : [raw];
+  return items.map((v) => String(v).trim()).filter((v) => v !== "");
+}
+
+function nonEmpty(raw: Scalar | readonly Scalar[], where: string): string {
+  const text = one(raw, where);
+  if (text === "") fail(where, "a non-empty string", text);
+  return text;
+}
+
+function parseInteger(
+  raw: Scalar | readonly Scalar[],
+  where: string,
+  min: number,
+  max: number,
+): number {
+  const text = one(raw, where);
+  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) fail(where, `${min}..${max}`, text);
+  return n;
+}
+
+function parseSeconds(
+  raw: Scalar | readonly Scalar[],
+  where: string,
+  min: number,
+  max: number,
+): number {
+  const text = one(raw, where).replace(/s$/, "");
+  const n = /^\d+(\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
+  if (!(n >= min && n <= max)) fail(where, `seconds ${min}..${max}`, text);
+  return n;
+}
+
+function parseEnum<T extends string>(
+  raw: Scalar | readonly Scalar[],
+  where: string,
+  values: readonly T[],
+): T {
+  const text = one(raw, where);
+  if (!(values as readonly string[]).includes(text))
+    fail(where, `one of ${values.join("|")}`, text);
+  return text as T;
+}
+
+/** HOST:PORT where HOST is an IPv4 address, [IPv6] or a name ("localhost"). */
+function parseHostPort(text: string): HostPort | undefined {
+  const m = /^(\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(text);
+  if (!m) return undefined;
+  let host = m[1]!;
+  if (host.startsWith("[")) {
+    host = host.slice(1, -1);
+    if (!isIPv6(host)) return undefined;
+  } else if (!isIPv4(host) && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(host)) {
+    return undefined;
+  }
+  const port = Number(m[2]);
+  if (!(port >= 1 && port <= 65535)) return undefined;
+  return { host, port };
+}
+
+function parseListen(text: string, where: string): HostPort {
+  const m = /^(\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(text);
+  const host = m?.[1]?.replace(/^\[|\]$/g, "");
+  const port = Number(m?.[2]);
+  if (
+    !m ||
+    host === undefined ||
+    (!isIPv4(host) && !isIPv6(host)) ||
+    !(port >= 0 && port <= 65535)
+  ) {
+    fail(where, "IP:PORT or [IPv6]:PORT", text);
+  }
+  return { host, port };
+}
+
+const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/** NAME=tcp://HOST:PORT or NAME=udp://HOST:PORT. */
+export function parseExpose(
+  text: string,
+): { name: string; protocol: "tcp" | "udp"; target: HostPort } | { error: string } {
+  const eq = text.indexOf("=");
+  const name = eq < 0 ? "" : text.slice(0, eq).trim();
+  const m = /^(tcp|udp):\/\/(.+?)\/?$/i.exec(eq < 0 ? "" : text.slice(eq + 1).trim());
+  if (!SERVICE_NAME.test(name) || !m) {
+    return { error: "NAME=tcp://HOST:PORT or NAME=udp://HOST:PORT (NAME: letters, digits, . _ -)" };
+  }
+  const target = parseHostPort(m[2]!);
+  if (target === undefined) return { error: "a target HOST:PORT (IPv6 in brackets)" };
+  return { name, protocol: m[1]!.toLowerCase() as "tcp" | "udp", target };
+}
+
+function parseResolve(items: readonly string[], where: string): Map<string, string[]> {
+  // Items arrive comma-split (env lists, or one flag "a=1.1.1.1,1.1.1.2"): an item without "="
+  // adds an address to the name before it.
+  const out = new Map<string, string[]>();
+  let current: string[] | undefined;
+  for (const item of items.flatMap((i) => i.split(","))) {
+    const eq = item.indexOf("=");
+    let ip = item.trim();
+    if (eq >= 0) {
+      const name = item.slice(0, eq).trim().toLowerCase();
+      if (name === "") fail(where, "NAME=IP[,IP...]", item);
+      current = out.get(name) ?? [];
+      out.set(name, current);
+      ip = item.slice(eq + 1).trim();
+    }
+    if (current === undefined || (!isIPv4(ip) && !isIPv6(ip))) fail(where, "NAME=IP[,IP...]", item);
+    current.push(ip);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources (flag > env > file > default)
+
+type RawSource = Partial<Record<OptionName, Scalar | Scalar[]>>;
+
+interface Layer {
+  values: RawSource;
+  where: (option: OptionName) => string;
+}
+
+function envLayer(env: NodeJS.ProcessEnv): Layer {
+  const values: RawSource = {};
+  for (const name of OPTION_NAMES) {
+    const text = env[envName(name)];
+    if (text === undefined || text.trim() === "") continue;
+    const s = OPTIONS[name] as OptionSpec<unknown>;
+    // Windows contain no commas but spaces; --expose/--relay/--allow-peer lists are comma-separated.
+    values[name] = s.repeatable
+      ? text.split(name === "window" ? ";" : ",").map((v) => v.trim())
+      : text;
+  }
+  return { values, where: (name) => envName(name) };
+}
+
+function fileLayer(path: string, where: string): Layer {
+  let data: unknown;
+  try {
+    data = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason = code ?? (err as Error).message.split("\n")[0];
+    throw new ConfigError(`${where} file ${JSON.stringify(path)} is not readable JSON (${reason})`);
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new ConfigError(`${where} file ${JSON.stringify(path)} must hold a JSON object`);
+  }
+  const byKey = new Map<string, OptionName>();
+  for (const name of OPTION_NAMES) {
+    byKey.set(name, name);
+    byKey.set(camel(name), name);
+  }
+  const values: RawSource = {};
+  for (const [key, value] of Object.entries(data)) {
+    if (value === null) continue;
+    const name = byKey.get(key);
+    if (name === undefined) {
+      throw new ConfigError(`${where} file ${JSON.stringify(path)} has an unknown option "${key}"`);
+    }
+    const ok =
+      typeof value === "string" ||
+      typeof value === "number" ||
+      typeof value === "boolean" ||
+      (Array.isArray(value) && value.every((v) => typeof v === "string" || typeof v === "number"));
+    if (!ok) fail(`"${key}" in ${path}`, "a string, number, boolean or array of strings", value);
+    values[name] = value as Scalar | Scalar[];
+  }
+  return { values, where: (name) => `"${name}" in ${path}` };
+}
+
+function resolveValues(layers: readonly Layer[]): OptionValues {
+  const out = {} as Record<OptionName, unknown>;
+  for (const name of OPTION_NAMES) {
+    const s = OPTIONS[name] as OptionSpec<unknown>;
+    const layer = layers.find((l) => l.values[name] !== undefined);
+    out[name] =
+      layer === undefined ? s.default : s.parse(layer.values[name] as Scalar, layer.where(name));
+  }
+  return out as OptionValues;
+}
+
+// ---------------------------------------------------------------------------------------------
+// yargs: tokenizes argv and renders --help; defaults stay out of yargs so "unset" stays visible.
+
+function buildParser(argv: readonly string[], mode: "run" | "list") {
+  const parser = yargs([...argv])
+    .scriptName(PROGRAM_NAME)
+    .parserConfiguration({
+      "duplicate-arguments-array": true,
+      "strip-dashed": true,
+      "strip-aliased": true,
+      "parse-numbers": false,
+      "parse-positional-numbers": false,
+    })
+    .help(false)
+    .version(false)
+    .exitProcess(false)
+    .strictOptions()
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      throw new ConfigError(yargsMessage(msg ?? err?.message ?? "invalid arguments"));
+    })
+    .option("help", { alias: "h", type: "boolean", describe: "show this help" })
+    .option("version", { type: "boolean", describe: "show the version" });
+  if (mode === "list") {
+    return parser
+      .usage(
+        `Usage: ${PROGRAM_NAME} list [--admin URL] [--admin-token TOKEN] [--json]\n\nPrints the tunnels of a running ${PROGRAM_NAME} (GET /list of its admin API).`,
+      )
+      .option("admin", {
+        type: "string",
+        requiresArg: true,
+        describe: `admin API base URL [default: http://<${envName("admin-listen")}> or http://127.0.0.1:7070]`,
+      })
+      .option("admin-token", {
+        type: "string",
+        requiresArg: true,
+        describe: `bearer token [env: ${envName("admin-token")}]`,
+      })
+      .option("json", { type: "boolean", describe: "print the raw JSON" });
+  }
+  parser
+    .option("config", {
+      type: "string",
+      requiresArg: true,
+      describe: `${CONFIG_OPTION_DESCRIBE} [env: ${ENV_PREFIX}CONFIG]`,
+    })
+    .usage(
+      `Usage: ${PROGRAM_NAME} --relay URI --expose NAME=tcp://HOST:PORT --allow-peer IP [options]\n` +
+        `       ${PROGRAM_NAME} list [--admin URL] [--admin-token TOKEN]\n\n` +
+        "Exposes private TCP/UDP services through a TURN relay (RFC 8656, RFC 6062) with outbound\n" +
+        "connections only. Every option is also read from the environment (TURNPIKE_<OPTION>,\n" +
+        "lists comma-separated, windows ';'-separated) and from --config FILE (JSON).\n" +
+        "Precedence: flag > environment > config file > default.",
+    );
+  const groups = new Map<Group, string[]>();
+  for (const name of OPTION_NAMES) {
+    const s = OPTIONS[name] as OptionSpec<unknown>;
+    parser.option(name, {
+      type: "string",
+      requiresArg: true,
+      hidden: s.hidden === true,
+      describe: `${s.describe} [env: ${envName(name)}]`,
+      defaultDescription: s.defaultText,
+    });
+    if (!s.hidden) groups.set(s.group, [...(groups.get(s.group) ?? []), name]);
+  }
+  for (const [group, names] of groups) parser.group(names, `${group}:`);
+  parser.group(["config", "help", "version"], "General:");
+  parser.epilog(
+    "Credentials: TURNPIKE_TOKEN (derived REST credentials), --username/--password, or --credentials-url.\n" +
+      "Metrics: set OTLP_GRPC_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT) to export over OTLP gRPC.",
+  );
+  return parser;
+}
+
+function yargsMessage(text: string): string {
+  const unknown = /^Unknown arguments?: (.*)$/s.exec(text);
+  if (unknown) {
+    const flags = (unknown[1] ?? "")
+      .split(",")
+      .map((f) => f.trim().replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`))
+      .filter((f, i, all) => f !== "" && all.indexOf(f) === i)
+      .map((f) => (f.length === 1 ? `-${f}` : `--${f}`));
+    return `unknown option ${flags.join(", ")} (see --help)`;
+  }
+  const missing = /^Not enough arguments following: (.*)$/s.exec(text);
+  if (missing) return `--${missing[1]} needs a value`;
+  return text.replace(/\s*\n\s*/g, "; ");
+}
+
+function helpText(parser: ReturnType<typeof buildParser>): string {
+  let text = "";
+  parser.showHelp((s) => {
+    text = s;
+  });
+  return text;
+}
+
+type ArgvRecord = Record<string, unknown>;
+
+function flagLayer(args: ArgvRecord): Layer {
+  const values: RawSource = {};
+  for (const name of OPTION_NAMES) {
+    const v = args[camel(name)] ?? args[name];
+    if (v !== undefined) values[name] = v as Scalar | Scalar[];
+  }
+  return { values, where: (name) => `--${name}` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry point
+
+export function parseTunnelArgs(argv: readonly string[], env: NodeJS.ProcessEnv): ParsedCommand {
+  if (argv[0] === "list") return parseList(argv.slice(1), env);
+  const parser = buildParser(argv, "run");
+  const args = parser.parseSync() as ArgvRecord;
+  if (args.help === true) return { command: "help", text: helpText(parser) };
+  if (args.version === true) return { command: "version", text: TUNNEL_VERSION };
+  const positional = (args._ as unknown[] | undefined) ?? [];
+  if (positional.length > 0)
+    throw new ConfigError(`unknown command ${JSON.stringify(String(positional[0]))}`);
+  const layers = [flagLayer(args), envLayer(env)];
+  const file =
+    args.config !== undefined
+      ? ([one(args.config as Scalar, "--config"), "--config"] as const)
+      : env[`${ENV_PREFIX}CONFIG`]?.trim()
+        ? ([env[`${ENV_PREFIX}CONFIG`]!.trim(), `${ENV_PREFIX}CONFIG`] as const)
+        : undefined;
+  if (file !== undefined) layers.push(fileLayer(file[0], file[1]));
+  const tokenFromFlag = layers[0]!.values.token !== undefined;
+  return finish(resolveValues(layers), tokenFromFlag, env);
+}
+
+function finish(v: OptionValues, tokenFromFlag: boolean, env: NodeJS.ProcessEnv): TunnelConfig {
+  const warnings: string[] = [];
+  if (v.relay.length === 0)
+    throw new ConfigError("--relay is required (e.g. --relay turn:relay.example.com)");
+  if (v["backoff-base"] > v["backoff-max"]) {
+    throw new ConfigError(
+      `--backoff-base must be <= --backoff-max, got ${v["backoff-base"]} > ${v["backoff-max"]}`,
+    );
+  }
+
+  let credentials: CredentialsConfig;
+  const hasStatic = v.username !== undefined || v.password !== undefined;
+  const sources = [hasStatic, v["credentials-url"] !== undefined, v.token !== undefined].filter(
+    Boolean,
+  ).length;
+  if (sources > 1) {
+    throw new ConfigError(
+      `give exactly one credential source: ${ENV_PREFIX}TOKEN, --username/--password, or --credentials-url`,
+    );
+  }
+  if (hasStatic) {
+    if (v.username === undefined || v.password === undefined) {
+      throw new ConfigError("--username and --password go together");
+    }
+    credentials = { kind: "static", username: v.username, password: v.password };
+  } else if (v["credentials-url"] !== undefined) {
+    credentials = { kind: "url", url: v["credentials-url"] };
+  } else if (v.token !== undefined) {
+    credentials = { kind: "token", token: v.token, name: v.name, ttl: v["credential-ttl"] };
+    if (tokenFromFlag)
+      warnings.push(
+        `--token on the command line is visible to other users of this host; prefer ${ENV_PREFIX}TOKEN`,
+      );
+  } else {
+    throw new ConfigError(
+      `no credentials: export ${ENV_PREFIX}TOKEN, or pass --username/--password or --credentials-url`,
+    );
+  }
+
+  const allow = expandAllowList(v["allow-peer"], v["max-permissions"]);
+  if ("error" in allow) throw new ConfigError(`--allow-peer: ${allow.error}`);
+  if (v.expose.length > 0 && allow.ips.length === 0) {
+    warnings.push("no --allow-peer: no peer can reach the exposed services until one is allowed");
+  }
+  const names = new Set<string>();
+  const services: ServiceSpec[] = v.expose.map((e) => {
+    if (names.has(e.name))
+      throw new ConfigError(`--expose names must be unique, got "${e.name}" twice`);
+    names.add(e.name);
+    return { ...e, allowPeers: allow, windows: v.window };
+  });
+  if (v.resolve.size > 0)
+    warnings.push("--resolve is set: relay names are answered from a fixed table (tests only)");
+  if (
+    v["admin-listen"] !== null &&
+    v["admin-token"] === undefined &&
+    !isLoopback(v["admin-listen"].host)
+  ) {
+    warnings.push(
+      "the admin API listens beyond loopback without --admin-token: anyone who reaches it can expose services",
+    );
+  }
+  const known = new Set(OPTION_NAMES.map((n) => envName(n)));
+  known.add(`${ENV_PREFIX}CONFIG`);
+  for (const name of Object.keys(env)) {
+    if (name.startsWith(ENV_PREFIX) && !known.has(name))
+      warnings.push(`ignoring unknown environment variable ${name}`);
+  }
+
+  return {
+    command: "run",
+    relays: v.relay,
+    credentials,
+    services,
+    dnsInterval: v["dns-interval"],
+    keepalive: v.keepalive,
+    backoffBase: v["backoff-base"],
+    backoffMax: v["backoff-max"],
+    lifetime: v.lifetime,
+    maxPermissions: v["max-permissions"],
+    adminListen: v["admin-listen"],
+    adminToken: v["admin-token"],
+    logFormat: v["log-format"],
+    logLevel: v["log-level"],
+    software: v.software,
+    resolve: v.resolve,
+    warnings,
+  };
+}
+
+function isLoopback(host: string): boolean {
+  return host.startsWith("127.") || host === "::1";
+}
+
+function parseList(argv: readonly string[], env: NodeJS.ProcessEnv): ListCommand | InfoCommand {
+  const parser = buildParser(argv, "list");
+  const args = parser.parseSync() as ArgvRecord;
+  if (args.help === true) return { command: "help", text: helpText(parser) };
+  let admin = args.admin === undefined ? undefined : one(args.admin as Scalar, "--admin");
+  if (admin === undefined) {
+    const listen = env[envName("admin-listen")]?.trim();
+    const at =
+      listen && listen !== "off" ? parseListen(listen, envName("admin-listen")) : undefined;
+    const host = at === undefined ? "127.0.0.1" : at.host.includes(":") ? `[${at.host}]` : at.host;
+    admin = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${at?.port ?? 7070}`;
+  }
+  try {
+    new URL(admin);
+  } catch {
+    fail("--admin", "a URL like http://127.0.0.1:7070", admin);
+  }
+  const token =
+    args.adminToken !== undefined
+      ? one(args.adminToken as Scalar, "--admin-token")
+      : env[envName("admin-token")]?.trim() || undefined;
+  return { command: "list", admin, adminToken: token, json: args.json === true };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docs
+
+/** The README configuration table (Markdown). */
+export function renderConfigTable(): string {
+  const cell = (t: string) => t.replaceAll("|", "\\|");
+  const rows = [
+    "| option | env var | default | meaning |",
+    "|---|---|---|---|",
+    ...OPTION_NAMES.map((name) => {
+      const s = OPTIONS[name] as OptionSpec<unknown>;
+      return `| ${cell(`\`--${name} ${s.placeholder ?? "VALUE"}\``)} | \`${envName(name)}\` | ${cell(s.defaultText)} | ${cell(s.describe)} |`;
+    }),
+    `| \`--config FILE\` | \`${ENV_PREFIX}CONFIG\` | none | ${CONFIG_OPTION_DESCRIBE} |`,
+  ];
+  return `${rows.join("\n")}\n`;
+}

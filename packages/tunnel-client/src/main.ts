@@ -1,0 +1,163 @@
+// The turnpike-tunnel process: parse the configuration, then either `list` or run the engine
+// until a signal. Process globals come in through CliIo so the lifecycle is testable.
+//
+//   SIGTERM / SIGINT   release every allocation (Refresh lifetime 0), close the admin API,
+//                      flush metrics, exit 0; a second signal exits at once (1)
+
+import { randomFillSync } from "node:crypto";
+import type { RandomSource } from "@turnpike/relay-core";
+import { type AdminServer, startAdminServer } from "./admin.js";
+import { ConfigError, PROGRAM_NAME, parseTunnelArgs, type TunnelConfig } from "./config.js";
+import { createCredentialSource } from "./credentials.js";
+import type { ListEntry } from "./engine.js";
+import { TunnelEngine } from "./engine.js";
+import { fetchList, renderTable } from "./list.js";
+import { createLogger } from "./log.js";
+import { startMetrics } from "./metrics.js";
+import { DnsResolver, StaticResolver } from "./resolver.js";
+
+export interface CliIo {
+  readonly argv: readonly string[];
+  readonly env: NodeJS.ProcessEnv;
+  stdout(text: string): void;
+  stderr(line: string): void;
+  readonly events: {
+    on(event: "SIGTERM" | "SIGINT", listener: () => void): unknown;
+    off(event: "SIGTERM" | "SIGINT", listener: () => void): unknown;
+  };
+  exit(code: number): void;
+}
+
+export const EXIT_CONFIG = 2;
+
+/** The OS CSPRNG, read in blocks (transaction ids, nonces). */
+export class CryptoRandom implements RandomSource {
+  private readonly pool = new Uint8Array(4096);
+  private pos = this.pool.length;
+  nextUint32(): number {
+    if (this.pos + 4 > this.pool.length) {
+      randomFillSync(this.pool);
+      this.pos = 0;
+    }
+    const p = this.pool;
+    const i = this.pos;
+    this.pos += 4;
+    return ((p[i]! << 24) | (p[i + 1]! << 16) | (p[i + 2]! << 8) | p[i + 3]!) >>> 0;
+  }
+  fillBytes(target: Uint8Array): void {
+    randomFillSync(target);
+  }
+}
+
+export async function runCli(io: CliIo): Promise<number> {
+  let parsed: ReturnType<typeof parseTunnelArgs>;
+  try {
+    parsed = parseTunnelArgs(io.argv, io.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      io.stderr(`${PROGRAM_NAME}: ${err.message}`);
+      return EXIT_CONFIG;
+    }
+    throw err;
+  }
+  switch (parsed.command) {
+    case "help":
+    case "version":
+      io.stdout(parsed.text.endsWith("\n") ? parsed.text : `${parsed.text}\n`);
+      return 0;
+    case "list":
+      try {
+        const rows = await fetchList(parsed.admin, parsed.adminToken);
+        io.stdout(
+          parsed.json ? `${JSON.stringify(rows, null, 2)}\n` : renderTable(rows as ListEntry[]),
+        );
+        return 0;
+      } catch (err) {
+        io.stderr(`${PROGRAM_NAME} list: ${(err as Error).message}`);
+        return 1;
+      }
+    case "run":
+      return run(parsed, io);
+  }
+}
+
+async function run(config: TunnelConfig, io: CliIo): Promise<number> {
+  const logger = createLogger({
+    level: config.logLevel,
+    format: config.logFormat,
+    write: io.stderr,
+  });
+  for (const w of config.warnings) logger.warn(w);
+  const resolver =
+    config.resolve.size > 0
+      ? new StaticResolver(config.resolve.entries(), new DnsResolver())
+      : new DnsResolver();
+  const engine = new TunnelEngine({
+    relays: config.relays,
+    credentials: createCredentialSource(config.credentials),
+    resolver,
+    logger,
+    random: new CryptoRandom(),
+    dnsInterval: config.dnsInterval,
+    keepalive: config.keepalive,
+    backoffBase: config.backoffBase,
+    backoffMax: config.backoffMax,
+    lifetime: config.lifetime,
+    software: config.software,
+  });
+  for (const s of config.services) {
+    const svc = engine.addService(s);
+    logger.info("service exposed", {
+      id: svc.id,
+      name: s.name,
+      target: `${s.protocol}://${s.target.host}:${s.target.port}`,
+    });
+  }
+  const metrics = startMetrics(engine, io.env, logger);
+  let admin: AdminServer | undefined;
+  if (config.adminListen !== null) {
+    try {
+      admin = await startAdminServer({
+        listen: config.adminListen,
+        token: config.adminToken,
+        engine,
+        maxPermissions: config.maxPermissions,
+        logger,
+      });
+      logger.info("admin API listening", {
+        address: `${admin.address.host}:${admin.address.port}`,
+        auth: config.adminToken !== undefined,
+      });
+    } catch (err) {
+      logger.error("admin API could not listen", { err: (err as Error).message });
+      return 1;
+    }
+  }
+  await engine.start();
+  logger.info("started", {
+    relays: config.relays.map((r) => r.text),
+    services: config.services.length,
+  });
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = () => {
+      if (stopping) {
+        io.exit(1);
+        return;
+      }
+      stopping = true;
+      logger.info("stopping: releasing allocations");
+      void (async () => {
+        await engine.stop();
+        await admin?.close();
+        await Promise.race([metrics.shutdown(), new Promise((r) => setTimeout(r, 5000))]);
+        io.events.off("SIGTERM", onSignal);
+        io.events.off("SIGINT", onSignal);
+        resolve(0);
+      })();
+    };
+    io.events.on("SIGTERM", onSignal);
+    io.events.on("SIGINT", onSignal);
+  });
+}

@@ -1,0 +1,163 @@
+// OpenTelemetry metrics for turnpike-tunnel, with the relay's conventions (relay-server's
+// metrics.ts): enabled by OTLP_GRPC_ENDPOINT (Firezone's variable) or the standard
+// OTEL_EXPORTER_OTLP_METRICS_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; service.name defaults to
+// "turnpike-tunnel"; OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_METRIC_EXPORT_INTERVAL and
+// OTEL_SDK_DISABLED are honoured. Every instrument is observable: the data path only bumps plain
+// numbers (TunnelCounters), read at collection time.
+//
+// | name                        | kind                 | unit         | attributes |
+// |-----------------------------|----------------------|--------------|------------|
+// | tunnel.tunnels              | UpDownCounter (obs.) | {tunnel}     | state, protocol |
+// | tunnel.reconnects           | Counter (obs.)       | {reconnect}  | - |
+// | tunnel.connections.opened   | Counter (obs.)       | {connection} | - |
+// | tunnel.connections.failed   | Counter (obs.)       | {connection} | - |
+// | tunnel.connections.active   | UpDownCounter (obs.) | {connection} | protocol |
+// | tunnel.bytes                | Counter (obs.)       | By           | direction (in = peer to target, out = target to peer) |
+
+import { type Attributes, ValueType } from "@opentelemetry/api";
+import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import { MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
+import { TUNNEL_VERSION } from "./config.js";
+import type { TunnelEngine } from "./engine.js";
+import type { Logger } from "./log.js";
+import { TUNNEL_STATES } from "./tunnel.js";
+
+export const DEFAULT_SERVICE_NAME = "turnpike-tunnel";
+
+export interface TunnelMetrics {
+  readonly otlpEndpoint: string | undefined;
+  forceFlush(): Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+/** The OTLP endpoint from the environment (metrics-specific, Firezone's, generic), or undefined. */
+export function otlpEndpointFrom(env: NodeJS.ProcessEnv): string | undefined {
+  if ((env.OTEL_SDK_DISABLED ?? "").trim().toLowerCase() === "true") return undefined;
+  for (const name of [
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTLP_GRPC_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+  ]) {
+    const raw = env[name]?.trim();
+    if (!raw) continue;
+    // Firezone's variable is "host:port"; the exporter wants a URL.
+    return /^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `http://${raw}`;
+  }
+  return undefined;
+}
+
+export function resourceAttributesFrom(env: NodeJS.ProcessEnv, version: string): Attributes {
+  const attrs: Attributes = {};
+  for (const pair of (env.OTEL_RESOURCE_ATTRIBUTES ?? "").split(",")) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) continue;
+    const key = pair.slice(0, eq).trim();
+    if (key === "") continue;
+    try {
+      attrs[key] = decodeURIComponent(pair.slice(eq + 1).trim());
+    } catch {
+      // malformed entries are discarded (OTel spec)
+    }
+  }
+  const serviceName = env.OTEL_SERVICE_NAME?.trim();
+  if (serviceName) attrs["service.name"] = serviceName;
+  else if (typeof attrs["service.name"] !== "string") attrs["service.name"] = DEFAULT_SERVICE_NAME;
+  if (attrs["service.version"] === undefined) attrs["service.version"] = version;
+  return attrs;
+}
+
+function positiveInt(text: string | undefined, fallback: number): number {
+  const n = text === undefined ? Number.NaN : Number(text);
+  return Number.isInteger(n) && n > 0 ? n : fallback;
+}
+
+export function startMetrics(
+  engine: TunnelEngine,
+  env: NodeJS.ProcessEnv,
+  logger: Logger,
+): TunnelMetrics {
+  const endpoint = otlpEndpointFrom(env);
+  if (endpoint === undefined) {
+    return { otlpEndpoint: undefined, forceFlush: async () => {}, shutdown: async () => {} };
+  }
+  const interval = positiveInt(env.OTEL_METRIC_EXPORT_INTERVAL, 60_000);
+  const timeout = Math.min(positiveInt(env.OTEL_METRIC_EXPORT_TIMEOUT, 30_000), interval);
+  const provider = new MeterProvider({
+    resource: resourceFromAttributes(resourceAttributesFrom(env, TUNNEL_VERSION)),
+    readers: [
+      new PeriodicExportingMetricReader({
+        exporter: new OTLPMetricExporter({ url: endpoint, timeoutMillis: timeout }),
+        exportIntervalMillis: interval,
+        exportTimeoutMillis: timeout,
+      }),
+    ],
+  });
+  const meter = provider.getMeter("turnpike-tunnel", TUNNEL_VERSION);
+  const int = { valueType: ValueType.INT };
+  const tunnels = meter.createObservableUpDownCounter("tunnel.tunnels", {
+    ...int,
+    unit: "{tunnel}",
+    description: "Tunnels (service x relay address) by state",
+  });
+  const reconnects = meter.createObservableCounter("tunnel.reconnects", {
+    ...int,
+    unit: "{reconnect}",
+    description: "Times a tunnel lost its relay or allocation and went to backoff",
+  });
+  const opened = meter.createObservableCounter("tunnel.connections.opened", {
+    ...int,
+    unit: "{connection}",
+    description: "Peer connections (TCP) or peer flows (UDP) opened towards targets",
+  });
+  const failed = meter.createObservableCounter("tunnel.connections.failed", {
+    ...int,
+    unit: "{connection}",
+    description: "Peer connections that failed (bind refused, target refused)",
+  });
+  const active = meter.createObservableUpDownCounter("tunnel.connections.active", {
+    ...int,
+    unit: "{connection}",
+    description: "Open peer connections / flows",
+  });
+  const bytes = meter.createObservableCounter("tunnel.bytes", {
+    ...int,
+    unit: "By",
+    description: "Payload bytes relayed (in: peer to target, out: target to peer)",
+  });
+  meter.addBatchObservableCallback(
+    (result) => {
+      const rows = engine.list();
+      for (const protocol of ["tcp", "udp"] as const) {
+        for (const state of TUNNEL_STATES) {
+          const n = rows.filter((r) => r.protocol === protocol && r.state === state).length;
+          result.observe(tunnels, n, { state, protocol });
+        }
+        const conns = rows
+          .filter((r) => r.protocol === protocol)
+          .reduce((a, r) => a + r.openConnections, 0);
+        result.observe(active, conns, { protocol });
+      }
+      const c = engine.counters;
+      result.observe(reconnects, c.reconnects);
+      result.observe(opened, c.connectionsOpened);
+      result.observe(failed, c.connectionsFailed);
+      result.observe(bytes, c.bytesIn, { direction: "in" });
+      result.observe(bytes, c.bytesOut, { direction: "out" });
+    },
+    [tunnels, reconnects, opened, failed, active, bytes],
+  );
+  let done: Promise<void> | undefined;
+  return {
+    otlpEndpoint: endpoint,
+    forceFlush: () => provider.forceFlush(),
+    shutdown: () => {
+      done ??= provider.shutdown().catch((err: unknown) => {
+        logger.warn("metrics shutdown failed", {
+          err: err instanceof Error ? err.message : String(err),
+        });
+      });
+      return done;
+    },
+  };
+}

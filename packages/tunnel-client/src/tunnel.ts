@@ -1,0 +1,727 @@
+// One tunnel: one exposed service through one relay IP. It owns a TurnClient (relay-core's
+// sans-IO state machine) and executes it: a control socket towards the relay (dgram for
+// turn:?transport=udp, net for transport=tcp, tls for turns:), ONE timer armed from the
+// client's pollTimeout(), keep-alive and dead-relay detection, reconnect with backoff.
+//
+// Call order after every input (relay bytes, timer, API call): client.handle*() -> drain
+// pollTransmit() onto the control socket -> drain pollEvent() -> re-arm the timer. Same loop as
+// relay-server's driver and Firezone's: flush, events, timers.
+//
+// States (visible in /list):
+//   connecting    opening the control socket
+//   allocating    Allocate sent (credentials, 401/nonce dance inside the client)
+//   ready         relayed address live, permissions installed for the allowed peers
+//   backoff       the relay was lost or refused; waiting a full-jitter delay to try again
+//   closed-window outside every access window: allocation released on purpose
+//   stopped       removed (DELETE /expose or shutdown)
+//
+// Data paths:
+//   UDP service: per peer (ip:port) a local dgram socket connected to the target. Peer -> target:
+//   ChannelData / Data indication from the relay -> that peer's socket; the first datagram of a
+//   peer also binds a channel (RFC 8656 §12) so replies travel as 4-byte-header ChannelData
+//   (header and payload handed to the kernel as two buffers, never concatenated).
+//   TCP service (RFC 6062 §4.3): on ConnectionAttempt, a NEW data connection to the relay,
+//   ConnectionBind on it, then the target is dialled and both sockets are piped (pause/resume
+//   backpressure, no per-chunk copy); a target that refuses gets the data connection ended
+//   cleanly, which makes the relay close the peer's connection.
+
+import { createSocket, type Socket as DgramSocket } from "node:dgram";
+import { lookup } from "node:dns/promises";
+import { isIP, connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
+import {
+  formatTransportAddress,
+  Method,
+  type RandomSource,
+  StreamFramer,
+  type TransportAddress,
+  TurnClient,
+  type TurnClientEvent,
+  writeChannelDataHeader,
+} from "@turnpike/relay-core";
+import { Backoff } from "./backoff.js";
+import type { ServiceSpec } from "./config.js";
+import type { CredentialSource, TurnCredentials } from "./credentials.js";
+import type { Logger } from "./log.js";
+import type { ControlTransport, TurnUri } from "./uri.js";
+
+export type TunnelState =
+  | "resolving"
+  | "connecting"
+  | "allocating"
+  | "ready"
+  | "backoff"
+  | "closed-window"
+  | "stopped";
+
+export const TUNNEL_STATES: readonly TunnelState[] = [
+  "resolving",
+  "connecting",
+  "allocating",
+  "ready",
+  "backoff",
+  "closed-window",
+  "stopped",
+];
+
+/** Process-wide counters (metrics read them at collection time). */
+export interface TunnelCounters {
+  reconnects: number;
+  connectionsOpened: number;
+  connectionsFailed: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export interface TunnelOptions {
+  readonly serviceId: string;
+  readonly service: ServiceSpec;
+  readonly uri: TurnUri;
+  readonly relayIp: string;
+  readonly credentials: CredentialSource;
+  readonly random: RandomSource;
+  /** A uniform number in [0, 1) for backoff jitter. */
+  readonly jitter: () => number;
+  readonly logger: Logger;
+  readonly counters: TunnelCounters;
+  /** Seconds. */
+  readonly keepalive: number;
+  readonly backoffBase: number;
+  readonly backoffMax: number;
+  readonly lifetime: number;
+  readonly software: string;
+  /** Monotonic ms. */
+  readonly now?: () => number;
+  /** Wall-clock ms (credential expiry). */
+  readonly wallNow?: () => number;
+}
+
+/** Re-allocate this long before the allocation's credentials run out. */
+const CREDENTIAL_MARGIN_MS = 60_000;
+/** UDP peer flows idle this long are closed (their local socket freed). */
+const UDP_FLOW_IDLE_MS = 120_000;
+/** At most this many UDP peer flows per tunnel (each holds a local socket). */
+const MAX_UDP_FLOWS = 1024;
+/** Bytes of peer data buffered while the target connection is being dialled. */
+const TCP_EARLY_DATA_LIMIT = 256 * 1024;
+/** RFC 6062 §5.4: the server drops unbound connections after 30 s; we give up a bit earlier. */
+const CONNECTION_BIND_TIMEOUT_MS = 25_000;
+
+interface UdpFlow {
+  readonly key: string;
+  readonly peer: TransportAddress;
+  readonly socket: DgramSocket;
+  channel: number;
+  bound: boolean;
+  lastUse: number;
+}
+
+const EMPTY = new Uint8Array(0);
+const PADDING = new Uint8Array(3);
+
+export class Tunnel {
+  state: TunnelState = "connecting";
+  relayedAddress: TransportAddress | undefined;
+  lastError: string | undefined;
+  openConnections = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  reconnects = 0;
+
+  private readonly log: Logger;
+  private readonly backoff: Backoff;
+  private readonly now: () => number;
+  private readonly wallNow: () => number;
+  private readonly control: ControlTransport;
+  private client: TurnClient | undefined;
+  private udp: DgramSocket | undefined;
+  private stream: Socket | undefined;
+  private framer: StreamFramer | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
+  private lastRx = 0;
+  private creds: TurnCredentials | undefined;
+  /** Bumped on every (re)connect: callbacks of an older generation are ignored. */
+  private generation = 0;
+  private readonly flows = new Map<string, UdpFlow>();
+  private readonly flowsByChannel = new Map<number, UdpFlow>();
+  private readonly pipes = new Set<Socket>();
+  private targetAddress: { ip: string; family: 4 | 6 } | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: TunnelOptions) {
+    this.now = o.now ?? (() => performance.now());
+    this.wallNow = o.wallNow ?? Date.now;
+    this.log = o.logger.child({ service: o.service.name, relay: o.relayIp });
+    this.backoff = new Backoff({
+      baseMs: o.backoffBase * 1000,
+      capMs: o.backoffMax * 1000,
+      random: o.jitter,
+    });
+    // RFC 6062 needs a stream control connection; a turn: URI serves TCP on the same port.
+    this.control =
+      o.service.protocol === "tcp" && o.uri.transport === "udp" ? "tcp" : o.uri.transport;
+  }
+
+  get relayLabel(): string {
+    const h = this.o.relayIp.includes(":") ? `[${this.o.relayIp}]` : this.o.relayIp;
+    return `${this.o.uri.secure ? "turns" : "turn"}:${h}:${this.o.uri.port}?transport=${this.control === "tls" ? "tcp" : this.control}`;
+  }
+
+  start(): void {
+    if (this.state === "stopped") return;
+    void this.connect();
+  }
+
+  /** Release the allocation and close everything; the tunnel is done. */
+  stop(): void {
+    this.teardown(true);
+    this.setState("stopped");
+  }
+
+  /** Outside the access windows: release, and stay idle until `reopen()`. */
+  closeWindow(): void {
+    if (this.state === "closed-window" || this.state === "stopped") return;
+    this.teardown(true);
+    this.setState("closed-window");
+    this.log.info("access window closed: allocation released");
+  }
+
+  /** Created while the window is closed: nothing to release, just show the state. */
+  closeWindowIdle(): void {
+    this.setState("closed-window");
+  }
+
+  reopen(): void {
+    if (this.state !== "closed-window") return;
+    this.backoff.reset();
+    this.log.info("access window open: allocating");
+    void this.connect();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Connection lifecycle
+
+  private async connect(): Promise<void> {
+    const gen = ++this.generation;
+    this.setState("connecting");
+    let creds: TurnCredentials;
+    try {
+      creds = await this.o.credentials.get();
+    } catch (err) {
+      if (gen === this.generation) this.fail(`credentials: ${(err as Error).message}`);
+      return;
+    }
+    if (gen !== this.generation) return;
+    this.creds = creds;
+    try {
+      if (this.o.service.protocol === "udp") await this.resolveTarget();
+    } catch (err) {
+      if (gen === this.generation)
+        this.fail(`target ${this.o.service.target.host}: ${(err as Error).message}`);
+      return;
+    }
+    if (gen !== this.generation) return;
+    const family = isIP(this.o.relayIp) === 6 ? 6 : 4;
+    this.client = new TurnClient({
+      username: creds.username,
+      password: creds.password,
+      random: this.o.random,
+      transport: this.control,
+      requestedTransport: this.o.service.protocol,
+      family,
+      lifetime: this.o.lifetime,
+      software: this.o.software,
+      keepaliveInterval: this.o.keepalive,
+    });
+    this.lastRx = this.now();
+    if (this.control === "udp") {
+      const sock = createSocket({ type: family === 6 ? "udp6" : "udp4" });
+      this.udp = sock;
+      sock.on("message", (msg) => {
+        if (gen === this.generation) this.onControlDatagram(msg);
+      });
+      sock.on("error", (err) => {
+        if (gen === this.generation) this.fail(`control socket: ${err.message}`);
+      });
+      sock.connect(this.o.uri.port, this.o.relayIp, () => {
+        if (gen !== this.generation) return;
+        this.beginAllocate();
+      });
+    } else {
+      const sock =
+        this.control === "tls"
+          ? tlsConnect({
+              host: this.o.relayIp,
+              port: this.o.uri.port,
+              servername: isIP(this.o.uri.host) === 0 ? this.o.uri.host : undefined,
+            })
+          : netConnect({ host: this.o.relayIp, port: this.o.uri.port });
+      sock.setNoDelay(true);
+      this.stream = sock;
+      this.framer = new StreamFramer();
+      sock.once(this.control === "tls" ? "secureConnect" : "connect", () => {
+        if (gen === this.generation) this.beginAllocate();
+      });
+      sock.on("data", (chunk: Buffer) => {
+        if (gen === this.generation) this.onControlChunk(chunk);
+      });
+      sock.on("error", (err) => {
+        if (gen === this.generation) this.fail(`control connection: ${err.message}`);
+      });
+      sock.on("close", () => {
+        if (gen === this.generation) this.fail("control connection closed by the relay");
+      });
+    }
+    this.armTimer();
+  }
+
+  private beginAllocate(): void {
+    this.setState("allocating");
+    this.lastRx = this.now();
+    this.client?.allocate(this.now());
+    this.flush();
+  }
+
+  private async resolveTarget(): Promise<void> {
+    const host = this.o.service.target.host;
+    const fam = isIP(host);
+    if (fam !== 0) {
+      this.targetAddress = { ip: host, family: fam as 4 | 6 };
+      return;
+    }
+    const a = await lookup(host);
+    this.targetAddress = { ip: a.address, family: a.family === 6 ? 6 : 4 };
+  }
+
+  /** Lost the relay (or it refused): tear down and try again after a backoff delay. */
+  private fail(reason: string, immediate = false): void {
+    if (this.state === "stopped" || this.state === "closed-window") return;
+    const wasReady = this.state === "ready";
+    this.lastError = reason;
+    this.teardown(false);
+    const delay = immediate ? 0 : this.backoff.next(this.now());
+    this.reconnects++;
+    this.o.counters.reconnects++;
+    this.setState("backoff");
+    this.log[wasReady ? "warn" : "info"]("tunnel down, reconnecting", {
+      reason,
+      delayMs: delay,
+      attempt: this.backoff.attempts,
+    });
+    const gen = this.generation;
+    this.timerAt = this.now() + delay;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (gen === this.generation && this.state === "backoff") void this.connect();
+    }, delay);
+  }
+
+  private teardown(release: boolean): void {
+    this.generation++;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
+    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+    const client = this.client;
+    if (release && client !== undefined && this.state === "ready") {
+      // Best effort: Refresh lifetime 0 (RFC 8656 §7.2) so the relayed address goes at once.
+      try {
+        client.release(this.now());
+        this.flush(true);
+      } catch {
+        // the socket may already be gone
+      }
+    }
+    this.client = undefined;
+    const udp = this.udp;
+    this.udp = undefined;
+    if (udp !== undefined) setImmediate(() => closeQuietly(udp));
+    const stream = this.stream;
+    this.stream = undefined;
+    this.framer = undefined;
+    if (stream !== undefined) {
+      if (release) stream.end();
+      else stream.destroy();
+    }
+    for (const f of this.flows.values()) closeQuietly(f.socket);
+    this.flows.clear();
+    this.flowsByChannel.clear();
+    for (const p of this.pipes) p.destroy();
+    this.pipes.clear();
+    this.openConnections = 0;
+    this.relayedAddress = undefined;
+  }
+
+  private setState(s: TunnelState): void {
+    this.state = s;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The client loop
+
+  private flush(final = false): void {
+    const client = this.client;
+    if (client === undefined) return;
+    for (let t = client.pollTransmit(); t !== undefined; t = client.pollTransmit()) {
+      this.sendControl(t);
+    }
+    if (final) return;
+    for (let e = client.pollEvent(); e !== undefined; e = client.pollEvent()) {
+      this.onEvent(e);
+      if (this.client !== client) return; // the event tore the tunnel down
+    }
+    this.armTimer();
+  }
+
+  private sendControl(bytes: Uint8Array, payload?: Uint8Array): void {
+    if (this.udp !== undefined) {
+      if (payload === undefined) this.udp.send(bytes);
+      else this.udp.send([bytes, payload]);
+      return;
+    }
+    const s = this.stream;
+    if (s === undefined || s.destroyed) return;
+    s.write(bytes);
+    if (payload !== undefined) {
+      s.write(payload);
+      // RFC 8656 §12.5: over a stream ChannelData is padded to a multiple of 4.
+      const pad = (4 - (payload.length & 3)) & 3;
+      if (pad > 0) s.write(PADDING.subarray(0, pad));
+    }
+  }
+
+  private armTimer(): void {
+    const client = this.client;
+    if (client === undefined) return;
+    const now = this.now();
+    let at = client.pollTimeout() ?? Number.POSITIVE_INFINITY;
+    // Dead-relay detection: the client sends a Binding keep-alive every --keepalive seconds, so
+    // silence for twice that means the relay (or the path) is gone.
+    at = Math.min(at, this.lastRx + this.o.keepalive * 2000);
+    if (this.creds !== undefined && Number.isFinite(this.creds.expiresAt)) {
+      at = Math.min(at, now + (this.creds.expiresAt - CREDENTIAL_MARGIN_MS - this.wallNow()));
+    }
+    if (this.timer !== undefined && at === this.timerAt) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAt = at;
+    const gen = this.generation;
+    // setTimeout holds at most ~24.8 days; a later deadline is simply re-armed on the way.
+    this.timer = setTimeout(() => this.onTimer(gen), Math.max(0, Math.min(at - now, 0x7fffffff)));
+  }
+
+  private onTimer(gen: number): void {
+    this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
+    const client = this.client;
+    if (gen !== this.generation || client === undefined) return;
+    const now = this.now();
+    if (now - this.lastRx >= this.o.keepalive * 2000) {
+      this.fail(`no answer from the relay for ${this.o.keepalive * 2} s`);
+      return;
+    }
+    if (this.creds !== undefined && this.creds.expiresAt - CREDENTIAL_MARGIN_MS <= this.wallNow()) {
+      // A relay ties the allocation to its USERNAME (RFC 8656 §7, 441), so fresh credentials
+      // mean a fresh allocation.
+      this.log.info("credentials about to expire: re-allocating with fresh ones");
+      this.teardown(true);
+      this.setState("backoff");
+      void this.connect();
+      return;
+    }
+    client.handleTimeout(now);
+    this.flush();
+  }
+
+  private onEvent(e: TurnClientEvent): void {
+    switch (e.type) {
+      case "allocated":
+        this.relayedAddress = e.relayed;
+        this.lastError = undefined;
+        this.backoff.connected(this.now());
+        for (const ip of this.o.service.allowPeers.ips)
+          this.client?.createPermission(ip, this.now());
+        this.setState("ready");
+        this.log.info("tunnel ready", {
+          relayed: formatTransportAddress(e.relayed),
+          lifetime: e.lifetime,
+          target: `${this.o.service.protocol}://${this.o.service.target.host}:${this.o.service.target.port}`,
+        });
+        this.sweepTimer = setInterval(() => this.sweepFlows(), 30_000);
+        this.sweepTimer.unref();
+        return;
+      case "allocate-failed":
+        this.fail(`allocate failed: ${e.code} ${e.reason}`);
+        return;
+      case "refresh-failed":
+        this.fail(`refresh failed: ${e.code} ${e.reason}`);
+        return;
+      case "released":
+        return;
+      case "transaction-timeout": {
+        const what =
+          e.method === Method.Binding
+            ? "keep-alive"
+            : e.method === Method.Allocate
+              ? "Allocate"
+              : e.method === Method.Refresh
+                ? "Refresh"
+                : undefined;
+        if (what !== undefined) this.fail(`relay did not answer (${what})`);
+        return;
+      }
+      case "permission-failed":
+        this.lastError = `permission for ${e.peerIp} refused: ${e.code} ${e.reason}`;
+        this.log.warn("permission refused", { peer: e.peerIp, code: e.code, reason: e.reason });
+        return;
+      case "channel-bound": {
+        const flow = this.flows.get(formatTransportAddress(e.peer));
+        if (flow !== undefined && flow.channel === e.channel) flow.bound = true;
+        return;
+      }
+      case "channel-bind-failed":
+        this.log.debug("channel bind failed", {
+          peer: formatTransportAddress(e.peer),
+          code: e.code,
+        });
+        return;
+      case "connection-attempt":
+        this.onConnectionAttempt(e.peer, e.connectionId);
+        return;
+      default:
+        return;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Input from the relay
+
+  private onControlDatagram(msg: Buffer): void {
+    this.lastRx = this.now();
+    this.onControlMessage(msg);
+    this.flush();
+  }
+
+  private onControlChunk(chunk: Buffer): void {
+    const framer = this.framer;
+    if (framer === undefined) return;
+    this.lastRx = this.now();
+    framer.push(chunk);
+    for (let f = framer.next(); f !== undefined; f = framer.next()) {
+      this.onControlMessage(f);
+      if (this.framer !== framer) return;
+    }
+    if (framer.error !== undefined) {
+      this.fail("the relay sent bytes that are neither STUN nor ChannelData");
+      return;
+    }
+    this.flush();
+  }
+
+  private onControlMessage(bytes: Uint8Array): void {
+    const client = this.client;
+    if (client === undefined) return;
+    // Control messages update the client; ChannelData and Data indications come back as a view.
+    const data = client.handleInput(bytes, this.now());
+    if (data === undefined || data.peer === undefined) return;
+    this.onPeerDatagram(data.peer, data.bytes.subarray(data.start, data.end));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // UDP services
+
+  private onPeerDatagram(peer: TransportAddress, payload: Uint8Array): void {
+    if (this.o.service.protocol !== "udp" || this.targetAddress === undefined) return;
+    const key = formatTransportAddress(peer);
+    let flow = this.flows.get(key);
+    if (flow === undefined) {
+      if (this.flows.size >= MAX_UDP_FLOWS) return;
+      flow = this.openFlow(key, peer);
+    }
+    flow.lastUse = this.now();
+    this.bytesIn += payload.length;
+    this.o.counters.bytesIn += payload.length;
+    flow.socket.send(payload);
+  }
+
+  private openFlow(key: string, peer: TransportAddress): UdpFlow {
+    const target = this.targetAddress!;
+    const socket = createSocket({ type: target.family === 6 ? "udp6" : "udp4" });
+    const client = this.client!;
+    // RFC 8656 §12: a channel for this peer, so replies cost 4 bytes of header, not 36.
+    const channel = client.bindChannel(peer, this.now());
+    const flow: UdpFlow = { key, peer, socket, channel, bound: false, lastUse: this.now() };
+    this.flows.set(key, flow);
+    this.flowsByChannel.set(channel, flow);
+    this.openConnections = this.flows.size;
+    this.o.counters.connectionsOpened++;
+    socket.on("error", (err) => {
+      this.log.debug("target socket error", { peer: key, err: err.message });
+    });
+    socket.on("message", (reply) => this.onTargetDatagram(flow, reply));
+    socket.connect(this.o.service.target.port, target.ip);
+    this.log.debug("udp peer flow opened", { peer: key, channel });
+    return flow;
+  }
+
+  private onTargetDatagram(flow: UdpFlow, reply: Buffer): void {
+    const client = this.client;
+    if (client === undefined || this.flows.get(flow.key) !== flow) return;
+    flow.lastUse = this.now();
+    this.bytesOut += reply.length;
+    this.o.counters.bytesOut += reply.length;
+    if (flow.bound) {
+      // A fresh 4-byte header per datagram (from Node's pool): the kernel may get the buffers
+      // later than this call returns, so a shared header could be overwritten in between.
+      const header = Buffer.allocUnsafe(4);
+      writeChannelDataHeader(header, 0, flow.channel, reply.length);
+      this.sendControl(header, reply);
+      return;
+    }
+    // Until the ChannelBind succeeded: a Send indication (RFC 8656 §11.1).
+    this.sendControl(client.sendIndication(flow.peer, reply));
+  }
+
+  private sweepFlows(): void {
+    const cutoff = this.now() - UDP_FLOW_IDLE_MS;
+    for (const f of this.flows.values()) {
+      if (f.lastUse >= cutoff) continue;
+      this.flows.delete(f.key);
+      if (this.flowsByChannel.get(f.channel) === f) this.flowsByChannel.delete(f.channel);
+      closeQuietly(f.socket);
+    }
+    this.openConnections = this.o.service.protocol === "udp" ? this.flows.size : this.pipes.size;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // TCP services (RFC 6062 §4.3)
+
+  private onConnectionAttempt(peer: TransportAddress, connectionId: number): void {
+    const client = this.client;
+    if (client === undefined || this.o.service.protocol !== "tcp") return;
+    const gen = this.generation;
+    const peerText = formatTransportAddress(peer);
+    const data =
+      this.control === "tls"
+        ? tlsConnect({
+            host: this.o.relayIp,
+            port: this.o.uri.port,
+            servername: isIP(this.o.uri.host) === 0 ? this.o.uri.host : undefined,
+          })
+        : netConnect({ host: this.o.relayIp, port: this.o.uri.port });
+    data.setNoDelay(true);
+    this.pipes.add(data);
+    const done = () => {
+      this.pipes.delete(data);
+      this.openConnections = this.pipes.size;
+    };
+    data.once("close", done);
+    data.on("error", (err) =>
+      this.log.debug("data connection error", { peer: peerText, err: err.message }),
+    );
+    const bindTimer = setTimeout(() => data.destroy(), CONNECTION_BIND_TIMEOUT_MS);
+    data.once(this.control === "tls" ? "secureConnect" : "connect", () => {
+      if (gen !== this.generation || this.client === undefined) return data.destroy();
+      data.write(this.client.connectionBindRequest(connectionId));
+    });
+    // Read exactly one STUN message (the ConnectionBind answer); what follows is the peer's data.
+    let head = EMPTY as Uint8Array;
+    const onData = (chunk: Buffer) => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      if (head.length < 20) return;
+      const total = 20 + ((head[2]! << 8) | head[3]!);
+      if (head.length < total) {
+        if (total > 4096) data.destroy();
+        return;
+      }
+      data.off("data", onData);
+      clearTimeout(bindTimer);
+      const answer = head.subarray(0, total);
+      const rest = head.subarray(total);
+      head = EMPTY;
+      const c = this.client;
+      if (gen !== this.generation || c === undefined) return data.destroy();
+      const result = c.handleConnectionBindResponse(answer);
+      if (!result.ok) {
+        if (result.retry !== undefined) {
+          data.on("data", onData);
+          data.write(result.retry);
+          return;
+        }
+        this.log.warn("connection bind refused", {
+          peer: peerText,
+          code: result.code,
+          reason: result.reason,
+        });
+        this.o.counters.connectionsFailed++;
+        return data.destroy();
+      }
+      data.pause();
+      this.dialTarget(data, rest, peerText);
+    };
+    data.on("data", onData);
+  }
+
+  private dialTarget(data: Socket, early: Uint8Array, peerText: string): void {
+    const { host, port } = this.o.service.target;
+    const target = netConnect({ host, port });
+    target.setNoDelay(true);
+    this.pipes.add(target);
+    this.o.counters.connectionsOpened++;
+    this.openConnections = this.pipes.size;
+    let connected = false;
+    target.once("close", () => {
+      this.pipes.delete(target);
+      this.openConnections = this.pipes.size;
+    });
+    target.on("error", (err) => {
+      if (!connected) {
+        // The target refused or is unreachable: end the peer's side cleanly (FIN, not RST), so
+        // the platform sees a closed connection instead of a hang.
+        this.o.counters.connectionsFailed++;
+        this.log.info("target refused the connection", { peer: peerText, err: err.message });
+        data.end();
+        return;
+      }
+      this.log.debug("target connection error", { peer: peerText, err: err.message });
+      data.destroy();
+    });
+    data.on("error", () => target.destroy());
+    data.once("close", () => target.destroy());
+    target.once("close", () => {
+      if (!data.destroyed && connected) data.end();
+    });
+    target.once("connect", () => {
+      connected = true;
+      this.log.debug("tcp connection piped", { peer: peerText });
+      if (early.length > 0) {
+        this.bytesIn += early.length;
+        this.o.counters.bytesIn += early.length;
+        target.write(early);
+      }
+      // Counting only: a 'data' listener next to pipe() sees the same Buffer, no copy.
+      data.on("data", (c: Buffer) => {
+        this.bytesIn += c.length;
+        this.o.counters.bytesIn += c.length;
+      });
+      target.on("data", (c: Buffer) => {
+        this.bytesOut += c.length;
+        this.o.counters.bytesOut += c.length;
+      });
+      // pipe(): write() returning false pauses the source until 'drain' (backpressure both ways).
+      data.pipe(target);
+      target.pipe(data);
+      data.resume();
+    });
+    if (early.length > TCP_EARLY_DATA_LIMIT) data.destroy();
+  }
+}
+
+function closeQuietly(s: DgramSocket): void {
+  try {
+    s.close();
+  } catch {
+    // already closed
+  }
+}
