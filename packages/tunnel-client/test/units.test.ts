@@ -1,0 +1,271 @@
+import { describe, expect, it } from "vitest";
+import { Backoff } from "../src/backoff.js";
+import {
+  ConfigError,
+  parseTunnelArgs,
+  renderConfigTable,
+  type TunnelConfig,
+} from "../src/config.js";
+import { expandAllowList } from "../src/peers.js";
+import { StaticResolver } from "../src/resolver.js";
+import { parseTurnUri } from "../src/uri.js";
+import { type AccessWindow, isOpen, parseWindow } from "../src/windows.js";
+
+describe("backoff (full jitter)", () => {
+  it("draws each delay uniformly below min(cap, base * 2^attempt)", () => {
+    const b = new Backoff({ baseMs: 500, capMs: 30_000, random: () => 0.999999 });
+    const delays = Array.from({ length: 10 }, () => b.next(0));
+    expect(delays.map((d) => Math.round(d / 100) * 100)).toEqual([
+      500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000,
+    ]);
+    const zero = new Backoff({ baseMs: 500, capMs: 30_000, random: () => 0 });
+    expect(zero.next(0)).toBe(0);
+  });
+
+  it("never exceeds the cap, even after thousands of failures", () => {
+    const b = new Backoff({ baseMs: 500, capMs: 30_000, random: Math.random });
+    for (let i = 0; i < 5000; i++) expect(b.next(0)).toBeLessThan(30_000);
+  });
+
+  it("starts over after a connection that stayed up for the stable period", () => {
+    const b = new Backoff({
+      baseMs: 1000,
+      capMs: 8000,
+      random: () => 0.999999,
+      stableAfterMs: 5000,
+    });
+    b.next(0);
+    b.next(0);
+    b.next(0);
+    expect(b.window()).toBe(8000);
+    b.connected(100);
+    expect(b.next(200)).toBeGreaterThan(7000); // flapped quickly: still backing off
+    b.connected(1000);
+    expect(b.next(7000)).toBeLessThan(1000); // up for 6 s: attempt 0 again
+  });
+});
+
+const w = (text: string): AccessWindow => {
+  const r = parseWindow(text);
+  if ("error" in r) throw new Error(r.error);
+  return r;
+};
+
+describe("access windows", () => {
+  it("opens Mon-Fri 08:00-18:00 Berlin at 06:00 UTC in summer and 07:00 UTC in winter (DST)", () => {
+    const win = [w("Mon-Fri 08:00-18:00 Europe/Berlin")];
+    // Wed 2025-07-02: CEST (UTC+2)
+    expect(isOpen(win, new Date("2025-07-02T05:59:00Z"))).toBe(false);
+    expect(isOpen(win, new Date("2025-07-02T06:00:00Z"))).toBe(true);
+    expect(isOpen(win, new Date("2025-07-02T15:59:00Z"))).toBe(true);
+    expect(isOpen(win, new Date("2025-07-02T16:00:00Z"))).toBe(false);
+    // Wed 2025-01-15: CET (UTC+1)
+    expect(isOpen(win, new Date("2025-01-15T06:30:00Z"))).toBe(false);
+    expect(isOpen(win, new Date("2025-01-15T07:00:00Z"))).toBe(true);
+    // Saturday: closed all day
+    expect(isOpen(win, new Date("2025-07-05T10:00:00Z"))).toBe(false);
+  });
+
+  it("follows the day of the DST switch itself (Berlin, Sunday 2025-03-30, 02:00 -> 03:00)", () => {
+    const win = [w("Sun 01:00-04:00 Europe/Berlin")];
+    expect(isOpen(win, new Date("2025-03-29T23:59:00Z"))).toBe(false); // 00:59 CET
+    expect(isOpen(win, new Date("2025-03-30T00:00:00Z"))).toBe(true); // 01:00 CET
+    expect(isOpen(win, new Date("2025-03-30T01:30:00Z"))).toBe(true); // 03:30 CEST
+    expect(isOpen(win, new Date("2025-03-30T02:00:00Z"))).toBe(false); // 04:00 CEST
+  });
+
+  it("crosses midnight on the listed day only", () => {
+    const win = [w("Fri 22:00-06:00 America/New_York")];
+    // Fri 2025-07-04 23:00 EDT = Sat 03:00 UTC; Sat 05:00 EDT = 09:00 UTC
+    expect(isOpen(win, new Date("2025-07-05T03:00:00Z"))).toBe(true);
+    expect(isOpen(win, new Date("2025-07-05T09:00:00Z"))).toBe(true);
+    expect(isOpen(win, new Date("2025-07-05T10:00:00Z"))).toBe(false);
+    // Thu 23:00 EDT: Thursday is not listed
+    expect(isOpen(win, new Date("2025-07-04T03:00:00Z"))).toBe(false);
+  });
+
+  it("is always open without windows, and rejects malformed ones with a reason", () => {
+    expect(isOpen([], new Date())).toBe(true);
+    expect(parseWindow("Mon-Fri 08:00-18:00 Mars/Olympus")).toHaveProperty("error");
+    expect(parseWindow("Funday 08:00-18:00")).toHaveProperty("error");
+    expect(parseWindow("Mon 25:00-26:00")).toHaveProperty("error");
+    expect(parseWindow("Mon 08:00-08:00")).toHaveProperty("error");
+    expect(w("daily 00:00-24:00").days).toBe(0x7f);
+  });
+});
+
+describe("TURN URIs (RFC 7065)", () => {
+  it("applies default ports and transports", () => {
+    expect(parseTurnUri("turn:relay.example.com")).toMatchObject({
+      host: "relay.example.com",
+      port: 3478,
+      transport: "udp",
+      secure: false,
+    });
+    expect(parseTurnUri("turns:relay.example.com")).toMatchObject({
+      port: 5349,
+      transport: "tls",
+      secure: true,
+    });
+    expect(parseTurnUri("turn:10.0.0.1:3479?transport=tcp")).toMatchObject({
+      host: "10.0.0.1",
+      port: 3479,
+      transport: "tcp",
+    });
+    expect(parseTurnUri("turn:[2001:db8::1]:3478")).toMatchObject({
+      host: "2001:db8::1",
+      port: 3478,
+    });
+    expect(parseTurnUri("turns:relay.example.com:443?transport=tcp")).toMatchObject({
+      port: 443,
+      transport: "tls",
+    });
+  });
+
+  it("rejects what it cannot honour", () => {
+    for (const bad of [
+      "stun:x",
+      "turn:",
+      "turn:x:0",
+      "turn:x:70000",
+      "turn:x?transport=sctp",
+      "turns:x?transport=udp",
+      "turn:[zz]:1",
+      "turn://x",
+    ]) {
+      expect(parseTurnUri(bad), bad).toHaveProperty("error");
+    }
+  });
+});
+
+describe("allowed peers", () => {
+  it("expands a small CIDR into one permission per address", () => {
+    const r = expandAllowList(["192.0.2.0/30", "198.51.100.7"], 64);
+    expect(r).toEqual({
+      entries: ["192.0.2.0/30", "198.51.100.7"],
+      ips: ["192.0.2.0", "192.0.2.1", "192.0.2.2", "192.0.2.3", "198.51.100.7"],
+    });
+  });
+
+  it("refuses a CIDR too large to express as permissions", () => {
+    const r = expandAllowList(["10.0.0.0/8"], 64);
+    expect("error" in r && r.error).toMatch(/too large.*\/24/);
+    expect(expandAllowList(["2001:db8::/64"], 64)).toHaveProperty("error");
+    expect(expandAllowList(["192.0.2.0/24"], 64)).toHaveProperty("error"); // 256 > 64
+    expect(expandAllowList(["192.0.2.0/24"], 256)).not.toHaveProperty("error");
+  });
+});
+
+describe("resolver", () => {
+  it("answers fixed names from the table and can change the answer", async () => {
+    const r = new StaticResolver([["relay.test", ["127.0.0.2", "127.0.0.1"]]]);
+    expect(await r.resolve("RELAY.test")).toEqual(["127.0.0.1", "127.0.0.2"]);
+    r.set("relay.test", ["127.0.0.1"]);
+    expect(await r.resolve("relay.test")).toEqual(["127.0.0.1"]);
+    expect(await r.resolve("127.0.0.9")).toEqual(["127.0.0.9"]);
+  });
+});
+
+describe("configuration", () => {
+  const run = (argv: string[], env: NodeJS.ProcessEnv = {}): TunnelConfig => {
+    const c = parseTunnelArgs(argv, env);
+    if (c.command !== "run") throw new Error(c.command);
+    return c;
+  };
+  const error = (argv: string[], env: NodeJS.ProcessEnv = {}): string => {
+    try {
+      parseTunnelArgs(argv, env);
+    } catch (e) {
+      if (e instanceof ConfigError) return e.message;
+      throw e;
+    }
+    throw new Error("no error");
+  };
+
+  it("reads relays, services, peers and the token (flag > env)", () => {
+    const c = run(
+      [
+        "--relay",
+        "turn:relay.test",
+        "--relay",
+        "turns:relay2.test",
+        "--expose",
+        "db=tcp://10.1.2.3:5432",
+        "--expose",
+        "dns=udp://[fd00::53]:53",
+        "--allow-peer",
+        "203.0.113.9",
+        "--keepalive",
+        "5",
+      ],
+      { TURNPIKE_TOKEN: "s3cret", TURNPIKE_KEEPALIVE: "7", TURNPIKE_NAME: "acme" },
+    );
+    expect(c.relays.map((r) => [r.host, r.port, r.transport])).toEqual([
+      ["relay.test", 3478, "udp"],
+      ["relay2.test", 5349, "tls"],
+    ]);
+    expect(c.services.map((s) => [s.name, s.protocol, s.target.host, s.target.port])).toEqual([
+      ["db", "tcp", "10.1.2.3", 5432],
+      ["dns", "udp", "fd00::53", 53],
+    ]);
+    expect(c.services[0]!.allowPeers.ips).toEqual(["203.0.113.9"]);
+    expect(c.credentials).toEqual({ kind: "token", token: "s3cret", name: "acme", ttl: 86400 });
+    expect(c.keepalive).toBe(5);
+    expect(c.backoffBase).toBe(0.5);
+    expect(c.backoffMax).toBe(30);
+    expect(c.adminListen).toEqual({ host: "127.0.0.1", port: 7070 });
+  });
+
+  it("takes lists and windows from the environment", () => {
+    const c = run([], {
+      TURNPIKE_RELAY: "turn:a.test,turn:b.test:3479",
+      TURNPIKE_USERNAME: "u",
+      TURNPIKE_PASSWORD: "p",
+      TURNPIKE_EXPOSE: "a=tcp://h:1,b=udp://h:2",
+      TURNPIKE_WINDOW: "Mon-Fri 08:00-18:00 Europe/Berlin;Sat 10:00-12:00",
+      TURNPIKE_RESOLVE: "a.test=127.0.0.1,127.0.0.2",
+    });
+    expect(c.relays).toHaveLength(2);
+    expect(c.services).toHaveLength(2);
+    expect(c.services[0]!.windows).toHaveLength(2);
+    expect(c.credentials.kind).toBe("static");
+    expect([...c.resolve.entries()]).toEqual([["a.test", ["127.0.0.1", "127.0.0.2"]]]);
+  });
+
+  it("says clearly what is wrong", () => {
+    expect(error(["--expose", "a=tcp://h:1"], { TURNPIKE_TOKEN: "t" })).toMatch(
+      /--relay is required/,
+    );
+    expect(error(["--relay", "turn:x"])).toMatch(/no credentials/);
+    expect(error(["--relay", "turn:x", "--username", "u"])).toMatch(/go together/);
+    expect(
+      error(["--relay", "turn:x", "--allow-peer", "10.0.0.0/16"], { TURNPIKE_TOKEN: "t" }),
+    ).toMatch(/--allow-peer: "10.0.0.0\/16" is too large/);
+    expect(
+      error(["--relay", "turn:x", "--expose", "db=http://h:1"], { TURNPIKE_TOKEN: "t" }),
+    ).toMatch(/^--expose must be NAME=tcp/);
+    expect(error(["--relay", "ftp:x"], { TURNPIKE_TOKEN: "t" })).toMatch(/^--relay must be/);
+    expect(error(["--relay", "turn:x", "--bogus"], { TURNPIKE_TOKEN: "t" })).toMatch(
+      /unknown option --bogus/,
+    );
+    expect(error(["--relay", "turn:x", "--window", "Mon 9-5"], { TURNPIKE_TOKEN: "t" })).toMatch(
+      /^--window must be/,
+    );
+    expect(
+      error(["--relay", "turn:x", "--credentials-url", "https://x/c"], { TURNPIKE_TOKEN: "t" }),
+    ).toMatch(/exactly one credential source/);
+  });
+
+  it("parses the list subcommand and renders docs from the same table", () => {
+    expect(
+      parseTunnelArgs(["list", "--admin", "http://127.0.0.1:9999"], { TURNPIKE_ADMIN_TOKEN: "x" }),
+    ).toEqual({ command: "list", admin: "http://127.0.0.1:9999", adminToken: "x", json: false });
+    const help = parseTunnelArgs(["--help"], {});
+    expect(help.command).toBe("help");
+    expect((help as { text: string }).text).toContain("TURNPIKE_DNS_INTERVAL");
+    expect((help as { text: string }).text).not.toContain("--resolve");
+    expect(renderConfigTable()).toContain(
+      "| `--backoff-max SECONDS` | `TURNPIKE_BACKOFF_MAX` | 30 |",
+    );
+  });
+});
