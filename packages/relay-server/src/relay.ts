@@ -190,6 +190,7 @@ class RelayDriver implements RunningRelay {
     const socket = dgram.createSocket({
       type: addr.family === 6 ? "udp6" : "udp4",
       ipv6Only: addr.family === 6,
+      lookup: literalLookup,
     });
     this.udpListeners.push(socket);
     socket.on("message", (msg, rinfo) => this.onUdpClient(id, msg, rinfo));
@@ -499,6 +500,7 @@ class RelayDriver implements RunningRelay {
     const socket = dgram.createSocket({
       type: family === 6 ? "udp6" : "udp4",
       ipv6Only: family === 6,
+      lookup: literalLookup,
     });
     this.pendingRelays.set(relay, socket);
     const onBindError = (err: Error) => {
@@ -728,6 +730,20 @@ class RelayDriver implements RunningRelay {
     ]).catch(() => undefined);
     this.log.info("closed");
   }
+}
+
+/**
+ * Every address the driver sends to is an IP literal from relay-core or from the kernel, so
+ * name resolution is never needed. dgram's default lookup (dns.lookup) still defers each send
+ * by a process.nextTick for a literal; answering synchronously keeps the send on the spot and
+ * saves that per-packet work.
+ */
+function literalLookup(
+  address: string,
+  _options: unknown,
+  callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void {
+  callback(null, address, address.includes(":") ? 6 : 4);
 }
 
 /** Best effort: a kernel that refuses the size keeps its default. */
