@@ -36,10 +36,12 @@ describe("TurnClient permissions and channels against TurnServer", () => {
       { type: "channel-bound", peer: OTHER_PEER, channel: 0x4001 },
     ]);
     expect(h.client.channelFor(PEER)).toBe(0x4000);
-    expect(sentOf(h, Method.ChannelBind).map((b) => {
-      const d = decodeStun(b);
-      return d.ok ? readChannelNumber(d.message) : undefined;
-    })).toEqual([0x4000, 0x4001]);
+    expect(
+      sentOf(h, Method.ChannelBind).map((b) => {
+        const d = decodeStun(b);
+        return d.ok ? readChannelNumber(d.message) : undefined;
+      }),
+    ).toEqual([0x4000, 0x4001]);
   });
 
   it("moves data both ways over a channel", () => {

@@ -80,6 +80,10 @@ export class Harness {
   /** Every message the client transmitted (before the network's fate). */
   readonly sentByClient: { at: number; bytes: Uint8Array }[] = [];
   readonly relays = new Map<number, RelayRecord>();
+  /** RFC 6062 data connections: what the server wrote on each (connection id -> messages). */
+  readonly dataInbox = new Map<number, Uint8Array[]>();
+  /** How the harness answers the server's connect-peer commands (RFC 6062 §5.2). */
+  connectOutcome: "connected" | "refused" | "silent" = "connected";
   private readonly queue: InFlight[] = [];
   private seq = 0;
   private readonly sent: Record<Direction, number> = { "to-server": 0, "to-client": 0 };
@@ -166,6 +170,28 @@ export class Harness {
     this.send("to-server", bytes);
   }
 
+  /** RFC 6062 §4.3: the client's runtime opens a new TCP connection to the server. */
+  openDataConnection(connection: number, port: number): void {
+    this.server.handleConnectionOpened(connection, 0, "tcp", CLIENT.address, port);
+    this.dataInbox.set(connection, []);
+  }
+
+  /** Write one frame on a data connection; the server's answers land in `dataInbox`. */
+  writeData(connection: number, bytes: Uint8Array): void {
+    this.server.handleStreamClient(connection, bytes, this.now);
+    this.pump();
+  }
+
+  /** A peer opens a TCP connection to the relayed address (RFC 6062 §5.3). */
+  peerConnects(from: TransportAddress = PEER): number | undefined {
+    const port = this.relayPort;
+    const relay = [...this.relays].find(([, r]) => r.port === port && r.open)?.[0];
+    if (relay === undefined) return undefined;
+    const id = this.server.handlePeerConnectionAccepted(relay, from.address, from.port, this.now);
+    this.pump();
+    return id;
+  }
+
   /** Deliver what is due and fire timers up to `end`; false once nothing is left before it. */
   private step(end: number): boolean {
     const next = this.nextInstant();
@@ -217,7 +243,20 @@ export class Harness {
   private execute(c: Command): void {
     switch (c.type) {
       case "send-to-client":
+        if (c.client.transport !== "udp" && c.client.connection !== CONNECTION) {
+          const inbox = this.dataInbox.get(c.client.connection) ?? [];
+          inbox.push(c.data);
+          this.dataInbox.set(c.client.connection, inbox);
+          return;
+        }
         this.send("to-client", c.data);
+        return;
+      case "connect-peer":
+        if (this.connectOutcome === "connected") {
+          this.server.handlePeerConnected(c.connectionId, this.now);
+        } else if (this.connectOutcome === "refused") {
+          this.server.handlePeerConnectFailed(c.connectionId, this.now);
+        }
         return;
       case "open-relay":
         this.relays.set(c.relay, { port: c.port, open: true });
