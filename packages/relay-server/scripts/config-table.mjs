@@ -1,13 +1,19 @@
 #!/usr/bin/env node
-// Prints the README's configuration and metrics tables, generated from the same descriptions
-// the CLI uses (src/config.ts OPTIONS, src/metrics.ts METRIC_DOCS). Needs a build (dist/).
-//   node packages/relay-server/scripts/config-table.mjs            both tables
-//   node packages/relay-server/scripts/config-table.mjs config     configuration only
-//   node packages/relay-server/scripts/config-table.mjs metrics    metrics only
+// The README's configuration and metrics tables, generated from the same descriptions the CLI
+// uses (src/config.ts OPTIONS, src/metrics.ts METRIC_DOCS), so docs and code cannot drift.
+// Needs a build (dist/).
+//   node packages/relay-server/scripts/config-table.mjs            print both tables
+//   node packages/relay-server/scripts/config-table.mjs --write    refresh them in README.md
+// (test/readme.test.ts fails when README.md is stale.)
+import { readFileSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { renderConfigTable } from "../dist/config.js";
 import { renderMetricsTable } from "../dist/metrics.js";
+import { fillReadmeTables } from "../dist/readme-tables.js";
 
-const which = process.argv[2] ?? "all";
-if (which === "all" || which === "config") process.stdout.write(renderConfigTable());
-if (which === "all") process.stdout.write("\n");
-if (which === "all" || which === "metrics") process.stdout.write(renderMetricsTable());
+if (process.argv[2] === "--write") {
+  const readme = fileURLToPath(new URL("../../../README.md", import.meta.url));
+  writeFileSync(readme, fillReadmeTables(readFileSync(readme, "utf8")));
+} else {
+  process.stdout.write(`${renderConfigTable()}\n${renderMetricsTable()}`);
+}
