@@ -1,0 +1,135 @@
+// The engine in-process with an injectable resolver: as the answer for the relay name changes,
+// allocations are added and removed (one per resolved relay IP per service). Real relays on
+// 127.0.0.1 and 127.0.0.2.
+import { SeededRandom } from "@turnpike/relay-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import { sleep } from "../../../test-support/process.js";
+import { createCredentialSource } from "../src/credentials.js";
+import { type ListEntry, TunnelEngine } from "../src/engine.js";
+import { createLogger } from "../src/log.js";
+import { expandAllowList } from "../src/peers.js";
+import { StaticResolver } from "../src/resolver.js";
+import { parseTurnUri, type TurnUri } from "../src/uri.js";
+import {
+  echoUdp,
+  parseAddress,
+  type RelayProcess,
+  startRelay,
+  udpEcho,
+  udpPeer,
+} from "./harness.js";
+
+const TOKEN = "engine-dns-secret";
+
+async function until(
+  engine: TunnelEngine,
+  pred: (rows: ListEntry[]) => boolean,
+  what: string,
+): Promise<ListEntry[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const rows = engine.list();
+    if (pred(rows)) return rows;
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}: ${JSON.stringify(rows)}`);
+    await sleep(50);
+  }
+}
+
+describe("tunnel engine follows the relay name's DNS answer", () => {
+  let range: PortRange;
+  let relays: RelayProcess[] = [];
+  let echo: Awaited<ReturnType<typeof udpEcho>>;
+  let engine: TunnelEngine;
+  const resolver = new StaticResolver([["relay.test", ["127.0.0.1"]]]);
+
+  beforeAll(async () => {
+    range = reservePortRange(100);
+    const port = await freePort();
+    echo = await udpEcho();
+    relays = [
+      await startRelay({
+        ip: "127.0.0.1",
+        port,
+        minPort: range.min,
+        maxPort: range.min + 49,
+        token: TOKEN,
+      }),
+      await startRelay({
+        ip: "127.0.0.2",
+        port,
+        minPort: range.min + 50,
+        maxPort: range.max,
+        token: TOKEN,
+      }),
+    ];
+    engine = new TunnelEngine({
+      relays: [parseTurnUri(`turn:relay.test:${port}`) as TurnUri],
+      credentials: createCredentialSource({
+        kind: "token",
+        token: TOKEN,
+        name: "engine-test",
+        ttl: 3600,
+      }),
+      resolver,
+      logger: createLogger({ level: "error" }),
+      random: new SeededRandom(7),
+      dnsInterval: 0.2,
+      keepalive: 1,
+      backoffBase: 0.1,
+      backoffMax: 1,
+      lifetime: 600,
+      software: "engine-test",
+      jitter: () => 0.5,
+    });
+    const allow = expandAllowList(["127.0.0.1"], 64);
+    if ("error" in allow) throw new Error(allow.error);
+    engine.addService({
+      name: "echo",
+      protocol: "udp",
+      target: { host: "127.0.0.1", port: echo.port },
+      allowPeers: allow,
+      windows: [],
+    });
+    await engine.start();
+  });
+
+  afterAll(async () => {
+    await engine?.stop();
+    for (const r of relays) await r.stop();
+    echo?.close();
+    range?.release();
+  });
+
+  it("adds an allocation when an address appears and removes it when the address goes", async () => {
+    let rows = await until(
+      engine,
+      (r) => r.length === 1 && r[0]!.state === "ready",
+      "one ready tunnel",
+    );
+    expect(parseAddress(rows[0]!.relayedAddress!).ip).toBe("127.0.0.1");
+
+    resolver.set("relay.test", ["127.0.0.1", "127.0.0.2"]);
+    rows = await until(
+      engine,
+      (r) => r.length === 2 && r.every((x) => x.state === "ready"),
+      "two ready tunnels",
+    );
+    const ips = rows.map((r) => parseAddress(r.relayedAddress!).ip).sort();
+    expect(ips).toEqual(["127.0.0.1", "127.0.0.2"]);
+    const platform = await udpPeer("127.0.0.1");
+    for (const r of rows)
+      expect(await echoUdp(platform, parseAddress(r.relayedAddress!), 50)).toBe(50);
+
+    resolver.set("relay.test", ["127.0.0.2"]);
+    rows = await until(
+      engine,
+      (r) => r.length === 1 && r[0]!.relay.includes("127.0.0.2"),
+      "only the 127.0.0.2 tunnel",
+    );
+    expect(rows[0]!.state).toBe("ready");
+    expect(await echoUdp(platform, parseAddress(rows[0]!.relayedAddress!), 50)).toBe(50);
+    platform.close();
+  });
+});

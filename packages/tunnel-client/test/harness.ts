@@ -1,0 +1,337 @@
+// Real processes for the tunnel suites: turnpike-relay on a chosen loopback address, the
+// turnpike-tunnel CLI, and echo servers standing in for private targets. Loopback only.
+import { createHash } from "node:crypto";
+import { createSocket, type Socket as DgramSocket } from "node:dgram";
+import { request } from "node:http";
+import { createServer, type Server } from "node:net";
+import { fileURLToPath } from "node:url";
+import { freePort } from "../../../test-support/ports.js";
+import { type ManagedProcess, sleep, spawnManaged } from "../../../test-support/process.js";
+import { httpGet } from "../../../test-support/turnpike.js";
+
+export const RELAY_BIN = fileURLToPath(
+  new URL("../../relay-server/bin/turnpike-relay.js", import.meta.url),
+);
+export const TUNNEL_BIN = fileURLToPath(new URL("../bin/turnpike-tunnel.js", import.meta.url));
+
+function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith("TURNPIKE_") && !k.startsWith("OTEL_") && k !== "OTLP_GRPC_ENDPOINT")
+      env[k] = v;
+  }
+  return Object.assign(env, extra);
+}
+
+export interface RelayProcess {
+  readonly ip: string;
+  readonly port: number;
+  readonly proc: ManagedProcess;
+  stop(): Promise<void>;
+}
+
+/** turnpike-relay listening on ip:port (UDP+TCP), ready once GET /readyz is 200. */
+export async function startRelay(opts: {
+  ip: string;
+  port: number;
+  minPort: number;
+  maxPort: number;
+  token: string;
+}): Promise<RelayProcess> {
+  const health = await freePort();
+  const args = [
+    RELAY_BIN,
+    "--listen",
+    `${opts.ip}:${opts.port}`,
+    "--min-port",
+    String(opts.minPort),
+    "--max-port",
+    String(opts.maxPort),
+    "--allow-loopback-peers",
+    "--health-listen",
+    `127.0.0.1:${health}`,
+    "--log-level",
+    "warn",
+  ];
+  const proc = spawnManaged(process.execPath, args, {
+    env: cleanEnv({ TURNPIKE_TOKEN: opts.token }),
+  });
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (proc.exited) throw new Error(`turnpike-relay exited before ready:\n${proc.stderr}`);
+    const r = await httpGet(health, "/readyz", 500).catch(() => undefined);
+    if (r?.status === 200) break;
+    if (Date.now() > deadline) {
+      await proc.stop("SIGKILL");
+      throw new Error(`turnpike-relay not ready:\n${proc.stderr}`);
+    }
+    await sleep(100);
+  }
+  return {
+    ip: opts.ip,
+    port: opts.port,
+    proc,
+    stop: async () => void (await proc.stop("SIGKILL", 1000)),
+  };
+}
+
+export interface ListRow {
+  id: string;
+  name: string;
+  protocol: string;
+  relay: string;
+  relayedAddress: string | null;
+  state: string;
+  openConnections: number;
+  bytesIn: number;
+  bytesOut: number;
+  reconnects: number;
+  lastError: string | null;
+}
+
+export interface TunnelProcess {
+  readonly adminPort: number;
+  readonly proc: ManagedProcess;
+  list(): Promise<ListRow[]>;
+  /** Polls /list until `pred` holds (bounded). */
+  waitFor(
+    pred: (rows: ListRow[]) => boolean,
+    timeoutMs?: number,
+    what?: string,
+  ): Promise<ListRow[]>;
+  stop(): Promise<void>;
+}
+
+export async function startTunnel(
+  args: string[],
+  env: Record<string, string>,
+  adminToken?: string,
+): Promise<TunnelProcess> {
+  const adminPort = await freePort();
+  const all = [
+    TUNNEL_BIN,
+    "--admin-listen",
+    `127.0.0.1:${adminPort}`,
+    "--log-level",
+    "info",
+    ...args,
+  ];
+  if (adminToken !== undefined) all.push("--admin-token", adminToken);
+  const proc = spawnManaged(process.execPath, all, { env: cleanEnv(env) });
+  const list = async (): Promise<ListRow[]> => {
+    const r = await adminRequest(adminPort, "GET", "/list", undefined, adminToken);
+    if (r.status !== 200) throw new Error(`/list ${r.status} ${r.body}`);
+    return JSON.parse(r.body) as ListRow[];
+  };
+  const waitFor = async (
+    pred: (rows: ListRow[]) => boolean,
+    timeoutMs = 15_000,
+    what = "condition",
+  ) => {
+    const deadline = Date.now() + timeoutMs;
+    let last: ListRow[] = [];
+    for (;;) {
+      if (proc.exited) throw new Error(`turnpike-tunnel exited:\n${proc.stderr}`);
+      try {
+        last = await list();
+        if (pred(last)) return last;
+      } catch {
+        // admin API not up yet
+      }
+      if (Date.now() > deadline) {
+        throw new Error(
+          `timed out waiting for ${what}; /list: ${JSON.stringify(last)}\n--- tunnel log ---\n${proc.stderr.split("\n").slice(-25).join("\n")}`,
+        );
+      }
+      await sleep(50);
+    }
+  };
+  return {
+    adminPort,
+    proc,
+    list,
+    waitFor,
+    stop: async () => void (await proc.stop("SIGTERM", 3000)),
+  };
+}
+
+export function adminRequest(
+  port: number,
+  method: string,
+  path: string,
+  body?: unknown,
+  token?: string,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (token !== undefined) headers.authorization = `Bearer ${token}`;
+    const req = request(
+      { host: "127.0.0.1", port, method, path, headers, timeout: 2000 },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          text += c;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`${method} ${path} timed out`)));
+    req.on("error", reject);
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
+}
+
+export function parseAddress(text: string): { ip: string; port: number } {
+  const i = text.lastIndexOf(":");
+  return { ip: text.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(text.slice(i + 1)) };
+}
+
+/** A UDP echo server: the private target. */
+export async function udpEcho(): Promise<{ port: number; close(): void }> {
+  const s = createSocket("udp4");
+  s.on("message", (m, r) => s.send(m, r.port, r.address));
+  await new Promise<void>((r) => s.bind(0, "127.0.0.1", () => r()));
+  return { port: s.address().port, close: () => s.close() };
+}
+
+/** A TCP echo server: the private target. */
+export async function tcpEcho(): Promise<{ port: number; server: Server; close(): Promise<void> }> {
+  const server = createServer((c) => {
+    c.on("error", () => {});
+    c.pipe(c);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const port = (server.address() as { port: number }).port;
+  return {
+    port,
+    server,
+    close: () =>
+      new Promise((r) => {
+        server.close(() => r());
+      }),
+  };
+}
+
+/** A "platform" UDP socket bound on `ip`. */
+export async function udpPeer(ip: string): Promise<DgramSocket> {
+  const s = createSocket("udp4");
+  await new Promise<void>((r) => s.bind(0, ip, () => r()));
+  return s;
+}
+
+/**
+ * Sends `count` numbered datagrams to `to` in batches and collects the echoes (each must come
+ * back byte for byte); returns how many distinct ones came back.
+ */
+export async function echoUdp(
+  sock: DgramSocket,
+  to: { ip: string; port: number },
+  count: number,
+  opts: { batch?: number; size?: number; waitMs?: number } = {},
+): Promise<number> {
+  const batch = opts.batch ?? 50;
+  const size = opts.size ?? 200;
+  const got = new Set<number>();
+  let corrupt = 0;
+  const onMessage = (m: Buffer) => {
+    const n = m.readUInt32BE(0);
+    if (m.length !== size || !m.equals(payload(n, size))) corrupt++;
+    else got.add(n);
+  };
+  sock.on("message", onMessage);
+  try {
+    for (let start = 0; start < count; start += batch) {
+      const end = Math.min(count, start + batch);
+      for (let n = start; n < end; n++) sock.send(payload(n, size), to.port, to.ip);
+      const deadline = Date.now() + (opts.waitMs ?? 2000);
+      while (Date.now() < deadline) {
+        let done = true;
+        for (let n = start; n < end; n++) if (!got.has(n)) done = false;
+        if (done) break;
+        await sleep(5);
+      }
+    }
+  } finally {
+    sock.off("message", onMessage);
+  }
+  if (corrupt > 0) throw new Error(`${corrupt} echoes did not match what was sent`);
+  return got.size;
+}
+
+function payload(n: number, size: number): Buffer {
+  const b = Buffer.alloc(size, n & 0xff);
+  b.writeUInt32BE(n, 0);
+  return b;
+}
+
+export function sha256(b: Buffer): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+/**
+ * A plain TCP "platform" client: connects to `to`, sends `bytes`, reads the same number back
+ * (the target echoes), returns what came back. Bounded by timeoutMs.
+ */
+export async function tcpRoundTrip(
+  to: { ip: string; port: number },
+  bytes: Buffer,
+  timeoutMs = 60_000,
+): Promise<Buffer> {
+  const { connect } = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    const sock = connect({ host: to.ip, port: to.port });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`TCP round trip timed out after ${got} of ${bytes.length} bytes`));
+    }, timeoutMs);
+    sock.on("connect", () => {
+      sock.write(bytes);
+    });
+    sock.on("data", (c: Buffer) => {
+      chunks.push(c);
+      got += c.length;
+      if (got >= bytes.length) {
+        clearTimeout(timer);
+        sock.end();
+        resolve(Buffer.concat(chunks));
+      }
+    });
+    sock.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    sock.on("close", () => {
+      clearTimeout(timer);
+      if (got < bytes.length)
+        reject(new Error(`connection closed after ${got} of ${bytes.length} bytes`));
+    });
+  });
+}
+
+/** Connects to `to` and resolves with how the connection ended (for refused targets). */
+export async function tcpConnectOutcome(
+  to: { ip: string; port: number },
+  timeoutMs = 10_000,
+): Promise<"closed" | "reset" | "timeout" | "refused"> {
+  const { connect } = await import("node:net");
+  return new Promise((resolve) => {
+    const sock = connect({ host: to.ip, port: to.port });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      resolve("timeout");
+    }, timeoutMs);
+    let outcome: "closed" | "reset" | "refused" = "closed";
+    sock.on("error", (err: NodeJS.ErrnoException) => {
+      outcome = err.code === "ECONNREFUSED" ? "refused" : "reset";
+    });
+    sock.on("connect", () => sock.write("hello"));
+    sock.on("data", () => {});
+    sock.on("close", () => {
+      clearTimeout(timer);
+      resolve(outcome);
+    });
+  });
+}

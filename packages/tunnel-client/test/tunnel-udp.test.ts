@@ -1,0 +1,263 @@
+// End to end with real processes on loopback: turnpike-relay + the turnpike-tunnel CLI + a UDP
+// echo server as the private target; a "platform" socket reaches the target through the
+// relayed address. Bounded: 1,000 datagrams, every wait has a deadline.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import { sleep } from "../../../test-support/process.js";
+import {
+  adminRequest,
+  echoUdp,
+  type ListRow,
+  parseAddress,
+  type RelayProcess,
+  startRelay,
+  startTunnel,
+  type TunnelProcess,
+  udpEcho,
+  udpPeer,
+} from "./harness.js";
+
+const TOKEN = "tunnel-e2e-secret";
+const BACKOFF_MAX_S = 2;
+
+const ready = (rows: ListRow[], n = 1) => rows.filter((r) => r.state === "ready").length >= n;
+
+describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
+  let range: PortRange;
+  let relayPort: number;
+  let relay: RelayProcess;
+  let echo: Awaited<ReturnType<typeof udpEcho>>;
+  let tunnel: TunnelProcess;
+
+  beforeAll(async () => {
+    range = reservePortRange(100);
+    relayPort = await freePort();
+    echo = await udpEcho();
+    relay = await startRelay({
+      ip: "127.0.0.1",
+      port: relayPort,
+      minPort: range.min,
+      maxPort: range.min + 49,
+      token: TOKEN,
+    });
+    tunnel = await startTunnel(
+      [
+        "--relay",
+        `turn:127.0.0.1:${relayPort}`,
+        "--expose",
+        `echo=udp://127.0.0.1:${echo.port}`,
+        "--allow-peer",
+        "127.0.0.1",
+        "--keepalive",
+        "1",
+        "--backoff-base",
+        "0.1",
+        "--backoff-max",
+        String(BACKOFF_MAX_S),
+      ],
+      { TURNPIKE_TOKEN: TOKEN },
+    );
+    await tunnel.waitFor((rows) => ready(rows), 15_000, "the tunnel to be ready");
+  });
+
+  afterAll(async () => {
+    await tunnel?.stop();
+    await relay?.stop();
+    echo?.close();
+    range?.release();
+  });
+
+  it("echoes 1,000 datagrams from an allowed peer through the relayed address", async () => {
+    const [row] = await tunnel.list();
+    expect(row).toMatchObject({
+      name: "echo",
+      protocol: "udp",
+      state: "ready",
+      target: `udp://127.0.0.1:${echo.port}`,
+    });
+    const relayed = parseAddress(row!.relayedAddress!);
+    expect(relayed.ip).toBe("127.0.0.1");
+    expect(relayed.port).toBeGreaterThanOrEqual(range.min);
+    const platform = await udpPeer("127.0.0.1");
+    const t0 = performance.now();
+    const echoed = await echoUdp(platform, relayed, 1000);
+    const ms = performance.now() - t0;
+    platform.close();
+    console.log(
+      `[tunnel-udp] 1000 x 200 B datagrams echoed through relay+tunnel in ${ms.toFixed(0)} ms`,
+    );
+    expect(echoed).toBe(1000);
+    const after = (await tunnel.list())[0]!;
+    expect(after.bytesIn).toBeGreaterThanOrEqual(200_000);
+    expect(after.bytesOut).toBeGreaterThanOrEqual(200_000);
+    expect(after.openConnections).toBe(1);
+  });
+
+  it("gives a peer that is not allowed nothing", async () => {
+    const [row] = await tunnel.list();
+    const relayed = parseAddress(row!.relayedAddress!);
+    const before = row!.bytesIn;
+    const stranger = await udpPeer("127.0.0.3");
+    const echoed = await echoUdp(stranger, relayed, 20, { batch: 20, waitMs: 1000 });
+    stranger.close();
+    expect(echoed).toBe(0);
+    expect((await tunnel.list())[0]!.bytesIn).toBe(before);
+  });
+
+  it("comes back within the backoff cap after the relay is killed and restarted", async () => {
+    await relay.stop();
+    await tunnel.waitFor(
+      (rows) => rows[0]?.state === "backoff",
+      10_000,
+      "the tunnel to notice the dead relay",
+    );
+    relay = await startRelay({
+      ip: "127.0.0.1",
+      port: relayPort,
+      minPort: range.min,
+      maxPort: range.min + 49,
+      token: TOKEN,
+    });
+    const t0 = performance.now();
+    const rows = await tunnel.waitFor(
+      (r) => ready(r),
+      (BACKOFF_MAX_S + 3) * 1000,
+      "the tunnel to come back",
+    );
+    const ms = performance.now() - t0;
+    console.log(
+      `[tunnel-udp] tunnel ready again ${ms.toFixed(0)} ms after the relay restarted (cap ${BACKOFF_MAX_S} s)`,
+    );
+    expect(ms).toBeLessThan(BACKOFF_MAX_S * 1000 + 2000);
+    expect(rows[0]!.reconnects).toBeGreaterThanOrEqual(1);
+    const platform = await udpPeer("127.0.0.1");
+    const echoed = await echoUdp(platform, parseAddress(rows[0]!.relayedAddress!), 100);
+    platform.close();
+    expect(echoed).toBe(100);
+  });
+
+  it("exposes and removes services through the admin API", async () => {
+    const created = await adminRequest(tunnel.adminPort, "POST", "/expose", {
+      name: "echo2",
+      target: `udp://127.0.0.1:${echo.port}`,
+      allowPeers: ["127.0.0.1"],
+    });
+    expect(created.status).toBe(201);
+    const svc = JSON.parse(created.body) as { id: string; name: string };
+    expect(svc.name).toBe("echo2");
+    const rows = await tunnel.waitFor(
+      (r) => r.some((x) => x.id === svc.id && x.state === "ready"),
+      10_000,
+      "echo2 ready",
+    );
+    const relayed = parseAddress(rows.find((x) => x.id === svc.id)!.relayedAddress!);
+    const platform = await udpPeer("127.0.0.1");
+    expect(await echoUdp(platform, relayed, 50)).toBe(50);
+    expect((await adminRequest(tunnel.adminPort, "DELETE", `/expose/${svc.id}`)).status).toBe(204);
+    expect((await tunnel.list()).some((x) => x.id === svc.id)).toBe(false);
+    // The allocation was released: the relayed address no longer reaches the target.
+    await sleep(200);
+    expect(await echoUdp(platform, relayed, 10, { batch: 10, waitMs: 500 })).toBe(0);
+    platform.close();
+    expect((await adminRequest(tunnel.adminPort, "DELETE", `/expose/${svc.id}`)).status).toBe(404);
+    const bad = await adminRequest(tunnel.adminPort, "POST", "/expose", {
+      name: "x",
+      target: "tcp://h:1",
+      allowPeers: ["10.0.0.0/8"],
+    });
+    expect(bad.status).toBe(400);
+    expect(JSON.parse(bad.body).error).toMatch(/too large/);
+  });
+});
+
+describe("two relay addresses behind one name", () => {
+  let range: PortRange;
+  let relays: RelayProcess[] = [];
+  let echo: Awaited<ReturnType<typeof udpEcho>>;
+  let tunnel: TunnelProcess;
+
+  beforeAll(async () => {
+    range = reservePortRange(100);
+    const port = await freePort();
+    echo = await udpEcho();
+    relays = [
+      await startRelay({
+        ip: "127.0.0.1",
+        port,
+        minPort: range.min,
+        maxPort: range.min + 49,
+        token: TOKEN,
+      }),
+      await startRelay({
+        ip: "127.0.0.2",
+        port,
+        minPort: range.min + 50,
+        maxPort: range.max,
+        token: TOKEN,
+      }),
+    ];
+    tunnel = await startTunnel(
+      [
+        "--relay",
+        `turn:relay.test:${port}`,
+        "--resolve",
+        "relay.test=127.0.0.1,127.0.0.2",
+        "--expose",
+        `echo=udp://127.0.0.1:${echo.port}`,
+        "--allow-peer",
+        "127.0.0.1",
+        "--keepalive",
+        "1",
+        "--backoff-max",
+        "2",
+      ],
+      { TURNPIKE_TOKEN: TOKEN },
+      "admin-secret",
+    );
+  });
+
+  afterAll(async () => {
+    await tunnel?.stop();
+    for (const r of relays) await r.stop();
+    echo?.close();
+    range?.release();
+  });
+
+  it("holds one allocation per relay address, and losing one relay leaves the other serving", async () => {
+    const rows = await tunnel.waitFor((r) => ready(r, 2), 15_000, "two ready tunnels");
+    expect(rows).toHaveLength(2);
+    const byIp = new Map(
+      rows.map((r) => [parseAddress(r.relayedAddress!).ip, parseAddress(r.relayedAddress!)]),
+    );
+    expect([...byIp.keys()].sort()).toEqual(["127.0.0.1", "127.0.0.2"]);
+    const platform = await udpPeer("127.0.0.1");
+    for (const addr of byIp.values()) expect(await echoUdp(platform, addr, 100)).toBe(100);
+
+    await relays[1]!.stop();
+    const after = await tunnel.waitFor(
+      (r) => r.some((x) => x.relay.includes("127.0.0.2") && x.state !== "ready"),
+      10_000,
+      "the 127.0.0.2 tunnel to go down",
+    );
+    const survivor = after.find((x) => x.relay.includes("127.0.0.1"))!;
+    expect(survivor.state).toBe("ready");
+    expect(await echoUdp(platform, parseAddress(survivor.relayedAddress!), 100)).toBe(100);
+    platform.close();
+  });
+
+  it("requires the admin token when one is set", async () => {
+    expect((await adminRequest(tunnel.adminPort, "GET", "/list")).status).toBe(401);
+    expect((await adminRequest(tunnel.adminPort, "GET", "/list", undefined, "wrong")).status).toBe(
+      401,
+    );
+    const health = await adminRequest(
+      tunnel.adminPort,
+      "GET",
+      "/health",
+      undefined,
+      "admin-secret",
+    );
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.body)).toMatchObject({ status: "ok", tunnels: 2 });
+  });
+});
