@@ -229,7 +229,7 @@ function build(
   cls: MessageClass,
   tid: Uint8Array,
   cases: readonly AttrCase[],
-  trailer?: fc.Value<typeof trailerArb>,
+  trailer?: { key: Uint8Array; sha1: boolean; sha256: boolean; fingerprint: boolean },
 ): Uint8Array {
   const b = new StunMessageBuilder(method, cls, tid);
   for (const c of cases) c.write(b);

@@ -88,7 +88,9 @@ export class Harness {
   }
 
   /** The queued commands must be exactly these (each matched with toMatchObject), no more. */
-  expectCommands(expected: readonly Partial<Command>[]): Command[] {
+  expectCommands(
+    expected: readonly ({ type: Command["type"] } & Record<string, unknown>)[],
+  ): Command[] {
     const got = this.drain();
     expect(
       got.map((c) => c.type),

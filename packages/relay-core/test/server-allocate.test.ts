@@ -16,7 +16,7 @@ describe("Allocate (RFC 8656 §7.2)", () => {
     c.send(c.buildSigned(Method.Allocate, udp));
     const [open] = h.expectCommands([
       { type: "open-relay", family: 4, protocol: "udp", bindAddress: "127.0.0.1" },
-    ]) as [Extract<ReturnType<Harness["drain"]>[number], { type: "open-relay" }>];
+    ]) as unknown as [Extract<ReturnType<Harness["drain"]>[number], { type: "open-relay" }>];
     expect(open.port).toBeGreaterThanOrEqual(50000);
     expect(open.port).toBeLessThanOrEqual(50009);
     // No answer until the port is bound.
@@ -31,7 +31,7 @@ describe("Allocate (RFC 8656 §7.2)", () => {
         lifetimeSeconds: 600,
         relayed: [{ family: 4, address: "127.0.0.1", port: open.port }],
       },
-    ]) as [Extract<ReturnType<Harness["drain"]>[number], { type: "send-to-client" }>];
+    ]) as unknown as [Extract<ReturnType<Harness["drain"]>[number], { type: "send-to-client" }>];
     const r = c.verified(new Response(sent.data));
     expect(r.code).toBe(0);
     expect(r.xorAddress(AttributeType.XorRelayedAddress)).toEqual({
@@ -76,7 +76,7 @@ describe("Allocate (RFC 8656 §7.2)", () => {
     c.learn(c.ask(c.build(Method.Allocate, udp)));
     const request = c.buildSigned(Method.Allocate, udp);
     c.send(request);
-    const [open] = h.drain() as [
+    const [open] = h.drain() as unknown as [
       Extract<ReturnType<Harness["drain"]>[number], { type: "open-relay" }>,
     ];
     // Retransmitted while the port binds: silence (the answer is on its way).
@@ -88,7 +88,9 @@ describe("Allocate (RFC 8656 §7.2)", () => {
       // Within the response cache (40 s) and after it: the same bytes.
       h.advance(wait);
       c.send(request);
-      const [again] = h.expectCommands([{ type: "send-to-client" }]) as [{ data: Uint8Array }];
+      const [again] = h.expectCommands([{ type: "send-to-client" }]) as unknown as [
+        { data: Uint8Array },
+      ];
       expect(Buffer.from(again.data).equals(Buffer.from(first))).toBe(true);
     }
     expect(h.server.stats.allocationsActive).toBe(1);
@@ -201,7 +203,7 @@ describe("allocation lifetime (RFC 8656 §7.3)", () => {
       { type: "close-relay" },
       { type: "allocation-ended", reason: "expired" },
       { type: "send-to-client", errorCode: 437 },
-    ]) as [unknown, unknown, { data: Uint8Array }];
+    ]) as unknown as [unknown, unknown, { data: Uint8Array }];
     expect(new Response(sent.data).code).toBe(437);
     expect(c.allocate().code).toBe(0);
   });
@@ -231,7 +233,7 @@ describe("allocation lifetime (RFC 8656 §7.3)", () => {
       { type: "close-relay", relay: c.relayFor(4) },
       { type: "allocation-ended", reason: "deleted" },
       { type: "send-to-client", method: Method.Refresh, errorCode: 0 },
-    ]) as [unknown, unknown, { data: Uint8Array }];
+    ]) as unknown as [unknown, unknown, { data: Uint8Array }];
     expect(c.verified(new Response(sent.data)).uint32(AttributeType.Lifetime)).toBe(0);
     expect(h.server.stats.allocationsActive).toBe(0);
     // The old deadline may linger in the timer heap (lazy deletion): it fires with no effect.
@@ -320,19 +322,21 @@ describe("quotas and capacity", () => {
     c.learn(c.ask(c.build(Method.Allocate, udp)));
     c.send(c.buildSigned(Method.Allocate, udp));
     const ports: number[] = [];
-    let [open] = h.expectCommands([{ type: "open-relay" }]) as [{ relay: number; port: number }];
+    let [open] = h.expectCommands([{ type: "open-relay" }]) as unknown as [
+      { relay: number; port: number },
+    ];
     const relay = open.relay;
     ports.push(open.port);
     for (let i = 1; i < 8; i++) {
       h.server.handleRelayBindFailed(relay, h.now);
-      [open] = h.expectCommands([{ type: "open-relay", relay }]) as [
+      [open] = h.expectCommands([{ type: "open-relay", relay }]) as unknown as [
         { relay: number; port: number },
       ];
       ports.push(open.port);
     }
     expect(new Set(ports).size).toBe(8);
     h.server.handleRelayBindFailed(relay, h.now);
-    const [sent] = h.expectCommands([{ type: "send-to-client", errorCode: 508 }]) as [
+    const [sent] = h.expectCommands([{ type: "send-to-client", errorCode: 508 }]) as unknown as [
       { data: Uint8Array },
     ];
     expect(c.verified(new Response(sent.data)).code).toBe(508);
@@ -345,16 +349,16 @@ describe("quotas and capacity", () => {
     const c = new TestClient(h);
     c.learn(c.ask(c.build(Method.Allocate, udp)));
     c.send(c.buildSigned(Method.Allocate, udp));
-    const [first] = h.drain() as [{ relay: number; port: number }];
+    const [first] = h.drain() as unknown as [{ relay: number; port: number }];
     h.server.handleRelayBindFailed(first.relay, h.now);
-    const [second] = h.expectCommands([{ type: "open-relay", relay: first.relay }]) as [
+    const [second] = h.expectCommands([{ type: "open-relay", relay: first.relay }]) as unknown as [
       { relay: number; port: number },
     ];
     h.server.handleRelayBound(first.relay, h.now);
     const [sent] = h.expectCommands([
       { type: "send-to-client" },
       { type: "allocation-created" },
-    ]) as [{ data: Uint8Array }];
+    ]) as unknown as [{ data: Uint8Array }];
     expect(new Response(sent.data).xorAddress(AttributeType.XorRelayedAddress)?.port).toBe(
       second.port,
     );

@@ -96,7 +96,7 @@ describe("dual stack (RFC 8656 §7.2)", () => {
     const [v4, v6] = h.expectCommands([
       { type: "open-relay", family: 4 },
       { type: "open-relay", family: 6 },
-    ]) as [{ relay: number }, { relay: number }];
+    ]) as unknown as [{ relay: number }, { relay: number }];
     h.server.handleRelayBound(v4.relay, h.now);
     h.expectNoCommands();
     for (let i = 1; i < 8; i++) {
@@ -107,7 +107,7 @@ describe("dual stack (RFC 8656 §7.2)", () => {
     const [sent] = h.expectCommands([
       { type: "send-to-client", errorCode: 0 },
       { type: "allocation-created", relayed: [{ family: 4 }] },
-    ]) as [{ data: Uint8Array }];
+    ]) as unknown as [{ data: Uint8Array }];
     const r = c.verified(new Response(sent.data));
     const aec = readBytes(r.msg, AttributeType.AddressErrorCode)!;
     expect([aec[0], (aec[2]! & 7) * 100 + aec[3]!]).toEqual([0x02, 508]);

@@ -497,7 +497,7 @@ describe("retransmissions (RFC 8489 §6.3.1, RFC 8656 §7.2)", () => {
           for (let k = 0; k < copies; k++) {
             h.advance(delayMs / 1000 / copies);
             c.send(request);
-            const [again] = h.expectCommands([{ type: "send-to-client" }]) as [
+            const [again] = h.expectCommands([{ type: "send-to-client" }]) as unknown as [
               { data: Uint8Array },
             ];
             expect(Buffer.from(again.data).equals(Buffer.from(first!))).toBe(true);
