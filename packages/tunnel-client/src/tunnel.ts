@@ -591,7 +591,7 @@ export class Tunnel {
       if (this.flowsByChannel.get(f.channel) === f) this.flowsByChannel.delete(f.channel);
       closeQuietly(f.socket);
     }
-    this.openConnections = this.o.service.protocol === "udp" ? this.flows.size : this.pipes.size;
+    if (this.o.service.protocol === "udp") this.openConnections = this.flows.size;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -612,11 +612,7 @@ export class Tunnel {
         : netConnect({ host: this.o.relayIp, port: this.o.uri.port });
     data.setNoDelay(true);
     this.pipes.add(data);
-    const done = () => {
-      this.pipes.delete(data);
-      this.openConnections = this.pipes.size;
-    };
-    data.once("close", done);
+    data.once("close", () => this.pipes.delete(data));
     data.on("error", (err) =>
       this.log.debug("data connection error", { peer: peerText, err: err.message }),
     );
@@ -669,12 +665,14 @@ export class Tunnel {
     target.setNoDelay(true);
     this.pipes.add(target);
     this.o.counters.connectionsOpened++;
-    this.openConnections = this.pipes.size;
-    let connected = false;
-    target.once("close", () => {
-      this.pipes.delete(target);
-      this.openConnections = this.pipes.size;
+    // One open connection = one bound data connection, from ConnectionBind success to close.
+    const gen = this.generation;
+    this.openConnections++;
+    data.once("close", () => {
+      if (gen === this.generation) this.openConnections--;
     });
+    let connected = false;
+    target.once("close", () => this.pipes.delete(target));
     target.on("error", (err) => {
       if (!connected) {
         // The target refused or is unreachable: end the peer's side cleanly (FIN, not RST), so
@@ -682,6 +680,7 @@ export class Tunnel {
         this.o.counters.connectionsFailed++;
         this.log.info("target refused the connection", { peer: peerText, err: err.message });
         data.end();
+        data.resume(); // read the relay's FIN so the socket closes
         return;
       }
       this.log.debug("target connection error", { peer: peerText, err: err.message });

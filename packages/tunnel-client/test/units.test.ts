@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { Backoff } from "../src/backoff.js";
 import {
@@ -267,5 +268,12 @@ describe("configuration", () => {
     expect(renderConfigTable()).toContain(
       "| `--backoff-max SECONDS` | `TURNPIKE_BACKOFF_MAX` | 30 |",
     );
+  });
+});
+
+describe("README", () => {
+  it("carries the configuration table generated from the option table", () => {
+    const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8");
+    expect(readme).toContain(renderConfigTable());
   });
 });
