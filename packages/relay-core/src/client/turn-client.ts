@@ -9,7 +9,7 @@
  */
 import { longTermKeyMd5 } from "../auth/long-term-key.js";
 import type { TransportAddress } from "../codec/address.js";
-import { decodeChannelData, encodeChannelData } from "../codec/channel-data.js";
+import { CHANNEL_DATA_HEADER_LENGTH, encodeChannelData } from "../codec/channel-data.js";
 import {
   AttributeType,
   ErrorCode,
@@ -164,6 +164,9 @@ export class TurnClient {
 
   #refreshAt = Number.POSITIVE_INFINITY;
   #lastRequestAt = 0;
+  /** pollTimeout's answer, recomputed only after a control-path change (not per data packet). */
+  #timeout: number | undefined;
+  #timeoutDirty = true;
 
   readonly #transmits: Uint8Array[] = [];
   #transmitHead = 0;
@@ -227,6 +230,7 @@ export class TurnClient {
    * and NONCE). Allowed from "idle", "failed" and "released" (a fresh start on the same client).
    */
   allocate(now: number): void {
+    this.#timeoutDirty = true;
     if (this.#state === "allocating" || this.#state === "allocated") return;
     this.#reset();
     this.#state = "allocating";
@@ -244,6 +248,7 @@ export class TurnClient {
    * once (nothing more is refreshed); the event "released" follows the answer.
    */
   release(now: number): void {
+    this.#timeoutDirty = true;
     if (this.#state === "allocated") {
       this.#transactions.clear();
       this.#clearWants();
@@ -274,6 +279,7 @@ export class TurnClient {
    * every `permissionRefreshInterval`. Sent once allocated. An unparsable IP is a programmer error.
    */
   createPermission(peerIp: string, now: number): void {
+    this.#timeoutDirty = true;
     const ip = canonicalIp(peerIp);
     let p = this.#permissions.get(ip.text);
     if (p === undefined) {
@@ -287,6 +293,7 @@ export class TurnClient {
 
   /** Stop refreshing the permission (the server lets it lapse within 300 s). */
   removePermission(peerIp: string): void {
+    this.#timeoutDirty = true;
     const ip = parseIp(peerIp);
     if (ip === undefined) return;
     const p = this.#permissions.get(formatIp(ip));
@@ -301,6 +308,7 @@ export class TurnClient {
    * same peer gets the same number back. Sent once allocated.
    */
   bindChannel(peer: TransportAddress, now: number): number {
+    this.#timeoutDirty = true;
     const ip = canonicalIp(peer.address);
     const canonical: TransportAddress = { family: ip.family, address: ip.text, port: peer.port };
     const peerKey = `${ip.text}|${peer.port}`;
@@ -337,6 +345,7 @@ export class TurnClient {
    * the 5-minute cool-down (RFC 8656 §12), so a late packet never reaches the wrong peer.
    */
   unbindChannel(channel: number): void {
+    this.#timeoutDirty = true;
     const c = this.#channels.get(channel);
     if (c === undefined || !c.wanted) return;
     c.wanted = false;
@@ -385,6 +394,7 @@ export class TurnClient {
     const decoded = decodeStun(bytes);
     if (!decoded.ok) return this.#drop();
     const msg = decoded.message;
+    this.#timeoutDirty = true;
     switch (msg.messageClass) {
       case MessageClass.SuccessResponse:
       case MessageClass.ErrorResponse:
@@ -416,6 +426,7 @@ export class TurnClient {
 
   /** Retransmissions, timeouts, refreshes and keep-alives due at or before `now`. */
   handleTimeout(now: number): void {
+    this.#timeoutDirty = true;
     for (const tx of [...this.#transactions.values()]) {
       if (tx.clock.nextAt > now || this.#transactions.get(tx.key) !== tx) continue;
       if (tx.clock.expire(now) === "retransmit") {
@@ -483,6 +494,13 @@ export class TurnClient {
 
   /** The next instant `handleTimeout` has work, or undefined. */
   pollTimeout(): number | undefined {
+    if (!this.#timeoutDirty) return this.#timeout;
+    this.#timeoutDirty = false;
+    this.#timeout = this.#computeTimeout();
+    return this.#timeout;
+  }
+
+  #computeTimeout(): number | undefined {
     let next = Number.POSITIVE_INFINITY;
     for (const tx of this.#transactions.values())
       if (tx.clock.nextAt < next) next = tx.clock.nextAt;
@@ -582,6 +600,7 @@ export class TurnClient {
   // Requests
 
   #start(op: Operation, now: number, staleRetries: number, challengeRetries: number): void {
+    this.#timeoutDirty = true;
     const method = methodOf(op);
     const id = this.#transactionId();
     const b = new StunMessageBuilder(method, MessageClass.Request, id);
@@ -1024,16 +1043,19 @@ export class TurnClient {
 
   /** RFC 8656 §12.6: data on a channel we bound (and have not forgotten). */
   #decodeChannelData(bytes: Uint8Array): TurnData | undefined {
-    const view = decodeChannelData(bytes);
-    if (view === undefined) return undefined;
-    const c = this.#channels.get(view.channel);
+    // Decoded in place (no view object per packet); over UDP trailing padding is ignored (§12.5).
+    if (bytes.length < CHANNEL_DATA_HEADER_LENGTH) return undefined;
+    const length = (bytes[2]! << 8) | bytes[3]!;
+    if (CHANNEL_DATA_HEADER_LENGTH + length > bytes.length) return undefined;
+    const number = (bytes[0]! << 8) | bytes[1]!;
+    const c = this.#channels.get(number);
     if (c === undefined || !c.bound) return undefined;
     const d = this.data;
     d.peer = c.peer;
-    d.channel = view.channel;
+    d.channel = number;
     d.bytes = bytes;
-    d.start = view.start;
-    d.end = view.end;
+    d.start = CHANNEL_DATA_HEADER_LENGTH;
+    d.end = CHANNEL_DATA_HEADER_LENGTH + length;
     return d;
   }
 
