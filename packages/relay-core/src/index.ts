@@ -8,6 +8,7 @@ export * from "./auth/credentials.js";
 export * from "./auth/long-term-key.js";
 export * from "./auth/nonce.js";
 export * from "./auth/rest-credentials.js";
+export * from "./client/index.js";
 export * from "./codec/address.js";
 export * from "./codec/channel-data.js";
 export * from "./codec/constants.js";

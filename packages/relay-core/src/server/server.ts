@@ -113,6 +113,8 @@ const DEFAULT_LIFETIMES: Lifetimes = {
   reservation: 30,
 };
 
+/** 65,535 - XOR-PEER-ADDRESS (v6, 24) - DATA header (4), rounded down to 4-byte padding. */
+const MAX_DATA_INDICATION_PAYLOAD = 65_504;
 /** RFC 6062 §5.2, §5.3: how long a dial or an unbound peer connection may wait. */
 const TCP_CONNECTION_TIMEOUT_MS = 30_000;
 /** A relay port that fails to bind is retried on another port this many times (then 508). */
@@ -179,7 +181,10 @@ export class TurnServer {
   private readonly pendingConnects = new Map<TcpPeerConnection, Reply>();
   /** Allocates waiting for their relay sockets to bind, and the reply to send then. */
   private readonly pendingAllocates = new Map<Allocation, Reply>();
-  private readonly responseCache = new Map<string, { data: Uint8Array; expiresAt: number }>();
+  private readonly responseCache = new Map<
+    string,
+    { data: Uint8Array; messageClass: MessageClass; errorCode: number; expiresAt: number }
+  >();
   private nextRelayId = 1;
   private nextAllocationId = 1;
   private draining = false;
@@ -407,7 +412,10 @@ export class TurnServer {
       route.end = data.length;
       return RouteKind.ToClient;
     }
-    // RFC 8656 §11.4: otherwise as a Data indication with XOR-PEER-ADDRESS and DATA.
+    // RFC 8656 §11.4: otherwise as a Data indication with XOR-PEER-ADDRESS and DATA. Its
+    // attributes must fit STUN's 16-bit length (RFC 8489 §5): a near-maximal IPv6 datagram
+    // cannot be carried that way, only over a channel.
+    if (data.length > MAX_DATA_INDICATION_PAYLOAD) return this.drop("oversized");
     const tid = new Uint8Array(12);
     this.options.random.fillBytes(tid);
     const indication = new StunMessageBuilder(Method.Data, MessageClass.Indication, tid)
@@ -645,7 +653,7 @@ export class TurnServer {
     const cached = this.responseCache.get(cacheKey);
     if (cached !== undefined) {
       if (cached.expiresAt > now) {
-        this.sendRaw(endpoint, cached.data, msg.method, MessageClass.SuccessResponse, 0);
+        this.sendRaw(endpoint, cached.data, msg.method, cached.messageClass, cached.errorCode);
         return;
       }
       this.responseCache.delete(cacheKey);
@@ -1521,13 +1529,15 @@ export class TurnServer {
   }
 
   /** @internal */
-  remember(cacheKey: string, data: Uint8Array, now: number): void {
+  remember(cacheKey: string, data: Uint8Array, errorCode: number, now: number): void {
     if (this.responseCache.size >= RESPONSE_CACHE_ENTRIES) {
       const oldest = this.responseCache.keys().next();
       if (!oldest.done) this.responseCache.delete(oldest.value);
     }
     this.responseCache.set(cacheKey, {
       data,
+      messageClass: errorCode === 0 ? MessageClass.SuccessResponse : MessageClass.ErrorResponse,
+      errorCode,
       expiresAt: now + this.lifetimes.responseCache * 1000,
     });
   }
@@ -1584,7 +1594,7 @@ class Reply {
     );
     fill?.(b);
     const data = this.server.finishAndSend(this.endpoint, b, this.auth, this.msg.method, 0);
-    this.server.remember(this.cacheKey, data, this.now);
+    this.server.remember(this.cacheKey, data, 0, this.now);
     return data;
   }
 
@@ -1594,7 +1604,7 @@ class Reply {
       .errorCode(code);
     fill?.(b);
     const data = this.server.finishAndSend(this.endpoint, b, this.auth, this.msg.method, code);
-    this.server.remember(this.cacheKey, data, this.now);
+    this.server.remember(this.cacheKey, data, code, this.now);
     return data;
   }
 }
