@@ -37,7 +37,15 @@ import {
 } from "../packages/relay-core/src/index.js";
 
 export type { TransportAddress };
-export { AttributeType, MessageClass, Method, StunMessageBuilder, TransportProtocol };
+export {
+  AttributeType,
+  longTermKeyMd5,
+  MessageClass,
+  Method,
+  readString,
+  StunMessageBuilder,
+  TransportProtocol,
+};
 
 export type LiteTransport = "udp" | "tcp" | "tls";
 
@@ -73,6 +81,8 @@ export class TurnClientLite {
   readonly channelData: ChannelDataIn[] = [];
   /** Every Data indication received, in order. */
   readonly dataIndications: DataIndicationIn[] = [];
+  /** Codes (0 = success) of responses to transactions this client did not start (sendRaw). */
+  readonly unsolicited: number[] = [];
   /** Set once the server closed a TCP/TLS connection (or it errored). */
   closedByPeer = false;
   onChannelData: ((c: ChannelDataIn) => void) | undefined;
@@ -337,9 +347,12 @@ export class TurnClientLite {
     }
     const key = Buffer.from(m.transactionId).toString("hex");
     const done = this.pending.get(key);
-    if (done === undefined) return;
-    this.pending.delete(key);
     const err = m.messageClass === MessageClass.ErrorResponse ? readErrorCode(m) : undefined;
+    if (done === undefined) {
+      this.unsolicited.push(m.messageClass === MessageClass.ErrorResponse ? (err?.code ?? 0) : 0);
+      return;
+    }
+    this.pending.delete(key);
     done({
       message: m,
       code: m.messageClass === MessageClass.ErrorResponse ? (err?.code ?? 0) : 0,
