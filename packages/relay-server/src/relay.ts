@@ -48,7 +48,8 @@ const STREAM_HIGH_WATER = 1 << 20;
  * dropped there. Linux caps the request at net.core.rmem_max / wmem_max (4 MiB here).
  */
 const LISTENER_BUFFER_BYTES = 4 << 20;
-const RELAY_BUFFER_BYTES = 512 << 10;
+// Relay sockets keep the kernel default: each carries one allocation's peers, and two
+// setsockopt calls per allocation showed up in the allocation-setup profile.
 /** Zero bytes for ChannelData padding on streams (RFC 8656 §12.5). */
 const PADDING = Buffer.alloc(3);
 
@@ -521,7 +522,6 @@ class RelayDriver implements RunningRelay {
       this.pendingRelays.delete(relay);
       this.relaySockets.set(relay, socket);
       socket.on("message", (msg, rinfo) => this.onPeer(relay, msg, rinfo));
-      setBuffers(socket, RELAY_BUFFER_BYTES);
       socket.on("error", (err) => this.log.debug("relay socket error", { error: err.message }));
       this.core.handleRelayBound(relay, performance.now());
       this.flush();
