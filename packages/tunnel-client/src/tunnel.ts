@@ -148,6 +148,8 @@ export class Tunnel {
   private readonly pipes = new Set<Socket>();
   private targetAddress: { ip: string; family: 4 | 6 } | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private pendingPermissions = new Set<string>();
+  private allocatedLifetime = 0;
 
   constructor(private readonly o: TunnelOptions) {
     this.now = o.now ?? (() => performance.now());
@@ -440,16 +442,17 @@ export class Tunnel {
         this.relayedAddress = e.relayed;
         this.lastError = undefined;
         this.backoff.connected(this.now());
+        this.allocatedLifetime = e.lifetime;
+        // "ready" means reachable: only once the relay confirmed the permissions (RFC 8656 §9),
+        // since it drops peer traffic until then.
+        this.pendingPermissions = new Set(this.o.service.allowPeers.ips);
         for (const ip of this.o.service.allowPeers.ips)
           this.client?.createPermission(ip, this.now());
-        this.setState("ready");
-        this.log.info("tunnel ready", {
-          relayed: formatTransportAddress(e.relayed),
-          lifetime: e.lifetime,
-          target: `${this.o.service.protocol}://${this.o.service.target.host}:${this.o.service.target.port}`,
-        });
-        this.sweepTimer = setInterval(() => this.sweepFlows(), 30_000);
-        this.sweepTimer.unref();
+        this.maybeReady();
+        return;
+      case "permission-created":
+        this.pendingPermissions.delete(e.peerIp);
+        this.maybeReady();
         return;
       case "allocate-failed":
         this.fail(`allocate failed: ${e.code} ${e.reason}`);
@@ -472,6 +475,8 @@ export class Tunnel {
         return;
       }
       case "permission-failed":
+        this.pendingPermissions.delete(e.peerIp);
+        this.maybeReady();
         this.lastError = `permission for ${e.peerIp} refused: ${e.code} ${e.reason}`;
         this.log.warn("permission refused", { peer: e.peerIp, code: e.code, reason: e.reason });
         return;
@@ -492,6 +497,19 @@ export class Tunnel {
       default:
         return;
     }
+  }
+
+  private maybeReady(): void {
+    if (this.state !== "allocating" || this.pendingPermissions.size > 0) return;
+    if (this.relayedAddress === undefined) return;
+    this.setState("ready");
+    this.log.info("tunnel ready", {
+      relayed: formatTransportAddress(this.relayedAddress),
+      lifetime: this.allocatedLifetime,
+      target: `${this.o.service.protocol}://${this.o.service.target.host}:${this.o.service.target.port}`,
+    });
+    this.sweepTimer = setInterval(() => this.sweepFlows(), 30_000);
+    this.sweepTimer.unref();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -542,7 +560,8 @@ export class Tunnel {
     flow.lastUse = this.now();
     this.bytesIn += payload.length;
     this.o.counters.bytesIn += payload.length;
-    flow.socket.send(payload);
+    const target = this.targetAddress;
+    flow.socket.send(payload, this.o.service.target.port, target.ip);
   }
 
   private openFlow(key: string, peer: TransportAddress): UdpFlow {
@@ -559,8 +578,12 @@ export class Tunnel {
     socket.on("error", (err) => {
       this.log.debug("target socket error", { peer: key, err: err.message });
     });
-    socket.on("message", (reply) => this.onTargetDatagram(flow, reply));
-    socket.connect(this.o.service.target.port, target.ip);
+    // Not connect()ed (sends would be refused until the connect completes); instead every reply
+    // must come from the target's address, anything else on this port is dropped.
+    const port = this.o.service.target.port;
+    socket.on("message", (reply, from) => {
+      if (from.port === port && from.address === target.ip) this.onTargetDatagram(flow, reply);
+    });
     this.log.debug("udp peer flow opened", { peer: key, channel });
     return flow;
   }
