@@ -1,0 +1,149 @@
+// End to end: TURNS (TURN over TLS, RFC 8656 §3.1) on a real turnpike-relay process with a
+// throw-away self-signed certificate: coturn's turnutils_uclient over TLS with channels to a
+// turnutils_peer (zero loss), and our own client over node:tls for a Binding and a relayed
+// round trip with padded ChannelData (RFC 8656 §12.5).
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { restCredentials } from "../../../test-support/credentials.js";
+import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
+import {
+  AttributeType,
+  Method,
+  startEchoPeer,
+  TurnClientLite,
+} from "../../../test-support/turn-client-lite.js";
+import { httpGet, startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
+import { type PeerHandle, runUclient, startPeer } from "../../../test-support/turnutils.js";
+
+const TOKEN = "e2e-tls-token";
+const TOOLS = ["openssl", "turnutils_uclient", "turnutils_peer"];
+
+describe.skipIf(skipUnlessTools(...TOOLS))("turnpike-relay over TLS (TURNS)", () => {
+  let dir: string;
+  let range: PortRange;
+  let relay: TurnpikeHandle | undefined;
+  let tlsPort: number;
+  let promPort: number;
+  let peer: PeerHandle | undefined;
+
+  beforeAll(async () => {
+    requireTools(...TOOLS);
+    dir = mkdtempSync(join(tmpdir(), "turnpike-e2e-tls-"));
+    const cert = join(dir, "cert.pem");
+    const key = join(dir, "key.pem");
+    const gen = spawnSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-days",
+        "1",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+      ],
+      { encoding: "utf8", timeout: 20_000 },
+    );
+    if (gen.status !== 0) throw new Error(`openssl failed: ${gen.stderr}`);
+    range = reservePortRange(50);
+    tlsPort = await freePort();
+    promPort = await freePort();
+    relay = await startTurnpike({
+      minPort: range.min,
+      maxPort: range.max,
+      token: TOKEN,
+      extraArgs: [
+        "--tls-listen",
+        `127.0.0.1:${tlsPort}`,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--prometheus-listen",
+        `127.0.0.1:${promPort}`,
+      ],
+    });
+    peer = await startPeer();
+  });
+  afterAll(async () => {
+    await peer?.stop();
+    await relay?.stop("SIGINT", 5000);
+    range?.release();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("relays turnutils_uclient's channel traffic over TLS with zero loss", async () => {
+    const clients = 4;
+    const messages = 50;
+    const r = await runUclient({
+      port: tlsPort,
+      transport: "tcp",
+      extraArgs: ["-S"],
+      secret: TOKEN,
+      user: "tls",
+      peer: { port: peer!.port },
+      clients,
+      messages,
+      messageSize: 200,
+      intervalMs: 10,
+      timeoutMs: 30_000,
+    });
+    expect(r.timedOut, r.log).toBe(false);
+    expect(r.exitCode, r.log).toBe(0);
+    expect(r.sentMsgs, r.log).toBe(clients * messages);
+    expect(r.recvMsgs, r.log).toBe(clients * messages);
+    expect(r.lostPackets, r.log).toBe(0);
+    // The relay saw it as TLS traffic (not a plain TCP fallback).
+    const metrics = (await httpGet(promPort, "/metrics")).body;
+    const tls = (dir: string) =>
+      Number(
+        new RegExp(
+          `turn_relayed_packets(?:_total)?\\{[^}]*direction="${dir}"[^}]*transport="tls"[^}]*\\} (\\d+)`,
+        ).exec(metrics)?.[1] ?? 0,
+      );
+    expect(tls("client_to_peer"), metrics).toBe(clients * messages);
+    expect(tls("peer_to_client"), metrics).toBe(clients * messages);
+  });
+
+  it("answers a Binding and relays ChannelData for a node:tls client", async () => {
+    const echo = await startEchoPeer();
+    const creds = restCredentials(TOKEN, "tls-lite");
+    const c = await TurnClientLite.open({
+      port: tlsPort,
+      transport: "tls",
+      username: creds.username,
+      password: creds.credential,
+    });
+    try {
+      const binding = await c.request(Method.Binding, () => {}, { auth: false });
+      expect(binding.code).toBe(0);
+      const { readXorAddress } = await import("@turnpike/relay-core");
+      const mapped = readXorAddress(binding.message, AttributeType.XorMappedAddress);
+      expect(mapped).toEqual({ family: 4, address: "127.0.0.1", port: c.localAddress().port });
+
+      expect((await c.allocate()).code).toBe(0);
+      expect((await c.channelBind(0x4001, echo.address)).code).toBe(0);
+      // Odd sizes exercise the 4-byte padding of ChannelData on streams (RFC 8656 §12.5).
+      const sizes = [1, 2, 3, 5, 333, 1201];
+      for (const n of sizes) c.sendChannelData(0x4001, Buffer.alloc(n, n & 0xff));
+      await c.waitForChannelData(sizes.length, 3000);
+      expect(c.channelData.map((d) => d.data.length)).toEqual(sizes);
+      expect(c.channelData.every((d) => d.data.every((b) => b === (d.data.length & 0xff)))).toBe(
+        true,
+      );
+    } finally {
+      c.close();
+      await echo.close();
+    }
+  });
+});
