@@ -258,12 +258,13 @@ function runOps(
       const i = clients.findIndex(
         (c) => c.address === cmd.client.address && c.port === cmd.client.port,
       );
-      granted[i] = {
-        allocation: 0,
-        relays: new Map(),
-        permissions: new Map(),
-        channels: new Map(),
-      };
+      // In place: an op may hold this client's record while its request runs overdue timers
+      // (the server expires a lapsed allocation before answering the next request).
+      const g = granted[i]!;
+      g.allocation = 0;
+      g.relays.clear();
+      g.permissions.clear();
+      g.channels.clear();
     }
   };
   const request = (i: number, method: number, fill: (b: StunMessageBuilder) => void) => {

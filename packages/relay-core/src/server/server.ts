@@ -1172,6 +1172,16 @@ export class TurnServer {
       reply.error(ErrorCode.BadRequest);
       return;
     }
+    // The binding (re)installs the peer's permission: that must fit the quota too, whether
+    // the binding is new or refreshed after the permission lapsed.
+    if (
+      !allocation.permissions.has(permissionKey(peer)) &&
+      allocation.permissions.size >=
+        (this.options.maxPermissionsPerAllocation ?? Number.POSITIVE_INFINITY)
+    ) {
+      reply.error(ErrorCode.InsufficientCapacity);
+      return;
+    }
     const expiresAt = now + this.lifetimes.channel * 1000;
     if (byNumber !== undefined) {
       if (byNumber.coolingUntil > 0) {
@@ -1182,14 +1192,6 @@ export class TurnServer {
     } else {
       const limit = this.options.maxChannelsPerAllocation ?? Number.POSITIVE_INFINITY;
       if (allocation.channels.size >= limit) {
-        reply.error(ErrorCode.InsufficientCapacity);
-        return;
-      }
-      if (
-        !allocation.permissions.has(permissionKey(peer)) &&
-        allocation.permissions.size >=
-          (this.options.maxPermissionsPerAllocation ?? Number.POSITIVE_INFINITY)
-      ) {
         reply.error(ErrorCode.InsufficientCapacity);
         return;
       }
