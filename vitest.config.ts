@@ -4,6 +4,10 @@ import { defineConfig } from "vitest/config";
 // our own CLIs) on loopback, so they get generous timeouts and run one file at a time.
 export default defineConfig({
   test: {
+    // One test file at a time across all projects: the interop suites measure real processes
+    // (coturn's uclient retransmits after a few hundred ms) on a 2-core machine, and a
+    // property suite hogging the other core turns that into spurious timeouts.
+    maxWorkers: 1,
     projects: [
       {
         test: {
