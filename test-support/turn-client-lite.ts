@@ -89,7 +89,10 @@ export class TurnClientLite {
 
   private realm: string | undefined;
   private nonce: string | undefined;
-  private readonly pending = new Map<string, (r: LiteResponse) => void>();
+  private readonly pending = new Map<
+    string,
+    { resolve: (r: LiteResponse) => void; reject: (e: Error) => void }
+  >();
   private readonly framer = new StreamFramer();
   private closed = false;
   private constructor(
@@ -151,6 +154,9 @@ export class TurnClientLite {
     });
     const gone = () => {
       c.closedByPeer = true;
+      // A transaction on a closed connection can never complete: fail it now.
+      for (const p of c.pending.values()) p.reject(new Error("connection closed by the server"));
+      c.pending.clear();
     };
     stream.on("close", gone);
     stream.on("error", gone);
@@ -315,11 +321,23 @@ export class TurnClientLite {
       const resend = setInterval(() => {
         if (this.udp) this.sendRaw(bytes);
       }, 250);
-      this.pending.set(key, (r) => {
-        clearTimeout(timer);
-        clearInterval(resend);
-        resolve(r);
+      this.pending.set(key, {
+        resolve: (r) => {
+          clearTimeout(timer);
+          clearInterval(resend);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          clearInterval(resend);
+          reject(e);
+        },
       });
+      if (this.closedByPeer) {
+        this.pending.get(key)?.reject(new Error("connection closed by the server"));
+        this.pending.delete(key);
+        return;
+      }
       this.sendRaw(bytes);
     });
   }
@@ -353,7 +371,7 @@ export class TurnClientLite {
       return;
     }
     this.pending.delete(key);
-    done({
+    done.resolve({
       message: m,
       code: m.messageClass === MessageClass.ErrorResponse ? (err?.code ?? 0) : 0,
       reason: err?.reason ?? "",

@@ -100,10 +100,7 @@ describe.skipIf(skipUnlessTools(...TOOLS))("turnpike-relay over TLS (TURNS)", ()
     });
     expect(r.timedOut, r.log).toBe(false);
     expect(r.exitCode, r.log).toBe(0);
-    expect(r.sentMsgs, r.log).toBe(clients * messages);
-    expect(r.recvMsgs, r.log).toBe(clients * messages);
-    expect(r.lostPackets, r.log).toBe(0);
-    // The relay saw it as TLS traffic (not a plain TCP fallback).
+    // The relay relayed every message both ways, and saw it as TLS traffic (not plain TCP).
     const metrics = (await httpGet(promPort, "/metrics")).body;
     const tls = (dir: string) =>
       Number(
@@ -113,6 +110,11 @@ describe.skipIf(skipUnlessTools(...TOOLS))("turnpike-relay over TLS (TURNS)", ()
       );
     expect(tls("client_to_peer"), metrics).toBe(clients * messages);
     expect(tls("peer_to_client"), metrics).toBe(clients * messages);
+    // ...and the client got every echo back (uclient's own count; under a heavily loaded host
+    // a late echo counts as lost there, so the relay's counters above are checked first).
+    expect(r.sentMsgs, r.log).toBe(clients * messages);
+    expect(r.recvMsgs, r.log).toBe(clients * messages);
+    expect(r.lostPackets, r.log).toBe(0);
   });
 
   it("answers a Binding and relays ChannelData for a node:tls client", async () => {
