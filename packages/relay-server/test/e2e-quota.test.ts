@@ -1,6 +1,9 @@
 // End to end: the quota flags of a real turnpike-relay process. --max-allocations (508 beyond,
 // RFC 8656 §7.2), --max-allocations-per-user (486 beyond, counted per TURN REST user, not per
 // username string) and --max-connections (TCP connections beyond are closed).
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { restCredentials } from "../../../test-support/credentials.js";
 import { type PortRange, reservePortRange } from "../../../test-support/ports.js";
@@ -95,5 +98,43 @@ describe("turnpike-relay quotas", () => {
     expect(await binding(fourth)).toBe(0);
     expect(fourth.closedByPeer).toBe(false);
     expect(await binding(second)).toBe(0);
+  });
+});
+
+describe("turnpike-relay quota settings from the environment and a config file", () => {
+  it("takes TURNPIKE_MAX_ALLOCATIONS over the config file, and the file over the default", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "turnpike-e2e-quota-"));
+    const range = reservePortRange(20);
+    const config = join(dir, "relay.json");
+    writeFileSync(config, JSON.stringify({ "max-allocations": 1, maxAllocationsPerUser: 1 }));
+    const relay = await startTurnpike({
+      minPort: range.min,
+      maxPort: range.max,
+      token: TOKEN,
+      extraArgs: ["--config", config],
+      env: { TURNPIKE_MAX_ALLOCATIONS: "2" },
+    });
+    const open: TurnClientLite[] = [];
+    const allocate = async (user: string, ttl = 3600) => {
+      const creds = restCredentials(TOKEN, user, ttl);
+      const c = await TurnClientLite.open({
+        port: relay.port,
+        username: creds.username,
+        password: creds.credential,
+      });
+      open.push(c);
+      return (await c.allocate()).code;
+    };
+    try {
+      expect(await allocate("alice")).toBe(0);
+      expect(await allocate("alice", 3601)).toBe(486); // per user 1: the file
+      expect(await allocate("bob")).toBe(0); // total 2: the environment, not the file's 1
+      expect(await allocate("carol")).toBe(508);
+    } finally {
+      for (const c of open) c.close();
+      expect((await relay.stop("SIGINT", 5000)).code).toBe(0);
+      range.release();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
