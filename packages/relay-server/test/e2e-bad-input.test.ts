@@ -493,6 +493,27 @@ describe("turnpike-relay never relays to a forbidden peer", () => {
       client.sendIndication(peer, Buffer.from(`leak via Send to ${peer.address}`));
       client.sendChannelData(channel - 1, Buffer.from("leak via ChannelData"));
     }
+    // Other spellings of loopback and the relay's own neighbourhood: only asked about (no data
+    // is sent their way, so a wrong answer could not put a datagram on a real network).
+    const spellings: TransportAddress[] = [
+      { family: 6, address: "::127.0.0.1", port }, // IPv4-compatible (deprecated, RFC 4291)
+      { family: 6, address: "64:ff9b::7f00:1", port }, // NAT64 well-known prefix (RFC 6052)
+      { family: 6, address: "2002:7f00:1::", port }, // 6to4 of 127.0.0.1 (RFC 3056)
+      { family: 6, address: "::ffff:0.0.0.0", port },
+      { family: 4, address: "127.255.255.254", port },
+      { family: 4, address: "169.254.169.254", port }, // cloud metadata service
+      { family: 4, address: "255.255.255.255", port },
+      { family: 4, address: "224.0.0.1", port },
+    ];
+    for (const peer of spellings) {
+      expect((await client.createPermission(peer)).code, `CreatePermission ${peer.address}`).toBe(
+        403,
+      );
+      expect((await client.channelBind(channel++, peer)).code, `ChannelBind ${peer.address}`).toBe(
+        403,
+      );
+    }
+
     await sleep(300);
     expect(leaked).toBe(0);
     expect(client.dataIndications).toEqual([]);
