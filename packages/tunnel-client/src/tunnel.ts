@@ -691,8 +691,14 @@ export class Tunnel {
     // One open connection = one bound data connection, from ConnectionBind success to close.
     const gen = this.generation;
     this.openConnections++;
-    data.once("close", () => {
+    data.once("close", (hadError) => {
       if (gen === this.generation) this.openConnections--;
+      this.log.debug("tcp connection closed", {
+        peer: peerText,
+        hadError,
+        fromPeer: data.bytesRead,
+        toPeer: data.bytesWritten,
+      });
     });
     let connected = false;
     target.once("close", () => this.pipes.delete(target));

@@ -277,6 +277,8 @@ export async function tcpRoundTrip(
   to: { ip: string; port: number },
   bytes: Buffer,
   timeoutMs = 60_000,
+  /** Keep at most this many bytes un-echoed in flight (default: write everything at once). */
+  window = Number.POSITIVE_INFINITY,
 ): Promise<Buffer> {
   const { connect } = await import("node:net");
   return new Promise((resolve, reject) => {
@@ -287,12 +289,19 @@ export async function tcpRoundTrip(
       sock.destroy();
       reject(new Error(`TCP round trip timed out after ${got} of ${bytes.length} bytes`));
     }, timeoutMs);
-    sock.on("connect", () => {
-      sock.write(bytes);
-    });
+    let sent = 0;
+    const pump = () => {
+      const until = Math.min(bytes.length, got + window);
+      if (until > sent) {
+        sock.write(bytes.subarray(sent, until));
+        sent = until;
+      }
+    };
+    sock.on("connect", pump);
     sock.on("data", (c: Buffer) => {
       chunks.push(c);
       got += c.length;
+      pump();
       if (got >= bytes.length) {
         clearTimeout(timer);
         sock.end();

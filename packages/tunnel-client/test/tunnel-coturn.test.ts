@@ -83,7 +83,11 @@ describe.skipIf(skip)("turnpike-tunnel with coturn as the relay", () => {
     const row = (await tunnel.list()).find((r) => r.name === "t")!;
     const data = randomBytes(10 * 1024 * 1024);
     const t0 = performance.now();
-    const back = await tcpRoundTrip(parseAddress(row.relayedAddress!), data);
+    // coturn 4.6 does not push back on a TCP-to-TCP relay: with 10 MB written in one go it reset
+    // the data connection (~8.7 MB in); with 256 KiB in flight whole 64 KiB reads went missing.
+    // A platform speaking a request/response protocol never gets there; keep 32 KiB in flight.
+    // (Full-speed backpressure is what the turnpike-relay suite tests.)
+    const back = await tcpRoundTrip(parseAddress(row.relayedAddress!), data, 30_000, 32 * 1024);
     const s = (performance.now() - t0) / 1000;
     console.log(
       `[tunnel-coturn] 10 MiB TCP echo through coturn + tunnel in ${s.toFixed(2)} s (${((2 * 10) / s).toFixed(1)} MiB/s both ways)`,
