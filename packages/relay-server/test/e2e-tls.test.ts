@@ -3,7 +3,9 @@
 // turnutils_peer (zero loss), and our own client over node:tls for a Binding and a relayed
 // round trip with padded ChannelData (RFC 8656 §12.5).
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -147,5 +149,46 @@ describe.skipIf(skipUnlessTools(...TOOLS))("turnpike-relay over TLS (TURNS)", ()
       c.close();
       await echo.close();
     }
+  });
+
+  it("closes plain-TCP garbage, plain STUN and post-handshake garbage on the TLS port and keeps serving", async () => {
+    const closedByRelay = (write: (s: net.Socket) => void) =>
+      new Promise<boolean>((resolve) => {
+        const s = net.connect({ host: "127.0.0.1", port: tlsPort }, () => write(s));
+        const timer = setTimeout(() => {
+          s.destroy();
+          resolve(false);
+        }, 3000);
+        s.on("error", () => {});
+        s.on("data", () => {});
+        s.on("close", () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+    const binding = Buffer.from("000100002112a442000102030405060708090a0b", "hex");
+    const results = await Promise.all([
+      ...Array.from({ length: 8 }, () => closedByRelay((s) => s.write(randomBytes(600)))),
+      closedByRelay((s) => s.write(binding)), // STUN without TLS
+      // A TLS record header announcing a ClientHello, then junk.
+      closedByRelay((s) =>
+        s.write(Buffer.concat([Buffer.from("1603010200", "hex"), randomBytes(512)])),
+      ),
+    ]);
+    expect(results.every(Boolean)).toBe(true);
+
+    // Inside a good TLS session, bytes that are neither STUN nor ChannelData end the session.
+    const broken = await TurnClientLite.open({ port: tlsPort, transport: "tls" });
+    broken.sendRaw(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]));
+    expect(await broken.waitClosedByPeer(2000)).toBe(true);
+    broken.close();
+
+    const ok = await TurnClientLite.open({ port: tlsPort, transport: "tls" });
+    try {
+      expect((await ok.request(Method.Binding, () => {}, { auth: false })).code).toBe(0);
+    } finally {
+      ok.close();
+    }
+    expect(relay!.process.exited).toBe(false);
   });
 });
