@@ -366,13 +366,21 @@ export class Tunnel {
   private flush(final = false): void {
     const client = this.client;
     if (client === undefined) return;
-    for (let t = client.pollTransmit(); t !== undefined; t = client.pollTransmit()) {
-      this.sendControl(t);
-    }
-    if (final) return;
-    for (let e = client.pollEvent(); e !== undefined; e = client.pollEvent()) {
-      this.onEvent(e);
-      if (this.client !== client) return; // the event tore the tunnel down
+    // Events can queue more transmits (allocated -> CreatePermission), so drain until both
+    // queues are empty before arming the timer.
+    for (let round = 0; round < 16; round++) {
+      let moved = false;
+      for (let t = client.pollTransmit(); t !== undefined; t = client.pollTransmit()) {
+        this.sendControl(t);
+        moved = true;
+      }
+      if (final) return;
+      for (let e = client.pollEvent(); e !== undefined; e = client.pollEvent()) {
+        this.onEvent(e);
+        moved = true;
+        if (this.client !== client) return; // the event tore the tunnel down
+      }
+      if (!moved) break;
     }
     this.armTimer();
   }
