@@ -50,6 +50,8 @@ const STREAM_HIGH_WATER = 1 << 20;
 const LISTENER_BUFFER_BYTES = 4 << 20;
 // Relay sockets keep the kernel default: each carries one allocation's peers, and two
 // setsockopt calls per allocation showed up in the allocation-setup profile.
+/** Upper bound on a TLS handshake (a few round trips, even on a slow mobile link). */
+const TLS_HANDSHAKE_MS = 10_000;
 /** Zero bytes for ChannelData padding on streams (RFC 8656 §12.5). */
 const PADDING = Buffer.alloc(3);
 
@@ -217,16 +219,31 @@ class RelayDriver implements RunningRelay {
     const onSocket = (socket: net.Socket) => this.onStreamConnection(listenerId, transport, socket);
     const server =
       transport === "tls"
-        ? tls.createServer({ ...tlsOptions }, onSocket)
+        ? tls.createServer(
+            {
+              ...tlsOptions,
+              // A connection still in its handshake is idle too; Node's default would hold it
+              // for 120 s, past --tcp-idle-timeout.
+              handshakeTimeout: Math.min(this.config.tcpIdleTimeout * 1000, TLS_HANDSHAKE_MS),
+            },
+            onSocket,
+          )
         : net.createServer({ noDelay: true }, onSocket);
     this.streamServers.push(server);
     server.on("error", (err) =>
       this.log.warn(`${transport} listener error`, { error: err.message }),
     );
     if (transport === "tls") {
-      server.on("tlsClientError", (err) =>
-        this.log.debug("tls handshake failed", { error: err.message }),
-      );
+      // With a listener attached Node leaves the socket open: a failed or timed-out handshake
+      // would otherwise hold its connection until the client gives up.
+      server.on("tlsClientError", (err, socket) => {
+        this.log.debug("tls handshake failed", { error: err.message });
+        socket.destroy();
+      });
+      // onStreamConnection counts a TLS client only once its handshake is done; the listener
+      // itself caps the connections that are still handshaking (it counts both).
+      server.maxConnections = this.config.maxConnections;
+      server.on("drop", () => this.telemetry.drop("connection-limit"));
     }
     // Plain TCP on a TURN port may still start a TLS handshake or garbage: the framer rejects it.
     return new Promise((resolve, reject) => {
