@@ -31,12 +31,14 @@ describe.skipIf(skipUnlessTools(...TOOLS))("turnpike-relay over TLS (TURNS)", ()
   let tlsPort: number;
   let promPort: number;
   let peer: PeerHandle | undefined;
+  let cert: string;
+  let key: string;
 
   beforeAll(async () => {
     requireTools(...TOOLS);
     dir = mkdtempSync(join(tmpdir(), "turnpike-e2e-tls-"));
-    const cert = join(dir, "cert.pem");
-    const key = join(dir, "key.pem");
+    cert = join(dir, "cert.pem");
+    key = join(dir, "key.pem");
     const gen = spawnSync(
       "openssl",
       [
@@ -190,5 +192,58 @@ describe.skipIf(skipUnlessTools(...TOOLS))("turnpike-relay over TLS (TURNS)", ()
       ok.close();
     }
     expect(relay!.process.exited).toBe(false);
+  });
+
+  it("ends handshakes that stall past --tcp-idle-timeout and caps connections still handshaking", async () => {
+    const port = await freePort();
+    const r = await startTurnpike({
+      minPort: range.min,
+      maxPort: range.max,
+      token: TOKEN,
+      extraArgs: [
+        "--tcp-idle-timeout",
+        "1",
+        "--max-connections",
+        "2",
+        "--tls-listen",
+        `127.0.0.1:${port}`,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+      ],
+    });
+    const t0 = performance.now();
+    // TCP connections to the TLS port that never send a ClientHello.
+    const closedAt = await Promise.all(
+      [0, 1, 2].map(
+        (i) =>
+          new Promise<number>((resolve) => {
+            const s = net.connect({ host: "127.0.0.1", port });
+            s.on("error", () => {});
+            const timer = setTimeout(() => {
+              s.destroy();
+              resolve(Number.POSITIVE_INFINITY);
+            }, 4000 + i);
+            s.on("close", () => {
+              clearTimeout(timer);
+              resolve(performance.now() - t0);
+            });
+          }),
+      ),
+    );
+    try {
+      closedAt.sort((a, b) => a - b);
+      // The third is over --max-connections while two are handshaking: refused at once.
+      expect(closedAt[0]).toBeLessThan(500);
+      // The two silent ones end at the idle limit (1 s), not at Node's 120 s default.
+      expect(closedAt[1]).toBeGreaterThan(800);
+      expect(closedAt[2]).toBeLessThan(3000);
+      const ok = await TurnClientLite.open({ port, transport: "tls" });
+      expect((await ok.request(Method.Binding, () => {}, { auth: false })).code).toBe(0);
+      ok.close();
+    } finally {
+      expect((await r.stop("SIGINT", 5000)).code).toBe(0);
+    }
   });
 });
