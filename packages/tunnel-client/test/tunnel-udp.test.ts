@@ -12,6 +12,7 @@ import {
   type RelayProcess,
   startRelay,
   startTunnel,
+  TUNNEL_BIN,
   type TunnelProcess,
   udpEcho,
   udpPeer,
@@ -243,6 +244,29 @@ describe("two relay addresses behind one name", () => {
     expect(survivor.state).toBe("ready");
     expect(await echoUdp(platform, parseAddress(survivor.relayedAddress!), 100)).toBe(100);
     platform.close();
+  });
+
+  it("prints the tunnels as a table with `turnpike-tunnel list`", async () => {
+    const { spawnSync } = await import("node:child_process");
+    const run = (extra: string[]) =>
+      spawnSync(
+        process.execPath,
+        [TUNNEL_BIN, "list", "--admin", `http://127.0.0.1:${tunnel.adminPort}`, ...extra],
+        {
+          encoding: "utf8",
+          timeout: 10_000,
+          env: { PATH: process.env.PATH ?? "" },
+        },
+      );
+    const ok = run(["--admin-token", "admin-secret"]);
+    expect(ok.status).toBe(0);
+    const lines = ok.stdout.trim().split("\n");
+    expect(lines[0]).toMatch(/^ID\s+NAME\s+TARGET\s+RELAY\s+RELAYED ADDRESS\s+STATE/);
+    expect(lines).toHaveLength(3);
+    expect(lines.filter((l) => /\secho\s/.test(l))).toHaveLength(2);
+    const denied = run([]);
+    expect(denied.status).toBe(1);
+    expect(denied.stderr).toMatch(/401/);
   });
 
   it("requires the admin token when one is set", async () => {
