@@ -50,10 +50,10 @@ const STREAM_HIGH_WATER = 1 << 20;
 const LISTENER_BUFFER_BYTES = 4 << 20;
 // Relay sockets keep the kernel default: each carries one allocation's peers, and two
 // setsockopt calls per allocation showed up in the allocation-setup profile.
-/** Upper bound on a TLS handshake (a few round trips, even on a slow mobile link). */
-const TLS_HANDSHAKE_MS = 10_000;
 /** Zero bytes for ChannelData padding on streams (RFC 8656 §12.5). */
 const PADDING = Buffer.alloc(3);
+/** Upper bound on a TLS handshake (a few round trips, even on a slow mobile link). */
+const TLS_HANDSHAKE_MS = 10_000;
 
 const SLOT_UDP_C2P = relaySlot("client_to_peer", "udp");
 const SLOT_UDP_P2C = relaySlot("peer_to_client", "udp");
