@@ -674,10 +674,21 @@ export class TurnServer {
       reply.error(ErrorCode.WrongCredentials);
       return;
     }
+    if (msg.method === Method.Allocate) {
+      this.handleAllocate(endpoint, client, msg, auth, reply, now);
+      return;
+    }
+    if (msg.method === Method.ConnectionBind) {
+      this.handleConnectionBind(endpoint, client, msg, auth, reply, now);
+      return;
+    }
+    // Everything else acts on the 5-tuple's allocation: none (or one still binding its relay
+    // port) is 437 Allocation Mismatch (RFC 8656 §7.3, §10.2, §11.2; RFC 6062 §5.2).
+    if (allocation === undefined || allocation.state !== "active") {
+      reply.error(ErrorCode.AllocationMismatch);
+      return;
+    }
     switch (msg.method) {
-      case Method.Allocate:
-        this.handleAllocate(endpoint, client, msg, auth, reply, now);
-        return;
       case Method.Refresh:
         this.handleRefresh(allocation, msg, reply, now);
         return;
@@ -689,9 +700,6 @@ export class TurnServer {
         return;
       case Method.Connect:
         this.handleConnect(allocation, msg, reply, now);
-        return;
-      case Method.ConnectionBind:
-        this.handleConnectionBind(endpoint, client, msg, auth, reply, now);
         return;
       default:
         reply.error(ErrorCode.BadRequest);
@@ -1038,16 +1046,7 @@ export class TurnServer {
   // ---------------------------------------------------------------------------------------
   // Refresh (RFC 8656 §7.3)
 
-  private handleRefresh(
-    allocation: Allocation | undefined,
-    msg: StunMessage,
-    reply: Reply,
-    now: number,
-  ): void {
-    if (allocation === undefined || allocation.state !== "active") {
-      reply.error(ErrorCode.AllocationMismatch);
-      return;
-    }
+  private handleRefresh(allocation: Allocation, msg: StunMessage, reply: Reply, now: number): void {
     const family = readAddressFamily(msg, AttributeType.RequestedAddressFamily);
     if (family === "invalid") {
       reply.error(ErrorCode.BadRequest);
@@ -1080,15 +1079,11 @@ export class TurnServer {
   // CreatePermission (RFC 8656 §10)
 
   private handleCreatePermission(
-    allocation: Allocation | undefined,
+    allocation: Allocation,
     msg: StunMessage,
     reply: Reply,
     now: number,
   ): void {
-    if (allocation === undefined || allocation.state !== "active") {
-      reply.error(ErrorCode.AllocationMismatch);
-      return;
-    }
     const peers = readAllXorAddresses(msg, AttributeType.XorPeerAddress);
     if (peers.length === 0 || peers.some((p) => p === undefined)) {
       reply.error(ErrorCode.BadRequest);
@@ -1134,15 +1129,11 @@ export class TurnServer {
   // ChannelBind (RFC 8656 §11)
 
   private handleChannelBind(
-    allocation: Allocation | undefined,
+    allocation: Allocation,
     msg: StunMessage,
     reply: Reply,
     now: number,
   ): void {
-    if (allocation === undefined || allocation.state !== "active") {
-      reply.error(ErrorCode.AllocationMismatch);
-      return;
-    }
     const number = readChannelNumber(msg);
     const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
     if (
@@ -1209,16 +1200,7 @@ export class TurnServer {
   // ---------------------------------------------------------------------------------------
   // Connect and ConnectionBind (RFC 6062 §5.2, §5.4)
 
-  private handleConnect(
-    allocation: Allocation | undefined,
-    msg: StunMessage,
-    reply: Reply,
-    now: number,
-  ): void {
-    if (allocation === undefined || allocation.state !== "active") {
-      reply.error(ErrorCode.AllocationMismatch);
-      return;
-    }
+  private handleConnect(allocation: Allocation, msg: StunMessage, reply: Reply, now: number): void {
     const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
     if (allocation.requestedTransport !== "tcp" || peer === undefined) {
       reply.error(ErrorCode.BadRequest);
