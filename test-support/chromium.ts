@@ -126,8 +126,9 @@ export async function runWebRtcRelayTest(opts: WebRtcRelayOptions): Promise<WebR
     const result = await withTimeout(
       tab.evaluate(
         (cfg) =>
+          // Runs inside the page, where the global object is `window`.
           (
-            window as unknown as { runRelayTest: (c: unknown) => Promise<WebRtcRelayResult> }
+            globalThis as unknown as { runRelayTest: (c: unknown) => Promise<WebRtcRelayResult> }
           ).runRelayTest(cfg),
         { iceServers, messages: opts.messages ?? 20, timeoutMs },
       ),
