@@ -157,6 +157,7 @@ describe("TurnClient allocation against TurnServer", () => {
     h.client.allocate(h.now);
     h.runUntil(() => h.client.state === "allocated");
     h.client.setCredentials("bob", "builder");
+    expect(h.client.usesAllocationCredentials).toBe(false);
     h.client.refresh(h.now);
     h.runUntil(() => h.eventsOf("refreshed").length > 0);
     const usernames = sentMethods(h)
@@ -165,6 +166,7 @@ describe("TurnClient allocation against TurnServer", () => {
     // RFC 8656 §7: the server answers 441 to "bob", the retry uses "alice" who created it.
     expect(usernames).toEqual(["bob", USERNAME]);
     expect(h.client.state).toBe("allocated");
+    expect(h.client.usesAllocationCredentials).toBe(true);
     // A new Allocate (after a release) uses the renewed credentials.
     h.client.release(h.now);
     h.runUntil(() => h.eventsOf("released").length > 0);

@@ -222,6 +222,16 @@ export class TurnClient {
     return this.#realm;
   }
 
+  /**
+   * True once the server answered 441 to credentials set with `setCredentials` and this
+   * allocation's requests went back to the ones that created it (RFC 8656 §7; coturn does this).
+   * A runtime renewing TURN REST credentials reads it to know it must re-allocate before the
+   * creating credentials expire.
+   */
+  get usesAllocationCredentials(): boolean {
+    return this.#pinnedToAllocationCredentials;
+  }
+
   // -------------------------------------------------------------------------------------------
   // Commands
 
