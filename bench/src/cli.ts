@@ -7,6 +7,7 @@ import { machineInfo } from "./proc.js";
 import { Progress } from "./progress.js";
 import { type BenchReport, renderTable, writeOutputs } from "./report.js";
 import { defaultScenarios, scenarios } from "./scenarios/index.js";
+import { runTunnelScenario } from "./scenarios/tunnel.js";
 import type { BenchOptions, ScenarioResult } from "./scenarios/types.js";
 import {
   defaultSettings,
@@ -23,7 +24,7 @@ async function main(): Promise<number> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName("turnpike-bench")
     .usage(
-      "$0 [scenario...] [options]\n\nScenarios: relay, allocations, churn, tunnel (not available yet), micro.\nDefault: relay allocations churn.",
+      "$0 [scenario...] [options]\n\nScenarios: relay, allocations, churn, tunnel, micro.\nDefault: relay allocations churn tunnel.",
     )
     .option("server", {
       choices: ["turnpike", "coturn", "both"] as const,
@@ -97,7 +98,7 @@ async function main(): Promise<number> {
   const list = names.filter((n) => n !== "micro");
   const chosen = list.length ? list : defaultScenarios;
   for (const n of chosen) {
-    if (!scenarios[n])
+    if (!scenarios[n] && n !== "tunnel")
       throw new Error(`unknown scenario "${n}" (relay, allocations, churn, tunnel, micro)`);
   }
   const opts: BenchOptions = {
@@ -126,21 +127,28 @@ async function main(): Promise<number> {
   const results: ScenarioResult[] = [];
   const servers = new Map<string, { name: string; command: string; notes: string[] }>();
   let failed = false;
+  const startRelay = async (kind: (typeof kinds)[number]): Promise<RunningServer> => {
+    const server =
+      kind === "turnpike"
+        ? await startTurnpike(base)
+        : kind === "coturn"
+          ? await startCoturn(base)
+          : await useExternal(argv.external!, process.env.TURNPIKE_TOKEN ?? "", base.realm);
+    servers.set(server.name, { name: server.name, command: server.command, notes: server.notes });
+    return server;
+  };
   for (const scenario of chosen) {
+    if (scenario === "tunnel") {
+      // Four paths (direct, through each relay, ssh -R), not one run per server.
+      const rows = await runTunnelScenario({ kinds, startRelay, opts, progress });
+      if (rows.some((r) => r.error)) failed = true;
+      results.push(...rows);
+      continue;
+    }
     for (const kind of kinds) {
       let server: RunningServer | undefined;
       try {
-        server =
-          kind === "turnpike"
-            ? await startTurnpike(base)
-            : kind === "coturn"
-              ? await startCoturn(base)
-              : await useExternal(argv.external!, process.env.TURNPIKE_TOKEN ?? "", base.realm);
-        servers.set(server.name, {
-          name: server.name,
-          command: server.command,
-          notes: server.notes,
-        });
+        server = await startRelay(kind);
         process.stderr.write(
           `# ${scenario} on ${server.name} (pid ${server.pid ?? "-"}, port ${server.port})\n`,
         );

@@ -32,31 +32,40 @@ function ratio(a: number | null | undefined, b: number | null | undefined): stri
   return `${(a / b).toFixed(2)}x`;
 }
 
+/** Ratio columns, each shown when both of its columns are in a scenario's table. */
+const RATIOS: [string, string][] = [
+  ["turnpike", "coturn"],
+  // tunnel: turnpike-tunnel over Turnpike against the ssh -R reverse tunnel (issue 6 §4)
+  ["turnpike", "ssh -R"],
+];
+
 export function renderTable(report: BenchReport): string {
   const lines: string[] = [];
   const scenarios = [...new Set(report.results.map((r) => r.scenario))];
   for (const sc of scenarios) {
-    const rows = report.results.filter((r) => r.scenario === sc);
+    const all = report.results.filter((r) => r.scenario === sc);
+    // A skipped row (missing tool) has no figures: a note, not a column.
+    const rows = all.filter((r) => !r.skipped);
     const servers = rows.map((r) => r.server);
-    const withRatio = servers.includes("turnpike") && servers.includes("coturn");
+    const pairs = RATIOS.filter(([a, b]) => servers.includes(a) && servers.includes(b));
     lines.push("", `## ${sc}`);
     const keys: Metric[] = [];
     for (const r of rows)
       for (const m of r.metrics) if (!keys.some((k) => k.key === m.key)) keys.push(m);
-    const header = ["metric", ...servers, ...(withRatio ? ["turnpike/coturn"] : [])];
+    const header = ["metric", ...servers, ...pairs.map(([a, b]) => `${a}/${b}`)];
     const body: string[][] = [];
+    const value = (server: string, key: string) =>
+      rows.find((r) => r.server === server)?.metrics.find((x) => x.key === key)?.value;
     for (const k of keys) {
       const cells = rows.map((r) => {
         const m = r.metrics.find((x) => x.key === k.key);
         return m ? formatValue(m) : "";
       });
-      const tp = rows.find((r) => r.server === "turnpike")?.metrics.find((x) => x.key === k.key);
-      const ct = rows.find((r) => r.server === "coturn")?.metrics.find((x) => x.key === k.key);
       const label = `${k.label}${k.unit ? ` (${k.unit})` : ""}`;
       body.push([
         label,
         ...cells,
-        ...(withRatio ? [k.better ? ratio(tp?.value, ct?.value) : ""] : []),
+        ...pairs.map(([a, b]) => (k.better ? ratio(value(a, k.key), value(b, k.key)) : "")),
       ]);
     }
     const widths = header.map((h, i) =>
@@ -64,6 +73,10 @@ export function renderTable(report: BenchReport): string {
     );
     const fmt = (cells: string[]) =>
       `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ")} |`;
+    if (rows.length === 0) {
+      for (const r of all) if (r.skipped) lines.push(`- ${r.server}: SKIPPED ${r.skipped}`);
+      continue;
+    }
     lines.push(
       fmt(header),
       `|${widths.map((w, i) => (i === 0 ? "-".repeat(w + 2) : `${"-".repeat(w + 1)}:`)).join("|")}|`,
@@ -71,6 +84,7 @@ export function renderTable(report: BenchReport): string {
     for (const b of body) lines.push(fmt(header.map((_, i) => b[i] ?? "")));
     for (const r of rows) for (const n of r.notes) lines.push(`- ${r.server}: ${n}`);
     for (const r of rows) if (r.error) lines.push(`- ${r.server}: ERROR ${r.error.split("\n")[0]}`);
+    for (const r of all) if (r.skipped) lines.push(`- ${r.server}: SKIPPED ${r.skipped}`);
   }
   const m = report.machine;
   lines.push(
@@ -189,6 +203,52 @@ function lineChart(
   return parts.join("");
 }
 
+/** Grouped horizontal bars: one group per category (a path), one bar per series. */
+function barChart(
+  title: string,
+  categories: string[],
+  series: { name: string; color: string; values: (number | null)[] }[],
+  unit: string,
+): string {
+  const W = 640;
+  const L = 90;
+  const R = 90;
+  const T = 30;
+  const bar = 14;
+  const group = series.length * bar + 12;
+  const H = T + categories.length * group + 40;
+  const max = Math.max(1, ...series.flatMap((s) => s.values.map((v) => v ?? 0)));
+  const px = (v: number) => (v / max) * (W - L - R);
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
+    `<text x="${W / 2}" y="18" text-anchor="middle" font-size="13">${esc(title)}</text>`,
+    `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - 40}" stroke="#444"/>`,
+  ];
+  categories.forEach((c, i) => {
+    const y0 = T + i * group + 6;
+    parts.push(
+      `<text x="${L - 6}" y="${y0 + (series.length * bar) / 2 + 4}" text-anchor="end">${esc(c)}</text>`,
+    );
+    series.forEach((s, j) => {
+      const v = s.values[i];
+      if (v === null || v === undefined) return;
+      const y = y0 + j * bar;
+      parts.push(
+        `<rect x="${L}" y="${y}" width="${px(v).toFixed(1)}" height="${bar - 2}" fill="${s.color}"><title>${esc(`${c} ${s.name}: ${Math.round(v)} ${unit}`)}</title></rect>`,
+        `<text x="${(L + px(v) + 4).toFixed(1)}" y="${y + bar - 4}">${Math.round(v).toLocaleString("en-US")}</text>`,
+      );
+    });
+  });
+  series.forEach((s, j) => {
+    const x = L + j * 150;
+    parts.push(
+      `<rect x="${x}" y="${H - 24}" width="10" height="10" fill="${s.color}"/><text x="${x + 14}" y="${H - 15}">${esc(s.name)} (${esc(unit)})</text>`,
+    );
+  });
+  parts.push("</svg>");
+  return parts.join("");
+}
+
 export function renderHtml(report: BenchReport): string {
   const sections: string[] = [];
   const scenarios = [...new Set(report.results.map((r) => r.scenario))];
@@ -203,6 +263,22 @@ export function renderHtml(report: BenchReport): string {
           `${sc}: round-trip latency by percentile`,
           lat.map((r) => ({ name: r.server, points: r.latency!.points.map((p, i) => [i, p[1]]) })),
           { xLabel: "percentile", yLabel: "RTT (µs, log)", xTicks: ticks, logY: true },
+        ),
+      );
+    }
+    const tput = rows.filter((r) => r.metrics.some((m) => m.key === "receivedMbps"));
+    if (tput.length) {
+      const get = (key: string) =>
+        tput.map((r) => r.metrics.find((m) => m.key === key)?.value ?? null);
+      sections.push(
+        barChart(
+          `${sc}: TCP throughput (iperf3, one stream)`,
+          tput.map((r) => r.server),
+          [
+            { name: "receiver", color: "#1f77b4", values: get("receivedMbps") },
+            { name: "sender", color: "#aec7e8", values: get("sentMbps") },
+          ],
+          "Mbit/s",
         ),
       );
     }
@@ -231,10 +307,22 @@ ${sections.join("\n")}
 <pre>${esc(table)}</pre>
 <h2>Servers</h2>
 <ul>${report.servers.map((s) => `<li><b>${esc(s.name)}</b>: <code>${esc(s.command)}</code>${s.notes.map((n) => `<br>${esc(n)}`).join("")}</li>`).join("")}</ul>
+${commandsHtml(report)}
 <h2>Options</h2>
 <pre>${esc(JSON.stringify(report.options, null, 2))}</pre>
 </body></html>
 `;
+}
+
+function commandsHtml(report: BenchReport): string {
+  const rows = report.results.filter((r) => r.commands?.length);
+  if (!rows.length) return "";
+  return `<h2>Commands</h2>\n${rows
+    .map(
+      (r) =>
+        `<p><b>${esc(r.scenario)} / ${esc(r.server)}</b></p><pre>${esc(r.commands!.join("\n"))}</pre>`,
+    )
+    .join("\n")}`;
 }
 
 export function writeOutputs(

@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { killByPid, live, tail } from "./children.js";
 import { bindingRequest, Class, classOf, decode } from "./load/stun-lite.js";
 
 export type ServerKind = "turnpike" | "coturn" | "external";
@@ -45,9 +46,7 @@ export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)
 export const turnpikeBin = path.join(repoRoot, "packages/relay-server/bin/turnpike-relay.js");
 const turnpikeDist = path.join(repoRoot, "packages/relay-server/dist/cli.js");
 
-const live = new Set<RunningServer>();
-
-/** Stops every server still running (used on error and on SIGINT/SIGTERM). */
+/** Stops every server and child still running (used on error and on SIGINT/SIGTERM). */
 export async function stopAll(): Promise<void> {
   await Promise.all([...live].map((s) => s.stop()));
 }
@@ -110,34 +109,6 @@ export async function waitForStun(host: string, port: number, timeoutMs = 15000)
   }
 }
 
-function killByPid(child: ChildProcess, name: string): Promise<void> {
-  const pid = child.pid;
-  if (pid === undefined || child.exitCode !== null || child.signalCode !== null) {
-    return Promise.resolve();
-  }
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(hard);
-      resolve();
-    };
-    child.once("exit", done);
-    const hard = setTimeout(() => {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-      setTimeout(resolve, 200);
-    }, 5000);
-    try {
-      process.kill(pid, "SIGTERM");
-    } catch {
-      done();
-    }
-    void name;
-  });
-}
-
 function track(
   kind: ServerKind,
   child: ChildProcess,
@@ -159,25 +130,12 @@ function track(
     notes,
     stop: async () => {
       live.delete(server);
-      await killByPid(child, kind);
+      await killByPid(child);
       cleanup();
     },
   };
   live.add(server);
   return server;
-}
-
-/** Keeps the last lines of a child's output for error messages, without buffering it all. */
-function tail(child: ChildProcess, lines: string[], max = 30): void {
-  const onData = (d: Buffer) => {
-    for (const l of d.toString("utf8").split("\n")) {
-      if (l.trim() === "") continue;
-      lines.push(l);
-      if (lines.length > max) lines.shift();
-    }
-  };
-  child.stdout?.on("data", onData);
-  child.stderr?.on("data", onData);
 }
 
 async function readyOrFail(

@@ -57,6 +57,10 @@ export interface ScenarioResult {
   latency?: LatencyCurve;
   ramp?: RampPoint[];
   error?: string;
+  /** the row could not run here (a tool is missing): the reason; not a failure */
+  skipped?: string;
+  /** how the row's processes were started (HTML report and JSON only) */
+  commands?: string[];
 }
 
 export type Scenario = (ctx: ScenarioContext) => Promise<ScenarioResult>;
