@@ -43,6 +43,21 @@ export function rssBytes(pid: number): number | undefined {
   }
 }
 
+/**
+ * Anonymous resident memory (RssAnon): the heaps (V8's and malloc's) and stacks, without code
+ * and file-backed pages. The closest to "heap" that can be read from outside either relay:
+ * Turnpike's V8 heap proper is only visible from inside (inspector or its own metrics).
+ */
+export function rssAnonBytes(pid: number): number | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const m = /^RssAnon:\s+(\d+)\s+kB/m.exec(status);
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Threads of a process (coturn runs several relay threads; Turnpike one event loop). */
 export function threadCount(pid: number): number | undefined {
   try {

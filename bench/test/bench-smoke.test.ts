@@ -1,11 +1,11 @@
 // End-to-end smoke test of turnpike-bench: the real CLI against real relays on loopback,
 // no thresholds, only "every figure is there and the report was written".
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { requireTools, skipUnlessTools } from "../../test-support/tools.js";
+import { missingTools, requireTools, skipUnlessTools } from "../../test-support/tools.js";
 import { defaultSettings, repoRoot, startTurnpike } from "../src/servers.js";
 
 const cli = path.join(repoRoot, "bench/bin/turnpike-bench.js");
@@ -17,6 +17,7 @@ interface Report {
     scenario: string;
     server: string;
     error?: string;
+    skipped?: string;
     metrics: { key: string; value: number | null }[];
   }[];
 }
@@ -26,7 +27,12 @@ function runBench(args: string[]): Promise<{ code: number; stdout: string; stder
     execFile(
       process.execPath,
       [cli, ...args],
-      { cwd: repoRoot, timeout: 150_000, maxBuffer: 10 << 20 },
+      {
+        cwd: repoRoot,
+        timeout: 150_000,
+        maxBuffer: 10 << 20,
+        env: { ...process.env, [marker.split("=")[0]!]: marker.split("=")[1]! },
+      },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
         resolve({ code, stdout, stderr });
@@ -55,11 +61,60 @@ function expectFigures(report: Report, server: string): void {
   expect(metric(report, "churn", server, "cyclesPerSec")).toBeGreaterThan(0);
 }
 
+/** The tunnel scenario's tools: missing ones skip its paths locally, fail the suite under CI. */
+const TUNNEL_TOOLS = ["iperf3", "sshd", "ssh", "ssh-keygen"];
+
+/** Every path of the tunnel scenario measured a throughput, or was skipped for a missing tool. */
+function expectTunnel(report: Report, relays: string[]): void {
+  const missing = missingTools(...TUNNEL_TOOLS);
+  for (const path of ["direct", ...relays, "ssh -R"]) {
+    const row = report.results.find((x) => x.scenario === "tunnel" && x.server === path);
+    expect(row, `tunnel row ${path}`).toBeDefined();
+    expect(row?.error, `tunnel ${path}`).toBeUndefined();
+    const needs = path === "ssh -R" ? TUNNEL_TOOLS : ["iperf3"];
+    if (needs.some((t) => missing.includes(t))) {
+      expect(row?.skipped, `tunnel ${path} without ${missing.join(", ")}`).toMatch(/missing tool/);
+      continue;
+    }
+    expect(row?.skipped, `tunnel ${path}`).toBeUndefined();
+    expect(metric(report, "tunnel", path, "receivedMbps"), `tunnel ${path}`).toBeGreaterThan(0);
+    if (path !== "direct") {
+      expect(metric(report, "tunnel", path, "serverSideCorePct"), path).toBeGreaterThan(0);
+      expect(metric(report, "tunnel", path, "clientSideCorePct"), path).toBeGreaterThan(0);
+    }
+  }
+}
+
+/** Marks every process a bench run starts (children inherit the environment). */
+const marker = `TURNPIKE_BENCH_SMOKE=${process.pid}-${Date.now()}`;
+
+/** Processes of our bench runs still alive: relays, iperf3, turnpike-tunnel, sshd, ssh. */
+function leftovers(): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
+      // sshd rewrites its environment area (setproctitle): known by its config path instead.
+      const ours =
+        readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(marker) ||
+        cmd.includes("turnpike-bench-ssh-");
+      if (ours) found.push(`${pid}: ${cmd}`);
+    } catch {
+      // exited while we looked
+    }
+  }
+  return found;
+}
+
 describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
   let dir: string;
 
   beforeAll(() => {
     requireTools("turnserver");
+    // Under CI the tunnel's tools must be there (scripts/ensure-tools.sh); locally a missing
+    // one turns its paths into "skipped" rows, which expectTunnel checks.
+    if (process.env.CI === "true") requireTools(...TUNNEL_TOOLS);
     if (!existsSync(built)) throw new Error("bench is not built: run pnpm exec tsc -b");
     dir = mkdtempSync(path.join(tmpdir(), "turnpike-bench-test-"));
   });
@@ -67,7 +122,7 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it("measures coturn end to end and writes the table, the JSON and the HTML report", async () => {
+  it("measures coturn end to end (tunnel paths too) and writes the table, the JSON and the HTML report", async () => {
     const json = path.join(dir, "coturn.json");
     const out = path.join(dir, "out-coturn");
     const run = await runBench(["--quick", "--server", "coturn", "--json", json, "--out", out]);
@@ -78,9 +133,12 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     expect(report.machine.coturn).toMatch(/\d+\.\d+/);
     expect(report.machine.node).toBe(process.version);
     expectFigures(report, "coturn");
+    expectTunnel(report, ["coturn"]);
+    expect(leftovers()).toEqual([]);
     const html = readFileSync(path.join(out, "latest.html"), "utf8");
     expect(html).toContain("<svg");
     expect(html).toContain("coturn");
+    if (missingTools("iperf3").length === 0) expect(html).toContain("TCP throughput");
   });
 
   it("measures Turnpike and coturn side by side with ratio columns", async (ctx) => {
@@ -112,5 +170,8 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     const report = JSON.parse(readFileSync(json, "utf8")) as Report;
     expectFigures(report, "turnpike");
     expectFigures(report, "coturn");
+    expectTunnel(report, ["turnpike", "coturn"]);
+    if (missingTools(...TUNNEL_TOOLS).length === 0) expect(run.stdout).toContain("turnpike/ssh -R");
+    expect(leftovers()).toEqual([]);
   });
 });

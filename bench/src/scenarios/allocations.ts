@@ -1,7 +1,7 @@
 // `allocations`: how fast the relay sets up allocations (authenticated Allocate +
 // CreatePermission + ChannelBind, the 401 round trip included) and how much memory each
 // live allocation costs, up to a bound.
-import { cpuMicros, RssSampler, rssBytes } from "../proc.js";
+import { cpuMicros, RssSampler, rssAnonBytes, rssBytes } from "../proc.js";
 import { closeAll, openAllocations } from "./setup.js";
 import type { ScenarioContext, ScenarioResult } from "./types.js";
 
@@ -41,6 +41,7 @@ export async function allocationsScenario(ctx: ScenarioContext): Promise<Scenari
   await new Promise((r) => setTimeout(r, 300));
   sampler?.stop();
   const rss1 = pid ? rssBytes(pid) : undefined;
+  const anon1 = pid ? rssAnonBytes(pid) : undefined;
   const live = open.opened.length;
   const seconds = open.elapsedMs / 1000;
   const notes = [
@@ -95,6 +96,14 @@ export async function allocationsScenario(ctx: ScenarioContext): Promise<Scenari
           label: "server RSS with all live",
           unit: "MB",
           value: rss1 === undefined ? null : rss1 / 2 ** 20,
+          better: "lower",
+          digits: 1,
+        },
+        {
+          key: "rssAnonLiveMB",
+          label: "server heap-like memory with all live (RssAnon)",
+          unit: "MB",
+          value: anon1 === undefined ? null : anon1 / 2 ** 20,
           better: "lower",
           digits: 1,
         },

@@ -19,6 +19,7 @@ import {
 } from "../tunnel/iperf.js";
 import { sshTools, startSshReverse } from "../tunnel/ssh-reverse.js";
 import { startTunnel, tunnelUnavailable } from "../tunnel/turnpike-tunnel.js";
+import { SATURATION } from "./relay.js";
 import type { BenchOptions, Metric, ScenarioResult } from "./types.js";
 
 export type RelayKind = "turnpike" | "coturn" | "external";
@@ -92,6 +93,13 @@ async function measure(
   const both = serverCpu !== null && clientCpu !== null ? serverCpu + clientCpu : null;
   const clientRss = clientPids.reduce((s, p) => s + (rssBytes(p) ?? 0), 0);
   const notes = [...setup.notes];
+  for (const [side, share] of [
+    ["server side (relay or sshd)", pct(serverCpu)],
+    ["private side (turnpike-tunnel or ssh)", pct(clientCpu)],
+  ] as const) {
+    if (share !== null && share > SATURATION * 100)
+      notes.push(`${side} saturated: ${share.toFixed(0)} % of a core`);
+  }
   const busy =
     (pct(serverCpu) ?? 0) + (pct(clientCpu) ?? 0) + (r.clientCpuPct ?? 0) + (r.serverCpuPct ?? 0);
   if (busy > os.availableParallelism() * 100 * 0.8)
