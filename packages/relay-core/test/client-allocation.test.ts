@@ -1,4 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { SharedSecretCredentials } from "../src/auth/credentials.js";
+import { mintRestCredentials } from "../src/auth/rest-credentials.js";
 import { AttributeType, ErrorCode, MessageClass, Method } from "../src/codec/constants.js";
 import { decodeStun, hasAttribute, readString, readUint32 } from "../src/codec/message.js";
 import { CLIENT, Harness, PASSWORD, USERNAME } from "./client-harness.js";
@@ -178,6 +180,32 @@ describe("TurnClient allocation against TurnServer", () => {
         .slice(before)
         .map((m) => m.username),
     ).toContain("bob");
+  });
+
+  it("falls back after a 441 to the renewed credentials the server last accepted, not expired ones", () => {
+    // TURN REST: the server ties the allocation to the <user> part, so a renewed "alice" is
+    // accepted in place; "mallory" gets 441 and the retry must use the renewed alice.
+    const alice1 = mintRestCredentials("s", 0, 3600, "alice");
+    const alice2 = mintRestCredentials("s", 1, 3600, "alice");
+    const mallory = mintRestCredentials("s", 2, 3600, "mallory");
+    const h = new Harness({
+      server: { credentials: new SharedSecretCredentials(["s"]) },
+      client: { username: alice1.username, password: alice1.password, keepaliveInterval: 0 },
+    });
+    h.client.allocate(h.now);
+    h.runUntil(() => h.client.state === "allocated");
+    h.client.setCredentials(alice2.username, alice2.password);
+    h.client.refresh(h.now);
+    h.runUntil(() => h.eventsOf("refreshed").length === 1);
+    expect(h.client.usesAllocationCredentials).toBe(false);
+    h.client.setCredentials(mallory.username, mallory.password);
+    h.client.refresh(h.now);
+    h.runUntil(() => h.eventsOf("refreshed").length === 2);
+    const usernames = sentMethods(h)
+      .filter((m) => m.method === Method.Refresh)
+      .map((m) => m.username);
+    expect(usernames).toEqual([alice2.username, mallory.username, alice2.username]);
+    expect(h.client.usesAllocationCredentials).toBe(true);
   });
 
   it("retransmits over UDP with RTO doubling until a dropped Allocate gets through", () => {

@@ -148,7 +148,10 @@ export class TurnClient {
   readonly #keepaliveMs: number;
 
   #credentials: Credentials;
-  /** The credentials that created the allocation, used again after a 441 (RFC 8656 §7). */
+  /**
+   * The credentials that created the allocation (or that the server accepted in a later
+   * Refresh), used again after a 441 (RFC 8656 §7).
+   */
   #allocationCredentials: Credentials | undefined;
   #pinnedToAllocationCredentials = false;
   #realm: string | undefined;
@@ -224,7 +227,8 @@ export class TurnClient {
 
   /**
    * True once the server answered 441 to credentials set with `setCredentials` and this
-   * allocation's requests went back to the ones that created it (RFC 8656 §7; coturn does this).
+   * allocation's requests went back to the ones that created it, or that it last accepted in a
+   * Refresh (RFC 8656 §7; coturn insists on the creating USERNAME).
    * A runtime renewing TURN REST credentials reads it to know it must re-allocate before the
    * creating credentials expire.
    */
@@ -871,6 +875,9 @@ export class TurnClient {
           this.#emit({ type: "released" });
           return;
         }
+        // Credentials the server accepted for this allocation are the ones to fall back to
+        // after a later 441 (renewed REST credentials it took replace the creating ones).
+        if (tx.signature !== undefined) this.#allocationCredentials = tx.signature.credentials;
         this.#scheduleRefresh(lifetime, now);
         this.#emit({ type: "refreshed", lifetime });
         return;
