@@ -63,6 +63,10 @@ export interface TunnelConfig {
   readonly software: string;
   /** Test hook: fixed DNS answers. */
   readonly resolve: ReadonlyMap<string, readonly string[]>;
+  /** How turns: relays are verified. */
+  readonly tls: { readonly ca?: readonly string[]; readonly rejectUnauthorized: boolean };
+  /** Test hook: a file holding the ISO 8601 instant access windows are evaluated at. */
+  readonly testClock: string | undefined;
   readonly warnings: readonly string[];
 }
 
@@ -96,6 +100,8 @@ interface OptionSpec<T> {
   readonly placeholder?: string;
   readonly repeatable?: boolean;
   readonly hidden?: boolean;
+  /** A switch: `--flag` alone means true (env/config: true|false|1|0). */
+  readonly boolean?: boolean;
   readonly env?: string;
   readonly defaultText: string;
   readonly default: T;
@@ -162,6 +168,36 @@ export const OPTIONS = {
     default: 600,
     parse: (raw, where) => parseInteger(raw, where, 30, 3600),
   }),
+  ca: spec<string[] | undefined>({
+    group: "Relay",
+    describe:
+      "PEM file of CA certificates trusted for turns: relays, besides Node's bundled roots (e.g. a private CA or the relay's self-signed certificate)",
+    placeholder: "FILE",
+    defaultText: "Node's bundled roots",
+    default: undefined,
+    parse: (raw, where) => {
+      const path = nonEmpty(raw, where);
+      let pem: string;
+      try {
+        pem = readFileSync(path, "utf8");
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
+        fail(where, `a readable PEM file (${code})`, path);
+      }
+      const certs = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+      if (certs === null) fail(where, "a PEM file with at least one CERTIFICATE", path);
+      return certs;
+    },
+  }),
+  "insecure-skip-verify": spec<boolean>({
+    group: "Relay",
+    describe:
+      "tests only: accept any certificate from turns: relays (no CA or name check); logged as a warning",
+    boolean: true,
+    defaultText: "false",
+    default: false,
+    parse: (raw, where) => parseBoolean(raw, where),
+  }),
   token: spec<string | undefined>({
     group: "Authentication",
     describe:
@@ -185,11 +221,12 @@ export const OPTIONS = {
   }),
   "credential-ttl": spec<number>({
     group: "Authentication",
-    describe: "validity of derived REST credentials, seconds (renewed before they run out)",
+    describe:
+      "validity of derived REST credentials, seconds (renewed in place once 80% has passed; below 60 only for tests)",
     placeholder: "SECONDS",
     defaultText: "86400",
     default: 86400,
-    parse: (raw, where) => parseInteger(raw, where, 60, 30 * 86400),
+    parse: (raw, where) => parseInteger(raw, where, 5, 30 * 86400),
   }),
   username: spec<string | undefined>({
     group: "Authentication",
@@ -331,6 +368,16 @@ export const OPTIONS = {
     default: new Map(),
     parse: (raw, where) => parseResolve(list(raw), where),
   }),
+  "test-clock": spec<string | undefined>({
+    group: "Testing",
+    describe:
+      "tests only: access windows are evaluated at the ISO 8601 instant written in FILE (re-read every 200 ms) instead of the system clock",
+    placeholder: "FILE",
+    hidden: true,
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -400,6 +447,15 @@ function parseSeconds(
   const n = /^\d+(\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
   if (!(n >= min && n <= max)) fail(where, `seconds ${min}..${max}`, text);
   return n;
+}
+
+function parseBoolean(raw: Scalar | readonly Scalar[], where: string): boolean {
+  const v = Array.isArray(raw) ? raw[raw.length - 1] : raw;
+  if (typeof v === "boolean") return v;
+  const text = String(v).trim().toLowerCase();
+  if (text === "true" || text === "1" || text === "yes") return true;
+  if (text === "false" || text === "0" || text === "no") return false;
+  fail(where, "true or false", text);
 }
 
 function parseEnum<T extends string>(
@@ -610,8 +666,8 @@ function buildParser(argv: readonly string[], mode: "run" | "list") {
   for (const name of OPTION_NAMES) {
     const s = OPTIONS[name] as OptionSpec<unknown>;
     parser.option(name, {
-      type: "string",
-      requiresArg: true,
+      type: s.boolean ? "boolean" : "string",
+      requiresArg: !s.boolean,
       hidden: s.hidden === true,
       describe: `${s.describe} [env: ${envName(name)}]`,
       defaultDescription: s.defaultText,
@@ -738,6 +794,16 @@ function finish(v: OptionValues, tokenFromFlag: boolean, env: NodeJS.ProcessEnv)
   });
   if (v.resolve.size > 0)
     warnings.push("--resolve is set: relay names are answered from a fixed table (tests only)");
+  if (v["insecure-skip-verify"]) {
+    warnings.push(
+      "--insecure-skip-verify is set: turns: relay certificates are NOT verified (tests only; anyone on the path can impersonate the relay)",
+    );
+  }
+  if (v["test-clock"] !== undefined) {
+    warnings.push(
+      `--test-clock is set: access windows follow the instant in ${v["test-clock"]} (tests only)`,
+    );
+  }
   if (
     v["admin-listen"] !== null &&
     v["admin-token"] === undefined &&
@@ -771,6 +837,11 @@ function finish(v: OptionValues, tokenFromFlag: boolean, env: NodeJS.ProcessEnv)
     logLevel: v["log-level"],
     software: v.software,
     resolve: v.resolve,
+    tls: {
+      ...(v.ca !== undefined ? { ca: v.ca } : {}),
+      rejectUnauthorized: !v["insecure-skip-verify"],
+    },
+    testClock: v["test-clock"],
     warnings,
   };
 }
@@ -814,7 +885,8 @@ export function renderConfigTable(): string {
     "|---|---|---|---|",
     ...OPTION_NAMES.map((name) => {
       const s = OPTIONS[name] as OptionSpec<unknown>;
-      return `| ${cell(`\`--${name} ${s.placeholder ?? "VALUE"}\``)} | \`${envName(name)}\` | ${cell(s.defaultText)} | ${cell(s.describe)} |`;
+      const flag = s.boolean ? `--${name}` : `--${name} ${s.placeholder ?? "VALUE"}`;
+      return `| ${cell(`\`${flag}\``)} | \`${envName(name)}\` | ${cell(s.defaultText)} | ${cell(s.describe)} |`;
     }),
     `| \`--config FILE\` | \`${ENV_PREFIX}CONFIG\` | none | ${CONFIG_OPTION_DESCRIBE} |`,
   ];

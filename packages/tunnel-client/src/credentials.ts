@@ -7,14 +7,15 @@
 //           so the token never leaves it).
 // - static: a long-term user configured on the relay.
 //
-// A relay ties an allocation to the USERNAME that created it (RFC 8656 §7: another one gets 441),
-// and REST usernames carry their expiry; so credentials are not swapped under a live allocation:
-// each allocation keeps the credentials it was made with, and a tunnel whose credentials come
-// within RENEW_MARGIN of their end re-allocates with fresh ones (see tunnel.ts).
+// Renewal (see tunnel.ts): once RENEW_FRACTION of their ttl has passed, a tunnel swaps fresh
+// credentials into its live allocation (TurnClient.setCredentials + Refresh). turnpike-relay
+// accepts them because it ties an allocation to the REST <user> part, not the whole username;
+// a relay that insists on the USERNAME that created the allocation (RFC 8656 §7: 441, as coturn
+// does) makes the tunnel re-allocate instead, shortly before the old credentials expire.
 
 import { get as httpGet } from "node:http";
 import { get as httpsGet } from "node:https";
-import { mintRestCredentials } from "@turnpike/relay-core";
+import { mintRestCredentials, parseRestUsername } from "@turnpike/relay-core";
 import type { CredentialsConfig } from "./config.js";
 
 export interface TurnCredentials {
@@ -22,6 +23,19 @@ export interface TurnCredentials {
   readonly password: string;
   /** Wall-clock ms after which the relay refuses them; Infinity for static users. */
   readonly expiresAt: number;
+  /** Wall-clock ms from which they should be replaced (RENEW_FRACTION of the ttl used). */
+  readonly renewAt: number;
+}
+
+/** Re-allocate at the latest this long before credentials expire (a whole UDP transaction fits). */
+export const EXPIRY_MARGIN_MS = 60_000;
+
+/**
+ * When a tunnel whose relay refused renewed credentials (441) must re-allocate: a minute before
+ * `c` expire, or at `renewAt` when the ttl is so short that a minute is too much.
+ */
+export function reallocateBy(c: TurnCredentials): number {
+  return Math.max(c.renewAt, c.expiresAt - EXPIRY_MARGIN_MS);
 }
 
 export interface CredentialSource {
@@ -43,28 +57,26 @@ export function createCredentialSource(
         username: config.username,
         password: config.password,
         expiresAt: Number.POSITIVE_INFINITY,
+        renewAt: Number.POSITIVE_INFINITY,
       };
       return { get: async () => c };
     }
     case "token":
       return cached(nowMs, async () => {
-        const now = nowMs();
-        const c = mintRestCredentials(
-          config.token,
-          Math.floor(now / 1000),
-          config.ttl,
-          config.name,
-        );
+        const nowSeconds = Math.floor(nowMs() / 1000);
+        const c = mintRestCredentials(config.token, nowSeconds, config.ttl, config.name);
+        // The username carries whole seconds: the relay refuses it from that second on.
         return {
           username: c.username,
           password: c.password,
-          expiresAt: now + config.ttl * 1000,
+          expiresAt: (nowSeconds + config.ttl) * 1000,
           ttlMs: config.ttl * 1000,
         };
       });
     case "url": {
       const fetchJson = options.fetchJson ?? fetchJsonOverHttp;
       return cached(nowMs, async () => {
+        const asked = nowMs();
         const body = (await fetchJson(config.url)) as Record<string, unknown> | null;
         const username = body?.username;
         const password = body?.password ?? body?.credential;
@@ -72,8 +84,12 @@ export function createCredentialSource(
         if (typeof username !== "string" || typeof password !== "string" || !(ttl > 0)) {
           throw new Error(`${config.url} did not answer {"username","password","ttl"}`);
         }
-        const now = nowMs();
-        return { username, password, expiresAt: now + ttl * 1000, ttlMs: ttl * 1000 };
+        // Minted at the earliest when we asked, in whole seconds; a REST username says exactly.
+        let expiresAt = asked - 1000 + ttl * 1000;
+        const rest = parseRestUsername(username);
+        if (rest !== undefined && rest.expiry * 1000 > asked)
+          expiresAt = Math.min(expiresAt, rest.expiry * 1000);
+        return { username, password, expiresAt, ttlMs: ttl * 1000 };
       });
     }
   }
@@ -81,16 +97,21 @@ export function createCredentialSource(
 
 function cached(
   nowMs: () => number,
-  fetch: () => Promise<TurnCredentials & { ttlMs: number }>,
+  fetch: () => Promise<Omit<TurnCredentials, "renewAt"> & { ttlMs: number }>,
 ): CredentialSource {
-  let current: (TurnCredentials & { renewAt: number }) | undefined;
+  let current: TurnCredentials | undefined;
   let pending: Promise<TurnCredentials> | undefined;
   return {
     get() {
       if (current !== undefined && nowMs() < current.renewAt) return Promise.resolve(current);
       pending ??= fetch()
         .then((c) => {
-          current = { ...c, renewAt: c.expiresAt - c.ttlMs * (1 - RENEW_FRACTION) };
+          current = {
+            username: c.username,
+            password: c.password,
+            expiresAt: c.expiresAt,
+            renewAt: c.expiresAt - c.ttlMs * (1 - RENEW_FRACTION),
+          };
           return current;
         })
         .finally(() => {

@@ -9,7 +9,7 @@ import type { ServiceSpec } from "./config.js";
 import type { CredentialSource } from "./credentials.js";
 import type { Logger } from "./log.js";
 import type { Resolver } from "./resolver.js";
-import { Tunnel, type TunnelCounters, type TunnelState } from "./tunnel.js";
+import { type TlsTrust, Tunnel, type TunnelCounters, type TunnelState } from "./tunnel.js";
 import { formatTurnUri, type TurnUri } from "./uri.js";
 import { isOpen } from "./windows.js";
 
@@ -32,6 +32,8 @@ export interface EngineOptions {
   readonly date?: () => Date;
   /** Jitter source for backoff (default a CSPRNG-backed uniform number). */
   readonly jitter?: () => number;
+  /** How turns: relays are verified (default: bundled roots, verification on). */
+  readonly tls?: TlsTrust;
 }
 
 /** One row of GET /list: one tunnel (service x relay address). */
@@ -263,6 +265,7 @@ export class TunnelEngine {
           backoffMax: this.o.backoffMax,
           lifetime: this.o.lifetime,
           software: this.o.software,
+          ...(this.o.tls !== undefined ? { tls: this.o.tls } : {}),
         });
         s.tunnels.set(key, t);
         if (s.open) t.start();

@@ -5,6 +5,7 @@
 //                      flush metrics, exit 0; a second signal exits at once (1)
 
 import { randomFillSync } from "node:crypto";
+import { readFileSync } from "node:fs";
 import type { RandomSource } from "@turnpike/relay-core";
 import { type AdminServer, startAdminServer } from "./admin.js";
 import { ConfigError, PROGRAM_NAME, parseTunnelArgs, type TunnelConfig } from "./config.js";
@@ -12,7 +13,7 @@ import { createCredentialSource } from "./credentials.js";
 import type { ListEntry } from "./engine.js";
 import { TunnelEngine } from "./engine.js";
 import { fetchList, renderTable } from "./list.js";
-import { createLogger } from "./log.js";
+import { createLogger, type Logger } from "./log.js";
 import { startMetrics } from "./metrics.js";
 import { DnsResolver, StaticResolver } from "./resolver.js";
 
@@ -81,6 +82,33 @@ export async function runCli(io: CliIo): Promise<number> {
   }
 }
 
+/**
+ * Tests only (--test-clock): the access-window clock reads an ISO 8601 instant from `path` on
+ * every look; an unreadable or invalid file keeps the last good instant (the system clock
+ * before the first).
+ */
+function fileClock(path: string, logger: Logger): () => Date {
+  let last: Date | undefined;
+  let warned = false;
+  return () => {
+    let text = "";
+    try {
+      text = readFileSync(path, "utf8").trim();
+    } catch {
+      // keep the last good instant
+    }
+    const d = new Date(text);
+    if (text !== "" && !Number.isNaN(d.getTime())) {
+      last = d;
+      warned = false;
+    } else if (!warned) {
+      warned = true;
+      logger.warn("--test-clock file holds no ISO 8601 instant", { path });
+    }
+    return last ?? new Date();
+  };
+}
+
 async function run(config: TunnelConfig, io: CliIo): Promise<number> {
   const logger = createLogger({
     level: config.logLevel,
@@ -104,6 +132,10 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
     backoffMax: config.backoffMax,
     lifetime: config.lifetime,
     software: config.software,
+    tls: config.tls,
+    ...(config.testClock !== undefined
+      ? { date: fileClock(config.testClock, logger), windowCheckMs: 200 }
+      : {}),
   });
   for (const s of config.services) {
     const svc = engine.addService(s);

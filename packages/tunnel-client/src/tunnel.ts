@@ -28,7 +28,13 @@
 import { createSocket, type Socket as DgramSocket } from "node:dgram";
 import { lookup } from "node:dns/promises";
 import { isIP, connect as netConnect, type Socket } from "node:net";
-import { connect as tlsConnect } from "node:tls";
+import {
+  type ConnectionOptions,
+  createSecureContext,
+  rootCertificates,
+  type SecureContext,
+  connect as tlsConnect,
+} from "node:tls";
 import {
   formatTransportAddress,
   Method,
@@ -41,7 +47,7 @@ import {
 } from "@turnpike/relay-core";
 import { Backoff } from "./backoff.js";
 import type { ServiceSpec } from "./config.js";
-import type { CredentialSource, TurnCredentials } from "./credentials.js";
+import { type CredentialSource, reallocateBy, type TurnCredentials } from "./credentials.js";
 import type { Logger } from "./log.js";
 import type { ControlTransport, TurnUri } from "./uri.js";
 
@@ -94,10 +100,20 @@ export interface TunnelOptions {
   readonly now?: () => number;
   /** Wall-clock ms (credential expiry). */
   readonly wallNow?: () => number;
+  /** How turns: (TLS) relays are verified. Default: Node's bundled CAs, verification on. */
+  readonly tls?: TlsTrust;
 }
 
-/** Re-allocate this long before the allocation's credentials run out. */
-const CREDENTIAL_MARGIN_MS = 60_000;
+/** Trust for TLS control and data connections (turns:). */
+export interface TlsTrust {
+  /** PEM certificates to trust; undefined = Node's bundled roots only. */
+  readonly ca?: readonly string[];
+  /** false only for tests (--insecure-skip-verify). */
+  readonly rejectUnauthorized: boolean;
+}
+
+/** After a failed credential fetch, try again this much later (until re-allocation is due). */
+const RENEW_RETRY_MS = 5_000;
 /** UDP peer flows idle this long are closed (their local socket freed). */
 const UDP_FLOW_IDLE_MS = 120_000;
 /** At most this many UDP peer flows per tunnel (each holds a local socket). */
@@ -140,7 +156,18 @@ export class Tunnel {
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Number.POSITIVE_INFINITY;
   private lastRx = 0;
+  /** The credentials the client signs with now. */
   private creds: TurnCredentials | undefined;
+  /** The credentials the relay accepted for the current allocation (at Allocate or a renewal). */
+  private allocCreds: TurnCredentials | undefined;
+  /** Renewed credentials swapped into the client, waiting for the Refresh that tries them. */
+  private pendingCreds: TurnCredentials | undefined;
+  private renewing = false;
+  private renewRetryAt = 0;
+  /** This relay answered 441 to renewed credentials (coturn): re-allocate instead. */
+  private inPlaceRefused = false;
+  /** Credential renewals that kept the allocation (and so the relayed address). */
+  credentialRenewals = 0;
   /** Bumped on every (re)connect: callbacks of an older generation are ignored. */
   private generation = 0;
   private readonly flows = new Map<string, UdpFlow>();
@@ -216,6 +243,8 @@ export class Tunnel {
     }
     if (gen !== this.generation) return;
     this.creds = creds;
+    this.allocCreds = creds;
+    this.renewRetryAt = 0;
     try {
       if (this.o.service.protocol === "udp") await this.resolveTarget();
     } catch (err) {
@@ -253,11 +282,7 @@ export class Tunnel {
     } else {
       const sock =
         this.control === "tls"
-          ? tlsConnect({
-              host: this.o.relayIp,
-              port: this.o.uri.port,
-              servername: isIP(this.o.uri.host) === 0 ? this.o.uri.host : undefined,
-            })
+          ? tlsConnect(this.tlsOptions())
           : netConnect({ host: this.o.relayIp, port: this.o.uri.port });
       sock.setNoDelay(true);
       this.stream = sock;
@@ -276,6 +301,23 @@ export class Tunnel {
       });
     }
     this.armTimer();
+  }
+
+  /**
+   * TLS towards the relay: the certificate must name the URI's host (SNI and identity check use
+   * the name, the socket the resolved address; an IP literal needs an IP subjectAltName).
+   */
+  private tlsOptions(): ConnectionOptions {
+    const tls = this.o.tls;
+    const named = isIP(this.o.uri.host) === 0;
+    return {
+      host: this.o.relayIp,
+      port: this.o.uri.port,
+      servername: named ? this.o.uri.host : undefined,
+      // Without SNI Node checks the identity against `host`: the URI's IP, same as relayIp.
+      ...(tls?.ca !== undefined ? { secureContext: trustContext(tls.ca) } : {}),
+      rejectUnauthorized: tls?.rejectUnauthorized ?? true,
+    };
   }
 
   private beginAllocate(): void {
@@ -354,6 +396,8 @@ export class Tunnel {
     this.pipes.clear();
     this.openConnections = 0;
     this.relayedAddress = undefined;
+    this.renewing = false;
+    this.pendingCreds = undefined;
   }
 
   private setState(s: TunnelState): void {
@@ -410,9 +454,8 @@ export class Tunnel {
     // Dead-relay detection: the client sends a Binding keep-alive every --keepalive seconds, so
     // silence for twice that means the relay (or the path) is gone.
     at = Math.min(at, this.lastRx + this.o.keepalive * 2000);
-    if (this.creds !== undefined && Number.isFinite(this.creds.expiresAt)) {
-      at = Math.min(at, now + (this.creds.expiresAt - CREDENTIAL_MARGIN_MS - this.wallNow()));
-    }
+    const step = this.credentialStep();
+    if (step !== undefined) at = Math.min(at, now + (step.at - this.wallNow()));
     if (this.timer !== undefined && at === this.timerAt) return;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timerAt = at;
@@ -431,17 +474,110 @@ export class Tunnel {
       this.fail(`no answer from the relay for ${this.o.keepalive * 2} s`);
       return;
     }
-    if (this.creds !== undefined && this.creds.expiresAt - CREDENTIAL_MARGIN_MS <= this.wallNow()) {
-      // A relay ties the allocation to its USERNAME (RFC 8656 §7, 441), so fresh credentials
-      // mean a fresh allocation.
-      this.log.info("credentials about to expire: re-allocating with fresh ones");
-      this.teardown(true);
-      this.setState("backoff");
-      void this.connect();
-      return;
+    if (client.usesAllocationCredentials) this.checkRenewal();
+    const step = this.credentialStep();
+    if (step !== undefined && step.at <= this.wallNow()) {
+      if (step.step === "reallocate") {
+        // The relay ties the allocation to the USERNAME that created it (RFC 8656 §7, 441), or
+        // renewing failed: fresh credentials mean a fresh allocation (and relayed address).
+        this.log.info("credentials about to expire: re-allocating with fresh ones", {
+          refusedInPlace: this.inPlaceRefused,
+        });
+        this.teardown(true);
+        this.setState("backoff");
+        void this.connect();
+        return;
+      }
+      void this.renewCredentials();
     }
     client.handleTimeout(now);
     this.flush();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Credential renewal: keep the allocation (and the relayed address) across credential ttls
+
+  /** The next credential deadline (wall-clock ms) and what to do then; undefined = none. */
+  private credentialStep(): { at: number; step: "renew" | "reallocate" } | undefined {
+    const c = this.creds;
+    if (c === undefined || !Number.isFinite(c.expiresAt) || this.renewing) return undefined;
+    const realloc = reallocateBy(c);
+    if (this.inPlaceRefused || this.state !== "ready") return { at: realloc, step: "reallocate" };
+    const renew = Math.max(c.renewAt, this.renewRetryAt);
+    return this.renewRetryAt === 0 || renew < realloc
+      ? { at: renew, step: "renew" }
+      : { at: realloc, step: "reallocate" };
+  }
+
+  /**
+   * Fresh credentials into the live allocation: setCredentials, then a Refresh signed with them.
+   * turnpike-relay accepts them (same REST <user>); a relay that answers 441 makes the client go
+   * back to the creating credentials, which checkRenewal() notices.
+   */
+  private async renewCredentials(): Promise<void> {
+    const gen = this.generation;
+    this.renewing = true;
+    let fresh: TurnCredentials;
+    try {
+      fresh = await this.o.credentials.get();
+    } catch (err) {
+      if (gen !== this.generation) return;
+      this.renewing = false;
+      this.renewRetryAt = this.wallNow() + RENEW_RETRY_MS;
+      this.lastError = `renewing credentials: ${(err as Error).message}`;
+      this.log.warn("could not renew credentials, trying again", { err: (err as Error).message });
+      this.armTimer();
+      return;
+    }
+    const client = this.client;
+    if (gen !== this.generation || client === undefined) return;
+    if (this.state !== "ready" || fresh.username === this.creds?.username) {
+      // Nothing newer yet (or not allocated any more): look again a little later.
+      this.renewing = false;
+      this.renewRetryAt = this.wallNow() + RENEW_RETRY_MS;
+      this.armTimer();
+      return;
+    }
+    this.pendingCreds = fresh;
+    client.setCredentials(fresh.username, fresh.password);
+    // RFC 8656 §7.2: the Refresh that carries the new USERNAME; lifetime as before.
+    client.refresh(this.now());
+    this.flush();
+  }
+
+  /** After a Refresh success: did the relay take the renewed credentials? */
+  private checkRenewal(): void {
+    const client = this.client;
+    if (client === undefined) return;
+    if (client.usesAllocationCredentials) {
+      // 441 to the renewed USERNAME (coturn): sign everything with the accepted credentials
+      // again (ConnectionBind included) and re-allocate before they expire.
+      const a = this.allocCreds;
+      this.inPlaceRefused = true;
+      this.renewing = false;
+      this.pendingCreds = undefined;
+      if (a !== undefined) {
+        client.setCredentials(a.username, a.password);
+        this.creds = a;
+      }
+      this.log.info(
+        "the relay refused renewed credentials for this allocation (441): re-allocating before the old ones expire",
+        { at: a === undefined ? undefined : new Date(reallocateBy(a)).toISOString() },
+      );
+      return;
+    }
+    const fresh = this.pendingCreds;
+    if (!this.renewing || fresh === undefined) return;
+    this.creds = fresh;
+    this.allocCreds = fresh;
+    this.pendingCreds = undefined;
+    this.renewing = false;
+    this.renewRetryAt = 0;
+    this.credentialRenewals++;
+    this.log.info("credentials renewed in place", {
+      relayed: this.relayedAddress ? formatTransportAddress(this.relayedAddress) : undefined,
+      renewals: this.credentialRenewals,
+    });
   }
 
   private onEvent(e: TurnClientEvent): void {
@@ -465,8 +601,11 @@ export class Tunnel {
       case "allocate-failed":
         this.fail(`allocate failed: ${e.code} ${e.reason}`);
         return;
+      case "refreshed":
+        this.checkRenewal();
+        return;
       case "refresh-failed":
-        this.fail(`refresh failed: ${e.code} ${e.reason}`);
+        this.fail(`refresh failed: ${e.code} ${e.reason}`, this.renewing);
         return;
       case "released":
         return;
@@ -635,11 +774,7 @@ export class Tunnel {
     const peerText = formatTransportAddress(peer);
     const data =
       this.control === "tls"
-        ? tlsConnect({
-            host: this.o.relayIp,
-            port: this.o.uri.port,
-            servername: isIP(this.o.uri.host) === 0 ? this.o.uri.host : undefined,
-          })
+        ? tlsConnect(this.tlsOptions())
         : netConnect({ host: this.o.relayIp, port: this.o.uri.port });
     data.setNoDelay(true);
     this.pipes.add(data);
@@ -752,6 +887,18 @@ export class Tunnel {
     });
     if (early.length > TCP_EARLY_DATA_LIMIT) data.destroy();
   }
+}
+
+const trustContexts = new WeakMap<readonly string[], SecureContext>();
+
+/** Node's bundled roots plus `ca` (a `ca` option alone would replace them), built once. */
+function trustContext(ca: readonly string[]): SecureContext {
+  let ctx = trustContexts.get(ca);
+  if (ctx === undefined) {
+    ctx = createSecureContext({ ca: [...rootCertificates, ...ca] });
+    trustContexts.set(ca, ctx);
+  }
+  return ctx;
 }
 
 function closeQuietly(s: DgramSocket): void {

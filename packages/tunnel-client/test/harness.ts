@@ -37,6 +37,8 @@ export async function startRelay(opts: {
   minPort: number;
   maxPort: number;
   token: string;
+  /** More turnpike-relay flags, e.g. ["--tls-listen", "127.0.0.1:5349", ...]. */
+  extraArgs?: string[];
 }): Promise<RelayProcess> {
   const health = await freePort();
   const args = [
@@ -52,6 +54,7 @@ export async function startRelay(opts: {
     `127.0.0.1:${health}`,
     "--log-level",
     "warn",
+    ...(opts.extraArgs ?? []),
   ];
   const proc = spawnManaged(process.execPath, args, {
     env: cleanEnv({ TURNPIKE_TOKEN: opts.token }),
@@ -343,4 +346,30 @@ export async function tcpConnectOutcome(
       resolve(outcome);
     });
   });
+}
+
+/** How many log lines of `proc` (stderr) contain `text`. */
+export function logCount(proc: ManagedProcess, text: string): number {
+  return proc.stderr.split("\n").filter((l) => l.includes(text)).length;
+}
+
+/** Polls until `pred` holds (bounded); throws with `what` otherwise. */
+export async function waitUntil(
+  pred: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+  /** Appended to the error, e.g. the tail of a process log. */
+  detail?: () => string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${detail ? `\n${detail()}` : ""}`);
+    await sleep(50);
+  }
+}
+
+/** The last `n` lines of a process's stderr. */
+export function logTail(proc: ManagedProcess, n = 30): string {
+  return `--- log ---\n${proc.stderr.split("\n").slice(-n).join("\n")}`;
 }
