@@ -1,0 +1,182 @@
+// TURNS (RFC 8656 §3.1, TLS over TCP) control and data connections with real processes on
+// loopback: turnpike-relay with --tls-listen and a throw-away self-signed certificate; the
+// tunnel trusts it with --ca (the certificate names "localhost") or, in tests only,
+// --insecure-skip-verify. Without either the tunnel refuses the relay. Bounded waits.
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
+import {
+  echoUdp,
+  type ListRow,
+  logCount,
+  parseAddress,
+  type RelayProcess,
+  sha256,
+  startRelay,
+  startTunnel,
+  type TunnelProcess,
+  tcpEcho,
+  tcpRoundTrip,
+  udpEcho,
+  udpPeer,
+} from "./harness.js";
+
+const TOKEN = "tunnel-tls-secret";
+const skip = skipUnlessTools("openssl");
+
+/** 500 datagrams and 2 MiB over TCP through a tunnel's two services. */
+async function bothServicesEcho(rows: ListRow[], tag: string): Promise<void> {
+  const u = rows.find((r) => r.protocol === "udp" && r.state === "ready")!;
+  const t = rows.find((r) => r.protocol === "tcp" && r.state === "ready")!;
+  const platform = await udpPeer("127.0.0.1");
+  const t0 = performance.now();
+  const echoed = await echoUdp(platform, parseAddress(u.relayedAddress!), 500);
+  platform.close();
+  expect(echoed).toBe(500);
+  const data = randomBytes(2 * 1024 * 1024);
+  const t1 = performance.now();
+  const back = await tcpRoundTrip(parseAddress(t.relayedAddress!), data, 30_000);
+  expect(sha256(back)).toBe(sha256(data));
+  console.log(
+    `[tunnel-tls] ${tag}: 500 datagrams in ${(t1 - t0).toFixed(0)} ms, 2 MiB TCP echo in ${(performance.now() - t1).toFixed(0)} ms over turns:`,
+  );
+}
+
+describe.skipIf(skip)("turnpike-tunnel over turns: (TLS to the relay)", () => {
+  let dir: string;
+  let cert: string;
+  let range: PortRange;
+  let tlsPort: number;
+  let relay: RelayProcess;
+  let udp: Awaited<ReturnType<typeof udpEcho>>;
+  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
+  const tunnels: TunnelProcess[] = [];
+
+  const services = () => [
+    "--expose",
+    `u=udp://127.0.0.1:${udp.port}`,
+    "--expose",
+    `t=tcp://127.0.0.1:${tcp.port}`,
+    "--allow-peer",
+    "127.0.0.1",
+  ];
+
+  beforeAll(async () => {
+    requireTools("openssl");
+    dir = mkdtempSync(join(tmpdir(), "turnpike-tunnel-tls-"));
+    cert = join(dir, "cert.pem");
+    const key = join(dir, "key.pem");
+    const gen = spawnSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-days",
+        "1",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+      ],
+      { encoding: "utf8", timeout: 20_000 },
+    );
+    if (gen.status !== 0) throw new Error(`openssl failed: ${gen.stderr}`);
+    range = reservePortRange(100);
+    const port = await freePort();
+    tlsPort = await freePort();
+    udp = await udpEcho();
+    tcp = await tcpEcho();
+    relay = await startRelay({
+      ip: "127.0.0.1",
+      port,
+      minPort: range.min,
+      maxPort: range.max,
+      token: TOKEN,
+      extraArgs: ["--tls-listen", `127.0.0.1:${tlsPort}`, "--tls-cert", cert, "--tls-key", key],
+    });
+  });
+
+  afterAll(async () => {
+    for (const t of tunnels) await t.stop();
+    await relay?.stop();
+    udp?.close();
+    await tcp?.close();
+    range?.release();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("serves UDP and TCP through turns:127.0.0.1 with --insecure-skip-verify (warned)", async () => {
+    const tunnel = await startTunnel(
+      ["--relay", `turns:127.0.0.1:${tlsPort}`, "--insecure-skip-verify", ...services()],
+      { TURNPIKE_TOKEN: TOKEN },
+    );
+    tunnels.push(tunnel);
+    const rows = await tunnel.waitFor(
+      (r) => r.length === 2 && r.every((x) => x.state === "ready"),
+      15_000,
+      "both tunnels ready over TLS",
+    );
+    expect(rows.every((r) => r.relay.startsWith(`turns:127.0.0.1:${tlsPort}`))).toBe(true);
+    expect(logCount(tunnel.proc, "--insecure-skip-verify is set")).toBe(1);
+    await bothServicesEcho(rows, "--insecure-skip-verify");
+  });
+
+  it("trusts the relay's certificate with --ca, and still checks the name it was issued to", async () => {
+    const tunnel = await startTunnel(
+      [
+        "--relay",
+        `turns:localhost:${tlsPort}`,
+        "--resolve",
+        "localhost=127.0.0.1",
+        // The same relay by IP: the certificate names "localhost" only, so this one must fail.
+        "--relay",
+        `turns:127.0.0.1:${tlsPort}`,
+        "--ca",
+        cert,
+        ...services(),
+      ],
+      { TURNPIKE_TOKEN: TOKEN },
+    );
+    tunnels.push(tunnel);
+    const rows = await tunnel.waitFor(
+      (r) =>
+        r.filter((x) => x.state === "ready").length === 2 &&
+        r.filter((x) => x.lastError !== null).length === 2,
+      15_000,
+      "the localhost tunnels ready and the IP ones refused",
+    );
+    for (const r of rows.filter((x) => x.state !== "ready")) {
+      expect(r.relay).toContain("127.0.0.1");
+      expect(r.lastError).toMatch(/IP: 127\.0\.0\.1 is not in the cert's list/);
+      expect(r.relayedAddress).toBeNull();
+    }
+    await bothServicesEcho(rows, "--ca");
+  });
+
+  it("refuses a relay whose certificate it cannot verify", async () => {
+    const tunnel = await startTunnel(
+      ["--relay", `turns:localhost:${tlsPort}`, "--resolve", "localhost=127.0.0.1", ...services()],
+      { TURNPIKE_TOKEN: TOKEN },
+    );
+    tunnels.push(tunnel);
+    const rows = await tunnel.waitFor(
+      (r) => r.length === 2 && r.every((x) => x.lastError !== null),
+      15_000,
+      "both tunnels to fail verification",
+    );
+    for (const r of rows) {
+      expect(r.state).not.toBe("ready");
+      expect(r.lastError).toMatch(/self-signed certificate/);
+    }
+  });
+});
