@@ -1,0 +1,151 @@
+// OTLP metrics of turnpike-tunnel, received by a real OTLP gRPC receiver (test-support) after
+// real traffic through turnpike-relay and a relay restart: tunnels by state, reconnects,
+// connections and bytes, with service.name turnpike-tunnel. Loopback only, bounded waits.
+import { randomBytes } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type OtlpReceiver,
+  type ReceivedMetric,
+  startOtlpReceiver,
+} from "../../../test-support/otlp-receiver.js";
+import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import {
+  echoUdp,
+  type ListRow,
+  parseAddress,
+  type RelayProcess,
+  sha256,
+  startRelay,
+  startTunnel,
+  type TunnelProcess,
+  tcpEcho,
+  tcpRoundTrip,
+  udpEcho,
+  udpPeer,
+} from "./harness.js";
+
+const TOKEN = "tunnel-metrics-secret";
+const DATAGRAMS = 200;
+const DATAGRAM_SIZE = 200;
+const TCP_BYTES = 256 * 1024;
+
+const allReady = (rows: ListRow[]) => rows.length === 2 && rows.every((r) => r.state === "ready");
+
+/** The value of the point whose attributes include `attrs` (undefined when there is none). */
+function valueOf(m: ReceivedMetric, attrs: Record<string, string> = {}): number | undefined {
+  return m.points.find((p) => Object.entries(attrs).every(([k, v]) => p.attributes[k] === v))
+    ?.value;
+}
+
+describe("turnpike-tunnel exports OTLP metrics", () => {
+  let receiver: OtlpReceiver;
+  let range: PortRange;
+  let relayPort: number;
+  let relay: RelayProcess;
+  let udp: Awaited<ReturnType<typeof udpEcho>>;
+  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
+  let tunnel: TunnelProcess;
+
+  const startOurRelay = () =>
+    startRelay({
+      ip: "127.0.0.1",
+      port: relayPort,
+      minPort: range.min,
+      maxPort: range.max,
+      token: TOKEN,
+    });
+
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    range = reservePortRange(100);
+    relayPort = await freePort();
+    udp = await udpEcho();
+    tcp = await tcpEcho();
+    relay = await startOurRelay();
+    tunnel = await startTunnel(
+      [
+        "--relay",
+        `turn:127.0.0.1:${relayPort}`,
+        "--expose",
+        `u=udp://127.0.0.1:${udp.port}`,
+        "--expose",
+        `t=tcp://127.0.0.1:${tcp.port}`,
+        "--allow-peer",
+        "127.0.0.1",
+        "--keepalive",
+        "1",
+        "--backoff-base",
+        "0.1",
+        "--backoff-max",
+        "1",
+      ],
+      {
+        TURNPIKE_TOKEN: TOKEN,
+        OTLP_GRPC_ENDPOINT: receiver.endpoint,
+        OTEL_METRIC_EXPORT_INTERVAL: "300",
+      },
+    );
+    await tunnel.waitFor(allReady, 15_000, "both tunnels ready");
+  });
+
+  afterAll(async () => {
+    await tunnel?.stop();
+    await relay?.stop();
+    await receiver?.close();
+    udp?.close();
+    await tcp?.close();
+    range?.release();
+  });
+
+  it("reports tunnels by state, reconnects, connections and bytes after real traffic", async () => {
+    const rows = await tunnel.list();
+    const platform = await udpPeer("127.0.0.1");
+    const u = parseAddress(rows.find((r) => r.name === "u")!.relayedAddress!);
+    expect(await echoUdp(platform, u, DATAGRAMS, { size: DATAGRAM_SIZE })).toBe(DATAGRAMS);
+    platform.close();
+    const data = randomBytes(TCP_BYTES);
+    const t = parseAddress(rows.find((r) => r.name === "t")!.relayedAddress!);
+    expect(sha256(await tcpRoundTrip(t, data))).toBe(sha256(data));
+
+    // Lose the relay once: both tunnels reconnect.
+    await relay.stop();
+    await tunnel.waitFor(
+      (r) => r.every((x) => x.reconnects >= 1),
+      10_000,
+      "both tunnels to notice the dead relay",
+    );
+    relay = await startOurRelay();
+    await tunnel.waitFor(allReady, 10_000, "both tunnels ready again");
+
+    const t0 = performance.now();
+    const expected = DATAGRAMS * DATAGRAM_SIZE + TCP_BYTES;
+    const bytes = await receiver.waitForMetric(
+      "tunnel.bytes",
+      (m) =>
+        (valueOf(m, { direction: "in" }) ?? 0) >= expected &&
+        (valueOf(m, { direction: "out" }) ?? 0) >= expected,
+      10_000,
+    );
+    const tunnels = await receiver.waitForMetric(
+      "tunnel.tunnels",
+      (m) =>
+        valueOf(m, { state: "ready", protocol: "udp" }) === 1 &&
+        valueOf(m, { state: "ready", protocol: "tcp" }) === 1,
+      10_000,
+    );
+    const ms = performance.now() - t0;
+    expect(bytes.resource["service.name"]).toBe("turnpike-tunnel");
+    expect(bytes.unit).toBe("By");
+    expect(bytes.isMonotonic).toBe(true);
+    expect(valueOf(tunnels, { state: "backoff", protocol: "udp" })).toBe(0);
+    const reconnects = receiver.latest("tunnel.reconnects")!;
+    expect(valueOf(reconnects)).toBeGreaterThanOrEqual(2);
+    // One UDP peer flow and one TCP connection were opened towards the targets.
+    expect(valueOf(receiver.latest("tunnel.connections.opened")!)).toBeGreaterThanOrEqual(2);
+    expect(valueOf(receiver.latest("tunnel.connections.failed")!)).toBe(0);
+    expect(receiver.latest("tunnel.connections.active")).toBeDefined();
+    console.log(
+      `[tunnel-metrics] OTLP: bytes in ${valueOf(bytes, { direction: "in" })} / out ${valueOf(bytes, { direction: "out" })}, reconnects ${valueOf(reconnects)}; matched ${ms.toFixed(0)} ms after the tunnels were ready again`,
+    );
+  });
+});
