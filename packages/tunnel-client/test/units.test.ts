@@ -1,4 +1,6 @@
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Backoff } from "../src/backoff.js";
 import {
@@ -7,6 +9,7 @@ import {
   renderConfigTable,
   type TunnelConfig,
 } from "../src/config.js";
+import { createCredentialSource, reallocateBy } from "../src/credentials.js";
 import { expandAllowList } from "../src/peers.js";
 import { StaticResolver } from "../src/resolver.js";
 import { parseTurnUri } from "../src/uri.js";
@@ -257,6 +260,45 @@ describe("configuration", () => {
     ).toMatch(/exactly one credential source/);
   });
 
+  it("reads TLS trust (--ca, --insecure-skip-verify) and short credential ttls", () => {
+    const dir = mkdtempSync(join(tmpdir(), "turnpike-units-"));
+    try {
+      const pem = join(dir, "ca.pem");
+      const body = "MIIB".padEnd(64, "A");
+      writeFileSync(
+        pem,
+        `junk\n-----BEGIN CERTIFICATE-----\n${body}\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\n${body}\n-----END CERTIFICATE-----\n`,
+      );
+      const c = run(["--relay", "turns:r.test", "--ca", pem, "--credential-ttl", "5"], {
+        TURNPIKE_TOKEN: "t",
+      });
+      expect(c.tls.ca).toHaveLength(2);
+      expect(c.tls.rejectUnauthorized).toBe(true);
+      expect(c.credentials).toMatchObject({ kind: "token", ttl: 5 });
+      const insecure = run(["--relay", "turns:r.test"], {
+        TURNPIKE_TOKEN: "t",
+        TURNPIKE_INSECURE_SKIP_VERIFY: "true",
+      });
+      expect(insecure.tls).toEqual({ rejectUnauthorized: false });
+      expect(insecure.warnings.join("\n")).toMatch(/--insecure-skip-verify is set.*tests only/);
+      expect(
+        run(["--relay", "turns:r.test", "--insecure-skip-verify"], { TURNPIKE_TOKEN: "t" }).tls,
+      ).toEqual({ rejectUnauthorized: false });
+      writeFileSync(join(dir, "empty.pem"), "no certificates here");
+      expect(
+        error(["--relay", "turn:x", "--ca", join(dir, "empty.pem")], { TURNPIKE_TOKEN: "t" }),
+      ).toMatch(/^--ca must be a PEM file with at least one CERTIFICATE/);
+      expect(
+        error(["--relay", "turn:x", "--ca", join(dir, "missing.pem")], { TURNPIKE_TOKEN: "t" }),
+      ).toMatch(/^--ca must be a readable PEM file \(ENOENT\)/);
+      expect(
+        error(["--relay", "turn:x", "--credential-ttl", "4"], { TURNPIKE_TOKEN: "t" }),
+      ).toMatch(/^--credential-ttl must be 5\.\./);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("parses the list subcommand and renders docs from the same table", () => {
     expect(
       parseTunnelArgs(["list", "--admin", "http://127.0.0.1:9999"], { TURNPIKE_ADMIN_TOKEN: "x" }),
@@ -265,9 +307,55 @@ describe("configuration", () => {
     expect(help.command).toBe("help");
     expect((help as { text: string }).text).toContain("TURNPIKE_DNS_INTERVAL");
     expect((help as { text: string }).text).not.toContain("--resolve");
+    expect((help as { text: string }).text).not.toContain("--test-clock");
+    expect((help as { text: string }).text).toContain("--insecure-skip-verify");
     expect(renderConfigTable()).toContain(
       "| `--backoff-max SECONDS` | `TURNPIKE_BACKOFF_MAX` | 30 |",
     );
+  });
+});
+
+describe("credential sources", () => {
+  it("renews after 80% of the ttl, and a refused renewal re-allocates a minute before expiry", async () => {
+    let now = 1_000_000_500; // ms, half a second into a unix second
+    const src = createCredentialSource(
+      { kind: "token", token: "k", name: "acme", ttl: 86400 },
+      { nowMs: () => now },
+    );
+    const a = await src.get();
+    // The username carries whole seconds: the relay refuses it from (1000000 + 86400) s on.
+    expect(a.username).toBe("1086400:acme");
+    expect(a.expiresAt).toBe(1_086_400_000);
+    expect(a.renewAt).toBe(1_086_400_000 - 86_400 * 200);
+    expect(reallocateBy(a)).toBe(1_086_400_000 - 60_000);
+    now = a.renewAt - 1;
+    expect(await src.get()).toBe(a);
+    now = a.renewAt;
+    expect((await src.get()).username).not.toBe(a.username);
+    // Short ttls: re-allocation is due when renewal is.
+    const short = await createCredentialSource(
+      { kind: "token", token: "k", name: "acme", ttl: 5 },
+      { nowMs: () => 2_000_000_000 },
+    ).get();
+    expect(reallocateBy(short)).toBe(short.renewAt);
+  });
+
+  it("takes the expiry of a URL's credentials from its REST username", async () => {
+    const src = createCredentialSource(
+      { kind: "url", url: "http://platform.test/creds" },
+      {
+        nowMs: () => 1_000_000_000,
+        fetchJson: async () => ({ username: "1000030:acme", password: "p", ttl: 60 }),
+      },
+    );
+    const c = await src.get();
+    expect(c.expiresAt).toBe(1_000_030_000); // the username says 30 s, tighter than ttl 60
+    await expect(
+      createCredentialSource(
+        { kind: "url", url: "http://platform.test/creds" },
+        { fetchJson: async () => ({ user: "x" }) },
+      ).get(),
+    ).rejects.toThrow(/did not answer/);
   });
 });
 
