@@ -137,33 +137,6 @@ export async function freeTcpPort(): Promise<number> {
   return 20000 + Math.floor(Math.random() * 10000);
 }
 
-/** Resolves once a TCP connect to host:port succeeds (the connection is closed at once). */
-export async function waitForTcp(
-  host: string,
-  port: number,
-  timeoutMs: number,
-  abort?: Promise<never>,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  const attempt = () =>
-    new Promise<boolean>((resolve) => {
-      const s = net.connect({ host, port });
-      s.once("connect", () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once("error", () => resolve(false));
-    });
-  const loop = async () => {
-    while (Date.now() < deadline) {
-      if (await attempt()) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`nothing accepts on ${host}:${port} after ${timeoutMs} ms`);
-  };
-  await (abort ? Promise.race([loop(), abort]) : loop());
-}
-
 /** Resolves when a line of the child's output matches, rejects if it exits or times out. */
 export function waitForOutput(c: Child, re: RegExp, timeoutMs: number): Promise<string> {
   return Promise.race([

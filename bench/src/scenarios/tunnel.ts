@@ -195,7 +195,7 @@ async function runPath(
     setup = await setupPath(target.port);
     const r = await measure(name, setup, iperf, ctx);
     r.commands = [
-      `iperf3 -s -B 127.0.0.1 -p ${target.port}`,
+      `iperf3 -s -B 127.0.0.1 -p ${target.port} --forceflush`,
       ...(r.commands ?? []),
       `iperf3 ${iperfClientArgs(setup.host, setup.port, ctx.opts.duration).join(" ")}`,
     ];

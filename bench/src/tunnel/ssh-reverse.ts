@@ -11,7 +11,6 @@ import {
   processTree,
   startChild,
   waitForOutput,
-  waitForTcp,
 } from "../children.js";
 
 /** The tools this path needs, or the reason it must be skipped. */
@@ -129,7 +128,10 @@ export async function startSshReverse(
     ssh = startChild("ssh", tools.ssh, args, {}, 60);
     const kex = waitForOutput(ssh, /kex: client->server cipher: [^\r\n]+/, 10000);
     kex.catch(() => {}); // awaited below; do not let an early failure go unhandled
-    await waitForTcp("127.0.0.1", forwardPort, 10000, ssh.exited);
+    // Ready once sshd confirmed the forwarding (ssh -v says so). Not a probe connection: it
+    // would travel to the iperf3 server and, arriving late through ssh, spoil the next test
+    // ("control socket has closed unexpectedly" in 1 of 2 ten-second runs).
+    await waitForOutput(ssh, /remote forward success for: listen 127\.0\.0\.1:\d+/, 10000);
     const negotiated = (await kex).replace(/^kex: client->server cipher: /, "");
     const sshdChild = sshd;
     let version = "OpenSSH";
