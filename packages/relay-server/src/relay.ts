@@ -178,10 +178,8 @@ class RelayDriver implements RunningRelay {
     );
     this.wallClockTimer.unref();
     this.ready = true;
+    // The CLI logs the bound addresses ("listening"); this line says what relays where.
     this.log.info("ready", {
-      udp: this.bound.udp.map(fmt),
-      tcp: this.bound.tcp.map(fmt),
-      tls: this.bound.tls.map(fmt),
       relayIp4: this.config.relayIp4,
       relayIp6: this.config.relayIp6,
       ports: `${this.config.minPort}-${this.config.maxPort}`,
@@ -771,10 +769,6 @@ function setBuffers(socket: dgram.Socket, bytes: number): void {
   } catch {
     // EPERM/ENOBUFS: the defaults stay, and the drop counters will tell.
   }
-}
-
-function fmt(a: SocketAddress): string {
-  return a.family === 6 ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
 }
 
 /** A dual-stack TCP listener reports IPv4 clients as ::ffff:a.b.c.d. */
