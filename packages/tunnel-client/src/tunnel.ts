@@ -538,10 +538,21 @@ export class Tunnel {
       this.armTimer();
       return;
     }
-    this.pendingCreds = fresh;
+    const requests = client.stats.requests;
     client.setCredentials(fresh.username, fresh.password);
     // RFC 8656 §7.2: the Refresh that carries the new USERNAME; lifetime as before.
     client.refresh(this.now());
+    if (client.stats.requests === requests) {
+      // A Refresh with the current credentials is in flight: its answer would say nothing
+      // about the new ones. Put the current ones back and try again in a moment.
+      const current = this.creds!;
+      client.setCredentials(current.username, current.password);
+      this.renewing = false;
+      this.renewRetryAt = this.wallNow() + 1000;
+      this.armTimer();
+      return;
+    }
+    this.pendingCreds = fresh;
     this.flush();
   }
 
