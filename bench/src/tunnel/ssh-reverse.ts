@@ -13,13 +13,21 @@ import {
   waitForOutput,
 } from "../children.js";
 
-/** The tools this path needs, or the reason it must be skipped. */
+/** The tools this path needs (and /run/sshd), or the reason it must be skipped. */
 export function sshTools(): { sshd: string; ssh: string; keygen: string } | string {
   const sshd = findExecutable("sshd");
   const ssh = findExecutable("ssh");
   const keygen = findExecutable("ssh-keygen");
   const missing = [!sshd && "sshd", !ssh && "ssh", !keygen && "ssh-keygen"].filter(Boolean);
   if (missing.length) return `missing tool(s): ${missing.join(", ")} (apt install openssh-server)`;
+  // Privilege separation needs this directory even for a foreground, single-user sshd; only
+  // root can usually create it, so without it the path is skipped, not failed.
+  try {
+    mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+  } catch (e) {
+    if (!existsSync("/run/sshd"))
+      return `sshd needs /run/sshd and it cannot be created (${(e as Error).message}): run as root or mkdir it`;
+  }
   return { sshd: sshd!, ssh: ssh!, keygen: keygen! };
 }
 
@@ -42,13 +50,6 @@ export async function startSshReverse(
   tools: { sshd: string; ssh: string; keygen: string },
   targetPort: number,
 ): Promise<SshReverse> {
-  // Privilege separation needs this directory even for a foreground, single-user sshd.
-  try {
-    mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-  } catch (e) {
-    if (!existsSync("/run/sshd"))
-      throw new Error(`sshd needs /run/sshd and it cannot be created: ${(e as Error).message}`);
-  }
   const dir = mkdtempSync(path.join(os.tmpdir(), "turnpike-bench-ssh-"));
   let sshd: Child | undefined;
   let ssh: Child | undefined;
