@@ -168,6 +168,40 @@ describe("Allocate (RFC 8656 §7.2)", () => {
 });
 
 describe("allocation lifetime (RFC 8656 §7.3)", () => {
+  it("keeps the timer heap bounded by live allocations under allocate/delete churn", () => {
+    const h = new Harness({ maxAllocationsPerUser: 10 });
+    const heapSize = () => (h.server as unknown as { timers: { size: number } }).timers.size;
+    for (let i = 0; i < 3000; i++) {
+      const c = new TestClient(h, { port: 10000 + i });
+      expect(c.allocate().code).toBe(0);
+      c.send(c.buildSigned(Method.Refresh, (b) => b.uint32(AttributeType.Lifetime, 0)));
+      expect(h.drain().map((x) => x.type)).toEqual([
+        "close-relay",
+        "allocation-ended",
+        "send-to-client",
+      ]);
+    }
+    // Each deleted allocation left a dead entry due in 600 s; they are compacted away instead
+    // of keeping 3,000 allocations reachable for ten minutes.
+    expect(h.server.stats.allocationsActive).toBe(0);
+    expect(heapSize()).toBeLessThanOrEqual(1025);
+    // Live allocations keep their deadlines through a rebuild.
+    const keep = new TestClient(h, { port: 9999 });
+    keep.allocate();
+    for (let i = 0; i < 2000; i++) {
+      const c = new TestClient(h, { port: 20000 + i });
+      c.allocate();
+      c.send(c.buildSigned(Method.Refresh, (b) => b.uint32(AttributeType.Lifetime, 0)));
+      h.drain();
+    }
+    expect(h.server.pollTimeout()).toBe(h.now + 600_000);
+    h.tick(600);
+    h.expectCommands([
+      { type: "close-relay", relay: keep.relayFor(4) },
+      { type: "allocation-ended", reason: "expired", families: [4] },
+    ]);
+  });
+
   it("deallocates once the lifetime expires", () => {
     const h = new Harness();
     const c = new TestClient(h);

@@ -179,6 +179,10 @@ export class TurnServer {
   private readonly dataConnections = new Map<number, TcpPeerConnection>();
   /** Connect requests waiting for the runtime's dial. */
   private readonly pendingConnects = new Map<TcpPeerConnection, Reply>();
+  /** Every allocation not yet deleted (timer-heap rebuilds walk it). */
+  private readonly liveAllocations = new Set<Allocation>();
+  /** Heap entries that no longer match their allocation's schedule. */
+  private staleTimers = 0;
   /** Allocates waiting for their relay sockets to bind, and the reply to send then. */
   private readonly pendingAllocates = new Map<Allocation, Reply>();
   private readonly responseCache = new Map<
@@ -473,7 +477,10 @@ export class TurnServer {
       if (at === undefined || at > now) break;
       const entry = this.timers.pop()!;
       const allocation = entry.allocation;
-      if (allocation.deleted || entry.generation !== allocation.timerGeneration) continue;
+      if (allocation.deleted || entry.generation !== allocation.timerGeneration) {
+        if (this.staleTimers > 0) this.staleTimers--;
+        continue;
+      }
       allocation.scheduledAt = Number.POSITIVE_INFINITY;
       this.sweep(allocation, now);
     }
@@ -979,6 +986,7 @@ export class TurnServer {
     record.allocation = allocation;
     this.allocationsPerUser.set(auth.quotaUser, perUser + 1);
     this.stats.allocationsActive++;
+    this.liveAllocations.add(allocation);
     families.forEach((family, i) => {
       const config = this.relayConfig(family)!;
       const socket: RelaySocket = {
@@ -1328,9 +1336,28 @@ export class TurnServer {
   private schedule(allocation: Allocation): void {
     const at = allocation.nextDeadline();
     if (at >= allocation.scheduledAt) return;
+    // The later entry already in the heap is dead from now on (lazy deletion).
+    if (allocation.scheduledAt !== Number.POSITIVE_INFINITY) this.noteStaleTimer();
     allocation.scheduledAt = at;
     allocation.timerGeneration++;
     this.timers.push(at, { allocation, generation: allocation.timerGeneration });
+  }
+
+  /**
+   * Dead heap entries keep their allocation reachable until their deadline (up to an hour).
+   * Under churn that would hold memory for every allocation of the last hour, so once dead
+   * entries outnumber live allocations the heap is rebuilt from the live ones: O(live), and
+   * amortised over at least as many deletions.
+   */
+  private noteStaleTimer(): void {
+    if (++this.staleTimers <= Math.max(1024, 2 * this.liveAllocations.size)) return;
+    this.timers.clear();
+    for (const a of this.liveAllocations) {
+      if (a.scheduledAt !== Number.POSITIVE_INFINITY) {
+        this.timers.push(a.scheduledAt, { allocation: a, generation: a.timerGeneration });
+      }
+    }
+    this.staleTimers = 0;
   }
 
   /** Expire what is due on one allocation, then schedule its next deadline. */
@@ -1373,6 +1400,8 @@ export class TurnServer {
   private deleteAllocation(allocation: Allocation, reason: AllocationEndReason, now: number): void {
     if (allocation.deleted) return;
     allocation.deleted = true;
+    this.liveAllocations.delete(allocation);
+    if (allocation.scheduledAt !== Number.POSITIVE_INFINITY) this.noteStaleTimer();
     this.pendingAllocates.delete(allocation);
     allocation.timerGeneration++;
     for (const socket of allocation.relays) {
