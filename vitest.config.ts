@@ -17,6 +17,12 @@ export default defineConfig({
       },
       {
         test: {
+          name: "runtime-kit",
+          include: ["packages/runtime-kit/test/**/*.test.ts"],
+        },
+      },
+      {
+        test: {
           name: "relay-server",
           include: ["packages/relay-server/test/**/*.test.ts"],
           testTimeout: 120_000,

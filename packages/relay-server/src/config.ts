@@ -1,19 +1,46 @@
 // turnpike-relay configuration: ONE description (OPTIONS below) from which the yargs options,
 // the TURNPIKE_* environment names, the `--help` text and the README configuration table are
-// all generated, so names, defaults and docs cannot drift apart (DESIGN.md point 12).
+// all generated, so names, defaults and docs cannot drift apart (DESIGN.md point 12). The
+// engine (sources, precedence, value parsers, help, README table) is @turnpike/runtime-kit's
+// OptionSet, shared with turnpike-tunnel; this module keeps the table, the relay's own value
+// shapes and the cross-field rules.
 //
 // Precedence: command-line flag > environment TURNPIKE_<OPTION> > `--config FILE` (JSON) >
-// default. Every value is validated here; a wrong one becomes a ConfigError whose message is
-// one line naming where the value came from (`--min-port must be 1..65535, got "70000"`).
-// Nothing outside this module and cli.ts knows about yargs (DESIGN.md point 11).
+// default. Every value is validated; a wrong one becomes a ConfigError whose message is one
+// line naming where the value came from (`--min-port must be 1..65535, got "70000"`).
+// Nothing outside this module, runtime-kit and cli.ts knows about yargs (DESIGN.md point 11).
 
 import { randomBytes } from "node:crypto";
-import { accessSync, constants as fsConstants, readFileSync } from "node:fs";
+import { accessSync, constants as fsConstants } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
 import { networkInterfaces as osNetworkInterfaces } from "node:os";
-import yargs from "yargs";
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.js";
+import {
+  type ArgvRecord,
+  addConfigOption,
+  addTableOptions,
+  baseParser,
+  ConfigError,
+  fail,
+  helpText,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+  type LogLevel,
+  list,
+  nonEmpty,
+  OptionSet,
+  type OptionSpec,
+  type OptionValues,
+  one,
+  parseBoolean,
+  parseEnum,
+  parseInteger,
+  type RawValue,
+  type Scalar,
+} from "@turnpike/runtime-kit";
 import { RELAY_VERSION } from "./version.js";
+
+export { ConfigError };
 
 export const PROGRAM_NAME = "turnpike-relay";
 export const ENV_PREFIX = "TURNPIKE_";
@@ -105,11 +132,6 @@ export interface InfoCommand {
 
 export type ParsedCommand = RelayConfig | CredentialsCommand | InfoCommand;
 
-/** A configuration error; `message` is one line naming the option. */
-export class ConfigError extends Error {
-  override readonly name = "ConfigError";
-}
-
 /** Injectable environment facts, for tests. */
 export interface ParseOptions {
   networkInterfaces?: () => ReturnType<typeof osNetworkInterfaces>;
@@ -119,30 +141,9 @@ export interface ParseOptions {
 // ---------------------------------------------------------------------------------------------
 // The option table
 
-type Scalar = string | number | boolean;
 type Group = "Listeners" | "Relay" | "Authentication" | "Peer policy" | "Limits" | "Operations";
 
-interface OptionSpec<T> {
-  readonly group: Group;
-  readonly describe: string;
-  /** Value placeholder for help/docs, e.g. "ADDR:PORT". */
-  readonly placeholder?: string;
-  readonly boolean?: boolean;
-  readonly repeatable?: boolean;
-  /** Environment variable name; default TURNPIKE_<UPPER_SNAKE>. */
-  readonly env?: string;
-  /** Text for help/docs where the default is not a literal. */
-  readonly defaultText: string;
-  /** Value when no source sets the option. */
-  readonly default: T;
-  /**
-   * Turns a raw value (a string from a flag or env var, or any JSON value from the file) into
-   * T; throws ConfigError naming `where` on a bad value. Repeatable options get an array.
-   */
-  parse(raw: Scalar | readonly Scalar[], where: string): T;
-}
-
-function spec<T>(s: OptionSpec<T>): OptionSpec<T> {
+function spec<T>(s: OptionSpec<T, Group>): OptionSpec<T, Group> {
   return s;
 }
 
@@ -394,87 +395,19 @@ export const OPTIONS = {
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
-type OptionValues = {
-  -readonly [K in OptionName]: (typeof OPTIONS)[K] extends OptionSpec<infer T> ? T : never;
-};
 
-const OPTION_NAMES = Object.keys(OPTIONS) as OptionName[];
+const OPTION_SET = new OptionSet(OPTIONS, ENV_PREFIX);
 
 /** The TURNPIKE_* variable for an option (`min-port` -> TURNPIKE_MIN_PORT). */
 export function envName(option: string): string {
-  const s = (OPTIONS as Record<string, OptionSpec<unknown>>)[option];
-  return s?.env ?? `${ENV_PREFIX}${option.toUpperCase().replaceAll("-", "_")}`;
+  return OPTION_SET.envName(option);
 }
-
-function camel(option: string): string {
-  return option.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-}
-
-// Options that only exist on the command line / environment (not in the table above because
-// they are not part of RelayConfig's semantics).
-const CONFIG_OPTION_DESCRIBE = "JSON file with options (keys as flag names or camelCase)";
 
 // ---------------------------------------------------------------------------------------------
-// Value parsers. Each throws ConfigError with a single line naming `where`.
+// Value parsers for the relay's own shapes (the generic ones are runtime-kit's). Each throws
+// ConfigError with a single line naming `where`.
 
-function fail(where: string, expectation: string, raw: unknown): never {
-  const shown = typeof raw === "string" ? raw : JSON.stringify(raw);
-  throw new ConfigError(`${where} must be ${expectation}, got ${JSON.stringify(shown)}`);
-}
-
-function one(raw: Scalar | readonly Scalar[], where: string): string {
-  if (Array.isArray(raw)) {
-    // A scalar option given twice on the command line: the last one wins, as usual for CLIs.
-    const last = raw[raw.length - 1];
-    if (last === undefined) fail(where, "a value", "");
-    return one(last as Scalar, where);
-  }
-  return String(raw).trim();
-}
-
-function list(raw: Scalar | readonly Scalar[]): string[] {
-  const items = Array.isArray(raw) ? raw : [raw];
-  return items.map((v) => String(v).trim());
-}
-
-function nonEmpty(raw: Scalar | readonly Scalar[], where: string): string {
-  const text = one(raw, where);
-  if (text === "") fail(where, "a non-empty string", text);
-  return text;
-}
-
-function parseInteger(
-  raw: Scalar | readonly Scalar[],
-  where: string,
-  min: number,
-  max: number,
-): number {
-  const text = one(raw, where);
-  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) fail(where, `${min}..${max}`, text);
-  return n;
-}
-
-function parseBoolean(raw: Scalar | readonly Scalar[], where: string): boolean {
-  if (typeof raw === "boolean") return raw;
-  const text = one(raw, where).toLowerCase();
-  if (text === "true" || text === "1" || text === "yes") return true;
-  if (text === "false" || text === "0" || text === "no") return false;
-  return fail(where, "true or false", text);
-}
-
-function parseEnum<T extends string>(
-  raw: Scalar | readonly Scalar[],
-  where: string,
-  values: readonly T[],
-): T {
-  const text = one(raw, where);
-  if (!(values as readonly string[]).includes(text))
-    fail(where, `one of ${values.join("|")}`, text);
-  return text as T;
-}
-
-function readablePath(raw: Scalar | readonly Scalar[], where: string): string {
+function readablePath(raw: RawValue, where: string): string {
   const path = nonEmpty(raw, where);
   try {
     accessSync(path, fsConstants.R_OK);
@@ -559,117 +492,10 @@ function redactUser(text: string): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sources
-
-type RawSource = Partial<Record<OptionName, Scalar | Scalar[]>>;
-
-interface Layer {
-  values: RawSource;
-  where: (option: OptionName) => string;
-}
-
-function envLayer(env: NodeJS.ProcessEnv, only?: readonly OptionName[]): Layer {
-  const values: RawSource = {};
-  for (const name of only ?? OPTION_NAMES) {
-    const text = env[envName(name)];
-    // An empty variable counts as unset (docker-compose style `TURNPIKE_X=`).
-    if (text === undefined || text.trim() === "") continue;
-    const s = OPTIONS[name] as OptionSpec<unknown>;
-    values[name] = s.repeatable
-      ? text
-          .split(",")
-          .map((v) => v.trim())
-          .filter((v) => v !== "")
-      : text;
-  }
-  return { values, where: (name) => envName(name) };
-}
-
-function fileLayer(path: string, where: string): Layer {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
-    throw new ConfigError(
-      `${where} must be a readable file, got ${JSON.stringify(path)} (${code})`,
-    );
-  }
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (err) {
-    const reason = (err as Error).message.split("\n")[0];
-    throw new ConfigError(`${where} file ${JSON.stringify(path)} is not valid JSON: ${reason}`);
-  }
-  if (typeof data !== "object" || data === null || Array.isArray(data)) {
-    throw new ConfigError(`${where} file ${JSON.stringify(path)} must hold a JSON object`);
-  }
-  const byKey = new Map<string, OptionName>();
-  for (const name of OPTION_NAMES) {
-    byKey.set(name, name);
-    byKey.set(camel(name), name);
-  }
-  const values: RawSource = {};
-  for (const [key, value] of Object.entries(data)) {
-    if (value === null) continue;
-    const name = byKey.get(key);
-    if (name === undefined) {
-      throw new ConfigError(`${where} file ${JSON.stringify(path)} has an unknown option "${key}"`);
-    }
-    const ok =
-      typeof value === "string" ||
-      typeof value === "number" ||
-      typeof value === "boolean" ||
-      (Array.isArray(value) && value.every((v) => typeof v === "string" || typeof v === "number"));
-    if (!ok) fail(`"${key}" in ${path}`, "a string, number, boolean or array of strings", value);
-    values[name] = value as Scalar | Scalar[];
-  }
-  return { values, where: (name) => `"${name}" in ${path}` };
-}
-
-function resolveValues(layers: readonly Layer[]): OptionValues {
-  const out = {} as Record<OptionName, unknown>;
-  for (const name of OPTION_NAMES) {
-    const s = OPTIONS[name] as OptionSpec<unknown>;
-    const layer = layers.find((l) => l.values[name] !== undefined);
-    out[name] =
-      layer === undefined ? s.default : s.parse(layer.values[name] as Scalar, layer.where(name));
-  }
-  return out as OptionValues;
-}
-
-// ---------------------------------------------------------------------------------------------
-// yargs: built from OPTIONS, used only to tokenize argv (types, repeats, unknown flags) and to
-// render --help. Defaults are not given to yargs so "not on the command line" stays visible.
+// yargs (runtime-kit's parser, with the relay's usage and subcommand)
 
 function buildParser(argv: readonly string[], mode: "relay" | "credentials") {
-  const parser = yargs([...argv])
-    .scriptName(PROGRAM_NAME)
-    .parserConfiguration({
-      "duplicate-arguments-array": true,
-      "strip-dashed": true,
-      "strip-aliased": true,
-      "boolean-negation": true,
-      "parse-numbers": false,
-      "parse-positional-numbers": false,
-    })
-    .help(false)
-    .version(false)
-    .exitProcess(false)
-    // Unknown flags are errors; positionals are checked below (a clearer message).
-    .strictOptions()
-    .wrap(Math.min(120, process.stdout.columns || 100))
-    .fail((msg, err) => {
-      throw new ConfigError(yargsMessage(msg ?? err?.message ?? "invalid arguments"));
-    })
-    .option("help", { alias: "h", type: "boolean", describe: "show this help" })
-    .option("version", { type: "boolean", describe: "show the version" })
-    .option("config", {
-      type: "string",
-      requiresArg: true,
-      describe: `${CONFIG_OPTION_DESCRIBE} [env: ${ENV_PREFIX}CONFIG]`,
-    });
+  const parser = addConfigOption(baseParser(argv, PROGRAM_NAME), OPTION_SET);
   if (mode === "credentials") {
     parser
       .usage(
@@ -711,76 +537,12 @@ function buildParser(argv: readonly string[], mode: "relay" | "credentials") {
       `environment (${ENV_PREFIX}<OPTION>, lists comma-separated) and from --config FILE (JSON).\n` +
       "Precedence: flag > environment > config file > default.",
   );
-  const groups = new Map<Group, string[]>();
-  for (const name of OPTION_NAMES) {
-    const s = OPTIONS[name] as OptionSpec<unknown>;
-    parser.option(name, {
-      type: s.boolean ? "boolean" : "string",
-      requiresArg: !s.boolean,
-      describe: `${s.describe} [env: ${envName(name)}]`,
-      defaultDescription: s.defaultText,
-    });
-    groups.set(s.group, [...(groups.get(s.group) ?? []), name]);
-  }
-  for (const [group, names] of groups) parser.group(names, `${group}:`);
-  parser.group(["config", "help", "version"], "General:");
+  addTableOptions(parser, OPTION_SET);
   parser.epilog(
     "Metrics: set OTLP_GRPC_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT) to export over OTLP gRPC;\n" +
       "OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured.",
   );
   return parser;
-}
-
-// yargs words its errors for its own audience ("Unknown argument: min-prot"); say it with the
-// flag spelled as the user typed it, on one line.
-function yargsMessage(text: string): string {
-  const flags = (list: string) =>
-    list
-      .split(",")
-      .map((f) => f.trim())
-      .filter((f) => f !== "")
-      // yargs may report the camelCase form it derived; show what the user typed.
-      .map((f) => f.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`))
-      .filter((f, i, all) => all.indexOf(f) === i)
-      .map((f) => (f.length === 1 ? `-${f}` : `--${f}`))
-      .join(", ");
-  const unknown = /^Unknown arguments?: (.*)$/s.exec(text);
-  if (unknown) return `unknown option ${flags(unknown[1] ?? "")} (see --help)`;
-  const missing = /^Not enough arguments following: (.*)$/s.exec(text);
-  if (missing) return `${flags(missing[1] ?? "")} needs a value`;
-  return text.replace(/\s*\n\s*/g, "; ");
-}
-
-function helpText(parser: ReturnType<typeof buildParser>): string {
-  let text = "";
-  parser.showHelp((s) => {
-    text = s;
-  });
-  return text;
-}
-
-type ArgvRecord = Record<string, unknown>;
-
-function flagLayer(args: ArgvRecord, names: readonly OptionName[]): Layer {
-  const values: RawSource = {};
-  for (const name of names) {
-    const v = args[camel(name)] ?? args[name];
-    if (v === undefined) continue;
-    values[name] = v as Scalar | Scalar[];
-  }
-  return { values, where: (name) => `--${name}` };
-}
-
-function configPath(args: ArgvRecord, env: NodeJS.ProcessEnv): [string, string] | undefined {
-  const flag = args.config;
-  if (flag !== undefined) {
-    const text = Array.isArray(flag) ? flag[flag.length - 1] : flag;
-    return [String(text), "--config"];
-  }
-  const fromEnv = env[`${ENV_PREFIX}CONFIG`];
-  if (fromEnv !== undefined && fromEnv.trim() !== "")
-    return [fromEnv.trim(), `${ENV_PREFIX}CONFIG`];
-  return undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -814,16 +576,16 @@ export function parseRelayArgs(
   if (positional.length > 0) {
     throw new ConfigError(`unknown command ${JSON.stringify(String(positional[0]))}`);
   }
-  const layers = [flagLayer(args, OPTION_NAMES), envLayer(env)];
-  const file = configPath(args, env);
-  if (file !== undefined) layers.push(fileLayer(file[0], file[1]));
-  const values = resolveValues(layers);
+  const layers = [OPTION_SET.flagLayer(args), OPTION_SET.envLayer(env)];
+  const file = OPTION_SET.configPath(args, env);
+  if (file !== undefined) layers.push(OPTION_SET.fileLayer(file[0], file[1]));
+  const values = OPTION_SET.resolve(layers);
   const tokenFromFlag = layers[0]?.values.token !== undefined;
   return finish(values, file?.[0], tokenFromFlag, env, options);
 }
 
 function finish(
-  v: OptionValues,
+  v: OptionValues<typeof OPTIONS>,
   configFile: string | undefined,
   tokenFromFlag: boolean,
   env: NodeJS.ProcessEnv,
@@ -897,13 +659,7 @@ function finish(
   if (v["rng-seed"] !== undefined) {
     warnings.push("--rng-seed is set: nonces and ports are predictable (reproducing bugs only)");
   }
-  const known = new Set(OPTION_NAMES.map((n) => envName(n)));
-  known.add(`${ENV_PREFIX}CONFIG`);
-  for (const name of Object.keys(env)) {
-    if (name.startsWith(ENV_PREFIX) && !known.has(name)) {
-      warnings.push(`ignoring unknown environment variable ${name}`);
-    }
-  }
+  warnings.push(...OPTION_SET.unknownEnvWarnings(env));
 
   return {
     command: "relay",
@@ -975,10 +731,13 @@ function parseCredentials(
   }
   // The listeners, public addresses and token come from the same environment and config file
   // the relay reads, so the default URIs match what the relay serves.
-  const layers = [flagLayer(args, ["token", ...CREDENTIALS_RELAY_OPTIONS]), envLayer(env)];
-  const file = configPath(args, env);
-  if (file !== undefined) layers.push(fileLayer(file[0], file[1]));
-  const v = resolveValues(layers);
+  const layers = [
+    OPTION_SET.flagLayer(args, ["token", ...CREDENTIALS_RELAY_OPTIONS]),
+    OPTION_SET.envLayer(env),
+  ];
+  const file = OPTION_SET.configPath(args, env);
+  if (file !== undefined) layers.push(OPTION_SET.fileLayer(file[0], file[1]));
+  const v = OPTION_SET.resolve(layers);
   if (v.token === undefined) {
     throw new ConfigError(
       `credentials needs the relay's shared secret: export ${ENV_PREFIX}TOKEN (or pass --token)`,
@@ -1008,7 +767,7 @@ function parseCredentials(
 }
 
 /** turn:/turns: URIs (RFC 7065) for the configured listeners. */
-function defaultUris(v: OptionValues): string[] {
+function defaultUris(v: OptionValues<typeof OPTIONS>): string[] {
   const hostFor = (a: SocketAddress): string | undefined => {
     if (!isUnspecified(a.ip)) return a.ip;
     const publicIp = a.family === 4 ? v["public-ip4"] : v["public-ip6"];
@@ -1040,21 +799,7 @@ export function formatSocketAddress(a: { ip: string; port: number; family?: 4 | 
 // ---------------------------------------------------------------------------------------------
 // Docs
 
-function mdCell(text: string): string {
-  return text.replaceAll("|", "\\|");
-}
-
 /** The README configuration table (Markdown): option, env var, default, meaning. */
 export function renderConfigTable(): string {
-  const rows = [
-    "| option | env var | default | meaning |",
-    "|---|---|---|---|",
-    ...OPTION_NAMES.map((name) => {
-      const s = OPTIONS[name] as OptionSpec<unknown>;
-      const flag = s.boolean ? `--${name}` : `--${name} ${s.placeholder ?? "VALUE"}`;
-      return `| ${mdCell(`\`${flag}\``)} | \`${envName(name)}\` | ${mdCell(s.defaultText)} | ${mdCell(s.describe)} |`;
-    }),
-    `| \`--config FILE\` | \`${ENV_PREFIX}CONFIG\` | none | ${CONFIG_OPTION_DESCRIBE} |`,
-  ];
-  return `${rows.join("\n")}\n`;
+  return OPTION_SET.renderTable();
 }

@@ -9,13 +9,8 @@
 //   second signal    exit now (1)
 //   uncaught error   log it, exit 1: never continue in an unknown state
 
-import {
-  ConfigError,
-  formatSocketAddress,
-  PROGRAM_NAME,
-  parseRelayArgs,
-  type RelayConfig,
-} from "./config.js";
+import { asOutput, EXIT_CONFIG, parseOrReport, withTimeout } from "@turnpike/runtime-kit";
+import { formatSocketAddress, PROGRAM_NAME, parseRelayArgs, type RelayConfig } from "./config.js";
 import { mintCredentials } from "./credentials.js";
 import { type HealthServer, startHealthServer } from "./health.js";
 import { createLogger, type Logger } from "./log.js";
@@ -55,8 +50,9 @@ export interface RunningProcess {
   readonly logger: Logger;
 }
 
-/** Exit code for bad configuration (like EX_USAGE-ish CLIs: distinct from runtime failure 1). */
-export const EXIT_CONFIG = 2;
+/** Exit code for bad configuration (EX_USAGE-ish: distinct from runtime failure 1). */
+export { EXIT_CONFIG };
+
 /** After cleanup is asked for, how long before we give up and exit anyway. */
 const SHUTDOWN_GRACE_MS = 10_000;
 /** Metrics flush at exit gets at most this long (a dead collector must not hold the exit). */
@@ -64,20 +60,12 @@ const METRICS_SHUTDOWN_MS = 5_000;
 
 /** Runs the CLI; resolves with the process exit code once everything is closed. */
 export async function runCli(io: CliIo): Promise<number> {
-  let parsed: ReturnType<typeof parseRelayArgs>;
-  try {
-    parsed = parseRelayArgs(io.argv, io.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      io.stderr(`${PROGRAM_NAME}: ${err.message}`);
-      return EXIT_CONFIG;
-    }
-    throw err;
-  }
+  const parsed = parseOrReport(PROGRAM_NAME, () => parseRelayArgs(io.argv, io.env), io.stderr);
+  if (parsed === undefined) return EXIT_CONFIG;
   switch (parsed.command) {
     case "help":
     case "version":
-      io.stdout(parsed.text.endsWith("\n") ? parsed.text : `${parsed.text}\n`);
+      io.stdout(asOutput(parsed.text));
       return 0;
     case "credentials": {
       const nowSeconds = io.nowSeconds?.() ?? Math.floor(Date.now() / 1000);
@@ -243,21 +231,4 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
   const code = await finished;
   detach();
   return code;
-}
-
-function withTimeout(p: Promise<void>, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    t.unref();
-    p.then(
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-    );
-  });
 }

@@ -49,14 +49,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import {
-  type Attributes,
-  DiagLogLevel,
-  diag,
-  type Meter,
-  type Observable,
-  ValueType,
-} from "@opentelemetry/api";
+import { type Attributes, type Meter, type Observable, ValueType } from "@opentelemetry/api";
 import type { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import type { Resource } from "@opentelemetry/resources";
 import type {
@@ -65,6 +58,12 @@ import type {
   IMetricReader,
   MetricProducer,
 } from "@opentelemetry/sdk-metrics";
+import {
+  metricExportTiming,
+  resourceAttributesFrom as otelResourceAttributes,
+  otlpEndpointFrom,
+  routeOtelDiagnostics,
+} from "@turnpike/runtime-kit";
 import type { SocketAddress } from "./config.js";
 import type { Logger } from "./log.js";
 import {
@@ -266,23 +265,8 @@ export interface RelayMetrics extends RelayMetricsSink {
   shutdown(): Promise<void>;
 }
 
-/** The OTLP gRPC endpoint as a URL, or undefined when OTLP export is not configured. */
-export function otlpEndpointFrom(env: NodeJS.ProcessEnv): string | undefined {
-  if (isTrue(env.OTEL_SDK_DISABLED)) return undefined;
-  const raw = [
-    env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
-    env.OTLP_GRPC_ENDPOINT,
-    env.OTEL_EXPORTER_OTLP_ENDPOINT,
-  ].find((v) => v !== undefined && v.trim() !== "");
-  if (raw === undefined) return undefined;
-  const text = raw.trim();
-  // Firezone's OTLP_GRPC_ENDPOINT is "host:port"; gRPC exporters want a URL.
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`;
-}
-
-function isTrue(v: string | undefined): boolean {
-  return v !== undefined && v.trim().toLowerCase() === "true";
-}
+// The OTEL_* / OTLP_GRPC_ENDPOINT conventions are runtime-kit's (shared with turnpike-tunnel).
+export { otlpEndpointFrom };
 
 /**
  * Resource attributes: OTEL_RESOURCE_ATTRIBUTES (`k=v,k2=v2`, values percent-decoded), then
@@ -290,29 +274,7 @@ function isTrue(v: string | undefined): boolean {
  * service.version.
  */
 export function resourceAttributesFrom(env: NodeJS.ProcessEnv, version: string): Attributes {
-  const attrs: Attributes = {};
-  for (const pair of (env.OTEL_RESOURCE_ATTRIBUTES ?? "").split(",")) {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) continue;
-    const key = pair.slice(0, eq).trim();
-    const value = pair.slice(eq + 1).trim();
-    if (key === "") continue;
-    try {
-      attrs[key] = decodeURIComponent(value);
-    } catch {
-      // The spec says to discard malformed entries rather than fail.
-    }
-  }
-  const serviceName = env.OTEL_SERVICE_NAME?.trim();
-  if (serviceName) attrs["service.name"] = serviceName;
-  else if (typeof attrs["service.name"] !== "string") attrs["service.name"] = DEFAULT_SERVICE_NAME;
-  if (attrs["service.version"] === undefined) attrs["service.version"] = version;
-  return attrs;
-}
-
-function positiveInt(text: string | undefined, fallback: number): number {
-  const n = text === undefined ? Number.NaN : Number(text);
-  return Number.isInteger(n) && n > 0 ? n : fallback;
+  return otelResourceAttributes(env, version, DEFAULT_SERVICE_NAME);
 }
 
 /**
@@ -349,16 +311,14 @@ export async function startMetrics(options: MetricsOptions = {}): Promise<RelayM
     ]);
   sdk = sdkMetrics;
   const { MeterProvider, PeriodicExportingMetricReader } = sdkMetrics;
-  if (logger !== undefined) routeDiagnostics(logger);
+  if (logger !== undefined) routeOtelDiagnostics(logger);
 
   const resource = resourceFromAttributes(resourceAttributesFrom(env, version));
   const producer = new StatsHistogramProducer(stats, resource, version);
   const readers: IMetricReader[] = [];
 
   if (otlpEndpoint !== undefined) {
-    const interval = positiveInt(env.OTEL_METRIC_EXPORT_INTERVAL, 60_000);
-    // The SDK rejects a timeout longer than the interval.
-    const timeout = Math.min(positiveInt(env.OTEL_METRIC_EXPORT_TIMEOUT, 30_000), interval);
+    const { intervalMs: interval, timeoutMs: timeout } = metricExportTiming(env);
     readers.push(
       new PeriodicExportingMetricReader({
         exporter: new OTLPMetricExporter({ url: otlpEndpoint, timeoutMillis: timeout }),
@@ -439,27 +399,6 @@ function closeServer(server: Server): Promise<void> {
     server.close(() => resolve());
     server.closeAllConnections();
   });
-}
-
-let diagRouted = false;
-
-// Exporter failures (collector down, timeouts) reach OTel's diag logger; without one they vanish.
-// Route warnings and errors into our logger, rate-limited: a dead collector must not flood logs.
-function routeDiagnostics(logger: Logger): void {
-  if (diagRouted) return;
-  diagRouted = true;
-  const limited = logger.child({ component: "otel" }).rateLimited({ perWindow: 5 });
-  const line = (args: unknown[]): string => args.map((a) => String(a)).join(" ");
-  diag.setLogger(
-    {
-      error: (...args) => limited.warn("otel-error", line(args)),
-      warn: (...args) => limited.warn("otel-warn", line(args)),
-      info: () => {},
-      debug: () => {},
-      verbose: () => {},
-    },
-    { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
-  );
 }
 
 interface LoopDelay {

@@ -1,0 +1,50 @@
+// @turnpike/runtime-kit: the runtime pieces turnpike-relay and turnpike-tunnel share.
+
+export {
+  addConfigOption,
+  addTableOptions,
+  baseParser,
+  helpText,
+  yargsMessage,
+} from "./cli-parser.js";
+export {
+  createLogger,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFields,
+  type LogFormat,
+  type Logger,
+  type LoggerOptions,
+  type LogLevel,
+  type RateLimitedLogger,
+  type RateLimitOptions,
+} from "./log.js";
+export {
+  type ArgvRecord,
+  CONFIG_OPTION_DESCRIBE,
+  ConfigError,
+  camel,
+  fail,
+  type Layer,
+  list,
+  listNonEmpty,
+  nonEmpty,
+  OptionSet,
+  type OptionSpec,
+  type OptionTable,
+  type OptionValues,
+  one,
+  parseBoolean,
+  parseEnum,
+  parseInteger,
+  type RawValue,
+  readJsonFile,
+  type Scalar,
+} from "./options.js";
+export {
+  metricExportTiming,
+  otlpEndpointFrom,
+  resourceAttributesFrom,
+  routeOtelDiagnostics,
+} from "./otel.js";
+export { asOutput, EXIT_CONFIG, exitWhenDone, parseOrReport, withTimeout } from "./process.js";
