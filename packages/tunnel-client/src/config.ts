@@ -1,14 +1,38 @@
 // turnpike-tunnel configuration: ONE option table (OPTIONS) from which the yargs options, the
-// TURNPIKE_* environment names, `--help` and the README table are generated (DESIGN.md point 12;
-// the same approach as relay-server's config.ts, not shared code: the packages stay independent).
+// TURNPIKE_* environment names, `--help` and the README table are generated (DESIGN.md point 12).
+// The engine is @turnpike/runtime-kit's OptionSet, shared with turnpike-relay; this module keeps
+// the table, the tunnel's own value shapes and the cross-field rules.
 //
 // Precedence: flag > environment TURNPIKE_<OPTION> > `--config FILE` (JSON) > default. Every value
-// is validated here; a wrong one is a ConfigError whose one-line message names its source.
+// is validated; a wrong one is a ConfigError whose one-line message names its source.
 
 import { readFileSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
 import { hostname } from "node:os";
-import yargs from "yargs";
+import {
+  type ArgvRecord,
+  addConfigOption,
+  addTableOptions,
+  baseParser,
+  ConfigError,
+  fail,
+  helpText,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+  type LogLevel,
+  listNonEmpty as list,
+  nonEmpty,
+  OptionSet,
+  type OptionSpec,
+  type OptionValues,
+  one,
+  parseBoolean,
+  parseEnum,
+  parseInteger,
+  type RawValue,
+  type Scalar,
+} from "@turnpike/runtime-kit";
 import { expandAllowList, type PeerAllowList } from "./peers.js";
 import { parseTurnUri, type TurnUri } from "./uri.js";
 import { type AccessWindow, parseWindow } from "./windows.js";
@@ -17,10 +41,7 @@ export const PROGRAM_NAME = "turnpike-tunnel";
 export const ENV_PREFIX = "TURNPIKE_";
 export const TUNNEL_VERSION = "0.1.0";
 
-export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
-export const LOG_FORMATS = ["json", "text"] as const;
-export type LogFormat = (typeof LOG_FORMATS)[number];
+export { ConfigError, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel };
 
 export interface HostPort {
   readonly host: string;
@@ -84,31 +105,12 @@ export interface InfoCommand {
 
 export type ParsedCommand = TunnelConfig | ListCommand | InfoCommand;
 
-export class ConfigError extends Error {
-  override readonly name = "ConfigError";
-}
-
 // ---------------------------------------------------------------------------------------------
 // The option table
 
-type Scalar = string | number | boolean;
 type Group = "Relay" | "Authentication" | "Services" | "Admin API" | "Operations" | "Testing";
 
-interface OptionSpec<T> {
-  readonly group: Group;
-  readonly describe: string;
-  readonly placeholder?: string;
-  readonly repeatable?: boolean;
-  readonly hidden?: boolean;
-  /** A switch: `--flag` alone means true (env/config: true|false|1|0). */
-  readonly boolean?: boolean;
-  readonly env?: string;
-  readonly defaultText: string;
-  readonly default: T;
-  parse(raw: Scalar | readonly Scalar[], where: string): T;
-}
-
-function spec<T>(s: OptionSpec<T>): OptionSpec<T> {
+function spec<T>(s: OptionSpec<T, Group>): OptionSpec<T, Group> {
   return s;
 }
 
@@ -296,6 +298,8 @@ export const OPTIONS = {
       'access window (repeatable), e.g. "Mon-Fri 08:00-18:00 Europe/Berlin"; outside every window allocations are released',
     placeholder: "WINDOW",
     repeatable: true,
+    // Windows contain no commas but spaces: TURNPIKE_WINDOW separates them with ';'.
+    envSeparator: ";",
     defaultText: "always open",
     default: [],
     parse: (raw, where) =>
@@ -380,93 +384,20 @@ export const OPTIONS = {
   }),
 } as const;
 
-type OptionName = keyof typeof OPTIONS;
-type OptionValues = {
-  -readonly [K in OptionName]: (typeof OPTIONS)[K] extends OptionSpec<infer T> ? T : never;
-};
-const OPTION_NAMES = Object.keys(OPTIONS) as OptionName[];
+const OPTION_SET = new OptionSet(OPTIONS, ENV_PREFIX);
 
 export function envName(option: string): string {
-  const s = (OPTIONS as Record<string, OptionSpec<unknown>>)[option];
-  return s?.env ?? `${ENV_PREFIX}${option.toUpperCase().replaceAll("-", "_")}`;
+  return OPTION_SET.envName(option);
 }
-
-function camel(option: string): string {
-  return option.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-}
-
-const CONFIG_OPTION_DESCRIBE = "JSON file with options (keys as flag names or camelCase)";
 
 // ---------------------------------------------------------------------------------------------
-// Value parsers
+// Value parsers for the tunnel's own shapes (the generic ones are runtime-kit's)
 
-function fail(where: string, expectation: string, raw: unknown): never {
-  const shown = typeof raw === "string" ? raw : JSON.stringify(raw);
-  throw new ConfigError(`${where} must be ${expectation}, got ${JSON.stringify(shown)}`);
-}
-
-function one(raw: Scalar | readonly Scalar[], where: string): string {
-  if (Array.isArray(raw)) {
-    const last = raw[raw.length - 1];
-    if (last === undefined) fail(where, "a value", "");
-    return one(last as Scalar, where);
-  }
-  return String(raw).trim();
-}
-
-function list(raw: Scalar | readonly Scalar[]): string[] {
-  const items = Array.isArray(raw) ? raw : [raw];
-  return items.map((v) => String(v).trim()).filter((v) => v !== "");
-}
-
-function nonEmpty(raw: Scalar | readonly Scalar[], where: string): string {
-  const text = one(raw, where);
-  if (text === "") fail(where, "a non-empty string", text);
-  return text;
-}
-
-function parseInteger(
-  raw: Scalar | readonly Scalar[],
-  where: string,
-  min: number,
-  max: number,
-): number {
-  const text = one(raw, where);
-  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) fail(where, `${min}..${max}`, text);
-  return n;
-}
-
-function parseSeconds(
-  raw: Scalar | readonly Scalar[],
-  where: string,
-  min: number,
-  max: number,
-): number {
+function parseSeconds(raw: RawValue, where: string, min: number, max: number): number {
   const text = one(raw, where).replace(/s$/, "");
   const n = /^\d+(\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
   if (!(n >= min && n <= max)) fail(where, `seconds ${min}..${max}`, text);
   return n;
-}
-
-function parseBoolean(raw: Scalar | readonly Scalar[], where: string): boolean {
-  const v = Array.isArray(raw) ? raw[raw.length - 1] : raw;
-  if (typeof v === "boolean") return v;
-  const text = String(v).trim().toLowerCase();
-  if (text === "true" || text === "1" || text === "yes") return true;
-  if (text === "false" || text === "0" || text === "no") return false;
-  fail(where, "true or false", text);
-}
-
-function parseEnum<T extends string>(
-  raw: Scalar | readonly Scalar[],
-  where: string,
-  values: readonly T[],
-): T {
-  const text = one(raw, where);
-  if (!(values as readonly string[]).includes(text))
-    fail(where, `one of ${values.join("|")}`, text);
-  return text as T;
 }
 
 /** HOST:PORT where HOST is an IPv4 address, [IPv6] or a name ("localhost"). */
@@ -538,99 +469,22 @@ function parseResolve(items: readonly string[], where: string): Map<string, stri
   return out;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Sources (flag > env > file > default)
-
-type RawSource = Partial<Record<OptionName, Scalar | Scalar[]>>;
-
-interface Layer {
-  values: RawSource;
-  where: (option: OptionName) => string;
-}
-
-function envLayer(env: NodeJS.ProcessEnv): Layer {
-  const values: RawSource = {};
-  for (const name of OPTION_NAMES) {
-    const text = env[envName(name)];
-    if (text === undefined || text.trim() === "") continue;
-    const s = OPTIONS[name] as OptionSpec<unknown>;
-    // Windows contain no commas but spaces; --expose/--relay/--allow-peer lists are comma-separated.
-    values[name] = s.repeatable
-      ? text.split(name === "window" ? ";" : ",").map((v) => v.trim())
-      : text;
-  }
-  return { values, where: (name) => envName(name) };
-}
-
-function fileLayer(path: string, where: string): Layer {
-  let data: unknown;
+/** The config file as JSON; any failure is one "not readable JSON" line. */
+function readConfigJson(path: string, where: string): unknown {
   try {
-    data = JSON.parse(readFileSync(path, "utf8"));
+    return JSON.parse(readFileSync(path, "utf8"));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const reason = code ?? (err as Error).message.split("\n")[0];
     throw new ConfigError(`${where} file ${JSON.stringify(path)} is not readable JSON (${reason})`);
   }
-  if (typeof data !== "object" || data === null || Array.isArray(data)) {
-    throw new ConfigError(`${where} file ${JSON.stringify(path)} must hold a JSON object`);
-  }
-  const byKey = new Map<string, OptionName>();
-  for (const name of OPTION_NAMES) {
-    byKey.set(name, name);
-    byKey.set(camel(name), name);
-  }
-  const values: RawSource = {};
-  for (const [key, value] of Object.entries(data)) {
-    if (value === null) continue;
-    const name = byKey.get(key);
-    if (name === undefined) {
-      throw new ConfigError(`${where} file ${JSON.stringify(path)} has an unknown option "${key}"`);
-    }
-    const ok =
-      typeof value === "string" ||
-      typeof value === "number" ||
-      typeof value === "boolean" ||
-      (Array.isArray(value) && value.every((v) => typeof v === "string" || typeof v === "number"));
-    if (!ok) fail(`"${key}" in ${path}`, "a string, number, boolean or array of strings", value);
-    values[name] = value as Scalar | Scalar[];
-  }
-  return { values, where: (name) => `"${name}" in ${path}` };
-}
-
-function resolveValues(layers: readonly Layer[]): OptionValues {
-  const out = {} as Record<OptionName, unknown>;
-  for (const name of OPTION_NAMES) {
-    const s = OPTIONS[name] as OptionSpec<unknown>;
-    const layer = layers.find((l) => l.values[name] !== undefined);
-    out[name] =
-      layer === undefined ? s.default : s.parse(layer.values[name] as Scalar, layer.where(name));
-  }
-  return out as OptionValues;
 }
 
 // ---------------------------------------------------------------------------------------------
-// yargs: tokenizes argv and renders --help; defaults stay out of yargs so "unset" stays visible.
+// yargs (runtime-kit's parser, with the tunnel's usage and `list` subcommand)
 
 function buildParser(argv: readonly string[], mode: "run" | "list") {
-  const parser = yargs([...argv])
-    .scriptName(PROGRAM_NAME)
-    .parserConfiguration({
-      "duplicate-arguments-array": true,
-      "strip-dashed": true,
-      "strip-aliased": true,
-      "parse-numbers": false,
-      "parse-positional-numbers": false,
-    })
-    .help(false)
-    .version(false)
-    .exitProcess(false)
-    .strictOptions()
-    .wrap(Math.min(120, process.stdout.columns || 100))
-    .fail((msg, err) => {
-      throw new ConfigError(yargsMessage(msg ?? err?.message ?? "invalid arguments"));
-    })
-    .option("help", { alias: "h", type: "boolean", describe: "show this help" })
-    .option("version", { type: "boolean", describe: "show the version" });
+  const parser = baseParser(argv, PROGRAM_NAME);
   if (mode === "list") {
     return parser
       .usage(
@@ -648,73 +502,20 @@ function buildParser(argv: readonly string[], mode: "run" | "list") {
       })
       .option("json", { type: "boolean", describe: "print the raw JSON" });
   }
-  parser
-    .option("config", {
-      type: "string",
-      requiresArg: true,
-      describe: `${CONFIG_OPTION_DESCRIBE} [env: ${ENV_PREFIX}CONFIG]`,
-    })
-    .usage(
-      `Usage: ${PROGRAM_NAME} --relay URI --expose NAME=tcp://HOST:PORT --allow-peer IP [options]\n` +
-        `       ${PROGRAM_NAME} list [--admin URL] [--admin-token TOKEN]\n\n` +
-        "Exposes private TCP/UDP services through a TURN relay (RFC 8656, RFC 6062) with outbound\n" +
-        "connections only. Every option is also read from the environment (TURNPIKE_<OPTION>,\n" +
-        "lists comma-separated, windows ';'-separated) and from --config FILE (JSON).\n" +
-        "Precedence: flag > environment > config file > default.",
-    );
-  const groups = new Map<Group, string[]>();
-  for (const name of OPTION_NAMES) {
-    const s = OPTIONS[name] as OptionSpec<unknown>;
-    parser.option(name, {
-      type: s.boolean ? "boolean" : "string",
-      requiresArg: !s.boolean,
-      hidden: s.hidden === true,
-      describe: `${s.describe} [env: ${envName(name)}]`,
-      defaultDescription: s.defaultText,
-    });
-    if (!s.hidden) groups.set(s.group, [...(groups.get(s.group) ?? []), name]);
-  }
-  for (const [group, names] of groups) parser.group(names, `${group}:`);
-  parser.group(["config", "help", "version"], "General:");
+  addConfigOption(parser, OPTION_SET).usage(
+    `Usage: ${PROGRAM_NAME} --relay URI --expose NAME=tcp://HOST:PORT --allow-peer IP [options]\n` +
+      `       ${PROGRAM_NAME} list [--admin URL] [--admin-token TOKEN]\n\n` +
+      "Exposes private TCP/UDP services through a TURN relay (RFC 8656, RFC 6062) with outbound\n" +
+      "connections only. Every option is also read from the environment (TURNPIKE_<OPTION>,\n" +
+      "lists comma-separated, windows ';'-separated) and from --config FILE (JSON).\n" +
+      "Precedence: flag > environment > config file > default.",
+  );
+  addTableOptions(parser, OPTION_SET);
   parser.epilog(
     "Credentials: TURNPIKE_TOKEN (derived REST credentials), --username/--password, or --credentials-url.\n" +
       "Metrics: set OTLP_GRPC_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT) to export over OTLP gRPC.",
   );
   return parser;
-}
-
-function yargsMessage(text: string): string {
-  const unknown = /^Unknown arguments?: (.*)$/s.exec(text);
-  if (unknown) {
-    const flags = (unknown[1] ?? "")
-      .split(",")
-      .map((f) => f.trim().replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`))
-      .filter((f, i, all) => f !== "" && all.indexOf(f) === i)
-      .map((f) => (f.length === 1 ? `-${f}` : `--${f}`));
-    return `unknown option ${flags.join(", ")} (see --help)`;
-  }
-  const missing = /^Not enough arguments following: (.*)$/s.exec(text);
-  if (missing) return `--${missing[1]} needs a value`;
-  return text.replace(/\s*\n\s*/g, "; ");
-}
-
-function helpText(parser: ReturnType<typeof buildParser>): string {
-  let text = "";
-  parser.showHelp((s) => {
-    text = s;
-  });
-  return text;
-}
-
-type ArgvRecord = Record<string, unknown>;
-
-function flagLayer(args: ArgvRecord): Layer {
-  const values: RawSource = {};
-  for (const name of OPTION_NAMES) {
-    const v = args[camel(name)] ?? args[name];
-    if (v !== undefined) values[name] = v as Scalar | Scalar[];
-  }
-  return { values, where: (name) => `--${name}` };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -729,19 +530,23 @@ export function parseTunnelArgs(argv: readonly string[], env: NodeJS.ProcessEnv)
   const positional = (args._ as unknown[] | undefined) ?? [];
   if (positional.length > 0)
     throw new ConfigError(`unknown command ${JSON.stringify(String(positional[0]))}`);
-  const layers = [flagLayer(args), envLayer(env)];
+  const layers = [OPTION_SET.flagLayer(args), OPTION_SET.envLayer(env)];
   const file =
     args.config !== undefined
       ? ([one(args.config as Scalar, "--config"), "--config"] as const)
       : env[`${ENV_PREFIX}CONFIG`]?.trim()
         ? ([env[`${ENV_PREFIX}CONFIG`]!.trim(), `${ENV_PREFIX}CONFIG`] as const)
         : undefined;
-  if (file !== undefined) layers.push(fileLayer(file[0], file[1]));
+  if (file !== undefined) layers.push(OPTION_SET.fileLayer(file[0], file[1], readConfigJson));
   const tokenFromFlag = layers[0]!.values.token !== undefined;
-  return finish(resolveValues(layers), tokenFromFlag, env);
+  return finish(OPTION_SET.resolve(layers), tokenFromFlag, env);
 }
 
-function finish(v: OptionValues, tokenFromFlag: boolean, env: NodeJS.ProcessEnv): TunnelConfig {
+function finish(
+  v: OptionValues<typeof OPTIONS>,
+  tokenFromFlag: boolean,
+  env: NodeJS.ProcessEnv,
+): TunnelConfig {
   const warnings: string[] = [];
   if (v.relay.length === 0)
     throw new ConfigError("--relay is required (e.g. --relay turn:relay.example.com)");
@@ -813,12 +618,7 @@ function finish(v: OptionValues, tokenFromFlag: boolean, env: NodeJS.ProcessEnv)
       "the admin API listens beyond loopback without --admin-token: anyone who reaches it can expose services",
     );
   }
-  const known = new Set(OPTION_NAMES.map((n) => envName(n)));
-  known.add(`${ENV_PREFIX}CONFIG`);
-  for (const name of Object.keys(env)) {
-    if (name.startsWith(ENV_PREFIX) && !known.has(name))
-      warnings.push(`ignoring unknown environment variable ${name}`);
-  }
+  warnings.push(...OPTION_SET.unknownEnvWarnings(env));
 
   return {
     command: "run",
@@ -879,16 +679,5 @@ function parseList(argv: readonly string[], env: NodeJS.ProcessEnv): ListCommand
 
 /** The README configuration table (Markdown). */
 export function renderConfigTable(): string {
-  const cell = (t: string) => t.replaceAll("|", "\\|");
-  const rows = [
-    "| option | env var | default | meaning |",
-    "|---|---|---|---|",
-    ...OPTION_NAMES.map((name) => {
-      const s = OPTIONS[name] as OptionSpec<unknown>;
-      const flag = s.boolean ? `--${name}` : `--${name} ${s.placeholder ?? "VALUE"}`;
-      return `| ${cell(`\`${flag}\``)} | \`${envName(name)}\` | ${cell(s.defaultText)} | ${cell(s.describe)} |`;
-    }),
-    `| \`--config FILE\` | \`${ENV_PREFIX}CONFIG\` | none | ${CONFIG_OPTION_DESCRIBE} |`,
-  ];
-  return `${rows.join("\n")}\n`;
+  return OPTION_SET.renderTable();
 }

@@ -7,8 +7,9 @@
 import { randomFillSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { RandomSource } from "@turnpike/relay-core";
+import { asOutput, EXIT_CONFIG, parseOrReport, withTimeout } from "@turnpike/runtime-kit";
 import { type AdminServer, startAdminServer } from "./admin.js";
-import { ConfigError, PROGRAM_NAME, parseTunnelArgs, type TunnelConfig } from "./config.js";
+import { PROGRAM_NAME, parseTunnelArgs, type TunnelConfig } from "./config.js";
 import { createCredentialSource } from "./credentials.js";
 import type { ListEntry } from "./engine.js";
 import { TunnelEngine } from "./engine.js";
@@ -29,7 +30,7 @@ export interface CliIo {
   exit(code: number): void;
 }
 
-export const EXIT_CONFIG = 2;
+export { EXIT_CONFIG };
 
 /** The OS CSPRNG, read in blocks (transaction ids, nonces). */
 export class CryptoRandom implements RandomSource {
@@ -51,20 +52,12 @@ export class CryptoRandom implements RandomSource {
 }
 
 export async function runCli(io: CliIo): Promise<number> {
-  let parsed: ReturnType<typeof parseTunnelArgs>;
-  try {
-    parsed = parseTunnelArgs(io.argv, io.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      io.stderr(`${PROGRAM_NAME}: ${err.message}`);
-      return EXIT_CONFIG;
-    }
-    throw err;
-  }
+  const parsed = parseOrReport(PROGRAM_NAME, () => parseTunnelArgs(io.argv, io.env), io.stderr);
+  if (parsed === undefined) return EXIT_CONFIG;
   switch (parsed.command) {
     case "help":
     case "version":
-      io.stdout(parsed.text.endsWith("\n") ? parsed.text : `${parsed.text}\n`);
+      io.stdout(asOutput(parsed.text));
       return 0;
     case "list":
       try {
@@ -183,7 +176,8 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
       void (async () => {
         await engine.stop();
         await admin?.close();
-        await Promise.race([metrics.shutdown(), new Promise((r) => setTimeout(r, 5000))]);
+        // A dead collector must not hold the exit.
+        await withTimeout(metrics.shutdown(), 5000);
         io.events.off("SIGTERM", onSignal);
         io.events.off("SIGINT", onSignal);
         resolve(0);

@@ -18,6 +18,11 @@ import { type Attributes, ValueType } from "@opentelemetry/api";
 import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
+import {
+  metricExportTiming,
+  resourceAttributesFrom as otelResourceAttributes,
+  otlpEndpointFrom,
+} from "@turnpike/runtime-kit";
 import { TUNNEL_VERSION } from "./config.js";
 import type { TunnelEngine } from "./engine.js";
 import type { Logger } from "./log.js";
@@ -31,45 +36,11 @@ export interface TunnelMetrics {
   shutdown(): Promise<void>;
 }
 
-/** The OTLP endpoint from the environment (metrics-specific, Firezone's, generic), or undefined. */
-export function otlpEndpointFrom(env: NodeJS.ProcessEnv): string | undefined {
-  if ((env.OTEL_SDK_DISABLED ?? "").trim().toLowerCase() === "true") return undefined;
-  for (const name of [
-    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-    "OTLP_GRPC_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-  ]) {
-    const raw = env[name]?.trim();
-    if (!raw) continue;
-    // Firezone's variable is "host:port"; the exporter wants a URL.
-    return /^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `http://${raw}`;
-  }
-  return undefined;
-}
+// The OTEL_* / OTLP_GRPC_ENDPOINT conventions are runtime-kit's (shared with turnpike-relay).
+export { otlpEndpointFrom };
 
 export function resourceAttributesFrom(env: NodeJS.ProcessEnv, version: string): Attributes {
-  const attrs: Attributes = {};
-  for (const pair of (env.OTEL_RESOURCE_ATTRIBUTES ?? "").split(",")) {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) continue;
-    const key = pair.slice(0, eq).trim();
-    if (key === "") continue;
-    try {
-      attrs[key] = decodeURIComponent(pair.slice(eq + 1).trim());
-    } catch {
-      // malformed entries are discarded (OTel spec)
-    }
-  }
-  const serviceName = env.OTEL_SERVICE_NAME?.trim();
-  if (serviceName) attrs["service.name"] = serviceName;
-  else if (typeof attrs["service.name"] !== "string") attrs["service.name"] = DEFAULT_SERVICE_NAME;
-  if (attrs["service.version"] === undefined) attrs["service.version"] = version;
-  return attrs;
-}
-
-function positiveInt(text: string | undefined, fallback: number): number {
-  const n = text === undefined ? Number.NaN : Number(text);
-  return Number.isInteger(n) && n > 0 ? n : fallback;
+  return otelResourceAttributes(env, version, DEFAULT_SERVICE_NAME);
 }
 
 export function startMetrics(
@@ -81,8 +52,7 @@ export function startMetrics(
   if (endpoint === undefined) {
     return { otlpEndpoint: undefined, forceFlush: async () => {}, shutdown: async () => {} };
   }
-  const interval = positiveInt(env.OTEL_METRIC_EXPORT_INTERVAL, 60_000);
-  const timeout = Math.min(positiveInt(env.OTEL_METRIC_EXPORT_TIMEOUT, 30_000), interval);
+  const { intervalMs: interval, timeoutMs: timeout } = metricExportTiming(env);
   const provider = new MeterProvider({
     resource: resourceFromAttributes(resourceAttributesFrom(env, TUNNEL_VERSION)),
     readers: [
