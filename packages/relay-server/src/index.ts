@@ -1,4 +1,6 @@
 // Public API of @turnpike/relay-server (the CLI is bin/turnpike-relay.js).
+
+export { createLogger, type LogFormat, type Logger, type LogLevel } from "@turnpike/runtime-kit";
 export {
   ConfigError,
   type CredentialsCommand,
@@ -16,7 +18,6 @@ export {
 } from "./config.js";
 export { mintCredentials, restApiPassword, type TurnCredentials } from "./credentials.js";
 export { type HealthServer, type RelayState, startHealthServer } from "./health.js";
-export { createLogger, type LogFormat, type Logger, type LogLevel } from "./log.js";
 export {
   METRIC_DOCS,
   type MetricsOptions,

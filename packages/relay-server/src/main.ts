@@ -9,11 +9,17 @@
 //   second signal    exit now (1)
 //   uncaught error   log it, exit 1: never continue in an unknown state
 
-import { asOutput, EXIT_CONFIG, parseOrReport, withTimeout } from "@turnpike/runtime-kit";
+import {
+  asOutput,
+  createLogger,
+  EXIT_CONFIG,
+  type Logger,
+  parseOrReport,
+  withTimeout,
+} from "@turnpike/runtime-kit";
 import { formatSocketAddress, PROGRAM_NAME, parseRelayArgs, type RelayConfig } from "./config.js";
 import { mintCredentials } from "./credentials.js";
 import { type HealthServer, startHealthServer } from "./health.js";
-import { createLogger, type Logger } from "./log.js";
 import { type RelayMetrics, startMetrics } from "./metrics.js";
 import type { RunningRelay, StartRelay } from "./types.js";
 import { RELAY_VERSION } from "./version.js";

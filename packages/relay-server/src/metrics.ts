@@ -58,6 +58,7 @@ import type {
   IMetricReader,
   MetricProducer,
 } from "@opentelemetry/sdk-metrics";
+import type { Logger } from "@turnpike/runtime-kit";
 import {
   metricExportTiming,
   resourceAttributesFrom as otelResourceAttributes,
@@ -65,7 +66,6 @@ import {
   routeOtelDiagnostics,
 } from "@turnpike/runtime-kit";
 import type { SocketAddress } from "./config.js";
-import type { Logger } from "./log.js";
 import {
   ALLOCATION_SLOTS,
   allocationSlotLabels,

@@ -34,8 +34,8 @@ import {
   TurnServer,
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
+import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "./config.js";
-import type { Logger } from "./log.js";
 import { CryptoRandom } from "./random.js";
 import { type RelayStats, type RelayTelemetry, recordRelayed, relaySlot } from "./stats.js";
 import type { RelayAddresses, RelayDeps, RunningRelay } from "./types.js";

@@ -3,8 +3,8 @@
 //   startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay>
 // The driver never sees yargs, environment variables or OpenTelemetry types.
 
+import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "./config.js";
-import type { Logger } from "./log.js";
 import type { RelayStats, RelayTelemetry } from "./stats.js";
 
 export type { RelayConfig, SocketAddress } from "./config.js";

@@ -1,5 +1,5 @@
+import { createLogger } from "@turnpike/runtime-kit";
 import { describe, expect, it } from "vitest";
-import { createLogger } from "../src/log.js";
 
 const fixedNow = () => new Date("2026-11-23T10:00:00.000Z");
 

@@ -28,6 +28,7 @@ export {
   type Layer,
   list,
   listNonEmpty,
+  logOptions,
   nonEmpty,
   OptionSet,
   type OptionSpec,

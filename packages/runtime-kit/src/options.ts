@@ -9,6 +9,7 @@
 // (`--min-port must be 1..65535, got "70000"`). Cross-field rules stay with each CLI.
 
 import { readFileSync } from "node:fs";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.js";
 
 /** A configuration error; `message` is one line naming the option. */
 export class ConfigError extends Error {
@@ -136,6 +137,30 @@ export function readJsonFile(path: string, where: string): unknown {
 /** option name -> camelCase (`min-port` -> `minPort`), as yargs and config files spell it. */
 export function camel(option: string): string {
   return option.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** --log-format and --log-level, alike in every CLI: spread them into a table under `group`. */
+export function logOptions<G extends string>(
+  group: G,
+): { "log-format": OptionSpec<LogFormat, G>; "log-level": OptionSpec<LogLevel, G> } {
+  return {
+    "log-format": {
+      group,
+      describe: "log line format",
+      placeholder: LOG_FORMATS.join("|"),
+      defaultText: "text",
+      default: "text",
+      parse: (raw, where) => parseEnum(raw, where, LOG_FORMATS),
+    },
+    "log-level": {
+      group,
+      describe: "least severe level logged",
+      placeholder: LOG_LEVELS.join("|"),
+      defaultText: "info",
+      default: "info",
+      parse: (raw, where) => parseEnum(raw, where, LOG_LEVELS),
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Logger } from "@turnpike/runtime-kit";
 import { type HostPort, parseExpose, type ServiceSpec } from "./config.js";
 import type { TunnelEngine } from "./engine.js";
-import type { Logger } from "./log.js";
 import { expandAllowList } from "./peers.js";
 import { type AccessWindow, parseWindow } from "./windows.js";
 

@@ -5,9 +5,9 @@
 
 import { randomBytes, randomInt } from "node:crypto";
 import { formatTransportAddress, type RandomSource } from "@turnpike/relay-core";
+import type { Logger } from "@turnpike/runtime-kit";
 import type { ServiceSpec } from "./config.js";
 import type { CredentialSource } from "./credentials.js";
-import type { Logger } from "./log.js";
 import type { Resolver } from "./resolver.js";
 import { type TlsTrust, Tunnel, type TunnelCounters, type TunnelState } from "./tunnel.js";
 import { formatTurnUri, type TurnUri } from "./uri.js";

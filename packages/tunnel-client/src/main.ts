@@ -7,14 +7,20 @@
 import { randomFillSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { RandomSource } from "@turnpike/relay-core";
-import { asOutput, EXIT_CONFIG, parseOrReport, withTimeout } from "@turnpike/runtime-kit";
+import {
+  asOutput,
+  createLogger,
+  EXIT_CONFIG,
+  type Logger,
+  parseOrReport,
+  withTimeout,
+} from "@turnpike/runtime-kit";
 import { type AdminServer, startAdminServer } from "./admin.js";
 import { PROGRAM_NAME, parseTunnelArgs, type TunnelConfig } from "./config.js";
 import { createCredentialSource } from "./credentials.js";
 import type { ListEntry } from "./engine.js";
 import { TunnelEngine } from "./engine.js";
 import { fetchList, renderTable } from "./list.js";
-import { createLogger, type Logger } from "./log.js";
 import { startMetrics } from "./metrics.js";
 import { DnsResolver, StaticResolver } from "./resolver.js";
 

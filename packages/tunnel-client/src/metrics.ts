@@ -18,6 +18,7 @@ import { type Attributes, ValueType } from "@opentelemetry/api";
 import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
+import type { Logger } from "@turnpike/runtime-kit";
 import {
   metricExportTiming,
   resourceAttributesFrom as otelResourceAttributes,
@@ -25,7 +26,6 @@ import {
 } from "@turnpike/runtime-kit";
 import { TUNNEL_VERSION } from "./config.js";
 import type { TunnelEngine } from "./engine.js";
-import type { Logger } from "./log.js";
 import { TUNNEL_STATES } from "./tunnel.js";
 
 export const DEFAULT_SERVICE_NAME = "turnpike-tunnel";

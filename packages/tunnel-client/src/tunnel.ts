@@ -45,10 +45,10 @@ import {
   type TurnClientEvent,
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
+import type { Logger } from "@turnpike/runtime-kit";
 import { Backoff } from "./backoff.js";
 import type { ServiceSpec } from "./config.js";
 import { type CredentialSource, reallocateBy, type TurnCredentials } from "./credentials.js";
-import type { Logger } from "./log.js";
 import type { ControlTransport, TurnUri } from "./uri.js";
 
 export type TunnelState =

@@ -2,12 +2,12 @@
 // allocations are added and removed (one per resolved relay IP per service). Real relays on
 // 127.0.0.1 and 127.0.0.2.
 import { SeededRandom } from "@turnpike/relay-core";
+import { createLogger } from "@turnpike/runtime-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
 import { sleep } from "../../../test-support/process.js";
 import { createCredentialSource } from "../src/credentials.js";
 import { type ListEntry, TunnelEngine } from "../src/engine.js";
-import { createLogger } from "../src/log.js";
 import { expandAllowList } from "../src/peers.js";
 import { StaticResolver } from "../src/resolver.js";
 import { parseTurnUri, type TurnUri } from "../src/uri.js";
