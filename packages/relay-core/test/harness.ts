@@ -1,11 +1,7 @@
 // A tiny Firezone-style harness for TurnServer: feed inputs, assert the exact list of
 // commands (failing on any leftover), and play a TURN client with the codec.
 import { expect } from "vitest";
-import {
-  type CredentialStore,
-  type PasswordAlgorithmName,
-  StaticCredentials,
-} from "../src/auth/credentials.js";
+import { type PasswordAlgorithmName, StaticCredentials } from "../src/auth/credentials.js";
 import { longTermKeyMd5, longTermKeySha256 } from "../src/auth/long-term-key.js";
 import { encodeChannelData } from "../src/codec/channel-data.js";
 import {

@@ -32,7 +32,7 @@ const TCP_BYTES = 256 * 1024;
 const allReady = (rows: ListRow[]) => rows.length === 2 && rows.every((r) => r.state === "ready");
 
 /** The value of the point whose attributes include `attrs` (undefined when there is none). */
-function valueOf(m: ReceivedMetric, attrs: Record<string, string> = {}): number | undefined {
+function metricValue(m: ReceivedMetric, attrs: Record<string, string> = {}): number | undefined {
   return m.points.find((p) => Object.entries(attrs).every(([k, v]) => p.attributes[k] === v))
     ?.value;
 }
@@ -122,30 +122,30 @@ describe("turnpike-tunnel exports OTLP metrics", () => {
     const bytes = await receiver.waitForMetric(
       "tunnel.bytes",
       (m) =>
-        (valueOf(m, { direction: "in" }) ?? 0) >= expected &&
-        (valueOf(m, { direction: "out" }) ?? 0) >= expected,
+        (metricValue(m, { direction: "in" }) ?? 0) >= expected &&
+        (metricValue(m, { direction: "out" }) ?? 0) >= expected,
       10_000,
     );
     const tunnels = await receiver.waitForMetric(
       "tunnel.tunnels",
       (m) =>
-        valueOf(m, { state: "ready", protocol: "udp" }) === 1 &&
-        valueOf(m, { state: "ready", protocol: "tcp" }) === 1,
+        metricValue(m, { state: "ready", protocol: "udp" }) === 1 &&
+        metricValue(m, { state: "ready", protocol: "tcp" }) === 1,
       10_000,
     );
     const ms = performance.now() - t0;
     expect(bytes.resource["service.name"]).toBe("turnpike-tunnel");
     expect(bytes.unit).toBe("By");
     expect(bytes.isMonotonic).toBe(true);
-    expect(valueOf(tunnels, { state: "backoff", protocol: "udp" })).toBe(0);
+    expect(metricValue(tunnels, { state: "backoff", protocol: "udp" })).toBe(0);
     const reconnects = receiver.latest("tunnel.reconnects")!;
-    expect(valueOf(reconnects)).toBeGreaterThanOrEqual(2);
+    expect(metricValue(reconnects)).toBeGreaterThanOrEqual(2);
     // One UDP peer flow and one TCP connection were opened towards the targets.
-    expect(valueOf(receiver.latest("tunnel.connections.opened")!)).toBeGreaterThanOrEqual(2);
-    expect(valueOf(receiver.latest("tunnel.connections.failed")!)).toBe(0);
+    expect(metricValue(receiver.latest("tunnel.connections.opened")!)).toBeGreaterThanOrEqual(2);
+    expect(metricValue(receiver.latest("tunnel.connections.failed")!)).toBe(0);
     expect(receiver.latest("tunnel.connections.active")).toBeDefined();
     console.log(
-      `[tunnel-metrics] OTLP: bytes in ${valueOf(bytes, { direction: "in" })} / out ${valueOf(bytes, { direction: "out" })}, reconnects ${valueOf(reconnects)}; matched ${ms.toFixed(0)} ms after the tunnels were ready again`,
+      `[tunnel-metrics] OTLP: bytes in ${metricValue(bytes, { direction: "in" })} / out ${metricValue(bytes, { direction: "out" })}, reconnects ${metricValue(reconnects)}; matched ${ms.toFixed(0)} ms after the tunnels were ready again`,
     );
   });
 });

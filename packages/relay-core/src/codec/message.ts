@@ -194,7 +194,7 @@ export function readString(msg: StunMessage, type: number): string | undefined {
 
 export function readUint32(msg: StunMessage, type: number): number | undefined {
   const v = readBytes(msg, type);
-  if (!v || v.length !== 4) return undefined;
+  if (v?.length !== 4) return undefined;
   return ((v[0]! << 24) | (v[1]! << 16) | (v[2]! << 8) | v[3]!) >>> 0;
 }
 
@@ -248,14 +248,14 @@ export function readUnknownAttributes(msg: StunMessage): number[] | undefined {
 /** CHANNEL-NUMBER (RFC 8656 §14.1): 16-bit number followed by 16 bits RFFU. */
 export function readChannelNumber(msg: StunMessage): number | undefined {
   const v = readBytes(msg, AttributeType.ChannelNumber);
-  if (!v || v.length !== 4) return undefined;
+  if (v?.length !== 4) return undefined;
   return (v[0]! << 8) | v[1]!;
 }
 
 /** REQUESTED-TRANSPORT (RFC 8656 §14.7): protocol number then 24 bits RFFU. */
 export function readRequestedTransport(msg: StunMessage): number | undefined {
   const v = readBytes(msg, AttributeType.RequestedTransport);
-  if (!v || v.length !== 4) return undefined;
+  if (v?.length !== 4) return undefined;
   return v[0];
 }
 
@@ -292,7 +292,7 @@ export function readPasswordAlgorithm(msg: StunMessage): number | undefined {
  */
 export function verifyMessageIntegrity(msg: StunMessage, key: Uint8Array): boolean {
   const attr = getAttribute(msg, AttributeType.MessageIntegrity);
-  if (!attr || attr.length !== 20) return false;
+  if (attr?.length !== 20) return false;
   const mac = integrityHmac("sha1", key, msg.bytes, attr.offset - 4, 24);
   return constantTimeEqual(mac, attributeValue(msg, attr));
 }

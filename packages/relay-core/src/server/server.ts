@@ -436,7 +436,7 @@ export class TurnServer {
   /** The runtime bound relay socket `relay` (answer to an "open-relay" command). */
   handleRelayBound(relay: number, now: number): void {
     const socket = this.relays.get(relay);
-    if (!socket || socket.state !== "binding") return;
+    if (socket?.state !== "binding") return;
     socket.state = "bound";
     this.maybeCompleteAllocate(socket.allocation, now);
   }
@@ -444,7 +444,7 @@ export class TurnServer {
   /** The runtime could not bind relay socket `relay`: try another port (bounded), else fail. */
   handleRelayBindFailed(relay: number, now: number): void {
     const socket = this.relays.get(relay);
-    if (!socket || socket.state !== "binding") return;
+    if (socket?.state !== "binding") return;
     this.portsInUse[socket.family].delete(socket.port);
     if (socket.attempts < MAX_BIND_ATTEMPTS) {
       const port = this.pickPort(socket.family);
