@@ -98,7 +98,7 @@ export function defineTurnutilsChecks(
     const r = await uclient(variant);
     const expected = load.clients * load.messages;
     expect(r.timedOut, r.log).toBe(false);
-    expect(r.errors, r.log).toEqual([]);
+    expect(unexplainedErrors(r), r.log).toEqual([]);
     expect(r.exitCode, r.log).toBe(0);
     expect(r.sentMsgs).toBe(expected);
     expect(r.recvMsgs).toBe(expected);
@@ -186,4 +186,16 @@ export function defineChromiumChecks(
     expect(r.selectedPair).toBeNull();
     expect(r.log.join("\n")).toMatch(/gathered no relay candidate/);
   });
+}
+
+/**
+ * uclient's error lines, less one known client-side race: when the machine is busy, uclient
+ * can answer a late duplicate 401 with a fresh Allocate on a 5-tuple whose allocation already
+ * exists, get 437 (coturn itself answers "437 Mismatched allocation: wrong transaction ID"), and
+ * recover by itself ("trying allocate again" on a new socket). That line is tolerated only
+ * together with the recovery; everything else still fails the check.
+ */
+function unexplainedErrors(r: { errors: string[]; log: string }): string[] {
+  const recovered = r.log.includes("trying allocate again 437");
+  return r.errors.filter((line) => !(recovered && /error 437 \(/.test(line)));
 }
