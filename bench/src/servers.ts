@@ -197,6 +197,10 @@ export async function startTurnpike(s: ServerSettings): Promise<RunningServer> {
     String(s.maxAllocations),
     "--max-allocations-per-user",
     String(s.maxAllocations),
+    // Every load client sends from 127.0.0.1: the per-source amplification guard would throttle
+    // the generator's 401 round trips. coturn has no such limit, so equal settings = off.
+    "--max-unauthenticated-rate",
+    "0",
   ];
   const child = spawn(process.execPath, args, {
     cwd: repoRoot,

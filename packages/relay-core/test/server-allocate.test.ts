@@ -169,7 +169,7 @@ describe("Allocate (RFC 8656 §7.2)", () => {
 
 describe("allocation lifetime (RFC 8656 §7.3)", () => {
   it("keeps the timer heap bounded by live allocations under allocate/delete churn", () => {
-    const h = new Harness({ maxAllocationsPerUser: 10 });
+    const h = new Harness({ maxAllocationsPerUser: 10, maxUnauthenticatedRate: 0 });
     const heapSize = () => (h.server as unknown as { timers: { size: number } }).timers.size;
     for (let i = 0; i < 3000; i++) {
       const c = new TestClient(h, { port: 10000 + i });

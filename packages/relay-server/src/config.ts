@@ -94,6 +94,8 @@ export interface RelayConfig {
   readonly maxChannels: number;
   /** TCP/TLS client connections. */
   readonly maxConnections: number;
+  /** Unauthenticated responses per second per source IP; 0 = unlimited. */
+  readonly maxUnauthenticatedRate: number;
   /** Seconds. */
   readonly tcpIdleTimeout: number;
   readonly alternateServer: SocketAddress | undefined;
@@ -306,6 +308,15 @@ export const OPTIONS = {
     default: 64,
     // RFC 8656 §12: channel numbers 0x4000 through 0x4FFF, so at most 4096 per allocation.
     parse: (raw, where) => parseInteger(raw, where, 1, 4096),
+  }),
+  "max-unauthenticated-rate": spec<number>({
+    group: "Limits",
+    describe:
+      "responses per second per source IP to requests without valid credentials (Binding, 401, 438); beyond it they are dropped, so spoofed sources cannot use the relay as an amplifier (0 = unlimited)",
+    placeholder: "N",
+    defaultText: "200",
+    default: 200,
+    parse: (raw, where) => parseInteger(raw, where, 0, 10_000_000),
   }),
   "max-connections": spec<number>({
     group: "Limits",
@@ -668,6 +679,7 @@ function finish(
     maxPermissions: v["max-permissions"],
     maxChannels: v["max-channels"],
     maxConnections: v["max-connections"],
+    maxUnauthenticatedRate: v["max-unauthenticated-rate"],
     tcpIdleTimeout: v["tcp-idle-timeout"],
     alternateServer: v["alternate-server"],
     drainTimeout: v["drain-timeout"],

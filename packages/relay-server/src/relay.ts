@@ -146,6 +146,7 @@ class RelayDriver implements RunningRelay {
       maxAllocationsPerUser: config.maxAllocationsPerUser,
       maxPermissionsPerAllocation: config.maxPermissions,
       maxChannelsPerAllocation: config.maxChannels,
+      maxUnauthenticatedRate: config.maxUnauthenticatedRate,
       unixTimeOffsetMs: Date.now() - performance.now(),
       alternateServer: config.alternateServer
         ? {

@@ -48,6 +48,7 @@ import {
   type RelaySocket,
   type TcpPeerConnection,
 } from "./allocation.js";
+import { SourceRateLimiter } from "./rate-limit.js";
 import {
   type AuthFailureReason,
   createServerStats,
@@ -79,6 +80,12 @@ export interface TurnServerOptions {
   readonly maxAllocationsPerUser?: number;
   readonly maxPermissionsPerAllocation?: number;
   readonly maxChannelsPerAllocation?: number;
+  /**
+   * Responses per second per source IP to requests without valid credentials (Binding, 401,
+   * 438, 400 before authentication); over it they are dropped ("rate-limited"). Default 200,
+   * burst twice that; 0 turns the limit off. See rate-limit.ts.
+   */
+  readonly maxUnauthenticatedRate?: number;
   /** RFC 6062 peer connections per TCP allocation (dialing, waiting or bound). */
   readonly maxTcpConnectionsPerAllocation?: number;
   /** Wall clock = `now + unixTimeOffsetMs` (TURN REST expiry); `now` itself is monotonic ms. */
@@ -115,6 +122,7 @@ const DEFAULT_LIFETIMES: Lifetimes = {
 
 /** 65,535 - XOR-PEER-ADDRESS (v6, 24) - DATA header (4), rounded down to 4-byte padding. */
 const MAX_DATA_INDICATION_PAYLOAD = 65_504;
+const EMPTY_BYTES = new Uint8Array(0);
 /** RFC 6062 §5.2, §5.3: how long a dial or an unbound peer connection may wait. */
 const TCP_CONNECTION_TIMEOUT_MS = 30_000;
 /** A relay port that fails to bind is retried on another port this many times (then 508). */
@@ -179,6 +187,9 @@ export class TurnServer {
   private readonly dataConnections = new Map<number, TcpPeerConnection>();
   /** Connect requests waiting for the runtime's dial. */
   private readonly pendingConnects = new Map<TcpPeerConnection, Reply>();
+  private readonly unauthenticatedLimiter: SourceRateLimiter;
+  /** The `now` of the input being handled (responses are built deep below the handlers). */
+  private lastNow = 0;
   /** Every allocation not yet deleted (timer-heap rebuilds walk it). */
   private readonly liveAllocations = new Set<Allocation>();
   /** Heap entries that no longer match their allocation's schedule. */
@@ -214,6 +225,7 @@ export class TurnServer {
       SecurityFeature.PasswordAlgorithms,
     );
     this.unixTimeOffsetMs = options.unixTimeOffsetMs ?? 0;
+    this.unauthenticatedLimiter = new SourceRateLimiter(options.maxUnauthenticatedRate ?? 200);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -608,6 +620,7 @@ export class TurnServer {
     data: Uint8Array,
     now: number,
   ): RouteKind {
+    this.lastNow = now;
     const decoded = decodeStun(data);
     if (!decoded.ok) {
       this.drop("malformed");
@@ -1529,6 +1542,10 @@ export class TurnServer {
     if (auth !== undefined) {
       if (auth.sha256) b.messageIntegritySha256(auth.key);
       else b.messageIntegrity(auth.key);
+    } else if (!this.unauthenticatedLimiter.allow(endpoint.address, this.lastNow)) {
+      // An unauthenticated answer over this source's budget: no amplification (rate-limit.ts).
+      this.drop("rate-limited");
+      return EMPTY_BYTES;
     }
     const data = b.fingerprint().build();
     this.sendRaw(

@@ -28,6 +28,8 @@ export const DROP_REASONS = [
   "family-mismatch",
   /** Traffic on a TCP/TLS connection the server does not know. */
   "unknown-connection",
+  /** An unauthenticated answer over its source IP's rate budget (amplification guard). */
+  "rate-limited",
   /** A peer datagram too large for a Data indication (no channel bound). */
   "oversized",
   /** RFC 6062: a peer connection beyond the per-allocation limit, refused. */
