@@ -224,10 +224,13 @@ class RelayDriver implements RunningRelay {
               // A connection still in its handshake is idle too; Node's default would hold it
               // for 120 s, past --tcp-idle-timeout.
               handshakeTimeout: Math.min(this.config.tcpIdleTimeout * 1000, TLS_HANDSHAKE_MS),
+              allowHalfOpen: true,
             },
             onSocket,
           )
-        : net.createServer({ noDelay: true }, onSocket);
+        : // Half-open: an RFC 6062 data connection may send FIN after its request and still
+          // be owed the peer's reply; each side's end is forwarded, not imposed.
+          net.createServer({ noDelay: true, allowHalfOpen: true }, onSocket);
     this.streamServers.push(server);
     server.on("error", (err) =>
       this.log.warn(`${transport} listener error`, { error: err.message }),
@@ -305,6 +308,10 @@ class RelayDriver implements RunningRelay {
     const slot = transport === "tls" ? SLOT_TLS_C2P : SLOT_TCP_C2P;
     socket.on("data", (chunk: Buffer) => this.onStreamData(client, chunk, slot));
     socket.on("error", (err) => this.log.debug("client connection error", { error: err.message }));
+    // A TURN control connection that ends is done; a piped one forwards its end to the peer.
+    socket.on("end", () => {
+      if (client.pipe === undefined) socket.end();
+    });
     socket.on("close", () => {
       this.streams.delete(id);
       this.core.handleConnectionClosed(id, performance.now());
@@ -548,8 +555,9 @@ class RelayDriver implements RunningRelay {
   // RFC 6062 TCP relaying
 
   private openTcpRelay(relay: number, address: string, port: number): void {
-    const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) =>
-      this.onPeerConnection(relay, socket),
+    const server = net.createServer(
+      { noDelay: true, pauseOnConnect: true, allowHalfOpen: true },
+      (socket) => this.onPeerConnection(relay, socket),
     );
     this.pendingRelays.set(relay, server);
     const onBindError = (err: Error) => {
@@ -608,6 +616,7 @@ class RelayDriver implements RunningRelay {
       family,
       localAddress: local?.address,
       noDelay: true,
+      allowHalfOpen: true,
     });
     socket.pause();
     const onError = () => {
