@@ -3,7 +3,7 @@
 // password = base64(HMAC-SHA1(shared secret, username)). Any relay holding the same token can
 // verify them, which is what lets relays scale out without shared state.
 
-import { createHmac } from "node:crypto";
+import { mintRestCredentials, restPassword } from "@turnpike/relay-core";
 
 export interface TurnCredentials {
   readonly username: string;
@@ -22,17 +22,13 @@ export interface MintOptions {
   readonly nowSeconds: number;
 }
 
-export function restApiPassword(token: string, username: string): string {
-  return createHmac("sha1", token).update(username).digest("base64");
-}
+/** The password for a REST username (relay-core's derivation; the relay verifies with it). */
+export const restApiPassword = restPassword;
 
+/** The TURN REST API response for `turnpike-relay credentials` (relay-core mints them). */
 export function mintCredentials(token: string, options: MintOptions): TurnCredentials {
-  const expiry = Math.floor(options.nowSeconds) + options.ttl;
-  const username = options.user === undefined ? `${expiry}` : `${expiry}:${options.user}`;
   return {
-    username,
-    password: restApiPassword(token, username),
-    ttl: options.ttl,
+    ...mintRestCredentials(token, options.nowSeconds, options.ttl, options.user),
     uris: [...options.uris],
   };
 }
