@@ -21,11 +21,15 @@ export interface PhaseResult {
   received: number;
   lossPct: number;
   histogram: hdr.Histogram;
-  /** server CPU µs per relayed packet, each direction counting one packet */
+  /**
+   * server CPU µs per relayed packet, each direction counting one packet: CPU from the start
+   * of sending to the last echo that came back (the drain's idle wait excluded)
+   */
   serverUsPerPacket: number | null;
+  /** shares of one core while sending (the drain excluded) */
   serverCore: number | null;
   generatorCore: number;
-  /** generator CPU µs per round trip (send + receive + latency bookkeeping) */
+  /** generator CPU µs per round trip (send + receive + latency bookkeeping), same window */
   generatorUsPerRoundTrip: number;
   peerCore: number;
   relayedPackets: number;
@@ -33,6 +37,34 @@ export interface PhaseResult {
   seconds: number;
   /** machine-wide UDP receive-buffer drops during the phase (/proc/net/snmp) */
   udpRcvbufDrops: number | null;
+}
+
+/** CPU counters of the three processes at one instant (µs; server undefined without a PID). */
+interface CpuMark {
+  wallUs: number;
+  server: number | undefined;
+  generator: number;
+  peer: number | undefined;
+}
+
+function cpuMark(serverPid: number | undefined, peerPid: number): CpuMark {
+  const gen = process.cpuUsage();
+  return {
+    wallUs: nowUs(),
+    server: serverPid ? cpuMicros(serverPid) : undefined,
+    generator: gen.user + gen.system,
+    peer: cpuMicros(peerPid),
+  };
+}
+
+/** CPU each process used between two marks; a process gone in between counts 0. */
+function cpuDelta(a: CpuMark, b: CpuMark) {
+  return {
+    wallUs: Math.max(1, b.wallUs - a.wallUs),
+    server: a.server !== undefined && b.server !== undefined ? b.server - a.server : undefined,
+    generator: b.generator - a.generator,
+    peer: a.peer !== undefined && b.peer !== undefined ? b.peer - a.peer : 0,
+  };
 }
 
 function newHistogram(): hdr.Histogram {
@@ -82,11 +114,9 @@ export class RelayLoad {
     const pid = server.pid;
     const peerStart = await this.peer.stats();
     const drops0 = udpDropCounters();
-    const serverCpu0 = pid ? cpuMicros(pid) : undefined;
-    const peerCpu0 = cpuMicros(this.peer.pid) ?? 0;
-    const gen0 = process.cpuUsage();
+    const mark = (): CpuMark => cpuMark(pid, this.peer.pid);
+    const start = mark();
     const t0 = performance.now();
-    const wall0 = nowUs();
     const total = Math.round(rate * seconds);
     let sent = 0;
     let rr = 0;
@@ -134,29 +164,34 @@ export class RelayLoad {
       tick();
     });
     const sendSeconds = (performance.now() - t0) / 1000;
-    // Drain: wait until every echo is back or 500 ms pass without progress.
+    // Core shares are taken over the sending time only: the drain below idles for >= 500 ms
+    // whenever a packet is lost, and counting that wait would dilute a saturated process
+    // (0.5 s of sending + 0.5 s of drain = half the share) exactly at the point of loss.
+    const sendEnd = mark();
+    // Drain: wait until every echo is back or 500 ms pass without progress. CPU per packet
+    // counts up to the last poll that saw echoes arrive (`relayEnd`): the backlog relayed
+    // during the drain is in the packet count, the idle wait after it is not.
+    let relayEnd = sendEnd;
     let waited = 0;
-    let before = -1;
+    let before = this.received;
     while (this.received < sent && waited < 2000) {
-      if (before === this.received && waited >= 500) break;
-      before = this.received;
       await new Promise((r) => setTimeout(r, 50));
       waited += 50;
+      if (this.received !== before) {
+        relayEnd = mark();
+        before = this.received;
+      } else if (waited >= 500) break;
     }
     progress.update(sent, "", "draining done");
     progress.stop();
-    const wallUs = nowUs() - wall0;
-    const gen = process.cpuUsage(gen0);
-    const peerCpu = (cpuMicros(this.peer.pid) ?? peerCpu0) - peerCpu0;
-    const serverCpu1 = pid ? cpuMicros(pid) : undefined;
     const peerEnd = await this.peer.stats();
     const drops1 = udpDropCounters();
     const received = this.received;
     this.phase++; // late echoes from now on are not counted
     // Both directions: client->peer datagrams the peer got, and peer->client ones we got.
     const relayedPackets = peerEnd.received - peerStart.received + received;
-    const serverCpu =
-      serverCpu0 !== undefined && serverCpu1 !== undefined ? serverCpu1 - serverCpu0 : undefined;
+    const sending = cpuDelta(start, sendEnd);
+    const relaying = cpuDelta(start, relayEnd);
     return {
       targetRate: rate,
       offeredRate: sent / sendSeconds,
@@ -166,11 +201,13 @@ export class RelayLoad {
       lossPct: sent > 0 ? ((sent - Math.min(sent, received)) * 100) / sent : 0,
       histogram: this.histogram,
       serverUsPerPacket:
-        serverCpu !== undefined && relayedPackets > 0 ? serverCpu / relayedPackets : null,
-      serverCore: serverCpu !== undefined ? serverCpu / wallUs : null,
-      generatorCore: (gen.user + gen.system) / wallUs,
-      generatorUsPerRoundTrip: sent > 0 ? (gen.user + gen.system) / sent : 0,
-      peerCore: peerCpu / wallUs,
+        relaying.server !== undefined && relayedPackets > 0
+          ? relaying.server / relayedPackets
+          : null,
+      serverCore: sending.server !== undefined ? sending.server / sending.wallUs : null,
+      generatorCore: sending.generator / sending.wallUs,
+      generatorUsPerRoundTrip: sent > 0 ? relaying.generator / sent : 0,
+      peerCore: sending.peer / sending.wallUs,
       relayedPackets,
       rss: pid ? (rssBytes(pid) ?? null) : null,
       seconds: sendSeconds,
