@@ -15,6 +15,40 @@ export interface Stoppable {
 /** Everything still running; `stopAll` in servers.ts stops these. */
 export const live = new Set<Stoppable>();
 
+/** PIDs of every child process still running, for the last-resort kill in `killTrackedNow`. */
+const livePids = new Set<number>();
+
+/** Registers a child's PID until it exits, so `killTrackedNow` can reach it on any exit path. */
+export function trackPid(child: ChildProcess): void {
+  const pid = child.pid;
+  if (pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  livePids.add(pid);
+  child.once("exit", () => livePids.delete(pid));
+}
+
+/**
+ * SIGKILLs every tracked child and its descendants (sshd's session children), synchronously:
+ * meant for `process.on("exit")`, where nothing asynchronous runs any more. By PID only.
+ */
+export function killTrackedNow(): void {
+  const pids = new Set<number>();
+  for (const root of livePids) {
+    try {
+      for (const pid of processTree(root)) pids.add(pid);
+    } catch {
+      pids.add(root); // no /proc: the child itself at least
+    }
+  }
+  livePids.clear();
+  for (const pid of pids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
 /** SIGTERM, then SIGKILL after `graceMs`; resolves once the child has exited. */
 export function killByPid(child: ChildProcess, graceMs = 5000): Promise<void> {
   const pid = child.pid;
@@ -75,6 +109,7 @@ export function startChild(
   tailLines = 30,
 ): Child {
   const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], ...options });
+  trackPid(child);
   const out: string[] = [];
   tail(child, out, tailLines);
   let stopping = false;

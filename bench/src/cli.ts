@@ -2,6 +2,7 @@
 import path from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
+import { killTrackedNow } from "./children.js";
 import { runMicro } from "./micro.js";
 import { machineInfo } from "./proc.js";
 import { Progress } from "./progress.js";
@@ -192,14 +193,29 @@ async function main(): Promise<number> {
 }
 
 let stopping = false;
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    if (stopping) return;
-    stopping = true;
-    process.stderr.write(`\n# ${sig}: stopping the servers\n`);
-    void stopAll().finally(() => process.exit(130));
-  });
+/** Stops every child (gracefully, then by SIGKILL) and exits; the first caller wins. */
+function stopAndExit(code: number, why: string): void {
+  if (stopping) return;
+  stopping = true;
+  process.stderr.write(`\n# ${why}: stopping the servers\n`);
+  // stopAll gives up on each child after its grace period; this bounds the whole of it.
+  setTimeout(() => process.exit(code), 10_000).unref();
+  void stopAll().finally(() => process.exit(code));
 }
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => stopAndExit(130, sig));
+}
+const fatal = (kind: string) => (e: unknown) => {
+  process.stderr.write(
+    `turnpike-bench: ${kind}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
+  );
+  stopAndExit(1, kind);
+};
+process.on("uncaughtException", fatal("uncaught exception"));
+process.on("unhandledRejection", fatal("unhandled rejection"));
+// Whatever path ends the process (process.exit included), no child outlives it: a synchronous
+// SIGKILL by PID of every child still tracked (a graceful stop has already untracked its own).
+process.on("exit", killTrackedNow);
 
 main()
   .then((code) => {

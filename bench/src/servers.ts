@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { killByPid, live, tail } from "./children.js";
+import { killByPid, live, tail, trackPid } from "./children.js";
 import { bindingRequest, Class, classOf, decode } from "./load/stun-lite.js";
 
 export type ServerKind = "turnpike" | "coturn" | "external";
@@ -118,6 +118,7 @@ function track(
   notes: string[],
   cleanup: () => void,
 ): RunningServer {
+  trackPid(child);
   const server: RunningServer = {
     kind,
     name: kind,

@@ -2,6 +2,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { live, type Stoppable, trackPid } from "../children.js";
 import type { Address } from "./stun-lite.js";
 
 export interface EchoPeer {
@@ -13,6 +14,7 @@ export interface EchoPeer {
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+const STATS_TIMEOUT_MS = 5000;
 
 export async function startEchoPeer(sockets = 4): Promise<EchoPeer> {
   // Ports below 12000: outside the kernel's ephemeral range and the relay range.
@@ -24,37 +26,80 @@ export async function startEchoPeer(sockets = 4): Promise<EchoPeer> {
       stdio: ["ignore", "ignore", "inherit", "ipc"],
     },
   );
+  trackPid(child);
   const ready = await new Promise<{ ports: number[]; pid: number }>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error("echo peer did not start")), 10000);
+    const fail = (e: Error) => {
+      clearTimeout(t);
+      try {
+        if (child.pid !== undefined) process.kill(child.pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+      reject(e);
+    };
+    const t = setTimeout(() => fail(new Error("echo peer did not start")), 10000);
     child.once("message", (m: { type: string; ports: number[]; pid: number }) => {
       clearTimeout(t);
       resolve(m);
     });
-    child.once("exit", (code) => reject(new Error(`echo peer exited with ${code}`)));
+    child.once("error", (e) => fail(new Error(`echo peer: ${e.message}`)));
+    child.once("exit", (code) => fail(new Error(`echo peer exited with ${code}`)));
   });
   let exited = false;
-  child.once("exit", () => {
+  let exitReason = "";
+  child.once("exit", (code, sig) => {
     exited = true;
+    exitReason = `echo peer exited (code ${code}, signal ${sig})`;
+    live.delete(peer);
   });
-  return {
+  // Sending to a child that just died emits 'error' (ERR_IPC_CHANNEL_CLOSED) on it: without a
+  // listener that would crash the bench. The exit handler above reports the death instead.
+  child.on("error", () => {});
+  /** Sends over IPC if the channel is still open; false when the peer is gone. */
+  const send = (m: { type: string }): boolean => {
+    if (exited || !child.connected) return false;
+    // With a callback a failed delivery is reported there, not as an 'error' event; the
+    // peer's 'exit' then settles whatever waits on it.
+    child.send(m, () => {});
+    return true;
+  };
+  const peer: EchoPeer & Stoppable = {
     pid: ready.pid,
     addresses: ready.ports.map((port) => ({ address: "127.0.0.1", port })),
     stats: () =>
-      new Promise((resolve) => {
+      new Promise((resolve, reject) => {
         if (exited) {
-          resolve({ received: 0, bytes: 0 });
+          reject(new Error(exitReason));
           return;
         }
+        // Settled by the answer, the peer's exit or a timeout, whichever comes first.
+        const done = () => {
+          clearTimeout(timer);
+          child.off("message", onMsg);
+          child.off("exit", onExit);
+        };
         const onMsg = (m: { type: string; received: number; bytes: number }) => {
           if (m.type !== "stats") return;
-          child.off("message", onMsg);
+          done();
           resolve({ received: m.received, bytes: m.bytes });
         };
+        const onExit = () => {
+          done();
+          reject(new Error(`${exitReason} while asked for its counters`));
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(
+            new Error(`echo peer did not answer for its counters within ${STATS_TIMEOUT_MS} ms`),
+          );
+        }, STATS_TIMEOUT_MS);
         child.on("message", onMsg);
-        child.send({ type: "stats" });
+        child.once("exit", onExit);
+        if (!send({ type: "stats" })) onExit();
       }),
     stop: () =>
       new Promise<void>((resolve) => {
+        live.delete(peer);
         if (exited || child.pid === undefined) {
           resolve();
           return;
@@ -71,7 +116,15 @@ export async function startEchoPeer(sockets = 4): Promise<EchoPeer> {
           clearTimeout(t);
           resolve();
         });
-        child.send({ type: "stop" });
+        if (!send({ type: "stop" })) {
+          try {
+            process.kill(child.pid, "SIGTERM");
+          } catch {
+            // gone
+          }
+        }
       }),
   };
+  live.add(peer);
+  return peer;
 }

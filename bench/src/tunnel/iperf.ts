@@ -1,6 +1,6 @@
 // iperf3 as the private service behind each tunnel path, and the client that measures through it.
 import { execFile } from "node:child_process";
-import { type Child, freeTcpPort, startChild, waitForOutput } from "../children.js";
+import { type Child, freeTcpPort, startChild, trackPid, waitForOutput } from "../children.js";
 
 export interface IperfServer {
   port: number;
@@ -79,7 +79,7 @@ export function runIperfClient(
   seconds: number,
 ): Promise<IperfResult> {
   return new Promise((resolve, reject) => {
-    execFile(
+    const child = execFile(
       iperf,
       iperfClientArgs(host, port, seconds),
       { timeout: (seconds + 20) * 1000, maxBuffer: 16 << 20, killSignal: "SIGKILL" },
@@ -109,5 +109,6 @@ export function runIperfClient(
         });
       },
     );
+    trackPid(child);
   });
 }
