@@ -101,6 +101,8 @@ class RelayDriver implements RunningRelay {
   /** RFC 6062: TCP relayed addresses (listeners) and peer connections by CONNECTION-ID. */
   private readonly tcpRelays = new Map<number, net.Server>();
   private readonly peerSockets = new Map<number, net.Socket>();
+  /** Peer connections joined to a client data connection (RFC 6062 §5.4). */
+  private readonly pipedPeers = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Number.POSITIVE_INFINITY;
   private wallClockTimer: NodeJS.Timeout | undefined;
@@ -245,7 +247,7 @@ class RelayDriver implements RunningRelay {
       // onStreamConnection counts a TLS client only once its handshake is done; the listener
       // itself caps the connections that are still handshaking (it counts both).
       server.maxConnections = this.config.maxConnections;
-      server.on("drop", () => this.telemetry.drop("connection-limit"));
+      server.on("drop", () => this.telemetry.drop("client-connection-limit"));
     }
     // Plain TCP on a TURN port may still start a TLS handshake or garbage: the framer rejects it.
     return new Promise((resolve, reject) => {
@@ -279,7 +281,7 @@ class RelayDriver implements RunningRelay {
 
   private onStreamConnection(listener: number, transport: "tcp" | "tls", socket: net.Socket): void {
     if (this.closed || this.streams.size >= this.config.maxConnections) {
-      this.telemetry.drop("connection-limit");
+      this.telemetry.drop("client-connection-limit");
       socket.destroy();
       return;
     }
@@ -356,7 +358,15 @@ class RelayDriver implements RunningRelay {
     const socket = this.relaySockets.get(r.relay);
     if (socket === undefined) return;
     const length = r.end - r.start;
-    socket.send(r.data, r.start, length, r.peerPort, r.peerAddress);
+    try {
+      socket.send(r.data, r.start, length, r.peerPort, r.peerAddress);
+    } catch (err) {
+      // dgram throws synchronously on arguments it rejects; relay-core never routes such a
+      // packet, and if it ever did, one datagram must not take the process down.
+      this.telemetry.drop("send-failed");
+      this.log.debug("send to peer failed", { error: (err as Error).message });
+      return;
+    }
     recordRelayed(this.stats, slot, length);
   }
 
@@ -480,10 +490,17 @@ class RelayDriver implements RunningRelay {
       case "bind-connection":
         this.bindConnection(c.connectionId, c.connection);
         return;
-      case "close-peer-connection":
-        this.peerSockets.get(c.connectionId)?.end();
+      case "close-peer-connection": {
+        // A piped peer gets a graceful end (its last bytes still reach the client); one still
+        // dialing or waiting for ConnectionBind is paused and would never read the peer's FIN,
+        // so it is destroyed.
+        const socket = this.peerSockets.get(c.connectionId);
         this.peerSockets.delete(c.connectionId);
+        if (socket === undefined) return;
+        if (this.pipedPeers.delete(c.connectionId)) socket.end();
+        else socket.destroy();
         return;
+      }
       case "allocation-created":
         this.telemetry.allocationCreated(c.client.transport, c.relayed[0]?.family ?? 4);
         if (this.log.enabled("debug")) {
@@ -619,13 +636,22 @@ class RelayDriver implements RunningRelay {
       allowHalfOpen: true,
     });
     socket.pause();
+    // Known from the start, so a dial the core gives up on (allocation gone, 30 s timeout) is
+    // found and destroyed by close-peer-connection.
+    this.peerSockets.set(id, socket);
     const onError = () => {
+      if (this.peerSockets.get(id) === socket) this.peerSockets.delete(id);
+      socket.destroy();
       this.core.handlePeerConnectFailed(id, performance.now());
       this.flush();
     };
     socket.once("error", onError);
     socket.once("connect", () => {
       socket.off("error", onError);
+      if (this.peerSockets.get(id) !== socket) {
+        socket.destroy(); // cancelled while dialing
+        return;
+      }
       this.trackPeerSocket(id, socket);
       this.core.handlePeerConnected(id, performance.now());
       this.flush();
@@ -637,6 +663,7 @@ class RelayDriver implements RunningRelay {
     socket.on("error", (err) => this.log.debug("peer connection error", { error: err.message }));
     socket.on("close", () => {
       if (this.peerSockets.get(id) === socket) this.peerSockets.delete(id);
+      this.pipedPeers.delete(id);
       this.core.handlePeerConnectionClosed(id, performance.now());
       this.flush();
     });
@@ -652,6 +679,7 @@ class RelayDriver implements RunningRelay {
       return;
     }
     client.pipe = peer;
+    this.pipedPeers.add(id);
     // The data connection is no longer a TURN control connection: no idle limit of its own.
     client.socket.setTimeout(0);
     const slot = client.transport === "tls" ? SLOT_TLS_P2C : SLOT_TCP_P2C;

@@ -129,7 +129,11 @@ export function decodeStun(bytes: Uint8Array): StunDecodeResult {
       attributes.push({ type: attrType, offset: valueOffset, length: attrLength });
       if (attrType < 0x8000 && !KNOWN_ATTRIBUTES.has(attrType)) {
         if (!unknownRequired) unknownRequired = [];
-        if (!unknownRequired.includes(attrType)) unknownRequired.push(attrType);
+        // One unknown type is enough for a 420; listing at most MAX_UNKNOWN keeps decoding linear
+        // (a 64 KiB datagram can carry 16,000 distinct types) and the answer small.
+        if (unknownRequired.length < MAX_UNKNOWN && !unknownRequired.includes(attrType)) {
+          unknownRequired.push(attrType);
+        }
       }
     }
     pos = next;
@@ -147,6 +151,7 @@ export function decodeStun(bytes: Uint8Array): StunDecodeResult {
   };
 }
 const NO_UNKNOWN: readonly number[] = Object.freeze([]);
+const MAX_UNKNOWN = 16;
 
 function fingerprintMatches(bytes: Uint8Array, fingerprintAttrStart: number): boolean {
   // The length field already covers FINGERPRINT because it is last (RFC 8489 §14.7).

@@ -55,6 +55,8 @@ export interface RelaySocket {
   port: number;
   /** Ports tried for this socket, so a retry after a failed bind picks another (bounded). */
   attempts: number;
+  /** EVEN-PORT or RESERVATION-TOKEN chose this port: a failed bind is not retried elsewhere. */
+  readonly fixedPort: boolean;
   state: "binding" | "bound" | "failed";
   readonly allocation: Allocation;
 }

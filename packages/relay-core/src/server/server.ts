@@ -457,10 +457,13 @@ export class TurnServer {
   handleRelayBindFailed(relay: number, now: number): void {
     const socket = this.relays.get(relay);
     if (socket?.state !== "binding") return;
-    this.portsInUse[socket.family].delete(socket.port);
-    if (socket.attempts < MAX_BIND_ATTEMPTS) {
+    // An EVEN-PORT allocation is not moved to an arbitrary port (its parity and reserved
+    // neighbour would be lost): it fails instead. Others try another port, picked before the
+    // failed one is released so the same port is not picked again.
+    if (socket.attempts < MAX_BIND_ATTEMPTS && !socket.fixedPort) {
       const port = this.pickPort(socket.family);
       if (port !== undefined) {
+        this.portsInUse[socket.family].delete(socket.port);
         socket.port = port;
         socket.attempts++;
         this.portsInUse[socket.family].add(port);
@@ -468,6 +471,7 @@ export class TurnServer {
         return;
       }
     }
+    this.portsInUse[socket.family].delete(socket.port);
     socket.state = "failed";
     this.relays.delete(socket.id);
     const allocation = socket.allocation;
@@ -595,7 +599,14 @@ export class TurnServer {
     }
     const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
     const data = getAttribute(msg, AttributeType.Data);
-    if (peer === undefined || data === undefined) return this.drop("invalid-indication");
+    if (
+      peer === undefined ||
+      data === undefined ||
+      peer.port === 0 ||
+      allocation.requestedTransport !== "udp"
+    ) {
+      return this.drop("invalid-indication");
+    }
     const relay = allocation.relayFor(peer.family);
     if (relay === undefined) return this.drop("family-mismatch");
     if (this.policy.check(peer.address) !== undefined) return this.drop("forbidden-peer");
@@ -621,6 +632,9 @@ export class TurnServer {
     now: number,
   ): RouteKind {
     this.lastNow = now;
+    // A scoped IPv6 source ("fe80::1%eth0", as Node reports link-local senders) cannot be
+    // written into XOR-MAPPED-ADDRESS, and link-local clients have no business with a relay.
+    if (endpoint.address.includes("%")) return this.drop("unsupported-source");
     const decoded = decodeStun(data);
     if (!decoded.ok) {
       this.drop("malformed");
@@ -1010,6 +1024,8 @@ export class TurnServer {
         advertisedAddress: config.advertised ?? config.bind,
         port: ports[i]!,
         attempts: 1,
+        // EVEN-PORT / RESERVATION-TOKEN ports are chosen for a reason: never moved on retry.
+        fixedPort: i === 0 && (evenPort !== undefined || reservation !== undefined),
         state: "binding",
         allocation,
       };
@@ -1157,11 +1173,15 @@ export class TurnServer {
   ): void {
     const number = readChannelNumber(msg);
     const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
+    // Channels carry UDP (RFC 6062 §5: a TCP allocation relays over connections only), and a
+    // peer transport address needs a port: 0 cannot be sent to.
     if (
       number === undefined ||
       number < MIN_CHANNEL ||
       number > MAX_CHANNEL ||
-      peer === undefined
+      peer === undefined ||
+      peer.port === 0 ||
+      allocation.requestedTransport !== "udp"
     ) {
       reply.error(ErrorCode.BadRequest);
       return;
@@ -1223,7 +1243,7 @@ export class TurnServer {
 
   private handleConnect(allocation: Allocation, msg: StunMessage, reply: Reply, now: number): void {
     const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
-    if (allocation.requestedTransport !== "tcp" || peer === undefined) {
+    if (allocation.requestedTransport !== "tcp" || peer === undefined || peer.port === 0) {
       reply.error(ErrorCode.BadRequest);
       return;
     }
@@ -1418,10 +1438,20 @@ export class TurnServer {
     this.pendingAllocates.delete(allocation);
     allocation.timerGeneration++;
     for (const socket of allocation.relays) {
-      this.portsInUse[socket.family].delete(socket.port);
+      // A failed socket's port was released when it failed and may belong to someone else now.
+      if (socket.state !== "failed") this.portsInUse[socket.family].delete(socket.port);
       if (this.relays.get(socket.id) === socket) {
         this.relays.delete(socket.id);
         this.emit({ type: "close-relay", relay: socket.id });
+      }
+    }
+    if (allocation.state === "binding" && allocation.reservationToken) {
+      // The Allocate never succeeded, so nobody learned its RESERVATION-TOKEN: release it.
+      const token = tokenKey(allocation.reservationToken);
+      const r = this.reservations.get(token);
+      if (r) {
+        this.reservations.delete(token);
+        this.portsInUse[r.family].delete(r.port);
       }
     }
     this.stats.permissionsActive -= allocation.permissions.size;

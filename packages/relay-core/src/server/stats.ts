@@ -28,6 +28,8 @@ export const DROP_REASONS = [
   "family-mismatch",
   /** Traffic on a TCP/TLS connection the server does not know. */
   "unknown-connection",
+  /** A source address no answer can carry (a scoped IPv6 address such as fe80::1%eth0). */
+  "unsupported-source",
   /** An unauthenticated answer over its source IP's rate budget (amplification guard). */
   "rate-limited",
   /** A peer datagram too large for a Data indication (no channel bound). */
