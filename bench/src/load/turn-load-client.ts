@@ -63,6 +63,12 @@ interface Pending {
 }
 
 const MAX_TCP_BUFFER = 1 << 20;
+/**
+ * Data packets are not offered over TCP while this much is still queued in the socket: the
+ * connection is the bottleneck then, and queueing without bound would only grow memory while
+ * counting packets as offered that never left.
+ */
+export const MAX_TCP_WRITE_QUEUE = 1 << 20;
 
 export class TurnLoadClient {
   onData: DataHandler | undefined;
@@ -182,7 +188,24 @@ export class TurnLoadClient {
     buf.writeUInt32BE(this.txCounter, 16);
   }
 
-  send(buf: Buffer): void {
+  /**
+   * Offers one data packet. False when it was not offered: over TCP when the socket's write
+   * queue already holds MAX_TCP_WRITE_QUEUE bytes (backpressure), or when the client is gone.
+   */
+  send(buf: Buffer): boolean {
+    if (this.udp) {
+      this.udp.send(buf);
+      return true;
+    }
+    if (!this.tcp || this.tcp.destroyed || this.tcp.writableLength > MAX_TCP_WRITE_QUEUE) {
+      return false;
+    }
+    this.tcp.write(buf);
+    return true;
+  }
+
+  /** Control messages (requests and their retransmissions) are always written. */
+  private transmit(buf: Buffer): void {
     if (this.udp) this.udp.send(buf);
     else this.tcp?.write(buf);
   }
@@ -258,7 +281,7 @@ export class TurnLoadClient {
             reject(new TurnError("request timed out"));
             return;
           }
-          this.send(msg);
+          this.transmit(msg);
           const p = this.pending.get(id);
           if (p) p.timer = setTimeout(fire, rto * 2 ** tries++);
         } else {
@@ -273,7 +296,7 @@ export class TurnLoadClient {
       });
       if (this.udp) fire();
       else {
-        this.send(msg);
+        this.transmit(msg);
         this.pending.get(id)!.timer = setTimeout(fire, this.opts.timeoutMs ?? 10000);
       }
     });

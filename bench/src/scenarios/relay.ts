@@ -3,7 +3,7 @@
 import os from "node:os";
 import * as hdr from "hdr-histogram-js";
 import { type EchoPeer, startEchoPeer } from "../load/peer.js";
-import { TurnLoadClient } from "../load/turn-load-client.js";
+import { MAX_TCP_WRITE_QUEUE, TurnLoadClient } from "../load/turn-load-client.js";
 import { cpuMicros, nowUs, rssBytes, udpDropCounters } from "../proc.js";
 import { closeAll, type OpenedAllocation, openAllocations } from "./setup.js";
 import type { Metric, RampPoint, ScenarioContext, ScenarioResult } from "./types.js";
@@ -18,6 +18,8 @@ export interface PhaseResult {
   offeredRate: number;
   deliveredRate: number;
   sent: number;
+  /** packets due but not offered: their TCP connection's write queue was full */
+  notOffered: number;
   received: number;
   lossPct: number;
   histogram: hdr.Histogram;
@@ -118,6 +120,9 @@ export class RelayLoad {
     const start = mark();
     const t0 = performance.now();
     const total = Math.round(rate * seconds);
+    // `slot` paces (packets due so far); `sent` counts those actually offered: a TCP client
+    // whose write queue is full skips its slot, so the offered rate stays honest.
+    let slot = 0;
     let sent = 0;
     let rr = 0;
     // Cap a single catch-up burst so a stalled tick does not fire a second's worth at once.
@@ -129,7 +134,7 @@ export class RelayLoad {
       const tick = () => {
         const now = performance.now();
         const due = Math.min(total, Math.floor(((now - t0) / 1000) * rate));
-        let burst = Math.min(due - sent, maxBurst);
+        let burst = Math.min(due - slot, maxBurst);
         while (burst-- > 0) {
           const a = this.allocations[rr]!;
           let buf: Buffer;
@@ -145,20 +150,20 @@ export class RelayLoad {
             off = TurnLoadClient.sendPayloadOffset;
           }
           buf.writeUInt32BE(phase, off);
-          buf.writeUInt32BE(sent, off + 4);
+          buf.writeUInt32BE(slot, off + 4);
           buf.writeDoubleBE(performance.now(), off + 8);
-          a.client.send(buf);
-          sent++;
+          if (a.client.send(buf)) sent++;
+          slot++;
           rr = rr + 1 === n ? 0 : rr + 1;
         }
         if (now - lastUpdate >= 250) {
           const pps = ((this.received - lastReceived) * 1000) / (now - lastUpdate);
-          progress.update(sent, `${Math.round(pps)} pkt/s`, `sent ${sent}`);
+          progress.update(slot, `${Math.round(pps)} pkt/s`, `sent ${sent}`);
           lastUpdate = now;
           lastReceived = this.received;
         }
-        if (sent >= total) resolve();
-        else if (due - sent > 0) setImmediate(tick);
+        if (slot >= total) resolve();
+        else if (due - slot > 0) setImmediate(tick);
         else setTimeout(tick, 1);
       };
       tick();
@@ -182,7 +187,7 @@ export class RelayLoad {
         before = this.received;
       } else if (waited >= 500) break;
     }
-    progress.update(sent, "", "draining done");
+    progress.update(slot, "", "draining done");
     progress.stop();
     const peerEnd = await this.peer.stats();
     const drops1 = udpDropCounters();
@@ -197,6 +202,7 @@ export class RelayLoad {
       offeredRate: sent / sendSeconds,
       deliveredRate: received / sendSeconds,
       sent,
+      notOffered: slot - sent,
       received,
       lossPct: sent > 0 ? ((sent - Math.min(sent, received)) * 100) / sent : 0,
       histogram: this.histogram,
@@ -324,6 +330,10 @@ function saturationNotes(r: PhaseResult): string[] {
     );
   if (r.peerCore > SATURATION)
     notes.push(`echo peer saturated at ${(r.peerCore * 100).toFixed(0)} % of a core`);
+  if (r.notOffered > 0)
+    notes.push(
+      `${r.notOffered} packets not offered: their TCP connection already had over ${MAX_TCP_WRITE_QUEUE >> 20} MiB queued (backpressure from the relay)`,
+    );
   if (r.offeredRate < r.targetRate * 0.95)
     notes.push(`generator offered ${Math.round(r.offeredRate)} of ${r.targetRate} pkt/s asked`);
   return notes;
