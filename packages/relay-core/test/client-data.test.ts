@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { TransportAddress } from "../src/codec/address.js";
 import { AttributeType, Method } from "../src/codec/constants.js";
-import { decodeStun, readChannelNumber } from "../src/codec/message.js";
+import { decodeStun, readChannelNumber, StunMessageBuilder } from "../src/codec/message.js";
 import { decodeText, Harness, PEER, text } from "./client-harness.js";
 
 const HOUR = 3_600_000;
@@ -89,6 +89,19 @@ describe("TurnClient permissions and channels against TurnServer", () => {
     expect(h.server.stats.drops["no-permission"]).toBe(0);
     expect(h.server.stats.drops["no-channel"]).toBe(0);
     expect(h.eventsOf("channel-bind-failed")).toEqual([]);
+  });
+
+  it("discards a Data indication from a peer it asked no permission for (RFC 8656 §11.6)", () => {
+    const h = allocated();
+    const indication = (peer: TransportAddress) =>
+      new StunMessageBuilder(Method.Data, 1, new Uint8Array(12).fill(9))
+        .xorAddress(AttributeType.XorPeerAddress, peer)
+        .bytes(AttributeType.Data, text("spoofed?"))
+        .build();
+    expect(h.client.handleInput(indication(OTHER_PEER), h.now)).toBeUndefined();
+    h.client.createPermission(OTHER_PEER.address, h.now);
+    const d = h.client.handleInput(indication(OTHER_PEER), h.now);
+    expect(d?.peer).toEqual(OTHER_PEER);
   });
 
   it("asks for permissions and channels before allocation and sends them once allocated", () => {

@@ -1049,6 +1049,9 @@ export class TurnClient {
     const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
     const payload = getAttribute(msg, AttributeType.Data);
     if (peer === undefined || payload === undefined) return undefined;
+    // RFC 8656 §11.6: data from an address we asked no permission for is discarded (a spoofed
+    // or stray indication must not pass as that peer's traffic).
+    if (!this.#permissions.has(peer.address)) return undefined;
     const d = this.data;
     d.peer = peer;
     d.channel = 0;
