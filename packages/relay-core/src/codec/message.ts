@@ -340,8 +340,9 @@ export class StunMessageBuilder {
   private buf: Uint8Array;
   private len = HEADER_LENGTH;
 
-  constructor(method: number, cls: MessageClass, transactionId: Uint8Array) {
-    this.buf = new Uint8Array(256);
+  /** `capacity`: the expected size, so a large message (a Data indication) is written once. */
+  constructor(method: number, cls: MessageClass, transactionId: Uint8Array, capacity = 256) {
+    this.buf = new Uint8Array(Math.max(HEADER_LENGTH, capacity));
     const type = messageType(method, cls);
     this.buf[0] = type >>> 8;
     this.buf[1] = type & 0xff;
@@ -512,10 +513,10 @@ export class StunMessageBuilder {
     return this;
   }
 
-  /** The finished message (a copy sized exactly; the builder can be dropped). */
+  /** The finished message: a view of exactly its bytes (no copy); the builder can be dropped. */
   build(): Uint8Array {
     this.setLength(this.len - HEADER_LENGTH);
-    return this.buf.slice(0, this.len);
+    return this.buf.subarray(0, this.len);
   }
 
   private setLength(length: number): void {

@@ -9,6 +9,7 @@ import type { TransportAddress } from "../codec/address.js";
 import {
   AttributeType,
   ErrorCode,
+  HEADER_LENGTH,
   MAX_CHANNEL,
   MessageClass,
   Method,
@@ -434,7 +435,9 @@ export class TurnServer {
     if (data.length > MAX_DATA_INDICATION_PAYLOAD) return this.drop("oversized");
     const tid = new Uint8Array(12);
     this.options.random.fillBytes(tid);
-    const indication = new StunMessageBuilder(Method.Data, MessageClass.Indication, tid)
+    // Sized up front: header, XOR-PEER-ADDRESS (v6 at most 24), DATA header and padding.
+    const capacity = HEADER_LENGTH + 24 + 4 + data.length + 3;
+    const indication = new StunMessageBuilder(Method.Data, MessageClass.Indication, tid, capacity)
       .xorAddress(AttributeType.XorPeerAddress, { family: socket.family, address, port })
       .bytes(AttributeType.Data, data)
       .build();
