@@ -20,6 +20,7 @@ import {
   TransportProtocol,
 } from "../codec/constants.js";
 import {
+  bytesKey,
   decodeStun,
   getAttribute,
   hasAttribute,
@@ -573,7 +574,7 @@ export class TurnClient {
     if (!decoded.ok) return invalid("malformed");
     const msg = decoded.message;
     if (msg.method !== Method.ConnectionBind) return invalid("not a ConnectionBind response");
-    const key = transactionKey(msg.transactionId);
+    const key = bytesKey(msg.transactionId);
     const pending = this.#pendingConnectionBinds.get(key);
     if (pending === undefined) return invalid("unknown transaction");
     if (msg.messageClass === MessageClass.SuccessResponse) {
@@ -626,7 +627,7 @@ export class TurnClient {
     if (op.kind !== "binding") signature = this.#sign(b, op.kind === "allocate");
     const bytes = b.fingerprint().build();
     const tx: Transaction = {
-      key: transactionKey(id),
+      key: bytesKey(id),
       method,
       op,
       bytes,
@@ -740,7 +741,7 @@ export class TurnClient {
       const oldest = this.#pendingConnectionBinds.keys().next();
       if (!oldest.done) this.#pendingConnectionBinds.delete(oldest.value);
     }
-    this.#pendingConnectionBinds.set(transactionKey(id), {
+    this.#pendingConnectionBinds.set(bytesKey(id), {
       connectionId: connectionId >>> 0,
       signature,
       retried,
@@ -760,7 +761,7 @@ export class TurnClient {
   // Responses (RFC 8489 §6.3.3, §9.2.5)
 
   #handleResponse(msg: StunMessage, now: number): void {
-    const key = transactionKey(msg.transactionId);
+    const key = bytesKey(msg.transactionId);
     const tx = this.#transactions.get(key);
     // RFC 8489 §6.3.3: a response must match an outstanding transaction of the same method.
     if (tx === undefined || tx.method !== msg.method) {
@@ -1233,12 +1234,6 @@ function methodOf(op: Operation): number {
     case "binding":
       return Method.Binding;
   }
-}
-
-function transactionKey(id: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < 12; i++) s += String.fromCharCode(id[i]!);
-  return s;
 }
 
 /** A peer IP in canonical text; an unparsable one is a programmer error at the API. */

@@ -531,3 +531,13 @@ export class StunMessageBuilder {
     this.buf = next;
   }
 }
+
+/**
+ * Bytes as a string of the same length (one char per byte): a Map key for transaction ids and
+ * tokens, built without a hex encoding step.
+ */
+export function bytesKey(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]!);
+  return s;
+}

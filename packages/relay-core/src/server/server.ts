@@ -18,6 +18,7 @@ import {
   TransportProtocol,
 } from "../codec/constants.js";
 import {
+  bytesKey,
   decodeStun,
   getAttribute,
   hasAttribute,
@@ -50,12 +51,7 @@ import {
   type TcpPeerConnection,
 } from "./allocation.js";
 import { SourceRateLimiter } from "./rate-limit.js";
-import {
-  type AuthFailureReason,
-  createServerStats,
-  type DropReason,
-  type ServerStats,
-} from "./stats.js";
+import { createServerStats, type DropReason, type ServerStats } from "./stats.js";
 import { type AllocationEndReason, type Command, type Route, RouteKind } from "./types.js";
 
 /** One relayed address family the server offers: where to bind, what to advertise. */
@@ -796,7 +792,7 @@ export class TurnServer {
     const chosen = readPasswordAlgorithm(msg);
     const echoed = readBytes(msg, AttributeType.PasswordAlgorithms);
     if (chosen !== undefined || echoed !== undefined) {
-      const offered = passwordAlgorithmsValue();
+      const offered = OFFERED_PASSWORD_ALGORITHMS;
       if (
         chosen === undefined ||
         echoed === undefined ||
@@ -817,7 +813,7 @@ export class TurnServer {
       algorithm,
     );
     if (!lookup.ok) {
-      this.stats.authFailures[lookupReason(lookup.reason)]++;
+      this.stats.authFailures[lookup.reason]++;
       this.challenge(endpoint, msg, ErrorCode.Unauthorized, now);
       return undefined;
     }
@@ -838,7 +834,7 @@ export class TurnServer {
       .errorCode(code)
       .string(AttributeType.Realm, this.options.realm)
       .string(AttributeType.Nonce, this.nonces.issue(now, nonceBinding(endpoint)))
-      .bytes(AttributeType.PasswordAlgorithms, passwordAlgorithmsValue());
+      .bytes(AttributeType.PasswordAlgorithms, OFFERED_PASSWORD_ALGORITHMS);
     this.finishAndSend(endpoint, b, undefined, msg.method, code);
   }
 
@@ -929,7 +925,7 @@ export class TurnServer {
     const familyErrors: { family: 4 | 6; code: number }[] = [];
     let reservation: Reservation | undefined;
     if (reservationToken !== undefined) {
-      reservation = this.reservations.get(tokenKey(reservationToken));
+      reservation = this.reservations.get(bytesKey(reservationToken));
       if (reservation === undefined || reservation.expiresAt <= now) {
         reply.error(ErrorCode.InsufficientCapacity);
         return;
@@ -970,7 +966,7 @@ export class TurnServer {
     const ports: number[] = [];
     let newReservationToken: Uint8Array | undefined;
     if (reservation !== undefined) {
-      this.reservations.delete(tokenKey(reservationToken!));
+      this.reservations.delete(bytesKey(reservationToken!));
       ports.push(reservation.port);
     } else {
       for (const family of families) {
@@ -990,7 +986,7 @@ export class TurnServer {
         newReservationToken = new Uint8Array(8);
         this.options.random.fillBytes(newReservationToken);
         this.portsInUse[families[0]!].add(ports[0]! + 1);
-        this.reservations.set(tokenKey(newReservationToken), {
+        this.reservations.set(bytesKey(newReservationToken), {
           family: families[0]!,
           port: ports[0]! + 1,
           expiresAt: now + this.lifetimes.reservation * 1000,
@@ -1450,7 +1446,7 @@ export class TurnServer {
     }
     if (allocation.state === "binding" && allocation.reservationToken) {
       // The Allocate never succeeded, so nobody learned its RESERVATION-TOKEN: release it.
-      const token = tokenKey(allocation.reservationToken);
+      const token = bytesKey(allocation.reservationToken);
       const r = this.reservations.get(token);
       if (r) {
         this.reservations.delete(token);
@@ -1705,8 +1701,7 @@ function channelPeerKey(peer: TransportAddress): number | string {
 }
 
 function responseCacheKey(endpoint: ClientEndpoint, transactionId: Uint8Array): string {
-  let tid = "";
-  for (let i = 0; i < 12; i++) tid += String.fromCharCode(transactionId[i]!);
+  const tid = bytesKey(transactionId);
   return `${endpoint.transport}|${endpoint.listener}|${endpoint.connection}|${endpoint.address}|${endpoint.port}|${tid}`;
 }
 
@@ -1719,27 +1714,11 @@ function nonceBinding(endpoint: ClientEndpoint): string {
   return endpoint.address;
 }
 
-function tokenKey(token: Uint8Array): string {
-  let s = "";
-  for (const b of token) s += String.fromCharCode(b);
-  return s;
-}
-
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
 
-let offeredAlgorithms: Uint8Array | undefined;
 /** PASSWORD-ALGORITHMS value we offer: MD5 and SHA-256, no parameters (RFC 8489 §14.11). */
-function passwordAlgorithmsValue(): Uint8Array {
-  if (!offeredAlgorithms) {
-    offeredAlgorithms = new Uint8Array([0, 1, 0, 0, 0, 2, 0, 0]);
-  }
-  return offeredAlgorithms;
-}
-
-function lookupReason(reason: "unknown-user" | "expired" | "malformed"): AuthFailureReason {
-  return reason;
-}
+const OFFERED_PASSWORD_ALGORITHMS = Uint8Array.of(0, 1, 0, 0, 0, 2, 0, 0);
