@@ -3,7 +3,6 @@
 // stopped by PID (SIGTERM, then SIGKILL), never by name.
 import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process";
 import { accessSync, constants, readdirSync, readFileSync } from "node:fs";
-import net from "node:net";
 import { delimiter, join } from "node:path";
 import { cpuMicros } from "./proc.js";
 
@@ -154,22 +153,6 @@ export function findExecutable(name: string): string | undefined {
     }
   }
   return undefined;
-}
-
-/** A free TCP port on 127.0.0.1 below the relay range (asked from the kernel). */
-export async function freeTcpPort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = net.createServer();
-      s.once("error", reject);
-      s.listen(0, "127.0.0.1", () => {
-        const p = (s.address() as net.AddressInfo).port;
-        s.close(() => resolve(p));
-      });
-    });
-    if (port < 49152) return port;
-  }
-  return 20000 + Math.floor(Math.random() * 10000);
 }
 
 /** Resolves when a line of the child's output matches, rejects if it exits or times out. */

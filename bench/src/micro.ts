@@ -16,7 +16,6 @@ import {
   messageType,
   newTransactionId,
   requestedTransportUdp,
-  restCredentials,
   u32,
   xorAddressValue,
 } from "./load/stun-lite.js";
@@ -138,7 +137,7 @@ function serverRows(core: Core, quick: boolean): MicroRow[] {
   });
   const client = { address: "127.0.0.1", port: 40000 };
   const peer = { address: "127.0.0.1", port: 9000 };
-  const cred = restCredentials(secret, "micro", 86400, Math.floor(nowWall / 1000));
+  const cred = core.mintRestCredentials(secret, Math.floor(nowWall / 1000), 86400, "micro");
   let realm = "";
   let nonce = Buffer.alloc(0);
   let key: Buffer | undefined;

@@ -12,6 +12,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { killByPid, live, tail, trackPid } from "./children.js";
 import { bindingRequest, Class, classOf, decode } from "./load/stun-lite.js";
+import { freePort } from "./ports.js";
 
 export type ServerKind = "turnpike" | "coturn" | "external";
 
@@ -60,21 +61,6 @@ export function defaultSettings(): ServerSettings {
     realm: "bench.turnpike.test",
     maxAllocations: 20000,
   };
-}
-
-/** A free UDP port on 127.0.0.1 that is also outside the relay range (asked from the kernel). */
-export async function freeUdpPort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const s = dgram.createSocket("udp4");
-    const port = await new Promise<number>((resolve, reject) => {
-      s.once("error", reject);
-      s.bind(0, "127.0.0.1", () => resolve(s.address().port));
-    });
-    s.close();
-    if (port < 49152) return port;
-  }
-  // The ephemeral range may overlap 49152+: fall back to a fixed low port area.
-  return 20000 + Math.floor(Math.random() * 10000);
 }
 
 /** Sends STUN Binding requests over UDP until one succeeds: the server is ready for real. */
@@ -177,7 +163,7 @@ export async function startTurnpike(s: ServerSettings): Promise<RunningServer> {
       `turnpike-relay is not built (${path.relative(process.cwd(), turnpikeDist)} missing): run pnpm exec tsc -b`,
     );
   }
-  const port = s.port || (await freeUdpPort());
+  const port = s.port || (await freePort(["udp", "tcp"]));
   const settings = { ...s, port };
   const args = [
     turnpikeBin,
@@ -223,7 +209,7 @@ export async function startTurnpike(s: ServerSettings): Promise<RunningServer> {
 }
 
 export async function startCoturn(s: ServerSettings): Promise<RunningServer> {
-  const port = s.port || (await freeUdpPort());
+  const port = s.port || (await freePort(["udp", "tcp"]));
   const settings = { ...s, port };
   const runDir = mkdtempSync(path.join(tmpdir(), "turnpike-bench-coturn-"));
   const args = [

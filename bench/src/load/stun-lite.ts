@@ -171,21 +171,6 @@ export function longTermKey(username: string, realm: string, password: string): 
   return createHash("md5").update(`${username}:${realm}:${password}`).digest();
 }
 
-/**
- * TURN REST API credentials (draft-uberti-behave-turn-rest, coturn's use-auth-secret):
- * username "<expiry unix seconds>:<user>", password base64(HMAC-SHA1(secret, username)).
- */
-export function restCredentials(
-  secret: string,
-  user: string,
-  ttlSeconds = 86400,
-  nowSeconds = Math.floor(Date.now() / 1000),
-): { username: string; password: string } {
-  const username = `${nowSeconds + ttlSeconds}:${user}`;
-  const password = createHmac("sha1", secret).update(username).digest("base64");
-  return { username, password };
-}
-
 export function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(n >>> 0, 0);

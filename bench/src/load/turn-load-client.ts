@@ -4,7 +4,8 @@
 // Send indications without re-encoding anything per packet.
 import type dgram from "node:dgram";
 import net from "node:net";
-import { lowPortSocket } from "./ports.js";
+import { mintRestCredentials } from "@turnpike/relay-core";
+import { lowPortSocket } from "../ports.js";
 import {
   type Address,
   Attr,
@@ -23,7 +24,6 @@ import {
   methodOf,
   newTransactionId,
   requestedTransportUdp,
-  restCredentials,
   u32,
   xorAddressValue,
 } from "./stun-lite.js";
@@ -87,7 +87,8 @@ export class TurnLoadClient {
 
   private constructor(private readonly opts: TurnClientOptions) {
     this.onData = opts.onData;
-    const cred = restCredentials(opts.token, opts.user);
+    // TURN REST credentials valid for a day: the product's minting, coturn's format.
+    const cred = mintRestCredentials(opts.token, Math.floor(Date.now() / 1000), 86400, opts.user);
     this.username = cred.username;
     this.password = cred.password;
   }

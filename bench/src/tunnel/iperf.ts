@@ -1,6 +1,7 @@
 // iperf3 as the private service behind each tunnel path, and the client that measures through it.
 import { execFile } from "node:child_process";
-import { type Child, freeTcpPort, startChild, trackPid, waitForOutput } from "../children.js";
+import { type Child, startChild, trackPid, waitForOutput } from "../children.js";
+import { freeTcpPort } from "../ports.js";
 
 export interface IperfServer {
   port: number;

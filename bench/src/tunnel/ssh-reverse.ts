@@ -4,14 +4,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import {
-  type Child,
-  findExecutable,
-  freeTcpPort,
-  processTree,
-  startChild,
-  waitForOutput,
-} from "../children.js";
+import { type Child, findExecutable, processTree, startChild, waitForOutput } from "../children.js";
+import { freeTcpPort } from "../ports.js";
 
 /** The tools this path needs (and /run/sshd), or the reason it must be skipped. */
 export function sshTools(): { sshd: string; ssh: string; keygen: string } | string {

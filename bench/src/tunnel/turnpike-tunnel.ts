@@ -2,7 +2,8 @@
 // the way a user would: the CLI, TURNPIKE_TOKEN, and the admin API's GET /list for readiness.
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { type Child, freeTcpPort, startChild } from "../children.js";
+import { type Child, startChild } from "../children.js";
+import { freeTcpPort } from "../ports.js";
 import { type RunningServer, repoRoot } from "../servers.js";
 
 export const tunnelBin = path.join(repoRoot, "packages/tunnel-client/bin/turnpike-tunnel.js");
