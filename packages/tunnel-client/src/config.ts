@@ -88,6 +88,8 @@ export interface TunnelConfig {
   readonly tls: { readonly ca?: readonly string[]; readonly rejectUnauthorized: boolean };
   /** Test hook: a file holding the ISO 8601 instant access windows are evaluated at. */
   readonly testClock: string | undefined;
+  /** Test hook: seconds an idle UDP peer flow is kept (default 120). */
+  readonly udpFlowIdle: number;
   readonly warnings: readonly string[];
 }
 
@@ -356,6 +358,16 @@ export const OPTIONS = {
     defaultText: "none",
     default: new Map(),
     parse: (raw, where) => parseResolve(list(raw), where),
+  }),
+  "udp-flow-idle": spec<number>({
+    group: "Testing",
+    describe:
+      "tests only: seconds a UDP peer flow may stay idle before its socket and channel are released",
+    placeholder: "SECONDS",
+    hidden: true,
+    defaultText: "120",
+    default: 120,
+    parse: (raw, where) => parseSeconds(raw, where, 0.05, 86400),
   }),
   "test-clock": spec<string | undefined>({
     group: "Testing",
@@ -627,6 +639,7 @@ function finish(
       rejectUnauthorized: !v["insecure-skip-verify"],
     },
     testClock: v["test-clock"],
+    udpFlowIdle: v["udp-flow-idle"],
     warnings,
   };
 }

@@ -34,6 +34,8 @@ export interface EngineOptions {
   readonly jitter?: () => number;
   /** How turns: relays are verified (default: bundled roots, verification on). */
   readonly tls?: TlsTrust;
+  /** Idle UDP peer flows are closed after this many ms (default 120 s; tests shorten it). */
+  readonly udpFlowIdleMs?: number;
 }
 
 /** One row of GET /list: one tunnel (service x relay address). */
@@ -266,6 +268,7 @@ export class TunnelEngine {
           lifetime: this.o.lifetime,
           software: this.o.software,
           ...(this.o.tls !== undefined ? { tls: this.o.tls } : {}),
+          ...(this.o.udpFlowIdleMs !== undefined ? { udpFlowIdleMs: this.o.udpFlowIdleMs } : {}),
         });
         s.tunnels.set(key, t);
         if (s.open) t.start();

@@ -132,6 +132,7 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
     lifetime: config.lifetime,
     software: config.software,
     tls: config.tls,
+    udpFlowIdleMs: config.udpFlowIdle * 1000,
     ...(config.testClock !== undefined
       ? { date: fileClock(config.testClock, logger), windowCheckMs: 200 }
       : {}),

@@ -92,6 +92,8 @@ export interface TunnelOptions {
   readonly counters: TunnelCounters;
   /** Seconds. */
   readonly keepalive: number;
+  /** Idle UDP peer flows are closed after this many ms (default UDP_FLOW_IDLE_MS). */
+  readonly udpFlowIdleMs?: number;
   readonly backoffBase: number;
   readonly backoffMax: number;
   readonly lifetime: number;
@@ -127,7 +129,8 @@ interface UdpFlow {
   readonly key: string;
   readonly peer: TransportAddress;
   readonly socket: DgramSocket;
-  channel: number;
+  /** undefined: no channel number was free, the flow answers with Send indications. */
+  readonly channel: number | undefined;
   bound: boolean;
   lastUse: number;
 }
@@ -168,10 +171,11 @@ export class Tunnel {
   private inPlaceRefused = false;
   /** Credential renewals that kept the allocation (and so the relayed address). */
   credentialRenewals = 0;
+  /** UDP peer flows that got no channel (all 4096 numbers bound or cooling down). */
+  channelsExhausted = 0;
   /** Bumped on every (re)connect: callbacks of an older generation are ignored. */
   private generation = 0;
   private readonly flows = new Map<string, UdpFlow>();
-  private readonly flowsByChannel = new Map<number, UdpFlow>();
   private readonly pipes = new Set<Socket>();
   private targetAddress: { ip: string; family: 4 | 6 } | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -391,7 +395,6 @@ export class Tunnel {
     }
     for (const f of this.flows.values()) closeQuietly(f.socket);
     this.flows.clear();
-    this.flowsByChannel.clear();
     for (const p of this.pipes) p.destroy();
     this.pipes.clear();
     this.openConnections = 0;
@@ -666,7 +669,8 @@ export class Tunnel {
       lifetime: this.allocatedLifetime,
       target: `${this.o.service.protocol}://${this.o.service.target.host}:${this.o.service.target.port}`,
     });
-    this.sweepTimer = setInterval(() => this.sweepFlows(), 30_000);
+    const idle = this.o.udpFlowIdleMs ?? UDP_FLOW_IDLE_MS;
+    this.sweepTimer = setInterval(() => this.sweepFlows(), Math.min(30_000, idle / 2));
     this.sweepTimer.unref();
   }
 
@@ -726,11 +730,24 @@ export class Tunnel {
     const target = this.targetAddress!;
     const socket = createSocket({ type: target.family === 6 ? "udp6" : "udp4" });
     const client = this.client!;
-    // RFC 8656 §12: a channel for this peer, so replies cost 4 bytes of header, not 36.
-    const channel = client.bindChannel(peer, this.now());
+    // RFC 8656 §12: a channel for this peer, so replies cost 4 bytes of header, not 36. There
+    // are 4096 numbers and an unbound one stays reserved for its lifetime plus a 5-minute
+    // cool-down, so a busy tunnel can run out: then this flow answers with Send indications.
+    let channel: number | undefined;
+    try {
+      channel = client.bindChannel(peer, this.now());
+    } catch (err) {
+      this.channelsExhausted++;
+      if (this.channelsExhausted === 1 || this.channelsExhausted % 1000 === 0) {
+        this.log.warn("no channel number free: this peer is served with Send indications", {
+          peer: key,
+          flowsWithoutChannel: this.channelsExhausted,
+          err: (err as Error).message,
+        });
+      }
+    }
     const flow: UdpFlow = { key, peer, socket, channel, bound: false, lastUse: this.now() };
     this.flows.set(key, flow);
-    this.flowsByChannel.set(channel, flow);
     this.openConnections = this.flows.size;
     this.o.counters.connectionsOpened++;
     socket.on("error", (err) => {
@@ -752,7 +769,7 @@ export class Tunnel {
     flow.lastUse = this.now();
     this.bytesOut += reply.length;
     this.o.counters.bytesOut += reply.length;
-    if (flow.bound) {
+    if (flow.bound && flow.channel !== undefined) {
       // A fresh 4-byte header per datagram (from Node's pool): the kernel may get the buffers
       // later than this call returns, so a shared header could be overwritten in between.
       const header = Buffer.allocUnsafe(4);
@@ -765,11 +782,13 @@ export class Tunnel {
   }
 
   private sweepFlows(): void {
-    const cutoff = this.now() - UDP_FLOW_IDLE_MS;
+    const cutoff = this.now() - (this.o.udpFlowIdleMs ?? UDP_FLOW_IDLE_MS);
     for (const f of this.flows.values()) {
       if (f.lastUse >= cutoff) continue;
       this.flows.delete(f.key);
-      if (this.flowsByChannel.get(f.channel) === f) this.flowsByChannel.delete(f.channel);
+      // Stop refreshing its channel: the client frees the number after the cool-down (RFC 8656
+      // §12), so numbers come back instead of running out after 4096 peers.
+      if (f.channel !== undefined) this.client?.unbindChannel(f.channel);
       closeQuietly(f.socket);
     }
     if (this.o.service.protocol === "udp") this.openConnections = this.flows.size;
