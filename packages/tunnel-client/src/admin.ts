@@ -3,6 +3,15 @@
 // with --admin-token every request needs `Authorization: Bearer <token>` (compared in constant
 // time), else 401. Without a token the API should stay on loopback (the default 127.0.0.1:7070).
 //
+// Browsers: a web page the operator visits can send requests to 127.0.0.1 too. So, before
+// anything else (RFC 6454 §7, RFC 9110 §15.5.20):
+//   - a request carrying an Origin header (browsers add it to cross-origin fetches and to
+//     every POST/DELETE) -> 403; curl, scripts and `turnpike-tunnel list` send none;
+//   - POST needs Content-Type: application/json (-> 415): a page can POST text/plain without
+//     a CORS preflight, but not JSON;
+//   - without --admin-token, Host must be a loopback literal or localhost with the listening
+//     port (-> 421): a DNS-rebound name pointing at 127.0.0.1 carries the attacker's Host.
+//
 //   GET    /health        200 {"status":"ok","tunnels":N,"ready":N}
 //   GET    /list          200 [ListEntry...]
 //   POST   /expose        {name, target:"tcp://HOST:PORT", allowPeers:[..], windows?:[..]}
@@ -53,8 +62,18 @@ export async function startAdminServer(options: {
     });
   });
 
+  let listeningPort = 0;
+
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? "/").split("?")[0]!.replace(/\/+$/, "") || "/";
+    if (req.headers.origin !== undefined) {
+      return send(res, 403, { error: "requests from web pages (Origin header) are refused" });
+    }
+    if (expected === undefined && !loopbackHost(req.headers.host, listeningPort)) {
+      return send(res, 421, {
+        error: "without --admin-token only a loopback Host (127.0.0.1, [::1], localhost) is served",
+      });
+    }
     if (!authorized(req)) {
       res.setHeader("www-authenticate", 'Bearer realm="turnpike-tunnel"');
       return send(res, 401, { error: "unauthorized" });
@@ -69,6 +88,9 @@ export async function startAdminServer(options: {
     }
     if (req.method === "GET" && path === "/list") return send(res, 200, engine.list());
     if (req.method === "POST" && path === "/expose") {
+      if (!isJson(req.headers["content-type"])) {
+        return send(res, 415, { error: "Content-Type must be application/json" });
+      }
       const body = await readJson(req);
       if ("error" in body) return send(res, 400, { error: body.error });
       const spec = serviceFromJson(body.value, options.maxPermissions);
@@ -103,6 +125,7 @@ export async function startAdminServer(options: {
   });
   server.on("error", (err) => logger.warn("admin server error", { err: err.message }));
   const a = server.address() as AddressInfo;
+  listeningPort = a.port;
   return {
     address: { host: a.address, port: a.port },
     close: () =>
@@ -111,6 +134,21 @@ export async function startAdminServer(options: {
         server.closeAllConnections();
       }),
   };
+}
+
+/** `Content-Type: application/json` (parameters such as charset allowed). */
+function isJson(contentType: string | undefined): boolean {
+  if (contentType === undefined) return false;
+  return contentType.split(";")[0]!.trim().toLowerCase() === "application/json";
+}
+
+/** Host is 127.x.x.x, [::1] or localhost, with exactly the port the API listens on. */
+export function loopbackHost(host: string | undefined, port: number): boolean {
+  if (host === undefined) return false;
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(host.trim().toLowerCase());
+  if (m === null || Number(m[2]) !== port) return false;
+  const name = m[1]!.replace(/\.$/, "");
+  return name === "localhost" || name === "[::1]" || /^127(\.\d{1,3}){3}$/.test(name);
 }
 
 function digest(text: string): Buffer {

@@ -1,6 +1,7 @@
 // End to end with real processes on loopback: turnpike-relay + the turnpike-tunnel CLI + a UDP
 // echo server as the private target; a "platform" socket reaches the target through the
 // relayed address. Bounded: 1,000 datagrams, every wait has a deadline.
+import { request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
 import { sleep } from "../../../test-support/process.js";
@@ -169,7 +170,71 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
     expect(bad.status).toBe(400);
     expect(JSON.parse(bad.body).error).toMatch(/too large/);
   });
+  it("refuses what a web page could send: Origin, text/plain, a foreign Host", async () => {
+    const port = tunnel.adminPort;
+    const body = JSON.stringify({
+      name: "sneaky",
+      target: `udp://127.0.0.1:${echo.port}`,
+      allowPeers: ["127.0.0.1"],
+    });
+    // A form-like cross-site POST needs no CORS preflight with text/plain.
+    const plain = await rawRequest(port, "POST", "/expose", { "content-type": "text/plain" }, body);
+    expect(plain.status).toBe(415);
+    const origin = await rawRequest(
+      port,
+      "POST",
+      "/expose",
+      { "content-type": "application/json", origin: "https://attacker.example" },
+      body,
+    );
+    expect(origin.status).toBe(403);
+    expect(
+      (await rawRequest(port, "GET", "/list", { origin: "http://127.0.0.1:1234" })).status,
+    ).toBe(403);
+    // DNS rebinding: the browser connects to 127.0.0.1 but names the attacker's host.
+    const rebound = await rawRequest(port, "GET", "/list", { host: `attacker.example:${port}` });
+    expect(rebound.status).toBe(421);
+    expect((await rawRequest(port, "GET", "/list", { host: `localhost:${port}` })).status).toBe(
+      200,
+    );
+    expect((await tunnel.list()).some((r) => r.name === "sneaky")).toBe(false);
+    // The CLI (no Origin, loopback Host) still reads the list.
+    const { spawnSync } = await import("node:child_process");
+    const listed = spawnSync(
+      process.execPath,
+      [TUNNEL_BIN, "list", "--admin", `http://127.0.0.1:${port}`],
+      { encoding: "utf8", timeout: 10_000, env: { PATH: process.env.PATH ?? "" } },
+    );
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(listed.stdout).toMatch(/\secho\s/);
+  });
 });
+
+/** One HTTP request with exactly these headers (Node adds Host unless given). */
+function rawRequest(
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: "127.0.0.1", port, method, path, headers, timeout: 2000 },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          text += c;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`${method} ${path} timed out`)));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
 
 describe("two relay addresses behind one name", () => {
   let range: PortRange;
