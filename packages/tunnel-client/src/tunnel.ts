@@ -802,10 +802,13 @@ export class Tunnel {
     if (client === undefined || this.o.service.protocol !== "tcp") return;
     const gen = this.generation;
     const peerText = formatTransportAddress(peer);
+    // allowHalfOpen: the peer's FIN (its request is complete) must not close our side before
+    // the target's reply has gone back (TCP half-close, RFC 9293 §3.6).
     const data =
       this.control === "tls"
-        ? tlsConnect(this.tlsOptions())
-        : netConnect({ host: this.o.relayIp, port: this.o.uri.port });
+        ? // Node's tls.connect honours allowHalfOpen; its ConnectionOptions type omits it.
+          tlsConnect({ ...this.tlsOptions(), allowHalfOpen: true } as ConnectionOptions)
+        : netConnect({ host: this.o.relayIp, port: this.o.uri.port, allowHalfOpen: true });
     data.setNoDelay(true);
     this.pipes.add(data);
     data.once("close", () => this.pipes.delete(data));
@@ -857,7 +860,9 @@ export class Tunnel {
 
   private dialTarget(data: Socket, early: Uint8Array, peerText: string): void {
     const { host, port } = this.o.service.target;
-    const target = netConnect({ host, port });
+    // Half-open both ways: pipe() forwards each side's FIN as end() on the other, and a socket
+    // closes only once both directions have ended (or on an error, which destroys both).
+    const target = netConnect({ host, port, allowHalfOpen: true });
     target.setNoDelay(true);
     this.pipes.add(target);
     this.o.counters.connectionsOpened++;
@@ -883,6 +888,8 @@ export class Tunnel {
         this.log.info("target refused the connection", { peer: peerText, err: err.message });
         data.end();
         data.resume(); // read the relay's FIN so the socket closes
+        // Half-open: a relay that never sends its FIN must not keep the socket forever.
+        setTimeout(() => data.destroy(), 5000).unref();
         return;
       }
       this.log.debug("target connection error", { peer: peerText, err: err.message });

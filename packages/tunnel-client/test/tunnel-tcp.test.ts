@@ -1,6 +1,7 @@
 // End to end over TCP (RFC 6062): turnpike-relay + the turnpike-tunnel CLI + a TCP echo server
 // as the private target; a plain TCP client ("the platform") connects to the relayed address.
 import { randomBytes } from "node:crypto";
+import { connect, createServer, type Server } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
 import {
@@ -21,6 +22,7 @@ describe("turnpike-tunnel exposes a TCP service through turnpike-relay (RFC 6062
   let relay: RelayProcess;
   let echo: Awaited<ReturnType<typeof tcpEcho>>;
   let closedPort: number;
+  let afterEof: Server;
   let tunnel: TunnelProcess;
 
   beforeAll(async () => {
@@ -28,6 +30,15 @@ describe("turnpike-tunnel exposes a TCP service through turnpike-relay (RFC 6062
     const port = await freePort();
     closedPort = await freePort(); // nothing listens here: a target that refuses
     echo = await tcpEcho();
+    // Answers only once the request is complete (EOF): reads to the end, then writes it all
+    // back and closes, like an HTTP/1.0 server or `nc -N` on the other side.
+    afterEof = createServer({ allowHalfOpen: true }, (c) => {
+      const parts: Buffer[] = [];
+      c.on("error", () => {});
+      c.on("data", (b: Buffer) => parts.push(b));
+      c.on("end", () => c.end(Buffer.concat(parts)));
+    });
+    await new Promise<void>((r) => afterEof.listen(0, "127.0.0.1", () => r()));
     relay = await startRelay({
       ip: "127.0.0.1",
       port,
@@ -43,15 +54,17 @@ describe("turnpike-tunnel exposes a TCP service through turnpike-relay (RFC 6062
         `echo=tcp://127.0.0.1:${echo.port}`,
         "--expose",
         `refusing=tcp://127.0.0.1:${closedPort}`,
+        "--expose",
+        `after-eof=tcp://127.0.0.1:${(afterEof.address() as { port: number }).port}`,
         "--allow-peer",
         "127.0.0.1",
       ],
       { TURNPIKE_TOKEN: TOKEN },
     );
     await tunnel.waitFor(
-      (rows) => rows.filter((r) => r.state === "ready").length === 2,
+      (rows) => rows.filter((r) => r.state === "ready").length === 3,
       15_000,
-      "both TCP tunnels ready",
+      "all three TCP tunnels ready",
     );
   });
 
@@ -59,6 +72,7 @@ describe("turnpike-tunnel exposes a TCP service through turnpike-relay (RFC 6062
     await tunnel?.stop();
     await relay?.stop();
     await echo?.close();
+    await new Promise((r) => afterEof?.close(r));
     range?.release();
   });
 
@@ -81,5 +95,38 @@ describe("turnpike-tunnel exposes a TCP service through turnpike-relay (RFC 6062
   it("closes the peer's connection cleanly when the target refuses", async () => {
     const row = (await tunnel.list()).find((r) => r.name === "refusing")!;
     expect(await tcpConnectOutcome(parseAddress(row.relayedAddress!))).toBe("closed");
+  });
+
+  it("delivers the whole reply after the platform half-closes its side (FIN after the request)", async () => {
+    const row = (await tunnel.list()).find((r) => r.name === "after-eof")!;
+    const to = parseAddress(row.relayedAddress!);
+    const request = randomBytes(1024 * 1024);
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      const parts: Buffer[] = [];
+      const sock = connect({ host: to.ip, port: to.port, allowHalfOpen: true });
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new Error(`no complete reply; got ${Buffer.concat(parts).length} bytes`));
+      }, 20_000);
+      sock.on("connect", () => sock.end(request)); // write, then FIN: the request is complete
+      sock.on("data", (b: Buffer) => parts.push(b));
+      sock.on("end", () => {
+        clearTimeout(timer);
+        sock.end();
+        resolve(Buffer.concat(parts));
+      });
+      sock.on("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+    });
+    expect(reply.length).toBe(request.length);
+    expect(sha256(reply)).toBe(sha256(request));
+    // Both directions ended: the tunnel closed both sockets.
+    await tunnel.waitFor(
+      (rows) => rows.find((r) => r.name === "after-eof")?.openConnections === 0,
+      5000,
+      "the half-closed connection to be closed on both sides",
+    );
   });
 });
