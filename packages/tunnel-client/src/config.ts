@@ -606,6 +606,12 @@ function finish(
       `--test-clock is set: access windows follow the instant in ${v["test-clock"]} (tests only)`,
     );
   }
+  if (v["udp-flow-idle"] !== 120) {
+    warnings.push(
+      `--udp-flow-idle is set: idle UDP peer flows are closed after ${v["udp-flow-idle"]} s (tests only)`,
+    );
+  }
+
   if (
     v["admin-listen"] !== null &&
     v["admin-token"] === undefined &&
