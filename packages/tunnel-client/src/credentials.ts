@@ -82,7 +82,7 @@ export function createCredentialSource(
         const password = body?.password ?? body?.credential;
         const ttl = Number(body?.ttl ?? 86400);
         if (typeof username !== "string" || typeof password !== "string" || !(ttl > 0)) {
-          throw new Error(`${config.url} did not answer {"username","password","ttl"}`);
+          throw new Error(`${redactUrl(config.url)} did not answer {"username","password","ttl"}`);
         }
         // Minted at the earliest when we asked, in whole seconds; a REST username says exactly.
         let expiresAt = asked - 1000 + ttl * 1000;
@@ -124,6 +124,7 @@ function cached(
 
 /** GET url -> parsed JSON; bounded (10 s, 64 KiB). */
 export function fetchJsonOverHttp(url: string): Promise<unknown> {
+  const shown = redactUrl(url);
   return new Promise((resolve, reject) => {
     const get = url.startsWith("https:") ? httpsGet : httpGet;
     const req = get(url, { timeout: 10_000, headers: { accept: "application/json" } }, (res) => {
@@ -131,18 +132,31 @@ export function fetchJsonOverHttp(url: string): Promise<unknown> {
       res.setEncoding("utf8");
       res.on("data", (c: string) => {
         body += c;
-        if (body.length > 65536) req.destroy(new Error(`${url}: answer too large`));
+        if (body.length > 65536) req.destroy(new Error(`${shown}: answer too large`));
       });
       res.on("end", () => {
-        if (res.statusCode !== 200) return reject(new Error(`${url}: HTTP ${res.statusCode}`));
+        if (res.statusCode !== 200) return reject(new Error(`${shown}: HTTP ${res.statusCode}`));
         try {
           resolve(JSON.parse(body));
         } catch {
-          reject(new Error(`${url}: answer is not JSON`));
+          reject(new Error(`${shown}: answer is not JSON`));
         }
       });
     });
-    req.on("timeout", () => req.destroy(new Error(`${url}: timed out`)));
-    req.on("error", reject);
+    req.on("timeout", () => req.destroy(new Error(`${shown}: timed out`)));
+    req.on("error", (err) => reject(new Error(`${shown}: ${err.message}`)));
   });
+}
+
+/**
+ * The URL as it may appear in /list and logs: no userinfo, query or fragment, which is where a
+ * platform puts the secret that mints credentials (`?key=...`, `https://user:pass@...`).
+ */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    return "the credentials URL";
+  }
 }

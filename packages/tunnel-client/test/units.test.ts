@@ -1,4 +1,6 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -9,7 +11,7 @@ import {
   renderConfigTable,
   type TunnelConfig,
 } from "../src/config.js";
-import { createCredentialSource, reallocateBy } from "../src/credentials.js";
+import { createCredentialSource, fetchJsonOverHttp, reallocateBy } from "../src/credentials.js";
 import { expandAllowList } from "../src/peers.js";
 import { StaticResolver } from "../src/resolver.js";
 import { parseTurnUri } from "../src/uri.js";
@@ -356,6 +358,30 @@ describe("credential sources", () => {
         { fetchJson: async () => ({ user: "x" }) },
       ).get(),
     ).rejects.toThrow(/did not answer/);
+  });
+
+  it("keeps the URL's secret (userinfo, query) out of error messages", async () => {
+    const server = createServer((_req, res) => {
+      res.statusCode = 500;
+      res.end("no");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const port = (server.address() as AddressInfo).port;
+    const url = `http://user:hunter2@127.0.0.1:${port}/creds?key=s3cret#frag`;
+    try {
+      const http = await fetchJsonOverHttp(url).catch((e: Error) => e.message);
+      expect(http).toBe(`http://127.0.0.1:${port}/creds: HTTP 500`);
+      const bad = await createCredentialSource(
+        { kind: "url", url },
+        { fetchJson: async () => ({ user: "x" }) },
+      )
+        .get()
+        .catch((e: Error) => e.message);
+      expect(bad).toMatch(/did not answer/);
+      for (const m of [http, bad]) expect(m).not.toMatch(/hunter2|s3cret|user:|frag/);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 });
 
