@@ -120,8 +120,6 @@ const RENEW_RETRY_MS = 5_000;
 const UDP_FLOW_IDLE_MS = 120_000;
 /** At most this many UDP peer flows per tunnel (each holds a local socket). */
 const MAX_UDP_FLOWS = 1024;
-/** Bytes of peer data buffered while the target connection is being dialled. */
-const TCP_EARLY_DATA_LIMIT = 256 * 1024;
 /** RFC 6062 §5.4: the server drops unbound connections after 30 s; we give up a bit earlier. */
 const CONNECTION_BIND_TIMEOUT_MS = 25_000;
 
@@ -135,7 +133,6 @@ interface UdpFlow {
   lastUse: number;
 }
 
-const EMPTY = new Uint8Array(0);
 const PADDING = new Uint8Array(3);
 
 export class Tunnel {
@@ -820,26 +817,25 @@ export class Tunnel {
       if (gen !== this.generation || this.client === undefined) return data.destroy();
       data.write(this.client.connectionBindRequest(connectionId));
     });
-    // Read exactly one STUN message (the ConnectionBind answer); what follows is the peer's data.
-    let head = EMPTY as Uint8Array;
+    // Read exactly one frame (the ConnectionBind answer); RFC 6062 §5.4: what follows is the
+    // peer's data, which takeRemaining() hands over as a view of the same chunk (no copy).
+    let framer = new StreamFramer();
     const onData = (chunk: Buffer) => {
-      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
-      if (head.length < 20) return;
-      const total = 20 + ((head[2]! << 8) | head[3]!);
-      if (head.length < total) {
-        if (total > 4096) data.destroy();
+      framer.push(chunk);
+      const answer = framer.next();
+      if (answer === undefined) {
+        if (framer.error !== undefined) data.destroy(); // neither STUN nor ChannelData
         return;
       }
       data.off("data", onData);
-      clearTimeout(bindTimer);
-      const answer = head.subarray(0, total);
-      const rest = head.subarray(total);
-      head = EMPTY;
+      const rest = framer.takeRemaining();
       const c = this.client;
       if (gen !== this.generation || c === undefined) return data.destroy();
       const result = c.handleConnectionBindResponse(answer);
       if (!result.ok) {
         if (result.retry !== undefined) {
+          // 401/438: a fresh framer for the retried bind's answer.
+          framer = new StreamFramer();
           data.on("data", onData);
           data.write(result.retry);
           return;
@@ -852,6 +848,7 @@ export class Tunnel {
         this.o.counters.connectionsFailed++;
         return data.destroy();
       }
+      clearTimeout(bindTimer);
       data.pause();
       this.dialTarget(data, rest, peerText);
     };
@@ -922,7 +919,6 @@ export class Tunnel {
       target.pipe(data);
       data.resume();
     });
-    if (early.length > TCP_EARLY_DATA_LIMIT) data.destroy();
   }
 }
 
