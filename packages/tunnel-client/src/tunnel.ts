@@ -122,6 +122,8 @@ const UDP_FLOW_IDLE_MS = 120_000;
 const MAX_UDP_FLOWS = 1024;
 /** RFC 6062 §5.4: the server drops unbound connections after 30 s; we give up a bit earlier. */
 const CONNECTION_BIND_TIMEOUT_MS = 25_000;
+/** A target that drops SYNs would hold the peer for the kernel's ~2 min; give up sooner. */
+const TARGET_CONNECT_TIMEOUT_MS = 10_000;
 
 interface UdpFlow {
   readonly key: string;
@@ -813,6 +815,7 @@ export class Tunnel {
       this.log.debug("data connection error", { peer: peerText, err: err.message }),
     );
     const bindTimer = setTimeout(() => data.destroy(), CONNECTION_BIND_TIMEOUT_MS);
+    data.once("close", () => clearTimeout(bindTimer));
     data.once(this.control === "tls" ? "secureConnect" : "connect", () => {
       if (gen !== this.generation || this.client === undefined) return data.destroy();
       data.write(this.client.connectionBindRequest(connectionId));
@@ -876,7 +879,15 @@ export class Tunnel {
       });
     });
     let connected = false;
-    target.once("close", () => this.pipes.delete(target));
+    // The error handler below then ends the peer's side cleanly, as for a refusal.
+    const connectTimer = setTimeout(
+      () => target.destroy(new Error(`connect timed out after ${TARGET_CONNECT_TIMEOUT_MS} ms`)),
+      TARGET_CONNECT_TIMEOUT_MS,
+    );
+    target.once("close", () => {
+      clearTimeout(connectTimer);
+      this.pipes.delete(target);
+    });
     target.on("error", (err) => {
       if (!connected) {
         // The target refused or is unreachable: end the peer's side cleanly (FIN, not RST), so
@@ -898,6 +909,7 @@ export class Tunnel {
       if (!data.destroyed && connected) data.end();
     });
     target.once("connect", () => {
+      clearTimeout(connectTimer);
       connected = true;
       this.log.debug("tcp connection piped", { peer: peerText });
       if (early.length > 0) {
