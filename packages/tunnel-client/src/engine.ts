@@ -125,6 +125,8 @@ export class TunnelEngine {
   async start(): Promise<void> {
     this.running = true;
     await this.resolveAll();
+    // stop() may have run while we awaited: no timers for a stopped engine.
+    if (!this.running) return;
     const every = Math.max(100, this.o.dnsInterval * 1000);
     this.dnsTimer = setInterval(() => void this.resolveAll(), every);
     this.windowTimer = setInterval(() => this.checkWindows(), this.o.windowCheckMs ?? 5000);

@@ -372,7 +372,8 @@ export class Tunnel {
     if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
     const client = this.client;
-    if (release && client !== undefined && this.state === "ready") {
+    // Any state that holds an allocation ("allocating" with permissions pending included).
+    if (release && client !== undefined && this.relayedAddress !== undefined) {
       // Best effort: Refresh lifetime 0 (RFC 8656 §7.2) so the relayed address goes at once.
       try {
         client.release(this.now());

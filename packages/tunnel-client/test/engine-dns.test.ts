@@ -133,3 +133,38 @@ describe("tunnel engine follows the relay name's DNS answer", () => {
     platform.close();
   });
 });
+
+describe("tunnel engine stopped while starting", () => {
+  it("leaves no DNS or window timers behind when stop() runs during the first resolution", async () => {
+    let calls = 0;
+    let answer: (ips: string[]) => void = () => {};
+    const engine = new TunnelEngine({
+      relays: [parseTurnUri("turn:relay.test:3478") as TurnUri],
+      credentials: createCredentialSource({ kind: "token", token: "t", name: "n", ttl: 3600 }),
+      resolver: {
+        resolve: () => {
+          calls++;
+          return calls === 1
+            ? new Promise<string[]>((r) => {
+                answer = r;
+              })
+            : Promise.resolve([]);
+        },
+      },
+      logger: createLogger({ level: "error" }),
+      random: new SeededRandom(7),
+      dnsInterval: 0.1,
+      keepalive: 1,
+      backoffBase: 0.1,
+      backoffMax: 1,
+      lifetime: 600,
+      software: "test",
+    });
+    const started = engine.start();
+    await engine.stop();
+    answer([]);
+    await started;
+    await sleep(500); // five DNS intervals
+    expect(calls).toBe(1);
+  });
+});
