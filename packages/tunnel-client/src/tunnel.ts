@@ -36,8 +36,10 @@ import {
   connect as tlsConnect,
 } from "node:tls";
 import {
+  formatIp,
   formatTransportAddress,
   Method,
+  parseIp,
   type RandomSource,
   StreamFramer,
   type TransportAddress,
@@ -172,6 +174,10 @@ export class Tunnel {
   credentialRenewals = 0;
   /** UDP peer flows that got no channel (all 4096 numbers bound or cooling down). */
   channelsExhausted = 0;
+  /** Datagrams and connection attempts from peers outside --allow-peer (a permissive relay). */
+  peersRefused = 0;
+  /** The allowed peer IPs, canonical (formatIp). */
+  private readonly allowed: ReadonlySet<string>;
   /** Bumped on every (re)connect: callbacks of an older generation are ignored. */
   private generation = 0;
   private readonly flows = new Map<string, UdpFlow>();
@@ -185,6 +191,12 @@ export class Tunnel {
     this.now = o.now ?? (() => performance.now());
     this.wallNow = o.wallNow ?? Date.now;
     this.log = o.logger.child({ service: o.service.name, relay: o.relayIp });
+    this.allowed = new Set(
+      o.service.allowPeers.ips.map((ip) => {
+        const parsed = parseIp(ip);
+        return parsed === undefined ? ip : formatIp(parsed);
+      }),
+    );
     this.backoff = new Backoff({
       baseMs: o.backoffBase * 1000,
       capMs: o.backoffMax * 1000,
@@ -708,11 +720,27 @@ export class Tunnel {
     this.onPeerDatagram(data.peer, data.bytes.subarray(data.start, data.end));
   }
 
+  /**
+   * Defence in depth: the relay enforces the permissions (RFC 8656 §9), but a permissive or
+   * misconfigured one must still not get a stranger to the target. Counted, logged at debug.
+   */
+  private peerAllowed(peer: TransportAddress): boolean {
+    const ip = parseIp(peer.address);
+    if (ip !== undefined && this.allowed.has(formatIp(ip))) return true;
+    this.peersRefused++;
+    this.log.debug("traffic from a peer outside --allow-peer dropped", {
+      peer: formatTransportAddress(peer),
+      refused: this.peersRefused,
+    });
+    return false;
+  }
+
   // -------------------------------------------------------------------------------------------
   // UDP services
 
   private onPeerDatagram(peer: TransportAddress, payload: Uint8Array): void {
     if (this.o.service.protocol !== "udp" || this.targetAddress === undefined) return;
+    if (!this.peerAllowed(peer)) return;
     const key = formatTransportAddress(peer);
     let flow = this.flows.get(key);
     if (flow === undefined) {
@@ -800,6 +828,7 @@ export class Tunnel {
   private onConnectionAttempt(peer: TransportAddress, connectionId: number): void {
     const client = this.client;
     if (client === undefined || this.o.service.protocol !== "tcp") return;
+    if (!this.peerAllowed(peer)) return;
     const gen = this.generation;
     const peerText = formatTransportAddress(peer);
     // allowHalfOpen: the peer's FIN (its request is complete) must not close our side before
