@@ -2,7 +2,6 @@
 // throw-away self-signed certificate: coturn's turnutils_uclient over TLS with channels to a
 // turnutils_peer (zero loss), and our own client over node:tls for a Binding and a relayed
 // round trip with padded ChannelData (RFC 8656 §12.5).
-import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
@@ -11,6 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { restCredentials } from "../../../test-support/credentials.js";
 import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import { selfSignedCert } from "../../../test-support/tls.js";
 import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
 import {
   AttributeType,
@@ -37,28 +37,7 @@ describe.skipIf(skipUnlessTools(...TOOLS))("turnpike-relay over TLS (TURNS)", ()
   beforeAll(async () => {
     requireTools(...TOOLS);
     dir = mkdtempSync(join(tmpdir(), "turnpike-e2e-tls-"));
-    cert = join(dir, "cert.pem");
-    key = join(dir, "key.pem");
-    const gen = spawnSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-days",
-        "1",
-        "-keyout",
-        key,
-        "-out",
-        cert,
-      ],
-      { encoding: "utf8", timeout: 20_000 },
-    );
-    if (gen.status !== 0) throw new Error(`openssl failed: ${gen.stderr}`);
+    ({ cert, key } = selfSignedCert(dir));
     range = reservePortRange(50);
     tlsPort = await freePort();
     promPort = await freePort();

@@ -373,3 +373,25 @@ export async function waitUntil(
 export function logTail(proc: ManagedProcess, n = 30): string {
   return `--- log ---\n${proc.stderr.split("\n").slice(-n).join("\n")}`;
 }
+
+/**
+ * The tunnel most suites run: service `u` (a UDP echo) and `t` (a TCP echo) through `relay`,
+ * with loopback peers allowed. Suites append their own flags.
+ */
+export function exposeEchoArgs(relay: string, udpPort: number, tcpPort: number): string[] {
+  return [
+    "--relay",
+    relay,
+    "--expose",
+    `u=udp://127.0.0.1:${udpPort}`,
+    "--expose",
+    `t=tcp://127.0.0.1:${tcpPort}`,
+    "--allow-peer",
+    "127.0.0.1",
+  ];
+}
+
+/** `n` tunnels listed, every one of them ready. */
+export function allReady(rows: readonly ListRow[], n: number): boolean {
+  return rows.length === n && rows.every((r) => r.state === "ready");
+}

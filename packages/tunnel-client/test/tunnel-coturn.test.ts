@@ -8,6 +8,7 @@ import { freePort, type PortRange, reservePortRange } from "../../../test-suppor
 import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
 import {
   echoUdp,
+  exposeEchoArgs,
   parseAddress,
   sha256,
   startTunnel,
@@ -42,18 +43,7 @@ describe.skipIf(skip)("turnpike-tunnel with coturn as the relay", () => {
     udp = await udpEcho();
     tcp = await tcpEcho();
     tunnel = await startTunnel(
-      [
-        "--relay",
-        `turn:127.0.0.1:${port}`,
-        "--expose",
-        `u=udp://127.0.0.1:${udp.port}`,
-        "--expose",
-        `t=tcp://127.0.0.1:${tcp.port}`,
-        "--allow-peer",
-        "127.0.0.1",
-        "--keepalive",
-        "2",
-      ],
+      [...exposeEchoArgs(`turn:127.0.0.1:${port}`, udp.port, tcp.port), "--keepalive", "2"],
       { TURNPIKE_TOKEN: SECRET },
     );
     await tunnel.waitFor(

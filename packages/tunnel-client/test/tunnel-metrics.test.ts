@@ -10,8 +10,9 @@ import {
 } from "../../../test-support/otlp-receiver.js";
 import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
 import {
+  allReady,
   echoUdp,
-  type ListRow,
+  exposeEchoArgs,
   parseAddress,
   type RelayProcess,
   sha256,
@@ -28,8 +29,6 @@ const TOKEN = "tunnel-metrics-secret";
 const DATAGRAMS = 200;
 const DATAGRAM_SIZE = 200;
 const TCP_BYTES = 256 * 1024;
-
-const allReady = (rows: ListRow[]) => rows.length === 2 && rows.every((r) => r.state === "ready");
 
 /** The value of the point whose attributes include `attrs` (undefined when there is none). */
 function metricValue(m: ReceivedMetric, attrs: Record<string, string> = {}): number | undefined {
@@ -64,14 +63,7 @@ describe("turnpike-tunnel exports OTLP metrics", () => {
     relay = await startOurRelay();
     tunnel = await startTunnel(
       [
-        "--relay",
-        `turn:127.0.0.1:${relayPort}`,
-        "--expose",
-        `u=udp://127.0.0.1:${udp.port}`,
-        "--expose",
-        `t=tcp://127.0.0.1:${tcp.port}`,
-        "--allow-peer",
-        "127.0.0.1",
+        ...exposeEchoArgs(`turn:127.0.0.1:${relayPort}`, udp.port, tcp.port),
         "--keepalive",
         "1",
         "--backoff-base",
@@ -85,7 +77,7 @@ describe("turnpike-tunnel exports OTLP metrics", () => {
         OTEL_METRIC_EXPORT_INTERVAL: "300",
       },
     );
-    await tunnel.waitFor(allReady, 15_000, "both tunnels ready");
+    await tunnel.waitFor((r) => allReady(r, 2), 15_000, "both tunnels ready");
   });
 
   afterAll(async () => {
@@ -115,7 +107,7 @@ describe("turnpike-tunnel exports OTLP metrics", () => {
       "both tunnels to notice the dead relay",
     );
     relay = await startOurRelay();
-    await tunnel.waitFor(allReady, 10_000, "both tunnels ready again");
+    await tunnel.waitFor((r) => allReady(r, 2), 10_000, "both tunnels ready again");
 
     const t0 = performance.now();
     const expected = DATAGRAMS * DATAGRAM_SIZE + TCP_BYTES;

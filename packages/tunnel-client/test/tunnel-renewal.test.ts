@@ -12,8 +12,9 @@ import { freePort, type PortRange, reservePortRange } from "../../../test-suppor
 import { sleep } from "../../../test-support/process.js";
 import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
 import {
+  allReady,
   echoUdp,
-  type ListRow,
+  exposeEchoArgs,
   logCount,
   logTail,
   parseAddress,
@@ -34,9 +35,6 @@ const RENEWED = "credentials renewed in place";
 const REFUSED = "refused renewed credentials";
 const REALLOCATED = "credentials about to expire: re-allocating";
 
-const allReady = (rows: ListRow[], n: number) =>
-  rows.length === n && rows.every((r) => r.state === "ready");
-
 /** Both services answer through their relayed addresses: 50 datagrams and 256 KiB over TCP. */
 async function trafficFlows(tunnel: TunnelProcess): Promise<void> {
   const rows = await tunnel.list();
@@ -55,18 +53,7 @@ async function trafficFlows(tunnel: TunnelProcess): Promise<void> {
 }
 
 function tunnelArgs(relay: string, udpPort: number, tcpPort: number): string[] {
-  return [
-    "--relay",
-    relay,
-    "--expose",
-    `u=udp://127.0.0.1:${udpPort}`,
-    "--expose",
-    `t=tcp://127.0.0.1:${tcpPort}`,
-    "--allow-peer",
-    "127.0.0.1",
-    "--keepalive",
-    "2",
-  ];
+  return [...exposeEchoArgs(relay, udpPort, tcpPort), "--keepalive", "2"];
 }
 
 describe("credential renewal against turnpike-relay", () => {

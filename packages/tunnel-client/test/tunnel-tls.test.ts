@@ -2,13 +2,13 @@
 // loopback: turnpike-relay with --tls-listen and a throw-away self-signed certificate; the
 // tunnel trusts it with --ca (the certificate names "localhost") or, in tests only,
 // --insecure-skip-verify. Without either the tunnel refuses the relay. Bounded waits.
-import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import { selfSignedCert } from "../../../test-support/tls.js";
 import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
 import {
   echoUdp,
@@ -69,28 +69,9 @@ describe.skipIf(skip)("turnpike-tunnel over turns: (TLS to the relay)", () => {
   beforeAll(async () => {
     requireTools("openssl");
     dir = mkdtempSync(join(tmpdir(), "turnpike-tunnel-tls-"));
-    cert = join(dir, "cert.pem");
-    const key = join(dir, "key.pem");
-    const gen = spawnSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-days",
-        "1",
-        "-keyout",
-        key,
-        "-out",
-        cert,
-      ],
-      { encoding: "utf8", timeout: 20_000 },
-    );
-    if (gen.status !== 0) throw new Error(`openssl failed: ${gen.stderr}`);
+    const generated = selfSignedCert(dir);
+    cert = generated.cert;
+    const key = generated.key;
     range = reservePortRange(100);
     const port = await freePort();
     tlsPort = await freePort();

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
 import {
   echoUdp,
+  exposeEchoArgs,
   type ListRow,
   logCount,
   parseAddress,
@@ -59,14 +60,7 @@ describe("access windows on a running tunnel", () => {
     });
     tunnel = await startTunnel(
       [
-        "--relay",
-        `turn:127.0.0.1:${port}`,
-        "--expose",
-        `u=udp://127.0.0.1:${udp.port}`,
-        "--expose",
-        `t=tcp://127.0.0.1:${tcp.port}`,
-        "--allow-peer",
-        "127.0.0.1",
+        ...exposeEchoArgs(`turn:127.0.0.1:${port}`, udp.port, tcp.port),
         "--window",
         WINDOW,
         "--test-clock",
