@@ -27,6 +27,7 @@ export type {
   Permission,
   RelaySocket,
 } from "./server/allocation.js";
+export { DatagramSource } from "./server/datagram-source.js";
 export * from "./server/rate-limit.js";
 export * from "./server/server.js";
 export * from "./server/stats.js";

@@ -50,6 +50,9 @@ export interface SocketAddress {
   readonly family: 4 | 6;
 }
 
+export const UDP_IO_MODES = ["auto", "batch", "dgram"] as const;
+export type UdpIoMode = (typeof UDP_IO_MODES)[number];
+
 export interface StaticUser {
   readonly username: string;
   readonly password: string;
@@ -98,6 +101,8 @@ export interface RelayConfig {
   readonly maxUnauthenticatedRate: number;
   /** Seconds. */
   readonly tcpIdleTimeout: number;
+  /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
+  readonly udpIo: UdpIoMode;
   readonly alternateServer: SocketAddress | undefined;
   /** Seconds. */
   readonly drainTimeout: number;
@@ -333,6 +338,23 @@ export const OPTIONS = {
     defaultText: "300",
     default: 300,
     parse: (raw, where) => parseInteger(raw, where, 1, 86400),
+  }),
+  "udp-io": spec<UdpIoMode>({
+    group: "Operations",
+    describe:
+      "UDP data path: batch (native recvmmsg/sendmmsg, Linux), dgram (node:dgram), auto (batch when its native module loads, else dgram; the log says which)",
+    placeholder: "auto|batch|dgram",
+    defaultText: "auto",
+    default: "auto",
+    parse: (raw, where) => {
+      const text = one(raw, where);
+      if (!(UDP_IO_MODES as readonly string[]).includes(text)) {
+        throw new ConfigError(
+          `${where} must be one of auto, batch, dgram, got ${JSON.stringify(text)}`,
+        );
+      }
+      return text as UdpIoMode;
+    },
   }),
   "alternate-server": spec<SocketAddress | undefined>({
     group: "Operations",
@@ -681,6 +703,7 @@ function finish(
     maxConnections: v["max-connections"],
     maxUnauthenticatedRate: v["max-unauthenticated-rate"],
     tcpIdleTimeout: v["tcp-idle-timeout"],
+    udpIo: v["udp-io"],
     alternateServer: v["alternate-server"],
     drainTimeout: v["drain-timeout"],
     healthListen: v["health-listen"],

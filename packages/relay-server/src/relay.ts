@@ -1,4 +1,5 @@
-// The socket driver: executes relay-core's decisions with node:dgram, node:net and node:tls.
+// The socket driver: executes relay-core's decisions. UDP goes through a UdpPath (udp/: the
+// batched native module, or node:dgram), TCP and TLS through node:net and node:tls here.
 //
 // It owns every socket and the one timer, and follows relay-core's call order (see
 // packages/relay-core/README.md): after each handle* call, act on the returned route at once,
@@ -6,13 +7,12 @@
 // yargs or OpenTelemetry: configuration arrives as RelayConfig, metrics leave as plain counters.
 //
 // Data path (the part that runs per packet):
-//   client -> peer: core.handleUdpClient / handleStreamClient returns ToPeer with a byte range
-//     of the received buffer; it is sent from the allocation's relay socket without a copy.
-//   peer -> client: core.handlePeerData returns ToClient with a channel number; the 4-byte
-//     ChannelData header goes out in front of the received buffer as a two-buffer send (no
-//     concatenation, RFC 8656 §12.4), with 4-byte padding on TCP/TLS (§12.5).
+//   client -> peer: relay-core returns ToPeer with a byte range of the received bytes; the UDP
+//     path sends it from the allocation's relay socket without a copy.
+//   peer -> client: relay-core returns ToClient with a channel number; the 4-byte ChannelData
+//     header goes in front of the payload without concatenating (RFC 8656 §12.4), with 4-byte
+//     padding on TCP/TLS (§12.5). See udp/batch-path.ts for the batched UDP details.
 
-import dgram from "node:dgram";
 import { readFileSync } from "node:fs";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
@@ -39,6 +39,8 @@ import type { RelayConfig, SocketAddress } from "./config.js";
 import { CryptoRandom } from "./random.js";
 import { type RelayStats, type RelayTelemetry, recordRelayed, relaySlot } from "./stats.js";
 import type { RelayAddresses, RelayDeps, RunningRelay } from "./types.js";
+import { selectUdpPath } from "./udp/select.js";
+import type { UdpHost, UdpPath } from "./udp/udp-path.js";
 
 /** A TCP/TLS client whose socket buffers more than this is not fed more relayed data. */
 const STREAM_HIGH_WATER = 1 << 20;
@@ -55,8 +57,6 @@ const PADDING = Buffer.alloc(3);
 /** Upper bound on a TLS handshake (a few round trips, even on a slow mobile link). */
 const TLS_HANDSHAKE_MS = 10_000;
 
-const SLOT_UDP_C2P = relaySlot("client_to_peer", "udp");
-const SLOT_UDP_P2C = relaySlot("peer_to_client", "udp");
 const SLOT_TCP_C2P = relaySlot("client_to_peer", "tcp");
 const SLOT_TCP_P2C = relaySlot("peer_to_client", "tcp");
 const SLOT_TLS_C2P = relaySlot("client_to_peer", "tls");
@@ -82,22 +82,23 @@ export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<
   return driver;
 }
 
-class RelayDriver implements RunningRelay {
+class RelayDriver implements RunningRelay, UdpHost {
   ready = false;
   draining = false;
 
-  private readonly core: TurnServer;
+  readonly core: TurnServer;
+  readonly stats: RelayStats;
+  readonly telemetry: RelayTelemetry;
   private readonly log: Logger;
-  private readonly stats: RelayStats;
-  private readonly telemetry: RelayTelemetry;
-  /** UDP listening sockets, indexed by listener id (the id relay-core sees). */
-  private readonly udpListeners: dgram.Socket[] = [];
+  private readonly udp: UdpPath;
+  private readonly udpFallbackReason: string | undefined;
+  /** The next UDP listener id (the id relay-core sees for UDP clients), in bind order. */
+  private nextUdpListener = 0;
   private readonly streamServers: net.Server[] = [];
   private readonly streams = new Map<number, StreamClient>();
   private nextConnectionId = 1;
-  /** Relay sockets by relay-core's relay id; `pendingRelays` are still binding. */
-  private readonly relaySockets = new Map<number, dgram.Socket>();
-  private readonly pendingRelays = new Map<number, dgram.Socket | net.Server>();
+  /** TCP relayed-address listeners still binding (UDP relay sockets live in the UdpPath). */
+  private readonly pendingRelays = new Map<number, net.Server>();
   /** RFC 6062: TCP relayed addresses (listeners) and peer connections by CONNECTION-ID. */
   private readonly tcpRelays = new Map<number, net.Server>();
   private readonly peerSockets = new Map<number, net.Socket>();
@@ -108,9 +109,6 @@ class RelayDriver implements RunningRelay {
   private wallClockTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private drainWaiter: (() => void) | undefined;
-  /** The header in front of a peer datagram relayed to a UDP client; see sendChannelData. */
-  private readonly udpHeader = Buffer.alloc(4);
-  private readonly sendList: Buffer[] = [this.udpHeader, this.udpHeader];
   private bound: { udp: SocketAddress[]; tcp: SocketAddress[]; tls: SocketAddress[] } = {
     udp: [],
     tcp: [],
@@ -159,6 +157,14 @@ class RelayDriver implements RunningRelay {
         : undefined,
     });
     this.stats.beforeCollect = () => this.syncGauges();
+    const choice = selectUdpPath(config.udpIo, this);
+    this.udp = choice.path;
+    this.udpFallbackReason = choice.fallbackReason;
+  }
+
+  /** Which UDP data path runs ("batch" or "dgram"), for the log, /readyz and metrics. */
+  get udpIo(): "batch" | "dgram" {
+    return this.udp.kind;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -181,34 +187,22 @@ class RelayDriver implements RunningRelay {
     );
     this.wallClockTimer.unref();
     this.ready = true;
-    // The CLI logs the bound addresses ("listening"); this line says what relays where.
+    // The CLI logs the bound addresses ("listening"); this line says what relays where, and
+    // on which UDP data path (with the reason when the batched one could not be used).
     this.log.info("ready", {
       relayIp4: this.config.relayIp4,
       relayIp6: this.config.relayIp6,
       ports: `${this.config.minPort}-${this.config.maxPort}`,
+      udpIo: this.udp.kind,
+      ...(this.udpFallbackReason !== undefined ? { udpIoFallback: this.udpFallbackReason } : {}),
     });
   }
 
-  private listenUdp(addr: SocketAddress): Promise<void> {
-    const id = this.udpListeners.length;
-    const socket = dgram.createSocket({
-      type: addr.family === 6 ? "udp6" : "udp4",
-      ipv6Only: addr.family === 6,
-      lookup: literalLookup,
+  private async listenUdp(addr: SocketAddress): Promise<void> {
+    const bound = await this.udp.listen(this.nextUdpListener++, addr, {
+      bufferBytes: LISTENER_BUFFER_BYTES,
     });
-    this.udpListeners.push(socket);
-    socket.on("message", (msg, rinfo) => this.onUdpClient(id, msg, rinfo));
-    return new Promise((resolve, reject) => {
-      socket.once("error", reject);
-      socket.bind({ address: addr.ip, port: addr.port, exclusive: true }, () => {
-        socket.off("error", reject);
-        socket.on("error", (err) => this.log.warn("udp listener error", { error: err.message }));
-        setBuffers(socket, LISTENER_BUFFER_BYTES);
-        const a = socket.address();
-        this.bound.udp.push({ ip: a.address, port: a.port, family: addr.family });
-        resolve();
-      });
-    });
+    this.bound.udp.push(bound);
   }
 
   private listenStream(
@@ -264,21 +258,6 @@ class RelayDriver implements RunningRelay {
   // ---------------------------------------------------------------------------------------
   // Client traffic
 
-  private onUdpClient(listener: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const kind = this.core.handleUdpClient(
-      listener,
-      msg,
-      rinfo.address,
-      rinfo.port,
-      performance.now(),
-    );
-    if (kind === RouteKind.ToPeer) {
-      this.sendToPeer(SLOT_UDP_C2P);
-      return;
-    }
-    this.flush();
-  }
-
   private onStreamConnection(listener: number, transport: "tcp" | "tls", socket: net.Socket): void {
     if (this.closed || this.streams.size >= this.config.maxConnections) {
       this.telemetry.drop("client-connection-limit");
@@ -331,7 +310,7 @@ class RelayDriver implements RunningRelay {
     const now = performance.now();
     for (let frame = framer.next(); frame !== undefined; frame = framer.next()) {
       if (this.core.handleStreamClient(client.id, frame, now) === RouteKind.ToPeer) {
-        this.sendToPeer(slot);
+        this.udp.sendToPeer(slot);
         continue;
       }
       // A control message: act on it now, since a ConnectionBind turns the rest of this very
@@ -352,65 +331,10 @@ class RelayDriver implements RunningRelay {
     this.flush();
   }
 
-  /** Send the route's byte range from the allocation's relay socket (no copy). */
-  private sendToPeer(slot: number): void {
-    const r = this.core.route;
-    const socket = this.relaySockets.get(r.relay);
-    if (socket === undefined) return;
-    const length = r.end - r.start;
-    try {
-      socket.send(r.data, r.start, length, r.peerPort, r.peerAddress);
-    } catch (err) {
-      // dgram throws synchronously on arguments it rejects; relay-core never routes such a
-      // packet, and if it ever did, one datagram must not take the process down.
-      this.telemetry.drop("send-failed");
-      this.log.debug("send to peer failed", { error: (err as Error).message });
-      return;
-    }
-    recordRelayed(this.stats, slot, length);
-  }
-
   // ---------------------------------------------------------------------------------------
-  // Peer traffic
+  // Peer traffic for stream clients (UdpHost)
 
-  private onPeer(relay: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const kind = this.core.handlePeerData(relay, msg, rinfo.address, rinfo.port, performance.now());
-    if (kind !== RouteKind.ToClient) {
-      this.flush();
-      return;
-    }
-    const r = this.core.route;
-    const client = r.client;
-    if (client.transport === "udp") this.sendUdpToClient(client);
-    else this.sendStreamToClient(client);
-  }
-
-  private sendUdpToClient(client: ClientEndpoint): void {
-    const r = this.core.route;
-    const listener = this.udpListeners[client.listener];
-    if (listener === undefined) return;
-    const length = r.end - r.start;
-    if (r.channel === 0) {
-      // A Data indication the core built: one whole STUN message.
-      listener.send(r.data, r.start, length, client.port, client.address);
-    } else {
-      // Reuse one header buffer while the socket's send queue is empty: a send is then either
-      // done synchronously or becomes the queue's only entry, and the next packet sees a
-      // non-empty queue and takes a fresh header. Node copies the list array itself.
-      const header = listener.getSendQueueCount() === 0 ? this.udpHeader : Buffer.allocUnsafe(4);
-      writeChannelDataHeader(header, 0, r.channel, length);
-      const list = this.sendList;
-      list[0] = header;
-      list[1] =
-        r.start === 0 && r.end === r.data.length
-          ? (r.data as Buffer)
-          : Buffer.from(r.data.buffer, r.data.byteOffset + r.start, length);
-      listener.send(list, client.port, client.address);
-    }
-    recordRelayed(this.stats, SLOT_UDP_P2C, length);
-  }
-
-  private sendStreamToClient(client: ClientEndpoint): void {
+  sendStreamToClient(client: ClientEndpoint, copy: boolean): void {
     const r = this.core.route;
     const stream = this.streams.get(client.connection);
     if (stream === undefined) return;
@@ -421,8 +345,11 @@ class RelayDriver implements RunningRelay {
       return;
     }
     const length = r.end - r.start;
-    const payload =
-      r.start === 0 && r.end === r.data.length
+    // A write that cannot complete at once keeps its buffer: bytes in a reused receive arena
+    // must be copied first.
+    const payload = copy
+      ? Buffer.from(r.data.subarray(r.start, r.end))
+      : r.start === 0 && r.end === r.data.length
         ? r.data
         : Buffer.from(r.data.buffer, r.data.byteOffset + r.start, length);
     if (r.channel === 0) {
@@ -444,12 +371,28 @@ class RelayDriver implements RunningRelay {
   // ---------------------------------------------------------------------------------------
   // Commands and the timer
 
-  /** Drain relay-core's commands, then re-arm the single timer (relay-core's call order). */
+  /**
+   * Drain relay-core's commands, re-arm the single timer (relay-core's call order), and send
+   * what the UDP path queued.
+   */
   private flush(): void {
+    this.drainCommands();
+    this.arm();
+    this.udp.flush();
+  }
+
+  drainCommands(): void {
     for (let c = this.core.pollCommand(); c !== undefined; c = this.core.pollCommand()) {
       this.execute(c);
     }
+  }
+
+  armTimer(): void {
     this.arm();
+  }
+
+  debug(message: string, fields: Record<string, unknown>): void {
+    this.log.debug(message, fields);
   }
 
   private execute(c: Command): void {
@@ -464,14 +407,11 @@ class RelayDriver implements RunningRelay {
         return;
       case "open-relay":
         if (c.protocol === "tcp") this.openTcpRelay(c.relay, c.bindAddress, c.port);
-        else this.openRelay(c.relay, c.family, c.bindAddress, c.port);
+        else this.udp.openRelay(c.relay, c.family, c.bindAddress, c.port);
         return;
       case "close-relay": {
-        const socket =
-          this.relaySockets.get(c.relay) ??
-          this.tcpRelays.get(c.relay) ??
-          this.pendingRelays.get(c.relay);
-        this.relaySockets.delete(c.relay);
+        if (this.udp.closeRelay(c.relay)) return;
+        const socket = this.tcpRelays.get(c.relay) ?? this.pendingRelays.get(c.relay);
         this.tcpRelays.delete(c.relay);
         this.pendingRelays.delete(c.relay);
         socket?.close();
@@ -530,42 +470,11 @@ class RelayDriver implements RunningRelay {
 
   private sendControl(client: ClientEndpoint, data: Uint8Array): void {
     if (client.transport === "udp") {
-      this.udpListeners[client.listener]?.send(data, client.port, client.address);
+      this.udp.sendControl(client, data);
       return;
     }
     const stream = this.streams.get(client.connection);
     if (stream && !stream.socket.destroyed) stream.socket.write(data);
-  }
-
-  private openRelay(relay: number, family: 4 | 6, address: string, port: number): void {
-    const socket = dgram.createSocket({
-      type: family === 6 ? "udp6" : "udp4",
-      ipv6Only: family === 6,
-      lookup: literalLookup,
-    });
-    this.pendingRelays.set(relay, socket);
-    const onBindError = (err: Error) => {
-      if (this.pendingRelays.get(relay) !== socket) return;
-      this.pendingRelays.delete(relay);
-      socket.close();
-      this.log.debug("relay port bind failed", { port, error: err.message });
-      this.core.handleRelayBindFailed(relay, performance.now());
-      this.flush();
-    };
-    socket.once("error", onBindError);
-    socket.bind({ address, port, exclusive: true }, () => {
-      socket.off("error", onBindError);
-      if (this.pendingRelays.get(relay) !== socket) {
-        socket.close(); // the allocation went away while binding
-        return;
-      }
-      this.pendingRelays.delete(relay);
-      this.relaySockets.set(relay, socket);
-      socket.on("message", (msg, rinfo) => this.onPeer(relay, msg, rinfo));
-      socket.on("error", (err) => this.log.debug("relay socket error", { error: err.message }));
-      this.core.handleRelayBound(relay, performance.now());
-      this.flush();
-    });
   }
 
   // ---------------------------------------------------------------------------------------
@@ -722,6 +631,7 @@ class RelayDriver implements RunningRelay {
 
   /** Gauges and core counters, copied only when metrics are collected. */
   private syncGauges(): void {
+    this.udp.collect();
     const s = this.core.stats;
     this.stats.permissionsActive = s.permissionsActive;
     this.stats.channelsActive = s.channelsActive;
@@ -768,44 +678,18 @@ class RelayDriver implements RunningRelay {
     if (this.wallClockTimer) clearInterval(this.wallClockTimer);
     for (const s of this.pendingRelays.values()) s.close();
     this.pendingRelays.clear();
-    for (const s of this.relaySockets.values()) s.close();
-    this.relaySockets.clear();
     for (const s of this.tcpRelays.values()) s.close();
     this.tcpRelays.clear();
     for (const s of this.peerSockets.values()) s.destroy();
     this.peerSockets.clear();
     for (const c of this.streams.values()) c.socket.destroy();
     await Promise.all([
-      ...this.udpListeners.map((s) => new Promise<void>((r) => s.close(() => r()))),
+      this.udp.close(),
       ...this.streamServers.map(
         (s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r())),
       ),
     ]).catch(() => undefined);
     this.log.info("closed");
-  }
-}
-
-/**
- * Every address the driver sends to is an IP literal from relay-core or from the kernel, so
- * name resolution is never needed. dgram's default lookup (dns.lookup) still defers each send
- * by a process.nextTick for a literal; answering synchronously keeps the send on the spot and
- * saves that per-packet work.
- */
-function literalLookup(
-  address: string,
-  _options: unknown,
-  callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
-): void {
-  callback(null, address, address.includes(":") ? 6 : 4);
-}
-
-/** Best effort: a kernel that refuses the size keeps its default. */
-function setBuffers(socket: dgram.Socket, bytes: number): void {
-  try {
-    socket.setRecvBufferSize(bytes);
-    socket.setSendBufferSize(bytes);
-  } catch {
-    // EPERM/ENOBUFS: the defaults stay, and the drop counters will tell.
   }
 }
 

@@ -19,14 +19,21 @@ export interface ClientEndpoint {
   readonly family: 4 | 6;
   readonly address: string;
   readonly port: number;
+  /** The address as the data path sends to it: IPv4 as a uint32 (else -1) ... */
+  readonly ip4: number;
+  /** ... IPv6 as four big-endian words (else undefined). */
+  readonly ip6: Uint32Array | undefined;
 }
 
 /** RFC 8656 §9: a permission is per peer IP address (any port), 300 s. */
 export interface Permission {
-  /** Number for IPv4 (the address as uint32), canonical text for IPv6: one map lookup. */
-  readonly key: number | string;
+  /** IPv4: the address as a uint32; IPv6: a keyed hash (see datagram-source.ts). */
+  readonly key: number;
   readonly address: string;
   readonly family: 4 | 6;
+  /** The numeric address, for the data path (and to confirm an IPv6 hash match). */
+  readonly ip4: number;
+  readonly ip6: Uint32Array | undefined;
   expiresAt: number;
 }
 
@@ -34,8 +41,14 @@ export interface Permission {
 export interface ChannelBinding {
   readonly number: number;
   readonly peer: TransportAddress;
-  /** IPv4: ip * 65536 + port (a safe integer); IPv6: "addr|port". */
-  readonly peerKey: number | string;
+  /** IPv4: ip * 65536 + port (a safe integer); IPv6: a keyed hash of address and port. */
+  readonly peerKey: number;
+  /** The peer address in numeric form, as a permission holds it. */
+  readonly peerIp4: number;
+  readonly peerIp6: Uint32Array | undefined;
+  /** Key of the peer's permission, and the permission itself (relinked when reinstalled). */
+  readonly permissionKey: number;
+  permission: Permission;
   /** The relay socket (family) the peer is reached through. */
   readonly relay: RelaySocket;
   expiresAt: number;
@@ -58,6 +71,8 @@ export interface RelaySocket {
   /** EVEN-PORT or RESERVATION-TOKEN chose this port: a failed bind is not retried elsewhere. */
   readonly fixedPort: boolean;
   state: "binding" | "bound" | "failed";
+  /** The runtime's handle for the bound socket (see Route.relayHandle); -1 if none. */
+  runtimeHandle: number;
   readonly allocation: Allocation;
 }
 
@@ -83,10 +98,10 @@ export class Allocation {
   state: AllocationState = "binding";
   readonly relays: RelaySocket[] = [];
   /** Permissions by peer IP key. */
-  readonly permissions = new Map<number | string, Permission>();
+  readonly permissions = new Map<number, Permission>();
   /** Channel bindings by number, and the same bindings by peer key (RFC 8656 §12 lookups both ways). */
   readonly channels = new Map<number, ChannelBinding>();
-  readonly channelsByPeer = new Map<number | string, ChannelBinding>();
+  readonly channelsByPeer = new Map<number, ChannelBinding>();
   /** RFC 6062 peer connections of a TCP allocation. */
   readonly tcpConnections = new Set<TcpPeerConnection>();
   expiresAt: number;
@@ -102,7 +117,7 @@ export class Allocation {
 
   constructor(
     readonly id: number,
-    readonly client: ClientEndpoint & { readonly key: number | string },
+    readonly client: ClientEndpoint & { readonly key: number },
     /** The USERNAME that created it: later requests must use the same (RFC 8656 §7, 441). */
     readonly username: string,
     /** Who quotas count against. */

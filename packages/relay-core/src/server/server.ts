@@ -50,6 +50,13 @@ import {
   type RelaySocket,
   type TcpPeerConnection,
 } from "./allocation.js";
+import {
+  AddressKeys,
+  DatagramSource,
+  ip4PortKey,
+  ipv6Words,
+  sameWords,
+} from "./datagram-source.js";
 import { SourceRateLimiter } from "./rate-limit.js";
 import { createServerStats, type DropReason, type ServerStats } from "./stats.js";
 import { type AllocationEndReason, type Command, type Route, RouteKind } from "./types.js";
@@ -127,7 +134,7 @@ const MAX_BIND_ATTEMPTS = 8;
 const RESPONSE_CACHE_ENTRIES = 8192;
 
 interface ClientRecord extends ClientEndpoint {
-  readonly key: number | string;
+  readonly key: number;
   allocation: Allocation | undefined;
 }
 
@@ -154,8 +161,12 @@ export class TurnServer {
   /** The routing decision of the last data-path call; see RouteKind. */
   readonly route: Route = {
     relay: -1,
+    relayHandle: -1,
     peerAddress: "",
     peerPort: 0,
+    peerFamily: 4,
+    peerIp4: 0,
+    peerIp6: undefined,
     client: undefined as unknown as ClientEndpoint,
     channel: 0,
     data: new Uint8Array(0),
@@ -172,8 +183,14 @@ export class TurnServer {
   private readonly commands: Command[] = [];
   private commandHead = 0;
   private readonly timers = new MinHeap<TimerEntry>();
-  /** UDP clients with an allocation, per listener, keyed like Permission keys plus the port. */
-  private readonly udpClients = new Map<number, Map<number | string, ClientRecord>>();
+  /**
+   * UDP clients with an allocation: per listener id (an array index), by 5-tuple key (IPv4
+   * `ip * 65536 + port`, IPv6 a keyed hash; see datagram-source.ts).
+   */
+  private readonly udpClients: Map<number, ClientRecord>[] = [];
+  private readonly keys: AddressKeys;
+  /** The source of string-addressed input (handleUdpClient, handlePeerData), reused. */
+  private readonly textSource = new DatagramSource();
   private readonly streamClients = new Map<number, ClientRecord>();
   private readonly relays = new Map<number, RelaySocket>();
   private readonly portsInUse: Record<4 | 6, Set<number>> = { 4: new Set(), 6: new Set() };
@@ -216,6 +233,7 @@ export class TurnServer {
     }
     const secret = new Uint8Array(32);
     options.random.fillBytes(secret);
+    this.keys = new AddressKeys(secret);
     this.nonces = new NonceIssuer(
       secret,
       this.lifetimes.nonce * 1000,
@@ -229,8 +247,9 @@ export class TurnServer {
   // Inputs
 
   /**
-   * A datagram from a client on UDP listener `listener`. Returns the data-path route (see
-   * `route`); control messages queue commands instead.
+   * A datagram from a client on UDP listener `listener`, addressed as text (as node:dgram
+   * reports it). Returns the data-path route (see `route`); control messages queue commands.
+   * `handleClientDatagram` is the same without strings or views per packet.
    */
   handleUdpClient(
     listener: number,
@@ -239,24 +258,45 @@ export class TurnServer {
     port: number,
     now: number,
   ): RouteKind {
-    if (port === 0) return this.drop("port-zero");
-    const first = data.length > 0 ? data[0]! & 0xc0 : 0xc0;
+    if (!this.textSource.setText(address, port)) return this.drop("unsupported-source");
+    return this.handleClientDatagram(listener, data, 0, data.length, this.textSource, now);
+  }
+
+  /**
+   * A datagram `buf[start..end)` from client `from` on UDP listener `listener` (the batched
+   * data path: `from` is reused by the caller, `buf` may be a whole receive arena). Returns the
+   * data-path route; its byte range refers to `buf`.
+   */
+  handleClientDatagram(
+    listener: number,
+    buf: Uint8Array,
+    start: number,
+    end: number,
+    from: DatagramSource,
+    now: number,
+  ): RouteKind {
+    if (from.port === 0) return this.drop("port-zero");
+    const first = end > start ? buf[start]! & 0xc0 : 0xc0;
+    const known = this.findUdpClient(listener, from);
     if (first === 0x40) {
-      const client = this.udpClients.get(listener)?.get(clientKey(address, port));
-      if (client === undefined) return this.drop("no-allocation");
-      return this.routeChannelData(client, data, now);
+      if (known === undefined) return this.drop("no-allocation");
+      return this.routeChannelData(known, buf, start, end, now);
     }
     if (first !== 0) return this.drop("not-stun");
-    const known = this.udpClients.get(listener)?.get(clientKey(address, port));
-    const endpoint: ClientEndpoint = known ?? {
-      transport: "udp",
-      listener,
-      connection: -1,
-      family: address.includes(":") ? 6 : 4,
-      address,
-      port,
-    };
+    // A scoped IPv6 source ("fe80::1%eth0") cannot be written into XOR-MAPPED-ADDRESS, and
+    // link-local clients have no business with a relay.
+    if (from.scoped) return this.drop("unsupported-source");
+    const endpoint = known ?? udpEndpoint(listener, from);
+    const data = start === 0 && end === buf.length ? buf : buf.subarray(start, end);
     return this.handleStun(endpoint, known, data, now);
+  }
+
+  private findUdpClient(listener: number, from: DatagramSource): ClientRecord | undefined {
+    const clients = this.udpClients[listener];
+    if (clients === undefined) return undefined;
+    if (from.family === 4) return clients.get(ip4PortKey(from.ip4, from.port));
+    const client = clients.get(this.keys.ip6Port(from.ip6, from.port));
+    return client !== undefined && sameWords(client.ip6!, from.ip6) ? client : undefined;
   }
 
   /** A TCP or TLS client connection was accepted (RFC 8656 §3.1: allocations live on it). */
@@ -267,13 +307,16 @@ export class TurnServer {
     address: string,
     port: number,
   ): void {
+    const family = address.includes(":") ? 6 : 4;
     this.streamClients.set(connection, {
       transport,
       listener,
       connection,
-      family: address.includes(":") ? 6 : 4,
+      family,
       address,
       port,
+      ip4: family === 4 ? ipv4ToUint32(address) : -1,
+      ip6: family === 6 ? ipv6Words(address) : undefined,
       key: connection,
       allocation: undefined,
     });
@@ -313,7 +356,7 @@ export class TurnServer {
     }
     const allocation = socket.allocation;
     const peer: TransportAddress = { family: socket.family, address, port };
-    const permission = allocation.permissions.get(permissionKey(peer));
+    const permission = this.findPermission(allocation, peer);
     if (permission === undefined || permission.expiresAt <= now) {
       this.drop("no-permission");
       return undefined;
@@ -380,17 +423,34 @@ export class TurnServer {
     const client = this.streamClients.get(connection);
     if (client === undefined) return this.drop("unknown-connection");
     const first = frame.length > 0 ? frame[0]! & 0xc0 : 0xc0;
-    if (first === 0x40) return this.routeChannelData(client, frame, now);
+    if (first === 0x40) return this.routeChannelData(client, frame, 0, frame.length, now);
     if (first !== 0) return this.drop("not-stun");
     return this.handleStun(client, client, frame, now);
   }
 
-  /** A datagram from a peer arriving on relay socket `relay` (RFC 8656 §11.3, §12.4). */
+  /** A datagram from a peer on relay socket `relay`, addressed as text (see handlePeerDatagram). */
   handlePeerData(
     relay: number,
     data: Uint8Array,
     address: string,
     port: number,
+    now: number,
+  ): RouteKind {
+    if (!this.textSource.setText(address, port)) return this.drop("family-mismatch");
+    return this.handlePeerDatagram(relay, data, 0, data.length, this.textSource, now);
+  }
+
+  /**
+   * A datagram `buf[start..end)` from peer `from` arriving on relay socket `relay` (RFC 8656
+   * §11.3, §12.4). A bound channel costs one map lookup here; an unbound peer a second one
+   * (its permission) and a Data indication built for it.
+   */
+  handlePeerDatagram(
+    relay: number,
+    buf: Uint8Array,
+    start: number,
+    end: number,
+    from: DatagramSource,
     now: number,
   ): RouteKind {
     const socket = this.relays.get(relay);
@@ -400,43 +460,53 @@ export class TurnServer {
     if (allocation.state !== "active" || allocation.expiresAt <= now) {
       return this.drop("no-allocation");
     }
-    let ipKey: number | string;
-    let peerKey: number | string;
-    if (socket.family === 4) {
-      const ip = ipv4ToUint32(address);
-      if (ip < 0) return this.drop("family-mismatch");
-      ipKey = ip;
-      peerKey = ip * 65536 + port;
-    } else {
-      ipKey = address;
-      peerKey = `${address}|${port}`;
-    }
-    // RFC 8656 §9: without a live permission for the peer's IP the datagram is discarded.
-    const permission = allocation.permissions.get(ipKey);
-    if (permission === undefined || permission.expiresAt <= now) return this.drop("no-permission");
+    if (from.family !== socket.family) return this.drop("family-mismatch");
+    const v4 = from.family === 4;
     const route = this.route;
-    route.client = allocation.client;
-    const binding = allocation.channelsByPeer.get(peerKey);
-    if (binding !== undefined && binding.expiresAt > now) {
+    const binding = allocation.channelsByPeer.get(
+      v4 ? ip4PortKey(from.ip4, from.port) : this.keys.ip6Port(from.ip6, from.port),
+    );
+    if (
+      binding !== undefined &&
+      binding.expiresAt > now &&
+      (v4 || sameWords(binding.peerIp6!, from.ip6))
+    ) {
+      // RFC 8656 §9: without a live permission for the peer's IP the datagram is discarded.
+      if (binding.permission.expiresAt <= now) return this.drop("no-permission");
       // RFC 8656 §12.4: a bound peer's data goes back as ChannelData.
+      route.client = allocation.client;
       route.channel = binding.number;
-      route.data = data;
-      route.start = 0;
-      route.end = data.length;
+      route.data = buf;
+      route.start = start;
+      route.end = end;
       return RouteKind.ToClient;
+    }
+    const permission = allocation.permissions.get(v4 ? from.ip4 : this.keys.ip6(from.ip6));
+    if (
+      permission === undefined ||
+      permission.expiresAt <= now ||
+      (!v4 && !sameWords(permission.ip6!, from.ip6))
+    ) {
+      return this.drop("no-permission");
     }
     // RFC 8656 §11.4: otherwise as a Data indication with XOR-PEER-ADDRESS and DATA. Its
     // attributes must fit STUN's 16-bit length (RFC 8489 §5): a near-maximal IPv6 datagram
     // cannot be carried that way, only over a channel.
-    if (data.length > MAX_DATA_INDICATION_PAYLOAD) return this.drop("oversized");
+    const length = end - start;
+    if (length > MAX_DATA_INDICATION_PAYLOAD) return this.drop("oversized");
     const tid = new Uint8Array(12);
     this.options.random.fillBytes(tid);
     // Sized up front: header, XOR-PEER-ADDRESS (v6 at most 24), DATA header and padding.
-    const capacity = HEADER_LENGTH + 24 + 4 + data.length + 3;
+    const capacity = HEADER_LENGTH + 24 + 4 + length + 3;
     const indication = new StunMessageBuilder(Method.Data, MessageClass.Indication, tid, capacity)
-      .xorAddress(AttributeType.XorPeerAddress, { family: socket.family, address, port })
-      .bytes(AttributeType.Data, data)
+      .xorAddress(AttributeType.XorPeerAddress, {
+        family: socket.family,
+        address: permission.address,
+        port: from.port,
+      })
+      .bytes(AttributeType.Data, start === 0 && end === buf.length ? buf : buf.subarray(start, end))
       .build();
+    route.client = allocation.client;
     route.channel = 0;
     route.data = indication;
     route.start = 0;
@@ -445,10 +515,11 @@ export class TurnServer {
   }
 
   /** The runtime bound relay socket `relay` (answer to an "open-relay" command). */
-  handleRelayBound(relay: number, now: number): void {
+  handleRelayBound(relay: number, now: number, runtimeHandle = -1): void {
     const socket = this.relays.get(relay);
     if (socket?.state !== "binding") return;
     socket.state = "bound";
+    socket.runtimeHandle = runtimeHandle;
     this.maybeCompleteAllocate(socket.allocation, now);
   }
 
@@ -563,26 +634,39 @@ export class TurnServer {
   // ---------------------------------------------------------------------------------------
   // Data path
 
-  /** RFC 8656 §12.4: ChannelData from a client goes to the bound peer, if still permitted. */
-  private routeChannelData(client: ClientRecord, data: Uint8Array, now: number): RouteKind {
+  /**
+   * RFC 8656 §12.4: ChannelData `buf[start..end)` from a client goes to the bound peer, if
+   * still permitted. One map lookup (the channel); the binding holds its permission.
+   */
+  private routeChannelData(
+    client: ClientRecord,
+    buf: Uint8Array,
+    start: number,
+    end: number,
+    now: number,
+  ): RouteKind {
     const allocation = client.allocation;
     if (allocation === undefined || allocation.state !== "active" || allocation.expiresAt <= now) {
       return this.drop("no-allocation");
     }
-    if (data.length < 4) return this.drop("malformed-channel-data");
-    const length = (data[2]! << 8) | data[3]!;
-    if (4 + length > data.length) return this.drop("malformed-channel-data");
-    const binding = allocation.channels.get((data[0]! << 8) | data[1]!);
+    if (end - start < 4) return this.drop("malformed-channel-data");
+    const length = (buf[start + 2]! << 8) | buf[start + 3]!;
+    // RFC 8656 §12.4: the datagram may be longer (padding), never shorter than the length.
+    if (start + 4 + length > end) return this.drop("malformed-channel-data");
+    const binding = allocation.channels.get((buf[start]! << 8) | buf[start + 1]!);
     if (binding === undefined || binding.expiresAt <= now) return this.drop("no-channel");
-    const permission = allocation.permissions.get(permissionKeyOfBinding(binding));
-    if (permission === undefined || permission.expiresAt <= now) return this.drop("no-permission");
+    if (binding.permission.expiresAt <= now) return this.drop("no-permission");
     const route = this.route;
     route.relay = binding.relay.id;
+    route.relayHandle = binding.relay.runtimeHandle;
     route.peerAddress = binding.peer.address;
     route.peerPort = binding.peer.port;
-    route.data = data;
-    route.start = 4;
-    route.end = 4 + length;
+    route.peerFamily = binding.peer.family;
+    route.peerIp4 = binding.peerIp4;
+    route.peerIp6 = binding.peerIp6;
+    route.data = buf;
+    route.start = start + 4;
+    route.end = start + 4 + length;
     return RouteKind.ToPeer;
   }
 
@@ -609,12 +693,16 @@ export class TurnServer {
     const relay = allocation.relayFor(peer.family);
     if (relay === undefined) return this.drop("family-mismatch");
     if (this.policy.check(peer.address) !== undefined) return this.drop("forbidden-peer");
-    const permission = allocation.permissions.get(permissionKey(peer));
+    const permission = this.findPermission(allocation, peer);
     if (permission === undefined || permission.expiresAt <= now) return this.drop("no-permission");
     const route = this.route;
     route.relay = relay.id;
+    route.relayHandle = relay.runtimeHandle;
     route.peerAddress = permission.address;
     route.peerPort = peer.port;
+    route.peerFamily = permission.family;
+    route.peerIp4 = permission.ip4;
+    route.peerIp6 = permission.ip6;
     route.data = msg.bytes;
     route.start = data.offset;
     route.end = data.offset + data.length;
@@ -1026,6 +1114,7 @@ export class TurnServer {
         // EVEN-PORT / RESERVATION-TOKEN ports are chosen for a reason: never moved on retry.
         fixedPort: i === 0 && (evenPort !== undefined || reservation !== undefined),
         state: "binding",
+        runtimeHandle: -1,
         allocation,
       };
       allocation.relays.push(socket);
@@ -1136,7 +1225,7 @@ export class TurnServer {
         reply.error(ErrorCode.Forbidden);
         return;
       }
-      if (!allocation.permissions.has(permissionKey(peer))) added++;
+      if (this.findPermission(allocation, peer) === undefined) added++;
     }
     const limit = this.options.maxPermissionsPerAllocation ?? Number.POSITIVE_INFINITY;
     if (allocation.permissions.size + added > limit) {
@@ -1148,17 +1237,44 @@ export class TurnServer {
     reply.success();
   }
 
-  private installPermission(allocation: Allocation, peer: TransportAddress, now: number): void {
-    const key = permissionKey(peer);
+  private installPermission(
+    allocation: Allocation,
+    peer: TransportAddress,
+    now: number,
+  ): Permission {
     const expiresAt = now + this.lifetimes.permission * 1000;
-    const existing = allocation.permissions.get(key);
+    const existing = this.findPermission(allocation, peer);
     if (existing !== undefined) {
       existing.expiresAt = expiresAt;
-      return;
+      return existing;
     }
-    const permission: Permission = { key, address: peer.address, family: peer.family, expiresAt };
+    const ip6 = peer.family === 6 ? ipv6Words(peer.address) : undefined;
+    const ip4 = peer.family === 4 ? ipv4ToUint32(peer.address) : -1;
+    const key = ip6 !== undefined ? this.keys.ip6(ip6) : ip4;
+    const permission: Permission = {
+      key,
+      address: peer.address,
+      family: peer.family,
+      ip4,
+      ip6,
+      expiresAt,
+    };
     allocation.permissions.set(key, permission);
     this.stats.permissionsActive++;
+    // Bindings to this IP whose permission lapsed and was swept hold the old record: relink.
+    for (const binding of allocation.channels.values()) {
+      if (binding.permissionKey === key) binding.permission = permission;
+    }
+    return permission;
+  }
+
+  /** The permission for `peer`'s IP address (any port), live or not yet swept. */
+  private findPermission(allocation: Allocation, peer: TransportAddress): Permission | undefined {
+    if (peer.family === 4) return allocation.permissions.get(ipv4ToUint32(peer.address));
+    const words = ipv6Words(peer.address);
+    if (words === undefined) return undefined;
+    const permission = allocation.permissions.get(this.keys.ip6(words));
+    return permission !== undefined && sameWords(permission.ip6!, words) ? permission : undefined;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1194,7 +1310,12 @@ export class TurnServer {
       reply.error(ErrorCode.Forbidden);
       return;
     }
-    const peerKey = channelPeerKey(peer);
+    const peerIp6 = peer.family === 6 ? ipv6Words(peer.address) : undefined;
+    const peerIp4 = peer.family === 4 ? ipv4ToUint32(peer.address) : -1;
+    const peerKey =
+      peerIp6 !== undefined
+        ? this.keys.ip6Port(peerIp6, peer.port)
+        : ip4PortKey(peerIp4, peer.port);
     const byNumber = allocation.channels.get(number);
     const byPeer = allocation.channelsByPeer.get(peerKey);
     // RFC 8656 §11.2: a number is bound to one peer, a peer to one number, including during the
@@ -1206,7 +1327,7 @@ export class TurnServer {
     // The binding (re)installs the peer's permission: that must fit the quota too, whether
     // the binding is new or refreshed after the permission lapsed.
     if (
-      !allocation.permissions.has(permissionKey(peer)) &&
+      this.findPermission(allocation, peer) === undefined &&
       allocation.permissions.size >=
         (this.options.maxPermissionsPerAllocation ?? Number.POSITIVE_INFINITY)
     ) {
@@ -1226,13 +1347,26 @@ export class TurnServer {
         reply.error(ErrorCode.InsufficientCapacity);
         return;
       }
-      const binding: ChannelBinding = { number, peer, peerKey, relay, expiresAt, coolingUntil: 0 };
+      const binding: ChannelBinding = {
+        number,
+        peer,
+        peerKey,
+        peerIp4,
+        peerIp6,
+        permissionKey: peerIp6 !== undefined ? this.keys.ip6(peerIp6) : peerIp4,
+        // Set just below, by installPermission (the binding is in `channels` by then).
+        permission: undefined as unknown as Permission,
+        relay,
+        expiresAt,
+        coolingUntil: 0,
+      };
       allocation.channels.set(number, binding);
       allocation.channelsByPeer.set(peerKey, binding);
       this.stats.channelsActive++;
     }
     // RFC 8656 §11.2: ChannelBind also installs or refreshes the permission for the peer IP.
-    this.installPermission(allocation, peer, now);
+    const permission = this.installPermission(allocation, peer, now);
+    allocation.channels.get(number)!.permission = permission;
     this.schedule(allocation);
     reply.success();
   }
@@ -1252,7 +1386,7 @@ export class TurnServer {
       return;
     }
     // RFC 6062 §5.2 and the policy as for UDP: no permission or a forbidden peer => 403.
-    const permission = allocation.permissions.get(permissionKey(peer));
+    const permission = this.findPermission(allocation, peer);
     if (
       this.policy.check(peer.address) !== undefined ||
       permission === undefined ||
@@ -1462,7 +1596,7 @@ export class TurnServer {
     allocation.channelsByPeer.clear();
     const client = allocation.client as ClientRecord;
     if (client.allocation === allocation) client.allocation = undefined;
-    if (client.transport === "udp") this.udpClients.get(client.listener)?.delete(client.key);
+    if (client.transport === "udp") this.udpClients[client.listener]?.delete(client.key);
     const left = (this.allocationsPerUser.get(allocation.quotaUser) ?? 1) - 1;
     if (left > 0) this.allocationsPerUser.set(allocation.quotaUser, left);
     else this.allocationsPerUser.delete(allocation.quotaUser);
@@ -1540,13 +1674,16 @@ export class TurnServer {
     if (endpoint.transport !== "udp") return this.streamClients.get(endpoint.connection)!;
     const record: ClientRecord = {
       ...endpoint,
-      key: clientKey(endpoint.address, endpoint.port),
+      key:
+        endpoint.ip6 !== undefined
+          ? this.keys.ip6Port(endpoint.ip6, endpoint.port)
+          : ip4PortKey(endpoint.ip4, endpoint.port),
       allocation: undefined,
     };
-    let byListener = this.udpClients.get(endpoint.listener);
+    let byListener = this.udpClients[endpoint.listener];
     if (byListener === undefined) {
       byListener = new Map();
-      this.udpClients.set(endpoint.listener, byListener);
+      this.udpClients[endpoint.listener] = byListener;
     }
     byListener.set(record.key, record);
     return record;
@@ -1679,25 +1816,18 @@ function isTurnRequestMethod(method: number): boolean {
   );
 }
 
-/** IPv4 clients: ip * 65536 + port (a safe integer, no string built per packet). */
-function clientKey(address: string, port: number): number | string {
-  const ip = ipv4ToUint32(address);
-  return ip >= 0 ? ip * 65536 + port : `${address}|${port}`;
-}
-
-function permissionKey(peer: TransportAddress): number | string {
-  return peer.family === 4 ? ipv4ToUint32(peer.address) : peer.address;
-}
-
-function permissionKeyOfBinding(binding: ChannelBinding): number | string {
-  const k = binding.peerKey;
-  return typeof k === "number" ? Math.floor(k / 65536) : binding.peer.address;
-}
-
-function channelPeerKey(peer: TransportAddress): number | string {
-  return peer.family === 4
-    ? ipv4ToUint32(peer.address) * 65536 + peer.port
-    : `${peer.address}|${peer.port}`;
+/** A UDP client 5-tuple not seen before (its text form is built here, on the control path). */
+function udpEndpoint(listener: number, from: DatagramSource): ClientEndpoint {
+  return {
+    transport: "udp",
+    listener,
+    connection: -1,
+    family: from.family,
+    address: from.text(),
+    port: from.port,
+    ip4: from.family === 4 ? from.ip4 : -1,
+    ip6: from.family === 6 ? Uint32Array.from(from.ip6) : undefined,
+  };
 }
 
 function responseCacheKey(endpoint: ClientEndpoint, transactionId: Uint8Array): string {

@@ -97,8 +97,17 @@ export type RouteKind = (typeof RouteKind)[keyof typeof RouteKind];
  */
 export interface Route {
   relay: number;
+  /**
+   * The runtime's own handle for `relay`, as given to `handleRelayBound` (so a runtime needs no
+   * lookup of its own per packet); -1 if it gave none.
+   */
+  relayHandle: number;
   peerAddress: string;
   peerPort: number;
+  /** The peer address in numeric form: IPv4 as a uint32, IPv6 as four big-endian words. */
+  peerFamily: 4 | 6;
+  peerIp4: number;
+  peerIp6: Uint32Array | undefined;
   client: ClientEndpoint;
   channel: number;
   data: Uint8Array;

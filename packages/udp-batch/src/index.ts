@@ -1,0 +1,366 @@
+// @turnpike/udp-batch: batched UDP sockets for Node.js on Linux (recvmmsg/sendmmsg under one
+// epoll set watched by libuv). See src/udp_batch.c for the design; this file is the typed view
+// of the memory the native side shares with JavaScript.
+//
+// Receive: `onBatch(count)` is called once per batch. Packet i has its payload at
+// rx[slotOffset(i) .. slotOffset(i) + length) and its metadata in rxMeta[i * RX_STRIDE ...].
+// HEADROOM bytes in front of every payload are free for a header written in place.
+// The arena is reused by the next receive: keep nothing from it past the callback.
+//
+// Send: queue with `queueFromRx` (a range of the rx arena, no copy) or `queueCopy` (bytes
+// copied into the tx arena); everything queued during onBatch is flushed right after it
+// returns; elsewhere call `flush()`. Counters (sent packets/bytes per tag, size buckets, drops
+// by reason, syscalls) are in `stats`, read them when metrics are collected.
+import { createRequire } from "node:module";
+
+export const HEADROOM = 4;
+export const MAX_DATAGRAM = 65535;
+export const SLOT_SIZE = 65544;
+
+export const RX_STRIDE = 8;
+export const RX_HANDLE = 0;
+export const RX_LENGTH = 1;
+export const RX_PORT = 2;
+export const RX_FAMILY = 3;
+export const RX_ADDR = 4;
+/** Set in the family word for an IPv6 source with a scope id (link-local). */
+export const RX_SCOPED = 0x100;
+
+const TX_STRIDE = 12;
+const TX_HANDLE = 0;
+const TX_ARENA = 1;
+const TX_OFFSET = 2;
+const TX_LENGTH = 3;
+const TX_PORT = 4;
+const TX_FAMILY = 5;
+const TX_ADDR = 6;
+const TX_TAG = 10;
+const TX_OVERHEAD = 11;
+const CTL_TX_COUNT = 0;
+const CTL_TX_BYTES = 1;
+
+export const MAX_TAGS = 16;
+const MAX_BUCKETS = 16;
+const ST_PACKETS = 0;
+const ST_BYTES = ST_PACKETS + MAX_TAGS;
+const ST_BUCKETS = ST_BYTES + MAX_TAGS;
+const ST_DROPS = ST_BUCKETS + MAX_BUCKETS;
+const ST_COUNTERS = ST_DROPS + 16;
+
+/** Why the module dropped a packet, in the order of the native counters. */
+export const BATCH_DROP_REASONS = [
+  "send-queue-full",
+  "send-emsgsize",
+  "send-econnrefused",
+  "send-enobufs",
+  "send-eperm",
+  "send-unreachable",
+  "send-failed",
+  "send-socket-closed",
+  "send-invalid",
+  "recv-truncated",
+  "recv-error",
+] as const;
+export type BatchDropReason = (typeof BATCH_DROP_REASONS)[number];
+
+export interface BatchIoCounters {
+  /** recvmmsg calls that returned packets */
+  readonly recvCalls: number;
+  /** sendmmsg calls */
+  readonly sendCalls: number;
+  readonly packetsReceived: number;
+  /** JavaScript callbacks (crossings from the event loop into JS) */
+  readonly batches: number;
+  /** sends that found the socket buffer full (the rest waited for EPOLLOUT) */
+  readonly eagain: number;
+  /** bytes waiting in per-socket backlogs now */
+  readonly backlogBytes: number;
+  /** libuv wake-ups */
+  readonly wakeups: number;
+}
+
+interface NativeShared {
+  ctx: object;
+  rx: ArrayBuffer;
+  rxMeta: ArrayBuffer;
+  tx: ArrayBuffer;
+  txMeta: ArrayBuffer;
+  ctl: ArrayBuffer;
+  stats: ArrayBuffer;
+}
+
+interface NativeBinding {
+  create(onBatch: (count: number) => void, options: object): NativeShared;
+  open(ctx: object, family: number, address: string, port: number, options: object): number;
+  localPort(ctx: object, handle: number): number;
+  close(ctx: object, handle: number): boolean;
+  flush(ctx: object): void;
+  destroy(ctx: object): void;
+}
+
+export interface BatchIoOptions {
+  /** Called once per received batch with the number of packets (see the file comment). */
+  readonly onBatch: (count: number) => void;
+  /** Packets per receive batch (default 64). */
+  readonly maxBatch?: number;
+  /** Queued sends before a flush is forced (default 256). */
+  readonly maxTx?: number;
+  /** Bytes of the tx arena for copied payloads (default 1 MiB). */
+  readonly txBytes?: number;
+  /** Bytes a socket may hold while the kernel says EAGAIN (default 1 MiB); beyond: dropped. */
+  readonly maxBacklog?: number;
+  /** Upper bounds (inclusive) of the sent-size histogram buckets (at most 15). */
+  readonly sizeBounds?: readonly number[];
+  /** Tags whose packets count in the size histogram (default: all). */
+  readonly bucketTags?: readonly number[];
+}
+
+export interface OpenOptions {
+  readonly family: 4 | 6;
+  readonly address: string;
+  /** 0 for an ephemeral port. */
+  readonly port: number;
+  readonly reusePort?: boolean;
+  readonly recvBufferSize?: number;
+  readonly sendBufferSize?: number;
+}
+
+type Loaded =
+  | { readonly ok: true; readonly binding: NativeBinding }
+  | { readonly ok: false; readonly reason: string };
+let loaded: Loaded | undefined;
+
+function load(): Loaded {
+  if (loaded) return loaded;
+  if (process.platform !== "linux") {
+    loaded = { ok: false, reason: `${process.platform} is not Linux` };
+    return loaded;
+  }
+  try {
+    const require = createRequire(import.meta.url);
+    loaded = { ok: true, binding: require("../build/Release/udp_batch.node") as NativeBinding };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    loaded = {
+      ok: false,
+      reason:
+        e.code === "MODULE_NOT_FOUND"
+          ? "the native module was not built at install (see the install log)"
+          : `the native module failed to load: ${e.message}`,
+    };
+  }
+  return loaded;
+}
+
+/** Whether batched I/O can run here, and if not, why (for the one log line at start). */
+export function batchIoAvailability(): { available: true } | { available: false; reason: string } {
+  const l = load();
+  return l.ok ? { available: true } : { available: false, reason: l.reason };
+}
+
+export class BatchIo {
+  /** Receive arena: packet i's payload starts at slotOffset(i). */
+  readonly rx: Uint8Array;
+  readonly rxMeta: Uint32Array;
+  readonly tx: Uint8Array;
+  readonly stats: Float64Array;
+  private readonly txMeta: Uint32Array;
+  private readonly ctl: Uint32Array;
+  private readonly maxTx: number;
+  private readonly native: NativeBinding;
+  private readonly ctx: object;
+  private destroyed = false;
+
+  constructor(options: BatchIoOptions) {
+    const l = load();
+    if (!l.ok) throw new Error(`udp-batch unavailable: ${l.reason}`);
+    this.native = l.binding;
+    this.maxTx = options.maxTx ?? 256;
+    const shared = this.native.create(options.onBatch, {
+      maxBatch: options.maxBatch ?? 64,
+      maxTx: this.maxTx,
+      txBytes: options.txBytes ?? 1 << 20,
+      maxBacklog: options.maxBacklog ?? 1 << 20,
+      bounds: options.sizeBounds ?? [],
+      bucketTags:
+        options.bucketTags === undefined
+          ? 0xffffffff
+          : options.bucketTags.reduce((mask, tag) => (mask | (1 << tag)) >>> 0, 0),
+    });
+    this.ctx = shared.ctx;
+    this.rx = new Uint8Array(shared.rx);
+    this.rxMeta = new Uint32Array(shared.rxMeta);
+    this.tx = new Uint8Array(shared.tx);
+    this.txMeta = new Uint32Array(shared.txMeta);
+    this.ctl = new Uint32Array(shared.ctl);
+    this.stats = new Float64Array(shared.stats);
+  }
+
+  /** Where packet i's payload starts in `rx` (HEADROOM free bytes precede it). */
+  static slotOffset(i: number): number {
+    return i * SLOT_SIZE + HEADROOM;
+  }
+
+  /** Bind a UDP socket; returns its handle. Throws an Error with `code` (EADDRINUSE, ...). */
+  open(options: OpenOptions): number {
+    return this.native.open(this.ctx, options.family, options.address, options.port, {
+      reusePort: options.reusePort ? 1 : 0,
+      recvBufferSize: options.recvBufferSize ?? 0,
+      sendBufferSize: options.sendBufferSize ?? 0,
+    });
+  }
+
+  localPort(handle: number): number {
+    return this.native.localPort(this.ctx, handle);
+  }
+
+  /** Close a socket at once; packets still queued for it are dropped and counted. */
+  close(handle: number): boolean {
+    if (this.destroyed) return false;
+    return this.native.close(this.ctx, handle);
+  }
+
+  /**
+   * Queue rx[offset .. offset + length) for `handle` to send to (family, address, port).
+   * IPv4 addresses are `ip4` (a uint32); IPv6 are the 4 big-endian words in `ip6`. `tag`
+   * names the counter the packet is counted under once the kernel accepts it; its first
+   * `overhead` bytes are framing (a header), not counted as payload bytes.
+   */
+  queueFromRx(
+    handle: number,
+    offset: number,
+    length: number,
+    family: 4 | 6,
+    ip4: number,
+    ip6: Uint32Array | undefined,
+    port: number,
+    tag: number,
+    overhead = 0,
+  ): void {
+    this.queue(handle, 0, offset, length, family, ip4, ip6, port, tag, overhead);
+  }
+
+  /** Copy `bytes[start..end)` into the tx arena and queue it (control messages, TCP-sourced data). */
+  queueCopy(
+    handle: number,
+    bytes: Uint8Array,
+    start: number,
+    end: number,
+    family: 4 | 6,
+    ip4: number,
+    ip6: Uint32Array | undefined,
+    port: number,
+    tag: number,
+    overhead = 0,
+  ): void {
+    const length = end - start;
+    const ctl = this.ctl;
+    let offset = ctl[CTL_TX_BYTES]!;
+    if (offset + length > this.tx.length) {
+      this.flush();
+      offset = 0;
+    }
+    this.tx.set(bytes.subarray(start, end), offset);
+    // Keep every copy 8-byte aligned (cheap, and keeps the arena's layout predictable).
+    ctl[CTL_TX_BYTES] = (offset + length + 7) & ~7;
+    this.queue(handle, 1, offset, length, family, ip4, ip6, port, tag, overhead);
+  }
+
+  private queue(
+    handle: number,
+    arena: number,
+    offset: number,
+    length: number,
+    family: 4 | 6,
+    ip4: number,
+    ip6: Uint32Array | undefined,
+    port: number,
+    tag: number,
+    overhead: number,
+  ): void {
+    const ctl = this.ctl;
+    const n = ctl[CTL_TX_COUNT]!;
+    const m = this.txMeta;
+    const base = n * TX_STRIDE;
+    m[base + TX_HANDLE] = handle;
+    m[base + TX_ARENA] = arena;
+    m[base + TX_OFFSET] = offset;
+    m[base + TX_LENGTH] = length;
+    m[base + TX_PORT] = port;
+    m[base + TX_FAMILY] = family;
+    if (family === 4) {
+      m[base + TX_ADDR] = ip4;
+    } else if (ip6 !== undefined) {
+      m[base + TX_ADDR] = ip6[0]!;
+      m[base + TX_ADDR + 1] = ip6[1]!;
+      m[base + TX_ADDR + 2] = ip6[2]!;
+      m[base + TX_ADDR + 3] = ip6[3]!;
+    }
+    m[base + TX_TAG] = tag;
+    m[base + TX_OVERHEAD] = overhead;
+    ctl[CTL_TX_COUNT] = n + 1;
+    if (n + 1 >= this.maxTx) this.flush();
+  }
+
+  /** Send everything queued (one sendmmsg per run of packets for the same socket). */
+  flush(): void {
+    if (this.destroyed || this.ctl[CTL_TX_COUNT] === 0) return;
+    this.native.flush(this.ctx);
+  }
+
+  /** Packets accepted by the kernel with this tag. */
+  sentPackets(tag: number): number {
+    return this.stats[ST_PACKETS + tag]!;
+  }
+
+  sentBytes(tag: number): number {
+    return this.stats[ST_BYTES + tag]!;
+  }
+
+  /** Sent packets per size bucket (sizeBounds.length + 1 entries). */
+  sizeBucket(i: number): number {
+    return this.stats[ST_BUCKETS + i]!;
+  }
+
+  drops(reason: BatchDropReason): number {
+    return this.stats[this.dropIndex(reason)]!;
+  }
+
+  /** Indices into `stats`, for readers that fold differences. */
+  packetsIndex(tag: number): number {
+    return ST_PACKETS + tag;
+  }
+
+  bytesIndex(tag: number): number {
+    return ST_BYTES + tag;
+  }
+
+  bucketIndex(bucket: number): number {
+    return ST_BUCKETS + bucket;
+  }
+
+  dropIndex(reason: BatchDropReason): number {
+    return ST_DROPS + BATCH_DROP_REASONS.indexOf(reason);
+  }
+
+  counters(): BatchIoCounters {
+    const s = this.stats;
+    const c = ST_COUNTERS;
+    return {
+      recvCalls: s[c]!,
+      sendCalls: s[c + 1]!,
+      packetsReceived: s[c + 2]!,
+      batches: s[c + 3]!,
+      eagain: s[c + 4]!,
+      backlogBytes: s[c + 5]!,
+      wakeups: s[c + 6]!,
+    };
+  }
+
+  /** Close every socket and stop polling; the context cannot be used afterwards. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.native.destroy(this.ctx);
+  }
+}
