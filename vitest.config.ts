@@ -17,6 +17,13 @@ export default defineConfig({
       },
       {
         test: {
+          name: "udp-batch",
+          include: ["packages/udp-batch/test/**/*.test.ts"],
+          testTimeout: 60_000,
+        },
+      },
+      {
+        test: {
           name: "runtime-kit",
           include: ["packages/runtime-kit/test/**/*.test.ts"],
         },
@@ -25,6 +32,22 @@ export default defineConfig({
         test: {
           name: "relay-server",
           include: ["packages/relay-server/test/**/*.test.ts"],
+          // The batched UDP path explicitly: a relay that cannot load it fails to start.
+          env: { TEST_UDP_IO: "batch" },
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        // The same end-to-end suites against the node:dgram fallback path.
+        test: {
+          name: "relay-server-dgram",
+          include: [
+            "packages/relay-server/test/e2e-*.test.ts",
+            "packages/relay-server/test/interop-turnpike.test.ts",
+          ],
+          env: { TEST_UDP_IO: "dgram" },
           testTimeout: 120_000,
           hookTimeout: 120_000,
           fileParallelism: false,

@@ -93,6 +93,9 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
   ];
   if (opts.allowLoopbackPeers ?? true) args.push("--allow-loopback-peers");
   args.push(...(opts.extraArgs ?? []));
+  // The suites run once per UDP data path (vitest.config.ts sets TEST_UDP_IO per project).
+  const udpIo = process.env.TEST_UDP_IO;
+  if (udpIo !== undefined && !args.includes("--udp-io")) args.push("--udp-io", udpIo);
 
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {

@@ -1,6 +1,7 @@
 // Health endpoints for orchestrators (Kubernetes probes, load balancers):
 //   GET /healthz  200 {"status":"ok","uptimeSeconds":N}          the process is alive
-//   GET /readyz   200 {"status":"ready","uptimeSeconds":N}       listeners bound, not draining
+//   GET /readyz   200 {"status":"ready","uptimeSeconds":N,"udpIo":"batch"|"dgram"}
+//                                                                 listeners bound, not draining
 //                 503 {"status":"starting"|"draining",...}       take me out of rotation
 // Anything else is 404 JSON. node:http only; nothing here touches the relay's data path.
 
@@ -11,6 +12,8 @@ import type { SocketAddress } from "./config.js";
 export interface RelayState {
   readonly ready: boolean;
   readonly draining: boolean;
+  /** The UDP data path ("batch" or "dgram"), reported by /readyz once known. */
+  readonly udpIo?: string;
 }
 
 export interface HealthServer {
@@ -52,12 +55,14 @@ export async function startHealthServer(
         // A broken state callback must not crash the process; report not ready.
         s = { ready: false, draining: false };
       }
+      const io = s.udpIo !== undefined ? { udpIo: s.udpIo } : {};
       if (s.ready && !s.draining) {
-        send(res, 200, { status: "ready", uptimeSeconds: uptimeSeconds() });
+        send(res, 200, { status: "ready", uptimeSeconds: uptimeSeconds(), ...io });
       } else {
         send(res, 503, {
           status: s.draining ? "draining" : "starting",
           uptimeSeconds: uptimeSeconds(),
+          ...io,
         });
       }
       return;

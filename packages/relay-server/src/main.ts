@@ -204,6 +204,7 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
       health = await startHealthServer(config.healthListen, () => ({
         ready: relay?.ready ?? false,
         draining: stopping === "drain" || (relay?.draining ?? false),
+        udpIo: relay?.udpIo,
       }));
       logger.info("health endpoints", { url: `http://${formatSocketAddress(health.address())}` });
     }

@@ -179,6 +179,13 @@ export const METRIC_DOCS: readonly MetricDoc[] = [
     description: "Open TCP/TLS client connections",
   },
   {
+    name: "turn.relay.udp_io",
+    instrument: "Gauge",
+    unit: "1",
+    attributes: "io",
+    description: "The UDP data path in use (io: batch or dgram); always 1",
+  },
+  {
     name: "turn.auth.failures",
     instrument: "Counter",
     unit: "{failure}",
@@ -465,6 +472,11 @@ function registerObservables(
     unit: "{connection}",
     description: "Open TCP/TLS client connections",
   });
+  const udpIo = meter.createObservableGauge("turn.relay.udp_io", {
+    ...int,
+    unit: "1",
+    description: "The UDP data path in use (io: batch or dgram); always 1",
+  });
   const authFailures = meter.createObservableCounter("turn.auth.failures", {
     ...int,
     unit: "{failure}",
@@ -515,6 +527,7 @@ function registerObservables(
     loopMax,
     cpuTime,
     memory,
+    udpIo,
   ];
 
   meter.addBatchObservableCallback((result) => {
@@ -543,6 +556,7 @@ function registerObservables(
     result.observe(permissions, stats.permissionsActive);
     result.observe(channels, stats.channelsActive);
     result.observe(connections, stats.connectionsActive);
+    if (stats.udpIo !== undefined) result.observe(udpIo, 1, { io: stats.udpIo });
     for (const [reason, count] of stats.authFailures)
       result.observe(authFailures, count, { reason });
     for (const [reason, count] of stats.drops) result.observe(drops, count, { reason });

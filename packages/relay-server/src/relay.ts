@@ -160,6 +160,7 @@ class RelayDriver implements RunningRelay, UdpHost {
     const choice = selectUdpPath(config.udpIo, this);
     this.udp = choice.path;
     this.udpFallbackReason = choice.fallbackReason;
+    this.stats.udpIo = this.udp.kind;
   }
 
   /** Which UDP data path runs ("batch" or "dgram"), for the log, /readyz and metrics. */

@@ -132,6 +132,8 @@ export interface RelayStats {
   channelsActive: number;
   /** Set by the driver: open TCP/TLS client connections. */
   connectionsActive: number;
+  /** Set by the driver: the UDP data path in use. */
+  udpIo: "batch" | "dgram" | undefined;
   /** Keyed by `${method}:${errorCode}`. */
   readonly responses: Map<string, ResponseCount>;
   /** Auth failures per reason. */
@@ -162,6 +164,7 @@ export function createRelayStats(startTimeMs: number = Date.now()): RelayStats {
     permissionsActive: 0,
     channelsActive: 0,
     connectionsActive: 0,
+    udpIo: undefined,
     responses: new Map(),
     authFailures: new Map(),
     drops: new Map(),

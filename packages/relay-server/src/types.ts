@@ -35,6 +35,8 @@ export interface RunningRelay {
   readonly ready: boolean;
   /** True from the first drain() call on; new allocations are refused (300 or 508). */
   readonly draining: boolean;
+  /** The UDP data path in use: the batched native module or node:dgram. */
+  readonly udpIo: "batch" | "dgram";
   addresses(): RelayAddresses;
   /**
    * Stop accepting new allocations and resolve when no allocation is left or `timeoutMs`

@@ -21,6 +21,7 @@ function fakeRelay(): FakeRelay {
   return {
     calls,
     ready: true,
+    udpIo: "dgram",
     get draining() {
       return draining;
     },

@@ -67,6 +67,7 @@ describe("OTLP gRPC metrics export", () => {
       stats.permissionsActive = 7;
       stats.channelsActive = 3;
     };
+    stats.udpIo = "batch";
     await new Promise((r) => setTimeout(r, 60)); // let the event-loop monitor take samples
 
     await metrics.forceFlush();
