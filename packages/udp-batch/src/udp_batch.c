@@ -520,9 +520,14 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
   c->in_poll = 1;
 
   struct epoll_event evs[64];
-  for (int round = 0; round < MAX_ROUNDS && !c->destroyed; round++) {
+  int more = 1;
+  for (int round = 0; more && round < MAX_ROUNDS && !c->destroyed; round++) {
     int k = epoll_wait(c->epfd, evs, 64, 0);
     if (k <= 0) break;
+    // Another round only if this one may have left data behind (a full event list or a
+    // socket that filled its read); otherwise the level-triggered poll wakes us again when
+    // something arrives, and the empty epoll_wait a blind retry costs is saved.
+    more = k == 64;
     uint32_t n = 0;
     for (int i = 0; i < k && !c->destroyed; i++) {
       uint32_t idx = evs[i].data.u32;
@@ -543,7 +548,8 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
         msgs[j].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
         msgs[j].msg_hdr.msg_flags = 0;
       }
-      int r = recvmmsg(s->fd, msgs, c->max_batch - n, MSG_DONTWAIT, NULL);
+      int want = (int)(c->max_batch - n);
+      int r = recvmmsg(s->fd, msgs, (unsigned)want, MSG_DONTWAIT, NULL);
       if (r < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
           // ECONNREFUSED and friends: an ICMP error reported on the socket; it is consumed.
@@ -552,6 +558,7 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
         continue;
       }
       c->stats[ST_COUNTERS + C_RECV_CALLS] += 1;
+      if (r == want) more = 1;
       uint32_t h = handle_of(c, s);
       for (int j = 0; j < r; j++) {
         if (msgs[j].msg_hdr.msg_flags & MSG_TRUNC) {

@@ -321,6 +321,8 @@ export class BatchUdpPath implements UdpPath {
 
   async close(): Promise<void> {
     this.io.flush();
+    // What the data path cost over the process's life: system calls and crossings.
+    this.host.debug("udp batch counters", { ...this.io.counters() });
     this.io.destroy();
     this.relays.clear();
     this.sockets.length = 0;
