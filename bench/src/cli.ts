@@ -148,15 +148,13 @@ async function main(): Promise<number> {
   if (udpIo.length > 0 && !measuresTurnpike) {
     throw new Error("--udp-io picks Turnpike's data path: use it with --server turnpike or both");
   }
+  // --floor auto: one floor per Turnpike column, on the I/O that column runs on.
+  const turnpikePaths = !measuresTurnpike ? [] : udpIo.length > 0 ? udpIo : [defaultUdpIo()];
   const floor =
     argv.floor === "none"
       ? []
       : argv.floor === "auto"
-        ? measuresTurnpike
-          ? udpIo.length > 0
-            ? udpIo
-            : [defaultUdpIo()]
-          : []
+        ? turnpikePaths
         : parseIoList(argv.floor, "--floor");
   const opts: BenchOptions = {
     quick: argv.quick,
