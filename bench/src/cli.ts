@@ -3,10 +3,11 @@ import path from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { killTrackedNow } from "./children.js";
+import { defaultUdpIo, floorUnavailable, startFloor } from "./floor/start.js";
 import { runMicro } from "./micro.js";
 import { machineInfo } from "./proc.js";
 import { Progress } from "./progress.js";
-import { type BenchReport, renderTable, writeOutputs } from "./report.js";
+import { addFloorNotes, type BenchReport, renderTable, writeOutputs } from "./report.js";
 import { defaultScenarios, scenarios } from "./scenarios/index.js";
 import { runTunnelScenario } from "./scenarios/tunnel.js";
 import type { BenchOptions, ScenarioResult } from "./scenarios/types.js";
@@ -18,8 +19,37 @@ import {
   startCoturn,
   startTurnpike,
   stopAll,
+  UDP_IO,
+  type UdpIo,
   useExternal,
 } from "./servers.js";
+
+/** What the bench starts for one column. */
+type Target =
+  | { kind: "turnpike"; udpIo: UdpIo | undefined }
+  | { kind: "coturn" }
+  | { kind: "external" }
+  | { kind: "floor"; udpIo: UdpIo };
+
+/** "batch", "dgram" or a comma-separated list of them, in the order given, without repeats. */
+function parseIoList(text: string, flag: string): UdpIo[] {
+  const list: UdpIo[] = [];
+  for (const part of text.split(",")) {
+    const io = part.trim();
+    if (!(UDP_IO as readonly string[]).includes(io)) {
+      throw new Error(`${flag} wants batch, dgram or a list of them (batch,dgram), got "${text}"`);
+    }
+    if (!list.includes(io as UdpIo)) list.push(io as UdpIo);
+  }
+  return list;
+}
+
+/** The column a target fills (for rows that could not start). */
+function targetName(t: Target): string {
+  if (t.kind === "floor") return `floor (${t.udpIo})`;
+  if (t.kind === "turnpike" && t.udpIo) return `turnpike (${t.udpIo})`;
+  return t.kind;
+}
 
 async function main(): Promise<number> {
   const argv = await yargs(hideBin(process.argv))
@@ -87,6 +117,17 @@ async function main(): Promise<number> {
       default: 65535,
       describe: "relay port range end (both servers)",
     })
+    .option("udp-io", {
+      type: "string",
+      describe:
+        "Turnpike's UDP data path: batch or dgram, or a list (batch,dgram) for one Turnpike column each; default: the relay's own choice (auto)",
+    })
+    .option("floor", {
+      type: "string",
+      default: "auto",
+      describe:
+        "relay: floor forwarders as extra columns: batch, dgram, a list, or none; auto = one per Turnpike column, on its I/O",
+    })
     .strictOptions()
     .help()
     .parse();
@@ -102,6 +143,19 @@ async function main(): Promise<number> {
     if (!scenarios[n] && n !== "tunnel")
       throw new Error(`unknown scenario "${n}" (relay, allocations, churn, tunnel, micro)`);
   }
+  const udpIo = argv["udp-io"] === undefined ? [] : parseIoList(argv["udp-io"], "--udp-io");
+  const measuresTurnpike = !argv.external && argv.server !== "coturn";
+  if (udpIo.length > 0 && !measuresTurnpike) {
+    throw new Error("--udp-io picks Turnpike's data path: use it with --server turnpike or both");
+  }
+  // --floor auto: one floor per Turnpike column, on the I/O that column runs on.
+  const turnpikePaths = !measuresTurnpike ? [] : udpIo.length > 0 ? udpIo : [defaultUdpIo()];
+  const floor =
+    argv.floor === "none"
+      ? []
+      : argv.floor === "auto"
+        ? turnpikePaths
+        : parseIoList(argv.floor, "--floor");
   const opts: BenchOptions = {
     quick: argv.quick,
     duration: argv.duration ?? (argv.quick ? 2 : 10),
@@ -111,6 +165,8 @@ async function main(): Promise<number> {
     transport: argv.transport,
     mode: argv.mode,
     ramp: argv.ramp,
+    udpIo,
+    floor,
   };
   const base: ServerSettings = {
     ...defaultSettings(),
@@ -118,26 +174,39 @@ async function main(): Promise<number> {
     maxPort: argv["max-port"],
     coturnThreads: argv["coturn-threads"],
   };
-  const kinds: ("turnpike" | "coturn" | "external")[] = argv.external
-    ? ["external"]
+  const turnpikes: Target[] =
+    udpIo.length > 0
+      ? udpIo.map((io) => ({ kind: "turnpike", udpIo: io }))
+      : [{ kind: "turnpike", udpIo: undefined }];
+  const relays: Target[] = argv.external
+    ? [{ kind: "external" }]
     : argv.server === "both"
-      ? ["turnpike", "coturn"]
-      : [argv.server];
+      ? [...turnpikes, { kind: "coturn" }]
+      : argv.server === "turnpike"
+        ? turnpikes
+        : [{ kind: "coturn" }];
+  const floors: Target[] = floor.map((io) => ({ kind: "floor", udpIo: io }));
+  // The tunnel carries TCP only (RFC 6062 on both sides of the relay): one Turnpike path,
+  // the first asked, is enough there.
+  const kinds = [...new Set(relays.map((t) => t.kind))] as ("turnpike" | "coturn" | "external")[];
 
   const progress = new Progress();
   const results: ScenarioResult[] = [];
   const servers = new Map<string, { name: string; command: string; notes: string[] }>();
   let failed = false;
-  const startRelay = async (kind: (typeof kinds)[number]): Promise<RunningServer> => {
+  const start = async (t: Target): Promise<RunningServer> => {
     const server =
-      kind === "turnpike"
-        ? await startTurnpike(base)
-        : kind === "coturn"
+      t.kind === "turnpike"
+        ? await startTurnpike(base, t.udpIo)
+        : t.kind === "coturn"
           ? await startCoturn(base)
-          : await useExternal(argv.external!, process.env.TURNPIKE_TOKEN ?? "", base.realm);
+          : t.kind === "floor"
+            ? await startFloor(t.udpIo)
+            : await useExternal(argv.external!, process.env.TURNPIKE_TOKEN ?? "", base.realm);
     servers.set(server.name, { name: server.name, command: server.command, notes: server.notes });
     return server;
   };
+  const startRelay = (kind: (typeof kinds)[number]) => start(relays.find((t) => t.kind === kind)!);
   for (const scenario of chosen) {
     if (scenario === "tunnel") {
       // Four paths (direct, through each relay, ssh -R), not one run per server.
@@ -146,31 +215,53 @@ async function main(): Promise<number> {
       results.push(...rows);
       continue;
     }
-    for (const kind of kinds) {
+    // The floor forwards the relay scenario's traffic only.
+    for (const target of scenario === "relay" ? [...relays, ...floors] : relays) {
+      if (target.kind === "floor") {
+        const why =
+          floorUnavailable(target.udpIo) ??
+          (opts.transport !== "udp" || opts.mode !== "channel"
+            ? "the floor forwards UDP ChannelData only (--transport udp --mode channel)"
+            : undefined);
+        if (why) {
+          results.push({
+            scenario,
+            server: targetName(target),
+            metrics: [],
+            notes: [],
+            skipped: why,
+          });
+          continue;
+        }
+      }
       let server: RunningServer | undefined;
       try {
-        server = await startRelay(kind);
+        server = await start(target);
         process.stderr.write(
           `# ${scenario} on ${server.name} (pid ${server.pid ?? "-"}, port ${server.port})\n`,
         );
-        results.push(await scenarios[scenario]!({ server, opts, progress }));
+        const result = await scenarios[scenario]!({ server, opts, progress });
+        result.udpIo ??= server.udpIo;
+        results.push(result);
       } catch (e) {
         failed = true;
         progress.stop();
         const msg = e instanceof Error ? e.message : String(e);
-        process.stderr.write(`# ${scenario} on ${kind} failed: ${msg}\n`);
+        process.stderr.write(`# ${scenario} on ${targetName(target)} failed: ${msg}\n`);
         results.push({
           scenario,
-          server: server?.name ?? kind,
+          server: server?.name ?? targetName(target),
           metrics: [],
           notes: [],
           error: msg,
+          ...(server?.udpIo ? { udpIo: server.udpIo } : {}),
         });
       } finally {
         await server?.stop();
       }
     }
   }
+  addFloorNotes(results);
 
   const report: BenchReport = {
     tool: "turnpike-bench",

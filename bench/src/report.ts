@@ -32,12 +32,53 @@ function ratio(a: number | null | undefined, b: number | null | undefined): stri
   return `${(a / b).toFixed(2)}x`;
 }
 
-/** Ratio columns, each shown when both of its columns are in a scenario's table. */
-const RATIOS: [string, string][] = [
-  ["turnpike", "coturn"],
-  // tunnel: turnpike-tunnel over Turnpike against the ssh -R reverse tunnel (issue 6 §4)
-  ["turnpike", "ssh -R"],
-];
+/** A Turnpike column: "turnpike" (its default UDP path) or "turnpike (batch)" / "(dgram)". */
+function isTurnpike(server: string): boolean {
+  return server === "turnpike" || server.startsWith("turnpike (");
+}
+
+function isFloor(server: string): boolean {
+  return server.startsWith("floor (");
+}
+
+/**
+ * Ratio columns of one scenario's table, each when both of its columns are there: every
+ * Turnpike column against coturn; every Turnpike column against the floor on the same UDP
+ * I/O (the protocol's cost over a bare forwarder); in the tunnel, turnpike-tunnel over
+ * Turnpike against the ssh -R reverse tunnel (issue 6 §4).
+ */
+function ratioPairs(rows: ScenarioResult[]): [string, string][] {
+  const names = rows.map((r) => r.server);
+  const pairs: [string, string][] = [];
+  for (const t of names) if (isTurnpike(t) && names.includes("coturn")) pairs.push([t, "coturn"]);
+  for (const t of rows) {
+    if (!isTurnpike(t.server) || !t.udpIo) continue;
+    const floor = rows.find((f) => isFloor(f.server) && f.udpIo === t.udpIo);
+    if (floor) pairs.push([t.server, floor.server]);
+  }
+  if (names.includes("turnpike") && names.includes("ssh -R")) pairs.push(["turnpike", "ssh -R"]);
+  return pairs;
+}
+
+/**
+ * In the relay table, a note per Turnpike column with a floor on its I/O: how much CPU per
+ * relayed packet the relay spends over the bare forwarder, i.e. the protocol's share.
+ */
+export function addFloorNotes(results: ScenarioResult[]): void {
+  const rows = results.filter((r) => r.scenario === "relay" && !r.skipped && !r.error);
+  const usPerPacket = (r: ScenarioResult) =>
+    r.metrics.find((m) => m.key === "serverUsPerPacket")?.value ?? null;
+  for (const t of rows) {
+    if (!isTurnpike(t.server) || !t.udpIo) continue;
+    const floor = rows.find((f) => isFloor(f.server) && f.udpIo === t.udpIo);
+    const a = usPerPacket(t);
+    const b = floor ? usPerPacket(floor) : null;
+    if (!floor || a === null || b === null || b <= 0) continue;
+    t.notes.push(
+      `server CPU per relayed packet ${a.toFixed(2)} µs against ${floor.server} ${b.toFixed(2)} µs: ${(a / b).toFixed(2)}x, the protocol adds ${(((a - b) / b) * 100).toFixed(0)} % over the floor (${(((a - b) / a) * 100).toFixed(0)} % of Turnpike's CPU per packet)`,
+    );
+  }
+}
 
 export function renderTable(report: BenchReport): string {
   const lines: string[] = [];
@@ -47,7 +88,7 @@ export function renderTable(report: BenchReport): string {
     // A skipped row (missing tool) has no figures: a note, not a column.
     const rows = all.filter((r) => !r.skipped);
     const servers = rows.map((r) => r.server);
-    const pairs = RATIOS.filter(([a, b]) => servers.includes(a) && servers.includes(b));
+    const pairs = ratioPairs(rows);
     lines.push("", `## ${sc}`);
     const keys: Metric[] = [];
     for (const r of rows)
@@ -97,7 +138,14 @@ export function renderTable(report: BenchReport): string {
 
 // ---------- HTML with inline SVG ----------
 
-const COLORS: Record<string, string> = { turnpike: "#1f77b4", coturn: "#d62728" };
+const COLORS: Record<string, string> = {
+  turnpike: "#1f77b4",
+  "turnpike (batch)": "#1f77b4",
+  "turnpike (dgram)": "#17becf",
+  coturn: "#d62728",
+  "floor (batch)": "#7f7f7f",
+  "floor (dgram)": "#bcbd22",
+};
 const color = (name: string, i: number) =>
   COLORS[name] ?? ["#2ca02c", "#9467bd", "#8c564b"][i % 3]!;
 

@@ -11,10 +11,22 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { killByPid, live, tail, trackPid } from "./children.js";
-import { bindingRequest, Class, classOf, decode } from "./load/stun-lite.js";
+import type { FloorStats } from "./floor/floor.js";
+import { type Address, bindingRequest, Class, classOf, decode } from "./load/stun-lite.js";
 import { freePort } from "./ports.js";
 
-export type ServerKind = "turnpike" | "coturn" | "external";
+export type ServerKind = "turnpike" | "coturn" | "external" | "floor";
+
+/** Turnpike's two UDP data paths (`--udp-io`), and the I/O a floor forwarder runs on. */
+export type UdpIo = "batch" | "dgram";
+export const UDP_IO: readonly UdpIo[] = ["batch", "dgram"];
+
+/** A floor forwarder's controls (src/floor/): it learns the echo peers and reports counters. */
+export interface FloorControl {
+  /** the echo peer sockets; the first packet's channel number picks one per client */
+  setPeers(peers: Address[]): Promise<void>;
+  stats(): Promise<FloorStats>;
+}
 
 export interface ServerSettings {
   port: number;
@@ -29,7 +41,11 @@ export interface ServerSettings {
 
 export interface RunningServer {
   kind: ServerKind;
-  /** label for tables: "turnpike", "coturn" or the external address */
+  /**
+   * label for tables: "turnpike" (its default UDP path), "turnpike (batch)" / "turnpike (dgram)"
+   * (a path forced with --udp-io), "coturn", "floor (batch)" / "floor (dgram)", or the external
+   * address
+   */
   name: string;
   host: string;
   port: number;
@@ -40,6 +56,10 @@ export interface RunningServer {
   /** how it was started, for the report */
   command: string;
   notes: string[];
+  /** the UDP data path Turnpike reported at start, or the floor's I/O */
+  udpIo?: UdpIo;
+  /** only for kind "floor" */
+  floor?: FloorControl;
   stop(): Promise<void>;
 }
 
@@ -157,7 +177,28 @@ export function turnpikeAvailable(): boolean {
   return existsSync(turnpikeBin) && existsSync(turnpikeDist);
 }
 
-export async function startTurnpike(s: ServerSettings): Promise<RunningServer> {
+/** The relay's "ready" log line names its UDP data path (`udpIo=`) and why auto fell back. */
+const READY_LINE = /\bINFO ready\b.*\budpIo=(batch|dgram)\b(?:.*\budpIoFallback=(.*))?/;
+
+/** The ready line, once the relay's stderr has reached us (it may trail the STUN answer). */
+async function readyLine(out: string[], timeoutMs = 2000): Promise<RegExpExecArray | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    for (const line of out) {
+      const m = READY_LINE.exec(line);
+      if (m) return m;
+    }
+    if (Date.now() > deadline) return undefined;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Starts turnpike-relay. `udpIo` forces a UDP data path (`--udp-io`) and names the column
+ * "turnpike (batch)" / "turnpike (dgram)"; without it the relay runs on its default ("auto")
+ * and the column is "turnpike". Either way the path it reports at start is in `udpIo`.
+ */
+export async function startTurnpike(s: ServerSettings, udpIo?: UdpIo): Promise<RunningServer> {
   if (!turnpikeAvailable()) {
     throw new Error(
       `turnpike-relay is not built (${path.relative(process.cwd(), turnpikeDist)} missing): run pnpm exec tsc -b`,
@@ -176,8 +217,10 @@ export async function startTurnpike(s: ServerSettings): Promise<RunningServer> {
     "--realm",
     s.realm,
     "--allow-loopback-peers",
+    // info: a handful of lines at start and stop, nothing per packet or per allocation; the
+    // "ready" line says which UDP data path runs.
     "--log-level",
-    "warn",
+    "info",
     "--health-listen",
     "off",
     "--max-allocations",
@@ -188,10 +231,13 @@ export async function startTurnpike(s: ServerSettings): Promise<RunningServer> {
     // the generator's 401 round trips. coturn has no such limit, so equal settings = off.
     "--max-unauthenticated-rate",
     "0",
+    ...(udpIo ? ["--udp-io", udpIo] : []),
   ];
+  // The default path is the relay's own default, not whatever TURNPIKE_UDP_IO this shell has.
+  const { TURNPIKE_UDP_IO: _ignored, ...env } = process.env;
   const child = spawn(process.execPath, args, {
     cwd: repoRoot,
-    env: { ...process.env, TURNPIKE_TOKEN: s.token },
+    env: { ...env, TURNPIKE_TOKEN: s.token },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const out: string[] = [];
@@ -205,7 +251,18 @@ export async function startTurnpike(s: ServerSettings): Promise<RunningServer> {
     ["one Node process, one event loop"],
     () => {},
   );
-  return readyOrFail(server, child, out, 15000);
+  if (udpIo) server.name = `turnpike (${udpIo})`;
+  await readyOrFail(server, child, out, 15000);
+  const ready = await readyLine(out);
+  if (ready) {
+    server.udpIo = ready[1] as UdpIo;
+    server.notes.push(
+      `UDP data path: ${ready[1]} (${udpIo ? `--udp-io ${udpIo}` : "its default, --udp-io auto"})${ready[2] ? `; auto fell back: ${ready[2]}` : ""}`,
+    );
+  } else {
+    server.notes.push("UDP data path: not reported (no ready line in the relay's log)");
+  }
+  return server;
 }
 
 export async function startCoturn(s: ServerSettings): Promise<RunningServer> {

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { missingTools, requireTools, skipUnlessTools } from "../../test-support/tools.js";
+import { defaultUdpIo } from "../src/floor/start.js";
 import { defaultSettings, repoRoot, startTurnpike } from "../src/servers.js";
 
 const cli = path.join(repoRoot, "bench/bin/turnpike-bench.js");
@@ -13,13 +14,43 @@ const built = path.join(repoRoot, "bench/dist/cli.js");
 
 interface Report {
   machine: { node: string; coturn: string; cpuModel: string; cores: number };
+  options: { udpIo: string[]; floor: string[] };
   results: {
     scenario: string;
     server: string;
     error?: string;
     skipped?: string;
+    udpIo?: string;
+    notes: string[];
     metrics: { key: string; value: number | null }[];
   }[];
+}
+
+/** Why turnpike-relay does not start the way the bench starts it, or undefined when it does. */
+async function turnpikeStartFailure(): Promise<string | undefined> {
+  try {
+    const s = await startTurnpike(defaultSettings());
+    await s.stop();
+    return undefined;
+  } catch (e) {
+    return e instanceof Error ? e.message.split("\n").slice(0, 3).join(" / ") : String(e);
+  }
+}
+
+/** The relay row of a floor forwarder measured a delivered rate and its CPU per packet. */
+function expectFloor(report: Report, io: string): void {
+  const server = `floor (${io})`;
+  const row = report.results.find((x) => x.scenario === "relay" && x.server === server);
+  expect(row, server).toBeDefined();
+  expect(row?.error, server).toBeUndefined();
+  expect(row?.skipped, server).toBeUndefined();
+  expect(row?.udpIo).toBe(io);
+  expect(metric(report, "relay", server, "deliveredPps")).toBeGreaterThan(0);
+  expect(metric(report, "relay", server, "serverUsPerPacket")).toBeGreaterThan(0);
+  // The batch module's own counters: how it batched the floor's traffic.
+  if (io === "batch")
+    expect(metric(report, "relay", server, "floorPacketsPerRecvmmsg")).toBeGreaterThanOrEqual(1);
+  else expect(metric(report, "relay", server, "floorPacketsPerRecvmmsg")).toBeNull();
 }
 
 function runBench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -148,13 +179,7 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
 
   it("measures Turnpike and coturn side by side with ratio columns", async (ctx) => {
     // Only once the relay runs: start it the way the bench does and see whether it answers.
-    let reason: string | undefined;
-    try {
-      const s = await startTurnpike(defaultSettings());
-      await s.stop();
-    } catch (e) {
-      reason = e instanceof Error ? e.message.split("\n").slice(0, 3).join(" / ") : String(e);
-    }
+    const reason = await turnpikeStartFailure();
     if (reason) {
       console.warn(`[bench] SKIPPED --server both: turnpike-relay does not start: ${reason}`);
       ctx.skip();
@@ -177,6 +202,79 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     expectFigures(report, "coturn");
     expectTunnel(report, ["turnpike", "coturn"]);
     if (missingTools(...TUNNEL_TOOLS).length === 0) expect(run.stdout).toContain("turnpike/ssh -R");
+    // Turnpike on its default UDP path, with the floor on the same I/O next to it.
+    const io = defaultUdpIo();
+    expect(report.results.find((x) => x.server === "turnpike")?.udpIo).toBe(io);
+    expectFloor(report, io);
+    expect(run.stdout).toContain(`turnpike/floor (${io})`);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it("compares both Turnpike UDP paths with coturn and their floors in one relay table", async (ctx) => {
+    const reason = await turnpikeStartFailure();
+    if (reason) {
+      console.warn(
+        `[bench] SKIPPED --udp-io batch,dgram: turnpike-relay does not start: ${reason}`,
+      );
+      ctx.skip();
+      return;
+    }
+    const json = path.join(dir, "udp-io.json");
+    const run = await runBench([
+      "relay",
+      "--quick",
+      "--server",
+      "both",
+      "--udp-io",
+      "batch,dgram",
+      "--json",
+      json,
+      "--out",
+      path.join(dir, "out-udp-io"),
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
+    expect(report.options.udpIo).toEqual(["batch", "dgram"]);
+    expect(report.options.floor).toEqual(["batch", "dgram"]);
+    expect(report.results.map((r) => r.server)).toEqual([
+      "turnpike (batch)",
+      "turnpike (dgram)",
+      "coturn",
+      "floor (batch)",
+      "floor (dgram)",
+    ]);
+    for (const io of ["batch", "dgram"]) {
+      const server = `turnpike (${io})`;
+      const row = report.results.find((x) => x.server === server);
+      expect(row?.error, server).toBeUndefined();
+      // The path the relay itself reported at start, not just the flag the bench passed.
+      expect(row?.udpIo).toBe(io);
+      expect(metric(report, "relay", server, "serverUsPerPacket")).toBeGreaterThan(0);
+      expect(row?.notes.some((n) => n.includes(`against floor (${io})`))).toBe(true);
+      expectFloor(report, io);
+    }
+    expect(metric(report, "relay", "coturn", "serverUsPerPacket")).toBeGreaterThan(0);
+    const header = run.stdout.split("\n").find((l) => l.startsWith("| metric"));
+    for (const column of [
+      "turnpike (batch)/coturn",
+      "turnpike (dgram)/coturn",
+      "turnpike (batch)/floor (batch)",
+      "turnpike (dgram)/floor (dgram)",
+    ]) {
+      expect(header).toContain(column);
+    }
+    expect(leftovers()).toEqual([]);
+  });
+});
+
+describe("turnpike-bench options", () => {
+  it("refuses an unknown --udp-io path and --udp-io without Turnpike", async () => {
+    const bogus = await runBench(["relay", "--udp-io", "batch,epoll"]);
+    expect(bogus.code).toBe(2);
+    expect(bogus.stderr).toMatch(/--udp-io wants batch, dgram/);
+    const coturnOnly = await runBench(["relay", "--server", "coturn", "--udp-io", "dgram"]);
+    expect(coturnOnly.code).toBe(2);
+    expect(coturnOnly.stderr).toMatch(/--udp-io picks Turnpike's data path/);
     expect(leftovers()).toEqual([]);
   });
 });

@@ -2,6 +2,7 @@
 // (phase, sequence, send time) so the client measures the round trip and counts loss.
 import os from "node:os";
 import * as hdr from "hdr-histogram-js";
+import type { FloorStats } from "../floor/floor.js";
 import { type EchoPeer, startEchoPeer } from "../load/peer.js";
 import { MAX_TCP_WRITE_QUEUE, TurnLoadClient } from "../load/turn-load-client.js";
 import { cpuMicros, nowUs, rssBytes, udpDropCounters } from "../proc.js";
@@ -39,6 +40,8 @@ export interface PhaseResult {
   seconds: number;
   /** machine-wide UDP receive-buffer drops during the phase (/proc/net/snmp) */
   udpRcvbufDrops: number | null;
+  /** a floor on batch I/O: its module's counters over the phase (drain included) */
+  floorBatch: (NonNullable<FloorStats["batch"]> & { received: number }) | null;
 }
 
 /** CPU counters of the three processes at one instant (µs; server undefined without a PID). */
@@ -115,6 +118,7 @@ export class RelayLoad {
     this.histogram = newHistogram();
     const pid = server.pid;
     const peerStart = await this.peer.stats();
+    const floorStart = await server.floor?.stats();
     const drops0 = udpDropCounters();
     const mark = (): CpuMark => cpuMark(pid, this.peer.pid);
     const start = mark();
@@ -190,6 +194,7 @@ export class RelayLoad {
     progress.update(slot, "", "draining done");
     progress.stop();
     const peerEnd = await this.peer.stats();
+    const floorEnd = await server.floor?.stats();
     const drops1 = udpDropCounters();
     const received = this.received;
     this.phase++; // late echoes from now on are not counted
@@ -218,8 +223,78 @@ export class RelayLoad {
       rss: pid ? (rssBytes(pid) ?? null) : null,
       seconds: sendSeconds,
       udpRcvbufDrops: drops0 && drops1 ? drops1.rcvbufErrors - drops0.rcvbufErrors : null,
+      floorBatch: floorDelta(floorStart, floorEnd),
     };
   }
+}
+
+/** Counter differences of a batch floor over one phase; null for anything else. */
+function floorDelta(
+  a: FloorStats | undefined,
+  b: FloorStats | undefined,
+): PhaseResult["floorBatch"] {
+  if (!a?.batch || !b?.batch) return null;
+  return {
+    received: b.received - a.received,
+    recvCalls: b.batch.recvCalls - a.batch.recvCalls,
+    sendCalls: b.batch.sendCalls - a.batch.sendCalls,
+    batches: b.batch.batches - a.batch.batches,
+    wakeups: b.batch.wakeups - a.batch.wakeups,
+    eagain: b.batch.eagain - a.batch.eagain,
+    sent: b.batch.sent - a.batch.sent,
+  };
+}
+
+/**
+ * How the batch module batched the floor's traffic: what the relay's batch path gets at best
+ * from the same load (the relay's own counters are not readable from outside its process).
+ */
+function floorBatchMetrics(f: NonNullable<PhaseResult["floorBatch"]>): Metric[] {
+  const per = (a: number, b: number) => (b > 0 ? a / b : null);
+  return [
+    {
+      key: "floorPacketsPerRecvmmsg",
+      label: "batch I/O: datagrams per recvmmsg call",
+      unit: "",
+      value: per(f.received, f.recvCalls),
+      digits: 2,
+    },
+    {
+      key: "floorPacketsPerSendmmsg",
+      label: "batch I/O: datagrams per sendmmsg call",
+      unit: "",
+      value: per(f.sent, f.sendCalls),
+      digits: 2,
+    },
+    {
+      key: "floorPacketsPerCallback",
+      label: "batch I/O: datagrams per JS callback",
+      unit: "",
+      value: per(f.received, f.batches),
+      digits: 2,
+    },
+    {
+      key: "floorCallbacksPerWakeup",
+      label: "batch I/O: JS callbacks per event-loop wake-up",
+      unit: "",
+      value: per(f.batches, f.wakeups),
+      digits: 2,
+    },
+    {
+      key: "floorSyscallsPerPacket",
+      label: "batch I/O: recvmmsg + sendmmsg calls per relayed packet",
+      unit: "",
+      value: per(f.recvCalls + f.sendCalls, f.received),
+      digits: 2,
+    },
+    {
+      key: "floorEagain",
+      label: "batch I/O: sends that met a full socket buffer (EAGAIN)",
+      unit: "",
+      value: f.eagain,
+      digits: 0,
+    },
+  ];
 }
 
 export function latencyCurve(h: hdr.Histogram): [number, number][] {
@@ -311,6 +386,7 @@ function phaseMetrics(r: PhaseResult, size: number): Metric[] {
       value: r.udpRcvbufDrops,
       digits: 0,
     },
+    ...(r.floorBatch ? floorBatchMetrics(r.floorBatch) : []),
   ];
 }
 
@@ -345,7 +421,11 @@ export async function relayScenario(ctx: ScenarioContext): Promise<ScenarioResul
   const peer = await startEchoPeer(4);
   let allocations: OpenedAllocation[] = [];
   try {
-    ctx.progress.start(`${server.name} relay: allocating`, count);
+    await server.floor?.setPeers(peer.addresses);
+    ctx.progress.start(
+      `${server.name} relay: ${server.floor ? "connecting" : "allocating"}`,
+      count,
+    );
     const open = await openAllocations({
       server,
       transport: opts.transport,
@@ -360,7 +440,9 @@ export async function relayScenario(ctx: ScenarioContext): Promise<ScenarioResul
     if (allocations.length === 0) throw new Error(`no allocation succeeded: ${open.firstError}`);
     const load = new RelayLoad(ctx, allocations, peer);
     const notes = [
-      `${allocations.length} allocations over ${opts.transport.toUpperCase()}, ${opts.mode === "channel" ? "ChannelData" : "Send/Data indications"}, ${opts.size}-byte payload, ${peer.addresses.length} echo peer sockets`,
+      server.floor
+        ? `${allocations.length} client sockets without TURN setup (one socket B each in the floor), ChannelData, ${opts.size}-byte payload, ${peer.addresses.length} echo peer sockets`
+        : `${allocations.length} allocations over ${opts.transport.toUpperCase()}, ${opts.mode === "channel" ? "ChannelData" : "Send/Data indications"}, ${opts.size}-byte payload, ${peer.addresses.length} echo peer sockets`,
     ];
     if (open.failures > 0) notes.push(`${open.failures} allocations failed: ${open.firstError}`);
     // Warm-up: JIT, socket buffers, coturn's thread pools.

@@ -56,8 +56,10 @@ export async function openAllocations(o: OpenOptions): Promise<OpenResult> {
           token: o.server.token,
           user: `${o.userPrefix ?? "bench"}${index % 1000}`,
         });
-        await client.allocate();
-        if (o.bind) {
+        // The floor speaks no TURN: the connected socket is the "allocation", and the channel
+        // number in its first ChannelData picks the echo peer (src/floor/floor.ts).
+        if (o.server.kind !== "floor") await client.allocate();
+        if (o.bind && o.server.kind !== "floor") {
           await client.createPermission(peer);
           await client.channelBind(peer, channel);
         }

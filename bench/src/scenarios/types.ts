@@ -2,7 +2,7 @@
 
 import type { DataMode, Transport } from "../load/turn-load-client.js";
 import type { Progress } from "../progress.js";
-import type { RunningServer } from "../servers.js";
+import type { RunningServer, UdpIo } from "../servers.js";
 
 export interface BenchOptions {
   quick: boolean;
@@ -17,6 +17,10 @@ export interface BenchOptions {
   transport: Transport;
   mode: DataMode;
   ramp: boolean;
+  /** Turnpike's UDP data paths, one column each (--udp-io); empty = its default, one column */
+  udpIo: UdpIo[];
+  /** floor forwarders in the relay table, one column each (--floor) */
+  floor: UdpIo[];
 }
 
 export interface ScenarioContext {
@@ -61,6 +65,8 @@ export interface ScenarioResult {
   skipped?: string;
   /** how the row's processes were started (HTML report and JSON only) */
   commands?: string[];
+  /** the UDP data path the row ran on (Turnpike's, or a floor's I/O) */
+  udpIo?: UdpIo;
 }
 
 export type Scenario = (ctx: ScenarioContext) => Promise<ScenarioResult>;
