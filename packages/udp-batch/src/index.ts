@@ -109,6 +109,8 @@ export interface BatchIoOptions {
   readonly txBytes?: number;
   /** Bytes a socket may hold while the kernel says EAGAIN (default 1 MiB); beyond: dropped. */
   readonly maxBacklog?: number;
+  /** Bytes all sockets together may hold that way (default 64 MiB). */
+  readonly maxBacklogTotal?: number;
   /** Upper bounds (inclusive) of the sent-size histogram buckets (at most 15). */
   readonly sizeBounds?: readonly number[];
   /** Tags whose packets count in the size histogram (default: all). */
@@ -181,6 +183,7 @@ export class BatchIo {
       maxTx: this.maxTx,
       txBytes: options.txBytes ?? 1 << 20,
       maxBacklog: options.maxBacklog ?? 1 << 20,
+      maxBacklogTotal: options.maxBacklogTotal ?? 64 << 20,
       bounds: options.sizeBounds ?? [],
       bucketTags:
         options.bucketTags === undefined

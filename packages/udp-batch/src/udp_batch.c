@@ -158,7 +158,8 @@ typedef struct ctx {
   uint32_t bounds[MAX_BUCKETS];
   uint32_t nbounds;
   uint32_t bucket_tags; /* bit mask: tags whose packets go into the size histogram */
-  size_t max_backlog;
+  size_t max_backlog;       /* per socket */
+  size_t max_backlog_total; /* all sockets of the context together */
 
   napi_ref refs[6];
 
@@ -313,7 +314,9 @@ static void update_ref(ctx_t* c) {
 static void backlog_push(ctx_t* c, sock_t* s, const struct sockaddr_storage* addr,
                          socklen_t addrlen, const uint8_t* data, uint32_t length, uint32_t tag,
                          uint32_t overhead) {
-  if (s->backlog_bytes + length > c->max_backlog) {
+  // Both caps: one slow socket cannot take everything, and ten thousand cannot together.
+  if (s->backlog_bytes + length > c->max_backlog ||
+      c->stats[ST_COUNTERS + C_BACKLOG_BYTES] + length > (double)c->max_backlog_total) {
     count_drop(c, DROP_QUEUE_FULL);
     return;
   }
@@ -688,6 +691,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   c->tx_bytes = get_u32(env, argv[1], "txBytes", 1 << 20);
   if (c->tx_bytes < MAX_DATAGRAM + 8) c->tx_bytes = MAX_DATAGRAM + 8;
   c->max_backlog = get_u32(env, argv[1], "maxBacklog", 1 << 20);
+  c->max_backlog_total = get_u32(env, argv[1], "maxBacklogTotal", 64 << 20);
   c->bucket_tags = get_u32(env, argv[1], "bucketTags", 0xffffffffu);
   napi_value bounds;
   if (napi_get_named_property(env, argv[1], "bounds", &bounds) == napi_ok) {
