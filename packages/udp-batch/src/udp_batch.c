@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 // ---- Layout shared with index.ts (keep in sync: index.ts exports the same numbers) --------
@@ -102,6 +103,19 @@ enum counter {
   C_WAKEUPS, /* libuv poll callbacks */
   C_COUNT
 };
+
+// glibc's wrappers of these are pthread cancellation points, and the bookkeeping around each
+// call showed up in profiles (a few % of the relay's CPU). The module never cancels threads,
+// so the raw system calls do.
+static inline int raw_sendmmsg(int fd, struct mmsghdr* msgs, unsigned n) {
+  return (int)syscall(SYS_sendmmsg, fd, msgs, n, MSG_DONTWAIT);
+}
+static inline int raw_recvmmsg(int fd, struct mmsghdr* msgs, unsigned n) {
+  return (int)syscall(SYS_recvmmsg, fd, msgs, n, MSG_DONTWAIT, NULL);
+}
+static inline int raw_epoll_wait(int epfd, struct epoll_event* evs, int n) {
+  return (int)syscall(SYS_epoll_pwait, epfd, evs, n, 0, NULL, 8); /* every arch has pwait */
+}
 
 #define MAX_SOCKETS 65535
 #define SEND_BATCH 64
@@ -370,7 +384,7 @@ static void backlog_drain(ctx_t* c, sock_t* s) {
       c->smsgs[m].msg_hdr.msg_iovlen = 1;
     }
     c->stats[ST_COUNTERS + C_SEND_CALLS] += 1;
-    int r = sendmmsg(s->fd, c->smsgs, m, MSG_DONTWAIT);
+    int r = raw_sendmmsg(s->fd, c->smsgs, m);
     if (r > 0) {
       for (int k = 0; k < r; k++) {
         count_sent(c, s->head->tag, s->head->length, s->head->overhead);
@@ -396,7 +410,7 @@ static void send_run(ctx_t* c, sock_t* s, uint32_t m) {
   uint32_t k = 0;
   while (k < m) {
     c->stats[ST_COUNTERS + C_SEND_CALLS] += 1;
-    int r = sendmmsg(s->fd, c->smsgs + k, m - k, MSG_DONTWAIT);
+    int r = raw_sendmmsg(s->fd, c->smsgs + k, m - k);
     if (r > 0) {
       for (int i = 0; i < r; i++) {
         const uint32_t* e = &c->tx_meta[c->sidx[k + i] * TX_STRIDE];
@@ -525,7 +539,7 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
   struct epoll_event evs[64];
   int more = 1;
   for (int round = 0; more && round < MAX_ROUNDS && !c->destroyed; round++) {
-    int k = epoll_wait(c->epfd, evs, 64, 0);
+    int k = raw_epoll_wait(c->epfd, evs, 64);
     if (k <= 0) break;
     // Another round only if this one may have left data behind (a full event list or a
     // socket that filled its read); otherwise the level-triggered poll wakes us again when
@@ -552,7 +566,7 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
         msgs[j].msg_hdr.msg_flags = 0;
       }
       int want = (int)(c->max_batch - n);
-      int r = recvmmsg(s->fd, msgs, (unsigned)want, MSG_DONTWAIT, NULL);
+      int r = raw_recvmmsg(s->fd, msgs, (unsigned)want);
       if (r < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
           // ECONNREFUSED and friends: an ICMP error reported on the socket; it is consumed.
