@@ -96,6 +96,7 @@ interface NativeBinding {
   close(ctx: object, handle: number): boolean;
   flush(ctx: object): void;
   destroy(ctx: object): void;
+  tcpListen(family: number, address: string, port: number, backlog: number, group: number): number;
 }
 
 export interface BatchIoOptions {
@@ -158,6 +159,30 @@ function load(): Loaded {
 export function batchIoAvailability(): { available: true } | { available: false; reason: string } {
   const l = load();
   return l.ok ? { available: true } : { available: false, reason: l.reason };
+}
+
+/**
+ * A listening TCP socket for workers that share an address (SO_REUSEPORT); with `steerGroup`
+ * > 1 the kernel picks the worker by the client's source address only, so every connection
+ * of one client host reaches the same worker. Returns the fd for `server.listen({ fd })`.
+ * Throws an Error with `code` (EADDRINUSE, ...), or when the module is unavailable.
+ */
+export function tcpListen(options: {
+  family: 4 | 6;
+  address: string;
+  port: number;
+  backlog?: number;
+  steerGroup?: number;
+}): number {
+  const l = load();
+  if (!l.ok) throw new Error(`udp-batch unavailable: ${l.reason}`);
+  return l.binding.tcpListen(
+    options.family,
+    options.address,
+    options.port,
+    options.backlog ?? 511,
+    options.steerGroup ?? 1,
+  );
 }
 
 export class BatchIo {

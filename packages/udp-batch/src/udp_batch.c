@@ -30,6 +30,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -954,6 +955,80 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---- TCP listeners shared by workers --------------------------------------------------
+
+// tcpListen(family, address, port, backlog, steerGroup) -> fd
+//
+// A listening TCP socket with SO_REUSEPORT, for workers that each accept on the same address.
+// The kernel spreads connections over such a group by a hash of the 4-tuple, so an RFC 6062
+// data connection would usually land on another worker than its client's control connection.
+// With steerGroup > 1 a classic BPF program picks the group member by the SOURCE ADDRESS only
+// (SO_ATTACH_REUSEPORT_CBPF): every connection from one client host reaches the same worker,
+// and the cross-worker hand-over stays the exception (clients behind several egress IPs).
+// Node takes the fd with server.listen({ fd }).
+static napi_value js_tcp_listen(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t family, port, backlog, group;
+  char address[64];
+  size_t alen;
+  if (argc < 5 || napi_get_value_uint32(env, argv[0], &family) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], address, sizeof address, &alen) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &port) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &backlog) != napi_ok ||
+      napi_get_value_uint32(env, argv[4], &group) != napi_ok || (family != 4 && family != 6) ||
+      port > 65535) {
+    napi_throw_type_error(env, NULL, "udp-batch: tcpListen(4|6, address, port, backlog, group)");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t sl;
+  if (family == 4) {
+    struct sockaddr_in* a = (struct sockaddr_in*)&ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, address, &a->sin_addr) != 1) return throw_errno(env, EINVAL, "inet_pton");
+    sl = sizeof *a;
+  } else {
+    struct sockaddr_in6* a = (struct sockaddr_in6*)&ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET6, address, &a->sin6_addr) != 1) return throw_errno(env, EINVAL, "inet_pton");
+    sl = sizeof *a;
+  }
+  int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  int one = 1;
+  if (family == 6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+      bind(fd, (struct sockaddr*)&ss, sl) != 0 || listen(fd, (int)backlog) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "tcp listen");
+  }
+  if (group > 1) {
+    // A = source address (IPv4: the whole address; IPv6: its last 32 bits), A %= group.
+    // SKF_NET_OFF addresses the network header whatever the program's data pointer is.
+    struct sock_filter code[] = {
+        {BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_NET_OFF + (family == 4 ? 12 : 20))},
+        {BPF_ALU | BPF_MOD | BPF_K, 0, 0, group},
+        {BPF_RET | BPF_A, 0, 0, 0},
+    };
+    struct sock_fprog prog = {.len = 3, .filter = code};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
+      int err = errno;
+      close(fd);
+      return throw_errno(env, err, "setsockopt(SO_ATTACH_REUSEPORT_CBPF)");
+    }
+  }
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"create", NULL, js_create, NULL, NULL, NULL, napi_default, NULL},
@@ -962,6 +1037,7 @@ NAPI_MODULE_INIT() {
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"flush", NULL, js_flush, NULL, NULL, NULL, napi_default, NULL},
       {"destroy", NULL, js_destroy, NULL, NULL, NULL, napi_default, NULL},
+      {"tcpListen", NULL, js_tcp_listen, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
