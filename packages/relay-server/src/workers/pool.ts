@@ -1,0 +1,312 @@
+// --workers N: N relay engines, one per worker thread, behind the one RunningRelay the CLI
+// knows. Each worker runs the ordinary driver (relay.ts) with its own relay-core TurnServer,
+// its own SO_REUSEPORT listening sockets (the kernel spreads clients over the workers and keeps
+// each client on one) and its own slice of the relay port range (a peer's datagram reaches the
+// worker that owns the allocation). Nothing on the data path crosses threads. What is shared:
+//
+//   limits      a SharedArrayBuffer (shared-limits.ts): allocation and connection quotas and
+//               the unauthenticated-answer rate hold for the process as a whole, exactly;
+//   secret      one nonce/credential secret, so any worker verifies any client's nonce;
+//   counters    each worker posts snapshots; the supervisor sums them for metrics.ts;
+//   logs        each worker's lines come here and go out through the one log stream;
+//   RFC 6062    a ConnectionBind that lands on another worker than its CONNECTION-ID's owner
+//               is handed to the owner (hand-over.ts).
+//
+// The supervisor (this file, on the main thread) starts worker 0 first (its bound ports are
+// the ones the others join when the configuration says port 0), relays drain/close to every
+// worker, and restarts a worker that crashes: its clients re-allocate on the others meanwhile,
+// /readyz says "degraded", and the limits forget exactly what it held.
+
+import { randomBytes } from "node:crypto";
+import { Worker } from "node:worker_threads";
+import type { Logger } from "@turnpike/runtime-kit";
+import type { RelayConfig, SocketAddress } from "../config.js";
+import type { RelayAddresses, RelayDeps, RunningRelay } from "../types.js";
+import { createSharedLimits, SharedLimits, type SharedLimitsInit } from "./shared-limits.js";
+import { StatsAggregator, type StatsSnapshot } from "./stats-sync.js";
+
+/** From a worker. */
+export type WorkerMessage =
+  | { t: "log"; line: string }
+  | { t: "ready"; addresses: RelayAddresses; udpIo: "batch" | "dgram" }
+  | { t: "stats"; snapshot: StatsSnapshot }
+  | { t: "drained" }
+  | { t: "closed" }
+  | { t: "route"; to: number; message: unknown };
+
+/** To a worker. */
+export type SupervisorMessage =
+  | { t: "drain"; timeoutMs: number }
+  | { t: "close" }
+  | { t: "crash" }
+  | { t: "route"; from: number; message: unknown };
+
+/** What a worker is started with (workerData). */
+export interface WorkerInit {
+  readonly config: RelayConfig;
+  readonly index: number;
+  readonly count: number;
+  readonly limits: SharedLimitsInit;
+  readonly secret: Uint8Array;
+  /** Wall clock minus the worker's own performance.now() origin is computed there. */
+  readonly statsIntervalMs: number;
+}
+
+const STATS_INTERVAL_MS = 250;
+const RESTART_DELAYS_MS = [200, 500, 1000, 2000, 5000];
+const READY_TIMEOUT_MS = 15_000;
+const CLOSE_TIMEOUT_MS = 10_000;
+
+interface Slot {
+  readonly index: number;
+  worker: Worker | undefined;
+  ready: boolean;
+  restarts: number;
+  waiters: Map<string, () => void>;
+}
+
+/** The relay port range cut into `count` contiguous slices, one per worker. */
+export function portSlice(
+  min: number,
+  max: number,
+  index: number,
+  count: number,
+): { minPort: number; maxPort: number } {
+  const span = max - min + 1;
+  return {
+    minPort: min + Math.floor((index * span) / count),
+    maxPort: min + Math.floor(((index + 1) * span) / count) - 1,
+  };
+}
+
+export async function startWorkerPool(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay> {
+  const pool = new WorkerPool(config, deps);
+  try {
+    await pool.start();
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  return pool;
+}
+
+class WorkerPool implements RunningRelay {
+  ready = false;
+  draining = false;
+  udpIo: "batch" | "dgram" = "dgram";
+  private readonly log: Logger;
+  private readonly slots: Slot[] = [];
+  private readonly limitsInit: SharedLimitsInit;
+  private readonly limits: SharedLimits;
+  private readonly secret = new Uint8Array(randomBytes(32));
+  private readonly aggregator: StatsAggregator;
+  private bound: RelayAddresses = { udp: [], tcp: [], tls: [] };
+  /** The configuration workers after the first start with: listen ports as bound. */
+  private joinConfig: RelayConfig;
+  private closing = false;
+  private onCrashSignal: (() => void) | undefined;
+  /** Workers' finished log lines go out through the process's one log stream. */
+  private readonly writeLogLine: (line: string) => void;
+
+  constructor(
+    private readonly config: RelayConfig,
+    deps: RelayDeps,
+  ) {
+    this.log = deps.logger;
+    this.writeLogLine = deps.writeLogLine ?? ((line) => process.stderr.write(`${line}\n`));
+    this.limitsInit = createSharedLimits({
+      workers: config.workers,
+      maxAllocations: config.maxAllocations,
+      maxAllocationsPerUser: config.maxAllocationsPerUser,
+      maxConnections: config.maxConnections,
+      maxConnectionsPerIp: config.maxConnections,
+      unauthenticatedRate: config.maxUnauthenticatedRate,
+    });
+    this.limits = new SharedLimits(this.limitsInit, 0);
+    this.aggregator = new StatsAggregator(deps.metrics.stats);
+    deps.metrics.stats.beforeCollect = () => this.aggregator.aggregate();
+    this.joinConfig = config;
+    for (let i = 0; i < config.workers; i++) {
+      this.slots.push({ index: i, worker: undefined, ready: false, restarts: 0, waiters: new Map() });
+    }
+  }
+
+  get workers(): number {
+    return this.slots.length;
+  }
+
+  /** A worker is restarting: the others serve, but the relay is not whole. */
+  get degraded(): boolean {
+    return this.ready && this.slots.some((s) => !s.ready);
+  }
+
+  async start(): Promise<void> {
+    // Worker 0 binds first; the others join its (possibly ephemeral) ports.
+    const first = this.slots[0]!;
+    const ready = await this.spawn(first, this.config);
+    this.bound = ready.addresses;
+    this.udpIo = ready.udpIo;
+    this.joinConfig = {
+      ...this.config,
+      listen: joinPorts(this.config.listen, ready.addresses.udp),
+      tlsListen: joinPorts(this.config.tlsListen, ready.addresses.tls),
+    };
+    await Promise.all(this.slots.slice(1).map((s) => this.spawn(s, this.joinConfig)));
+    this.ready = true;
+    if (this.config.testCrashWorker) {
+      this.onCrashSignal = () => this.post(this.slots[0]!, { t: "crash" });
+      process.on("SIGUSR2", this.onCrashSignal);
+    }
+    this.log.info("workers ready", { workers: this.slots.length, udpIo: this.udpIo });
+  }
+
+  private spawn(
+    slot: Slot,
+    config: RelayConfig,
+  ): Promise<{ addresses: RelayAddresses; udpIo: "batch" | "dgram" }> {
+    const slice = portSlice(config.minPort, config.maxPort, slot.index, this.slots.length);
+    const init: WorkerInit = {
+      config: { ...config, ...slice },
+      index: slot.index,
+      count: this.slots.length,
+      limits: this.limitsInit,
+      secret: this.secret,
+      statsIntervalMs: STATS_INTERVAL_MS,
+    };
+    const worker = new Worker(new URL("./worker.js", import.meta.url), { workerData: init });
+    slot.worker = worker;
+    slot.ready = false;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`worker ${slot.index} not ready within ${READY_TIMEOUT_MS} ms`)),
+        READY_TIMEOUT_MS,
+      );
+      worker.on("message", (m: WorkerMessage) => {
+        switch (m.t) {
+          case "log":
+            this.writeLogLine(m.line);
+            return;
+          case "ready":
+            clearTimeout(timer);
+            slot.ready = true;
+            resolve(m);
+            return;
+          case "stats":
+            this.aggregator.update(slot.index, m.snapshot);
+            return;
+          case "drained":
+          case "closed":
+            slot.waiters.get(m.t)?.();
+            return;
+          case "route": {
+            const to = this.slots[m.to];
+            if (to?.worker !== undefined && to.ready) {
+              this.post(to, { t: "route", from: slot.index, message: m.message });
+            }
+            return;
+          }
+        }
+      });
+      worker.on("error", (err) => {
+        this.log.error("worker failed", { worker: slot.index, err });
+      });
+      worker.on("exit", (code) => {
+        clearTimeout(timer);
+        const wasReady = slot.ready;
+        slot.ready = false;
+        slot.worker = undefined;
+        for (const w of slot.waiters.values()) w();
+        this.limits.clearWorker(slot.index);
+        this.aggregator.retire(slot.index);
+        if (!wasReady) reject(new Error(`worker ${slot.index} exited with ${code} while starting`));
+        if (this.closing || !this.ready) return;
+        this.restart(slot, code);
+      });
+    });
+  }
+
+  /** A worker died while serving: log it and start a fresh engine in its place. */
+  private restart(slot: Slot, code: number): void {
+    const delay = RESTART_DELAYS_MS[Math.min(slot.restarts, RESTART_DELAYS_MS.length - 1)]!;
+    slot.restarts++;
+    this.log.error("worker exited; restarting it with a fresh engine", {
+      worker: slot.index,
+      code,
+      restartInMs: delay,
+    });
+    setTimeout(() => {
+      if (this.closing) return;
+      this.spawn(slot, this.joinConfig).then(
+        () => this.log.info("worker restarted", { worker: slot.index }),
+        (err) => {
+          this.log.error("worker restart failed", { worker: slot.index, err });
+          if (slot.worker === undefined && !this.closing) this.restart(slot, 1);
+        },
+      );
+    }, delay).unref();
+  }
+
+  private post(slot: Slot, message: SupervisorMessage): void {
+    slot.worker?.postMessage(message);
+  }
+
+  /** Ask every live worker, resolve when each answered `reply` (or is gone, or time ran out). */
+  private broadcast(
+    message: SupervisorMessage,
+    reply: "drained" | "closed",
+    timeoutMs: number,
+  ): Promise<void> {
+    const waits = this.slots
+      .filter((s) => s.worker !== undefined)
+      .map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(done, timeoutMs);
+            function done() {
+              clearTimeout(timer);
+              s.waiters.delete(reply);
+              resolve();
+            }
+            s.waiters.set(reply, done);
+            this.post(s, message);
+          }),
+      );
+    return Promise.all(waits).then(() => undefined);
+  }
+
+  addresses(): RelayAddresses {
+    return { udp: [...this.bound.udp], tcp: [...this.bound.tcp], tls: [...this.bound.tls] };
+  }
+
+  drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    // Each worker drains its own allocations (300/508 to new ones) and answers when done.
+    return this.broadcast({ t: "drain", timeoutMs }, "drained", timeoutMs + 1000);
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.ready = false;
+    if (this.onCrashSignal) process.off("SIGUSR2", this.onCrashSignal);
+    await this.broadcast({ t: "close" }, "closed", CLOSE_TIMEOUT_MS);
+    await Promise.all(
+      this.slots.map(async (s) => {
+        const w = s.worker;
+        if (w === undefined) return;
+        const exited = new Promise<void>((r) => w.once("exit", () => r()));
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+        if (s.worker !== undefined) await w.terminate();
+      }),
+    );
+    this.log.info("closed");
+  }
+}
+
+/** Listen addresses with the ports the first worker actually bound (same order). */
+function joinPorts(
+  configured: readonly SocketAddress[],
+  bound: readonly SocketAddress[],
+): SocketAddress[] {
+  return configured.map((a, i) => (a.port === 0 && bound[i] ? { ...a, port: bound[i]!.port } : a));
+}

@@ -1,0 +1,73 @@
+// One relay engine in a worker thread (see pool.ts): the ordinary driver with its own
+// relay-core, SO_REUSEPORT listeners, a slice of the relay ports, and the limits, secret and
+// log stream it shares with the others through the supervisor.
+
+import { parentPort, workerData } from "node:worker_threads";
+import { createLogger } from "@turnpike/runtime-kit";
+import { startRelay } from "../relay.js";
+import { createRelayStats, createRelayTelemetry } from "../stats.js";
+import type { SupervisorMessage, WorkerInit, WorkerMessage } from "./pool.js";
+import { SharedLimits } from "./shared-limits.js";
+import { snapshotOf } from "./stats-sync.js";
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+const post = (m: WorkerMessage) => port.postMessage(m);
+
+const logger = createLogger({
+  level: init.config.logLevel,
+  format: init.config.logFormat,
+  write: (line) => post({ t: "log", line }),
+  fields: { worker: init.index },
+});
+const stats = createRelayStats();
+const telemetry = createRelayTelemetry(stats);
+const routeHandlers: ((from: number, message: unknown) => void)[] = [];
+
+const relay = await startRelay(init.config, {
+  logger,
+  metrics: { stats, telemetry },
+  worker: {
+    index: init.index,
+    count: init.count,
+    limits: new SharedLimits(init.limits, init.index),
+    secret: init.secret,
+    route: (to, message) => post({ t: "route", to, message }),
+    onRoute: (handler) => routeHandlers.push(handler),
+  },
+});
+
+const sendStats = () => post({ t: "stats", snapshot: snapshotOf(stats) });
+const statsTimer = setInterval(sendStats, init.statsIntervalMs);
+statsTimer.unref();
+sendStats();
+post({ t: "ready", addresses: relay.addresses(), udpIo: relay.udpIo });
+
+port.on("message", (m: SupervisorMessage) => {
+  switch (m.t) {
+    case "drain":
+      relay.drain(m.timeoutMs).then(() => {
+        sendStats();
+        post({ t: "drained" });
+      });
+      return;
+    case "close":
+      clearInterval(statsTimer);
+      relay.close().then(() => {
+        sendStats();
+        post({ t: "closed" });
+        port.close();
+      });
+      return;
+    case "crash":
+      // The --test-crash-worker hook: a real uncaught exception in this worker, so the
+      // supervisor's crash handling is tested for what it is.
+      setImmediate(() => {
+        throw new Error("crash requested (--test-crash-worker, SIGUSR2)");
+      });
+      return;
+    case "route":
+      for (const h of routeHandlers) h(m.from, m.message);
+      return;
+  }
+});
