@@ -189,8 +189,22 @@ export async function busyPorts(ports: { tcp?: number[]; udp?: number[] }): Prom
   return busy;
 }
 
-/** PATH with the directory of the node running this test first (for `#!/usr/bin/env node`). */
-export function pathWithThisNode(): string {
-  const dir = process.execPath.slice(0, process.execPath.lastIndexOf("/"));
-  return `${dir}:${process.env.PATH ?? ""}`;
+/**
+ * The environment of a machine without this workspace, for code installed elsewhere: no
+ * NODE_PATH (pnpm's shims point it into the workspace, which would hide a dependency missing
+ * from a tarball), no npm_/pnpm_ variables of the runner, PATH without the workspace's
+ * node_modules/.bin but with the directory of the node running this test first (the one
+ * `#!/usr/bin/env node` should find), plus `extra`.
+ */
+export function outsideEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env = cleanEnv();
+  delete env.NODE_PATH;
+  delete env.TURNPIKE_NODE_LINE;
+  for (const k of Object.keys(env)) {
+    if (/^(npm|pnpm)_/i.test(k)) delete env[k];
+  }
+  const nodeDir = process.execPath.slice(0, process.execPath.lastIndexOf("/"));
+  const path = (process.env.PATH ?? "").split(":").filter((d) => d !== "" && !d.startsWith(REPO));
+  env.PATH = [nodeDir, ...path].join(":");
+  return Object.assign(env, extra);
 }
