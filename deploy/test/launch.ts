@@ -5,7 +5,12 @@ import { createSocket } from "node:dgram";
 import { readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
-import { type ExitInfo, type ManagedProcess, sleep, spawnManaged } from "../../test-support/process.js";
+import {
+  type ExitInfo,
+  type ManagedProcess,
+  sleep,
+  spawnManaged,
+} from "../../test-support/process.js";
 import { httpGet } from "../../test-support/turnpike.js";
 
 export const REPO = fileURLToPath(new URL("../../", import.meta.url));

@@ -10,11 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  parseAddress,
-  tcpEcho,
-  tcpRoundTrip,
-} from "../../packages/tunnel-client/test/harness.js";
+import { parseAddress, tcpEcho, tcpRoundTrip } from "../../packages/tunnel-client/test/harness.js";
 import { freePort, type PortRange, reservePortRange } from "../../test-support/ports.js";
 import { stunBinding } from "../../test-support/stun.js";
 import { requireTool, skipUnlessTools } from "../../test-support/tools.js";
@@ -284,77 +280,80 @@ describe("turnpike-relay and turnpike-tunnel from an npm install", () => {
     }
   });
 
-  describe.skipIf(skipUnlessTools("systemd-analyze"))("deploy/systemd/turnpike-relay.service", () => {
-    const unitText = readFileSync(join(REPO, "deploy/systemd/turnpike-relay.service"), "utf8");
-    const service = unitSection(unitText, "Service");
+  describe.skipIf(skipUnlessTools("systemd-analyze"))(
+    "deploy/systemd/turnpike-relay.service",
+    () => {
+      const unitText = readFileSync(join(REPO, "deploy/systemd/turnpike-relay.service"), "utf8");
+      const service = unitSection(unitText, "Service");
 
-    it("sandboxes the relay: dynamic user, no new privileges, no capabilities, read-only system", () => {
-      expect(service.get("DynamicUser")).toEqual(["yes"]);
-      expect(service.get("NoNewPrivileges")).toEqual(["yes"]);
-      // Empty: the relay's ports are all above 1023 (3478, the relay range, 8080).
-      expect(service.get("CapabilityBoundingSet")).toEqual([""]);
-      expect(service.get("AmbientCapabilities")).toEqual([""]);
-      expect(service.get("ProtectSystem")).toEqual(["strict"]);
-      expect(service.get("Restart")).toEqual(["on-failure"]);
-      expect(service.get("EnvironmentFile")?.[0]).toMatch(/^\/etc\/turnpike\//);
-      // Longer than the default --drain-timeout (30 s) plus the relay's 10 s shutdown guard.
-      expect(Number.parseInt(service.get("TimeoutStopSec")?.[0] ?? "0", 10)).toBeGreaterThan(40);
-      expect(service.get("ExecStart")?.[0]?.startsWith(`${OPT}/`)).toBe(true);
-    });
-
-    it("passes systemd-analyze verify and its ExecStart drains and exits 0 on KillSignal", async () => {
-      requireTool("systemd-analyze");
-      // The unit as shipped, with /opt/turnpike mapped to this test's npm install (verify
-      // checks that ExecStart exists) and the EnvironmentFile to one written here.
-      const envFile = join(scratch, "relay.env");
-      const port = await freePort();
-      const health = await freePort();
-      writeFileSync(
-        envFile,
-        [
-          `TURNPIKE_TOKEN=${TOKEN}`,
-          `TURNPIKE_LISTEN=127.0.0.1:${port}`,
-          `TURNPIKE_HEALTH_LISTEN=127.0.0.1:${health}`,
-          `TURNPIKE_MIN_PORT=${range.min}`,
-          `TURNPIKE_MAX_PORT=${range.min + 9}`,
-          "",
-        ].join("\n"),
-      );
-      const mapped = unitText
-        .replaceAll(OPT, prefix)
-        .replace(/^EnvironmentFile=.*$/m, `EnvironmentFile=${envFile}`);
-      const unitPath = join(scratch, "turnpike-relay.service");
-      writeFileSync(unitPath, mapped);
-      const verify = await run("systemd-analyze", ["verify", unitPath]).catch(
-        (e: { stdout: string; stderr: string; code: number }) => e,
-      );
-      expect(`${verify.stdout}${verify.stderr}`.trim()).toBe("");
-
-      const unit = unitSection(mapped, "Service");
-      const env: Record<string, string> = parseEnvFile(readFileSync(envFile, "utf8"));
-      for (const assignment of unit.get("Environment") ?? []) {
-        const [k, v] = splitOnce(assignment, "=");
-        env[k] = v;
-      }
-      const [command, ...args] = (unit.get("ExecStart")?.[0] ?? "").split(/\s+/);
-      const started = await startUntilReady(command!, args, {
-        env: outsideEnv(env),
-        cwd: "/",
-        healthPort: health,
+      it("sandboxes the relay: dynamic user, no new privileges, no capabilities, read-only system", () => {
+        expect(service.get("DynamicUser")).toEqual(["yes"]);
+        expect(service.get("NoNewPrivileges")).toEqual(["yes"]);
+        // Empty: the relay's ports are all above 1023 (3478, the relay range, 8080).
+        expect(service.get("CapabilityBoundingSet")).toEqual([""]);
+        expect(service.get("AmbientCapabilities")).toEqual([""]);
+        expect(service.get("ProtectSystem")).toEqual(["strict"]);
+        expect(service.get("Restart")).toEqual(["on-failure"]);
+        expect(service.get("EnvironmentFile")?.[0]).toMatch(/^\/etc\/turnpike\//);
+        // Longer than the default --drain-timeout (30 s) plus the relay's 10 s shutdown guard.
+        expect(Number.parseInt(service.get("TimeoutStopSec")?.[0] ?? "0", 10)).toBeGreaterThan(40);
+        expect(service.get("ExecStart")?.[0]?.startsWith(`${OPT}/`)).toBe(true);
       });
-      try {
-        const signal = (unit.get("KillSignal")?.[0] ?? "SIGTERM") as NodeJS.Signals;
-        const stopped = await signalAndWait(started, signal, {
-          timeoutMs: Number.parseInt(unit.get("TimeoutStopSec")?.[0] ?? "90", 10) * 1000,
+
+      it("passes systemd-analyze verify and its ExecStart drains and exits 0 on KillSignal", async () => {
+        requireTool("systemd-analyze");
+        // The unit as shipped, with /opt/turnpike mapped to this test's npm install (verify
+        // checks that ExecStart exists) and the EnvironmentFile to one written here.
+        const envFile = join(scratch, "relay.env");
+        const port = await freePort();
+        const health = await freePort();
+        writeFileSync(
+          envFile,
+          [
+            `TURNPIKE_TOKEN=${TOKEN}`,
+            `TURNPIKE_LISTEN=127.0.0.1:${port}`,
+            `TURNPIKE_HEALTH_LISTEN=127.0.0.1:${health}`,
+            `TURNPIKE_MIN_PORT=${range.min}`,
+            `TURNPIKE_MAX_PORT=${range.min + 9}`,
+            "",
+          ].join("\n"),
+        );
+        const mapped = unitText
+          .replaceAll(OPT, prefix)
+          .replace(/^EnvironmentFile=.*$/m, `EnvironmentFile=${envFile}`);
+        const unitPath = join(scratch, "turnpike-relay.service");
+        writeFileSync(unitPath, mapped);
+        const verify = await run("systemd-analyze", ["verify", unitPath]).catch(
+          (e: { stdout: string; stderr: string; code: number }) => e,
+        );
+        expect(`${verify.stdout}${verify.stderr}`.trim()).toBe("");
+
+        const unit = unitSection(mapped, "Service");
+        const env: Record<string, string> = parseEnvFile(readFileSync(envFile, "utf8"));
+        for (const assignment of unit.get("Environment") ?? []) {
+          const [k, v] = splitOnce(assignment, "=");
+          env[k] = v;
+        }
+        const [command, ...args] = (unit.get("ExecStart")?.[0] ?? "").split(/\s+/);
+        const started = await startUntilReady(command!, args, {
+          env: outsideEnv(env),
+          cwd: "/",
+          healthPort: health,
         });
-        expect(stopped.exit).toEqual({ code: 0, signal: null });
-        expect(stopped.output).toContain("SIGTERM received: draining");
-        expect(await busyPorts({ tcp: [port, health], udp: [port] })).toEqual([]);
-      } finally {
-        killLeftovers(started);
-      }
-    });
-  });
+        try {
+          const signal = (unit.get("KillSignal")?.[0] ?? "SIGTERM") as NodeJS.Signals;
+          const stopped = await signalAndWait(started, signal, {
+            timeoutMs: Number.parseInt(unit.get("TimeoutStopSec")?.[0] ?? "90", 10) * 1000,
+          });
+          expect(stopped.exit).toEqual({ code: 0, signal: null });
+          expect(stopped.output).toContain("SIGTERM received: draining");
+          expect(await busyPorts({ tcp: [port, health], udp: [port] })).toEqual([]);
+        } finally {
+          killLeftovers(started);
+        }
+      });
+    },
+  );
 });
 
 /** Key -> values (in order) of one [Section] of a systemd unit; comments and blanks skipped. */
