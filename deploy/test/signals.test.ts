@@ -90,7 +90,7 @@ describe("turnpike-relay started from the workspace", () => {
         expect(stopped.output).not.toContain("second signal");
         if (viaPnpmExec) {
           // pnpm exec itself dies of the signal (after passing SIGTERM on); the relay drained.
-          expect(stopped.exit.signal ?? stopped.exit.code).toMatch(/SIGTERM|143/);
+          expect(String(stopped.exit.signal ?? stopped.exit.code)).toMatch(/SIGTERM|143/);
         } else {
           expect(stopped.exit).toEqual({ code: 0, signal: null });
         }
@@ -110,7 +110,8 @@ describe("turnpike-relay started from the workspace", () => {
           viaPnpmExec ? "SIGTERM received: draining" : "SIGINT received: closing",
         );
         expect(stopped.output).toContain("INFO stopped");
-        if (viaPnpmExec) expect(stopped.exit.signal ?? stopped.exit.code).toMatch(/SIGINT|130/);
+        if (viaPnpmExec)
+          expect(String(stopped.exit.signal ?? stopped.exit.code)).toMatch(/SIGINT|130/);
         else expect(stopped.exit).toEqual({ code: 0, signal: null });
         expect(stopped.survivors).toEqual([]);
         await expectPortsFree(ports);
@@ -203,7 +204,9 @@ describe("turnpike-tunnel started from the workspace", () => {
           expect(stopped.output).toContain("stopping: releasing allocations");
           expect(stopped.output).not.toMatch(/fatal|uncaught/i);
           if (start.name.startsWith("pnpm exec")) {
-            expect(stopped.exit.signal ?? stopped.exit.code).toMatch(/SIG(TERM|INT)|143|130/);
+            expect(String(stopped.exit.signal ?? stopped.exit.code)).toMatch(
+              /SIG(TERM|INT)|143|130/,
+            );
           } else {
             expect(stopped.exit).toEqual({ code: 0, signal: null });
           }
