@@ -121,8 +121,13 @@ describe("deploy/grafana/turnpike-relay.json", () => {
     t.response("allocate", "error", 401);
     t.authFailure("bad-integrity");
     t.drop("malformed");
+    // The event-loop gauges report once the delay monitor holds samples: scrape until then.
     const addr = metrics.prometheusAddress();
-    scraped = await (await fetch(`http://127.0.0.1:${addr?.port}/metrics`)).text();
+    for (let i = 0; i < 50; i++) {
+      scraped = await (await fetch(`http://127.0.0.1:${addr?.port}/metrics`)).text();
+      if (scraped.includes("nodejs_eventloop_delay_p50")) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   });
   afterAll(async () => {
     await metrics?.shutdown();

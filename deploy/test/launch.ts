@@ -162,11 +162,13 @@ export async function signalAndWait(
       `still running ${timeoutMs} ms after ${signal}:\n${proc.stdout}\n${proc.stderr}`,
     );
   }
-  return {
-    exit,
-    output: `${proc.stdout}${proc.stderr}`,
-    survivors: started.descendants.filter(alive),
-  };
+  // A process closes its pipes while exiting, a moment before it is gone: allow that moment.
+  let survivors = started.descendants.filter(alive);
+  for (let i = 0; i < 40 && survivors.length > 0; i++) {
+    await sleep(50);
+    survivors = survivors.filter(alive);
+  }
+  return { exit, output: `${proc.stdout}${proc.stderr}`, survivors };
 }
 
 /** Ports among `tcp`/`udp` that cannot be bound on 127.0.0.1 right now (someone holds them). */
