@@ -64,6 +64,17 @@ export default defineConfig({
       },
       {
         test: {
+          // How Turnpike ships: Node lines, signal-safe starts, npm tarballs, the container
+          // payload, Kubernetes manifests, the systemd unit and the Grafana dashboard.
+          name: "deploy",
+          include: ["deploy/test/**/*.test.ts"],
+          testTimeout: 180_000,
+          hookTimeout: 180_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
           name: "bench",
           include: ["bench/test/**/*.test.ts"],
           testTimeout: 180_000,

@@ -4,6 +4,7 @@
 #   chromium        /usr/bin/chromium (driven by playwright-core; never a downloaded browser)
 #   iperf3          bench baseline
 #   openssh-server  sshd (bench: reverse-SSH-tunnel comparison)
+#   systemd         systemd-analyze (verifies deploy/systemd/turnpike-relay.service)
 # Installs whatever is missing with apt-get when running as root (or through passwordless sudo).
 # Prints one line when everything is already there. When it cannot install: under CI=true it
 # exits non-zero (interop suites must not silently skip in CI); otherwise it warns and exits 0,
@@ -16,6 +17,7 @@ declare -A probe=(
   [chromium]="/usr/bin/chromium"
   [iperf3]="iperf3"
   [openssh-server]="sshd"
+  [systemd]="systemd-analyze"
 )
 
 have() {
@@ -27,7 +29,7 @@ have() {
 
 missing_pkgs() {
   local pkg bin
-  for pkg in coturn chromium iperf3 openssh-server; do
+  for pkg in coturn chromium iperf3 openssh-server systemd; do
     for bin in ${probe[$pkg]}; do
       if ! have "$bin"; then echo "$pkg"; break; fi
     done
@@ -36,7 +38,7 @@ missing_pkgs() {
 
 mapfile -t missing < <(missing_pkgs)
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "ensure-tools: ok (coturn, chromium, iperf3, openssh-server)"
+  echo "ensure-tools: ok (coturn, chromium, iperf3, openssh-server, systemd)"
   exit 0
 fi
 
@@ -60,7 +62,7 @@ command -v apt-get >/dev/null 2>&1 || fail "missing ${missing[*]} and apt-get is
 
 echo "ensure-tools: installing ${missing[*]} with apt-get"
 export DEBIAN_FRONTEND=noninteractive
-# Installing coturn or openssh-server must not start system daemons (a turnserver on 0.0.0.0:3478,
+# Installing coturn, openssh-server or systemd must not start system daemons (a turnserver on 0.0.0.0:3478,
 # sshd on :22): a policy-rc.d that denies service starts, removed afterwards if we created it.
 policy=/usr/sbin/policy-rc.d
 created_policy=0

@@ -26,6 +26,8 @@ export interface SpawnOptions {
   cwd?: string;
   maxBufferBytes?: number;
   onStdout?: (chunk: string) => void;
+  /** Own process group (pid == pgid), so a test can signal the group as a terminal's Ctrl-C does. */
+  detached?: boolean;
 }
 
 const live = new Set<ChildProcess>();
@@ -69,6 +71,7 @@ export function spawnManaged(
   const child = spawn(command, args, {
     env: opts.env ?? process.env,
     cwd: opts.cwd,
+    detached: opts.detached ?? false,
     stdio: ["ignore", "pipe", "pipe"],
   });
   live.add(child);

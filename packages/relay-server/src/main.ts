@@ -6,7 +6,11 @@
 //   SIGTERM          drain: refuse new allocations, wait up to --drain-timeout for live ones,
 //                    close every socket, flush metrics, exit 0
 //   SIGINT           close at once, flush metrics, exit 0
-//   second signal    exit now (1)
+//   second signal    while draining: exit now (1); while closing: ignored (closing is already
+//                    the immediate path, bounded by SHUTDOWN_GRACE_MS). A Ctrl-C in a terminal
+//                    reaches the relay twice when a launcher forwards it too (`pnpm start`
+//                    forwards SIGINT, `pnpm exec` sends SIGTERM), and must not turn a clean
+//                    close into exit 1.
 //   uncaught error   log it, exit 1: never continue in an unknown state
 
 import {
@@ -142,6 +146,10 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
   };
 
   const stop = (mode: "drain" | "close", signal: string): void => {
+    if (stopping === "close") {
+      logger.info("already closing; signal ignored", { signal });
+      return;
+    }
     if (stopping !== undefined) {
       logger.warn("second signal: exiting now", { signal });
       io.exit(1);

@@ -169,6 +169,18 @@ describe("turnpike-relay process lifecycle", () => {
     h.relay.releaseDrain();
   });
 
+  it("finishes a clean close when a launcher repeats the signal (Ctrl-C under pnpm)", async () => {
+    const h = harness(RUN_ARGS, { TURNPIKE_TOKEN: "t" });
+    const done = runCli(h.io);
+    await until(() => h.running() !== undefined);
+    h.events.emit("SIGINT");
+    h.events.emit("SIGINT");
+    h.events.emit("SIGTERM");
+    expect(await done).toBe(0);
+    expect(h.exits).toEqual([]);
+    expect(h.relay.calls).toEqual(["close"]);
+  });
+
   it("logs an uncaught exception and exits non-zero", async () => {
     const h = harness(RUN_ARGS, { TURNPIKE_TOKEN: "t" });
     void runCli(h.io);
