@@ -13,7 +13,7 @@
 import { randomBytes } from "node:crypto";
 import { accessSync, constants as fsConstants } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
-import { networkInterfaces as osNetworkInterfaces } from "node:os";
+import { availableParallelism, networkInterfaces as osNetworkInterfaces } from "node:os";
 import {
   type ArgvRecord,
   addConfigOption,
@@ -103,6 +103,12 @@ export interface RelayConfig {
   readonly tcpIdleTimeout: number;
   /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
   readonly udpIo: UdpIoMode;
+  /** Relay engines, one per worker thread (1: everything on the main thread). */
+  readonly workers: number;
+  /** Why --workers was lowered to 1, if it was (logged once at start). */
+  readonly workersNote: string | undefined;
+  /** Test hook: SIGUSR2 crashes worker 0 (hidden). */
+  readonly testCrashWorker: boolean;
   readonly alternateServer: SocketAddress | undefined;
   /** Seconds. */
   readonly drainTimeout: number;
@@ -146,7 +152,7 @@ export interface ParseOptions {
 // ---------------------------------------------------------------------------------------------
 // The option table
 
-type Group = "Listeners" | "Relay" | "Authentication" | "Peer policy" | "Limits" | "Operations";
+type Group = "Listeners" | "Relay" | "Authentication" | "Peer policy" | "Limits" | "Operations" | "Testing";
 
 function spec<T>(s: OptionSpec<T, Group>): OptionSpec<T, Group> {
   return s;
@@ -355,6 +361,26 @@ export const OPTIONS = {
       }
       return text as UdpIoMode;
     },
+  }),
+  workers: spec<number | "auto">({
+    group: "Operations",
+    describe:
+      "relay engines, one per worker thread, each with its own SO_REUSEPORT sockets and slice of the relay ports; limits hold for the process as a whole (auto = available cores)",
+    placeholder: "N|auto",
+    defaultText: "auto",
+    default: "auto",
+    parse: (raw, where) => {
+      const text = one(raw, where);
+      return text === "auto" ? "auto" : parseInteger(text, where, 1, 256);
+    },
+  }),
+  "test-crash-worker": spec<boolean>({
+    group: "Testing",
+    describe: "test hook: SIGUSR2 makes worker 0 throw an uncaught exception",
+    defaultText: "false",
+    default: false,
+    hidden: true,
+    parse: (raw, where) => parseBoolean(raw, where),
   }),
   "alternate-server": spec<SocketAddress | undefined>({
     group: "Operations",
@@ -672,6 +698,9 @@ function finish(
       "--allow-loopback-peers is set: peers on 127.0.0.0/8 and ::1 are reachable (tests only)",
     );
   }
+  if (v["test-crash-worker"]) {
+    warnings.push("--test-crash-worker is set: SIGUSR2 crashes worker 0 (tests only)");
+  }
   if (v["rng-seed"] !== undefined) {
     warnings.push("--rng-seed is set: nonces and ports are predictable (reproducing bugs only)");
   }
@@ -704,6 +733,8 @@ function finish(
     maxUnauthenticatedRate: v["max-unauthenticated-rate"],
     tcpIdleTimeout: v["tcp-idle-timeout"],
     udpIo: v["udp-io"],
+    ...resolveWorkers(v.workers, v["udp-io"]),
+    testCrashWorker: v["test-crash-worker"],
     alternateServer: v["alternate-server"],
     drainTimeout: v["drain-timeout"],
     healthListen: v["health-listen"],
@@ -715,6 +746,29 @@ function finish(
     configFile,
     warnings,
   };
+}
+
+/**
+ * --workers: `auto` is the cores this process may use. Workers share their listening ports
+ * with SO_REUSEPORT; node:dgram offers it from Node 22.12 on (the batched path always can).
+ */
+function resolveWorkers(
+  asked: number | "auto",
+  udpIo: UdpIoMode,
+): { workers: number; workersNote: string | undefined } {
+  const workers = asked === "auto" ? availableParallelism() : asked;
+  if (workers > 1 && udpIo === "dgram" && !dgramReusePort()) {
+    return {
+      workers: 1,
+      workersNote: `--workers ${asked}: one worker, because node:dgram offers SO_REUSEPORT only from Node 22.12 (this is ${process.version})`,
+    };
+  }
+  return { workers, workersNote: undefined };
+}
+
+function dgramReusePort(): boolean {
+  const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
+  return major > 22 || (major === 22 && minor >= 12);
 }
 
 function firstHostAddress(

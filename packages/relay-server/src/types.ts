@@ -6,6 +6,7 @@
 import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "./config.js";
 import type { RelayStats, RelayTelemetry } from "./stats.js";
+import type { SharedLimits } from "./workers/shared-limits.js";
 
 export type { RelayConfig, SocketAddress } from "./config.js";
 
@@ -21,6 +22,24 @@ export interface RelayDeps {
   readonly logger: Logger;
   /** RelayMetrics from metrics.ts satisfies this. */
   readonly metrics: RelayMetricsSink;
+  /** Where finished log lines go (workers' lines join the process's stream here). */
+  readonly writeLogLine?: (line: string) => void;
+  /** Set when this driver is one of several workers (workers/pool.ts). */
+  readonly worker?: WorkerContext;
+}
+
+/** What a worker's driver shares with the others. */
+export interface WorkerContext {
+  readonly index: number;
+  readonly count: number;
+  /** Allocation and connection quotas and the unauthenticated rate, for the whole process. */
+  readonly limits: SharedLimits;
+  /** The nonce secret every worker uses, so any worker verifies any client. */
+  readonly secret: Uint8Array;
+  /** Post a message to worker `to` (RFC 6062 hand-over). */
+  route(to: number, message: unknown): void;
+  /** Receive messages other workers route here. */
+  onRoute(handler: (from: number, message: unknown) => void): void;
 }
 
 /** The bound listeners, with real ports when the configuration said port 0. */
