@@ -215,11 +215,23 @@ describe("pinned relay ports", () => {
     expect(pinnedClient(h, "acme-pg", 40005, { port: 9 }).allocate().code).toBe(0);
   });
 
-  it("refuses EVEN-PORT with pinned credentials (the pinned port is the port)", () => {
+  it("satisfies EVEN-PORT with an even pinned port, and refuses an odd one or a reservation with 508", () => {
     const h = harness();
-    const r = pinnedClient(h, "acme-pg", 40006).allocate({ extra: (b) => b.evenPort(false) });
-    expect(r.code).toBe(400);
-    expect(reason(r)).toMatch(/pinned credentials take no EVEN-PORT/);
+    const even = pinnedClient(h, "acme-pg", 40006, { port: 1 }).allocate({
+      extra: (b) => b.evenPort(false),
+    });
+    expect(even.xorAddress(AttributeType.XorRelayedAddress)?.port).toBe(40006);
+    expect(even.has(AttributeType.ReservationToken)).toBe(false);
+    const odd = pinnedClient(h, "acme-pg", 40005, { port: 2 }).allocate({
+      extra: (b) => b.evenPort(false),
+    });
+    expect(odd.code).toBe(508);
+    expect(reason(odd)).toBe("Insufficient Capacity: EVEN-PORT refused, pinned port 40005 is odd");
+    const reserve = pinnedClient(h, "acme-pg", 40002, { port: 3 }).allocate({
+      extra: (b) => b.evenPort(true),
+    });
+    expect(reserve.code).toBe(508);
+    expect(reason(reserve)).toMatch(/cannot reserve the next port/);
   });
 
   it("never gives a dynamic allocation a port of the pinned range, even when the dynamic range is full", () => {

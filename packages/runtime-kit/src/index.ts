@@ -49,3 +49,4 @@ export {
   routeOtelDiagnostics,
 } from "./otel.js";
 export { asOutput, EXIT_CONFIG, exitWhenDone, parseOrReport, withTimeout } from "./process.js";
+export { decodeTunnelKey, encodeTunnelKey, type TunnelCredentials } from "./tunnel-key.js";

@@ -996,14 +996,33 @@ export class TurnServer {
       return;
     }
     const pin = pinOfUsername(auth.username);
-    if (pin !== undefined && (evenPort !== undefined || reservationToken !== undefined)) {
-      // The pinned port is the port: there is no even one to choose or reserved one to redeem.
+    if (pin !== undefined && reservationToken !== undefined) {
+      // The pinned port is the port: a RESERVATION-TOKEN names another one.
       reply.error(
         ErrorCode.BadRequest,
         undefined,
-        "Bad Request: pinned credentials take no EVEN-PORT or RESERVATION-TOKEN",
+        "Bad Request: pinned credentials take no RESERVATION-TOKEN",
       );
       return;
+    }
+    if (pin?.port !== undefined && evenPort !== undefined) {
+      // RFC 8656 §7.2: satisfy EVEN-PORT or refuse with 508. An even pinned port satisfies it
+      // (coturn's uclient asks for one on every Allocate); the next port is never reserved, as
+      // it may be another user's pin.
+      const why =
+        pin.port % 2 !== 0
+          ? `pinned port ${pin.port} is odd`
+          : evenPort.reserveNext
+            ? "pinned credentials cannot reserve the next port"
+            : undefined;
+      if (why !== undefined) {
+        reply.error(
+          ErrorCode.InsufficientCapacity,
+          undefined,
+          `Insufficient Capacity: EVEN-PORT refused, ${why}`,
+        );
+        return;
+      }
     }
     let families: (4 | 6)[];
     const familyErrors: { family: 4 | 6; code: number }[] = [];
