@@ -40,6 +40,7 @@ import {
   formatTransportAddress,
   Method,
   parseIp,
+  pinOfUsername,
   type RandomSource,
   StreamFramer,
   type TransportAddress,
@@ -106,6 +107,12 @@ export interface TunnelOptions {
   readonly wallNow?: () => number;
   /** How turns: (TLS) relays are verified. Default: Node's bundled CAs, verification on. */
   readonly tls?: TlsTrust;
+  /**
+   * Pinned credentials: claim `relayIp|port` for this tunnel. Returns the name of another live
+   * service of this process already serving that pin (then this tunnel must not allocate: two
+   * allocations of one user on one pinned port take it over from each other), else undefined.
+   */
+  readonly claimPin?: (key: string, tunnel: Tunnel) => string | undefined;
 }
 
 /** Trust for TLS control and data connections (turns:). */
@@ -114,6 +121,8 @@ export interface TlsTrust {
   readonly ca?: readonly string[];
   /** false only for tests (--insecure-skip-verify). */
   readonly rejectUnauthorized: boolean;
+  /** The name the certificate must carry, and the SNI (--tls-servername); default the URI's host name. */
+  readonly servername?: string;
 }
 
 /** After a failed credential fetch, try again this much later (until re-allocation is due). */
@@ -147,6 +156,8 @@ export class Tunnel {
   bytesIn = 0;
   bytesOut = 0;
   reconnects = 0;
+  /** The relay port the credentials pin, if they do (auth/pinned-username.ts in relay-core). */
+  pinnedPort: number | undefined;
 
   private readonly log: Logger;
   private readonly backoff: Backoff;
@@ -186,6 +197,8 @@ export class Tunnel {
   private sweepTimer: NodeJS.Timeout | undefined;
   private pendingPermissions = new Set<string>();
   private allocatedLifetime = 0;
+  /** A relay gave a dynamic port to pinned credentials (coturn): logged once per tunnel. */
+  private pinIgnoredLogged = false;
 
   constructor(private readonly o: TunnelOptions) {
     this.now = o.now ?? (() => performance.now());
@@ -205,6 +218,10 @@ export class Tunnel {
     // RFC 6062 needs a stream control connection; a turn: URI serves TCP on the same port.
     this.control =
       o.service.protocol === "tcp" && o.uri.transport === "udp" ? "tcp" : o.uri.transport;
+  }
+
+  get serviceName(): string {
+    return this.o.service.name;
   }
 
   get relayLabel(): string {
@@ -257,6 +274,16 @@ export class Tunnel {
       return;
     }
     if (gen !== this.generation) return;
+    this.pinnedPort = pinOfUsername(creds.username)?.port;
+    if (this.pinnedPort !== undefined) {
+      const other = this.o.claimPin?.(`${this.o.relayIp}|${this.pinnedPort}`, this);
+      if (other !== undefined) {
+        this.fail(
+          `pinned port ${this.pinnedPort} on ${this.o.relayIp} is already served by service "${other}": one service per pinned credential`,
+        );
+        return;
+      }
+    }
     this.creds = creds;
     this.allocCreds = creds;
     this.renewRetryAt = 0;
@@ -320,7 +347,8 @@ export class Tunnel {
 
   /**
    * TLS towards the relay: the certificate must name the URI's host (SNI and identity check use
-   * the name, the socket the resolved address; an IP literal needs an IP subjectAltName).
+   * the name, the socket the resolved address; an IP literal needs an IP subjectAltName), or
+   * the --tls-servername when one is set (a turns:IP URI whose certificate names a DNS name).
    */
   private tlsOptions(): ConnectionOptions {
     const tls = this.o.tls;
@@ -328,7 +356,8 @@ export class Tunnel {
     return {
       host: this.o.relayIp,
       port: this.o.uri.port,
-      servername: named ? this.o.uri.host : undefined,
+      // Node checks the certificate against `servername` when set (tls.checkServerIdentity).
+      servername: tls?.servername ?? (named ? this.o.uri.host : undefined),
       // Without SNI Node checks the identity against `host`: the URI's IP, same as relayIp.
       ...(tls?.ca !== undefined ? { secureContext: trustContext(tls.ca) } : {}),
       rejectUnauthorized: tls?.rejectUnauthorized ?? true,
@@ -610,6 +639,19 @@ export class Tunnel {
     switch (e.type) {
       case "allocated":
         this.relayedAddress = e.relayed;
+        if (
+          this.pinnedPort !== undefined &&
+          e.relayed.port !== this.pinnedPort &&
+          !this.pinIgnoredLogged
+        ) {
+          // coturn, or any relay that reads pinned credentials as plain REST ones: the tunnel
+          // still serves, but the platform must look the address up (the tunnel's /list).
+          this.pinIgnoredLogged = true;
+          this.log.warn("the relay did not honour the pinned port: serving on a dynamic port", {
+            pinnedPort: this.pinnedPort,
+            relayed: formatTransportAddress(e.relayed),
+          });
+        }
         this.lastError = undefined;
         this.backoff.connected(this.now());
         this.allocatedLifetime = e.lifetime;
