@@ -4,6 +4,8 @@
 #   chromium        /usr/bin/chromium (driven by playwright-core; never a downloaded browser)
 #   iperf3          bench baseline
 #   openssh-server  sshd (bench: reverse-SSH-tunnel comparison)
+#   postgresql      initdb, postgres and psql (the tunnel's end-to-end database test; Debian keeps
+#                   the server binaries in /usr/lib/postgresql/<major>/bin, off PATH)
 # Installs whatever is missing with apt-get when running as root (or through passwordless sudo).
 # Prints one line when everything is already there. When it cannot install: under CI=true it
 # exits non-zero (interop suites must not silently skip in CI); otherwise it warns and exits 0,
@@ -16,10 +18,12 @@ declare -A probe=(
   [chromium]="/usr/bin/chromium"
   [iperf3]="iperf3"
   [openssh-server]="sshd"
+  [postgresql]="pg:initdb pg:postgres pg:psql"
 )
 
 have() {
   case "$1" in
+    pg:*) compgen -G "/usr/lib/postgresql/*/bin/${1#pg:}" >/dev/null ;;
     /*) [ -x "$1" ] ;;
     *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ;;
   esac
@@ -27,7 +31,7 @@ have() {
 
 missing_pkgs() {
   local pkg bin
-  for pkg in coturn chromium iperf3 openssh-server; do
+  for pkg in coturn chromium iperf3 openssh-server postgresql; do
     for bin in ${probe[$pkg]}; do
       if ! have "$bin"; then echo "$pkg"; break; fi
     done
@@ -36,7 +40,7 @@ missing_pkgs() {
 
 mapfile -t missing < <(missing_pkgs)
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "ensure-tools: ok (coturn, chromium, iperf3, openssh-server)"
+  echo "ensure-tools: ok (coturn, chromium, iperf3, openssh-server, postgresql)"
   exit 0
 fi
 
@@ -60,8 +64,9 @@ command -v apt-get >/dev/null 2>&1 || fail "missing ${missing[*]} and apt-get is
 
 echo "ensure-tools: installing ${missing[*]} with apt-get"
 export DEBIAN_FRONTEND=noninteractive
-# Installing coturn or openssh-server must not start system daemons (a turnserver on 0.0.0.0:3478,
-# sshd on :22): a policy-rc.d that denies service starts, removed afterwards if we created it.
+# Installing coturn, openssh-server or postgresql must not start system daemons (a turnserver on
+# 0.0.0.0:3478, sshd on :22, a cluster on :5432): a policy-rc.d that denies service starts,
+# removed afterwards if we created it. The suites start their own instances on loopback.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then

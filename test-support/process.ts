@@ -26,6 +26,9 @@ export interface SpawnOptions {
   cwd?: string;
   maxBufferBytes?: number;
   onStdout?: (chunk: string) => void;
+  /** Run as this user and group (a root test runner starting a daemon that refuses root). */
+  uid?: number;
+  gid?: number;
 }
 
 const live = new Set<ChildProcess>();
@@ -70,6 +73,8 @@ export function spawnManaged(
     env: opts.env ?? process.env,
     cwd: opts.cwd,
     stdio: ["ignore", "pipe", "pipe"],
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
   });
   live.add(child);
   child.stdout?.setEncoding("utf8");

@@ -186,7 +186,9 @@ describe.skipIf(skip)("turnpike-tunnel over turns: (TLS to the relay)", () => {
       "a wrong --tls-servername to fail verification",
     );
     for (const r of refused) {
-      expect(r.lastError).toMatch(/Hostname\/IP does not match certificate.s altnames: Host: relay\.example\.com/);
+      expect(r.lastError).toMatch(
+        /Hostname\/IP does not match certificate.s altnames: Host: relay\.example\.com/,
+      );
     }
   });
 
