@@ -22,7 +22,8 @@
 //   (header and payload handed to the kernel as two buffers, never concatenated).
 //   TCP service (RFC 6062 §4.3): on ConnectionAttempt, a NEW data connection to the relay,
 //   ConnectionBind on it, then the target is dialled and both sockets are piped (pause/resume
-//   backpressure, no per-chunk copy); a target that refuses gets the data connection ended
+//   backpressure, one write per read, no copy; plain TCP reads into reused buffers, see
+//   runtime-kit reused-read-buffer.ts); a target that refuses gets the data connection ended
 //   cleanly, which makes the relay close the peer's connection.
 
 import { createSocket, type Socket as DgramSocket } from "node:dgram";
@@ -48,7 +49,7 @@ import {
   type TurnClientEvent,
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
-import type { Logger } from "@turnpike/runtime-kit";
+import { forwardChunk, type Logger, ReusedReadBuffer } from "@turnpike/runtime-kit";
 import { Backoff } from "./backoff.js";
 import type { ServiceSpec } from "./config.js";
 import { type CredentialSource, reallocateBy, type TurnCredentials } from "./credentials.js";
@@ -873,13 +874,21 @@ export class Tunnel {
     if (!this.peerAllowed(peer)) return;
     const gen = this.generation;
     const peerText = formatTransportAddress(peer);
+    // Plain TCP reads into one reused buffer (runtime-kit reused-read-buffer.ts: no 64 KiB
+    // allocation per read); Node's TLS sockets cannot, they keep 'data' events.
+    const reads = this.control === "tls" ? undefined : new ReusedReadBuffer();
     // allowHalfOpen: the peer's FIN (its request is complete) must not close our side before
     // the target's reply has gone back (TCP half-close, RFC 9293 §3.6).
     const data =
-      this.control === "tls"
+      reads === undefined
         ? // Node's tls.connect honours allowHalfOpen; its ConnectionOptions type omits it.
           tlsConnect({ ...this.tlsOptions(), allowHalfOpen: true } as ConnectionOptions)
-        : netConnect({ host: this.o.relayIp, port: this.o.uri.port, allowHalfOpen: true });
+        : netConnect({
+            host: this.o.relayIp,
+            port: this.o.uri.port,
+            allowHalfOpen: true,
+            onread: reads.onread,
+          });
     data.setNoDelay(true);
     this.pipes.add(data);
     data.once("close", () => this.pipes.delete(data));
@@ -893,27 +902,30 @@ export class Tunnel {
       data.write(this.client.connectionBindRequest(connectionId));
     });
     // Read exactly one frame (the ConnectionBind answer); RFC 6062 §5.4: what follows is the
-    // peer's data, which takeRemaining() hands over as a view of the same chunk (no copy).
+    // peer's data. The framer gets a copy (a reused read buffer is overwritten by the next
+    // read; this is one small read per connection). Returns whether to keep reading.
     let framer = new StreamFramer();
-    const onData = (chunk: Buffer) => {
-      framer.push(chunk);
+    const onBindBytes = (chunk: Buffer): boolean => {
+      framer.push(reads === undefined ? chunk : Buffer.from(chunk));
       const answer = framer.next();
       if (answer === undefined) {
-        if (framer.error !== undefined) data.destroy(); // neither STUN nor ChannelData
-        return;
+        if (framer.error === undefined) return true;
+        data.destroy(); // neither STUN nor ChannelData
+        return false;
       }
-      data.off("data", onData);
       const rest = framer.takeRemaining();
       const c = this.client;
-      if (gen !== this.generation || c === undefined) return data.destroy();
+      if (gen !== this.generation || c === undefined) {
+        data.destroy();
+        return false;
+      }
       const result = c.handleConnectionBindResponse(answer);
       if (!result.ok) {
         if (result.retry !== undefined) {
           // 401/438: a fresh framer for the retried bind's answer.
           framer = new StreamFramer();
-          data.on("data", onData);
           data.write(result.retry);
-          return;
+          return true;
         }
         this.log.warn("connection bind refused", {
           peer: peerText,
@@ -921,20 +933,41 @@ export class Tunnel {
           reason: result.reason,
         });
         this.o.counters.connectionsFailed++;
-        return data.destroy();
+        data.destroy();
+        return false;
       }
       clearTimeout(bindTimer);
+      // Paused until the target answers; the peer's first bytes wait in `rest`.
+      this.dialTarget(data, rest, peerText, reads);
+      return false;
+    };
+    if (reads !== undefined) {
+      reads.sink = onBindBytes;
+      return;
+    }
+    const onData = (chunk: Buffer) => {
+      if (onBindBytes(chunk)) return;
+      data.off("data", onData);
       data.pause();
-      this.dialTarget(data, rest, peerText);
     };
     data.on("data", onData);
   }
 
-  private dialTarget(data: Socket, early: Uint8Array, peerText: string): void {
+  /**
+   * The bound data connection meets the target: bytes both ways with backpressure (a full
+   * destination pauses the source until 'drain'), each side's FIN forwarded as end() on the
+   * other (half-open both ways: a socket closes once both directions ended, or on an error,
+   * which destroys both). One write per read, no copy.
+   */
+  private dialTarget(
+    data: Socket,
+    early: Uint8Array,
+    peerText: string,
+    dataReads: ReusedReadBuffer | undefined,
+  ): void {
     const { host, port } = this.o.service.target;
-    // Half-open both ways: pipe() forwards each side's FIN as end() on the other, and a socket
-    // closes only once both directions have ended (or on an error, which destroys both).
-    const target = netConnect({ host, port, allowHalfOpen: true });
+    const targetReads = new ReusedReadBuffer();
+    const target = netConnect({ host, port, allowHalfOpen: true, onread: targetReads.onread });
     target.setNoDelay(true);
     this.pipes.add(target);
     this.o.counters.connectionsOpened++;
@@ -966,6 +999,7 @@ export class Tunnel {
         // the platform sees a closed connection instead of a hang.
         this.o.counters.connectionsFailed++;
         this.log.info("target refused the connection", { peer: peerText, err: err.message });
+        if (dataReads !== undefined) dataReads.sink = () => true; // discard until the FIN
         data.end();
         data.resume(); // read the relay's FIN so the socket closes
         // Half-open: a relay that never sends its FIN must not keep the socket forever.
@@ -980,6 +1014,12 @@ export class Tunnel {
     target.once("close", () => {
       if (!data.destroyed && connected) data.end();
     });
+    // target -> peer: the target speaks only once connected, by which time data is bound.
+    targetReads.sink = (chunk) => {
+      this.bytesOut += chunk.length;
+      this.o.counters.bytesOut += chunk.length;
+      return forwardChunk(chunk, target, data, targetReads);
+    };
     target.once("connect", () => {
       clearTimeout(connectTimer);
       connected = true;
@@ -989,18 +1029,21 @@ export class Tunnel {
         this.o.counters.bytesIn += early.length;
         target.write(early);
       }
-      // Counting only: a 'data' listener next to pipe() sees the same Buffer, no copy.
-      data.on("data", (c: Buffer) => {
-        this.bytesIn += c.length;
-        this.o.counters.bytesIn += c.length;
-      });
-      target.on("data", (c: Buffer) => {
-        this.bytesOut += c.length;
-        this.o.counters.bytesOut += c.length;
-      });
-      // pipe(): write() returning false pauses the source until 'drain' (backpressure both ways).
-      data.pipe(target);
-      target.pipe(data);
+      // peer -> target
+      const toTarget = (chunk: Buffer) => {
+        this.bytesIn += chunk.length;
+        this.o.counters.bytesIn += chunk.length;
+        return forwardChunk(chunk, data, target, dataReads);
+      };
+      if (dataReads !== undefined) {
+        dataReads.sink = toTarget;
+      } else {
+        data.on("data", (chunk: Buffer) => {
+          if (!toTarget(chunk)) data.pause();
+        });
+      }
+      data.on("end", () => target.end());
+      target.on("end", () => data.end());
       data.resume();
     });
   }
