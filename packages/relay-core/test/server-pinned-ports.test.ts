@@ -269,6 +269,16 @@ describe("pinned relay ports", () => {
     expect(pinnedClient(h, "globex", 40003, { port: 2 }).allocate().code).toBe(0);
   });
 
+  it("still applies the peer policy to a pinned allocation", () => {
+    const h = harness();
+    const c = pinnedClient(h, "acme-pg", 40008);
+    expect(c.allocate().code).toBe(0);
+    // Loopback and private peers stay forbidden (403), a documentation peer the policy allows passes.
+    expect(c.createPermission("127.0.0.1").code).toBe(403);
+    expect(c.createPermission("10.0.0.5").code).toBe(403);
+    expect(c.createPermission("198.51.100.10").code).toBe(0);
+  });
+
   it("lists allocations with user, pin, transport, relayed and client addresses and peers", () => {
     const h = harness();
     const c = pinnedClient(h, "acme-pg", 40007, { port: 1234 });
