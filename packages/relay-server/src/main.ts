@@ -268,6 +268,8 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
       });
     }
     relay = await io.startRelay(config, { logger, metrics });
+    // A SIGHUP during start-up re-read the file before the relay existed: apply that list.
+    if (fileUsers !== config.revokeFileUsers) relay.setRevokedUsers(revoked());
     if (revoked().length > 0) logger.info("revocation list", { revokedUsers: revoked().length });
   } catch (err) {
     logger.error("failed to start", { err: err instanceof Error ? err : String(err) });
