@@ -5,6 +5,8 @@
 #   iperf3          bench baseline
 #   openssh-server  sshd (bench: reverse-SSH-tunnel comparison)
 #   systemd         systemd-analyze (verifies deploy/systemd/turnpike-relay.service)
+#   postgresql      initdb, postgres and psql (the tunnel's end-to-end database test; Debian keeps
+#                   the server binaries in /usr/lib/postgresql/<major>/bin, off PATH)
 # Installs whatever is missing with apt-get when running as root (or through passwordless sudo).
 # Prints one line when everything is already there. When it cannot install: under CI=true it
 # exits non-zero (interop suites must not silently skip in CI); otherwise it warns and exits 0,
@@ -18,10 +20,12 @@ declare -A probe=(
   [iperf3]="iperf3"
   [openssh-server]="sshd"
   [systemd]="systemd-analyze"
+  [postgresql]="pg:initdb pg:postgres pg:psql"
 )
 
 have() {
   case "$1" in
+    pg:*) compgen -G "/usr/lib/postgresql/*/bin/${1#pg:}" >/dev/null ;;
     /*) [ -x "$1" ] ;;
     *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ;;
   esac
@@ -29,7 +33,7 @@ have() {
 
 missing_pkgs() {
   local pkg bin
-  for pkg in coturn chromium iperf3 openssh-server systemd; do
+  for pkg in coturn chromium iperf3 openssh-server systemd postgresql; do
     for bin in ${probe[$pkg]}; do
       if ! have "$bin"; then echo "$pkg"; break; fi
     done
@@ -38,7 +42,7 @@ missing_pkgs() {
 
 mapfile -t missing < <(missing_pkgs)
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "ensure-tools: ok (coturn, chromium, iperf3, openssh-server, systemd)"
+  echo "ensure-tools: ok (coturn, chromium, iperf3, openssh-server, systemd, postgresql)"
   exit 0
 fi
 
@@ -62,8 +66,9 @@ command -v apt-get >/dev/null 2>&1 || fail "missing ${missing[*]} and apt-get is
 
 echo "ensure-tools: installing ${missing[*]} with apt-get"
 export DEBIAN_FRONTEND=noninteractive
-# Installing coturn, openssh-server or systemd must not start system daemons (a turnserver on 0.0.0.0:3478,
-# sshd on :22): a policy-rc.d that denies service starts, removed afterwards if we created it.
+# Installing coturn, openssh-server, systemd or postgresql must not start system daemons (a
+# turnserver on 0.0.0.0:3478, sshd on :22, a cluster on :5432): a policy-rc.d that denies service
+# starts, removed afterwards if we created it. The suites start their own instances on loopback.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then

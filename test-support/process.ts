@@ -28,6 +28,9 @@ export interface SpawnOptions {
   onStdout?: (chunk: string) => void;
   /** Own process group (pid == pgid), so a test can signal the group as a terminal's Ctrl-C does. */
   detached?: boolean;
+  /** Run as this user and group (a root test runner starting a daemon that refuses root). */
+  uid?: number;
+  gid?: number;
 }
 
 const live = new Set<ChildProcess>();
@@ -73,6 +76,8 @@ export function spawnManaged(
     cwd: opts.cwd,
     detached: opts.detached ?? false,
     stdio: ["ignore", "pipe", "pipe"],
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
   });
   live.add(child);
   child.stdout?.setEncoding("utf8");

@@ -7,6 +7,7 @@ export * from "./auth/constant-time.js";
 export * from "./auth/credentials.js";
 export * from "./auth/long-term-key.js";
 export * from "./auth/nonce.js";
+export * from "./auth/pinned-username.js";
 export * from "./auth/rest-credentials.js";
 export * from "./client/index.js";
 export * from "./codec/address.js";
@@ -29,6 +30,7 @@ export type {
 } from "./server/allocation.js";
 export { DatagramSource } from "./server/datagram-source.js";
 export * from "./server/rate-limit.js";
+export * from "./server/relay-port-pool.js";
 export * from "./server/server.js";
 export * from "./server/stats.js";
 export * from "./server/types.js";

@@ -11,9 +11,10 @@
 // Nothing outside this module, runtime-kit and cli.ts knows about yargs (DESIGN.md point 11).
 
 import { randomBytes } from "node:crypto";
-import { accessSync, constants as fsConstants } from "node:fs";
+import { accessSync, constants as fsConstants, readFileSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
 import { availableParallelism, networkInterfaces as osNetworkInterfaces } from "node:os";
+import { PIN_MARKER } from "@turnpike/relay-core";
 import {
   type ArgvRecord,
   addConfigOption,
@@ -79,12 +80,22 @@ export interface RelayConfig {
   readonly publicIp6: string | undefined;
   readonly minPort: number;
   readonly maxPort: number;
+  /** Ports only pinned credentials get (disjoint from minPort..maxPort); undefined = none. */
+  readonly pinnedPorts: PortRange | undefined;
   readonly realm: string;
   /** Shared secret for TURN REST API credentials. Never log it unless tokenGenerated. */
   readonly token: string;
   /** True when no token was configured and a random one was generated for this run. */
   readonly tokenGenerated: boolean;
   readonly users: readonly StaticUser[];
+  /** --revoke users (fixed for the process) ... */
+  readonly revoke: readonly string[];
+  /** ... and the file re-read on SIGHUP (readRevokeFile); the revocation list is the union. */
+  readonly revokeFile: string | undefined;
+  /** The users in revokeFile when the configuration was parsed. */
+  readonly revokeFileUsers: readonly string[];
+  /** Bearer token of the discovery API (GET /v1/allocations); undefined = API off. */
+  readonly adminToken: string | undefined;
   /** Peer policy overrides as CIDR text ("10.0.0.0/8", "::1/128" or a bare address). */
   readonly allowPeers: readonly string[];
   readonly denyPeers: readonly string[];
@@ -130,9 +141,27 @@ export interface CredentialsCommand {
   readonly command: "credentials";
   readonly token: string;
   readonly user: string | undefined;
+  /** The relay port the credentials pin (with a user), or undefined for a dynamic port. */
+  readonly port: number | undefined;
   /** Seconds. */
   readonly ttl: number;
   readonly uris: readonly string[];
+}
+
+/** `turnpike-relay allocations ...`: GET /v1/allocations of a running relay, as a table. */
+export interface AllocationsCommand {
+  readonly command: "allocations";
+  /** Base URL of the relay's health listener, e.g. http://127.0.0.1:8080. */
+  readonly url: string;
+  readonly adminToken: string;
+  readonly user: string | undefined;
+  readonly json: boolean;
+}
+
+/** An inclusive port range (--pinned-ports MIN-MAX). */
+export interface PortRange {
+  readonly min: number;
+  readonly max: number;
 }
 
 /** `--help` / `--version`: the text to print on stdout, exit 0. */
@@ -141,7 +170,7 @@ export interface InfoCommand {
   readonly text: string;
 }
 
-export type ParsedCommand = RelayConfig | CredentialsCommand | InfoCommand;
+export type ParsedCommand = RelayConfig | CredentialsCommand | AllocationsCommand | InfoCommand;
 
 /** Injectable environment facts, for tests. */
 export interface ParseOptions {
@@ -152,7 +181,14 @@ export interface ParseOptions {
 // ---------------------------------------------------------------------------------------------
 // The option table
 
-type Group = "Listeners" | "Relay" | "Authentication" | "Peer policy" | "Limits" | "Operations" | "Testing";
+type Group =
+  | "Listeners"
+  | "Relay"
+  | "Authentication"
+  | "Peer policy"
+  | "Limits"
+  | "Operations"
+  | "Testing";
 
 function spec<T>(s: OptionSpec<T, Group>): OptionSpec<T, Group> {
   return s;
@@ -235,6 +271,15 @@ export const OPTIONS = {
     default: 65535,
     parse: (raw, where) => parseInteger(raw, where, 1, 65535),
   }),
+  "pinned-ports": spec<PortRange | undefined>({
+    group: "Relay",
+    describe:
+      "relay ports reserved for credentials that pin one (`credentials --port`); outside --min-port..--max-port",
+    placeholder: "MIN-MAX",
+    defaultText: "none (pinned credentials are refused)",
+    default: undefined,
+    parse: (raw, where) => parsePortRange(one(raw, where), where),
+  }),
   realm: spec<string>({
     group: "Authentication",
     describe: "long-term credential realm",
@@ -260,6 +305,25 @@ export const OPTIONS = {
     defaultText: "none",
     default: [],
     parse: (raw, where) => list(raw).map((v) => parseUser(v, where)),
+  }),
+  revoke: spec<string[]>({
+    group: "Authentication",
+    describe:
+      "refuse this user's credentials (403) and end its allocations: a REST <user> (pinned or not) or a static user (repeatable)",
+    placeholder: "USER",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw) => list(raw).map((u) => u.trim()),
+  }),
+  "revoke-file": spec<string | undefined>({
+    group: "Authentication",
+    describe:
+      "file of users to revoke, one per line (# comments), re-read on SIGHUP; adds to --revoke",
+    placeholder: "FILE",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => readablePath(raw, where),
   }),
   "allow-peer": spec<string[]>({
     group: "Peer policy",
@@ -409,6 +473,15 @@ export const OPTIONS = {
       return text === "off" ? null : parseSocketAddress(text, where, 0);
     },
   }),
+  "admin-token": spec<string | undefined>({
+    group: "Operations",
+    describe:
+      "bearer token of the discovery API GET /v1/allocations on --health-listen (off without it); prefer the env var",
+    placeholder: "TOKEN",
+    defaultText: "none (discovery API off)",
+    default: undefined,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
   "prometheus-listen": spec<SocketAddress | undefined>({
     group: "Operations",
     describe: "Prometheus pull endpoint /metrics",
@@ -521,6 +594,34 @@ function parseCidr(text: string, where: string): string {
   return text;
 }
 
+function parsePortRange(text: string, where: string): PortRange {
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(text.trim());
+  const min = Number(m?.[1]);
+  const max = Number(m?.[2]);
+  if (m === null || !(min >= 1 && max <= 65535 && min <= max)) {
+    fail(where, "MIN-MAX with 1 <= MIN <= MAX <= 65535", text);
+  }
+  return { min, max };
+}
+
+/**
+ * The users in a --revoke-file: one per line, surrounding blanks trimmed, empty lines and lines
+ * starting with '#' skipped. Throws ConfigError when the file cannot be read.
+ */
+export function readRevokeFile(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new ConfigError(`--revoke-file ${JSON.stringify(path)} is not readable (${code})`);
+  }
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("#"));
+}
+
 function parseUser(text: string, where: string): StaticUser {
   const colon = text.indexOf(":");
   if (colon <= 0 || colon === text.length - 1) fail(where, "NAME:PASSWORD", redactUser(text));
@@ -536,15 +637,52 @@ function redactUser(text: string): string {
 // ---------------------------------------------------------------------------------------------
 // yargs (runtime-kit's parser, with the relay's usage and subcommand)
 
-function buildParser(argv: readonly string[], mode: "relay" | "credentials") {
+const CREDENTIALS_USAGE = `${PROGRAM_NAME} credentials [--user NAME [--port P]] [--ttl SECONDS] [--uri URI ...]`;
+const ALLOCATIONS_USAGE = `${PROGRAM_NAME} allocations [--url URL] [--user NAME] [--json]`;
+
+function buildParser(argv: readonly string[], mode: "relay" | "credentials" | "allocations") {
   const parser = addConfigOption(baseParser(argv, PROGRAM_NAME), OPTION_SET);
+  if (mode === "allocations") {
+    parser
+      .usage(
+        `Usage: ${ALLOCATIONS_USAGE}\n\n` +
+          `Prints the live allocations of a running ${PROGRAM_NAME} (GET /v1/allocations on its health\n` +
+          `listener, the discovery API): user, pinned port, relayed address, client, peers.\n` +
+          `Needs the relay's admin token in ${ENV_PREFIX}ADMIN_TOKEN (or --admin-token).`,
+      )
+      .option("url", {
+        type: "string",
+        requiresArg: true,
+        describe: `base URL of the relay's health listener [default: http://<${envName("health-listen")}> or http://127.0.0.1:8080]`,
+      })
+      .option("user", { type: "string", requiresArg: true, describe: "only this user's" })
+      .option("json", { type: "boolean", describe: "print the raw JSON" })
+      .option("admin-token", {
+        type: "string",
+        requiresArg: true,
+        describe: `bearer token [env: ${envName("admin-token")}]`,
+      })
+      .option("health-listen", {
+        type: "string",
+        requiresArg: true,
+        describe: `${OPTIONS["health-listen"].describe} (for the default URL) [env: ${envName("health-listen")}]`,
+      });
+    return parser;
+  }
   if (mode === "credentials") {
     parser
       .usage(
-        `Usage: ${PROGRAM_NAME} credentials [--user NAME] [--ttl SECONDS] [--uri URI ...]\n\n` +
-          `Prints TURN REST API credentials {"username","password","ttl","uris"} derived from ${ENV_PREFIX}TOKEN.`,
+        `Usage: ${CREDENTIALS_USAGE}\n\n` +
+          `Prints TURN REST API credentials {"username","password","ttl","uris","key"} derived from ${ENV_PREFIX}TOKEN.\n` +
+          'With --port the username pins that relay port: "<expiry>:<user>;port=<P>". Hand the\n' +
+          "tunnel `key` (TURNPIKE_KEY): username and password in one string, never the token.",
       )
       .option("user", { type: "string", requiresArg: true, describe: "user name to embed" })
+      .option("port", {
+        type: "string",
+        requiresArg: true,
+        describe: "relay port to pin (needs --user; within the relay's --pinned-ports)",
+      })
       .option("ttl", {
         type: "string",
         requiresArg: true,
@@ -574,7 +712,7 @@ function buildParser(argv: readonly string[], mode: "relay" | "credentials") {
     return parser;
   }
   parser.usage(
-    `Usage: ${PROGRAM_NAME} [options]\n       ${PROGRAM_NAME} credentials [--user NAME] [--ttl SECONDS] [--uri URI ...]\n\n` +
+    `Usage: ${PROGRAM_NAME} [options]\n       ${CREDENTIALS_USAGE}\n       ${ALLOCATIONS_USAGE}\n\n` +
       "A TURN/STUN relay (RFC 8489, RFC 8656, RFC 6062). Every option is also read from the\n" +
       `environment (${ENV_PREFIX}<OPTION>, lists comma-separated) and from --config FILE (JSON).\n` +
       "Precedence: flag > environment > config file > default.",
@@ -598,6 +736,7 @@ const CREDENTIALS_RELAY_OPTIONS: readonly OptionName[] = [
   "relay-ip",
   "public-ip4",
   "public-ip6",
+  "pinned-ports",
 ];
 
 /**
@@ -610,6 +749,7 @@ export function parseRelayArgs(
   options: ParseOptions = {},
 ): ParsedCommand {
   if (argv[0] === "credentials") return parseCredentials(argv.slice(1), env);
+  if (argv[0] === "allocations") return parseAllocations(argv.slice(1), env);
   const parser = buildParser(argv, "relay");
   const args = parser.parseSync() as ArgvRecord;
   if (args.help === true) return { command: "help", text: helpText(parser) };
@@ -622,14 +762,17 @@ export function parseRelayArgs(
   const file = OPTION_SET.configPath(args, env);
   if (file !== undefined) layers.push(OPTION_SET.fileLayer(file[0], file[1]));
   const values = OPTION_SET.resolve(layers);
-  const tokenFromFlag = layers[0]?.values.token !== undefined;
-  return finish(values, file?.[0], tokenFromFlag, env, options);
+  const fromFlag = {
+    token: layers[0]?.values.token !== undefined,
+    adminToken: layers[0]?.values["admin-token"] !== undefined,
+  };
+  return finish(values, file?.[0], fromFlag, env, options);
 }
 
 function finish(
   v: OptionValues<typeof OPTIONS>,
   configFile: string | undefined,
-  tokenFromFlag: boolean,
+  fromFlag: { token: boolean; adminToken: boolean },
   env: NodeJS.ProcessEnv,
   options: ParseOptions,
 ): RelayConfig {
@@ -638,6 +781,13 @@ function finish(
   if (v["min-port"] > v["max-port"]) {
     throw new ConfigError(
       `--min-port must be <= --max-port, got ${v["min-port"]} > ${v["max-port"]}`,
+    );
+  }
+  const pinned = v["pinned-ports"];
+  if (pinned !== undefined && pinned.min <= v["max-port"] && v["min-port"] <= pinned.max) {
+    // Disjoint, so a dynamic allocation can never sit on a port the platform assigned.
+    throw new ConfigError(
+      `--pinned-ports must not overlap --min-port..--max-port, got ${pinned.min}-${pinned.max} and ${v["min-port"]}-${v["max-port"]}`,
     );
   }
   if (v["tls-listen"].length > 0 && (v["tls-cert"] === undefined || v["tls-key"] === undefined)) {
@@ -688,11 +838,23 @@ function finish(
     warnings.push(
       `no ${ENV_PREFIX}TOKEN set: generated a random token for this run; mint credentials with: ${ENV_PREFIX}TOKEN=${token} ${PROGRAM_NAME} credentials`,
     );
-  } else if (tokenFromFlag) {
+  } else if (fromFlag.token) {
     warnings.push(
       `--token on the command line is visible to other users of this host; prefer ${ENV_PREFIX}TOKEN`,
     );
   }
+  if (fromFlag.adminToken) {
+    warnings.push(
+      `--admin-token on the command line is visible to other users of this host; prefer ${ENV_PREFIX}ADMIN_TOKEN`,
+    );
+  }
+  if (v["admin-token"] !== undefined && v["health-listen"] === null) {
+    warnings.push(
+      "--admin-token is set but --health-listen is off: the discovery API is not served",
+    );
+  }
+  const revokeFile = v["revoke-file"];
+  const revokeFileUsers = revokeFile === undefined ? [] : readRevokeFile(revokeFile);
   if (v["allow-loopback-peers"]) {
     warnings.push(
       "--allow-loopback-peers is set: peers on 127.0.0.0/8 and ::1 are reachable (tests only)",
@@ -718,10 +880,15 @@ function finish(
     publicIp6: v["public-ip6"],
     minPort: v["min-port"],
     maxPort: v["max-port"],
+    pinnedPorts: pinned,
     realm: v.realm,
     token,
     tokenGenerated,
     users: v.user,
+    revoke: v.revoke.filter((u) => u !== ""),
+    revokeFile,
+    revokeFileUsers,
+    adminToken: v["admin-token"],
     allowPeers: v["allow-peer"],
     denyPeers: v["deny-peer"],
     allowLoopbackPeers: v["allow-loopback-peers"],
@@ -819,7 +986,24 @@ function parseCredentials(
   let user: string | undefined;
   if (userArg !== undefined) {
     user = one(userArg as Scalar | Scalar[], "--user");
-    if (user === "" || user.includes(":")) fail("--user", "a name without ':'", user);
+    if (user === "" || user.includes(":") || user.includes(PIN_MARKER)) {
+      fail("--user", `a name without ':' or '${PIN_MARKER}' (pin a port with --port)`, user);
+    }
+  }
+  let port: number | undefined;
+  if (args.port !== undefined) {
+    port = parseInteger(args.port as Scalar, "--port", 1, 65535);
+    if (user === undefined) throw new ConfigError("--port needs --user: a pin belongs to a user");
+    const pinned = v["pinned-ports"];
+    // The relay's range is known when its configuration is (same env and config file): a pin
+    // outside it would be refused with 403 by every relay, so refuse to mint it.
+    if (pinned !== undefined && (port < pinned.min || port > pinned.max)) {
+      fail(
+        "--port",
+        `a port in the relay's --pinned-ports ${pinned.min}-${pinned.max}`,
+        String(port),
+      );
+    }
   }
   const ttl =
     args.ttl === undefined
@@ -835,7 +1019,59 @@ function parseCredentials(
   } else {
     uris = defaultUris(v);
   }
-  return { command: "credentials", token: v.token, user, ttl, uris };
+  return { command: "credentials", token: v.token, user, port, ttl, uris };
+}
+
+function parseAllocations(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+): AllocationsCommand | InfoCommand {
+  const parser = buildParser(argv, "allocations");
+  const args = parser.parseSync() as ArgvRecord;
+  if (args.help === true) return { command: "help", text: helpText(parser) };
+  const positional = (args._ as unknown[] | undefined) ?? [];
+  if (positional.length > 0) {
+    throw new ConfigError(
+      `allocations takes no arguments, got ${JSON.stringify(String(positional[0]))}`,
+    );
+  }
+  // The health listener and the admin token come from the relay's own environment and config
+  // file when run next to it, so `turnpike-relay allocations` needs no flags there.
+  const layers = [
+    OPTION_SET.flagLayer(args, ["admin-token", "health-listen"]),
+    OPTION_SET.envLayer(env),
+  ];
+  const file = OPTION_SET.configPath(args, env);
+  if (file !== undefined) layers.push(OPTION_SET.fileLayer(file[0], file[1]));
+  const v = OPTION_SET.resolve(layers);
+  if (v["admin-token"] === undefined) {
+    throw new ConfigError(
+      `allocations needs the relay's admin token: export ${ENV_PREFIX}ADMIN_TOKEN (or pass --admin-token)`,
+    );
+  }
+  let url: string;
+  if (args.url !== undefined) {
+    url = one(args.url as Scalar, "--url");
+    let ok = false;
+    try {
+      ok = /^https?:$/.test(new URL(url).protocol);
+    } catch {
+      ok = false;
+    }
+    if (!ok) fail("--url", "a URL like http://127.0.0.1:8080", url);
+  } else {
+    const at = v["health-listen"] ?? { ip: "127.0.0.1", port: 8080, family: 4 as const };
+    const ip = isUnspecified(at.ip) ? (at.family === 6 ? "::1" : "127.0.0.1") : at.ip;
+    url = `http://${formatSocketAddress({ ip, port: at.port })}`;
+  }
+  const user = args.user === undefined ? undefined : one(args.user as Scalar, "--user");
+  return {
+    command: "allocations",
+    url,
+    adminToken: v["admin-token"],
+    user,
+    json: args.json === true,
+  };
 }
 
 /** turn:/turns: URIs (RFC 7065) for the configured listeners. */

@@ -2,8 +2,13 @@
 // use-auth-secret: username = "<expiry unix seconds>[:<user>]",
 // password = base64(HMAC-SHA1(shared secret, username)). Any relay holding the same token can
 // verify them, which is what lets relays scale out without shared state.
+//
+// With a port the username pins it ("<expiry>:<user>;port=<P>", relay-core's
+// pinned-username.ts): the tunnel holding them gets exactly that relay port on every relay with
+// the token and a --pinned-ports range containing it.
 
-import { mintRestCredentials, restPassword } from "@turnpike/relay-core";
+import { mintPinnedCredentials, mintRestCredentials, restPassword } from "@turnpike/relay-core";
+import { encodeTunnelKey } from "@turnpike/runtime-kit";
 
 export interface TurnCredentials {
   readonly username: string;
@@ -11,10 +16,14 @@ export interface TurnCredentials {
   /** Seconds the credentials stay valid. */
   readonly ttl: number;
   readonly uris: readonly string[];
+  /** username and password as one opaque string for `turnpike-tunnel --key` (TURNPIKE_KEY). */
+  readonly key: string;
 }
 
 export interface MintOptions {
   readonly user?: string | undefined;
+  /** A relay port to pin (needs `user`). */
+  readonly port?: number | undefined;
   /** Seconds. */
   readonly ttl: number;
   readonly uris: readonly string[];
@@ -27,8 +36,9 @@ export const restApiPassword = restPassword;
 
 /** The TURN REST API response for `turnpike-relay credentials` (relay-core mints them). */
 export function mintCredentials(token: string, options: MintOptions): TurnCredentials {
-  return {
-    ...mintRestCredentials(token, options.nowSeconds, options.ttl, options.user),
-    uris: [...options.uris],
-  };
+  const c =
+    options.port !== undefined && options.user !== undefined
+      ? mintPinnedCredentials(token, options.nowSeconds, options.ttl, options.user, options.port)
+      : mintRestCredentials(token, options.nowSeconds, options.ttl, options.user);
+  return { ...c, uris: [...options.uris], key: encodeTunnelKey(c) };
 }

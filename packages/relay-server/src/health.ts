@@ -3,11 +3,14 @@
 //   GET /readyz   200 {"status":"ready","uptimeSeconds":N,"udpIo":"batch"|"dgram"}
 //                                                                 listeners bound, not draining
 //                 503 {"status":"starting"|"draining",...}       take me out of rotation
+//   GET /v1/allocations                                          the discovery API (discovery.ts),
+//                                                                 with the admin token only
 // Anything else is 404 JSON. node:http only; nothing here touches the relay's data path.
 
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { SocketAddress } from "./config.js";
+import { createDiscoveryHandler, type DiscoveryOptions } from "./discovery.js";
 
 export interface RelayState {
   readonly ready: boolean;
@@ -25,6 +28,8 @@ export interface HealthServer {
 export interface HealthOptions {
   /** Monotonic clock in ms, for uptime. Default performance.now. */
   clock?: () => number;
+  /** GET /v1/allocations (answers 404 when absent or without a token). */
+  discovery?: DiscoveryOptions;
 }
 
 export async function startHealthServer(
@@ -36,13 +41,23 @@ export async function startHealthServer(
   const started = clock();
   const uptimeSeconds = (): number => Math.floor((clock() - started) / 1000);
 
+  const discovery = createDiscoveryHandler(
+    options.discovery ?? { token: undefined, allocations: () => [] },
+    () => {
+      const a = server.address() as AddressInfo;
+      return { ip: a.address, port: a.port };
+    },
+  );
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? "/").split("?")[0];
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const path = q < 0 ? url : url.slice(0, q);
     const method = req.method ?? "GET";
     if (method !== "GET" && method !== "HEAD") {
       send(res, 405, { status: "method not allowed" }, { allow: "GET, HEAD" });
       return;
     }
+    if (discovery(req, res, path, q < 0 ? "" : url.slice(q + 1))) return;
     if (path === "/healthz") {
       send(res, 200, { status: "ok", uptimeSeconds: uptimeSeconds() });
       return;

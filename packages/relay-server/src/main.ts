@@ -6,6 +6,7 @@
 //   SIGTERM          drain: refuse new allocations, wait up to --drain-timeout for live ones,
 //                    close every socket, flush metrics, exit 0
 //   SIGINT           close at once, flush metrics, exit 0
+//   SIGHUP           re-read --revoke-file and apply the revocation list (nothing else reloads)
 //   second signal    while draining: exit now (1); while closing: ignored (closing is already
 //                    the immediate path, bounded by SHUTDOWN_GRACE_MS). A Ctrl-C in a terminal
 //                    reaches the relay twice when a launcher forwards it too (`pnpm start`
@@ -21,14 +22,21 @@ import {
   parseOrReport,
   withTimeout,
 } from "@turnpike/runtime-kit";
-import { formatSocketAddress, PROGRAM_NAME, parseRelayArgs, type RelayConfig } from "./config.js";
+import {
+  formatSocketAddress,
+  PROGRAM_NAME,
+  parseRelayArgs,
+  type RelayConfig,
+  readRevokeFile,
+} from "./config.js";
 import { mintCredentials } from "./credentials.js";
+import { fetchAllocations, renderAllocationsTable } from "./discovery.js";
 import { type HealthServer, startHealthServer } from "./health.js";
 import { type RelayMetrics, startMetrics } from "./metrics.js";
 import type { RunningRelay, StartRelay } from "./types.js";
 import { RELAY_VERSION } from "./version.js";
 
-type ProcessEvent = "SIGTERM" | "SIGINT" | "uncaughtException" | "unhandledRejection";
+type ProcessEvent = "SIGTERM" | "SIGINT" | "SIGHUP" | "uncaughtException" | "unhandledRejection";
 
 export interface CliIo {
   readonly argv: readonly string[];
@@ -81,6 +89,7 @@ export async function runCli(io: CliIo): Promise<number> {
       const nowSeconds = io.nowSeconds?.() ?? Math.floor(Date.now() / 1000);
       const creds = mintCredentials(parsed.token, {
         user: parsed.user,
+        port: parsed.port,
         ttl: parsed.ttl,
         uris: parsed.uris,
         nowSeconds,
@@ -88,6 +97,19 @@ export async function runCli(io: CliIo): Promise<number> {
       io.stdout(`${JSON.stringify(creds)}\n`);
       return 0;
     }
+    case "allocations":
+      try {
+        const rows = await fetchAllocations(parsed.url, parsed.adminToken, parsed.user);
+        io.stdout(
+          parsed.json
+            ? `${JSON.stringify({ allocations: rows }, null, 2)}\n`
+            : renderAllocationsTable(rows),
+        );
+        return 0;
+      } catch (err) {
+        io.stderr(`${PROGRAM_NAME} allocations: ${(err as Error).message}`);
+        return 1;
+      }
     case "relay":
       return runRelay(parsed, io);
   }
@@ -172,12 +194,40 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
   };
   const onTerm = () => stop("drain", "SIGTERM");
   const onInt = () => stop("close", "SIGINT");
+  // The revocation list: --revoke (fixed) plus --revoke-file, which SIGHUP re-reads. A file that
+  // cannot be read keeps the list as it was: losing revocations to a typo would be worse.
+  let fileUsers = config.revokeFileUsers;
+  const revoked = () => [...new Set([...config.revoke, ...fileUsers])];
+  const onHup = () => {
+    if (config.revokeFile === undefined) {
+      logger.info("SIGHUP: nothing to reload (no --revoke-file)");
+      return;
+    }
+    try {
+      fileUsers = readRevokeFile(config.revokeFile);
+    } catch (err) {
+      logger.error("SIGHUP: revocation list not reloaded, keeping the previous one", {
+        err: (err as Error).message,
+      });
+      return;
+    }
+    const users = revoked();
+    Promise.resolve(relay?.setRevokedUsers(users) ?? 0).then((ended) =>
+      logger.info("SIGHUP: revocation list reloaded", {
+        file: config.revokeFile,
+        revokedUsers: users.length,
+        allocationsEnded: ended,
+      }),
+    );
+  };
   io.events.on("SIGTERM", onTerm);
   io.events.on("SIGINT", onInt);
+  io.events.on("SIGHUP", onHup);
 
   const detach = (): void => {
     io.events.off("SIGTERM", onTerm);
     io.events.off("SIGINT", onInt);
+    io.events.off("SIGHUP", onHup);
     io.events.off("uncaughtException", onUncaught);
     io.events.off("unhandledRejection", onUnhandled);
   };
@@ -190,6 +240,10 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
     relayIp4: config.relayIp4,
     relayIp6: config.relayIp6,
     ports: `${config.minPort}-${config.maxPort}`,
+    pinnedPorts:
+      config.pinnedPorts === undefined
+        ? undefined
+        : `${config.pinnedPorts.min}-${config.pinnedPorts.max}`,
     realm: config.realm,
   });
 
@@ -209,14 +263,24 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
       });
     }
     if (config.healthListen !== null) {
-      health = await startHealthServer(config.healthListen, () => ({
-        ready: relay?.ready ?? false,
-        draining: stopping === "drain" || (relay?.draining ?? false),
-        udpIo: relay?.udpIo,
-      }));
-      logger.info("health endpoints", { url: `http://${formatSocketAddress(health.address())}` });
+      health = await startHealthServer(
+        config.healthListen,
+        () => ({
+          ready: relay?.ready ?? false,
+          draining: stopping === "drain" || (relay?.draining ?? false),
+          udpIo: relay?.udpIo,
+        }),
+        { discovery: { token: config.adminToken, allocations: () => relay?.allocations() ?? [] } },
+      );
+      logger.info("health endpoints", {
+        url: `http://${formatSocketAddress(health.address())}`,
+        discovery: config.adminToken !== undefined ? "/v1/allocations" : undefined,
+      });
     }
     relay = await io.startRelay(config, { logger, metrics });
+    // A SIGHUP during start-up re-read the file before the relay existed: apply that list.
+    if (fileUsers !== config.revokeFileUsers) relay.setRevokedUsers(revoked());
+    if (revoked().length > 0) logger.info("revocation list", { revokedUsers: revoked().length });
   } catch (err) {
     logger.error("failed to start", { err: err instanceof Error ? err : String(err) });
     await relay?.close().catch(() => {});

@@ -35,7 +35,8 @@ import {
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
-import type { RelayConfig, SocketAddress } from "./config.js";
+import { formatSocketAddress, type RelayConfig, type SocketAddress } from "./config.js";
+import type { AllocationRow } from "./discovery.js";
 import { CryptoRandom } from "./random.js";
 import { type RelayStats, type RelayTelemetry, recordRelayed, relaySlot } from "./stats.js";
 import type { RelayAddresses, RelayDeps, RunningRelay } from "./types.js";
@@ -136,6 +137,8 @@ class RelayDriver implements RunningRelay, UdpHost {
       },
       minPort: config.minPort,
       maxPort: config.maxPort,
+      pinnedPorts: config.pinnedPorts,
+      revokedUsers: [...config.revoke, ...config.revokeFileUsers],
       software: config.software,
       peerPolicy: new PeerAddressPolicy({
         allow: config.allowPeers,
@@ -196,6 +199,10 @@ class RelayDriver implements RunningRelay, UdpHost {
       ports: `${this.config.minPort}-${this.config.maxPort}`,
       udpIo: this.udp.kind,
       ...(this.udpFallbackReason !== undefined ? { udpIoFallback: this.udpFallbackReason } : {}),
+      pinnedPorts:
+        this.config.pinnedPorts === undefined
+          ? undefined
+          : `${this.config.pinnedPorts.min}-${this.config.pinnedPorts.max}`,
     });
   }
 
@@ -461,7 +468,16 @@ class RelayDriver implements RunningRelay, UdpHost {
           c.reason === "expired" ? "expired" : "deleted",
           c.lifetimeSeconds,
         );
-        if (this.log.enabled("debug")) {
+        if (c.reason === "taken-over") {
+          // A pinned port moved to a newer allocation of the same user: a tunnel restarted, or
+          // two tunnels share one credential (then this repeats: worth a warning).
+          this.log.warn("pinned port taken over by a newer allocation of the same user", {
+            allocation: c.allocation,
+            staleClient: `${c.client.transport}:${c.client.address}:${c.client.port}`,
+          });
+        } else if (c.reason === "revoked") {
+          this.log.info("allocation of a revoked user ended", { allocation: c.allocation });
+        } else if (this.log.enabled("debug")) {
           this.log.debug("allocation ended", { allocation: c.allocation, reason: c.reason });
         }
         if (this.draining && this.core.allocationCount === 0) this.drainWaiter?.();
@@ -647,6 +663,33 @@ class RelayDriver implements RunningRelay, UdpHost {
 
   // ---------------------------------------------------------------------------------------
   // Lifecycle
+
+  allocations(): AllocationRow[] {
+    const now = performance.now();
+    // Monotonic instants to wall-clock ones, for people and platforms.
+    const wall = (t: number) => new Date(Date.now() + (t - now)).toISOString();
+    return this.core.allocations(now).map((a) => {
+      const relayed = a.relayed.map((r) => formatSocketAddress({ ip: r.address, port: r.port }));
+      return {
+        user: a.user,
+        pinnedPort: a.pinnedPort ?? null,
+        transport: a.transport,
+        relayedAddress: relayed[0] ?? null,
+        relayedAddresses: relayed,
+        clientTransport: a.client.transport,
+        clientAddress: formatSocketAddress({ ip: a.client.address, port: a.client.port }),
+        peers: a.peers,
+        createdAt: wall(a.createdAt),
+        expiresAt: wall(a.expiresAt),
+      };
+    });
+  }
+
+  setRevokedUsers(users: Iterable<string>): number {
+    const ended = this.core.setRevokedUsers(users, performance.now());
+    this.flush();
+    return ended;
+  }
 
   addresses(): RelayAddresses {
     return { udp: [...this.bound.udp], tcp: [...this.bound.tcp], tls: [...this.bound.tls] };

@@ -5,6 +5,7 @@
 
 import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "./config.js";
+import type { AllocationRow } from "./discovery.js";
 import type { RelayStats, RelayTelemetry } from "./stats.js";
 import type { SharedLimits } from "./workers/shared-limits.js";
 
@@ -64,6 +65,13 @@ export interface RunningRelay {
   drain(timeoutMs: number): Promise<void>;
   /** Close every socket and timer now. Idempotent. */
   close(): Promise<void>;
+  /** The live allocations for the discovery API (GET /v1/allocations): no secret in them. */
+  allocations(): AllocationRow[] | Promise<AllocationRow[]>;
+  /**
+   * Replace the revocation list (--revoke plus --revoke-file): their credentials get 403 from
+   * now on and their live allocations end at once. Returns how many ended.
+   */
+  setRevokedUsers(users: Iterable<string>): number | Promise<number>;
 }
 
 export type StartRelay = (config: RelayConfig, deps: RelayDeps) => Promise<RunningRelay>;

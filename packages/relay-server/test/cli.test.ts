@@ -1,16 +1,22 @@
 import { spawnSync } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { decodeTunnelKey } from "@turnpike/runtime-kit";
 import { describe, expect, it } from "vitest";
 import type { RelayConfig } from "../src/config.js";
+import type { AllocationRow } from "../src/discovery.js";
+import { startHealthServer } from "../src/health.js";
 import { type CliIo, type RunningProcess, runCli } from "../src/main.js";
 import type { RelayDeps, RunningRelay, StartRelay } from "../src/types.js";
 
 interface FakeRelay extends RunningRelay {
   calls: string[];
   releaseDrain(): void;
+  rows: AllocationRow[];
 }
 
 // A stand-in for the socket driver: the lifecycle under test is the CLI's, not the relay's.
@@ -41,6 +47,14 @@ function fakeRelay(): FakeRelay {
       calls.push("close");
     },
     releaseDrain: () => release(),
+    rows: [],
+    allocations() {
+      return this.rows;
+    },
+    setRevokedUsers: (users) => {
+      calls.push(`revoke ${[...users].join(",")}`);
+      return 1;
+    },
   };
 }
 
@@ -99,7 +113,7 @@ describe("turnpike-relay credentials", () => {
     });
     expect(await runCli(h.io)).toBe(0);
     const creds = JSON.parse(h.out.join(""));
-    expect(Object.keys(creds)).toEqual(["username", "password", "ttl", "uris"]);
+    expect(Object.keys(creds)).toEqual(["username", "password", "ttl", "uris", "key"]);
     expect(creds.username).toBe("1800003600:alice");
     expect(creds.password).toBe(
       createHmac("sha1", "shared-secret").update("1800003600:alice").digest("base64"),
@@ -109,6 +123,100 @@ describe("turnpike-relay credentials", () => {
       "turn:127.0.0.1:3478?transport=udp",
       "turn:127.0.0.1:3478?transport=tcp",
     ]);
+  });
+});
+
+describe("turnpike-relay credentials --port (pinned)", () => {
+  it("prints a username that pins the port, signed with the token, and a key holding both", async () => {
+    const h = harness(["credentials", "--user", "acme-pg", "--port", "40007", "--ttl", "60"], {
+      TURNPIKE_TOKEN: "shared-secret",
+      TURNPIKE_LISTEN: "127.0.0.1:3478",
+      TURNPIKE_PINNED_PORTS: "40000-40099",
+    });
+    expect(await runCli(h.io)).toBe(0);
+    const creds = JSON.parse(h.out.join(""));
+    expect(creds.username).toBe("1800000060:acme-pg;port=40007");
+    expect(creds.password).toBe(
+      createHmac("sha1", "shared-secret").update(creds.username).digest("base64"),
+    );
+    expect(decodeTunnelKey(creds.key)).toEqual({
+      username: creds.username,
+      password: creds.password,
+    });
+  });
+
+  it("refuses a port outside the relay's --pinned-ports, a port without a user, and a user with the pin marker", async () => {
+    const env = { TURNPIKE_TOKEN: "k", TURNPIKE_PINNED_PORTS: "40000-40099" };
+    let h = harness(["credentials", "--user", "acme", "--port", "50000"], env);
+    expect(await runCli(h.io)).toBe(2);
+    expect(h.err).toEqual([
+      `turnpike-relay: --port must be a port in the relay's --pinned-ports 40000-40099, got "50000"`,
+    ]);
+    h = harness(["credentials", "--port", "40001"], env);
+    expect(await runCli(h.io)).toBe(2);
+    expect(h.err.join("")).toContain("--port needs --user");
+    h = harness(["credentials", "--user", "acme;port=40001"], env);
+    expect(await runCli(h.io)).toBe(2);
+    expect(h.err.join("")).toContain("pin a port with --port");
+  });
+});
+
+describe("turnpike-relay allocations", () => {
+  const row: AllocationRow = {
+    user: "acme-pg",
+    pinnedPort: 40007,
+    transport: "tcp",
+    relayedAddress: "198.51.100.7:40007",
+    relayedAddresses: ["198.51.100.7:40007"],
+    clientTransport: "tcp",
+    clientAddress: "203.0.113.5:53422",
+    peers: ["203.0.113.10"],
+    createdAt: "2026-11-30T08:00:00.000Z",
+    expiresAt: "2026-11-30T08:10:00.000Z",
+  };
+
+  it("prints the discovery API's allocations as a table, filtered by --user", async () => {
+    const health = await startHealthServer(
+      { ip: "127.0.0.1", port: 0, family: 4 },
+      () => ({ ready: true, draining: false }),
+      {
+        discovery: {
+          token: "admin-secret",
+          allocations: () => [row, { ...row, user: "globex", pinnedPort: null }],
+        },
+      },
+    );
+    try {
+      const url = `http://127.0.0.1:${health.address().port}`;
+      const h = harness(["allocations", "--url", url, "--user", "acme-pg"], {
+        TURNPIKE_ADMIN_TOKEN: "admin-secret",
+      });
+      expect(await runCli(h.io)).toBe(0);
+      const lines = h.out.join("").trimEnd().split("\n");
+      expect(lines).toHaveLength(2);
+      expect(lines[0]).toMatch(/^USER +PIN +TRANSPORT +RELAYED ADDRESS +CLIENT +PEERS/);
+      expect(lines[1]).toMatch(
+        /^acme-pg +40007 +tcp +198\.51\.100\.7:40007 +tcp:203\.0\.113\.5:53422 +203\.0\.113\.10 /,
+      );
+      const json = harness(["allocations", "--url", url, "--json"], {
+        TURNPIKE_ADMIN_TOKEN: "admin-secret",
+      });
+      expect(await runCli(json.io)).toBe(0);
+      expect(JSON.parse(json.out.join("")).allocations).toHaveLength(2);
+      const wrong = harness(["allocations", "--url", url], { TURNPIKE_ADMIN_TOKEN: "nope" });
+      expect(await runCli(wrong.io)).toBe(1);
+      expect(wrong.err).toEqual([
+        `turnpike-relay allocations: ${url}/v1/allocations: HTTP 401: unauthorized`,
+      ]);
+    } finally {
+      await health.close();
+    }
+  });
+
+  it("needs the admin token", async () => {
+    const h = harness(["allocations"], {});
+    expect(await runCli(h.io)).toBe(2);
+    expect(h.err.join("")).toContain("TURNPIKE_ADMIN_TOKEN");
   });
 });
 
@@ -194,6 +302,42 @@ describe("turnpike-relay process lifecycle", () => {
       err: { message: "kaboom" },
     });
     h.events.emit("SIGINT");
+  });
+
+  it("re-reads --revoke-file on SIGHUP and keeps the list when the file is unreadable", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "turnpike-revoke-"));
+    try {
+      const file = join(dir, "revoked.txt");
+      writeFileSync(file, "# revoked customers\nglobex\n");
+      const h = harness([...RUN_ARGS, "--revoke", "initech", "--revoke-file", file], {
+        TURNPIKE_TOKEN: "t",
+      });
+      const done = runCli(h.io);
+      await until(() => h.running() !== undefined);
+      expect(h.started.config?.revoke).toEqual(["initech"]);
+      expect(h.started.config?.revokeFileUsers).toEqual(["globex"]);
+      writeFileSync(file, "globex\n  acme-pg  \n\n");
+      h.events.emit("SIGHUP");
+      expect(h.relay.calls).toEqual(["revoke initech,globex,acme-pg"]);
+      const reloaded = JSON.parse(h.err.at(-1)!);
+      expect(reloaded).toMatchObject({
+        msg: "SIGHUP: revocation list reloaded",
+        revokedUsers: 3,
+        allocationsEnded: 1,
+      });
+      rmSync(file);
+      h.events.emit("SIGHUP");
+      expect(h.relay.calls).toHaveLength(1);
+      expect(JSON.parse(h.err.at(-1)!)).toMatchObject({
+        level: "error",
+        msg: "SIGHUP: revocation list not reloaded, keeping the previous one",
+      });
+      h.events.emit("SIGINT");
+      expect(await done).toBe(0);
+      expect(h.events.listenerCount("SIGHUP")).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("exits 1 and frees the health port when the relay fails to start", async () => {

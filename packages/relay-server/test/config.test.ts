@@ -323,6 +323,74 @@ describe("relay configuration", () => {
   });
 });
 
+describe("pinned ports, revocation and the discovery API", () => {
+  it("reads --pinned-ports MIN-MAX and refuses a range that overlaps the dynamic one", () => {
+    expect(relay(["--pinned-ports", "40000-40099"]).pinnedPorts).toEqual({
+      min: 40000,
+      max: 40099,
+    });
+    expect(
+      relay([], { TURNPIKE_TOKEN: "t", TURNPIKE_PINNED_PORTS: "3000-3000" }).pinnedPorts,
+    ).toEqual({
+      min: 3000,
+      max: 3000,
+    });
+    expect(relay([]).pinnedPorts).toBeUndefined();
+    expect(errorOf(["--pinned-ports", "49000-49152"])).toBe(
+      "--pinned-ports must not overlap --min-port..--max-port, got 49000-49152 and 49152-65535",
+    );
+    expect(errorOf(["--pinned-ports", "40099-40000"])).toBe(
+      '--pinned-ports must be MIN-MAX with 1 <= MIN <= MAX <= 65535, got "40099-40000"',
+    );
+  });
+
+  it("collects --revoke users and reads --revoke-file, skipping blanks and comments", () => {
+    const file = tempFile("revoked", "# gone\nglobex\n\n  initech \n");
+    const c = relay(["--revoke", "acme", "--revoke", "umbrella", "--revoke-file", file]);
+    expect(c.revoke).toEqual(["acme", "umbrella"]);
+    expect(c.revokeFile).toBe(file);
+    expect(c.revokeFileUsers).toEqual(["globex", "initech"]);
+    expect(errorOf(["--revoke-file", "/nonexistent/revoked"])).toMatch(
+      /^--revoke-file must be a readable file, got "\/nonexistent\/revoked" \(ENOENT\)$/,
+    );
+  });
+
+  it("takes the admin token from the environment, and warns when it is a flag or has no listener", () => {
+    expect(relay([], { TURNPIKE_TOKEN: "t", TURNPIKE_ADMIN_TOKEN: "adm" }).adminToken).toBe("adm");
+    const flag = relay(["--admin-token", "adm-flag"]);
+    expect(flag.adminToken).toBe("adm-flag");
+    expect(flag.warnings.some((w) => w.startsWith("--admin-token on the command line"))).toBe(true);
+    expect(flag.warnings.join("\n")).not.toContain("adm-flag");
+    const off = relay(["--health-listen", "off"], {
+      TURNPIKE_TOKEN: "t",
+      TURNPIKE_ADMIN_TOKEN: "a",
+    });
+    expect(off.warnings).toContain(
+      "--admin-token is set but --health-listen is off: the discovery API is not served",
+    );
+  });
+
+  it("builds the allocations command from the relay's health listener and admin token", () => {
+    expect(
+      parseRelayArgs(["allocations", "--user", "acme"], {
+        TURNPIKE_ADMIN_TOKEN: "adm",
+        TURNPIKE_HEALTH_LISTEN: "0.0.0.0:9000",
+      }),
+    ).toEqual({
+      command: "allocations",
+      url: "http://127.0.0.1:9000",
+      adminToken: "adm",
+      user: "acme",
+      json: false,
+    });
+    expect(
+      parseRelayArgs(["allocations", "--url", "https://relay.example:8443", "--json"], {
+        TURNPIKE_ADMIN_TOKEN: "adm",
+      }),
+    ).toMatchObject({ url: "https://relay.example:8443", json: true });
+  });
+});
+
 describe("credentials subcommand parsing", () => {
   it("reads the token from the environment and builds default URIs from the listeners", () => {
     const parsed = parseRelayArgs(["credentials", "--user", "alice", "--ttl", "600"], {
@@ -334,6 +402,7 @@ describe("credentials subcommand parsing", () => {
       command: "credentials",
       token: "k",
       user: "alice",
+      port: undefined,
       ttl: 600,
       uris: [
         "turn:127.0.0.1:3478?transport=udp",

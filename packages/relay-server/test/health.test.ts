@@ -1,3 +1,4 @@
+import { request } from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
 import { type HealthServer, startHealthServer } from "../src/health.js";
 
@@ -71,5 +72,111 @@ describe("health endpoints", () => {
         draining: false,
       })),
     ).rejects.toThrow(/EADDRINUSE/);
+  });
+});
+
+describe("discovery API GET /v1/allocations", () => {
+  const rows = [
+    {
+      user: "acme-pg",
+      pinnedPort: 40007,
+      transport: "tcp" as const,
+      relayedAddress: "127.0.0.1:40007",
+      relayedAddresses: ["127.0.0.1:40007"],
+      clientTransport: "tcp" as const,
+      clientAddress: "127.0.0.1:53422",
+      peers: ["127.0.0.1"],
+      createdAt: "2026-11-30T08:00:00.000Z",
+      expiresAt: "2026-11-30T08:10:00.000Z",
+    },
+    {
+      user: "globex",
+      pinnedPort: null,
+      transport: "udp" as const,
+      relayedAddress: "127.0.0.1:50001",
+      relayedAddresses: ["127.0.0.1:50001"],
+      clientTransport: "udp" as const,
+      clientAddress: "127.0.0.1:5000",
+      peers: [],
+      createdAt: "2026-11-30T08:00:00.000Z",
+      expiresAt: "2026-11-30T08:10:00.000Z",
+    },
+  ];
+
+  async function start(token: string | undefined) {
+    server = await startHealthServer(
+      { ip: "127.0.0.1", port: 0, family: 4 },
+      () => ({ ready: true, draining: false }),
+      { discovery: { token, allocations: () => rows } },
+    );
+  }
+
+  // node:http rather than fetch: fetch will not send a Host header of the caller's choosing.
+  function ask(path: string, headers: Record<string, string> = {}) {
+    return new Promise<{ status: number; body: unknown }>((resolve, reject) => {
+      const req = request(
+        { host: "127.0.0.1", port: server!.address().port, path, headers },
+        (res) => {
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", (c: string) => {
+            text += c;
+          });
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        },
+      );
+      req.on("error", reject);
+      req.end();
+    });
+  }
+
+  it("is off (404) when no admin token is set, while the probes still answer", async () => {
+    await start(undefined);
+    expect(await ask("/v1/allocations", { authorization: "Bearer x" })).toMatchObject({
+      status: 404,
+      body: { error: expect.stringContaining("TURNPIKE_ADMIN_TOKEN") },
+    });
+    expect((await ask("/readyz")).status).toBe(200);
+  });
+
+  it("answers 401 without the token or with a wrong one", async () => {
+    await start("admin-secret");
+    expect((await ask("/v1/allocations")).status).toBe(401);
+    expect((await ask("/v1/allocations", { authorization: "Bearer admin-secreT" })).status).toBe(
+      401,
+    );
+    expect((await ask("/v1/allocations", { authorization: "Basic admin-secret" })).status).toBe(
+      401,
+    );
+  });
+
+  it("lists every allocation with the token, or one user's with ?user=", async () => {
+    await start("admin-secret");
+    const auth = { authorization: "Bearer admin-secret" };
+    expect(await ask("/v1/allocations", auth)).toEqual({
+      status: 200,
+      body: { allocations: rows },
+    });
+    expect(await ask("/v1/allocations?user=acme-pg", auth)).toEqual({
+      status: 200,
+      body: { allocations: [rows[0]] },
+    });
+    expect((await ask("/v1/allocations?user=nobody", auth)).body).toEqual({ allocations: [] });
+  });
+
+  it("refuses browser-borne requests (Origin, Sec-Fetch-Site, a non-loopback Host) even with the token", async () => {
+    await start("admin-secret");
+    const auth = { authorization: "Bearer admin-secret" };
+    expect((await ask("/v1/allocations", { ...auth, origin: "https://evil.example" })).status).toBe(
+      403,
+    );
+    expect(
+      (await ask("/v1/allocations", { ...auth, "sec-fetch-site": "same-origin" })).status,
+    ).toBe(403);
+    expect((await ask("/v1/allocations", { ...auth, host: "rebound.example:8080" })).status).toBe(
+      421,
+    );
+    const port = server!.address().port;
+    expect((await ask("/v1/allocations", { ...auth, host: `localhost:${port}` })).status).toBe(200);
   });
 });

@@ -49,3 +49,5 @@ export {
   routeOtelDiagnostics,
 } from "./otel.js";
 export { asOutput, EXIT_CONFIG, exitWhenDone, parseOrReport, withTimeout } from "./process.js";
+export { forwardChunk, READ_BUFFER_BYTES, ReusedReadBuffer } from "./reused-read-buffer.js";
+export { decodeTunnelKey, encodeTunnelKey, type TunnelCredentials } from "./tunnel-key.js";

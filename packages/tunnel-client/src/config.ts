@@ -15,6 +15,7 @@ import {
   addTableOptions,
   baseParser,
   ConfigError,
+  decodeTunnelKey,
   fail,
   helpText,
   LOG_FORMATS,
@@ -32,6 +33,7 @@ import {
   parseInteger,
   type RawValue,
   type Scalar,
+  type TunnelCredentials,
 } from "@turnpike/runtime-kit";
 import { expandAllowList, type PeerAllowList } from "./peers.js";
 import { parseTurnUri, type TurnUri } from "./uri.js";
@@ -61,7 +63,9 @@ export interface ServiceSpec {
 export type CredentialsConfig =
   | { readonly kind: "static"; readonly username: string; readonly password: string }
   | { readonly kind: "token"; readonly token: string; readonly name: string; readonly ttl: number }
-  | { readonly kind: "url"; readonly url: string };
+  | { readonly kind: "url"; readonly url: string }
+  /** username and password from a tunnel key (`turnpike-relay credentials` prints one). */
+  | { readonly kind: "key"; readonly username: string; readonly password: string };
 
 export interface TunnelConfig {
   readonly command: "run";
@@ -85,7 +89,11 @@ export interface TunnelConfig {
   /** Test hook: fixed DNS answers. */
   readonly resolve: ReadonlyMap<string, readonly string[]>;
   /** How turns: relays are verified. */
-  readonly tls: { readonly ca?: readonly string[]; readonly rejectUnauthorized: boolean };
+  readonly tls: {
+    readonly ca?: readonly string[];
+    readonly rejectUnauthorized: boolean;
+    readonly servername?: string;
+  };
   /** Test hook: a file holding the ISO 8601 instant access windows are evaluated at. */
   readonly testClock: string | undefined;
   /** Test hook: seconds an idle UDP peer flow is kept (default 120). */
@@ -193,6 +201,19 @@ export const OPTIONS = {
       return certs;
     },
   }),
+  "tls-servername": spec<string | undefined>({
+    group: "Relay",
+    describe:
+      "name the turns: relay's certificate must carry (and the SNI sent), e.g. for a turns:IP URI whose certificate names a DNS name",
+    placeholder: "NAME",
+    defaultText: "the URI's host when it is a name",
+    default: undefined,
+    parse: (raw, where) => {
+      const t = nonEmpty(raw, where).toLowerCase();
+      if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(t)) fail(where, "a DNS name", t);
+      return t;
+    },
+  }),
   "insecure-skip-verify": spec<boolean>({
     group: "Relay",
     describe:
@@ -231,6 +252,19 @@ export const OPTIONS = {
     defaultText: "86400",
     default: 86400,
     parse: (raw, where) => parseInteger(raw, where, 5, 30 * 86400),
+  }),
+  key: spec<TunnelCredentials | undefined>({
+    group: "Authentication",
+    describe:
+      "the tunnel key the platform handed out (`turnpike-relay credentials` prints it): username and password in one string, e.g. pinned to a relay port; prefer the env var",
+    placeholder: "KEY",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => {
+      const k = decodeTunnelKey(nonEmpty(raw, where));
+      if ("error" in k) throw new ConfigError(`${where}: ${k.error}`);
+      return k;
+    },
   }),
   username: spec<string | undefined>({
     group: "Authentication",
@@ -509,7 +543,8 @@ function buildParser(argv: readonly string[], mode: "run" | "list") {
   );
   addTableOptions(parser, OPTION_SET);
   parser.epilog(
-    "Credentials: TURNPIKE_TOKEN (derived REST credentials), --username/--password, or --credentials-url.\n" +
+    "Credentials: TURNPIKE_KEY (from the platform), TURNPIKE_TOKEN (derived REST credentials),\n" +
+      "--username/--password, or --credentials-url.\n" +
       "Metrics: set OTLP_GRPC_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT) to export over OTLP gRPC.",
   );
   return parser;
@@ -536,12 +571,14 @@ export function parseTunnelArgs(argv: readonly string[], env: NodeJS.ProcessEnv)
         : undefined;
   if (file !== undefined) layers.push(OPTION_SET.fileLayer(file[0], file[1], readConfigJson));
   const tokenFromFlag = layers[0]!.values.token !== undefined;
-  return finish(OPTION_SET.resolve(layers), tokenFromFlag, env);
+  const keyFromFlag = layers[0]!.values.key !== undefined;
+  return finish(OPTION_SET.resolve(layers), tokenFromFlag, keyFromFlag, env);
 }
 
 function finish(
   v: OptionValues<typeof OPTIONS>,
   tokenFromFlag: boolean,
+  keyFromFlag: boolean,
   env: NodeJS.ProcessEnv,
 ): TunnelConfig {
   const warnings: string[] = [];
@@ -555,15 +592,24 @@ function finish(
 
   let credentials: CredentialsConfig;
   const hasStatic = v.username !== undefined || v.password !== undefined;
-  const sources = [hasStatic, v["credentials-url"] !== undefined, v.token !== undefined].filter(
-    Boolean,
-  ).length;
+  const sources = [
+    hasStatic,
+    v["credentials-url"] !== undefined,
+    v.token !== undefined,
+    v.key !== undefined,
+  ].filter(Boolean).length;
   if (sources > 1) {
     throw new ConfigError(
-      `give exactly one credential source: ${ENV_PREFIX}TOKEN, --username/--password, or --credentials-url`,
+      `give exactly one credential source: ${ENV_PREFIX}KEY, ${ENV_PREFIX}TOKEN, --username/--password, or --credentials-url`,
     );
   }
-  if (hasStatic) {
+  if (v.key !== undefined) {
+    credentials = { kind: "key", username: v.key.username, password: v.key.password };
+    if (keyFromFlag)
+      warnings.push(
+        `--key on the command line is visible to other users of this host; prefer ${ENV_PREFIX}KEY`,
+      );
+  } else if (hasStatic) {
     if (v.username === undefined || v.password === undefined) {
       throw new ConfigError("--username and --password go together");
     }
@@ -578,7 +624,7 @@ function finish(
       );
   } else {
     throw new ConfigError(
-      `no credentials: export ${ENV_PREFIX}TOKEN, or pass --username/--password or --credentials-url`,
+      `no credentials: export ${ENV_PREFIX}KEY (from the platform) or ${ENV_PREFIX}TOKEN, or pass --username/--password or --credentials-url`,
     );
   }
 
@@ -642,6 +688,7 @@ function finish(
     resolve: v.resolve,
     tls: {
       ...(v.ca !== undefined ? { ca: v.ca } : {}),
+      ...(v["tls-servername"] !== undefined ? { servername: v["tls-servername"] } : {}),
       rejectUnauthorized: !v["insecure-skip-verify"],
     },
     testClock: v["test-clock"],

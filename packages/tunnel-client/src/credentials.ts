@@ -6,6 +6,9 @@
 // - url:    GET returns {"username","password","ttl","uris"} (the same JSON, minted by the platform
 //           so the token never leaves it).
 // - static: a long-term user configured on the relay.
+// - key:    username and password from a tunnel key (TURNPIKE_KEY) the platform minted with
+//           `turnpike-relay credentials`: fixed for the life of the process (nothing to renew
+//           them from), refused locally once the REST expiry inside has passed.
 //
 // Renewal (see tunnel.ts): once RENEW_FRACTION of their ttl has passed, a tunnel swaps fresh
 // credentials into its live allocation (TurnClient.setCredentials + Refresh). turnpike-relay
@@ -60,6 +63,29 @@ export function createCredentialSource(
         renewAt: Number.POSITIVE_INFINITY,
       };
       return { get: async () => c };
+    }
+    case "key": {
+      // No renewal (there is no source to renew from): the deadlines stay infinite so the
+      // tunnel never re-allocates on its own, and once the expiry in the username has passed
+      // the tunnel says why it cannot connect instead of collecting 401s.
+      const c = {
+        username: config.username,
+        password: config.password,
+        expiresAt: Number.POSITIVE_INFINITY,
+        renewAt: Number.POSITIVE_INFINITY,
+      };
+      const expiry = parseRestUsername(config.username)?.expiry;
+      return {
+        get: async () => {
+          if (expiry !== undefined && nowMs() >= expiry * 1000) {
+            const at = new Date(expiry * 1000).toISOString();
+            throw new Error(
+              `the --key credentials expired at ${at}: ask the platform for a new key`,
+            );
+          }
+          return c;
+        },
+      };
     }
     case "token":
       return cached(nowMs, async () => {

@@ -49,6 +49,8 @@ export interface ListEntry {
   readonly relay: string;
   /** The address the platform connects to, once ready. */
   readonly relayedAddress: string | null;
+  /** The relay port the credentials pin (then relayedAddress keeps it across reconnects). */
+  readonly pinnedPort: number | null;
   readonly allowedPeers: readonly string[];
   readonly state: TunnelState;
   readonly openConnections: number;
@@ -87,6 +89,8 @@ export class TunnelEngine {
   private running = false;
   private readonly jitter: () => number;
   private readonly date: () => Date;
+  /** Which tunnel serves each pinned relay port ("relayIp|port"): one at a time. */
+  private readonly pinClaims = new Map<string, Tunnel>();
 
   constructor(private readonly o: EngineOptions) {
     this.answers = o.relays.map(() => ({ ips: [], error: undefined, resolved: false }));
@@ -179,6 +183,7 @@ export class TunnelEngine {
         ...base,
         relay: t.relayLabel,
         relayedAddress: t.relayedAddress ? formatTransportAddress(t.relayedAddress) : null,
+        pinnedPort: t.pinnedPort ?? null,
         state: t.state,
         openConnections: t.openConnections,
         bytesIn: t.bytesIn,
@@ -195,6 +200,7 @@ export class TunnelEngine {
         ...base,
         relay: formatTurnUri(uri),
         relayedAddress: null,
+        pinnedPort: null,
         state: s.open ? "resolving" : "closed-window",
         openConnections: 0,
         bytesIn: 0,
@@ -246,6 +252,20 @@ export class TunnelEngine {
     }
   }
 
+  /**
+   * Pinned credentials name one relay port: two services (or two relay URIs resolving to one
+   * address) using them would take the port from each other on every reconnect. The first live
+   * tunnel keeps it; the others fail with the reason (and retry, in case it goes away).
+   */
+  private claimPin(pin: string, tunnel: Tunnel): string | undefined {
+    const holder = this.pinClaims.get(pin);
+    if (holder !== undefined && holder !== tunnel && holder.state !== "stopped") {
+      return holder.serviceName;
+    }
+    this.pinClaims.set(pin, tunnel);
+    return undefined;
+  }
+
   /** Make the service's tunnels match the current relay answers. */
   private reconcile(s: Service): void {
     const wanted = new Set<string>();
@@ -271,6 +291,7 @@ export class TunnelEngine {
           software: this.o.software,
           ...(this.o.tls !== undefined ? { tls: this.o.tls } : {}),
           ...(this.o.udpFlowIdleMs !== undefined ? { udpFlowIdleMs: this.o.udpFlowIdleMs } : {}),
+          claimPin: (pin, tunnel) => this.claimPin(pin, tunnel),
         });
         s.tunnels.set(key, t);
         if (s.open) t.start();

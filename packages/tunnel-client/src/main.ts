@@ -6,7 +6,12 @@
 
 import { randomFillSync } from "node:crypto";
 import { readFileSync } from "node:fs";
-import type { RandomSource } from "@turnpike/relay-core";
+import {
+  parseRestUsername,
+  pinOfUsername,
+  type RandomSource,
+  userOfUsername,
+} from "@turnpike/relay-core";
 import {
   asOutput,
   createLogger,
@@ -115,6 +120,16 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
     write: io.stderr,
   });
   for (const w of config.warnings) logger.warn(w);
+  if (config.credentials.kind === "key") {
+    // Who the platform made this tunnel, and until when (the key cannot renew itself).
+    const rest = parseRestUsername(config.credentials.username);
+    const pin = pinOfUsername(config.credentials.username);
+    logger.info("credentials from the tunnel key", {
+      user: userOfUsername(config.credentials.username),
+      pinnedPort: pin?.port,
+      expires: rest === undefined ? undefined : new Date(rest.expiry * 1000).toISOString(),
+    });
+  }
   const resolver =
     config.resolve.size > 0
       ? new StaticResolver(config.resolve.entries(), new DnsResolver())

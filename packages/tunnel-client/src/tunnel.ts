@@ -22,7 +22,8 @@
 //   (header and payload handed to the kernel as two buffers, never concatenated).
 //   TCP service (RFC 6062 §4.3): on ConnectionAttempt, a NEW data connection to the relay,
 //   ConnectionBind on it, then the target is dialled and both sockets are piped (pause/resume
-//   backpressure, no per-chunk copy); a target that refuses gets the data connection ended
+//   backpressure, one write per read, no copy; plain TCP reads into reused buffers, see
+//   runtime-kit reused-read-buffer.ts); a target that refuses gets the data connection ended
 //   cleanly, which makes the relay close the peer's connection.
 
 import { createSocket, type Socket as DgramSocket } from "node:dgram";
@@ -40,6 +41,7 @@ import {
   formatTransportAddress,
   Method,
   parseIp,
+  pinOfUsername,
   type RandomSource,
   StreamFramer,
   type TransportAddress,
@@ -47,7 +49,7 @@ import {
   type TurnClientEvent,
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
-import type { Logger } from "@turnpike/runtime-kit";
+import { forwardChunk, type Logger, ReusedReadBuffer } from "@turnpike/runtime-kit";
 import { Backoff } from "./backoff.js";
 import type { ServiceSpec } from "./config.js";
 import { type CredentialSource, reallocateBy, type TurnCredentials } from "./credentials.js";
@@ -106,6 +108,12 @@ export interface TunnelOptions {
   readonly wallNow?: () => number;
   /** How turns: (TLS) relays are verified. Default: Node's bundled CAs, verification on. */
   readonly tls?: TlsTrust;
+  /**
+   * Pinned credentials: claim `relayIp|port` for this tunnel. Returns the name of another live
+   * service of this process already serving that pin (then this tunnel must not allocate: two
+   * allocations of one user on one pinned port take it over from each other), else undefined.
+   */
+  readonly claimPin?: (key: string, tunnel: Tunnel) => string | undefined;
 }
 
 /** Trust for TLS control and data connections (turns:). */
@@ -114,6 +122,8 @@ export interface TlsTrust {
   readonly ca?: readonly string[];
   /** false only for tests (--insecure-skip-verify). */
   readonly rejectUnauthorized: boolean;
+  /** The name the certificate must carry, and the SNI (--tls-servername); default the URI's host name. */
+  readonly servername?: string;
 }
 
 /** After a failed credential fetch, try again this much later (until re-allocation is due). */
@@ -147,6 +157,8 @@ export class Tunnel {
   bytesIn = 0;
   bytesOut = 0;
   reconnects = 0;
+  /** The relay port the credentials pin, if they do (auth/pinned-username.ts in relay-core). */
+  pinnedPort: number | undefined;
 
   private readonly log: Logger;
   private readonly backoff: Backoff;
@@ -186,6 +198,8 @@ export class Tunnel {
   private sweepTimer: NodeJS.Timeout | undefined;
   private pendingPermissions = new Set<string>();
   private allocatedLifetime = 0;
+  /** A relay gave a dynamic port to pinned credentials (coturn): logged once per tunnel. */
+  private pinIgnoredLogged = false;
 
   constructor(private readonly o: TunnelOptions) {
     this.now = o.now ?? (() => performance.now());
@@ -205,6 +219,10 @@ export class Tunnel {
     // RFC 6062 needs a stream control connection; a turn: URI serves TCP on the same port.
     this.control =
       o.service.protocol === "tcp" && o.uri.transport === "udp" ? "tcp" : o.uri.transport;
+  }
+
+  get serviceName(): string {
+    return this.o.service.name;
   }
 
   get relayLabel(): string {
@@ -257,6 +275,16 @@ export class Tunnel {
       return;
     }
     if (gen !== this.generation) return;
+    this.pinnedPort = pinOfUsername(creds.username)?.port;
+    if (this.pinnedPort !== undefined) {
+      const other = this.o.claimPin?.(`${this.o.relayIp}|${this.pinnedPort}`, this);
+      if (other !== undefined) {
+        this.fail(
+          `pinned port ${this.pinnedPort} on ${this.o.relayIp} is already served by service "${other}": one service per pinned credential`,
+        );
+        return;
+      }
+    }
     this.creds = creds;
     this.allocCreds = creds;
     this.renewRetryAt = 0;
@@ -320,7 +348,8 @@ export class Tunnel {
 
   /**
    * TLS towards the relay: the certificate must name the URI's host (SNI and identity check use
-   * the name, the socket the resolved address; an IP literal needs an IP subjectAltName).
+   * the name, the socket the resolved address; an IP literal needs an IP subjectAltName), or
+   * the --tls-servername when one is set (a turns:IP URI whose certificate names a DNS name).
    */
   private tlsOptions(): ConnectionOptions {
     const tls = this.o.tls;
@@ -328,7 +357,8 @@ export class Tunnel {
     return {
       host: this.o.relayIp,
       port: this.o.uri.port,
-      servername: named ? this.o.uri.host : undefined,
+      // Node checks the certificate against `servername` when set (tls.checkServerIdentity).
+      servername: tls?.servername ?? (named ? this.o.uri.host : undefined),
       // Without SNI Node checks the identity against `host`: the URI's IP, same as relayIp.
       ...(tls?.ca !== undefined ? { secureContext: trustContext(tls.ca) } : {}),
       rejectUnauthorized: tls?.rejectUnauthorized ?? true,
@@ -610,6 +640,19 @@ export class Tunnel {
     switch (e.type) {
       case "allocated":
         this.relayedAddress = e.relayed;
+        if (
+          this.pinnedPort !== undefined &&
+          e.relayed.port !== this.pinnedPort &&
+          !this.pinIgnoredLogged
+        ) {
+          // coturn, or any relay that reads pinned credentials as plain REST ones: the tunnel
+          // still serves, but the platform must look the address up (the tunnel's /list).
+          this.pinIgnoredLogged = true;
+          this.log.warn("the relay did not honour the pinned port: serving on a dynamic port", {
+            pinnedPort: this.pinnedPort,
+            relayed: formatTransportAddress(e.relayed),
+          });
+        }
         this.lastError = undefined;
         this.backoff.connected(this.now());
         this.allocatedLifetime = e.lifetime;
@@ -831,13 +874,21 @@ export class Tunnel {
     if (!this.peerAllowed(peer)) return;
     const gen = this.generation;
     const peerText = formatTransportAddress(peer);
+    // Plain TCP reads into one reused buffer (runtime-kit reused-read-buffer.ts: no 64 KiB
+    // allocation per read); Node's TLS sockets cannot, they keep 'data' events.
+    const reads = this.control === "tls" ? undefined : new ReusedReadBuffer();
     // allowHalfOpen: the peer's FIN (its request is complete) must not close our side before
     // the target's reply has gone back (TCP half-close, RFC 9293 §3.6).
     const data =
-      this.control === "tls"
+      reads === undefined
         ? // Node's tls.connect honours allowHalfOpen; its ConnectionOptions type omits it.
           tlsConnect({ ...this.tlsOptions(), allowHalfOpen: true } as ConnectionOptions)
-        : netConnect({ host: this.o.relayIp, port: this.o.uri.port, allowHalfOpen: true });
+        : netConnect({
+            host: this.o.relayIp,
+            port: this.o.uri.port,
+            allowHalfOpen: true,
+            onread: reads.onread,
+          });
     data.setNoDelay(true);
     this.pipes.add(data);
     data.once("close", () => this.pipes.delete(data));
@@ -851,27 +902,30 @@ export class Tunnel {
       data.write(this.client.connectionBindRequest(connectionId));
     });
     // Read exactly one frame (the ConnectionBind answer); RFC 6062 §5.4: what follows is the
-    // peer's data, which takeRemaining() hands over as a view of the same chunk (no copy).
+    // peer's data. The framer gets a copy (a reused read buffer is overwritten by the next
+    // read; this is one small read per connection). Returns whether to keep reading.
     let framer = new StreamFramer();
-    const onData = (chunk: Buffer) => {
-      framer.push(chunk);
+    const onBindBytes = (chunk: Buffer): boolean => {
+      framer.push(reads === undefined ? chunk : Buffer.from(chunk));
       const answer = framer.next();
       if (answer === undefined) {
-        if (framer.error !== undefined) data.destroy(); // neither STUN nor ChannelData
-        return;
+        if (framer.error === undefined) return true;
+        data.destroy(); // neither STUN nor ChannelData
+        return false;
       }
-      data.off("data", onData);
       const rest = framer.takeRemaining();
       const c = this.client;
-      if (gen !== this.generation || c === undefined) return data.destroy();
+      if (gen !== this.generation || c === undefined) {
+        data.destroy();
+        return false;
+      }
       const result = c.handleConnectionBindResponse(answer);
       if (!result.ok) {
         if (result.retry !== undefined) {
           // 401/438: a fresh framer for the retried bind's answer.
           framer = new StreamFramer();
-          data.on("data", onData);
           data.write(result.retry);
-          return;
+          return true;
         }
         this.log.warn("connection bind refused", {
           peer: peerText,
@@ -879,20 +933,41 @@ export class Tunnel {
           reason: result.reason,
         });
         this.o.counters.connectionsFailed++;
-        return data.destroy();
+        data.destroy();
+        return false;
       }
       clearTimeout(bindTimer);
+      // Paused until the target answers; the peer's first bytes wait in `rest`.
+      this.dialTarget(data, rest, peerText, reads);
+      return false;
+    };
+    if (reads !== undefined) {
+      reads.sink = onBindBytes;
+      return;
+    }
+    const onData = (chunk: Buffer) => {
+      if (onBindBytes(chunk)) return;
+      data.off("data", onData);
       data.pause();
-      this.dialTarget(data, rest, peerText);
     };
     data.on("data", onData);
   }
 
-  private dialTarget(data: Socket, early: Uint8Array, peerText: string): void {
+  /**
+   * The bound data connection meets the target: bytes both ways with backpressure (a full
+   * destination pauses the source until 'drain'), each side's FIN forwarded as end() on the
+   * other (half-open both ways: a socket closes once both directions ended, or on an error,
+   * which destroys both). One write per read, no copy.
+   */
+  private dialTarget(
+    data: Socket,
+    early: Uint8Array,
+    peerText: string,
+    dataReads: ReusedReadBuffer | undefined,
+  ): void {
     const { host, port } = this.o.service.target;
-    // Half-open both ways: pipe() forwards each side's FIN as end() on the other, and a socket
-    // closes only once both directions have ended (or on an error, which destroys both).
-    const target = netConnect({ host, port, allowHalfOpen: true });
+    const targetReads = new ReusedReadBuffer();
+    const target = netConnect({ host, port, allowHalfOpen: true, onread: targetReads.onread });
     target.setNoDelay(true);
     this.pipes.add(target);
     this.o.counters.connectionsOpened++;
@@ -924,6 +999,7 @@ export class Tunnel {
         // the platform sees a closed connection instead of a hang.
         this.o.counters.connectionsFailed++;
         this.log.info("target refused the connection", { peer: peerText, err: err.message });
+        if (dataReads !== undefined) dataReads.sink = () => true; // discard until the FIN
         data.end();
         data.resume(); // read the relay's FIN so the socket closes
         // Half-open: a relay that never sends its FIN must not keep the socket forever.
@@ -938,6 +1014,12 @@ export class Tunnel {
     target.once("close", () => {
       if (!data.destroyed && connected) data.end();
     });
+    // target -> peer: the target speaks only once connected, by which time data is bound.
+    targetReads.sink = (chunk) => {
+      this.bytesOut += chunk.length;
+      this.o.counters.bytesOut += chunk.length;
+      return forwardChunk(chunk, target, data, targetReads);
+    };
     target.once("connect", () => {
       clearTimeout(connectTimer);
       connected = true;
@@ -947,18 +1029,21 @@ export class Tunnel {
         this.o.counters.bytesIn += early.length;
         target.write(early);
       }
-      // Counting only: a 'data' listener next to pipe() sees the same Buffer, no copy.
-      data.on("data", (c: Buffer) => {
-        this.bytesIn += c.length;
-        this.o.counters.bytesIn += c.length;
-      });
-      target.on("data", (c: Buffer) => {
-        this.bytesOut += c.length;
-        this.o.counters.bytesOut += c.length;
-      });
-      // pipe(): write() returning false pauses the source until 'drain' (backpressure both ways).
-      data.pipe(target);
-      target.pipe(data);
+      // peer -> target
+      const toTarget = (chunk: Buffer) => {
+        this.bytesIn += chunk.length;
+        this.o.counters.bytesIn += chunk.length;
+        return forwardChunk(chunk, data, target, dataReads);
+      };
+      if (dataReads !== undefined) {
+        dataReads.sink = toTarget;
+      } else {
+        data.on("data", (chunk: Buffer) => {
+          if (!toTarget(chunk)) data.pause();
+        });
+      }
+      data.on("end", () => target.end());
+      target.on("end", () => data.end());
       data.resume();
     });
   }

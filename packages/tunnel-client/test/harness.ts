@@ -26,7 +26,10 @@ function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 export interface RelayProcess {
   readonly ip: string;
   readonly port: number;
+  /** The health listener (GET /readyz, and /v1/allocations with TURNPIKE_ADMIN_TOKEN). */
+  readonly healthPort: number;
   readonly proc: ManagedProcess;
+  /** SIGKILL (kill -9): the relay gets no chance to close anything. */
   stop(): Promise<void>;
 }
 
@@ -39,8 +42,12 @@ export async function startRelay(opts: {
   token: string;
   /** More turnpike-relay flags, e.g. ["--tls-listen", "127.0.0.1:5349", ...]. */
   extraArgs?: string[];
+  /** More environment, e.g. TURNPIKE_ADMIN_TOKEN. */
+  env?: Record<string, string>;
+  /** The health listener's port (default: a free one). */
+  healthPort?: number;
 }): Promise<RelayProcess> {
-  const health = await freePort();
+  const health = opts.healthPort ?? (await freePort());
   const args = [
     RELAY_BIN,
     "--listen",
@@ -57,7 +64,7 @@ export async function startRelay(opts: {
     ...(opts.extraArgs ?? []),
   ];
   const proc = spawnManaged(process.execPath, args, {
-    env: cleanEnv({ TURNPIKE_TOKEN: opts.token }),
+    env: cleanEnv({ ...opts.env, TURNPIKE_TOKEN: opts.token }),
   });
   const deadline = Date.now() + 15_000;
   for (;;) {
@@ -73,6 +80,7 @@ export async function startRelay(opts: {
   return {
     ip: opts.ip,
     port: opts.port,
+    healthPort: health,
     proc,
     stop: async () => void (await proc.stop("SIGKILL", 1000)),
   };
@@ -84,6 +92,7 @@ export interface ListRow {
   protocol: string;
   relay: string;
   relayedAddress: string | null;
+  pinnedPort: number | null;
   state: string;
   openConnections: number;
   bytesIn: number;

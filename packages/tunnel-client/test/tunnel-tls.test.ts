@@ -144,6 +144,54 @@ describe.skipIf(skip)("turnpike-tunnel over turns: (TLS to the relay)", () => {
     await bothServicesEcho(rows, "--ca");
   });
 
+  it("reaches turns:IP when --tls-servername names what the certificate names", async () => {
+    // The platform hands out an IP (no DNS inside the customer's network); the relay's
+    // certificate names "localhost" only, which --tls-servername supplies (SNI and check).
+    const tunnel = await startTunnel(
+      [
+        "--relay",
+        `turns:127.0.0.1:${tlsPort}`,
+        "--tls-servername",
+        "localhost",
+        "--ca",
+        cert,
+        ...services(),
+      ],
+      { TURNPIKE_TOKEN: TOKEN },
+    );
+    tunnels.push(tunnel);
+    const rows = await tunnel.waitFor(
+      (r) => r.length === 2 && r.every((x) => x.state === "ready"),
+      15_000,
+      "both tunnels ready over turns:127.0.0.1 with --tls-servername",
+    );
+    await bothServicesEcho(rows, "--tls-servername");
+    // The name is checked, not merely sent: another name fails verification.
+    const wrong = await startTunnel(
+      [
+        "--relay",
+        `turns:127.0.0.1:${tlsPort}`,
+        "--tls-servername",
+        "relay.example.com",
+        "--ca",
+        cert,
+        ...services(),
+      ],
+      { TURNPIKE_TOKEN: TOKEN },
+    );
+    tunnels.push(wrong);
+    const refused = await wrong.waitFor(
+      (r) => r.length === 2 && r.every((x) => x.lastError !== null),
+      15_000,
+      "a wrong --tls-servername to fail verification",
+    );
+    for (const r of refused) {
+      expect(r.lastError).toMatch(
+        /Hostname\/IP does not match certificate.s altnames: Host: relay\.example\.com/,
+      );
+    }
+  });
+
   it("refuses a relay whose certificate it cannot verify", async () => {
     const tunnel = await startTunnel(
       ["--relay", `turns:localhost:${tlsPort}`, "--resolve", "localhost=127.0.0.1", ...services()],

@@ -3,6 +3,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { encodeTunnelKey } from "@turnpike/runtime-kit";
 import { describe, expect, it } from "vitest";
 import { Backoff } from "../src/backoff.js";
 import {
@@ -301,6 +302,31 @@ describe("configuration", () => {
     }
   });
 
+  it("reads a tunnel key (TURNPIKE_KEY) as the one credential source, and --tls-servername", () => {
+    const key = encodeTunnelKey({ username: "1800000000:acme-pg;port=40007", password: "pw" });
+    const c = run(["--relay", "turns:192.0.2.7", "--tls-servername", "Relay.Example.com"], {
+      TURNPIKE_KEY: key,
+    });
+    expect(c.credentials).toEqual({
+      kind: "key",
+      username: "1800000000:acme-pg;port=40007",
+      password: "pw",
+    });
+    expect(c.tls).toEqual({ rejectUnauthorized: true, servername: "relay.example.com" });
+    const flag = run(["--relay", "turn:x", "--key", key]);
+    expect(flag.warnings.some((w) => w.startsWith("--key on the command line"))).toBe(true);
+    expect(flag.warnings.join("\n")).not.toContain(key);
+    expect(error(["--relay", "turn:x"], { TURNPIKE_KEY: key, TURNPIKE_TOKEN: "t" })).toMatch(
+      /exactly one credential source: TURNPIKE_KEY/,
+    );
+    expect(error(["--relay", "turn:x"], { TURNPIKE_KEY: "tpk1.garbage!" })).toBe(
+      "TURNPIKE_KEY: a tunnel key is base64url after its prefix",
+    );
+    expect(
+      error(["--relay", "turn:x", "--tls-servername", "not a name"], { TURNPIKE_KEY: key }),
+    ).toMatch(/^--tls-servername must be a DNS name/);
+  });
+
   it("parses the list subcommand and renders docs from the same table", () => {
     expect(
       parseTunnelArgs(["list", "--admin", "http://127.0.0.1:9999"], { TURNPIKE_ADMIN_TOKEN: "x" }),
@@ -318,6 +344,24 @@ describe("configuration", () => {
 });
 
 describe("credential sources", () => {
+  it("serves a tunnel key's credentials until the expiry in its username, then says why not", async () => {
+    let now = 1_799_999_000_000;
+    const source = createCredentialSource(
+      { kind: "key", username: "1800000000:acme-pg;port=40007", password: "pw" },
+      { nowMs: () => now },
+    );
+    expect(await source.get()).toMatchObject({
+      username: "1800000000:acme-pg;port=40007",
+      password: "pw",
+      // Nothing to renew from: the tunnel never re-allocates on its own.
+      renewAt: Number.POSITIVE_INFINITY,
+    });
+    now = 1_800_000_000_000;
+    await expect(source.get()).rejects.toThrow(
+      "the --key credentials expired at 2027-01-15T08:00:00.000Z: ask the platform for a new key",
+    );
+  });
+
   it("renews after 80% of the ttl, and a refused renewal re-allocates a minute before expiry", async () => {
     let now = 1_000_000_500; // ms, half a second into a unix second
     const src = createCredentialSource(

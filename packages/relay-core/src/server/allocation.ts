@@ -114,6 +114,8 @@ export class Allocation {
   /** Families asked for that could not be served (reported with ADDRESS-ERROR-CODE). */
   familyErrors: { family: 4 | 6; code: number }[] = [];
   reservationToken: Uint8Array | undefined;
+  /** The port its credentials pinned (auth/pinned-username.ts), on every relayed family. */
+  pinnedPort: number | undefined;
 
   constructor(
     readonly id: number,

@@ -5,6 +5,7 @@
  */
 import type { CredentialStore, PasswordAlgorithmName } from "../auth/credentials.js";
 import { NonceIssuer, SecurityFeature } from "../auth/nonce.js";
+import { pinOfUsername, userOfUsername } from "../auth/pinned-username.js";
 import type { TransportAddress } from "../codec/address.js";
 import {
   AttributeType,
@@ -40,7 +41,7 @@ import {
 import { MinHeap } from "../min-heap.js";
 import { ipv4ToUint32 } from "../policy/ip.js";
 import { PeerAddressPolicy } from "../policy/peer-address-policy.js";
-import { type RandomSource, randomIntBelow } from "../rng.js";
+import type { RandomSource } from "../rng.js";
 import {
   Allocation,
   type ChannelBinding,
@@ -58,8 +59,15 @@ import {
   sameWords,
 } from "./datagram-source.js";
 import { SourceRateLimiter } from "./rate-limit.js";
+import { type PortRange, RelayPortPool, type Reservation } from "./relay-port-pool.js";
 import { createServerStats, type DropReason, type ServerStats } from "./stats.js";
-import { type AllocationEndReason, type Command, type Route, RouteKind } from "./types.js";
+import {
+  type AllocationEndReason,
+  type AllocationInfo,
+  type Command,
+  type Route,
+  RouteKind,
+} from "./types.js";
 
 /** One relayed address family the server offers: where to bind, what to advertise. */
 export interface RelayAddressConfig {
@@ -77,6 +85,13 @@ export interface TurnServerOptions {
   readonly relayAddresses: { readonly ip4?: RelayAddressConfig; readonly ip6?: RelayAddressConfig };
   readonly minPort?: number;
   readonly maxPort?: number;
+  /**
+   * Ports only pinned credentials get (auth/pinned-username.ts), each exactly the port its
+   * username names; disjoint from minPort..maxPort. Without it pinned credentials are refused.
+   */
+  readonly pinnedPorts?: PortRange;
+  /** Users refused from now on (see setRevokedUsers). */
+  readonly revokedUsers?: Iterable<string>;
   /** SOFTWARE attribute on responses (RFC 8489 §14.14); omit to send none. */
   readonly software?: string;
   readonly peerPolicy?: PeerAddressPolicy;
@@ -145,12 +160,6 @@ interface Authenticated {
   readonly sha256: boolean;
 }
 
-interface Reservation {
-  readonly family: 4 | 6;
-  readonly port: number;
-  readonly expiresAt: number;
-}
-
 interface TimerEntry {
   readonly allocation: Allocation;
   readonly generation: number;
@@ -178,8 +187,7 @@ export class TurnServer {
   private readonly lifetimes: Lifetimes;
   private readonly policy: PeerAddressPolicy;
   private readonly nonces: NonceIssuer;
-  private readonly minPort: number;
-  private readonly maxPort: number;
+  private readonly ports: RelayPortPool;
   private readonly commands: Command[] = [];
   private commandHead = 0;
   private readonly timers = new MinHeap<TimerEntry>();
@@ -193,9 +201,10 @@ export class TurnServer {
   private readonly textSource = new DatagramSource();
   private readonly streamClients = new Map<number, ClientRecord>();
   private readonly relays = new Map<number, RelaySocket>();
-  private readonly portsInUse: Record<4 | 6, Set<number>> = { 4: new Set(), 6: new Set() };
+  /** The allocation holding each pinned port, keyed family * 65536 + port. */
+  private readonly pinnedHolders = new Map<number, Allocation>();
+  private revokedUsers: ReadonlySet<string>;
   private readonly allocationsPerUser = new Map<string, number>();
-  private readonly reservations = new Map<string, Reservation>();
   /** RFC 6062 peer connections by CONNECTION-ID, and bound ones by client data connection. */
   private readonly tcpConnections = new Map<number, TcpPeerConnection>();
   private readonly dataConnections = new Map<number, TcpPeerConnection>();
@@ -226,11 +235,12 @@ export class TurnServer {
     this.options = options;
     this.lifetimes = { ...DEFAULT_LIFETIMES, ...options.lifetimes };
     this.policy = options.peerPolicy ?? new PeerAddressPolicy();
-    this.minPort = options.minPort ?? 49152;
-    this.maxPort = options.maxPort ?? 65535;
-    if (!(this.minPort >= 1 && this.maxPort <= 65535 && this.minPort <= this.maxPort)) {
-      throw new Error(`invalid relay port range ${this.minPort}-${this.maxPort}`);
-    }
+    this.ports = new RelayPortPool({
+      dynamic: { min: options.minPort ?? 49152, max: options.maxPort ?? 65535 },
+      pinned: options.pinnedPorts,
+      random: options.random,
+    });
+    this.revokedUsers = new Set(options.revokedUsers ?? []);
     const secret = new Uint8Array(32);
     options.random.fillBytes(secret);
     this.keys = new AddressKeys(secret);
@@ -531,23 +541,30 @@ export class TurnServer {
     // neighbour would be lost): it fails instead. Others try another port, picked before the
     // failed one is released so the same port is not picked again.
     if (socket.attempts < MAX_BIND_ATTEMPTS && !socket.fixedPort) {
-      const port = this.pickPort(socket.family);
+      const port = this.ports.pick(socket.family);
       if (port !== undefined) {
-        this.portsInUse[socket.family].delete(socket.port);
+        this.ports.release(socket.family, socket.port);
         socket.port = port;
         socket.attempts++;
-        this.portsInUse[socket.family].add(port);
+        this.ports.take(socket.family, port);
         this.openRelay(socket);
         return;
       }
     }
-    this.portsInUse[socket.family].delete(socket.port);
+    this.releasePort(socket);
     socket.state = "failed";
     this.relays.delete(socket.id);
     const allocation = socket.allocation;
     if (allocation.relays[0] === socket) {
       // The requested family has no relayed address: the Allocate fails (RFC 8656 §7.2, 508).
-      this.sendAllocateFailure(allocation, ErrorCode.InsufficientCapacity);
+      // A pinned port is never moved, so say which port could not be had.
+      this.sendAllocateFailure(
+        allocation,
+        ErrorCode.InsufficientCapacity,
+        allocation.pinnedPort === undefined
+          ? undefined
+          : `Insufficient Capacity: pinned port ${allocation.pinnedPort} could not be bound`,
+      );
       this.deleteAllocation(allocation, "bind-failed", now);
       return;
     }
@@ -570,14 +587,7 @@ export class TurnServer {
       allocation.scheduledAt = Number.POSITIVE_INFINITY;
       this.sweep(allocation, now);
     }
-    if (this.reservations.size > 0) {
-      for (const [token, r] of this.reservations) {
-        if (r.expiresAt <= now) {
-          this.reservations.delete(token);
-          this.portsInUse[r.family].delete(r.port);
-        }
-      }
-    }
+    this.ports.expireReservations(now);
   }
 
   /** Stop granting allocations (SIGTERM): 300 with ALTERNATE-SERVER if configured, else 508. */
@@ -590,6 +600,27 @@ export class TurnServer {
     for (const socket of [...this.relays.values()]) {
       if (!socket.allocation.deleted) this.deleteAllocation(socket.allocation, "shutdown", now);
     }
+  }
+
+  /**
+   * The revocation list: from now on every request with credentials of these users gets 403,
+   * and their live allocations end at once ("revoked"). A user is the <user> part of a TURN
+   * REST username without its pin (auth/pinned-username.ts), or a static user's name. Returns
+   * how many allocations ended.
+   */
+  setRevokedUsers(users: Iterable<string>, now: number): number {
+    this.revokedUsers = new Set(users);
+    if (this.revokedUsers.size === 0) return 0;
+    let ended = 0;
+    for (const allocation of [...this.liveAllocations]) {
+      if (!this.revokedUsers.has(userOfUsername(allocation.username))) continue;
+      if (allocation.state === "binding") {
+        this.sendAllocateFailure(allocation, ErrorCode.Forbidden, "Forbidden: credentials revoked");
+      }
+      this.deleteAllocation(allocation, "revoked", now);
+      ended++;
+    }
+    return ended;
   }
 
   /** Track wall-clock jumps: TURN REST usernames expire on the Unix clock. */
@@ -615,11 +646,49 @@ export class TurnServer {
 
   /** The next instant `handleTimeout` has work, or undefined when nothing is scheduled. */
   pollTimeout(): number | undefined {
-    let next = this.timers.peekKey();
-    for (const r of this.reservations.values()) {
-      if (next === undefined || r.expiresAt < next) next = r.expiresAt;
+    const next = this.timers.peekKey();
+    const reservation = this.ports.nextReservationExpiry();
+    if (next === undefined) return reservation;
+    return reservation !== undefined && reservation < next ? reservation : next;
+  }
+
+  /**
+   * Every allocation that has its relayed address (Allocate answered), for discovery: who holds
+   * which relayed address, from where, for which peers. No secret is in it. O(allocations):
+   * for an operator's request, never the data path.
+   */
+  allocations(now: number): AllocationInfo[] {
+    const out: AllocationInfo[] = [];
+    for (const a of this.liveAllocations) {
+      if (a.state !== "active" || a.expiresAt <= now) continue;
+      const peers: string[] = [];
+      for (const p of a.permissions.values()) if (p.expiresAt > now) peers.push(p.address);
+      const client = a.client;
+      out.push({
+        id: a.id,
+        username: a.username,
+        user: userOfUsername(a.username),
+        pinnedPort: a.pinnedPort,
+        transport: a.requestedTransport,
+        client: {
+          transport: client.transport,
+          listener: client.listener,
+          connection: client.connection,
+          family: client.family,
+          address: client.address,
+          port: client.port,
+          ip4: client.ip4,
+          ip6: client.ip6,
+        },
+        relayed: a.relays
+          .filter((r) => r.state === "bound")
+          .map((r) => ({ family: r.family, address: r.advertisedAddress, port: r.port })),
+        peers,
+        createdAt: a.createdAt,
+        expiresAt: a.expiresAt,
+      });
     }
-    return next;
+    return out;
   }
 
   /** Live allocation count (what quotas and readiness look at). */
@@ -782,6 +851,13 @@ export class TurnServer {
     const auth = this.authenticate(endpoint, msg, now);
     if (auth === undefined) return;
     const reply = new Reply(this, endpoint, msg, auth, cacheKey, now);
+    if (this.revokedUsers.size > 0 && this.revokedUsers.has(userOfUsername(auth.username))) {
+      // Authentic but withdrawn (the platform revoked them before they expire): 403, not 401,
+      // so the client does not retry the same credentials as if a nonce were the problem.
+      this.stats.authFailures.revoked++;
+      reply.error(ErrorCode.Forbidden, undefined, "Forbidden: credentials revoked");
+      return;
+    }
     if (msg.unknownRequired.length > 0) {
       reply.error(ErrorCode.UnknownAttribute, (b) => b.unknownAttributes(msg.unknownRequired));
       return;
@@ -1009,12 +1085,41 @@ export class TurnServer {
       reply.error(ErrorCode.BadRequest);
       return;
     }
+    const pin = pinOfUsername(auth.username);
+    if (pin !== undefined && reservationToken !== undefined) {
+      // The pinned port is the port: a RESERVATION-TOKEN names another one.
+      reply.error(
+        ErrorCode.BadRequest,
+        undefined,
+        "Bad Request: pinned credentials take no RESERVATION-TOKEN",
+      );
+      return;
+    }
+    if (pin?.port !== undefined && evenPort !== undefined) {
+      // RFC 8656 §7.2: satisfy EVEN-PORT or refuse with 508. An even pinned port satisfies it
+      // (coturn's uclient asks for one on every Allocate); the next port is never reserved, as
+      // it may be another user's pin.
+      const why =
+        pin.port % 2 !== 0
+          ? `pinned port ${pin.port} is odd`
+          : evenPort.reserveNext
+            ? "pinned credentials cannot reserve the next port"
+            : undefined;
+      if (why !== undefined) {
+        reply.error(
+          ErrorCode.InsufficientCapacity,
+          undefined,
+          `Insufficient Capacity: EVEN-PORT refused, ${why}`,
+        );
+        return;
+      }
+    }
     let families: (4 | 6)[];
     const familyErrors: { family: 4 | 6; code: number }[] = [];
     let reservation: Reservation | undefined;
     if (reservationToken !== undefined) {
-      reservation = this.reservations.get(bytesKey(reservationToken));
-      if (reservation === undefined || reservation.expiresAt <= now) {
+      reservation = this.ports.reservation(reservationToken, now);
+      if (reservation === undefined) {
         reply.error(ErrorCode.InsufficientCapacity);
         return;
       }
@@ -1040,6 +1145,7 @@ export class TurnServer {
       }
       families = [family];
     }
+    if (pin !== undefined && !this.takePinnedPort(pin.port, families, auth, reply, now)) return;
     // Quotas: RFC 8656 §7.2 486 per user, 508 for the whole server.
     const perUser = this.allocationsPerUser.get(auth.quotaUser) ?? 0;
     if (perUser >= (this.options.maxAllocationsPerUser ?? Number.POSITIVE_INFINITY)) {
@@ -1050,35 +1156,41 @@ export class TurnServer {
       reply.error(ErrorCode.InsufficientCapacity);
       return;
     }
-    // Ports: from a reservation, an even port (with its partner reserved), or any free one.
+    // Ports: the pinned one, from a reservation, an even port (with its partner reserved), or
+    // any free one of the dynamic range.
     const ports: number[] = [];
     let newReservationToken: Uint8Array | undefined;
-    if (reservation !== undefined) {
-      this.reservations.delete(bytesKey(reservationToken!));
+    if (pin?.port !== undefined) {
+      for (const family of families) {
+        this.ports.take(family, pin.port);
+        ports.push(pin.port);
+      }
+    } else if (reservation !== undefined) {
+      this.ports.redeem(reservationToken!);
       ports.push(reservation.port);
     } else {
       for (const family of families) {
         const port =
           evenPort !== undefined && family === families[0]
-            ? this.pickEvenPort(family, evenPort.reserveNext)
-            : this.pickPort(family);
+            ? this.ports.pickEven(family, evenPort.reserveNext)
+            : this.ports.pick(family);
         if (port === undefined) {
-          for (let i = 0; i < ports.length; i++) this.portsInUse[families[i]!].delete(ports[i]!);
+          for (let i = 0; i < ports.length; i++) this.ports.release(families[i]!, ports[i]!);
           reply.error(ErrorCode.InsufficientCapacity);
           return;
         }
-        this.portsInUse[family].add(port);
+        this.ports.take(family, port);
         ports.push(port);
       }
       if (evenPort?.reserveNext) {
         newReservationToken = new Uint8Array(8);
         this.options.random.fillBytes(newReservationToken);
-        this.portsInUse[families[0]!].add(ports[0]! + 1);
-        this.reservations.set(bytesKey(newReservationToken), {
-          family: families[0]!,
-          port: ports[0]! + 1,
-          expiresAt: now + this.lifetimes.reservation * 1000,
-        });
+        this.ports.reserve(
+          newReservationToken,
+          families[0]!,
+          ports[0]! + 1,
+          now + this.lifetimes.reservation * 1000,
+        );
       }
     }
     const lifetime = this.desiredLifetime(readUint32(msg, AttributeType.Lifetime));
@@ -1096,6 +1208,10 @@ export class TurnServer {
     );
     allocation.reservationToken = newReservationToken;
     allocation.familyErrors.push(...familyErrors);
+    if (pin?.port !== undefined) {
+      allocation.pinnedPort = pin.port;
+      for (const family of families) this.pinnedHolders.set(pinKey(family, pin.port), allocation);
+    }
     this.pendingAllocates.set(allocation, reply);
     record.allocation = allocation;
     this.allocationsPerUser.set(auth.quotaUser, perUser + 1);
@@ -1111,8 +1227,10 @@ export class TurnServer {
         advertisedAddress: config.advertised ?? config.bind,
         port: ports[i]!,
         attempts: 1,
-        // EVEN-PORT / RESERVATION-TOKEN ports are chosen for a reason: never moved on retry.
-        fixedPort: i === 0 && (evenPort !== undefined || reservation !== undefined),
+        // Pinned, EVEN-PORT and RESERVATION-TOKEN ports are chosen for a reason: never moved on
+        // retry.
+        fixedPort:
+          pin !== undefined || (i === 0 && (evenPort !== undefined || reservation !== undefined)),
         state: "binding",
         runtimeHandle: -1,
         allocation,
@@ -1162,10 +1280,54 @@ export class TurnServer {
     });
   }
 
-  private sendAllocateFailure(allocation: Allocation, code: number): void {
+  private sendAllocateFailure(allocation: Allocation, code: number, reason?: string): void {
     const reply = this.pendingAllocates.get(allocation);
     this.pendingAllocates.delete(allocation);
-    reply?.error(code);
+    reply?.error(code, undefined, reason);
+  }
+
+  /**
+   * Pinned credentials get exactly their port, on every family asked for. Refused (403 with a
+   * reason phrase saying which rule) when the port is not in the pinned range or another user
+   * holds it. An allocation of the same user that holds it is stale (a tunnel that restarted
+   * or lost its connection): it is released at once, so the newer one does not wait out the
+   * old lifetime. Returns false when a reply was sent.
+   */
+  private takePinnedPort(
+    port: number | undefined,
+    families: readonly (4 | 6)[],
+    auth: Authenticated,
+    reply: Reply,
+    now: number,
+  ): boolean {
+    if (port === undefined || !this.ports.isPinnable(port)) {
+      const range = this.ports.pinned;
+      const shown = port === undefined ? "in USERNAME" : String(port);
+      reply.error(
+        ErrorCode.Forbidden,
+        undefined,
+        range === undefined
+          ? `Forbidden: pinned port ${shown} refused, this relay has no pinned port range`
+          : `Forbidden: pinned port ${shown} is outside this relay's pinned range ${range.min}-${range.max}`,
+      );
+      return false;
+    }
+    const stale = new Set<Allocation>();
+    for (const family of families) {
+      const holder = this.pinnedHolders.get(pinKey(family, port));
+      if (holder === undefined) continue;
+      if (holder.quotaUser !== auth.quotaUser) {
+        reply.error(
+          ErrorCode.Forbidden,
+          undefined,
+          `Forbidden: pinned port ${port} is held by another user`,
+        );
+        return false;
+      }
+      stale.add(holder);
+    }
+    for (const holder of stale) this.deleteAllocation(holder, "taken-over", now);
+    return true;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1572,7 +1734,7 @@ export class TurnServer {
     allocation.timerGeneration++;
     for (const socket of allocation.relays) {
       // A failed socket's port was released when it failed and may belong to someone else now.
-      if (socket.state !== "failed") this.portsInUse[socket.family].delete(socket.port);
+      if (socket.state !== "failed") this.releasePort(socket);
       if (this.relays.get(socket.id) === socket) {
         this.relays.delete(socket.id);
         this.emit({ type: "close-relay", relay: socket.id });
@@ -1580,12 +1742,7 @@ export class TurnServer {
     }
     if (allocation.state === "binding" && allocation.reservationToken) {
       // The Allocate never succeeded, so nobody learned its RESERVATION-TOKEN: release it.
-      const token = bytesKey(allocation.reservationToken);
-      const r = this.reservations.get(token);
-      if (r) {
-        this.reservations.delete(token);
-        this.portsInUse[r.family].delete(r.port);
-      }
+      this.ports.cancel(allocation.reservationToken);
     }
     this.stats.permissionsActive -= allocation.permissions.size;
     for (const c of allocation.channels.values())
@@ -1632,38 +1789,11 @@ export class TurnServer {
     });
   }
 
-  /** A random free port in range: random probes first, then a scan from a random start. */
-  private pickPort(family: 4 | 6): number | undefined {
-    const used = this.portsInUse[family];
-    const span = this.maxPort - this.minPort + 1;
-    if (used.size >= span) return undefined;
-    const random = this.options.random;
-    for (let i = 0; i < 16; i++) {
-      const port = this.minPort + randomIntBelow(random, span);
-      if (!used.has(port)) return port;
-    }
-    const start = randomIntBelow(random, span);
-    for (let i = 0; i < span; i++) {
-      const port = this.minPort + ((start + i) % span);
-      if (!used.has(port)) return port;
-    }
-    return undefined;
-  }
-
-  /** RFC 8656 §14.4 EVEN-PORT: an even port, with port+1 free too when it is to be reserved. */
-  private pickEvenPort(family: 4 | 6, withNext: boolean): number | undefined {
-    const used = this.portsInUse[family];
-    const first = this.minPort % 2 === 0 ? this.minPort : this.minPort + 1;
-    const count = Math.floor((this.maxPort - first) / 2) + 1;
-    if (count <= 0) return undefined;
-    const start = randomIntBelow(this.options.random, count);
-    for (let i = 0; i < count; i++) {
-      const port = first + ((start + i) % count) * 2;
-      if (used.has(port)) continue;
-      if (withNext && (port + 1 > this.maxPort || used.has(port + 1))) continue;
-      return port;
-    }
-    return undefined;
+  /** Give a relay socket's port back (and its pin, if this allocation held one). */
+  private releasePort(socket: RelaySocket): void {
+    this.ports.release(socket.family, socket.port);
+    const key = pinKey(socket.family, socket.port);
+    if (this.pinnedHolders.get(key) === socket.allocation) this.pinnedHolders.delete(key);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1794,10 +1924,11 @@ class Reply {
     return data;
   }
 
-  error(code: number, fill?: (b: StunMessageBuilder) => void): Uint8Array {
+  /** An error response; `reason` replaces the standard reason phrase (RFC 8489 §14.8). */
+  error(code: number, fill?: (b: StunMessageBuilder) => void, reason?: string): Uint8Array {
     const b = this.server
       .builder(this.msg.method, MessageClass.ErrorResponse, this.msg.transactionId)
-      .errorCode(code);
+      .errorCode(code, reason);
     fill?.(b);
     const data = this.server.finishAndSend(this.endpoint, b, this.auth, this.msg.method, code);
     this.server.remember(this.cacheKey, data, code, this.now);
@@ -1828,6 +1959,10 @@ function udpEndpoint(listener: number, from: DatagramSource): ClientEndpoint {
     ip4: from.family === 4 ? from.ip4 : -1,
     ip6: from.family === 6 ? Uint32Array.from(from.ip6) : undefined,
   };
+}
+
+function pinKey(family: 4 | 6, port: number): number {
+  return family * 65536 + port;
 }
 
 function responseCacheKey(endpoint: ClientEndpoint, transactionId: Uint8Array): string {

@@ -57,6 +57,8 @@ export const AUTH_FAILURE_REASONS = [
   "bad-algorithm",
   /** Another USERNAME than the one that created the allocation (441). */
   "wrong-credentials",
+  /** Valid credentials of a user on the revocation list (403). */
+  "revoked",
 ] as const;
 export type AuthFailureReason = (typeof AUTH_FAILURE_REASONS)[number];
 

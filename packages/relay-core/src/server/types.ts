@@ -74,7 +74,33 @@ export type AllocationEndReason =
   | "deleted"
   | "connection-closed"
   | "bind-failed"
-  | "shutdown";
+  | "shutdown"
+  /** A newer allocation of the same user took its pinned port (a reconnecting tunnel). */
+  | "taken-over"
+  /** Its user was put on the revocation list (TurnServer.setRevokedUsers). */
+  | "revoked";
+
+/** One live allocation as `TurnServer.allocations()` describes it (discovery, operators). */
+export interface AllocationInfo {
+  readonly id: number;
+  /** The USERNAME that created it (a REST username carries its expiry; never a password). */
+  readonly username: string;
+  /** For people: the REST <user> part without its pin, or the static user name. */
+  readonly user: string;
+  /** The port its credentials pinned, if they did. */
+  readonly pinnedPort: number | undefined;
+  /** What is relayed: UDP (RFC 8656) or TCP (RFC 6062). */
+  readonly transport: "udp" | "tcp";
+  /** The client's side of the 5-tuple: its transport, address and port. */
+  readonly client: ClientEndpoint;
+  /** The relayed transport addresses as XOR-RELAYED-ADDRESS carries them. */
+  readonly relayed: readonly { family: 4 | 6; address: string; port: number }[];
+  /** Peer IPs with a live permission (RFC 8656 §9). */
+  readonly peers: readonly string[];
+  /** Monotonic ms, on the scale of the `now` the server is given. */
+  readonly createdAt: number;
+  readonly expiresAt: number;
+}
 
 /** What `handle*` returns on the data path (RFC 8656 §11, §12). */
 export const RouteKind = {

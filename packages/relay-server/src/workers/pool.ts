@@ -21,6 +21,7 @@ import { randomBytes } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "../config.js";
+import type { AllocationRow } from "../discovery.js";
 import type { RelayAddresses, RelayDeps, RunningRelay } from "../types.js";
 import { createSharedLimits, SharedLimits, type SharedLimitsInit } from "./shared-limits.js";
 import { StatsAggregator, type StatsSnapshot } from "./stats-sync.js";
@@ -32,6 +33,7 @@ export type WorkerMessage =
   | { t: "stats"; snapshot: StatsSnapshot }
   | { t: "drained" }
   | { t: "closed" }
+  | { t: "answer"; id: number; value: unknown }
   | { t: "route"; to: number; message: unknown };
 
 /** To a worker. */
@@ -39,6 +41,8 @@ export type SupervisorMessage =
   | { t: "drain"; timeoutMs: number }
   | { t: "close" }
   | { t: "crash" }
+  | { t: "ask"; id: number; what: "allocations" }
+  | { t: "ask"; id: number; what: "revoke"; users: string[] }
   | { t: "route"; from: number; message: unknown };
 
 /** What a worker is started with (workerData). */
@@ -105,6 +109,9 @@ class WorkerPool implements RunningRelay {
   private joinConfig: RelayConfig;
   private closing = false;
   private onCrashSignal: (() => void) | undefined;
+  /** Questions to workers waiting for their answers, by id. */
+  private readonly answers = new Map<number, (value: unknown) => void>();
+  private nextQuestion = 1;
   /** Workers' finished log lines go out through the process's one log stream. */
   private readonly writeLogLine: (line: string) => void;
 
@@ -127,7 +134,13 @@ class WorkerPool implements RunningRelay {
     deps.metrics.stats.beforeCollect = () => this.aggregator.aggregate();
     this.joinConfig = config;
     for (let i = 0; i < config.workers; i++) {
-      this.slots.push({ index: i, worker: undefined, ready: false, restarts: 0, waiters: new Map() });
+      this.slots.push({
+        index: i,
+        worker: undefined,
+        ready: false,
+        restarts: 0,
+        waiters: new Map(),
+      });
     }
   }
 
@@ -197,6 +210,9 @@ class WorkerPool implements RunningRelay {
           case "drained":
           case "closed":
             slot.waiters.get(m.t)?.();
+            return;
+          case "answer":
+            this.answers.get(m.id)?.(m.value);
             return;
           case "route": {
             const to = this.slots[m.to];
@@ -272,6 +288,41 @@ class WorkerPool implements RunningRelay {
           }),
       );
     return Promise.all(waits).then(() => undefined);
+  }
+
+  /** Ask every live worker; the answers of those that reply within a second. */
+  private ask(
+    question: { what: "allocations" } | { what: "revoke"; users: string[] },
+  ): Promise<unknown[]> {
+    const live = this.slots.filter((s) => s.worker !== undefined && s.ready);
+    return Promise.all(
+      live.map(
+        (s) =>
+          new Promise<unknown>((resolve) => {
+            const id = this.nextQuestion++;
+            const timer = setTimeout(() => {
+              this.answers.delete(id);
+              resolve(undefined);
+            }, 1000);
+            this.answers.set(id, (value) => {
+              clearTimeout(timer);
+              this.answers.delete(id);
+              resolve(value);
+            });
+            this.post(s, { t: "ask", id, ...question } as SupervisorMessage);
+          }),
+      ),
+    );
+  }
+
+  async allocations(): Promise<AllocationRow[]> {
+    const answers = await this.ask({ what: "allocations" });
+    return answers.flatMap((rows) => (Array.isArray(rows) ? (rows as AllocationRow[]) : []));
+  }
+
+  async setRevokedUsers(users: Iterable<string>): Promise<number> {
+    const answers = await this.ask({ what: "revoke", users: [...users] });
+    return answers.reduce<number>((n, ended) => n + (typeof ended === "number" ? ended : 0), 0);
   }
 
   addresses(): RelayAddresses {

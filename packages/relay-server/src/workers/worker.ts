@@ -66,6 +66,11 @@ port.on("message", (m: SupervisorMessage) => {
         throw new Error("crash requested (--test-crash-worker, SIGUSR2)");
       });
       return;
+    case "ask":
+      Promise.resolve(
+        m.what === "allocations" ? relay.allocations() : relay.setRevokedUsers(m.users),
+      ).then((value) => post({ t: "answer", id: m.id, value }));
+      return;
     case "route":
       for (const h of routeHandlers) h(m.from, m.message);
       return;

@@ -1,0 +1,78 @@
+// Pinned TURN REST usernames: credentials that name the relay port their allocation gets.
+//
+// A platform that exposes a customer's service through a tunnel wants a fixed endpoint, so it
+// mints credentials that carry the port inside the signed username (DESIGN.md "Tunnel
+// endpoints"). The port lives in the <user> part of an ordinary TURN REST username
+// (draft-uberti-behave-turn-rest-00 §2.2), behind a marker no plain user name contains:
+//
+//   username = "<unix-expiry>:<user>;port=<P>"      e.g. "1795520000:acme-pg;port=40007"
+//   password = base64(HMAC-SHA1(secret, username))  (unchanged: see rest-credentials.ts)
+//
+// Why this shape: the HMAC covers the whole username, so the port cannot be changed without
+// the secret (a tampered port fails MESSAGE-INTEGRITY, 401), and any relay with the same
+// secret honours the pin without per-customer state. TURN clients treat the username as an
+// opaque string (browsers, coturn's tools), and relays that know nothing of pins (coturn) read
+// the expiry before the first ':' and accept the credentials as plain REST ones, so a pinned
+// credential degrades to a dynamic port there instead of failing.
+
+import { mintRestCredentials, parseRestUsername } from "./rest-credentials.js";
+
+/** Separates the user from the pinned port inside the <user> part. */
+export const PIN_MARKER = ";port=";
+
+/** What a username says about the port its allocation must get. */
+export type PinnedUser =
+  /** The user part without the marker, and the pinned port (1..65535). */
+  | { readonly user: string; readonly port: number }
+  /** The marker is there but what follows is no port: the relay refuses the Allocate. */
+  | { readonly user: string; readonly port: undefined };
+
+/** "<user>;port=<P>": the <user> part of a pinned REST username. */
+export function pinnedUser(user: string, port: number): string {
+  return `${user}${PIN_MARKER}${port}`;
+}
+
+/**
+ * Reads the pin from a <user> part ("acme-pg;port=40007"). Undefined when the user is not
+ * pinned. The port is canonical decimal without leading zeros, so one port has one username.
+ */
+export function parsePinnedUser(user: string): PinnedUser | undefined {
+  if (typeof user !== "string") return undefined;
+  const at = user.lastIndexOf(PIN_MARKER);
+  if (at < 0) return undefined;
+  const name = user.slice(0, at);
+  const digits = user.slice(at + PIN_MARKER.length);
+  const port = /^[1-9]\d{0,4}$/.test(digits) ? Number(digits) : Number.NaN;
+  return port <= 65535 ? { user: name, port } : { user: name, port: undefined };
+}
+
+/**
+ * The pin of a full USERNAME: only a TURN REST username ("<expiry>:<user>;port=<P>") pins a
+ * port. Undefined for a username without a pin.
+ */
+export function pinOfUsername(username: string): PinnedUser | undefined {
+  const rest = parseRestUsername(username);
+  return rest?.user === undefined ? undefined : parsePinnedUser(rest.user);
+}
+
+/**
+ * Who a USERNAME belongs to, for people (discovery API, logs, the revocation list): the <user>
+ * part of a REST username without its pin, or the whole username of a static user.
+ */
+export function userOfUsername(username: string): string {
+  const rest = parseRestUsername(username);
+  if (rest === undefined) return username;
+  if (rest.user === undefined) return "";
+  return parsePinnedUser(rest.user)?.user ?? rest.user;
+}
+
+/** TURN REST credentials pinned to `port` (what `turnpike-relay credentials --port` prints). */
+export function mintPinnedCredentials(
+  secret: string,
+  nowUnixSeconds: number,
+  ttlSeconds: number,
+  user: string,
+  port: number,
+): { username: string; password: string; ttl: number } {
+  return mintRestCredentials(secret, nowUnixSeconds, ttlSeconds, pinnedUser(user, port));
+}

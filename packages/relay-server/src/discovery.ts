@@ -1,0 +1,200 @@
+// The discovery API: where each tunnel's endpoint lives, asked of the relay by the platform.
+//
+//   GET /v1/allocations[?user=NAME]   on the health listener
+//   Authorization: Bearer <TURNPIKE_ADMIN_TOKEN>
+//   200 {"allocations":[{user, pinnedPort, transport, relayedAddress, relayedAddresses,
+//                        clientTransport, clientAddress, peers, createdAt, expiresAt}]}
+//
+// Off (404) when no admin token is configured; 401 for a missing or wrong token (compared in
+// constant time over SHA-256 digests, so neither content nor length leaks). No row carries a
+// password, a key or the REST username (whose signature is the credential): only the user.
+//
+// Browsers: a page the operator visits can reach the health listener too, so like the tunnel's
+// admin API the endpoint refuses what a browser sends: any request with an Origin header or a
+// Fetch Metadata Sec-Fetch-Site header other than "none" (403; a page's fetch carries one, while
+// curl and Node's fetch send neither), and, when the listener is on loopback, a Host that is
+// not a loopback literal or localhost with the listening port (421; DNS rebinding). The bearer
+// token itself is never sent by a browser on its own, which is the main defence.
+//
+// `turnpike-relay allocations` is the client: GET, then a table (or --json).
+
+import { createHash, timingSafeEqual } from "node:crypto";
+import { get as httpGet, type IncomingMessage, type ServerResponse } from "node:http";
+import { get as httpsGet } from "node:https";
+
+export const DISCOVERY_PATH = "/v1/allocations";
+
+/** One live allocation as the discovery API shows it. */
+export interface AllocationRow {
+  /** The REST <user> part without its pin, or the static user name. */
+  readonly user: string;
+  readonly pinnedPort: number | null;
+  /** What the allocation relays: "udp" (RFC 8656) or "tcp" (RFC 6062). */
+  readonly transport: "udp" | "tcp";
+  /** The address the platform connects to (the first of relayedAddresses: IPv4 when both). */
+  readonly relayedAddress: string | null;
+  readonly relayedAddresses: readonly string[];
+  /** How the tunnel reaches the relay: "udp", "tcp" or "tls". */
+  readonly clientTransport: "udp" | "tcp" | "tls";
+  readonly clientAddress: string;
+  /** Peer IPs with a live permission: who may connect. */
+  readonly peers: readonly string[];
+  /** ISO 8601. */
+  readonly createdAt: string;
+  readonly expiresAt: string;
+}
+
+export interface DiscoveryOptions {
+  /** The admin token; the endpoint answers 404 without one. */
+  readonly token: string | undefined;
+  readonly allocations: () => readonly AllocationRow[] | Promise<readonly AllocationRow[]>;
+}
+
+function digest(text: string): Buffer {
+  return createHash("sha256").update(text, "utf8").digest();
+}
+
+/**
+ * Serves GET /v1/allocations on an HTTP server that also answers other paths (health). Returns
+ * false when `path` is not the discovery API's, so the caller answers it.
+ */
+export function createDiscoveryHandler(
+  options: DiscoveryOptions,
+  listening: () => { ip: string; port: number },
+): (req: IncomingMessage, res: ServerResponse, path: string, query: string) => boolean {
+  const expected = options.token === undefined ? undefined : digest(options.token);
+  return (req, res, path, query) => {
+    if (path !== DISCOVERY_PATH) return false;
+    if (expected === undefined) {
+      send(res, 404, { error: "the discovery API is off: set TURNPIKE_ADMIN_TOKEN to enable it" });
+      return true;
+    }
+    if (req.headers.origin !== undefined || fromWebPage(req)) {
+      send(res, 403, { error: "requests from web pages (Origin, Sec-Fetch-Site) are refused" });
+      return true;
+    }
+    const at = listening();
+    if (isLoopbackIp(at.ip) && !loopbackHost(req.headers.host, at.port)) {
+      send(res, 421, {
+        error:
+          "on a loopback listener only a loopback Host (127.0.0.1, [::1], localhost) is served",
+      });
+      return true;
+    }
+    const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "");
+    if (m === null || !timingSafeEqual(digest(m[1]!.trim()), expected)) {
+      send(res, 401, { error: "unauthorized" }, { "www-authenticate": 'Bearer realm="turnpike"' });
+      return true;
+    }
+    const user = new URLSearchParams(query).get("user");
+    // With workers the rows come from every engine, so they may arrive asynchronously.
+    Promise.resolve(options.allocations()).then(
+      (all) =>
+        send(res, 200, { allocations: user === null ? all : all.filter((r) => r.user === user) }),
+      () => send(res, 500, { error: "allocations unavailable" }),
+    );
+    return true;
+  };
+}
+
+/** Fetch Metadata: "none" is a user typing the URL; anything else was issued by a page. */
+function fromWebPage(req: IncomingMessage): boolean {
+  const site = req.headers["sec-fetch-site"];
+  return site !== undefined && site !== "none";
+}
+
+function isLoopbackIp(ip: string): boolean {
+  return ip.startsWith("127.") || ip === "::1";
+}
+
+/** Host is 127.x.x.x, [::1] or localhost, with exactly the listening port. */
+function loopbackHost(host: string | undefined, port: number): boolean {
+  if (host === undefined) return false;
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(host.trim().toLowerCase());
+  if (m === null || Number(m[2]) !== port) return false;
+  const name = m[1]!.replace(/\.$/, "");
+  return name === "localhost" || name === "[::1]" || /^127(\.\d{1,3}){3}$/.test(name);
+}
+
+function send(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  const text = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    "cache-control": "no-store",
+    ...headers,
+  });
+  res.end(res.req.method === "HEAD" ? undefined : text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client: `turnpike-relay allocations`
+
+/** GET `base`/v1/allocations[?user=] with the bearer token; bounded (10 s, 16 MiB). */
+export function fetchAllocations(
+  base: string,
+  token: string,
+  user: string | undefined,
+  timeoutMs = 10_000,
+): Promise<AllocationRow[]> {
+  const url = new URL(DISCOVERY_PATH, base);
+  if (user !== undefined) url.searchParams.set("user", user);
+  const shown = `${url.origin}${url.pathname}`;
+  return new Promise((resolve, reject) => {
+    const get = url.protocol === "https:" ? httpsGet : httpGet;
+    const headers = { accept: "application/json", authorization: `Bearer ${token}` };
+    const req = get(url, { headers, timeout: timeoutMs }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        body += c;
+        if (body.length > 16 << 20) req.destroy(new Error(`${shown}: answer too large`));
+      });
+      res.on("end", () => {
+        let parsed: { allocations?: AllocationRow[]; error?: string } | undefined;
+        try {
+          parsed = JSON.parse(body);
+        } catch {
+          parsed = undefined;
+        }
+        if (res.statusCode !== 200 || !Array.isArray(parsed?.allocations)) {
+          const why = typeof parsed?.error === "string" ? `: ${parsed.error}` : "";
+          return reject(new Error(`${shown}: HTTP ${res.statusCode}${why}`));
+        }
+        resolve(parsed.allocations);
+      });
+    });
+    req.on("timeout", () => req.destroy(new Error(`${shown}: timed out`)));
+    req.on("error", (err) => reject(new Error(`${shown}: ${err.message}`)));
+  });
+}
+
+const COLUMNS: Array<[string, (r: AllocationRow) => string]> = [
+  ["USER", (r) => r.user || "-"],
+  ["PIN", (r) => (r.pinnedPort === null ? "-" : String(r.pinnedPort))],
+  ["TRANSPORT", (r) => r.transport],
+  ["RELAYED ADDRESS", (r) => (r.relayedAddresses.length ? r.relayedAddresses.join(",") : "-")],
+  ["CLIENT", (r) => `${r.clientTransport}:${r.clientAddress}`],
+  ["PEERS", (r) => (r.peers.length === 0 ? "-" : r.peers.join(","))],
+  ["CREATED", (r) => r.createdAt],
+  ["EXPIRES", (r) => r.expiresAt],
+];
+
+export function renderAllocationsTable(rows: readonly AllocationRow[]): string {
+  if (rows.length === 0) return "no allocations\n";
+  const cells = [COLUMNS.map(([h]) => h), ...rows.map((r) => COLUMNS.map(([, f]) => f(r)))];
+  const widths = COLUMNS.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
+  return `${cells
+    .map((row) =>
+      row
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n")}\n`;
+}
