@@ -212,13 +212,16 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
       return;
     }
     const users = revoked();
-    Promise.resolve(relay?.setRevokedUsers(users) ?? 0).then((ended) =>
+    const reloaded = (ended: number) =>
       logger.info("SIGHUP: revocation list reloaded", {
         file: config.revokeFile,
         revokedUsers: users.length,
         allocationsEnded: ended,
-      }),
-    );
+      });
+    // One engine answers at once; workers answer through the supervisor, asynchronously.
+    const ended = relay?.setRevokedUsers(users) ?? 0;
+    if (typeof ended === "number") reloaded(ended);
+    else ended.then(reloaded);
   };
   io.events.on("SIGTERM", onTerm);
   io.events.on("SIGINT", onInt);
