@@ -86,6 +86,14 @@ export interface RelayConfig {
   readonly allowPeers: readonly string[];
   readonly denyPeers: readonly string[];
   readonly allowLoopbackPeers: boolean;
+  /** Lift the self-relay rules (relay-core's PeerAddressPolicy `allowSelf`). */
+  readonly allowSelfPeer: boolean;
+  /**
+   * The relay's own IP addresses, denied as peers outside the relay port range unless
+   * allowSelfPeer: relay and public addresses, specific listen addresses and the host's
+   * interface addresses (a listener on 0.0.0.0 answers on every one of them).
+   */
+  readonly selfAddresses: readonly string[];
   readonly maxAllocations: number;
   readonly maxAllocationsPerUser: number;
   /** Per allocation. */
@@ -94,6 +102,8 @@ export interface RelayConfig {
   readonly maxChannels: number;
   /** TCP/TLS client connections. */
   readonly maxConnections: number;
+  /** Unauthenticated TCP/TLS connections per source (IPv4 address, IPv6 /64); 0 = no limit. */
+  readonly maxConnectionsPerIp: number;
   /** Unauthenticated responses per second per source IP; 0 = unlimited. */
   readonly maxUnauthenticatedRate: number;
   /** Seconds. */
@@ -276,6 +286,15 @@ export const OPTIONS = {
     default: false,
     parse: (raw, where) => parseBoolean(raw, where),
   }),
+  "allow-self-peer": spec<boolean>({
+    group: "Peer policy",
+    describe:
+      "allow the relay's own addresses as peers: without it 0.0.0.0/::, the relay's listening ports and its own addresses outside the relay port range are refused whatever --allow-peer says (logged as a warning)",
+    boolean: true,
+    defaultText: "false",
+    default: false,
+    parse: (raw, where) => parseBoolean(raw, where),
+  }),
   "max-allocations": spec<number>({
     group: "Limits",
     describe: "total allocations",
@@ -326,9 +345,19 @@ export const OPTIONS = {
     default: 10000,
     parse: (raw, where) => parseInteger(raw, where, 1, 10_000_000),
   }),
+  "max-connections-per-ip": spec<number>({
+    group: "Limits",
+    describe:
+      "TCP/TLS connections from one source (IPv4 address, IPv6 /64) that have not authenticated yet (TLS handshake, or no allocation); beyond it new ones are closed (0 = unlimited)",
+    placeholder: "N",
+    defaultText: "100",
+    default: 100,
+    parse: (raw, where) => parseInteger(raw, where, 0, 10_000_000),
+  }),
   "tcp-idle-timeout": spec<number>({
     group: "Limits",
-    describe: "seconds after which an idle client TCP/TLS connection is closed",
+    describe:
+      "seconds a TCP/TLS connection without an allocation may go without sending a complete message before it is closed (a TLS handshake gets min(this, 10 s) in all)",
     placeholder: "SECONDS",
     defaultText: "300",
     default: 300,
@@ -629,6 +658,10 @@ function finish(
   };
   const relayIp4 = relayIpFor(4, relay4[0]);
   const relayIp6 = relayIpFor(6, relay6[0]);
+  const selfAddresses = ownAddresses(
+    [relayIp4, relayIp6, v["public-ip4"], v["public-ip6"], ...allListeners.map((a) => a.ip)],
+    interfaces(),
+  );
 
   let token = v.token;
   let tokenGenerated = false;
@@ -648,6 +681,11 @@ function finish(
   if (v["allow-loopback-peers"]) {
     warnings.push(
       "--allow-loopback-peers is set: peers on 127.0.0.0/8 and ::1 are reachable (tests only)",
+    );
+  }
+  if (v["allow-self-peer"]) {
+    warnings.push(
+      "--allow-self-peer is set: clients may relay to the relay host itself (its listening ports and other services)",
     );
   }
   if (v["rng-seed"] !== undefined) {
@@ -674,11 +712,14 @@ function finish(
     allowPeers: v["allow-peer"],
     denyPeers: v["deny-peer"],
     allowLoopbackPeers: v["allow-loopback-peers"],
+    allowSelfPeer: v["allow-self-peer"],
+    selfAddresses,
     maxAllocations: v["max-allocations"],
     maxAllocationsPerUser: v["max-allocations-per-user"],
     maxPermissions: v["max-permissions"],
     maxChannels: v["max-channels"],
     maxConnections: v["max-connections"],
+    maxConnectionsPerIp: v["max-connections-per-ip"],
     maxUnauthenticatedRate: v["max-unauthenticated-rate"],
     tcpIdleTimeout: v["tcp-idle-timeout"],
     alternateServer: v["alternate-server"],
@@ -692,6 +733,21 @@ function finish(
     configFile,
     warnings,
   };
+}
+
+/** Configured addresses (not unspecified) and every interface address, without duplicates. */
+function ownAddresses(
+  configured: readonly (string | undefined)[],
+  interfaces: ReturnType<typeof osNetworkInterfaces>,
+): string[] {
+  const out = new Set<string>();
+  for (const ip of configured) if (ip !== undefined && !isUnspecified(ip)) out.add(ip);
+  for (const addrs of Object.values(interfaces)) {
+    for (const a of addrs ?? []) {
+      if (isIPv4(a.address) || isIPv6(a.address)) out.add(a.address.toLowerCase());
+    }
+  }
+  return [...out];
 }
 
 function firstHostAddress(

@@ -207,7 +207,8 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
       }));
       logger.info("health endpoints", { url: `http://${formatSocketAddress(health.address())}` });
     }
-    relay = await io.startRelay(config, { logger, metrics });
+    const ownPorts = [health?.address().port, prom?.port].filter((p) => p !== undefined);
+    relay = await io.startRelay(config, { logger, metrics, ownPorts });
   } catch (err) {
     logger.error("failed to start", { err: err instanceof Error ? err : String(err) });
     await relay?.close().catch(() => {});

@@ -21,6 +21,8 @@ export interface RelayDeps {
   readonly logger: Logger;
   /** RelayMetrics from metrics.ts satisfies this. */
   readonly metrics: RelayMetricsSink;
+  /** Bound ports of the process's other listeners (health, Prometheus): never peers. */
+  readonly ownPorts?: readonly number[];
 }
 
 /** The bound listeners, with real ports when the configuration said port 0. */
