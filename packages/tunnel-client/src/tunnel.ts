@@ -51,6 +51,7 @@ import type { Logger } from "@turnpike/runtime-kit";
 import { Backoff } from "./backoff.js";
 import type { ServiceSpec } from "./config.js";
 import { type CredentialSource, reallocateBy, type TurnCredentials } from "./credentials.js";
+import { refusingLookup, targetRefusal } from "./targets.js";
 import type { ControlTransport, TurnUri } from "./uri.js";
 
 export type TunnelState =
@@ -106,6 +107,8 @@ export interface TunnelOptions {
   readonly wallNow?: () => number;
   /** How turns: (TLS) relays are verified. Default: Node's bundled CAs, verification on. */
   readonly tls?: TlsTrust;
+  /** --allow-metadata-targets: do not refuse names that resolve to metadata addresses. */
+  readonly allowMetadataTargets?: boolean;
 }
 
 /** Trust for TLS control and data connections (turns:). */
@@ -345,11 +348,10 @@ export class Tunnel {
   private async resolveTarget(): Promise<void> {
     const host = this.o.service.target.host;
     const fam = isIP(host);
-    if (fam !== 0) {
-      this.targetAddress = { ip: host, family: fam as 4 | 6 };
-      return;
-    }
-    const a = await lookup(host);
+    const a = fam !== 0 ? { address: host, family: fam } : await lookup(host);
+    // A name may resolve to a metadata service even though the literal was never configured.
+    const refusal = targetRefusal(a.address, this.o.allowMetadataTargets === true);
+    if (refusal !== undefined) throw new Error(fam !== 0 ? refusal : `${host}: ${refusal}`);
     this.targetAddress = { ip: a.address, family: a.family === 6 ? 6 : 4 };
   }
 
@@ -892,7 +894,14 @@ export class Tunnel {
     const { host, port } = this.o.service.target;
     // Half-open both ways: pipe() forwards each side's FIN as end() on the other, and a socket
     // closes only once both directions have ended (or on an error, which destroys both).
-    const target = netConnect({ host, port, allowHalfOpen: true });
+    // Literal targets were checked when the service was configured; names are checked as they
+    // resolve (targets.ts).
+    const target = netConnect({
+      host,
+      port,
+      allowHalfOpen: true,
+      ...(this.o.allowMetadataTargets === true ? {} : { lookup: REFUSING_LOOKUP }),
+    });
     target.setNoDelay(true);
     this.pipes.add(target);
     this.o.counters.connectionsOpened++;
@@ -963,6 +972,8 @@ export class Tunnel {
     });
   }
 }
+
+const REFUSING_LOOKUP = refusingLookup();
 
 const trustContexts = new WeakMap<readonly string[], SecureContext>();
 
