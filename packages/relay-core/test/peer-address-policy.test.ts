@@ -277,7 +277,7 @@ describe("PeerAddressPolicy configuration", () => {
 describe("PeerAddressPolicy: the relay itself (self-relay)", () => {
   const self = {
     addresses: ["203.0.113.10", "2001:db8::10", "10.0.0.5"],
-    ports: [3478, 5349, 8080],
+    ports: { udp: [3478], tcp: [3478, 5349, 8080] },
     relayPorts: { min: 49152, max: 65535 },
   };
   const everything = ["0.0.0.0/0", "::/0"];
@@ -312,8 +312,11 @@ describe("PeerAddressPolicy: the relay itself (self-relay)", () => {
     expect(p.check("127.0.0.1", 40000)).toBeUndefined();
     expect(p.check("::1", 22)).toBeUndefined();
     expect(p.check("127.0.0.1", 3478)).toBe("self");
-    expect(p.check("127.0.0.2", 8080)).toBe("self");
-    expect(p.check("::1", 5349)).toBe("self");
+    expect(p.check("127.0.0.1", 3478, "tcp")).toBe("self");
+    expect(p.check("127.0.0.2", 8080, "tcp")).toBe("self");
+    expect(p.check("::1", 5349, "tcp")).toBe("self");
+    // The health port's number over UDP is not the health server (nothing of ours listens).
+    expect(p.check("127.0.0.1", 8080, "udp")).toBeUndefined();
     // Without the switch loopback stays denied as loopback.
     expect(new PeerAddressPolicy({ self }).check("127.0.0.1", 40000)).toBe("loopback");
   });
@@ -321,8 +324,9 @@ describe("PeerAddressPolicy: the relay itself (self-relay)", () => {
   it("learns a listening port after binding, and allowSelf turns all of it off", () => {
     const p = new PeerAddressPolicy({ allow: everything, self });
     expect(p.check("203.0.113.10", 50000)).toBeUndefined();
-    p.addSelfPort(50000);
-    expect(p.check("203.0.113.10", 50000)).toBe("self");
+    p.addSelfPort(50000, "tcp");
+    expect(p.check("203.0.113.10", 50000)).toBeUndefined();
+    expect(p.check("203.0.113.10", 50000, "tcp")).toBe("self");
     const open = new PeerAddressPolicy({ allow: everything, self, allowSelf: true });
     expect(open.check("203.0.113.10", 22)).toBeUndefined();
     expect(open.check("0.0.0.0", 22)).toBeUndefined();

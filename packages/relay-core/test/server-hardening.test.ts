@@ -253,7 +253,11 @@ describe("self-relay: the relay's own addresses as peers (issue 15)", () => {
   const selfPolicy = (extra: { allowSelf?: boolean } = {}) =>
     new PeerAddressPolicy({
       allow: ["198.51.100.0/24", "203.0.113.0/24", "0.0.0.0/0"],
-      self: { addresses: [OWN], ports: [3478, 8080], relayPorts: { min: 49152, max: 65535 } },
+      self: {
+        addresses: [OWN],
+        ports: { udp: [3478], tcp: [3478, 8080] },
+        relayPorts: { min: 49152, max: 65535 },
+      },
       ...extra,
     });
 

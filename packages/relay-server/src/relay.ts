@@ -171,10 +171,13 @@ class RelayDriver implements RunningRelay {
       allowSelf: config.allowSelfPeer,
       self: {
         addresses: config.selfAddresses,
-        ports: [
-          ...[...config.listen, ...config.tlsListen].map((a) => a.port),
-          ...(deps.ownPorts ?? []),
-        ],
+        ports: {
+          udp: config.listen.map((a) => a.port),
+          tcp: [
+            ...[...config.listen, ...config.tlsListen].map((a) => a.port),
+            ...(deps.ownPorts ?? []),
+          ],
+        },
         relayPorts: { min: config.minPort, max: config.maxPort },
       },
     });
@@ -252,7 +255,7 @@ class RelayDriver implements RunningRelay {
         setBuffers(socket, LISTENER_BUFFER_BYTES);
         const a = socket.address();
         this.bound.udp.push({ ip: a.address, port: a.port, family: addr.family });
-        this.peerPolicy.addSelfPort(a.port);
+        this.peerPolicy.addSelfPort(a.port, "udp");
         resolve();
       });
     });
@@ -298,7 +301,7 @@ class RelayDriver implements RunningRelay {
         server.off("error", reject);
         const a = server.address() as net.AddressInfo;
         this.bound[transport].push({ ip: a.address, port: a.port, family: addr.family });
-        this.peerPolicy.addSelfPort(a.port);
+        this.peerPolicy.addSelfPort(a.port, "tcp");
         resolve();
       });
     });

@@ -21,7 +21,7 @@ export interface RelayDeps {
   readonly logger: Logger;
   /** RelayMetrics from metrics.ts satisfies this. */
   readonly metrics: RelayMetricsSink;
-  /** Bound ports of the process's other listeners (health, Prometheus): never peers. */
+  /** Bound TCP ports of the process's other listeners (health, Prometheus): never peers. */
   readonly ownPorts?: readonly number[];
 }
 

@@ -16,7 +16,8 @@
 //   - the unspecified addresses 0.0.0.0 and :: (and their embedded forms) are denied: as a
 //     destination they mean "this host";
 //   - the relay's listening ports (TURN, health, metrics) are denied on its own addresses and
-//     on loopback;
+//     on loopback, for the protocol they listen on (a UDP peer on the health port's number is
+//     not the health server);
 //   - its own addresses (relay, public, listen and interface addresses) are denied on every
 //     port outside the relay port range. Inside it they are other allocations' relayed
 //     addresses: two clients of one relay (a WebRTC relay/relay candidate pair) must reach each
@@ -42,12 +43,15 @@ export type PeerDenyReason =
   | "denied-by-config"
   | "self";
 
+/** How the relay would reach a peer: datagrams (ChannelBind, Send) or RFC 6062 Connect. */
+export type PeerProtocol = "udp" | "tcp";
+
 /** What "the relay itself" is, for the self-relay rules above. */
 export interface SelfAddresses {
   /** The relay's own IP addresses: relay, public (advertised), listen and interface addresses. */
   readonly addresses: readonly string[];
-  /** Ports the relay process listens on (TURN listeners, health, metrics). */
-  readonly ports: readonly number[];
+  /** Ports the relay process listens on: TURN on both, health and metrics on TCP. */
+  readonly ports: { readonly udp: readonly number[]; readonly tcp: readonly number[] };
   /** The relay port range: own addresses on these ports are relayed addresses of allocations. */
   readonly relayPorts: { readonly min: number; readonly max: number };
 }
@@ -241,7 +245,7 @@ export class PeerAddressPolicy {
   /** Own addresses: IPv4 (raw or embedded) as numbers, other IPv6 as hex of the 16 bytes. */
   readonly #selfV4 = new Set<number>();
   readonly #selfV6 = new Set<string>();
-  readonly #selfPorts = new Set<number>();
+  readonly #selfPorts: Record<PeerProtocol, Set<number>> = { udp: new Set(), tcp: new Set() };
   readonly #relayPorts: { readonly min: number; readonly max: number };
 
   /** Throws on an invalid CIDR or self address: a configuration error, reported at start-up. */
@@ -261,37 +265,48 @@ export class PeerAddressPolicy {
       if (v4 >= 0) this.#selfV4.add(v4);
       else this.#selfV6.add(hex16(ip.bytes));
     }
-    for (const port of self?.ports ?? []) this.addSelfPort(port);
+    for (const port of self?.ports.udp ?? []) this.addSelfPort(port, "udp");
+    for (const port of self?.ports.tcp ?? []) this.addSelfPort(port, "tcp");
   }
 
   /** A listening port learned after binding (a listener configured with port 0). */
-  addSelfPort(port: number): void {
-    if (Number.isInteger(port) && port > 0 && port <= 65535) this.#selfPorts.add(port);
+  addSelfPort(port: number, protocol: PeerProtocol): void {
+    if (Number.isInteger(port) && port > 0 && port <= 65535) this.#selfPorts[protocol].add(port);
   }
 
   /**
    * undefined = the relay may send to `address` (on `port`, when given); otherwise why not.
    * Without a port the answer is for the address as a whole (a permission, RFC 8656 §9, is per
    * IP): the relay's own address passes there, and its ports are judged where a port is known
-   * (ChannelBind, Connect, Send). Never throws.
+   * (ChannelBind and Send over `protocol` "udp", the default; Connect over "tcp"). Never throws.
    */
-  check(address: string, port?: number): PeerDenyReason | undefined {
+  check(
+    address: string,
+    port?: number,
+    protocol: PeerProtocol = "udp",
+  ): PeerDenyReason | undefined {
     // Fast path: plain dotted quads, no allocation.
     const v = ipv4ToUint32(address);
-    if (v >= 0) return this.#decide(v, undefined, port);
+    if (v >= 0) return this.#decide(v, undefined, port, protocol);
     const ip = parseIp(address);
-    return ip === undefined ? "invalid" : this.checkParsed(ip, port);
+    return ip === undefined ? "invalid" : this.checkParsed(ip, port, protocol);
   }
 
-  checkParsed(ip: ParsedIp, port?: number): PeerDenyReason | undefined {
+  checkParsed(
+    ip: ParsedIp,
+    port?: number,
+    protocol: PeerProtocol = "udp",
+  ): PeerDenyReason | undefined {
     if (ip === null || typeof ip !== "object" || !(ip.bytes instanceof Uint8Array)) {
       return "invalid";
     }
     if (ip.family === 4) {
-      return ip.bytes.length === 4 ? this.#decide(u32At(ip.bytes, 0), undefined, port) : "invalid";
+      return ip.bytes.length === 4
+        ? this.#decide(u32At(ip.bytes, 0), undefined, port, protocol)
+        : "invalid";
     }
     if (ip.family !== 6 || ip.bytes.length !== 16) return "invalid";
-    return this.#decide(embeddedIpv4(ip.bytes), ip, port);
+    return this.#decide(embeddedIpv4(ip.bytes), ip, port, protocol);
   }
 
   /** `v4`: the IPv4 address (raw or embedded) or -1; `raw6`: the IPv6 form if any. */
@@ -299,6 +314,7 @@ export class PeerAddressPolicy {
     v4: number,
     raw6: ParsedIp | undefined,
     port: number | undefined,
+    protocol: PeerProtocol,
   ): PeerDenyReason | undefined {
     const deny = this.#deny;
     if ((v4 >= 0 && inV4(deny.v4, v4)) || (raw6 !== undefined && inV6(deny.v6, raw6))) {
@@ -315,10 +331,15 @@ export class PeerAddressPolicy {
       if (reason !== undefined) return reason;
     }
     // Whatever the allow list says (see the top of this file).
-    return !this.#allowSelf && this.#isSelf(v4, raw6, port) ? "self" : undefined;
+    return !this.#allowSelf && this.#isSelf(v4, raw6, port, protocol) ? "self" : undefined;
   }
 
-  #isSelf(v4: number, raw6: ParsedIp | undefined, port: number | undefined): boolean {
+  #isSelf(
+    v4: number,
+    raw6: ParsedIp | undefined,
+    port: number | undefined,
+    protocol: PeerProtocol,
+  ): boolean {
     if (v4 === 0 || (v4 < 0 && raw6 !== undefined && allZero(raw6.bytes, 0, 16))) return true;
     const loopback = v4 >= 0 ? v4 >>> 24 === 127 : raw6 !== undefined && isV6Loopback(raw6.bytes);
     const own =
@@ -326,7 +347,7 @@ export class PeerAddressPolicy {
         ? this.#selfV4.has(v4)
         : raw6 !== undefined && this.#selfV6.size > 0 && this.#selfV6.has(hex16(raw6.bytes));
     if (port === undefined || (!own && !loopback)) return false;
-    if (this.#selfPorts.has(port)) return true;
+    if (this.#selfPorts[protocol].has(port)) return true;
     if (loopback) return false; // the loopback rule decides
     return port < this.#relayPorts.min || port > this.#relayPorts.max;
   }

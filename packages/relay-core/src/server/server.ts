@@ -1206,7 +1206,7 @@ export class TurnServer {
       return;
     }
     // With the port: the relay's own address is refused here outside the relay port range.
-    if (this.policy.check(peer.address, peer.port) !== undefined) {
+    if (this.policy.check(peer.address, peer.port, "udp") !== undefined) {
       reply.error(ErrorCode.Forbidden);
       return;
     }
@@ -1270,7 +1270,7 @@ export class TurnServer {
     // RFC 6062 §5.2 and the policy as for UDP: no permission or a forbidden peer => 403.
     const permission = allocation.permissions.get(permissionKey(peer));
     if (
-      this.policy.check(peer.address, peer.port) !== undefined ||
+      this.policy.check(peer.address, peer.port, "tcp") !== undefined ||
       permission === undefined ||
       permission.expiresAt <= now
     ) {
