@@ -57,6 +57,8 @@ export interface LiteOptions {
   password?: string;
   /** Per-request bound (default 2000 ms); UDP retransmits every 250 ms meanwhile. */
   timeoutMs?: number;
+  /** UDP/TCP source address (127.0.0.2: another client "host" on loopback); default any. */
+  localAddress?: string;
 }
 
 export interface LiteResponse {
@@ -116,7 +118,7 @@ export class TurnClientLite {
       const sock = dgram.createSocket(family);
       await new Promise<void>((resolve, reject) => {
         sock.once("error", reject);
-        sock.bind(0, opts.host, () => {
+        sock.bind(0, opts.localAddress ?? opts.host, () => {
           sock.off("error", reject);
           resolve();
         });
@@ -137,10 +139,13 @@ export class TurnClientLite {
               clearTimeout(timer);
               resolve(s);
             })
-          : net.connect({ host: opts.host, port: opts.port }, () => {
-              clearTimeout(timer);
-              resolve(s);
-            });
+          : net.connect(
+              { host: opts.host, port: opts.port, localAddress: opts.localAddress },
+              () => {
+                clearTimeout(timer);
+                resolve(s);
+              },
+            );
       s.once("error", (e) => {
         clearTimeout(timer);
         reject(e);

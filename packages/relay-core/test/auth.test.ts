@@ -114,7 +114,7 @@ describe("credential stores", () => {
   it("StaticCredentials returns the long-term key of known users only", () => {
     const store = new StaticCredentials([["alice", "wonderland"]]);
     const result = store.lookup("alice", "example.org", 0);
-    expect(result).toMatchObject({ ok: true, quotaUser: "alice" });
+    expect(result).toMatchObject({ ok: true, principal: "static:alice" });
     expect(hex(okKey(result))).toBe(hex(longTermKeyMd5("alice", "example.org", "wonderland")));
     expect(hex(okKey(store.lookup("alice", "example.org", 0, "sha256")))).toBe(
       hex(longTermKeySha256("alice", "example.org", "wonderland")),
@@ -132,12 +132,15 @@ describe("credential stores", () => {
     const store = new SharedSecretCredentials(["north"]);
     const c = mintRestCredentials("north", 1000, 600, "alice");
     const ok = store.lookup(c.username, "example.org", 1599);
-    expect(ok).toMatchObject({ ok: true, quotaUser: "alice" });
+    expect(ok).toMatchObject({ ok: true, principal: "rest:alice" });
     expect(hex(okKey(ok))).toBe(hex(longTermKeyMd5(c.username, "example.org", c.password)));
     expect(store.lookup(c.username, "example.org", 1600)).toEqual({ ok: false, reason: "expired" });
     expect(store.lookup("alice", "example.org", 0)).toEqual({ ok: false, reason: "malformed" });
     const bare = mintRestCredentials("north", 1000, 600);
-    expect(store.lookup(bare.username, "r", 1000)).toMatchObject({ ok: true, quotaUser: "1600" });
+    expect(store.lookup(bare.username, "r", 1000)).toMatchObject({
+      ok: true,
+      principal: "rest:1600",
+    });
   });
 
   it("SharedSecretCredentials offers one candidate key per secret during rotation", () => {
@@ -153,12 +156,57 @@ describe("credential stores", () => {
     expect(hex(result.keys[0]!)).not.toBe(wanted);
   });
 
+  it("SharedSecretCredentials answers with the key that verifies, or bad-integrity", () => {
+    const store = new SharedSecretCredentials(["new", "old"]);
+    const minted = mintRestCredentials("old", 1000, 600, "bob");
+    const wanted = hex(longTermKeyMd5(minted.username, "r", minted.password));
+    const result = store.lookup(minted.username, "r", 1000, "md5", (k) => hex(k) === wanted);
+    expect(hex(okKey(result))).toBe(wanted);
+    expect(store.lookup(minted.username, "r", 1000, "md5", () => false)).toEqual({
+      ok: false,
+      reason: "bad-integrity",
+    });
+  });
+
+  it("SharedSecretCredentials caches keys only once MESSAGE-INTEGRITY verified with them", () => {
+    const store = new SharedSecretCredentials(["s"]);
+    // Strangers: any number of made-up usernames, however long, with integrity that fails.
+    for (let i = 0; i < 1000; i++) {
+      const username = `${2000 + i}:${"a".repeat(500)}`;
+      expect(store.lookup(username, "r", 1000, "md5", () => false)).toMatchObject({ ok: false });
+      store.lookup(username, "r", 1000); // no verify: candidates only, nothing cached either
+    }
+    expect(store.cacheSize).toBe(0);
+    // The holder of real credentials: cached once verified.
+    const c = mintRestCredentials("s", 1000, 600, "alice");
+    const key = hex(longTermKeyMd5(c.username, "r", c.password));
+    expect(store.lookup(c.username, "r", 1000, "md5", (k) => hex(k) === key).ok).toBe(true);
+    expect(store.cacheSize).toBe(1);
+    // A cached username with a wrong MAC is still refused.
+    expect(store.lookup(c.username, "r", 1000, "md5", () => false).ok).toBe(false);
+  });
+
   it("SharedSecretCredentials keeps its cache bounded", () => {
     const store = new SharedSecretCredentials(["s"], { maxCacheEntries: 3 });
-    for (let i = 0; i < 10; i++) store.lookup(`${2000 + i}:u`, "r", 1000);
+    for (let i = 0; i < 10; i++) store.lookup(`${2000 + i}:u`, "r", 1000, "md5", () => true);
     expect(store.cacheSize).toBe(3);
     const again = store.lookup("2000:u", "r", 1000); // evicted, recomputed identically
     expect(hex(okKey(again))).toBe(hex(longTermKeyMd5("2000:u", "r", restPassword("s", "2000:u"))));
+  });
+
+  it("names a static user and a TURN REST user of the same name as different principals", () => {
+    const combined = new CombinedCredentials([
+      new StaticCredentials([["alice", "pw"]]),
+      new SharedSecretCredentials(["s"]),
+    ]);
+    const staticAlice = combined.lookup("alice", "r", 0);
+    const restAlice = combined.lookup(
+      mintRestCredentials("s", 1000, 600, "alice").username,
+      "r",
+      1000,
+    );
+    expect(staticAlice.ok && restAlice.ok).toBe(true);
+    if (staticAlice.ok && restAlice.ok) expect(staticAlice.principal).not.toBe(restAlice.principal);
   });
 
   it("CombinedCredentials takes the first store that knows the user", () => {
@@ -166,8 +214,16 @@ describe("credential stores", () => {
       new StaticCredentials([["alice", "pw"]]),
       new SharedSecretCredentials(["s"]),
     ]);
-    expect(combined.lookup("alice", "r", 0)).toMatchObject({ ok: true, quotaUser: "alice" });
-    expect(combined.lookup("2000:bob", "r", 1000)).toMatchObject({ ok: true, quotaUser: "bob" });
+    expect(combined.lookup("alice", "r", 0)).toMatchObject({ ok: true, principal: "static:alice" });
+    expect(combined.lookup("2000:bob", "r", 1000)).toMatchObject({
+      ok: true,
+      principal: "rest:bob",
+    });
+    // A known user with a wrong MAC: that store's answer stands (no fall-through).
+    expect(combined.lookup("alice", "r", 0, "md5", () => false)).toEqual({
+      ok: false,
+      reason: "bad-integrity",
+    });
     expect(combined.lookup("500:bob", "r", 1000)).toEqual({ ok: false, reason: "expired" });
     expect(combined.lookup("carol", "r", 0)).toEqual({ ok: false, reason: "unknown-user" });
     expect(

@@ -273,3 +273,67 @@ describe("PeerAddressPolicy configuration", () => {
     expect(() => new PeerAddressPolicy({ allow: [" 10.0.0.0/8 "] })).not.toThrow();
   });
 });
+
+describe("PeerAddressPolicy: the relay itself (self-relay)", () => {
+  const self = {
+    addresses: ["203.0.113.10", "2001:db8::10", "10.0.0.5"],
+    ports: { udp: [3478], tcp: [3478, 5349, 8080] },
+    relayPorts: { min: 49152, max: 65535 },
+  };
+  const everything = ["0.0.0.0/0", "::/0"];
+
+  it("denies its own addresses outside the relay range whatever the allow list says", () => {
+    const p = new PeerAddressPolicy({ allow: everything, self });
+    for (const address of ["203.0.113.10", "::ffff:203.0.113.10", "2001:db8::10", "10.0.0.5"]) {
+      for (const port of [22, 3478, 8080, 49151])
+        expect(p.check(address, port), `${address}:${port}`).toBe("self");
+      // The relay range: other allocations' relayed addresses.
+      expect(p.check(address, 49152), address).toBeUndefined();
+      expect(p.check(address, 65535), address).toBeUndefined();
+      // Without a port (a permission is per IP), the address as a whole passes.
+      expect(p.check(address), address).toBeUndefined();
+    }
+    // A neighbour is not the relay.
+    expect(p.check("203.0.113.11", 22)).toBeUndefined();
+  });
+
+  it("denies the unspecified addresses, which mean this host, in every spelling", () => {
+    const p = new PeerAddressPolicy({ allow: everything, self });
+    for (const address of ["0.0.0.0", "::", "::ffff:0.0.0.0", "64:ff9b::0.0.0.0", "[::]"]) {
+      expect(p.check(address), address).toBe("self");
+      expect(p.check(address, 50000), address).toBe("self");
+    }
+    // Even with no self configuration at all.
+    expect(new PeerAddressPolicy({ allow: everything }).check("0.0.0.0", 80)).toBe("self");
+  });
+
+  it("keeps loopback under its own switch, but never opens the relay's listening ports there", () => {
+    const p = new PeerAddressPolicy({ allowLoopback: true, self });
+    expect(p.check("127.0.0.1", 40000)).toBeUndefined();
+    expect(p.check("::1", 22)).toBeUndefined();
+    expect(p.check("127.0.0.1", 3478)).toBe("self");
+    expect(p.check("127.0.0.1", 3478, "tcp")).toBe("self");
+    expect(p.check("127.0.0.2", 8080, "tcp")).toBe("self");
+    expect(p.check("::1", 5349, "tcp")).toBe("self");
+    // The health port's number over UDP is not the health server (nothing of ours listens).
+    expect(p.check("127.0.0.1", 8080, "udp")).toBeUndefined();
+    // Without the switch loopback stays denied as loopback.
+    expect(new PeerAddressPolicy({ self }).check("127.0.0.1", 40000)).toBe("loopback");
+  });
+
+  it("learns a listening port after binding, and allowSelf turns all of it off", () => {
+    const p = new PeerAddressPolicy({ allow: everything, self });
+    expect(p.check("203.0.113.10", 50000)).toBeUndefined();
+    p.addSelfPort(50000, "tcp");
+    expect(p.check("203.0.113.10", 50000)).toBeUndefined();
+    expect(p.check("203.0.113.10", 50000, "tcp")).toBe("self");
+    const open = new PeerAddressPolicy({ allow: everything, self, allowSelf: true });
+    expect(open.check("203.0.113.10", 22)).toBeUndefined();
+    expect(open.check("0.0.0.0", 22)).toBeUndefined();
+  });
+
+  it("the deny list still wins, and its reason is reported", () => {
+    const p = new PeerAddressPolicy({ deny: ["203.0.113.10"], self, allowSelf: true });
+    expect(p.check("203.0.113.10", 50000)).toBe("denied-by-config");
+  });
+});

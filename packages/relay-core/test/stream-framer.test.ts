@@ -5,7 +5,11 @@ import { describe, expect, it } from "vitest";
 import { encodeChannelData } from "../src/codec/channel-data.js";
 import { AttributeType } from "../src/codec/constants.js";
 import { StunMessageBuilder } from "../src/codec/message.js";
-import { MAX_STREAM_FRAME, StreamFramer } from "../src/codec/stream-framer.js";
+import {
+  MAX_STREAM_FRAME,
+  MAX_UNAUTHENTICATED_STREAM_FRAME,
+  StreamFramer,
+} from "../src/codec/stream-framer.js";
 
 /** A frame as the framer must return it, and the bytes it takes on the wire (with padding). */
 interface WireFrame {
@@ -136,6 +140,69 @@ describe("StreamFramer", () => {
     framer.push(Uint8Array.of(0x00, 0x01, 0xff, 0xfc, 0x21, 0x12, 0xa4, 0x42));
     expect(framer.next()).toBeUndefined();
     expect(framer.bufferedBytes).toBeLessThanOrEqual(MAX_STREAM_FRAME);
+  });
+
+  it("allocates for the bytes that arrived, never for the length a header merely claims", () => {
+    // The attack of issue 15: `40 00 ff ff` (ChannelData claiming 65,535 bytes) and silence.
+    for (const header of [Uint8Array.of(0x40, 0x00, 0xff, 0xff), Uint8Array.of(0, 1, 0xff, 0xfc)]) {
+      const framer = new StreamFramer();
+      framer.push(header);
+      expect(framer.next()).toBeUndefined();
+      expect(framer.bufferCapacity).toBeLessThanOrEqual(256);
+      // Then a dribble of body bytes: the buffer stays within twice what arrived.
+      const body = new Uint8Array(3000).fill(7);
+      for (let i = 0; i < body.length; i += 100) {
+        framer.push(body.subarray(i, i + 100));
+        expect(framer.next()).toBeUndefined();
+        expect(framer.bufferCapacity).toBeLessThanOrEqual(Math.max(256, 2 * framer.bufferedBytes));
+      }
+      expect(framer.bufferedBytes).toBe(4 + body.length);
+    }
+  });
+
+  it("yields large frames intact however they are cut (the growing buffer)", () => {
+    const bigFrameArb = fc
+      .tuple(fc.integer({ min: 0x4000, max: 0x4fff }), fc.integer({ min: 200, max: 20_000 }))
+      .map(([channel, n]) => {
+        const data = new Uint8Array(n).map((_, i) => i * 7);
+        const wire = encodeChannelData(channel, data, true);
+        return { frame: wire.subarray(0, 4 + n), wire };
+      });
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(bigFrameArb, stunFrameArb), { minLength: 1, maxLength: 4 }),
+        fc.array(fc.nat(), { maxLength: 60 }),
+        (frames, cuts) => {
+          const stream = concat(frames.map((f) => f.wire));
+          const framer = new StreamFramer();
+          expect(feed(framer, cutAt(stream, cuts))).toEqual(frames.map((f) => Array.from(f.frame)));
+          expect(framer.bufferCapacity).toBe(0);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it("breaks the stream (oversized-frame) at a header claiming more than maxFrameLength", () => {
+    const limit = MAX_UNAUTHENTICATED_STREAM_FRAME;
+    const small = new StunMessageBuilder(1, 0, new Uint8Array(12)).fingerprint().build();
+    // Whole in one chunk, or the header split across reads: refused at the header either way.
+    for (const chunks of [
+      [concat([small, Uint8Array.of(0x40, 0x00, 0xff, 0xff)])],
+      [concat([small, Uint8Array.of(0x00, 0x01)]), Uint8Array.of(0x10, 0x00)],
+    ]) {
+      const framer = new StreamFramer({ maxFrameLength: limit });
+      expect(feed(framer, chunks)).toEqual([Array.from(small)]);
+      expect(framer.error).toBe("oversized-frame");
+      expect(framer.bufferCapacity).toBe(0);
+    }
+    // A frame of exactly the limit passes; raising the limit (authenticated) lets big ones in.
+    const framer = new StreamFramer({ maxFrameLength: limit });
+    const atLimit = encodeChannelData(0x4000, new Uint8Array(limit - 4), true);
+    expect(feed(framer, [atLimit])).toHaveLength(1);
+    framer.maxFrameLength = MAX_STREAM_FRAME;
+    expect(feed(framer, [encodeChannelData(0x4000, new Uint8Array(60_000), true)])).toHaveLength(1);
+    expect(framer.error).toBeUndefined();
   });
 
   it("sets error on a first byte that is neither STUN nor ChannelData, and stops", () => {

@@ -100,6 +100,14 @@ export interface RelayConfig {
   readonly allowPeers: readonly string[];
   readonly denyPeers: readonly string[];
   readonly allowLoopbackPeers: boolean;
+  /** Lift the self-relay rules (relay-core's PeerAddressPolicy `allowSelf`). */
+  readonly allowSelfPeer: boolean;
+  /**
+   * The relay's own IP addresses, denied as peers outside the relay port range unless
+   * allowSelfPeer: relay and public addresses, specific listen addresses and the host's
+   * interface addresses (a listener on 0.0.0.0 answers on every one of them).
+   */
+  readonly selfAddresses: readonly string[];
   readonly maxAllocations: number;
   readonly maxAllocationsPerUser: number;
   /** Per allocation. */
@@ -108,6 +116,8 @@ export interface RelayConfig {
   readonly maxChannels: number;
   /** TCP/TLS client connections. */
   readonly maxConnections: number;
+  /** Unauthenticated TCP/TLS connections per source (IPv4 address, IPv6 /64); 0 = no limit. */
+  readonly maxConnectionsPerIp: number;
   /** Unauthenticated responses per second per source IP; 0 = unlimited. */
   readonly maxUnauthenticatedRate: number;
   /** Seconds. */
@@ -351,6 +361,15 @@ export const OPTIONS = {
     default: false,
     parse: (raw, where) => parseBoolean(raw, where),
   }),
+  "allow-self-peer": spec<boolean>({
+    group: "Peer policy",
+    describe:
+      "allow the relay's own addresses as peers: without it 0.0.0.0/::, the relay's listening ports and its own addresses outside the relay port range are refused whatever --allow-peer says (logged as a warning)",
+    boolean: true,
+    defaultText: "false",
+    default: false,
+    parse: (raw, where) => parseBoolean(raw, where),
+  }),
   "max-allocations": spec<number>({
     group: "Limits",
     describe: "total allocations",
@@ -401,9 +420,19 @@ export const OPTIONS = {
     default: 10000,
     parse: (raw, where) => parseInteger(raw, where, 1, 10_000_000),
   }),
+  "max-connections-per-ip": spec<number>({
+    group: "Limits",
+    describe:
+      "TCP/TLS connections from one source (IPv4 address, IPv6 /64) that have not authenticated yet (TLS handshake, or no allocation); beyond it new ones are closed (0 = unlimited)",
+    placeholder: "N",
+    defaultText: "100",
+    default: 100,
+    parse: (raw, where) => parseInteger(raw, where, 0, 10_000_000),
+  }),
   "tcp-idle-timeout": spec<number>({
     group: "Limits",
-    describe: "seconds after which an idle client TCP/TLS connection is closed",
+    describe:
+      "seconds a TCP/TLS connection without an allocation may go without sending a complete message before it is closed (a TLS handshake gets min(this, 10 s) in all)",
     placeholder: "SECONDS",
     defaultText: "300",
     default: 300,
@@ -827,6 +856,10 @@ function finish(
   };
   const relayIp4 = relayIpFor(4, relay4[0]);
   const relayIp6 = relayIpFor(6, relay6[0]);
+  const selfAddresses = ownAddresses(
+    [relayIp4, relayIp6, v["public-ip4"], v["public-ip6"], ...allListeners.map((a) => a.ip)],
+    interfaces(),
+  );
 
   let token = v.token;
   let tokenGenerated = false;
@@ -863,6 +896,11 @@ function finish(
   if (v["test-crash-worker"]) {
     warnings.push("--test-crash-worker is set: SIGUSR2 crashes worker 0 (tests only)");
   }
+  if (v["allow-self-peer"]) {
+    warnings.push(
+      "--allow-self-peer is set: clients may relay to the relay host itself (its listening ports and other services)",
+    );
+  }
   if (v["rng-seed"] !== undefined) {
     warnings.push("--rng-seed is set: nonces and ports are predictable (reproducing bugs only)");
   }
@@ -892,11 +930,14 @@ function finish(
     allowPeers: v["allow-peer"],
     denyPeers: v["deny-peer"],
     allowLoopbackPeers: v["allow-loopback-peers"],
+    allowSelfPeer: v["allow-self-peer"],
+    selfAddresses,
     maxAllocations: v["max-allocations"],
     maxAllocationsPerUser: v["max-allocations-per-user"],
     maxPermissions: v["max-permissions"],
     maxChannels: v["max-channels"],
     maxConnections: v["max-connections"],
+    maxConnectionsPerIp: v["max-connections-per-ip"],
     maxUnauthenticatedRate: v["max-unauthenticated-rate"],
     tcpIdleTimeout: v["tcp-idle-timeout"],
     udpIo: v["udp-io"],
@@ -936,6 +977,21 @@ function resolveWorkers(
 function dgramReusePort(): boolean {
   const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
   return major > 22 || (major === 22 && minor >= 12);
+}
+
+/** Configured addresses (not unspecified) and every interface address, without duplicates. */
+function ownAddresses(
+  configured: readonly (string | undefined)[],
+  interfaces: ReturnType<typeof osNetworkInterfaces>,
+): string[] {
+  const out = new Set<string>();
+  for (const ip of configured) if (ip !== undefined && !isUnspecified(ip)) out.add(ip);
+  for (const addrs of Object.values(interfaces)) {
+    for (const a of addrs ?? []) {
+      if (isIPv4(a.address) || isIPv6(a.address)) out.add(a.address.toLowerCase());
+    }
+  }
+  return [...out];
 }
 
 function firstHostAddress(

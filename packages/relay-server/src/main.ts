@@ -280,7 +280,8 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
         discovery: config.adminToken !== undefined ? "/v1/allocations" : undefined,
       });
     }
-    relay = await io.startRelay(config, { logger, metrics });
+    const ownPorts = [health?.address().port, prom?.port].filter((p) => p !== undefined);
+    relay = await io.startRelay(config, { logger, metrics, ownPorts });
     // A SIGHUP during start-up re-read the file before the relay existed: apply that list.
     if (fileUsers !== config.revokeFileUsers) relay.setRevokedUsers(revoked());
     if (revoked().length > 0) logger.info("revocation list", { revokedUsers: revoked().length });

@@ -24,8 +24,11 @@ import {
   type Command,
   type CredentialStore,
   DROP_REASONS,
+  MAX_STREAM_FRAME,
+  MAX_UNAUTHENTICATED_STREAM_FRAME,
   methodName,
   PeerAddressPolicy,
+  parseIp,
   RouteKind,
   SeededRandom,
   SharedSecretCredentials,
@@ -46,6 +49,11 @@ import type { UdpHost, UdpPath } from "./udp/udp-path.js";
 /** A TCP/TLS client whose socket buffers more than this is not fed more relayed data. */
 const STREAM_HIGH_WATER = 1 << 20;
 /**
+ * A connection without an allocation whose answers pile up unread past this is not read from
+ * until they drain (then its idle clock runs out): a stranger cannot park responses here.
+ */
+const UNAUTHENTICATED_WRITE_LIMIT = 64 << 10;
+/**
  * Socket buffers: the listening socket takes every client's traffic, so a burst while the
  * event loop is busy (GC, a batch of Allocates) must fit in the kernel's queue rather than be
  * dropped there. Linux caps the request at net.core.rmem_max / wmem_max (4 MiB here).
@@ -55,7 +63,10 @@ const LISTENER_BUFFER_BYTES = 4 << 20;
 // setsockopt calls per allocation showed up in the allocation-setup profile.
 /** Zero bytes for ChannelData padding on streams (RFC 8656 §12.5). */
 const PADDING = Buffer.alloc(3);
-/** Upper bound on a TLS handshake (a few round trips, even on a slow mobile link). */
+/**
+ * Upper bound on a TLS handshake (a few round trips, even on a slow mobile link), counted from
+ * the TCP accept whatever arrives meanwhile: a handshake dribbled a byte at a time ends too.
+ */
 const TLS_HANDSHAKE_MS = 10_000;
 
 const SLOT_TCP_C2P = relaySlot("client_to_peer", "tcp");
@@ -63,13 +74,27 @@ const SLOT_TCP_P2C = relaySlot("peer_to_client", "tcp");
 const SLOT_TLS_C2P = relaySlot("client_to_peer", "tls");
 const SLOT_TLS_P2C = relaySlot("peer_to_client", "tls");
 
+/** An accepted TCP connection (for TLS: from the TCP accept on, through the handshake). */
+interface Admission {
+  /** Its source for --max-connections-per-ip: the IPv4 address, or the IPv6 /64. */
+  readonly source: string;
+  /** Counted against its source: true until it authenticates (allocation or ConnectionBind). */
+  counted: boolean;
+}
+
 interface StreamClient {
   readonly id: number;
   readonly socket: net.Socket;
   readonly framer: StreamFramer;
   readonly transport: "tcp" | "tls";
+  readonly admission: Admission;
   /** RFC 6062 §5.4: after ConnectionBind the connection is a raw pipe to this peer socket. */
   pipe: net.Socket | undefined;
+  /** Holds an allocation: full-size frames, no idle limit, not counted against its source. */
+  authenticated: boolean;
+  /** performance.now() of the last complete frame: bytes alone do not keep a connection. */
+  lastFrameAt: number;
+  idleTimer: NodeJS.Timeout | undefined;
 }
 
 export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay> {
@@ -100,6 +125,16 @@ class RelayDriver implements RunningRelay, UdpHost {
   private nextConnectionId = 1;
   /** TCP relayed-address listeners still binding (UDP relay sockets live in the UdpPath). */
   private readonly pendingRelays = new Map<number, net.Server>();
+  /** Accepted TCP connections (TLS ones still handshaking included): --max-connections. */
+  private openConnections = 0;
+  /** Admissions not yet authenticated, per source: --max-connections-per-ip. */
+  private readonly unauthenticatedBySource = new Map<string, number>();
+  /** TLS handshakes under way by 4-tuple ("addr|port|localPort"), with their deadline. */
+  private readonly handshakes = new Map<
+    string,
+    { readonly admission: Admission; readonly raw: net.Socket; readonly timer: NodeJS.Timeout }
+  >();
+  private readonly peerPolicy: PeerAddressPolicy;
   /** RFC 6062: TCP relayed addresses (listeners) and peer connections by CONNECTION-ID. */
   private readonly tcpRelays = new Map<number, net.Server>();
   private readonly peerSockets = new Map<number, net.Socket>();
@@ -127,6 +162,24 @@ class RelayDriver implements RunningRelay, UdpHost {
     if (config.users.length > 0) {
       stores.unshift(new StaticCredentials(config.users.map((u) => [u.username, u.password])));
     }
+    // Listeners configured with port 0 add their real port once bound (listenUdp/listenStream).
+    this.peerPolicy = new PeerAddressPolicy({
+      allow: config.allowPeers,
+      deny: config.denyPeers,
+      allowLoopback: config.allowLoopbackPeers,
+      allowSelf: config.allowSelfPeer,
+      self: {
+        addresses: config.selfAddresses,
+        ports: {
+          udp: config.listen.map((a) => a.port),
+          tcp: [
+            ...[...config.listen, ...config.tlsListen].map((a) => a.port),
+            ...(deps.ownPorts ?? []),
+          ],
+        },
+        relayPorts: { min: config.minPort, max: config.maxPort },
+      },
+    });
     this.core = new TurnServer({
       realm: config.realm,
       credentials: stores.length === 1 ? stores[0]! : new CombinedCredentials(stores),
@@ -140,11 +193,7 @@ class RelayDriver implements RunningRelay, UdpHost {
       pinnedPorts: config.pinnedPorts,
       revokedUsers: [...config.revoke, ...config.revokeFileUsers],
       software: config.software,
-      peerPolicy: new PeerAddressPolicy({
-        allow: config.allowPeers,
-        deny: config.denyPeers,
-        allowLoopback: config.allowLoopbackPeers,
-      }),
+      peerPolicy: this.peerPolicy,
       maxAllocations: config.maxAllocations,
       maxAllocationsPerUser: config.maxAllocationsPerUser,
       maxPermissionsPerAllocation: config.maxPermissions,
@@ -211,6 +260,7 @@ class RelayDriver implements RunningRelay, UdpHost {
       bufferBytes: LISTENER_BUFFER_BYTES,
     });
     this.bound.udp.push(bound);
+    this.peerPolicy.addSelfPort(bound.port, "udp");
   }
 
   private listenStream(
@@ -219,37 +269,32 @@ class RelayDriver implements RunningRelay, UdpHost {
     tlsOptions?: tls.TlsOptions,
   ): Promise<void> {
     const listenerId = this.streamServers.length;
-    const onSocket = (socket: net.Socket) => this.onStreamConnection(listenerId, transport, socket);
     const server =
       transport === "tls"
         ? tls.createServer(
-            {
-              ...tlsOptions,
-              // A connection still in its handshake is idle too; Node's default would hold it
-              // for 120 s, past --tcp-idle-timeout.
-              handshakeTimeout: Math.min(this.config.tcpIdleTimeout * 1000, TLS_HANDSHAKE_MS),
-              allowHalfOpen: true,
-            },
-            onSocket,
+            // The handshake deadline is ours (onTlsAccept): Node's is off.
+            { ...tlsOptions, handshakeTimeout: 0, allowHalfOpen: true },
+            (socket) => this.onTlsSecure(listenerId, socket),
           )
         : // Half-open: an RFC 6062 data connection may send FIN after its request and still
           // be owed the peer's reply; each side's end is forwarded, not imposed.
-          net.createServer({ noDelay: true, allowHalfOpen: true }, onSocket);
+          net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+            const admission = this.admit(socket);
+            if (admission) this.onStreamConnection(listenerId, "tcp", socket, admission);
+          });
     this.streamServers.push(server);
     server.on("error", (err) =>
       this.log.warn(`${transport} listener error`, { error: err.message }),
     );
     if (transport === "tls") {
-      // With a listener attached Node leaves the socket open: a failed or timed-out handshake
-      // would otherwise hold its connection until the client gives up.
+      // The TCP accept, before any TLS byte: admission and the handshake's own clock.
+      server.on("connection", (raw: net.Socket) => this.onTlsAccept(raw));
+      // With a listener attached Node leaves the socket open: a failed handshake would
+      // otherwise hold its connection until the client gives up.
       server.on("tlsClientError", (err, socket) => {
         this.log.debug("tls handshake failed", { error: err.message });
         socket.destroy();
       });
-      // onStreamConnection counts a TLS client only once its handshake is done; the listener
-      // itself caps the connections that are still handshaking (it counts both).
-      server.maxConnections = this.config.maxConnections;
-      server.on("drop", () => this.telemetry.drop("client-connection-limit"));
     }
     // Plain TCP on a TURN port may still start a TLS handshake or garbage: the framer rejects it.
     return new Promise((resolve, reject) => {
@@ -258,6 +303,7 @@ class RelayDriver implements RunningRelay, UdpHost {
         server.off("error", reject);
         const a = server.address() as net.AddressInfo;
         this.bound[transport].push({ ip: a.address, port: a.port, family: addr.family });
+        this.peerPolicy.addSelfPort(a.port, "tcp");
         resolve();
       });
     });
@@ -266,26 +312,113 @@ class RelayDriver implements RunningRelay, UdpHost {
   // ---------------------------------------------------------------------------------------
   // Client traffic
 
-  private onStreamConnection(listener: number, transport: "tcp" | "tls", socket: net.Socket): void {
-    if (this.closed || this.streams.size >= this.config.maxConnections) {
+  /**
+   * A TCP connection was accepted (for TURNS before any TLS byte). Refused beyond
+   * --max-connections, or beyond --max-connections-per-ip connections of its source that have
+   * not authenticated yet: one source cannot take every slot with connections that say nothing
+   * (or a byte a second). Counted until it closes, per source until it authenticates.
+   */
+  private admit(socket: net.Socket): Admission | undefined {
+    const source = sourceOf(stripMapped(socket.remoteAddress ?? ""));
+    const fromSource = this.unauthenticatedBySource.get(source) ?? 0;
+    const perSource = this.config.maxConnectionsPerIp;
+    if (this.closed || this.openConnections >= this.config.maxConnections) {
       this.telemetry.drop("client-connection-limit");
       socket.destroy();
+      return undefined;
+    }
+    if (perSource > 0 && fromSource >= perSource) {
+      this.telemetry.drop("client-connection-per-ip-limit");
+      socket.destroy();
+      return undefined;
+    }
+    const admission: Admission = { source, counted: true };
+    this.openConnections++;
+    this.unauthenticatedBySource.set(source, fromSource + 1);
+    socket.once("close", () => {
+      this.openConnections--;
+      this.uncount(admission);
+    });
+    return admission;
+  }
+
+  /** The connection authenticated: it no longer counts against its source. */
+  private uncount(admission: Admission): void {
+    if (!admission.counted) return;
+    admission.counted = false;
+    const left = (this.unauthenticatedBySource.get(admission.source) ?? 1) - 1;
+    if (left > 0) this.unauthenticatedBySource.set(admission.source, left);
+    else this.unauthenticatedBySource.delete(admission.source);
+  }
+
+  /** Its allocation ended: unauthenticated again (it is not closed for being over the cap). */
+  private recount(admission: Admission): void {
+    if (admission.counted) return;
+    admission.counted = true;
+    this.unauthenticatedBySource.set(
+      admission.source,
+      (this.unauthenticatedBySource.get(admission.source) ?? 0) + 1,
+    );
+  }
+
+  /** TURNS: the TCP accept. The handshake gets a fixed deadline, whatever bytes arrive. */
+  private onTlsAccept(raw: net.Socket): void {
+    const admission = this.admit(raw);
+    if (admission === undefined) return;
+    const key = fourTuple(raw);
+    const timer = setTimeout(
+      () => {
+        this.handshakes.delete(key);
+        this.log.debug("tls handshake timed out", { remote: key });
+        raw.destroy();
+      },
+      Math.min(this.config.tcpIdleTimeout * 1000, TLS_HANDSHAKE_MS),
+    );
+    this.handshakes.set(key, { admission, raw, timer });
+    raw.once("close", () => {
+      const pending = this.handshakes.get(key);
+      if (pending?.raw !== raw) return;
+      clearTimeout(pending.timer);
+      this.handshakes.delete(key);
+    });
+  }
+
+  /** TURNS: the handshake completed in time. */
+  private onTlsSecure(listener: number, socket: tls.TLSSocket): void {
+    const key = fourTuple(socket);
+    const pending = this.handshakes.get(key);
+    if (pending === undefined) {
+      socket.destroy(); // its deadline passed as the handshake finished
       return;
     }
+    clearTimeout(pending.timer);
+    this.handshakes.delete(key);
+    this.onStreamConnection(listener, "tls", socket, pending.admission);
+  }
+
+  private onStreamConnection(
+    listener: number,
+    transport: "tcp" | "tls",
+    socket: net.Socket,
+    admission: Admission,
+  ): void {
     const id = this.nextConnectionId++;
     const client: StreamClient = {
       id,
       socket,
-      framer: new StreamFramer(),
+      // Until it holds an allocation a connection may send Binding, Allocate or ConnectionBind
+      // requests only: a header claiming more breaks the stream at once.
+      framer: new StreamFramer({ maxFrameLength: MAX_UNAUTHENTICATED_STREAM_FRAME }),
       transport,
+      admission,
       pipe: undefined,
+      authenticated: false,
+      lastFrameAt: performance.now(),
+      idleTimer: undefined,
     };
     this.streams.set(id, client);
     socket.setNoDelay(true);
-    socket.setTimeout(this.config.tcpIdleTimeout * 1000, () => {
-      this.log.debug("idle client connection closed", { connection: id });
-      socket.destroy();
-    });
+    this.armIdle(client);
     const remoteAddress = stripMapped(socket.remoteAddress ?? "");
     this.core.handleConnectionOpened(
       id,
@@ -302,10 +435,56 @@ class RelayDriver implements RunningRelay, UdpHost {
       if (client.pipe === undefined) socket.end();
     });
     socket.on("close", () => {
+      clearTimeout(client.idleTimer);
       this.streams.delete(id);
       this.core.handleConnectionClosed(id, performance.now());
       this.flush();
     });
+  }
+
+  /**
+   * The idle clock of a connection without an allocation: only complete frames reset it
+   * (onStreamData), so a byte a second, a frame that never completes or a TLS session that
+   * sends nothing ends after --tcp-idle-timeout. One timer per connection, re-armed for the
+   * remainder when it fires, so the data path only stores a number.
+   */
+  private armIdle(client: StreamClient): void {
+    const remaining = this.config.tcpIdleTimeout * 1000 - (performance.now() - client.lastFrameAt);
+    client.idleTimer = setTimeout(() => this.onIdleTimer(client), Math.max(0, remaining));
+  }
+
+  private onIdleTimer(client: StreamClient): void {
+    client.idleTimer = undefined;
+    if (client.authenticated || client.pipe !== undefined || client.socket.destroyed) return;
+    if (performance.now() - client.lastFrameAt >= this.config.tcpIdleTimeout * 1000) {
+      this.log.debug("idle client connection closed", { connection: client.id });
+      client.socket.destroy();
+      return;
+    }
+    this.armIdle(client);
+  }
+
+  /**
+   * An allocation was created (or ended) on a stream connection. With one it is governed by the
+   * allocation (RFC 8656 §3.1, lifetime and Refresh) and by the user's quotas: full-size frames,
+   * no idle limit, no per-source count. Without, back to the unauthenticated rules.
+   */
+  private setAuthenticated(connection: number, authenticated: boolean): void {
+    const client = this.streams.get(connection);
+    if (client === undefined || client.pipe !== undefined) return;
+    client.authenticated = authenticated;
+    client.framer.maxFrameLength = authenticated
+      ? MAX_STREAM_FRAME
+      : MAX_UNAUTHENTICATED_STREAM_FRAME;
+    clearTimeout(client.idleTimer);
+    client.idleTimer = undefined;
+    if (authenticated) {
+      this.uncount(client.admission);
+    } else {
+      this.recount(client.admission);
+      client.lastFrameAt = performance.now();
+      this.armIdle(client);
+    }
   }
 
   private onStreamData(client: StreamClient, chunk: Buffer, slot: number): void {
@@ -317,6 +496,7 @@ class RelayDriver implements RunningRelay, UdpHost {
     framer.push(chunk);
     const now = performance.now();
     for (let frame = framer.next(); frame !== undefined; frame = framer.next()) {
+      client.lastFrameAt = now;
       if (this.core.handleStreamClient(client.id, frame, now) === RouteKind.ToPeer) {
         this.udp.sendToPeer(slot);
         continue;
@@ -332,11 +512,19 @@ class RelayDriver implements RunningRelay, UdpHost {
       }
     }
     if (framer.error) {
-      // Neither STUN nor ChannelData: the stream can't be resynchronised (RFC 8656 §12.5).
-      this.telemetry.drop("framing-error");
+      // Neither STUN nor ChannelData, or a frame larger than this connection may send: the
+      // stream can't be resynchronised (RFC 8656 §12.5).
+      this.telemetry.drop(framer.error === "oversized-frame" ? "oversized-frame" : "framing-error");
       client.socket.destroy();
     }
     this.flush();
+    // Answers the client does not read: stop reading its requests until they drain (ws-style).
+    const socket = client.socket;
+    const limit = client.authenticated ? STREAM_HIGH_WATER : UNAUTHENTICATED_WRITE_LIMIT;
+    if (socket.writableLength > limit && !socket.isPaused() && !socket.destroyed) {
+      socket.pause();
+      socket.once("drain", () => socket.resume());
+    }
   }
 
   // ---------------------------------------------------------------------------------------
@@ -450,6 +638,7 @@ class RelayDriver implements RunningRelay, UdpHost {
         return;
       }
       case "allocation-created":
+        if (c.client.transport !== "udp") this.setAuthenticated(c.client.connection, true);
         this.telemetry.allocationCreated(c.client.transport, c.relayed[0]?.family ?? 4);
         if (this.log.enabled("debug")) {
           this.log.debug("allocation created", {
@@ -462,6 +651,7 @@ class RelayDriver implements RunningRelay, UdpHost {
         }
         return;
       case "allocation-ended":
+        if (c.client.transport !== "udp") this.setAuthenticated(c.client.connection, false);
         this.telemetry.allocationEnded(
           c.client.transport,
           c.families[0] ?? 4,
@@ -606,8 +796,11 @@ class RelayDriver implements RunningRelay, UdpHost {
     }
     client.pipe = peer;
     this.pipedPeers.add(id);
-    // The data connection is no longer a TURN control connection: no idle limit of its own.
-    client.socket.setTimeout(0);
+    // The data connection is no longer a TURN control connection: authenticated by its
+    // ConnectionBind, and no idle limit of its own.
+    this.uncount(client.admission);
+    clearTimeout(client.idleTimer);
+    client.idleTimer = undefined;
     const slot = client.transport === "tls" ? SLOT_TLS_P2C : SLOT_TCP_P2C;
     peer.on("data", (chunk: Buffer) => this.pipeChunk(peer, client.socket, chunk, slot));
     peer.on("end", () => client.socket.end());
@@ -727,6 +920,7 @@ class RelayDriver implements RunningRelay, UdpHost {
     for (const s of this.peerSockets.values()) s.destroy();
     this.peerSockets.clear();
     for (const c of this.streams.values()) c.socket.destroy();
+    for (const h of this.handshakes.values()) h.raw.destroy();
     await Promise.all([
       this.udp.close(),
       ...this.streamServers.map(
@@ -735,6 +929,20 @@ class RelayDriver implements RunningRelay, UdpHost {
     ]).catch(() => undefined);
     this.log.info("closed");
   }
+}
+
+/**
+ * The source a connection counts against: an IPv4 address, or the /64 of an IPv6 one (a single
+ * subscriber usually holds a whole /64, RFC 6177).
+ */
+function sourceOf(address: string): string {
+  const ip = address.includes(":") ? parseIp(address) : undefined;
+  if (ip === undefined) return address;
+  return `${Buffer.from(ip.bytes.subarray(0, 8)).toString("hex")}::/64`;
+}
+
+function fourTuple(socket: net.Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}|${socket.localPort}`;
 }
 
 /** A dual-stack TCP listener reports IPv4 clients as ::ffff:a.b.c.d. */

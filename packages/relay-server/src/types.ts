@@ -27,6 +27,8 @@ export interface RelayDeps {
   readonly writeLogLine?: (line: string) => void;
   /** Set when this driver is one of several workers (workers/pool.ts). */
   readonly worker?: WorkerContext;
+  /** Bound TCP ports of the process's other listeners (health, Prometheus): never peers. */
+  readonly ownPorts?: readonly number[];
 }
 
 /** What a worker's driver shares with the others. */

@@ -98,6 +98,7 @@ describe("relay configuration", () => {
       maxPermissions: 64,
       maxChannels: 64,
       maxConnections: 10000,
+      maxConnectionsPerIp: 100,
       tcpIdleTimeout: 300,
       drainTimeout: 30,
       healthListen: { ip: "127.0.0.1", port: 8080, family: 4 },
@@ -105,8 +106,47 @@ describe("relay configuration", () => {
       logFormat: "text",
       logLevel: "info",
       allowLoopbackPeers: false,
+      allowSelfPeer: false,
     });
     expect(c.software).toMatch(/^turnpike\/\d+\.\d+\.\d+/);
+  });
+
+  it("knows the relay's own addresses: relay, public, listen and every interface address", () => {
+    const c = relay([
+      "--listen",
+      "0.0.0.0:3478",
+      "--listen",
+      "[2001:db8::9]:3478",
+      "--relay-ip",
+      "10.0.0.5",
+      "--public-ip4",
+      "203.0.113.10",
+    ]);
+    expect([...c.selfAddresses].sort()).toEqual(
+      [
+        "10.0.0.5",
+        "203.0.113.10",
+        "2001:db8::9",
+        "127.0.0.1",
+        "fe80::1",
+        "2001:db8::5",
+        "198.51.100.7",
+      ].sort(),
+    );
+    expect(c.selfAddresses).not.toContain("0.0.0.0");
+  });
+
+  it("reads --max-connections-per-ip and --allow-self-peer from flags and TURNPIKE_* variables", () => {
+    expect(relay(["--max-connections-per-ip", "0"]).maxConnectionsPerIp).toBe(0);
+    const fromEnv = relay([], {
+      TURNPIKE_TOKEN: "t",
+      TURNPIKE_MAX_CONNECTIONS_PER_IP: "7",
+      TURNPIKE_ALLOW_SELF_PEER: "true",
+    });
+    expect(fromEnv.maxConnectionsPerIp).toBe(7);
+    expect(fromEnv.allowSelfPeer).toBe(true);
+    expect(fromEnv.warnings.some((w) => w.startsWith("--allow-self-peer is set"))).toBe(true);
+    expect(errorOf(["--max-connections-per-ip", "-1"])).toContain("--max-connections-per-ip");
   });
 
   it("generates a token when none is set and says once how to mint credentials", () => {

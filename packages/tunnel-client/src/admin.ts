@@ -12,6 +12,11 @@
 //   - without --admin-token, Host must be a loopback literal or localhost with the listening
 //     port (-> 421): a DNS-rebound name pointing at 127.0.0.1 carries the attacker's Host.
 //
+// What the token is for: without it, any process on this host (any local user, any container
+// sharing its network namespace) can expose any target the tunnel can reach, 127.0.0.1:22
+// included, to peers of its choosing. Cloud metadata targets are refused either way unless
+// --allow-metadata-targets (targets.ts; 403 here).
+//
 //   GET    /health        200 {"status":"ok","tunnels":N,"ready":N}
 //   GET    /list          200 [ListEntry...]
 //   POST   /expose        {name, target:"tcp://HOST:PORT", allowPeers:[..], windows?:[..]}
@@ -25,6 +30,7 @@ import type { Logger } from "@turnpike/runtime-kit";
 import { type HostPort, parseExpose, type ServiceSpec } from "./config.js";
 import type { TunnelEngine } from "./engine.js";
 import { expandAllowList } from "./peers.js";
+import { targetRefusal } from "./targets.js";
 import { type AccessWindow, parseWindow } from "./windows.js";
 
 export interface AdminServer {
@@ -39,6 +45,7 @@ export async function startAdminServer(options: {
   token: string | undefined;
   engine: TunnelEngine;
   maxPermissions: number;
+  allowMetadataTargets: boolean;
   logger: Logger;
 }): Promise<AdminServer> {
   const { engine, logger } = options;
@@ -95,6 +102,8 @@ export async function startAdminServer(options: {
       if ("error" in body) return send(res, 400, { error: body.error });
       const spec = serviceFromJson(body.value, options.maxPermissions);
       if ("error" in spec) return send(res, 400, { error: spec.error });
+      const refusal = targetRefusal(spec.target.host, options.allowMetadataTargets);
+      if (refusal !== undefined) return send(res, 403, { error: refusal });
       if (engine.services().some((s) => s.spec.name === spec.name)) {
         return send(res, 409, { error: `a service named "${spec.name}" is already exposed` });
       }

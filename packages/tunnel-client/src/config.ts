@@ -36,6 +36,7 @@ import {
   type TunnelCredentials,
 } from "@turnpike/runtime-kit";
 import { expandAllowList, type PeerAllowList } from "./peers.js";
+import { targetRefusal } from "./targets.js";
 import { parseTurnUri, type TurnUri } from "./uri.js";
 import { type AccessWindow, parseWindow } from "./windows.js";
 
@@ -98,6 +99,8 @@ export interface TunnelConfig {
   readonly testClock: string | undefined;
   /** Test hook: seconds an idle UDP peer flow is kept (default 120). */
   readonly udpFlowIdle: number;
+  /** Allow link-local and cloud metadata targets (targets.ts). */
+  readonly allowMetadataTargets: boolean;
   readonly warnings: readonly string[];
 }
 
@@ -353,6 +356,15 @@ export const OPTIONS = {
     defaultText: "64",
     default: 64,
     parse: (raw, where) => parseInteger(raw, where, 1, 4096),
+  }),
+  "allow-metadata-targets": spec<boolean>({
+    group: "Services",
+    describe:
+      "allow targets at link-local addresses (169.254.0.0/16, fe80::/10) and cloud metadata services (fd00:ec2::254, 100.100.100.200), refused by default in --expose, the admin API and name resolution (logged as a warning)",
+    boolean: true,
+    defaultText: "false",
+    default: false,
+    parse: (raw, where) => parseBoolean(raw, where),
   }),
   "admin-listen": spec<HostPort | null>({
     group: "Admin API",
@@ -638,8 +650,15 @@ function finish(
     if (names.has(e.name))
       throw new ConfigError(`--expose names must be unique, got "${e.name}" twice`);
     names.add(e.name);
+    const refusal = targetRefusal(e.target.host, v["allow-metadata-targets"]);
+    if (refusal !== undefined) throw new ConfigError(`--expose ${e.name}: ${refusal}`);
     return { ...e, allowPeers: allow, windows: v.window };
   });
+  if (v["allow-metadata-targets"]) {
+    warnings.push(
+      "--allow-metadata-targets is set: services may expose link-local and cloud metadata addresses (instance credentials)",
+    );
+  }
   if (v.resolve.size > 0)
     warnings.push("--resolve is set: relay names are answered from a fixed table (tests only)");
   if (v["insecure-skip-verify"]) {
@@ -693,6 +712,7 @@ function finish(
     },
     testClock: v["test-clock"],
     udpFlowIdle: v["udp-flow-idle"],
+    allowMetadataTargets: v["allow-metadata-targets"],
     warnings,
   };
 }

@@ -36,6 +36,8 @@ export interface EngineOptions {
   readonly tls?: TlsTrust;
   /** Idle UDP peer flows are closed after this many ms (default 120 s; tests shorten it). */
   readonly udpFlowIdleMs?: number;
+  /** --allow-metadata-targets (targets.ts). */
+  readonly allowMetadataTargets?: boolean;
 }
 
 /** One row of GET /list: one tunnel (service x relay address). */
@@ -292,6 +294,7 @@ export class TunnelEngine {
           ...(this.o.tls !== undefined ? { tls: this.o.tls } : {}),
           ...(this.o.udpFlowIdleMs !== undefined ? { udpFlowIdleMs: this.o.udpFlowIdleMs } : {}),
           claimPin: (pin, tunnel) => this.claimPin(pin, tunnel),
+          allowMetadataTargets: this.o.allowMetadataTargets === true,
         });
         s.tunnels.set(key, t);
         if (s.open) t.start();

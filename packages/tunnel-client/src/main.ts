@@ -148,6 +148,7 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
     software: config.software,
     tls: config.tls,
     udpFlowIdleMs: config.udpFlowIdle * 1000,
+    allowMetadataTargets: config.allowMetadataTargets,
     ...(config.testClock !== undefined
       ? { date: fileClock(config.testClock, logger), windowCheckMs: 200 }
       : {}),
@@ -169,6 +170,7 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
         token: config.adminToken,
         engine,
         maxPermissions: config.maxPermissions,
+        allowMetadataTargets: config.allowMetadataTargets,
         logger,
       });
       logger.info("admin API listening", {

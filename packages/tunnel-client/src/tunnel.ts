@@ -53,6 +53,7 @@ import { forwardChunk, type Logger, ReusedReadBuffer } from "@turnpike/runtime-k
 import { Backoff } from "./backoff.js";
 import type { ServiceSpec } from "./config.js";
 import { type CredentialSource, reallocateBy, type TurnCredentials } from "./credentials.js";
+import { refusingLookup, targetRefusal } from "./targets.js";
 import type { ControlTransport, TurnUri } from "./uri.js";
 
 export type TunnelState =
@@ -114,6 +115,8 @@ export interface TunnelOptions {
    * allocations of one user on one pinned port take it over from each other), else undefined.
    */
   readonly claimPin?: (key: string, tunnel: Tunnel) => string | undefined;
+  /** --allow-metadata-targets: do not refuse names that resolve to metadata addresses. */
+  readonly allowMetadataTargets?: boolean;
 }
 
 /** Trust for TLS control and data connections (turns:). */
@@ -375,11 +378,10 @@ export class Tunnel {
   private async resolveTarget(): Promise<void> {
     const host = this.o.service.target.host;
     const fam = isIP(host);
-    if (fam !== 0) {
-      this.targetAddress = { ip: host, family: fam as 4 | 6 };
-      return;
-    }
-    const a = await lookup(host);
+    const a = fam !== 0 ? { address: host, family: fam } : await lookup(host);
+    // A name may resolve to a metadata service even though the literal was never configured.
+    const refusal = targetRefusal(a.address, this.o.allowMetadataTargets === true);
+    if (refusal !== undefined) throw new Error(fam !== 0 ? refusal : `${host}: ${refusal}`);
     this.targetAddress = { ip: a.address, family: a.family === 6 ? 6 : 4 };
   }
 
@@ -967,7 +969,15 @@ export class Tunnel {
   ): void {
     const { host, port } = this.o.service.target;
     const targetReads = new ReusedReadBuffer();
-    const target = netConnect({ host, port, allowHalfOpen: true, onread: targetReads.onread });
+    // Literal targets were checked when the service was configured; names are checked as they
+    // resolve (targets.ts).
+    const target = netConnect({
+      host,
+      port,
+      allowHalfOpen: true,
+      onread: targetReads.onread,
+      ...(this.o.allowMetadataTargets === true ? {} : { lookup: REFUSING_LOOKUP }),
+    });
     target.setNoDelay(true);
     this.pipes.add(target);
     this.o.counters.connectionsOpened++;
@@ -1048,6 +1058,8 @@ export class Tunnel {
     });
   }
 }
+
+const REFUSING_LOOKUP = refusingLookup();
 
 const trustContexts = new WeakMap<readonly string[], SecureContext>();
 

@@ -169,6 +169,21 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
     });
     expect(bad.status).toBe(400);
     expect(JSON.parse(bad.body).error).toMatch(/too large/);
+    // Cloud metadata targets, whatever the spelling: 403, and nothing exposed.
+    for (const target of [
+      "tcp://169.254.169.254:80",
+      "tcp://[::ffff:169.254.169.254]:80",
+      "udp://[fd00:ec2::254]:80",
+    ]) {
+      const r = await adminRequest(tunnel.adminPort, "POST", "/expose", {
+        name: "imds",
+        target,
+        allowPeers: ["127.0.0.1"],
+      });
+      expect(r.status, target).toBe(403);
+      expect(JSON.parse(r.body).error).toMatch(/--allow-metadata-targets/);
+    }
+    expect((await tunnel.list()).some((x) => x.name === "imds")).toBe(false);
   });
   it("refuses what a web page could send: Origin, text/plain, a foreign Host", async () => {
     const port = tunnel.adminPort;

@@ -15,6 +15,7 @@ import {
 import { createCredentialSource, fetchJsonOverHttp, reallocateBy } from "../src/credentials.js";
 import { expandAllowList } from "../src/peers.js";
 import { StaticResolver } from "../src/resolver.js";
+import { metadataAddress, refusingLookup } from "../src/targets.js";
 import { parseTurnUri } from "../src/uri.js";
 import { type AccessWindow, isOpen, parseWindow } from "../src/windows.js";
 
@@ -160,6 +161,75 @@ describe("allowed peers", () => {
     expect(expandAllowList(["2001:db8::/64"], 64)).toHaveProperty("error");
     expect(expandAllowList(["192.0.2.0/24"], 64)).toHaveProperty("error"); // 256 > 64
     expect(expandAllowList(["192.0.2.0/24"], 256)).not.toHaveProperty("error");
+  });
+});
+
+describe("targets: cloud metadata services are refused", () => {
+  it("refuses link-local and metadata addresses in every spelling, and nothing private", () => {
+    for (const ip of [
+      "169.254.169.254",
+      "169.254.170.2",
+      "169.254.0.1",
+      "::ffff:169.254.169.254",
+      "::ffff:a9fe:a9fe",
+      "fe80::1",
+      "febf::1",
+      "fd00:ec2::254",
+      "fd00:ec2:0:0:0:0:0:254",
+      "100.100.100.200",
+    ]) {
+      expect(metadataAddress(ip), ip).toBeDefined();
+    }
+    for (const ip of [
+      "127.0.0.1",
+      "10.0.0.5",
+      "192.168.1.1",
+      "fd00::53",
+      "100.100.100.100",
+      "::1",
+      "db.internal",
+    ]) {
+      expect(metadataAddress(ip), ip).toBeUndefined();
+    }
+  });
+
+  it("refuses --expose of a metadata target at start-up unless --allow-metadata-targets", () => {
+    const argv = ["--relay", "turn:x", "--expose", "imds=tcp://169.254.169.254:80"];
+    expect(() => parseTunnelArgs(argv, { TURNPIKE_TOKEN: "t" })).toThrow(
+      /--expose imds: target 169.254.169.254 is link-local .* --allow-metadata-targets/,
+    );
+    const allowed = parseTunnelArgs([...argv, "--allow-metadata-targets"], { TURNPIKE_TOKEN: "t" });
+    if (allowed.command !== "run") throw new Error(allowed.command);
+    expect(allowed.services).toHaveLength(1);
+    expect(allowed.warnings.some((w) => w.startsWith("--allow-metadata-targets is set"))).toBe(
+      true,
+    );
+  });
+
+  it("fails a name that resolves to a metadata address, whichever answer it is", async () => {
+    const answering =
+      (answers: string[]) =>
+      (
+        _name: string,
+        options: object,
+        cb: (e: null, a: string | { address: string; family: number }[], f?: number) => void,
+      ) => {
+        if ((options as { all?: boolean }).all)
+          cb(
+            null,
+            answers.map((address) => ({ address, family: 4 })),
+          );
+        else cb(null, answers[0], 4);
+      };
+    const resolve = (answers: string[], all: boolean) =>
+      new Promise<NodeJS.ErrnoException | null>((done) =>
+        refusingLookup(answering(answers))("metadata.test", { all }, (err) => done(err)),
+      );
+    expect((await resolve(["10.0.0.5", "169.254.169.254"], true))?.code).toBe("EMETADATA");
+    expect((await resolve(["169.254.169.254"], false))?.message).toMatch(
+      /metadata.test resolves to 169.254.169.254/,
+    );
+    expect(await resolve(["10.0.0.5"], true)).toBeNull();
   });
 });
 

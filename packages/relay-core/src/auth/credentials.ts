@@ -2,10 +2,19 @@
 //
 // Key rotation and MESSAGE-INTEGRITY: with shared-secret (TURN REST) credentials the key
 // depends on which secret minted the username, and the only way to know is to try each
-// candidate key against the message's MESSAGE-INTEGRITY. So a successful lookup returns
-// `keys`, every candidate in preference order (current secret first), and `key`, which
-// is keys[0] for callers with one store and one secret. The server verifies with each
-// entry of `keys` in turn and signs its response with the one that matched.
+// candidate key against the message's MESSAGE-INTEGRITY. So the server hands the store a
+// `verify` function: the lookup answers with the key that verified (the server signs its
+// response with it), or "bad-integrity".
+//
+// Caching: usernames arrive before anything is authenticated, so a store caches a derived key
+// only once MESSAGE-INTEGRITY verified with it. Otherwise every stranger's made-up username
+// would buy a cache entry (a 60 KB username each, before the server refused long ones).
+//
+// Principals: a static user "alice" and the TURN REST user "<expiry>:alice" are different
+// people (one knows a password, the other holds tokens minted by whoever has the shared
+// secret), so lookups name them "static:alice" and "rest:alice". Allocation ownership
+// (RFC 8656 §7: requests about an allocation come from the user that created it) and the
+// per-user quotas compare principals, never bare names.
 
 import { longTermKeyMd5, longTermKeySha256 } from "./long-term-key.js";
 import { parseRestUsername, restPassword } from "./rest-credentials.js";
@@ -13,34 +22,72 @@ import { parseRestUsername, restPassword } from "./rest-credentials.js";
 /** PASSWORD-ALGORITHM the key is for, RFC 8489 §18.5: MD5 (0x0001) or SHA-256 (0x0002). */
 export type PasswordAlgorithmName = "md5" | "sha256";
 
+/**
+ * Who a request speaks for: "static:<name>" for --user accounts, "rest:<user>" for TURN REST
+ * credentials (the <user> part, or the whole username when it has none). Branded so a bare
+ * username can never be compared with one by mistake.
+ */
+export type Principal = string & { readonly __principal: unique symbol };
+
+export function staticPrincipal(name: string): Principal {
+  return `static:${name}` as Principal;
+}
+
+export function restPrincipal(user: string): Principal {
+  return `rest:${user}` as Principal;
+}
+
 export type KeyLookup =
   | {
       readonly ok: true;
-      /** keys[0]. */
+      /** The key that verified (with `verify`), else keys[0]. */
       readonly key: Uint8Array;
-      /** Every candidate key (one per secret under rotation); try each for MESSAGE-INTEGRITY. */
+      /** Every candidate key (one per secret under rotation). */
       readonly keys: readonly Uint8Array[];
-      /** Whom allocation quotas count against (RFC 8656 §7.2 "per-user" limits). */
-      readonly quotaUser: string;
+      /** Who owns what this request creates, and whose quota it counts against. */
+      readonly principal: Principal;
     }
-  | { readonly ok: false; readonly reason: "unknown-user" | "expired" | "malformed" };
+  | {
+      readonly ok: false;
+      readonly reason: "unknown-user" | "expired" | "malformed" | "bad-integrity";
+    };
+
+/** True when the message's MESSAGE-INTEGRITY(-SHA256) verifies with `key`. */
+export type IntegrityCheck = (key: Uint8Array) => boolean;
 
 export interface CredentialStore {
   /**
-   * The long-term key(s) for `username` in `realm`. `nowUnixSeconds` is wall-clock time
-   * (TURN REST expiry is a Unix timestamp); `algorithm` defaults to "md5". Never throws.
+   * The long-term key for `username` in `realm`. `nowUnixSeconds` is wall-clock time (TURN
+   * REST expiry is a Unix timestamp); `algorithm` defaults to "md5". With `verify` the answer
+   * is the candidate key that verifies, or "bad-integrity", and only then may the store cache
+   * it; without, the candidates are derived and nothing is cached. Never throws.
    */
   lookup(
     username: string,
     realm: string,
     nowUnixSeconds: number,
     algorithm?: PasswordAlgorithmName,
+    verify?: IntegrityCheck,
   ): KeyLookup;
 }
 
 const UNKNOWN_USER: KeyLookup = { ok: false, reason: "unknown-user" };
 const EXPIRED: KeyLookup = { ok: false, reason: "expired" };
 const MALFORMED: KeyLookup = { ok: false, reason: "malformed" };
+const BAD_INTEGRITY: KeyLookup = { ok: false, reason: "bad-integrity" };
+
+/** `candidates` checked with `verify`: the one that verifies first (no `verify`: keys[0]). */
+function verified(
+  candidates: { readonly keys: readonly Uint8Array[]; readonly principal: Principal },
+  verify: IntegrityCheck | undefined,
+): KeyLookup {
+  if (verify === undefined) return { ok: true, key: candidates.keys[0]!, ...candidates };
+  for (const key of candidates.keys) {
+    if (verify(key))
+      return { ok: true, key, keys: candidates.keys, principal: candidates.principal };
+  }
+  return BAD_INTEGRITY;
+}
 
 function deriveKey(
   algorithm: PasswordAlgorithmName | undefined,
@@ -61,7 +108,7 @@ function deriveKey(
 export class StaticCredentials implements CredentialStore {
   static readonly #MAX_CACHED_REALMS = 4;
   readonly #passwords = new Map<string, string>();
-  readonly #keysByRealm = new Map<string, Map<string, KeyLookup>>();
+  readonly #keysByRealm = new Map<string, Map<string, Uint8Array>>();
 
   constructor(users: Iterable<readonly [string, string]>) {
     for (const [name, password] of users) this.#passwords.set(name, password);
@@ -72,36 +119,42 @@ export class StaticCredentials implements CredentialStore {
     realm: string,
     _nowUnixSeconds: number,
     algorithm?: PasswordAlgorithmName,
+    verify?: IntegrityCheck,
   ): KeyLookup {
     if (typeof username !== "string" || typeof realm !== "string") return MALFORMED;
     const password = this.#passwords.get(username);
     if (password === undefined) return UNKNOWN_USER;
+    // Usernames here are configured ones: caching their keys cannot be grown from outside.
     const cacheKey = `${algorithm === "sha256" ? "s" : "m"}\u0000${realm}`;
     let cache = this.#keysByRealm.get(cacheKey);
     if (cache === undefined && this.#keysByRealm.size < StaticCredentials.#MAX_CACHED_REALMS) {
       cache = new Map();
       this.#keysByRealm.set(cacheKey, cache);
     }
-    const cached = cache?.get(username);
-    if (cached !== undefined) return cached;
-    const key = deriveKey(algorithm, username, realm, password);
-    const result: KeyLookup = { ok: true, key, keys: [key], quotaUser: username };
-    cache?.set(username, result);
-    return result;
+    let key = cache?.get(username);
+    if (key === undefined) {
+      key = deriveKey(algorithm, username, realm, password);
+      cache?.set(username, key);
+    }
+    return verified({ keys: [key], principal: staticPrincipal(username) }, verify);
   }
 }
 
 /**
  * TURN REST credentials checked against one or more shared secrets (rotation: list the
- * new secret first, keep the old one until every minted username has expired). Derived
- * keys are cached in a Map bounded to `maxCacheEntries`, evicting the oldest insertion,
- * because usernames are attacker-chosen and each derivation costs an HMAC and a hash per
- * secret.
+ * new secret first, keep the old one until every minted username has expired). Keys that
+ * verified are cached (each derivation costs an HMAC and a hash per secret) in a Map bounded
+ * to `maxCacheEntries`, evicting the oldest insertion. Only verified usernames get in, and the
+ * server refuses USERNAMEs of 509 bytes or more before asking (RFC 8489 §14.3), so the cache
+ * holds at most `maxCacheEntries` usernames minted with the secret, each under 509 bytes.
  */
 export class SharedSecretCredentials implements CredentialStore {
   readonly #secrets: readonly string[];
   readonly #maxCacheEntries: number;
-  readonly #cache = new Map<string, KeyLookup>();
+  readonly #cache = new Map<
+    string,
+    { readonly keys: readonly Uint8Array[]; readonly principal: Principal }
+  >();
 
   constructor(secrets: readonly string[], options: { maxCacheEntries?: number } = {}) {
     this.#secrets = [...secrets];
@@ -114,6 +167,7 @@ export class SharedSecretCredentials implements CredentialStore {
     realm: string,
     nowUnixSeconds: number,
     algorithm?: PasswordAlgorithmName,
+    verify?: IntegrityCheck,
   ): KeyLookup {
     if (typeof realm !== "string") return MALFORMED;
     const parsed = parseRestUsername(username);
@@ -123,23 +177,21 @@ export class SharedSecretCredentials implements CredentialStore {
     if (this.#secrets.length === 0) return UNKNOWN_USER;
     const cacheKey = `${algorithm === "sha256" ? "s" : "m"}\u0000${realm}\u0000${username}`;
     const cached = this.#cache.get(cacheKey);
-    if (cached !== undefined) return cached;
-    const keys = this.#secrets.map((secret) =>
-      deriveKey(algorithm, username, realm, restPassword(secret, username)),
-    );
-    const result: KeyLookup = {
-      ok: true,
-      key: keys[0] as Uint8Array,
-      keys,
-      quotaUser: parsed.user ?? username,
+    if (cached !== undefined) return verified(cached, verify);
+    const candidates = {
+      keys: this.#secrets.map((secret) =>
+        deriveKey(algorithm, username, realm, restPassword(secret, username)),
+      ),
+      principal: restPrincipal(parsed.user ?? username),
     };
-    if (this.#maxCacheEntries > 0) {
+    const result = verified(candidates, verify);
+    if (result.ok && verify !== undefined && this.#maxCacheEntries > 0) {
       if (this.#cache.size >= this.#maxCacheEntries) {
         // Map iterates in insertion order: the first key is the oldest entry.
         const oldest = this.#cache.keys().next();
         if (oldest.done !== true) this.#cache.delete(oldest.value);
       }
-      this.#cache.set(cacheKey, result);
+      this.#cache.set(cacheKey, candidates);
     }
     return result;
   }
@@ -152,8 +204,8 @@ export class SharedSecretCredentials implements CredentialStore {
 
 /**
  * Several stores, e.g. static users and REST credentials. The first store that knows
- * the user (answers ok or "expired") wins. When none does, the answer is "unknown-user"
- * if any store answered that, else "malformed".
+ * the user (answers ok, "expired" or "bad-integrity") wins. When none does, the answer is
+ * "unknown-user" if any store answered that, else "malformed".
  */
 export class CombinedCredentials implements CredentialStore {
   readonly #stores: readonly CredentialStore[];
@@ -167,11 +219,14 @@ export class CombinedCredentials implements CredentialStore {
     realm: string,
     nowUnixSeconds: number,
     algorithm?: PasswordAlgorithmName,
+    verify?: IntegrityCheck,
   ): KeyLookup {
     let sawUnknown = false;
     for (const store of this.#stores) {
-      const result = store.lookup(username, realm, nowUnixSeconds, algorithm);
-      if (result.ok || result.reason === "expired") return result;
+      const result = store.lookup(username, realm, nowUnixSeconds, algorithm, verify);
+      if (result.ok || result.reason === "expired" || result.reason === "bad-integrity") {
+        return result;
+      }
       if (result.reason === "unknown-user") sawUnknown = true;
     }
     return sawUnknown || this.#stores.length === 0 ? UNKNOWN_USER : MALFORMED;

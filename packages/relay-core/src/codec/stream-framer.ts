@@ -3,31 +3,53 @@
  * RFC 8489 §6.2.2), across arbitrary partial reads.
  *
  * Zero-copy when a frame lies inside one chunk (the usual case): the frame is a subarray of it.
- * Only a frame split across reads is copied into a buffer of exactly its size. At most one
- * frame is ever buffered (<= 65,559 bytes), so a slow or hostile sender cannot make us hold
- * more than that (the bound h11 keeps for incomplete input).
+ * Only a frame split across reads is copied. At most one frame is ever buffered, and its buffer
+ * grows with the bytes that actually arrived (doubling, up to the frame's size): a 4-byte header
+ * claiming 65 KB followed by silence costs a few hundred bytes, not 65 KB. `maxFrameLength`
+ * caps the frames a connection may send at all: the runtime keeps it small until the
+ * connection has authenticated (h11 likewise caps how much incomplete input it buffers).
  */
 import { HEADER_LENGTH } from "./constants.js";
 
 export type StreamFrameKind = "stun" | "channel-data";
 
-export type StreamFramerError = "invalid-frame";
+/** "invalid-frame": neither STUN nor ChannelData; "oversized-frame": over maxFrameLength. */
+export type StreamFramerError = "invalid-frame" | "oversized-frame";
 
 /** The largest frame: a STUN header plus a 65,535-byte body; ChannelData 4 + 65,535 + 1 padding. */
 export const MAX_STREAM_FRAME = HEADER_LENGTH + 0xffff;
 
+/**
+ * The largest frame worth accepting from a connection that has not authenticated: a Binding,
+ * an Allocate or a ConnectionBind. Their variable parts are bounded by RFC 8489 §14: USERNAME
+ * under 509 bytes, REALM, NONCE and SOFTWARE under 763 each, plus fixed-size attributes
+ * (integrity, fingerprint, transport, lifetime, families, tokens) of a few hundred bytes in all.
+ * ChannelData without an allocation is dropped anyway.
+ */
+export const MAX_UNAUTHENTICATED_STREAM_FRAME = 4096;
+
+/** First buffer for a frame split across reads; it doubles as more of the frame arrives. */
+const INITIAL_PARTIAL_CAPACITY = 256;
+
 export class StreamFramer {
+  /** Frames (header included, padding excluded) longer than this break the stream. */
+  maxFrameLength: number;
   private chunk: Uint8Array = EMPTY;
   private pos = 0;
-  /** A frame being assembled across chunks. */
+  /** A frame being assembled across chunks: `partialFilled` bytes of `partialTotal`. */
   private partial: Uint8Array | undefined;
   private partialFilled = 0;
+  private partialTotal = 0;
   /** How many bytes of the frame are the frame proper (the rest is ChannelData padding). */
   private partialFrameLength = 0;
   private header = new Uint8Array(4);
   private headerFilled = 0;
   /** Set once the stream carries something that is neither STUN nor ChannelData: close it. */
   error: StreamFramerError | undefined;
+
+  constructor(options: { maxFrameLength?: number } = {}) {
+    this.maxFrameLength = options.maxFrameLength ?? MAX_STREAM_FRAME;
+  }
 
   /** Feed the next chunk read from the socket. Call `next()` until it returns undefined. */
   push(chunk: Uint8Array): void {
@@ -51,13 +73,14 @@ export class StreamFramer {
     const c = this.chunk;
     const p = this.pos;
     const sizes = frameSizes(c[p]!, c[p + 2]!, c[p + 3]!);
-    if (!sizes) return this.fail();
+    if (!sizes) return this.fail("invalid-frame");
     const [frameLength, totalLength] = sizes;
+    if (frameLength > this.maxFrameLength) return this.fail("oversized-frame");
     if (available >= totalLength) {
       this.pos = p + totalLength;
       return c.subarray(p, p + frameLength);
     }
-    this.startPartial(frameLength, totalLength);
+    this.startPartial(frameLength, totalLength, available);
     this.partial!.set(c.subarray(p), 0);
     this.partialFilled = available;
     this.pos = c.length;
@@ -89,9 +112,14 @@ export class StreamFramer {
     return out;
   }
 
-  /** Bytes held for an incomplete frame: what an idle-timeout or memory check may look at. */
+  /** Bytes received for an incomplete frame: what an idle-timeout or memory check may look at. */
   get bufferedBytes(): number {
     return this.partial ? this.partialFilled : this.headerFilled;
+  }
+
+  /** Bytes allocated for the incomplete frame: under twice bufferedBytes (or 256), never its claim. */
+  get bufferCapacity(): number {
+    return this.partial ? this.partial.length : 0;
   }
 
   private collectHeader(): Uint8Array | undefined {
@@ -102,32 +130,45 @@ export class StreamFramer {
     const h = this.header;
     const sizes = frameSizes(h[0]!, h[2]!, h[3]!);
     this.headerFilled = 0;
-    if (!sizes) return this.fail();
-    this.startPartial(sizes[0], sizes[1]);
+    if (!sizes) return this.fail("invalid-frame");
+    if (sizes[0] > this.maxFrameLength) return this.fail("oversized-frame");
+    this.startPartial(sizes[0], sizes[1], 4 + this.chunk.length - this.pos);
     this.partial!.set(h, 0);
     this.partialFilled = 4;
     return this.continuePartial();
   }
 
-  private startPartial(frameLength: number, totalLength: number): void {
-    this.partial = new Uint8Array(totalLength);
+  /** `arrived`: bytes of the frame at hand now; the buffer starts there, not at the claim. */
+  private startPartial(frameLength: number, totalLength: number, arrived: number): void {
+    const capacity = Math.min(totalLength, Math.max(INITIAL_PARTIAL_CAPACITY, arrived));
+    this.partial = new Uint8Array(capacity);
+    this.partialTotal = totalLength;
     this.partialFrameLength = frameLength;
   }
 
   private continuePartial(): Uint8Array | undefined {
-    const frame = this.partial!;
-    const take = Math.min(frame.length - this.partialFilled, this.chunk.length - this.pos);
+    const take = Math.min(this.partialTotal - this.partialFilled, this.chunk.length - this.pos);
+    const needed = this.partialFilled + take;
+    let frame = this.partial!;
+    if (needed > frame.length) {
+      // Double (at least to what is needed now), never past the frame's size: the buffer
+      // that completes the frame is exactly its size.
+      const grown = new Uint8Array(Math.min(this.partialTotal, Math.max(needed, frame.length * 2)));
+      grown.set(frame.subarray(0, this.partialFilled), 0);
+      frame = grown;
+      this.partial = grown;
+    }
     frame.set(this.chunk.subarray(this.pos, this.pos + take), this.partialFilled);
-    this.partialFilled += take;
+    this.partialFilled = needed;
     this.pos += take;
-    if (this.partialFilled < frame.length) return undefined;
+    if (this.partialFilled < this.partialTotal) return undefined;
     this.partial = undefined;
     this.partialFilled = 0;
     return frame.subarray(0, this.partialFrameLength);
   }
 
-  private fail(): undefined {
-    this.error = "invalid-frame";
+  private fail(error: StreamFramerError): undefined {
+    this.error = error;
     this.chunk = EMPTY;
     this.pos = 0;
     this.partial = undefined;

@@ -8,6 +8,23 @@
 // Every IPv6 form that embeds an IPv4 address is judged as that IPv4 address FIRST, so
 // "::ffff:127.0.0.1", "::127.0.0.1", "64:ff9b::7f00:1" and "2002:7f00:1::" are loopback
 // like "127.0.0.1" (the classic SSRF bypasses).
+//
+// The relay itself ("self-relay"): its own public address is globally reachable, so the ranges
+// above let it through, and a client could reach whatever listens on the relay host (sshd, the
+// health or metrics port) from inside its firewall. So, whatever the allow list says, unless
+// `allowSelf`:
+//   - the unspecified addresses 0.0.0.0 and :: (and their embedded forms) are denied: as a
+//     destination they mean "this host";
+//   - the relay's listening ports (TURN, health, metrics) are denied on its own addresses and
+//     on loopback, for the protocol they listen on (a UDP peer on the health port's number is
+//     not the health server);
+//   - its own addresses (relay, public, listen and interface addresses) are denied on every
+//     port outside the relay port range. Inside it they are other allocations' relayed
+//     addresses: two clients of one relay (a WebRTC relay/relay candidate pair) must reach each
+//     other, so those stay allowed.
+// Loopback is the host too, but it has its own switch: it is denied by default and only an
+// explicit `allowLoopback` or allow-list entry opens it (tests, a relay fronting services on the
+// same host); even then the relay's own listening ports stay closed.
 
 import { type Cidr, cidrContains, parseCidr } from "./cidr.js";
 import { ipv4ToUint32, type ParsedIp, parseIp } from "./ip.js";
@@ -23,7 +40,21 @@ export type PeerDenyReason =
   | "broadcast"
   | "reserved"
   | "documentation"
-  | "denied-by-config";
+  | "denied-by-config"
+  | "self";
+
+/** How the relay would reach a peer: datagrams (ChannelBind, Send) or RFC 6062 Connect. */
+export type PeerProtocol = "udp" | "tcp";
+
+/** What "the relay itself" is, for the self-relay rules above. */
+export interface SelfAddresses {
+  /** The relay's own IP addresses: relay, public (advertised), listen and interface addresses. */
+  readonly addresses: readonly string[];
+  /** Ports the relay process listens on: TURN on both, health and metrics on TCP. */
+  readonly ports: { readonly udp: readonly number[]; readonly tcp: readonly number[] };
+  /** The relay port range: own addresses on these ports are relayed addresses of allocations. */
+  readonly relayPorts: { readonly min: number; readonly max: number };
+}
 
 export interface PeerAddressPolicyOptions {
   /** CIDRs (or bare addresses) allowed even if special-purpose; the deny list still wins. */
@@ -32,6 +63,10 @@ export interface PeerAddressPolicyOptions {
   readonly deny?: readonly string[];
   /** Allow 127.0.0.0/8 and ::1 (tests, or a relay fronting services on the same host). */
   readonly allowLoopback?: boolean;
+  /** The relay's own addresses and ports (without: only unspecified addresses count as self). */
+  readonly self?: SelfAddresses;
+  /** Turn the self-relay rules off (`--allow-self-peer`). */
+  readonly allowSelf?: boolean;
 }
 
 /** An IPv4 block as (network, mask), both unsigned 32-bit numbers. */
@@ -206,50 +241,120 @@ export class PeerAddressPolicy {
   readonly #allow: CompiledList;
   readonly #deny: CompiledList;
   readonly #allowLoopback: boolean;
+  readonly #allowSelf: boolean;
+  /** Own addresses: IPv4 (raw or embedded) as numbers, other IPv6 as hex of the 16 bytes. */
+  readonly #selfV4 = new Set<number>();
+  readonly #selfV6 = new Set<string>();
+  readonly #selfPorts: Record<PeerProtocol, Set<number>> = { udp: new Set(), tcp: new Set() };
+  readonly #relayPorts: { readonly min: number; readonly max: number };
 
-  /** Throws on an invalid CIDR: a configuration error, reported at start-up. */
+  /** Throws on an invalid CIDR or self address: a configuration error, reported at start-up. */
   constructor(options: PeerAddressPolicyOptions = {}) {
     this.#allow = compileList(options.allow, "allow");
     this.#deny = compileList(options.deny, "deny");
     this.#allowLoopback = options.allowLoopback === true;
+    this.#allowSelf = options.allowSelf === true;
+    const self = options.self;
+    this.#relayPorts = self?.relayPorts ?? { min: 1, max: 0 };
+    for (const text of self?.addresses ?? []) {
+      const ip = parseIp(text);
+      if (ip === undefined) {
+        throw new Error(`peer address policy: invalid own address ${JSON.stringify(text)}`);
+      }
+      const v4 = ip.family === 4 ? u32At(ip.bytes, 0) : embeddedIpv4(ip.bytes);
+      if (v4 >= 0) this.#selfV4.add(v4);
+      else this.#selfV6.add(hex16(ip.bytes));
+    }
+    for (const port of self?.ports.udp ?? []) this.addSelfPort(port, "udp");
+    for (const port of self?.ports.tcp ?? []) this.addSelfPort(port, "tcp");
   }
 
-  /** undefined = the relay may send to `address`; otherwise why not. Never throws. */
-  check(address: string): PeerDenyReason | undefined {
+  /** A listening port learned after binding (a listener configured with port 0). */
+  addSelfPort(port: number, protocol: PeerProtocol): void {
+    if (Number.isInteger(port) && port > 0 && port <= 65535) this.#selfPorts[protocol].add(port);
+  }
+
+  /**
+   * undefined = the relay may send to `address` (on `port`, when given); otherwise why not.
+   * Without a port the answer is for the address as a whole (a permission, RFC 8656 §9, is per
+   * IP): the relay's own address passes there, and its ports are judged where a port is known
+   * (ChannelBind and Send over `protocol` "udp", the default; Connect over "tcp"). Never throws.
+   */
+  check(
+    address: string,
+    port?: number,
+    protocol: PeerProtocol = "udp",
+  ): PeerDenyReason | undefined {
     // Fast path: plain dotted quads, no allocation.
     const v = ipv4ToUint32(address);
-    if (v >= 0) return this.#decide(v, undefined);
+    if (v >= 0) return this.#decide(v, undefined, port, protocol);
     const ip = parseIp(address);
-    return ip === undefined ? "invalid" : this.checkParsed(ip);
+    return ip === undefined ? "invalid" : this.checkParsed(ip, port, protocol);
   }
 
-  checkParsed(ip: ParsedIp): PeerDenyReason | undefined {
+  checkParsed(
+    ip: ParsedIp,
+    port?: number,
+    protocol: PeerProtocol = "udp",
+  ): PeerDenyReason | undefined {
     if (ip === null || typeof ip !== "object" || !(ip.bytes instanceof Uint8Array)) {
       return "invalid";
     }
     if (ip.family === 4) {
-      return ip.bytes.length === 4 ? this.#decide(u32At(ip.bytes, 0), undefined) : "invalid";
+      return ip.bytes.length === 4
+        ? this.#decide(u32At(ip.bytes, 0), undefined, port, protocol)
+        : "invalid";
     }
     if (ip.family !== 6 || ip.bytes.length !== 16) return "invalid";
-    return this.#decide(embeddedIpv4(ip.bytes), ip);
+    return this.#decide(embeddedIpv4(ip.bytes), ip, port, protocol);
   }
 
   /** `v4`: the IPv4 address (raw or embedded) or -1; `raw6`: the IPv6 form if any. */
-  #decide(v4: number, raw6: ParsedIp | undefined): PeerDenyReason | undefined {
+  #decide(
+    v4: number,
+    raw6: ParsedIp | undefined,
+    port: number | undefined,
+    protocol: PeerProtocol,
+  ): PeerDenyReason | undefined {
     const deny = this.#deny;
     if ((v4 >= 0 && inV4(deny.v4, v4)) || (raw6 !== undefined && inV6(deny.v6, raw6))) {
       return "denied-by-config";
     }
     const allow = this.#allow;
-    if ((v4 >= 0 && inV4(allow.v4, v4)) || (raw6 !== undefined && inV6(allow.v6, raw6))) {
-      return undefined;
+    const allowed =
+      (v4 >= 0 && inV4(allow.v4, v4)) ||
+      (raw6 !== undefined && inV6(allow.v6, raw6)) ||
+      (this.#allowLoopback &&
+        (v4 >= 0 ? v4 >>> 24 === 127 : raw6 !== undefined && isV6Loopback(raw6.bytes)));
+    if (!allowed) {
+      const reason = v4 >= 0 ? v4Reason(v4) : raw6 === undefined ? "invalid" : v6Reason(raw6.bytes);
+      if (reason !== undefined) return reason;
     }
-    if (this.#allowLoopback) {
-      if (v4 >= 0 ? v4 >>> 24 === 127 : raw6 !== undefined && isV6Loopback(raw6.bytes)) {
-        return undefined;
-      }
-    }
-    if (v4 >= 0) return v4Reason(v4);
-    return raw6 === undefined ? "invalid" : v6Reason(raw6.bytes);
+    // Whatever the allow list says (see the top of this file).
+    return !this.#allowSelf && this.#isSelf(v4, raw6, port, protocol) ? "self" : undefined;
   }
+
+  #isSelf(
+    v4: number,
+    raw6: ParsedIp | undefined,
+    port: number | undefined,
+    protocol: PeerProtocol,
+  ): boolean {
+    if (v4 === 0 || (v4 < 0 && raw6 !== undefined && allZero(raw6.bytes, 0, 16))) return true;
+    const loopback = v4 >= 0 ? v4 >>> 24 === 127 : raw6 !== undefined && isV6Loopback(raw6.bytes);
+    const own =
+      v4 >= 0
+        ? this.#selfV4.has(v4)
+        : raw6 !== undefined && this.#selfV6.size > 0 && this.#selfV6.has(hex16(raw6.bytes));
+    if (port === undefined || (!own && !loopback)) return false;
+    if (this.#selfPorts[protocol].has(port)) return true;
+    if (loopback) return false; // the loopback rule decides
+    return port < this.#relayPorts.min || port > this.#relayPorts.max;
+  }
+}
+
+function hex16(b: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < b.length; i++) out += (b[i] as number).toString(16).padStart(2, "0");
+  return out;
 }

@@ -2,6 +2,7 @@
  * The state a TURN server keeps per client (RFC 8656 §2.2, §5): allocations, their relayed
  * transport addresses, permissions and channel bindings. Plain data; the rules live in server.ts.
  */
+import type { Principal } from "../auth/credentials.js";
 import type { TransportAddress } from "../codec/address.js";
 
 /** How the client reaches the server: the "client" half of the 5-tuple (RFC 8656 §2.2). */
@@ -120,10 +121,10 @@ export class Allocation {
   constructor(
     readonly id: number,
     readonly client: ClientEndpoint & { readonly key: number },
-    /** The USERNAME that created it: later requests must use the same (RFC 8656 §7, 441). */
+    /** The USERNAME that created it (for logs; a TURN REST one may be renewed meanwhile). */
     readonly username: string,
-    /** Who quotas count against. */
-    readonly quotaUser: string,
+    /** Who owns it: later requests must speak for the same principal (RFC 8656 §7, 441). */
+    readonly principal: Principal,
     /** The long-term key, to sign responses sent after an asynchronous step (port binding). */
     readonly key: Uint8Array,
     readonly createdAt: number,

@@ -3,7 +3,7 @@
  * go in; commands, a next timeout and data-path routes come out. See README.md for the call
  * order the runtime follows.
  */
-import type { CredentialStore, PasswordAlgorithmName } from "../auth/credentials.js";
+import type { CredentialStore, PasswordAlgorithmName, Principal } from "../auth/credentials.js";
 import { NonceIssuer, SecurityFeature } from "../auth/nonce.js";
 import { pinOfUsername, userOfUsername } from "../auth/pinned-username.js";
 import type { TransportAddress } from "../codec/address.js";
@@ -147,6 +147,10 @@ const TCP_CONNECTION_TIMEOUT_MS = 30_000;
 /** A relay port that fails to bind is retried on another port this many times (then 508). */
 const MAX_BIND_ATTEMPTS = 8;
 const RESPONSE_CACHE_ENTRIES = 8192;
+/** RFC 8489 §14.3: USERNAME is "fewer than 509 bytes". */
+const MAX_USERNAME_BYTES = 509;
+/** RFC 8489 §14.9, §14.10: REALM and NONCE are "fewer than 763 bytes" (128 characters). */
+const MAX_REALM_NONCE_BYTES = 763;
 
 interface ClientRecord extends ClientEndpoint {
   readonly key: number;
@@ -156,7 +160,7 @@ interface ClientRecord extends ClientEndpoint {
 interface Authenticated {
   readonly username: string;
   readonly key: Uint8Array;
-  readonly quotaUser: string;
+  readonly principal: Principal;
   readonly sha256: boolean;
 }
 
@@ -204,7 +208,7 @@ export class TurnServer {
   /** The allocation holding each pinned port, keyed family * 65536 + port. */
   private readonly pinnedHolders = new Map<number, Allocation>();
   private revokedUsers: ReadonlySet<string>;
-  private readonly allocationsPerUser = new Map<string, number>();
+  private readonly allocationsPerUser = new Map<Principal, number>();
   /** RFC 6062 peer connections by CONNECTION-ID, and bound ones by client data connection. */
   private readonly tcpConnections = new Map<number, TcpPeerConnection>();
   private readonly dataConnections = new Map<number, TcpPeerConnection>();
@@ -761,7 +765,8 @@ export class TurnServer {
     }
     const relay = allocation.relayFor(peer.family);
     if (relay === undefined) return this.drop("family-mismatch");
-    if (this.policy.check(peer.address) !== undefined) return this.drop("forbidden-peer");
+    if (this.policy.check(peer.address, peer.port) !== undefined)
+      return this.drop("forbidden-peer");
     const permission = this.findPermission(allocation, peer);
     if (permission === undefined || permission.expiresAt <= now) return this.drop("no-permission");
     const route = this.route;
@@ -863,10 +868,11 @@ export class TurnServer {
       return;
     }
     const allocation = client?.allocation;
-    if (allocation !== undefined && allocation.quotaUser !== auth.quotaUser) {
+    if (allocation !== undefined && allocation.principal !== auth.principal) {
       // RFC 8656 §7: requests about an allocation come from the user that created it. For TURN
       // REST credentials that is the <user> part: the timestamp part is renewed over time
-      // (coturn's uclient -W mints a fresh one per request, and coturn accepts it).
+      // (coturn's uclient -W mints a fresh one per request, and coturn accepts it). A static
+      // user of the same name is someone else (credentials.ts, principals).
       this.stats.authFailures["wrong-credentials"]++;
       reply.error(ErrorCode.WrongCredentials);
       return;
@@ -936,6 +942,18 @@ export class TurnServer {
       this.challenge(endpoint, msg, ErrorCode.Unauthorized, now);
       return undefined;
     }
+    // RFC 8489 §14.3, §14.9, §14.10: USERNAME is under 509 bytes, REALM and NONCE under 763.
+    // Longer ones are refused here, before the nonce's HMAC or any key derivation: a stranger
+    // must not make the relay hash (or remember) 60 KB usernames.
+    if (
+      (getAttribute(msg, AttributeType.Username)?.length ?? 0) >= MAX_USERNAME_BYTES ||
+      (getAttribute(msg, AttributeType.Realm)?.length ?? 0) >= MAX_REALM_NONCE_BYTES ||
+      (getAttribute(msg, AttributeType.Nonce)?.length ?? 0) >= MAX_REALM_NONCE_BYTES
+    ) {
+      this.stats.authFailures["oversized-attribute"]++;
+      this.respondError(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest);
+      return undefined;
+    }
     const username = readString(msg, AttributeType.Username);
     const realm = readString(msg, AttributeType.Realm);
     const nonce = readString(msg, AttributeType.Nonce);
@@ -970,26 +988,23 @@ export class TurnServer {
       if (chosen === PasswordAlgorithm.Sha256) algorithm = "sha256";
     }
     const unixSeconds = Math.floor((now + this.unixTimeOffsetMs) / 1000);
+    // The store checks each candidate key (one per secret under rotation) against the
+    // message, and caches a key only once it verified (credentials.ts).
     const lookup = this.options.credentials.lookup(
       username,
       this.options.realm,
       unixSeconds,
       algorithm,
+      hasSha256
+        ? (key) => verifyMessageIntegritySha256(msg, key)
+        : (key) => verifyMessageIntegrity(msg, key),
     );
     if (!lookup.ok) {
       this.stats.authFailures[lookup.reason]++;
       this.challenge(endpoint, msg, ErrorCode.Unauthorized, now);
       return undefined;
     }
-    for (const key of lookup.keys) {
-      const ok = hasSha256
-        ? verifyMessageIntegritySha256(msg, key)
-        : verifyMessageIntegrity(msg, key);
-      if (ok) return { username, key, quotaUser: lookup.quotaUser, sha256: hasSha256 };
-    }
-    this.stats.authFailures["bad-integrity"]++;
-    this.challenge(endpoint, msg, ErrorCode.Unauthorized, now);
-    return undefined;
+    return { username, key: lookup.key, principal: lookup.principal, sha256: hasSha256 };
   }
 
   /** 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS (RFC 8489 §9.2.4). */
@@ -1146,8 +1161,8 @@ export class TurnServer {
       families = [family];
     }
     if (pin !== undefined && !this.takePinnedPort(pin.port, families, auth, reply, now)) return;
-    // Quotas: RFC 8656 §7.2 486 per user, 508 for the whole server.
-    const perUser = this.allocationsPerUser.get(auth.quotaUser) ?? 0;
+    // Quotas: RFC 8656 §7.2 486 per user (principal), 508 for the whole server.
+    const perUser = this.allocationsPerUser.get(auth.principal) ?? 0;
     if (perUser >= (this.options.maxAllocationsPerUser ?? Number.POSITIVE_INFINITY)) {
       reply.error(ErrorCode.AllocationQuotaReached);
       return;
@@ -1199,7 +1214,7 @@ export class TurnServer {
       this.nextAllocationId++,
       record,
       auth.username,
-      auth.quotaUser,
+      auth.principal,
       auth.key,
       now,
       lifetime * 1000,
@@ -1214,7 +1229,7 @@ export class TurnServer {
     }
     this.pendingAllocates.set(allocation, reply);
     record.allocation = allocation;
-    this.allocationsPerUser.set(auth.quotaUser, perUser + 1);
+    this.allocationsPerUser.set(auth.principal, perUser + 1);
     this.stats.allocationsActive++;
     this.liveAllocations.add(allocation);
     families.forEach((family, i) => {
@@ -1316,7 +1331,7 @@ export class TurnServer {
     for (const family of families) {
       const holder = this.pinnedHolders.get(pinKey(family, port));
       if (holder === undefined) continue;
-      if (holder.quotaUser !== auth.quotaUser) {
+      if (holder.principal !== auth.principal) {
         reply.error(
           ErrorCode.Forbidden,
           undefined,
@@ -1468,7 +1483,8 @@ export class TurnServer {
       reply.error(ErrorCode.PeerAddressFamilyMismatch);
       return;
     }
-    if (this.policy.check(peer.address) !== undefined) {
+    // With the port: the relay's own address is refused here outside the relay port range.
+    if (this.policy.check(peer.address, peer.port, "udp") !== undefined) {
       reply.error(ErrorCode.Forbidden);
       return;
     }
@@ -1550,7 +1566,7 @@ export class TurnServer {
     // RFC 6062 §5.2 and the policy as for UDP: no permission or a forbidden peer => 403.
     const permission = this.findPermission(allocation, peer);
     if (
-      this.policy.check(peer.address) !== undefined ||
+      this.policy.check(peer.address, peer.port, "tcp") !== undefined ||
       permission === undefined ||
       permission.expiresAt <= now
     ) {
@@ -1594,13 +1610,13 @@ export class TurnServer {
     }
     const id = readUint32(msg, AttributeType.ConnectionId);
     const connection = id === undefined ? undefined : this.tcpConnections.get(id);
-    if (connection === undefined || connection.state !== "pending-bind") {
+    // RFC 6062 §5.4: an invalid CONNECTION-ID gets 400. Someone else's is invalid for this
+    // principal and gets the very same answer (counted apart): a distinct code would tell a
+    // prober which ids exist.
+    const owned = connection !== undefined && connection.allocation.principal === auth.principal;
+    if (connection !== undefined && !owned) this.stats.authFailures["wrong-credentials"]++;
+    if (!owned || connection.state !== "pending-bind") {
       reply.error(ErrorCode.BadRequest);
-      return;
-    }
-    if (connection.allocation.quotaUser !== auth.quotaUser) {
-      this.stats.authFailures["wrong-credentials"]++;
-      reply.error(ErrorCode.WrongCredentials);
       return;
     }
     connection.state = "bound";
@@ -1754,9 +1770,9 @@ export class TurnServer {
     const client = allocation.client as ClientRecord;
     if (client.allocation === allocation) client.allocation = undefined;
     if (client.transport === "udp") this.udpClients[client.listener]?.delete(client.key);
-    const left = (this.allocationsPerUser.get(allocation.quotaUser) ?? 1) - 1;
-    if (left > 0) this.allocationsPerUser.set(allocation.quotaUser, left);
-    else this.allocationsPerUser.delete(allocation.quotaUser);
+    const left = (this.allocationsPerUser.get(allocation.principal) ?? 1) - 1;
+    if (left > 0) this.allocationsPerUser.set(allocation.principal, left);
+    else this.allocationsPerUser.delete(allocation.principal);
     this.stats.allocationsActive--;
     if (allocation.state === "active") {
       this.emit({

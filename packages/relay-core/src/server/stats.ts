@@ -42,6 +42,8 @@ export type DropReason = (typeof DROP_REASONS)[number];
 export const AUTH_FAILURE_REASONS = [
   /** USERNAME, REALM or NONCE missing next to MESSAGE-INTEGRITY (400). */
   "missing-attributes",
+  /** USERNAME of 509 bytes or more, REALM or NONCE of 763 or more (400, RFC 8489 §14). */
+  "oversized-attribute",
   /** A nonce we issued, past its lifetime (438). */
   "stale-nonce",
   /** A nonce we never issued, or issued to another 5-tuple (438). */
@@ -55,7 +57,10 @@ export const AUTH_FAILURE_REASONS = [
   "bad-integrity",
   /** PASSWORD-ALGORITHM(S) bid-down or an algorithm we do not offer (RFC 8489 §9.2.4). */
   "bad-algorithm",
-  /** Another USERNAME than the one that created the allocation (441). */
+  /**
+   * Another principal than the one that created the allocation (441), or a ConnectionBind for
+   * another principal's connection (400, like an unknown CONNECTION-ID).
+   */
   "wrong-credentials",
   /** Valid credentials of a user on the revocation list (403). */
   "revoked",

@@ -95,7 +95,11 @@ export class RemoteConnection extends Duplex {
     }
   }
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+  override _write(
+    chunk: Buffer,
+    _encoding: BufferEncoding,
+    callback: (err?: Error | null) => void,
+  ): void {
     this.pendingWrites.push(callback);
     this.send({ k: "write", h: this.h, chunk });
   }
