@@ -32,22 +32,23 @@ export default defineConfig({
         test: {
           name: "relay-server",
           include: ["packages/relay-server/test/**/*.test.ts"],
-          // The batched UDP path explicitly: a relay that cannot load it fails to start.
-          env: { TEST_UDP_IO: "batch" },
+          // The batched UDP path explicitly (a relay that cannot load it fails to start), on two
+          // worker threads.
+          env: { TEST_UDP_IO: "batch", TEST_WORKERS: "2" },
           testTimeout: 120_000,
           hookTimeout: 120_000,
           fileParallelism: false,
         },
       },
       {
-        // The same end-to-end suites against the node:dgram fallback path.
+        // The same end-to-end suites against the node:dgram fallback path, on one engine.
         test: {
           name: "relay-server-dgram",
           include: [
             "packages/relay-server/test/e2e-*.test.ts",
             "packages/relay-server/test/interop-turnpike.test.ts",
           ],
-          env: { TEST_UDP_IO: "dgram" },
+          env: { TEST_UDP_IO: "dgram", TEST_WORKERS: "1" },
           testTimeout: 120_000,
           hookTimeout: 120_000,
           fileParallelism: false,

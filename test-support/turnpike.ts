@@ -93,9 +93,12 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
   ];
   if (opts.allowLoopbackPeers ?? true) args.push("--allow-loopback-peers");
   args.push(...(opts.extraArgs ?? []));
-  // The suites run once per UDP data path (vitest.config.ts sets TEST_UDP_IO per project).
+  // The suites run once per UDP data path and worker count (vitest.config.ts sets TEST_UDP_IO
+  // and TEST_WORKERS per project).
   const udpIo = process.env.TEST_UDP_IO;
   if (udpIo !== undefined && !args.includes("--udp-io")) args.push("--udp-io", udpIo);
+  const workers = process.env.TEST_WORKERS;
+  if (workers !== undefined && !args.includes("--workers")) args.push("--workers", workers);
 
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {

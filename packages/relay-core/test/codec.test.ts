@@ -493,3 +493,34 @@ describe("ChannelData (RFC 8656 §12.4, §12.5)", () => {
     }
   });
 });
+
+describe("decoding leaves its input untouched", () => {
+  it("verifies MESSAGE-INTEGRITY and reads XOR addresses of a Buffer without writing into it", async () => {
+    // Found when an RFC 6062 ConnectionBind was handed between workers: the length field of
+    // the frame had been rewritten by the integrity check, so the next reader framed it short.
+    const { StunMessageBuilder, decodeStun, verifyMessageIntegrity, readXorAddress } = await import(
+      "../src/index.js"
+    );
+    const key = new Uint8Array(16).fill(7);
+    const built = new StunMessageBuilder(0x0008, 0, new Uint8Array(12).fill(1))
+      .xorAddress(0x0012, { family: 6, address: "2001:db8::1", port: 3478 })
+      .xorAddress(0x0012, { family: 4, address: "192.0.2.7", port: 9 })
+      .messageIntegrity(key)
+      .fingerprint()
+      .build();
+    // A Buffer, as node:net and node:dgram deliver them: its slice() is a view, not a copy.
+    const bytes = Buffer.from(built);
+    const before = Buffer.from(bytes);
+    const decoded = decodeStun(bytes);
+    expect(decoded.ok).toBe(true);
+    if (!decoded.ok) return;
+    expect(verifyMessageIntegrity(decoded.message, key)).toBe(true);
+    expect(readXorAddress(decoded.message, 0x0012)).toEqual({
+      family: 6,
+      address: "2001:db8::1",
+      port: 3478,
+    });
+    expect(bytes.equals(before)).toBe(true);
+    expect(verifyMessageIntegrity(decoded.message, key)).toBe(true);
+  });
+});

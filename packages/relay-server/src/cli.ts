@@ -4,6 +4,7 @@ import { exitWhenDone } from "@turnpike/runtime-kit";
 import { PROGRAM_NAME } from "./config.js";
 import { runCli } from "./main.js";
 import { startRelay } from "./relay.js";
+import { startWorkerPool } from "./workers/pool.js";
 
 exitWhenDone(
   PROGRAM_NAME,
@@ -12,7 +13,9 @@ exitWhenDone(
     env: process.env,
     stdout: (text) => process.stdout.write(text),
     stderr: (line) => process.stderr.write(`${line}\n`),
-    startRelay,
+    // --workers 1 runs the engine on the main thread; more, one per worker thread.
+    startRelay: (config, deps) =>
+      config.workers > 1 ? startWorkerPool(config, deps) : startRelay(config, deps),
     events: process,
     exit: (code) => process.exit(code),
   }),

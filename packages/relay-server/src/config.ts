@@ -470,6 +470,7 @@ export const OPTIONS = {
   "test-crash-worker": spec<boolean>({
     group: "Testing",
     describe: "test hook: SIGUSR2 makes worker 0 throw an uncaught exception",
+    boolean: true,
     defaultText: "false",
     default: false,
     hidden: true,

@@ -17,6 +17,10 @@ export interface RelayState {
   readonly draining: boolean;
   /** The UDP data path ("batch" or "dgram"), reported by /readyz once known. */
   readonly udpIo?: string;
+  /** Relay engines (worker threads). */
+  readonly workers?: number;
+  /** A worker is being restarted: still serving (200), but say so. */
+  readonly degraded?: boolean;
 }
 
 export interface HealthServer {
@@ -70,9 +74,16 @@ export async function startHealthServer(
         // A broken state callback must not crash the process; report not ready.
         s = { ready: false, draining: false };
       }
-      const io = s.udpIo !== undefined ? { udpIo: s.udpIo } : {};
+      const io = {
+        ...(s.udpIo !== undefined ? { udpIo: s.udpIo } : {}),
+        ...(s.workers !== undefined ? { workers: s.workers } : {}),
+      };
       if (s.ready && !s.draining) {
-        send(res, 200, { status: "ready", uptimeSeconds: uptimeSeconds(), ...io });
+        send(res, 200, {
+          status: s.degraded ? "degraded" : "ready",
+          uptimeSeconds: uptimeSeconds(),
+          ...io,
+        });
       } else {
         send(res, 503, {
           status: s.draining ? "draining" : "starting",

@@ -272,6 +272,8 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
           ready: relay?.ready ?? false,
           draining: stopping === "drain" || (relay?.draining ?? false),
           udpIo: relay?.udpIo,
+          workers: relay === undefined ? undefined : (relay.workers ?? 1),
+          degraded: relay?.degraded,
         }),
         { discovery: { token: config.adminToken, allocations: () => relay?.allocations() ?? [] } },
       );
@@ -281,7 +283,13 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
       });
     }
     const ownPorts = [health?.address().port, prom?.port].filter((p) => p !== undefined);
-    relay = await io.startRelay(config, { logger, metrics, ownPorts });
+    if (config.workersNote !== undefined) logger.info(config.workersNote);
+    relay = await io.startRelay(config, {
+      logger,
+      metrics,
+      ownPorts,
+      writeLogLine: io.logLine ?? io.stderr,
+    });
     // A SIGHUP during start-up re-read the file before the relay existed: apply that list.
     if (fileUsers !== config.revokeFileUsers) relay.setRevokedUsers(revoked());
     if (revoked().length > 0) logger.info("revocation list", { revokedUsers: revoked().length });

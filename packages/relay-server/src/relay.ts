@@ -38,13 +38,36 @@ import {
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
+import { batchIoAvailability, dupFd, tcpListen } from "@turnpike/udp-batch";
 import { formatSocketAddress, type RelayConfig, type SocketAddress } from "./config.js";
+import {
+  type ConnectionLedger,
+  LocalConnectionLedger,
+  SharedConnectionLedger,
+} from "./connection-ledger.js";
 import type { AllocationRow } from "./discovery.js";
 import { CryptoRandom } from "./random.js";
 import { type RelayStats, type RelayTelemetry, recordRelayed, relaySlot } from "./stats.js";
-import type { RelayAddresses, RelayDeps, RunningRelay } from "./types.js";
+import type { RelayAddresses, RelayDeps, RunningRelay, WorkerContext } from "./types.js";
 import { selectUdpPath } from "./udp/select.js";
 import type { UdpHost, UdpPath } from "./udp/udp-path.js";
+import { type HandOverMessage, holdForOwner, RemoteConnection } from "./workers/hand-over.js";
+
+/** Messages workers route to each other (through the supervisor). */
+type RoutedMessage =
+  /** RFC 6062 hand-over: `up` from the worker holding the socket to the owner, else down. */
+  | { readonly r: "hand-over"; readonly up: boolean; readonly m: HandOverMessage }
+  /** A pinned port another worker must release for `principal`, and the answer. */
+  | {
+      readonly r: "release-pin";
+      readonly id: number;
+      readonly family: 4 | 6;
+      readonly port: number;
+      readonly principal: string;
+    }
+  | { readonly r: "pin-released"; readonly id: number; readonly result: string }
+  /** A worker died: drop what was held for it or adopted from it. */
+  | { readonly r: "worker-gone"; readonly index: number };
 
 /** A TCP/TLS client whose socket buffers more than this is not fed more relayed data. */
 const STREAM_HIGH_WATER = 1 << 20;
@@ -80,6 +103,8 @@ interface Admission {
   readonly source: string;
   /** Counted against its source: true until it authenticates (allocation or ConnectionBind). */
   counted: boolean;
+  /** Handed over by another worker, which holds (and counts) the socket itself. */
+  readonly remote?: boolean;
 }
 
 interface StreamClient {
@@ -95,6 +120,9 @@ interface StreamClient {
   /** performance.now() of the last complete frame: bytes alone do not keep a connection. */
   lastFrameAt: number;
   idleTimer: NodeJS.Timeout | undefined;
+  /** Its ConnectionBind belongs to this worker (RFC 6062 across workers; see hand-over.ts). */
+  handOverTo: number | undefined;
+  readonly listener: number;
 }
 
 export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay> {
@@ -125,10 +153,29 @@ class RelayDriver implements RunningRelay, UdpHost {
   private nextConnectionId = 1;
   /** TCP relayed-address listeners still binding (UDP relay sockets live in the UdpPath). */
   private readonly pendingRelays = new Map<number, net.Server>();
-  /** Accepted TCP connections (TLS ones still handshaking included): --max-connections. */
-  private openConnections = 0;
-  /** Admissions not yet authenticated, per source: --max-connections-per-ip. */
-  private readonly unauthenticatedBySource = new Map<string, number>();
+  /** --max-connections and --max-connections-per-ip: this engine's, or the workers' shared. */
+  private readonly connections: ConnectionLedger;
+  /** Set when this driver is one of several workers. */
+  private readonly worker: WorkerContext | undefined;
+  /** RFC 6062 across workers: connections this worker holds for others, and adopted ones. */
+  private readonly heldForOthers = new Map<
+    number,
+    {
+      readonly owner: number;
+      readonly socket: net.Socket;
+      readonly handle: (m: HandOverMessage) => void;
+    }
+  >();
+  private readonly adopted = new Map<
+    string,
+    { readonly from: number; readonly remote: RemoteConnection }
+  >();
+  private nextHandOver = 1;
+  /** Pinned-port releases asked of the other workers, waiting for their answers. */
+  private readonly pinReleases = new Map<
+    number,
+    { waiting: number; other: boolean; done: () => void }
+  >();
   /** TLS handshakes under way by 4-tuple ("addr|port|localPort"), with their deadline. */
   private readonly handshakes = new Map<
     string,
@@ -180,10 +227,33 @@ class RelayDriver implements RunningRelay, UdpHost {
         relayPorts: { min: config.minPort, max: config.maxPort },
       },
     });
+    const w = deps.worker;
+    this.worker = w;
+    this.connections = w
+      ? new SharedConnectionLedger(w.limits)
+      : new LocalConnectionLedger(config.maxConnections, config.maxConnectionsPerIp);
     this.core = new TurnServer({
       realm: config.realm,
       credentials: stores.length === 1 ? stores[0]! : new CombinedCredentials(stores),
-      random: config.rngSeed !== undefined ? new SeededRandom(config.rngSeed) : new CryptoRandom(),
+      random:
+        config.rngSeed !== undefined
+          ? new SeededRandom(config.rngSeed + (w?.index ?? 0))
+          : new CryptoRandom(),
+      // Workers: one nonce secret, quotas and the unauthenticated rate held together, and
+      // CONNECTION-IDs that name the worker owning them (pool.ts).
+      ...(w && {
+        secret: w.secret,
+        allocationQuota: {
+          acquire: (principal: string) => w.limits.acquireAllocation(principal),
+          release: (principal: string) => w.limits.releaseAllocation(principal),
+        },
+        unauthenticatedLimiter: {
+          // Every worker's buckets on one clock: wall-clock milliseconds.
+          allow: (source: string, now: number) =>
+            w.limits.allowUnauthenticated(source, performance.timeOrigin + now),
+        },
+        connectionIds: { index: w.index, count: w.count },
+      }),
       relayAddresses: {
         ip4: config.relayIp4 ? { bind: config.relayIp4, advertised: config.publicIp4 } : undefined,
         ip6: config.relayIp6 ? { bind: config.relayIp6, advertised: config.publicIp6 } : undefined,
@@ -213,6 +283,7 @@ class RelayDriver implements RunningRelay, UdpHost {
     this.udp = choice.path;
     this.udpFallbackReason = choice.fallbackReason;
     this.stats.udpIo = this.udp.kind;
+    w?.onRoute((from, message) => this.onRoute(from, message as RoutedMessage));
   }
 
   /** Which UDP data path runs ("batch" or "dgram"), for the log, /readyz and metrics. */
@@ -256,8 +327,12 @@ class RelayDriver implements RunningRelay, UdpHost {
   }
 
   private async listenUdp(addr: SocketAddress): Promise<void> {
-    const bound = await this.udp.listen(this.nextUdpListener++, addr, {
+    const id = this.nextUdpListener++;
+    const bound = await this.udp.listen(id, addr, {
+      fd: this.worker?.listenFds?.udp[id],
       bufferBytes: LISTENER_BUFFER_BYTES,
+      // Workers share the address; the kernel keeps each client 5-tuple on one of them.
+      reusePort: this.worker !== undefined,
     });
     this.bound.udp.push(bound);
     this.peerPolicy.addSelfPort(bound.port, "udp");
@@ -297,9 +372,10 @@ class RelayDriver implements RunningRelay, UdpHost {
       });
     }
     // Plain TCP on a TURN port may still start a TLS handshake or garbage: the framer rejects it.
+    const at = this.streamListenTarget(addr, transport, listenerId);
     return new Promise((resolve, reject) => {
       server.once("error", reject);
-      server.listen({ host: addr.ip, port: addr.port, ipv6Only: addr.family === 6 }, () => {
+      server.listen(at, () => {
         server.off("error", reject);
         const a = server.address() as net.AddressInfo;
         this.bound[transport].push({ ip: a.address, port: a.port, family: addr.family });
@@ -307,6 +383,41 @@ class RelayDriver implements RunningRelay, UdpHost {
         resolve();
       });
     });
+  }
+
+  /**
+   * Where a TCP/TLS listener binds. Workers share it with SO_REUSEPORT; where the native module
+   * loads, its socket also steers by source address, so an RFC 6062 data connection reaches the
+   * worker of its control connection (udp-batch's tcpListen). Otherwise the kernel's 4-tuple
+   * hash spreads them and ConnectionBinds are handed over between workers (hand-over.ts).
+   */
+  private streamListenTarget(
+    addr: SocketAddress,
+    transport: "tcp" | "tls",
+    listenerId: number,
+  ): net.ListenOptions {
+    const w = this.worker;
+    if (w === undefined) return { host: addr.ip, port: addr.port, ipv6Only: addr.family === 6 };
+    // The supervisor's socket: this worker owns (and closes) a duplicate of it.
+    const fds = w.listenFds;
+    const tcpListeners = this.config.listen.length;
+    const kept = transport === "tcp" ? fds?.tcp[listenerId] : fds?.tls[listenerId - tcpListeners];
+    if (kept !== undefined) return { fd: dupFd(kept) } as net.ListenOptions;
+    if (batchIoAvailability().available) {
+      const fd = tcpListen({
+        family: addr.family,
+        address: addr.ip,
+        port: addr.port,
+        steerGroup: w.count,
+      });
+      return { fd } as net.ListenOptions;
+    }
+    return {
+      host: addr.ip,
+      port: addr.port,
+      ipv6Only: addr.family === 6,
+      ...({ reusePort: true } as object),
+    };
   }
 
   // ---------------------------------------------------------------------------------------
@@ -320,45 +431,34 @@ class RelayDriver implements RunningRelay, UdpHost {
    */
   private admit(socket: net.Socket): Admission | undefined {
     const source = sourceOf(stripMapped(socket.remoteAddress ?? ""));
-    const fromSource = this.unauthenticatedBySource.get(source) ?? 0;
-    const perSource = this.config.maxConnectionsPerIp;
-    if (this.closed || this.openConnections >= this.config.maxConnections) {
-      this.telemetry.drop("client-connection-limit");
-      socket.destroy();
-      return undefined;
-    }
-    if (perSource > 0 && fromSource >= perSource) {
-      this.telemetry.drop("client-connection-per-ip-limit");
+    const verdict = this.closed ? "total" : this.connections.admit(source);
+    if (verdict !== "ok") {
+      this.telemetry.drop(
+        verdict === "per-ip" ? "client-connection-per-ip-limit" : "client-connection-limit",
+      );
       socket.destroy();
       return undefined;
     }
     const admission: Admission = { source, counted: true };
-    this.openConnections++;
-    this.unauthenticatedBySource.set(source, fromSource + 1);
     socket.once("close", () => {
-      this.openConnections--;
-      this.uncount(admission);
+      this.connections.release(source, admission.counted);
+      admission.counted = false;
     });
     return admission;
   }
 
   /** The connection authenticated: it no longer counts against its source. */
   private uncount(admission: Admission): void {
-    if (!admission.counted) return;
+    if (!admission.counted || admission.remote) return;
     admission.counted = false;
-    const left = (this.unauthenticatedBySource.get(admission.source) ?? 1) - 1;
-    if (left > 0) this.unauthenticatedBySource.set(admission.source, left);
-    else this.unauthenticatedBySource.delete(admission.source);
+    this.connections.recount(admission.source, -1);
   }
 
   /** Its allocation ended: unauthenticated again (it is not closed for being over the cap). */
   private recount(admission: Admission): void {
-    if (admission.counted) return;
+    if (admission.counted || admission.remote) return;
     admission.counted = true;
-    this.unauthenticatedBySource.set(
-      admission.source,
-      (this.unauthenticatedBySource.get(admission.source) ?? 0) + 1,
-    );
+    this.connections.recount(admission.source, 1);
   }
 
   /** TURNS: the TCP accept. The handshake gets a fixed deadline, whatever bytes arrive. */
@@ -401,7 +501,7 @@ class RelayDriver implements RunningRelay, UdpHost {
     transport: "tcp" | "tls",
     socket: net.Socket,
     admission: Admission,
-  ): void {
+  ): StreamClient {
     const id = this.nextConnectionId++;
     const client: StreamClient = {
       id,
@@ -415,6 +515,8 @@ class RelayDriver implements RunningRelay, UdpHost {
       authenticated: false,
       lastFrameAt: performance.now(),
       idleTimer: undefined,
+      handOverTo: undefined,
+      listener,
     };
     this.streams.set(id, client);
     socket.setNoDelay(true);
@@ -432,14 +534,16 @@ class RelayDriver implements RunningRelay, UdpHost {
     socket.on("error", (err) => this.log.debug("client connection error", { error: err.message }));
     // A TURN control connection that ends is done; a piped one forwards its end to the peer.
     socket.on("end", () => {
-      if (client.pipe === undefined) socket.end();
+      if (client.pipe === undefined && client.handOverTo === undefined) socket.end();
     });
     socket.on("close", () => {
       clearTimeout(client.idleTimer);
+      if (client.handOverTo !== undefined) return; // relay-core forgot it at the hand-over
       this.streams.delete(id);
       this.core.handleConnectionClosed(id, performance.now());
       this.flush();
     });
+    return client;
   }
 
   /**
@@ -488,6 +592,7 @@ class RelayDriver implements RunningRelay, UdpHost {
   }
 
   private onStreamData(client: StreamClient, chunk: Buffer, slot: number): void {
+    if (client.handOverTo !== undefined) return; // another worker's now: hand-over.ts relays it
     if (client.pipe !== undefined) {
       this.pipeChunk(client.socket, client.pipe, chunk, slot);
       return;
@@ -504,6 +609,10 @@ class RelayDriver implements RunningRelay, UdpHost {
       // A control message: act on it now, since a ConnectionBind turns the rest of this very
       // chunk into raw peer data (RFC 6062 §5.4).
       this.flush();
+      if (client.handOverTo !== undefined) {
+        this.handOver(client, frame, framer.takeRemaining());
+        return;
+      }
       const pipe = client.pipe as net.Socket | undefined;
       if (pipe !== undefined) {
         const rest = framer.takeRemaining();
@@ -603,8 +712,14 @@ class RelayDriver implements RunningRelay, UdpHost {
         return;
       case "open-relay":
         if (c.protocol === "tcp") this.openTcpRelay(c.relay, c.bindAddress, c.port);
+        else if (c.pinnedFor !== undefined && this.worker !== undefined) this.openPinnedRelay(c);
         else this.udp.openRelay(c.relay, c.family, c.bindAddress, c.port);
         return;
+      case "hand-over-connection": {
+        const client = this.streams.get(c.connection);
+        if (client !== undefined) client.handOverTo = c.owner;
+        return;
+      }
       case "close-relay": {
         if (this.udp.closeRelay(c.relay)) return;
         const socket = this.tcpRelays.get(c.relay) ?? this.pendingRelays.get(c.relay);
@@ -815,6 +930,164 @@ class RelayDriver implements RunningRelay, UdpHost {
       from.pause();
       to.once("drain", () => from.resume());
     }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Workers: RFC 6062 hand-over and pinned ports (workers/pool.ts, workers/hand-over.ts)
+
+  /** relay-core handed this connection's ConnectionBind to the worker that owns its id. */
+  private handOver(client: StreamClient, frame: Uint8Array, rest: Uint8Array): void {
+    const w = this.worker!;
+    const owner = client.handOverTo!;
+    clearTimeout(client.idleTimer);
+    this.streams.delete(client.id);
+    // The ConnectionBind authenticated here already; the owner answers it.
+    this.uncount(client.admission);
+    const socket = client.socket;
+    socket.pause();
+    const h = this.nextHandOver++;
+    const bytes = new Uint8Array(frame.length + rest.length);
+    bytes.set(frame, 0);
+    bytes.set(rest, frame.length);
+    const handle = holdForOwner(
+      socket,
+      h,
+      (m) => w.route(owner, { r: "hand-over", up: true, m } satisfies RoutedMessage),
+      {
+        transport: client.transport,
+        listener: client.listener,
+        address: stripMapped(socket.remoteAddress ?? ""),
+        port: socket.remotePort ?? 0,
+        bytes,
+      },
+    );
+    this.heldForOthers.set(h, { owner, socket, handle });
+    socket.once("close", () => this.heldForOthers.delete(h));
+    this.log.debug("connection handed over", { connection: client.id, owner });
+  }
+
+  private onRoute(from: number, message: RoutedMessage): void {
+    switch (message.r) {
+      case "hand-over": {
+        const m = message.m;
+        if (!message.up) {
+          this.heldForOthers.get(m.h)?.handle(m);
+          return;
+        }
+        if (m.k === "adopt") {
+          this.adopt(from, m);
+          return;
+        }
+        this.adopted.get(`${from}:${m.h}`)?.remote.receive(m);
+        return;
+      }
+      case "release-pin": {
+        const result = this.core.releasePinnedPort(
+          message.family,
+          message.port,
+          message.principal,
+          performance.now(),
+        );
+        this.flush();
+        this.worker!.route(from, {
+          r: "pin-released",
+          id: message.id,
+          result,
+        } satisfies RoutedMessage);
+        return;
+      }
+      case "pin-released": {
+        const ask = this.pinReleases.get(message.id);
+        if (ask === undefined) return;
+        if (message.result === "other") ask.other = true;
+        if (--ask.waiting === 0) ask.done();
+        return;
+      }
+      case "worker-gone":
+        for (const held of this.heldForOthers.values()) {
+          if (held.owner === message.index) held.socket.destroy();
+        }
+        for (const a of this.adopted.values()) if (a.from === message.index) a.remote.destroy();
+        return;
+    }
+  }
+
+  /** Another worker hands us a data connection whose ConnectionBind names one of our ids. */
+  private adopt(from: number, m: Extract<HandOverMessage, { k: "adopt" }>): void {
+    const w = this.worker!;
+    const key = `${from}:${m.h}`;
+    const remote = new RemoteConnection(
+      m.h,
+      (msg) => w.route(from, { r: "hand-over", up: false, m: msg } satisfies RoutedMessage),
+      m.address,
+      m.port,
+    );
+    this.adopted.set(key, { from, remote });
+    remote.once("close", () => this.adopted.delete(key));
+    // The holder counts the socket against the limits; here it is a connection like any other.
+    const admission: Admission = { source: sourceOf(m.address), counted: false, remote: true };
+    // A RemoteConnection offers the part of net.Socket this driver uses (hand-over.ts).
+    const client = this.onStreamConnection(
+      m.listener,
+      m.transport,
+      remote as unknown as net.Socket,
+      admission,
+    );
+    const slot = m.transport === "tls" ? SLOT_TLS_C2P : SLOT_TCP_C2P;
+    this.onStreamData(
+      client,
+      Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.length),
+      slot,
+    );
+  }
+
+  /**
+   * A pinned relay port (workers): if another worker holds it (the same principal's stale
+   * allocation: a tunnel that restarted and came back through another worker), that worker
+   * releases it at once and the bind is tried again, as a takeover within one engine is.
+   */
+  private openPinnedRelay(c: Extract<Command, { type: "open-relay" }>): void {
+    const w = this.worker!;
+    const retry = (err: Error): boolean => {
+      if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE" || w.count < 2) return false;
+      const id = this.nextHandOver++;
+      const fail = () => {
+        this.core.handleRelayBindFailed(c.relay, performance.now());
+        this.flush();
+      };
+      const timer = setTimeout(() => {
+        this.pinReleases.delete(id);
+        fail();
+      }, 2000);
+      this.pinReleases.set(id, {
+        waiting: w.count - 1,
+        other: false,
+        done: () => {
+          clearTimeout(timer);
+          const ask = this.pinReleases.get(id)!;
+          this.pinReleases.delete(id);
+          if (ask.other) {
+            fail();
+            return;
+          }
+          // Released (or free by now): one more bind, which answers relay-core either way.
+          this.udp.openRelay(c.relay, c.family, c.bindAddress, c.port);
+          this.flush();
+        },
+      });
+      for (let i = 0; i < w.count; i++) {
+        if (i === w.index) continue;
+        w.route(i, {
+          r: "release-pin",
+          id,
+          family: c.family,
+          port: c.port,
+          principal: c.pinnedFor!,
+        } satisfies RoutedMessage);
+      }
+      return true;
+    };
+    this.udp.openRelay(c.relay, c.family, c.bindAddress, c.port, retry);
   }
 
   /** One timer for the whole relay, at relay-core's pollTimeout(). */

@@ -43,6 +43,20 @@ export interface WorkerContext {
   route(to: number, message: unknown): void;
   /** Receive messages other workers route here. */
   onRoute(handler: (from: number, message: unknown) => void): void;
+  /**
+   * This worker's listening sockets, made and kept by the supervisor (one per worker per
+   * address, in configuration order), so a restarted worker takes over its predecessor's
+   * place in each SO_REUSEPORT group; absent where the native module is unavailable (the
+   * worker binds its own, with SO_REUSEPORT).
+   */
+  readonly listenFds?: ListenFds;
+}
+
+/** Listening sockets by kind, in the order of --listen (udp, tcp) and --tls-listen (tls). */
+export interface ListenFds {
+  readonly udp: readonly number[];
+  readonly tcp: readonly number[];
+  readonly tls: readonly number[];
 }
 
 /** The bound listeners, with real ports when the configuration said port 0. */
@@ -59,6 +73,10 @@ export interface RunningRelay {
   readonly draining: boolean;
   /** The UDP data path in use: the batched native module or node:dgram. */
   readonly udpIo: "batch" | "dgram";
+  /** Relay engines (worker threads; 1 when the engine runs on the main thread). */
+  readonly workers?: number;
+  /** A worker is restarting after a crash: the others serve meanwhile. */
+  readonly degraded?: boolean;
   addresses(): RelayAddresses;
   /**
    * Stop accepting new allocations and resolve when no allocation is left or `timeoutMs`

@@ -37,13 +37,19 @@ describe("limits shared by workers", () => {
       a!.acquireAllocation("u3"),
     ]).toEqual([0, 0, 0]);
     expect(b!.acquireAllocation("u4")).toBe(508);
-    const [c, d] = limitsFor(2, 2, 10);
-    expect([c!.acquireConnection("192.0.2.1"), d!.acquireConnection("192.0.2.1")]).toEqual([
+    const [c, d] = limitsFor(2, 2, 3);
+    expect([c!.admitConnection("192.0.2.1"), d!.admitConnection("192.0.2.1")]).toEqual([
       "ok",
       "ok",
     ]);
-    expect(c!.acquireConnection("192.0.2.1")).toBe("per-ip");
-    expect(d!.acquireConnection("192.0.2.2")).toBe("ok");
+    expect(c!.admitConnection("192.0.2.1")).toBe("per-ip");
+    // Authenticated connections stop counting against their source, not against the total.
+    d!.recountSource("192.0.2.1", -1);
+    expect(c!.admitConnection("192.0.2.1")).toBe("ok");
+    expect(d!.admitConnection("192.0.2.2")).toBe("total");
+    d!.releaseConnection("192.0.2.1", false);
+    expect(d!.admitConnection("192.0.2.2")).toBe("ok");
+    expect(c!.totals().connections).toBe(3);
   });
 
   it("gives back exactly what a dead worker held", () => {

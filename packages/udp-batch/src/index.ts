@@ -97,6 +97,11 @@ interface NativeBinding {
   flush(ctx: object): void;
   destroy(ctx: object): void;
   tcpListen(family: number, address: string, port: number, backlog: number, group: number): number;
+  bindUdp(family: number, address: string, port: number, options: object): number;
+  adopt(ctx: object, fd: number): number;
+  dupFd(fd: number): number;
+  closeFd(fd: number): void;
+  fdPort(fd: number): number;
 }
 
 export interface BatchIoOptions {
@@ -185,6 +190,40 @@ export function tcpListen(options: {
   );
 }
 
+function binding(): NativeBinding {
+  const l = load();
+  if (!l.ok) throw new Error(`udp-batch unavailable: ${l.reason}`);
+  return l.binding;
+}
+
+/**
+ * A bound UDP socket that no context reads: a supervisor keeps it open across the restarts of
+ * the worker that `adopt`s it, so the socket's place in its SO_REUSEPORT group (and with it the
+ * kernel's mapping of clients to workers) never changes. Returns the fd.
+ */
+export function bindUdp(options: OpenOptions): number {
+  return binding().bindUdp(options.family, options.address, options.port, {
+    reusePort: options.reusePort ? 1 : 0,
+    recvBufferSize: options.recvBufferSize ?? 0,
+    sendBufferSize: options.sendBufferSize ?? 0,
+  });
+}
+
+/** A duplicate of `fd` for a thread that will own (and close) its copy. */
+export function dupFd(fd: number): number {
+  return binding().dupFd(fd);
+}
+
+/** The local port socket `fd` is bound to. */
+export function fdPort(fd: number): number {
+  return binding().fdPort(fd);
+}
+
+/** Close a descriptor this process made with bindUdp, tcpListen or dupFd. */
+export function closeFd(fd: number): void {
+  binding().closeFd(fd);
+}
+
 export class BatchIo {
   /** Receive arena: packet i's payload starts at slotOffset(i). */
   readonly rx: Uint8Array;
@@ -236,6 +275,11 @@ export class BatchIo {
       recvBufferSize: options.recvBufferSize ?? 0,
       sendBufferSize: options.sendBufferSize ?? 0,
     });
+  }
+
+  /** Read and send through a duplicate of `fd` (see bindUdp); returns its handle. */
+  adopt(fd: number): number {
+    return this.native.adopt(this.ctx, fd);
   }
 
   localPort(handle: number): number {

@@ -814,62 +814,65 @@ static int grow(ctx_t* c) {
   return 0;
 }
 
-// open(ctx, family, address, port, { reusePort, recvBufferSize, sendBufferSize }) -> handle
-static napi_value js_open(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ctx_t* c = unwrap(env, argv[0]);
-  if (!c) return NULL;
-  uint32_t family, port;
+/** Read the family/address/port arguments at argv[0..2] into `ss`; 0 or an errno. */
+static int read_address(napi_env env, napi_value* argv, uint32_t* family, struct sockaddr_storage* ss,
+                        socklen_t* sl) {
+  uint32_t port;
   char address[64];
   size_t alen;
-  if (napi_get_value_uint32(env, argv[1], &family) != napi_ok ||
-      napi_get_value_string_utf8(env, argv[2], address, sizeof address, &alen) != napi_ok ||
-      napi_get_value_uint32(env, argv[3], &port) != napi_ok || (family != 4 && family != 6) ||
+  if (napi_get_value_uint32(env, argv[0], family) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], address, sizeof address, &alen) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &port) != napi_ok || (*family != 4 && *family != 6) ||
       port > 65535) {
-    napi_throw_type_error(env, NULL, "udp-batch: open(ctx, 4|6, address, port, options)");
-    return NULL;
+    return EINVAL;
   }
-  struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
-  socklen_t sl;
-  if (family == 4) {
-    struct sockaddr_in* a = (struct sockaddr_in*)&ss;
+  memset(ss, 0, sizeof *ss);
+  if (*family == 4) {
+    struct sockaddr_in* a = (struct sockaddr_in*)ss;
     a->sin_family = AF_INET;
     a->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, address, &a->sin_addr) != 1) return throw_errno(env, EINVAL, "inet_pton");
-    sl = sizeof *a;
+    if (inet_pton(AF_INET, address, &a->sin_addr) != 1) return EINVAL;
+    *sl = sizeof *a;
   } else {
-    struct sockaddr_in6* a = (struct sockaddr_in6*)&ss;
+    struct sockaddr_in6* a = (struct sockaddr_in6*)ss;
     a->sin6_family = AF_INET6;
     a->sin6_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET6, address, &a->sin6_addr) != 1) return throw_errno(env, EINVAL, "inet_pton");
-    sl = sizeof *a;
+    if (inet_pton(AF_INET6, address, &a->sin6_addr) != 1) return EINVAL;
+    *sl = sizeof *a;
   }
-  if (!c->in_poll) reuse_released(c);
-  if (c->free_len == 0 && grow(c) != 0) return throw_errno(env, EMFILE, "open");
+  return 0;
+}
+
+/** A bound, non-blocking UDP socket: its fd, or -errno. */
+static int make_udp_socket(napi_env env, uint32_t family, struct sockaddr_storage* ss,
+                           socklen_t sl, napi_value options) {
   int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return throw_errno(env, errno, "socket");
+  if (fd < 0) return -errno;
   int one = 1;
   if (family == 6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  if (get_u32(env, argv[4], "reusePort", 0)) {
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
-      int err = errno;
-      close(fd);
-      return throw_errno(env, err, "setsockopt(SO_REUSEPORT)");
-    }
+  if (get_u32(env, options, "reusePort", 0) &&
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    int err = errno;
+    close(fd);
+    return -err;
   }
-  int rcv = (int)get_u32(env, argv[4], "recvBufferSize", 0);
-  int snd = (int)get_u32(env, argv[4], "sendBufferSize", 0);
+  int rcv = (int)get_u32(env, options, "recvBufferSize", 0);
+  int snd = (int)get_u32(env, options, "sendBufferSize", 0);
   // Best effort, like dgram: the kernel caps them at net.core.[rw]mem_max.
   if (rcv > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
   if (snd > 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd);
-  if (bind(fd, (struct sockaddr*)&ss, sl) != 0) {
+  if (bind(fd, (struct sockaddr*)ss, sl) != 0) {
     int err = errno;
     close(fd);
-    return throw_errno(env, err, "bind");
+    return -err;
   }
+  return fd;
+}
+
+/** Put `fd` (owned from now on) into the context's epoll set; its handle, or -errno. */
+static int64_t register_socket(ctx_t* c, int fd, uint32_t family) {
+  if (!c->in_poll) reuse_released(c);
+  if (c->free_len == 0 && grow(c) != 0) return -EMFILE;
   uint32_t idx = c->free_list[--c->free_len];
   sock_t* s = &c->socks[idx];
   s->fd = fd;
@@ -882,16 +885,142 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   ev.data.u32 = idx;
   if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
     int err = errno;
-    close(fd);
     s->fd = -1;
     c->free_list[c->free_len++] = idx;
-    return throw_errno(env, err, "epoll_ctl");
+    return -err;
   }
   c->open_count++;
   update_ref(c);
+  return handle_of(c, s);
+}
+
+// open(ctx, family, address, port, { reusePort, recvBufferSize, sendBufferSize }) -> handle
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ctx_t* c = unwrap(env, argv[0]);
+  if (!c) return NULL;
+  uint32_t family;
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  if (read_address(env, argv + 1, &family, &ss, &sl) != 0) {
+    napi_throw_type_error(env, NULL, "udp-batch: open(ctx, 4|6, address, port, options)");
+    return NULL;
+  }
+  int fd = make_udp_socket(env, family, &ss, sl, argv[4]);
+  if (fd < 0) return throw_errno(env, -fd, "bind");
+  int64_t h = register_socket(c, fd, family);
+  if (h < 0) {
+    close(fd);
+    return throw_errno(env, (int)-h, "open");
+  }
   napi_value out;
-  napi_create_uint32(env, handle_of(c, s), &out);
+  napi_create_uint32(env, (uint32_t)h, &out);
   return out;
+}
+
+// bindUdp(family, address, port, options) -> fd: a bound UDP socket no context reads, for a
+// supervisor that keeps workers' sockets across their restarts (they adopt() a duplicate).
+static napi_value js_bind_udp(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t family;
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  if (argc < 4 || read_address(env, argv, &family, &ss, &sl) != 0) {
+    napi_throw_type_error(env, NULL, "udp-batch: bindUdp(4|6, address, port, options)");
+    return NULL;
+  }
+  int fd = make_udp_socket(env, family, &ss, sl, argv[3]);
+  if (fd < 0) return throw_errno(env, -fd, "bind");
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
+// adopt(ctx, fd) -> handle: reads and sends through a duplicate of `fd` (the original stays
+// with whoever made it: closing the duplicate does not take the socket out of its reuseport
+// group, so a worker that dies leaves its share of clients queued for its successor).
+static napi_value js_adopt(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ctx_t* c = unwrap(env, argv[0]);
+  if (!c) return NULL;
+  int32_t original;
+  if (napi_get_value_int32(env, argv[1], &original) != napi_ok || original < 0) {
+    napi_throw_type_error(env, NULL, "udp-batch: adopt(ctx, fd)");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getsockname(original, (struct sockaddr*)&ss, &sl) != 0) return throw_errno(env, errno, "getsockname");
+  int fd = fcntl(original, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "dup");
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "fcntl");
+  }
+  int64_t h = register_socket(c, fd, ss.ss_family == AF_INET ? 4 : 6);
+  if (h < 0) {
+    close(fd);
+    return throw_errno(env, (int)-h, "adopt");
+  }
+  napi_value out;
+  napi_create_uint32(env, (uint32_t)h, &out);
+  return out;
+}
+
+// dupFd(fd) -> a duplicate (close-on-exec), for handing a listening socket to a thread that
+// will own and close its copy.
+static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "udp-batch: dupFd(fd)");
+    return NULL;
+  }
+  int out_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (out_fd < 0) return throw_errno(env, errno, "dup");
+  napi_value out;
+  napi_create_int32(env, out_fd, &out);
+  return out;
+}
+
+// fdPort(fd) -> the local port a socket is bound to.
+static napi_value js_fd_port(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "udp-batch: fdPort(fd)");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getsockname(fd, (struct sockaddr*)&ss, &sl) != 0) return throw_errno(env, errno, "getsockname");
+  uint32_t words[4], port, family;
+  write_words(&ss, words, &port, &family);
+  napi_value out;
+  napi_create_uint32(env, port, &out);
+  return out;
+}
+
+// closeFd(fd): for the supervisor's own copies at shutdown.
+static napi_value js_close_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[0], &fd) == napi_ok && fd >= 0) close(fd);
+  return NULL;
 }
 
 static napi_value js_local_port(napi_env env, napi_callback_info info) {
@@ -1038,6 +1167,11 @@ NAPI_MODULE_INIT() {
       {"flush", NULL, js_flush, NULL, NULL, NULL, napi_default, NULL},
       {"destroy", NULL, js_destroy, NULL, NULL, NULL, napi_default, NULL},
       {"tcpListen", NULL, js_tcp_listen, NULL, NULL, NULL, napi_default, NULL},
+      {"bindUdp", NULL, js_bind_udp, NULL, NULL, NULL, napi_default, NULL},
+      {"adopt", NULL, js_adopt, NULL, NULL, NULL, napi_default, NULL},
+      {"dupFd", NULL, js_dup_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"closeFd", NULL, js_close_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"fdPort", NULL, js_fd_port, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

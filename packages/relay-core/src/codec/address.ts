@@ -28,13 +28,15 @@ export function decodeAddressValue(
   if (transactionId) port ^= MAGIC_COOKIE >>> 16;
   if (familyCode === AddressFamilyCode.IPv4) {
     if (value.length !== 8) return undefined;
-    const bytes = value.slice(4, 8);
+    // Copies (new Uint8Array(view)): Buffer#slice would be a view, and the XOR below must never
+    // write into the message it decodes.
+    const bytes = new Uint8Array(value.subarray(4, 8));
     if (transactionId) xorCookie(bytes, undefined);
     return { family: 4, address: formatIp({ family: 4, bytes }), port };
   }
   if (familyCode === AddressFamilyCode.IPv6) {
     if (value.length !== 20) return undefined;
-    const bytes = value.slice(4, 20);
+    const bytes = new Uint8Array(value.subarray(4, 20));
     if (transactionId) xorCookie(bytes, transactionId);
     return { family: 6, address: formatIp({ family: 6, bytes }), port };
   }

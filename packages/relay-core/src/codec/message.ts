@@ -317,7 +317,9 @@ function integrityHmac(
   attrStart: number,
   attrSize: number,
 ): Uint8Array {
-  const header = bytes.slice(0, HEADER_LENGTH);
+  // A copy, whatever `bytes` is: Buffer#slice would be a view, and this must not touch its input.
+  const header = new Uint8Array(HEADER_LENGTH);
+  header.set(bytes.subarray(0, HEADER_LENGTH));
   const adjusted = attrStart - HEADER_LENGTH + attrSize;
   header[2] = (adjusted >>> 8) & 0xff;
   header[3] = adjusted & 0xff;

@@ -51,6 +51,7 @@ import {
   type RelaySocket,
   type TcpPeerConnection,
 } from "./allocation.js";
+import { type AllocationQuota, LocalAllocationQuota } from "./allocation-quota.js";
 import {
   AddressKeys,
   DatagramSource,
@@ -112,6 +113,22 @@ export interface TurnServerOptions {
   /** Sent with 300 Try Alternate while draining (RFC 8489 §10). */
   readonly alternateServer?: TransportAddress;
   readonly lifetimes?: Partial<Lifetimes>;
+  /**
+   * Server-private bytes for nonces and address hashing (32). Engines that must accept each
+   * other's nonces (the relay's workers: any of them may see a client's next request) share
+   * one; by default they are drawn from `random`.
+   */
+  readonly secret?: Uint8Array;
+  /** Allocation quotas held together with other engines; default: maxAllocations(PerUser). */
+  readonly allocationQuota?: AllocationQuota;
+  /** The cap on unauthenticated answers; default: maxUnauthenticatedRate per source IP. */
+  readonly unauthenticatedLimiter?: { allow(source: string, now: number): boolean };
+  /**
+   * RFC 6062 CONNECTION-IDs when several engines serve one relay: the ids this one issues are
+   * `index` modulo `count`, and a ConnectionBind for another engine's id is handed over to it
+   * (a "hand-over-connection" command) instead of being answered here.
+   */
+  readonly connectionIds?: { readonly index: number; readonly count: number };
 }
 
 /** Seconds. RFC 8656 §7.2 (allocation), §9 (permission), §12 (channel and cool-down). */
@@ -208,13 +225,13 @@ export class TurnServer {
   /** The allocation holding each pinned port, keyed family * 65536 + port. */
   private readonly pinnedHolders = new Map<number, Allocation>();
   private revokedUsers: ReadonlySet<string>;
-  private readonly allocationsPerUser = new Map<Principal, number>();
+  private readonly quota: AllocationQuota;
   /** RFC 6062 peer connections by CONNECTION-ID, and bound ones by client data connection. */
   private readonly tcpConnections = new Map<number, TcpPeerConnection>();
   private readonly dataConnections = new Map<number, TcpPeerConnection>();
   /** Connect requests waiting for the runtime's dial. */
   private readonly pendingConnects = new Map<TcpPeerConnection, Reply>();
-  private readonly unauthenticatedLimiter: SourceRateLimiter;
+  private readonly unauthenticatedLimiter: { allow(source: string, now: number): boolean };
   /** The `now` of the input being handled (responses are built deep below the handlers). */
   private lastNow = 0;
   /** Every allocation not yet deleted (timer-heap rebuilds walk it). */
@@ -245,8 +262,8 @@ export class TurnServer {
       random: options.random,
     });
     this.revokedUsers = new Set(options.revokedUsers ?? []);
-    const secret = new Uint8Array(32);
-    options.random.fillBytes(secret);
+    const secret = options.secret ?? new Uint8Array(32);
+    if (options.secret === undefined) options.random.fillBytes(secret);
     this.keys = new AddressKeys(secret);
     this.nonces = new NonceIssuer(
       secret,
@@ -254,7 +271,12 @@ export class TurnServer {
       SecurityFeature.PasswordAlgorithms,
     );
     this.unixTimeOffsetMs = options.unixTimeOffsetMs ?? 0;
-    this.unauthenticatedLimiter = new SourceRateLimiter(options.maxUnauthenticatedRate ?? 200);
+    this.unauthenticatedLimiter =
+      options.unauthenticatedLimiter ??
+      new SourceRateLimiter(options.maxUnauthenticatedRate ?? 200);
+    this.quota =
+      options.allocationQuota ??
+      new LocalAllocationQuota(options.maxAllocations, options.maxAllocationsPerUser);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1161,14 +1183,13 @@ export class TurnServer {
       families = [family];
     }
     if (pin !== undefined && !this.takePinnedPort(pin.port, families, auth, reply, now)) return;
-    // Quotas: RFC 8656 §7.2 486 per user (principal), 508 for the whole server.
-    const perUser = this.allocationsPerUser.get(auth.principal) ?? 0;
-    if (perUser >= (this.options.maxAllocationsPerUser ?? Number.POSITIVE_INFINITY)) {
-      reply.error(ErrorCode.AllocationQuotaReached);
-      return;
-    }
-    if (this.stats.allocationsActive >= (this.options.maxAllocations ?? Number.POSITIVE_INFINITY)) {
-      reply.error(ErrorCode.InsufficientCapacity);
+    // Quotas: RFC 8656 §7.2 486 per user (principal), 508 for the whole server. Taken here,
+    // given back when the allocation is deleted (or below, if no port is free).
+    const quota = this.quota.acquire(auth.principal);
+    if (quota !== 0) {
+      reply.error(
+        quota === 486 ? ErrorCode.AllocationQuotaReached : ErrorCode.InsufficientCapacity,
+      );
       return;
     }
     // Ports: the pinned one, from a reservation, an even port (with its partner reserved), or
@@ -1191,6 +1212,7 @@ export class TurnServer {
             : this.ports.pick(family);
         if (port === undefined) {
           for (let i = 0; i < ports.length; i++) this.ports.release(families[i]!, ports[i]!);
+          this.quota.release(auth.principal);
           reply.error(ErrorCode.InsufficientCapacity);
           return;
         }
@@ -1218,7 +1240,7 @@ export class TurnServer {
       auth.key,
       now,
       lifetime * 1000,
-      msg.transactionId.slice(),
+      Uint8Array.from(msg.transactionId),
       relayProtocol,
     );
     allocation.reservationToken = newReservationToken;
@@ -1229,7 +1251,6 @@ export class TurnServer {
     }
     this.pendingAllocates.set(allocation, reply);
     record.allocation = allocation;
-    this.allocationsPerUser.set(auth.principal, perUser + 1);
     this.stats.allocationsActive++;
     this.liveAllocations.add(allocation);
     families.forEach((family, i) => {
@@ -1610,6 +1631,17 @@ export class TurnServer {
     }
     const id = readUint32(msg, AttributeType.ConnectionId);
     const connection = id === undefined ? undefined : this.tcpConnections.get(id);
+    const space = this.options.connectionIds;
+    if (connection === undefined && id !== undefined && space !== undefined && space.count > 1) {
+      const owner = id % space.count;
+      if (owner !== space.index) {
+        // Another engine issued the id and holds the peer connection: the runtime hands this
+        // data connection, ConnectionBind included, over to it, which answers (RFC 6062 §5.4).
+        this.streamClients.delete(endpoint.connection);
+        this.emit({ type: "hand-over-connection", connection: endpoint.connection, owner });
+        return;
+      }
+    }
     // RFC 6062 §5.4: an invalid CONNECTION-ID gets 400. Someone else's is invalid for this
     // principal and gets the very same answer (counted apart): a distinct code would tell a
     // prober which ids exist.
@@ -1637,7 +1669,15 @@ export class TurnServer {
     now: number,
   ): TcpPeerConnection {
     let id = 0;
-    while (id === 0 || this.tcpConnections.has(id)) id = this.options.random.nextUint32();
+    const space = this.options.connectionIds;
+    while (id === 0 || this.tcpConnections.has(id)) {
+      id = this.options.random.nextUint32();
+      // With several engines the id names its owner: id % count === index.
+      if (space !== undefined && space.count > 1) {
+        id = id - (id % space.count) + space.index;
+        if (id > 0xffffffff) id -= space.count;
+      }
+    }
     const connection: TcpPeerConnection = {
       id,
       allocation,
@@ -1770,9 +1810,7 @@ export class TurnServer {
     const client = allocation.client as ClientRecord;
     if (client.allocation === allocation) client.allocation = undefined;
     if (client.transport === "udp") this.udpClients[client.listener]?.delete(client.key);
-    const left = (this.allocationsPerUser.get(allocation.principal) ?? 1) - 1;
-    if (left > 0) this.allocationsPerUser.set(allocation.principal, left);
-    else this.allocationsPerUser.delete(allocation.principal);
+    this.quota.release(allocation.principal);
     this.stats.allocationsActive--;
     if (allocation.state === "active") {
       this.emit({
@@ -1802,7 +1840,28 @@ export class TurnServer {
       protocol: socket.protocol,
       bindAddress: socket.bindAddress,
       port: socket.port,
+      pinnedFor:
+        socket.allocation.pinnedPort === socket.port ? socket.allocation.principal : undefined,
     });
+  }
+
+  /**
+   * Another engine of the same relay takes pinned `port` over for `principal` (the relay's
+   * workers; takePinnedPort does the same within one engine): this engine's allocation holding
+   * it for that principal ends at once ("taken-over"). "other": another principal holds it
+   * here, which the caller must refuse; "none": not held here.
+   */
+  releasePinnedPort(
+    family: 4 | 6,
+    port: number,
+    principal: string,
+    now: number,
+  ): "released" | "other" | "none" {
+    const holder = this.pinnedHolders.get(pinKey(family, port));
+    if (holder === undefined) return "none";
+    if (holder.principal !== principal) return "other";
+    this.deleteAllocation(holder, "taken-over", now);
+    return "released";
   }
 
   /** Give a relay socket's port back (and its pin, if this allocation held one). */
@@ -1919,14 +1978,21 @@ export class TurnServer {
  * retransmissions, and can be completed later (Allocate waits for the relay port).
  */
 class Reply {
+  private readonly msg: { readonly method: number; readonly transactionId: Uint8Array };
+
   constructor(
     private readonly server: TurnServer,
     private readonly endpoint: ClientEndpoint,
-    private readonly msg: StunMessage,
+    msg: StunMessage,
     private readonly auth: Authenticated,
     private readonly cacheKey: string,
     private readonly now: number,
-  ) {}
+  ) {
+    // A reply may be sent after this input returns (a relay port that binds later, an RFC 6062
+    // dial): keep a copy of the transaction id, not a view into bytes the runtime reuses (a
+    // batched receive arena).
+    this.msg = { method: msg.method, transactionId: Uint8Array.from(msg.transactionId) };
+  }
 
   success(fill?: (b: StunMessageBuilder) => void): Uint8Array {
     const b = this.server.builder(

@@ -24,6 +24,12 @@ export type Command =
       readonly protocol: "udp" | "tcp";
       readonly bindAddress: string;
       readonly port: number;
+      /**
+       * Set for a pinned port: the principal it is pinned for. Engines sharing a relay (the
+       * relay's workers) ask each other to release it when the bind finds it taken
+       * (TurnServer.releasePinnedPort).
+       */
+      readonly pinnedFor?: string;
     }
   | { readonly type: "close-relay"; readonly relay: number }
   | {
@@ -45,6 +51,16 @@ export type Command =
       readonly connection: number;
     }
   | { readonly type: "close-peer-connection"; readonly connectionId: number }
+  | {
+      /**
+       * RFC 6062 across engines (TurnServerOptions.connectionIds): the ConnectionBind on client
+       * connection `connection` names a CONNECTION-ID engine `owner` issued. This server
+       * forgot the connection; the runtime gives it (and the request) to that engine.
+       */
+      readonly type: "hand-over-connection";
+      readonly connection: number;
+      readonly owner: number;
+    }
   | {
       /** Close a client TCP/TLS connection (its allocation is gone or it broke the framing). */
       readonly type: "close-connection";

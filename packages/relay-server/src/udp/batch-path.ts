@@ -82,20 +82,29 @@ export class BatchUdpPath implements UdpPath {
     at: SocketAddress,
     options: ListenOptions,
   ): Promise<SocketAddress> {
-    const handle = this.io.open({
-      family: at.family,
-      address: at.ip,
-      port: at.port,
-      reusePort: options.reusePort,
-      recvBufferSize: options.bufferBytes,
-      sendBufferSize: options.bufferBytes,
-    });
+    const handle =
+      options.fd !== undefined
+        ? this.io.adopt(options.fd)
+        : this.io.open({
+            family: at.family,
+            address: at.ip,
+            port: at.port,
+            reusePort: options.reusePort,
+            recvBufferSize: options.bufferBytes,
+            sendBufferSize: options.bufferBytes,
+          });
     this.sockets[handle & 0xffff] = { handle, kind: LISTENER, id: listener };
     this.listeners[listener] = handle;
     return { ip: at.ip, port: this.io.localPort(handle), family: at.family };
   }
 
-  openRelay(relay: number, family: 4 | 6, address: string, port: number): void {
+  openRelay(
+    relay: number,
+    family: 4 | 6,
+    address: string,
+    port: number,
+    onBindFailed?: (err: Error) => boolean,
+  ): void {
     const core = this.host.core;
     let handle: number;
     try {
@@ -103,6 +112,7 @@ export class BatchUdpPath implements UdpPath {
     } catch (err) {
       // A bind is synchronous here: answer at once (relay-core retries another port).
       this.host.debug("relay port bind failed", { port, error: (err as Error).message });
+      if (onBindFailed?.(err as Error)) return;
       core.handleRelayBindFailed(relay, performance.now());
       return;
     }

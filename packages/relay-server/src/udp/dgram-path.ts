@@ -14,6 +14,7 @@ import {
   RouteKind,
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
+import { dupFd } from "@turnpike/udp-batch";
 import type { SocketAddress } from "../config.js";
 import { RELAY_SLOTS, recordRelayed, relaySlot } from "../stats.js";
 import type { ListenOptions, UdpHost, UdpPath } from "./udp-path.js";
@@ -76,7 +77,11 @@ export class DgramUdpPath implements UdpPath {
     socket.on("message", (msg, rinfo) => this.onClient(listener, msg, rinfo));
     return new Promise((resolve, reject) => {
       socket.once("error", reject);
-      socket.bind({ address: at.ip, port: at.port, exclusive: !options.reusePort }, () => {
+      const where =
+        options.fd !== undefined
+          ? { fd: dupFd(options.fd) }
+          : { address: at.ip, port: at.port, exclusive: !options.reusePort };
+      socket.bind(where, () => {
         socket.off("error", reject);
         socket.on("error", (err) => this.host.debug("udp listener error", { error: err.message }));
         if (options.bufferBytes) setBuffers(socket, options.bufferBytes);
@@ -85,7 +90,13 @@ export class DgramUdpPath implements UdpPath {
     });
   }
 
-  openRelay(relay: number, family: 4 | 6, address: string, port: number): void {
+  openRelay(
+    relay: number,
+    family: 4 | 6,
+    address: string,
+    port: number,
+    onBindFailed?: (err: Error) => boolean,
+  ): void {
     const host = this.host;
     const socket = dgram.createSocket({
       type: family === 6 ? "udp6" : "udp4",
@@ -98,6 +109,7 @@ export class DgramUdpPath implements UdpPath {
       this.binding.delete(relay);
       socket.close();
       host.debug("relay port bind failed", { port, error: err.message });
+      if (onBindFailed?.(err)) return;
       host.core.handleRelayBindFailed(relay, performance.now());
       host.drainCommands();
       host.armTimer();

@@ -34,6 +34,8 @@ export interface UdpHost {
 }
 
 export interface ListenOptions {
+  /** A socket bound elsewhere (the workers' supervisor): use a duplicate of it. */
+  readonly fd?: number;
   /** SO_REUSEPORT, so several workers can share the address. */
   readonly reusePort?: boolean;
   /** SO_RCVBUF and SO_SNDBUF (best effort: the kernel caps them at [rw]mem_max). */
@@ -46,9 +48,16 @@ export interface UdpPath {
   listen(listener: number, at: SocketAddress, options: ListenOptions): Promise<SocketAddress>;
   /**
    * Bind relay socket `relay` (an "open-relay" command) and answer relay-core with
-   * handleRelayBound or handleRelayBindFailed, now or later.
+   * handleRelayBound or handleRelayBindFailed, now or later. `onBindFailed` may take a failure
+   * over (return true): then the caller answers relay-core itself (or binds again).
    */
-  openRelay(relay: number, family: 4 | 6, address: string, port: number): void;
+  openRelay(
+    relay: number,
+    family: 4 | 6,
+    address: string,
+    port: number,
+    onBindFailed?: (err: Error) => boolean,
+  ): void;
   /** Close relay socket `relay` if this path holds it (bound or binding); false otherwise. */
   closeRelay(relay: number): boolean;
   /** relay-core just returned RouteKind.ToPeer: send `core.route`, counting it under `slot`. */

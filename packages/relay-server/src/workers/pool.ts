@@ -20,9 +20,10 @@
 import { randomBytes } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "@turnpike/runtime-kit";
+import { batchIoAvailability, bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
 import type { RelayConfig, SocketAddress } from "../config.js";
 import type { AllocationRow } from "../discovery.js";
-import type { RelayAddresses, RelayDeps, RunningRelay } from "../types.js";
+import type { ListenFds, RelayAddresses, RelayDeps, RunningRelay } from "../types.js";
 import { createSharedLimits, SharedLimits, type SharedLimitsInit } from "./shared-limits.js";
 import { StatsAggregator, type StatsSnapshot } from "./stats-sync.js";
 
@@ -52,11 +53,16 @@ export interface WorkerInit {
   readonly count: number;
   readonly limits: SharedLimitsInit;
   readonly secret: Uint8Array;
-  /** Wall clock minus the worker's own performance.now() origin is computed there. */
   readonly statsIntervalMs: number;
+  /** The process's other listening ports (health, Prometheus): never peers. */
+  readonly ownPorts: readonly number[];
+  /** The supervisor's listening sockets for this worker (see ListenFds). */
+  readonly listenFds: ListenFds | undefined;
 }
 
 const STATS_INTERVAL_MS = 250;
+/** SO_RCVBUF/SO_SNDBUF of UDP listeners (as relay.ts asks for a single engine's). */
+const LISTENER_BUFFER_BYTES = 4 << 20;
 const RESTART_DELAYS_MS = [200, 500, 1000, 2000, 5000];
 const READY_TIMEOUT_MS = 15_000;
 const CLOSE_TIMEOUT_MS = 10_000;
@@ -109,24 +115,28 @@ class WorkerPool implements RunningRelay {
   private joinConfig: RelayConfig;
   private closing = false;
   private onCrashSignal: (() => void) | undefined;
+  /** Listening sockets per worker, made here and kept for the life of the process. */
+  private listenFds: ListenFds[] | undefined;
   /** Questions to workers waiting for their answers, by id. */
   private readonly answers = new Map<number, (value: unknown) => void>();
   private nextQuestion = 1;
   /** Workers' finished log lines go out through the process's one log stream. */
   private readonly writeLogLine: (line: string) => void;
+  private readonly ownPorts: readonly number[];
 
   constructor(
     private readonly config: RelayConfig,
     deps: RelayDeps,
   ) {
     this.log = deps.logger;
+    this.ownPorts = deps.ownPorts ?? [];
     this.writeLogLine = deps.writeLogLine ?? ((line) => process.stderr.write(`${line}\n`));
     this.limitsInit = createSharedLimits({
       workers: config.workers,
       maxAllocations: config.maxAllocations,
       maxAllocationsPerUser: config.maxAllocationsPerUser,
       maxConnections: config.maxConnections,
-      maxConnectionsPerIp: config.maxConnections,
+      maxConnectionsPerIp: config.maxConnectionsPerIp,
       unauthenticatedRate: config.maxUnauthenticatedRate,
     });
     this.limits = new SharedLimits(this.limitsInit, 0);
@@ -154,23 +164,78 @@ class WorkerPool implements RunningRelay {
   }
 
   async start(): Promise<void> {
-    // Worker 0 binds first; the others join its (possibly ephemeral) ports.
-    const first = this.slots[0]!;
-    const ready = await this.spawn(first, this.config);
-    this.bound = ready.addresses;
-    this.udpIo = ready.udpIo;
-    this.joinConfig = {
-      ...this.config,
-      listen: joinPorts(this.config.listen, ready.addresses.udp),
-      tlsListen: joinPorts(this.config.tlsListen, ready.addresses.tls),
-    };
-    await Promise.all(this.slots.slice(1).map((s) => this.spawn(s, this.joinConfig)));
+    if (batchIoAvailability().available) {
+      // This thread binds every worker's listening sockets and keeps them: a worker that dies
+      // leaves its socket (and its place in the SO_REUSEPORT group) to its successor, so the
+      // kernel's spread of clients over the workers never reshuffles.
+      this.listenFds = this.bindListeners();
+      const ready = await Promise.all(this.slots.map((s) => this.spawn(s, this.joinConfig)));
+      this.bound = ready[0]!.addresses;
+      this.udpIo = ready[0]!.udpIo;
+    } else {
+      // Without the native module each worker binds its own (SO_REUSEPORT, Node >= 22.12).
+      // Worker 0 binds first; the others join its (possibly ephemeral) ports.
+      const first = this.slots[0]!;
+      const ready = await this.spawn(first, this.config);
+      this.bound = ready.addresses;
+      this.udpIo = ready.udpIo;
+      this.joinConfig = {
+        ...this.config,
+        listen: joinPorts(this.config.listen, ready.addresses.udp),
+        tlsListen: joinPorts(this.config.tlsListen, ready.addresses.tls),
+      };
+      await Promise.all(this.slots.slice(1).map((s) => this.spawn(s, this.joinConfig)));
+    }
     this.ready = true;
     if (this.config.testCrashWorker) {
       this.onCrashSignal = () => this.post(this.slots[0]!, { t: "crash" });
       process.on("SIGUSR2", this.onCrashSignal);
     }
     this.log.info("workers ready", { workers: this.slots.length, udpIo: this.udpIo });
+  }
+
+  /**
+   * One UDP and one TCP listening socket per worker for each --listen, one TCP socket per
+   * worker for each --tls-listen: SO_REUSEPORT groups, TCP steered by source address. A port 0
+   * becomes the first socket's port for the rest of its group.
+   */
+  private bindListeners(): ListenFds[] {
+    const count = this.slots.length;
+    const perWorker = this.slots.map(() => ({
+      udp: [] as number[],
+      tcp: [] as number[],
+      tls: [] as number[],
+    }));
+    const group = (kind: "udp" | "tcp" | "tls", at: SocketAddress) => {
+      let port = at.port;
+      for (let w = 0; w < count; w++) {
+        const fd =
+          kind === "udp"
+            ? bindUdp({
+                family: at.family,
+                address: at.ip,
+                port,
+                reusePort: true,
+                recvBufferSize: LISTENER_BUFFER_BYTES,
+                sendBufferSize: LISTENER_BUFFER_BYTES,
+              })
+            : tcpListen({ family: at.family, address: at.ip, port, steerGroup: count });
+        perWorker[w]![kind].push(fd);
+        if (port === 0) port = fdPort(fd);
+      }
+    };
+    try {
+      for (const at of this.config.listen) {
+        group("udp", at);
+        group("tcp", at);
+      }
+      for (const at of this.config.tlsListen) group("tls", at);
+    } catch (err) {
+      for (const fds of perWorker)
+        for (const fd of [...fds.udp, ...fds.tcp, ...fds.tls]) closeFd(fd);
+      throw err;
+    }
+    return perWorker;
   }
 
   private spawn(
@@ -185,6 +250,8 @@ class WorkerPool implements RunningRelay {
       limits: this.limitsInit,
       secret: this.secret,
       statsIntervalMs: STATS_INTERVAL_MS,
+      ownPorts: this.ownPorts,
+      listenFds: this.listenFds?.[slot.index],
     };
     const worker = new Worker(new URL("./worker.js", import.meta.url), { workerData: init });
     slot.worker = worker;
@@ -234,6 +301,16 @@ class WorkerPool implements RunningRelay {
         for (const w of slot.waiters.values()) w();
         this.limits.clearWorker(slot.index);
         this.aggregator.retire(slot.index);
+        // The others drop RFC 6062 connections they held for it or adopted from it.
+        for (const other of this.slots) {
+          if (other !== slot && other.ready) {
+            this.post(other, {
+              t: "route",
+              from: slot.index,
+              message: { r: "worker-gone", index: slot.index },
+            });
+          }
+        }
         if (!wasReady) reject(new Error(`worker ${slot.index} exited with ${code} while starting`));
         if (this.closing || !this.ready) return;
         this.restart(slot, code);
@@ -350,6 +427,10 @@ class WorkerPool implements RunningRelay {
         if (s.worker !== undefined) await w.terminate();
       }),
     );
+    for (const fds of this.listenFds ?? []) {
+      for (const fd of [...fds.udp, ...fds.tcp, ...fds.tls]) closeFd(fd);
+    }
+    this.listenFds = undefined;
     this.log.info("closed");
   }
 }

@@ -147,11 +147,17 @@ export class SharedLimits {
     });
   }
 
-  acquireConnection(ip: string): ConnectionVerdict {
+  /**
+   * A new client connection from `source` (an IPv4 address or an IPv6 /64): a slot of
+   * --max-connections, and one of the source's not-yet-authenticated connections
+   * (--max-connections-per-ip; 0 = no per-source cap).
+   */
+  admitConnection(source: string): ConnectionVerdict {
     return this.locked(() => {
       if (this.sum(connectionsAt) >= this.init.maxConnections) return "total";
-      const [hi, lo] = hash64(ip);
-      if (sumOf(this.ips, hi, lo) >= this.init.maxConnectionsPerIp) return "per-ip";
+      const [hi, lo] = hash64(source);
+      const perSource = this.init.maxConnectionsPerIp;
+      if (perSource > 0 && sumOf(this.ips, hi, lo) >= perSource) return "per-ip";
       const own = this.ips[this.worker]!;
       const slot = findOrInsert(own, hi, lo);
       if (slot < 0) return "total";
@@ -161,15 +167,29 @@ export class SharedLimits {
     });
   }
 
-  releaseConnection(ip: string): void {
+  /** The connection closed; `counted`: it still counted against its source. */
+  releaseConnection(source: string, counted: boolean): void {
     this.locked(() => {
-      const [hi, lo] = hash64(ip);
-      const own = this.ips[this.worker]!;
-      const slot = find(own, hi, lo);
-      if (slot < 0) return;
       this.header[connectionsAt(this.worker)]! -= 1;
-      if (--own.counts[slot]! <= 0) remove(own, slot);
+      if (counted) this.countSource(source, -1);
     });
+  }
+
+  /**
+   * The connection authenticated (-1: it no longer counts against its source) or lost its
+   * allocation (+1: it counts again; never refused for that).
+   */
+  recountSource(source: string, delta: 1 | -1): void {
+    this.locked(() => this.countSource(source, delta));
+  }
+
+  private countSource(source: string, delta: number): void {
+    const [hi, lo] = hash64(source);
+    const own = this.ips[this.worker]!;
+    const slot = delta > 0 ? findOrInsert(own, hi, lo) : find(own, hi, lo);
+    if (slot < 0) return;
+    own.counts[slot]! += delta;
+    if (own.counts[slot]! <= 0) remove(own, slot);
   }
 
   /**

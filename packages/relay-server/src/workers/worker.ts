@@ -27,12 +27,14 @@ const routeHandlers: ((from: number, message: unknown) => void)[] = [];
 const relay = await startRelay(init.config, {
   logger,
   metrics: { stats, telemetry },
+  ownPorts: init.ownPorts,
   worker: {
     index: init.index,
     count: init.count,
     limits: new SharedLimits(init.limits, init.index),
     secret: init.secret,
     route: (to, message) => post({ t: "route", to, message }),
+    listenFds: init.listenFds,
     onRoute: (handler) => routeHandlers.push(handler),
   },
 });

@@ -1,0 +1,276 @@
+// turnpike-relay --workers 2 as one relay: limits exact across workers, one /readyz and one
+// set of metrics, RFC 6062 ConnectionBinds that land on the other worker, drain over both,
+// and a worker that crashes under load while the other keeps relaying. (The interop suites
+// also run against two workers: the relay-server project sets TEST_WORKERS=2.)
+import { createHash, randomBytes } from "node:crypto";
+import net from "node:net";
+import {
+  mintRestCredentials,
+  SeededRandom,
+  StreamFramer,
+  type TransportAddress,
+  TurnClient,
+} from "@turnpike/relay-core";
+import { afterEach, describe, expect, it } from "vitest";
+import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import { sleep } from "../../../test-support/process.js";
+import { startEchoPeer, TurnClientLite } from "../../../test-support/turn-client-lite.js";
+import { httpGet, startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
+
+const TOKEN = "e2e-workers-token";
+const creds = (user: string) => {
+  const c = mintRestCredentials(TOKEN, Math.floor(Date.now() / 1000), 600, user);
+  return { username: c.username, password: c.password };
+};
+
+let relay: TurnpikeHandle | undefined;
+let range: PortRange | undefined;
+const cleanups: (() => unknown)[] = [];
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+  await relay?.stop("SIGINT", 5000);
+  relay = undefined;
+  range?.release();
+});
+
+async function start(extraArgs: string[] = []) {
+  range = reservePortRange(100);
+  const promPort = await freePort();
+  relay = await startTurnpike({
+    minPort: range.min,
+    maxPort: range.max,
+    token: TOKEN,
+    logLevel: "info",
+    extraArgs: ["--workers", "2", "--prometheus-listen", `127.0.0.1:${promPort}`, ...extraArgs],
+  });
+  return { promPort, slices: [range.min + 49, range.min + 50] as const };
+}
+
+/** Open UDP clients (each its own source port) until both workers hold allocations. */
+async function clientsOnBothWorkers(user: string, boundary: number, count: number) {
+  const clients: TurnClientLite[] = [];
+  const ports: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const c = await TurnClientLite.open({ port: relay!.port, ...creds(user) });
+    cleanups.push(() => c.close());
+    const a = await c.allocate();
+    if (a.code !== 0) throw new Error(`allocate ${i}: ${a.code} ${a.reason}`);
+    clients.push(c);
+    ports.push(a.relayed[0]!.port);
+  }
+  // The two workers own the two halves of the relay port range.
+  const low = ports.filter((p) => p <= boundary).length;
+  return { clients, ports, low, high: ports.length - low };
+}
+
+describe("turnpike-relay --workers 2", () => {
+  it("holds the per-user limit exactly across workers: the seventh allocation gets 486 wherever it lands", async () => {
+    const { slices } = await start(["--max-allocations-per-user", "6"]);
+    const { low, high } = await clientsOnBothWorkers("quota", slices[0], 6);
+    // 6 clients from distinct source ports: the kernel spreads them (both halves used).
+    expect(low + high).toBe(6);
+    for (let i = 0; i < 6; i++) {
+      const c = await TurnClientLite.open({ port: relay!.port, ...creds("quota") });
+      cleanups.push(() => c.close());
+      expect((await c.allocate()).code).toBe(486);
+    }
+    const ready = JSON.parse((await httpGet(relay!.healthPort, "/readyz")).body);
+    expect(ready).toMatchObject({ status: "ready", workers: 2 });
+  });
+
+  it("relays over allocations on both workers and counts them in one set of metrics", async () => {
+    const { promPort, slices } = await start();
+    const peer = await startEchoPeer();
+    cleanups.push(() => peer.close());
+    let spread = { low: 0, high: 0, clients: [] as TurnClientLite[] };
+    // Source ports are random: open clients until both workers have some (bounded).
+    for (let attempt = 0; attempt < 5 && (spread.low === 0 || spread.high === 0); attempt++) {
+      spread = await clientsOnBothWorkers("metrics", slices[0], 8);
+    }
+    expect(spread.low).toBeGreaterThan(0);
+    expect(spread.high).toBeGreaterThan(0);
+    for (const c of spread.clients)
+      expect((await c.channelBind(0x4000, peer.address)).code).toBe(0);
+    for (const c of spread.clients)
+      for (let i = 0; i < 20; i++) c.sendChannelData(0x4000, Buffer.from(`m${i}`));
+    const deadline = Date.now() + 5000;
+    while (spread.clients.some((c) => c.channelData.length < 20) && Date.now() < deadline)
+      await sleep(20);
+    for (const c of spread.clients) expect(c.channelData.length).toBe(20);
+    const n = spread.clients.length * 20;
+    const value = (text: string, direction: string) =>
+      text
+        .split("\n")
+        .filter(
+          (l) =>
+            /^turn_relayed_packets(_total)?\{/.test(l) &&
+            l.includes(`direction="${direction}"`) &&
+            l.includes('transport="udp"'),
+        )
+        .reduce((sum, l) => sum + Number(l.split(" ").at(-1)), 0);
+    let text = "";
+    while (Date.now() < deadline + 3000) {
+      text = (await httpGet(promPort, "/metrics", 3000)).body;
+      if (value(text, "client_to_peer") === n && value(text, "peer_to_client") === n) break;
+      await sleep(100);
+    }
+    expect(value(text, "client_to_peer")).toBe(n);
+    expect(value(text, "peer_to_client")).toBe(n);
+  });
+
+  it("binds an RFC 6062 data connection that arrives on the other worker (hand-over)", async () => {
+    await start();
+    const port = relay!.port;
+    const c = creds("tcp-relay");
+    const client = new TurnClient({
+      ...c,
+      random: new SeededRandom(11),
+      transport: "tcp",
+      requestedTransport: "tcp",
+    });
+    // The control connection comes from 127.0.0.1, the data connection from 127.0.0.2: the
+    // listeners steer by source address, so with two workers they reach different ones.
+    const control = net.connect({ port, host: "127.0.0.1", localAddress: "127.0.0.1" });
+    const sockets: net.Socket[] = [control];
+    cleanups.push(() => {
+      for (const s of sockets) s.destroy();
+    });
+    const framer = new StreamFramer();
+    const pump = () => {
+      for (let t = client.pollTransmit(); t; t = client.pollTransmit()) control.write(t);
+    };
+    const payload = randomBytes(1 << 20);
+    const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("no reply within 15 s")), 15_000);
+      let relayed: TransportAddress | undefined;
+      const onEvent = (e: ReturnType<TurnClient["pollEvent"]>) => {
+        if (e?.type === "allocated") {
+          relayed = e.relayed;
+          client.createPermission("127.0.0.1", performance.now());
+        } else if (e?.type === "permission-created" && relayed) {
+          const platform = net.connect(relayed.port, relayed.address, () => platform.end(payload));
+          sockets.push(platform);
+          const got: Buffer[] = [];
+          platform.on("data", (d) => got.push(d));
+          platform.on("end", () => {
+            clearTimeout(timer);
+            resolve(Buffer.concat(got));
+          });
+        } else if (e?.type === "connection-attempt") {
+          // The private side echoes everything back once the peer has finished.
+          const data = net.connect(
+            { port, host: "127.0.0.1", localAddress: "127.0.0.2", allowHalfOpen: true },
+            () => data.write(client.connectionBindRequest(e.connectionId)),
+          );
+          sockets.push(data);
+          const dataFramer = new StreamFramer();
+          const received: Buffer[] = [];
+          let bound = false;
+          data.on("data", (d: Buffer) => {
+            if (bound) {
+              received.push(d);
+              return;
+            }
+            dataFramer.push(d);
+            const frame = dataFramer.next();
+            if (!frame) return;
+            const r = client.handleConnectionBindResponse(frame);
+            if (!r.ok) {
+              // A nonce bound to the control connection's address: answer with the new one.
+              if (r.retry) data.write(r.retry);
+              else reject(new Error(`ConnectionBind failed: ${r.code} ${r.reason}`));
+              return;
+            }
+            bound = true;
+            const rest = dataFramer.takeRemaining();
+            if (rest.length > 0) received.push(Buffer.from(rest));
+          });
+          data.on("end", () => data.end(Buffer.concat(received)));
+        }
+      };
+      control.on("data", (d: Buffer) => {
+        framer.push(d);
+        for (let f = framer.next(); f; f = framer.next()) client.handleInput(f, performance.now());
+        pump();
+        for (let e = client.pollEvent(); e; e = client.pollEvent()) onEvent(e);
+        pump();
+      });
+      control.on("error", reject);
+      control.on("connect", () => {
+        client.allocate(performance.now());
+        pump();
+      });
+    });
+    expect(reply.length).toBe(payload.length);
+    expect(sha(reply)).toBe(sha(payload));
+  });
+
+  it("drains allocations on both workers on SIGTERM and exits 0", async () => {
+    const { slices } = await start(["--drain-timeout", "20"]);
+    let spread = { low: 0, high: 0, clients: [] as TurnClientLite[] };
+    for (let attempt = 0; attempt < 5 && (spread.low === 0 || spread.high === 0); attempt++) {
+      spread = await clientsOnBothWorkers("drain", slices[0], 6);
+    }
+    expect(spread.low * spread.high).toBeGreaterThan(0);
+    process.kill(relay!.pid, "SIGTERM");
+    await sleep(500);
+    // Every worker refuses new allocations while draining (508 without ALTERNATE-SERVER).
+    const codes = new Set<number>();
+    for (let i = 0; i < 6; i++) {
+      const c = await TurnClientLite.open({ port: relay!.port, ...creds("late") });
+      cleanups.push(() => c.close());
+      codes.add((await c.allocate()).code);
+    }
+    expect([...codes]).toEqual([508]);
+    // Live allocations end (clients delete them); then the relay exits 0.
+    for (const c of spread.clients) await c.refresh(0);
+    const exit = await relay!.waitExit();
+    expect(exit.code).toBe(0);
+    relay = undefined;
+  });
+
+  it("replaces a worker that crashes under load while the other keeps relaying", async () => {
+    const { slices } = await start(["--test-crash-worker"]);
+    const peer = await startEchoPeer();
+    cleanups.push(() => peer.close());
+    let spread = { low: 0, high: 0, clients: [] as TurnClientLite[], ports: [] as number[] };
+    for (let attempt = 0; attempt < 5 && (spread.low === 0 || spread.high === 0); attempt++) {
+      spread = await clientsOnBothWorkers("crash", slices[0], 6);
+    }
+    for (const c of spread.clients)
+      expect((await c.channelBind(0x4000, peer.address)).code).toBe(0);
+    const onWorker1 = spread.clients.filter((_, i) => spread.ports[i]! > slices[0]);
+    expect(onWorker1.length).toBeGreaterThan(0);
+    // Load on every client, then worker 0 crashes (SIGUSR2 with --test-crash-worker).
+    let sent = 0;
+    const load = setInterval(() => {
+      for (const c of spread.clients) c.sendChannelData(0x4000, Buffer.from(`x${sent}`));
+      sent++;
+    }, 10);
+    await sleep(300);
+    process.kill(relay!.pid, "SIGUSR2");
+    let degraded = false;
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const r = JSON.parse((await httpGet(relay!.healthPort, "/readyz")).body);
+      if (r.status === "degraded") degraded = true;
+      if (degraded && r.status === "ready") break;
+      if (Date.now() > deadline) throw new Error(`never recovered: ${JSON.stringify(r)}`);
+      await sleep(50);
+    }
+    await sleep(300);
+    clearInterval(load);
+    await sleep(300);
+    // The other worker's clients lost nothing.
+    for (const c of onWorker1) expect(c.channelData.length).toBe(sent);
+    expect(relay!.stdout + relay!.stderr).toMatch(
+      /worker exited; restarting it with a fresh engine/,
+    );
+    // The crashed worker's clients allocate again, on the fresh engine or the other one.
+    const again = await TurnClientLite.open({ port: relay!.port, ...creds("crash-again") });
+    cleanups.push(() => again.close());
+    expect((await again.allocate()).code).toBe(0);
+  });
+});
