@@ -19,6 +19,7 @@ import {
   startCoturn,
   startTurnpike,
   stopAll,
+  turnpikeName,
   UDP_IO,
   type UdpIo,
   useExternal,
@@ -26,7 +27,7 @@ import {
 
 /** What the bench starts for one column. */
 type Target =
-  | { kind: "turnpike"; udpIo: UdpIo | undefined }
+  | { kind: "turnpike"; udpIo: UdpIo | undefined; workers: number | undefined }
   | { kind: "coturn" }
   | { kind: "external" }
   | { kind: "floor"; udpIo: UdpIo };
@@ -44,10 +45,23 @@ function parseIoList(text: string, flag: string): UdpIo[] {
   return list;
 }
 
+/** "1", "2" or a list of worker counts (1,2), in the order given, without repeats. */
+function parseWorkersList(text: string): number[] {
+  const list: number[] = [];
+  for (const part of text.split(",")) {
+    const n = Number(part.trim());
+    if (!Number.isInteger(n) || n < 1 || n > 256) {
+      throw new Error(`--workers wants a worker count or a list of them (1,2), got "${text}"`);
+    }
+    if (!list.includes(n)) list.push(n);
+  }
+  return list;
+}
+
 /** The column a target fills (for rows that could not start). */
 function targetName(t: Target): string {
   if (t.kind === "floor") return `floor (${t.udpIo})`;
-  if (t.kind === "turnpike" && t.udpIo) return `turnpike (${t.udpIo})`;
+  if (t.kind === "turnpike") return turnpikeName(t.udpIo, t.workers);
   return t.kind;
 }
 
@@ -122,6 +136,11 @@ async function main(): Promise<number> {
       describe:
         "Turnpike's UDP data path: batch or dgram, or a list (batch,dgram) for one Turnpike column each; default: the relay's own choice (auto)",
     })
+    .option("workers", {
+      type: "string",
+      describe:
+        "Turnpike's worker threads: a count, or a list (1,2) for one Turnpike column each; default: the relay's own (auto = cores)",
+    })
     .option("floor", {
       type: "string",
       default: "auto",
@@ -144,7 +163,13 @@ async function main(): Promise<number> {
       throw new Error(`unknown scenario "${n}" (relay, allocations, churn, tunnel, micro)`);
   }
   const udpIo = argv["udp-io"] === undefined ? [] : parseIoList(argv["udp-io"], "--udp-io");
+  const workers = argv.workers === undefined ? [] : parseWorkersList(argv.workers);
   const measuresTurnpike = !argv.external && argv.server !== "coturn";
+  if (workers.length > 0 && !measuresTurnpike) {
+    throw new Error(
+      "--workers sets Turnpike's worker threads: use it with --server turnpike or both",
+    );
+  }
   if (udpIo.length > 0 && !measuresTurnpike) {
     throw new Error("--udp-io picks Turnpike's data path: use it with --server turnpike or both");
   }
@@ -166,6 +191,7 @@ async function main(): Promise<number> {
     mode: argv.mode,
     ramp: argv.ramp,
     udpIo,
+    workers,
     floor,
   };
   const base: ServerSettings = {
@@ -174,10 +200,12 @@ async function main(): Promise<number> {
     maxPort: argv["max-port"],
     coturnThreads: argv["coturn-threads"],
   };
-  const turnpikes: Target[] =
-    udpIo.length > 0
-      ? udpIo.map((io) => ({ kind: "turnpike", udpIo: io }))
-      : [{ kind: "turnpike", udpIo: undefined }];
+  // One Turnpike column per (UDP path, worker count) asked for.
+  const turnpikes: Target[] = (udpIo.length > 0 ? udpIo : [undefined]).flatMap((io) =>
+    (workers.length > 0 ? workers : [undefined]).map(
+      (n): Target => ({ kind: "turnpike", udpIo: io, workers: n }),
+    ),
+  );
   const relays: Target[] = argv.external
     ? [{ kind: "external" }]
     : argv.server === "both"
@@ -197,7 +225,7 @@ async function main(): Promise<number> {
   const start = async (t: Target): Promise<RunningServer> => {
     const server =
       t.kind === "turnpike"
-        ? await startTurnpike(base, t.udpIo)
+        ? await startTurnpike(base, t.udpIo, t.workers)
         : t.kind === "coturn"
           ? await startCoturn(base)
           : t.kind === "floor"

@@ -198,7 +198,19 @@ async function readyLine(out: string[], timeoutMs = 2000): Promise<RegExpExecArr
  * "turnpike (batch)" / "turnpike (dgram)"; without it the relay runs on its default ("auto")
  * and the column is "turnpike". Either way the path it reports at start is in `udpIo`.
  */
-export async function startTurnpike(s: ServerSettings, udpIo?: UdpIo): Promise<RunningServer> {
+/** A Turnpike column's name: "turnpike", or with the path and worker count it was asked for. */
+export function turnpikeName(udpIo: UdpIo | undefined, workers: number | undefined): string {
+  const parts: string[] = [];
+  if (udpIo) parts.push(udpIo);
+  if (workers !== undefined) parts.push(workers === 1 ? "1 worker" : `${workers} workers`);
+  return parts.length > 0 ? `turnpike (${parts.join(", ")})` : "turnpike";
+}
+
+export async function startTurnpike(
+  s: ServerSettings,
+  udpIo?: UdpIo,
+  workers?: number,
+): Promise<RunningServer> {
   if (!turnpikeAvailable()) {
     throw new Error(
       `turnpike-relay is not built (${path.relative(process.cwd(), turnpikeDist)} missing): run pnpm exec tsc -b`,
@@ -232,9 +244,10 @@ export async function startTurnpike(s: ServerSettings, udpIo?: UdpIo): Promise<R
     "--max-unauthenticated-rate",
     "0",
     ...(udpIo ? ["--udp-io", udpIo] : []),
+    ...(workers !== undefined ? ["--workers", String(workers)] : []),
   ];
-  // The default path is the relay's own default, not whatever TURNPIKE_UDP_IO this shell has.
-  const { TURNPIKE_UDP_IO: _ignored, ...env } = process.env;
+  // The defaults are the relay's own, not whatever TURNPIKE_UDP_IO or _WORKERS this shell has.
+  const { TURNPIKE_UDP_IO: _ignored, TURNPIKE_WORKERS: _ignoredToo, ...env } = process.env;
   const child = spawn(process.execPath, args, {
     cwd: repoRoot,
     env: { ...env, TURNPIKE_TOKEN: s.token },
@@ -248,10 +261,14 @@ export async function startTurnpike(s: ServerSettings, udpIo?: UdpIo): Promise<R
     "127.0.0.1",
     settings,
     `node ${args.map((a) => path.relative(repoRoot, a) || a).join(" ")}`,
-    ["one Node process, one event loop"],
+    [
+      workers === 1
+        ? "one Node process, one event loop"
+        : `one Node process, ${workers ?? "auto (one per core)"} worker threads, each its own event loop and engine`,
+    ],
     () => {},
   );
-  if (udpIo) server.name = `turnpike (${udpIo})`;
+  server.name = turnpikeName(udpIo, workers);
   await readyOrFail(server, child, out, 15000);
   const ready = await readyLine(out);
   if (ready) {

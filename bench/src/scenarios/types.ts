@@ -19,6 +19,8 @@ export interface BenchOptions {
   ramp: boolean;
   /** Turnpike's UDP data paths, one column each (--udp-io); empty = its default, one column */
   udpIo: UdpIo[];
+  /** Turnpike's worker threads, one column each (--workers); empty = its default */
+  workers: number[];
   /** floor forwarders in the relay table, one column each (--floor) */
   floor: UdpIo[];
 }

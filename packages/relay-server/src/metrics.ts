@@ -530,8 +530,9 @@ function registerObservables(
     udpIo,
   ];
 
-  meter.addBatchObservableCallback((result) => {
+  meter.addBatchObservableCallback(async (result) => {
     try {
+      await stats.refresh?.();
       stats.beforeCollect?.();
     } catch (err) {
       logger?.warn("stats refresh before metrics collection failed", { err });
@@ -594,6 +595,9 @@ class StatsHistogramProducer implements MetricProducer {
   ) {}
 
   async collect(): Promise<CollectionResult> {
+    // The histograms come from the same numbers as the observables: bring them up to date.
+    await this.stats.refresh?.().catch(() => undefined);
+    this.stats.beforeCollect?.();
     const start = hrTime(this.stats.startTimeMs);
     const end = hrTime(Date.now());
     const histogram = (

@@ -258,8 +258,9 @@ class RelayDriver implements RunningRelay, UdpHost {
         ip4: config.relayIp4 ? { bind: config.relayIp4, advertised: config.publicIp4 } : undefined,
         ip6: config.relayIp6 ? { bind: config.relayIp6, advertised: config.publicIp6 } : undefined,
       },
-      minPort: config.minPort,
-      maxPort: config.maxPort,
+      // A worker relays on its slice of the range (a peer's datagram reaches its owner).
+      minPort: w?.portSlice.minPort ?? config.minPort,
+      maxPort: w?.portSlice.maxPort ?? config.maxPort,
       pinnedPorts: config.pinnedPorts,
       revokedUsers: [...config.revoke, ...config.revokeFileUsers],
       software: config.software,
@@ -316,7 +317,7 @@ class RelayDriver implements RunningRelay, UdpHost {
     this.log.info("ready", {
       relayIp4: this.config.relayIp4,
       relayIp6: this.config.relayIp6,
-      ports: `${this.config.minPort}-${this.config.maxPort}`,
+      ports: `${this.worker?.portSlice.minPort ?? this.config.minPort}-${this.worker?.portSlice.maxPort ?? this.config.maxPort}`,
       udpIo: this.udp.kind,
       ...(this.udpFallbackReason !== undefined ? { udpIoFallback: this.udpFallbackReason } : {}),
       pinnedPorts:

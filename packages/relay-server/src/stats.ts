@@ -146,6 +146,11 @@ export interface RelayStats {
    * tracking every change.
    */
   beforeCollect: (() => void) | undefined;
+  /**
+   * Awaited by the metrics reader before beforeCollect, when the numbers live elsewhere and
+   * must be fetched (the workers' supervisor asks every worker for a fresh snapshot).
+   */
+  refresh?: (() => Promise<void>) | undefined;
 }
 
 export function createRelayStats(startTimeMs: number = Date.now()): RelayStats {

@@ -50,6 +50,8 @@ export interface WorkerContext {
    * worker binds its own, with SO_REUSEPORT).
    */
   readonly listenFds?: ListenFds;
+  /** This worker's slice of the relay port range: its allocations' ports come from it. */
+  readonly portSlice: { readonly minPort: number; readonly maxPort: number };
 }
 
 /** Listening sockets by kind, in the order of --listen (udp, tcp) and --tls-listen (tls). */

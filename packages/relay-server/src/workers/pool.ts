@@ -31,7 +31,8 @@ import { StatsAggregator, type StatsSnapshot } from "./stats-sync.js";
 export type WorkerMessage =
   | { t: "log"; line: string }
   | { t: "ready"; addresses: RelayAddresses; udpIo: "batch" | "dgram" }
-  | { t: "stats"; snapshot: StatsSnapshot }
+  /** `gen`: the refresh it answers (0 for the periodic ones). */
+  | { t: "stats"; snapshot: StatsSnapshot; gen: number }
   | { t: "drained" }
   | { t: "closed" }
   | { t: "answer"; id: number; value: unknown }
@@ -42,6 +43,7 @@ export type SupervisorMessage =
   | { t: "drain"; timeoutMs: number }
   | { t: "close" }
   | { t: "crash" }
+  | { t: "stats-now"; gen: number }
   | { t: "ask"; id: number; what: "allocations" }
   | { t: "ask"; id: number; what: "revoke"; users: string[] }
   | { t: "route"; from: number; message: unknown };
@@ -56,6 +58,8 @@ export interface WorkerInit {
   readonly statsIntervalMs: number;
   /** The process's other listening ports (health, Prometheus): never peers. */
   readonly ownPorts: readonly number[];
+  /** This worker's slice of the relay port range (config keeps the whole range). */
+  readonly portSlice: { readonly minPort: number; readonly maxPort: number };
   /** The supervisor's listening sockets for this worker (see ListenFds). */
   readonly listenFds: ListenFds | undefined;
 }
@@ -73,6 +77,8 @@ interface Slot {
   ready: boolean;
   restarts: number;
   waiters: Map<string, () => void>;
+  /** The last refresh this worker answered. */
+  statsGen: number;
 }
 
 /** The relay port range cut into `count` contiguous slices, one per worker. */
@@ -117,6 +123,9 @@ class WorkerPool implements RunningRelay {
   private onCrashSignal: (() => void) | undefined;
   /** Listening sockets per worker, made here and kept for the life of the process. */
   private listenFds: ListenFds[] | undefined;
+  /** A metrics collection waiting for every worker's fresh snapshot. */
+  private refreshing: { gen: number; check: () => void; done: Promise<void> } | undefined;
+  private nextStatsGen = 1;
   /** Questions to workers waiting for their answers, by id. */
   private readonly answers = new Map<number, (value: unknown) => void>();
   private nextQuestion = 1;
@@ -142,6 +151,7 @@ class WorkerPool implements RunningRelay {
     this.limits = new SharedLimits(this.limitsInit, 0);
     this.aggregator = new StatsAggregator(deps.metrics.stats);
     deps.metrics.stats.beforeCollect = () => this.aggregator.aggregate();
+    deps.metrics.stats.refresh = () => this.refreshStats();
     this.joinConfig = config;
     for (let i = 0; i < config.workers; i++) {
       this.slots.push({
@@ -150,6 +160,7 @@ class WorkerPool implements RunningRelay {
         ready: false,
         restarts: 0,
         waiters: new Map(),
+        statsGen: 0,
       });
     }
   }
@@ -242,9 +253,9 @@ class WorkerPool implements RunningRelay {
     slot: Slot,
     config: RelayConfig,
   ): Promise<{ addresses: RelayAddresses; udpIo: "batch" | "dgram" }> {
-    const slice = portSlice(config.minPort, config.maxPort, slot.index, this.slots.length);
     const init: WorkerInit = {
-      config: { ...config, ...slice },
+      config,
+      portSlice: portSlice(config.minPort, config.maxPort, slot.index, this.slots.length),
       index: slot.index,
       count: this.slots.length,
       limits: this.limitsInit,
@@ -273,6 +284,8 @@ class WorkerPool implements RunningRelay {
             return;
           case "stats":
             this.aggregator.update(slot.index, m.snapshot);
+            if (m.gen !== 0) slot.statsGen = m.gen;
+            this.refreshing?.check();
             return;
           case "drained":
           case "closed":
@@ -365,6 +378,32 @@ class WorkerPool implements RunningRelay {
           }),
       );
     return Promise.all(waits).then(() => undefined);
+  }
+
+  /**
+   * Fresh counters from every live worker before metrics are read (a scrape right after
+   * traffic sees it), at most 300 ms; collections that overlap share one round.
+   */
+  private refreshStats(): Promise<void> {
+    if (this.refreshing !== undefined) return this.refreshing.done;
+    const gen = this.nextStatsGen++;
+    let finish: () => void = () => {};
+    const done = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const timer = setTimeout(() => end(), 300);
+    const end = () => {
+      clearTimeout(timer);
+      if (this.refreshing?.gen === gen) this.refreshing = undefined;
+      finish();
+    };
+    const check = () => {
+      if (this.slots.every((s) => !s.ready || s.statsGen >= gen)) end();
+    };
+    this.refreshing = { gen, check, done };
+    for (const s of this.slots) if (s.ready) this.post(s, { t: "stats-now", gen });
+    check();
+    return done;
   }
 
   /** Ask every live worker; the answers of those that reply within a second. */

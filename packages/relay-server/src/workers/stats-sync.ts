@@ -7,11 +7,11 @@
 import type { RelayStats, ResponseCount } from "../stats.js";
 
 /** What a worker posts: RelayStats without its callback, cloneable. */
-export type StatsSnapshot = Omit<RelayStats, "beforeCollect" | "startTimeMs">;
+export type StatsSnapshot = Omit<RelayStats, "beforeCollect" | "refresh" | "startTimeMs">;
 
 export function snapshotOf(stats: RelayStats): StatsSnapshot {
   stats.beforeCollect?.();
-  const { beforeCollect: _callback, startTimeMs: _start, ...rest } = stats;
+  const { beforeCollect: _callback, refresh: _refresh, startTimeMs: _start, ...rest } = stats;
   return rest;
 }
 
@@ -71,7 +71,7 @@ export class StatsAggregator {
   private readonly retired: StatsSnapshot;
 
   constructor(private readonly target: RelayStats) {
-    const { beforeCollect: _b, startTimeMs: _s, ...shape } = target;
+    const { beforeCollect: _b, refresh: _r, startTimeMs: _s, ...shape } = target;
     this.retired = structuredClone(shape);
     zero(this.retired);
   }

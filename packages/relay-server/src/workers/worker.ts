@@ -29,6 +29,7 @@ const relay = await startRelay(init.config, {
   metrics: { stats, telemetry },
   ownPorts: init.ownPorts,
   worker: {
+    portSlice: init.portSlice,
     index: init.index,
     count: init.count,
     limits: new SharedLimits(init.limits, init.index),
@@ -39,8 +40,8 @@ const relay = await startRelay(init.config, {
   },
 });
 
-const sendStats = () => post({ t: "stats", snapshot: snapshotOf(stats) });
-const statsTimer = setInterval(sendStats, init.statsIntervalMs);
+const sendStats = (gen = 0) => post({ t: "stats", snapshot: snapshotOf(stats), gen });
+const statsTimer = setInterval(() => sendStats(), init.statsIntervalMs);
 statsTimer.unref();
 sendStats();
 post({ t: "ready", addresses: relay.addresses(), udpIo: relay.udpIo });
@@ -60,6 +61,9 @@ port.on("message", (m: SupervisorMessage) => {
         post({ t: "closed" });
         port.close();
       });
+      return;
+    case "stats-now":
+      sendStats(m.gen);
       return;
     case "crash":
       // The --test-crash-worker hook: a real uncaught exception in this worker, so the
