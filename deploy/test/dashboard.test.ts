@@ -121,6 +121,7 @@ describe("deploy/grafana/turnpike-relay.json", () => {
     t.response("allocate", "error", 401);
     t.authFailure("bad-integrity");
     t.drop("malformed");
+    metrics.stats.udpIo = "batch"; // the driver sets it once its UDP path is chosen
     // The event-loop gauges report once the delay monitor holds samples: scrape until then.
     const addr = metrics.prometheusAddress();
     for (let i = 0; i < 50; i++) {

@@ -1,5 +1,5 @@
 // @turnpike/udp-batch: batched UDP sockets for Node.js on Linux (recvmmsg/sendmmsg under one
-// epoll set watched by libuv). See src/udp_batch.c for the design; this file is the typed view
+// epoll set watched by libuv). See native/udp_batch.c for the design; this file is the typed view
 // of the memory the native side shares with JavaScript.
 //
 // Receive: `onBatch(count)` is called once per batch. Packet i has its payload at
