@@ -214,7 +214,7 @@ function serverRows(core: Core, quick: boolean): MicroRow[] {
         : null,
     note:
       toPeer === core.RouteKind.ToPeer
-        ? "client -> peer, handleUdpClient"
+        ? "client -> peer, handleUdpClient (address as text, parsed per call)"
         : `unexpected route ${toPeer}`,
   });
   const payload = cd.subarray(4);
@@ -227,8 +227,40 @@ function serverRows(core: Core, quick: boolean): MicroRow[] {
         : null,
     note:
       toClient === core.RouteKind.ToClient
-        ? "peer -> client, handlePeerData"
+        ? "peer -> client, handlePeerData (address as text, parsed per call)"
         : `unexpected route ${toClient}`,
+  });
+  // The same two routes the way the batched UDP path calls them: numbers in one reused
+  // DatagramSource, a byte range of a receive buffer, no strings (relay-server's udp/).
+  const arena = new Uint8Array(65544 + 104);
+  arena.set(cd, 4);
+  const clientSource = new core.DatagramSource();
+  clientSource.setText(client.address, client.port);
+  const peerSource = new core.DatagramSource();
+  peerSource.setText(peer.address, peer.port);
+  const numericToPeer = server.handleClientDatagram(0, arena, 4, 108, clientSource, now);
+  rows.push({
+    name: "route 100-byte ChannelData, batched path (numbers, byte range)",
+    nsPerOp:
+      numericToPeer === core.RouteKind.ToPeer
+        ? measure(() => server.handleClientDatagram(0, arena, 4, 108, clientSource, now), n)
+        : null,
+    note:
+      numericToPeer === core.RouteKind.ToPeer
+        ? "client -> peer, handleClientDatagram"
+        : `unexpected route ${numericToPeer}`,
+  });
+  const numericToClient = server.handlePeerDatagram(relay, arena, 8, 108, peerSource, now);
+  rows.push({
+    name: "route 100-byte peer datagram, batched path (numbers, byte range)",
+    nsPerOp:
+      numericToClient === core.RouteKind.ToClient
+        ? measure(() => server.handlePeerDatagram(relay, arena, 8, 108, peerSource, now), n)
+        : null,
+    note:
+      numericToClient === core.RouteKind.ToClient
+        ? "peer -> client, handlePeerDatagram"
+        : `unexpected route ${numericToClient}`,
   });
   // Refresh: distinct transaction ids (a retransmission would hit the response cache).
   const m = quick ? 2000 : 10000;
