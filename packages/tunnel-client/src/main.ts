@@ -4,16 +4,11 @@
 //   SIGTERM / SIGINT   release every allocation (Refresh lifetime 0), close the admin API,
 //                      flush metrics, exit 0; a second signal exits at once (1)
 
-import { randomFillSync } from "node:crypto";
 import { readFileSync } from "node:fs";
-import {
-  parseRestUsername,
-  pinOfUsername,
-  type RandomSource,
-  userOfUsername,
-} from "@turnpike/relay-core";
+import { parseRestUsername, pinOfUsername, userOfUsername } from "@turnpike/relay-core";
 import {
   asOutput,
+  CryptoRandom,
   createLogger,
   EXIT_CONFIG,
   type Logger,
@@ -42,25 +37,6 @@ export interface CliIo {
 }
 
 export { EXIT_CONFIG };
-
-/** The OS CSPRNG, read in blocks (transaction ids, nonces). */
-export class CryptoRandom implements RandomSource {
-  private readonly pool = new Uint8Array(4096);
-  private pos = this.pool.length;
-  nextUint32(): number {
-    if (this.pos + 4 > this.pool.length) {
-      randomFillSync(this.pool);
-      this.pos = 0;
-    }
-    const p = this.pool;
-    const i = this.pos;
-    this.pos += 4;
-    return ((p[i]! << 24) | (p[i + 1]! << 16) | (p[i + 2]! << 8) | p[i + 3]!) >>> 0;
-  }
-  fillBytes(target: Uint8Array): void {
-    randomFillSync(target);
-  }
-}
 
 export async function runCli(io: CliIo): Promise<number> {
   const parsed = parseOrReport(PROGRAM_NAME, () => parseTunnelArgs(io.argv, io.env), io.stderr);
