@@ -3,9 +3,9 @@
 // 127.0.0.1 and 127.0.0.2.
 import { SeededRandom } from "@turnpike/relay-core";
 import { createLogger } from "@turnpike/runtime-kit";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
 import { createCredentialSource } from "../src/credentials.js";
 import { type ListEntry, TunnelEngine } from "../src/engine.js";
 import { expandAllowList } from "../src/peers.js";

@@ -5,9 +5,9 @@ import { createSocket, type Socket as DgramSocket } from "node:dgram";
 import { request } from "node:http";
 import { createServer, type Server } from "node:net";
 import { fileURLToPath } from "node:url";
-import { freePort } from "../../../test-support/ports.js";
-import { type ManagedProcess, sleep, spawnManaged } from "../../../test-support/process.js";
-import { httpGet } from "../../../test-support/turnpike.js";
+import { freePort } from "@turnpike/test-support/ports";
+import { type ManagedProcess, sleep, spawnManaged } from "@turnpike/test-support/process";
+import { httpGet } from "@turnpike/test-support/turnpike";
 
 export const RELAY_BIN = fileURLToPath(
   new URL("../../relay-server/bin/turnpike-relay.js", import.meta.url),

@@ -2,10 +2,10 @@
 // use-auth-secret, the same scheme as TURNPIKE_TOKEN), UDP and TCP (RFC 6062) services.
 // Outside CI a missing coturn skips with a warning; under CI=true it fails the suite.
 import { randomBytes } from "node:crypto";
+import { type CoturnHandle, startCoturn } from "@turnpike/test-support/coturn";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CoturnHandle, startCoturn } from "../../../test-support/coturn.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
 import {
   echoUdp,
   exposeEchoArgs,

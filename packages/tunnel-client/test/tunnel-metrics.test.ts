@@ -2,13 +2,13 @@
 // real traffic through turnpike-relay and a relay restart: tunnels by state, reconnects,
 // connections and bytes, with service.name turnpike-tunnel. Loopback only, bounded waits.
 import { randomBytes } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type OtlpReceiver,
   type ReceivedMetric,
   startOtlpReceiver,
-} from "../../../test-support/otlp-receiver.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+} from "@turnpike/test-support/otlp-receiver";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   allReady,
   echoUdp,

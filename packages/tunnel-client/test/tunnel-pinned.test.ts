@@ -5,10 +5,10 @@
 // back to a dynamic port and says so once.
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { type CoturnHandle, startCoturn } from "@turnpike/test-support/coturn";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type CoturnHandle, startCoturn } from "../../../test-support/coturn.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { skipUnlessTools } from "../../../test-support/tools.js";
 import {
   echoUdp,
   logCount,

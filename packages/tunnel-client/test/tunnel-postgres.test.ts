@@ -9,16 +9,16 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CoturnHandle, startCoturn } from "../../../test-support/coturn.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import { type CoturnHandle, startCoturn } from "@turnpike/test-support/coturn";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import {
   type PostgresHandle,
   postgresProbe,
   psql,
   startPostgres,
-} from "../../../test-support/postgres.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
+} from "@turnpike/test-support/postgres";
+import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   logCount,
   parseAddress,

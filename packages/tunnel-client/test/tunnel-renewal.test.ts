@@ -6,11 +6,11 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { mintRestCredentials } from "@turnpike/relay-core";
+import { type CoturnHandle, startCoturn } from "@turnpike/test-support/coturn";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
+import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CoturnHandle, startCoturn } from "../../../test-support/coturn.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
 import {
   allReady,
   echoUdp,

@@ -2,8 +2,8 @@
 // as the private target; a plain TCP client ("the platform") connects to the relayed address.
 import { randomBytes } from "node:crypto";
 import { connect, createServer, type Server } from "node:net";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
 import {
   parseAddress,
   type RelayProcess,

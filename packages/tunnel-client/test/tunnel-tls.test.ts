@@ -6,10 +6,10 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { selfSignedCert } from "@turnpike/test-support/tls";
+import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { selfSignedCert } from "../../../test-support/tls.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
 import {
   echoUdp,
   type ListRow,

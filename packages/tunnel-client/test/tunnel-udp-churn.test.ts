@@ -2,8 +2,9 @@
 // (RFC 8656 §12: 4096). Idle flows must give their channel back, and once every number is bound
 // or cooling down, new peers are served with Send indications instead of crashing the process.
 // Real processes on loopback; bounded: 4,300 peers, each wait has a deadline.
+
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
 import {
   echoUdp,
   logCount,

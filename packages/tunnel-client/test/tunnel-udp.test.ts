@@ -2,9 +2,9 @@
 // echo server as the private target; a "platform" socket reaches the target through the
 // relayed address. Bounded: 1,000 datagrams, every wait has a deadline.
 import { request } from "node:http";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
 import {
   adminRequest,
   echoUdp,
