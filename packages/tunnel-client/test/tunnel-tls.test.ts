@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { freePort } from "@turnpike/test-support/ports";
 import { selfSignedCert } from "@turnpike/test-support/tls";
 import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,15 +15,12 @@ import {
   type ListRow,
   logCount,
   parseAddress,
-  type RelayProcess,
   sha256,
-  startRelay,
   startTunnel,
   type TunnelProcess,
-  tcpEcho,
   tcpRoundTrip,
-  udpEcho,
   udpPeer,
+  useTunnelFixture,
 } from "./harness.js";
 
 const TOKEN = "tunnel-tls-secret";
@@ -50,51 +47,35 @@ async function bothServicesEcho(rows: ListRow[], tag: string): Promise<void> {
 describe.skipIf(skip)("turnpike-tunnel over turns: (TLS to the relay)", () => {
   let dir: string;
   let cert: string;
-  let range: PortRange;
+  let key: string;
   let tlsPort: number;
-  let relay: RelayProcess;
-  let udp: Awaited<ReturnType<typeof udpEcho>>;
-  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
   const tunnels: TunnelProcess[] = [];
-
-  const services = () => [
-    "--expose",
-    `u=udp://127.0.0.1:${udp.port}`,
-    "--expose",
-    `t=tcp://127.0.0.1:${tcp.port}`,
-    "--allow-peer",
-    "127.0.0.1",
-  ];
 
   beforeAll(async () => {
     requireTools("openssl");
     dir = mkdtempSync(join(tmpdir(), "turnpike-tunnel-tls-"));
-    const generated = selfSignedCert(dir);
-    cert = generated.cert;
-    const key = generated.key;
-    range = reservePortRange(100);
-    const port = await freePort();
+    ({ cert, key } = selfSignedCert(dir));
     tlsPort = await freePort();
-    udp = await udpEcho();
-    tcp = await tcpEcho();
-    relay = await startRelay({
-      ip: "127.0.0.1",
-      port,
-      minPort: range.min,
-      maxPort: range.max,
-      token: TOKEN,
-      extraArgs: ["--tls-listen", `127.0.0.1:${tlsPort}`, "--tls-cert", cert, "--tls-key", key],
-    });
   });
-
+  const f = useTunnelFixture({
+    token: TOKEN,
+    relayArgs: () => ["--tls-listen", `127.0.0.1:${tlsPort}`, "--tls-cert", cert, "--tls-key", key],
+    tunnel: false,
+  });
+  // After hooks run last-registered first: the tunnels stop before the fixture's relay.
   afterAll(async () => {
     for (const t of tunnels) await t.stop();
-    await relay?.stop();
-    udp?.close();
-    await tcp?.close();
-    range?.release();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
+
+  const services = () => [
+    "--expose",
+    `u=udp://127.0.0.1:${f.udp.port}`,
+    "--expose",
+    `t=tcp://127.0.0.1:${f.tcp.port}`,
+    "--allow-peer",
+    "127.0.0.1",
+  ];
 
   it("serves UDP and TCP through turns:127.0.0.1 with --insecure-skip-verify (warned)", async () => {
     const tunnel = await startTunnel(
