@@ -406,21 +406,28 @@ export function logTail(proc: ManagedProcess, n = 30): string {
   return `--- log ---\n${proc.stderr.split("\n").slice(-n).join("\n")}`;
 }
 
-/**
- * The tunnel most suites run: service `u` (a UDP echo) and `t` (a TCP echo) through `relay`,
- * with loopback peers allowed. Suites append their own flags.
- */
+/** --expose flags for `services` (name -> target URL), loopback peers allowed. */
+export function serviceArgs(services: Record<string, string>): string[] {
+  const expose = Object.entries(services).flatMap(([name, target]) => [
+    "--expose",
+    `${name}=${target}`,
+  ]);
+  return [...expose, "--allow-peer", "127.0.0.1"];
+}
+
+/** Flags exposing `services` (name -> target URL) through `relay`, to loopback peers. */
+export function exposeArgs(relay: string, services: Record<string, string>): string[] {
+  return ["--relay", relay, ...serviceArgs(services)];
+}
+
+/** Service `u` (a UDP echo) and `t` (a TCP echo): the tunnel most suites run. */
+export function echoServices(udpPort: number, tcpPort: number): Record<string, string> {
+  return { u: `udp://127.0.0.1:${udpPort}`, t: `tcp://127.0.0.1:${tcpPort}` };
+}
+
+/** The two echo services through `relay`, loopback peers allowed; suites append their flags. */
 export function exposeEchoArgs(relay: string, udpPort: number, tcpPort: number): string[] {
-  return [
-    "--relay",
-    relay,
-    "--expose",
-    `u=udp://127.0.0.1:${udpPort}`,
-    "--expose",
-    `t=tcp://127.0.0.1:${tcpPort}`,
-    "--allow-peer",
-    "127.0.0.1",
-  ];
+  return exposeArgs(relay, echoServices(udpPort, tcpPort));
 }
 
 /** `n` tunnels listed, every one of them ready. */

@@ -27,6 +27,23 @@ async function ready(h: TunnelNet, t: SimTunnel, limit = 1000): Promise<void> {
     throw new Error(`${t.name} not ready by ${h.now} ms: ${JSON.stringify(t.life.lastError)}`);
 }
 
+/**
+ * A ready tunnel that notices a silent relay within 2 s and backs off from 0.5 s up to 8 s,
+ * by default drawing the top of each window (jitter 0.999: delays 499, 999, 1998, ... ms).
+ */
+async function quickToGiveUp(jitter = () => 0.999): Promise<{ h: TunnelNet; t: SimTunnel }> {
+  const h = new TunnelNet();
+  const t = h.addTunnel("db", h.restCredentials("acme", 3600), {
+    keepalive: 1,
+    backoffBase: 0.5,
+    backoffMax: 8,
+    jitter,
+  });
+  await h.start(t);
+  await ready(h, t);
+  return { h, t };
+}
+
 /** The relay still routes peer data to the tunnel's relayed address. */
 async function reachable(h: TunnelNet, t: SimTunnel): Promise<boolean> {
   const before = t.received.length;
@@ -145,7 +162,6 @@ describe("tunnel lifecycle: credential renewal", () => {
 
 describe("tunnel lifecycle: reconnect backoff", () => {
   it("draws every delay from [0, min(cap, base * 2^n)) while the relay is unreachable", async () => {
-    const h = new TunnelNet();
     const draws: number[] = [];
     const sequence = [0.999, 0.5, 0.25, 0.0, 0.75, 0.999, 0.1, 0.9];
     const jitter = () => {
@@ -153,14 +169,7 @@ describe("tunnel lifecycle: reconnect backoff", () => {
       draws.push(j);
       return j;
     };
-    const t = h.addTunnel("db", h.restCredentials("acme", 3600), {
-      keepalive: 1,
-      backoffBase: 0.5,
-      backoffMax: 8,
-      jitter,
-    });
-    await h.start(t);
-    await ready(h, t);
+    const { h, t } = await quickToGiveUp(jitter);
     h.relayUp = false;
     await h.runUntil(() => outputsOf(t, "down").length === 8, 300_000);
     const downs = outputsOf(t, "down").map((d) => d.output);
@@ -185,15 +194,7 @@ describe("tunnel lifecycle: reconnect backoff", () => {
   });
 
   it("starts over at the base window after a connection that stayed up for the cap", async () => {
-    const h = new TunnelNet();
-    const t = h.addTunnel("db", h.restCredentials("acme", 3600), {
-      keepalive: 1,
-      backoffBase: 0.5,
-      backoffMax: 8,
-      jitter: () => 0.999,
-    });
-    await h.start(t);
-    await ready(h, t);
+    const { h, t } = await quickToGiveUp();
     // Three failures in a row, then a connection that holds for longer than the cap.
     h.relayUp = false;
     await h.runUntil(() => outputsOf(t, "down").length === 3, 60_000);
@@ -208,15 +209,7 @@ describe("tunnel lifecycle: reconnect backoff", () => {
   });
 
   it("keeps the window growing when the relay flaps faster than the cap", async () => {
-    const h = new TunnelNet();
-    const t = h.addTunnel("db", h.restCredentials("acme", 3600), {
-      keepalive: 1,
-      backoffBase: 0.5,
-      backoffMax: 8,
-      jitter: () => 0.999,
-    });
-    await h.start(t);
-    await ready(h, t);
+    const { h, t } = await quickToGiveUp();
     for (let i = 0; i < 3; i++) {
       h.relayUp = false;
       await h.runUntil(() => outputsOf(t, "down").length === i + 1, 60_000);
@@ -250,13 +243,7 @@ describe("tunnel lifecycle: dead-relay detection", () => {
   });
 
   it("allocates afresh on a relay that was restarted (kill -9) and forgot the allocation", async () => {
-    const h = new TunnelNet();
-    const t = h.addTunnel("db", h.restCredentials("acme", 3600), {
-      keepalive: 1,
-      backoffMax: 2,
-    });
-    await h.start(t);
-    await ready(h, t);
+    const { h, t } = await quickToGiveUp();
     // Killed: silent until a fresh process answers on the same address, knowing nothing.
     h.relayUp = false;
     h.restartRelay();
@@ -320,15 +307,7 @@ describe("tunnel lifecycle: access windows", () => {
   });
 
   it("cancels a pending reconnect when the window closes, and reopens with the backoff forgotten", async () => {
-    const h = new TunnelNet();
-    const t = h.addTunnel("db", h.restCredentials("acme", 3600), {
-      keepalive: 1,
-      backoffBase: 0.5,
-      backoffMax: 8,
-      jitter: () => 0.999,
-    });
-    await h.start(t);
-    await ready(h, t);
+    const { h, t } = await quickToGiveUp();
     h.relayUp = false;
     await h.runUntil(() => outputsOf(t, "down").length === 3, 60_000);
     await h.act(t, (life, now) => life.closeWindow(now));

@@ -10,6 +10,7 @@ import { skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import {
   echoUdp,
+  exposeArgs,
   logCount,
   logTail,
   mintTunnelKey,
@@ -39,18 +40,12 @@ async function discover(relay: RelayProcess, user: string): Promise<{ relayedAdd
   return ((await res.json()) as { allocations: { relayedAddress: string }[] }).allocations;
 }
 
-const tunnelArgs = (relay: string, service: string, extra: string[] = []) => [
-  "--relay",
-  relay,
-  "--expose",
-  service,
-  "--allow-peer",
-  "127.0.0.1",
+const tunnelArgs = (relay: string, services: Record<string, string>) => [
+  ...exposeArgs(relay, services),
   "--backoff-max",
   String(BACKOFF_MAX),
   "--keepalive",
   "1",
-  ...extra,
 ];
 
 describe("turnpike-tunnel keeps its pinned endpoint", () => {
@@ -70,7 +65,7 @@ describe("turnpike-tunnel keeps its pinned endpoint", () => {
   it("serves a TCP service on its pinned port across a relay kill -9 and a tunnel kill -9", async () => {
     const port = f.pinned.min + 3;
     const endpoint = `127.0.0.1:${port}`;
-    const args = tunnelArgs(`${f.relayUri}?transport=tcp`, `pg=tcp://127.0.0.1:${f.tcp.port}`);
+    const args = tunnelArgs(`${f.relayUri}?transport=tcp`, { pg: `tcp://127.0.0.1:${f.tcp.port}` });
     const env = { TURNPIKE_KEY: mintKey("acme-pg", port) };
     const roundTrip = async () => {
       const data = randomBytes(1 << 20);
@@ -116,7 +111,9 @@ describe("turnpike-tunnel keeps its pinned endpoint", () => {
     const endpoint = `127.0.0.1:${port}`;
     // Over UDP the relay cannot see a dead tunnel: without the takeover the old allocation
     // would hold the port for its whole lifetime (600 s).
-    const args = tunnelArgs(`${f.relayUri}?transport=udp`, `dns=udp://127.0.0.1:${f.udp.port}`);
+    const args = tunnelArgs(`${f.relayUri}?transport=udp`, {
+      dns: `udp://127.0.0.1:${f.udp.port}`,
+    });
     const env = { TURNPIKE_KEY: mintKey("acme-dns", port) };
     const first = await startTunnel(args, env);
     tunnels.push(first);
@@ -143,11 +140,10 @@ describe("turnpike-tunnel keeps its pinned endpoint", () => {
   it("serves one service per pinned credential and says why the others wait", async () => {
     const port = f.pinned.min + 5;
     const tunnel = await startTunnel(
-      [
-        ...tunnelArgs(`${f.relayUri}?transport=tcp`, `one=tcp://127.0.0.1:${f.tcp.port}`),
-        "--expose",
-        `two=tcp://127.0.0.1:${f.tcp.port}`,
-      ],
+      tunnelArgs(`${f.relayUri}?transport=tcp`, {
+        one: `tcp://127.0.0.1:${f.tcp.port}`,
+        two: `tcp://127.0.0.1:${f.tcp.port}`,
+      }),
       { TURNPIKE_KEY: mintKey("acme-two", port) },
     );
     tunnels.push(tunnel);
@@ -187,7 +183,7 @@ describe("turnpike-tunnel keeps its pinned endpoint", () => {
         });
       coturn = await startIt();
       const tunnel = await startTunnel(
-        tunnelArgs(`turn:127.0.0.1:${port}?transport=tcp`, `pg=tcp://127.0.0.1:${f.tcp.port}`),
+        tunnelArgs(`turn:127.0.0.1:${port}?transport=tcp`, { pg: `tcp://127.0.0.1:${f.tcp.port}` }),
         { TURNPIKE_KEY: mintKey("acme-pg", f.pinned.min + 6) },
       );
       tunnels.push(tunnel);

@@ -19,6 +19,7 @@ import {
 import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  exposeArgs,
   logCount,
   mintTunnelKey,
   parseAddress,
@@ -116,12 +117,7 @@ describe.skipIf(skipUnlessTools(postgresProbe()))(
     });
     beforeAll(async () => {
       tunnelArgs = [
-        "--relay",
-        `${f.relayUri}?transport=tcp`,
-        "--expose",
-        `pg=tcp://127.0.0.1:${pg.port}`,
-        "--allow-peer",
-        "127.0.0.1",
+        ...exposeArgs(`${f.relayUri}?transport=tcp`, { pg: `tcp://127.0.0.1:${pg.port}` }),
         "--backoff-max",
         String(BACKOFF_MAX),
         "--keepalive",

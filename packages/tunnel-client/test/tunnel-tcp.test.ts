@@ -5,6 +5,7 @@ import { connect, createServer, type Server } from "node:net";
 import { freePort } from "@turnpike/test-support/ports";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  exposeArgs,
   parseAddress,
   sha256,
   tcpConnectOutcome,
@@ -35,18 +36,12 @@ describe("turnpike-tunnel exposes a TCP service through turnpike-relay (RFC 6062
   const f = useTunnelFixture({
     token: TOKEN,
     echo: ["tcp"],
-    tunnel: (fx) => [
-      "--relay",
-      `${fx.relayUri}?transport=tcp`,
-      "--expose",
-      `echo=tcp://127.0.0.1:${fx.tcp.port}`,
-      "--expose",
-      `refusing=tcp://127.0.0.1:${closedPort}`,
-      "--expose",
-      `after-eof=tcp://127.0.0.1:${(afterEof.address() as { port: number }).port}`,
-      "--allow-peer",
-      "127.0.0.1",
-    ],
+    tunnel: (fx) =>
+      exposeArgs(`${fx.relayUri}?transport=tcp`, {
+        echo: `tcp://127.0.0.1:${fx.tcp.port}`,
+        refusing: `tcp://127.0.0.1:${closedPort}`,
+        "after-eof": `tcp://127.0.0.1:${(afterEof.address() as { port: number }).port}`,
+      }),
     ready: 3,
   });
 

@@ -3,7 +3,15 @@
 // or cooling down, new peers are served with Send indications instead of crashing the process.
 // Real processes on loopback; bounded: 4,300 peers, each wait has a deadline.
 import { describe, expect, it } from "vitest";
-import { echoUdp, logCount, logTail, parseAddress, udpPeer, useTunnelFixture } from "./harness.js";
+import {
+  echoUdp,
+  exposeArgs,
+  logCount,
+  logTail,
+  parseAddress,
+  udpPeer,
+  useTunnelFixture,
+} from "./harness.js";
 
 const TOKEN = "tunnel-churn-secret";
 const PEERS = 4300;
@@ -16,12 +24,7 @@ describe("a UDP tunnel serving more distinct peers than there are channel number
     relayArgs: () => ["--max-channels", "4096"],
     echo: ["udp"],
     tunnel: (fx) => [
-      "--relay",
-      fx.relayUri,
-      "--expose",
-      `echo=udp://127.0.0.1:${fx.udp.port}`,
-      "--allow-peer",
-      "127.0.0.1",
+      ...exposeArgs(fx.relayUri, { echo: `udp://127.0.0.1:${fx.udp.port}` }),
       "--udp-flow-idle",
       "0.2",
     ],
