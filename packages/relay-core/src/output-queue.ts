@@ -3,7 +3,7 @@
  * commands, the client's transmits and events). A runtime drains it completely after each
  * input, so it hands items out by a moving head index instead of `Array.shift()` (which moves
  * every remaining element), clears each slot as it goes (no reference outlives its turn), and
- * resets the array once it is empty: a steady state reuses one array and allocates nothing.
+ * empties the array once everything was handed out, so it never grows with the head.
  */
 export class OutputQueue<T> {
   readonly #items: (T | undefined)[] = [];

@@ -480,7 +480,7 @@ export class TunnelLifecycle {
     const client = this.#client;
     // Any state that holds an allocation ("allocating" with permissions pending included).
     if (release && client !== undefined && this.#relayed !== undefined) {
-      // Best effort: Refresh lifetime 0 (RFC 8656 §7.2) so the relayed address goes at once.
+      // Best effort: Refresh LIFETIME 0 (RFC 8656 §8) so the relayed address goes at once.
       client.release(now);
       for (let t = client.pollTransmit(); t !== undefined; t = client.pollTransmit()) {
         this.#out.push({ type: "transmit", bytes: t });
@@ -617,7 +617,7 @@ export class TunnelLifecycle {
       return;
     }
     client.setCredentials(fresh.username, fresh.password);
-    // RFC 8656 §7.2: the Refresh that carries the new USERNAME; lifetime as before.
+    // RFC 8656 §8: the Refresh that carries the new USERNAME; lifetime as before.
     if (!client.refresh(now)) {
       // A Refresh with the current credentials is in flight: its answer would say nothing
       // about the new ones. Put the current ones back and try again in a moment.
