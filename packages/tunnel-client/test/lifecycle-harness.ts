@@ -80,7 +80,7 @@ export function outputsOf<T extends TunnelOutput["type"]>(
 
 /**
  * Every Refresh request a tunnel transmitted (retransmissions included), with its instant,
- * USERNAME and LIFETIME (0 = a release, RFC 8656 §7.2).
+ * USERNAME and LIFETIME (0 = a release, RFC 8656 §8).
  */
 export function refreshes(
   t: SimTunnel,

@@ -293,7 +293,7 @@ describe("tunnel lifecycle: access windows", () => {
     expect(openedAt! - opensAt).toBeGreaterThanOrEqual(0);
     expect(openedAt! - opensAt).toBeLessThan(5000);
     expect(outputsOf(t, "window-closed")).toHaveLength(1);
-    // Closing sent the release (Refresh LIFETIME 0, RFC 8656 §7.2) at once, and the relayed
+    // Closing sent the release (Refresh LIFETIME 0, RFC 8656 §8) at once, and the relayed
     // address was gone long before the window opened again.
     const release = refreshes(t).find((r) => r.lifetime === 0);
     expect(release?.at).toBe(closedAt! - WALL_EPOCH);
