@@ -10,6 +10,13 @@ export default defineConfig({
     maxWorkers: 1,
     projects: [
       {
+        // The layers and the sans-IO contract, checked on the sources (ARCHITECTURE.md).
+        test: {
+          name: "architecture",
+          include: ["test/**/*.test.ts"],
+        },
+      },
+      {
         test: {
           name: "relay-core",
           include: ["packages/relay-core/test/**/*.test.ts"],

@@ -2,4 +2,4 @@
 
 export { startEchoPeer } from "./load/peer.js";
 export { TurnLoadClient } from "./load/turn-load-client.js";
-export { defaultSettings, startCoturn, startTurnpike, waitForStun } from "./servers.js";
+export { defaultSettings, startCoturn, startTurnpike } from "./servers.js";

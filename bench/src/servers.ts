@@ -5,14 +5,14 @@
 // threads inside that one process; `coturnThreads` picks how many (see README: "fairness").
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import dgram from "node:dgram";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { startCoturn as launchCoturn } from "@turnpike/test-support/coturn";
+import { waitForStun } from "@turnpike/test-support/stun";
 import { killByPid, live, tail, trackPid } from "./children.js";
 import type { FloorStats } from "./floor/floor.js";
-import { type Address, bindingRequest, Class, classOf, decode } from "./load/stun-lite.js";
+import type { Address } from "./load/stun-lite.js";
 import { freePort } from "./ports.js";
 
 export type ServerKind = "turnpike" | "coturn" | "external" | "floor";
@@ -83,38 +83,6 @@ export function defaultSettings(): ServerSettings {
   };
 }
 
-/** Sends STUN Binding requests over UDP until one succeeds: the server is ready for real. */
-export async function waitForStun(host: string, port: number, timeoutMs = 15000): Promise<void> {
-  const sock = dgram.createSocket("udp4");
-  const deadline = Date.now() + timeoutMs;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      sock.on("message", (msg) => {
-        const m = decode(msg);
-        if (m && classOf(m.type) === Class.Success) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      sock.on("error", () => {
-        // ICMP port unreachable while the server is still starting: keep probing
-      });
-      const probe = () => {
-        if (Date.now() > deadline) {
-          reject(new Error(`no STUN Binding response from ${host}:${port} within ${timeoutMs} ms`));
-          return;
-        }
-        sock.send(bindingRequest(), port, host);
-        timer = setTimeout(probe, 100);
-      };
-      sock.bind(0, "127.0.0.1", probe);
-    });
-  } finally {
-    sock.close();
-  }
-}
-
 function track(
   kind: ServerKind,
   child: ChildProcess,
@@ -163,7 +131,10 @@ async function readyOrFail(
   });
   exited.catch(() => {});
   try {
-    await Promise.race([waitForStun(server.host, server.port, timeoutMs), exited]);
+    await Promise.race([
+      waitForStun({ host: server.host, port: server.port, totalMs: timeoutMs }),
+      exited,
+    ]);
     return server;
   } catch (e) {
     await server.stop();
@@ -282,30 +253,13 @@ export async function startTurnpike(
   return server;
 }
 
+/**
+ * coturn with the same settings (test-support's coturn.ts knows its flags), plus what makes
+ * the comparison fair: quotas and bandwidth caps off, no log (coturn logs every session).
+ */
 export async function startCoturn(s: ServerSettings): Promise<RunningServer> {
   const port = s.port || (await freePort(["udp", "tcp"]));
-  const settings = { ...s, port };
-  const runDir = mkdtempSync(path.join(tmpdir(), "turnpike-bench-coturn-"));
-  const args = [
-    "-n", // command line only, ignore /etc/turnserver.conf
-    `--listening-ip=127.0.0.1`,
-    `--listening-port=${port}`,
-    `--relay-ip=127.0.0.1`,
-    `--min-port=${s.minPort}`,
-    `--max-port=${s.maxPort}`,
-    "--use-auth-secret",
-    `--static-auth-secret=${s.token}`,
-    `--realm=${s.realm}`,
-    "--allow-loopback-peers", // coturn 4.6 denies loopback peers by default
-    "--no-cli",
-    "--no-tls",
-    "--no-dtls",
-    "--fingerprint",
-    "--no-stdout-log",
-    "--log-file=/dev/null",
-    "--simple-log",
-    `--pidfile=${path.join(runDir, "turnserver.pid")}`,
-    `--db=${path.join(runDir, "turndb")}`,
+  const extraArgs = [
     "--user-quota=0", // 0 = unlimited, like Turnpike's quotas raised to the allocation bound
     "--total-quota=0",
     "--max-bps=0",
@@ -313,7 +267,7 @@ export async function startCoturn(s: ServerSettings): Promise<RunningServer> {
   ];
   const notes: string[] = [];
   if (s.coturnThreads !== undefined) {
-    args.push(`--relay-threads=${s.coturnThreads}`);
+    extraArgs.push(`--relay-threads=${s.coturnThreads}`);
     notes.push(
       s.coturnThreads === 0
         ? "single-threaded (--relay-threads=0), like Turnpike's one event loop"
@@ -322,22 +276,35 @@ export async function startCoturn(s: ServerSettings): Promise<RunningServer> {
   } else {
     notes.push("coturn default threading: one relay thread per CPU plus listener/auth threads");
   }
-  const child = spawn("turnserver", args, {
-    cwd: runDir,
-    stdio: ["ignore", "pipe", "pipe"],
+  const coturn = await launchCoturn({
+    port,
+    mode: "rest",
+    secret: s.token,
+    realm: s.realm,
+    minPort: s.minPort,
+    maxPort: s.maxPort,
+    log: "off",
+    extraArgs,
+    readyTimeoutMs: 15_000,
   });
-  const out: string[] = [];
-  tail(child, out);
-  const server = track(
-    "coturn",
-    child,
-    "127.0.0.1",
-    settings,
-    `turnserver ${args.map((a) => a.replace(/static-auth-secret=.*/, "static-auth-secret=***")).join(" ")}`,
+  trackPid(coturn.process.child);
+  const server: RunningServer = {
+    kind: "coturn",
+    name: "coturn",
+    host: "127.0.0.1",
+    port,
+    pid: coturn.pid,
+    token: s.token,
+    realm: s.realm,
+    command: `turnserver ${coturn.args.map((a) => a.replace(/static-auth-secret=.*/, "static-auth-secret=***")).join(" ")}`,
     notes,
-    () => rmSync(runDir, { recursive: true, force: true }),
-  );
-  return readyOrFail(server, child, out, 15000);
+    stop: async () => {
+      live.delete(server);
+      await coturn.stop();
+    },
+  };
+  live.add(server);
+  return server;
 }
 
 /** A relay that is already running: no PID, so no CPU or memory figures. */
@@ -346,7 +313,7 @@ export async function useExternal(hostPort: string, token: string, realm: string
   if (!m) throw new Error(`--external wants HOST:PORT, got ${hostPort}`);
   const host = m[1]!.replace(/^\[|\]$/g, "");
   const port = Number(m[2]);
-  await waitForStun(host, port, 5000);
+  await waitForStun({ host, port, totalMs: 5000 });
   const server: RunningServer = {
     kind: "external",
     name: `external ${hostPort}`,

@@ -4,8 +4,8 @@ import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { missingTools, requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { missingTools, requireTools, skipUnlessTools } from "../../test-support/tools.js";
 import { defaultUdpIo } from "../src/floor/start.js";
 import { defaultSettings, repoRoot, startTurnpike } from "../src/servers.js";
 

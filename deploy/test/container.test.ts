@@ -8,10 +8,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { stunBinding } from "@turnpike/test-support/stun";
+import { httpGet } from "@turnpike/test-support/turnpike";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../test-support/ports.js";
-import { stunBinding } from "../../test-support/stun.js";
-import { httpGet } from "../../test-support/turnpike.js";
 import {
   busyPorts,
   killLeftovers,

@@ -7,9 +7,9 @@ import { execFile } from "node:child_process";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { TURNPIKE_BIN } from "@turnpike/test-support/turnpike";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
-import { TURNPIKE_BIN } from "../../test-support/turnpike.js";
 import { REPO } from "./launch.js";
 
 const run = promisify(execFile);

@@ -10,8 +10,8 @@ import {
   type ManagedProcess,
   sleep,
   spawnManaged,
-} from "../../test-support/process.js";
-import { httpGet } from "../../test-support/turnpike.js";
+} from "@turnpike/test-support/process";
+import { httpGet } from "@turnpike/test-support/turnpike";
 
 export const REPO = fileURLToPath(new URL("../../", import.meta.url));
 

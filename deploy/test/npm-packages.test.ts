@@ -9,11 +9,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { stunBinding } from "@turnpike/test-support/stun";
+import { requireTool, skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAddress, tcpEcho, tcpRoundTrip } from "../../packages/tunnel-client/test/harness.js";
-import { freePort, type PortRange, reservePortRange } from "../../test-support/ports.js";
-import { stunBinding } from "../../test-support/stun.js";
-import { requireTool, skipUnlessTools } from "../../test-support/tools.js";
 import {
   busyPorts,
   killLeftovers,

@@ -7,7 +7,7 @@ import { execFile } from "node:child_process";
 import { readdirSync, readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { findTool } from "../../test-support/tools.js";
+import { findTool } from "@turnpike/test-support/tools";
 import { outsideEnv, REPO } from "./launch.js";
 
 const run = promisify(execFile);

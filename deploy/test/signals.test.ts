@@ -12,11 +12,11 @@
 // - node_modules/.bin/node is tools/node-lines/node.sh behind pnpm's shim, which execs the real
 //   binary, so the shims of node_modules/.bin hand the PID over to node.
 import { join } from "node:path";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
+import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAddress, tcpEcho } from "../../packages/tunnel-client/test/harness.js";
-import { freePort, type PortRange, reservePortRange } from "../../test-support/ports.js";
-import { sleep } from "../../test-support/process.js";
-import { startTurnpike, type TurnpikeHandle } from "../../test-support/turnpike.js";
 import {
   busyPorts,
   cleanEnv,

@@ -208,6 +208,23 @@ describe("TurnClient allocation against TurnServer", () => {
     expect(h.client.usesAllocationCredentials).toBe(true);
   });
 
+  it("says whether refresh() queued a Refresh: not before the allocation, not while one is in flight", () => {
+    const h = new Harness({ client: { keepaliveInterval: 0 } });
+    expect(h.client.refresh(h.now)).toBe(false);
+    h.client.allocate(h.now);
+    h.runUntil(() => h.client.state === "allocated");
+    const refreshes = () => sentMethods(h).filter((m) => m.method === Method.Refresh).length;
+    expect(h.client.refresh(h.now)).toBe(true);
+    h.pump();
+    expect(refreshes()).toBe(1);
+    // The first one is unanswered yet: a second call queues nothing.
+    expect(h.client.refresh(h.now)).toBe(false);
+    h.pump();
+    expect(refreshes()).toBe(1);
+    h.runUntil(() => h.eventsOf("refreshed").length === 1);
+    expect(h.client.refresh(h.now)).toBe(true);
+  });
+
   it("retransmits over UDP with RTO doubling until a dropped Allocate gets through", () => {
     // The first three datagrams towards the server are lost.
     const h = new Harness({

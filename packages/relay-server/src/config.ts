@@ -1,14 +1,15 @@
 // turnpike-relay configuration: ONE description (OPTIONS below) from which the yargs options,
 // the TURNPIKE_* environment names, the `--help` text and the README configuration table are
-// all generated, so names, defaults and docs cannot drift apart (DESIGN.md point 12). The
-// engine (sources, precedence, value parsers, help, README table) is @turnpike/runtime-kit's
+// all generated, so names, defaults and docs cannot drift apart (ARCHITECTURE.md, "Layers").
+// The engine (sources, precedence, value parsers, help, README table) is @turnpike/runtime-kit's
 // OptionSet, shared with turnpike-tunnel; this module keeps the table, the relay's own value
 // shapes and the cross-field rules.
 //
 // Precedence: command-line flag > environment TURNPIKE_<OPTION> > `--config FILE` (JSON) >
 // default. Every value is validated; a wrong one becomes a ConfigError whose message is one
 // line naming where the value came from (`--min-port must be 1..65535, got "70000"`).
-// Nothing outside this module, runtime-kit and cli.ts knows about yargs (DESIGN.md point 11).
+// Nothing outside this module, runtime-kit and cli.ts knows about yargs (ARCHITECTURE.md,
+// "Layers").
 
 import { randomBytes } from "node:crypto";
 import { accessSync, constants as fsConstants, readFileSync } from "node:fs";

@@ -37,7 +37,7 @@ import {
   TurnServer,
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
-import type { Logger } from "@turnpike/runtime-kit";
+import { CryptoRandom, type Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, dupFd, tcpListen } from "@turnpike/udp-batch";
 import { formatSocketAddress, type RelayConfig, type SocketAddress } from "./config.js";
 import {
@@ -46,7 +46,6 @@ import {
   SharedConnectionLedger,
 } from "./connection-ledger.js";
 import type { AllocationRow } from "./discovery.js";
-import { CryptoRandom } from "./random.js";
 import { type RelayStats, type RelayTelemetry, recordRelayed, relaySlot } from "./stats.js";
 import type { RelayAddresses, RelayDeps, RunningRelay, WorkerContext } from "./types.js";
 import { selectUdpPath } from "./udp/select.js";

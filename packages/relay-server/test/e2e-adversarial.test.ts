@@ -14,11 +14,9 @@
 import dgram from "node:dgram";
 import { readFileSync } from "node:fs";
 import net from "node:net";
-import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { restCredentials } from "../../../test-support/credentials.js";
-import { type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
+import { restCredentials } from "@turnpike/test-support/credentials";
+import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
 import {
   AttributeType,
   type EchoPeer,
@@ -29,8 +27,10 @@ import {
   startEchoPeer,
   TransportProtocol,
   TurnClientLite,
-} from "../../../test-support/turn-client-lite.js";
-import { httpGet, startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
+} from "@turnpike/test-support/turn-client-lite";
+import { httpGet, startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const TOKEN = "e2e-adversarial-token";
 /**

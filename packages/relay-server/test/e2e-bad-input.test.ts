@@ -5,12 +5,10 @@
 import { randomBytes } from "node:crypto";
 import dgram from "node:dgram";
 import net from "node:net";
-import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { restCredentials } from "../../../test-support/credentials.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
-import { stunBinding } from "../../../test-support/stun.js";
+import { restCredentials } from "@turnpike/test-support/credentials";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
+import { stunBinding } from "@turnpike/test-support/stun";
 import {
   AttributeType,
   longTermKeyMd5,
@@ -22,8 +20,10 @@ import {
   type TransportAddress,
   TransportProtocol,
   TurnClientLite,
-} from "../../../test-support/turn-client-lite.js";
-import { httpGet, startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
+} from "@turnpike/test-support/turn-client-lite";
+import { httpGet, startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const TOKEN = "e2e-bad-input-token";
 const DATAGRAMS = 2000;

@@ -9,12 +9,11 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readUint32 } from "@turnpike/relay-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { restCredentials } from "../../../test-support/credentials.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
-import { selfSignedCert } from "../../../test-support/tls.js";
-import { requireTools } from "../../../test-support/tools.js";
+import { restCredentials } from "@turnpike/test-support/credentials";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
+import { selfSignedCert } from "@turnpike/test-support/tls";
+import { requireTools } from "@turnpike/test-support/tools";
 import {
   AttributeType,
   MessageClass,
@@ -24,8 +23,9 @@ import {
   type TransportAddress,
   TransportProtocol,
   TurnClientLite,
-} from "../../../test-support/turn-client-lite.js";
-import { httpGet, startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
+} from "@turnpike/test-support/turn-client-lite";
+import { httpGet, startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const TOKEN = "e2e-hardening-token";
 const IDLE_SECONDS = 2;

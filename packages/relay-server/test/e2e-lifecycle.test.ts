@@ -4,22 +4,22 @@
 // the process held can be bound again. A wrong option exits 2 with one line on stderr.
 import dgram from "node:dgram";
 import net from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
-import { restCredentials } from "../../../test-support/credentials.js";
-import { type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep, spawnManaged, withTimeout } from "../../../test-support/process.js";
+import { restCredentials } from "@turnpike/test-support/credentials";
+import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep, spawnManaged, withTimeout } from "@turnpike/test-support/process";
 import {
   alternateServer,
   type EchoPeer,
   startEchoPeer,
   TurnClientLite,
-} from "../../../test-support/turn-client-lite.js";
+} from "@turnpike/test-support/turn-client-lite";
 import {
   httpGet,
   startTurnpike,
   TURNPIKE_BIN,
   type TurnpikeHandle,
-} from "../../../test-support/turnpike.js";
+} from "@turnpike/test-support/turnpike";
+import { afterEach, describe, expect, it } from "vitest";
 
 const TOKEN = "e2e-lifecycle-token";
 const CHANNEL = 0x4000;

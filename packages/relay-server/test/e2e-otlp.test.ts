@@ -2,17 +2,18 @@
 // receiver (the collector's MetricsService/Export) after real TURN traffic on loopback:
 // allocations, a permission, a channel and a few hundred ChannelData packets echoed by a peer.
 // The numbers the receiver gets must match the traffic we sent, not merely be non-zero.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { restCredentials } from "../../../test-support/credentials.js";
+
+import { restCredentials } from "@turnpike/test-support/credentials";
 import {
   type OtlpReceiver,
   type ReceivedMetric,
   startOtlpReceiver,
-} from "../../../test-support/otlp-receiver.js";
-import { type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
-import { startEchoPeer, TurnClientLite } from "../../../test-support/turn-client-lite.js";
-import { startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
+} from "@turnpike/test-support/otlp-receiver";
+import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
+import { startEchoPeer, TurnClientLite } from "@turnpike/test-support/turn-client-lite";
+import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const TOKEN = "e2e-otlp-token";
 const ALLOCATIONS = 3;

@@ -7,22 +7,18 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readXorAddress } from "@turnpike/relay-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
+import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
+import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import {
   AttributeType,
   Method,
   TransportProtocol,
   TurnClientLite,
-} from "../../../test-support/turn-client-lite.js";
-import {
-  startTurnpike,
-  TURNPIKE_BIN,
-  type TurnpikeHandle,
-} from "../../../test-support/turnpike.js";
-import { runUclient, startPeer } from "../../../test-support/turnutils.js";
+} from "@turnpike/test-support/turn-client-lite";
+import { startTurnpike, TURNPIKE_BIN, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
+import { runUclient, startPeer } from "@turnpike/test-support/turnutils";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const TOKEN = "e2e-pinned-token";
 const ADMIN = "e2e-admin-token";

@@ -4,12 +4,12 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { restCredentials } from "@turnpike/test-support/credentials";
+import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
+import { Method, TurnClientLite } from "@turnpike/test-support/turn-client-lite";
+import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { restCredentials } from "../../../test-support/credentials.js";
-import { type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
-import { Method, TurnClientLite } from "../../../test-support/turn-client-lite.js";
-import { startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
 
 const TOKEN = "e2e-quota-token";
 

@@ -11,9 +11,9 @@ import {
   type TransportAddress,
   TurnClient,
 } from "@turnpike/relay-core";
+import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
 
 const TOKEN = "e2e-tcp-relay-token";
 

@@ -7,19 +7,19 @@ import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { restCredentials } from "../../../test-support/credentials.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { selfSignedCert } from "../../../test-support/tls.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
+import { restCredentials } from "@turnpike/test-support/credentials";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { selfSignedCert } from "@turnpike/test-support/tls";
+import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import {
   AttributeType,
   Method,
   startEchoPeer,
   TurnClientLite,
-} from "../../../test-support/turn-client-lite.js";
-import { httpGet, startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
-import { type PeerHandle, runUclient, startPeer } from "../../../test-support/turnutils.js";
+} from "@turnpike/test-support/turn-client-lite";
+import { httpGet, startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
+import { type PeerHandle, runUclient, startPeer } from "@turnpike/test-support/turnutils";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const TOKEN = "e2e-tls-token";
 const TOOLS = ["openssl", "turnutils_uclient", "turnutils_peer"];

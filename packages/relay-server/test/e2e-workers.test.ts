@@ -11,11 +11,11 @@ import {
   type TransportAddress,
   TurnClient,
 } from "@turnpike/relay-core";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
+import { startEchoPeer, TurnClientLite } from "@turnpike/test-support/turn-client-lite";
+import { httpGet, startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterEach, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
-import { startEchoPeer, TurnClientLite } from "../../../test-support/turn-client-lite.js";
-import { httpGet, startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
 
 const TOKEN = "e2e-workers-token";
 const creds = (user: string) => {

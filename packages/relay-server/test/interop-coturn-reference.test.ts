@@ -1,16 +1,17 @@
 // Proves the interop harness against coturn, the reference TURN server (TURN REST API secret
-// mode). The same checks (test-support/interop-checks.ts) run against Turnpike in
+// mode). The same checks (test-support/src/interop-checks.ts) run against Turnpike in
 // interop-turnpike.test.ts, so a failure there that passes here is Turnpike's, not the harness's.
 // Loopback only; every process and wait is bounded.
-import { afterAll, beforeAll, describe } from "vitest";
-import { type CoturnHandle, startCoturn } from "../../../test-support/coturn.js";
+
+import { type CoturnHandle, startCoturn } from "@turnpike/test-support/coturn";
 import {
   defineChromiumChecks,
   defineTurnutilsChecks,
   type RelayUnderTest,
-} from "../../../test-support/interop-checks.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
+} from "@turnpike/test-support/interop-checks";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
+import { afterAll, beforeAll, describe } from "vitest";
 
 const SECRET = "interop-reference-secret";
 const TURNUTILS = ["turnserver", "turnutils_uclient", "turnutils_peer", "turnutils_stunclient"];

@@ -3,15 +3,16 @@
 // TURN/TCP). Exactly the checks interop-coturn-reference.test.ts runs against coturn, so a check
 // that passes there and fails here points at Turnpike. The relay runs as the operator runs it:
 // the bin launcher, the secret in TURNPIKE_TOKEN, readiness from GET /readyz.
-import { afterAll, beforeAll, describe } from "vitest";
+
 import {
   defineChromiumChecks,
   defineTurnutilsChecks,
   type RelayUnderTest,
-} from "../../../test-support/interop-checks.js";
-import { type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
-import { startTurnpike, type TurnpikeHandle } from "../../../test-support/turnpike.js";
+} from "@turnpike/test-support/interop-checks";
+import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
+import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
+import { afterAll, beforeAll, describe } from "vitest";
 
 const TOKEN = "interop-turnpike-token";
 const TURNUTILS = ["turnutils_uclient", "turnutils_peer", "turnutils_stunclient"];

@@ -1,9 +1,9 @@
-import { afterEach, describe, expect, it } from "vitest";
 import {
   type OtlpReceiver,
   type ReceivedMetric,
   startOtlpReceiver,
-} from "../../../test-support/otlp-receiver.js";
+} from "@turnpike/test-support/otlp-receiver";
+import { afterEach, describe, expect, it } from "vitest";
 import {
   METRIC_DOCS,
   otlpEndpointFrom,

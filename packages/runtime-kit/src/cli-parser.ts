@@ -1,7 +1,7 @@
 // yargs, built from an OptionSet: used only to tokenize argv (types, repeats, unknown flags) and
 // to render --help. Defaults are not given to yargs so "not on the command line" stays visible
 // to the layered resolution in options.ts. Nothing else in a CLI needs to know about yargs
-// (DESIGN.md point 11).
+// (ARCHITECTURE.md, "Layers").
 
 import yargs, { type Argv } from "yargs";
 import {

@@ -7,6 +7,7 @@ export {
   helpText,
   yargsMessage,
 } from "./cli-parser.js";
+export { CryptoRandom } from "./crypto-random.js";
 export {
   createLogger,
   LOG_FORMATS,

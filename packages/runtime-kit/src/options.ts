@@ -1,7 +1,7 @@
 // The option-table engine behind turnpike-relay's and turnpike-tunnel's configuration: each CLI
 // describes its options ONCE (a table of OptionSpec) and this module derives the TURNPIKE_*
 // environment names, the layered sources, `--help` (through cli-parser.ts) and the README table
-// from it, so names, defaults and docs cannot drift apart (DESIGN.md point 12).
+// from it, so names, defaults and docs cannot drift apart (ARCHITECTURE.md, "Layers").
 //
 // Precedence: command-line flag > environment <PREFIX><OPTION> > `--config FILE` (JSON) >
 // default. Every value is validated by its spec's parse(); a wrong one becomes a ConfigError

@@ -28,8 +28,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Logger } from "@turnpike/runtime-kit";
 import { type HostPort, parseExpose, type ServiceSpec } from "./config.js";
-import type { TunnelEngine } from "./engine.js";
 import { expandAllowList } from "./peers.js";
+import type { TunnelSupervisor } from "./supervisor.js";
 import { targetRefusal } from "./targets.js";
 import { type AccessWindow, parseWindow } from "./windows.js";
 
@@ -43,12 +43,12 @@ const MAX_BODY = 64 * 1024;
 export async function startAdminServer(options: {
   listen: HostPort;
   token: string | undefined;
-  engine: TunnelEngine;
+  supervisor: TunnelSupervisor;
   maxPermissions: number;
   allowMetadataTargets: boolean;
   logger: Logger;
 }): Promise<AdminServer> {
-  const { engine, logger } = options;
+  const { supervisor, logger } = options;
   const expected = options.token === undefined ? undefined : digest(options.token);
 
   const authorized = (req: IncomingMessage): boolean => {
@@ -86,14 +86,14 @@ export async function startAdminServer(options: {
       return send(res, 401, { error: "unauthorized" });
     }
     if (req.method === "GET" && path === "/health") {
-      const rows = engine.list();
+      const rows = supervisor.list();
       return send(res, 200, {
         status: "ok",
         tunnels: rows.length,
         ready: rows.filter((r) => r.state === "ready").length,
       });
     }
-    if (req.method === "GET" && path === "/list") return send(res, 200, engine.list());
+    if (req.method === "GET" && path === "/list") return send(res, 200, supervisor.list());
     if (req.method === "POST" && path === "/expose") {
       if (!isJson(req.headers["content-type"])) {
         return send(res, 415, { error: "Content-Type must be application/json" });
@@ -104,16 +104,16 @@ export async function startAdminServer(options: {
       if ("error" in spec) return send(res, 400, { error: spec.error });
       const refusal = targetRefusal(spec.target.host, options.allowMetadataTargets);
       if (refusal !== undefined) return send(res, 403, { error: refusal });
-      if (engine.services().some((s) => s.spec.name === spec.name)) {
+      if (supervisor.services().some((s) => s.spec.name === spec.name)) {
         return send(res, 409, { error: `a service named "${spec.name}" is already exposed` });
       }
-      const service = engine.addService(spec);
+      const service = supervisor.addService(spec);
       logger.info("service exposed", { id: service.id, name: spec.name, via: "admin" });
-      return send(res, 201, engine.describe(service.id));
+      return send(res, 201, supervisor.describe(service.id));
     }
     const del = /^\/expose\/([A-Za-z0-9_-]+)$/.exec(path);
     if (req.method === "DELETE" && del) {
-      const ok = await engine.removeService(del[1]!);
+      const ok = await supervisor.removeService(del[1]!);
       if (!ok) return send(res, 404, { error: "no such service" });
       logger.info("service removed", { id: del[1], via: "admin" });
       res.statusCode = 204;

@@ -1,5 +1,6 @@
 // turnpike-tunnel configuration: ONE option table (OPTIONS) from which the yargs options, the
-// TURNPIKE_* environment names, `--help` and the README table are generated (DESIGN.md point 12).
+// TURNPIKE_* environment names, `--help` and the README table are generated (ARCHITECTURE.md,
+// "Layers").
 // The engine is @turnpike/runtime-kit's OptionSet, shared with turnpike-relay; this module keeps
 // the table, the tunnel's own value shapes and the cross-field rules.
 //

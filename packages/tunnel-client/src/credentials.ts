@@ -10,7 +10,7 @@
 //           `turnpike-relay credentials`: fixed for the life of the process (nothing to renew
 //           them from), refused locally once the REST expiry inside has passed.
 //
-// Renewal (see tunnel.ts): once RENEW_FRACTION of their ttl has passed, a tunnel swaps fresh
+// Renewal (see lifecycle.ts): once RENEW_FRACTION of their ttl has passed, a tunnel swaps fresh
 // credentials into its live allocation (TurnClient.setCredentials + Refresh). turnpike-relay
 // accepts them because it ties an allocation to the REST <user> part, not the whole username;
 // a relay that insists on the USERNAME that created the allocation (RFC 8656 §7: 441, as coturn
@@ -28,17 +28,6 @@ export interface TurnCredentials {
   readonly expiresAt: number;
   /** Wall-clock ms from which they should be replaced (RENEW_FRACTION of the ttl used). */
   readonly renewAt: number;
-}
-
-/** Re-allocate at the latest this long before credentials expire (a whole UDP transaction fits). */
-export const EXPIRY_MARGIN_MS = 60_000;
-
-/**
- * When a tunnel whose relay refused renewed credentials (441) must re-allocate: a minute before
- * `c` expire, or at `renewAt` when the ttl is so short that a minute is too much.
- */
-export function reallocateBy(c: TurnCredentials): number {
-  return Math.max(c.renewAt, c.expiresAt - EXPIRY_MARGIN_MS);
 }
 
 export interface CredentialSource {

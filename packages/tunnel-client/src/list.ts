@@ -1,7 +1,7 @@
 // `turnpike-tunnel list`: GET /list from a running client's admin API, printed as a table.
 import { get as httpGet } from "node:http";
 import { get as httpsGet } from "node:https";
-import type { ListEntry } from "./engine.js";
+import type { ListEntry } from "./supervisor.js";
 
 export function fetchList(
   admin: string,

@@ -1,19 +1,14 @@
-// The turnpike-tunnel process: parse the configuration, then either `list` or run the engine
+// The turnpike-tunnel process: parse the configuration, then either `list` or run the supervisor
 // until a signal. Process globals come in through CliIo so the lifecycle is testable.
 //
 //   SIGTERM / SIGINT   release every allocation (Refresh lifetime 0), close the admin API,
 //                      flush metrics, exit 0; a second signal exits at once (1)
 
-import { randomFillSync } from "node:crypto";
 import { readFileSync } from "node:fs";
-import {
-  parseRestUsername,
-  pinOfUsername,
-  type RandomSource,
-  userOfUsername,
-} from "@turnpike/relay-core";
+import { parseRestUsername, pinOfUsername, userOfUsername } from "@turnpike/relay-core";
 import {
   asOutput,
+  CryptoRandom,
   createLogger,
   EXIT_CONFIG,
   type Logger,
@@ -23,11 +18,11 @@ import {
 import { type AdminServer, startAdminServer } from "./admin.js";
 import { PROGRAM_NAME, parseTunnelArgs, type TunnelConfig } from "./config.js";
 import { createCredentialSource } from "./credentials.js";
-import type { ListEntry } from "./engine.js";
-import { TunnelEngine } from "./engine.js";
 import { fetchList, renderTable } from "./list.js";
 import { startMetrics } from "./metrics.js";
 import { DnsResolver, StaticResolver } from "./resolver.js";
+import type { ListEntry } from "./supervisor.js";
+import { TunnelSupervisor } from "./supervisor.js";
 
 export interface CliIo {
   readonly argv: readonly string[];
@@ -42,25 +37,6 @@ export interface CliIo {
 }
 
 export { EXIT_CONFIG };
-
-/** The OS CSPRNG, read in blocks (transaction ids, nonces). */
-export class CryptoRandom implements RandomSource {
-  private readonly pool = new Uint8Array(4096);
-  private pos = this.pool.length;
-  nextUint32(): number {
-    if (this.pos + 4 > this.pool.length) {
-      randomFillSync(this.pool);
-      this.pos = 0;
-    }
-    const p = this.pool;
-    const i = this.pos;
-    this.pos += 4;
-    return ((p[i]! << 24) | (p[i + 1]! << 16) | (p[i + 2]! << 8) | p[i + 3]!) >>> 0;
-  }
-  fillBytes(target: Uint8Array): void {
-    randomFillSync(target);
-  }
-}
 
 export async function runCli(io: CliIo): Promise<number> {
   const parsed = parseOrReport(PROGRAM_NAME, () => parseTunnelArgs(io.argv, io.env), io.stderr);
@@ -134,7 +110,7 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
     config.resolve.size > 0
       ? new StaticResolver(config.resolve.entries(), new DnsResolver())
       : new DnsResolver();
-  const engine = new TunnelEngine({
+  const supervisor = new TunnelSupervisor({
     relays: config.relays,
     credentials: createCredentialSource(config.credentials),
     resolver,
@@ -154,21 +130,21 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
       : {}),
   });
   for (const s of config.services) {
-    const svc = engine.addService(s);
+    const svc = supervisor.addService(s);
     logger.info("service exposed", {
       id: svc.id,
       name: s.name,
       target: `${s.protocol}://${s.target.host}:${s.target.port}`,
     });
   }
-  const metrics = startMetrics(engine, io.env, logger);
+  const metrics = startMetrics(supervisor, io.env, logger);
   let admin: AdminServer | undefined;
   if (config.adminListen !== null) {
     try {
       admin = await startAdminServer({
         listen: config.adminListen,
         token: config.adminToken,
-        engine,
+        supervisor,
         maxPermissions: config.maxPermissions,
         allowMetadataTargets: config.allowMetadataTargets,
         logger,
@@ -182,7 +158,7 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
       return 1;
     }
   }
-  await engine.start();
+  await supervisor.start();
   logger.info("started", {
     relays: config.relays.map((r) => r.text),
     services: config.services.length,
@@ -198,7 +174,7 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
       stopping = true;
       logger.info("stopping: releasing allocations");
       void (async () => {
-        await engine.stop();
+        await supervisor.stop();
         await admin?.close();
         // A dead collector must not hold the exit.
         await withTimeout(metrics.shutdown(), 5000);

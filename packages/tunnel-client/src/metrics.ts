@@ -25,8 +25,8 @@ import {
   otlpEndpointFrom,
 } from "@turnpike/runtime-kit";
 import { TUNNEL_VERSION } from "./config.js";
-import type { TunnelEngine } from "./engine.js";
-import { TUNNEL_STATES } from "./tunnel.js";
+import { TUNNEL_STATES } from "./lifecycle.js";
+import type { TunnelSupervisor } from "./supervisor.js";
 
 export const DEFAULT_SERVICE_NAME = "turnpike-tunnel";
 
@@ -44,7 +44,7 @@ export function resourceAttributesFrom(env: NodeJS.ProcessEnv, version: string):
 }
 
 export function startMetrics(
-  engine: TunnelEngine,
+  supervisor: TunnelSupervisor,
   env: NodeJS.ProcessEnv,
   logger: Logger,
 ): TunnelMetrics {
@@ -97,7 +97,7 @@ export function startMetrics(
   });
   meter.addBatchObservableCallback(
     (result) => {
-      const rows = engine.list();
+      const rows = supervisor.list();
       for (const protocol of ["tcp", "udp"] as const) {
         for (const state of TUNNEL_STATES) {
           const n = rows.filter((r) => r.protocol === protocol && r.state === state).length;
@@ -108,7 +108,7 @@ export function startMetrics(
           .reduce((a, r) => a + r.openConnections, 0);
         result.observe(active, conns, { protocol });
       }
-      const c = engine.counters;
+      const c = supervisor.counters;
       result.observe(reconnects, c.reconnects);
       result.observe(opened, c.connectionsOpened);
       result.observe(failed, c.connectionsFailed);

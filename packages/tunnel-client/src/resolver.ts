@@ -1,7 +1,7 @@
 // Relay name resolution. A relay name may stand for several relay instances (DNS round robin,
 // a Kubernetes headless service); the tunnel holds ONE allocation per resolved relay IP per
 // service, so losing one instance leaves the others serving (what the SSH connector did with one
-// `ssh -R` per bastion IP, minus the shell loop). The engine re-resolves every --dns-interval
+// `ssh -R` per bastion IP, minus the shell loop). The supervisor re-resolves every --dns-interval
 // and adds or removes allocations as the answer changes.
 //
 // Injectable so tests can map one name to 127.0.0.1 and 127.0.0.2 (StaticResolver, also reachable

@@ -1,19 +1,16 @@
-// One tunnel: one exposed service through one relay IP. It owns a TurnClient (relay-core's
-// sans-IO state machine) and executes it: a control socket towards the relay (dgram for
-// turn:?transport=udp, net for transport=tcp, tls for turns:), ONE timer armed from the
-// client's pollTimeout(), keep-alive and dead-relay detection, reconnect with backoff.
+// One tunnel: one exposed service through one relay IP. The decisions of its life (when to
+// allocate, renew credentials, re-allocate, give up on a silent relay, back off, release for an
+// access window) are lifecycle.ts, a pure state machine; this file is its driver and the data
+// path. It owns what does I/O: the control connection towards the relay (dgram for
+// turn:?transport=udp, net for transport=tcp, tls for turns:), the timers, the credential
+// fetches, and per peer the sockets towards the private target.
 //
-// Call order after every input (relay bytes, timer, API call): client.handle*() -> drain
-// pollTransmit() onto the control socket -> drain pollEvent() -> re-arm the timer. Same loop as
-// relay-server's driver and Firezone's: flush, events, timers.
-//
-// States (visible in /list):
-//   connecting    opening the control socket
-//   allocating    Allocate sent (credentials, 401/nonce dance inside the client)
-//   ready         relayed address live, permissions installed for the allowed peers
-//   backoff       the relay was lost or refused; waiting a full-jitter delay to try again
-//   closed-window outside every access window: allocation released on purpose
-//   stopped       removed (DELETE /expose or shutdown)
+// Call order after every input (relay bytes, a timer, a credential answer, an API call): the
+// machine's handle*() -> drain pollOutput() (transmits onto the control connection, I/O to
+// start, events to log) -> re-arm the one lifecycle timer at pollTimeout(). Same loop as
+// relay-server's driver and Firezone's: flush, events, timers. The data path has timers of its
+// own: an idle-flow sweep while ready, and per TCP connection a ConnectionBind deadline, a
+// target connect deadline and a half-close deadline.
 //
 // Data paths:
 //   UDP service: per peer (ip:port) a local dgram socket connected to the target. Peer -> target:
@@ -39,41 +36,23 @@ import {
 import {
   formatIp,
   formatTransportAddress,
-  Method,
   parseIp,
-  pinOfUsername,
   type RandomSource,
   StreamFramer,
   type TransportAddress,
-  TurnClient,
-  type TurnClientEvent,
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
 import { forwardChunk, type Logger, ReusedReadBuffer } from "@turnpike/runtime-kit";
-import { Backoff } from "./backoff.js";
 import type { ServiceSpec } from "./config.js";
-import { type CredentialSource, reallocateBy, type TurnCredentials } from "./credentials.js";
+import type { CredentialSource } from "./credentials.js";
+import {
+  type PinClaims,
+  TunnelLifecycle,
+  type TunnelOutput,
+  type TunnelState,
+} from "./lifecycle.js";
 import { refusingLookup, targetRefusal } from "./targets.js";
 import type { ControlTransport, TurnUri } from "./uri.js";
-
-export type TunnelState =
-  | "resolving"
-  | "connecting"
-  | "allocating"
-  | "ready"
-  | "backoff"
-  | "closed-window"
-  | "stopped";
-
-export const TUNNEL_STATES: readonly TunnelState[] = [
-  "resolving",
-  "connecting",
-  "allocating",
-  "ready",
-  "backoff",
-  "closed-window",
-  "stopped",
-];
 
 /** Process-wide counters (metrics read them at collection time). */
 export interface TunnelCounters {
@@ -109,12 +88,8 @@ export interface TunnelOptions {
   readonly wallNow?: () => number;
   /** How turns: (TLS) relays are verified. Default: Node's bundled CAs, verification on. */
   readonly tls?: TlsTrust;
-  /**
-   * Pinned credentials: claim `relayIp|port` for this tunnel. Returns the name of another live
-   * service of this process already serving that pin (then this tunnel must not allocate: two
-   * allocations of one user on one pinned port take it over from each other), else undefined.
-   */
-  readonly claimPin?: (key: string, tunnel: Tunnel) => string | undefined;
+  /** Which tunnel of this process serves each pinned relay port (one at a time). */
+  readonly pins?: PinClaims;
   /** --allow-metadata-targets: do not refuse names that resolve to metadata addresses. */
   readonly allowMetadataTargets?: boolean;
 }
@@ -129,8 +104,6 @@ export interface TlsTrust {
   readonly servername?: string;
 }
 
-/** After a failed credential fetch, try again this much later (until re-allocation is due). */
-const RENEW_RETRY_MS = 5_000;
 /** UDP peer flows idle this long are closed (their local socket freed). */
 const UDP_FLOW_IDLE_MS = 120_000;
 /** At most this many UDP peer flows per tunnel (each holds a local socket). */
@@ -153,56 +126,31 @@ interface UdpFlow {
 const PADDING = new Uint8Array(3);
 
 export class Tunnel {
-  state: TunnelState = "connecting";
-  relayedAddress: TransportAddress | undefined;
-  lastError: string | undefined;
   openConnections = 0;
   bytesIn = 0;
   bytesOut = 0;
-  reconnects = 0;
-  /** The relay port the credentials pin, if they do (auth/pinned-username.ts in relay-core). */
-  pinnedPort: number | undefined;
-
-  private readonly log: Logger;
-  private readonly backoff: Backoff;
-  private readonly now: () => number;
-  private readonly wallNow: () => number;
-  private readonly control: ControlTransport;
-  private client: TurnClient | undefined;
-  private udp: DgramSocket | undefined;
-  private stream: Socket | undefined;
-  private framer: StreamFramer | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private timerAt = Number.POSITIVE_INFINITY;
-  private lastRx = 0;
-  /** The credentials the client signs with now. */
-  private creds: TurnCredentials | undefined;
-  /** The credentials the relay accepted for the current allocation (at Allocate or a renewal). */
-  private allocCreds: TurnCredentials | undefined;
-  /** Renewed credentials swapped into the client, waiting for the Refresh that tries them. */
-  private pendingCreds: TurnCredentials | undefined;
-  private renewing = false;
-  private renewRetryAt = 0;
-  /** This relay answered 441 to renewed credentials (coturn): re-allocate instead. */
-  private inPlaceRefused = false;
-  /** Credential renewals that kept the allocation (and so the relayed address). */
-  credentialRenewals = 0;
   /** UDP peer flows that got no channel (all 4096 numbers bound or cooling down). */
   channelsExhausted = 0;
   /** Datagrams and connection attempts from peers outside --allow-peer (a permissive relay). */
   peersRefused = 0;
+
+  private readonly life: TunnelLifecycle;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly wallNow: () => number;
+  private readonly control: ControlTransport;
+  private udp: DgramSocket | undefined;
+  private stream: Socket | undefined;
+  private framer: StreamFramer | undefined;
+  /** The lifecycle's one timer, armed at its pollTimeout(). */
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
   /** The allowed peer IPs, canonical (formatIp). */
   private readonly allowed: ReadonlySet<string>;
-  /** Bumped on every (re)connect: callbacks of an older generation are ignored. */
-  private generation = 0;
   private readonly flows = new Map<string, UdpFlow>();
   private readonly pipes = new Set<Socket>();
   private targetAddress: { ip: string; family: 4 | 6 } | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
-  private pendingPermissions = new Set<string>();
-  private allocatedLifetime = 0;
-  /** A relay gave a dynamic port to pinned credentials (coturn): logged once per tunnel. */
-  private pinIgnoredLogged = false;
 
   constructor(private readonly o: TunnelOptions) {
     this.now = o.now ?? (() => performance.now());
@@ -214,14 +162,49 @@ export class Tunnel {
         return parsed === undefined ? ip : formatIp(parsed);
       }),
     );
-    this.backoff = new Backoff({
-      baseMs: o.backoffBase * 1000,
-      capMs: o.backoffMax * 1000,
-      random: o.jitter,
-    });
     // RFC 6062 needs a stream control connection; a turn: URI serves TCP on the same port.
     this.control =
       o.service.protocol === "tcp" && o.uri.transport === "udp" ? "tcp" : o.uri.transport;
+    this.life = new TunnelLifecycle({
+      serviceName: o.service.name,
+      relayIp: o.relayIp,
+      family: isIP(o.relayIp) === 6 ? 6 : 4,
+      control: this.control,
+      requestedTransport: o.service.protocol,
+      allowedPeers: o.service.allowPeers.ips,
+      random: o.random,
+      jitter: o.jitter,
+      keepalive: o.keepalive,
+      backoffBase: o.backoffBase,
+      backoffMax: o.backoffMax,
+      lifetime: o.lifetime,
+      software: o.software,
+      ...(o.pins !== undefined ? { pins: o.pins } : {}),
+    });
+  }
+
+  get state(): TunnelState {
+    return this.life.state;
+  }
+
+  get relayedAddress(): TransportAddress | undefined {
+    return this.life.relayedAddress;
+  }
+
+  get pinnedPort(): number | undefined {
+    return this.life.pinnedPort;
+  }
+
+  get lastError(): string | undefined {
+    return this.life.lastError;
+  }
+
+  get reconnects(): number {
+    return this.life.reconnects;
+  }
+
+  get credentialRenewals(): number {
+    return this.life.credentialRenewals;
   }
 
   get serviceName(): string {
@@ -234,119 +217,212 @@ export class Tunnel {
   }
 
   start(): void {
-    if (this.state === "stopped") return;
-    void this.connect();
+    this.life.start();
+    this.drive();
   }
 
   /** Release the allocation and close everything; the tunnel is done. */
   stop(): void {
-    this.teardown(true);
-    this.setState("stopped");
+    this.life.stop(this.now());
+    this.drive();
   }
 
   /** Outside the access windows: release, and stay idle until `reopen()`. */
   closeWindow(): void {
-    if (this.state === "closed-window" || this.state === "stopped") return;
-    this.teardown(true);
-    this.setState("closed-window");
-    this.log.info("access window closed: allocation released");
+    this.life.closeWindow(this.now());
+    this.drive();
   }
 
   /** Created while the window is closed: nothing to release, just show the state. */
   closeWindowIdle(): void {
-    this.setState("closed-window");
+    this.life.closeWindowIdle();
   }
 
   reopen(): void {
-    if (this.state !== "closed-window") return;
-    this.backoff.reset();
-    this.log.info("access window open: allocating");
-    void this.connect();
+    this.life.reopen();
+    this.drive();
   }
 
   // -------------------------------------------------------------------------------------------
-  // Connection lifecycle
+  // The lifecycle loop
 
-  private async connect(): Promise<void> {
-    const gen = ++this.generation;
-    this.setState("connecting");
-    let creds: TurnCredentials;
-    try {
-      creds = await this.o.credentials.get();
-    } catch (err) {
-      if (gen === this.generation) this.fail(`credentials: ${(err as Error).message}`);
-      return;
-    }
-    if (gen !== this.generation) return;
-    this.pinnedPort = pinOfUsername(creds.username)?.port;
-    if (this.pinnedPort !== undefined) {
-      const other = this.o.claimPin?.(`${this.o.relayIp}|${this.pinnedPort}`, this);
-      if (other !== undefined) {
-        this.fail(
-          `pinned port ${this.pinnedPort} on ${this.o.relayIp} is already served by service "${other}": one service per pinned credential`,
-        );
-        return;
-      }
-    }
-    this.creds = creds;
-    this.allocCreds = creds;
-    this.renewRetryAt = 0;
-    try {
-      if (this.o.service.protocol === "udp") await this.resolveTarget();
-    } catch (err) {
-      if (gen === this.generation)
-        this.fail(`target ${this.o.service.target.host}: ${(err as Error).message}`);
-      return;
-    }
-    if (gen !== this.generation) return;
-    const family = isIP(this.o.relayIp) === 6 ? 6 : 4;
-    this.client = new TurnClient({
-      username: creds.username,
-      password: creds.password,
-      random: this.o.random,
-      transport: this.control,
-      requestedTransport: this.o.service.protocol,
-      family,
-      lifetime: this.o.lifetime,
-      software: this.o.software,
-      keepaliveInterval: this.o.keepalive,
-    });
-    this.lastRx = this.now();
-    if (this.control === "udp") {
-      const sock = createSocket({ type: family === 6 ? "udp6" : "udp4" });
-      this.udp = sock;
-      sock.on("message", (msg) => {
-        if (gen === this.generation) this.onControlDatagram(msg);
-      });
-      sock.on("error", (err) => {
-        if (gen === this.generation) this.fail(`control socket: ${err.message}`);
-      });
-      sock.connect(this.o.uri.port, this.o.relayIp, () => {
-        if (gen !== this.generation) return;
-        this.beginAllocate();
-      });
-    } else {
-      const sock =
-        this.control === "tls"
-          ? tlsConnect(this.tlsOptions())
-          : netConnect({ host: this.o.relayIp, port: this.o.uri.port });
-      sock.setNoDelay(true);
-      this.stream = sock;
-      this.framer = new StreamFramer();
-      sock.once(this.control === "tls" ? "secureConnect" : "connect", () => {
-        if (gen === this.generation) this.beginAllocate();
-      });
-      sock.on("data", (chunk: Buffer) => {
-        if (gen === this.generation) this.onControlChunk(chunk);
-      });
-      sock.on("error", (err) => {
-        if (gen === this.generation) this.fail(`control connection: ${err.message}`);
-      });
-      sock.on("close", () => {
-        if (gen === this.generation) this.fail("control connection closed by the relay");
-      });
+  /** Carry out everything the lifecycle asks for, then re-arm its timer. */
+  private drive(): void {
+    for (let o = this.life.pollOutput(); o !== undefined; o = this.life.pollOutput()) {
+      this.perform(o);
     }
     this.armTimer();
+  }
+
+  private perform(o: TunnelOutput): void {
+    switch (o.type) {
+      case "transmit":
+        this.sendControl(o.bytes);
+        return;
+      case "fetch-credentials":
+        void this.fetchCredentials(o.attempt);
+        return;
+      case "connect":
+        void this.openControl(o.attempt);
+        return;
+      case "disconnect":
+        this.closeAll(o.release);
+        return;
+      case "ready": {
+        this.log.info("tunnel ready", {
+          relayed: formatTransportAddress(o.relayed),
+          lifetime: o.lifetime,
+          target: `${this.o.service.protocol}://${this.o.service.target.host}:${this.o.service.target.port}`,
+        });
+        const idle = this.o.udpFlowIdleMs ?? UDP_FLOW_IDLE_MS;
+        if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
+        this.sweepTimer = setInterval(() => this.sweepFlows(), Math.min(30_000, idle / 2));
+        this.sweepTimer.unref();
+        return;
+      }
+      case "down":
+        this.o.counters.reconnects++;
+        this.log[o.wasReady ? "warn" : "info"]("tunnel down, reconnecting", {
+          reason: o.reason,
+          delayMs: o.delayMs,
+          attempt: o.failures,
+        });
+        return;
+      case "window-closed":
+        this.log.info("access window closed: allocation released");
+        return;
+      case "window-opened":
+        this.log.info("access window open: allocating");
+        return;
+      case "reallocating":
+        this.log.info("credentials about to expire: re-allocating with fresh ones", {
+          refusedInPlace: o.refusedInPlace,
+        });
+        return;
+      case "renewed":
+        this.log.info("credentials renewed in place", {
+          relayed: o.relayed ? formatTransportAddress(o.relayed) : undefined,
+          renewals: o.renewals,
+        });
+        return;
+      case "renewal-refused":
+        this.log.info(
+          "the relay refused renewed credentials for this allocation (441): re-allocating before the old ones expire",
+          {
+            at:
+              o.reallocateAt === undefined
+                ? undefined
+                : new Date(o.reallocateAt - this.now() + this.wallNow()).toISOString(),
+          },
+        );
+        return;
+      case "renewal-failed":
+        this.log.warn("could not renew credentials, trying again", { err: o.error });
+        return;
+      case "pin-ignored":
+        this.log.warn("the relay did not honour the pinned port: serving on a dynamic port", {
+          pinnedPort: o.pinnedPort,
+          relayed: formatTransportAddress(o.relayed),
+        });
+        return;
+      case "permission-refused":
+        this.log.warn("permission refused", { peer: o.peerIp, code: o.code, reason: o.reason });
+        return;
+      case "channel-bound": {
+        const flow = this.flows.get(formatTransportAddress(o.peer));
+        if (flow !== undefined && flow.channel === o.channel) flow.bound = true;
+        return;
+      }
+      case "channel-bind-failed":
+        this.log.debug("channel bind failed", {
+          peer: formatTransportAddress(o.peer),
+          code: o.code,
+        });
+        return;
+      case "connection-attempt":
+        this.onConnectionAttempt(o.peer, o.connectionId);
+        return;
+    }
+  }
+
+  private armTimer(): void {
+    const at = this.life.pollTimeout();
+    if (at === undefined) {
+      if (this.timer !== undefined) clearTimeout(this.timer);
+      this.timer = undefined;
+      this.timerAt = Number.POSITIVE_INFINITY;
+      return;
+    }
+    if (this.timer !== undefined && at === this.timerAt) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAt = at;
+    // setTimeout holds at most ~24.8 days; a later deadline is simply re-armed on the way.
+    const delay = Math.max(0, Math.min(at - this.now(), 0x7fffffff));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Number.POSITIVE_INFINITY;
+      this.life.handleTimeout(this.now());
+      this.drive();
+    }, delay);
+  }
+
+  private async fetchCredentials(attempt: number): Promise<void> {
+    try {
+      const creds = await this.o.credentials.get();
+      this.life.handleCredentials(attempt, creds, this.now(), this.wallNow());
+    } catch (err) {
+      this.life.handleCredentialsFailed(attempt, (err as Error).message, this.now());
+    }
+    this.drive();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The control connection
+
+  /** For a UDP service the target's address first, then the control connection. */
+  private async openControl(attempt: number): Promise<void> {
+    if (this.o.service.protocol === "udp") {
+      try {
+        await this.resolveTarget();
+      } catch (err) {
+        this.life.handleTransportFailed(
+          attempt,
+          `target ${this.o.service.target.host}: ${(err as Error).message}`,
+          this.now(),
+        );
+        this.drive();
+        return;
+      }
+      if (attempt !== this.life.attempt) return;
+    }
+    const failed = (reason: string) => {
+      this.life.handleTransportFailed(attempt, reason, this.now());
+      this.drive();
+    };
+    const opened = () => {
+      this.life.handleConnected(attempt, this.now());
+      this.drive();
+    };
+    if (this.control === "udp") {
+      const sock = createSocket({ type: isIP(this.o.relayIp) === 6 ? "udp6" : "udp4" });
+      this.udp = sock;
+      sock.on("message", (msg) => this.onControlDatagram(attempt, msg));
+      sock.on("error", (err) => failed(`control socket: ${err.message}`));
+      sock.connect(this.o.uri.port, this.o.relayIp, opened);
+      return;
+    }
+    const sock =
+      this.control === "tls"
+        ? tlsConnect(this.tlsOptions())
+        : netConnect({ host: this.o.relayIp, port: this.o.uri.port });
+    sock.setNoDelay(true);
+    this.stream = sock;
+    const framer = new StreamFramer();
+    this.framer = framer;
+    sock.once(this.control === "tls" ? "secureConnect" : "connect", opened);
+    sock.on("data", (chunk: Buffer) => this.onControlChunk(attempt, framer, chunk));
+    sock.on("error", (err) => failed(`control connection: ${err.message}`));
+    sock.on("close", () => failed("control connection closed by the relay"));
   }
 
   /**
@@ -368,13 +444,6 @@ export class Tunnel {
     };
   }
 
-  private beginAllocate(): void {
-    this.setState("allocating");
-    this.lastRx = this.now();
-    this.client?.allocate(this.now());
-    this.flush();
-  }
-
   private async resolveTarget(): Promise<void> {
     const host = this.o.service.target.host;
     const fam = isIP(host);
@@ -385,50 +454,13 @@ export class Tunnel {
     this.targetAddress = { ip: a.address, family: a.family === 6 ? 6 : 4 };
   }
 
-  /** Lost the relay (or it refused): tear down and try again after a backoff delay. */
-  private fail(reason: string, immediate = false): void {
-    if (this.state === "stopped" || this.state === "closed-window") return;
-    const wasReady = this.state === "ready";
-    this.lastError = reason;
-    this.teardown(false);
-    const delay = immediate ? 0 : this.backoff.next(this.now());
-    this.reconnects++;
-    this.o.counters.reconnects++;
-    this.setState("backoff");
-    this.log[wasReady ? "warn" : "info"]("tunnel down, reconnecting", {
-      reason,
-      delayMs: delay,
-      attempt: this.backoff.attempts,
-    });
-    const gen = this.generation;
-    this.timerAt = this.now() + delay;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (gen === this.generation && this.state === "backoff") void this.connect();
-    }, delay);
-  }
-
-  private teardown(release: boolean): void {
-    this.generation++;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Number.POSITIVE_INFINITY;
+  /** The lifecycle is done with this allocation: close its connection, flows and pipes. */
+  private closeAll(release: boolean): void {
     if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
-    const client = this.client;
-    // Any state that holds an allocation ("allocating" with permissions pending included).
-    if (release && client !== undefined && this.relayedAddress !== undefined) {
-      // Best effort: Refresh lifetime 0 (RFC 8656 §7.2) so the relayed address goes at once.
-      try {
-        client.release(this.now());
-        this.flush(true);
-      } catch {
-        // the socket may already be gone
-      }
-    }
-    this.client = undefined;
     const udp = this.udp;
     this.udp = undefined;
+    // A moment for the release (Refresh lifetime 0) just handed to the socket to leave.
     if (udp !== undefined) setImmediate(() => closeQuietly(udp));
     const stream = this.stream;
     this.stream = undefined;
@@ -442,38 +474,6 @@ export class Tunnel {
     for (const p of this.pipes) p.destroy();
     this.pipes.clear();
     this.openConnections = 0;
-    this.relayedAddress = undefined;
-    this.renewing = false;
-    this.pendingCreds = undefined;
-  }
-
-  private setState(s: TunnelState): void {
-    this.state = s;
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // The client loop
-
-  private flush(final = false): void {
-    const client = this.client;
-    if (client === undefined) return;
-    // Events can queue more transmits (allocated -> CreatePermission), so drain until both
-    // queues are empty before arming the timer.
-    for (let round = 0; round < 16; round++) {
-      let moved = false;
-      for (let t = client.pollTransmit(); t !== undefined; t = client.pollTransmit()) {
-        this.sendControl(t);
-        moved = true;
-      }
-      if (final) return;
-      for (let e = client.pollEvent(); e !== undefined; e = client.pollEvent()) {
-        this.onEvent(e);
-        moved = true;
-        if (this.client !== client) return; // the event tore the tunnel down
-      }
-      if (!moved) break;
-    }
-    this.armTimer();
   }
 
   private sendControl(bytes: Uint8Array, payload?: Uint8Array): void {
@@ -493,276 +493,33 @@ export class Tunnel {
     }
   }
 
-  private armTimer(): void {
-    const client = this.client;
-    if (client === undefined) return;
-    const now = this.now();
-    let at = client.pollTimeout() ?? Number.POSITIVE_INFINITY;
-    // Dead-relay detection: the client sends a Binding keep-alive every --keepalive seconds, so
-    // silence for twice that means the relay (or the path) is gone.
-    at = Math.min(at, this.lastRx + this.o.keepalive * 2000);
-    const step = this.credentialStep();
-    if (step !== undefined) at = Math.min(at, now + (step.at - this.wallNow()));
-    if (this.timer !== undefined && at === this.timerAt) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timerAt = at;
-    const gen = this.generation;
-    // setTimeout holds at most ~24.8 days; a later deadline is simply re-armed on the way.
-    this.timer = setTimeout(() => this.onTimer(gen), Math.max(0, Math.min(at - now, 0x7fffffff)));
-  }
-
-  private onTimer(gen: number): void {
-    this.timer = undefined;
-    this.timerAt = Number.POSITIVE_INFINITY;
-    const client = this.client;
-    if (gen !== this.generation || client === undefined) return;
-    const now = this.now();
-    if (now - this.lastRx >= this.o.keepalive * 2000) {
-      this.fail(`no answer from the relay for ${this.o.keepalive * 2} s`);
-      return;
-    }
-    if (client.usesAllocationCredentials) this.checkRenewal();
-    const step = this.credentialStep();
-    if (step !== undefined && step.at <= this.wallNow()) {
-      if (step.step === "reallocate") {
-        // The relay ties the allocation to the USERNAME that created it (RFC 8656 §7, 441), or
-        // renewing failed: fresh credentials mean a fresh allocation (and relayed address).
-        this.log.info("credentials about to expire: re-allocating with fresh ones", {
-          refusedInPlace: this.inPlaceRefused,
-        });
-        this.teardown(true);
-        this.setState("backoff");
-        void this.connect();
-        return;
-      }
-      void this.renewCredentials();
-    }
-    client.handleTimeout(now);
-    this.flush();
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Credential renewal: keep the allocation (and the relayed address) across credential ttls
-
-  /** The next credential deadline (wall-clock ms) and what to do then; undefined = none. */
-  private credentialStep(): { at: number; step: "renew" | "reallocate" } | undefined {
-    const c = this.creds;
-    if (c === undefined || !Number.isFinite(c.expiresAt) || this.renewing) return undefined;
-    const realloc = reallocateBy(c);
-    if (this.inPlaceRefused || this.state !== "ready") return { at: realloc, step: "reallocate" };
-    const renew = Math.max(c.renewAt, this.renewRetryAt);
-    return this.renewRetryAt === 0 || renew < realloc
-      ? { at: renew, step: "renew" }
-      : { at: realloc, step: "reallocate" };
-  }
-
-  /**
-   * Fresh credentials into the live allocation: setCredentials, then a Refresh signed with them.
-   * turnpike-relay accepts them (same REST <user>); a relay that answers 441 makes the client go
-   * back to the creating credentials, which checkRenewal() notices.
-   */
-  private async renewCredentials(): Promise<void> {
-    const gen = this.generation;
-    this.renewing = true;
-    let fresh: TurnCredentials;
-    try {
-      fresh = await this.o.credentials.get();
-    } catch (err) {
-      if (gen !== this.generation) return;
-      this.renewing = false;
-      this.renewRetryAt = this.wallNow() + RENEW_RETRY_MS;
-      this.lastError = `renewing credentials: ${(err as Error).message}`;
-      this.log.warn("could not renew credentials, trying again", { err: (err as Error).message });
-      this.armTimer();
-      return;
-    }
-    const client = this.client;
-    if (gen !== this.generation || client === undefined) return;
-    if (this.state !== "ready" || fresh.username === this.creds?.username) {
-      // Nothing newer yet (or not allocated any more): look again a little later.
-      this.renewing = false;
-      this.renewRetryAt = this.wallNow() + RENEW_RETRY_MS;
-      this.armTimer();
-      return;
-    }
-    const requests = client.stats.requests;
-    client.setCredentials(fresh.username, fresh.password);
-    // RFC 8656 §7.2: the Refresh that carries the new USERNAME; lifetime as before.
-    client.refresh(this.now());
-    if (client.stats.requests === requests) {
-      // A Refresh with the current credentials is in flight: its answer would say nothing
-      // about the new ones. Put the current ones back and try again in a moment.
-      const current = this.creds!;
-      client.setCredentials(current.username, current.password);
-      this.renewing = false;
-      this.renewRetryAt = this.wallNow() + 1000;
-      this.armTimer();
-      return;
-    }
-    this.pendingCreds = fresh;
-    this.flush();
-  }
-
-  /** After a Refresh success: did the relay take the renewed credentials? */
-  private checkRenewal(): void {
-    const client = this.client;
-    if (client === undefined) return;
-    if (client.usesAllocationCredentials) {
-      // 441 to the renewed USERNAME (coturn): sign everything with the accepted credentials
-      // again (ConnectionBind included) and re-allocate before they expire.
-      const a = this.allocCreds;
-      this.inPlaceRefused = true;
-      this.renewing = false;
-      this.pendingCreds = undefined;
-      if (a !== undefined) {
-        client.setCredentials(a.username, a.password);
-        this.creds = a;
-      }
-      this.log.info(
-        "the relay refused renewed credentials for this allocation (441): re-allocating before the old ones expire",
-        { at: a === undefined ? undefined : new Date(reallocateBy(a)).toISOString() },
-      );
-      return;
-    }
-    const fresh = this.pendingCreds;
-    if (!this.renewing || fresh === undefined) return;
-    this.creds = fresh;
-    this.allocCreds = fresh;
-    this.pendingCreds = undefined;
-    this.renewing = false;
-    this.renewRetryAt = 0;
-    this.credentialRenewals++;
-    this.log.info("credentials renewed in place", {
-      relayed: this.relayedAddress ? formatTransportAddress(this.relayedAddress) : undefined,
-      renewals: this.credentialRenewals,
-    });
-  }
-
-  private onEvent(e: TurnClientEvent): void {
-    switch (e.type) {
-      case "allocated":
-        this.relayedAddress = e.relayed;
-        if (
-          this.pinnedPort !== undefined &&
-          e.relayed.port !== this.pinnedPort &&
-          !this.pinIgnoredLogged
-        ) {
-          // coturn, or any relay that reads pinned credentials as plain REST ones: the tunnel
-          // still serves, but the platform must look the address up (the tunnel's /list).
-          this.pinIgnoredLogged = true;
-          this.log.warn("the relay did not honour the pinned port: serving on a dynamic port", {
-            pinnedPort: this.pinnedPort,
-            relayed: formatTransportAddress(e.relayed),
-          });
-        }
-        this.lastError = undefined;
-        this.backoff.connected(this.now());
-        this.allocatedLifetime = e.lifetime;
-        // "ready" means reachable: only once the relay confirmed the permissions (RFC 8656 §9),
-        // since it drops peer traffic until then.
-        this.pendingPermissions = new Set(this.o.service.allowPeers.ips);
-        for (const ip of this.o.service.allowPeers.ips)
-          this.client?.createPermission(ip, this.now());
-        this.maybeReady();
-        return;
-      case "permission-created":
-        this.pendingPermissions.delete(e.peerIp);
-        this.maybeReady();
-        return;
-      case "allocate-failed":
-        this.fail(`allocate failed: ${e.code} ${e.reason}`);
-        return;
-      case "refreshed":
-        this.checkRenewal();
-        return;
-      case "refresh-failed":
-        this.fail(`refresh failed: ${e.code} ${e.reason}`, this.renewing);
-        return;
-      case "released":
-        return;
-      case "transaction-timeout": {
-        const what =
-          e.method === Method.Binding
-            ? "keep-alive"
-            : e.method === Method.Allocate
-              ? "Allocate"
-              : e.method === Method.Refresh
-                ? "Refresh"
-                : undefined;
-        if (what !== undefined) this.fail(`relay did not answer (${what})`);
-        return;
-      }
-      case "permission-failed":
-        this.pendingPermissions.delete(e.peerIp);
-        this.maybeReady();
-        this.lastError = `permission for ${e.peerIp} refused: ${e.code} ${e.reason}`;
-        this.log.warn("permission refused", { peer: e.peerIp, code: e.code, reason: e.reason });
-        return;
-      case "channel-bound": {
-        const flow = this.flows.get(formatTransportAddress(e.peer));
-        if (flow !== undefined && flow.channel === e.channel) flow.bound = true;
-        return;
-      }
-      case "channel-bind-failed":
-        this.log.debug("channel bind failed", {
-          peer: formatTransportAddress(e.peer),
-          code: e.code,
-        });
-        return;
-      case "connection-attempt":
-        this.onConnectionAttempt(e.peer, e.connectionId);
-        return;
-      default:
-        return;
-    }
-  }
-
-  private maybeReady(): void {
-    if (this.state !== "allocating" || this.pendingPermissions.size > 0) return;
-    if (this.relayedAddress === undefined) return;
-    this.setState("ready");
-    this.log.info("tunnel ready", {
-      relayed: formatTransportAddress(this.relayedAddress),
-      lifetime: this.allocatedLifetime,
-      target: `${this.o.service.protocol}://${this.o.service.target.host}:${this.o.service.target.port}`,
-    });
-    const idle = this.o.udpFlowIdleMs ?? UDP_FLOW_IDLE_MS;
-    this.sweepTimer = setInterval(() => this.sweepFlows(), Math.min(30_000, idle / 2));
-    this.sweepTimer.unref();
-  }
-
   // -------------------------------------------------------------------------------------------
   // Input from the relay
 
-  private onControlDatagram(msg: Buffer): void {
-    this.lastRx = this.now();
-    this.onControlMessage(msg);
-    this.flush();
+  private onControlDatagram(attempt: number, msg: Buffer): void {
+    const data = this.life.handleInput(attempt, msg, this.now());
+    if (data?.peer !== undefined)
+      this.onPeerDatagram(data.peer, data.bytes.subarray(data.start, data.end));
+    this.drive();
   }
 
-  private onControlChunk(chunk: Buffer): void {
-    const framer = this.framer;
-    if (framer === undefined) return;
-    this.lastRx = this.now();
+  private onControlChunk(attempt: number, framer: StreamFramer, chunk: Buffer): void {
+    if (this.framer !== framer) return;
     framer.push(chunk);
     for (let f = framer.next(); f !== undefined; f = framer.next()) {
-      this.onControlMessage(f);
-      if (this.framer !== framer) return;
+      const data = this.life.handleInput(attempt, f, this.now());
+      if (data?.peer !== undefined)
+        this.onPeerDatagram(data.peer, data.bytes.subarray(data.start, data.end));
+      if (this.framer !== framer) break;
     }
-    if (framer.error !== undefined) {
-      this.fail("the relay sent bytes that are neither STUN nor ChannelData");
-      return;
+    if (framer.error !== undefined && this.framer === framer) {
+      this.life.handleTransportFailed(
+        attempt,
+        "the relay sent bytes that are neither STUN nor ChannelData",
+        this.now(),
+      );
     }
-    this.flush();
-  }
-
-  private onControlMessage(bytes: Uint8Array): void {
-    const client = this.client;
-    if (client === undefined) return;
-    // Control messages update the client; ChannelData and Data indications come back as a view.
-    const data = client.handleInput(bytes, this.now());
-    if (data === undefined || data.peer === undefined) return;
-    this.onPeerDatagram(data.peer, data.bytes.subarray(data.start, data.end));
+    this.drive();
   }
 
   /**
@@ -802,7 +559,7 @@ export class Tunnel {
   private openFlow(key: string, peer: TransportAddress): UdpFlow {
     const target = this.targetAddress!;
     const socket = createSocket({ type: target.family === 6 ? "udp6" : "udp4" });
-    const client = this.client!;
+    const client = this.life.client!;
     // RFC 8656 §12: a channel for this peer, so replies cost 4 bytes of header, not 36. There
     // are 4096 numbers and an unbound one stays reserved for its lifetime plus a 5-minute
     // cool-down, so a busy tunnel can run out: then this flow answers with Send indications.
@@ -837,7 +594,7 @@ export class Tunnel {
   }
 
   private onTargetDatagram(flow: UdpFlow, reply: Buffer): void {
-    const client = this.client;
+    const client = this.life.client;
     if (client === undefined || this.flows.get(flow.key) !== flow) return;
     flow.lastUse = this.now();
     this.bytesOut += reply.length;
@@ -861,7 +618,7 @@ export class Tunnel {
       this.flows.delete(f.key);
       // Stop refreshing its channel: the client frees the number after the cool-down (RFC 8656
       // §12), so numbers come back instead of running out after 4096 peers.
-      if (f.channel !== undefined) this.client?.unbindChannel(f.channel);
+      if (f.channel !== undefined) this.life.client?.unbindChannel(f.channel);
       closeQuietly(f.socket);
     }
     if (this.o.service.protocol === "udp") this.openConnections = this.flows.size;
@@ -871,10 +628,9 @@ export class Tunnel {
   // TCP services (RFC 6062 §4.3)
 
   private onConnectionAttempt(peer: TransportAddress, connectionId: number): void {
-    const client = this.client;
-    if (client === undefined || this.o.service.protocol !== "tcp") return;
+    if (this.life.client === undefined || this.o.service.protocol !== "tcp") return;
     if (!this.peerAllowed(peer)) return;
-    const gen = this.generation;
+    const gen = this.life.attempt;
     const peerText = formatTransportAddress(peer);
     // Plain TCP reads into one reused buffer (runtime-kit reused-read-buffer.ts: no 64 KiB
     // allocation per read); Node's TLS sockets cannot, they keep 'data' events.
@@ -900,8 +656,9 @@ export class Tunnel {
     const bindTimer = setTimeout(() => data.destroy(), CONNECTION_BIND_TIMEOUT_MS);
     data.once("close", () => clearTimeout(bindTimer));
     data.once(this.control === "tls" ? "secureConnect" : "connect", () => {
-      if (gen !== this.generation || this.client === undefined) return data.destroy();
-      data.write(this.client.connectionBindRequest(connectionId));
+      const client = this.life.client;
+      if (gen !== this.life.attempt || client === undefined) return data.destroy();
+      data.write(client.connectionBindRequest(connectionId));
     });
     // Read exactly one frame (the ConnectionBind answer); RFC 6062 §5.4: what follows is the
     // peer's data. The framer gets a copy (a reused read buffer is overwritten by the next
@@ -916,8 +673,8 @@ export class Tunnel {
         return false;
       }
       const rest = framer.takeRemaining();
-      const c = this.client;
-      if (gen !== this.generation || c === undefined) {
+      const c = this.life.client;
+      if (gen !== this.life.attempt || c === undefined) {
         data.destroy();
         return false;
       }
@@ -982,10 +739,10 @@ export class Tunnel {
     this.pipes.add(target);
     this.o.counters.connectionsOpened++;
     // One open connection = one bound data connection, from ConnectionBind success to close.
-    const gen = this.generation;
+    const gen = this.life.attempt;
     this.openConnections++;
     data.once("close", (hadError) => {
-      if (gen === this.generation) this.openConnections--;
+      if (gen === this.life.attempt) this.openConnections--;
       this.log.debug("tcp connection closed", {
         peer: peerText,
         hadError,

@@ -124,3 +124,30 @@ export function windowContains(w: AccessWindow, date: Date): boolean {
 export function isOpen(windows: readonly AccessWindow[], date: Date): boolean {
   return windows.length === 0 || windows.some((w) => windowContains(w, date));
 }
+
+/**
+ * Whether a service may be reached, as the clock moves: `update` says when that changed since
+ * the last look. Pure: the caller brings the date (the supervisor's timer, or a test's clock).
+ */
+export class WindowWatch {
+  #open: boolean;
+
+  constructor(
+    private readonly windows: readonly AccessWindow[],
+    date: Date,
+  ) {
+    this.#open = isOpen(windows, date);
+  }
+
+  get open(): boolean {
+    return this.#open;
+  }
+
+  /** "opened" or "closed" when `date` is on the other side of a window edge than the last look. */
+  update(date: Date): "opened" | "closed" | undefined {
+    const open = isOpen(this.windows, date);
+    if (open === this.#open) return undefined;
+    this.#open = open;
+    return open ? "opened" : "closed";
+  }
+}

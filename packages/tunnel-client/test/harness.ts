@@ -1,13 +1,18 @@
-// Real processes for the tunnel suites: turnpike-relay on a chosen loopback address, the
-// turnpike-tunnel CLI, and echo servers standing in for private targets. Loopback only.
+// Real processes for the tunnel suites: turnpike-relay (or coturn) on chosen loopback
+// addresses, the turnpike-tunnel CLI, and echo servers standing in for private targets, set up
+// and torn down for a describe block by useTunnelFixture(). Loopback only.
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createSocket, type Socket as DgramSocket } from "node:dgram";
 import { request } from "node:http";
 import { createServer, type Server } from "node:net";
 import { fileURLToPath } from "node:url";
-import { freePort } from "../../../test-support/ports.js";
-import { type ManagedProcess, sleep, spawnManaged } from "../../../test-support/process.js";
-import { httpGet } from "../../../test-support/turnpike.js";
+import { type CoturnHandle, startCoturn } from "@turnpike/test-support/coturn";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { type ManagedProcess, sleep, spawnManaged } from "@turnpike/test-support/process";
+import { requireTools } from "@turnpike/test-support/tools";
+import { httpGet } from "@turnpike/test-support/turnpike";
+import { afterAll, beforeAll } from "vitest";
 
 export const RELAY_BIN = fileURLToPath(
   new URL("../../relay-server/bin/turnpike-relay.js", import.meta.url),
@@ -167,6 +172,7 @@ export async function startTunnel(
   };
 }
 
+/** One HTTP request to the admin API, JSON body, optional bearer token. */
 export function adminRequest(
   port: number,
   method: string,
@@ -174,9 +180,26 @@ export function adminRequest(
   body?: unknown,
   token?: string,
 ): Promise<{ status: number; body: string }> {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
+  return httpRequest(
+    port,
+    method,
+    path,
+    headers,
+    body === undefined ? undefined : JSON.stringify(body),
+  );
+}
+
+/** One HTTP request to 127.0.0.1:port with exactly these headers (Node adds Host unless given). */
+export function httpRequest(
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = { "content-type": "application/json" };
-    if (token !== undefined) headers.authorization = `Bearer ${token}`;
     const req = request(
       { host: "127.0.0.1", port, method, path, headers, timeout: 2000 },
       (res) => {
@@ -190,7 +213,7 @@ export function adminRequest(
     );
     req.on("timeout", () => req.destroy(new Error(`${method} ${path} timed out`)));
     req.on("error", reject);
-    req.end(body === undefined ? undefined : JSON.stringify(body));
+    req.end(body);
   });
 }
 
@@ -383,24 +406,229 @@ export function logTail(proc: ManagedProcess, n = 30): string {
   return `--- log ---\n${proc.stderr.split("\n").slice(-n).join("\n")}`;
 }
 
-/**
- * The tunnel most suites run: service `u` (a UDP echo) and `t` (a TCP echo) through `relay`,
- * with loopback peers allowed. Suites append their own flags.
- */
+/** --expose flags for `services` (name -> target URL), loopback peers allowed. */
+export function serviceArgs(services: Record<string, string>): string[] {
+  const expose = Object.entries(services).flatMap(([name, target]) => [
+    "--expose",
+    `${name}=${target}`,
+  ]);
+  return [...expose, "--allow-peer", "127.0.0.1"];
+}
+
+/** Flags exposing `services` (name -> target URL) through `relay`, to loopback peers. */
+export function exposeArgs(relay: string, services: Record<string, string>): string[] {
+  return ["--relay", relay, ...serviceArgs(services)];
+}
+
+/** Service `u` (a UDP echo) and `t` (a TCP echo): the tunnel most suites run. */
+export function echoServices(udpPort: number, tcpPort: number): Record<string, string> {
+  return { u: `udp://127.0.0.1:${udpPort}`, t: `tcp://127.0.0.1:${tcpPort}` };
+}
+
+/** The two echo services through `relay`, loopback peers allowed; suites append their flags. */
 export function exposeEchoArgs(relay: string, udpPort: number, tcpPort: number): string[] {
-  return [
-    "--relay",
-    relay,
-    "--expose",
-    `u=udp://127.0.0.1:${udpPort}`,
-    "--expose",
-    `t=tcp://127.0.0.1:${tcpPort}`,
-    "--allow-peer",
-    "127.0.0.1",
-  ];
+  return exposeArgs(relay, echoServices(udpPort, tcpPort));
 }
 
 /** `n` tunnels listed, every one of them ready. */
 export function allReady(rows: readonly ListRow[], n: number): boolean {
   return rows.length === n && rows.every((r) => r.state === "ready");
+}
+
+/**
+ * Pinned credentials as the platform mints them: the real `turnpike-relay credentials --port`,
+ * the tunnel key (TURNPIKE_KEY) it prints.
+ */
+export function mintTunnelKey(token: string, user: string, port: number): string {
+  const r = spawnSync(
+    process.execPath,
+    [RELAY_BIN, "credentials", "--user", user, "--port", String(port), "--ttl", "3600"],
+    { env: { PATH: process.env.PATH, TURNPIKE_TOKEN: token }, encoding: "utf8", timeout: 20_000 },
+  );
+  if (r.status !== 0) throw new Error(`credentials failed: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { key: string }).key;
+}
+
+export type UdpEcho = Awaited<ReturnType<typeof udpEcho>>;
+export type TcpEcho = Awaited<ReturnType<typeof tcpEcho>>;
+
+export interface TunnelFixtureOptions {
+  /** The relay's shared secret (TURNPIKE_TOKEN, or coturn's --static-auth-secret). */
+  readonly token: string;
+  /** turnpike-relay (default), or coturn in REST secret mode (needs `turnserver`). */
+  readonly relay?: "turnpike" | "coturn";
+  /** One turnpike-relay per address, all on one port number (default ["127.0.0.1"]). */
+  readonly relayIps?: readonly string[];
+  /** Relay ports to reserve, split evenly over the relays (default 100). */
+  readonly relayPorts?: number;
+  /** The last this many reserved ports are --pinned-ports (one relay only). */
+  readonly pinnedPorts?: number;
+  /** More turnpike-relay flags and environment (every start). */
+  readonly relayArgs?: () => string[];
+  readonly relayEnv?: Record<string, string>;
+  /** Echo servers to start as private targets (default both). */
+  readonly echo?: readonly ("udp" | "tcp")[];
+  /**
+   * The tunnel's flags (default: `u` and `t`, the two echo services, through the first relay,
+   * loopback peers allowed, plus `tunnelArgs`); false: the suite starts its own tunnels.
+   */
+  readonly tunnel?: false | ((f: TunnelFixture) => string[]);
+  /** Appended to the default tunnel flags (a function: read when the tunnel starts). */
+  readonly tunnelArgs?: readonly string[] | (() => readonly string[]);
+  /** The tunnel's environment (default TURNPIKE_TOKEN = token). */
+  readonly tunnelEnv?: () => Record<string, string>;
+  readonly adminToken?: string;
+  /** Tunnels that must be ready before the tests run (default 2; 0 = no wait). */
+  readonly ready?: number;
+  readonly readyTimeoutMs?: number;
+}
+
+export interface TunnelFixture {
+  readonly range: PortRange;
+  /** Relay ports only pinned credentials get (with `pinnedPorts`). */
+  readonly pinned: { readonly min: number; readonly max: number };
+  /** The port every relay listens on (UDP and TCP). */
+  readonly relayPort: number;
+  /** turn:<first relay>:<port> */
+  readonly relayUri: string;
+  /** The first turnpike-relay. */
+  readonly relay: RelayProcess;
+  readonly relays: readonly RelayProcess[];
+  readonly coturn: CoturnHandle;
+  readonly udp: UdpEcho;
+  readonly tcp: TcpEcho;
+  readonly tunnel: TunnelProcess;
+  /** kill -9 turnpike-relay `i` (default the first). */
+  stopRelay(i?: number): Promise<void>;
+  /** Start turnpike-relay `i` again: same address, ports, health port and flags. */
+  startRelay(i?: number): Promise<void>;
+}
+
+/**
+ * The relay + echo targets + tunnel most tunnel suites run, started in a beforeAll and stopped
+ * (whatever happened) in an afterAll of the calling describe block. Register hooks the fixture
+ * depends on (a certificate, a credentials server) before calling it: vitest runs beforeAll
+ * hooks in order.
+ */
+export function useTunnelFixture(o: TunnelFixtureOptions): TunnelFixture {
+  const ips = o.relayIps ?? ["127.0.0.1"];
+  let range: PortRange | undefined;
+  let relayPort: number | undefined;
+  const relays: (RelayProcess | undefined)[] = [];
+  const healthPorts: number[] = [];
+  let coturn: CoturnHandle | undefined;
+  let udp: UdpEcho | undefined;
+  let tcp: TcpEcho | undefined;
+  let tunnel: TunnelProcess | undefined;
+  const set = <T>(value: T | undefined, what: string): T => {
+    if (value === undefined) throw new Error(`tunnel fixture: no ${what} (not started yet?)`);
+    return value;
+  };
+  const pinned = () => {
+    const r = set(range, "port range");
+    return { min: r.max + 1 - (o.pinnedPorts ?? 0), max: r.max };
+  };
+  const startOne = async (i: number) => {
+    const r = set(range, "port range");
+    const ordinary = r.max - r.min + 1 - (o.pinnedPorts ?? 0);
+    const share = Math.floor(ordinary / ips.length);
+    const p = pinned();
+    relays[i] = await startRelay({
+      ip: ips[i]!,
+      port: set(relayPort, "relay port"),
+      minPort: r.min + i * share,
+      maxPort: r.min + (i + 1) * share - 1,
+      token: o.token,
+      healthPort: healthPorts[i]!,
+      ...(o.relayEnv !== undefined ? { env: o.relayEnv } : {}),
+      extraArgs: [
+        ...(o.pinnedPorts ? ["--pinned-ports", `${p.min}-${p.max}`] : []),
+        ...(o.relayArgs?.() ?? []),
+      ],
+    });
+  };
+  const f: TunnelFixture = {
+    get range() {
+      return set(range, "port range");
+    },
+    get pinned() {
+      return pinned();
+    },
+    get relayPort() {
+      return set(relayPort, "relay port");
+    },
+    get relayUri() {
+      return `turn:${ips[0]}:${set(relayPort, "relay port")}`;
+    },
+    get relay() {
+      return set(relays[0], "turnpike-relay");
+    },
+    get relays() {
+      return relays.map((r) => set(r, "turnpike-relay"));
+    },
+    get coturn() {
+      return set(coturn, "coturn");
+    },
+    get udp() {
+      return set(udp, "UDP echo");
+    },
+    get tcp() {
+      return set(tcp, "TCP echo");
+    },
+    get tunnel() {
+      return set(tunnel, "tunnel");
+    },
+    async stopRelay(i = 0) {
+      await relays[i]?.stop();
+    },
+    startRelay: (i = 0) => startOne(i),
+  };
+
+  beforeAll(async () => {
+    if (o.relay === "coturn") requireTools("turnserver");
+    range = reservePortRange(o.relayPorts ?? 100);
+    relayPort = await freePort();
+    const echo = o.echo ?? ["udp", "tcp"];
+    if (echo.includes("udp")) udp = await udpEcho();
+    if (echo.includes("tcp")) tcp = await tcpEcho();
+    if (o.relay === "coturn") {
+      coturn = await startCoturn({
+        port: relayPort,
+        mode: "rest",
+        secret: o.token,
+        minPort: range.min,
+        maxPort: range.max,
+      });
+    } else {
+      for (let i = 0; i < ips.length; i++) {
+        healthPorts[i] = await freePort();
+        await startOne(i);
+      }
+    }
+    if (o.tunnel === false) return;
+    const args = o.tunnel?.(f) ?? [
+      ...exposeEchoArgs(f.relayUri, f.udp.port, f.tcp.port),
+      ...(typeof o.tunnelArgs === "function" ? o.tunnelArgs() : (o.tunnelArgs ?? [])),
+    ];
+    tunnel = await startTunnel(args, o.tunnelEnv?.() ?? { TURNPIKE_TOKEN: o.token }, o.adminToken);
+    const n = o.ready ?? 2;
+    if (n > 0) {
+      await tunnel.waitFor(
+        (rows) => rows.filter((r) => r.state === "ready").length === n,
+        o.readyTimeoutMs ?? (o.relay === "coturn" ? 20_000 : 15_000),
+        `${n} ready tunnel(s)`,
+      );
+    }
+  });
+
+  afterAll(async () => {
+    await tunnel?.stop();
+    for (const r of relays) await r?.stop();
+    await coturn?.stop();
+    udp?.close();
+    await tcp?.close();
+    range?.release();
+  });
+
+  return f;
 }

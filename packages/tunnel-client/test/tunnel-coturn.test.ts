@@ -2,67 +2,28 @@
 // use-auth-secret, the same scheme as TURNPIKE_TOKEN), UDP and TCP (RFC 6062) services.
 // Outside CI a missing coturn skips with a warning; under CI=true it fails the suite.
 import { randomBytes } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CoturnHandle, startCoturn } from "../../../test-support/coturn.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
+import { skipUnlessTools } from "@turnpike/test-support/tools";
+import { describe, expect, it } from "vitest";
 import {
   echoUdp,
-  exposeEchoArgs,
   parseAddress,
   sha256,
-  startTunnel,
-  type TunnelProcess,
-  tcpEcho,
   tcpRoundTrip,
-  udpEcho,
   udpPeer,
+  useTunnelFixture,
 } from "./harness.js";
 
-const SECRET = "coturn-tunnel-secret";
 const skip = skipUnlessTools("turnserver");
 
 describe.skipIf(skip)("turnpike-tunnel with coturn as the relay", () => {
-  let range: PortRange;
-  let coturn: CoturnHandle;
-  let udp: Awaited<ReturnType<typeof udpEcho>>;
-  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
-  let tunnel: TunnelProcess;
-
-  beforeAll(async () => {
-    requireTools("turnserver");
-    range = reservePortRange(100);
-    const port = await freePort();
-    coturn = await startCoturn({
-      port,
-      mode: "rest",
-      secret: SECRET,
-      minPort: range.min,
-      maxPort: range.max,
-    });
-    udp = await udpEcho();
-    tcp = await tcpEcho();
-    tunnel = await startTunnel(
-      [...exposeEchoArgs(`turn:127.0.0.1:${port}`, udp.port, tcp.port), "--keepalive", "2"],
-      { TURNPIKE_TOKEN: SECRET },
-    );
-    await tunnel.waitFor(
-      (rows) => rows.filter((r) => r.state === "ready").length === 2,
-      20_000,
-      "both tunnels ready on coturn",
-    );
-  });
-
-  afterAll(async () => {
-    await tunnel?.stop();
-    await coturn?.stop();
-    udp?.close();
-    await tcp?.close();
-    range?.release();
+  const f = useTunnelFixture({
+    token: "coturn-tunnel-secret",
+    relay: "coturn",
+    tunnelArgs: ["--keepalive", "2"],
   });
 
   it("echoes 1,000 UDP datagrams through coturn's relayed address", async () => {
-    const row = (await tunnel.list()).find((r) => r.name === "u")!;
+    const row = (await f.tunnel.list()).find((r) => r.name === "u")!;
     const platform = await udpPeer("127.0.0.1");
     const echoed = await echoUdp(platform, parseAddress(row.relayedAddress!), 1000);
     platform.close();
@@ -70,7 +31,7 @@ describe.skipIf(skip)("turnpike-tunnel with coturn as the relay", () => {
   });
 
   it("pipes 10 MB over TCP (RFC 6062) through coturn with a matching SHA-256", async () => {
-    const row = (await tunnel.list()).find((r) => r.name === "t")!;
+    const row = (await f.tunnel.list()).find((r) => r.name === "t")!;
     const data = randomBytes(10 * 1024 * 1024);
     const t0 = performance.now();
     // coturn 4.6 does not push back on a TCP-to-TCP relay: with 10 MB written in one go it reset

@@ -2,27 +2,20 @@
 // real traffic through turnpike-relay and a relay restart: tunnels by state, reconnects,
 // connections and bytes, with service.name turnpike-tunnel. Loopback only, bounded waits.
 import { randomBytes } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type OtlpReceiver,
   type ReceivedMetric,
   startOtlpReceiver,
-} from "../../../test-support/otlp-receiver.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+} from "@turnpike/test-support/otlp-receiver";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   allReady,
   echoUdp,
-  exposeEchoArgs,
   parseAddress,
-  type RelayProcess,
   sha256,
-  startRelay,
-  startTunnel,
-  type TunnelProcess,
-  tcpEcho,
   tcpRoundTrip,
-  udpEcho,
   udpPeer,
+  useTunnelFixture,
 } from "./harness.js";
 
 const TOKEN = "tunnel-metrics-secret";
@@ -38,58 +31,24 @@ function metricValue(m: ReceivedMetric, attrs: Record<string, string> = {}): num
 
 describe("turnpike-tunnel exports OTLP metrics", () => {
   let receiver: OtlpReceiver;
-  let range: PortRange;
-  let relayPort: number;
-  let relay: RelayProcess;
-  let udp: Awaited<ReturnType<typeof udpEcho>>;
-  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
-  let tunnel: TunnelProcess;
-
-  const startOurRelay = () =>
-    startRelay({
-      ip: "127.0.0.1",
-      port: relayPort,
-      minPort: range.min,
-      maxPort: range.max,
-      token: TOKEN,
-    });
-
   beforeAll(async () => {
     receiver = await startOtlpReceiver();
-    range = reservePortRange(100);
-    relayPort = await freePort();
-    udp = await udpEcho();
-    tcp = await tcpEcho();
-    relay = await startOurRelay();
-    tunnel = await startTunnel(
-      [
-        ...exposeEchoArgs(`turn:127.0.0.1:${relayPort}`, udp.port, tcp.port),
-        "--keepalive",
-        "1",
-        "--backoff-base",
-        "0.1",
-        "--backoff-max",
-        "1",
-      ],
-      {
-        TURNPIKE_TOKEN: TOKEN,
-        OTLP_GRPC_ENDPOINT: receiver.endpoint,
-        OTEL_METRIC_EXPORT_INTERVAL: "300",
-      },
-    );
-    await tunnel.waitFor((r) => allReady(r, 2), 15_000, "both tunnels ready");
   });
-
   afterAll(async () => {
-    await tunnel?.stop();
-    await relay?.stop();
     await receiver?.close();
-    udp?.close();
-    await tcp?.close();
-    range?.release();
+  });
+  const f = useTunnelFixture({
+    token: TOKEN,
+    tunnelArgs: ["--keepalive", "1", "--backoff-base", "0.1", "--backoff-max", "1"],
+    tunnelEnv: () => ({
+      TURNPIKE_TOKEN: TOKEN,
+      OTLP_GRPC_ENDPOINT: receiver.endpoint,
+      OTEL_METRIC_EXPORT_INTERVAL: "300",
+    }),
   });
 
   it("reports tunnels by state, reconnects, connections and bytes after real traffic", async () => {
+    const tunnel = f.tunnel;
     const rows = await tunnel.list();
     const platform = await udpPeer("127.0.0.1");
     const u = parseAddress(rows.find((r) => r.name === "u")!.relayedAddress!);
@@ -100,13 +59,13 @@ describe("turnpike-tunnel exports OTLP metrics", () => {
     expect(sha256(await tcpRoundTrip(t, data))).toBe(sha256(data));
 
     // Lose the relay once: both tunnels reconnect.
-    await relay.stop();
+    await f.stopRelay();
     await tunnel.waitFor(
       (r) => r.every((x) => x.reconnects >= 1),
       10_000,
       "both tunnels to notice the dead relay",
     );
-    relay = await startOurRelay();
+    await f.startRelay();
     await tunnel.waitFor((r) => allReady(r, 2), 10_000, "both tunnels ready again");
 
     const t0 = performance.now();

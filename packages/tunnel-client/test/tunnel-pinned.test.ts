@@ -3,27 +3,25 @@
 // the same relay IP:port serves again after the relay is killed (kill -9) and restarted and after
 // the tunnel itself is killed and restarted. With coturn as the relay (no pins) the tunnel falls
 // back to a dynamic port and says so once.
-import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type CoturnHandle, startCoturn } from "../../../test-support/coturn.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { skipUnlessTools } from "../../../test-support/tools.js";
+import { type CoturnHandle, startCoturn } from "@turnpike/test-support/coturn";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { skipUnlessTools } from "@turnpike/test-support/tools";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import {
   echoUdp,
+  exposeArgs,
   logCount,
   logTail,
+  mintTunnelKey,
   parseAddress,
-  RELAY_BIN,
   type RelayProcess,
   sha256,
-  startRelay,
   startTunnel,
   type TunnelProcess,
-  tcpEcho,
   tcpRoundTrip,
-  udpEcho,
   udpPeer,
+  useTunnelFixture,
 } from "./harness.js";
 
 const TOKEN = "tunnel-pinned-secret";
@@ -31,16 +29,7 @@ const ADMIN = "tunnel-pinned-admin";
 /** The tunnels' backoff cap (s): how long a reconnect may wait once the relay is back. */
 const BACKOFF_MAX = 2;
 
-/** Pinned credentials as the platform mints them: the real CLI, the key it prints. */
-function mintKey(user: string, port: number): string {
-  const r = spawnSync(
-    process.execPath,
-    [RELAY_BIN, "credentials", "--user", user, "--port", String(port), "--ttl", "3600"],
-    { env: { PATH: process.env.PATH, TURNPIKE_TOKEN: TOKEN }, encoding: "utf8", timeout: 20_000 },
-  );
-  if (r.status !== 0) throw new Error(`credentials failed: ${r.stderr}`);
-  return (JSON.parse(r.stdout) as { key: string }).key;
-}
+const mintKey = (user: string, port: number) => mintTunnelKey(TOKEN, user, port);
 
 /** GET /v1/allocations?user= on the relay's health listener (the platform's lookup). */
 async function discover(relay: RelayProcess, user: string): Promise<{ relayedAddress: string }[]> {
@@ -51,70 +40,32 @@ async function discover(relay: RelayProcess, user: string): Promise<{ relayedAdd
   return ((await res.json()) as { allocations: { relayedAddress: string }[] }).allocations;
 }
 
-const tunnelArgs = (relay: string, service: string, extra: string[] = []) => [
-  "--relay",
-  relay,
-  "--expose",
-  service,
-  "--allow-peer",
-  "127.0.0.1",
+const tunnelArgs = (relay: string, services: Record<string, string>) => [
+  ...exposeArgs(relay, services),
   "--backoff-max",
   String(BACKOFF_MAX),
   "--keepalive",
   "1",
-  ...extra,
 ];
 
 describe("turnpike-tunnel keeps its pinned endpoint", () => {
-  let range: PortRange;
-  let relay: RelayProcess;
-  let relayPort: number;
-  let healthPort: number;
-  let pinned: { min: number; max: number };
-  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
-  let udp: Awaited<ReturnType<typeof udpEcho>>;
-  const tunnels: TunnelProcess[] = [];
-
-  const start = () =>
-    startRelay({
-      ip: "127.0.0.1",
-      port: relayPort,
-      minPort: range.min,
-      maxPort: range.min + 19,
-      token: TOKEN,
-      healthPort,
-      env: { TURNPIKE_ADMIN_TOKEN: ADMIN },
-      extraArgs: ["--pinned-ports", `${pinned.min}-${pinned.max}`],
-    });
-
-  beforeAll(async () => {
-    range = reservePortRange(40);
-    pinned = { min: range.min + 20, max: range.max };
-    relayPort = await freePort();
-    healthPort = await freePort();
-    tcp = await tcpEcho();
-    udp = await udpEcho();
-    relay = await start();
+  const f = useTunnelFixture({
+    token: TOKEN,
+    relayPorts: 40,
+    pinnedPorts: 20,
+    relayEnv: { TURNPIKE_ADMIN_TOKEN: ADMIN },
+    tunnel: false,
   });
+  const tunnels: TunnelProcess[] = [];
 
   afterEach(async () => {
     for (const t of tunnels.splice(0)) await t.proc.stop("SIGKILL", 1000);
   });
 
-  afterAll(async () => {
-    await relay?.stop();
-    await tcp?.close();
-    udp?.close();
-    range?.release();
-  });
-
   it("serves a TCP service on its pinned port across a relay kill -9 and a tunnel kill -9", async () => {
-    const port = pinned.min + 3;
+    const port = f.pinned.min + 3;
     const endpoint = `127.0.0.1:${port}`;
-    const args = tunnelArgs(
-      `turn:127.0.0.1:${relayPort}?transport=tcp`,
-      `pg=tcp://127.0.0.1:${tcp.port}`,
-    );
+    const args = tunnelArgs(`${f.relayUri}?transport=tcp`, { pg: `tcp://127.0.0.1:${f.tcp.port}` });
     const env = { TURNPIKE_KEY: mintKey("acme-pg", port) };
     const roundTrip = async () => {
       const data = randomBytes(1 << 20);
@@ -136,14 +87,14 @@ describe("turnpike-tunnel keeps its pinned endpoint", () => {
     tunnels.push(tunnel);
     const [row] = await ready(tunnel, "the pinned endpoint");
     expect(row).toMatchObject({ relayedAddress: endpoint, pinnedPort: port });
-    expect(await discover(relay, "acme-pg")).toMatchObject([{ relayedAddress: endpoint }]);
+    expect(await discover(f.relay, "acme-pg")).toMatchObject([{ relayedAddress: endpoint }]);
     await roundTrip();
 
     // kill -9 the relay, start it again: same IP:port, within the backoff cap of its return.
-    await relay.stop();
-    relay = await start();
+    await f.stopRelay();
+    await f.startRelay();
     await ready(tunnel, "the pinned endpoint after a relay kill -9", 1);
-    expect(await discover(relay, "acme-pg")).toMatchObject([{ relayedAddress: endpoint }]);
+    expect(await discover(f.relay, "acme-pg")).toMatchObject([{ relayedAddress: endpoint }]);
     await roundTrip();
 
     // kill -9 the tunnel, start it again.
@@ -156,14 +107,13 @@ describe("turnpike-tunnel keeps its pinned endpoint", () => {
   });
 
   it("takes its UDP service's port back at once after a tunnel kill -9 (the stale allocation is released)", async () => {
-    const port = pinned.min + 4;
+    const port = f.pinned.min + 4;
     const endpoint = `127.0.0.1:${port}`;
     // Over UDP the relay cannot see a dead tunnel: without the takeover the old allocation
     // would hold the port for its whole lifetime (600 s).
-    const args = tunnelArgs(
-      `turn:127.0.0.1:${relayPort}?transport=udp`,
-      `dns=udp://127.0.0.1:${udp.port}`,
-    );
+    const args = tunnelArgs(`${f.relayUri}?transport=udp`, {
+      dns: `udp://127.0.0.1:${f.udp.port}`,
+    });
     const env = { TURNPIKE_KEY: mintKey("acme-dns", port) };
     const first = await startTunnel(args, env);
     tunnels.push(first);
@@ -176,7 +126,7 @@ describe("turnpike-tunnel keeps its pinned endpoint", () => {
       15_000,
       "the restarted tunnel on the same port",
     );
-    expect(relay.proc.stderr).toContain(
+    expect(f.relay.proc.stderr).toContain(
       "pinned port taken over by a newer allocation of the same user",
     );
     const platform = await udpPeer("127.0.0.1");
@@ -188,16 +138,12 @@ describe("turnpike-tunnel keeps its pinned endpoint", () => {
   });
 
   it("serves one service per pinned credential and says why the others wait", async () => {
-    const port = pinned.min + 5;
+    const port = f.pinned.min + 5;
     const tunnel = await startTunnel(
-      [
-        ...tunnelArgs(
-          `turn:127.0.0.1:${relayPort}?transport=tcp`,
-          `one=tcp://127.0.0.1:${tcp.port}`,
-        ),
-        "--expose",
-        `two=tcp://127.0.0.1:${tcp.port}`,
-      ],
+      tunnelArgs(`${f.relayUri}?transport=tcp`, {
+        one: `tcp://127.0.0.1:${f.tcp.port}`,
+        two: `tcp://127.0.0.1:${f.tcp.port}`,
+      }),
       { TURNPIKE_KEY: mintKey("acme-two", port) },
     );
     tunnels.push(tunnel);
@@ -237,15 +183,15 @@ describe("turnpike-tunnel keeps its pinned endpoint", () => {
         });
       coturn = await startIt();
       const tunnel = await startTunnel(
-        tunnelArgs(`turn:127.0.0.1:${port}?transport=tcp`, `pg=tcp://127.0.0.1:${tcp.port}`),
-        { TURNPIKE_KEY: mintKey("acme-pg", pinned.min + 6) },
+        tunnelArgs(`turn:127.0.0.1:${port}?transport=tcp`, { pg: `tcp://127.0.0.1:${f.tcp.port}` }),
+        { TURNPIKE_KEY: mintKey("acme-pg", f.pinned.min + 6) },
       );
       tunnels.push(tunnel);
       const [row] = await tunnel.waitFor((r) => r[0]?.state === "ready", 20_000, "ready on coturn");
       const relayed = parseAddress(row!.relayedAddress!);
       expect(relayed.port).toBeGreaterThanOrEqual(coturnRange.min);
       expect(relayed.port).toBeLessThanOrEqual(coturnRange.max);
-      expect(row!.pinnedPort).toBe(pinned.min + 6);
+      expect(row!.pinnedPort).toBe(f.pinned.min + 6);
       const data = randomBytes(64 * 1024);
       expect(sha256(await tcpRoundTrip(relayed, data))).toBe(sha256(data));
 

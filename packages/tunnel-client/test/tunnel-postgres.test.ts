@@ -4,29 +4,28 @@
 // pinned relayed address, before and after the relay is killed (kill -9) and restarted and after
 // the tunnel is killed and restarted; then the same through coturn as the relay (dynamic port).
 
-import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CoturnHandle, startCoturn } from "../../../test-support/coturn.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import { type CoturnHandle, startCoturn } from "@turnpike/test-support/coturn";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import {
   type PostgresHandle,
   postgresProbe,
   psql,
   startPostgres,
-} from "../../../test-support/postgres.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
+} from "@turnpike/test-support/postgres";
+import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  exposeArgs,
   logCount,
+  mintTunnelKey,
   parseAddress,
-  RELAY_BIN,
-  type RelayProcess,
-  startRelay,
   startTunnel,
   type TunnelProcess,
+  useTunnelFixture,
 } from "./harness.js";
 
 const TOKEN = "tunnel-postgres-secret";
@@ -37,16 +36,6 @@ const BACKOFF_MAX = 2;
 
 const sha256 = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
 
-function mintKey(user: string, port: number): string {
-  const r = spawnSync(
-    process.execPath,
-    [RELAY_BIN, "credentials", "--user", user, "--port", String(port), "--ttl", "3600"],
-    { env: { PATH: process.env.PATH, TURNPIKE_TOKEN: TOKEN }, encoding: "utf8", timeout: 20_000 },
-  );
-  if (r.status !== 0) throw new Error(`credentials failed: ${r.stderr}`);
-  return (JSON.parse(r.stdout) as { key: string }).key;
-}
-
 describe.skipIf(skipUnlessTools(postgresProbe()))(
   "a real PostgreSQL behind turnpike-tunnel",
   () => {
@@ -55,26 +44,10 @@ describe.skipIf(skipUnlessTools(postgresProbe()))(
     let csvSha: string;
     let rowsMd5: string;
     let pg: PostgresHandle;
-    let range: PortRange;
-    let relay: RelayProcess;
-    let relayPort: number;
-    let healthPort: number;
-    let pinnedPort: number;
     let tunnel: TunnelProcess | undefined;
     let tunnelArgs: string[];
-    const key = () => ({ TURNPIKE_KEY: mintKey("acme-pg", pinnedPort) });
-
-    const startPinnedRelay = () =>
-      startRelay({
-        ip: "127.0.0.1",
-        port: relayPort,
-        minPort: range.min,
-        maxPort: range.min + 9,
-        token: TOKEN,
-        healthPort,
-        env: { TURNPIKE_ADMIN_TOKEN: ADMIN },
-        extraArgs: ["--pinned-ports", `${range.min + 10}-${range.max}`],
-      });
+    const pinnedPort = () => f.pinned.min + 5;
+    const key = () => ({ TURNPIKE_KEY: mintTunnelKey(TOKEN, "acme-pg", pinnedPort()) });
 
     /** Queries and a \copy of the CSV in both directions through `at`; returns MB/s each way. */
     async function exercise(at: { host: string; port: number }, tag: string) {
@@ -129,40 +102,39 @@ describe.skipIf(skipUnlessTools(postgresProbe()))(
       rowsMd5 = createHash("md5").update(lines.join("\n")).digest("hex");
       expect(statSync(csv).size).toBeGreaterThan(20 * 1024 * 1024);
       pg = await startPostgres();
-      range = reservePortRange(20);
-      pinnedPort = range.min + 15;
-      relayPort = await freePort();
-      healthPort = await freePort();
-      relay = await startPinnedRelay();
+    }, 180_000);
+    afterAll(async () => {
+      await pg?.stop();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+    const f = useTunnelFixture({
+      token: TOKEN,
+      relayPorts: 20,
+      pinnedPorts: 10,
+      relayEnv: { TURNPIKE_ADMIN_TOKEN: ADMIN },
+      echo: [],
+      tunnel: false,
+    });
+    beforeAll(async () => {
       tunnelArgs = [
-        "--relay",
-        `turn:127.0.0.1:${relayPort}?transport=tcp`,
-        "--expose",
-        `pg=tcp://127.0.0.1:${pg.port}`,
-        "--allow-peer",
-        "127.0.0.1",
+        ...exposeArgs(`${f.relayUri}?transport=tcp`, { pg: `tcp://127.0.0.1:${pg.port}` }),
         "--backoff-max",
         String(BACKOFF_MAX),
         "--keepalive",
         "1",
       ];
       tunnel = await startTunnel(tunnelArgs, key());
-    }, 180_000);
-
+    });
     afterAll(async () => {
       await tunnel?.proc.stop("SIGKILL", 1000);
-      await relay?.stop();
-      await pg?.stop();
-      range?.release();
-      if (dir) rmSync(dir, { recursive: true, force: true });
     });
 
-    const pinnedEndpoint = () => ({ host: "127.0.0.1", port: pinnedPort });
+    const pinnedEndpoint = () => ({ host: "127.0.0.1", port: pinnedPort() });
     const readyOnPin = (t: TunnelProcess, what: string, reconnects = 0) =>
       t.waitFor(
         (rows) =>
           rows[0]?.state === "ready" &&
-          rows[0].relayedAddress === `127.0.0.1:${pinnedPort}` &&
+          rows[0].relayedAddress === `127.0.0.1:${pinnedPort()}` &&
           rows[0].reconnects >= reconnects,
         BACKOFF_MAX * 1000 + 15_000,
         what,
@@ -171,18 +143,21 @@ describe.skipIf(skipUnlessTools(postgresProbe()))(
     it("runs psql queries and a 20 MB \\copy both ways through the pinned relayed address", async () => {
       await readyOnPin(tunnel!, "the tunnel ready on its pinned port");
       // The platform finds the endpoint on the relay, not inside the customer's network.
-      const res = await fetch(`http://127.0.0.1:${healthPort}/v1/allocations?user=acme-pg`, {
-        headers: { authorization: `Bearer ${ADMIN}` },
-      });
+      const res = await fetch(
+        `http://127.0.0.1:${f.relay.healthPort}/v1/allocations?user=acme-pg`,
+        {
+          headers: { authorization: `Bearer ${ADMIN}` },
+        },
+      );
       const found = ((await res.json()) as { allocations: { relayedAddress: string }[] })
         .allocations;
-      expect(found.map((a) => a.relayedAddress)).toEqual([`127.0.0.1:${pinnedPort}`]);
+      expect(found.map((a) => a.relayedAddress)).toEqual([`127.0.0.1:${pinnedPort()}`]);
       await exercise(pinnedEndpoint(), "first");
     });
 
     it("does it again on the same address after the relay is killed (kill -9) and restarted", async () => {
-      await relay.stop();
-      relay = await startPinnedRelay();
+      await f.stopRelay();
+      await f.startRelay();
       await readyOnPin(tunnel!, "the tunnel back on its pinned port", 1);
       await exercise(pinnedEndpoint(), "after relay kill -9");
     });
@@ -228,7 +203,7 @@ describe.skipIf(skipUnlessTools(postgresProbe()))(
           "the tunnel ready on coturn",
         );
         const at = parseAddress(row!.relayedAddress!);
-        expect(at.port).not.toBe(pinnedPort);
+        expect(at.port).not.toBe(pinnedPort());
         expect(logCount(coturnTunnel.proc, "did not honour the pinned port")).toBe(1);
         await exercise({ host: at.ip, port: at.port }, "coturn");
       });

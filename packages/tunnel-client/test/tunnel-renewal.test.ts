@@ -6,11 +6,9 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { mintRestCredentials } from "@turnpike/relay-core";
+import { sleep } from "@turnpike/test-support/process";
+import { skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CoturnHandle, startCoturn } from "../../../test-support/coturn.js";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
 import {
   allReady,
   echoUdp,
@@ -18,15 +16,11 @@ import {
   logCount,
   logTail,
   parseAddress,
-  type RelayProcess,
   sha256,
-  startRelay,
-  startTunnel,
   type TunnelProcess,
-  tcpEcho,
   tcpRoundTrip,
-  udpEcho,
   udpPeer,
+  useTunnelFixture,
   waitUntil,
 } from "./harness.js";
 
@@ -52,51 +46,14 @@ async function trafficFlows(tunnel: TunnelProcess): Promise<void> {
   expect(sha256(back)).toBe(sha256(data));
 }
 
-function tunnelArgs(relay: string, udpPort: number, tcpPort: number): string[] {
-  return [...exposeEchoArgs(relay, udpPort, tcpPort), "--keepalive", "2"];
-}
-
 describe("credential renewal against turnpike-relay", () => {
-  let range: PortRange;
-  let relay: RelayProcess;
-  let udp: Awaited<ReturnType<typeof udpEcho>>;
-  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
-  let tunnel: TunnelProcess;
-
-  beforeAll(async () => {
-    range = reservePortRange(100);
-    const port = await freePort();
-    udp = await udpEcho();
-    tcp = await tcpEcho();
-    relay = await startRelay({
-      ip: "127.0.0.1",
-      port,
-      minPort: range.min,
-      maxPort: range.max,
-      token: TOKEN,
-    });
-    tunnel = await startTunnel(
-      [
-        ...tunnelArgs(`turn:127.0.0.1:${port}`, udp.port, tcp.port),
-        "--name",
-        "renewal-test",
-        "--credential-ttl",
-        "5",
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    await tunnel.waitFor((r) => allReady(r, 2), 15_000, "both tunnels ready");
-  });
-
-  afterAll(async () => {
-    await tunnel?.stop();
-    await relay?.stop();
-    udp?.close();
-    await tcp?.close();
-    range?.release();
+  const f = useTunnelFixture({
+    token: TOKEN,
+    tunnelArgs: ["--keepalive", "2", "--name", "renewal-test", "--credential-ttl", "5"],
   });
 
   it("keeps the relayed addresses across several 5 s credential renewals while traffic flows", async () => {
+    const tunnel = f.tunnel;
     const before = await tunnel.list();
     const t0 = performance.now();
     // Three renewals per tunnel (both tunnels share the credential source) = the first
@@ -126,27 +83,11 @@ describe("credential renewal against turnpike-relay", () => {
 });
 
 describe("--credentials-url against turnpike-relay", () => {
-  let range: PortRange;
-  let relay: RelayProcess;
-  let udp: Awaited<ReturnType<typeof udpEcho>>;
-  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
-  let tunnel: TunnelProcess;
   let server: Server;
   let fetches = 0;
   let user = "url-user";
 
   beforeAll(async () => {
-    range = reservePortRange(100);
-    const port = await freePort();
-    udp = await udpEcho();
-    tcp = await tcpEcho();
-    relay = await startRelay({
-      ip: "127.0.0.1",
-      port,
-      minPort: range.min,
-      maxPort: range.max,
-      token: TOKEN,
-    });
     // The platform's credential endpoint: TURN REST JSON minted with the relay's token.
     server = createServer((req, res) => {
       if (req.url !== "/turn-credentials") {
@@ -156,31 +97,27 @@ describe("--credentials-url against turnpike-relay", () => {
       fetches++;
       const c = mintRestCredentials(TOKEN, Math.floor(Date.now() / 1000), 5, user);
       res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ ...c, uris: [`turn:127.0.0.1:${port}`] }));
+      res.end(JSON.stringify({ ...c, uris: [f.relayUri] }));
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-    const httpPort = (server.address() as { port: number }).port;
-    tunnel = await startTunnel(
-      [
-        ...tunnelArgs(`turn:127.0.0.1:${port}`, udp.port, tcp.port),
-        "--credentials-url",
-        `http://127.0.0.1:${httpPort}/turn-credentials`,
-      ],
-      {},
-    );
-    await tunnel.waitFor((r) => allReady(r, 2), 15_000, "both tunnels ready");
   });
-
   afterAll(async () => {
-    await tunnel?.stop();
-    await relay?.stop();
     await new Promise((r) => server?.close(r));
-    udp?.close();
-    await tcp?.close();
-    range?.release();
+  });
+  const f = useTunnelFixture({
+    token: TOKEN,
+    tunnel: (fx) => [
+      ...exposeEchoArgs(fx.relayUri, fx.udp.port, fx.tcp.port),
+      "--keepalive",
+      "2",
+      "--credentials-url",
+      `http://127.0.0.1:${(server.address() as { port: number }).port}/turn-credentials`,
+    ],
+    tunnelEnv: () => ({}),
   });
 
   it("fetches credentials from the URL and renews them before the ttl runs out", async () => {
+    const tunnel = f.tunnel;
     const before = await tunnel.list();
     const fetched = fetches;
     expect(fetched).toBeGreaterThanOrEqual(1);
@@ -205,6 +142,7 @@ describe("--credentials-url against turnpike-relay", () => {
     // turnpike-relay ties an allocation to the REST <user>: credentials for another user are
     // answered with 441, so the tunnel must fall back to a fresh allocation before expiry.
     user = "another-user";
+    const tunnel = f.tunnel;
     const t0 = performance.now();
     await waitUntil(
       () => logCount(tunnel.proc, REFUSED) >= 2 && logCount(tunnel.proc, REALLOCATED) >= 2,
@@ -225,47 +163,14 @@ describe("--credentials-url against turnpike-relay", () => {
 const skipCoturn = skipUnlessTools("turnserver");
 
 describe.skipIf(skipCoturn)("credential renewal against coturn (441 fallback)", () => {
-  let range: PortRange;
-  let coturn: CoturnHandle;
-  let udp: Awaited<ReturnType<typeof udpEcho>>;
-  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
-  let tunnel: TunnelProcess;
-
-  beforeAll(async () => {
-    requireTools("turnserver");
-    range = reservePortRange(100);
-    const port = await freePort();
-    coturn = await startCoturn({
-      port,
-      mode: "rest",
-      secret: TOKEN,
-      minPort: range.min,
-      maxPort: range.max,
-    });
-    udp = await udpEcho();
-    tcp = await tcpEcho();
-    tunnel = await startTunnel(
-      [
-        ...tunnelArgs(`turn:127.0.0.1:${port}`, udp.port, tcp.port),
-        "--name",
-        "coturn-renewal",
-        "--credential-ttl",
-        "8",
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    await tunnel.waitFor((r) => allReady(r, 2), 20_000, "both tunnels ready on coturn");
-  });
-
-  afterAll(async () => {
-    await tunnel?.stop();
-    await coturn?.stop();
-    udp?.close();
-    await tcp?.close();
-    range?.release();
+  const f = useTunnelFixture({
+    token: TOKEN,
+    relay: "coturn",
+    tunnelArgs: ["--keepalive", "2", "--name", "coturn-renewal", "--credential-ttl", "8"],
   });
 
   it("re-allocates before the credentials expire when coturn insists on the creating username", async () => {
+    const tunnel = f.tunnel;
     await trafficFlows(tunnel);
     const t0 = performance.now();
     await waitUntil(

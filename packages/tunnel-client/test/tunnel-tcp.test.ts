@@ -2,34 +2,24 @@
 // as the private target; a plain TCP client ("the platform") connects to the relayed address.
 import { randomBytes } from "node:crypto";
 import { connect, createServer, type Server } from "node:net";
+import { freePort } from "@turnpike/test-support/ports";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
 import {
+  exposeArgs,
   parseAddress,
-  type RelayProcess,
   sha256,
-  startRelay,
-  startTunnel,
-  type TunnelProcess,
   tcpConnectOutcome,
-  tcpEcho,
   tcpRoundTrip,
+  useTunnelFixture,
 } from "./harness.js";
 
 const TOKEN = "tunnel-tcp-secret";
 describe("turnpike-tunnel exposes a TCP service through turnpike-relay (RFC 6062)", () => {
-  let range: PortRange;
-  let relay: RelayProcess;
-  let echo: Awaited<ReturnType<typeof tcpEcho>>;
   let closedPort: number;
   let afterEof: Server;
-  let tunnel: TunnelProcess;
 
   beforeAll(async () => {
-    range = reservePortRange(100);
-    const port = await freePort();
     closedPort = await freePort(); // nothing listens here: a target that refuses
-    echo = await tcpEcho();
     // Answers only once the request is complete (EOF): reads to the end, then writes it all
     // back and closes, like an HTTP/1.0 server or `nc -N` on the other side.
     afterEof = createServer({ allowHalfOpen: true }, (c) => {
@@ -39,45 +29,24 @@ describe("turnpike-tunnel exposes a TCP service through turnpike-relay (RFC 6062
       c.on("end", () => c.end(Buffer.concat(parts)));
     });
     await new Promise<void>((r) => afterEof.listen(0, "127.0.0.1", () => r()));
-    relay = await startRelay({
-      ip: "127.0.0.1",
-      port,
-      minPort: range.min,
-      maxPort: range.max,
-      token: TOKEN,
-    });
-    tunnel = await startTunnel(
-      [
-        "--relay",
-        `turn:127.0.0.1:${port}?transport=tcp`,
-        "--expose",
-        `echo=tcp://127.0.0.1:${echo.port}`,
-        "--expose",
-        `refusing=tcp://127.0.0.1:${closedPort}`,
-        "--expose",
-        `after-eof=tcp://127.0.0.1:${(afterEof.address() as { port: number }).port}`,
-        "--allow-peer",
-        "127.0.0.1",
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    await tunnel.waitFor(
-      (rows) => rows.filter((r) => r.state === "ready").length === 3,
-      15_000,
-      "all three TCP tunnels ready",
-    );
   });
-
   afterAll(async () => {
-    await tunnel?.stop();
-    await relay?.stop();
-    await echo?.close();
     await new Promise((r) => afterEof?.close(r));
-    range?.release();
+  });
+  const f = useTunnelFixture({
+    token: TOKEN,
+    echo: ["tcp"],
+    tunnel: (fx) =>
+      exposeArgs(`${fx.relayUri}?transport=tcp`, {
+        echo: `tcp://127.0.0.1:${fx.tcp.port}`,
+        refusing: `tcp://127.0.0.1:${closedPort}`,
+        "after-eof": `tcp://127.0.0.1:${(afterEof.address() as { port: number }).port}`,
+      }),
+    ready: 3,
   });
 
   it("echoes 10 MB from a plain TCP client with a matching SHA-256", async () => {
-    const row = (await tunnel.list()).find((r) => r.name === "echo")!;
+    const row = (await f.tunnel.list()).find((r) => r.name === "echo")!;
     const data = randomBytes(10 * 1024 * 1024);
     const t0 = performance.now();
     const back = await tcpRoundTrip(parseAddress(row.relayedAddress!), data);
@@ -87,18 +56,18 @@ describe("turnpike-tunnel exposes a TCP service through turnpike-relay (RFC 6062
     );
     expect(back.length).toBe(data.length);
     expect(sha256(back)).toBe(sha256(data));
-    const after = (await tunnel.list()).find((r) => r.name === "echo")!;
+    const after = (await f.tunnel.list()).find((r) => r.name === "echo")!;
     expect(after.bytesIn).toBe(data.length);
     expect(after.bytesOut).toBe(data.length);
   });
 
   it("closes the peer's connection cleanly when the target refuses", async () => {
-    const row = (await tunnel.list()).find((r) => r.name === "refusing")!;
+    const row = (await f.tunnel.list()).find((r) => r.name === "refusing")!;
     expect(await tcpConnectOutcome(parseAddress(row.relayedAddress!))).toBe("closed");
   });
 
   it("delivers the whole reply after the platform half-closes its side (FIN after the request)", async () => {
-    const row = (await tunnel.list()).find((r) => r.name === "after-eof")!;
+    const row = (await f.tunnel.list()).find((r) => r.name === "after-eof")!;
     const to = parseAddress(row.relayedAddress!);
     const request = randomBytes(1024 * 1024);
     const reply = await new Promise<Buffer>((resolve, reject) => {
@@ -123,7 +92,7 @@ describe("turnpike-tunnel exposes a TCP service through turnpike-relay (RFC 6062
     expect(reply.length).toBe(request.length);
     expect(sha256(reply)).toBe(sha256(request));
     // Both directions ended: the tunnel closed both sockets.
-    await tunnel.waitFor(
+    await f.tunnel.waitFor(
       (rows) => rows.find((r) => r.name === "after-eof")?.openConnections === 0,
       5000,
       "the half-closed connection to be closed on both sides",

@@ -6,24 +6,23 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "@turnpike/test-support/ports";
+import { selfSignedCert } from "@turnpike/test-support/tls";
+import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { selfSignedCert } from "../../../test-support/tls.js";
-import { requireTools, skipUnlessTools } from "../../../test-support/tools.js";
 import {
+  echoServices,
   echoUdp,
   type ListRow,
   logCount,
   parseAddress,
-  type RelayProcess,
+  serviceArgs,
   sha256,
-  startRelay,
   startTunnel,
   type TunnelProcess,
-  tcpEcho,
   tcpRoundTrip,
-  udpEcho,
   udpPeer,
+  useTunnelFixture,
 } from "./harness.js";
 
 const TOKEN = "tunnel-tls-secret";
@@ -50,85 +49,67 @@ async function bothServicesEcho(rows: ListRow[], tag: string): Promise<void> {
 describe.skipIf(skip)("turnpike-tunnel over turns: (TLS to the relay)", () => {
   let dir: string;
   let cert: string;
-  let range: PortRange;
+  let key: string;
   let tlsPort: number;
-  let relay: RelayProcess;
-  let udp: Awaited<ReturnType<typeof udpEcho>>;
-  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
   const tunnels: TunnelProcess[] = [];
-
-  const services = () => [
-    "--expose",
-    `u=udp://127.0.0.1:${udp.port}`,
-    "--expose",
-    `t=tcp://127.0.0.1:${tcp.port}`,
-    "--allow-peer",
-    "127.0.0.1",
-  ];
 
   beforeAll(async () => {
     requireTools("openssl");
     dir = mkdtempSync(join(tmpdir(), "turnpike-tunnel-tls-"));
-    const generated = selfSignedCert(dir);
-    cert = generated.cert;
-    const key = generated.key;
-    range = reservePortRange(100);
-    const port = await freePort();
+    ({ cert, key } = selfSignedCert(dir));
     tlsPort = await freePort();
-    udp = await udpEcho();
-    tcp = await tcpEcho();
-    relay = await startRelay({
-      ip: "127.0.0.1",
-      port,
-      minPort: range.min,
-      maxPort: range.max,
-      token: TOKEN,
-      extraArgs: ["--tls-listen", `127.0.0.1:${tlsPort}`, "--tls-cert", cert, "--tls-key", key],
-    });
   });
-
+  const f = useTunnelFixture({
+    token: TOKEN,
+    relayArgs: () => ["--tls-listen", `127.0.0.1:${tlsPort}`, "--tls-cert", cert, "--tls-key", key],
+    tunnel: false,
+  });
+  // After hooks run last-registered first: the tunnels stop before the fixture's relay.
   afterAll(async () => {
     for (const t of tunnels) await t.stop();
-    await relay?.stop();
-    udp?.close();
-    await tcp?.close();
-    range?.release();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it("serves UDP and TCP through turns:127.0.0.1 with --insecure-skip-verify (warned)", async () => {
+  /** A tunnel with `flags` and the two echo services, stopped after the suite. */
+  async function tunnelWith(flags: string[]): Promise<TunnelProcess> {
     const tunnel = await startTunnel(
-      ["--relay", `turns:127.0.0.1:${tlsPort}`, "--insecure-skip-verify", ...services()],
-      { TURNPIKE_TOKEN: TOKEN },
+      [...flags, ...serviceArgs(echoServices(f.udp.port, f.tcp.port))],
+      {
+        TURNPIKE_TOKEN: TOKEN,
+      },
     );
     tunnels.push(tunnel);
-    const rows = await tunnel.waitFor(
-      (r) => r.length === 2 && r.every((x) => x.state === "ready"),
-      15_000,
-      "both tunnels ready over TLS",
-    );
+    return tunnel;
+  }
+
+  /** Both rows of `tunnel` once every one of them satisfies `pred`. */
+  const both = (tunnel: TunnelProcess, pred: (row: ListRow) => boolean, what: string) =>
+    tunnel.waitFor((r) => r.length === 2 && r.every(pred), 15_000, what);
+
+  it("serves UDP and TCP through turns:127.0.0.1 with --insecure-skip-verify (warned)", async () => {
+    const tunnel = await tunnelWith([
+      "--relay",
+      `turns:127.0.0.1:${tlsPort}`,
+      "--insecure-skip-verify",
+    ]);
+    const rows = await both(tunnel, (x) => x.state === "ready", "both tunnels ready over TLS");
     expect(rows.every((r) => r.relay.startsWith(`turns:127.0.0.1:${tlsPort}`))).toBe(true);
     expect(logCount(tunnel.proc, "--insecure-skip-verify is set")).toBe(1);
     await bothServicesEcho(rows, "--insecure-skip-verify");
   });
 
   it("trusts the relay's certificate with --ca, and still checks the name it was issued to", async () => {
-    const tunnel = await startTunnel(
-      [
-        "--relay",
-        `turns:localhost:${tlsPort}`,
-        "--resolve",
-        "localhost=127.0.0.1",
-        // The same relay by IP: the certificate names "localhost" only, so this one must fail.
-        "--relay",
-        `turns:127.0.0.1:${tlsPort}`,
-        "--ca",
-        cert,
-        ...services(),
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    tunnels.push(tunnel);
+    const tunnel = await tunnelWith([
+      "--relay",
+      `turns:localhost:${tlsPort}`,
+      "--resolve",
+      "localhost=127.0.0.1",
+      // The same relay by IP: the certificate names "localhost" only, so this one must fail.
+      "--relay",
+      `turns:127.0.0.1:${tlsPort}`,
+      "--ca",
+      cert,
+    ]);
     const rows = await tunnel.waitFor(
       (r) =>
         r.filter((x) => x.state === "ready").length === 2 &&
@@ -147,42 +128,18 @@ describe.skipIf(skip)("turnpike-tunnel over turns: (TLS to the relay)", () => {
   it("reaches turns:IP when --tls-servername names what the certificate names", async () => {
     // The platform hands out an IP (no DNS inside the customer's network); the relay's
     // certificate names "localhost" only, which --tls-servername supplies (SNI and check).
-    const tunnel = await startTunnel(
-      [
-        "--relay",
-        `turns:127.0.0.1:${tlsPort}`,
-        "--tls-servername",
-        "localhost",
-        "--ca",
-        cert,
-        ...services(),
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    tunnels.push(tunnel);
-    const rows = await tunnel.waitFor(
-      (r) => r.length === 2 && r.every((x) => x.state === "ready"),
-      15_000,
+    const named = (name: string) =>
+      tunnelWith(["--relay", `turns:127.0.0.1:${tlsPort}`, "--tls-servername", name, "--ca", cert]);
+    const rows = await both(
+      await named("localhost"),
+      (x) => x.state === "ready",
       "both tunnels ready over turns:127.0.0.1 with --tls-servername",
     );
     await bothServicesEcho(rows, "--tls-servername");
     // The name is checked, not merely sent: another name fails verification.
-    const wrong = await startTunnel(
-      [
-        "--relay",
-        `turns:127.0.0.1:${tlsPort}`,
-        "--tls-servername",
-        "relay.example.com",
-        "--ca",
-        cert,
-        ...services(),
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    tunnels.push(wrong);
-    const refused = await wrong.waitFor(
-      (r) => r.length === 2 && r.every((x) => x.lastError !== null),
-      15_000,
+    const refused = await both(
+      await named("relay.example.com"),
+      (x) => x.lastError !== null,
       "a wrong --tls-servername to fail verification",
     );
     for (const r of refused) {
@@ -193,14 +150,15 @@ describe.skipIf(skip)("turnpike-tunnel over turns: (TLS to the relay)", () => {
   });
 
   it("refuses a relay whose certificate it cannot verify", async () => {
-    const tunnel = await startTunnel(
-      ["--relay", `turns:localhost:${tlsPort}`, "--resolve", "localhost=127.0.0.1", ...services()],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    tunnels.push(tunnel);
-    const rows = await tunnel.waitFor(
-      (r) => r.length === 2 && r.every((x) => x.lastError !== null),
-      15_000,
+    const tunnel = await tunnelWith([
+      "--relay",
+      `turns:localhost:${tlsPort}`,
+      "--resolve",
+      "localhost=127.0.0.1",
+    ]);
+    const rows = await both(
+      tunnel,
+      (x) => x.lastError !== null,
       "both tunnels to fail verification",
     );
     for (const r of rows) {

@@ -2,19 +2,15 @@
 // (RFC 8656 §12: 4096). Idle flows must give their channel back, and once every number is bound
 // or cooling down, new peers are served with Send indications instead of crashing the process.
 // Real processes on loopback; bounded: 4,300 peers, each wait has a deadline.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
+import { describe, expect, it } from "vitest";
 import {
   echoUdp,
+  exposeArgs,
   logCount,
   logTail,
   parseAddress,
-  type RelayProcess,
-  startRelay,
-  startTunnel,
-  type TunnelProcess,
-  udpEcho,
   udpPeer,
+  useTunnelFixture,
 } from "./harness.js";
 
 const TOKEN = "tunnel-churn-secret";
@@ -22,47 +18,21 @@ const PEERS = 4300;
 const AT_ONCE = 100;
 
 describe("a UDP tunnel serving more distinct peers than there are channel numbers", () => {
-  let range: PortRange;
-  let relay: RelayProcess;
-  let echo: Awaited<ReturnType<typeof udpEcho>>;
-  let tunnel: TunnelProcess;
-
-  beforeAll(async () => {
-    range = reservePortRange(10);
-    const port = await freePort();
-    echo = await udpEcho();
-    relay = await startRelay({
-      ip: "127.0.0.1",
-      port,
-      minPort: range.min,
-      maxPort: range.max,
-      token: TOKEN,
-      extraArgs: ["--max-channels", "4096"],
-    });
-    tunnel = await startTunnel(
-      [
-        "--relay",
-        `turn:127.0.0.1:${port}`,
-        "--expose",
-        `echo=udp://127.0.0.1:${echo.port}`,
-        "--allow-peer",
-        "127.0.0.1",
-        "--udp-flow-idle",
-        "0.2",
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    await tunnel.waitFor((r) => r[0]?.state === "ready", 15_000, "the tunnel to be ready");
-  });
-
-  afterAll(async () => {
-    await tunnel?.stop();
-    await relay?.stop();
-    echo?.close();
-    range?.release();
+  const f = useTunnelFixture({
+    token: TOKEN,
+    relayPorts: 10,
+    relayArgs: () => ["--max-channels", "4096"],
+    echo: ["udp"],
+    tunnel: (fx) => [
+      ...exposeArgs(fx.relayUri, { echo: `udp://127.0.0.1:${fx.udp.port}` }),
+      "--udp-flow-idle",
+      "0.2",
+    ],
+    ready: 1,
   });
 
   it("keeps echoing after 4,300 peers, releasing idle flows and falling back to Send indications", async () => {
+    const tunnel = f.tunnel;
     const relayed = parseAddress((await tunnel.list())[0]!.relayedAddress!);
     let echoed = 0;
     // Every socket stays open to the end, so the kernel cannot hand a port out twice: 4,300

@@ -1,22 +1,18 @@
 // End to end with real processes on loopback: turnpike-relay + the turnpike-tunnel CLI + a UDP
 // echo server as the private target; a "platform" socket reaches the target through the
 // relayed address. Bounded: 1,000 datagrams, every wait has a deadline.
-import { request } from "node:http";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
+import { sleep } from "@turnpike/test-support/process";
+import { describe, expect, it } from "vitest";
 import {
   adminRequest,
   echoUdp,
+  exposeArgs,
+  httpRequest,
   type ListRow,
   parseAddress,
-  type RelayProcess,
-  startRelay,
-  startTunnel,
   TUNNEL_BIN,
-  type TunnelProcess,
-  udpEcho,
   udpPeer,
+  useTunnelFixture,
 } from "./harness.js";
 
 const TOKEN = "tunnel-e2e-secret";
@@ -25,61 +21,32 @@ const BACKOFF_MAX_S = 2;
 const ready = (rows: ListRow[], n = 1) => rows.filter((r) => r.state === "ready").length >= n;
 
 describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
-  let range: PortRange;
-  let relayPort: number;
-  let relay: RelayProcess;
-  let echo: Awaited<ReturnType<typeof udpEcho>>;
-  let tunnel: TunnelProcess;
-
-  beforeAll(async () => {
-    range = reservePortRange(100);
-    relayPort = await freePort();
-    echo = await udpEcho();
-    relay = await startRelay({
-      ip: "127.0.0.1",
-      port: relayPort,
-      minPort: range.min,
-      maxPort: range.min + 49,
-      token: TOKEN,
-    });
-    tunnel = await startTunnel(
-      [
-        "--relay",
-        `turn:127.0.0.1:${relayPort}`,
-        "--expose",
-        `echo=udp://127.0.0.1:${echo.port}`,
-        "--allow-peer",
-        "127.0.0.1",
-        "--keepalive",
-        "1",
-        "--backoff-base",
-        "0.1",
-        "--backoff-max",
-        String(BACKOFF_MAX_S),
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    await tunnel.waitFor((rows) => ready(rows), 15_000, "the tunnel to be ready");
-  });
-
-  afterAll(async () => {
-    await tunnel?.stop();
-    await relay?.stop();
-    echo?.close();
-    range?.release();
+  const f = useTunnelFixture({
+    token: TOKEN,
+    echo: ["udp"],
+    tunnel: (fx) => [
+      ...exposeArgs(fx.relayUri, { echo: `udp://127.0.0.1:${fx.udp.port}` }),
+      "--keepalive",
+      "1",
+      "--backoff-base",
+      "0.1",
+      "--backoff-max",
+      String(BACKOFF_MAX_S),
+    ],
+    ready: 1,
   });
 
   it("echoes 1,000 datagrams from an allowed peer through the relayed address", async () => {
-    const [row] = await tunnel.list();
+    const [row] = await f.tunnel.list();
     expect(row).toMatchObject({
       name: "echo",
       protocol: "udp",
       state: "ready",
-      target: `udp://127.0.0.1:${echo.port}`,
+      target: `udp://127.0.0.1:${f.udp.port}`,
     });
     const relayed = parseAddress(row!.relayedAddress!);
     expect(relayed.ip).toBe("127.0.0.1");
-    expect(relayed.port).toBeGreaterThanOrEqual(range.min);
+    expect(relayed.port).toBeGreaterThanOrEqual(f.range.min);
     const platform = await udpPeer("127.0.0.1");
     const t0 = performance.now();
     const echoed = await echoUdp(platform, relayed, 1000);
@@ -89,39 +56,33 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
       `[tunnel-udp] 1000 x 200 B datagrams echoed through relay+tunnel in ${ms.toFixed(0)} ms`,
     );
     expect(echoed).toBe(1000);
-    const after = (await tunnel.list())[0]!;
+    const after = (await f.tunnel.list())[0]!;
     expect(after.bytesIn).toBeGreaterThanOrEqual(200_000);
     expect(after.bytesOut).toBeGreaterThanOrEqual(200_000);
     expect(after.openConnections).toBe(1);
   });
 
   it("gives a peer that is not allowed nothing", async () => {
-    const [row] = await tunnel.list();
+    const [row] = await f.tunnel.list();
     const relayed = parseAddress(row!.relayedAddress!);
     const before = row!.bytesIn;
     const stranger = await udpPeer("127.0.0.3");
     const echoed = await echoUdp(stranger, relayed, 20, { batch: 20, waitMs: 1000 });
     stranger.close();
     expect(echoed).toBe(0);
-    expect((await tunnel.list())[0]!.bytesIn).toBe(before);
+    expect((await f.tunnel.list())[0]!.bytesIn).toBe(before);
   });
 
   it("comes back within the backoff cap after the relay is killed and restarted", async () => {
-    await relay.stop();
-    await tunnel.waitFor(
+    await f.stopRelay();
+    await f.tunnel.waitFor(
       (rows) => rows[0]?.state === "backoff",
       10_000,
       "the tunnel to notice the dead relay",
     );
-    relay = await startRelay({
-      ip: "127.0.0.1",
-      port: relayPort,
-      minPort: range.min,
-      maxPort: range.min + 49,
-      token: TOKEN,
-    });
+    await f.startRelay();
     const t0 = performance.now();
-    const rows = await tunnel.waitFor(
+    const rows = await f.tunnel.waitFor(
       (r) => ready(r),
       (BACKOFF_MAX_S + 3) * 1000,
       "the tunnel to come back",
@@ -139,15 +100,15 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
   });
 
   it("exposes and removes services through the admin API", async () => {
-    const created = await adminRequest(tunnel.adminPort, "POST", "/expose", {
+    const created = await adminRequest(f.tunnel.adminPort, "POST", "/expose", {
       name: "echo2",
-      target: `udp://127.0.0.1:${echo.port}`,
+      target: `udp://127.0.0.1:${f.udp.port}`,
       allowPeers: ["127.0.0.1"],
     });
     expect(created.status).toBe(201);
     const svc = JSON.parse(created.body) as { id: string; name: string };
     expect(svc.name).toBe("echo2");
-    const rows = await tunnel.waitFor(
+    const rows = await f.tunnel.waitFor(
       (r) => r.some((x) => x.id === svc.id && x.state === "ready"),
       10_000,
       "echo2 ready",
@@ -155,14 +116,18 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
     const relayed = parseAddress(rows.find((x) => x.id === svc.id)!.relayedAddress!);
     const platform = await udpPeer("127.0.0.1");
     expect(await echoUdp(platform, relayed, 50)).toBe(50);
-    expect((await adminRequest(tunnel.adminPort, "DELETE", `/expose/${svc.id}`)).status).toBe(204);
-    expect((await tunnel.list()).some((x) => x.id === svc.id)).toBe(false);
+    expect((await adminRequest(f.tunnel.adminPort, "DELETE", `/expose/${svc.id}`)).status).toBe(
+      204,
+    );
+    expect((await f.tunnel.list()).some((x) => x.id === svc.id)).toBe(false);
     // The allocation was released: the relayed address no longer reaches the target.
     await sleep(200);
     expect(await echoUdp(platform, relayed, 10, { batch: 10, waitMs: 500 })).toBe(0);
     platform.close();
-    expect((await adminRequest(tunnel.adminPort, "DELETE", `/expose/${svc.id}`)).status).toBe(404);
-    const bad = await adminRequest(tunnel.adminPort, "POST", "/expose", {
+    expect((await adminRequest(f.tunnel.adminPort, "DELETE", `/expose/${svc.id}`)).status).toBe(
+      404,
+    );
+    const bad = await adminRequest(f.tunnel.adminPort, "POST", "/expose", {
       name: "x",
       target: "tcp://h:1",
       allowPeers: ["10.0.0.0/8"],
@@ -175,7 +140,7 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
       "tcp://[::ffff:169.254.169.254]:80",
       "udp://[fd00:ec2::254]:80",
     ]) {
-      const r = await adminRequest(tunnel.adminPort, "POST", "/expose", {
+      const r = await adminRequest(f.tunnel.adminPort, "POST", "/expose", {
         name: "imds",
         target,
         allowPeers: ["127.0.0.1"],
@@ -183,19 +148,25 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
       expect(r.status, target).toBe(403);
       expect(JSON.parse(r.body).error).toMatch(/--allow-metadata-targets/);
     }
-    expect((await tunnel.list()).some((x) => x.name === "imds")).toBe(false);
+    expect((await f.tunnel.list()).some((x) => x.name === "imds")).toBe(false);
   });
   it("refuses what a web page could send: Origin, text/plain, a foreign Host", async () => {
-    const port = tunnel.adminPort;
+    const port = f.tunnel.adminPort;
     const body = JSON.stringify({
       name: "sneaky",
-      target: `udp://127.0.0.1:${echo.port}`,
+      target: `udp://127.0.0.1:${f.udp.port}`,
       allowPeers: ["127.0.0.1"],
     });
     // A form-like cross-site POST needs no CORS preflight with text/plain.
-    const plain = await rawRequest(port, "POST", "/expose", { "content-type": "text/plain" }, body);
+    const plain = await httpRequest(
+      port,
+      "POST",
+      "/expose",
+      { "content-type": "text/plain" },
+      body,
+    );
     expect(plain.status).toBe(415);
-    const origin = await rawRequest(
+    const origin = await httpRequest(
       port,
       "POST",
       "/expose",
@@ -204,15 +175,15 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
     );
     expect(origin.status).toBe(403);
     expect(
-      (await rawRequest(port, "GET", "/list", { origin: "http://127.0.0.1:1234" })).status,
+      (await httpRequest(port, "GET", "/list", { origin: "http://127.0.0.1:1234" })).status,
     ).toBe(403);
     // DNS rebinding: the browser connects to 127.0.0.1 but names the attacker's host.
-    const rebound = await rawRequest(port, "GET", "/list", { host: `attacker.example:${port}` });
+    const rebound = await httpRequest(port, "GET", "/list", { host: `attacker.example:${port}` });
     expect(rebound.status).toBe(421);
-    expect((await rawRequest(port, "GET", "/list", { host: `localhost:${port}` })).status).toBe(
+    expect((await httpRequest(port, "GET", "/list", { host: `localhost:${port}` })).status).toBe(
       200,
     );
-    expect((await tunnel.list()).some((r) => r.name === "sneaky")).toBe(false);
+    expect((await f.tunnel.list()).some((r) => r.name === "sneaky")).toBe(false);
     // The CLI (no Origin, loopback Host) still reads the list.
     const { spawnSync } = await import("node:child_process");
     const listed = spawnSync(
@@ -225,87 +196,26 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
   });
 });
 
-/** One HTTP request with exactly these headers (Node adds Host unless given). */
-function rawRequest(
-  port: number,
-  method: string,
-  path: string,
-  headers: Record<string, string>,
-  body?: string,
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: "127.0.0.1", port, method, path, headers, timeout: 2000 },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => {
-          text += c;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error(`${method} ${path} timed out`)));
-    req.on("error", reject);
-    req.end(body);
-  });
-}
-
 describe("two relay addresses behind one name", () => {
-  let range: PortRange;
-  let relays: RelayProcess[] = [];
-  let echo: Awaited<ReturnType<typeof udpEcho>>;
-  let tunnel: TunnelProcess;
-
-  beforeAll(async () => {
-    range = reservePortRange(100);
-    const port = await freePort();
-    echo = await udpEcho();
-    relays = [
-      await startRelay({
-        ip: "127.0.0.1",
-        port,
-        minPort: range.min,
-        maxPort: range.min + 49,
-        token: TOKEN,
-      }),
-      await startRelay({
-        ip: "127.0.0.2",
-        port,
-        minPort: range.min + 50,
-        maxPort: range.max,
-        token: TOKEN,
-      }),
-    ];
-    tunnel = await startTunnel(
-      [
-        "--relay",
-        `turn:relay.test:${port}`,
-        "--resolve",
-        "relay.test=127.0.0.1,127.0.0.2",
-        "--expose",
-        `echo=udp://127.0.0.1:${echo.port}`,
-        "--allow-peer",
-        "127.0.0.1",
-        "--keepalive",
-        "1",
-        "--backoff-max",
-        "2",
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-      "admin-secret",
-    );
-  });
-
-  afterAll(async () => {
-    await tunnel?.stop();
-    for (const r of relays) await r.stop();
-    echo?.close();
-    range?.release();
+  const f = useTunnelFixture({
+    token: TOKEN,
+    relayIps: ["127.0.0.1", "127.0.0.2"],
+    echo: ["udp"],
+    tunnel: (fx) => [
+      ...exposeArgs(`turn:relay.test:${fx.relayPort}`, { echo: `udp://127.0.0.1:${fx.udp.port}` }),
+      "--resolve",
+      "relay.test=127.0.0.1,127.0.0.2",
+      "--keepalive",
+      "1",
+      "--backoff-max",
+      "2",
+    ],
+    adminToken: "admin-secret",
+    ready: 0,
   });
 
   it("holds one allocation per relay address, and losing one relay leaves the other serving", async () => {
-    const rows = await tunnel.waitFor((r) => ready(r, 2), 15_000, "two ready tunnels");
+    const rows = await f.tunnel.waitFor((r) => ready(r, 2), 15_000, "two ready tunnels");
     expect(rows).toHaveLength(2);
     const byIp = new Map(
       rows.map((r) => [parseAddress(r.relayedAddress!).ip, parseAddress(r.relayedAddress!)]),
@@ -314,8 +224,8 @@ describe("two relay addresses behind one name", () => {
     const platform = await udpPeer("127.0.0.1");
     for (const addr of byIp.values()) expect(await echoUdp(platform, addr, 100)).toBe(100);
 
-    await relays[1]!.stop();
-    const after = await tunnel.waitFor(
+    await f.stopRelay(1);
+    const after = await f.tunnel.waitFor(
       (r) => r.some((x) => x.relay.includes("127.0.0.2") && x.state !== "ready"),
       10_000,
       "the 127.0.0.2 tunnel to go down",
@@ -331,7 +241,7 @@ describe("two relay addresses behind one name", () => {
     const run = (extra: string[]) =>
       spawnSync(
         process.execPath,
-        [TUNNEL_BIN, "list", "--admin", `http://127.0.0.1:${tunnel.adminPort}`, ...extra],
+        [TUNNEL_BIN, "list", "--admin", `http://127.0.0.1:${f.tunnel.adminPort}`, ...extra],
         {
           encoding: "utf8",
           timeout: 10_000,
@@ -350,12 +260,12 @@ describe("two relay addresses behind one name", () => {
   });
 
   it("requires the admin token when one is set", async () => {
-    expect((await adminRequest(tunnel.adminPort, "GET", "/list")).status).toBe(401);
-    expect((await adminRequest(tunnel.adminPort, "GET", "/list", undefined, "wrong")).status).toBe(
-      401,
-    );
+    expect((await adminRequest(f.tunnel.adminPort, "GET", "/list")).status).toBe(401);
+    expect(
+      (await adminRequest(f.tunnel.adminPort, "GET", "/list", undefined, "wrong")).status,
+    ).toBe(401);
     const health = await adminRequest(
-      tunnel.adminPort,
+      f.tunnel.adminPort,
       "GET",
       "/health",
       undefined,

@@ -7,21 +7,14 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
 import {
   echoUdp,
-  exposeEchoArgs,
   type ListRow,
   logCount,
   parseAddress,
-  type RelayProcess,
-  startRelay,
-  startTunnel,
-  type TunnelProcess,
-  tcpEcho,
   tcpRoundTrip,
-  udpEcho,
   udpPeer,
+  useTunnelFixture,
 } from "./harness.js";
 
 const TOKEN = "tunnel-windows-secret";
@@ -37,46 +30,19 @@ const allIn = (rows: ListRow[], state: string) =>
 describe("access windows on a running tunnel", () => {
   let dir: string;
   let clock: string;
-  let range: PortRange;
-  let relay: RelayProcess;
-  let udp: Awaited<ReturnType<typeof udpEcho>>;
-  let tcp: Awaited<ReturnType<typeof tcpEcho>>;
-  let tunnel: TunnelProcess;
 
-  beforeAll(async () => {
+  beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), "turnpike-tunnel-windows-"));
     clock = join(dir, "clock");
     writeFileSync(clock, WED_NOON_BERLIN);
-    range = reservePortRange(100);
-    const port = await freePort();
-    udp = await udpEcho();
-    tcp = await tcpEcho();
-    relay = await startRelay({
-      ip: "127.0.0.1",
-      port,
-      minPort: range.min,
-      maxPort: range.max,
-      token: TOKEN,
-    });
-    tunnel = await startTunnel(
-      [
-        ...exposeEchoArgs(`turn:127.0.0.1:${port}`, udp.port, tcp.port),
-        "--window",
-        WINDOW,
-        "--test-clock",
-        clock,
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
   });
-
-  afterAll(async () => {
-    await tunnel?.stop();
-    await relay?.stop();
-    udp?.close();
-    await tcp?.close();
-    range?.release();
+  afterAll(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+  const f = useTunnelFixture({
+    token: TOKEN,
+    tunnelArgs: () => ["--window", WINDOW, "--test-clock", clock],
+    ready: 0,
   });
 
   /** UDP echoes and a TCP round trip through the rows' relayed addresses; counts what came back. */
@@ -92,6 +58,7 @@ describe("access windows on a running tunnel", () => {
   }
 
   it("releases the allocations when the window closes and allocates again when it opens", async () => {
+    const tunnel = f.tunnel;
     const open = await tunnel.waitFor((r) => allIn(r, "ready"), 15_000, "ready inside the window");
     expect(await reach(open)).toEqual({ udp: 20, tcp: true });
 

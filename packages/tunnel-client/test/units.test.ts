@@ -12,7 +12,8 @@ import {
   renderConfigTable,
   type TunnelConfig,
 } from "../src/config.js";
-import { createCredentialSource, fetchJsonOverHttp, reallocateBy } from "../src/credentials.js";
+import { createCredentialSource, fetchJsonOverHttp } from "../src/credentials.js";
+import { reallocateBy } from "../src/lifecycle.js";
 import { expandAllowList } from "../src/peers.js";
 import { StaticResolver } from "../src/resolver.js";
 import { metadataAddress, refusingLookup } from "../src/targets.js";

@@ -1,8 +1,8 @@
 // Pinned TURN REST usernames: credentials that name the relay port their allocation gets.
 //
 // A platform that exposes a customer's service through a tunnel wants a fixed endpoint, so it
-// mints credentials that carry the port inside the signed username (DESIGN.md "Tunnel
-// endpoints"). The port lives in the <user> part of an ordinary TURN REST username
+// mints credentials that carry the port inside the signed username (ARCHITECTURE.md,
+// "Scale-out and tunnel endpoints"). The port lives in the <user> part of an ordinary TURN REST username
 // (draft-uberti-behave-turn-rest-00 §2.2), behind a marker no plain user name contains:
 //
 //   username = "<unix-expiry>:<user>;port=<P>"      e.g. "1795520000:acme-pg;port=40007"

@@ -33,6 +33,7 @@ import {
   StunMessageBuilder,
   verifyMessageIntegrity,
 } from "../codec/message.js";
+import { OutputQueue } from "../output-queue.js";
 import { formatIp, parseIp } from "../policy/ip.js";
 import type { RandomSource } from "../rng.js";
 import {
@@ -172,10 +173,8 @@ export class TurnClient {
   #timeout: number | undefined;
   #timeoutDirty = true;
 
-  readonly #transmits: Uint8Array[] = [];
-  #transmitHead = 0;
-  readonly #events: TurnClientEvent[] = [];
-  #eventHead = 0;
+  readonly #transmits = new OutputQueue<Uint8Array>();
+  readonly #events = new OutputQueue<TurnClientEvent>();
 
   constructor(options: TurnClientOptions) {
     this.#requestedTransport = options.requestedTransport ?? "udp";
@@ -252,10 +251,16 @@ export class TurnClient {
     this.#start({ kind: "allocate" }, now, 0, 0);
   }
 
-  /** Refresh the allocation now (it also happens by itself before the lifetime ends). */
-  refresh(now: number): void {
-    if (this.#state !== "allocated" || this.#inFlight("refresh")) return;
+  /**
+   * Refresh the allocation now (it also happens by itself before the lifetime ends). Returns
+   * whether a Refresh was queued: false when there is no allocation or one is already in
+   * flight (its answer then speaks for the credentials it was signed with, not for any set
+   * since with `setCredentials`).
+   */
+  refresh(now: number): boolean {
+    if (this.#state !== "allocated" || this.#inFlight("refresh")) return false;
     this.#start({ kind: "refresh", lifetime: this.#options.lifetime }, now, 0, 0);
+    return true;
   }
 
   /**
@@ -482,29 +487,11 @@ export class TurnClient {
 
   /** The next message to write to the server on the control connection. */
   pollTransmit(): Uint8Array | undefined {
-    if (this.#transmitHead >= this.#transmits.length) {
-      if (this.#transmitHead > 0) {
-        this.#transmits.length = 0;
-        this.#transmitHead = 0;
-      }
-      return undefined;
-    }
-    const out = this.#transmits[this.#transmitHead]!;
-    this.#transmits[this.#transmitHead++] = undefined as unknown as Uint8Array;
-    return out;
+    return this.#transmits.poll();
   }
 
   pollEvent(): TurnClientEvent | undefined {
-    if (this.#eventHead >= this.#events.length) {
-      if (this.#eventHead > 0) {
-        this.#events.length = 0;
-        this.#eventHead = 0;
-      }
-      return undefined;
-    }
-    const out = this.#events[this.#eventHead]!;
-    this.#events[this.#eventHead++] = undefined as unknown as TurnClientEvent;
-    return out;
+    return this.#events.poll();
   }
 
   /** The next instant `handleTimeout` has work, or undefined. */

@@ -39,6 +39,7 @@ import {
   verifyMessageIntegritySha256,
 } from "../codec/message.js";
 import { MinHeap } from "../min-heap.js";
+import { OutputQueue } from "../output-queue.js";
 import { ipv4ToUint32 } from "../policy/ip.js";
 import { PeerAddressPolicy } from "../policy/peer-address-policy.js";
 import type { RandomSource } from "../rng.js";
@@ -209,8 +210,7 @@ export class TurnServer {
   private readonly policy: PeerAddressPolicy;
   private readonly nonces: NonceIssuer;
   private readonly ports: RelayPortPool;
-  private readonly commands: Command[] = [];
-  private commandHead = 0;
+  private readonly commands = new OutputQueue<Command>();
   private readonly timers = new MinHeap<TimerEntry>();
   /**
    * UDP clients with an allocation: per listener id (an array index), by 5-tuple key (IPv4
@@ -658,16 +658,7 @@ export class TurnServer {
   // Outputs
 
   pollCommand(): Command | undefined {
-    if (this.commandHead >= this.commands.length) {
-      if (this.commandHead > 0) {
-        this.commands.length = 0;
-        this.commandHead = 0;
-      }
-      return undefined;
-    }
-    const command = this.commands[this.commandHead]!;
-    this.commands[this.commandHead++] = undefined as unknown as Command;
-    return command;
+    return this.commands.poll();
   }
 
   /** The next instant `handleTimeout` has work, or undefined when nothing is scheduled. */

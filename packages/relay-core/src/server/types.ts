@@ -134,7 +134,7 @@ export const RouteKind = {
 export type RouteKind = (typeof RouteKind)[keyof typeof RouteKind];
 
 /**
- * The routing decision, reused for every packet (no allocation on the data path): valid until
+ * The routing decision: one object, reused for every packet (not one per packet), valid until
  * the next call into the server.
  */
 export interface Route {

@@ -3,8 +3,7 @@
 // §9.2), Allocate / Refresh / CreatePermission / ChannelBind, Send indications and ChannelData,
 // and raw writes for malformed traffic. Every wait is bounded.
 //
-// Built on relay-core's own codec (StunMessageBuilder, decodeStun, StreamFramer), imported from
-// its sources: test-support sits outside every package, so the bare name does not resolve here.
+// Built on relay-core's own codec (StunMessageBuilder, decodeStun, StreamFramer).
 //
 //   const c = await TurnClientLite.open({ port, username, password });
 //   const { relayed } = await c.allocate();
@@ -34,7 +33,7 @@ import {
   StunMessageBuilder,
   type TransportAddress,
   TransportProtocol,
-} from "../packages/relay-core/src/index.js";
+} from "@turnpike/relay-core";
 
 export type { TransportAddress };
 export {

@@ -1,19 +1,21 @@
-// The tunnel engine: services x relays. For every exposed service and every address each relay
-// URI resolves to, one Tunnel (one allocation). Every --dns-interval the names are resolved
+// The tunnel supervisor: services x relays. For every exposed service and every address each
+// relay URI resolves to, one Tunnel (one allocation). Every --dns-interval the names are resolved
 // again and tunnels are added or stopped to match the answer; every few seconds the access
-// windows are evaluated and tunnels released or re-opened.
+// windows are evaluated and tunnels released or re-opened. It does I/O (DNS, timers) and owns
+// the tunnels; each tunnel's own decisions are lifecycle.ts.
 
 import { randomBytes, randomInt } from "node:crypto";
 import { formatTransportAddress, type RandomSource } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { ServiceSpec } from "./config.js";
 import type { CredentialSource } from "./credentials.js";
+import { PinClaims, type TunnelState } from "./lifecycle.js";
 import type { Resolver } from "./resolver.js";
-import { type TlsTrust, Tunnel, type TunnelCounters, type TunnelState } from "./tunnel.js";
+import { type TlsTrust, Tunnel, type TunnelCounters } from "./tunnel.js";
 import { formatTurnUri, type TurnUri } from "./uri.js";
-import { isOpen } from "./windows.js";
+import { WindowWatch } from "./windows.js";
 
-export interface EngineOptions {
+export interface SupervisorOptions {
   readonly relays: readonly TurnUri[];
   readonly credentials: CredentialSource;
   readonly resolver: Resolver;
@@ -67,7 +69,8 @@ export interface Service {
   readonly spec: ServiceSpec;
   /** key: `${uri index}|${ip}` */
   readonly tunnels: Map<string, Tunnel>;
-  open: boolean;
+  /** Whether its access windows let it be reached now. */
+  readonly window: WindowWatch;
 }
 
 interface RelayAnswer {
@@ -76,7 +79,7 @@ interface RelayAnswer {
   resolved: boolean;
 }
 
-export class TunnelEngine {
+export class TunnelSupervisor {
   readonly counters: TunnelCounters = {
     reconnects: 0,
     connectionsOpened: 0,
@@ -91,10 +94,10 @@ export class TunnelEngine {
   private running = false;
   private readonly jitter: () => number;
   private readonly date: () => Date;
-  /** Which tunnel serves each pinned relay port ("relayIp|port"): one at a time. */
-  private readonly pinClaims = new Map<string, Tunnel>();
+  /** Which tunnel serves each pinned relay port: one at a time. */
+  private readonly pins = new PinClaims();
 
-  constructor(private readonly o: EngineOptions) {
+  constructor(private readonly o: SupervisorOptions) {
     this.answers = o.relays.map(() => ({ ips: [], error: undefined, resolved: false }));
     this.jitter = o.jitter ?? (() => randomInt(0, 2 ** 32) / 2 ** 32);
     this.date = o.date ?? (() => new Date());
@@ -112,7 +115,7 @@ export class TunnelEngine {
       id,
       spec,
       tunnels: new Map(),
-      open: isOpen(spec.windows, this.date()),
+      window: new WindowWatch(spec.windows, this.date()),
     };
     this.byId.set(id, service);
     if (this.running) this.reconcile(service);
@@ -131,7 +134,7 @@ export class TunnelEngine {
   async start(): Promise<void> {
     this.running = true;
     await this.resolveAll();
-    // stop() may have run while we awaited: no timers for a stopped engine.
+    // stop() may have run while we awaited: no timers for a stopped supervisor.
     if (!this.running) return;
     const every = Math.max(100, this.o.dnsInterval * 1000);
     this.dnsTimer = setInterval(() => void this.resolveAll(), every);
@@ -203,7 +206,7 @@ export class TunnelEngine {
         relay: formatTurnUri(uri),
         relayedAddress: null,
         pinnedPort: null,
-        state: s.open ? "resolving" : "closed-window",
+        state: s.window.open ? "resolving" : "closed-window",
         openConnections: 0,
         bytesIn: 0,
         bytesOut: 0,
@@ -240,9 +243,9 @@ export class TunnelEngine {
   private checkWindows(): void {
     const now = this.date();
     for (const s of this.byId.values()) {
-      const open = isOpen(s.spec.windows, now);
-      if (open === s.open) continue;
-      s.open = open;
+      const change = s.window.update(now);
+      if (change === undefined) continue;
+      const open = change === "opened";
       this.o.logger.info(open ? "access window opened" : "access window closed", {
         service: s.spec.name,
       });
@@ -252,20 +255,6 @@ export class TunnelEngine {
       }
       if (open) this.reconcile(s);
     }
-  }
-
-  /**
-   * Pinned credentials name one relay port: two services (or two relay URIs resolving to one
-   * address) using them would take the port from each other on every reconnect. The first live
-   * tunnel keeps it; the others fail with the reason (and retry, in case it goes away).
-   */
-  private claimPin(pin: string, tunnel: Tunnel): string | undefined {
-    const holder = this.pinClaims.get(pin);
-    if (holder !== undefined && holder !== tunnel && holder.state !== "stopped") {
-      return holder.serviceName;
-    }
-    this.pinClaims.set(pin, tunnel);
-    return undefined;
   }
 
   /** Make the service's tunnels match the current relay answers. */
@@ -293,11 +282,11 @@ export class TunnelEngine {
           software: this.o.software,
           ...(this.o.tls !== undefined ? { tls: this.o.tls } : {}),
           ...(this.o.udpFlowIdleMs !== undefined ? { udpFlowIdleMs: this.o.udpFlowIdleMs } : {}),
-          claimPin: (pin, tunnel) => this.claimPin(pin, tunnel),
+          pins: this.pins,
           allowMetadataTargets: this.o.allowMetadataTargets === true,
         });
         s.tunnels.set(key, t);
-        if (s.open) t.start();
+        if (s.window.open) t.start();
         else t.closeWindowIdle();
       }
     });

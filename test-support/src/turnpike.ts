@@ -8,10 +8,10 @@ import { freePort } from "./ports.js";
 import { type ExitInfo, type ManagedProcess, sleep, spawnManaged } from "./process.js";
 
 export const TURNPIKE_BIN = fileURLToPath(
-  new URL("../packages/relay-server/bin/turnpike-relay.js", import.meta.url),
+  new URL("../../packages/relay-server/bin/turnpike-relay.js", import.meta.url),
 );
 const TURNPIKE_CLI = fileURLToPath(
-  new URL("../packages/relay-server/dist/cli.js", import.meta.url),
+  new URL("../../packages/relay-server/dist/cli.js", import.meta.url),
 );
 
 /** True once the relay has been built (the bin launcher needs dist/cli.js). */

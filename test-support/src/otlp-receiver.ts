@@ -1,6 +1,6 @@
 // A real OTLP gRPC metrics receiver for tests: a @grpc/grpc-js server implementing the
 // collector's opentelemetry.proto.collector.metrics.v1.MetricsService/Export from the .proto
-// files under ./proto (field numbers as upstream opentelemetry-proto). It records every
+// files under test-support/proto (field numbers as upstream opentelemetry-proto). It records every
 // ExportMetricsServiceRequest and offers a flattened view for assertions.
 //
 //   const receiver = await startOtlpReceiver();        // 127.0.0.1, free port
@@ -8,20 +8,11 @@
 //   ... export ...
 //   const m = await receiver.waitForMetric("turn.relayed.packets");
 //   await receiver.close();
-import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
 
-// @grpc/* are devDependencies of relay-server; test-support sits outside every package, so
-// resolve them from there.
-const requireFromRelayServer = createRequire(
-  new URL("../packages/relay-server/package.json", import.meta.url),
-);
-const grpc = requireFromRelayServer("@grpc/grpc-js") as typeof import("@grpc/grpc-js");
-const protoLoader = requireFromRelayServer(
-  "@grpc/proto-loader",
-) as typeof import("@grpc/proto-loader");
-
-const PROTO_ROOT = fileURLToPath(new URL("./proto", import.meta.url));
+const PROTO_ROOT = fileURLToPath(new URL("../proto", import.meta.url));
 const SERVICE_PROTO = "opentelemetry/proto/collector/metrics/v1/metrics_service.proto";
 
 export type AttributeValue = string | number | boolean | null | AttributeValue[];

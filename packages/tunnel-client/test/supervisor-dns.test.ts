@@ -1,35 +1,27 @@
-// The engine in-process with an injectable resolver: as the answer for the relay name changes,
+// The tunnel supervisor in-process with an injectable resolver: as the answer for the relay name changes,
 // allocations are added and removed (one per resolved relay IP per service). Real relays on
 // 127.0.0.1 and 127.0.0.2.
 import { SeededRandom } from "@turnpike/relay-core";
 import { createLogger } from "@turnpike/runtime-kit";
+import { sleep } from "@turnpike/test-support/process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type PortRange, reservePortRange } from "../../../test-support/ports.js";
-import { sleep } from "../../../test-support/process.js";
 import { createCredentialSource } from "../src/credentials.js";
-import { type ListEntry, TunnelEngine } from "../src/engine.js";
 import { expandAllowList } from "../src/peers.js";
 import { StaticResolver } from "../src/resolver.js";
+import { type ListEntry, TunnelSupervisor } from "../src/supervisor.js";
 import { parseTurnUri, type TurnUri } from "../src/uri.js";
-import {
-  echoUdp,
-  parseAddress,
-  type RelayProcess,
-  startRelay,
-  udpEcho,
-  udpPeer,
-} from "./harness.js";
+import { echoUdp, parseAddress, udpPeer, useTunnelFixture } from "./harness.js";
 
-const TOKEN = "engine-dns-secret";
+const TOKEN = "supervisor-dns-secret";
 
 async function until(
-  engine: TunnelEngine,
+  supervisor: TunnelSupervisor,
   pred: (rows: ListEntry[]) => boolean,
   what: string,
 ): Promise<ListEntry[]> {
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const rows = engine.list();
+    const rows = supervisor.list();
     if (pred(rows)) return rows;
     if (Date.now() > deadline)
       throw new Error(`timed out waiting for ${what}: ${JSON.stringify(rows)}`);
@@ -37,39 +29,23 @@ async function until(
   }
 }
 
-describe("tunnel engine follows the relay name's DNS answer", () => {
-  let range: PortRange;
-  let relays: RelayProcess[] = [];
-  let echo: Awaited<ReturnType<typeof udpEcho>>;
-  let engine: TunnelEngine;
+describe("tunnel supervisor follows the relay name's DNS answer", () => {
+  const f = useTunnelFixture({
+    token: TOKEN,
+    relayIps: ["127.0.0.1", "127.0.0.2"],
+    echo: ["udp"],
+    tunnel: false,
+  });
+  let supervisor: TunnelSupervisor;
   const resolver = new StaticResolver([["relay.test", ["127.0.0.1"]]]);
 
   beforeAll(async () => {
-    range = reservePortRange(100);
-    const port = await freePort();
-    echo = await udpEcho();
-    relays = [
-      await startRelay({
-        ip: "127.0.0.1",
-        port,
-        minPort: range.min,
-        maxPort: range.min + 49,
-        token: TOKEN,
-      }),
-      await startRelay({
-        ip: "127.0.0.2",
-        port,
-        minPort: range.min + 50,
-        maxPort: range.max,
-        token: TOKEN,
-      }),
-    ];
-    engine = new TunnelEngine({
-      relays: [parseTurnUri(`turn:relay.test:${port}`) as TurnUri],
+    supervisor = new TunnelSupervisor({
+      relays: [parseTurnUri(`turn:relay.test:${f.relayPort}`) as TurnUri],
       credentials: createCredentialSource({
         kind: "token",
         token: TOKEN,
-        name: "engine-test",
+        name: "supervisor-test",
         ttl: 3600,
       }),
       resolver,
@@ -80,31 +56,28 @@ describe("tunnel engine follows the relay name's DNS answer", () => {
       backoffBase: 0.1,
       backoffMax: 1,
       lifetime: 600,
-      software: "engine-test",
+      software: "supervisor-test",
       jitter: () => 0.5,
     });
     const allow = expandAllowList(["127.0.0.1"], 64);
     if ("error" in allow) throw new Error(allow.error);
-    engine.addService({
+    supervisor.addService({
       name: "echo",
       protocol: "udp",
-      target: { host: "127.0.0.1", port: echo.port },
+      target: { host: "127.0.0.1", port: f.udp.port },
       allowPeers: allow,
       windows: [],
     });
-    await engine.start();
+    await supervisor.start();
   });
 
   afterAll(async () => {
-    await engine?.stop();
-    for (const r of relays) await r.stop();
-    echo?.close();
-    range?.release();
+    await supervisor?.stop();
   });
 
   it("adds an allocation when an address appears and removes it when the address goes", async () => {
     let rows = await until(
-      engine,
+      supervisor,
       (r) => r.length === 1 && r[0]!.state === "ready",
       "one ready tunnel",
     );
@@ -112,7 +85,7 @@ describe("tunnel engine follows the relay name's DNS answer", () => {
 
     resolver.set("relay.test", ["127.0.0.1", "127.0.0.2"]);
     rows = await until(
-      engine,
+      supervisor,
       (r) => r.length === 2 && r.every((x) => x.state === "ready"),
       "two ready tunnels",
     );
@@ -124,7 +97,7 @@ describe("tunnel engine follows the relay name's DNS answer", () => {
 
     resolver.set("relay.test", ["127.0.0.2"]);
     rows = await until(
-      engine,
+      supervisor,
       (r) => r.length === 1 && r[0]!.relay.includes("127.0.0.2"),
       "only the 127.0.0.2 tunnel",
     );
@@ -134,11 +107,11 @@ describe("tunnel engine follows the relay name's DNS answer", () => {
   });
 });
 
-describe("tunnel engine stopped while starting", () => {
+describe("tunnel supervisor stopped while starting", () => {
   it("leaves no DNS or window timers behind when stop() runs during the first resolution", async () => {
     let calls = 0;
     let answer: (ips: string[]) => void = () => {};
-    const engine = new TunnelEngine({
+    const supervisor = new TunnelSupervisor({
       relays: [parseTurnUri("turn:relay.test:3478") as TurnUri],
       credentials: createCredentialSource({ kind: "token", token: "t", name: "n", ttl: 3600 }),
       resolver: {
@@ -160,8 +133,8 @@ describe("tunnel engine stopped while starting", () => {
       lifetime: 600,
       software: "test",
     });
-    const started = engine.start();
-    await engine.stop();
+    const started = supervisor.start();
+    await supervisor.stop();
     answer([]);
     await started;
     await sleep(500); // five DNS intervals

@@ -14,11 +14,8 @@ import type { Browser } from "playwright-core";
 import { withTimeout } from "./process.js";
 import { chromiumPath } from "./tools.js";
 
-// playwright-core is a devDependency of relay-server; test-support sits outside every package, so
-// resolve it from there (pnpm does not hoist it to the root node_modules).
-const requireFromRelayServer = createRequire(
-  new URL("../packages/relay-server/package.json", import.meta.url),
-);
+// Loaded on first use only: most suites that import this module never start a browser.
+const require = createRequire(import.meta.url);
 
 export const CHROMIUM_ARGS = [
   "--headless",
@@ -79,7 +76,7 @@ export interface WebRtcRelayOptions {
 let pageHtml: string | undefined;
 
 function servePage(): Promise<{ url: string; close: () => Promise<void> }> {
-  pageHtml ??= readFileSync(new URL("./webrtc/relay-page.html", import.meta.url), "utf8");
+  pageHtml ??= readFileSync(new URL("../webrtc/relay-page.html", import.meta.url), "utf8");
   const html = pageHtml;
   const server = createServer((_req, res) => {
     res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
@@ -98,9 +95,7 @@ function servePage(): Promise<{ url: string; close: () => Promise<void> }> {
 }
 
 export async function launchChromium(): Promise<Browser> {
-  const { chromium } = requireFromRelayServer(
-    "playwright-core",
-  ) as typeof import("playwright-core");
+  const { chromium } = require("playwright-core") as typeof import("playwright-core");
   return chromium.launch({
     executablePath: chromiumPath(),
     headless: true,

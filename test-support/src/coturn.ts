@@ -1,8 +1,9 @@
-// coturn (the reference TURN server) on loopback for interop tests. Flags verified with coturn
-// 4.6.1 (Debian 12): -n ignores /etc/turnserver.conf; --db points at a private sqlite file (the
-// default /var/lib/turn/turndb may be unwritable or shared); --allow-loopback-peers because 4.6.1
-// denies 127.x/::1 peers by default; no CLI, TLS or DTLS listeners so nothing but the one
-// UDP+TCP port is opened besides relay ports.
+// coturn (the reference TURN server) on loopback, for the interop suites and for the bench (the
+// one place that knows how to start it). Flags verified with coturn 4.6.1 (Debian 12): -n
+// ignores /etc/turnserver.conf; --db points at a private sqlite file (the default
+// /var/lib/turn/turndb may be unwritable or shared); --allow-loopback-peers because 4.6.1 denies
+// 127.x/::1 peers by default; no CLI, TLS or DTLS listeners so nothing but the one UDP+TCP port
+// is opened besides relay ports. Ready once it answers a STUN Binding (stun.ts).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,6 +20,11 @@ export interface CoturnOptions {
   realm?: string;
   minPort: number;
   maxPort: number;
+  /**
+   * "stdout" (default): coturn logs to stdout, kept for `log()`. "off": no log at all (under
+   * load coturn logs every session, which would cost it CPU and us memory).
+   */
+  log?: "stdout" | "off";
   /** Appended as is, e.g. ["-v"] to log every session. */
   extraArgs?: string[];
   /** Bound on waiting for the first Binding answer (default 10 s). */
@@ -28,6 +34,8 @@ export interface CoturnOptions {
 export interface CoturnHandle {
   pid: number;
   port: number;
+  /** turnserver's command line (for reports; it holds the shared secret). */
+  args: readonly string[];
   process: ManagedProcess;
   /** coturn's log so far (it logs to stdout). */
   log(): string;
@@ -50,7 +58,9 @@ export async function startCoturn(opts: CoturnOptions): Promise<CoturnHandle> {
     "--no-tls",
     "--no-dtls",
     "--fingerprint",
-    "--log-file=stdout",
+    ...(opts.log === "off"
+      ? ["--no-stdout-log", "--log-file=/dev/null", "--simple-log"]
+      : ["--log-file=stdout"]),
     `--pidfile=${join(dir, "turnserver.pid")}`,
     `--db=${join(dir, "turndb")}`,
   ];
@@ -77,7 +87,7 @@ export async function startCoturn(opts: CoturnOptions): Promise<CoturnHandle> {
   };
   try {
     await Promise.race([
-      waitForStun({ port: opts.port, totalMs: opts.readyTimeoutMs ?? 10_000 }),
+      waitForStun({ host: "127.0.0.1", port: opts.port, totalMs: opts.readyTimeoutMs ?? 10_000 }),
       proc.waitExit().then((e) => {
         throw new Error(`turnserver exited early (code ${e.code}, signal ${e.signal})`);
       }),
@@ -87,5 +97,5 @@ export async function startCoturn(opts: CoturnOptions): Promise<CoturnHandle> {
     const tail = `${proc.stdout}\n${proc.stderr}`.trim().split("\n").slice(-15).join("\n");
     throw new Error(`${(e as Error).message}\n--- turnserver output (tail) ---\n${tail}`);
   }
-  return { pid: proc.pid, port: opts.port, process: proc, log: () => proc.stdout, stop };
+  return { pid: proc.pid, port: opts.port, args, process: proc, log: () => proc.stdout, stop };
 }

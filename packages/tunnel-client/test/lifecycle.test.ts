@@ -1,0 +1,382 @@
+// The tunnel's lifecycle decisions (src/lifecycle.ts) in simulated time against relay-core's
+// real TurnServer (lifecycle-harness.ts): credential renewals in place and the 441 fallback,
+// reconnect backoff (full jitter, doubling up to the cap, starting over after a stable
+// connection), dead-relay detection from keep-alives, access windows and pinned-port takeovers.
+// Minutes and hours of protocol time run in milliseconds; the real-process suites
+// (tunnel-*.test.ts) cover the same behaviour end to end over sockets.
+import { mintPinnedCredentials } from "@turnpike/relay-core";
+import { describe, expect, it } from "vitest";
+import { type CredentialSource, createCredentialSource } from "../src/credentials.js";
+import { PinClaims, reallocateBy } from "../src/lifecycle.js";
+import { parseWindow, WindowWatch } from "../src/windows.js";
+import {
+  outputsOf,
+  PINNED_PORTS,
+  refreshes,
+  type SimTunnel,
+  TOKEN,
+  TunnelNet,
+  WALL_EPOCH,
+} from "./lifecycle-harness.js";
+
+const hello = new TextEncoder().encode("hello from the platform");
+
+async function ready(h: TunnelNet, t: SimTunnel, limit = 1000): Promise<void> {
+  const ok = await h.runUntil(() => t.life.state === "ready", limit);
+  if (!ok)
+    throw new Error(`${t.name} not ready by ${h.now} ms: ${JSON.stringify(t.life.lastError)}`);
+}
+
+/**
+ * A ready tunnel that notices a silent relay within 2 s and backs off from 0.5 s up to 8 s,
+ * by default drawing the top of each window (jitter 0.999: delays 499, 999, 1998, ... ms).
+ */
+async function quickToGiveUp(jitter = () => 0.999): Promise<{ h: TunnelNet; t: SimTunnel }> {
+  const h = new TunnelNet();
+  const t = h.addTunnel("db", h.restCredentials("acme", 3600), {
+    keepalive: 1,
+    backoffBase: 0.5,
+    backoffMax: 8,
+    jitter,
+  });
+  await h.start(t);
+  await ready(h, t);
+  return { h, t };
+}
+
+/** The relay still routes peer data to the tunnel's relayed address. */
+async function reachable(h: TunnelNet, t: SimTunnel): Promise<boolean> {
+  const before = t.received.length;
+  h.peerSends(t, hello);
+  await h.advance(50);
+  return t.received.length === before + 1;
+}
+
+describe("tunnel lifecycle: credential renewal", () => {
+  it("renews 5 s credentials in place for 10 minutes: one allocation, one relayed address, no reconnect", async () => {
+    const h = new TunnelNet();
+    const t = h.addTunnel("db", h.restCredentials("acme", 5));
+    await h.start(t);
+    await ready(h, t);
+    const relayed = t.life.relayedAddress;
+    await h.advance(600_000);
+    // Renewal is due at 80% of each ttl (4 s), plus a few ms to fetch and refresh.
+    expect(t.life.credentialRenewals).toBeGreaterThan(100);
+    expect(outputsOf(t, "renewed")).toHaveLength(t.life.credentialRenewals);
+    expect(t.life.state).toBe("ready");
+    expect(t.life.relayedAddress).toEqual(relayed);
+    expect(t.life.reconnects).toBe(0);
+    expect(outputsOf(t, "reallocating")).toEqual([]);
+    expect(outputsOf(t, "down")).toEqual([]);
+    // The first credentials are long expired: the relay kept the allocation alive on renewed ones.
+    const allocations = h.server.allocations(h.now);
+    expect(allocations).toHaveLength(1);
+    expect(allocations[0]!.relayed[0]!.port).toBe(relayed!.port);
+    expect(await reachable(h, t)).toBe(true);
+  });
+
+  it("re-allocates a minute before expiry when the relay refuses renewed credentials (441)", async () => {
+    // turnpike-relay ties an allocation to the REST <user>: credentials for another user are
+    // answered with 441, as coturn answers any new USERNAME.
+    const h = new TunnelNet();
+    let user = "alice";
+    const mint = () => h.restCredentials(user, 600);
+    let source = mint();
+    const credentials: CredentialSource = { get: () => source.get() };
+    const t = h.addTunnel("db", credentials);
+    await h.start(t);
+    await ready(h, t);
+    const first = await source.get();
+    user = "bob";
+    source = mint();
+    await h.runUntil(() => outputsOf(t, "ready").length === 2, 700_000);
+    const [refused] = outputsOf(t, "renewal-refused");
+    const [reallocating] = outputsOf(t, "reallocating");
+    // Renewal is tried at 80% of the ttl (480 s), refused, and the re-allocation waits until a
+    // minute before the first credentials expire (540 s), not until they are refused.
+    expect(refused!.at).toBeGreaterThanOrEqual(first.renewAt - WALL_EPOCH);
+    expect(refused!.at).toBeLessThan(first.renewAt - WALL_EPOCH + 100);
+    expect(reallocating!.at).toBe(reallocateBy(first) - WALL_EPOCH);
+    expect(reallocating!.output.refusedInPlace).toBe(true);
+    expect(reallocating!.at).toBeLessThan(first.expiresAt - WALL_EPOCH);
+    // The old allocation was released (not left to expire), the new one belongs to bob, and a
+    // planned re-allocation is not a reconnect.
+    expect(h.ended.map((e) => e.reason)).toEqual(["deleted"]);
+    expect(h.server.allocations(h.now).map((a) => a.user)).toEqual(["bob"]);
+    expect(t.life.reconnects).toBe(0);
+    expect(await reachable(h, t)).toBe(true);
+  });
+
+  it("tries a failed credential fetch again 5 s later and keeps the allocation meanwhile", async () => {
+    const h = new TunnelNet();
+    // An hour's ttl: renewal at 48 min, so a retry 5 s later is still long before the
+    // re-allocation deadline (a minute before expiry).
+    const real = h.restCredentials("acme", 3600);
+    let fetches = 0;
+    const credentials: CredentialSource = {
+      get: () => (++fetches === 2 ? Promise.reject(new Error("HTTP 503")) : real.get()),
+    };
+    const t = h.addTunnel("db", credentials);
+    await h.start(t);
+    await ready(h, t);
+    const relayed = t.life.relayedAddress;
+    await h.runUntil(() => outputsOf(t, "renewal-failed").length === 1, 3600_000);
+    expect(t.life.lastError).toBe("renewing credentials: HTTP 503");
+    expect(t.life.state).toBe("ready");
+    await h.runUntil(() => t.life.credentialRenewals === 1, 60_000);
+    const [failed] = outputsOf(t, "renewal-failed");
+    const [renewed] = outputsOf(t, "renewed");
+    expect(failed!.output.error).toBe("HTTP 503");
+    expect(renewed!.at - failed!.at).toBeGreaterThanOrEqual(5000);
+    expect(renewed!.at - failed!.at).toBeLessThan(5100);
+    expect(t.life.relayedAddress).toEqual(relayed);
+    expect(outputsOf(t, "reallocating")).toEqual([]);
+    expect(t.life.reconnects).toBe(0);
+  });
+
+  it("waits for a Refresh in flight before trying renewed credentials on the allocation", async () => {
+    const h = new TunnelNet();
+    // ttl 676 s: renewal is due at 540.8 s, just after the client's own Refresh of its 600 s
+    // allocation (at 540 s, a minute before the lifetime ends). The relay's answers are lost
+    // for 1.5 s, so that Refresh is still being retransmitted when the renewal comes.
+    const t = h.addTunnel("db", h.restCredentials("acme", 676));
+    await h.start(t);
+    await ready(h, t);
+    const before = refreshes(t).length;
+    const renewAt = 540_800;
+    h.loseToTunnel = (at) => at >= 540_000 && at < 541_500;
+    await h.runUntil(() => t.life.credentialRenewals === 1, 600_000);
+    const sent = refreshes(t).slice(before);
+    const original = sent[0]!.username;
+    const renewed = sent.find((r) => r.username !== original)!;
+    // The in-flight Refresh (and its retransmissions) kept the old USERNAME; the renewed one went
+    // out only once that transaction was answered, and it was taken in place.
+    expect(sent[0]!.at).toBeLessThan(renewAt);
+    expect(sent.filter((r) => r.username === original).length).toBeGreaterThan(1);
+    expect(renewed.at).toBeGreaterThanOrEqual(541_500);
+    expect(outputsOf(t, "renewed")[0]!.at).toBeGreaterThan(renewed.at);
+    expect(outputsOf(t, "renewal-refused")).toEqual([]);
+    expect(t.life.reconnects).toBe(0);
+  });
+});
+
+describe("tunnel lifecycle: reconnect backoff", () => {
+  it("draws every delay from [0, min(cap, base * 2^n)) while the relay is unreachable", async () => {
+    const draws: number[] = [];
+    const sequence = [0.999, 0.5, 0.25, 0.0, 0.75, 0.999, 0.1, 0.9];
+    const jitter = () => {
+      const j = sequence[draws.length % sequence.length]!;
+      draws.push(j);
+      return j;
+    };
+    const { h, t } = await quickToGiveUp(jitter);
+    h.relayUp = false;
+    await h.runUntil(() => outputsOf(t, "down").length === 8, 300_000);
+    const downs = outputsOf(t, "down").map((d) => d.output);
+    const windows = [500, 1000, 2000, 4000, 8000, 8000, 8000, 8000];
+    expect(downs.map((d) => d.delayMs)).toEqual(
+      windows.map((w, i) => Math.floor(sequence[i]! * w)),
+    );
+    expect(downs.map((d) => d.failures)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(downs[0]!.wasReady).toBe(true);
+    expect(downs.slice(1).every((d) => !d.wasReady)).toBe(true);
+    expect(t.life.reconnects).toBe(8);
+    // Each attempt waits its delay, then tries again from the start (fresh credentials).
+    const at = outputsOf(t, "down").map((d) => d.at);
+    const fetches = outputsOf(t, "fetch-credentials").map((f) => f.at);
+    for (let i = 0; i < 7; i++) expect(fetches).toContain(at[i]! + downs[i]!.delayMs);
+
+    // The relay is back: the next attempt (at most one cap away) gets through.
+    h.relayUp = true;
+    const back = h.now;
+    await ready(h, t, 8000 + 100);
+    expect(h.now - back).toBeLessThanOrEqual(8000 + 100);
+  });
+
+  it("starts over at the base window after a connection that stayed up for the cap", async () => {
+    const { h, t } = await quickToGiveUp();
+    // Three failures in a row, then a connection that holds for longer than the cap.
+    h.relayUp = false;
+    await h.runUntil(() => outputsOf(t, "down").length === 3, 60_000);
+    h.relayUp = true;
+    await ready(h, t, 10_000);
+    await h.advance(9000);
+    h.relayUp = false;
+    await h.runUntil(() => outputsOf(t, "down").length === 4, 60_000);
+    const downs = outputsOf(t, "down").map((d) => d.output);
+    expect(downs.map((d) => d.delayMs)).toEqual([499, 999, 1998, 499]);
+    expect(downs[3]!.failures).toBe(1);
+  });
+
+  it("keeps the window growing when the relay flaps faster than the cap", async () => {
+    const { h, t } = await quickToGiveUp();
+    for (let i = 0; i < 3; i++) {
+      h.relayUp = false;
+      await h.runUntil(() => outputsOf(t, "down").length === i + 1, 60_000);
+      h.relayUp = true;
+      await ready(h, t, 10_000);
+    }
+    expect(outputsOf(t, "down").map((d) => d.output.failures)).toEqual([1, 2, 3]);
+  });
+});
+
+describe("tunnel lifecycle: dead-relay detection", () => {
+  it("gives up exactly twice the keep-alive after the relay's last answer, and never while it answers", async () => {
+    const h = new TunnelNet();
+    const t = h.addTunnel("db", h.restCredentials("acme", 3600), { keepalive: 15 });
+    await h.start(t);
+    await ready(h, t);
+    // Ten minutes of keep-alives (and a Refresh): the relay answers, nothing goes down.
+    await h.advance(600_000);
+    expect(outputsOf(t, "down")).toEqual([]);
+    const keepalives = outputsOf(t, "transmit").length;
+    expect(keepalives).toBeGreaterThanOrEqual(40);
+    h.relayUp = false;
+    const lastAnswer = t.lastFromRelay;
+    await h.runUntil(() => outputsOf(t, "down").length === 1, 60_000);
+    const [down] = outputsOf(t, "down");
+    expect(down!.at).toBe(lastAnswer + 30_000);
+    expect(down!.output.reason).toBe("no answer from the relay for 30 s");
+    expect(down!.output.wasReady).toBe(true);
+    expect(t.life.state).toBe("backoff");
+    expect(t.life.relayedAddress).toBeUndefined();
+  });
+
+  it("allocates afresh on a relay that was restarted (kill -9) and forgot the allocation", async () => {
+    const { h, t } = await quickToGiveUp();
+    // Killed: silent until a fresh process answers on the same address, knowing nothing.
+    h.relayUp = false;
+    h.restartRelay();
+    await h.runUntil(() => outputsOf(t, "down").length === 1, 10_000);
+    h.relayUp = true;
+    await ready(h, t, 3000);
+    expect(h.server.allocations(h.now)).toHaveLength(1);
+    expect(await reachable(h, t)).toBe(true);
+  });
+});
+
+describe("tunnel lifecycle: access windows", () => {
+  it("releases the allocation at 18:00 Berlin, stays silent overnight and allocates again at 08:00", async () => {
+    const h = new TunnelNet();
+    const parsed = parseWindow("Mon-Fri 08:00-18:00 Europe/Berlin");
+    if ("error" in parsed) throw new Error(parsed.error);
+    const t = h.addTunnel("db", h.restCredentials("acme", 3600));
+    const watch = new WindowWatch([parsed], h.date());
+    expect(watch.open).toBe(true); // Wednesday noon in Berlin
+    await h.start(t);
+    await ready(h, t);
+    // The supervisor looks every 5 s.
+    let closedAt: number | undefined;
+    let openedAt: number | undefined;
+    let outputsAtClose = 0;
+    while (openedAt === undefined && h.now < 24 * 3600_000) {
+      await h.advance(5000);
+      const change = watch.update(h.date());
+      if (change === "closed") {
+        closedAt = h.wall();
+        await h.act(t, (life, now) => life.closeWindow(now));
+        expect(t.life.state).toBe("closed-window");
+        expect(t.life.pollTimeout()).toBeUndefined();
+        outputsAtClose = t.outputs.length;
+      } else if (change === "opened") {
+        openedAt = h.wall();
+        // Nothing at all went to the relay while the window was closed.
+        expect(t.outputs.length).toBe(outputsAtClose);
+        await h.act(t, (life) => life.reopen());
+      }
+    }
+    // At the first look after 18:00 CEST and after 08:00 CEST.
+    const closesAt = Date.parse("2025-07-02T16:00:00Z");
+    const opensAt = Date.parse("2025-07-03T06:00:00Z");
+    expect(closedAt! - closesAt).toBeGreaterThanOrEqual(0);
+    expect(closedAt! - closesAt).toBeLessThan(5000);
+    expect(openedAt! - opensAt).toBeGreaterThanOrEqual(0);
+    expect(openedAt! - opensAt).toBeLessThan(5000);
+    expect(outputsOf(t, "window-closed")).toHaveLength(1);
+    // Closing sent the release (Refresh LIFETIME 0, RFC 8656 §8) at once, and the relayed
+    // address was gone long before the window opened again.
+    const release = refreshes(t).find((r) => r.lifetime === 0);
+    expect(release?.at).toBe(closedAt! - WALL_EPOCH);
+    expect(h.ended).toHaveLength(1);
+    expect(h.ended[0]!.at).toBeLessThan(openedAt! - WALL_EPOCH);
+    await ready(h, t);
+    expect(h.server.allocations(h.now)).toHaveLength(1);
+    // Closed on purpose is not a lost relay.
+    expect(t.life.reconnects).toBe(0);
+    expect(await reachable(h, t)).toBe(true);
+  });
+
+  it("cancels a pending reconnect when the window closes, and reopens with the backoff forgotten", async () => {
+    const { h, t } = await quickToGiveUp();
+    h.relayUp = false;
+    await h.runUntil(() => outputsOf(t, "down").length === 3, 60_000);
+    await h.act(t, (life, now) => life.closeWindow(now));
+    const outputs = t.outputs.length;
+    await h.advance(3600_000);
+    expect(t.outputs.length).toBe(outputs);
+    expect(t.life.state).toBe("closed-window");
+    // The operator's schedule, not the relay, closed it: the next failure starts at the base.
+    await h.act(t, (life) => life.reopen());
+    await h.runUntil(() => outputsOf(t, "down").length === 4, 60_000);
+    const fourth = outputsOf(t, "down")[3]!.output;
+    expect(fourth.failures).toBe(1);
+    expect(fourth.delayMs).toBe(499);
+  });
+});
+
+describe("tunnel lifecycle: pinned relay ports", () => {
+  const PORT = PINNED_PORTS.min + 7;
+  const pinnedKey = (h: TunnelNet, user: string): CredentialSource => {
+    const c = mintPinnedCredentials(TOKEN, Math.floor(h.wall() / 1000), 3600, user, PORT);
+    return createCredentialSource(
+      { kind: "key", username: c.username, password: c.password },
+      { nowMs: () => h.wall() },
+    );
+  };
+
+  it("serves a pinned port from one service only, and the other takes it once the first stops", async () => {
+    const h = new TunnelNet();
+    const one = h.addTunnel("one", pinnedKey(h, "acme-pg"), { backoffMax: 2 });
+    const two = h.addTunnel("two", pinnedKey(h, "acme-pg"), { backoffMax: 2 });
+    await h.start(one);
+    await h.start(two);
+    await ready(h, one);
+    expect(one.life.relayedAddress?.port).toBe(PORT);
+    await h.advance(10_000);
+    // "two" keeps trying (the holder might go away) and says why it waits.
+    const refusals = outputsOf(two, "down").map((d) => d.output.reason);
+    expect(refusals.length).toBeGreaterThan(3);
+    expect(new Set(refusals)).toEqual(
+      new Set([
+        `pinned port ${PORT} on 127.0.0.1 is already served by service "one": one service per pinned credential`,
+      ]),
+    );
+    // It never even asked the relay.
+    expect(outputsOf(two, "transmit")).toEqual([]);
+    await h.act(one, (life, now) => life.stop(now));
+    await ready(h, two, 3000);
+    expect(two.life.relayedAddress?.port).toBe(PORT);
+    expect(h.ended.map((e) => e.reason)).toEqual(["deleted"]);
+  });
+
+  it("takes its pinned port back at once after its process is killed and restarted", async () => {
+    const h = new TunnelNet();
+    const key = pinnedKey(h, "acme-dns");
+    const old = h.addTunnel("dns", key);
+    await h.start(old);
+    await ready(h, old);
+    h.kill(old);
+    // The restarted process: a new socket (a new 5-tuple) and a pin registry of its own. Over
+    // UDP the relay cannot see that the old tunnel died; the newer allocation of the same user
+    // takes the port over instead of waiting out the old one's lifetime.
+    const restarted = h.addTunnel("dns", key, { pins: new PinClaims() });
+    const t0 = h.now;
+    await h.start(restarted);
+    await ready(h, restarted);
+    expect(h.now - t0).toBeLessThan(100);
+    expect(restarted.life.relayedAddress?.port).toBe(PORT);
+    expect(h.ended.map((e) => e.reason)).toEqual(["taken-over"]);
+    expect(outputsOf(restarted, "pin-ignored")).toEqual([]);
+    expect(await reachable(h, restarted)).toBe(true);
+  });
+});
