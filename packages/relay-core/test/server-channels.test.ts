@@ -80,7 +80,7 @@ describe("channel lifetime and cool-down (RFC 8656 §12)", () => {
     h.tick(550);
     c.createPermission(P1); // keep the permission, let the channel lapse
     h.tick(50);
-    h.expectNoCommands();
+    h.expectNoOutputs();
     expect(h.server.stats.channelsActive).toBe(0);
     expect(c.channelData(0x4000, Uint8Array.of(1)).kind).toBe(RouteKind.None);
     expect(h.server.stats.drops["no-channel"]).toBe(1);

@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { AttributeType, Method } from "../src/codec/constants.js";
 import { readBytes } from "../src/codec/message.js";
+import type { RelayId } from "../src/ids.js";
 import { Harness, Response, TestClient } from "./harness.js";
 
 const requested = (family: 4 | 6) => ({
@@ -39,7 +40,7 @@ describe("dual stack (RFC 8656 §7.2)", () => {
     expect(c.sendIndication("2001:db8:beef::1", 1, Uint8Array.of(1)).relay).toBe(c.relayFor(6));
     expect(c.sendIndication("198.51.100.1", 1, Uint8Array.of(1)).relay).toBe(c.relayFor(4));
     h.server.closeAll(h.now);
-    h.expectCommands([
+    h.expectOutputs([
       { type: "close-relay", relay: c.relayFor(4) },
       { type: "close-relay", relay: c.relayFor(6) },
       { type: "allocation-ended", families: [4, 6] },
@@ -93,19 +94,19 @@ describe("dual stack (RFC 8656 §7.2)", () => {
       b.addressFamily(AttributeType.AdditionalAddressFamily, 6);
     };
     c.send(c.buildSigned(Method.Allocate, fill as never));
-    const [v4, v6] = h.expectCommands([
+    const [v4, v6] = h.expectOutputs([
       { type: "open-relay", family: 4 },
       { type: "open-relay", family: 6 },
-    ]) as unknown as [{ relay: number }, { relay: number }];
+    ]) as unknown as [{ relay: RelayId }, { relay: RelayId }];
     h.server.handleRelayBound(v4.relay, h.now);
-    h.expectNoCommands();
+    h.expectNoOutputs();
     for (let i = 1; i < 8; i++) {
       h.server.handleRelayBindFailed(v6.relay, h.now);
-      h.expectCommands([{ type: "open-relay", relay: v6.relay }]);
+      h.expectOutputs([{ type: "open-relay", relay: v6.relay }]);
     }
     h.server.handleRelayBindFailed(v6.relay, h.now);
-    const [sent] = h.expectCommands([
-      { type: "send-to-client", errorCode: 0 },
+    const [sent] = h.expectOutputs([
+      { type: "transmit", errorCode: 0 },
       { type: "allocation-created", relayed: [{ family: 4 }] },
     ]) as unknown as [{ data: Uint8Array }];
     const r = c.verified(new Response(sent.data));

@@ -4,8 +4,8 @@
 // client's pollTimeout(), keep-alive and dead-relay detection, reconnect with backoff.
 //
 // Call order after every input (relay bytes, timer, API call): client.handle*() -> drain
-// pollTransmit() onto the control socket -> drain pollEvent() -> re-arm the timer. Same loop as
-// relay-server's driver and Firezone's: flush, events, timers.
+// pollOutput() (transmits onto the control socket, events acted on) -> re-arm the timer. Same
+// loop as relay-server's driver and Firezone's: outputs, then timers.
 //
 // States (visible in /list):
 //   connecting    opening the control socket
@@ -40,6 +40,7 @@ import {
   formatIp,
   formatTransportAddress,
   Method,
+  type PeerConnectionId,
   parseIp,
   pinOfUsername,
   type RandomSource,
@@ -454,26 +455,20 @@ export class Tunnel {
   // -------------------------------------------------------------------------------------------
   // The client loop
 
+  /** Drain the client's outputs; `final` (the tunnel is closing): transmits only, no timer. */
   private flush(final = false): void {
     const client = this.client;
     if (client === undefined) return;
-    // Events can queue more transmits (allocated -> CreatePermission), so drain until both
-    // queues are empty before arming the timer.
-    for (let round = 0; round < 16; round++) {
-      let moved = false;
-      for (let t = client.pollTransmit(); t !== undefined; t = client.pollTransmit()) {
-        this.sendControl(t);
-        moved = true;
-      }
-      if (final) return;
-      for (let e = client.pollEvent(); e !== undefined; e = client.pollEvent()) {
-        this.onEvent(e);
-        moved = true;
+    // An event can queue more outputs (allocated -> CreatePermission): they are drained by the
+    // same loop, before the timer is armed.
+    for (let out = client.pollOutput(); out !== undefined; out = client.pollOutput()) {
+      if (out.type === "transmit") this.sendControl(out.data);
+      else if (!final) {
+        this.onEvent(out);
         if (this.client !== client) return; // the event tore the tunnel down
       }
-      if (!moved) break;
     }
-    this.armTimer();
+    if (!final) this.armTimer();
   }
 
   private sendControl(bytes: Uint8Array, payload?: Uint8Array): void {
@@ -870,7 +865,7 @@ export class Tunnel {
   // -------------------------------------------------------------------------------------------
   // TCP services (RFC 6062 §4.3)
 
-  private onConnectionAttempt(peer: TransportAddress, connectionId: number): void {
+  private onConnectionAttempt(peer: TransportAddress, connectionId: PeerConnectionId): void {
     const client = this.client;
     if (client === undefined || this.o.service.protocol !== "tcp") return;
     if (!this.peerAllowed(peer)) return;

@@ -40,13 +40,12 @@ export class TransactionClock {
   sends = 1;
   /** The instant of the next retransmission, or of the timeout once `sends` reached Rc. */
   nextAt: number;
-  private interval: number;
+  #interval: number;
+  readonly #timing: RetransmissionTiming;
 
-  constructor(
-    private readonly timing: RetransmissionTiming,
-    now: number,
-  ) {
-    this.interval = timing.rto;
+  constructor(timing: RetransmissionTiming, now: number) {
+    this.#timing = timing;
+    this.#interval = timing.rto;
     this.nextAt = timing.reliable
       ? now + timing.streamTimeout
       : timing.rc > 1
@@ -59,11 +58,11 @@ export class TransactionClock {
    * over, RFC 8489 §6.2.1).
    */
   expire(now: number): "retransmit" | "timeout" {
-    const t = this.timing;
+    const t = this.#timing;
     if (t.reliable || this.sends >= t.rc) return "timeout";
     this.sends++;
-    this.interval *= 2;
-    this.nextAt = this.sends >= t.rc ? now + t.rm * t.rto : now + this.interval;
+    this.#interval *= 2;
+    this.nextAt = this.sends >= t.rc ? now + t.rm * t.rto : now + this.#interval;
     return "retransmit";
   }
 }

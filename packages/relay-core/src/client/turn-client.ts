@@ -3,9 +3,9 @@
  * allocation on one server, sans-IO. Bytes from the server and `now` go in; bytes to send,
  * events and the next timeout come out; the data path returns byte ranges, not events.
  *
- * Call order for a runtime: after any `handle*` or API call, drain `pollTransmit()` (write each
- * buffer to the control connection), drain `pollEvent()`, then arm one timer at
- * `pollTimeout()` and call `handleTimeout(now)` when it fires.
+ * Call order for a runtime (the same as the server's, see README.md): after any `handle*` or
+ * API call, drain `pollOutput()` (write each "transmit" to the control connection, act on each
+ * event), then arm one timer at `pollTimeout()` and call `handleTimeout(now)` when it fires.
  */
 import { longTermKeyMd5 } from "../auth/long-term-key.js";
 import type { TransportAddress } from "../codec/address.js";
@@ -13,7 +13,7 @@ import { CHANNEL_DATA_HEADER_LENGTH, encodeChannelData } from "../codec/channel-
 import {
   AttributeType,
   ErrorCode,
-  MAX_CHANNEL_RFC8656,
+  MAX_CHANNEL,
   MessageClass,
   Method,
   MIN_CHANNEL,
@@ -33,6 +33,7 @@ import {
   StunMessageBuilder,
   verifyMessageIntegrity,
 } from "../codec/message.js";
+import type { PeerConnectionId } from "../ids.js";
 import { formatIp, parseIp } from "../policy/ip.js";
 import type { RandomSource } from "../rng.js";
 import {
@@ -44,6 +45,7 @@ import type {
   ConnectionBindResult,
   TurnClientEvent,
   TurnClientOptions,
+  TurnClientOutput,
   TurnClientState,
   TurnClientStats,
   TurnData,
@@ -116,7 +118,7 @@ interface Transaction {
 }
 
 interface PendingConnectionBind {
-  readonly connectionId: number;
+  readonly connectionId: PeerConnectionId;
   readonly signature: Signature | undefined;
   readonly retried: boolean;
 }
@@ -172,10 +174,9 @@ export class TurnClient {
   #timeout: number | undefined;
   #timeoutDirty = true;
 
-  readonly #transmits: Uint8Array[] = [];
-  #transmitHead = 0;
-  readonly #events: TurnClientEvent[] = [];
-  #eventHead = 0;
+  /** Transmits and events, in the order they happened (drained with pollOutput). */
+  readonly #outputs: TurnClientOutput[] = [];
+  #outputHead = 0;
 
   constructor(options: TurnClientOptions) {
     this.#requestedTransport = options.requestedTransport ?? "udp";
@@ -393,7 +394,7 @@ export class TurnClient {
 
   /**
    * One datagram (UDP) or one frame cut by StreamFramer (TCP/TLS) from the server. Control
-   * messages update the state (see pollTransmit/pollEvent); data (ChannelData, Data indication)
+   * messages update the state (see pollOutput); data (ChannelData, Data indication)
    * comes back as the reused `data` view. Never throws.
    */
   handleInput(bytes: Uint8Array, now: number): TurnData | undefined {
@@ -480,30 +481,20 @@ export class TurnClient {
   // -------------------------------------------------------------------------------------------
   // Outputs
 
-  /** The next message to write to the server on the control connection. */
-  pollTransmit(): Uint8Array | undefined {
-    if (this.#transmitHead >= this.#transmits.length) {
-      if (this.#transmitHead > 0) {
-        this.#transmits.length = 0;
-        this.#transmitHead = 0;
+  /**
+   * The next output, in order: a "transmit" (bytes to write to the server on the control
+   * connection) or an event; undefined once all are drained.
+   */
+  pollOutput(): TurnClientOutput | undefined {
+    if (this.#outputHead >= this.#outputs.length) {
+      if (this.#outputHead > 0) {
+        this.#outputs.length = 0;
+        this.#outputHead = 0;
       }
       return undefined;
     }
-    const out = this.#transmits[this.#transmitHead]!;
-    this.#transmits[this.#transmitHead++] = undefined as unknown as Uint8Array;
-    return out;
-  }
-
-  pollEvent(): TurnClientEvent | undefined {
-    if (this.#eventHead >= this.#events.length) {
-      if (this.#eventHead > 0) {
-        this.#events.length = 0;
-        this.#eventHead = 0;
-      }
-      return undefined;
-    }
-    const out = this.#events[this.#eventHead]!;
-    this.#events[this.#eventHead++] = undefined as unknown as TurnClientEvent;
+    const out = this.#outputs[this.#outputHead]!;
+    this.#outputs[this.#outputHead++] = undefined as unknown as TurnClientOutput;
     return out;
   }
 
@@ -564,7 +555,7 @@ export class TurnClient {
    * Read the answer as one frame (StreamFramer) and pass it to handleConnectionBindResponse;
    * after a success, StreamFramer.takeRemaining() holds the first peer bytes.
    */
-  connectionBindRequest(connectionId: number): Uint8Array {
+  connectionBindRequest(connectionId: PeerConnectionId): Uint8Array {
     return this.#connectionBind(connectionId, this.#nonce, false);
   }
 
@@ -715,7 +706,7 @@ export class TurnClient {
   }
 
   #connectionBind(
-    connectionId: number,
+    connectionId: PeerConnectionId,
     nonce: string | undefined,
     retried: boolean,
     realm?: string,
@@ -742,7 +733,7 @@ export class TurnClient {
       if (!oldest.done) this.#pendingConnectionBinds.delete(oldest.value);
     }
     this.#pendingConnectionBinds.set(bytesKey(id), {
-      connectionId: connectionId >>> 0,
+      connectionId: (connectionId >>> 0) as PeerConnectionId,
       signature,
       retried,
     });
@@ -909,7 +900,9 @@ export class TurnClient {
         return;
       }
       case "connect": {
-        const connectionId = readUint32(msg, AttributeType.ConnectionId);
+        const connectionId = readUint32(msg, AttributeType.ConnectionId) as
+          | PeerConnectionId
+          | undefined;
         if (connectionId === undefined) {
           this.#emit({
             type: "connect-failed",
@@ -1036,7 +1029,9 @@ export class TurnClient {
       // RFC 6062 §4.4: a peer connected to our relayed address; answer with ConnectionBind.
       if (this.#state !== "allocated" || this.#requestedTransport !== "tcp") return this.#drop();
       const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
-      const connectionId = readUint32(msg, AttributeType.ConnectionId);
+      const connectionId = readUint32(msg, AttributeType.ConnectionId) as
+        | PeerConnectionId
+        | undefined;
       if (peer === undefined || connectionId === undefined) return this.#drop();
       this.#lastActivity = now;
       this.#emit({ type: "connection-attempt", peer, connectionId });
@@ -1187,11 +1182,11 @@ export class TurnClient {
 
   /** RFC 8656 §12: numbers 0x4000-0x4FFF, the next free one after the last handed out. */
   #freeChannelNumber(): number {
-    const span = MAX_CHANNEL_RFC8656 - MIN_CHANNEL + 1;
+    const span = MAX_CHANNEL - MIN_CHANNEL + 1;
     for (let i = 0; i < span; i++) {
       const n = MIN_CHANNEL + ((this.#nextChannel - MIN_CHANNEL + i) % span);
       if (!this.#channels.has(n)) {
-        this.#nextChannel = n + 1 > MAX_CHANNEL_RFC8656 ? MIN_CHANNEL : n + 1;
+        this.#nextChannel = n + 1 > MAX_CHANNEL ? MIN_CHANNEL : n + 1;
         return n;
       }
     }
@@ -1204,12 +1199,12 @@ export class TurnClient {
     return id;
   }
 
-  #transmit(bytes: Uint8Array): void {
-    this.#transmits.push(bytes);
+  #transmit(data: Uint8Array): void {
+    this.#outputs.push({ type: "transmit", data });
   }
 
   #emit(event: TurnClientEvent): void {
-    this.#events.push(event);
+    this.#outputs.push(event);
   }
 
   #drop(): undefined {
