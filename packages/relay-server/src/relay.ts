@@ -275,6 +275,7 @@ class RelayDriver implements RunningRelay, UdpHost {
       maxAllocationsPerUser: config.maxAllocationsPerUser,
       maxPermissionsPerAllocation: config.maxPermissions,
       maxChannelsPerAllocation: config.maxChannels,
+      legacyChannelNumbers: config.legacyChannelNumbers,
       maxUnauthenticatedRate: config.maxUnauthenticatedRate,
       unixTimeOffsetMs: Date.now() - performance.now(),
       alternateServer: config.alternateServer

@@ -85,7 +85,7 @@ export class TurnServer {
     const lifetimes = { ...DEFAULT_LIFETIMES, ...options.lifetimes };
     this.#lifetimes = lifetimes;
     this.#policy = options.peerPolicy ?? new PeerAddressPolicy();
-    this.#maxChannel = options.legacyChannelNumbers === false ? MAX_CHANNEL : MAX_LEGACY_CHANNEL;
+    this.#maxChannel = options.legacyChannelNumbers ? MAX_LEGACY_CHANNEL : MAX_CHANNEL;
     const secret = options.secret ?? new Uint8Array(32);
     if (options.secret === undefined) options.random.fillBytes(secret);
     const emit = (output: TurnServerOutput) => {
