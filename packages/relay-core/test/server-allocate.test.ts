@@ -1,9 +1,11 @@
 // Allocate, Refresh and allocation lifetimes (RFC 8656 §7), quotas and relay port binding.
 import { describe, expect, it } from "vitest";
-import { AttributeType, Method } from "../src/codec/constants.js";
-import { readBytes } from "../src/codec/message.js";
+import { AttributeType, Method, TransportProtocol } from "../src/codec/constants.js";
+import { readBytes, type StunMessageBuilder } from "../src/codec/message.js";
 import type { RelayId } from "../src/ids.js";
 import { Harness, Response, T0, TestClient } from "./harness.js";
+
+type OpenRelay = { relay: RelayId; port: number };
 
 const udp = (b: { requestedTransport(p: number): unknown }) => {
   b.requestedTransport(17);
@@ -144,6 +146,65 @@ describe("Allocate (RFC 8656 §7.2)", () => {
     expect(c.allocate({ extra: (x) => x.bytes(AttributeType.ReservationToken, token) }).code).toBe(
       508,
     );
+  });
+
+  it("retries a failed EVEN-PORT bind on another even port, its reserved neighbour moving along", () => {
+    const h = new Harness({ minPort: 50000, maxPort: 50007 });
+    const c = new TestClient(h, { port: 1 });
+    const even = (x: StunMessageBuilder) => {
+      x.requestedTransport(TransportProtocol.Udp).evenPort(true);
+    };
+    c.learn(c.ask(c.build(Method.Allocate, even)));
+    c.send(c.buildSigned(Method.Allocate, even));
+    const [first] = h.expectOutputs([{ type: "open-relay" }]) as unknown as [OpenRelay];
+    expect(first.port % 2).toBe(0);
+    h.server.handleRelayBindFailed(first.relay, h.now);
+    const [second] = h.expectOutputs([{ type: "open-relay", relay: first.relay }]) as unknown as [
+      OpenRelay,
+    ];
+    expect(second.port % 2).toBe(0);
+    expect(second.port).not.toBe(first.port);
+    h.server.handleRelayBound(second.relay, h.now);
+    const [sent] = h.expectOutputs([
+      { type: "transmit", errorCode: 0 },
+      { type: "allocation-created" },
+    ]) as unknown as [{ data: Uint8Array }];
+    const r = c.verified(new Response(sent.data));
+    expect(r.xorAddress(AttributeType.XorRelayedAddress)!.port).toBe(second.port);
+    // The token names the port next to the one that bound...
+    const token = readBytes(r.msg, AttributeType.ReservationToken)!;
+    const b = new TestClient(h, { port: 2, username: "bob" });
+    const redeemed = b.allocate({ extra: (x) => x.bytes(AttributeType.ReservationToken, token) });
+    expect(redeemed.xorAddress(AttributeType.XorRelayedAddress)!.port).toBe(second.port + 1);
+    // ...and the first pair is free again: the six other ports of the range, no more.
+    for (let i = 0; i < 6; i++) expect(new TestClient(h, { port: 10 + i }).allocate().code).toBe(0);
+    expect(new TestClient(h, { port: 20 }).allocate().code).toBe(508);
+  });
+
+  it("answers 508 after eight even ports failed, and leaves no port or reservation taken", () => {
+    const h = new Harness({ minPort: 50000, maxPort: 50009 });
+    const c = new TestClient(h, { port: 1 });
+    const even = (x: StunMessageBuilder) => {
+      x.requestedTransport(TransportProtocol.Udp).evenPort(true);
+    };
+    c.learn(c.ask(c.build(Method.Allocate, even)));
+    c.send(c.buildSigned(Method.Allocate, even));
+    let [open] = h.expectOutputs([{ type: "open-relay" }]) as unknown as [OpenRelay];
+    for (let i = 1; i < 8; i++) {
+      expect(open.port % 2).toBe(0);
+      h.server.handleRelayBindFailed(open.relay, h.now);
+      [open] = h.expectOutputs([{ type: "open-relay", relay: open.relay }]) as unknown as [
+        OpenRelay,
+      ];
+    }
+    h.server.handleRelayBindFailed(open.relay, h.now);
+    const [sent] = h.expectOutputs([{ type: "transmit", errorCode: 508 }]) as unknown as [
+      { data: Uint8Array },
+    ];
+    expect(c.verified(new Response(sent.data)).code).toBe(508);
+    for (let i = 0; i < 10; i++)
+      expect(new TestClient(h, { port: 10 + i }).allocate().code).toBe(0);
+    expect(new TestClient(h, { port: 20 }).allocate().code).toBe(508);
   });
 
   it("lets a reservation lapse after 30 s and frees its port", () => {

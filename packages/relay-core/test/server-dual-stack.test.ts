@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { AttributeType, Method } from "../src/codec/constants.js";
 import { readBytes } from "../src/codec/message.js";
 import type { RelayId } from "../src/ids.js";
+import { RouteKind } from "../src/server/types.js";
 import { Harness, Response, TestClient } from "./harness.js";
 
 const requested = (family: 4 | 6) => ({
@@ -112,6 +113,55 @@ describe("dual stack (RFC 8656 §7.2)", () => {
     const r = c.verified(new Response(sent.data));
     const aec = readBytes(r.msg, AttributeType.AddressErrorCode)!;
     expect([aec[0], (aec[2]! & 7) * 100 + aec[3]!]).toEqual([0x02, 508]);
+  });
+
+  it("Refresh with REQUESTED-ADDRESS-FAMILY and LIFETIME 0 deletes only that family of a dual allocation (RFC 8656 §7.3)", () => {
+    const h = new Harness();
+    const c = new TestClient(h);
+    c.allocate(additional);
+    const [v4, v6] = [c.relayFor(4), c.relayFor(6)];
+    expect(c.createPermission("198.51.100.1", "2001:db8:beef::1").code).toBe(0);
+    expect(c.channelBind(0x4000, "198.51.100.1", 5000).code).toBe(0);
+    expect(c.channelBind(0x4001, "2001:db8:beef::1", 5000).code).toBe(0);
+    const refresh = (family: 4 | 6, lifetime: number) =>
+      c.buildSigned(Method.Refresh, (b) =>
+        b
+          .addressFamily(AttributeType.RequestedAddressFamily, family)
+          .uint32(AttributeType.Lifetime, lifetime),
+      );
+    c.send(refresh(6, 0));
+    const [, sent] = h.expectOutputs([
+      { type: "close-relay", relay: v6 },
+      { type: "transmit", errorCode: 0 },
+    ]) as unknown as [unknown, { data: Uint8Array }];
+    expect(c.verified(new Response(sent.data)).uint32(AttributeType.Lifetime)).toBe(0);
+    // The IPv4 half relays on; the IPv6 half, its permission and its channel are gone.
+    expect(h.server.stats).toMatchObject({
+      allocationsActive: 1,
+      permissionsActive: 1,
+      channelsActive: 1,
+    });
+    expect(c.channelData(0x4000, Uint8Array.of(1)).kind).toBe(RouteKind.ToPeer);
+    expect(c.channelData(0x4001, Uint8Array.of(1)).kind).toBe(RouteKind.None);
+    expect(c.sendIndication("2001:db8:beef::1", 7, Uint8Array.of(1)).kind).toBe(RouteKind.None);
+    expect(h.peerData(v6, Uint8Array.of(1), "2001:db8:beef::1", 5000).kind).toBe(RouteKind.None);
+    expect(h.peerData(v4, Uint8Array.of(1), "198.51.100.1", 5000).kind).toBe(RouteKind.ToClient);
+    expect(h.server.allocations(h.now)[0]!.relayed.map((r) => r.family)).toEqual([4]);
+    expect(c.createPermission("2001:db8:beef::2").code).toBe(443);
+    expect(c.refresh().code).toBe(0);
+    // The family is gone: asking for it again is a mismatch; the last family ends it all.
+    expect(c.ask(refresh(6, 0)).code).toBe(443);
+    c.send(refresh(4, 0));
+    h.expectOutputs([
+      { type: "close-relay", relay: v4 },
+      { type: "allocation-ended", reason: "deleted", families: [4] },
+      { type: "transmit", errorCode: 0 },
+    ]);
+    expect(h.server.stats).toMatchObject({
+      allocationsActive: 0,
+      permissionsActive: 0,
+      channelsActive: 0,
+    });
   });
 
   it("443 peer family mismatch", () => {

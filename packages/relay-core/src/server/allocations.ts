@@ -355,14 +355,20 @@ export class Allocations {
   relayBindFailed(relay: RelayId, now: number): void {
     const socket = this.#data.relay(relay);
     if (socket?.state !== "binding") return;
-    // An EVEN-PORT allocation is not moved to an arbitrary port (its parity and reserved
-    // neighbour would be lost): it fails instead. Others try another port, picked before the
-    // failed one is released so the same port is not picked again.
+    // Another port is picked before the failed one is released, so it is not picked again. A
+    // pinned or reserved port is the port: it cannot move. An EVEN-PORT one moves to another
+    // even port (RFC 8656 §7.2), and the odd port it reserved moves with it: the
+    // RESERVATION-TOKEN, not yet sent, names the port next to the one that binds.
     const ports = this.#options.ports;
-    if (socket.attempts < MAX_BIND_ATTEMPTS && socket.choice === "any") {
-      const port = ports.pick(socket.family);
+    if (socket.attempts < MAX_BIND_ATTEMPTS && socket.choice !== "fixed") {
+      const token = socket.allocation.reservationToken;
+      const port =
+        socket.choice === "even"
+          ? ports.pickEven(socket.family, token !== undefined)
+          : ports.pick(socket.family);
       if (port !== undefined) {
         ports.release(socket.family, socket.port);
+        if (socket.choice === "even" && token !== undefined) ports.moveReservation(token, port + 1);
         socket.port = port;
         socket.attempts++;
         ports.take(socket.family, port);

@@ -131,6 +131,19 @@ export class RelayPortPool {
     return r !== undefined && r.expiresAt > now ? r : undefined;
   }
 
+  /**
+   * The port held under `token` becomes `port` (taken from now on; the old one is freed), the
+   * expiry unchanged: an EVEN-PORT bind retried on another even port moves its partner along.
+   */
+  moveReservation(token: Uint8Array, port: number): void {
+    const key = bytesKey(token);
+    const r = this.#reservations.get(key);
+    if (r === undefined) return;
+    this.release(r.family, r.port);
+    this.take(r.family, port);
+    this.#reservations.set(key, { family: r.family, port, expiresAt: r.expiresAt });
+  }
+
   /** An Allocate redeemed `token`: its port now belongs to that allocation (still taken). */
   redeem(token: Uint8Array): void {
     this.#reservations.delete(bytesKey(token));

@@ -547,7 +547,10 @@ export class TurnServer {
     responder.send(endpoint, b, undefined, Method.Binding, 0, now);
   }
 
-  /** RFC 8656 §7.3: Refresh, or delete with LIFETIME 0. */
+  /**
+   * RFC 8656 §7.3: Refresh, or delete with LIFETIME 0. The families of a dual allocation share
+   * one lifetime here, so a Refresh naming one family with a non-zero LIFETIME refreshes both.
+   */
   #handleRefresh(allocation: Allocation, msg: StunMessage, reply: Reply, now: number): void {
     const family = readAddressFamily(msg, AttributeType.RequestedAddressFamily);
     if (family === "invalid") {
@@ -560,7 +563,10 @@ export class TurnServer {
     }
     const requested = readUint32(msg, AttributeType.Lifetime);
     if (requested === 0) {
-      this.#allocations.delete(allocation, "deleted", now);
+      // RFC 8656 §7.1, §7.3: with REQUESTED-ADDRESS-FAMILY the request applies to that
+      // family only: one relayed address of a dual allocation goes, the other stays.
+      if (family !== undefined) this.#allocations.deleteFamily(allocation, family, now);
+      else this.#allocations.delete(allocation, "deleted", now);
       reply.success((b) => b.uint32(AttributeType.Lifetime, 0));
       return;
     }
