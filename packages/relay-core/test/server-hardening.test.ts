@@ -13,7 +13,7 @@ import { decodeStun, readErrorCode, StunMessageBuilder } from "../src/codec/mess
 import { listenerId, type RelayId } from "../src/ids.js";
 import { PeerAddressPolicy } from "../src/policy/peer-address-policy.js";
 import { RouteKind } from "../src/server/types.js";
-import { Harness, REALM, Response, TestClient, UNIX_T0, USERS } from "./harness.js";
+import { Harness, REALM, TestClient, UNIX_T0, USERS } from "./harness.js";
 
 describe("peer transport addresses", () => {
   it("refuses a channel to port 0 and drops a Send to port 0 (nothing a socket could send)", () => {
