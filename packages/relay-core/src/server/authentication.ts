@@ -3,11 +3,18 @@
  * nonces (auth/nonce.ts), PASSWORD-ALGORITHMS negotiation and its bid-down protection (§9.2.1,
  * §9.2.4), the credential stores and their principals (auth/credentials.ts: static users,
  * TURN REST usernames, pinned ones), and the revocation list.
+ *
+ * Username anonymity (§9.2.1, §14.4): a client that asks for it, by sending USERHASH in place
+ * of USERNAME, gets nonces whose cookie offers it, and its USERHASH is looked up among the
+ * usernames the credential store knows in advance (static users; a TURN REST username is
+ * minted elsewhere and has no entry to be found by). Other clients see no change: the
+ * feature is not announced to them, since a client that honours the bit must then hide a
+ * username the relay may have no way to find.
  */
 
 import { constantTimeEqual } from "../auth/constant-time.js";
 import type { CredentialStore, PasswordAlgorithmName, Principal } from "../auth/credentials.js";
-import { NonceIssuer, SecurityFeature } from "../auth/nonce.js";
+import { type NonceCheck, NonceIssuer, SecurityFeature } from "../auth/nonce.js";
 import { userOfUsername } from "../auth/pinned-username.js";
 import { AttributeType, ErrorCode, MessageClass, PasswordAlgorithm } from "../codec/constants.js";
 import {
@@ -52,6 +59,8 @@ export class Authenticator {
   readonly #realm: string;
   readonly #credentials: CredentialStore;
   readonly #nonces: NonceIssuer;
+  /** Nonces whose cookie offers username anonymity too: for clients that sent USERHASH. */
+  readonly #anonymousNonces: NonceIssuer;
   readonly #responder: Responder;
   readonly #stats: ServerStats;
   #unixTimeOffsetMs: number;
@@ -64,6 +73,11 @@ export class Authenticator {
       options.secret,
       options.nonceLifetimeSeconds * 1000,
       SecurityFeature.PasswordAlgorithms,
+    );
+    this.#anonymousNonces = new NonceIssuer(
+      options.secret,
+      options.nonceLifetimeSeconds * 1000,
+      SecurityFeature.PasswordAlgorithms | SecurityFeature.UsernameAnonymity,
     );
     this.#unixTimeOffsetMs = options.unixTimeOffsetMs;
     this.#revoked = new Set(options.revokedUsers);
@@ -113,15 +127,26 @@ export class Authenticator {
       this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now);
       return undefined;
     }
-    const username = readString(msg, AttributeType.Username);
+    const named = readString(msg, AttributeType.Username);
+    const userhash = readBytes(msg, AttributeType.Userhash);
     const realm = readString(msg, AttributeType.Realm);
     const nonce = readString(msg, AttributeType.Nonce);
-    if (username === undefined || realm === undefined || nonce === undefined) {
+    if (
+      (named === undefined && userhash === undefined) ||
+      realm === undefined ||
+      nonce === undefined
+    ) {
       this.#stats.authFailures["missing-attributes"]++;
       this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now);
       return undefined;
     }
-    const nonceState = this.#nonces.check(nonce, now, nonceBinding(endpoint));
+    if (named === undefined && userhash!.length !== 32) {
+      // RFC 8489 §14.4: USERHASH is a SHA-256, 32 bytes.
+      this.#stats.authFailures.malformed++;
+      this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now);
+      return undefined;
+    }
+    const nonceState = this.#checkNonce(nonce, now, endpoint);
     if (nonceState !== "valid") {
       this.#stats.authFailures[nonceState === "stale" ? "stale-nonce" : "invalid-nonce"]++;
       this.#challenge(endpoint, msg, ErrorCode.StaleNonce, now);
@@ -131,6 +156,13 @@ export class Authenticator {
     if (algorithm === undefined) {
       this.#stats.authFailures["bad-algorithm"]++;
       this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now);
+      return undefined;
+    }
+    // §9.2.4: a USERHASH names a user only through the usernames the store knows.
+    const username = named ?? this.#credentials.usernameForHash?.(userhash!, this.#realm);
+    if (username === undefined) {
+      this.#stats.authFailures["unknown-user"]++;
+      this.#challenge(endpoint, msg, ErrorCode.Unauthorized, now);
       return undefined;
     }
     const unixSeconds = Math.floor((now + this.#unixTimeOffsetMs) / 1000);
@@ -184,13 +216,24 @@ export class Authenticator {
     return chosen === PasswordAlgorithm.Sha256 ? "sha256" : "md5";
   }
 
-  /** 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS (RFC 8489 §9.2.4). */
+  /** A nonce of either kind: valid, stale, or not one of ours (for this client). */
+  #checkNonce(nonce: string, now: number, endpoint: ClientEndpoint): NonceCheck {
+    const state = this.#nonces.check(nonce, now, nonceBinding(endpoint));
+    if (state !== "invalid") return state;
+    return this.#anonymousNonces.check(nonce, now, nonceBinding(endpoint));
+  }
+
+  /**
+   * 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS (RFC 8489 §9.2.4); the nonce
+   * offers username anonymity to a request that carried USERHASH.
+   */
   #challenge(endpoint: ClientEndpoint, msg: StunMessage, code: number, now: number): void {
+    const issuer = hasAttribute(msg, AttributeType.Userhash) ? this.#anonymousNonces : this.#nonces;
     const b = this.#responder
       .builder(msg.method, MessageClass.ErrorResponse, msg.transactionId)
       .errorCode(code)
       .string(AttributeType.Realm, this.#realm)
-      .string(AttributeType.Nonce, this.#nonces.issue(now, nonceBinding(endpoint)))
+      .string(AttributeType.Nonce, issuer.issue(now, nonceBinding(endpoint)))
       .bytes(AttributeType.PasswordAlgorithms, OFFERED_PASSWORD_ALGORITHMS);
     this.#responder.send(endpoint, b, undefined, msg.method, code, now);
   }
