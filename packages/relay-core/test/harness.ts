@@ -1,5 +1,5 @@
 // A tiny Firezone-style harness for TurnServer: feed inputs, assert the exact list of
-// commands (failing on any leftover), and play a TURN client with the codec.
+// outputs (failing on any leftover), and play a TURN client with the codec.
 import { expect } from "vitest";
 import { type PasswordAlgorithmName, StaticCredentials } from "../src/auth/credentials.js";
 import { longTermKeyMd5, longTermKeySha256 } from "../src/auth/long-term-key.js";
@@ -82,7 +82,7 @@ export class Harness {
     this.server.handleTimeout(this.now);
   }
 
-  /** Every queued command, in order. */
+  /** Every queued output, in order. */
   drain(): TurnServerOutput[] {
     const out: TurnServerOutput[] = [];
     for (let c = this.server.pollOutput(); c !== undefined; c = this.server.pollOutput()) {
@@ -91,14 +91,14 @@ export class Harness {
     return out;
   }
 
-  /** The queued commands must be exactly these (each matched with toMatchObject), no more. */
+  /** The queued outputs must be exactly these (each matched with toMatchObject), no more. */
   expectOutputs(
     expected: readonly ({ type: TurnServerOutput["type"] } & Record<string, unknown>)[],
   ): TurnServerOutput[] {
     const got = this.drain();
     expect(
       got.map((c) => c.type),
-      "command types",
+      "output types",
     ).toEqual(expected.map((c) => c.type));
     for (let i = 0; i < got.length; i++) expect(got[i]).toMatchObject(expected[i]!);
     return got;
@@ -342,7 +342,7 @@ export class TestClient {
   }
 
   /**
-   * Allocate a UDP relay: the request yields exactly the open-relay command(s); bound, the
+   * Allocate a UDP relay: the request yields exactly the open-relay output(s); bound, the
    * success and allocation-created follow. Returns the success response.
    */
   allocate(options: AllocateOptions = {}): Response {
@@ -357,24 +357,24 @@ export class TestClient {
       this.learn(challenge);
     }
     this.send(this.buildSigned(Method.Allocate, fill));
-    let commands = this.h.drain();
-    const first = commands[0];
-    if (commands.length === 1 && first?.type === "transmit") {
+    let outputs = this.h.drain();
+    const first = outputs[0];
+    if (outputs.length === 1 && first?.type === "transmit") {
       const r = new Response(first.data);
       if (r.code === 438) {
         this.learn(r);
         this.send(this.buildSigned(Method.Allocate, fill));
-        commands = this.h.drain();
+        outputs = this.h.drain();
       }
     }
-    expect(commands.length).toBeGreaterThan(0);
-    if (commands[0]!.type === "transmit") {
-      // Refused at once (quota, family, draining...): the only command.
-      expect(commands.map((c) => c.type)).toEqual(["transmit"]);
-      return this.verified(new Response((commands[0] as OutputOf<"transmit">).data));
+    expect(outputs.length).toBeGreaterThan(0);
+    if (outputs[0]!.type === "transmit") {
+      // Refused at once (quota, family, draining...): the only output.
+      expect(outputs.map((c) => c.type)).toEqual(["transmit"]);
+      return this.verified(new Response((outputs[0] as OutputOf<"transmit">).data));
     }
-    for (const c of commands) expect(c.type).toBe("open-relay");
-    const opens = commands as OutputOf<"open-relay">[];
+    for (const c of outputs) expect(c.type).toBe("open-relay");
+    const opens = outputs as OutputOf<"open-relay">[];
     for (const o of opens) this.h.server.handleRelayBound(o.relay, this.h.now);
     const [sent, created] = this.h.expectOutputs([
       { type: "transmit" },

@@ -168,7 +168,7 @@ export class TurnClient {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Commands
+  // Requests the application makes
 
   /**
    * RFC 8656 §7.1: send an Allocate (first without credentials: the server's 401 tells the REALM
