@@ -118,6 +118,7 @@ export async function runMicro(quick: boolean): Promise<MicroRow[]> {
 }
 
 type Core = typeof import("@turnpike/relay-core");
+type RelayId = import("@turnpike/relay-core").RelayId;
 
 /**
  * Drives relay-core's TurnServer directly (no sockets): one authenticated allocation with a
@@ -141,19 +142,20 @@ function serverRows(core: Core, quick: boolean): MicroRow[] {
   let realm = "";
   let nonce = Buffer.alloc(0);
   let key: Buffer | undefined;
-  let relay = -1;
+  const listener = core.listenerId(0);
+  let relay: RelayId | undefined;
   const drain = () => {
     let last: Uint8Array | undefined;
-    for (let c = server.pollCommand(); c; c = server.pollCommand()) {
-      if (c.type === "send-to-client") last = c.data;
+    for (let c = server.pollOutput(); c; c = server.pollOutput()) {
+      if (c.type === "transmit") last = c.data;
       else if (c.type === "open-relay") relay = c.relay;
     }
     return last;
   };
   const feed = (bytes: Buffer) => {
-    server.handleUdpClient(0, bytes, client.address, client.port, now);
+    server.handleUdpClient(listener, bytes, client.address, client.port, now);
     let res = drain();
-    if (!res && relay >= 0) {
+    if (!res && relay !== undefined) {
       server.handleRelayBound(relay, now);
       res = drain();
     }
@@ -205,12 +207,12 @@ function serverRows(core: Core, quick: boolean): MicroRow[] {
   cd.writeUInt16BE(0x4000, 0);
   cd.writeUInt16BE(100, 2);
   const n = quick ? 20000 : 200000;
-  const toPeer = server.handleUdpClient(0, cd, client.address, client.port, now);
+  const toPeer = server.handleUdpClient(listener, cd, client.address, client.port, now);
   rows.push({
     name: "route 100-byte ChannelData through relay-core server",
     nsPerOp:
       toPeer === core.RouteKind.ToPeer
-        ? measure(() => server.handleUdpClient(0, cd, client.address, client.port, now), n)
+        ? measure(() => server.handleUdpClient(listener, cd, client.address, client.port, now), n)
         : null,
     note:
       toPeer === core.RouteKind.ToPeer
@@ -218,12 +220,13 @@ function serverRows(core: Core, quick: boolean): MicroRow[] {
         : `unexpected route ${toPeer}`,
   });
   const payload = cd.subarray(4);
-  const toClient = server.handlePeerData(relay, payload, peer.address, peer.port, now);
+  const peerRelay = relay as RelayId; // opened by the Allocate above
+  const toClient = server.handlePeerData(peerRelay, payload, peer.address, peer.port, now);
   rows.push({
     name: "route 100-byte peer datagram as ChannelData (relay-core)",
     nsPerOp:
       toClient === core.RouteKind.ToClient
-        ? measure(() => server.handlePeerData(relay, payload, peer.address, peer.port, now), n)
+        ? measure(() => server.handlePeerData(peerRelay, payload, peer.address, peer.port, now), n)
         : null,
     note:
       toClient === core.RouteKind.ToClient
@@ -238,24 +241,24 @@ function serverRows(core: Core, quick: boolean): MicroRow[] {
   clientSource.setText(client.address, client.port);
   const peerSource = new core.DatagramSource();
   peerSource.setText(peer.address, peer.port);
-  const numericToPeer = server.handleClientDatagram(0, arena, 4, 108, clientSource, now);
+  const numericToPeer = server.handleClientDatagram(listener, arena, 4, 108, clientSource, now);
   rows.push({
     name: "route 100-byte ChannelData, batched path (numbers, byte range)",
     nsPerOp:
       numericToPeer === core.RouteKind.ToPeer
-        ? measure(() => server.handleClientDatagram(0, arena, 4, 108, clientSource, now), n)
+        ? measure(() => server.handleClientDatagram(listener, arena, 4, 108, clientSource, now), n)
         : null,
     note:
       numericToPeer === core.RouteKind.ToPeer
         ? "client -> peer, handleClientDatagram"
         : `unexpected route ${numericToPeer}`,
   });
-  const numericToClient = server.handlePeerDatagram(relay, arena, 8, 108, peerSource, now);
+  const numericToClient = server.handlePeerDatagram(peerRelay, arena, 8, 108, peerSource, now);
   rows.push({
     name: "route 100-byte peer datagram, batched path (numbers, byte range)",
     nsPerOp:
       numericToClient === core.RouteKind.ToClient
-        ? measure(() => server.handlePeerDatagram(relay, arena, 8, 108, peerSource, now), n)
+        ? measure(() => server.handlePeerDatagram(peerRelay, arena, 8, 108, peerSource, now), n)
         : null,
     note:
       numericToClient === core.RouteKind.ToClient
@@ -287,9 +290,9 @@ function serverRows(core: Core, quick: boolean): MicroRow[] {
   const ns = measure(
     () => {
       now += 0.001;
-      server.handleUdpClient(0, refreshes[i++]!, client.address, client.port, now);
-      for (let c = server.pollCommand(); c; c = server.pollCommand()) {
-        if (c.type === "send-to-client" && c.errorCode === 0) ok++;
+      server.handleUdpClient(listener, refreshes[i++]!, client.address, client.port, now);
+      for (let c = server.pollOutput(); c; c = server.pollOutput()) {
+        if (c.type === "transmit" && c.errorCode === 0) ok++;
       }
       return true;
     },

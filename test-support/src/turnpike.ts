@@ -30,6 +30,11 @@ export interface TurnpikeOptions {
   logLevel?: "error" | "warn" | "info" | "debug";
   /** Default true: tests relay to peers on loopback. */
   allowLoopbackPeers?: boolean;
+  /**
+   * --legacy-channel-numbers: ChannelBind accepts RFC 5766's 0x5000-0x7FFF too. Suites that
+   * drive coturn's turnutils_uclient need it (it binds channel numbers above 0x4FFF).
+   */
+  legacyChannelNumbers?: boolean;
   extraArgs?: string[];
   /** Merged over process.env (TURNPIKE_* variables of the test runner are removed first). */
   env?: Record<string, string>;
@@ -92,6 +97,7 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
     opts.logLevel ?? "warn",
   ];
   if (opts.allowLoopbackPeers ?? true) args.push("--allow-loopback-peers");
+  if (opts.legacyChannelNumbers) args.push("--legacy-channel-numbers");
   args.push(...(opts.extraArgs ?? []));
   // The suites run once per UDP data path and worker count (vitest.config.ts sets TEST_UDP_IO
   // and TEST_WORKERS per project).

@@ -4,12 +4,18 @@ import { describe, expect, it } from "vitest";
 import { constantTimeEqual } from "../src/auth/constant-time.js";
 import {
   CombinedCredentials,
+  type CredentialStore,
   type KeyLookup,
   SharedSecretCredentials,
   StaticCredentials,
 } from "../src/auth/credentials.js";
 import { longTermKeyMd5, longTermKeySha256, userHash } from "../src/auth/long-term-key.js";
-import { NONCE_COOKIE, NonceIssuer, SecurityFeature } from "../src/auth/nonce.js";
+import {
+  NONCE_COOKIE,
+  NonceIssuer,
+  nonceSecurityFeatures,
+  SecurityFeature,
+} from "../src/auth/nonce.js";
 import {
   mintRestCredentials,
   parseRestUsername,
@@ -111,6 +117,24 @@ describe("TURN REST credentials", () => {
 });
 
 describe("credential stores", () => {
+  it("finds a static user by USERHASH (RFC 8489 §14.4); a REST store finds none", () => {
+    const combined = new CombinedCredentials([
+      new SharedSecretCredentials(["s"]),
+      new StaticCredentials([
+        ["alice", "wonderland"],
+        ["bob", "builder"],
+      ]),
+    ]);
+    expect(combined.usernameForHash(userHash("bob", "example.org"), "example.org")).toBe("bob");
+    // Another realm hashes to something else.
+    expect(combined.usernameForHash(userHash("bob", "other.org"), "example.org")).toBeUndefined();
+    expect(combined.usernameForHash(userHash("carol", "example.org"), "example.org")).toBe(
+      undefined,
+    );
+    const rest: CredentialStore = new SharedSecretCredentials(["s"]);
+    expect(rest.usernameForHash).toBeUndefined();
+  });
+
   it("StaticCredentials returns the long-term key of known users only", () => {
     const store = new StaticCredentials([["alice", "wonderland"]]);
     const result = store.lookup("alice", "example.org", 0);
@@ -238,6 +262,13 @@ describe("credential stores", () => {
 describe("NonceIssuer (RFC 8489 §9.2)", () => {
   const secret = Uint8Array.from({ length: 32 }, (_, i) => i);
   const issuer = new NonceIssuer(secret, 60_000);
+
+  it("reads the security features a nonce cookie announces", () => {
+    expect(nonceSecurityFeatures(issuer.issue(1, "x"))).toBe(SecurityFeature.PasswordAlgorithms);
+    expect(nonceSecurityFeatures(`${NONCE_COOKIE}AAAD`)).toBe(3);
+    expect(nonceSecurityFeatures("d5207566d5cfc168")).toBeUndefined(); // coturn's: no cookie
+    expect(nonceSecurityFeatures(`${NONCE_COOKIE}A`)).toBeUndefined();
+  });
 
   it("issues printable nonces that start with the nonce cookie", () => {
     const nonce = issuer.issue(123_456, "udp:192.0.2.1:5000");

@@ -74,7 +74,7 @@ describe("TurnClient allocation against TurnServer", () => {
     h.advance(3 * HOUR);
     expect(h.client.state).toBe("allocated");
     expect(h.server.allocationCount).toBe(1);
-    expect(h.serverCommands.some((c) => c.command.type === "allocation-ended")).toBe(false);
+    expect(h.serverOutputs.some((c) => c.output.type === "allocation-ended")).toBe(false);
     // Lifetime 600 s, refreshed 60 s before its end: every 540 s plus the 10 ms round trip.
     const refreshes = h.eventsOf("refreshed");
     expect(refreshes.length).toBe(Math.floor((3 * HOUR - 20) / 540_010));
@@ -111,7 +111,7 @@ describe("TurnClient allocation against TurnServer", () => {
     h.client.release(h.now);
     expect(h.client.state).toBe("released");
     h.runUntil(() => h.eventsOf("released").length > 0);
-    const ended = h.serverCommands.find((c) => c.command.type === "allocation-ended")?.command;
+    const ended = h.serverOutputs.find((c) => c.output.type === "allocation-ended")?.output;
     expect(ended?.type === "allocation-ended" && ended.reason).toBe("deleted");
     expect(h.server.allocationCount).toBe(0);
     const last = decodeStun(h.sentByClient.at(-1)!.bytes);
@@ -273,11 +273,13 @@ describe("TurnClient allocation against TurnServer", () => {
     silent.client.allocate(0);
     silent.client.handleTimeout(0);
     let sends = 0;
-    while (silent.client.pollTransmit()) sends++;
+    for (let out = silent.client.pollOutput(); out; out = silent.client.pollOutput()) {
+      if (out.type === "transmit") sends++;
+    }
     silent.client.handleTimeout(39_499);
-    expect(silent.client.pollTransmit()).toBeUndefined();
+    expect(silent.client.pollOutput()).toBeUndefined();
     silent.client.handleTimeout(39_500);
-    expect(silent.client.pollEvent()).toEqual({
+    expect(silent.client.pollOutput()).toEqual({
       type: "transaction-timeout",
       method: Method.Allocate,
     });

@@ -173,7 +173,7 @@ describe("TurnClient permissions and channels against TurnServer", () => {
     );
     expect(h.client.decodeData(new Uint8Array([0x40, 0x00, 0x00, 0x09]))).toBeUndefined();
     expect(h.client.stats.dropped).toBe(dropped + 1);
-    expect(h.client.pollEvent()).toBeUndefined();
+    expect(h.client.pollOutput()).toBeUndefined();
   });
 
   it("pads ChannelData on TCP and carries data over a TCP control connection", () => {

@@ -2,18 +2,26 @@
  * A seeded in-memory network for TurnClient against the real TurnServer (the quinn/str0m way):
  * bytes move between the two state machines through a queue with latency, and a `fate`
  * function can drop, duplicate or delay each datagram. The harness acknowledges the server's
- * open-relay commands, plays the peers on the relayed side, and advances a virtual clock to
+ * open-relay outputs, plays the peers on the relayed side, and advances a virtual clock to
  * whichever of the two asks to be woken first.
  */
 import { StaticCredentials } from "../src/auth/credentials.js";
-import type { TurnClientEvent, TurnClientOptions } from "../src/client/index.js";
-import { TurnClient } from "../src/client/index.js";
+import { TurnClient } from "../src/client/turn-client.js";
+import type { TurnClientEvent, TurnClientOptions } from "../src/client/types.js";
 import type { TransportAddress } from "../src/codec/address.js";
 import { encodeChannelData } from "../src/codec/channel-data.js";
+import {
+  type ConnectionId,
+  connectionId,
+  listenerId,
+  type PeerConnectionId,
+  type RelayId,
+} from "../src/ids.js";
 import { PeerAddressPolicy } from "../src/policy/peer-address-policy.js";
 import { SeededRandom } from "../src/rng.js";
-import { type Lifetimes, TurnServer, type TurnServerOptions } from "../src/server/server.js";
-import { type Command, RouteKind } from "../src/server/types.js";
+import type { Lifetimes, TurnServerOptions } from "../src/server/options.js";
+import { TurnServer } from "../src/server/server.js";
+import { RouteKind, type TurnServerOutput } from "../src/server/types.js";
 
 export const REALM = "turnpike.test";
 export const USERNAME = "alice";
@@ -63,7 +71,8 @@ interface RelayRecord {
   open: boolean;
 }
 
-const CONNECTION = 1;
+const CONNECTION = connectionId(1);
+const LISTENER = listenerId(0);
 
 export class Harness {
   now = 0;
@@ -72,17 +81,17 @@ export class Harness {
   readonly transport: "udp" | "tcp";
   /** Every client event, with the instant it was drained. */
   readonly events: { at: number; event: TurnClientEvent }[] = [];
-  readonly serverCommands: { at: number; command: Command }[] = [];
+  readonly serverOutputs: { at: number; output: TurnServerOutput }[] = [];
   /** What the relay sent to peers. */
   readonly peerInbox: PeerDelivery[] = [];
   /** What the client's data path handed out. */
   readonly clientInbox: ClientDelivery[] = [];
   /** Every message the client transmitted (before the network's fate). */
   readonly sentByClient: { at: number; bytes: Uint8Array }[] = [];
-  readonly relays = new Map<number, RelayRecord>();
+  readonly relays = new Map<RelayId, RelayRecord>();
   /** RFC 6062 data connections: what the server wrote on each (connection id -> messages). */
-  readonly dataInbox = new Map<number, Uint8Array[]>();
-  /** How the harness answers the server's connect-peer commands (RFC 6062 §5.2). */
+  readonly dataInbox = new Map<ConnectionId, Uint8Array[]>();
+  /** How the harness answers the server's connect-peer outputs (RFC 6062 §5.2). */
   connectOutcome: "connected" | "refused" | "silent" = "connected";
   private readonly queue: InFlight[] = [];
   private seq = 0;
@@ -112,7 +121,7 @@ export class Harness {
       ...options.client,
     });
     if (this.transport === "tcp") {
-      this.server.handleConnectionOpened(CONNECTION, 0, "tcp", CLIENT.address, CLIENT.port);
+      this.server.handleConnectionOpened(CONNECTION, LISTENER, "tcp", CLIENT.address, CLIENT.port);
     }
   }
 
@@ -171,19 +180,19 @@ export class Harness {
   }
 
   /** RFC 6062 §4.3: the client's runtime opens a new TCP connection to the server. */
-  openDataConnection(connection: number, port: number): void {
-    this.server.handleConnectionOpened(connection, 0, "tcp", CLIENT.address, port);
+  openDataConnection(connection: ConnectionId, port: number): void {
+    this.server.handleConnectionOpened(connection, LISTENER, "tcp", CLIENT.address, port);
     this.dataInbox.set(connection, []);
   }
 
   /** Write one frame on a data connection; the server's answers land in `dataInbox`. */
-  writeData(connection: number, bytes: Uint8Array): void {
+  writeData(connection: ConnectionId, bytes: Uint8Array): void {
     this.server.handleStreamClient(connection, bytes, this.now);
     this.pump();
   }
 
   /** A peer opens a TCP connection to the relayed address (RFC 6062 §5.3). */
-  peerConnects(from: TransportAddress = PEER): number | undefined {
+  peerConnects(from: TransportAddress = PEER): PeerConnectionId | undefined {
     const port = this.relayPort;
     const relay = [...this.relays].find(([, r]) => r.port === port && r.open)?.[0];
     if (relay === undefined) return undefined;
@@ -221,18 +230,18 @@ export class Harness {
   pump(): void {
     for (let guard = 0; guard < 10_000; guard++) {
       let moved = false;
-      for (let out = this.client.pollTransmit(); out; out = this.client.pollTransmit()) {
-        this.sentByClient.push({ at: this.now, bytes: out });
-        this.send("to-server", out);
+      for (let out = this.client.pollOutput(); out; out = this.client.pollOutput()) {
+        if (out.type === "transmit") {
+          this.sentByClient.push({ at: this.now, bytes: out.data });
+          this.send("to-server", out.data);
+        } else {
+          this.events.push({ at: this.now, event: out });
+        }
         moved = true;
       }
-      for (let c = this.server.pollCommand(); c; c = this.server.pollCommand()) {
-        this.serverCommands.push({ at: this.now, command: c });
-        this.execute(c);
-        moved = true;
-      }
-      for (let e = this.client.pollEvent(); e; e = this.client.pollEvent()) {
-        this.events.push({ at: this.now, event: e });
+      for (let o = this.server.pollOutput(); o; o = this.server.pollOutput()) {
+        this.serverOutputs.push({ at: this.now, output: o });
+        this.execute(o);
         moved = true;
       }
       if (!moved) return;
@@ -240,9 +249,9 @@ export class Harness {
     throw new Error("harness: outputs never drained");
   }
 
-  private execute(c: Command): void {
+  private execute(c: TurnServerOutput): void {
     switch (c.type) {
-      case "send-to-client":
+      case "transmit":
         if (c.client.transport !== "udp" && c.client.connection !== CONNECTION) {
           const inbox = this.dataInbox.get(c.client.connection) ?? [];
           inbox.push(c.data);
@@ -253,9 +262,9 @@ export class Harness {
         return;
       case "connect-peer":
         if (this.connectOutcome === "connected") {
-          this.server.handlePeerConnected(c.connectionId, this.now);
+          this.server.handlePeerConnected(c.peerConnection, this.now);
         } else if (this.connectOutcome === "refused") {
-          this.server.handlePeerConnectFailed(c.connectionId, this.now);
+          this.server.handlePeerConnectFailed(c.peerConnection, this.now);
         }
         return;
       case "open-relay":
@@ -291,7 +300,7 @@ export class Harness {
     if (item.direction === "to-server") {
       const kind =
         this.transport === "udp"
-          ? this.server.handleUdpClient(0, item.bytes, CLIENT.address, CLIENT.port, this.now)
+          ? this.server.handleUdpClient(LISTENER, item.bytes, CLIENT.address, CLIENT.port, this.now)
           : this.server.handleStreamClient(CONNECTION, item.bytes, this.now);
       if (kind === RouteKind.ToPeer) {
         const r = this.server.route;

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { AttributeType, ErrorCode, MessageClass, Method } from "../src/codec/constants.js";
 import { decodeStun, readString, readUint32 } from "../src/codec/message.js";
+import { connectionId, type PeerConnectionId } from "../src/ids.js";
 import { Harness, PEER } from "./client-harness.js";
 
-const DATA_CONNECTION = 2;
+const DATA_CONNECTION = connectionId(2);
 
 function tcpAllocation(): Harness {
   const h = new Harness({ transport: "tcp", client: { requestedTransport: "tcp" } });
@@ -15,9 +16,9 @@ function tcpAllocation(): Harness {
 }
 
 /** The runtime's part of RFC 6062 §4.3: a new connection, ConnectionBind, read the answer. */
-function bindDataConnection(h: Harness, connectionId: number) {
+function bindDataConnection(h: Harness, id: PeerConnectionId) {
   h.openDataConnection(DATA_CONNECTION, 40001);
-  h.writeData(DATA_CONNECTION, h.client.connectionBindRequest(connectionId));
+  h.writeData(DATA_CONNECTION, h.client.connectionBindRequest(id));
   const answers = h.dataInbox.get(DATA_CONNECTION)!;
   expect(answers.length).toBe(1);
   return h.client.handleConnectionBindResponse(answers[0]!);
@@ -26,8 +27,8 @@ function bindDataConnection(h: Harness, connectionId: number) {
 describe("TurnClient TCP relaying (RFC 6062) against TurnServer", () => {
   it("allocates with REQUESTED-TRANSPORT TCP over a TCP control connection", () => {
     const h = tcpAllocation();
-    const created = h.serverCommands.find((c) => c.command.type === "allocation-created");
-    expect(created?.command.type === "allocation-created" && created.command.transport).toBe("tcp");
+    const created = h.serverOutputs.find((c) => c.output.type === "allocation-created");
+    expect(created?.output.type === "allocation-created" && created.output.transport).toBe("tcp");
   });
 
   it("refuses to ask for a TCP allocation over UDP", () => {
@@ -42,21 +43,19 @@ describe("TurnClient TCP relaying (RFC 6062) against TurnServer", () => {
     h.runUntil(() => h.eventsOf("connected").length > 0);
     const connected = h.eventsOf("connected")[0]!;
     expect(connected.peer).toEqual(PEER);
-    const dial = h.serverCommands.find((c) => c.command.type === "connect-peer")?.command;
-    expect(dial?.type === "connect-peer" && [dial.address, dial.port, dial.connectionId]).toEqual([
-      PEER.address,
-      PEER.port,
-      connected.connectionId,
-    ]);
+    const dial = h.serverOutputs.find((c) => c.output.type === "connect-peer")?.output;
+    expect(dial?.type === "connect-peer" && [dial.address, dial.port, dial.peerConnection]).toEqual(
+      [PEER.address, PEER.port, connected.connectionId],
+    );
     expect(bindDataConnection(h, connected.connectionId)).toEqual({
       ok: true,
       connectionId: connected.connectionId,
     });
-    const bound = h.serverCommands.find((c) => c.command.type === "bind-connection")?.command;
+    const bound = h.serverOutputs.find((c) => c.output.type === "bind-connection")?.output;
     expect(bound).toEqual({
       type: "bind-connection",
-      connectionId: connected.connectionId,
-      connection: DATA_CONNECTION,
+      peerConnection: connected.connectionId,
+      dataConnection: DATA_CONNECTION,
     });
   });
 
@@ -97,12 +96,15 @@ describe("TurnClient TCP relaying (RFC 6062) against TurnServer", () => {
 
   it("a ConnectionBind for a connection the server does not hold fails with 400", () => {
     const h = tcpAllocation();
-    expect(bindDataConnection(h, 12345)).toMatchObject({ ok: false, code: ErrorCode.BadRequest });
+    expect(bindDataConnection(h, 12345 as PeerConnectionId)).toMatchObject({
+      ok: false,
+      code: ErrorCode.BadRequest,
+    });
   });
 
   it("ConnectionBind carries CONNECTION-ID and the control connection's credentials", () => {
     const h = tcpAllocation();
-    const d = decodeStun(h.client.connectionBindRequest(0xdeadbeef));
+    const d = decodeStun(h.client.connectionBindRequest(0xdeadbeef as PeerConnectionId));
     expect(d.ok).toBe(true);
     if (!d.ok) return;
     expect(d.message.method).toBe(Method.ConnectionBind);

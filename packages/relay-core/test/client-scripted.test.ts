@@ -5,7 +5,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { longTermKeyMd5 } from "../src/auth/long-term-key.js";
-import { TurnClient, type TurnClientOptions } from "../src/client/index.js";
+import { TurnClient } from "../src/client/turn-client.js";
+import type { TurnClientEvent, TurnClientOptions } from "../src/client/types.js";
 import type { TransportAddress } from "../src/codec/address.js";
 import { AttributeType, ErrorCode, MessageClass, Method } from "../src/codec/constants.js";
 import {
@@ -15,6 +16,7 @@ import {
   StunMessageBuilder,
   verifyMessageIntegrity,
 } from "../src/codec/message.js";
+import type { PeerConnectionId } from "../src/ids.js";
 import { SeededRandom } from "../src/rng.js";
 
 const REALM = "scripted";
@@ -34,12 +36,20 @@ function newClient(options: Partial<TurnClientOptions> = {}): TurnClient {
   });
 }
 
+/** The client's next output, which must be a transmit: the message it sent. */
 function sent(client: TurnClient): StunMessage {
-  const bytes = client.pollTransmit();
-  if (bytes === undefined) throw new Error("nothing sent");
-  const d = decodeStun(bytes);
+  const out = client.pollOutput();
+  if (out?.type !== "transmit") throw new Error(`nothing sent (next output: ${out?.type})`);
+  const d = decodeStun(out.data);
   if (!d.ok) throw new Error(`client sent an invalid message: ${d.error}`);
   return d.message;
+}
+
+/** The client's next output, which must not be a transmit (undefined when there is none). */
+function nextEvent(client: TurnClient): TurnClientEvent | undefined {
+  const out = client.pollOutput();
+  if (out?.type === "transmit") throw new Error("a transmit where an event was expected");
+  return out;
 }
 
 function answer(
@@ -84,7 +94,7 @@ function allocated(options: Partial<TurnClientOptions> = {}): TurnClient {
   client.handleInput(challenge(sent(client)), 1);
   client.handleInput(allocateSuccess(sent(client)), 2);
   expect(client.state).toBe("allocated");
-  while (client.pollEvent()) {
+  while (client.pollOutput()) {
     // drain
   }
   return client;
@@ -114,7 +124,7 @@ describe("TurnClient response checks", () => {
     // The genuine one still counts: the transaction stayed open.
     client.handleInput(allocateSuccess(signed), 4);
     expect(client.state).toBe("allocated");
-    expect(client.pollEvent()).toEqual({
+    expect(nextEvent(client)).toEqual({
       type: "allocated",
       relayed: RELAYED,
       mapped: MAPPED,
@@ -188,7 +198,7 @@ describe("TurnClient response checks", () => {
       ),
       2,
     );
-    expect(client.pollEvent()).toEqual({
+    expect(nextEvent(client)).toEqual({
       type: "allocate-failed",
       code: 300,
       reason: "Try Alternate",
@@ -206,7 +216,7 @@ describe("TurnClient response checks", () => {
         client.handleInput(bytes, 5);
         client.handleConnectionBindResponse(bytes);
         client.handleTimeout(6);
-        while (client.pollEvent() || client.pollTransmit()) {
+        while (client.pollOutput()) {
           // drain
         }
       }),
@@ -249,7 +259,7 @@ describe("TurnClient RFC 6062 against a scripted server", () => {
       ),
       11,
     );
-    expect(client.pollEvent()).toEqual({ type: "connected", peer: PEER, connectionId: 77 });
+    expect(nextEvent(client)).toEqual({ type: "connected", peer: PEER, connectionId: 77 });
   });
 
   it("a ConnectionAttempt indication becomes an event; one without CONNECTION-ID is dropped", () => {
@@ -264,15 +274,15 @@ describe("TurnClient RFC 6062 against a scripted server", () => {
       return b.fingerprint().build();
     };
     client.handleInput(indication(false), 10);
-    expect(client.pollEvent()).toBeUndefined();
+    expect(nextEvent(client)).toBeUndefined();
     client.handleInput(indication(true), 11);
-    expect(client.pollEvent()).toEqual({ type: "connection-attempt", peer: PEER, connectionId: 5 });
+    expect(nextEvent(client)).toEqual({ type: "connection-attempt", peer: PEER, connectionId: 5 });
     expect(client.lastActivity).toBe(11);
   });
 
   it("ConnectionBind: a stale nonce gets one signed retry with the fresh nonce, then gives up", () => {
     const client = allocated({ requestedTransport: "tcp" });
-    const first = decodeStun(client.connectionBindRequest(9));
+    const first = decodeStun(client.connectionBindRequest(9 as PeerConnectionId));
     if (!first.ok) throw new Error("invalid ConnectionBind");
     expect(readString(first.message, AttributeType.Nonce)).toBe("nonce-1");
     const result = client.handleConnectionBindResponse(challenge(first.message, 438, "nonce-2"));
@@ -291,7 +301,7 @@ describe("TurnClient RFC 6062 against a scripted server", () => {
 
   it("ConnectionBind: a success must be signed with our key and answer our request", () => {
     const client = allocated({ requestedTransport: "tcp" });
-    const request = decodeStun(client.connectionBindRequest(9));
+    const request = decodeStun(client.connectionBindRequest(9 as PeerConnectionId));
     if (!request.ok) throw new Error("invalid ConnectionBind");
     const forged = answer(
       request.message,

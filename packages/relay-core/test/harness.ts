@@ -1,5 +1,5 @@
 // A tiny Firezone-style harness for TurnServer: feed inputs, assert the exact list of
-// commands (failing on any leftover), and play a TURN client with the codec.
+// outputs (failing on any leftover), and play a TURN client with the codec.
 import { expect } from "vitest";
 import { type PasswordAlgorithmName, StaticCredentials } from "../src/auth/credentials.js";
 import { longTermKeyMd5, longTermKeySha256 } from "../src/auth/long-term-key.js";
@@ -23,10 +23,18 @@ import {
   verifyMessageIntegrity,
   verifyMessageIntegritySha256,
 } from "../src/codec/message.js";
+import {
+  type ConnectionId,
+  connectionId,
+  type ListenerId,
+  listenerId,
+  type RelayId,
+} from "../src/ids.js";
 import { PeerAddressPolicy } from "../src/policy/peer-address-policy.js";
 import { SeededRandom } from "../src/rng.js";
-import { TurnServer, type TurnServerOptions } from "../src/server/server.js";
-import type { ClientEndpoint, Command, Route, RouteKind } from "../src/server/types.js";
+import type { TurnServerOptions } from "../src/server/options.js";
+import { TurnServer } from "../src/server/server.js";
+import type { ClientEndpoint, Route, RouteKind, TurnServerOutput } from "../src/server/types.js";
 
 export const REALM = "turnpike.test";
 export const SOFTWARE = "turnpike-test";
@@ -45,7 +53,7 @@ export const USERS: readonly [string, string][] = [
   ["carol", "carol-pass"],
 ];
 
-export type CommandOf<T extends Command["type"]> = Extract<Command, { type: T }>;
+export type OutputOf<T extends TurnServerOutput["type"]> = Extract<TurnServerOutput, { type: T }>;
 
 export class Harness {
   readonly server: TurnServer;
@@ -74,33 +82,33 @@ export class Harness {
     this.server.handleTimeout(this.now);
   }
 
-  /** Every queued command, in order. */
-  drain(): Command[] {
-    const out: Command[] = [];
-    for (let c = this.server.pollCommand(); c !== undefined; c = this.server.pollCommand()) {
+  /** Every queued output, in order. */
+  drain(): TurnServerOutput[] {
+    const out: TurnServerOutput[] = [];
+    for (let c = this.server.pollOutput(); c !== undefined; c = this.server.pollOutput()) {
       out.push(c);
     }
     return out;
   }
 
-  /** The queued commands must be exactly these (each matched with toMatchObject), no more. */
-  expectCommands(
-    expected: readonly ({ type: Command["type"] } & Record<string, unknown>)[],
-  ): Command[] {
+  /** The queued outputs must be exactly these (each matched with toMatchObject), no more. */
+  expectOutputs(
+    expected: readonly ({ type: TurnServerOutput["type"] } & Record<string, unknown>)[],
+  ): TurnServerOutput[] {
     const got = this.drain();
     expect(
       got.map((c) => c.type),
-      "command types",
+      "output types",
     ).toEqual(expected.map((c) => c.type));
     for (let i = 0; i < got.length; i++) expect(got[i]).toMatchObject(expected[i]!);
     return got;
   }
 
-  expectNoCommands(): void {
-    this.expectCommands([]);
+  expectNoOutputs(): void {
+    this.expectOutputs([]);
   }
 
-  peerData(relay: number, data: Uint8Array, address: string, port: number): RouteSnapshot {
+  peerData(relay: RelayId, data: Uint8Array, address: string, port: number): RouteSnapshot {
     const kind = this.server.handlePeerData(relay, data, address, port, this.now);
     return snapshot(kind, this.server.route);
   }
@@ -109,7 +117,7 @@ export class Harness {
 /** A copy of the reused Route, with the routed bytes cut out. */
 export interface RouteSnapshot {
   readonly kind: RouteKind;
-  readonly relay: number;
+  readonly relay: RelayId;
   readonly peerAddress: string;
   readonly peerPort: number;
   readonly client: ClientEndpoint | undefined;
@@ -189,8 +197,8 @@ export interface AllocateOptions {
 export class TestClient {
   readonly address: string;
   readonly port: number;
-  readonly listener: number;
-  readonly connection: number | undefined;
+  readonly listener: ListenerId;
+  readonly connection: ConnectionId | undefined;
   username: string;
   password: string;
   readonly algorithm: PasswordAlgorithmName;
@@ -199,7 +207,7 @@ export class TestClient {
   private readonly rng: SeededRandom;
   lastTransactionId = new Uint8Array(12);
   /** Relay socket ids from the last successful allocate (4 and/or 6). */
-  relays: { family: 4 | 6; relay: number; port: number }[] = [];
+  relays: { family: 4 | 6; relay: RelayId; port: number }[] = [];
 
   constructor(
     readonly h: Harness,
@@ -207,8 +215,9 @@ export class TestClient {
   ) {
     this.address = options.address ?? "192.0.2.10";
     this.port = options.port ?? 40000;
-    this.listener = options.listener ?? 0;
-    this.connection = options.connection;
+    this.listener = listenerId(options.listener ?? 0);
+    this.connection =
+      options.connection === undefined ? undefined : connectionId(options.connection);
     this.username = options.username ?? "alice";
     this.password = options.password ?? USERS.find(([u]) => u === this.username)?.[1] ?? "";
     this.algorithm = options.algorithm ?? "md5";
@@ -251,12 +260,10 @@ export class TestClient {
     return snapshot(kind, s.route);
   }
 
-  /** Send `data`; exactly one send-to-client must follow (and nothing else). */
+  /** Send `data`; exactly one transmit must follow (and nothing else). */
   ask(data: Uint8Array): Response {
     this.send(data);
-    const [cmd] = this.h.expectCommands([{ type: "send-to-client" }]) as [
-      CommandOf<"send-to-client">,
-    ];
+    const [cmd] = this.h.expectOutputs([{ type: "transmit" }]) as [OutputOf<"transmit">];
     this.expectToMe(cmd.client);
     return new Response(cmd.data);
   }
@@ -335,7 +342,7 @@ export class TestClient {
   }
 
   /**
-   * Allocate a UDP relay: the request yields exactly the open-relay command(s); bound, the
+   * Allocate a UDP relay: the request yields exactly the open-relay output(s); bound, the
    * success and allocation-created follow. Returns the success response.
    */
   allocate(options: AllocateOptions = {}): Response {
@@ -350,29 +357,29 @@ export class TestClient {
       this.learn(challenge);
     }
     this.send(this.buildSigned(Method.Allocate, fill));
-    let commands = this.h.drain();
-    const first = commands[0];
-    if (commands.length === 1 && first?.type === "send-to-client") {
+    let outputs = this.h.drain();
+    const first = outputs[0];
+    if (outputs.length === 1 && first?.type === "transmit") {
       const r = new Response(first.data);
       if (r.code === 438) {
         this.learn(r);
         this.send(this.buildSigned(Method.Allocate, fill));
-        commands = this.h.drain();
+        outputs = this.h.drain();
       }
     }
-    expect(commands.length).toBeGreaterThan(0);
-    if (commands[0]!.type === "send-to-client") {
-      // Refused at once (quota, family, draining...): the only command.
-      expect(commands.map((c) => c.type)).toEqual(["send-to-client"]);
-      return this.verified(new Response((commands[0] as CommandOf<"send-to-client">).data));
+    expect(outputs.length).toBeGreaterThan(0);
+    if (outputs[0]!.type === "transmit") {
+      // Refused at once (quota, family, draining...): the only output.
+      expect(outputs.map((c) => c.type)).toEqual(["transmit"]);
+      return this.verified(new Response((outputs[0] as OutputOf<"transmit">).data));
     }
-    for (const c of commands) expect(c.type).toBe("open-relay");
-    const opens = commands as CommandOf<"open-relay">[];
+    for (const c of outputs) expect(c.type).toBe("open-relay");
+    const opens = outputs as OutputOf<"open-relay">[];
     for (const o of opens) this.h.server.handleRelayBound(o.relay, this.h.now);
-    const [sent, created] = this.h.expectCommands([
-      { type: "send-to-client" },
+    const [sent, created] = this.h.expectOutputs([
+      { type: "transmit" },
       { type: "allocation-created" },
-    ]) as [CommandOf<"send-to-client">, CommandOf<"allocation-created">];
+    ]) as [OutputOf<"transmit">, OutputOf<"allocation-created">];
     this.expectToMe(sent.client);
     const r = this.verified(new Response(sent.data));
     expect(r.code).toBe(0);
@@ -381,7 +388,7 @@ export class TestClient {
     return r;
   }
 
-  relayFor(family: 4 | 6 = 4): number {
+  relayFor(family: 4 | 6 = 4): RelayId {
     const r = this.relays.find((x) => x.family === family);
     if (!r) throw new Error(`no IPv${family} relay`);
     return r.relay;

@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import {
   AttributeType,
   decodeStun,
+  listenerId,
   longTermKeyMd5,
   MessageClass,
   Method,
@@ -31,12 +32,13 @@ it("never relays to a peer the client did not permit", () => {
         peerPolicy: new PeerAddressPolicy({ allowLoopback: true }),
       });
       const now = 1_000;
-      const send = (bytes: Uint8Array) => server.handleUdpClient(0, bytes, "127.0.0.1", 5000, now);
+      const send = (bytes: Uint8Array) =>
+        server.handleUdpClient(listenerId(0), bytes, "127.0.0.1", 5000, now);
       const responses = () => {
         const out: Uint8Array[] = [];
-        for (let c = server.pollCommand(); c; c = server.pollCommand()) {
+        for (let c = server.pollOutput(); c; c = server.pollOutput()) {
           if (c.type === "open-relay") server.handleRelayBound(c.relay, now);
-          if (c.type === "send-to-client") out.push(c.data);
+          if (c.type === "transmit") out.push(c.data);
         }
         return out;
       };

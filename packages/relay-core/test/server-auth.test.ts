@@ -1,9 +1,12 @@
 // Long-term credentials (RFC 8489 §9.2), TURN REST usernames, and RFC 8656 §7 ownership (441).
 import { describe, expect, it } from "vitest";
 import { SharedSecretCredentials } from "../src/auth/credentials.js";
+import { userHash } from "../src/auth/long-term-key.js";
 import { mintRestCredentials } from "../src/auth/rest-credentials.js";
-import { AttributeType, Method, PasswordAlgorithm } from "../src/codec/constants.js";
-import { Harness, REALM, TestClient, UNIX_T0 } from "./harness.js";
+import { AttributeType, MessageClass, Method, PasswordAlgorithm } from "../src/codec/constants.js";
+import { StunMessageBuilder } from "../src/codec/message.js";
+import type { RelayId } from "../src/ids.js";
+import { Harness, REALM, Response, TestClient, UNIX_T0 } from "./harness.js";
 
 describe("long-term credentials (RFC 8489 §9.2.4)", () => {
   it("unauthenticated Allocate gets 401 with REALM and NONCE", () => {
@@ -116,6 +119,67 @@ describe("long-term credentials (RFC 8489 §9.2.4)", () => {
     const r = c.ask(c.buildSigned(Method.Allocate, (b) => b.requestedTransport(17)));
     expect(r.code).toBe(400);
     expect(h.server.stats.authFailures["bad-algorithm"]).toBe(1);
+    expect(h.server.stats.allocationsActive).toBe(0);
+  });
+});
+
+describe("username anonymity: USERHASH (RFC 8489 §9.2.1, §14.4)", () => {
+  const anonymous = (c: TestClient, user: Uint8Array, key: Uint8Array) =>
+    new StunMessageBuilder(Method.Allocate, MessageClass.Request, c.newTransactionId())
+      .requestedTransport(17)
+      .bytes(AttributeType.Userhash, user)
+      .string(AttributeType.Realm, REALM)
+      .string(AttributeType.Nonce, c.nonce ?? "no-nonce")
+      .messageIntegrity(key)
+      .fingerprint()
+      .build();
+
+  it("offers username anonymity in the nonce cookie to a request with USERHASH, and only to it", () => {
+    const h = new Harness();
+    const c = new TestClient(h);
+    // "AAAB": PASSWORD-ALGORITHMS only; "AAAD": username anonymity too (RFC 8489 §18.1).
+    const plain = c.ask(c.build(Method.Allocate));
+    expect(plain.string(AttributeType.Nonce)).toMatch(/^obMatJos2AAAB/);
+    const asking = c.ask(
+      c.build(Method.Allocate, (b) => b.bytes(AttributeType.Userhash, userHash("alice", REALM))),
+    );
+    expect(asking.code).toBe(401);
+    expect(asking.string(AttributeType.Nonce)).toMatch(/^obMatJos2AAAD/);
+  });
+
+  it("authenticates a static user by USERHASH alone, and the allocation is that user's", () => {
+    const h = new Harness();
+    const c = new TestClient(h);
+    c.learn(
+      c.ask(
+        c.build(Method.Allocate, (b) => b.bytes(AttributeType.Userhash, userHash("alice", REALM))),
+      ),
+    );
+    c.send(anonymous(c, userHash("alice", REALM), c.key));
+    const [open] = h.expectOutputs([{ type: "open-relay" }]) as unknown as [{ relay: RelayId }];
+    h.server.handleRelayBound(open.relay, h.now);
+    const [sent] = h.expectOutputs([
+      { type: "transmit", errorCode: 0 },
+      { type: "allocation-created", username: "alice" },
+    ]) as unknown as [{ data: Uint8Array }];
+    c.verified(new Response(sent.data));
+    expect(h.server.allocations(h.now).map((a) => a.user)).toEqual(["alice"]);
+    // The same principal: her requests by USERNAME act on it (no 441).
+    expect(c.refresh(600).code).toBe(0);
+  });
+
+  it("answers 401 to a USERHASH no known user has (a TURN REST username cannot be found by it)", () => {
+    const secret = "s3cret";
+    const h = new Harness({ credentials: new SharedSecretCredentials([secret]) });
+    const minted = mintRestCredentials(secret, UNIX_T0, 600, "alice");
+    const c = new TestClient(h, { username: minted.username, password: minted.password });
+    c.learn(c.ask(c.build(Method.Allocate)));
+    const r = c.ask(anonymous(c, userHash(minted.username, REALM), c.key));
+    expect(r.code).toBe(401);
+    expect(r.string(AttributeType.Nonce)).toMatch(/^obMatJos2AAAD/);
+    expect(h.server.stats.authFailures["unknown-user"]).toBe(1);
+    // A USERHASH that is no SHA-256 (32 bytes) is malformed: 400.
+    expect(c.ask(anonymous(c, new Uint8Array(16), c.key)).code).toBe(400);
     expect(h.server.stats.allocationsActive).toBe(0);
   });
 });

@@ -42,7 +42,7 @@ describe("Binding (RFC 8489 §7.3.1)", () => {
     const h = new Harness();
     const c = new TestClient(h, { port: 0 });
     c.send(c.build(Method.Binding));
-    h.expectNoCommands();
+    h.expectNoOutputs();
     expect(h.server.stats.drops["port-zero"]).toBe(1);
   });
 
@@ -51,7 +51,7 @@ describe("Binding (RFC 8489 §7.3.1)", () => {
     const c = new TestClient(h);
     c.send(new StunMessageBuilder(Method.Binding, 1, c.newTransactionId()).build());
     c.send(new StunMessageBuilder(Method.Binding, 2, c.newTransactionId()).build());
-    h.expectNoCommands();
+    h.expectNoOutputs();
     expect(h.server.stats.drops["unexpected-message"]).toBe(1);
   });
 

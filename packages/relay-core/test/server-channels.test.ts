@@ -14,15 +14,31 @@ function allocated(options: ConstructorParameters<typeof Harness>[0] = {}) {
 }
 
 describe("ChannelBind (RFC 8656 §11.2)", () => {
-  it("ChannelBind rules: range 0x4000-0x4FFF (RFC 5766's 0x7FFF tolerated), others 400", () => {
+  it("binds only RFC 8656's 0x4000-0x4FFF by default: RFC 5766's 0x5000-0x7FFF get 400", () => {
     const { h, c } = allocated();
     expect(c.channelBind(0x3fff, P1, 5000).code).toBe(400);
+    expect(c.channelBind(0x5000, P1, 5000).code).toBe(400);
+    expect(c.channelBind(0x7fff, P1, 5000).code).toBe(400);
     expect(c.channelBind(0x8000, P1, 5000).code).toBe(400);
     expect(c.channelBind(0xffff, P1, 5000).code).toBe(400);
     expect(c.channelBind(0x4000, P1, 5000).code).toBe(0);
     expect(c.channelBind(0x4fff, P1, 5001).code).toBe(0);
-    // 0x5000-0x7FFF: reserved by RFC 8656 §12 but bound by RFC 5766 clients (coturn's tools).
+    expect(h.server.stats.channelsActive).toBe(2);
+  });
+
+  it("binds RFC 5766's 0x4000-0x7FFF with legacyChannelNumbers (coturn's uclient binds 0x5xxx)", () => {
+    const { h, c } = allocated({ legacyChannelNumbers: true });
+    expect(c.channelBind(0x3fff, P1, 5000).code).toBe(400);
+    expect(c.channelBind(0x8000, P1, 5000).code).toBe(400);
+    expect(c.channelBind(0x4000, P1, 5000).code).toBe(0);
+    expect(c.channelBind(0x5000, P1, 5001).code).toBe(0);
     expect(c.channelBind(0x7fff, P1, 5002).code).toBe(0);
+    // Data flows on a legacy number like on any other.
+    expect(c.channelData(0x7fff, Uint8Array.of(1)).kind).toBe(RouteKind.ToPeer);
+    expect(h.peerData(c.relayFor(4), Uint8Array.of(2), P1, 5002)).toMatchObject({
+      kind: RouteKind.ToClient,
+      channel: 0x7fff,
+    });
     expect(h.server.stats.channelsActive).toBe(3);
   });
 
@@ -80,7 +96,7 @@ describe("channel lifetime and cool-down (RFC 8656 §12)", () => {
     h.tick(550);
     c.createPermission(P1); // keep the permission, let the channel lapse
     h.tick(50);
-    h.expectNoCommands();
+    h.expectNoOutputs();
     expect(h.server.stats.channelsActive).toBe(0);
     expect(c.channelData(0x4000, Uint8Array.of(1)).kind).toBe(RouteKind.None);
     expect(h.server.stats.drops["no-channel"]).toBe(1);

@@ -2,6 +2,8 @@
 import { describe, expect, it } from "vitest";
 import { AttributeType, Method } from "../src/codec/constants.js";
 import { readBytes } from "../src/codec/message.js";
+import type { RelayId } from "../src/ids.js";
+import { RouteKind } from "../src/server/types.js";
 import { Harness, Response, TestClient } from "./harness.js";
 
 const requested = (family: 4 | 6) => ({
@@ -39,7 +41,7 @@ describe("dual stack (RFC 8656 §7.2)", () => {
     expect(c.sendIndication("2001:db8:beef::1", 1, Uint8Array.of(1)).relay).toBe(c.relayFor(6));
     expect(c.sendIndication("198.51.100.1", 1, Uint8Array.of(1)).relay).toBe(c.relayFor(4));
     h.server.closeAll(h.now);
-    h.expectCommands([
+    h.expectOutputs([
       { type: "close-relay", relay: c.relayFor(4) },
       { type: "close-relay", relay: c.relayFor(6) },
       { type: "allocation-ended", families: [4, 6] },
@@ -93,24 +95,73 @@ describe("dual stack (RFC 8656 §7.2)", () => {
       b.addressFamily(AttributeType.AdditionalAddressFamily, 6);
     };
     c.send(c.buildSigned(Method.Allocate, fill as never));
-    const [v4, v6] = h.expectCommands([
+    const [v4, v6] = h.expectOutputs([
       { type: "open-relay", family: 4 },
       { type: "open-relay", family: 6 },
-    ]) as unknown as [{ relay: number }, { relay: number }];
+    ]) as unknown as [{ relay: RelayId }, { relay: RelayId }];
     h.server.handleRelayBound(v4.relay, h.now);
-    h.expectNoCommands();
+    h.expectNoOutputs();
     for (let i = 1; i < 8; i++) {
       h.server.handleRelayBindFailed(v6.relay, h.now);
-      h.expectCommands([{ type: "open-relay", relay: v6.relay }]);
+      h.expectOutputs([{ type: "open-relay", relay: v6.relay }]);
     }
     h.server.handleRelayBindFailed(v6.relay, h.now);
-    const [sent] = h.expectCommands([
-      { type: "send-to-client", errorCode: 0 },
+    const [sent] = h.expectOutputs([
+      { type: "transmit", errorCode: 0 },
       { type: "allocation-created", relayed: [{ family: 4 }] },
     ]) as unknown as [{ data: Uint8Array }];
     const r = c.verified(new Response(sent.data));
     const aec = readBytes(r.msg, AttributeType.AddressErrorCode)!;
     expect([aec[0], (aec[2]! & 7) * 100 + aec[3]!]).toEqual([0x02, 508]);
+  });
+
+  it("Refresh with REQUESTED-ADDRESS-FAMILY and LIFETIME 0 deletes only that family of a dual allocation (RFC 8656 §7.3)", () => {
+    const h = new Harness();
+    const c = new TestClient(h);
+    c.allocate(additional);
+    const [v4, v6] = [c.relayFor(4), c.relayFor(6)];
+    expect(c.createPermission("198.51.100.1", "2001:db8:beef::1").code).toBe(0);
+    expect(c.channelBind(0x4000, "198.51.100.1", 5000).code).toBe(0);
+    expect(c.channelBind(0x4001, "2001:db8:beef::1", 5000).code).toBe(0);
+    const refresh = (family: 4 | 6, lifetime: number) =>
+      c.buildSigned(Method.Refresh, (b) =>
+        b
+          .addressFamily(AttributeType.RequestedAddressFamily, family)
+          .uint32(AttributeType.Lifetime, lifetime),
+      );
+    c.send(refresh(6, 0));
+    const [, sent] = h.expectOutputs([
+      { type: "close-relay", relay: v6 },
+      { type: "transmit", errorCode: 0 },
+    ]) as unknown as [unknown, { data: Uint8Array }];
+    expect(c.verified(new Response(sent.data)).uint32(AttributeType.Lifetime)).toBe(0);
+    // The IPv4 half relays on; the IPv6 half, its permission and its channel are gone.
+    expect(h.server.stats).toMatchObject({
+      allocationsActive: 1,
+      permissionsActive: 1,
+      channelsActive: 1,
+    });
+    expect(c.channelData(0x4000, Uint8Array.of(1)).kind).toBe(RouteKind.ToPeer);
+    expect(c.channelData(0x4001, Uint8Array.of(1)).kind).toBe(RouteKind.None);
+    expect(c.sendIndication("2001:db8:beef::1", 7, Uint8Array.of(1)).kind).toBe(RouteKind.None);
+    expect(h.peerData(v6, Uint8Array.of(1), "2001:db8:beef::1", 5000).kind).toBe(RouteKind.None);
+    expect(h.peerData(v4, Uint8Array.of(1), "198.51.100.1", 5000).kind).toBe(RouteKind.ToClient);
+    expect(h.server.allocations(h.now)[0]!.relayed.map((r) => r.family)).toEqual([4]);
+    expect(c.createPermission("2001:db8:beef::2").code).toBe(443);
+    expect(c.refresh().code).toBe(0);
+    // The family is gone: asking for it again is a mismatch; the last family ends it all.
+    expect(c.ask(refresh(6, 0)).code).toBe(443);
+    c.send(refresh(4, 0));
+    h.expectOutputs([
+      { type: "close-relay", relay: v4 },
+      { type: "allocation-ended", reason: "deleted", families: [4] },
+      { type: "transmit", errorCode: 0 },
+    ]);
+    expect(h.server.stats).toMatchObject({
+      allocationsActive: 0,
+      permissionsActive: 0,
+      channelsActive: 0,
+    });
   });
 
   it("443 peer family mismatch", () => {

@@ -5,7 +5,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { AttributeType, Method } from "../src/codec/constants.js";
 import type { StunMessageBuilder } from "../src/codec/message.js";
-import type { Command } from "../src/server/types.js";
+import type { RelayId } from "../src/ids.js";
+import type { TurnServerOutput } from "../src/server/types.js";
 import { RouteKind } from "../src/server/types.js";
 import { Harness, Response, TestClient } from "./harness.js";
 
@@ -24,7 +25,7 @@ interface ChannelModel {
 
 interface ClientModel {
   allocatedUntil: number; // 0: none
-  relays: Map<4 | 6, number>;
+  relays: Map<4 | 6, RelayId>;
   permissions: Map<string, number>;
   channels: Map<number, ChannelModel>;
 }
@@ -92,7 +93,7 @@ function exchange(
 ) {
   const c = real.clients[i]!;
   c.send(c.buildSigned(method, fill));
-  const commands: Command[] = [];
+  const commands: TurnServerOutput[] = [];
   for (;;) {
     const batch = real.h.drain();
     if (batch.length === 0) break;
@@ -101,7 +102,7 @@ function exchange(
       if (cmd.type === "open-relay") real.h.server.handleRelayBound(cmd.relay, real.h.now);
     }
   }
-  const sent = commands.filter((x) => x.type === "send-to-client");
+  const sent = commands.filter((x) => x.type === "transmit");
   expect(sent).toHaveLength(1);
   const response = c.verified(new Response((sent[0] as { data: Uint8Array }).data));
   // Endings are checked against the model before this request's own effect (a Refresh to 0).
@@ -114,7 +115,7 @@ function exchange(
 }
 
 /** allocation-ended / close-relay may only concern allocations the model says are over. */
-function checkEndings(model: Model, commands: readonly Command[]): void {
+function checkEndings(model: Model, commands: readonly TurnServerOutput[]): void {
   for (const cmd of commands) {
     if (cmd.type === "close-relay") {
       const owner = model.clients.find((c) => [...c.relays.values()].includes(cmd.relay));
@@ -262,7 +263,7 @@ class ChannelDataCmd implements Cmd {
     m.settle();
     const c = m.clients[this.i]!;
     const route = r.clients[this.i]!.channelData(this.channel, Uint8Array.of(1, 2, 3));
-    r.h.expectNoCommands();
+    r.h.expectNoOutputs();
     const ch = c.channels.get(this.channel);
     const permitted = ch !== undefined && (c.permissions.get(ch.peer) ?? 0) > m.now;
     if (m.alive(c) && ch && ch.expiresAt > m.now && permitted) {
@@ -292,7 +293,7 @@ class SendCmd implements Cmd {
     m.settle();
     const c = m.clients[this.i]!;
     const route = r.clients[this.i]!.sendIndication(this.peer, this.port, Uint8Array.of(4, 5));
-    r.h.expectNoCommands();
+    r.h.expectNoOutputs();
     const ok =
       m.alive(c) &&
       c.relays.has(familyOf(this.peer)) &&
@@ -325,7 +326,7 @@ class PeerDataCmd implements Cmd {
     m.settle();
     const c = m.clients[this.i]!;
     const route = r.h.peerData(relay, Uint8Array.of(9), this.peer, this.port);
-    r.h.expectNoCommands();
+    r.h.expectNoOutputs();
     const ok =
       m.alive(c) &&
       c.relays.get(familyOf(this.peer)) === relay &&

@@ -27,7 +27,7 @@ describe("CreatePermission (RFC 8656 §10)", () => {
     h.tick(299.999);
     expect(h.peerData(relay, payload, PEER, 5000).kind).toBe(RouteKind.ToClient);
     h.tick(0.001);
-    h.expectNoCommands();
+    h.expectNoOutputs();
     expect(h.server.stats.permissionsActive).toBe(0);
     expect(h.peerData(relay, payload, PEER, 5000).kind).toBe(RouteKind.None);
     expect(c.sendIndication(PEER, 5000, payload).kind).toBe(RouteKind.None);

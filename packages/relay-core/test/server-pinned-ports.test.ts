@@ -11,8 +11,8 @@ import { mintPinnedCredentials } from "../src/auth/pinned-username.js";
 import { mintRestCredentials } from "../src/auth/rest-credentials.js";
 import { AttributeType, Method, TransportProtocol } from "../src/codec/constants.js";
 import { readErrorCode, type StunMessageBuilder } from "../src/codec/message.js";
-import type { TurnServerOptions } from "../src/server/server.js";
-import { type CommandOf, Harness, Response, TestClient, UNIX_T0, USERS } from "./harness.js";
+import type { TurnServerOptions } from "../src/server/options.js";
+import { Harness, type OutputOf, Response, TestClient, UNIX_T0, USERS } from "./harness.js";
 
 const SECRET = "platform-token";
 const PINNED = { min: 40000, max: 40009 };
@@ -57,14 +57,14 @@ function allocateTcp(h: Harness, c: TestClient): Response {
   c.learn(c.ask(c.build(Method.Allocate, tcp)));
   c.send(c.buildSigned(Method.Allocate, tcp));
   const commands = h.drain();
-  if (commands[0]?.type === "send-to-client") return c.verified(new Response(commands[0].data));
-  const [open] = commands as CommandOf<"open-relay">[];
+  if (commands[0]?.type === "transmit") return c.verified(new Response(commands[0].data));
+  const [open] = commands as OutputOf<"open-relay">[];
   expect(open).toMatchObject({ type: "open-relay", protocol: "tcp" });
   h.server.handleRelayBound(open!.relay, h.now);
-  const [sent] = h.expectCommands([
-    { type: "send-to-client", errorCode: 0 },
+  const [sent] = h.expectOutputs([
+    { type: "transmit", errorCode: 0 },
     { type: "allocation-created", transport: "tcp" },
-  ]) as [CommandOf<"send-to-client">];
+  ]) as [OutputOf<"transmit">];
   return c.verified(new Response(sent.data));
 }
 
@@ -160,16 +160,16 @@ describe("pinned relay ports", () => {
     fresh.send(fresh.buildSigned(Method.Allocate, alloc));
     // The stale socket closes BEFORE the new one binds the same port: the runtime executes
     // commands in order, so the bind finds the port free.
-    const [, , open] = h.expectCommands([
+    const [, , open] = h.expectOutputs([
       { type: "close-relay", relay: staleRelay },
       { type: "allocation-ended", reason: "taken-over", client: { port: 1 } },
       { type: "open-relay", port: 40007 },
-    ]) as [unknown, unknown, CommandOf<"open-relay">];
+    ]) as [unknown, unknown, OutputOf<"open-relay">];
     h.server.handleRelayBound(open.relay, h.now);
-    const [sent] = h.expectCommands([
-      { type: "send-to-client", errorCode: 0 },
+    const [sent] = h.expectOutputs([
+      { type: "transmit", errorCode: 0 },
       { type: "allocation-created" },
-    ]) as [CommandOf<"send-to-client">];
+    ]) as [OutputOf<"transmit">];
     expect(
       fresh.verified(new Response(sent.data)).xorAddress(AttributeType.XorRelayedAddress)?.port,
     ).toBe(40007);
@@ -185,13 +185,13 @@ describe("pinned relay ports", () => {
     const fresh = pinnedClient(h, "acme-pg", 40004, { connection: 2, port: 40001 });
     fresh.learn(fresh.ask(fresh.build(Method.Allocate, tcp)));
     fresh.send(fresh.buildSigned(Method.Allocate, tcp));
-    const [, , open] = h.expectCommands([
+    const [, , open] = h.expectOutputs([
       { type: "close-relay" },
       { type: "allocation-ended", reason: "taken-over" },
       { type: "open-relay", protocol: "tcp", port: 40004 },
-    ]) as [unknown, unknown, CommandOf<"open-relay">];
+    ]) as [unknown, unknown, OutputOf<"open-relay">];
     h.server.handleRelayBound(open.relay, h.now);
-    h.expectCommands([{ type: "send-to-client", errorCode: 0 }, { type: "allocation-created" }]);
+    h.expectOutputs([{ type: "transmit", errorCode: 0 }, { type: "allocation-created" }]);
   });
 
   it("fails with 508 naming the port when the pinned port cannot be bound, without moving it", () => {
@@ -202,12 +202,12 @@ describe("pinned relay ports", () => {
     };
     c.learn(c.ask(c.build(Method.Allocate, alloc)));
     c.send(c.buildSigned(Method.Allocate, alloc));
-    const [open] = h.expectCommands([{ type: "open-relay", port: 40005 }]) as [
-      CommandOf<"open-relay">,
+    const [open] = h.expectOutputs([{ type: "open-relay", port: 40005 }]) as [
+      OutputOf<"open-relay">,
     ];
     h.server.handleRelayBindFailed(open.relay, h.now);
-    const [sent] = h.expectCommands([{ type: "send-to-client", errorCode: 508 }]) as [
-      CommandOf<"send-to-client">,
+    const [sent] = h.expectOutputs([{ type: "transmit", errorCode: 508 }]) as [
+      OutputOf<"transmit">,
     ];
     const r = c.verified(new Response(sent.data));
     expect(reason(r)).toBe("Insufficient Capacity: pinned port 40005 could not be bound");
@@ -261,10 +261,10 @@ describe("pinned relay ports", () => {
     const first = pinnedClient(h, "acme-pg", 40003, { port: 1 });
     expect(first.allocate().code).toBe(0);
     first.send(first.buildSigned(Method.Refresh, (b) => b.uint32(AttributeType.Lifetime, 0)));
-    h.expectCommands([
+    h.expectOutputs([
       { type: "close-relay" },
       { type: "allocation-ended", reason: "deleted" },
-      { type: "send-to-client", errorCode: 0 },
+      { type: "transmit", errorCode: 0 },
     ]);
     expect(pinnedClient(h, "globex", 40003, { port: 2 }).allocate().code).toBe(0);
   });
@@ -327,7 +327,7 @@ describe("revoked users", () => {
     const other = new TestClient(h, { port: 2, username: "alice" });
     expect(other.allocate().code).toBe(0);
     expect(h.server.setRevokedUsers(["acme-pg"], h.now)).toBe(1);
-    h.expectCommands([
+    h.expectOutputs([
       { type: "close-relay", relay: c.relayFor(4) },
       { type: "allocation-ended", reason: "revoked" },
     ]);

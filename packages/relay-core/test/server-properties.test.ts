@@ -5,8 +5,9 @@ import { describe, expect, it } from "vitest";
 import { encodeChannelData } from "../src/codec/channel-data.js";
 import { AttributeType, type MessageClass, Method } from "../src/codec/constants.js";
 import { StunMessageBuilder } from "../src/codec/message.js";
+import { connectionId, type RelayId } from "../src/ids.js";
 import { formatIp, parseIp } from "../src/policy/ip.js";
-import { type Command, RouteKind } from "../src/server/types.js";
+import { RouteKind, type TurnServerOutput } from "../src/server/types.js";
 import { Harness, PEER_POLICY, Response, type RouteSnapshot, TestClient } from "./harness.js";
 
 const canonical = (ip: string) => formatIp(parseIp(ip)!);
@@ -88,16 +89,16 @@ describe("any byte string", () => {
           let kind: RouteKind;
           switch (where) {
             case 0:
-              kind = s.handleUdpClient(0, bytes, c.address, c.port, h.now);
+              kind = s.handleUdpClient(c.listener, bytes, c.address, c.port, h.now);
               break;
             case 1:
-              kind = s.handleUdpClient(0, bytes, "192.0.2.99", 1234, h.now);
+              kind = s.handleUdpClient(c.listener, bytes, "192.0.2.99", 1234, h.now);
               break;
             case 2:
-              kind = s.handleStreamClient(5, bytes, h.now);
+              kind = s.handleStreamClient(t.connection!, bytes, h.now);
               break;
             case 3:
-              kind = s.handleStreamClient(77, bytes, h.now);
+              kind = s.handleStreamClient(connectionId(77), bytes, h.now);
               break;
             case 4:
               kind = s.handlePeerData(relay, bytes, "198.51.100.1", 5000, h.now);
@@ -105,7 +106,7 @@ describe("any byte string", () => {
             default:
               kind = s.handlePeerData(relay, bytes, "198.51.100.9", 5000, h.now);
           }
-          for (const cmd of h.drain()) expect(cmd.type).toBe("send-to-client");
+          for (const cmd of h.drain()) expect(cmd.type).toBe("transmit");
           expect(stateOf(h)).toEqual(before);
           // Only the bound channel (client side) or the permitted peer may route anything.
           if (kind === RouteKind.ToPeer) {
@@ -225,7 +226,7 @@ const QUOTAS = {
 /** What the server told the clients it granted, as expiry instants. */
 interface Granted {
   allocation: number; // 0 = none
-  relays: Map<4 | 6, number>;
+  relays: Map<4 | 6, RelayId>;
   permissions: Map<string, number>;
   channels: Map<number, number>;
 }
@@ -252,7 +253,7 @@ function runOps(
     channels: new Map(),
   }));
   const seen = (i: number, route: RouteSnapshot) => onRoute(i, route, granted[i]!, h.now);
-  const ended = (commands: readonly Command[]) => {
+  const ended = (commands: readonly TurnServerOutput[]) => {
     for (const cmd of commands) {
       if (cmd.type !== "allocation-ended") continue;
       const i = clients.findIndex(
@@ -270,7 +271,7 @@ function runOps(
   const request = (i: number, method: number, fill: (b: StunMessageBuilder) => void) => {
     const c = clients[i]!;
     c.send(c.buildSigned(method, fill));
-    const commands: Command[] = [];
+    const commands: TurnServerOutput[] = [];
     for (let batch = h.drain(); batch.length > 0; batch = h.drain()) {
       for (const cmd of batch) {
         commands.push(cmd);
@@ -278,7 +279,7 @@ function runOps(
       }
     }
     ended(commands);
-    const sent = commands.find((x) => x.type === "send-to-client") as { data: Uint8Array };
+    const sent = commands.find((x) => x.type === "transmit") as { data: Uint8Array };
     return { r: new Response(sent.data), commands };
   };
   const peerAttr = (peer: string, port: number) => ({
@@ -348,7 +349,7 @@ function runOps(
         ended(h.drain());
         break;
     }
-    h.expectNoCommands();
+    h.expectNoOutputs();
     invariant(h, granted, clients);
   }
 }
@@ -490,7 +491,7 @@ describe("retransmissions (RFC 8489 §6.3.1, RFC 8656 §7.2)", () => {
           for (let batch = h.drain(); batch.length > 0; batch = h.drain()) {
             for (const cmd of batch) {
               if (cmd.type === "open-relay") h.server.handleRelayBound(cmd.relay, h.now);
-              if (cmd.type === "send-to-client") first = cmd.data;
+              if (cmd.type === "transmit") first = cmd.data;
             }
           }
           expect(first).toBeDefined();
@@ -498,7 +499,7 @@ describe("retransmissions (RFC 8489 §6.3.1, RFC 8656 §7.2)", () => {
           for (let k = 0; k < copies; k++) {
             h.advance(delayMs / 1000 / copies);
             c.send(request);
-            const [again] = h.expectCommands([{ type: "send-to-client" }]) as unknown as [
+            const [again] = h.expectOutputs([{ type: "transmit" }]) as unknown as [
               { data: Uint8Array },
             ];
             expect(Buffer.from(again.data).equals(Buffer.from(first!))).toBe(true);

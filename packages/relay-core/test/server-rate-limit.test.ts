@@ -11,7 +11,7 @@ describe("unauthenticated response rate per source IP", () => {
     let answered = 0;
     for (let i = 0; i < 50; i++) {
       c.send(c.build(Method.Binding));
-      answered += h.drain().filter((x) => x.type === "send-to-client").length;
+      answered += h.drain().filter((x) => x.type === "transmit").length;
     }
     expect(answered).toBe(20); // the burst: twice the per-second rate
     expect(h.server.stats.drops["rate-limited"]).toBe(30);

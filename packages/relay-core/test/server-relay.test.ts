@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { encodeChannelData } from "../src/codec/channel-data.js";
 import { AttributeType, MessageClass, Method } from "../src/codec/constants.js";
 import { decodeStun, readBytes, readXorAddress, StunMessageBuilder } from "../src/codec/message.js";
+import { connectionId, type RelayId } from "../src/ids.js";
 import { RouteKind } from "../src/server/types.js";
 import { Harness, TestClient } from "./harness.js";
 
@@ -28,7 +29,7 @@ describe("ping-pong relay (RFC 8656 §12.4)", () => {
       const padded = new Uint8Array(ping.length + 3);
       padded.set(ping); // UDP may carry padding after the frame (RFC 8656 §12.4): ignored
       const s = h.server;
-      expect(s.handleUdpClient(0, padded, client, 40000, h.now)).toBe(RouteKind.ToPeer);
+      expect(s.handleUdpClient(c.listener, padded, client, 40000, h.now)).toBe(RouteKind.ToPeer);
       expect(s.route).toMatchObject({
         relay,
         peerAddress: peer,
@@ -46,7 +47,7 @@ describe("ping-pong relay (RFC 8656 §12.4)", () => {
       // Another port of the same peer IP is not the bound peer: a Data indication.
       expect(s.handlePeerData(relay, pong, peer, 5001, h.now)).toBe(RouteKind.ToClient);
       expect(s.route.channel).toBe(0);
-      h.expectNoCommands();
+      h.expectNoOutputs();
     });
   }
 
@@ -70,7 +71,7 @@ describe("ping-pong relay (RFC 8656 §12.4)", () => {
         port: 6000,
       });
       expect(Array.from(readBytes(d.message, AttributeType.Data)!)).toEqual(Array.from(payload));
-      h.expectNoCommands();
+      h.expectNoOutputs();
     }
   });
 
@@ -86,7 +87,7 @@ describe("ping-pong relay (RFC 8656 §12.4)", () => {
       .fingerprint()
       .build();
     const s = h.server;
-    expect(s.handleUdpClient(0, msg, c.address, c.port, h.now)).toBe(RouteKind.ToPeer);
+    expect(s.handleUdpClient(c.listener, msg, c.address, c.port, h.now)).toBe(RouteKind.ToPeer);
     expect(s.route.data).toBe(msg);
     expect(s.route).toMatchObject({
       relay: c.relayFor(4),
@@ -94,7 +95,7 @@ describe("ping-pong relay (RFC 8656 §12.4)", () => {
       peerPort: 7,
     });
     expect(Array.from(msg.subarray(s.route.start, s.route.end))).toEqual(Array.from(payload));
-    h.expectNoCommands();
+    h.expectNoOutputs();
   });
 
   it("drops Send indications without DATA, with DONT-FRAGMENT, or to another family", () => {
@@ -119,7 +120,7 @@ describe("ping-pong relay (RFC 8656 §12.4)", () => {
     ).toBe(RouteKind.None);
     expect(c.sendIndication("2001:db8:beef::1", 7, Uint8Array.of(1)).kind).toBe(RouteKind.None);
     expect(h.server.stats.drops).toMatchObject({ "invalid-indication": 2, "family-mismatch": 1 });
-    h.expectNoCommands();
+    h.expectNoOutputs();
   });
 
   it("drops ChannelData on an unbound channel, from a stranger, or with a length past the datagram", () => {
@@ -137,8 +138,10 @@ describe("ping-pong relay (RFC 8656 §12.4)", () => {
       "no-allocation": 1,
       "malformed-channel-data": 1,
     });
-    expect(h.peerData(9999, Uint8Array.of(1), "198.51.100.1", 5000).kind).toBe(RouteKind.None);
-    h.expectNoCommands();
+    expect(h.peerData(9999 as RelayId, Uint8Array.of(1), "198.51.100.1", 5000).kind).toBe(
+      RouteKind.None,
+    );
+    h.expectNoOutputs();
   });
 
   it("relays for a TCP client: ChannelData frames in, ChannelData routes out", () => {
@@ -154,7 +157,9 @@ describe("ping-pong relay (RFC 8656 §12.4)", () => {
     const back = h.peerData(c.relayFor(4), Uint8Array.of(3), "198.51.100.1", 5000);
     expect(back.kind).toBe(RouteKind.ToClient);
     expect(back.client).toMatchObject({ transport: "tcp", connection: 11 });
-    expect(h.server.handleStreamClient(12, Uint8Array.of(0, 1), h.now)).toBe(RouteKind.None);
+    expect(h.server.handleStreamClient(connectionId(12), Uint8Array.of(0, 1), h.now)).toBe(
+      RouteKind.None,
+    );
     expect(h.server.stats.drops["unknown-connection"]).toBe(1);
   });
 });

@@ -103,6 +103,8 @@ export interface RelayConfig {
   readonly allowLoopbackPeers: boolean;
   /** Lift the self-relay rules (relay-core's PeerAddressPolicy `allowSelf`). */
   readonly allowSelfPeer: boolean;
+  /** ChannelBind accepts RFC 5766's 0x4000-0x7FFF, not only RFC 8656's 0x4000-0x4FFF. */
+  readonly legacyChannelNumbers: boolean;
   /**
    * The relay's own IP addresses, denied as peers outside the relay port range unless
    * allowSelfPeer: relay and public addresses, specific listen addresses and the host's
@@ -290,6 +292,15 @@ export const OPTIONS = {
     defaultText: "none (pinned credentials are refused)",
     default: undefined,
     parse: (raw, where) => parsePortRange(one(raw, where), where),
+  }),
+  "legacy-channel-numbers": spec<boolean>({
+    group: "Relay",
+    describe:
+      "also accept RFC 5766's ChannelBind numbers 0x5000-0x7FFF (older clients, e.g. coturn's turnutils_uclient); by default only RFC 8656's 0x4000-0x4FFF",
+    boolean: true,
+    defaultText: "false",
+    default: false,
+    parse: (raw, where) => parseBoolean(raw, where),
   }),
   realm: spec<string>({
     group: "Authentication",
@@ -933,6 +944,7 @@ function finish(
     denyPeers: v["deny-peer"],
     allowLoopbackPeers: v["allow-loopback-peers"],
     allowSelfPeer: v["allow-self-peer"],
+    legacyChannelNumbers: v["legacy-channel-numbers"],
     selfAddresses,
     maxAllocations: v["max-allocations"],
     maxAllocationsPerUser: v["max-allocations-per-user"],

@@ -3,7 +3,7 @@
 //
 // It owns every socket and the one timer, and follows relay-core's call order (see
 // packages/relay-core/README.md): after each handle* call, act on the returned route at once,
-// then drain pollCommand(), then re-arm the timer from pollTimeout(). It knows nothing of
+// then drain pollOutput(), then re-arm the timer from pollTimeout(). It knows nothing of
 // yargs or OpenTelemetry: configuration arrives as RelayConfig, metrics leave as plain counters.
 //
 // Data path (the part that runs per packet):
@@ -21,20 +21,26 @@ import {
   AUTH_FAILURE_REASONS,
   type ClientEndpoint,
   CombinedCredentials,
-  type Command,
+  type ConnectionId,
   type CredentialStore,
+  connectionId,
   DROP_REASONS,
+  type ListenerId,
+  listenerId,
   MAX_STREAM_FRAME,
   MAX_UNAUTHENTICATED_STREAM_FRAME,
   methodName,
   PeerAddressPolicy,
+  type PeerConnectionId,
   parseIp,
+  type RelayId,
   RouteKind,
   SeededRandom,
   SharedSecretCredentials,
   StaticCredentials,
   StreamFramer,
   TurnServer,
+  type TurnServerOutput,
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
 import { CryptoRandom, type Logger } from "@turnpike/runtime-kit";
@@ -107,7 +113,7 @@ interface Admission {
 }
 
 interface StreamClient {
-  readonly id: number;
+  readonly id: ConnectionId;
   readonly socket: net.Socket;
   readonly framer: StreamFramer;
   readonly transport: "tcp" | "tls";
@@ -121,7 +127,7 @@ interface StreamClient {
   idleTimer: NodeJS.Timeout | undefined;
   /** Its ConnectionBind belongs to this worker (RFC 6062 across workers; see hand-over.ts). */
   handOverTo: number | undefined;
-  readonly listener: number;
+  readonly listener: ListenerId;
 }
 
 export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay> {
@@ -148,10 +154,10 @@ class RelayDriver implements RunningRelay, UdpHost {
   /** The next UDP listener id (the id relay-core sees for UDP clients), in bind order. */
   private nextUdpListener = 0;
   private readonly streamServers: net.Server[] = [];
-  private readonly streams = new Map<number, StreamClient>();
+  private readonly streams = new Map<ConnectionId, StreamClient>();
   private nextConnectionId = 1;
   /** TCP relayed-address listeners still binding (UDP relay sockets live in the UdpPath). */
-  private readonly pendingRelays = new Map<number, net.Server>();
+  private readonly pendingRelays = new Map<RelayId, net.Server>();
   /** --max-connections and --max-connections-per-ip: this engine's, or the workers' shared. */
   private readonly connections: ConnectionLedger;
   /** Set when this driver is one of several workers. */
@@ -182,10 +188,10 @@ class RelayDriver implements RunningRelay, UdpHost {
   >();
   private readonly peerPolicy: PeerAddressPolicy;
   /** RFC 6062: TCP relayed addresses (listeners) and peer connections by CONNECTION-ID. */
-  private readonly tcpRelays = new Map<number, net.Server>();
-  private readonly peerSockets = new Map<number, net.Socket>();
+  private readonly tcpRelays = new Map<RelayId, net.Server>();
+  private readonly peerSockets = new Map<PeerConnectionId, net.Socket>();
   /** Peer connections joined to a client data connection (RFC 6062 §5.4). */
-  private readonly pipedPeers = new Set<number>();
+  private readonly pipedPeers = new Set<PeerConnectionId>();
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Number.POSITIVE_INFINITY;
   private wallClockTimer: NodeJS.Timeout | undefined;
@@ -268,6 +274,7 @@ class RelayDriver implements RunningRelay, UdpHost {
       maxAllocationsPerUser: config.maxAllocationsPerUser,
       maxPermissionsPerAllocation: config.maxPermissions,
       maxChannelsPerAllocation: config.maxChannels,
+      legacyChannelNumbers: config.legacyChannelNumbers,
       maxUnauthenticatedRate: config.maxUnauthenticatedRate,
       unixTimeOffsetMs: Date.now() - performance.now(),
       alternateServer: config.alternateServer
@@ -327,7 +334,7 @@ class RelayDriver implements RunningRelay, UdpHost {
   }
 
   private async listenUdp(addr: SocketAddress): Promise<void> {
-    const id = this.nextUdpListener++;
+    const id = listenerId(this.nextUdpListener++);
     const bound = await this.udp.listen(id, addr, {
       fd: this.worker?.listenFds?.udp[id],
       bufferBytes: LISTENER_BUFFER_BYTES,
@@ -343,19 +350,19 @@ class RelayDriver implements RunningRelay, UdpHost {
     transport: "tcp" | "tls",
     tlsOptions?: tls.TlsOptions,
   ): Promise<void> {
-    const listenerId = this.streamServers.length;
+    const listener = listenerId(this.streamServers.length);
     const server =
       transport === "tls"
         ? tls.createServer(
             // The handshake deadline is ours (onTlsAccept): Node's is off.
             { ...tlsOptions, handshakeTimeout: 0, allowHalfOpen: true },
-            (socket) => this.onTlsSecure(listenerId, socket),
+            (socket) => this.onTlsSecure(listener, socket),
           )
         : // Half-open: an RFC 6062 data connection may send FIN after its request and still
           // be owed the peer's reply; each side's end is forwarded, not imposed.
           net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
             const admission = this.admit(socket);
-            if (admission) this.onStreamConnection(listenerId, "tcp", socket, admission);
+            if (admission) this.onStreamConnection(listener, "tcp", socket, admission);
           });
     this.streamServers.push(server);
     server.on("error", (err) =>
@@ -372,7 +379,7 @@ class RelayDriver implements RunningRelay, UdpHost {
       });
     }
     // Plain TCP on a TURN port may still start a TLS handshake or garbage: the framer rejects it.
-    const at = this.streamListenTarget(addr, transport, listenerId);
+    const at = this.streamListenTarget(addr, transport, listener);
     return new Promise((resolve, reject) => {
       server.once("error", reject);
       server.listen(at, () => {
@@ -394,14 +401,14 @@ class RelayDriver implements RunningRelay, UdpHost {
   private streamListenTarget(
     addr: SocketAddress,
     transport: "tcp" | "tls",
-    listenerId: number,
+    listener: ListenerId,
   ): net.ListenOptions {
     const w = this.worker;
     if (w === undefined) return { host: addr.ip, port: addr.port, ipv6Only: addr.family === 6 };
     // The supervisor's socket: this worker owns (and closes) a duplicate of it.
     const fds = w.listenFds;
     const tcpListeners = this.config.listen.length;
-    const kept = transport === "tcp" ? fds?.tcp[listenerId] : fds?.tls[listenerId - tcpListeners];
+    const kept = transport === "tcp" ? fds?.tcp[listener] : fds?.tls[listener - tcpListeners];
     if (kept !== undefined) return { fd: dupFd(kept) } as net.ListenOptions;
     if (batchIoAvailability().available) {
       const fd = tcpListen({
@@ -484,7 +491,7 @@ class RelayDriver implements RunningRelay, UdpHost {
   }
 
   /** TURNS: the handshake completed in time. */
-  private onTlsSecure(listener: number, socket: tls.TLSSocket): void {
+  private onTlsSecure(listener: ListenerId, socket: tls.TLSSocket): void {
     const key = fourTuple(socket);
     const pending = this.handshakes.get(key);
     if (pending === undefined) {
@@ -497,12 +504,12 @@ class RelayDriver implements RunningRelay, UdpHost {
   }
 
   private onStreamConnection(
-    listener: number,
+    listener: ListenerId,
     transport: "tcp" | "tls",
     socket: net.Socket,
     admission: Admission,
   ): StreamClient {
-    const id = this.nextConnectionId++;
+    const id = connectionId(this.nextConnectionId++);
     const client: StreamClient = {
       id,
       socket,
@@ -573,7 +580,7 @@ class RelayDriver implements RunningRelay, UdpHost {
    * allocation (RFC 8656 §3.1, lifetime and Refresh) and by the user's quotas: full-size frames,
    * no idle limit, no per-source count. Without, back to the unauthenticated rules.
    */
-  private setAuthenticated(connection: number, authenticated: boolean): void {
+  private setAuthenticated(connection: ConnectionId, authenticated: boolean): void {
     const client = this.streams.get(connection);
     if (client === undefined || client.pipe !== undefined) return;
     client.authenticated = authenticated;
@@ -674,20 +681,20 @@ class RelayDriver implements RunningRelay, UdpHost {
   }
 
   // ---------------------------------------------------------------------------------------
-  // Commands and the timer
+  // Outputs and the timer
 
   /**
-   * Drain relay-core's commands, re-arm the single timer (relay-core's call order), and send
+   * Drain relay-core's outputs, re-arm the single timer (relay-core's call order), and send
    * what the UDP path queued.
    */
   private flush(): void {
-    this.drainCommands();
+    this.drainOutputs();
     this.arm();
     this.udp.flush();
   }
 
-  drainCommands(): void {
-    for (let c = this.core.pollCommand(); c !== undefined; c = this.core.pollCommand()) {
+  drainOutputs(): void {
+    for (let c = this.core.pollOutput(); c !== undefined; c = this.core.pollOutput()) {
       this.execute(c);
     }
   }
@@ -700,9 +707,9 @@ class RelayDriver implements RunningRelay, UdpHost {
     this.log.debug(message, fields);
   }
 
-  private execute(c: Command): void {
+  private execute(c: TurnServerOutput): void {
     switch (c.type) {
-      case "send-to-client":
+      case "transmit":
         this.sendControl(c.client, c.data);
         this.telemetry.response(
           methodName(c.method),
@@ -736,19 +743,19 @@ class RelayDriver implements RunningRelay, UdpHost {
         return;
       }
       case "connect-peer":
-        this.connectPeer(c.connectionId, c.relay, c.family, c.address, c.port);
+        this.connectPeer(c.peerConnection, c.relay, c.family, c.address, c.port);
         return;
       case "bind-connection":
-        this.bindConnection(c.connectionId, c.connection);
+        this.bindConnection(c.peerConnection, c.dataConnection);
         return;
       case "close-peer-connection": {
         // A piped peer gets a graceful end (its last bytes still reach the client); one still
         // dialing or waiting for ConnectionBind is paused and would never read the peer's FIN,
         // so it is destroyed.
-        const socket = this.peerSockets.get(c.connectionId);
-        this.peerSockets.delete(c.connectionId);
+        const socket = this.peerSockets.get(c.peerConnection);
+        this.peerSockets.delete(c.peerConnection);
         if (socket === undefined) return;
-        if (this.pipedPeers.delete(c.connectionId)) socket.end();
+        if (this.pipedPeers.delete(c.peerConnection)) socket.end();
         else socket.destroy();
         return;
       }
@@ -802,7 +809,7 @@ class RelayDriver implements RunningRelay, UdpHost {
   // ---------------------------------------------------------------------------------------
   // RFC 6062 TCP relaying
 
-  private openTcpRelay(relay: number, address: string, port: number): void {
+  private openTcpRelay(relay: RelayId, address: string, port: number): void {
     const server = net.createServer(
       { noDelay: true, pauseOnConnect: true, allowHalfOpen: true },
       (socket) => this.onPeerConnection(relay, socket),
@@ -832,7 +839,7 @@ class RelayDriver implements RunningRelay, UdpHost {
   }
 
   /** RFC 6062 §5.3: a peer connects to a TCP relayed address; held paused until bound. */
-  private onPeerConnection(relay: number, socket: net.Socket): void {
+  private onPeerConnection(relay: RelayId, socket: net.Socket): void {
     const id = this.core.handlePeerConnectionAccepted(
       relay,
       stripMapped(socket.remoteAddress ?? ""),
@@ -850,8 +857,8 @@ class RelayDriver implements RunningRelay, UdpHost {
 
   /** RFC 6062 §5.2: dial the peer from the relayed address for a Connect request. */
   private connectPeer(
-    id: number,
-    relay: number,
+    id: PeerConnectionId,
+    relay: RelayId,
     family: 4 | 6,
     address: string,
     port: number,
@@ -889,7 +896,7 @@ class RelayDriver implements RunningRelay, UdpHost {
     });
   }
 
-  private trackPeerSocket(id: number, socket: net.Socket): void {
+  private trackPeerSocket(id: PeerConnectionId, socket: net.Socket): void {
     this.peerSockets.set(id, socket);
     socket.on("error", (err) => this.log.debug("peer connection error", { error: err.message }));
     socket.on("close", () => {
@@ -901,7 +908,7 @@ class RelayDriver implements RunningRelay, UdpHost {
   }
 
   /** RFC 6062 §5.4: join a client data connection and a peer connection. */
-  private bindConnection(id: number, connection: number): void {
+  private bindConnection(id: PeerConnectionId, connection: ConnectionId): void {
     const client = this.streams.get(connection);
     const peer = this.peerSockets.get(id);
     if (client === undefined || peer === undefined) {
@@ -1046,7 +1053,7 @@ class RelayDriver implements RunningRelay, UdpHost {
    * allocation: a tunnel that restarted and came back through another worker), that worker
    * releases it at once and the bind is tried again, as a takeover within one engine is.
    */
-  private openPinnedRelay(c: Extract<Command, { type: "open-relay" }>): void {
+  private openPinnedRelay(c: Extract<TurnServerOutput, { type: "open-relay" }>): void {
     const w = this.worker!;
     const retry = (err: Error): boolean => {
       if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE" || w.count < 2) return false;

@@ -107,6 +107,7 @@ describe("relay configuration", () => {
       logLevel: "info",
       allowLoopbackPeers: false,
       allowSelfPeer: false,
+      legacyChannelNumbers: false,
     });
     expect(c.software).toMatch(/^turnpike\/\d+\.\d+\.\d+/);
   });
@@ -134,6 +135,14 @@ describe("relay configuration", () => {
       ].sort(),
     );
     expect(c.selfAddresses).not.toContain("0.0.0.0");
+  });
+
+  it("reads --legacy-channel-numbers from the flag and TURNPIKE_LEGACY_CHANNEL_NUMBERS", () => {
+    expect(relay(["--legacy-channel-numbers"]).legacyChannelNumbers).toBe(true);
+    expect(relay([], { TURNPIKE_LEGACY_CHANNEL_NUMBERS: "true" }).legacyChannelNumbers).toBe(true);
+    expect(relay([], { TURNPIKE_LEGACY_CHANNEL_NUMBERS: "false" }).legacyChannelNumbers).toBe(
+      false,
+    );
   });
 
   it("reads --max-connections-per-ip and --allow-self-peer from flags and TURNPIKE_* variables", () => {

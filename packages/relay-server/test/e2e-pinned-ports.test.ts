@@ -75,6 +75,7 @@ describe.skipIf(skipUnlessTools("turnutils_uclient", "turnutils_peer"))(
         maxPort: range.min + 19,
         token: TOKEN,
         env: { TURNPIKE_ADMIN_TOKEN: ADMIN },
+        legacyChannelNumbers: true, // uclient binds RFC 5766 channel numbers
         logLevel: "info",
         extraArgs: ["--pinned-ports", `${pinned.min}-${pinned.max}`, "--revoke-file", revokeFile],
       });

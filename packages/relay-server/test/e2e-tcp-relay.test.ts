@@ -10,6 +10,7 @@ import {
   StreamFramer,
   type TransportAddress,
   TurnClient,
+  type TurnClientEvent,
 } from "@turnpike/relay-core";
 import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
@@ -42,8 +43,12 @@ describe("RFC 6062 TCP relaying through turnpike-relay", () => {
     const control = net.connect(port, "127.0.0.1");
     const sockets: net.Socket[] = [control];
     const framer = new StreamFramer();
-    const pump = () => {
-      for (let t = client.pollTransmit(); t; t = client.pollTransmit()) control.write(t);
+    /** Write what the client transmits, hand its events to `onEvent`. */
+    const pump = (onEvent: (e: TurnClientEvent) => void) => {
+      for (let out = client.pollOutput(); out; out = client.pollOutput()) {
+        if (out.type === "transmit") control.write(out.data);
+        else onEvent(out);
+      }
     };
     const payload = randomBytes(1 << 20);
     const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -51,11 +56,11 @@ describe("RFC 6062 TCP relaying through turnpike-relay", () => {
       const reply = await new Promise<Buffer>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error("no reply within 10 s")), 10_000);
         let relayed: TransportAddress | undefined;
-        const onEvent = (e: ReturnType<TurnClient["pollEvent"]>) => {
-          if (e?.type === "allocated") {
+        const onEvent = (e: TurnClientEvent) => {
+          if (e.type === "allocated") {
             relayed = e.relayed;
             client.createPermission("127.0.0.1", performance.now());
-          } else if (e?.type === "permission-created" && relayed) {
+          } else if (e.type === "permission-created" && relayed) {
             // The "platform": sends its request, half-closes, then reads the reply to the end.
             const platform = net.connect(relayed.port, relayed.address, () =>
               platform.end(payload),
@@ -67,7 +72,7 @@ describe("RFC 6062 TCP relaying through turnpike-relay", () => {
               clearTimeout(timer);
               resolve(Buffer.concat(got));
             });
-          } else if (e?.type === "connection-attempt") {
+          } else if (e.type === "connection-attempt") {
             // The private side: bind a data connection, then answer only after the peer's FIN.
             const data = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true }, () =>
               data.write(client.connectionBindRequest(e.connectionId)),
@@ -97,14 +102,12 @@ describe("RFC 6062 TCP relaying through turnpike-relay", () => {
           framer.push(d);
           for (let f = framer.next(); f; f = framer.next())
             client.handleInput(f, performance.now());
-          pump();
-          for (let e = client.pollEvent(); e; e = client.pollEvent()) onEvent(e);
-          pump();
+          pump(onEvent);
         });
         control.on("error", reject);
         control.on("connect", () => {
           client.allocate(performance.now());
-          pump();
+          pump(onEvent);
         });
       });
       expect(reply.length).toBe(payload.length);

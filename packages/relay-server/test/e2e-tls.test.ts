@@ -45,6 +45,7 @@ describe.skipIf(skipUnlessTools(...TOOLS))("turnpike-relay over TLS (TURNS)", ()
       minPort: range.min,
       maxPort: range.max,
       token: TOKEN,
+      legacyChannelNumbers: true, // uclient binds RFC 5766 channel numbers
       extraArgs: [
         "--tls-listen",
         `127.0.0.1:${tlsPort}`,

@@ -10,6 +10,7 @@ import {
   StreamFramer,
   type TransportAddress,
   TurnClient,
+  type TurnClientEvent,
 } from "@turnpike/relay-core";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
@@ -137,19 +138,23 @@ describe("turnpike-relay --workers 2", () => {
       for (const s of sockets) s.destroy();
     });
     const framer = new StreamFramer();
-    const pump = () => {
-      for (let t = client.pollTransmit(); t; t = client.pollTransmit()) control.write(t);
+    /** Write what the client transmits, hand its events to `onEvent`. */
+    const pump = (onEvent: (e: TurnClientEvent) => void) => {
+      for (let out = client.pollOutput(); out; out = client.pollOutput()) {
+        if (out.type === "transmit") control.write(out.data);
+        else onEvent(out);
+      }
     };
     const payload = randomBytes(1 << 20);
     const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
     const reply = await new Promise<Buffer>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("no reply within 15 s")), 15_000);
       let relayed: TransportAddress | undefined;
-      const onEvent = (e: ReturnType<TurnClient["pollEvent"]>) => {
-        if (e?.type === "allocated") {
+      const onEvent = (e: TurnClientEvent) => {
+        if (e.type === "allocated") {
           relayed = e.relayed;
           client.createPermission("127.0.0.1", performance.now());
-        } else if (e?.type === "permission-created" && relayed) {
+        } else if (e.type === "permission-created" && relayed) {
           const platform = net.connect(relayed.port, relayed.address, () => platform.end(payload));
           sockets.push(platform);
           const got: Buffer[] = [];
@@ -158,7 +163,7 @@ describe("turnpike-relay --workers 2", () => {
             clearTimeout(timer);
             resolve(Buffer.concat(got));
           });
-        } else if (e?.type === "connection-attempt") {
+        } else if (e.type === "connection-attempt") {
           // The private side echoes everything back once the peer has finished.
           const data = net.connect(
             { port, host: "127.0.0.1", localAddress: "127.0.0.2", allowHalfOpen: true },
@@ -193,14 +198,12 @@ describe("turnpike-relay --workers 2", () => {
       control.on("data", (d: Buffer) => {
         framer.push(d);
         for (let f = framer.next(); f; f = framer.next()) client.handleInput(f, performance.now());
-        pump();
-        for (let e = client.pollEvent(); e; e = client.pollEvent()) onEvent(e);
-        pump();
+        pump(onEvent);
       });
       control.on("error", reject);
       control.on("connect", () => {
         client.allocate(performance.now());
-        pump();
+        pump(onEvent);
       });
     });
     expect(reply.length).toBe(payload.length);

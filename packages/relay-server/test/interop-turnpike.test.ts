@@ -23,7 +23,13 @@ function useTurnpike(): () => RelayUnderTest {
   let range: PortRange | undefined;
   beforeAll(async () => {
     range = reservePortRange(200);
-    relay = await startTurnpike({ minPort: range.min, maxPort: range.max, token: TOKEN });
+    // coturn's uclient binds RFC 5766 channel numbers (above 0x4FFF).
+    relay = await startTurnpike({
+      minPort: range.min,
+      maxPort: range.max,
+      token: TOKEN,
+      legacyChannelNumbers: true,
+    });
   });
   afterAll(async () => {
     // SIGINT closes at once (SIGTERM would drain live allocations for up to --drain-timeout).

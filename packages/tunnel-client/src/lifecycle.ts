@@ -202,6 +202,8 @@ export class TunnelLifecycle {
   #inPlaceRefused = false;
   readonly #backoff: Backoff;
   readonly #deadAfterMs: number;
+  /** The `now` of the latest input, for events found while outputs are drained. */
+  #lastNow = 0;
   readonly #out: TunnelOutput[] = [];
 
   constructor(private readonly o: TunnelLifecycleOptions) {
@@ -388,11 +390,14 @@ export class TunnelLifecycle {
   // Outputs
 
   pollOutput(): TunnelOutput | undefined {
-    if (this.#out.length === 0) {
-      // What the data path queued on the client (ChannelBind, its refreshes) goes out too.
+    // What the data path queued on the client (ChannelBind, its refreshes) goes out too; an
+    // event among it is acted on at the last input's instant.
+    while (this.#out.length === 0) {
       const client = this.#client;
-      const t = client?.pollTransmit();
-      if (t !== undefined) return { type: "transmit", bytes: t };
+      const o = client?.pollOutput();
+      if (o === undefined) return undefined;
+      if (o.type === "transmit") return { type: "transmit", bytes: o.data };
+      this.#onClientEvent(o, this.#lastNow);
     }
     return this.#out.shift();
   }
@@ -482,8 +487,9 @@ export class TunnelLifecycle {
     if (release && client !== undefined && this.#relayed !== undefined) {
       // Best effort: Refresh LIFETIME 0 (RFC 8656 §8) so the relayed address goes at once.
       client.release(now);
-      for (let t = client.pollTransmit(); t !== undefined; t = client.pollTransmit()) {
-        this.#out.push({ type: "transmit", bytes: t });
+      // Its transmits go out; its events no longer matter (the client is being dropped).
+      for (let o = client.pollOutput(); o !== undefined; o = client.pollOutput()) {
+        if (o.type === "transmit") this.#out.push({ type: "transmit", bytes: o.data });
       }
     }
     this.#client = undefined;
@@ -495,20 +501,16 @@ export class TunnelLifecycle {
 
   /** Moves the client's transmits and events out; events may queue more (allocated -> permissions). */
   #settle(now: number): void {
-    for (;;) {
-      const client = this.#client;
-      if (client === undefined) return;
-      let moved = false;
-      for (let t = client.pollTransmit(); t !== undefined; t = client.pollTransmit()) {
-        this.#out.push({ type: "transmit", bytes: t });
-        moved = true;
-      }
-      for (let e = client.pollEvent(); e !== undefined; e = client.pollEvent()) {
-        moved = true;
-        this.#onClientEvent(e, now);
+    this.#lastNow = now;
+    const client = this.#client;
+    // In order: transmits out, events acted on (an event may queue more: allocated ->
+    // permissions, drained by the same loop).
+    for (let o = client?.pollOutput(); o !== undefined; o = client?.pollOutput()) {
+      if (o.type === "transmit") this.#out.push({ type: "transmit", bytes: o.data });
+      else {
+        this.#onClientEvent(o, now);
         if (this.#client !== client) return; // the event tore the tunnel down
       }
-      if (!moved) return;
     }
   }
 

@@ -36,6 +36,7 @@ import {
 import {
   formatIp,
   formatTransportAddress,
+  type PeerConnectionId,
   parseIp,
   type RandomSource,
   StreamFramer,
@@ -627,7 +628,7 @@ export class Tunnel {
   // -------------------------------------------------------------------------------------------
   // TCP services (RFC 6062 §4.3)
 
-  private onConnectionAttempt(peer: TransportAddress, connectionId: number): void {
+  private onConnectionAttempt(peer: TransportAddress, connectionId: PeerConnectionId): void {
     if (this.life.client === undefined || this.o.service.protocol !== "tcp") return;
     if (!this.peerAllowed(peer)) return;
     const gen = this.life.attempt;

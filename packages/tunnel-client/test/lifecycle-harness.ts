@@ -15,9 +15,11 @@ import {
   type AllocationEndReason,
   AttributeType,
   decodeStun,
+  listenerId,
   MessageClass,
   Method,
   PeerAddressPolicy,
+  type RelayId,
   RouteKind,
   readString,
   readUint32,
@@ -119,7 +121,7 @@ export class TunnelNet {
   private nextPort = 50_000;
   private relaySeed = 0;
   /** Relay id -> relayed port, as the relay opened them. */
-  private readonly relays = new Map<number, number>();
+  private readonly relays = new Map<RelayId, number>();
 
   constructor(private readonly serverOptions: Partial<TurnServerOptions> = {}) {
     this.server = this.newServer();
@@ -335,7 +337,7 @@ export class TunnelNet {
     if (!this.relayUp || port === undefined) return;
     this.schedule(this.now + this.latency, () => {
       if (!this.relayUp) return;
-      this.server.handleUdpClient(0, bytes, TUNNEL_IP, port, this.now);
+      this.server.handleUdpClient(listenerId(0), bytes, TUNNEL_IP, port, this.now);
       this.drainServer();
     });
   }
@@ -358,9 +360,9 @@ export class TunnelNet {
   }
 
   private drainServer(): void {
-    for (let c = this.server.pollCommand(); c !== undefined; c = this.server.pollCommand()) {
+    for (let c = this.server.pollOutput(); c !== undefined; c = this.server.pollOutput()) {
       switch (c.type) {
-        case "send-to-client":
+        case "transmit":
           this.toTunnel(c.client.port, c.data);
           break;
         case "open-relay":

@@ -16,7 +16,7 @@
 // (RFC 8656 §7: requests about an allocation come from the user that created it) and the
 // per-user quotas compare principals, never bare names.
 
-import { longTermKeyMd5, longTermKeySha256 } from "./long-term-key.js";
+import { longTermKeyMd5, longTermKeySha256, userHash } from "./long-term-key.js";
 import { parseRestUsername, restPassword } from "./rest-credentials.js";
 
 /** PASSWORD-ALGORITHM the key is for, RFC 8489 §18.5: MD5 (0x0001) or SHA-256 (0x0002). */
@@ -69,6 +69,13 @@ export interface CredentialStore {
     algorithm?: PasswordAlgorithmName,
     verify?: IntegrityCheck,
   ): KeyLookup;
+  /**
+   * The username whose USERHASH (RFC 8489 §14.4: SHA-256 of "username:realm") is `userhash`,
+   * for stores that know their usernames in advance; undefined when none has it. A store
+   * without this method cannot serve username anonymity (TURN REST usernames are minted
+   * elsewhere and cannot be found from their hash).
+   */
+  usernameForHash?(userhash: Uint8Array, realm: string): string | undefined;
 }
 
 const UNKNOWN_USER: KeyLookup = { ok: false, reason: "unknown-user" };
@@ -109,9 +116,26 @@ export class StaticCredentials implements CredentialStore {
   static readonly #MAX_CACHED_REALMS = 4;
   readonly #passwords = new Map<string, string>();
   readonly #keysByRealm = new Map<string, Map<string, Uint8Array>>();
+  /** USERHASH (hex) -> username, per realm, built when a realm is first asked for. */
+  readonly #namesByRealm = new Map<string, Map<string, string>>();
 
   constructor(users: Iterable<readonly [string, string]>) {
     for (const [name, password] of users) this.#passwords.set(name, password);
+  }
+
+  usernameForHash(userhash: Uint8Array, realm: string): string | undefined {
+    if (!(userhash instanceof Uint8Array) || userhash.length !== 32) return undefined;
+    if (typeof realm !== "string") return undefined;
+    let names = this.#namesByRealm.get(realm);
+    if (names === undefined) {
+      names = new Map();
+      for (const name of this.#passwords.keys()) names.set(hex(userHash(name, realm)), name);
+      // As for keys: the REALM may be client-supplied, so only a few realms are kept.
+      if (this.#namesByRealm.size < StaticCredentials.#MAX_CACHED_REALMS) {
+        this.#namesByRealm.set(realm, names);
+      }
+    }
+    return names.get(hex(userhash));
   }
 
   lookup(
@@ -231,4 +255,18 @@ export class CombinedCredentials implements CredentialStore {
     }
     return sawUnknown || this.#stores.length === 0 ? UNKNOWN_USER : MALFORMED;
   }
+
+  usernameForHash(userhash: Uint8Array, realm: string): string | undefined {
+    for (const store of this.#stores) {
+      const name = store.usernameForHash?.(userhash, realm);
+      if (name !== undefined) return name;
+    }
+    return undefined;
+  }
+}
+
+function hex(bytes: Uint8Array): string {
+  let out = "";
+  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  return out;
 }

@@ -37,6 +37,7 @@ const MAC_BYTES = 12;
 const MAC_CHARS = 16; // 12 bytes of base64url
 const MAX_TIMESTAMP = 2 ** 48 - 1;
 const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 function base64UrlValue(c: number): number {
   if (c >= 65 && c <= 90) return c - 65;
@@ -64,6 +65,21 @@ function decodeTimestamp(text: string, at: number): number {
     value = value * 64 + v;
   }
   return value;
+}
+
+/**
+ * The security feature bits a nonce's cookie announces (RFC 8489 §9.2: "obMatJos2" and 24
+ * bits in 4 base64 characters), or undefined when it starts with no cookie.
+ */
+export function nonceSecurityFeatures(nonce: string): number | undefined {
+  if (!nonce.startsWith(NONCE_COOKIE) || nonce.length < NONCE_COOKIE.length + 4) return undefined;
+  let bits = 0;
+  for (let i = NONCE_COOKIE.length; i < NONCE_COOKIE.length + 4; i++) {
+    const v = BASE64.indexOf(nonce[i]!);
+    if (v < 0) return undefined;
+    bits = (bits << 6) | v;
+  }
+  return bits;
 }
 
 export class NonceIssuer {

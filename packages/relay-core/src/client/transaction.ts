@@ -7,7 +7,11 @@
  * reliable, so the request is sent once and the transaction simply times out after 39.5 s
  * (§6.2.2).
  */
+import type { TransportAddress } from "../codec/address.js";
+import { Method } from "../codec/constants.js";
+import type { Signature } from "./authentication.js";
 import type { RetransmissionOptions } from "./types.js";
+import type { ChannelState, PermissionState } from "./wants.js";
 
 export interface RetransmissionTiming {
   readonly reliable: boolean;
@@ -40,13 +44,12 @@ export class TransactionClock {
   sends = 1;
   /** The instant of the next retransmission, or of the timeout once `sends` reached Rc. */
   nextAt: number;
-  private interval: number;
+  #interval: number;
+  readonly #timing: RetransmissionTiming;
 
-  constructor(
-    private readonly timing: RetransmissionTiming,
-    now: number,
-  ) {
-    this.interval = timing.rto;
+  constructor(timing: RetransmissionTiming, now: number) {
+    this.#timing = timing;
+    this.#interval = timing.rto;
     this.nextAt = timing.reliable
       ? now + timing.streamTimeout
       : timing.rc > 1
@@ -59,11 +62,53 @@ export class TransactionClock {
    * over, RFC 8489 §6.2.1).
    */
   expire(now: number): "retransmit" | "timeout" {
-    const t = this.timing;
+    const t = this.#timing;
     if (t.reliable || this.sends >= t.rc) return "timeout";
     this.sends++;
-    this.interval *= 2;
-    this.nextAt = this.sends >= t.rc ? now + t.rm * t.rto : now + this.interval;
+    this.#interval *= 2;
+    this.nextAt = this.sends >= t.rc ? now + t.rm * t.rto : now + this.#interval;
     return "retransmit";
+  }
+}
+
+/** What a request is for, and what its answer changes. */
+export type Operation =
+  | { readonly kind: "allocate" }
+  | { readonly kind: "refresh"; readonly lifetime: number | undefined }
+  | { readonly kind: "release" }
+  | { readonly kind: "permission"; readonly permission: PermissionState }
+  | { readonly kind: "channel"; readonly channel: ChannelState }
+  | { readonly kind: "connect"; readonly peer: TransportAddress }
+  | { readonly kind: "binding" };
+
+/** One request in flight. */
+export interface Transaction {
+  readonly key: string;
+  readonly method: number;
+  readonly op: Operation;
+  readonly bytes: Uint8Array;
+  readonly signature: Signature | undefined;
+  readonly clock: TransactionClock;
+  /** Answers that made us send the request again with a new transaction (bounded). */
+  readonly staleRetries: number;
+  readonly challengeRetries: number;
+}
+
+/** The STUN method of an operation's request. */
+export function methodOf(op: Operation): number {
+  switch (op.kind) {
+    case "allocate":
+      return Method.Allocate;
+    case "refresh":
+    case "release":
+      return Method.Refresh;
+    case "permission":
+      return Method.CreatePermission;
+    case "channel":
+      return Method.ChannelBind;
+    case "connect":
+      return Method.Connect;
+    case "binding":
+      return Method.Binding;
   }
 }

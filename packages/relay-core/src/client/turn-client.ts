@@ -3,135 +3,73 @@
  * allocation on one server, sans-IO. Bytes from the server and `now` go in; bytes to send,
  * events and the next timeout come out; the data path returns byte ranges, not events.
  *
- * Call order for a runtime: after any `handle*` or API call, drain `pollTransmit()` (write each
- * buffer to the control connection), drain `pollEvent()`, then arm one timer at
- * `pollTimeout()` and call `handleTimeout(now)` when it fires.
+ * Call order for a runtime (the same as the server's, see README.md): after any `handle*` or
+ * API call, drain `pollOutput()` (write each "transmit" to the control connection, act on each
+ * event), then arm one timer at `pollTimeout()` and call `handleTimeout(now)` when it fires.
+ *
+ *   transaction.ts      requests in flight: retransmission and timeout (RFC 8489 §6.2)
+ *   authentication.ts   signing, 401/438/441, PASSWORD-ALGORITHMS (RFC 8489 §9.2)
+ *   wants.ts            the permissions and channels kept (RFC 8656 §9, §11, §12)
+ *   data-path.ts        ChannelData and Data/Send indications (RFC 8656 §11, §12)
+ *   connection-bind.ts  RFC 6062 §4.3 data connections
  */
-import { longTermKeyMd5 } from "../auth/long-term-key.js";
+
 import type { TransportAddress } from "../codec/address.js";
-import { CHANNEL_DATA_HEADER_LENGTH, encodeChannelData } from "../codec/channel-data.js";
 import {
   AttributeType,
   ErrorCode,
-  MAX_CHANNEL_RFC8656,
   MessageClass,
   Method,
-  MIN_CHANNEL,
   TransportProtocol,
 } from "../codec/constants.js";
 import {
   bytesKey,
   decodeStun,
-  getAttribute,
   hasAttribute,
   readAddress,
   readErrorCode,
-  readString,
   readUint32,
   readXorAddress,
   type StunMessage,
   StunMessageBuilder,
   verifyMessageIntegrity,
 } from "../codec/message.js";
+import type { PeerConnectionId } from "../ids.js";
 import { OutputQueue } from "../output-queue.js";
 import { formatIp, parseIp } from "../policy/ip.js";
 import type { RandomSource } from "../rng.js";
+import { RequestSigner, type Signature } from "./authentication.js";
+import { ConnectionBinds } from "./connection-bind.js";
+import { ClientDataPath } from "./data-path.js";
 import {
+  methodOf,
+  type Operation,
   type RetransmissionTiming,
   retransmissionTiming,
+  type Transaction,
   TransactionClock,
 } from "./transaction.js";
 import type {
   ConnectionBindResult,
   TurnClientEvent,
   TurnClientOptions,
+  TurnClientOutput,
   TurnClientState,
   TurnClientStats,
   TurnData,
 } from "./types.js";
+import { type ChannelState, type PermissionState, Wants } from "./wants.js";
 
 /** RFC 8656 §7.2: the server's default when it sends no LIFETIME. */
 const DEFAULT_ALLOCATION_LIFETIME = 600;
 /** RFC 8656 §12: a channel number stays reserved 5 minutes after its binding expires. */
 const CHANNEL_LIFETIME_MS = 600_000;
 const CHANNEL_COOLDOWN_MS = 300_000;
-/** ConnectionBind requests remembered for their answers (RFC 6062 §4.3), oldest evicted. */
-const MAX_PENDING_CONNECTION_BINDS = 1024;
-
-interface Credentials {
-  readonly username: string;
-  readonly password: string;
-}
-
-/** What a request was signed with, to check the response's MESSAGE-INTEGRITY (RFC 8489 §9.2.5). */
-interface Signature {
-  readonly credentials: Credentials;
-  readonly key: Uint8Array;
-}
-
-interface PermissionState {
-  /** Canonical text (RFC 5952 for IPv6). */
-  readonly ip: string;
-  readonly family: 4 | 6;
-  /** Asked for with createPermission (as opposed to only implied by channels). */
-  explicit: boolean;
-  /** Wanted channels to peers at this IP: ChannelBind needs the permission kept alive. */
-  channels: number;
-  created: boolean;
-  inFlight: boolean;
-  refreshAt: number;
-}
-
-interface ChannelState {
-  readonly number: number;
-  readonly peer: TransportAddress;
-  readonly peerKey: string;
-  readonly ip: string;
-  wanted: boolean;
-  bound: boolean;
-  inFlight: boolean;
-  refreshAt: number;
-  /** When the server's binding ends if not refreshed (0 before the first success). */
-  expiresAt: number;
-}
-
-type Operation =
-  | { readonly kind: "allocate" }
-  | { readonly kind: "refresh"; readonly lifetime: number | undefined }
-  | { readonly kind: "release" }
-  | { readonly kind: "permission"; readonly permission: PermissionState }
-  | { readonly kind: "channel"; readonly channel: ChannelState }
-  | { readonly kind: "connect"; readonly peer: TransportAddress }
-  | { readonly kind: "binding" };
-
-interface Transaction {
-  readonly key: string;
-  readonly method: number;
-  readonly op: Operation;
-  readonly bytes: Uint8Array;
-  readonly signature: Signature | undefined;
-  readonly clock: TransactionClock;
-  /** Answers that made us send the request again with a new transaction (bounded). */
-  readonly staleRetries: number;
-  readonly challengeRetries: number;
-}
-
-interface PendingConnectionBind {
-  readonly connectionId: number;
-  readonly signature: Signature | undefined;
-  readonly retried: boolean;
-}
 
 export class TurnClient {
   readonly stats: TurnClientStats = { requests: 0, retransmissions: 0, timeouts: 0, dropped: 0 };
   /** The data-path view returned by `handleInput` / `decodeData`; reused for every packet. */
-  readonly data: TurnData = {
-    peer: undefined,
-    channel: 0,
-    bytes: new Uint8Array(0),
-    start: 0,
-    end: 0,
-  };
+  readonly data: TurnData;
 
   #state: TurnClientState = "idle";
   #relayed: TransportAddress | undefined;
@@ -149,23 +87,12 @@ export class TurnClient {
   readonly #channelRefreshMs: number;
   readonly #keepaliveMs: number;
 
-  #credentials: Credentials;
-  /**
-   * The credentials that created the allocation (or that the server accepted in a later
-   * Refresh), used again after a 441 (RFC 8656 §7).
-   */
-  #allocationCredentials: Credentials | undefined;
-  #pinnedToAllocationCredentials = false;
-  #realm: string | undefined;
-  #nonce: string | undefined;
-  #keyCache: { username: string; realm: string; password: string; key: Uint8Array } | undefined;
+  readonly #signer: RequestSigner;
+  readonly #binds: ConnectionBinds;
+  readonly #wants = new Wants();
+  readonly #dataPath: ClientDataPath;
 
   readonly #transactions = new Map<string, Transaction>();
-  readonly #permissions = new Map<string, PermissionState>();
-  readonly #channels = new Map<number, ChannelState>();
-  readonly #channelsByPeer = new Map<string, ChannelState>();
-  #nextChannel = MIN_CHANNEL;
-  readonly #pendingConnectionBinds = new Map<string, PendingConnectionBind>();
 
   #refreshAt = Number.POSITIVE_INFINITY;
   #lastRequestAt = 0;
@@ -173,8 +100,8 @@ export class TurnClient {
   #timeout: number | undefined;
   #timeoutDirty = true;
 
-  readonly #transmits = new OutputQueue<Uint8Array>();
-  readonly #events = new OutputQueue<TurnClientEvent>();
+  /** Transmits and events, in the order they happened (drained with pollOutput). */
+  readonly #outputs = new OutputQueue<TurnClientOutput>();
 
   constructor(options: TurnClientOptions) {
     this.#requestedTransport = options.requestedTransport ?? "udp";
@@ -184,8 +111,13 @@ export class TurnClient {
     }
     this.#options = options;
     this.#random = options.random;
-    this.#credentials = { username: options.username, password: options.password };
-    this.#realm = options.realm;
+    this.#signer = new RequestSigner(
+      { username: options.username, password: options.password },
+      options.realm,
+    );
+    this.#binds = new ConnectionBinds(this.#signer, options.random, options.software);
+    this.#dataPath = new ClientDataPath(this.#wants, options.transport !== "udp");
+    this.data = this.#dataPath.view;
     this.#timing = retransmissionTiming(options.transport !== "udp", options.retransmission);
     this.#maxStaleRetries = Math.max(0, options.maxStaleNonceRetries ?? 3);
     this.#permissionRefreshMs = seconds(options.permissionRefreshInterval, 240);
@@ -222,7 +154,7 @@ export class TurnClient {
   }
 
   get realm(): string | undefined {
-    return this.#realm;
+    return this.#signer.realm;
   }
 
   /**
@@ -233,11 +165,11 @@ export class TurnClient {
    * creating credentials expire.
    */
   get usesAllocationCredentials(): boolean {
-    return this.#pinnedToAllocationCredentials;
+    return this.#signer.usesAllocationCredentials;
   }
 
   // -------------------------------------------------------------------------------------------
-  // Commands
+  // Requests the application makes
 
   /**
    * RFC 8656 §7.1: send an Allocate (first without credentials: the server's 401 tells the REALM
@@ -290,8 +222,7 @@ export class TurnClient {
    * client goes back to that one for this allocation's requests.
    */
   setCredentials(username: string, password: string): void {
-    this.#credentials = { username, password };
-    this.#pinnedToAllocationCredentials = false;
+    this.#signer.setCredentials({ username, password });
   }
 
   /**
@@ -301,9 +232,9 @@ export class TurnClient {
   createPermission(peerIp: string, now: number): void {
     this.#timeoutDirty = true;
     const ip = canonicalIp(peerIp);
-    let p = this.#permissions.get(ip.text);
+    let p = this.#wants.permissions.get(ip.text);
     if (p === undefined) {
-      p = this.#addPermission(ip.text, ip.family);
+      p = this.#wants.addPermission(ip.text, ip.family);
     } else if (p.explicit) {
       return;
     }
@@ -316,10 +247,10 @@ export class TurnClient {
     this.#timeoutDirty = true;
     const ip = parseIp(peerIp);
     if (ip === undefined) return;
-    const p = this.#permissions.get(formatIp(ip));
+    const p = this.#wants.permissions.get(formatIp(ip));
     if (p === undefined) return;
     p.explicit = false;
-    if (p.channels === 0) this.#permissions.delete(p.ip);
+    if (p.channels === 0) this.#wants.permissions.delete(p.ip);
   }
 
   /**
@@ -332,32 +263,18 @@ export class TurnClient {
     const ip = canonicalIp(peer.address);
     const canonical: TransportAddress = { family: ip.family, address: ip.text, port: peer.port };
     const peerKey = `${ip.text}|${peer.port}`;
-    const existing = this.#channelsByPeer.get(peerKey);
+    const existing = this.#wants.channelsByPeer.get(peerKey);
     if (existing !== undefined) {
       if (!existing.wanted) {
         existing.wanted = true;
-        this.#permissionFor(existing).channels++;
+        this.#wants.permissionFor(existing).channels++;
         if (this.#state === "allocated" && !existing.inFlight) this.#sendChannelBind(existing, now);
       }
       return existing.number;
     }
-    const number = this.#freeChannelNumber();
-    const channel: ChannelState = {
-      number,
-      peer: canonical,
-      peerKey,
-      ip: ip.text,
-      wanted: true,
-      bound: false,
-      inFlight: false,
-      refreshAt: Number.POSITIVE_INFINITY,
-      expiresAt: 0,
-    };
-    this.#channels.set(number, channel);
-    this.#channelsByPeer.set(peerKey, channel);
-    this.#permissionFor(channel).channels++;
+    const channel = this.#wants.addChannel(canonical, peerKey);
     if (this.#state === "allocated") this.#sendChannelBind(channel, now);
-    return number;
+    return channel.number;
   }
 
   /**
@@ -366,18 +283,18 @@ export class TurnClient {
    */
   unbindChannel(channel: number): void {
     this.#timeoutDirty = true;
-    const c = this.#channels.get(channel);
+    const c = this.#wants.channels.get(channel);
     if (c === undefined || !c.wanted) return;
     c.wanted = false;
-    this.#releasePermissionRef(c);
-    if (!c.bound && !c.inFlight) this.#forgetChannel(c);
+    this.#wants.releasePermissionRef(c);
+    if (!c.bound && !c.inFlight) this.#wants.forgetChannel(c);
   }
 
   /** The number of a bound (confirmed) channel to `peer`, for the sending side of the data path. */
   channelFor(peer: TransportAddress): number | undefined {
     const ip = parseIp(peer.address);
     if (ip === undefined) return undefined;
-    const c = this.#channelsByPeer.get(`${formatIp(ip)}|${peer.port}`);
+    const c = this.#wants.channelsByPeer.get(`${formatIp(ip)}|${peer.port}`);
     return c?.bound ? c.number : undefined;
   }
 
@@ -398,14 +315,14 @@ export class TurnClient {
 
   /**
    * One datagram (UDP) or one frame cut by StreamFramer (TCP/TLS) from the server. Control
-   * messages update the state (see pollTransmit/pollEvent); data (ChannelData, Data indication)
+   * messages update the state (see pollOutput); data (ChannelData, Data indication)
    * comes back as the reused `data` view. Never throws.
    */
   handleInput(bytes: Uint8Array, now: number): TurnData | undefined {
     if (bytes.length === 0) return this.#drop();
     const first = bytes[0]! & 0xc0;
     if (first === 0x40) {
-      const data = this.#decodeChannelData(bytes);
+      const data = this.#dataPath.channelData(bytes);
       if (data === undefined) return this.#drop();
       this.#lastActivity = now;
       return data;
@@ -432,16 +349,7 @@ export class TurnClient {
    * indication, as the reused `data` view; undefined for anything else.
    */
   decodeData(bytes: Uint8Array): TurnData | undefined {
-    if (bytes.length === 0) return undefined;
-    const first = bytes[0]! & 0xc0;
-    if (first === 0x40) return this.#decodeChannelData(bytes);
-    if (first !== 0) return undefined;
-    const decoded = decodeStun(bytes);
-    if (!decoded.ok) return undefined;
-    const msg = decoded.message;
-    if (msg.messageClass !== MessageClass.Indication || msg.method !== Method.Data)
-      return undefined;
-    return this.#dataIndication(msg);
+    return this.#dataPath.decode(bytes);
   }
 
   /** Retransmissions, timeouts, refreshes and keep-alives due at or before `now`. */
@@ -462,14 +370,14 @@ export class TurnClient {
       if (this.#refreshAt <= now && !this.#inFlight("refresh")) {
         this.#start({ kind: "refresh", lifetime: this.#options.lifetime }, now, 0, 0);
       }
-      for (const p of this.#permissions.values()) {
+      for (const p of this.#wants.permissions.values()) {
         if (!p.inFlight && p.refreshAt <= now) this.#sendPermission(p, now);
       }
-      for (const c of [...this.#channels.values()]) {
+      for (const c of [...this.#wants.channels.values()]) {
         if (c.wanted) {
           if (!c.inFlight && c.refreshAt <= now) this.#sendChannelBind(c, now);
         } else if (!c.inFlight && c.expiresAt + CHANNEL_COOLDOWN_MS <= now) {
-          this.#forgetChannel(c);
+          this.#wants.forgetChannel(c);
         }
       }
       if (
@@ -485,13 +393,12 @@ export class TurnClient {
   // -------------------------------------------------------------------------------------------
   // Outputs
 
-  /** The next message to write to the server on the control connection. */
-  pollTransmit(): Uint8Array | undefined {
-    return this.#transmits.poll();
-  }
-
-  pollEvent(): TurnClientEvent | undefined {
-    return this.#events.poll();
+  /**
+   * The next output, in order: a "transmit" (bytes to write to the server on the control
+   * connection) or an event; undefined once all are drained.
+   */
+  pollOutput(): TurnClientOutput | undefined {
+    return this.#outputs.poll();
   }
 
   /** The next instant `handleTimeout` has work, or undefined. */
@@ -508,10 +415,10 @@ export class TurnClient {
       if (tx.clock.nextAt < next) next = tx.clock.nextAt;
     if (this.#state === "allocated") {
       if (!this.#inFlight("refresh") && this.#refreshAt < next) next = this.#refreshAt;
-      for (const p of this.#permissions.values()) {
+      for (const p of this.#wants.permissions.values()) {
         if (!p.inFlight && p.refreshAt < next) next = p.refreshAt;
       }
-      for (const c of this.#channels.values()) {
+      for (const c of this.#wants.channels.values()) {
         if (c.inFlight) continue;
         const at = c.wanted ? c.refreshAt : c.expiresAt + CHANNEL_COOLDOWN_MS;
         if (at < next) next = at;
@@ -529,20 +436,14 @@ export class TurnClient {
 
   /** A ChannelData message (padded to 4 bytes on TCP/TLS, RFC 8656 §12.5). */
   encodeChannelData(channel: number, payload: Uint8Array): Uint8Array {
-    return encodeChannelData(channel, payload, this.#options.transport !== "udp");
+    return this.#dataPath.encodeChannelData(channel, payload);
   }
 
   /** RFC 8656 §11.1: a Send indication (XOR-PEER-ADDRESS + DATA) for a peer without a channel. */
   sendIndication(peer: TransportAddress, data: Uint8Array): Uint8Array {
     const ip = canonicalIp(peer.address);
-    return new StunMessageBuilder(Method.Send, MessageClass.Indication, this.#transactionId())
-      .xorAddress(AttributeType.XorPeerAddress, {
-        family: ip.family,
-        address: ip.text,
-        port: peer.port,
-      })
-      .bytes(AttributeType.Data, data)
-      .build();
+    const canonical = { family: ip.family, address: ip.text, port: peer.port };
+    return this.#dataPath.sendIndication(canonical, data, this.#transactionId());
   }
 
   /**
@@ -551,51 +452,13 @@ export class TurnClient {
    * Read the answer as one frame (StreamFramer) and pass it to handleConnectionBindResponse;
    * after a success, StreamFramer.takeRemaining() holds the first peer bytes.
    */
-  connectionBindRequest(connectionId: number): Uint8Array {
-    return this.#connectionBind(connectionId, this.#nonce, false);
+  connectionBindRequest(connectionId: PeerConnectionId): Uint8Array {
+    return this.#binds.request(connectionId);
   }
 
   /** The answer to a ConnectionBind (one frame). Never throws. */
   handleConnectionBindResponse(bytes: Uint8Array): ConnectionBindResult {
-    const decoded = decodeStun(bytes);
-    if (!decoded.ok) return invalid("malformed");
-    const msg = decoded.message;
-    if (msg.method !== Method.ConnectionBind) return invalid("not a ConnectionBind response");
-    const key = bytesKey(msg.transactionId);
-    const pending = this.#pendingConnectionBinds.get(key);
-    if (pending === undefined) return invalid("unknown transaction");
-    if (msg.messageClass === MessageClass.SuccessResponse) {
-      if (pending.signature && !verifyMessageIntegrity(msg, pending.signature.key)) {
-        return invalid("bad MESSAGE-INTEGRITY");
-      }
-      this.#pendingConnectionBinds.delete(key);
-      return { ok: true, connectionId: pending.connectionId };
-    }
-    if (msg.messageClass !== MessageClass.ErrorResponse) return invalid("not a response");
-    const error = readErrorCode(msg);
-    if (error === undefined) return invalid("no ERROR-CODE");
-    if (
-      hasAttribute(msg, AttributeType.MessageIntegrity) &&
-      pending.signature &&
-      !verifyMessageIntegrity(msg, pending.signature.key)
-    ) {
-      return invalid("bad MESSAGE-INTEGRITY");
-    }
-    this.#pendingConnectionBinds.delete(key);
-    const nonce = readString(msg, AttributeType.Nonce);
-    const realm = readString(msg, AttributeType.Realm);
-    if (
-      (error.code === ErrorCode.StaleNonce || error.code === ErrorCode.Unauthorized) &&
-      nonce !== undefined &&
-      !pending.retried
-    ) {
-      // The nonce may be bound to the data connection's own 5-tuple: sign the retry with the one
-      // this answer carries, without disturbing the control connection's nonce.
-      if (realm !== undefined && this.#realm === undefined) this.#realm = realm;
-      const retry = this.#connectionBind(pending.connectionId, nonce, true, realm);
-      return { ok: false, code: error.code, reason: error.reason, retry };
-    }
-    return { ok: false, code: error.code, reason: error.reason };
+    return this.#binds.handleResponse(bytes);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -611,7 +474,7 @@ export class TurnClient {
     }
     this.#fill(b, op);
     let signature: Signature | undefined;
-    if (op.kind !== "binding") signature = this.#sign(b, op.kind === "allocate");
+    if (op.kind !== "binding") signature = this.#signer.sign(b, op.kind === "allocate");
     const bytes = b.fingerprint().build();
     const tx: Transaction = {
       key: bytesKey(id),
@@ -664,76 +527,6 @@ export class TurnClient {
       case "binding":
         return;
     }
-  }
-
-  /**
-   * RFC 8489 §9.2.3: USERNAME, REALM, NONCE and MESSAGE-INTEGRITY once the server told us the
-   * realm and a nonce. Allocate always uses the current credentials; other requests those that
-   * created the allocation when the server insisted on them (441).
-   */
-  #sign(b: StunMessageBuilder, isAllocate: boolean, nonce = this.#nonce): Signature | undefined {
-    const realm = this.#realm;
-    if (realm === undefined || nonce === undefined) return undefined;
-    const credentials =
-      !isAllocate && this.#pinnedToAllocationCredentials && this.#allocationCredentials
-        ? this.#allocationCredentials
-        : this.#credentials;
-    const key = this.#key(credentials, realm);
-    b.string(AttributeType.Username, credentials.username)
-      .string(AttributeType.Realm, realm)
-      .string(AttributeType.Nonce, nonce)
-      .messageIntegrity(key);
-    return { credentials, key };
-  }
-
-  #key(credentials: Credentials, realm: string): Uint8Array {
-    const c = this.#keyCache;
-    if (
-      c !== undefined &&
-      c.username === credentials.username &&
-      c.realm === realm &&
-      c.password === credentials.password
-    ) {
-      return c.key;
-    }
-    const key = longTermKeyMd5(credentials.username, realm, credentials.password);
-    this.#keyCache = { ...credentials, realm, key };
-    return key;
-  }
-
-  #connectionBind(
-    connectionId: number,
-    nonce: string | undefined,
-    retried: boolean,
-    realm?: string,
-  ): Uint8Array {
-    const id = this.#transactionId();
-    const b = new StunMessageBuilder(Method.ConnectionBind, MessageClass.Request, id);
-    if (this.#options.software !== undefined) {
-      b.string(AttributeType.Software, this.#options.software);
-    }
-    b.uint32(AttributeType.ConnectionId, connectionId >>> 0);
-    let signature: Signature | undefined;
-    const useRealm = realm ?? this.#realm;
-    if (useRealm !== undefined && nonce !== undefined) {
-      const key = this.#key(this.#credentials, useRealm);
-      b.string(AttributeType.Username, this.#credentials.username)
-        .string(AttributeType.Realm, useRealm)
-        .string(AttributeType.Nonce, nonce)
-        .messageIntegrity(key);
-      signature = { credentials: this.#credentials, key };
-    }
-    const bytes = b.fingerprint().build();
-    if (this.#pendingConnectionBinds.size >= MAX_PENDING_CONNECTION_BINDS) {
-      const oldest = this.#pendingConnectionBinds.keys().next();
-      if (!oldest.done) this.#pendingConnectionBinds.delete(oldest.value);
-    }
-    this.#pendingConnectionBinds.set(bytesKey(id), {
-      connectionId: connectionId >>> 0,
-      signature,
-      retried,
-    });
-    return bytes;
   }
 
   #sendPermission(p: PermissionState, now: number): void {
@@ -795,32 +588,26 @@ export class TurnClient {
   #retryAfterError(tx: Transaction, msg: StunMessage, code: number, now: number): boolean {
     const op = tx.op;
     if (code === ErrorCode.Unauthorized || code === ErrorCode.StaleNonce) {
-      const realm = readString(msg, AttributeType.Realm);
-      const nonce = readString(msg, AttributeType.Nonce);
-      if (nonce === undefined || (realm === undefined && this.#realm === undefined)) return false;
+      const challenge = this.#signer.readChallenge(msg);
+      if (challenge === undefined) return false;
       if (code === ErrorCode.StaleNonce) {
         if (tx.staleRetries >= this.#maxStaleRetries) return false;
-        this.#nonce = nonce;
-        if (realm !== undefined) this.#realm = realm;
+        this.#signer.learn(challenge);
         this.#start(op, now, tx.staleRetries + 1, tx.challengeRetries);
         return true;
       }
       // 401: the first answer to an unsigned request is the challenge; a signed request gets one
       // more try (a realm or nonce change), then the credentials are wrong.
       if (tx.challengeRetries >= 1 && tx.signature !== undefined) return false;
-      this.#nonce = nonce;
-      if (realm !== undefined) this.#realm = realm;
+      this.#signer.learn(challenge);
       this.#start(op, now, tx.staleRetries, tx.challengeRetries + 1);
       return true;
     }
     if (
       code === ErrorCode.WrongCredentials &&
       op.kind !== "allocate" &&
-      !this.#pinnedToAllocationCredentials &&
-      this.#allocationCredentials !== undefined &&
-      tx.signature?.credentials !== this.#allocationCredentials
+      this.#signer.fallBackToAllocationCredentials(tx.signature)
     ) {
-      this.#pinnedToAllocationCredentials = true;
       this.#start(op, now, tx.staleRetries, tx.challengeRetries);
       return true;
     }
@@ -840,16 +627,15 @@ export class TurnClient {
         const lifetime = readUint32(msg, AttributeType.Lifetime) ?? DEFAULT_ALLOCATION_LIFETIME;
         this.#relayed = relayed;
         this.#mapped = readXorAddress(msg, AttributeType.XorMappedAddress);
-        this.#allocationCredentials = tx.signature?.credentials ?? this.#credentials;
-        this.#pinnedToAllocationCredentials = false;
+        this.#signer.allocated(tx.signature);
         this.#state = "allocated";
         this.#scheduleRefresh(lifetime, now);
         this.#emit({ type: "allocated", relayed, mapped: this.#mapped, lifetime });
         // Permissions and channels asked for while allocating go out now.
-        for (const p of this.#permissions.values()) {
+        for (const p of this.#wants.permissions.values()) {
           if (p.explicit && !p.inFlight) this.#sendPermission(p, now);
         }
-        for (const c of this.#channels.values()) {
+        for (const c of this.#wants.channels.values()) {
           if (c.wanted && !c.inFlight) this.#sendChannelBind(c, now);
         }
         return;
@@ -865,7 +651,7 @@ export class TurnClient {
         }
         // Credentials the server accepted for this allocation are the ones to fall back to
         // after a later 441 (renewed REST credentials it took replace the creating ones).
-        if (tx.signature !== undefined) this.#allocationCredentials = tx.signature.credentials;
+        this.#signer.accepted(tx.signature);
         this.#scheduleRefresh(lifetime, now);
         this.#emit({ type: "refreshed", lifetime });
         return;
@@ -887,7 +673,7 @@ export class TurnClient {
         c.refreshAt = now + this.#channelRefreshMs;
         c.expiresAt = now + CHANNEL_LIFETIME_MS;
         // RFC 8656 §11.2: ChannelBind installs or refreshes the peer's permission too.
-        const p = this.#permissions.get(c.ip);
+        const p = this.#wants.permissions.get(c.ip);
         if (p !== undefined && !p.inFlight) p.refreshAt = now + this.#permissionRefreshMs;
         if (!c.bound) {
           c.bound = true;
@@ -896,7 +682,9 @@ export class TurnClient {
         return;
       }
       case "connect": {
-        const connectionId = readUint32(msg, AttributeType.ConnectionId);
+        const connectionId = readUint32(msg, AttributeType.ConnectionId) as
+          | PeerConnectionId
+          | undefined;
         if (connectionId === undefined) {
           this.#emit({
             type: "connect-failed",
@@ -938,7 +726,7 @@ export class TurnClient {
         const p = op.permission;
         const wasExplicit = p.explicit;
         p.explicit = false;
-        if (p.channels === 0) this.#permissions.delete(p.ip);
+        if (p.channels === 0) this.#wants.permissions.delete(p.ip);
         else p.refreshAt = now + this.#permissionRefreshMs;
         if (wasExplicit) this.#emit({ type: "permission-failed", peerIp: p.ip, code, reason });
         return;
@@ -948,9 +736,9 @@ export class TurnClient {
         const wasWanted = c.wanted;
         if (c.wanted) {
           c.wanted = false;
-          this.#releasePermissionRef(c);
+          this.#wants.releasePermissionRef(c);
         }
-        if (!c.bound) this.#forgetChannel(c);
+        if (!c.bound) this.#wants.forgetChannel(c);
         if (wasWanted) {
           this.#emit({
             type: "channel-bind-failed",
@@ -1001,7 +789,7 @@ export class TurnClient {
         op.permission.refreshAt = now;
         return;
       case "channel":
-        if (!op.channel.wanted && !op.channel.bound) this.#forgetChannel(op.channel);
+        if (!op.channel.wanted && !op.channel.bound) this.#wants.forgetChannel(op.channel);
         op.channel.refreshAt = now;
         return;
       default:
@@ -1010,11 +798,11 @@ export class TurnClient {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Indications and data
+  // Indications
 
   #handleIndication(msg: StunMessage, now: number): TurnData | undefined {
     if (msg.method === Method.Data) {
-      const data = this.#dataIndication(msg);
+      const data = this.#dataPath.dataIndication(msg);
       if (data === undefined) return this.#drop();
       this.#lastActivity = now;
       return data;
@@ -1023,48 +811,15 @@ export class TurnClient {
       // RFC 6062 §4.4: a peer connected to our relayed address; answer with ConnectionBind.
       if (this.#state !== "allocated" || this.#requestedTransport !== "tcp") return this.#drop();
       const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
-      const connectionId = readUint32(msg, AttributeType.ConnectionId);
+      const connectionId = readUint32(msg, AttributeType.ConnectionId) as
+        | PeerConnectionId
+        | undefined;
       if (peer === undefined || connectionId === undefined) return this.#drop();
       this.#lastActivity = now;
       this.#emit({ type: "connection-attempt", peer, connectionId });
       return undefined;
     }
     return this.#drop();
-  }
-
-  /** RFC 8656 §11.6: XOR-PEER-ADDRESS and DATA; anything else makes it invalid. */
-  #dataIndication(msg: StunMessage): TurnData | undefined {
-    const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
-    const payload = getAttribute(msg, AttributeType.Data);
-    if (peer === undefined || payload === undefined) return undefined;
-    // RFC 8656 §11.6: data from an address we asked no permission for is discarded (a spoofed
-    // or stray indication must not pass as that peer's traffic).
-    if (!this.#permissions.has(peer.address)) return undefined;
-    const d = this.data;
-    d.peer = peer;
-    d.channel = 0;
-    d.bytes = msg.bytes;
-    d.start = payload.offset;
-    d.end = payload.offset + payload.length;
-    return d;
-  }
-
-  /** RFC 8656 §12.6: data on a channel we bound (and have not forgotten). */
-  #decodeChannelData(bytes: Uint8Array): TurnData | undefined {
-    // Decoded in place (no view object per packet); over UDP trailing padding is ignored (§12.5).
-    if (bytes.length < CHANNEL_DATA_HEADER_LENGTH) return undefined;
-    const length = (bytes[2]! << 8) | bytes[3]!;
-    if (CHANNEL_DATA_HEADER_LENGTH + length > bytes.length) return undefined;
-    const number = (bytes[0]! << 8) | bytes[1]!;
-    const c = this.#channels.get(number);
-    if (c === undefined || !c.bound) return undefined;
-    const d = this.data;
-    d.peer = c.peer;
-    d.channel = number;
-    d.bytes = bytes;
-    d.start = CHANNEL_DATA_HEADER_LENGTH;
-    d.end = CHANNEL_DATA_HEADER_LENGTH + length;
-    return d;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1101,33 +856,14 @@ export class TurnClient {
     this.#transactions.clear();
     this.#relayed = undefined;
     this.#mapped = undefined;
-    this.#allocationCredentials = undefined;
-    this.#pinnedToAllocationCredentials = false;
+    this.#signer.restart();
     this.#refreshAt = Number.POSITIVE_INFINITY;
     this.#lifetime = 0;
-    // Wants survive a restart (a runtime re-allocating keeps its permissions and channels), but
-    // nothing is bound on the new allocation yet.
-    for (const p of this.#permissions.values()) {
-      p.created = false;
-      p.inFlight = false;
-      p.refreshAt = Number.POSITIVE_INFINITY;
-    }
-    for (const c of [...this.#channels.values()]) {
-      if (!c.wanted) {
-        this.#forgetChannel(c);
-        continue;
-      }
-      c.bound = false;
-      c.inFlight = false;
-      c.refreshAt = Number.POSITIVE_INFINITY;
-      c.expiresAt = 0;
-    }
+    this.#wants.restart();
   }
 
   #clearWants(): void {
-    this.#permissions.clear();
-    this.#channels.clear();
-    this.#channelsByPeer.clear();
+    this.#wants.clear();
     this.#refreshAt = Number.POSITIVE_INFINITY;
   }
 
@@ -1141,85 +877,23 @@ export class TurnClient {
     else if (op.kind === "channel") op.channel.inFlight = inFlight;
   }
 
-  #addPermission(ip: string, family: 4 | 6): PermissionState {
-    const p: PermissionState = {
-      ip,
-      family,
-      explicit: false,
-      channels: 0,
-      created: false,
-      inFlight: false,
-      refreshAt: Number.POSITIVE_INFINITY,
-    };
-    this.#permissions.set(ip, p);
-    return p;
-  }
-
-  /** The permission a channel's peer needs: created (and refreshed) along with the channel. */
-  #permissionFor(c: ChannelState): PermissionState {
-    return this.#permissions.get(c.ip) ?? this.#addPermission(c.ip, c.peer.family);
-  }
-
-  #releasePermissionRef(c: ChannelState): void {
-    const p = this.#permissions.get(c.ip);
-    if (p === undefined) return;
-    p.channels = Math.max(0, p.channels - 1);
-    if (p.channels === 0 && !p.explicit) this.#permissions.delete(p.ip);
-  }
-
-  #forgetChannel(c: ChannelState): void {
-    if (this.#channels.get(c.number) === c) this.#channels.delete(c.number);
-    if (this.#channelsByPeer.get(c.peerKey) === c) this.#channelsByPeer.delete(c.peerKey);
-  }
-
-  /** RFC 8656 §12: numbers 0x4000-0x4FFF, the next free one after the last handed out. */
-  #freeChannelNumber(): number {
-    const span = MAX_CHANNEL_RFC8656 - MIN_CHANNEL + 1;
-    for (let i = 0; i < span; i++) {
-      const n = MIN_CHANNEL + ((this.#nextChannel - MIN_CHANNEL + i) % span);
-      if (!this.#channels.has(n)) {
-        this.#nextChannel = n + 1 > MAX_CHANNEL_RFC8656 ? MIN_CHANNEL : n + 1;
-        return n;
-      }
-    }
-    throw new RangeError("all 4096 channel numbers are in use");
-  }
-
   #transactionId(): Uint8Array {
     const id = new Uint8Array(12);
     this.#random.fillBytes(id);
     return id;
   }
 
-  #transmit(bytes: Uint8Array): void {
-    this.#transmits.push(bytes);
+  #transmit(data: Uint8Array): void {
+    this.#outputs.push({ type: "transmit", data });
   }
 
   #emit(event: TurnClientEvent): void {
-    this.#events.push(event);
+    this.#outputs.push(event);
   }
 
   #drop(): undefined {
     this.stats.dropped++;
     return undefined;
-  }
-}
-
-function methodOf(op: Operation): number {
-  switch (op.kind) {
-    case "allocate":
-      return Method.Allocate;
-    case "refresh":
-    case "release":
-      return Method.Refresh;
-    case "permission":
-      return Method.CreatePermission;
-    case "channel":
-      return Method.ChannelBind;
-    case "connect":
-      return Method.Connect;
-    case "binding":
-      return Method.Binding;
   }
 }
 
@@ -1232,8 +906,4 @@ function canonicalIp(text: string): { text: string; family: 4 | 6 } {
 
 function seconds(value: number | undefined, fallback: number): number {
   return (value !== undefined && Number.isFinite(value) && value > 0 ? value : fallback) * 1000;
-}
-
-function invalid(reason: string): ConnectionBindResult {
-  return { ok: false, code: 0, reason };
 }

@@ -3,6 +3,7 @@
  * data-path view (RFC 8656 client side, RFC 6062 §4 for TCP relaying).
  */
 import type { TransportAddress } from "../codec/address.js";
+import type { PeerConnectionId } from "../ids.js";
 import type { RandomSource } from "../rng.js";
 
 /** What carries the control connection to the server (RFC 8656 §3.1). */
@@ -53,7 +54,16 @@ export interface TurnClientOptions {
   readonly keepaliveInterval?: number;
 }
 
-/** Drained with `TurnClient.pollEvent()`. */
+/** What `TurnClient.pollOutput()` yields: bytes for the server, or an event. */
+export type TurnClientOutput =
+  | {
+      /** Write `data` to the server on the control connection. */
+      readonly type: "transmit";
+      readonly data: Uint8Array;
+    }
+  | TurnClientEvent;
+
+/** What happened to the allocation (and what the runtime may act on). */
 export type TurnClientEvent =
   | {
       readonly type: "allocated";
@@ -88,7 +98,11 @@ export type TurnClientEvent =
       readonly code: number;
       readonly reason: string;
     }
-  | { readonly type: "connected"; readonly peer: TransportAddress; readonly connectionId: number }
+  | {
+      readonly type: "connected";
+      readonly peer: TransportAddress;
+      readonly connectionId: PeerConnectionId;
+    }
   | {
       readonly type: "connect-failed";
       readonly peer: TransportAddress;
@@ -98,7 +112,7 @@ export type TurnClientEvent =
   | {
       readonly type: "connection-attempt";
       readonly peer: TransportAddress;
-      readonly connectionId: number;
+      readonly connectionId: PeerConnectionId;
     }
   | {
       /**
@@ -128,7 +142,7 @@ export interface TurnData {
 
 /** The answer to a ConnectionBind on a data connection (RFC 6062 §4.3). */
 export type ConnectionBindResult =
-  | { readonly ok: true; readonly connectionId: number }
+  | { readonly ok: true; readonly connectionId: PeerConnectionId }
   | {
       readonly ok: false;
       /** The STUN error code, or 0 when the bytes were not a valid answer to our request. */

@@ -3,18 +3,11 @@
  * application data. Over TCP/TLS the frame is padded to a multiple of 4 bytes (§12.5), and the
  * padding is not counted in the length.
  */
-import { MAX_CHANNEL, MIN_CHANNEL } from "./constants.js";
-
 export const CHANNEL_DATA_HEADER_LENGTH = 4;
 
 /** First two bits 0b01: a ChannelData message, never STUN (whose first two bits are 0b00). */
 export function isChannelData(bytes: Uint8Array): boolean {
   return bytes.length >= CHANNEL_DATA_HEADER_LENGTH && (bytes[0]! & 0xc0) === 0x40;
-}
-
-/** The numbers a client may bind: RFC 5766 §11's 0x4000-0x7FFF (see MAX_CHANNEL). */
-export function isValidChannelNumber(channel: number): boolean {
-  return channel >= MIN_CHANNEL && channel <= MAX_CHANNEL;
 }
 
 /** Writes the 4-byte header at `offset` (the caller's buffer has room). */

@@ -152,12 +152,12 @@ export const AddressFamilyCode = { IPv4: 0x01, IPv6: 0x02 } as const;
 export const PasswordAlgorithm = { Md5: 0x0001, Sha256: 0x0002 } as const;
 
 /**
- * Channel numbers a client may bind. RFC 8656 §12 narrowed the range to 0x4000-0x4FFF (so
- * ChannelData never collides with DTLS/RTP demultiplexing, RFC 7983), but RFC 5766 §11 allowed
- * 0x4000-0x7FFF and deployed clients still use it (coturn's turnutils_uclient binds 0x5xxx and
- * up), as coturn accepts. The server accepts the RFC 5766 range; clients we write use 0x4000+.
+ * Channel numbers a client may bind: RFC 8656 §12's 0x4000-0x4FFF, narrowed from RFC 5766
+ * §11's 0x4000-0x7FFF so that ChannelData cannot be mistaken for the other protocols
+ * multiplexed on a port (RFC 7983). Deployed clients still bind above 0x4FFF (coturn's
+ * turnutils_uclient does): TurnServerOptions.legacyChannelNumbers accepts the old range.
  */
 export const MIN_CHANNEL = 0x4000;
-export const MAX_CHANNEL = 0x7fff;
-/** RFC 8656 §12: the upper bound of the range RFC 8656 clients use. */
-export const MAX_CHANNEL_RFC8656 = 0x4fff;
+export const MAX_CHANNEL = 0x4fff;
+/** RFC 5766 §11: the upper bound of the range older clients use. */
+export const MAX_LEGACY_CHANNEL = 0x7fff;

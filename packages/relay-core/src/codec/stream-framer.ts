@@ -34,16 +34,16 @@ const INITIAL_PARTIAL_CAPACITY = 256;
 export class StreamFramer {
   /** Frames (header included, padding excluded) longer than this break the stream. */
   maxFrameLength: number;
-  private chunk: Uint8Array = EMPTY;
-  private pos = 0;
+  #chunk: Uint8Array = EMPTY;
+  #pos = 0;
   /** A frame being assembled across chunks: `partialFilled` bytes of `partialTotal`. */
-  private partial: Uint8Array | undefined;
-  private partialFilled = 0;
-  private partialTotal = 0;
+  #partial: Uint8Array | undefined;
+  #partialFilled = 0;
+  #partialTotal = 0;
   /** How many bytes of the frame are the frame proper (the rest is ChannelData padding). */
-  private partialFrameLength = 0;
-  private header = new Uint8Array(4);
-  private headerFilled = 0;
+  #partialFrameLength = 0;
+  #header = new Uint8Array(4);
+  #headerFilled = 0;
   /** Set once the stream carries something that is neither STUN nor ChannelData: close it. */
   error: StreamFramerError | undefined;
 
@@ -56,34 +56,34 @@ export class StreamFramer {
     // Once the stream is broken nothing more is framed, and a runtime that drained with
     // `next()` (which answers undefined from then on) must not be thrown at for reading on.
     if (this.error) return;
-    if (this.pos < this.chunk.length) {
+    if (this.#pos < this.#chunk.length) {
       throw new Error("StreamFramer.push called before the previous chunk was drained");
     }
-    this.chunk = chunk;
-    this.pos = 0;
+    this.#chunk = chunk;
+    this.#pos = 0;
   }
 
   /** The next complete frame (header included, padding excluded), or undefined for "need more". */
   next(): Uint8Array | undefined {
     if (this.error) return undefined;
-    if (this.partial) return this.continuePartial();
-    const available = this.chunk.length - this.pos;
+    if (this.#partial) return this.#continuePartial();
+    const available = this.#chunk.length - this.#pos;
     if (available === 0) return undefined;
-    if (this.headerFilled > 0 || available < 4) return this.collectHeader();
-    const c = this.chunk;
-    const p = this.pos;
+    if (this.#headerFilled > 0 || available < 4) return this.#collectHeader();
+    const c = this.#chunk;
+    const p = this.#pos;
     const sizes = frameSizes(c[p]!, c[p + 2]!, c[p + 3]!);
-    if (!sizes) return this.fail("invalid-frame");
+    if (!sizes) return this.#fail("invalid-frame");
     const [frameLength, totalLength] = sizes;
-    if (frameLength > this.maxFrameLength) return this.fail("oversized-frame");
+    if (frameLength > this.maxFrameLength) return this.#fail("oversized-frame");
     if (available >= totalLength) {
-      this.pos = p + totalLength;
+      this.#pos = p + totalLength;
       return c.subarray(p, p + frameLength);
     }
-    this.startPartial(frameLength, totalLength, available);
-    this.partial!.set(c.subarray(p), 0);
-    this.partialFilled = available;
-    this.pos = c.length;
+    this.#startPartial(frameLength, totalLength, available);
+    this.#partial!.set(c.subarray(p), 0);
+    this.#partialFilled = available;
+    this.#pos = c.length;
     return undefined;
   }
 
@@ -94,14 +94,14 @@ export class StreamFramer {
    */
   takeRemaining(): Uint8Array {
     const parts: Uint8Array[] = [];
-    if (this.partial) parts.push(this.partial.subarray(0, this.partialFilled));
-    else if (this.headerFilled > 0) parts.push(this.header.slice(0, this.headerFilled));
-    if (this.pos < this.chunk.length) parts.push(this.chunk.subarray(this.pos));
-    this.partial = undefined;
-    this.partialFilled = 0;
-    this.headerFilled = 0;
-    this.chunk = EMPTY;
-    this.pos = 0;
+    if (this.#partial) parts.push(this.#partial.subarray(0, this.#partialFilled));
+    else if (this.#headerFilled > 0) parts.push(this.#header.slice(0, this.#headerFilled));
+    if (this.#pos < this.#chunk.length) parts.push(this.#chunk.subarray(this.#pos));
+    this.#partial = undefined;
+    this.#partialFilled = 0;
+    this.#headerFilled = 0;
+    this.#chunk = EMPTY;
+    this.#pos = 0;
     if (parts.length === 1) return parts[0]!;
     const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
     let at = 0;
@@ -114,64 +114,66 @@ export class StreamFramer {
 
   /** Bytes received for an incomplete frame: what an idle-timeout or memory check may look at. */
   get bufferedBytes(): number {
-    return this.partial ? this.partialFilled : this.headerFilled;
+    return this.#partial ? this.#partialFilled : this.#headerFilled;
   }
 
   /** Bytes allocated for the incomplete frame: under twice bufferedBytes (or 256), never its claim. */
   get bufferCapacity(): number {
-    return this.partial ? this.partial.length : 0;
+    return this.#partial ? this.#partial.length : 0;
   }
 
-  private collectHeader(): Uint8Array | undefined {
-    while (this.headerFilled < 4 && this.pos < this.chunk.length) {
-      this.header[this.headerFilled++] = this.chunk[this.pos++]!;
+  #collectHeader(): Uint8Array | undefined {
+    while (this.#headerFilled < 4 && this.#pos < this.#chunk.length) {
+      this.#header[this.#headerFilled++] = this.#chunk[this.#pos++]!;
     }
-    if (this.headerFilled < 4) return undefined;
-    const h = this.header;
+    if (this.#headerFilled < 4) return undefined;
+    const h = this.#header;
     const sizes = frameSizes(h[0]!, h[2]!, h[3]!);
-    this.headerFilled = 0;
-    if (!sizes) return this.fail("invalid-frame");
-    if (sizes[0] > this.maxFrameLength) return this.fail("oversized-frame");
-    this.startPartial(sizes[0], sizes[1], 4 + this.chunk.length - this.pos);
-    this.partial!.set(h, 0);
-    this.partialFilled = 4;
-    return this.continuePartial();
+    this.#headerFilled = 0;
+    if (!sizes) return this.#fail("invalid-frame");
+    if (sizes[0] > this.maxFrameLength) return this.#fail("oversized-frame");
+    this.#startPartial(sizes[0], sizes[1], 4 + this.#chunk.length - this.#pos);
+    this.#partial!.set(h, 0);
+    this.#partialFilled = 4;
+    return this.#continuePartial();
   }
 
   /** `arrived`: bytes of the frame at hand now; the buffer starts there, not at the claim. */
-  private startPartial(frameLength: number, totalLength: number, arrived: number): void {
+  #startPartial(frameLength: number, totalLength: number, arrived: number): void {
     const capacity = Math.min(totalLength, Math.max(INITIAL_PARTIAL_CAPACITY, arrived));
-    this.partial = new Uint8Array(capacity);
-    this.partialTotal = totalLength;
-    this.partialFrameLength = frameLength;
+    this.#partial = new Uint8Array(capacity);
+    this.#partialTotal = totalLength;
+    this.#partialFrameLength = frameLength;
   }
 
-  private continuePartial(): Uint8Array | undefined {
-    const take = Math.min(this.partialTotal - this.partialFilled, this.chunk.length - this.pos);
-    const needed = this.partialFilled + take;
-    let frame = this.partial!;
+  #continuePartial(): Uint8Array | undefined {
+    const take = Math.min(this.#partialTotal - this.#partialFilled, this.#chunk.length - this.#pos);
+    const needed = this.#partialFilled + take;
+    let frame = this.#partial!;
     if (needed > frame.length) {
       // Double (at least to what is needed now), never past the frame's size: the buffer
       // that completes the frame is exactly its size.
-      const grown = new Uint8Array(Math.min(this.partialTotal, Math.max(needed, frame.length * 2)));
-      grown.set(frame.subarray(0, this.partialFilled), 0);
+      const grown = new Uint8Array(
+        Math.min(this.#partialTotal, Math.max(needed, frame.length * 2)),
+      );
+      grown.set(frame.subarray(0, this.#partialFilled), 0);
       frame = grown;
-      this.partial = grown;
+      this.#partial = grown;
     }
-    frame.set(this.chunk.subarray(this.pos, this.pos + take), this.partialFilled);
-    this.partialFilled = needed;
-    this.pos += take;
-    if (this.partialFilled < this.partialTotal) return undefined;
-    this.partial = undefined;
-    this.partialFilled = 0;
-    return frame.subarray(0, this.partialFrameLength);
+    frame.set(this.#chunk.subarray(this.#pos, this.#pos + take), this.#partialFilled);
+    this.#partialFilled = needed;
+    this.#pos += take;
+    if (this.#partialFilled < this.#partialTotal) return undefined;
+    this.#partial = undefined;
+    this.#partialFilled = 0;
+    return frame.subarray(0, this.#partialFrameLength);
   }
 
-  private fail(error: StreamFramerError): undefined {
+  #fail(error: StreamFramerError): undefined {
     this.error = error;
-    this.chunk = EMPTY;
-    this.pos = 0;
-    this.partial = undefined;
+    this.#chunk = EMPTY;
+    this.#pos = 0;
+    this.#partial = undefined;
     return undefined;
   }
 }

@@ -13,28 +13,30 @@ export interface AllocationQuota {
 
 /** The quota of one server on its own. */
 export class LocalAllocationQuota implements AllocationQuota {
-  private readonly perUser = new Map<string, number>();
-  private total = 0;
+  readonly #perUser = new Map<string, number>();
+  #total = 0;
+  readonly #maxTotal: number;
+  readonly #maxPerUser: number;
 
-  constructor(
-    private readonly maxTotal = Number.POSITIVE_INFINITY,
-    private readonly maxPerUser = Number.POSITIVE_INFINITY,
-  ) {}
+  constructor(maxTotal = Number.POSITIVE_INFINITY, maxPerUser = Number.POSITIVE_INFINITY) {
+    this.#maxTotal = maxTotal;
+    this.#maxPerUser = maxPerUser;
+  }
 
   acquire(principal: string): 0 | 486 | 508 {
-    const held = this.perUser.get(principal) ?? 0;
-    if (held >= this.maxPerUser) return 486;
-    if (this.total >= this.maxTotal) return 508;
-    this.perUser.set(principal, held + 1);
-    this.total++;
+    const held = this.#perUser.get(principal) ?? 0;
+    if (held >= this.#maxPerUser) return 486;
+    if (this.#total >= this.#maxTotal) return 508;
+    this.#perUser.set(principal, held + 1);
+    this.#total++;
     return 0;
   }
 
   release(principal: string): void {
-    const held = this.perUser.get(principal);
+    const held = this.#perUser.get(principal);
     if (held === undefined) return;
-    this.total--;
-    if (held > 1) this.perUser.set(principal, held - 1);
-    else this.perUser.delete(principal);
+    this.#total--;
+    if (held > 1) this.#perUser.set(principal, held - 1);
+    else this.#perUser.delete(principal);
   }
 }

@@ -107,31 +107,31 @@ const TWO_POW_32 = 4_294_967_296;
 
 /** Keyed hashes for IPv6 map keys (see the file comment). */
 export class AddressKeys {
-  private readonly k: Uint32Array;
+  readonly #k: Uint32Array;
 
   /** `secret`: server-private bytes; the hash keys are derived from them (HMAC, own label). */
   constructor(secret: Uint8Array) {
     const d = createHmac("sha256", secret).update("turnpike address keys").digest();
-    this.k = Uint32Array.of(d.readUInt32LE(0), d.readUInt32LE(4), d.readUInt32LE(8));
+    this.#k = Uint32Array.of(d.readUInt32LE(0), d.readUInt32LE(4), d.readUInt32LE(8));
   }
 
   /** Permission key of an IPv6 address. */
   ip6(w: Uint32Array): number {
-    return this.hash(w, 0x10000);
+    return this.#hash(w, 0x10000);
   }
 
   /** Client or channel-peer key of an IPv6 transport address. */
   ip6Port(w: Uint32Array, port: number): number {
-    return this.hash(w, port);
+    return this.#hash(w, port);
   }
 
-  private hash(w: Uint32Array, port: number): number {
+  #hash(w: Uint32Array, port: number): number {
     // Two independent 32-bit lanes of murmur3-style mixing, each seeded with its own key.
-    let a = this.k[0]!;
-    let b = this.k[1]!;
+    let a = this.#k[0]!;
+    let b = this.#k[1]!;
     for (let i = 0; i < 4; i++) {
       a = mix(a, w[i]!);
-      b = mix(b, w[i]! ^ this.k[2]!);
+      b = mix(b, w[i]! ^ this.#k[2]!);
     }
     a = fmix(mix(a, port));
     b = fmix(mix(b, port + 0x9e3779b9));

@@ -7,7 +7,10 @@
  * limited here: credentials and the allocation quotas govern it.
  */
 export class SourceRateLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+  readonly #perSecond: number;
+  readonly #burst: number;
+  readonly #maxSources: number;
 
   /**
    * @param perSecond sustained responses per second per source IP (0 disables the limit)
@@ -15,27 +18,27 @@ export class SourceRateLimiter {
    * @param maxSources sources tracked at once; beyond, the oldest entry is forgotten (memory
    *   stays bounded under a spray of spoofed addresses; a forgotten source starts full again)
    */
-  constructor(
-    private readonly perSecond: number,
-    private readonly burst: number = perSecond * 2,
-    private readonly maxSources = 65_536,
-  ) {}
+  constructor(perSecond: number, burst: number = perSecond * 2, maxSources = 65_536) {
+    this.#perSecond = perSecond;
+    this.#burst = burst;
+    this.#maxSources = maxSources;
+  }
 
   /** Take one token for `source` at `now` (ms); false = over the limit, send nothing. */
   allow(source: string, now: number): boolean {
-    if (this.perSecond <= 0) return true;
-    let bucket = this.buckets.get(source);
+    if (this.#perSecond <= 0) return true;
+    let bucket = this.#buckets.get(source);
     if (bucket === undefined) {
-      if (this.buckets.size >= this.maxSources) {
-        const oldest = this.buckets.keys().next();
-        if (!oldest.done) this.buckets.delete(oldest.value);
+      if (this.#buckets.size >= this.#maxSources) {
+        const oldest = this.#buckets.keys().next();
+        if (!oldest.done) this.#buckets.delete(oldest.value);
       }
-      bucket = { tokens: this.burst, at: now };
-      this.buckets.set(source, bucket);
+      bucket = { tokens: this.#burst, at: now };
+      this.#buckets.set(source, bucket);
     } else if (now > bucket.at) {
       bucket.tokens = Math.min(
-        this.burst,
-        bucket.tokens + ((now - bucket.at) * this.perSecond) / 1000,
+        this.#burst,
+        bucket.tokens + ((now - bucket.at) * this.#perSecond) / 1000,
       );
       bucket.at = now;
     }
@@ -45,6 +48,6 @@ export class SourceRateLimiter {
   }
 
   get trackedSources(): number {
-    return this.buckets.size;
+    return this.#buckets.size;
   }
 }

@@ -30,11 +30,11 @@ export interface Reservation {
 export class RelayPortPool {
   readonly dynamic: PortRange;
   readonly pinned: PortRange | undefined;
-  private readonly random: RandomSource;
-  private readonly inUse: Record<4 | 6, Set<number>> = { 4: new Set(), 6: new Set() };
+  readonly #random: RandomSource;
+  readonly #inUse: Record<4 | 6, Set<number>> = { 4: new Set(), 6: new Set() };
   /** How many of `inUse` lie in the dynamic range, so a full range is known without a scan. */
-  private readonly dynamicInUse: Record<4 | 6, number> = { 4: 0, 6: 0 };
-  private readonly reservations = new Map<string, Reservation>();
+  readonly #dynamicInUse: Record<4 | 6, number> = { 4: 0, 6: 0 };
+  readonly #reservations = new Map<string, Reservation>();
 
   constructor(options: { dynamic: PortRange; pinned?: PortRange; random: RandomSource }) {
     const { dynamic, pinned } = options;
@@ -53,7 +53,7 @@ export class RelayPortPool {
     }
     this.dynamic = dynamic;
     this.pinned = pinned;
-    this.random = options.random;
+    this.#random = options.random;
   }
 
   /** True when `port` lies in the pinned range (false when there is none). */
@@ -62,36 +62,36 @@ export class RelayPortPool {
     return p !== undefined && port >= p.min && port <= p.max;
   }
 
-  private isDynamic(port: number): boolean {
+  #isDynamic(port: number): boolean {
     return port >= this.dynamic.min && port <= this.dynamic.max;
   }
 
   isInUse(family: 4 | 6, port: number): boolean {
-    return this.inUse[family].has(port);
+    return this.#inUse[family].has(port);
   }
 
   take(family: 4 | 6, port: number): void {
-    const used = this.inUse[family];
+    const used = this.#inUse[family];
     if (used.has(port)) return;
     used.add(port);
-    if (this.isDynamic(port)) this.dynamicInUse[family]++;
+    if (this.#isDynamic(port)) this.#dynamicInUse[family]++;
   }
 
   release(family: 4 | 6, port: number): void {
-    if (this.inUse[family].delete(port) && this.isDynamic(port)) this.dynamicInUse[family]--;
+    if (this.#inUse[family].delete(port) && this.#isDynamic(port)) this.#dynamicInUse[family]--;
   }
 
   /** A random free port of the dynamic range: random probes first, then a scan from a random start. */
   pick(family: 4 | 6): number | undefined {
-    const used = this.inUse[family];
+    const used = this.#inUse[family];
     const { min, max } = this.dynamic;
     const span = max - min + 1;
-    if (this.dynamicInUse[family] >= span) return undefined;
+    if (this.#dynamicInUse[family] >= span) return undefined;
     for (let i = 0; i < 16; i++) {
-      const port = min + randomIntBelow(this.random, span);
+      const port = min + randomIntBelow(this.#random, span);
       if (!used.has(port)) return port;
     }
-    const start = randomIntBelow(this.random, span);
+    const start = randomIntBelow(this.#random, span);
     for (let i = 0; i < span; i++) {
       const port = min + ((start + i) % span);
       if (!used.has(port)) return port;
@@ -101,12 +101,12 @@ export class RelayPortPool {
 
   /** RFC 8656 §14.9 EVEN-PORT: an even dynamic port, with port+1 free too when it is to be reserved. */
   pickEven(family: 4 | 6, withNext: boolean): number | undefined {
-    const used = this.inUse[family];
+    const used = this.#inUse[family];
     const { min, max } = this.dynamic;
     const first = min % 2 === 0 ? min : min + 1;
     const count = Math.floor((max - first) / 2) + 1;
     if (count <= 0) return undefined;
-    const start = randomIntBelow(this.random, count);
+    const start = randomIntBelow(this.#random, count);
     for (let i = 0; i < count; i++) {
       const port = first + ((start + i) % count) * 2;
       if (used.has(port)) continue;
@@ -122,35 +122,48 @@ export class RelayPortPool {
   /** Hold `port` under `token` until `expiresAt` (the port is taken from now on). */
   reserve(token: Uint8Array, family: 4 | 6, port: number, expiresAt: number): void {
     this.take(family, port);
-    this.reservations.set(bytesKey(token), { family, port, expiresAt });
+    this.#reservations.set(bytesKey(token), { family, port, expiresAt });
   }
 
   /** The live reservation named by `token`, if any. */
   reservation(token: Uint8Array, now: number): Reservation | undefined {
-    const r = this.reservations.get(bytesKey(token));
+    const r = this.#reservations.get(bytesKey(token));
     return r !== undefined && r.expiresAt > now ? r : undefined;
+  }
+
+  /**
+   * The port held under `token` becomes `port` (taken from now on; the old one is freed), the
+   * expiry unchanged: an EVEN-PORT bind retried on another even port moves its partner along.
+   */
+  moveReservation(token: Uint8Array, port: number): void {
+    const key = bytesKey(token);
+    const r = this.#reservations.get(key);
+    if (r === undefined) return;
+    this.release(r.family, r.port);
+    this.take(r.family, port);
+    this.#reservations.set(key, { family: r.family, port, expiresAt: r.expiresAt });
   }
 
   /** An Allocate redeemed `token`: its port now belongs to that allocation (still taken). */
   redeem(token: Uint8Array): void {
-    this.reservations.delete(bytesKey(token));
+    this.#reservations.delete(bytesKey(token));
   }
 
   /** Forget `token` and free its port (its Allocate never succeeded, so nobody can redeem it). */
   cancel(token: Uint8Array): void {
     const key = bytesKey(token);
-    const r = this.reservations.get(key);
+    const r = this.#reservations.get(key);
     if (r === undefined) return;
-    this.reservations.delete(key);
+    this.#reservations.delete(key);
     this.release(r.family, r.port);
   }
 
   /** Free every reservation due at or before `now`. */
   expireReservations(now: number): void {
-    if (this.reservations.size === 0) return;
-    for (const [key, r] of this.reservations) {
+    if (this.#reservations.size === 0) return;
+    for (const [key, r] of this.#reservations) {
       if (r.expiresAt <= now) {
-        this.reservations.delete(key);
+        this.#reservations.delete(key);
         this.release(r.family, r.port);
       }
     }
@@ -159,7 +172,7 @@ export class RelayPortPool {
   /** The earliest reservation expiry, or undefined when none is held. */
   nextReservationExpiry(): number | undefined {
     let next: number | undefined;
-    for (const r of this.reservations.values()) {
+    for (const r of this.#reservations.values()) {
       if (next === undefined || r.expiresAt < next) next = r.expiresAt;
     }
     return next;

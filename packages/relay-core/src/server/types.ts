@@ -1,14 +1,15 @@
 /**
- * What the server state machine asks of the runtime (commands), and the routing decision it
- * returns on the data path.
+ * What the server state machine asks of the runtime (outputs, drained with `pollOutput()`),
+ * and the routing decision it returns on the data path.
  */
+import type { AllocationId, ConnectionId, PeerConnectionId, RelayId } from "../ids.js";
 import type { ClientEndpoint, ClientTransport } from "./allocation.js";
 
-/** Commands drained with `TurnServer.pollCommand()`, executed by the runtime in order. */
-export type Command =
+/** Drained with `TurnServer.pollOutput()` and executed by the runtime in order. */
+export type TurnServerOutput =
   | {
-      /** Send a STUN message (a response, or a Data indication that did not fit the route). */
-      readonly type: "send-to-client";
+      /** Send a STUN message to a client (a response, a ConnectionAttempt indication). */
+      readonly type: "transmit";
       readonly client: ClientEndpoint;
       readonly data: Uint8Array;
       /** For telemetry: what this message is. */
@@ -19,7 +20,7 @@ export type Command =
   | {
       /** Bind a relay socket on `bindAddress:port`; answer with relayBound / relayBindFailed. */
       readonly type: "open-relay";
-      readonly relay: number;
+      readonly relay: RelayId;
       readonly family: 4 | 6;
       readonly protocol: "udp" | "tcp";
       readonly bindAddress: string;
@@ -31,26 +32,27 @@ export type Command =
        */
       readonly pinnedFor?: string;
     }
-  | { readonly type: "close-relay"; readonly relay: number }
+  | { readonly type: "close-relay"; readonly relay: RelayId }
   | {
       /** RFC 6062 §5.2: dial `address:port` from the relayed address of TCP relay `relay`. */
       readonly type: "connect-peer";
-      readonly connectionId: number;
-      readonly relay: number;
+      readonly peerConnection: PeerConnectionId;
+      readonly relay: RelayId;
       readonly family: 4 | 6;
       readonly address: string;
       readonly port: number;
     }
   | {
       /**
-       * RFC 6062 §5.4: from now on client connection `connection` is a raw pipe to peer
-       * connection `connectionId` (after the ConnectionBind success queued just before).
+       * RFC 6062 §5.4: from now on the client's data connection `dataConnection` is a raw pipe
+       * to the peer connection `peerConnection` (after the ConnectionBind success queued just
+       * before).
        */
       readonly type: "bind-connection";
-      readonly connectionId: number;
-      readonly connection: number;
+      readonly peerConnection: PeerConnectionId;
+      readonly dataConnection: ConnectionId;
     }
-  | { readonly type: "close-peer-connection"; readonly connectionId: number }
+  | { readonly type: "close-peer-connection"; readonly peerConnection: PeerConnectionId }
   | {
       /**
        * RFC 6062 across engines (TurnServerOptions.connectionIds): the ConnectionBind on client
@@ -58,17 +60,17 @@ export type Command =
        * forgot the connection; the runtime gives it (and the request) to that engine.
        */
       readonly type: "hand-over-connection";
-      readonly connection: number;
+      readonly connection: ConnectionId;
       readonly owner: number;
     }
   | {
       /** Close a client TCP/TLS connection (its allocation is gone or it broke the framing). */
       readonly type: "close-connection";
-      readonly connection: number;
+      readonly connection: ConnectionId;
     }
   | {
       readonly type: "allocation-created";
-      readonly allocation: number;
+      readonly allocation: AllocationId;
       readonly client: ClientEndpoint;
       readonly username: string;
       readonly relayed: readonly { family: 4 | 6; address: string; port: number }[];
@@ -77,13 +79,16 @@ export type Command =
     }
   | {
       readonly type: "allocation-ended";
-      readonly allocation: number;
+      readonly allocation: AllocationId;
       readonly client: ClientEndpoint;
       readonly reason: AllocationEndReason;
       readonly transport: "udp" | "tcp";
       readonly families: readonly (4 | 6)[];
       readonly lifetimeSeconds: number;
     };
+
+/** Queues one output (the server's queue, handed to the modules that produce outputs). */
+export type Emit = (output: TurnServerOutput) => void;
 
 export type AllocationEndReason =
   | "expired"
@@ -98,7 +103,7 @@ export type AllocationEndReason =
 
 /** One live allocation as `TurnServer.allocations()` describes it (discovery, operators). */
 export interface AllocationInfo {
-  readonly id: number;
+  readonly id: AllocationId;
   /** The USERNAME that created it (a REST username carries its expiry; never a password). */
   readonly username: string;
   /** For people: the REST <user> part without its pin, or the static user name. */
@@ -120,7 +125,7 @@ export interface AllocationInfo {
 
 /** What `handle*` returns on the data path (RFC 8656 §11, §12). */
 export const RouteKind = {
-  /** Nothing to forward: a control message (see pollCommand) or a counted drop. */
+  /** Nothing to forward: a control message (see pollOutput) or a counted drop. */
   None: 0,
   /** Send `route.data[start..end)` from relay socket `route.relay` to `route.peerAddress:peerPort`. */
   ToPeer: 1,
@@ -138,7 +143,7 @@ export type RouteKind = (typeof RouteKind)[keyof typeof RouteKind];
  * the next call into the server.
  */
 export interface Route {
-  relay: number;
+  relay: RelayId;
   /**
    * The runtime's own handle for `relay`, as given to `handleRelayBound` (so a runtime needs no
    * lookup of its own per packet); -1 if it gave none.

@@ -17,6 +17,8 @@
 import {
   type ClientEndpoint,
   DatagramSource,
+  type ListenerId,
+  type RelayId,
   RouteKind,
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
@@ -46,12 +48,10 @@ const CHANNEL_HEADER = 4;
 const LISTENER = 0;
 const RELAY = 1;
 
-interface SocketEntry {
-  readonly handle: number;
-  readonly kind: typeof LISTENER | typeof RELAY;
-  /** The listener id or relay id relay-core knows the socket by. */
-  readonly id: number;
-}
+/** A socket of the module, with the id relay-core knows it by. */
+type SocketEntry =
+  | { readonly handle: number; readonly kind: typeof LISTENER; readonly id: ListenerId }
+  | { readonly handle: number; readonly kind: typeof RELAY; readonly id: RelayId };
 
 export class BatchUdpPath implements UdpPath {
   readonly kind = "batch" as const;
@@ -61,7 +61,7 @@ export class BatchUdpPath implements UdpPath {
   /** Listener id -> handle. */
   private readonly listeners: number[] = [];
   /** Relay id -> handle. */
-  private readonly relays = new Map<number, number>();
+  private readonly relays = new Map<RelayId, number>();
   private readonly source = new DatagramSource();
   private inBatch = false;
   /** Native counters already folded into the stats (collect() adds the difference). */
@@ -78,7 +78,7 @@ export class BatchUdpPath implements UdpPath {
   }
 
   async listen(
-    listener: number,
+    listener: ListenerId,
     at: SocketAddress,
     options: ListenOptions,
   ): Promise<SocketAddress> {
@@ -99,7 +99,7 @@ export class BatchUdpPath implements UdpPath {
   }
 
   openRelay(
-    relay: number,
+    relay: RelayId,
     family: 4 | 6,
     address: string,
     port: number,
@@ -121,7 +121,7 @@ export class BatchUdpPath implements UdpPath {
     core.handleRelayBound(relay, performance.now(), handle);
   }
 
-  closeRelay(relay: number): boolean {
+  closeRelay(relay: RelayId): boolean {
     const handle = this.relays.get(relay);
     if (handle === undefined) return false;
     this.relays.delete(relay);
@@ -168,14 +168,14 @@ export class BatchUdpPath implements UdpPath {
           if (core.handleClientDatagram(entry.id, rx, start, end, src, now) === RouteKind.ToPeer) {
             this.sendToPeer(SLOT_UDP_C2P);
           } else {
-            host.drainCommands();
+            host.drainOutputs();
           }
         } else if (
           core.handlePeerDatagram(entry.id, rx, start, end, src, now) === RouteKind.ToClient
         ) {
           this.sendToClient();
         } else {
-          host.drainCommands();
+          host.drainOutputs();
         }
       }
     } finally {

@@ -11,6 +11,8 @@ import dgram from "node:dgram";
 import {
   type ClientEndpoint,
   DatagramSource,
+  type ListenerId,
+  type RelayId,
   RouteKind,
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
@@ -32,8 +34,8 @@ export class DgramUdpPath implements UdpPath {
   private readonly sockets: (dgram.Socket | undefined)[] = [];
   private readonly freeHandles: number[] = [];
   /** Relay id -> handle, and relay sockets still binding. */
-  private readonly handles = new Map<number, number>();
-  private readonly binding = new Map<number, dgram.Socket>();
+  private readonly handles = new Map<RelayId, number>();
+  private readonly binding = new Map<RelayId, dgram.Socket>();
   private readonly source = new DatagramSource();
   /** The header in front of a peer datagram relayed to a UDP client; see sendToClient. */
   private readonly header = Buffer.alloc(CHANNEL_HEADER);
@@ -65,7 +67,7 @@ export class DgramUdpPath implements UdpPath {
     this.host.telemetry.drop(sendDropReason(code));
   }
 
-  listen(listener: number, at: SocketAddress, options: ListenOptions): Promise<SocketAddress> {
+  listen(listener: ListenerId, at: SocketAddress, options: ListenOptions): Promise<SocketAddress> {
     const socket = dgram.createSocket({
       type: at.family === 6 ? "udp6" : "udp4",
       ipv6Only: at.family === 6,
@@ -91,7 +93,7 @@ export class DgramUdpPath implements UdpPath {
   }
 
   openRelay(
-    relay: number,
+    relay: RelayId,
     family: 4 | 6,
     address: string,
     port: number,
@@ -111,7 +113,7 @@ export class DgramUdpPath implements UdpPath {
       host.debug("relay port bind failed", { port, error: err.message });
       if (onBindFailed?.(err)) return;
       host.core.handleRelayBindFailed(relay, performance.now());
-      host.drainCommands();
+      host.drainOutputs();
       host.armTimer();
     };
     socket.once("error", onBindError);
@@ -128,12 +130,12 @@ export class DgramUdpPath implements UdpPath {
       socket.on("message", (msg, rinfo) => this.onPeer(relay, msg, rinfo));
       socket.on("error", (err) => host.debug("relay socket error", { error: err.message }));
       host.core.handleRelayBound(relay, performance.now(), handle);
-      host.drainCommands();
+      host.drainOutputs();
       host.armTimer();
     });
   }
 
-  closeRelay(relay: number): boolean {
+  closeRelay(relay: RelayId): boolean {
     const pending = this.binding.get(relay);
     if (pending !== undefined) {
       this.binding.delete(relay);
@@ -152,7 +154,7 @@ export class DgramUdpPath implements UdpPath {
   // ---------------------------------------------------------------------------------------
   // Receive: one event per datagram
 
-  private onClient(listener: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  private onClient(listener: ListenerId, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     const host = this.host;
     if (!this.source.setText(rinfo.address, rinfo.port)) return;
     const kind = host.core.handleClientDatagram(
@@ -167,11 +169,11 @@ export class DgramUdpPath implements UdpPath {
       this.sendToPeer(SLOT_UDP_C2P);
       return;
     }
-    host.drainCommands();
+    host.drainOutputs();
     host.armTimer();
   }
 
-  private onPeer(relay: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  private onPeer(relay: RelayId, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     const host = this.host;
     if (!this.source.setText(rinfo.address, rinfo.port)) return;
     const kind = host.core.handlePeerDatagram(
@@ -183,7 +185,7 @@ export class DgramUdpPath implements UdpPath {
       performance.now(),
     );
     if (kind !== RouteKind.ToClient) {
-      host.drainCommands();
+      host.drainOutputs();
       host.armTimer();
       return;
     }

@@ -6,12 +6,12 @@
 //   dgram-path.ts  node:dgram, one callback and one send per datagram: the portable fallback.
 //
 // Both feed relay-core the same way (handleClientDatagram / handlePeerDatagram with a reused
-// DatagramSource) and follow its call order: act on the route at once, drain commands after a
+// DatagramSource) and follow its call order: act on the route at once, drain outputs after a
 // control message, arm the timer after each input (a batch counts as one input here).
 // TCP/TLS stay on node:net and node:tls in relay.ts; this module only calls back into it
 // for peer data bound for a stream client.
 
-import type { ClientEndpoint, TurnServer } from "@turnpike/relay-core";
+import type { ClientEndpoint, ListenerId, RelayId, TurnServer } from "@turnpike/relay-core";
 import type { SocketAddress } from "../config.js";
 import type { RelayStats, RelayTelemetry } from "../stats.js";
 
@@ -20,8 +20,8 @@ export interface UdpHost {
   readonly core: TurnServer;
   readonly stats: RelayStats;
   readonly telemetry: RelayTelemetry;
-  /** Drain relay-core's commands (after an input that returned RouteKind.None). */
-  drainCommands(): void;
+  /** Drain relay-core's outputs (after an input that returned RouteKind.None). */
+  drainOutputs(): void;
   /** Re-arm the one timer from relay-core's pollTimeout(). */
   armTimer(): void;
   /**
@@ -45,21 +45,21 @@ export interface ListenOptions {
 export interface UdpPath {
   readonly kind: "batch" | "dgram";
   /** Bind client listener `listener` (the id relay-core sees); resolves with its address. */
-  listen(listener: number, at: SocketAddress, options: ListenOptions): Promise<SocketAddress>;
+  listen(listener: ListenerId, at: SocketAddress, options: ListenOptions): Promise<SocketAddress>;
   /**
-   * Bind relay socket `relay` (an "open-relay" command) and answer relay-core with
+   * Bind relay socket `relay` (an "open-relay" output) and answer relay-core with
    * handleRelayBound or handleRelayBindFailed, now or later. `onBindFailed` may take a failure
    * over (return true): then the caller answers relay-core itself (or binds again).
    */
   openRelay(
-    relay: number,
+    relay: RelayId,
     family: 4 | 6,
     address: string,
     port: number,
     onBindFailed?: (err: Error) => boolean,
   ): void;
   /** Close relay socket `relay` if this path holds it (bound or binding); false otherwise. */
-  closeRelay(relay: number): boolean;
+  closeRelay(relay: RelayId): boolean;
   /** relay-core just returned RouteKind.ToPeer: send `core.route`, counting it under `slot`. */
   sendToPeer(slot: number): void;
   /** A STUN message for a UDP client (a response, a ConnectionAttempt, ...). */

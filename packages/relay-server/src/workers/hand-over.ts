@@ -17,13 +17,15 @@
 
 import type net from "node:net";
 import { Duplex } from "node:stream";
+import type { ListenerId } from "@turnpike/relay-core";
 
 export type HandOverMessage =
   | {
       readonly k: "adopt";
       readonly h: number;
       readonly transport: "tcp" | "tls";
-      readonly listener: number;
+      /** Where the holder accepted it (a structured clone keeps the number). */
+      readonly listener: ListenerId;
       readonly address: string;
       readonly port: number;
       readonly bytes: Uint8Array;

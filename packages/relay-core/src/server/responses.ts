@@ -1,0 +1,219 @@
+/**
+ * Answers to clients: how a response is built and signed (RFC 8489 §9.2.4: with the request's
+ * key, MESSAGE-INTEGRITY or -SHA256 as the request used; FINGERPRINT last, §14.7), the cap on
+ * unauthenticated answers (rate-limit.ts), and the response cache that gives a retransmitted
+ * request the very same response (RFC 8489 §6.3.1: remembered about 40 s).
+ */
+
+import { AttributeType, MessageClass } from "../codec/constants.js";
+import { bytesKey, type StunMessage, StunMessageBuilder } from "../codec/message.js";
+import type { ClientEndpoint } from "./allocation.js";
+import type { ServerStats } from "./stats.js";
+import type { Emit } from "./types.js";
+
+const EMPTY_BYTES = new Uint8Array(0);
+/** Entries the response cache holds at most; the oldest goes first. */
+const RESPONSE_CACHE_ENTRIES = 8192;
+
+/** What a response to an authenticated request is signed with. */
+export interface Signer {
+  readonly key: Uint8Array;
+  /** The request carried MESSAGE-INTEGRITY-SHA256 (else MESSAGE-INTEGRITY). */
+  readonly sha256: boolean;
+}
+
+/** Builds, signs and queues messages for clients. */
+export class Responder {
+  readonly #emit: Emit;
+  readonly #software: string | undefined;
+  readonly #limiter: { allow(source: string, now: number): boolean };
+  readonly #stats: ServerStats;
+
+  constructor(
+    emit: Emit,
+    software: string | undefined,
+    limiter: { allow(source: string, now: number): boolean },
+    stats: ServerStats,
+  ) {
+    this.#emit = emit;
+    this.#software = software;
+    this.#limiter = limiter;
+    this.#stats = stats;
+  }
+
+  /** A message of `method` and `cls` with our SOFTWARE (RFC 8489 §14.14), to be filled. */
+  builder(method: number, cls: MessageClass, transactionId: Uint8Array): StunMessageBuilder {
+    const b = new StunMessageBuilder(method, cls, transactionId);
+    if (this.#software !== undefined) b.string(AttributeType.Software, this.#software);
+    return b;
+  }
+
+  /**
+   * Finish a response (integrity when authenticated, FINGERPRINT) and queue it. An
+   * unauthenticated one over its source's budget is dropped instead (no amplification,
+   * rate-limit.ts): then the bytes are empty.
+   */
+  send(
+    endpoint: ClientEndpoint,
+    b: StunMessageBuilder,
+    signer: Signer | undefined,
+    method: number,
+    errorCode: number,
+    now: number,
+  ): Uint8Array {
+    if (signer !== undefined) {
+      if (signer.sha256) b.messageIntegritySha256(signer.key);
+      else b.messageIntegrity(signer.key);
+    } else if (!this.#limiter.allow(endpoint.address, now)) {
+      this.#stats.drops["rate-limited"]++;
+      return EMPTY_BYTES;
+    }
+    const data = b.fingerprint().build();
+    this.transmit(
+      endpoint,
+      data,
+      method,
+      errorCode === 0 ? MessageClass.SuccessResponse : MessageClass.ErrorResponse,
+      errorCode,
+    );
+    return data;
+  }
+
+  /** An unauthenticated error response (400 before authentication, 420 to a Binding, ...). */
+  error(
+    endpoint: ClientEndpoint,
+    method: number,
+    transactionId: Uint8Array,
+    code: number,
+    now: number,
+  ): void {
+    const b = this.builder(method, MessageClass.ErrorResponse, transactionId).errorCode(code);
+    this.send(endpoint, b, undefined, method, code, now);
+  }
+
+  /** Queue finished bytes (a cached response, an indication). */
+  transmit(
+    client: ClientEndpoint,
+    data: Uint8Array,
+    method: number,
+    messageClass: number,
+    errorCode: number,
+  ): void {
+    this.#emit({ type: "transmit", client, data, method, messageClass, errorCode });
+  }
+}
+
+interface CachedResponse {
+  readonly data: Uint8Array;
+  readonly messageClass: MessageClass;
+  readonly errorCode: number;
+  readonly expiresAt: number;
+}
+
+/** Responses to authenticated requests by 5-tuple and transaction id (RFC 8489 §6.3.1). */
+export class ResponseCache {
+  readonly #entries = new Map<string, CachedResponse>();
+  readonly #lifetimeMs: number;
+
+  constructor(lifetimeSeconds: number) {
+    this.#lifetimeMs = lifetimeSeconds * 1000;
+  }
+
+  /** The key of a request: its client 5-tuple and transaction id. */
+  static key(endpoint: ClientEndpoint, transactionId: Uint8Array): string {
+    const tid = bytesKey(transactionId);
+    return `${endpoint.transport}|${endpoint.listener}|${endpoint.connection}|${endpoint.address}|${endpoint.port}|${tid}`;
+  }
+
+  /** The response remembered under `key`, if it is still fresh at `now`. */
+  get(key: string, now: number): CachedResponse | undefined {
+    const cached = this.#entries.get(key);
+    if (cached === undefined) return undefined;
+    if (cached.expiresAt > now) return cached;
+    this.#entries.delete(key);
+    return undefined;
+  }
+
+  remember(key: string, data: Uint8Array, errorCode: number, now: number): void {
+    if (this.#entries.size >= RESPONSE_CACHE_ENTRIES) {
+      // Map iterates in insertion order: the first key is the oldest entry.
+      const oldest = this.#entries.keys().next();
+      if (!oldest.done) this.#entries.delete(oldest.value);
+    }
+    this.#entries.set(key, {
+      data,
+      messageClass: errorCode === 0 ? MessageClass.SuccessResponse : MessageClass.ErrorResponse,
+      errorCode,
+      expiresAt: now + this.#lifetimeMs,
+    });
+  }
+}
+
+/**
+ * The response to one authenticated request: signed with the request's key, cached for
+ * retransmissions, and possibly sent later than the request was handled (an Allocate waits
+ * for its relay socket to bind, an RFC 6062 Connect for the dial).
+ */
+export class Reply {
+  readonly #responder: Responder;
+  readonly #cache: ResponseCache;
+  readonly #endpoint: ClientEndpoint;
+  readonly #method: number;
+  readonly #transactionId: Uint8Array;
+  readonly #signer: Signer;
+  readonly #cacheKey: string;
+  readonly #now: number;
+
+  constructor(
+    responder: Responder,
+    cache: ResponseCache,
+    endpoint: ClientEndpoint,
+    msg: StunMessage,
+    signer: Signer,
+    cacheKey: string,
+    now: number,
+  ) {
+    this.#responder = responder;
+    this.#cache = cache;
+    this.#endpoint = endpoint;
+    this.#method = msg.method;
+    // A reply may be sent after this input returns: keep a copy of the transaction id, not a
+    // view into bytes the runtime reuses (a batched receive arena).
+    this.#transactionId = Uint8Array.from(msg.transactionId);
+    this.#signer = signer;
+    this.#cacheKey = cacheKey;
+    this.#now = now;
+  }
+
+  success(fill?: (b: StunMessageBuilder) => void): Uint8Array {
+    const b = this.#responder.builder(
+      this.#method,
+      MessageClass.SuccessResponse,
+      this.#transactionId,
+    );
+    fill?.(b);
+    return this.#finish(b, 0);
+  }
+
+  /** An error response; `reason` replaces the standard reason phrase (RFC 8489 §14.8). */
+  error(code: number, fill?: (b: StunMessageBuilder) => void, reason?: string): Uint8Array {
+    const b = this.#responder
+      .builder(this.#method, MessageClass.ErrorResponse, this.#transactionId)
+      .errorCode(code, reason);
+    fill?.(b);
+    return this.#finish(b, code);
+  }
+
+  #finish(b: StunMessageBuilder, code: number): Uint8Array {
+    const data = this.#responder.send(
+      this.#endpoint,
+      b,
+      this.#signer,
+      this.#method,
+      code,
+      this.#now,
+    );
+    this.#cache.remember(this.#cacheKey, data, code, this.#now);
+    return data;
+  }
+}
