@@ -14,6 +14,7 @@ import {
 } from "@turnpike/relay-core";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
+import { rfc6062Echo } from "@turnpike/test-support/rfc6062";
 import { startEchoPeer, TurnClientLite } from "@turnpike/test-support/turn-client-lite";
 import { httpGet, startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterEach, describe, expect, it } from "vitest";
@@ -122,90 +123,18 @@ describe("turnpike-relay --workers 2", () => {
 
   it("binds an RFC 6062 data connection that arrives on the other worker (hand-over)", async () => {
     await start();
-    const port = relay!.port;
-    const c = creds("tcp-relay");
-    const client = new TurnClient({
-      ...c,
-      random: new SeededRandom(11),
-      transport: "tcp",
-      requestedTransport: "tcp",
-    });
+    const payload = randomBytes(1 << 20);
     // The control connection comes from 127.0.0.1, the data connection from 127.0.0.2: the
     // listeners steer by source address, so with two workers they reach different ones.
-    const control = net.connect({ port, host: "127.0.0.1", localAddress: "127.0.0.1" });
-    const sockets: net.Socket[] = [control];
-    cleanups.push(() => {
-      for (const s of sockets) s.destroy();
+    const reply = await rfc6062Echo({
+      port: relay!.port,
+      ...creds("tcp-relay"),
+      payload,
+      controlFrom: "127.0.0.1",
+      dataFrom: "127.0.0.2",
+      timeoutMs: 15_000,
     });
-    const framer = new StreamFramer();
-    /** Write what the client transmits, hand its events to `onEvent`. */
-    const pump = (onEvent: (e: TurnClientEvent) => void) => {
-      for (let out = client.pollOutput(); out; out = client.pollOutput()) {
-        if (out.type === "transmit") control.write(out.data);
-        else onEvent(out);
-      }
-    };
-    const payload = randomBytes(1 << 20);
-    const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
-    const reply = await new Promise<Buffer>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error("no reply within 15 s")), 15_000);
-      let relayed: TransportAddress | undefined;
-      const onEvent = (e: TurnClientEvent) => {
-        if (e.type === "allocated") {
-          relayed = e.relayed;
-          client.createPermission("127.0.0.1", performance.now());
-        } else if (e.type === "permission-created" && relayed) {
-          const platform = net.connect(relayed.port, relayed.address, () => platform.end(payload));
-          sockets.push(platform);
-          const got: Buffer[] = [];
-          platform.on("data", (d) => got.push(d));
-          platform.on("end", () => {
-            clearTimeout(timer);
-            resolve(Buffer.concat(got));
-          });
-        } else if (e.type === "connection-attempt") {
-          // The private side echoes everything back once the peer has finished.
-          const data = net.connect(
-            { port, host: "127.0.0.1", localAddress: "127.0.0.2", allowHalfOpen: true },
-            () => data.write(client.connectionBindRequest(e.connectionId)),
-          );
-          sockets.push(data);
-          const dataFramer = new StreamFramer();
-          const received: Buffer[] = [];
-          let bound = false;
-          data.on("data", (d: Buffer) => {
-            if (bound) {
-              received.push(d);
-              return;
-            }
-            dataFramer.push(d);
-            const frame = dataFramer.next();
-            if (!frame) return;
-            const r = client.handleConnectionBindResponse(frame);
-            if (!r.ok) {
-              // A nonce bound to the control connection's address: answer with the new one.
-              if (r.retry) data.write(r.retry);
-              else reject(new Error(`ConnectionBind failed: ${r.code} ${r.reason}`));
-              return;
-            }
-            bound = true;
-            const rest = dataFramer.takeRemaining();
-            if (rest.length > 0) received.push(Buffer.from(rest));
-          });
-          data.on("end", () => data.end(Buffer.concat(received)));
-        }
-      };
-      control.on("data", (d: Buffer) => {
-        framer.push(d);
-        for (let f = framer.next(); f; f = framer.next()) client.handleInput(f, performance.now());
-        pump(onEvent);
-      });
-      control.on("error", reject);
-      control.on("connect", () => {
-        client.allocate(performance.now());
-        pump(onEvent);
-      });
-    });
+    const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
     expect(reply.length).toBe(payload.length);
     expect(sha(reply)).toBe(sha(payload));
   });

@@ -894,6 +894,36 @@ static int64_t register_socket(ctx_t* c, int fd, uint32_t family) {
   return handle_of(c, s);
 }
 
+/** Register `fd` (owned from now on) and answer its handle; on failure close it and throw. */
+static napi_value handle_or_throw(napi_env env, ctx_t* c, int fd, uint32_t family, const char* what) {
+  int64_t h = register_socket(c, fd, family);
+  if (h < 0) {
+    close(fd);
+    return throw_errno(env, (int)-h, what);
+  }
+  napi_value out;
+  napi_create_uint32(env, (uint32_t)h, &out);
+  return out;
+}
+
+/** The one fd argument of dupFd/closeFd/fdPort; false (with a TypeError thrown) if bad. */
+static bool fd_arg(napi_env env, napi_callback_info info, const char* usage, int32_t* fd) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], fd) != napi_ok || *fd < 0) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
+  }
+  return true;
+}
+
+static napi_value int_value(napi_env env, int32_t v) {
+  napi_value out;
+  napi_create_int32(env, v, &out);
+  return out;
+}
+
 // open(ctx, family, address, port, { reusePort, recvBufferSize, sendBufferSize }) -> handle
 static napi_value js_open(napi_env env, napi_callback_info info) {
   size_t argc = 5;
@@ -910,14 +940,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   }
   int fd = make_udp_socket(env, family, &ss, sl, argv[4]);
   if (fd < 0) return throw_errno(env, -fd, "bind");
-  int64_t h = register_socket(c, fd, family);
-  if (h < 0) {
-    close(fd);
-    return throw_errno(env, (int)-h, "open");
-  }
-  napi_value out;
-  napi_create_uint32(env, (uint32_t)h, &out);
-  return out;
+  return handle_or_throw(env, c, fd, family, "open");
 }
 
 // bindUdp(family, address, port, options) -> fd: a bound UDP socket no context reads, for a
@@ -935,9 +958,7 @@ static napi_value js_bind_udp(napi_env env, napi_callback_info info) {
   }
   int fd = make_udp_socket(env, family, &ss, sl, argv[3]);
   if (fd < 0) return throw_errno(env, -fd, "bind");
-  napi_value out;
-  napi_create_int32(env, fd, &out);
-  return out;
+  return int_value(env, fd);
 }
 
 // adopt(ctx, fd) -> handle: reads and sends through a duplicate of `fd` (the original stays
@@ -965,44 +986,23 @@ static napi_value js_adopt(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, err, "fcntl");
   }
-  int64_t h = register_socket(c, fd, ss.ss_family == AF_INET ? 4 : 6);
-  if (h < 0) {
-    close(fd);
-    return throw_errno(env, (int)-h, "adopt");
-  }
-  napi_value out;
-  napi_create_uint32(env, (uint32_t)h, &out);
-  return out;
+  return handle_or_throw(env, c, fd, ss.ss_family == AF_INET ? 4 : 6, "adopt");
 }
 
 // dupFd(fd) -> a duplicate (close-on-exec), for handing a listening socket to a thread that
 // will own and close its copy.
 static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, NULL, "udp-batch: dupFd(fd)");
-    return NULL;
-  }
+  if (!fd_arg(env, info, "udp-batch: dupFd(fd)", &fd)) return NULL;
   int out_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (out_fd < 0) return throw_errno(env, errno, "dup");
-  napi_value out;
-  napi_create_int32(env, out_fd, &out);
-  return out;
+  return int_value(env, out_fd);
 }
 
 // fdPort(fd) -> the local port a socket is bound to.
 static napi_value js_fd_port(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, NULL, "udp-batch: fdPort(fd)");
-    return NULL;
-  }
+  if (!fd_arg(env, info, "udp-batch: fdPort(fd)", &fd)) return NULL;
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   if (getsockname(fd, (struct sockaddr*)&ss, &sl) != 0) return throw_errno(env, errno, "getsockname");
@@ -1015,11 +1015,8 @@ static napi_value js_fd_port(napi_env env, napi_callback_info info) {
 
 // closeFd(fd): for the supervisor's own copies at shutdown.
 static napi_value js_close_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
-  if (napi_get_value_int32(env, argv[0], &fd) == napi_ok && fd >= 0) close(fd);
+  if (fd_arg(env, info, "udp-batch: closeFd(fd)", &fd)) close(fd);
   return NULL;
 }
 
@@ -1099,33 +1096,14 @@ static napi_value js_tcp_listen(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint32_t family, port, backlog, group;
-  char address[64];
-  size_t alen;
-  if (argc < 5 || napi_get_value_uint32(env, argv[0], &family) != napi_ok ||
-      napi_get_value_string_utf8(env, argv[1], address, sizeof address, &alen) != napi_ok ||
-      napi_get_value_uint32(env, argv[2], &port) != napi_ok ||
+  uint32_t family, backlog, group;
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  if (argc < 5 || read_address(env, argv, &family, &ss, &sl) != 0 ||
       napi_get_value_uint32(env, argv[3], &backlog) != napi_ok ||
-      napi_get_value_uint32(env, argv[4], &group) != napi_ok || (family != 4 && family != 6) ||
-      port > 65535) {
+      napi_get_value_uint32(env, argv[4], &group) != napi_ok) {
     napi_throw_type_error(env, NULL, "udp-batch: tcpListen(4|6, address, port, backlog, group)");
     return NULL;
-  }
-  struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
-  socklen_t sl;
-  if (family == 4) {
-    struct sockaddr_in* a = (struct sockaddr_in*)&ss;
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, address, &a->sin_addr) != 1) return throw_errno(env, EINVAL, "inet_pton");
-    sl = sizeof *a;
-  } else {
-    struct sockaddr_in6* a = (struct sockaddr_in6*)&ss;
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET6, address, &a->sin6_addr) != 1) return throw_errno(env, EINVAL, "inet_pton");
-    sl = sizeof *a;
   }
   int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
@@ -1153,9 +1131,7 @@ static napi_value js_tcp_listen(napi_env env, napi_callback_info info) {
       return throw_errno(env, err, "setsockopt(SO_ATTACH_REUSEPORT_CBPF)");
     }
   }
-  napi_value out;
-  napi_create_int32(env, fd, &out);
-  return out;
+  return int_value(env, fd);
 }
 
 NAPI_MODULE_INIT() {

@@ -37,13 +37,16 @@ import {
   SLOT_SIZE,
 } from "@turnpike/udp-batch";
 import type { SocketAddress } from "../config.js";
-import { PACKET_SIZE_BOUNDS, RELAY_SLOTS, relaySlot } from "../stats.js";
-import { CONTROL_TAG, type ListenOptions, type UdpHost, type UdpPath } from "./udp-path.js";
-
-const SLOT_UDP_C2P = relaySlot("client_to_peer", "udp");
-const SLOT_UDP_P2C = relaySlot("peer_to_client", "udp");
-/** Bytes of a ChannelData header: sent, but not payload (turn.relayed.bytes counts payload). */
-const CHANNEL_HEADER = 4;
+import { PACKET_SIZE_BOUNDS, RELAY_SLOTS } from "../stats.js";
+import {
+  CHANNEL_HEADER,
+  CONTROL_TAG,
+  type ListenOptions,
+  SLOT_UDP_C2P,
+  SLOT_UDP_P2C,
+  type UdpHost,
+  type UdpPath,
+} from "./udp-path.js";
 
 const LISTENER = 0;
 const RELAY = 1;

@@ -18,12 +18,15 @@ import {
 } from "@turnpike/relay-core";
 import { dupFd } from "@turnpike/udp-batch";
 import type { SocketAddress } from "../config.js";
-import { RELAY_SLOTS, recordRelayed, relaySlot } from "../stats.js";
-import type { ListenOptions, UdpHost, UdpPath } from "./udp-path.js";
-
-const SLOT_UDP_C2P = relaySlot("client_to_peer", "udp");
-const SLOT_UDP_P2C = relaySlot("peer_to_client", "udp");
-const CHANNEL_HEADER = 4;
+import { RELAY_SLOTS, recordRelayed } from "../stats.js";
+import {
+  CHANNEL_HEADER,
+  type ListenOptions,
+  SLOT_UDP_C2P,
+  SLOT_UDP_P2C,
+  type UdpHost,
+  type UdpPath,
+} from "./udp-path.js";
 
 type SendCallback = (err: Error | null, bytes?: number) => void;
 

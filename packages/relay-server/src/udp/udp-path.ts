@@ -13,7 +13,7 @@
 
 import type { ClientEndpoint, ListenerId, RelayId, TurnServer } from "@turnpike/relay-core";
 import type { SocketAddress } from "../config.js";
-import type { RelayStats, RelayTelemetry } from "../stats.js";
+import { type RelayStats, type RelayTelemetry, relaySlot } from "../stats.js";
 
 /** What a UDP path needs from the driver. */
 export interface UdpHost {
@@ -73,3 +73,9 @@ export interface UdpPath {
 
 /** Tag for control messages on the batch path: sent, but not relayed data. */
 export const CONTROL_TAG = 15;
+
+/** The relay counters the UDP paths count under (stats.ts). */
+export const SLOT_UDP_C2P = relaySlot("client_to_peer", "udp");
+export const SLOT_UDP_P2C = relaySlot("peer_to_client", "udp");
+/** Bytes of a ChannelData header (RFC 8656 §12.4): sent, but not payload. */
+export const CHANNEL_HEADER = 4;
