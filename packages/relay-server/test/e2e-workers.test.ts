@@ -3,15 +3,7 @@
 // and a worker that crashes under load while the other keeps relaying. (The interop suites
 // also run against two workers: the relay-server project sets TEST_WORKERS=2.)
 import { createHash, randomBytes } from "node:crypto";
-import net from "node:net";
-import {
-  mintRestCredentials,
-  SeededRandom,
-  StreamFramer,
-  type TransportAddress,
-  TurnClient,
-  type TurnClientEvent,
-} from "@turnpike/relay-core";
+import { mintRestCredentials } from "@turnpike/relay-core";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
 import { rfc6062Echo } from "@turnpike/test-support/rfc6062";
