@@ -22,7 +22,10 @@ function useTurnpike(): () => RelayUnderTest {
   let relay: TurnpikeHandle | undefined;
   let range: PortRange | undefined;
   beforeAll(async () => {
-    range = reservePortRange(200);
+    // Room for the three concurrent uclient runs (72 allocations, each on an even port: EVEN-PORT,
+    // often with the next one reserved), even when --workers 2 puts all of one source's TCP
+    // clients on one worker's half of the range.
+    range = reservePortRange(400);
     // coturn's uclient binds RFC 5766 channel numbers (above 0x4FFF).
     relay = await startTurnpike({
       minPort: range.min,
