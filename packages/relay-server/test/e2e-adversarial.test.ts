@@ -38,8 +38,12 @@ const TOKEN = "e2e-adversarial-token";
  * of what remains is garbage awaiting V8 (60 KB datagrams and frames), not state.
  */
 const RSS_BUDGET_MB = 50;
-/** Peak RSS while the 4,100 connections are held, over what it was before (was +127 MB). */
-const CONNECTIONS_BUDGET_MB = 25;
+/**
+ * Peak RSS while the 4,100 connections are held, over what it was before (was +127 MB: a frame
+ * buffer per claimed header). Measured +8 to +13 MB on Node 22 and +30 MB on Node 26 (its
+ * sockets cost more); 40 leaves room for that and still fails a buffer per connection.
+ */
+const CONNECTIONS_BUDGET_MB = 40;
 /**
  * What the last of ROUNDS identical rounds of attacks may add to the RSS the previous round
  * left, once its attackers have gone. RSS does not fall back to the baseline when they leave:
