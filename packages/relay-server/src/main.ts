@@ -5,13 +5,14 @@
 // Lifecycle:
 //   SIGTERM          drain: refuse new allocations, wait up to --drain-timeout for live ones,
 //                    close every socket, flush metrics, exit 0
-//   SIGINT           close at once, flush metrics, exit 0
+//   SIGINT           close at once, flush metrics, exit 0 (also while draining: the drain's
+//                    wait ends and the close follows)
 //   SIGHUP           re-read --revoke-file and apply the revocation list (nothing else reloads)
-//   second signal    while draining: exit now (1); while closing: ignored (closing is already
-//                    the immediate path, bounded by SHUTDOWN_GRACE_MS). A Ctrl-C in a terminal
-//                    reaches the relay twice when a launcher forwards it too (`pnpm start`
-//                    forwards SIGINT, `pnpm exec` sends SIGTERM), and must not turn a clean
-//                    close into exit 1.
+//   second signal    a second SIGTERM while draining: exit now (1); anything while closing:
+//                    ignored (closing is already the immediate path, bounded by
+//                    SHUTDOWN_GRACE_MS). A Ctrl-C in a terminal reaches the relay twice when a
+//                    launcher forwards it too (`pnpm start` forwards SIGINT, `pnpm exec` sends
+//                    SIGTERM, in either order), and must not turn a clean close into exit 1.
 //   uncaught error   log it, exit 1: never continue in an unknown state
 
 import {
@@ -126,6 +127,8 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
   let health: HealthServer | undefined;
   let metrics: RelayMetrics | undefined;
   let stopping: "drain" | "close" | undefined;
+  /** Ends the drain's wait early (a SIGINT while draining). */
+  let abortDrain: () => void = () => {};
   let finish: (code: number) => void = () => {};
   const finished = new Promise<number>((resolve) => {
     finish = resolve;
@@ -155,7 +158,13 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
     try {
       if (relay !== undefined) {
         if (mode === "drain") {
-          await relay.drain(config.drainTimeout * 1000);
+          // A SIGINT during the drain stops waiting: close at once (see stop()).
+          await Promise.race([
+            relay.drain(config.drainTimeout * 1000),
+            new Promise<void>((resolve) => {
+              abortDrain = resolve;
+            }),
+          ]);
         }
         await relay.close();
       }
@@ -170,6 +179,14 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
   const stop = (mode: "drain" | "close", signal: string): void => {
     if (stopping === "close") {
       logger.info("already closing; signal ignored", { signal });
+      return;
+    }
+    if (stopping === "drain" && mode === "close") {
+      // SIGINT is "close at once, cleanly", draining or not: a terminal's Ctrl-C reaches the
+      // relay as SIGTERM too when a launcher forwards it (pnpm exec), in either order.
+      logger.info("SIGINT received while draining: closing now", { signal });
+      stopping = "close";
+      abortDrain();
       return;
     }
     if (stopping !== undefined) {

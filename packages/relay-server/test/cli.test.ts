@@ -266,15 +266,28 @@ describe("turnpike-relay process lifecycle", () => {
     expect(h.relay.calls).toEqual(["close"]);
   });
 
-  it("exits at once on a second signal while draining", async () => {
+  it("exits at once on a second SIGTERM while draining", async () => {
     const h = harness(RUN_ARGS, { TURNPIKE_TOKEN: "t" });
     void runCli(h.io);
     await until(() => h.running() !== undefined);
     h.events.emit("SIGTERM");
     await until(() => h.relay.calls.length > 0);
-    h.events.emit("SIGINT");
+    h.events.emit("SIGTERM");
     expect(h.exits).toEqual([1]);
     h.relay.releaseDrain();
+  });
+
+  it("closes at once, cleanly, on SIGINT while draining (Ctrl-C under pnpm exec sends both)", async () => {
+    const h = harness(RUN_ARGS, { TURNPIKE_TOKEN: "t" });
+    const done = runCli(h.io);
+    await until(() => h.running() !== undefined);
+    h.events.emit("SIGTERM");
+    await until(() => h.relay.calls.length > 0);
+    h.events.emit("SIGINT");
+    // The drain never finished by itself (the fake holds it): SIGINT did not wait for it.
+    expect(await done).toBe(0);
+    expect(h.exits).toEqual([]);
+    expect(h.relay.calls).toEqual(["drain 30000", "close"]);
   });
 
   it("finishes a clean close when a launcher repeats the signal (Ctrl-C under pnpm)", async () => {
