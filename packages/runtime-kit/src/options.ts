@@ -298,6 +298,8 @@ export class OptionSet<O extends OptionTable> {
   unknownEnvWarnings(env: NodeJS.ProcessEnv): string[] {
     const known = new Set(this.names.map((n) => this.envName(n)));
     known.add(this.configEnv);
+    // The workspace's Node line switch (tools/node-lines), not an option of ours.
+    known.add(`${this.envPrefix}NODE_LINE`);
     const warnings: string[] = [];
     for (const name of Object.keys(env)) {
       if (name.startsWith(this.envPrefix) && !known.has(name)) {
