@@ -218,6 +218,16 @@ describe("credential stores", () => {
     expect(hex(okKey(again))).toBe(hex(longTermKeyMd5("2000:u", "r", restPassword("s", "2000:u"))));
   });
 
+  it("SharedSecretCredentials lets the keys of expired usernames go as new ones come in", () => {
+    const store = new SharedSecretCredentials(["s"]);
+    // A minute of clients minting a username a second with a 60 s TTL.
+    for (let t = 1000; t < 1060; t++) store.lookup(`${t + 60}:u`, "r", t, "md5", () => true);
+    expect(store.cacheSize).toBe(60);
+    // An hour later one client comes back: the expired keys at the front go with it.
+    for (let i = 0; i < 20; i++) store.lookup(`${5000 + i}:v`, "r", 4600, "md5", () => true);
+    expect(store.cacheSize).toBe(20);
+  });
+
   it("names a static user and a TURN REST user of the same name as different principals", () => {
     const combined = new CombinedCredentials([
       new StaticCredentials([["alice", "pw"]]),

@@ -1,11 +1,11 @@
 // The allocation timer (server/deadlines.ts): one heap entry per live item, stale entries
-// recognised by generation and compacted away under churn.
+// let go of their item and are compacted away under churn.
 import { describe, expect, it } from "vitest";
 import { Deadlines, type Scheduled } from "../src/server/deadlines.js";
 
 class Item implements Scheduled {
   scheduledAt = Number.POSITIVE_INFINITY;
-  timerGeneration = 0;
+  timerEntry: object | undefined = undefined;
   constructor(public deadline: number) {}
   nextDeadline(): number {
     return this.deadline;
@@ -64,5 +64,35 @@ describe("Deadlines", () => {
     expect(d.entries).toBeLessThanOrEqual(1025);
     expect(d.next()).toBe(600_000);
     expect(due(d, 700_000)).toEqual([keep]);
+  });
+
+  it("hands out an item moved earlier across a compaction once, at its new deadline", () => {
+    const d = new Deadlines<Item>();
+    const item = new Item(1_000_000);
+    d.schedule(item);
+    // Every move leaves a stale entry behind; the 1,025th compacts the heap mid-move.
+    for (let i = 1; i <= 1100; i++) {
+      item.deadline = 1_000_000 - i;
+      d.schedule(item);
+    }
+    expect(d.next()).toBe(1_000_000 - 1100);
+    expect(due(d, 2_000_000)).toEqual([item]);
+  });
+
+  it("lets go of a forgotten item and of one moved earlier (stale entries hold no item)", () => {
+    const d = new Deadlines<Item>();
+    const gone = new Item(10);
+    const moved = new Item(20);
+    d.schedule(gone);
+    d.schedule(moved);
+    const staleEntry = moved.timerEntry as { item: unknown };
+    moved.deadline = 5;
+    d.schedule(moved);
+    const forgottenEntry = gone.timerEntry as { item: unknown };
+    d.forget(gone);
+    expect(forgottenEntry.item).toBeUndefined();
+    expect(staleEntry.item).toBeUndefined();
+    expect(gone.timerEntry).toBeUndefined();
+    expect(due(d, 100)).toEqual([moved]);
   });
 });

@@ -177,7 +177,12 @@ export class SharedSecretCredentials implements CredentialStore {
   readonly #maxCacheEntries: number;
   readonly #cache = new Map<
     string,
-    { readonly keys: readonly Uint8Array[]; readonly principal: Principal }
+    {
+      readonly keys: readonly Uint8Array[];
+      readonly principal: Principal;
+      /** The username's own expiry (Unix seconds): no use keeping its keys after that. */
+      readonly expiry: number;
+    }
   >();
 
   constructor(secrets: readonly string[], options: { maxCacheEntries?: number } = {}) {
@@ -207,9 +212,17 @@ export class SharedSecretCredentials implements CredentialStore {
         deriveKey(algorithm, username, realm, restPassword(secret, username)),
       ),
       principal: restPrincipal(parsed.user ?? username),
+      expiry: parsed.expiry,
     };
     const result = verified(candidates, verify);
     if (result.ok && verify !== undefined && this.#maxCacheEntries > 0) {
+      // Let a few expired usernames at the front go (insertion order is roughly expiry order
+      // for credentials minted with one TTL), so the cache empties once its users have left.
+      for (let i = 0; i < 4; i++) {
+        const oldest = this.#cache.entries().next();
+        if (oldest.done === true || oldest.value[1].expiry > nowUnixSeconds) break;
+        this.#cache.delete(oldest.value[0]);
+      }
       if (this.#cache.size >= this.#maxCacheEntries) {
         // Map iterates in insertion order: the first key is the oldest entry.
         const oldest = this.#cache.keys().next();

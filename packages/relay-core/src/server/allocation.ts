@@ -145,9 +145,9 @@ export class Allocation {
   /** RFC 6062 peer connections of a TCP allocation (tcp-relay.ts keeps them). */
   readonly tcpConnections = new Set<TcpPeerConnection>();
   expiresAt: number;
-  /** The deadline scheduled for it and that entry's generation (deadlines.ts's bookkeeping). */
+  /** The deadline scheduled for it and that heap entry (deadlines.ts's bookkeeping). */
   scheduledAt = Number.POSITIVE_INFINITY;
-  timerGeneration = 0;
+  timerEntry: object | undefined = undefined;
   deleted = false;
   /** The Allocate success, kept so a retransmitted Allocate gets identical bytes (RFC 8656 §7.2). */
   allocateResponse: Uint8Array | undefined;

@@ -4,25 +4,26 @@
  * so `pollTimeout()` is O(1) and a timer costs O(log n), instead of scanning every allocation
  * per tick.
  *
- * A deadline that moves later (a Refresh) is not looked for in the heap: the new entry is
- * pushed and the old one becomes stale, recognised by its generation when it comes out (lazy
- * deletion). An item carries its own bookkeeping (`scheduledAt`, `timerGeneration`) so this
- * costs no map lookup.
+ * A deadline that moves earlier is not looked for in the heap: the new entry is pushed and the
+ * old one becomes stale (lazy deletion), and so does a forgotten item's. An item carries its own
+ * bookkeeping (`scheduledAt`, `timerEntry`) so this costs no map lookup, and a stale entry lets
+ * go of its item at once: a deleted allocation (its buffers, permissions, channels) is not kept
+ * reachable by an entry that comes out of the heap only when its time would have come.
  */
 import { MinHeap } from "../min-heap.js";
 
 export interface Scheduled {
   /** The instant of this item's live heap entry (+Infinity: none). Written only here. */
   scheduledAt: number;
-  /** Bumped whenever the live entry changes: entries of an older generation are stale. */
-  timerGeneration: number;
+  /** The item's live heap entry, opaque to all but Deadlines (undefined: none). */
+  timerEntry: object | undefined;
   /** The earliest instant something about the item changes by itself. */
   nextDeadline(): number;
 }
 
+/** A heap entry; a stale one has let go of its item. */
 interface Entry<T> {
-  readonly item: T;
-  readonly generation: number;
+  item: T | undefined;
 }
 
 export class Deadlines<T extends Scheduled> {
@@ -37,19 +38,17 @@ export class Deadlines<T extends Scheduled> {
     const at = item.nextDeadline();
     if (at >= item.scheduledAt) return;
     // The later entry already in the heap is dead from now on (lazy deletion).
-    if (item.scheduledAt !== Number.POSITIVE_INFINITY) this.#noteStale();
+    this.#drop(item);
     item.scheduledAt = at;
-    item.timerGeneration++;
     this.#items.add(item);
-    this.#heap.push(at, { item, generation: item.timerGeneration });
+    this.#push(item);
   }
 
   /** `item` is gone: its entry is dead, and it is never due again. */
   forget(item: T): void {
     this.#items.delete(item);
-    if (item.scheduledAt !== Number.POSITIVE_INFINITY) this.#noteStale();
+    this.#drop(item);
     item.scheduledAt = Number.POSITIVE_INFINITY;
-    item.timerGeneration++;
   }
 
   /**
@@ -60,12 +59,12 @@ export class Deadlines<T extends Scheduled> {
     for (;;) {
       const at = this.#heap.peekKey();
       if (at === undefined || at > now) return undefined;
-      const entry = this.#heap.pop()!;
-      const item = entry.item;
-      if (entry.generation !== item.timerGeneration) {
+      const item = this.#heap.pop()!.item;
+      if (item === undefined) {
         if (this.#stale > 0) this.#stale--;
         continue;
       }
+      item.timerEntry = undefined;
       item.scheduledAt = Number.POSITIVE_INFINITY;
       return item;
     }
@@ -81,19 +80,34 @@ export class Deadlines<T extends Scheduled> {
     return this.#heap.peekKey();
   }
 
+  #push(item: T): void {
+    const entry: Entry<T> = { item };
+    item.timerEntry = entry;
+    this.#heap.push(item.scheduledAt, entry);
+  }
+
+  /** `item`'s live entry, if any, goes stale and lets go of it; the item is unscheduled. */
+  #drop(item: T): void {
+    const entry = item.timerEntry as Entry<T> | undefined;
+    if (entry === undefined) return;
+    entry.item = undefined;
+    item.timerEntry = undefined;
+    // Before a possible rebuild, which must not push this item again at its old instant.
+    item.scheduledAt = Number.POSITIVE_INFINITY;
+    this.#noteStale();
+  }
+
   /**
-   * Stale entries keep their item reachable until their deadline (up to an hour). Under churn
-   * that would hold memory for every allocation of the last hour, so once stale entries
-   * outnumber live items the heap is rebuilt from the live ones: O(live), amortised over at
-   * least as many deletions.
+   * Stale entries stay in the heap until their deadline (up to an hour). Under churn that
+   * would grow the heap by an entry per deleted allocation of the last hour, so once stale
+   * entries outnumber live items the heap is rebuilt from the live ones: O(live), amortised
+   * over at least as many deletions.
    */
   #noteStale(): void {
     if (++this.#stale <= Math.max(1024, 2 * this.#items.size)) return;
     this.#heap.clear();
     for (const item of this.#items) {
-      if (item.scheduledAt !== Number.POSITIVE_INFINITY) {
-        this.#heap.push(item.scheduledAt, { item, generation: item.timerGeneration });
-      }
+      if (item.scheduledAt !== Number.POSITIVE_INFINITY) this.#push(item);
     }
     this.#stale = 0;
   }

@@ -112,6 +112,11 @@ interface CachedResponse {
 
 /** Responses to authenticated requests by 5-tuple and transaction id (RFC 8489 §6.3.1). */
 export class ResponseCache {
+  /** Entries held (for tests and stats). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
   readonly #entries = new Map<string, CachedResponse>();
   readonly #lifetimeMs: number;
 
@@ -135,6 +140,13 @@ export class ResponseCache {
   }
 
   remember(key: string, data: Uint8Array, errorCode: number, now: number): void {
+    // Entries go in oldest first with one lifetime, so the expired ones are at the front: let
+    // them go now rather than when the cap pushes them out, which under light traffic would
+    // be never (and would keep 8,192 responses after the clients have gone).
+    for (const [oldKey, old] of this.#entries) {
+      if (old.expiresAt > now) break;
+      this.#entries.delete(oldKey);
+    }
     if (this.#entries.size >= RESPONSE_CACHE_ENTRIES) {
       // Map iterates in insertion order: the first key is the oldest entry.
       const oldest = this.#entries.keys().next();
