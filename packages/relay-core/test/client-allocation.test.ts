@@ -304,6 +304,34 @@ describe("TurnClient allocation against TurnServer", () => {
     expect(h.client.lastActivity).toBeLessThanOrEqual(silentFrom);
   });
 
+  it("keeps alive with Refresh when asked, and so learns within one interval that a restarted server lost the allocation", () => {
+    // A Binding keep-alive cannot tell: the restarted server answers it as if nothing happened.
+    const binding = new Harness({ client: { keepaliveInterval: 15 } });
+    binding.client.allocate(binding.now);
+    binding.runUntil(() => binding.client.state === "allocated");
+    binding.server.closeAll(binding.now);
+    binding.advance(60_000);
+    expect(binding.client.state).toBe("allocated");
+
+    const h = new Harness({ client: { keepaliveInterval: 15, keepaliveRequest: "refresh" } });
+    h.client.allocate(h.now);
+    h.runUntil(() => h.client.state === "allocated");
+    h.advance(60_000);
+    const sent = sentMethods(h);
+    expect(sent.filter((m) => m.method === Method.Binding)).toEqual([]);
+    expect(sent.filter((m) => m.method === Method.Refresh).length).toBe(4);
+    expect(h.eventsOf("refreshed").length).toBe(4);
+    // The server restarts between two keep-alives: its allocations are gone.
+    h.server.closeAll(h.now);
+    const restartedAt = h.now;
+    h.runUntil(() => h.client.state !== "allocated");
+    expect(h.client.state).toBe("failed");
+    expect(h.eventsOf("refresh-failed")).toEqual([
+      { type: "refresh-failed", code: ErrorCode.AllocationMismatch, reason: "Allocation Mismatch" },
+    ]);
+    expect(h.now - restartedAt).toBeLessThanOrEqual(15_000 + 1_000);
+  });
+
   it("answers 437 to a Refresh for an allocation the server no longer has by failing", () => {
     const h = new Harness({ client: { keepaliveInterval: 0 } });
     h.client.allocate(h.now);

@@ -56,6 +56,12 @@ const CONNECTIONS_BUDGET_MB = 50;
  * frame); 4 MiB still fails a leaked socket per attacker connection (4,100 a round).
  */
 const HELD_MB = 4;
+/**
+ * The same after the soak, whose ~1,100 legitimate cycles leave bounded caches behind: the last
+ * 40 s of responses kept for retransmissions (RFC 8489 §6.3.1; ~2,200 here), the keys of the
+ * usernames minted in the last minute, JIT code. Measured +1.0 to +2.6 MiB.
+ */
+const SOAK_HELD_MB = 5;
 const ROUNDS = 3;
 const FLOOD_MESSAGES = 2000;
 const USERNAME_BYTES = 60_000;
@@ -452,7 +458,7 @@ describe("turnpike-relay under the attacks of issue 15, at its default limits", 
     expect(lost).toBe(0);
     expect(peak - baseline).toBeLessThan(RSS_BUDGET_MB);
     // The cycles' allocations, and the attackers, left nothing behind.
-    expect(heldAfter - heldBefore).toBeLessThan(HELD_MB);
+    expect(heldAfter - heldBefore).toBeLessThan(SOAK_HELD_MB);
     expect(r.process.exited).toBe(false);
     expect((await httpGet(r.healthPort, "/readyz")).status).toBe(200);
   }, 150_000);

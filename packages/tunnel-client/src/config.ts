@@ -154,7 +154,8 @@ export const OPTIONS = {
   }),
   keepalive: spec<number>({
     group: "Relay",
-    describe: "seconds between keep-alives; no answer from the relay for twice this = reconnect",
+    describe:
+      "seconds between keep-alives (Refresh requests: they also find an allocation a restarted relay forgot); no answer from the relay for twice this = reconnect",
     placeholder: "SECONDS",
     defaultText: "15",
     default: 15,

@@ -454,6 +454,10 @@ export class TunnelLifecycle {
       lifetime: this.o.lifetime,
       software: this.o.software,
       keepaliveInterval: this.o.keepalive,
+      // A relay restarted between two keep-alives (a deploy) has forgotten the allocation but
+      // answers a Binding all the same: a Refresh gets 437 and the tunnel allocates again
+      // within one interval, instead of serving nothing until the next scheduled refresh.
+      keepaliveRequest: "refresh",
     });
     this.#lastRx = now;
     this.#out.push({ type: "connect", attempt: this.#attempt });
@@ -635,7 +639,8 @@ export class TunnelLifecycle {
   /** After a Refresh success: did the relay take the renewed credentials? */
   #checkRenewal(): void {
     const client = this.#client;
-    if (client === undefined) return;
+    // Keep-alive Refreshes succeed too: only the one carrying fresh credentials says anything.
+    if (client === undefined || !this.#renewing) return;
     if (client.usesAllocationCredentials) {
       // 441 to the renewed USERNAME (coturn): sign everything with the accepted credentials
       // again (ConnectionBind included) and re-allocate before they expire.

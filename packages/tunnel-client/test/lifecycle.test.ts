@@ -253,6 +253,25 @@ describe("tunnel lifecycle: dead-relay detection", () => {
     expect(h.server.allocations(h.now)).toHaveLength(1);
     expect(await reachable(h, t)).toBe(true);
   });
+
+  it("allocates afresh within one keep-alive when the relay restarted between two (a deploy)", async () => {
+    const h = new TunnelNet();
+    const t = h.addTunnel("db", h.restCredentials("acme", 3600), { keepalive: 15 });
+    await h.start(t);
+    await ready(h, t);
+    await h.advance(20_000);
+    // Restarted in an instant: no datagram lost, every allocation forgotten. A Binding would
+    // be answered as before; the keep-alive Refresh is not (438, then 437).
+    h.restartRelay();
+    const restartedAt = h.now;
+    await h.runUntil(() => outputsOf(t, "down").length === 1, 60_000);
+    const [down] = outputsOf(t, "down");
+    expect(down!.output.reason).toMatch(/refresh failed: 437/);
+    expect(down!.at - restartedAt).toBeLessThanOrEqual(15_000);
+    await ready(h, t, 10_000);
+    expect(h.server.allocations(h.now)).toHaveLength(1);
+    expect(await reachable(h, t)).toBe(true);
+  });
 });
 
 describe("tunnel lifecycle: access windows", () => {

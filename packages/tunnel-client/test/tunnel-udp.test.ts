@@ -275,3 +275,55 @@ describe("two relay addresses behind one name", () => {
     expect(JSON.parse(health.body)).toMatchObject({ status: "ok", tunnels: 2 });
   });
 });
+
+describe("turnpike-tunnel over a relay restarted between two keep-alives (a deploy)", () => {
+  const KEEPALIVE_S = 5;
+  const f = useTunnelFixture({
+    token: TOKEN,
+    echo: ["udp"],
+    tunnel: (fx) => [
+      ...exposeArgs(fx.relayUri, { echo: `udp://127.0.0.1:${fx.udp.port}` }),
+      "--keepalive",
+      String(KEEPALIVE_S),
+      "--backoff-base",
+      "0.1",
+      "--backoff-max",
+      String(BACKOFF_MAX_S),
+    ],
+    ready: 1,
+  });
+
+  it("sees the allocation gone at the next keep-alive and serves again on a new one", async () => {
+    const before = (await f.tunnel.list())[0]!;
+    // The tunnel sends nothing while the relay restarts (it is stopped), so no ICMP error
+    // and no silence gives the restart away: only what the keep-alive gets back can.
+    process.kill(f.tunnel.proc.pid, "SIGSTOP");
+    const stoppedAt = performance.now();
+    try {
+      await f.stopRelay();
+      await f.startRelay();
+    } finally {
+      process.kill(f.tunnel.proc.pid, "SIGCONT");
+    }
+    const restartMs = performance.now() - stoppedAt;
+    // Under twice the keep-alive, or the tunnel would (rightly) call the relay dead instead.
+    expect(restartMs).toBeLessThan(2 * KEEPALIVE_S * 1000);
+    const t0 = performance.now();
+    const rows = await f.tunnel.waitFor(
+      (r) => r[0]!.reconnects > before.reconnects && ready(r),
+      (KEEPALIVE_S + BACKOFF_MAX_S + 3) * 1000,
+      "the tunnel to allocate on the restarted relay",
+    );
+    const log = `${f.tunnel.proc.stdout}${f.tunnel.proc.stderr}`;
+    const down = log.split("\n").filter((l) => l.includes("tunnel down"));
+    console.log(
+      `[tunnel-udp] relay restarted in ${restartMs.toFixed(0)} ms while the tunnel was idle; ` +
+        `ready again ${(performance.now() - t0).toFixed(0)} ms later: ${down.at(-1)}`,
+    );
+    expect(down.at(-1)).toMatch(/refresh failed: 437/);
+    const platform = await udpPeer("127.0.0.1");
+    const echoed = await echoUdp(platform, parseAddress(rows[0]!.relayedAddress!), 100);
+    platform.close();
+    expect(echoed).toBe(100);
+  });
+});

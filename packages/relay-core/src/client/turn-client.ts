@@ -66,6 +66,9 @@ const DEFAULT_ALLOCATION_LIFETIME = 600;
 const CHANNEL_LIFETIME_MS = 600_000;
 const CHANNEL_COOLDOWN_MS = 300_000;
 
+/** The keep-alive Binding request (RFC 8489 §6.2.1); it carries nothing. */
+const BINDING: Operation = { kind: "binding" };
+
 export class TurnClient {
   readonly stats: TurnClientStats = { requests: 0, retransmissions: 0, timeouts: 0, dropped: 0 };
   /** The data-path view returned by `handleInput` / `decodeData`; reused for every packet. */
@@ -380,12 +383,9 @@ export class TurnClient {
           this.#wants.forgetChannel(c);
         }
       }
-      if (
-        this.#keepaliveMs > 0 &&
-        now >= this.#lastRequestAt + this.#keepaliveMs &&
-        !this.#inFlight("binding")
-      ) {
-        this.#start({ kind: "binding" }, now, 0, 0);
+      const keepalive = this.#keepaliveOp();
+      if (keepalive !== undefined && now >= this.#lastRequestAt + this.#keepaliveMs) {
+        this.#start(keepalive, now, 0, 0);
       }
     }
   }
@@ -423,7 +423,7 @@ export class TurnClient {
         const at = c.wanted ? c.refreshAt : c.expiresAt + CHANNEL_COOLDOWN_MS;
         if (at < next) next = at;
       }
-      if (this.#keepaliveMs > 0 && !this.#inFlight("binding")) {
+      if (this.#keepaliveOp() !== undefined) {
         const at = this.#lastRequestAt + this.#keepaliveMs;
         if (at < next) next = at;
       }
@@ -865,6 +865,17 @@ export class TurnClient {
   #clearWants(): void {
     this.#wants.clear();
     this.#refreshAt = Number.POSITIVE_INFINITY;
+  }
+
+  /** The keep-alive to send when one is due (allocated), unless one is already in flight. */
+  #keepaliveOp(): Operation | undefined {
+    if (this.#keepaliveMs === 0) return undefined;
+    if (this.#options.keepaliveRequest === "refresh") {
+      // The Refresh the allocation gets anyway, sooner: same lifetime asked for.
+      if (this.#inFlight("refresh")) return undefined;
+      return { kind: "refresh", lifetime: this.#options.lifetime };
+    }
+    return this.#inFlight("binding") ? undefined : BINDING;
   }
 
   #inFlight(kind: Operation["kind"]): boolean {

@@ -52,6 +52,13 @@ export interface TurnClientOptions {
    * bindings open (RFC 8656 §3.6 / RFC 8489 §6.2.1); 0 turns it off. Default 15 (UDP), 30 (TCP/TLS).
    */
   readonly keepaliveInterval?: number;
+  /**
+   * What the keep-alive is once allocated: a Binding (default; the server does no work for it)
+   * or a Refresh, which also proves the allocation still exists. A relay restarted between two
+   * keep-alives answers a Binding as if nothing happened but a Refresh with 437 (RFC 8656 §8),
+   * so the allocation is known lost within one interval instead of at the next refresh.
+   */
+  readonly keepaliveRequest?: "binding" | "refresh";
 }
 
 /** What `TurnClient.pollOutput()` yields: bytes for the server, or an event. */
