@@ -61,8 +61,6 @@ export const TUNNEL_STATES: readonly TunnelState[] = [
 export const EXPIRY_MARGIN_MS = 60_000;
 /** After a failed credential fetch (or nothing newer yet), look again this much later. */
 export const RENEW_RETRY_MS = 5_000;
-/** A Refresh with the current credentials was in flight: try the renewed ones this much later. */
-export const REFRESH_BUSY_RETRY_MS = 1_000;
 
 /**
  * When a tunnel whose relay refused renewed credentials (441) must re-allocate: a minute before
@@ -196,6 +194,8 @@ export class TunnelLifecycle {
   #allocCreds: TurnCredentials | undefined;
   /** Renewed credentials swapped into the client, waiting for the Refresh that tries them. */
   #pendingCreds: TurnCredentials | undefined;
+  /** Renewed credentials waiting for the Refresh in flight (a keep-alive) to be answered. */
+  #queuedCreds: TurnCredentials | undefined;
   #renewing = false;
   #renewRetryAt = 0;
   /** This relay answered 441 to renewed credentials (coturn): re-allocate instead. */
@@ -500,6 +500,7 @@ export class TunnelLifecycle {
     this.#relayed = undefined;
     this.#renewing = false;
     this.#pendingCreds = undefined;
+    this.#queuedCreds = undefined;
     this.#out.push({ type: "disconnect", release });
   }
 
@@ -557,9 +558,16 @@ export class TunnelLifecycle {
       case "allocate-failed":
         this.#fail(`allocate failed: ${e.code} ${e.reason}`, now);
         return;
-      case "refreshed":
+      case "refreshed": {
+        const queued = this.#queuedCreds;
+        if (queued !== undefined) {
+          this.#queuedCreds = undefined;
+          this.#renewWith(queued, now);
+          return;
+        }
         this.#checkRenewal();
         return;
+      }
       case "refresh-failed":
         // A refused renewal must not wait out a backoff delay: re-allocate at once.
         this.#fail(`refresh failed: ${e.code} ${e.reason}`, now, this.#renewing);
@@ -625,12 +633,13 @@ export class TunnelLifecycle {
     client.setCredentials(fresh.username, fresh.password);
     // RFC 8656 §8: the Refresh that carries the new USERNAME; lifetime as before.
     if (!client.refresh(now)) {
-      // A Refresh with the current credentials is in flight: its answer would say nothing
-      // about the new ones. Put the current ones back and try again in a moment.
+      // A Refresh with the current credentials is in flight (a keep-alive): its answer would
+      // say nothing about the new ones. Put the current ones back and try the new ones as soon
+      // as it is answered (still renewing: no re-allocation meanwhile, even with a ttl so
+      // short that renewing and re-allocating are due at the same instant).
       const current = this.#creds!;
       client.setCredentials(current.username, current.password);
-      this.#renewing = false;
-      this.#renewRetryAt = now + REFRESH_BUSY_RETRY_MS;
+      this.#queuedCreds = fresh;
       return;
     }
     this.#pendingCreds = fresh;
@@ -639,8 +648,7 @@ export class TunnelLifecycle {
   /** After a Refresh success: did the relay take the renewed credentials? */
   #checkRenewal(): void {
     const client = this.#client;
-    // Keep-alive Refreshes succeed too: only the one carrying fresh credentials says anything.
-    if (client === undefined || !this.#renewing) return;
+    if (client === undefined) return;
     if (client.usesAllocationCredentials) {
       // 441 to the renewed USERNAME (coturn): sign everything with the accepted credentials
       // again (ConnectionBind included) and re-allocate before they expire.

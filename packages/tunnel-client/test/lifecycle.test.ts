@@ -158,6 +158,41 @@ describe("tunnel lifecycle: credential renewal", () => {
     expect(outputsOf(t, "renewal-refused")).toEqual([]);
     expect(t.life.reconnects).toBe(0);
   });
+
+  it("renews 5 s credentials in place even when a keep-alive Refresh is in flight at the renewal", async () => {
+    // With a 5 s ttl, renewing and re-allocating are due at the same instant: a renewal that
+    // stepped aside for a keep-alive Refresh used to find re-allocating overdue (a new relayed
+    // address). The same run twice: the first finds when the renewal starts and the keep-alive
+    // before it; the second loses the relay's answers from that keep-alive until just after the
+    // renewal started, so the keep-alive Refresh is still being retransmitted then.
+    const run = async (lose: (at: number) => boolean) => {
+      const h = new TunnelNet();
+      const t = h.addTunnel("db", h.restCredentials("acme", 5), { keepalive: 3 });
+      await h.start(t);
+      await ready(h, t);
+      h.loseToTunnel = lose;
+      await h.runUntil(() => t.life.credentialRenewals >= 1, 20_000);
+      return { h, t };
+    };
+    const dry = await run(() => false);
+    const renewalStart = outputsOf(dry.t, "fetch-credentials")[1]!.at;
+    const keepalive = refreshes(dry.t)
+      .filter((r) => r.at < renewalStart)
+      .at(-1)!.at;
+    const answersBack = renewalStart + 500;
+    const { h, t } = await run((at) => at >= keepalive - 10 && at < answersBack);
+    const relayed = t.life.relayedAddress;
+    expect(t.life.credentialRenewals).toBe(1);
+    expect(outputsOf(t, "reallocating")).toEqual([]);
+    expect(t.life.reconnects).toBe(0);
+    // The renewed Refresh went out once the keep-alive's answer got through.
+    const sent = refreshes(t);
+    const renewed = sent.find((r) => r.username !== sent[0]!.username)!;
+    expect(renewed.at).toBeGreaterThanOrEqual(answersBack);
+    await h.advance(10_000);
+    expect(t.life.relayedAddress).toEqual(relayed);
+    expect(t.life.reconnects).toBe(0);
+  });
 });
 
 describe("tunnel lifecycle: reconnect backoff", () => {
