@@ -51,7 +51,7 @@ const CONNECTIONS_BUDGET_MB = 50;
  * isolate after a forced full collection (through the inspector, see heldMiB). RSS cannot say
  * this: it keeps what V8 has not collected yet and the pages V8 and malloc keep after a
  * collection, and so rose by +14 to +45 MB per round here without any state behind it (after
- * a forced collection it stays flat). Measured +0.3 to +1.4 MiB held, also after 5 rounds. The
+ * a forced collection it stays flat). Measured +0.3 to +1.7 MiB held, also after 5 rounds. The
  * bugs of issue 15 held over 100 MB per round (a key per 60 KB USERNAME, 64 KB per claimed
  * frame); 4 MiB still fails a leaked socket per attacker connection (4,100 a round).
  */
@@ -59,7 +59,7 @@ const HELD_MB = 4;
 /**
  * The same after the soak, whose ~1,100 legitimate cycles leave bounded caches behind: the last
  * 40 s of responses kept for retransmissions (RFC 8489 §6.3.1; ~2,200 here), the keys of the
- * usernames minted in the last minute, JIT code. Measured +1.0 to +2.6 MiB.
+ * usernames minted in the last minute, JIT code. Measured +0.9 to +2.6 MiB.
  */
 const SOAK_HELD_MB = 5;
 const ROUNDS = 3;
