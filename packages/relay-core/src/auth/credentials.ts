@@ -16,6 +16,7 @@
 // (RFC 8656 §7: requests about an allocation come from the user that created it) and the
 // per-user quotas compare principals, never bare names.
 
+import { dropExpiredOldest, evictOldestAtCap } from "../insertion-order.js";
 import { longTermKeyMd5, longTermKeySha256, userHash } from "./long-term-key.js";
 import { parseRestUsername, restPassword } from "./rest-credentials.js";
 
@@ -218,16 +219,8 @@ export class SharedSecretCredentials implements CredentialStore {
     if (result.ok && verify !== undefined && this.#maxCacheEntries > 0) {
       // Let a few expired usernames at the front go (insertion order is roughly expiry order
       // for credentials minted with one TTL), so the cache empties once its users have left.
-      for (let i = 0; i < 4; i++) {
-        const oldest = this.#cache.entries().next();
-        if (oldest.done === true || oldest.value[1].expiry > nowUnixSeconds) break;
-        this.#cache.delete(oldest.value[0]);
-      }
-      if (this.#cache.size >= this.#maxCacheEntries) {
-        // Map iterates in insertion order: the first key is the oldest entry.
-        const oldest = this.#cache.keys().next();
-        if (oldest.done !== true) this.#cache.delete(oldest.value);
-      }
+      dropExpiredOldest(this.#cache, (old) => old.expiry <= nowUnixSeconds, 4);
+      evictOldestAtCap(this.#cache, this.#maxCacheEntries);
       this.#cache.set(cacheKey, candidates);
     }
     return result;

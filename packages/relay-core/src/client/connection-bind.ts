@@ -14,6 +14,7 @@ import {
   verifyMessageIntegrity,
 } from "../codec/message.js";
 import type { PeerConnectionId } from "../ids.js";
+import { evictOldestAtCap } from "../insertion-order.js";
 import type { RandomSource } from "../rng.js";
 import type { Challenge, RequestSigner, Signature } from "./authentication.js";
 import type { ConnectionBindResult } from "./types.js";
@@ -99,10 +100,7 @@ export class ConnectionBinds {
     b.uint32(AttributeType.ConnectionId, connectionId >>> 0);
     const signature = this.#signer.sign(b, true, challenge);
     const bytes = b.fingerprint().build();
-    if (this.#pending.size >= MAX_PENDING_CONNECTION_BINDS) {
-      const oldest = this.#pending.keys().next();
-      if (!oldest.done) this.#pending.delete(oldest.value);
-    }
+    evictOldestAtCap(this.#pending, MAX_PENDING_CONNECTION_BINDS);
     this.#pending.set(bytesKey(id), {
       connectionId: (connectionId >>> 0) as PeerConnectionId,
       signature,

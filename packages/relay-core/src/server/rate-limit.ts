@@ -6,6 +6,8 @@
  * warns about it; RFC 8656 §21.1.4 about resource exhaustion). Authenticated traffic is not
  * limited here: credentials and the allocation quotas govern it.
  */
+import { evictOldestAtCap } from "../insertion-order.js";
+
 export class SourceRateLimiter {
   readonly #buckets = new Map<string, { tokens: number; at: number }>();
   readonly #perSecond: number;
@@ -29,10 +31,7 @@ export class SourceRateLimiter {
     if (this.#perSecond <= 0) return true;
     let bucket = this.#buckets.get(source);
     if (bucket === undefined) {
-      if (this.#buckets.size >= this.#maxSources) {
-        const oldest = this.#buckets.keys().next();
-        if (!oldest.done) this.#buckets.delete(oldest.value);
-      }
+      evictOldestAtCap(this.#buckets, this.#maxSources);
       bucket = { tokens: this.#burst, at: now };
       this.#buckets.set(source, bucket);
     } else if (now > bucket.at) {

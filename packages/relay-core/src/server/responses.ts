@@ -7,6 +7,7 @@
 
 import { AttributeType, MessageClass } from "../codec/constants.js";
 import { bytesKey, type StunMessage, StunMessageBuilder } from "../codec/message.js";
+import { dropExpiredOldest, evictOldestAtCap } from "../insertion-order.js";
 import type { ClientEndpoint } from "./allocation.js";
 import type { ServerStats } from "./stats.js";
 import type { Emit } from "./types.js";
@@ -143,15 +144,8 @@ export class ResponseCache {
     // Entries go in oldest first with one lifetime, so the expired ones are at the front: let
     // them go now rather than when the cap pushes them out, which under light traffic would
     // be never (and would keep 8,192 responses after the clients have gone).
-    for (const [oldKey, old] of this.#entries) {
-      if (old.expiresAt > now) break;
-      this.#entries.delete(oldKey);
-    }
-    if (this.#entries.size >= RESPONSE_CACHE_ENTRIES) {
-      // Map iterates in insertion order: the first key is the oldest entry.
-      const oldest = this.#entries.keys().next();
-      if (!oldest.done) this.#entries.delete(oldest.value);
-    }
+    dropExpiredOldest(this.#entries, (old) => old.expiresAt <= now);
+    evictOldestAtCap(this.#entries, RESPONSE_CACHE_ENTRIES);
     this.#entries.set(key, {
       data,
       messageClass: errorCode === 0 ? MessageClass.SuccessResponse : MessageClass.ErrorResponse,
