@@ -7,6 +7,8 @@
 // isolate (the main thread and each worker thread, through the NodeWorker domain), and reads
 // what survived. Nothing in the process under test knows it is being measured.
 
+import { withTimeout } from "./process.js";
+
 /** What survived a full garbage collection in one isolate (bytes). */
 export interface IsolateHeap {
   /** "main" or the worker's title. */
@@ -41,20 +43,11 @@ export class InspectorSession {
 
   static async connect(url: string, timeoutMs = 5000): Promise<InspectorSession> {
     const ws = new WebSocket(url);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`inspector ${url}: no connection`)),
-        timeoutMs,
-      );
-      ws.addEventListener("open", () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      ws.addEventListener("error", () => {
-        clearTimeout(timer);
-        reject(new Error(`inspector ${url}: connection failed`));
-      });
+    const opened = new Promise<void>((resolve, reject) => {
+      ws.addEventListener("open", () => resolve());
+      ws.addEventListener("error", () => reject(new Error(`inspector ${url}: connection failed`)));
     });
+    await withTimeout(opened, timeoutMs, `inspector ${url}: no connection`);
     const session = new InspectorSession(ws);
     // Attach to the worker threads there are (and later ones); they keep running.
     await session.call("NodeWorker.enable", { waitForDebuggerOnStart: false });
@@ -100,12 +93,16 @@ export class InspectorSession {
     const w = this.workers.get(sessionId);
     if (!w) throw new Error(`worker session ${sessionId} is gone`);
     const id = this.nextId++;
-    const reply = this.await(w.pending, id, method, 10_000);
-    // The worker's session is enabled by its first message; Runtime needs no enable call.
-    await this.call("NodeWorker.sendMessageToWorker", {
-      sessionId,
-      message: JSON.stringify({ id, method, params }),
-    });
+    // Waiting before sending: the worker's answer may come before the send is acknowledged.
+    // Both awaited together, so a failed send leaves no reply rejecting unobserved later.
+    // (The worker's session is enabled by its first message; Runtime needs no enable call.)
+    const [reply] = await Promise.all([
+      this.await(w.pending, id, method, 10_000),
+      this.call("NodeWorker.sendMessageToWorker", {
+        sessionId,
+        message: JSON.stringify({ id, method, params }),
+      }),
+    ]);
     return reply;
   }
 
@@ -115,22 +112,10 @@ export class InspectorSession {
     method: string,
     timeoutMs: number,
   ): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        pending.delete(id);
-        reject(new Error(`inspector: ${method} got no answer in ${timeoutMs} ms`));
-      }, timeoutMs);
-      pending.set(id, {
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-    });
+    const reply = new Promise<unknown>((resolve, reject) => pending.set(id, { resolve, reject }));
+    return withTimeout(reply, timeoutMs, `inspector: ${method} got no answer`).finally(() =>
+      pending.delete(id),
+    );
   }
 
   private onMessage(text: string): void {

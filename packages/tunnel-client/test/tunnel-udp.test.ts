@@ -11,6 +11,7 @@ import {
   type ListRow,
   parseAddress,
   TUNNEL_BIN,
+  type TunnelFixtureOptions,
   udpPeer,
   useTunnelFixture,
 } from "./harness.js";
@@ -20,21 +21,24 @@ const BACKOFF_MAX_S = 2;
 
 const ready = (rows: ListRow[], n = 1) => rows.filter((r) => r.state === "ready").length >= n;
 
+/** A relay, a UDP echo target and a tunnel exposing it, with keep-alives `keepaliveS` apart. */
+const udpEchoTunnel = (keepaliveS: number): TunnelFixtureOptions => ({
+  token: TOKEN,
+  echo: ["udp"],
+  tunnel: (fx) => [
+    ...exposeArgs(fx.relayUri, { echo: `udp://127.0.0.1:${fx.udp.port}` }),
+    "--keepalive",
+    String(keepaliveS),
+    "--backoff-base",
+    "0.1",
+    "--backoff-max",
+    String(BACKOFF_MAX_S),
+  ],
+  ready: 1,
+});
+
 describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
-  const f = useTunnelFixture({
-    token: TOKEN,
-    echo: ["udp"],
-    tunnel: (fx) => [
-      ...exposeArgs(fx.relayUri, { echo: `udp://127.0.0.1:${fx.udp.port}` }),
-      "--keepalive",
-      "1",
-      "--backoff-base",
-      "0.1",
-      "--backoff-max",
-      String(BACKOFF_MAX_S),
-    ],
-    ready: 1,
-  });
+  const f = useTunnelFixture(udpEchoTunnel(1));
 
   it("echoes 1,000 datagrams from an allowed peer through the relayed address", async () => {
     const [row] = await f.tunnel.list();
@@ -278,20 +282,7 @@ describe("two relay addresses behind one name", () => {
 
 describe("turnpike-tunnel over a relay restarted between two keep-alives (a deploy)", () => {
   const KEEPALIVE_S = 5;
-  const f = useTunnelFixture({
-    token: TOKEN,
-    echo: ["udp"],
-    tunnel: (fx) => [
-      ...exposeArgs(fx.relayUri, { echo: `udp://127.0.0.1:${fx.udp.port}` }),
-      "--keepalive",
-      String(KEEPALIVE_S),
-      "--backoff-base",
-      "0.1",
-      "--backoff-max",
-      String(BACKOFF_MAX_S),
-    ],
-    ready: 1,
-  });
+  const f = useTunnelFixture(udpEchoTunnel(KEEPALIVE_S));
 
   it("sees the allocation gone at the next keep-alive and serves again on a new one", async () => {
     const before = (await f.tunnel.list())[0]!;
