@@ -2,9 +2,24 @@
   "targets": [
     {
       "target_name": "udp_batch",
-      "sources": ["native/udp_batch.c"],
+      "sources": [
+        "native/addon.c",
+        "native/context.c",
+        "native/fd_helpers.c",
+        "native/layout.c",
+        "native/receive.c",
+        "native/sockets.c",
+        "native/transmit.c"
+      ],
       "defines": [],
-      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],
+      "cflags": [
+        "-O2",
+        "-Wall",
+        "-Wextra",
+        "-Wno-unused-parameter",
+        "-std=gnu11",
+        "-fvisibility=hidden"
+      ],
       "conditions": [["OS!='linux'", {"type": "none"}]]
     }
   ]

@@ -1,6 +1,7 @@
 // @turnpike/udp-batch: batched UDP sockets for Node.js on Linux (recvmmsg/sendmmsg under one
-// epoll set watched by libuv). See native/udp_batch.c for the design; this file is the typed view
-// of the memory the native side shares with JavaScript.
+// epoll set watched by libuv). See native/udp_batch.h for the design; this file is the typed view
+// of the memory the native side shares with JavaScript, whose layout (native/layout.h) the
+// module hands over at load and layout.ts checks.
 //
 // Receive: `onBatch(count)` is called once per batch. Packet i has its payload at
 // rx[slotOffset(i) .. slotOffset(i) + length) and its metadata in rxMeta[i * RX_STRIDE ...].
@@ -12,56 +13,44 @@
 // returns; elsewhere call `flush()`. Counters (sent packets/bytes per tag, size buckets, drops
 // by reason, syscalls) are in `stats`, read them when metrics are collected.
 import { createRequire } from "node:module";
+import {
+  ARENA_RX,
+  ARENA_TX,
+  BATCH_DROP_REASONS,
+  type BatchDropReason,
+  CTL_TX_BYTES,
+  CTL_TX_COUNT,
+  checkLayout,
+  HEADROOM,
+  SLOT_SIZE,
+  type StatsLayout,
+  TX_ADDR,
+  TX_ARENA,
+  TX_FAMILY,
+  TX_HANDLE,
+  TX_LENGTH,
+  TX_OFFSET,
+  TX_OVERHEAD,
+  TX_PORT,
+  TX_STRIDE,
+  TX_TAG,
+} from "./layout.js";
 
-export const HEADROOM = 4;
-export const MAX_DATAGRAM = 65535;
-export const SLOT_SIZE = 65544;
-
-export const RX_STRIDE = 8;
-export const RX_HANDLE = 0;
-export const RX_LENGTH = 1;
-export const RX_PORT = 2;
-export const RX_FAMILY = 3;
-export const RX_ADDR = 4;
-/** Set in the family word for an IPv6 source with a scope id (link-local). */
-export const RX_SCOPED = 0x100;
-
-const TX_STRIDE = 12;
-const TX_HANDLE = 0;
-const TX_ARENA = 1;
-const TX_OFFSET = 2;
-const TX_LENGTH = 3;
-const TX_PORT = 4;
-const TX_FAMILY = 5;
-const TX_ADDR = 6;
-const TX_TAG = 10;
-const TX_OVERHEAD = 11;
-const CTL_TX_COUNT = 0;
-const CTL_TX_BYTES = 1;
-
-export const MAX_TAGS = 16;
-const MAX_BUCKETS = 16;
-const ST_PACKETS = 0;
-const ST_BYTES = ST_PACKETS + MAX_TAGS;
-const ST_BUCKETS = ST_BYTES + MAX_TAGS;
-const ST_DROPS = ST_BUCKETS + MAX_BUCKETS;
-const ST_COUNTERS = ST_DROPS + 16;
-
-/** Why the module dropped a packet, in the order of the native counters. */
-export const BATCH_DROP_REASONS = [
-  "send-queue-full",
-  "send-emsgsize",
-  "send-econnrefused",
-  "send-enobufs",
-  "send-eperm",
-  "send-unreachable",
-  "send-failed",
-  "send-socket-closed",
-  "send-invalid",
-  "recv-truncated",
-  "recv-error",
-] as const;
-export type BatchDropReason = (typeof BATCH_DROP_REASONS)[number];
+export {
+  BATCH_DROP_REASONS,
+  type BatchDropReason,
+  HEADROOM,
+  MAX_DATAGRAM,
+  MAX_TAGS,
+  RX_ADDR,
+  RX_FAMILY,
+  RX_HANDLE,
+  RX_LENGTH,
+  RX_PORT,
+  RX_SCOPED,
+  RX_STRIDE,
+  SLOT_SIZE,
+} from "./layout.js";
 
 export interface BatchIoCounters {
   /** recvmmsg calls that returned packets */
@@ -90,6 +79,8 @@ interface NativeShared {
 }
 
 interface NativeBinding {
+  /** The shared memory layout (native/layout.h), checked by checkLayout at load. */
+  readonly layout: unknown;
   create(onBatch: (count: number) => void, options: object): NativeShared;
   open(ctx: object, family: number, address: string, port: number, options: object): number;
   localPort(ctx: object, handle: number): number;
@@ -134,7 +125,7 @@ export interface OpenOptions {
 }
 
 type Loaded =
-  | { readonly ok: true; readonly binding: NativeBinding }
+  | { readonly ok: true; readonly binding: NativeBinding; readonly stats: StatsLayout }
   | { readonly ok: false; readonly reason: string };
 let loaded: Loaded | undefined;
 
@@ -144,9 +135,10 @@ function load(): Loaded {
     loaded = { ok: false, reason: `${process.platform} is not Linux` };
     return loaded;
   }
+  let binding: NativeBinding;
   try {
     const require = createRequire(import.meta.url);
-    loaded = { ok: true, binding: require("../build/Release/udp_batch.node") as NativeBinding };
+    binding = require("../build/Release/udp_batch.node") as NativeBinding;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     loaded = {
@@ -156,7 +148,14 @@ function load(): Loaded {
           ? "the native module was not built at install (see the install log)"
           : `the native module failed to load: ${e.message}`,
     };
+    return loaded;
   }
+  // A module built from other sources than this JavaScript (a stale build/) would misread
+  // the shared memory: refuse it like one that did not build.
+  const layout = checkLayout(binding.layout);
+  loaded = layout.ok
+    ? { ok: true, binding, stats: layout.stats }
+    : { ok: false, reason: layout.reason };
   return loaded;
 }
 
@@ -234,6 +233,8 @@ export class BatchIo {
   private readonly ctl: Uint32Array;
   private readonly maxTx: number;
   private readonly native: NativeBinding;
+  /** Where the counters sit in `stats`: the native module's layout, read at load. */
+  private readonly st: StatsLayout;
   private readonly ctx: object;
   private destroyed = false;
 
@@ -241,6 +242,7 @@ export class BatchIo {
     const l = load();
     if (!l.ok) throw new Error(`udp-batch unavailable: ${l.reason}`);
     this.native = l.binding;
+    this.st = l.stats;
     this.maxTx = options.maxTx ?? 256;
     const shared = this.native.create(options.onBatch, {
       maxBatch: options.maxBatch ?? 64,
@@ -309,7 +311,7 @@ export class BatchIo {
     tag: number,
     overhead = 0,
   ): void {
-    this.queue(handle, 0, offset, length, family, ip4, ip6, port, tag, overhead);
+    this.queue(handle, ARENA_RX, offset, length, family, ip4, ip6, port, tag, overhead);
   }
 
   /** Copy `bytes[start..end)` into the tx arena and queue it (control messages, TCP-sourced data). */
@@ -335,7 +337,7 @@ export class BatchIo {
     this.tx.set(bytes.subarray(start, end), offset);
     // Keep every copy 8-byte aligned (cheap, and keeps the arena's layout predictable).
     ctl[CTL_TX_BYTES] = (offset + length + 7) & ~7;
-    this.queue(handle, 1, offset, length, family, ip4, ip6, port, tag, overhead);
+    this.queue(handle, ARENA_TX, offset, length, family, ip4, ip6, port, tag, overhead);
   }
 
   private queue(
@@ -382,16 +384,16 @@ export class BatchIo {
 
   /** Packets accepted by the kernel with this tag. */
   sentPackets(tag: number): number {
-    return this.stats[ST_PACKETS + tag]!;
+    return this.stats[this.st.ST_PACKETS + tag]!;
   }
 
   sentBytes(tag: number): number {
-    return this.stats[ST_BYTES + tag]!;
+    return this.stats[this.st.ST_BYTES + tag]!;
   }
 
   /** Sent packets per size bucket (sizeBounds.length + 1 entries). */
   sizeBucket(i: number): number {
-    return this.stats[ST_BUCKETS + i]!;
+    return this.stats[this.st.ST_BUCKETS + i]!;
   }
 
   drops(reason: BatchDropReason): number {
@@ -400,32 +402,33 @@ export class BatchIo {
 
   /** Indices into `stats`, for readers that fold differences. */
   packetsIndex(tag: number): number {
-    return ST_PACKETS + tag;
+    return this.st.ST_PACKETS + tag;
   }
 
   bytesIndex(tag: number): number {
-    return ST_BYTES + tag;
+    return this.st.ST_BYTES + tag;
   }
 
   bucketIndex(bucket: number): number {
-    return ST_BUCKETS + bucket;
+    return this.st.ST_BUCKETS + bucket;
   }
 
   dropIndex(reason: BatchDropReason): number {
-    return ST_DROPS + BATCH_DROP_REASONS.indexOf(reason);
+    return this.st.ST_DROPS + BATCH_DROP_REASONS.indexOf(reason);
   }
 
   counters(): BatchIoCounters {
     const s = this.stats;
-    const c = ST_COUNTERS;
+    const st = this.st;
+    const c = st.ST_COUNTERS;
     return {
-      recvCalls: s[c]!,
-      sendCalls: s[c + 1]!,
-      packetsReceived: s[c + 2]!,
-      batches: s[c + 3]!,
-      eagain: s[c + 4]!,
-      backlogBytes: s[c + 5]!,
-      wakeups: s[c + 6]!,
+      recvCalls: s[c + st.C_RECV_CALLS]!,
+      sendCalls: s[c + st.C_SEND_CALLS]!,
+      packetsReceived: s[c + st.C_RX_PACKETS]!,
+      batches: s[c + st.C_BATCHES]!,
+      eagain: s[c + st.C_EAGAIN]!,
+      backlogBytes: s[c + st.C_BACKLOG_BYTES]!,
+      wakeups: s[c + st.C_WAKEUPS]!,
     };
   }
 
