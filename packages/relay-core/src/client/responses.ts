@@ -37,10 +37,18 @@ import type { ClientSettings } from "./options.js";
 import type { Requests } from "./requests.js";
 import type { Transaction } from "./transaction.js";
 import type { TurnClientOutput } from "./types.js";
-import { CHANNEL_LIFETIME_MS, type Wants } from "./wants.js";
+import {
+  CHANNEL_LIFETIME_MS,
+  type ChannelState,
+  type PermissionState,
+  type Wants,
+} from "./wants.js";
 
 /** RFC 8656 §6: the default lifetime, taken when an Allocate success carries no LIFETIME. */
 const DEFAULT_ALLOCATION_LIFETIME = 600;
+
+/** An ERROR-CODE (RFC 8489 §14.8): the code and its reason phrase. */
+type StunError = { readonly code: number; readonly reason: string };
 
 export class Responses {
   readonly #settings: ClientSettings;
@@ -79,7 +87,7 @@ export class Responses {
         return false;
       }
       this.#requests.finish(tx);
-      this.#succeeded(tx, msg, now);
+      this.#answered(tx, msg, undefined, now);
       return true;
     }
     const error = readErrorCode(msg);
@@ -94,9 +102,7 @@ export class Responses {
       return false;
     }
     this.#requests.finish(tx);
-    if (!this.#retryAfterError(tx, msg, error.code, now)) {
-      this.#failed(tx, msg, error.code, error.reason, now);
-    }
+    if (!this.#retryAfterError(tx, msg, error.code, now)) this.#answered(tx, msg, error, now);
     return true;
   }
 
@@ -169,151 +175,168 @@ export class Responses {
     return false;
   }
 
-  #succeeded(tx: Transaction, msg: StunMessage, now: number): void {
+  /** A success (`error` undefined) or a final error response to `tx`, by method. */
+  #answered(tx: Transaction, msg: StunMessage, error: StunError | undefined, now: number): void {
     const op = tx.op;
-    const allocation = this.#allocation;
     switch (op.kind) {
-      case "allocate": {
-        if (allocation.state !== "allocating") return;
-        const relayed = readXorAddress(msg, AttributeType.XorRelayedAddress);
-        if (relayed === undefined) {
-          this.#fail("allocate-failed", 0, "no XOR-RELAYED-ADDRESS in the Allocate success");
-          return;
-        }
-        const lifetime = readUint32(msg, AttributeType.Lifetime) ?? DEFAULT_ALLOCATION_LIFETIME;
-        allocation.relayed = relayed;
-        allocation.mapped = readXorAddress(msg, AttributeType.XorMappedAddress);
-        this.#signer.allocated(tx.signature);
-        allocation.state = "allocated";
-        allocation.granted(lifetime, now);
-        this.#emit({ type: "allocated", relayed, mapped: allocation.mapped, lifetime });
-        // Permissions and channels asked for while allocating go out now.
-        for (const p of this.#wants.permissions.values()) {
-          if (p.explicit && !p.inFlight)
-            this.#requests.start({ kind: "permission", permission: p }, now);
-        }
-        for (const c of this.#wants.channels.values()) {
-          if (c.wanted && !c.inFlight) this.#requests.start({ kind: "channel", channel: c }, now);
-        }
+      case "allocate":
+        this.#allocateAnswered(tx, msg, error, now);
         return;
-      }
-      case "refresh": {
-        if (allocation.state !== "allocated") return;
-        const lifetime =
-          readUint32(msg, AttributeType.Lifetime) ?? op.lifetime ?? allocation.lifetime;
-        if (lifetime === 0) {
-          allocation.end("released");
-          this.#wants.clear();
-          this.#emit({ type: "released" });
-          return;
-        }
-        // Credentials the server accepted for this allocation are the ones to fall back to
-        // after a later 441 (renewed REST credentials it took replace the creating ones).
-        this.#signer.accepted(tx.signature);
-        allocation.granted(lifetime, now);
-        this.#emit({ type: "refreshed", lifetime });
+      case "refresh":
+        this.#refreshAnswered(tx, msg, op.lifetime, error, now);
         return;
-      }
       case "release":
+        // RFC 8656 §8.3: a 437 means the allocation was already gone, which is what we wanted.
         this.#emit({ type: "released" });
         return;
-      case "permission": {
-        const p = op.permission;
-        p.refreshAt = now + this.#settings.permissionRefreshMs;
-        if (!p.created) {
-          p.created = true;
-          if (p.explicit) this.#emit({ type: "permission-created", peerIp: p.ip });
-        }
+      case "permission":
+        this.#permissionAnswered(op.permission, error, now);
         return;
-      }
-      case "channel": {
-        const c = op.channel;
-        c.refreshAt = now + this.#settings.channelRefreshMs;
-        c.expiresAt = now + CHANNEL_LIFETIME_MS;
-        // RFC 8656 §12.3: ChannelBind installs or refreshes the peer's permission too.
-        const p = this.#wants.permissions.get(c.ip);
-        if (p !== undefined && !p.inFlight) p.refreshAt = now + this.#settings.permissionRefreshMs;
-        if (!c.bound) {
-          c.bound = true;
-          if (c.wanted) this.#emit({ type: "channel-bound", peer: c.peer, channel: c.number });
-        }
+      case "channel":
+        this.#channelAnswered(op.channel, error, now);
         return;
-      }
-      case "connect": {
-        const connectionId = readUint32(msg, AttributeType.ConnectionId) as
-          | PeerConnectionId
-          | undefined;
-        if (connectionId === undefined) {
-          this.#emit({
-            type: "connect-failed",
-            peer: op.peer,
-            code: 0,
-            reason: "no CONNECTION-ID in the Connect success",
-          });
-          return;
-        }
-        this.#emit({ type: "connected", peer: op.peer, connectionId });
+      case "connect":
+        this.#connectAnswered(op.peer, msg, error);
         return;
-      }
       case "binding":
         return;
     }
   }
 
-  #failed(tx: Transaction, msg: StunMessage, code: number, reason: string, now: number): void {
-    const op = tx.op;
-    switch (op.kind) {
-      case "allocate": {
-        if (this.#allocation.state !== "allocating") return;
-        const alternate =
-          code === ErrorCode.TryAlternate
-            ? readAddress(msg, AttributeType.AlternateServer)
-            : undefined;
-        this.#fail("allocate-failed", code, reason, alternate);
-        return;
-      }
-      case "refresh":
-        if (this.#allocation.state !== "allocated") return;
-        this.#fail("refresh-failed", code, reason);
-        return;
-      case "release":
-        // 437: the allocation was already gone, which is what we wanted.
-        this.#emit({ type: "released" });
-        return;
-      case "permission": {
-        const p = op.permission;
-        const wasExplicit = p.explicit;
-        p.explicit = false;
-        if (p.channels === 0) this.#wants.permissions.delete(p.ip);
-        else p.refreshAt = now + this.#settings.permissionRefreshMs;
-        if (wasExplicit) this.#emit({ type: "permission-failed", peerIp: p.ip, code, reason });
-        return;
-      }
-      case "channel": {
-        const c = op.channel;
-        const wasWanted = c.wanted;
-        if (c.wanted) {
-          c.wanted = false;
-          this.#wants.releasePermissionRef(c);
-        }
-        if (!c.bound) this.#wants.forgetChannel(c);
-        if (wasWanted) {
-          this.#emit({
-            type: "channel-bind-failed",
-            peer: c.peer,
-            channel: c.number,
-            code,
-            reason,
-          });
-        }
-        return;
-      }
-      case "connect":
-        this.#emit({ type: "connect-failed", peer: op.peer, code, reason });
-        return;
-      case "binding":
-        return;
+  /** RFC 8656 §7.3, §7.4; a 300 names the server to try instead (RFC 8489 §10). */
+  #allocateAnswered(
+    tx: Transaction,
+    msg: StunMessage,
+    error: StunError | undefined,
+    now: number,
+  ): void {
+    const allocation = this.#allocation;
+    if (allocation.state !== "allocating") return;
+    if (error !== undefined) {
+      const alternate =
+        error.code === ErrorCode.TryAlternate
+          ? readAddress(msg, AttributeType.AlternateServer)
+          : undefined;
+      this.#fail("allocate-failed", error.code, error.reason, alternate);
+      return;
     }
+    const relayed = readXorAddress(msg, AttributeType.XorRelayedAddress);
+    if (relayed === undefined) {
+      this.#fail("allocate-failed", 0, "no XOR-RELAYED-ADDRESS in the Allocate success");
+      return;
+    }
+    const lifetime = readUint32(msg, AttributeType.Lifetime) ?? DEFAULT_ALLOCATION_LIFETIME;
+    allocation.relayed = relayed;
+    allocation.mapped = readXorAddress(msg, AttributeType.XorMappedAddress);
+    this.#signer.allocated(tx.signature);
+    allocation.state = "allocated";
+    allocation.granted(lifetime, now);
+    this.#emit({ type: "allocated", relayed, mapped: allocation.mapped, lifetime });
+    // Permissions and channels asked for while allocating go out now.
+    for (const p of this.#wants.permissions.values()) {
+      if (p.explicit && !p.inFlight) {
+        this.#requests.start({ kind: "permission", permission: p }, now);
+      }
+    }
+    for (const c of this.#wants.channels.values()) {
+      if (c.wanted && !c.inFlight) this.#requests.start({ kind: "channel", channel: c }, now);
+    }
+  }
+
+  /** RFC 8656 §8.3: the lifetime granted (0: deleted), or the allocation is lost (437). */
+  #refreshAnswered(
+    tx: Transaction,
+    msg: StunMessage,
+    asked: number | undefined,
+    error: StunError | undefined,
+    now: number,
+  ): void {
+    const allocation = this.#allocation;
+    if (allocation.state !== "allocated") return;
+    if (error !== undefined) {
+      this.#fail("refresh-failed", error.code, error.reason);
+      return;
+    }
+    const lifetime = readUint32(msg, AttributeType.Lifetime) ?? asked ?? allocation.lifetime;
+    if (lifetime === 0) {
+      allocation.end("released");
+      this.#wants.clear();
+      this.#emit({ type: "released" });
+      return;
+    }
+    // Credentials the server accepted for this allocation are the ones to fall back to
+    // after a later 441 (renewed REST credentials it took replace the creating ones).
+    this.#signer.accepted(tx.signature);
+    allocation.granted(lifetime, now);
+    this.#emit({ type: "refreshed", lifetime });
+  }
+
+  /** RFC 8656 §10.3: installed (refreshed from now on), or refused and no longer wanted. */
+  #permissionAnswered(p: PermissionState, error: StunError | undefined, now: number): void {
+    if (error === undefined) {
+      p.refreshAt = now + this.#settings.permissionRefreshMs;
+      if (!p.created) {
+        p.created = true;
+        if (p.explicit) this.#emit({ type: "permission-created", peerIp: p.ip });
+      }
+      return;
+    }
+    const wasExplicit = p.explicit;
+    p.explicit = false;
+    // Channels to this IP still keep it (ChannelBind installs it too).
+    if (p.channels === 0) this.#wants.permissions.delete(p.ip);
+    else p.refreshAt = now + this.#settings.permissionRefreshMs;
+    if (wasExplicit) {
+      this.#emit({
+        type: "permission-failed",
+        peerIp: p.ip,
+        code: error.code,
+        reason: error.reason,
+      });
+    }
+  }
+
+  /** RFC 8656 §12.3: bound (the peer's permission with it), or refused and no longer wanted. */
+  #channelAnswered(c: ChannelState, error: StunError | undefined, now: number): void {
+    if (error === undefined) {
+      c.refreshAt = now + this.#settings.channelRefreshMs;
+      c.expiresAt = now + CHANNEL_LIFETIME_MS;
+      const p = this.#wants.permissions.get(c.ip);
+      if (p !== undefined && !p.inFlight) p.refreshAt = now + this.#settings.permissionRefreshMs;
+      if (!c.bound) {
+        c.bound = true;
+        if (c.wanted) this.#emit({ type: "channel-bound", peer: c.peer, channel: c.number });
+      }
+      return;
+    }
+    const wasWanted = c.wanted;
+    if (c.wanted) {
+      c.wanted = false;
+      this.#wants.releasePermissionRef(c);
+    }
+    // A binding the server still holds keeps its number until it expires (RFC 8656 §12).
+    if (!c.bound) this.#wants.forgetChannel(c);
+    if (wasWanted) {
+      const { code, reason } = error;
+      this.#emit({ type: "channel-bind-failed", peer: c.peer, channel: c.number, code, reason });
+    }
+  }
+
+  /** RFC 6062 §4.3: the server's connection to the peer, named by its CONNECTION-ID. */
+  #connectAnswered(peer: TransportAddress, msg: StunMessage, error: StunError | undefined): void {
+    if (error !== undefined) {
+      this.#emit({ type: "connect-failed", peer, code: error.code, reason: error.reason });
+      return;
+    }
+    const connectionId = readUint32(msg, AttributeType.ConnectionId) as
+      | PeerConnectionId
+      | undefined;
+    if (connectionId === undefined) {
+      const reason = "no CONNECTION-ID in the Connect success";
+      this.#emit({ type: "connect-failed", peer, code: 0, reason });
+      return;
+    }
+    this.#emit({ type: "connected", peer, connectionId });
   }
 
   #fail(
