@@ -74,7 +74,8 @@ describe("TCP allocations (RFC 6062)", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Issue 15: memory before authentication, principal confusion, self-relay, ConnectionBind probing.
+// A relay shared by many users: no memory held for strangers before authentication, users of two
+// credential stores kept apart, no relaying to the relay itself, no ConnectionBind probing.
 
 const SECRET = "rest-secret";
 
@@ -142,7 +143,7 @@ describe("USERNAME flood before authentication (RFC 8489 §14.3)", () => {
   });
 });
 
-describe("principals: a static user and a TURN REST user of the same name (issue 15)", () => {
+describe("principals: a static user and a TURN REST user of the same name are two users", () => {
   const both = () =>
     new CombinedCredentials([new StaticCredentials(USERS), new SharedSecretCredentials([SECRET])]);
 
@@ -223,7 +224,7 @@ describe("ConnectionBind probing (RFC 6062 §5.4)", () => {
   });
 });
 
-describe("self-relay: the relay's own addresses as peers (issue 15)", () => {
+describe("self-relay: the relay's own addresses as peers, refused unless allowSelf", () => {
   const OWN = "203.0.113.10";
   const selfPolicy = (extra: { allowSelf?: boolean } = {}) =>
     new PeerAddressPolicy({

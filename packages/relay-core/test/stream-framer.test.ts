@@ -143,7 +143,8 @@ describe("StreamFramer", () => {
   });
 
   it("allocates for the bytes that arrived, never for the length a header merely claims", () => {
-    // The attack of issue 15: `40 00 ff ff` (ChannelData claiming 65,535 bytes) and silence.
+    // A header claiming the most a frame may hold (`40 00 ff ff`, ChannelData of 65,535 bytes),
+    // then silence: many such connections must not make the relay hold 64 KiB each.
     for (const header of [Uint8Array.of(0x40, 0x00, 0xff, 0xff), Uint8Array.of(0, 1, 0xff, 0xfc)]) {
       const framer = new StreamFramer();
       framer.push(header);

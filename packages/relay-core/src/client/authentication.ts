@@ -10,7 +10,7 @@
  * such an answer is not retried (§9.2.5).
  *
  * Credentials change over time (TURN REST credentials are renewed before they expire). RFC
- * 8656 §7 lets a server insist on the USERNAME that created an allocation (441 Wrong
+ * 8656 §5 lets a server insist on the USERNAME that created an allocation (441 Wrong
  * Credentials); then this allocation's requests go back to the credentials it last accepted.
  */
 import type { PasswordAlgorithmName } from "../auth/credentials.js";
@@ -48,7 +48,7 @@ export class RequestSigner {
   #credentials: Credentials;
   /**
    * The credentials that created the allocation (or that the server accepted in a later
-   * Refresh), used again after a 441 (RFC 8656 §7).
+   * Refresh), used again after a 441 (RFC 8656 §5).
    */
   #allocationCredentials: Credentials | undefined;
   #pinnedToAllocationCredentials = false;

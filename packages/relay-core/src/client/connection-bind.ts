@@ -17,6 +17,7 @@ import type { PeerConnectionId } from "../ids.js";
 import { evictOldestAtCap } from "../insertion-order.js";
 import type { RandomSource } from "../rng.js";
 import type { Challenge, RequestSigner, Signature } from "./authentication.js";
+import { newTransactionId } from "./transaction.js";
 import type { ConnectionBindResult } from "./types.js";
 
 /** ConnectionBind requests remembered for their answers (RFC 6062 §4.3), oldest evicted. */
@@ -93,8 +94,7 @@ export class ConnectionBinds {
     challenge: Challenge | undefined,
     retried: boolean,
   ): Uint8Array {
-    const id = new Uint8Array(12);
-    this.#random.fillBytes(id);
+    const id = newTransactionId(this.#random);
     const b = new StunMessageBuilder(Method.ConnectionBind, MessageClass.Request, id);
     if (this.#software !== undefined) b.string(AttributeType.Software, this.#software);
     b.uint32(AttributeType.ConnectionId, connectionId >>> 0);

@@ -67,12 +67,12 @@ export class ClientDataPath {
     return d;
   }
 
-  /** RFC 8656 §11.6: XOR-PEER-ADDRESS and DATA; anything else makes it invalid. */
+  /** RFC 8656 §11.4: XOR-PEER-ADDRESS and DATA; anything else makes it invalid. */
   dataIndication(msg: StunMessage): TurnData | undefined {
     const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
     const payload = getAttribute(msg, AttributeType.Data);
     if (peer === undefined || payload === undefined) return undefined;
-    // RFC 8656 §11.6: data from an address we asked no permission for is discarded (a spoofed
+    // RFC 8656 §11.4: data from an address we asked no permission for is discarded (a spoofed
     // or stray indication must not pass as that peer's traffic).
     if (!this.#wants.permissions.has(peer.address)) return undefined;
     const d = this.view;

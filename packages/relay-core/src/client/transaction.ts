@@ -9,6 +9,7 @@
  */
 import type { TransportAddress } from "../codec/address.js";
 import { Method } from "../codec/constants.js";
+import type { RandomSource } from "../rng.js";
 import type { Signature } from "./authentication.js";
 import type { RetransmissionOptions } from "./types.js";
 import type { ChannelState, PermissionState } from "./wants.js";
@@ -111,4 +112,11 @@ export function methodOf(op: Operation): number {
     case "binding":
       return Method.Binding;
   }
+}
+
+/** RFC 8489 §5: a new 96-bit transaction id, from the injected random source. */
+export function newTransactionId(random: RandomSource): Uint8Array {
+  const id = new Uint8Array(12);
+  random.fillBytes(id);
+  return id;
 }

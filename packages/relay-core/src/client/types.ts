@@ -49,7 +49,7 @@ export interface TurnClientOptions {
   readonly channelRefreshInterval?: number;
   /**
    * Seconds without a request sent before a Binding request checks the server and keeps NAT
-   * bindings open (RFC 8656 §3.6 / RFC 8489 §6.2.1); 0 turns it off. Default 15 (UDP), 30 (TCP/TLS).
+   * bindings open; 0 turns it off. Default 15 (UDP), 30 (TCP/TLS).
    */
   readonly keepaliveInterval?: number;
   /**

@@ -1,13 +1,18 @@
 /**
- * The permissions and channel bindings a client wants (RFC 8656 §9, §11, §12), whether the
+ * The permissions and channel bindings a client wants (RFC 8656 §9, §10, §12), whether the
  * server granted them, and when each is refreshed. A channel keeps its peer's permission
- * alive (ChannelBind installs it too, §11.2), so a permission counts the channels that need
+ * alive (ChannelBind installs it too, §12.3), so a permission counts the channels that need
  * it and goes when neither they nor the application want it. A channel number stays taken
  * until its binding's end plus the 5-minute cool-down (§12), so a late packet never reaches
  * the wrong peer.
  */
 import type { TransportAddress } from "../codec/address.js";
 import { MAX_CHANNEL, MIN_CHANNEL } from "../codec/constants.js";
+
+/** RFC 8656 §12: a channel binding lasts 10 minutes unless refreshed... */
+export const CHANNEL_LIFETIME_MS = 600_000;
+/** ...and its number and peer stay taken for 5 minutes after it expired. */
+export const CHANNEL_COOLDOWN_MS = 300_000;
 
 export interface PermissionState {
   /** Canonical text (RFC 5952 for IPv6). */
