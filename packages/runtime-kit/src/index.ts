@@ -4,6 +4,7 @@ export {
   addConfigOption,
   addTableOptions,
   baseParser,
+  describedOption,
   helpText,
   yargsMessage,
 } from "./cli-parser.js";
