@@ -4,6 +4,7 @@
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { optionBlocks } from "@turnpike/test-support/help";
 import { TURNPIKE_BIN } from "@turnpike/test-support/turnpike";
 import { describe, expect, it } from "vitest";
 import { repoText } from "./docs.js";
@@ -39,22 +40,6 @@ function expectedTypes(readme: string): Map<string, string> {
     types.set(flag!, type);
   }
   return types;
-}
-
-/** --help's option entries: flag -> its description lines joined by single spaces. */
-function optionBlocks(help: string): Map<string, string> {
-  const blocks = new Map<string, string>();
-  let current: string | undefined;
-  for (const line of help.split("\n")) {
-    const entry = /^\s+(?:-\w, )?(--[\w-]+)\s{2,}(.*)$/.exec(line);
-    if (entry) {
-      current = entry[1]!;
-      blocks.set(current, entry[2]!.trim());
-    } else if (current !== undefined && /^\s{6,}\S/.test(line)) {
-      blocks.set(current, `${blocks.get(current)} ${line.trim()}`);
-    } else current = undefined;
-  }
-  return blocks;
 }
 
 describe.each(CLIS)("$name --help", ({ bin, readme }) => {

@@ -1,15 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createLogger } from "../src/log.js";
-
-function textLines() {
-  const lines: string[] = [];
-  const logger = createLogger({
-    format: "text",
-    now: () => new Date("2026-11-23T10:00:00.000Z"),
-    write: (l) => lines.push(l),
-  });
-  return { lines, logger };
-}
+import { textLines } from "./text-lines.js";
 
 describe("text log lines", () => {
   it("render a list of plain values comma-separated, as TURNPIKE_* lists are written", () => {

@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { optionBlocks } from "@turnpike/test-support/help";
 import { describe, expect, it } from "vitest";
 import {
   addConfigOption,
@@ -213,19 +214,3 @@ describe("OptionSet", () => {
     expect((parser.parseSync() as ArgvRecord).ttl).toBe("12x");
   });
 });
-
-/** --help's option entries: flag -> its description lines joined by single spaces. */
-function optionBlocks(help: string): Map<string, string> {
-  const blocks = new Map<string, string>();
-  let current: string | undefined;
-  for (const line of help.split("\n")) {
-    const entry = /^\s+(?:-\w, )?(--[\w-]+)\s{2,}(.*)$/.exec(line);
-    if (entry) {
-      current = entry[1]!;
-      blocks.set(current, entry[2]!.trim());
-    } else if (current !== undefined && /^\s{6,}\S/.test(line)) {
-      blocks.set(current, `${blocks.get(current)} ${line.trim()}`);
-    } else current = undefined;
-  }
-  return blocks;
-}

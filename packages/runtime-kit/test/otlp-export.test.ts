@@ -4,28 +4,18 @@ import { startOtlpReceiver } from "@turnpike/test-support/otlp-receiver";
 import { freePort } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
 import { describe, expect, it } from "vitest";
-import { createLogger } from "../src/log.js";
 import { diagText, routeOtelDiagnostics } from "../src/otel.js";
 import { exportErrorReason, OtlpExportHealth, watchOtlpExport } from "../src/otlp-export.js";
+import { textLines } from "./text-lines.js";
 
 const ENDPOINT = "http://127.0.0.1:4317";
 const UNAVAILABLE = new Error(
   "14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:4317 (2026-11-23T10:00:00.000Z). Resolution note: ",
 );
 
-function textLogger() {
-  const lines: string[] = [];
-  const logger = createLogger({
-    format: "text",
-    now: () => new Date("2026-11-23T10:00:00.000Z"),
-    write: (l) => lines.push(l),
-  });
-  return { lines, logger };
-}
-
 describe("OTLP export health", () => {
   it("tells the first failure, then every ten minutes how many, then the recovery, once each", () => {
-    const { lines, logger } = textLogger();
+    const { lines, logger } = textLines();
     let now = 0;
     const health = new OtlpExportHealth({ endpoint: ENDPOINT, logger, clock: () => now });
     for (let i = 0; i < 10; i++, now += 60_000) health.failed(UNAVAILABLE);
@@ -43,7 +33,7 @@ describe("OTLP export health", () => {
   });
 
   it("tells a new outage after a recovery as a first failure again", () => {
-    const { lines, logger } = textLogger();
+    const { lines, logger } = textLines();
     const health = new OtlpExportHealth({ endpoint: ENDPOINT, logger, clock: () => 0 });
     health.failed(new Error("4 DEADLINE_EXCEEDED: Deadline exceeded"));
     health.succeeded();
@@ -76,7 +66,7 @@ describe("a watched OTLP exporter whose collector is down, then comes up", () =>
     // Nothing listens on the port yet: every export is refused.
     const port = await freePort();
     const endpoint = `http://127.0.0.1:${port}`;
-    const { lines, logger } = textLogger();
+    const { lines, logger } = textLines();
     // The SDK's own reports (diag) reach the same log, as in the CLIs.
     routeOtelDiagnostics(logger);
     const health = new OtlpExportHealth({ endpoint, logger });
