@@ -248,8 +248,9 @@ static __always_inline __u64 sum16(const __u8 *a)
 	return (__u64)w[0] + w[1] + w[2] + w[3];
 }
 
-/* The sum of a's words minus the sum of b's (one's complement: minus w is plus ~w). */
-static __always_inline __u64 diff16(const __u8 *a, const __u8 *b)
+/* The sum of a's words minus the sum of b's (one's complement: minus w is plus ~w). A call of
+ * its own, so the compiler cannot hoist all sixteen loads and spill them (stack is scarce). */
+static __noinline __u64 diff16(const __u8 *a, const __u8 *b)
 {
 	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
 
@@ -587,16 +588,28 @@ static __noinline __u16 udp_checksum(const struct dgram *d, const struct out *o,
 	return r == 0 ? 0xffff : r;
 }
 
-/* The IP, UDP and (TO_CLIENT, CHAINED) ChannelData headers, into hdr; returns their length. */
-static __always_inline __u32 build_headers(const struct dgram *d, const struct out *o,
-					   __u16 check, __u8 *hdr)
+/* The UDP and (TO_CLIENT, CHAINED) ChannelData headers; returns their length. */
+static __always_inline __u32 build_udp(const struct out *o, __u16 check, __u8 *buf)
 {
-	struct udphdr *udp;
-	__u32 ip_hlen;
+	struct udphdr *udp = (void *)buf;
 
+	udp->source = o->sport;
+	udp->dest = o->dport;
+	udp->len = bpf_htons(o->udp_len);
+	udp->check = check;
+	if (o->kind == TO_PEER)
+		return sizeof(*udp);
+	__builtin_memcpy(buf + sizeof(*udp), &o->channel, 2);
+	*(__be16 *)(buf + sizeof(*udp) + 2) = bpf_htons(o->data_len);
+	return sizeof(*udp) + CD_HLEN;
+}
+
+/* The IP header; returns its length. */
+static __always_inline __u32 build_ip(const struct dgram *d, const struct out *o, __u8 *buf)
+{
 	if (d->family == TP_FAMILY_V4) {
-		struct iphdr *ip = (void *)hdr;
-		const __u16 *w = (const __u16 *)hdr;
+		struct iphdr *ip = (void *)buf;
+		const __u16 *w = (const __u16 *)buf;
 		__u32 s = 0;
 
 		__builtin_memcpy(ip, d->ip, sizeof(*ip));
@@ -609,40 +622,37 @@ static __always_inline __u32 build_headers(const struct dgram *d, const struct o
 		for (int i = 0; i < 10; i++)
 			s += w[i];
 		ip->check = ~fold(s);
-		ip_hlen = sizeof(*ip);
-	} else {
-		struct ipv6hdr *ip6 = (void *)hdr;
-
-		__builtin_memcpy(ip6, d->ip, sizeof(*ip6));
-		ip6->payload_len = bpf_htons(o->udp_len);
-		ip6->hop_limit = TTL_OUT;
-		__builtin_memcpy(&ip6->saddr, o->src, 16);
-		__builtin_memcpy(&ip6->daddr, o->dst, 16);
-		ip_hlen = sizeof(*ip6);
+		return sizeof(*ip);
 	}
-	udp = (void *)(hdr + ip_hlen);
-	udp->source = o->sport;
-	udp->dest = o->dport;
-	udp->len = bpf_htons(o->udp_len);
-	udp->check = check;
-	if (o->kind == TO_PEER)
-		return ip_hlen + sizeof(*udp);
-	__builtin_memcpy(hdr + ip_hlen + sizeof(*udp), &o->channel, 2);
-	*(__be16 *)(hdr + ip_hlen + sizeof(*udp) + 2) = bpf_htons(o->data_len);
-	return ip_hlen + sizeof(*udp) + CD_HLEN;
+	struct ipv6hdr *ip6 = (void *)buf;
+
+	__builtin_memcpy(ip6, d->ip, sizeof(*ip6));
+	ip6->payload_len = bpf_htons(o->udp_len);
+	ip6->hop_limit = TTL_OUT;
+	__builtin_memcpy(&ip6->saddr, o->src, 16);
+	__builtin_memcpy(&ip6->daddr, o->dst, 16);
+	return sizeof(*ip6);
 }
 
-/* Writes the new headers over the old ones (in a frame of its own: the stack is 512 bytes for
- * all frames together). */
+/*
+ * Writes the new headers over the old ones, in two stores from two buffers (an offset into one
+ * buffer that differs by family is pointer arithmetic the verifier refuses without
+ * CAP_PERFMON; as a helper's offset argument it is a plain number). In a frame of its own: the
+ * stack is 512 bytes for all frames together.
+ */
 static __noinline long write_headers(struct __sk_buff *skb, const struct dgram *d,
 				     const struct out *o, __u16 check)
 {
-	__u8 hdr[40 + 8 + CD_HLEN];
-	__u32 len = build_headers(d, o, check, hdr);
+	__u8 ip[40], udp[8 + CD_HLEN];
+	__u32 ip_len = build_ip(d, o, ip), udp_len = build_udp(o, check, udp);
+	long r;
 
-	if (len > sizeof(hdr))
+	if (ip_len > sizeof(ip) || udp_len > sizeof(udp))
 		return -1;
-	return bpf_skb_store_bytes(skb, ETH_HLEN, hdr, len, BPF_F_RECOMPUTE_CSUM);
+	r = bpf_skb_store_bytes(skb, ETH_HLEN, ip, ip_len, BPF_F_RECOMPUTE_CSUM);
+	if (r < 0)
+		return r;
+	return bpf_skb_store_bytes(skb, ETH_HLEN + ip_len, udp, udp_len, BPF_F_RECOMPUTE_CSUM);
 }
 
 /* ---- where it goes ------------------------------------------------------------------------ */
@@ -734,8 +744,12 @@ static __always_inline int relay(struct __sk_buff *skb)
 	__u16 check;
 	int full, on_loopback;
 
-	if (skb->data + PARSE_LEN > skb->data_end && skb->len > skb->data_end - skb->data)
-		bpf_skb_pull_data(skb, skb->len < PARSE_LEN ? skb->len : PARSE_LEN);
+	/* Headers in a paged skb: make them linear. (Constant offsets only: without CAP_PERFMON
+	 * the verifier refuses variable arithmetic on packet pointers. A datagram shorter than
+	 * PARSE_LEN whose few bytes a driver left paged merely fails to parse: userspace has it.) */
+	if ((void *)(long)skb->data + PARSE_LEN > (void *)(long)skb->data_end &&
+	    skb->len >= PARSE_LEN)
+		bpf_skb_pull_data(skb, PARSE_LEN);
 	r = parse((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len, &d);
 	if (r == NOT_UDP)
 		return TP_TCX_NEXT;

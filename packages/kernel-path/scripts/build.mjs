@@ -59,6 +59,10 @@ function buildObject() {
     "-mcpu=v3",
     "-target",
     "bpf",
+    // Without CAP_PERFMON the verifier refuses a stack slot that held a pointer being reused
+    // for a smaller number ("attempt to corrupt spilled pointer"): no slot sharing.
+    "-mllvm",
+    "-no-stack-slot-sharing",
     ...includes,
     "-c",
     SOURCES[0],
