@@ -202,8 +202,14 @@ static __always_inline __u32 parse(void *data, void *end, __u32 pkt_len, struct 
 		if (ip6->nexthdr != IPPROTO_UDP) {
 			if (ip6->nexthdr == 44) /* Fragment header */
 				return TP_STAT_PASS_FRAGMENT;
-			if (ip6->nexthdr == 0 || ip6->nexthdr == 43 || ip6->nexthdr == 60)
-				return TP_STAT_PASS_IP_OPTIONS; /* hop-by-hop, routing, destination options */
+			if (ip6->nexthdr == 0 || ip6->nexthdr == 43 || ip6->nexthdr == 60) {
+				/* Hop-by-hop, routing, destination options: counted when UDP follows
+				 * (MLD reports carry a hop-by-hop header too, and are none of ours). */
+				__u8 *next = (void *)(ip6 + 1);
+
+				if ((void *)(next + 1) <= end && *next == IPPROTO_UDP)
+					return TP_STAT_PASS_IP_OPTIONS;
+			}
 			return NOT_UDP;
 		}
 		udp = (void *)(ip6 + 1);

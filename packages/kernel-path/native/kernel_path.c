@@ -428,6 +428,16 @@ static napi_value js_tcx_support(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// tcxPrograms(ifindex) -> how many programs are attached at the interface's TCX ingress (-1:
+// the query failed). Read-only.
+static napi_value js_tcx_programs(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  uint32_t ids[64], count = 64, flags = 0;
+  int err = bpf_prog_query((int)get_u32(env, argv[0]), TP_BPF_TCX_INGRESS, 0, &flags, ids, &count);
+  return make_number(env, err == 0 ? (double)count : -1);
+}
+
 // open(objectPath, interfaces[], xdp, capacity, buckets) -> handle (throws the reason)
 static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_value argv[5];
@@ -851,6 +861,7 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"verify", NULL, js_verify, NULL, NULL, NULL, napi_default, NULL},
       {"tcxSupport", NULL, js_tcx_support, NULL, NULL, NULL, napi_default, NULL},
+      {"tcxPrograms", NULL, js_tcx_programs, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
       {"attach", NULL, js_attach, NULL, NULL, NULL, napi_default, NULL},
       {"fds", NULL, js_fds, NULL, NULL, NULL, napi_default, NULL},

@@ -32,7 +32,10 @@ function run(cmd, args, options = {}) {
   if (r.error) return { ok: false, why: r.error.message };
   if (r.status !== 0) {
     const tail = `${r.stderr ?? ""}`.trim().split("\n").slice(-3).join(" | ");
-    return { ok: false, why: `${cmd} exited with ${r.status ?? r.signal}${tail ? `: ${tail}` : ""}` };
+    return {
+      ok: false,
+      why: `${cmd} exited with ${r.status ?? r.signal}${tail ? `: ${tail}` : ""}`,
+    };
   }
   return { ok: true };
 }
@@ -108,11 +111,9 @@ function buildAddon() {
     report("loader", "node-gyp not found");
     return;
   }
-  const r = run(
-    process.execPath,
-    [gyp, "rebuild", `--nodedir=${nodedir}`, "--loglevel=warn"],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
+  const r = run(process.execPath, [gyp, "rebuild", `--nodedir=${nodedir}`, "--loglevel=warn"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   if (!r.ok) report("loader", r.why);
 }
 

@@ -13,6 +13,7 @@ export type NativeHandle = object;
 export interface NativeBinding {
   verify(objectPath: string, program: string): string | null;
   tcxSupport(ifindex: number): string | null;
+  tcxPrograms(ifindex: number): number;
   open(
     objectPath: string,
     interfaces: readonly string[],
