@@ -287,6 +287,26 @@ static struct handle *get_handle(napi_env env, napi_value v) {
   return h;
 }
 
+// The arguments of a call whose first one is a handle; NULL (exception pending) if unusable.
+static struct handle *handle_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  if (get_args(env, info, n, argv)) return NULL;
+  return get_handle(env, argv[0]);
+}
+
+// The storage of a Float64Array of at least `min` elements; NULL (exception pending) if not one.
+static double *float64_arg(napi_env env, napi_value v, size_t min) {
+  double *data = NULL;
+  size_t len = 0, offset = 0;
+  napi_typedarray_type type;
+  napi_value ab;
+  if (napi_get_typedarray_info(env, v, &type, &len, (void **)&data, &ab, &offset) != napi_ok ||
+      type != napi_float64_array || len < min) {
+    throw_error(env, "expected a Float64Array of %zu numbers", min);
+    return NULL;
+  }
+  return data;
+}
+
 static uint32_t get_u32(napi_env env, napi_value v) {
   uint32_t x = 0;
   napi_get_value_uint32(env, v, &x);
@@ -529,8 +549,7 @@ static napi_value js_attach(napi_env env, napi_callback_info info) {
 
 static napi_value js_fds(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr;
-  if (get_args(env, info, 1, argv)) return NULL;
-  struct handle *h = get_handle(env, argv[0]);
+  struct handle *h = handle_args(env, info, 1, argv);
   if (!h) return NULL;
   int fds[] = {h->fd_c2p, h->fd_p2c, h->fd_slots, h->fd_buckets, h->fd_stats};
   CHECK(napi_create_array_with_length(env, 5, &arr));
@@ -575,8 +594,7 @@ static void slot_counters(const struct tp_slot *s, double out[6]) {
 // The same client 5-tuple and channel again: its slot, with the new deadline and buckets.
 static napi_value js_bind(napi_env env, napi_callback_info info) {
   napi_value argv[14];
-  if (get_args(env, info, 14, argv)) return NULL;
-  struct handle *h = get_handle(env, argv[0]);
+  struct handle *h = handle_args(env, info, 14, argv);
   if (!h) return NULL;
   uint8_t family = (uint8_t)get_u32(env, argv[1]);
   if (family != TP_FAMILY_V4 && family != TP_FAMILY_V6) return throw_error(env, "family must be 4 or 6");
@@ -654,19 +672,25 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   return make_number(env, (double)result);
 }
 
-static int live_slot_arg(napi_env env, struct handle *h, napi_value v, uint32_t *slot) {
-  *slot = get_u32(env, v);
-  return *slot < h->capacity ? 0 : -1;
+// The arguments of a call on (handle, slot, ...); NULL (exception pending) if unusable.
+static struct handle *slot_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv,
+                                uint32_t *slot) {
+  struct handle *h = handle_args(env, info, n, argv);
+  if (!h) return NULL;
+  *slot = get_u32(env, argv[1]);
+  if (*slot >= h->capacity) {
+    throw_error(env, "no such slot");
+    return NULL;
+  }
+  return h;
 }
 
 // setDeadline(h, slot, deadlineMs): one store; the kernel stops using the binding at it.
 static napi_value js_set_deadline(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   uint32_t slot;
-  if (get_args(env, info, 3, argv)) return NULL;
-  struct handle *h = get_handle(env, argv[0]);
+  struct handle *h = slot_args(env, info, 3, argv, &slot);
   if (!h) return NULL;
-  if (live_slot_arg(env, h, argv[1], &slot)) return throw_error(env, "no such slot");
   pthread_mutex_lock(&registry_lock);
   if (h->shared->live[slot])
     __atomic_store_n(&h->slots[slot].deadline_ns, ms_to_ns(get_f64(env, argv[2])), __ATOMIC_RELEASE);
@@ -677,10 +701,8 @@ static napi_value js_set_deadline(napi_env env, napi_callback_info info) {
 static napi_value js_set_buckets(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   uint32_t slot;
-  if (get_args(env, info, 4, argv)) return NULL;
-  struct handle *h = get_handle(env, argv[0]);
+  struct handle *h = slot_args(env, info, 4, argv, &slot);
   if (!h) return NULL;
-  if (live_slot_arg(env, h, argv[1], &slot)) return throw_error(env, "no such slot");
   uint32_t b0 = get_u32(env, argv[2]), b1 = get_u32(env, argv[3]);
   if (b0 > h->bucket_capacity || b1 > h->bucket_capacity) return throw_error(env, "no such bucket");
   __atomic_store_n(&h->slots[slot].bucket[0], b0, __ATOMIC_RELAXED);
@@ -690,16 +712,8 @@ static napi_value js_set_buckets(napi_env env, napi_callback_info info) {
 
 // 0, or -1 with a JavaScript exception pending.
 static int write_counters(napi_env env, napi_value target, const double c[6]) {
-  double *out = NULL;
-  size_t len = 0;
-  napi_typedarray_type type;
-  napi_value ab;
-  size_t offset;
-  if (napi_get_typedarray_info(env, target, &type, &len, (void **)&out, &ab, &offset) != napi_ok ||
-      type != napi_float64_array || len < 6) {
-    throw_error(env, "counters need a Float64Array(6)");
-    return -1;
-  }
+  double *out = float64_arg(env, target, 6);
+  if (!out) return -1;
   memcpy(out, c, 6 * sizeof(double));
   return 0;
 }
@@ -710,10 +724,8 @@ static napi_value js_counters(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   uint32_t slot;
   double c[6] = {0};
-  if (get_args(env, info, 3, argv)) return NULL;
-  struct handle *h = get_handle(env, argv[0]);
+  struct handle *h = slot_args(env, info, 3, argv, &slot);
   if (!h) return NULL;
-  if (live_slot_arg(env, h, argv[1], &slot)) return throw_error(env, "no such slot");
   slot_counters(&h->slots[slot], c);
   write_counters(env, argv[2], c);
   return NULL;
@@ -724,10 +736,8 @@ static napi_value js_unbind(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   uint32_t slot;
   double c[6] = {0};
-  if (get_args(env, info, 3, argv)) return NULL;
-  struct handle *h = get_handle(env, argv[0]);
+  struct handle *h = slot_args(env, info, 3, argv, &slot);
   if (!h) return NULL;
-  if (live_slot_arg(env, h, argv[1], &slot)) return throw_error(env, "no such slot");
   struct shared_slots *sh = h->shared;
   bool was_live = false;
   pthread_mutex_lock(&registry_lock);
@@ -752,8 +762,7 @@ static napi_value js_unbind(napi_env env, napi_callback_info info) {
 // liveSlots(h) -> number[]: every binding in the maps, whichever thread made it.
 static napi_value js_live_slots(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr;
-  if (get_args(env, info, 1, argv)) return NULL;
-  struct handle *h = get_handle(env, argv[0]);
+  struct handle *h = handle_args(env, info, 1, argv);
   if (!h) return NULL;
   CHECK(napi_create_array(env, &arr));
   pthread_mutex_lock(&registry_lock);
@@ -766,16 +775,11 @@ static napi_value js_live_slots(napi_env env, napi_callback_info info) {
 
 // stats(h, Float64Array(TP_STAT_COUNT)): the global counters summed over CPUs.
 static napi_value js_stats(napi_env env, napi_callback_info info) {
-  napi_value argv[2], ab;
-  if (get_args(env, info, 2, argv)) return NULL;
-  struct handle *h = get_handle(env, argv[0]);
+  napi_value argv[2];
+  struct handle *h = handle_args(env, info, 2, argv);
   if (!h) return NULL;
-  double *out = NULL;
-  size_t len = 0, offset;
-  napi_typedarray_type type;
-  if (napi_get_typedarray_info(env, argv[1], &type, &len, (void **)&out, &ab, &offset) != napi_ok ||
-      type != napi_float64_array || len < TP_STAT_COUNT)
-    return throw_error(env, "stats need a Float64Array(%d)", TP_STAT_COUNT);
+  double *out = float64_arg(env, argv[1], TP_STAT_COUNT);
+  if (!out) return NULL;
   uint64_t *per_cpu = calloc((size_t)h->ncpus, sizeof(uint64_t));
   if (!per_cpu) return throw_error(env, "out of memory");
   for (uint32_t k = 0; k < TP_STAT_COUNT; k++) {
@@ -797,8 +801,7 @@ static uint64_t monotonic_ns(void) {
 // setBucket(h, bucket, bytesPerSecond, burstBytes): configures (and fills) a token bucket.
 static napi_value js_set_bucket(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  if (get_args(env, info, 4, argv)) return NULL;
-  struct handle *h = get_handle(env, argv[0]);
+  struct handle *h = handle_args(env, info, 4, argv);
   if (!h) return NULL;
   uint32_t ref = get_u32(env, argv[1]);
   if (ref == 0 || ref > h->bucket_capacity) return throw_error(env, "no such bucket");
@@ -821,9 +824,8 @@ static napi_value js_set_bucket(napi_env env, napi_callback_info info) {
 
 // bucketDrops(h, bucket, Float64Array(2)): packets and bytes the bucket refused.
 static napi_value js_bucket_drops(napi_env env, napi_callback_info info) {
-  napi_value argv[3], ab;
-  if (get_args(env, info, 3, argv)) return NULL;
-  struct handle *h = get_handle(env, argv[0]);
+  napi_value argv[3];
+  struct handle *h = handle_args(env, info, 3, argv);
   if (!h) return NULL;
   uint32_t ref = get_u32(env, argv[1]);
   if (ref == 0 || ref > h->bucket_capacity) return throw_error(env, "no such bucket");
@@ -831,12 +833,8 @@ static napi_value js_bucket_drops(napi_env env, napi_callback_info info) {
   struct tp_bucket b;
   memset(&b, 0, sizeof(b));
   bpf_map_lookup_elem_flags(h->fd_buckets, &index, &b, BPF_F_LOCK);
-  double *out = NULL;
-  size_t len = 0, offset;
-  napi_typedarray_type type;
-  if (napi_get_typedarray_info(env, argv[2], &type, &len, (void **)&out, &ab, &offset) != napi_ok ||
-      type != napi_float64_array || len < 2)
-    return throw_error(env, "bucketDrops needs a Float64Array(2)");
+  double *out = float64_arg(env, argv[2], 2);
+  if (!out) return NULL;
   out[0] = (double)b.dropped_packets;
   out[1] = (double)b.dropped_bytes;
   return NULL;
@@ -858,26 +856,29 @@ static napi_value js_ifindex(napi_env env, napi_callback_info info) {
 NAPI_MODULE_INIT() {
   // libbpf's messages are only kept while this module loads an object (see load_object).
   libbpf_set_print(on_libbpf_print);
+#define EXPORT(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default, NULL}
   napi_property_descriptor props[] = {
-      {"verify", NULL, js_verify, NULL, NULL, NULL, napi_default, NULL},
-      {"tcxSupport", NULL, js_tcx_support, NULL, NULL, NULL, napi_default, NULL},
-      {"tcxPrograms", NULL, js_tcx_programs, NULL, NULL, NULL, napi_default, NULL},
-      {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
-      {"attach", NULL, js_attach, NULL, NULL, NULL, napi_default, NULL},
-      {"fds", NULL, js_fds, NULL, NULL, NULL, napi_default, NULL},
-      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
-      {"bind", NULL, js_bind, NULL, NULL, NULL, napi_default, NULL},
-      {"setDeadline", NULL, js_set_deadline, NULL, NULL, NULL, napi_default, NULL},
-      {"setBuckets", NULL, js_set_buckets, NULL, NULL, NULL, napi_default, NULL},
-      {"counters", NULL, js_counters, NULL, NULL, NULL, napi_default, NULL},
-      {"unbind", NULL, js_unbind, NULL, NULL, NULL, napi_default, NULL},
-      {"liveSlots", NULL, js_live_slots, NULL, NULL, NULL, napi_default, NULL},
-      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
-      {"setBucket", NULL, js_set_bucket, NULL, NULL, NULL, napi_default, NULL},
-      {"bucketDrops", NULL, js_bucket_drops, NULL, NULL, NULL, napi_default, NULL},
-      {"nowMs", NULL, js_now_ms, NULL, NULL, NULL, napi_default, NULL},
-      {"ifindex", NULL, js_ifindex, NULL, NULL, NULL, napi_default, NULL},
+      EXPORT("verify", js_verify),
+      EXPORT("tcxSupport", js_tcx_support),
+      EXPORT("tcxPrograms", js_tcx_programs),
+      EXPORT("open", js_open),
+      EXPORT("attach", js_attach),
+      EXPORT("fds", js_fds),
+      EXPORT("close", js_close),
+      EXPORT("bind", js_bind),
+      EXPORT("setDeadline", js_set_deadline),
+      EXPORT("setBuckets", js_set_buckets),
+      EXPORT("counters", js_counters),
+      EXPORT("unbind", js_unbind),
+      EXPORT("liveSlots", js_live_slots),
+      EXPORT("stats", js_stats),
+      EXPORT("setBucket", js_set_bucket),
+      EXPORT("bucketDrops", js_bucket_drops),
+      EXPORT("nowMs", js_now_ms),
+      EXPORT("ifindex", js_ifindex),
   };
+#undef EXPORT
+
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok)
     return NULL;
   return exports;

@@ -75,25 +75,20 @@ function buildObject() {
   if (!r.ok) report("BPF object", r.why.includes("ENOENT") ? "clang not found" : r.why);
 }
 
-// node-gyp: the one pnpm or npm puts on PATH for install scripts, else npm's bundled copy.
+// node-gyp: the one the package manager running this install names (npm and pnpm both set
+// npm_config_node_gyp), else the copy a global npm or pnpm bundles.
 function findNodeGyp() {
-  const candidates = [];
-  if (process.env.npm_config_node_gyp) candidates.push(process.env.npm_config_node_gyp);
-  const npmExec = process.env.npm_execpath;
-  if (npmExec) {
-    candidates.push(join(dirname(npmExec), "node_modules", "node-gyp", "bin", "node-gyp.js"));
-    candidates.push(join(dirname(npmExec), "..", "node_modules", "node-gyp", "bin", "node-gyp.js"));
-  }
-  for (const dir of (process.env.PATH ?? "").split(":")) {
-    if (!dir) continue;
-    for (const sub of [
-      ["lib", "node_modules", "npm", "node_modules"],
-      ["lib", "node_modules", "pnpm", "dist", "node_modules"],
-    ]) {
-      candidates.push(join(dir, "..", ...sub, "node-gyp", "bin", "node-gyp.js"));
-    }
-  }
-  return candidates.find((c) => c.endsWith(".js") && existsSync(c));
+  const bundled = (prefix) =>
+    ["npm/node_modules", "pnpm/dist/node_modules"].map((dir) =>
+      join(prefix, "lib", "node_modules", dir, "node-gyp", "bin", "node-gyp.js"),
+    );
+  const prefixes = (process.env.PATH ?? "")
+    .split(":")
+    .filter(Boolean)
+    .map((dir) => resolve(dir, ".."));
+  return [process.env.npm_config_node_gyp, ...prefixes.flatMap(bundled)].find(
+    (c) => c?.endsWith(".js") && existsSync(c),
+  );
 }
 
 function buildAddon() {

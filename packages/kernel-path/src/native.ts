@@ -57,27 +57,29 @@ type Loaded =
   | { readonly ok: false; readonly reason: string };
 let loaded: Loaded | undefined;
 
-export function loadNative(): Loaded {
-  if (loaded) return loaded;
-  if (process.platform !== "linux") {
-    loaded = { ok: false, reason: `${process.platform} is not Linux` };
-    return loaded;
+/** Why require() of the addon failed, for an operator: not built, or libbpf missing. */
+function loadFailure(err: NodeJS.ErrnoException): string {
+  if (err.code === "MODULE_NOT_FOUND") {
+    return "the loader addon was not built at install (it needs libbpf-dev and a C compiler; see the install log)";
   }
-  try {
-    const require = createRequire(import.meta.url);
-    loaded = { ok: true, binding: require("../build/Release/kernel_path.node") as NativeBinding };
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    const message = e.message.split("\n")[0] ?? "";
-    loaded = {
-      ok: false,
-      reason:
-        e.code === "MODULE_NOT_FOUND"
-          ? "the loader addon was not built at install (it needs libbpf-dev and a C compiler; see the install log)"
-          : message.includes("libbpf")
-            ? `the loader addon cannot load libbpf (install libbpf1): ${message}`
-            : `the loader addon failed to load: ${message}`,
-    };
+  const first = err.message.split("\n")[0] ?? "";
+  return first.includes("libbpf")
+    ? `the loader addon cannot load libbpf (install libbpf1): ${first}`
+    : `the loader addon failed to load: ${first}`;
+}
+
+export function loadNative(): Loaded {
+  if (loaded === undefined) {
+    if (process.platform !== "linux") {
+      loaded = { ok: false, reason: `${process.platform} is not Linux` };
+    } else {
+      try {
+        const binding = createRequire(import.meta.url)("../build/Release/kernel_path.node");
+        loaded = { ok: true, binding: binding as NativeBinding };
+      } catch (err) {
+        loaded = { ok: false, reason: loadFailure(err as NodeJS.ErrnoException) };
+      }
+    }
   }
   return loaded;
 }
