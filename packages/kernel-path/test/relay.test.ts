@@ -262,10 +262,12 @@ describe.skipIf(unavailable)("kernel path between namespaces", () => {
         expect(inKernel.length).toBeGreaterThan(10);
         expect(inUserspace.length).toBeGreaterThan(10);
         expect(inKernel.length + inUserspace.length).toBe(100);
-        // The program compares the arrival time with the deadline; arrival follows sending by
-        // well under a millisecond here, so a few ms of slack cover a loaded machine.
+        // The program compares the arrival time with the deadline. Nothing sent after it was
+        // relayed in the kernel (exact: stamps are taken before sending); what reached
+        // userspace was sent at most a few ms before it (a send can wait for the sender's
+        // event loop on a loaded machine: the slack is for that, not for the kernel).
         expect(Math.max(...inKernel)).toBeLessThan(deadline);
-        expect(Math.min(...inUserspace)).toBeGreaterThan(deadline - 5);
+        expect(Math.min(...inUserspace)).toBeGreaterThan(deadline - 15);
         expect(await relay.call("counters", { slot })).toMatchObject({
           toPeerPackets: inKernel.length,
         });
