@@ -27,7 +27,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "@turnpike/runtime-kit";
-import { type HostPort, parseExpose, type ServiceSpec } from "./config.js";
+import { type HostPort, parseExpose, type ServiceSpec } from "./config/index.js";
 import { expandAllowList } from "./peers.js";
 import type { TunnelSupervisor } from "./supervisor.js";
 import { targetRefusal } from "./targets.js";

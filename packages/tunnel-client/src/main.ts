@@ -16,7 +16,7 @@ import {
   withTimeout,
 } from "@turnpike/runtime-kit";
 import { type AdminServer, startAdminServer } from "./admin.js";
-import { PROGRAM_NAME, parseTunnelArgs, type TunnelConfig } from "./config.js";
+import { PROGRAM_NAME, parseTunnelArgs, type TunnelConfig } from "./config/index.js";
 import { createCredentialSource } from "./credentials.js";
 import { fetchList, renderTable } from "./list.js";
 import { startMetrics } from "./metrics.js";

@@ -11,7 +11,7 @@ import {
   parseTunnelArgs,
   renderConfigTable,
   type TunnelConfig,
-} from "../src/config.js";
+} from "../src/config/index.js";
 import { createCredentialSource, fetchJsonOverHttp } from "../src/credentials.js";
 import { reallocateBy } from "../src/lifecycle.js";
 import { expandAllowList } from "../src/peers.js";
