@@ -26,6 +26,7 @@ import type { ServiceSpec } from "./config/index.js";
 import type { CredentialSource } from "./credentials.js";
 import { TunnelLifecycle, type TunnelOutput, type TunnelState } from "./lifecycle.js";
 import type { PinClaims } from "./pins.js";
+import { TargetDialer } from "./targets.js";
 import { ControlConnection } from "./tunnel/control.js";
 import { logLifecycleEvent } from "./tunnel/event-log.js";
 import { PeerFilter } from "./tunnel/peer-filter.js";
@@ -113,7 +114,7 @@ export class Tunnel {
     this.peers = new PeerFilter(o.service.allowPeers.ips, this.log);
     const dataPath = {
       target: o.service.target,
-      allowMetadataTargets: o.allowMetadataTargets === true,
+      dialer: new TargetDialer(o.allowMetadataTargets === true),
       log: this.log,
       traffic: this.traffic,
       peers: this.peers,

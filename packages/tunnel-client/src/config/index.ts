@@ -22,6 +22,7 @@ export {
   TUNNEL_VERSION,
 } from "./options.js";
 export type {
+  AdminListen,
   CredentialsConfig,
   HostPort,
   InfoCommand,
@@ -29,5 +30,6 @@ export type {
   ParsedCommand,
   ServiceSpec,
   TunnelConfig,
+  UnixSocketPath,
 } from "./types.js";
 export { parseExpose } from "./values.js";

@@ -23,8 +23,8 @@ import {
 } from "@turnpike/runtime-kit";
 import { parseTurnUri, type TurnUri } from "../uri.js";
 import { type AccessWindow, parseWindow } from "../windows.js";
-import type { HostPort } from "./types.js";
-import { parseExpose, parseListen, parseResolve, parseSeconds } from "./values.js";
+import type { AdminListen, HostPort } from "./types.js";
+import { httpUrl, parseAdminListen, parseExpose, parseResolve, parseSeconds } from "./values.js";
 
 export const PROGRAM_NAME = "turnpike-tunnel";
 export const ENV_PREFIX = "TURNPIKE_";
@@ -204,15 +204,7 @@ export const OPTIONS = {
     default: undefined,
     parse: (raw, where) => {
       const t = nonEmpty(raw, where);
-      let u: URL | undefined;
-      try {
-        u = new URL(t);
-      } catch {
-        u = undefined;
-      }
-      if (u === undefined || (u.protocol !== "http:" && u.protocol !== "https:")) {
-        fail(where, "an http:// or https:// URL", t);
-      }
+      if (httpUrl(t) === undefined) fail(where, "an http:// or https:// URL", t);
       return t;
     },
   }),
@@ -276,22 +268,22 @@ export const OPTIONS = {
     default: false,
     parse: (raw, where) => parseBoolean(raw, where),
   }),
-  "admin-listen": spec<HostPort | null>({
+  "admin-listen": spec<AdminListen | null | undefined>({
     group: "Admin API",
-    describe: 'admin HTTP API (/health, /list, /expose) address ("off" disables)',
-    placeholder: "ADDR:PORT",
-    defaultText: "127.0.0.1:7070",
-    default: { host: "127.0.0.1", port: 7070 },
-    parse: (raw, where) => {
-      const t = one(raw, where);
-      return t === "off" ? null : parseListen(t, where);
-    },
+    describe:
+      'where the admin HTTP API (/health, /list, /expose) listens: unix:PATH (a socket only this user can use, mode 0600), IP:PORT (TCP: needs --admin-token), or "off"',
+    placeholder: "unix:PATH|ADDR:PORT",
+    defaultText:
+      "unix:$XDG_RUNTIME_DIR/turnpike-tunnel/admin.sock (root: unix:/run/turnpike-tunnel/admin.sock)",
+    default: undefined,
+    parse: (raw, where) => parseAdminListen(one(raw, where), where),
   }),
   "admin-token": spec<string | undefined>({
     group: "Admin API",
-    describe: "bearer token the admin API requires (Authorization: Bearer TOKEN)",
+    describe:
+      "bearer token the admin API requires (Authorization: Bearer TOKEN); required for a TCP --admin-listen; prefer the env var",
     placeholder: "TOKEN",
-    defaultText: "none (no auth: keep the API on loopback)",
+    defaultText: "none (the unix socket's owner only)",
     default: undefined,
     parse: (raw, where) => nonEmpty(raw, where),
   }),

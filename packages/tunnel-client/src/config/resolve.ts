@@ -4,15 +4,17 @@
 // unique service names, targets the tunnel may expose) and the warnings an operator must see.
 
 import { ConfigError, type OptionValues } from "@turnpike/runtime-kit";
+import { defaultAdminSocket } from "../admin-socket.js";
 import { expandAllowList } from "../peers.js";
 import { targetRefusal } from "../targets.js";
 import { ENV_PREFIX, OPTION_SET, type OPTIONS } from "./options.js";
-import type { CredentialsConfig, ServiceSpec, TunnelConfig } from "./types.js";
+import type { AdminListen, CredentialsConfig, ServiceSpec, TunnelConfig } from "./types.js";
 
 /** Which secrets came as flags (visible in `ps`): they get a warning. */
 export interface FlagSources {
   readonly token: boolean;
   readonly key: boolean;
+  readonly adminToken: boolean;
 }
 
 export function resolveRunConfig(
@@ -68,15 +70,7 @@ export function resolveRunConfig(
     );
   }
 
-  if (
-    v["admin-listen"] !== null &&
-    v["admin-token"] === undefined &&
-    !isLoopback(v["admin-listen"].host)
-  ) {
-    warnings.push(
-      "the admin API listens beyond loopback without --admin-token: anyone who reaches it can expose services",
-    );
-  }
+  const adminListen = adminListenFrom(v, fromFlag, env, warnings);
   warnings.push(...OPTION_SET.unknownEnvWarnings(env));
 
   return {
@@ -90,7 +84,7 @@ export function resolveRunConfig(
     backoffMax: v["backoff-max"],
     lifetime: v.lifetime,
     maxPermissions: v["max-permissions"],
-    adminListen: v["admin-listen"],
+    adminListen,
     adminToken: v["admin-token"],
     logFormat: v["log-format"],
     logLevel: v["log-level"],
@@ -152,6 +146,46 @@ function credentialsFrom(
     );
   }
   return cred;
+}
+
+/**
+ * Where the admin API listens. It can expose any target the host reaches to peers of the
+ * caller's choosing, so it is never open to every local process: by default a unix socket only
+ * this user can use, and TCP only with a token.
+ */
+function adminListenFrom(
+  v: OptionValues<typeof OPTIONS>,
+  fromFlag: FlagSources,
+  env: NodeJS.ProcessEnv,
+  warnings: string[],
+): AdminListen | null {
+  const listen =
+    v["admin-listen"] === undefined ? { path: defaultAdminSocket(env) } : v["admin-listen"];
+  const token = v["admin-token"];
+  if (listen !== null && "host" in listen) {
+    const at = listen.host.includes(":")
+      ? `[${listen.host}]:${listen.port}`
+      : `${listen.host}:${listen.port}`;
+    if (token === undefined) {
+      throw new ConfigError(
+        `--admin-listen ${at} is TCP, which every local process can reach: set --admin-token (${ENV_PREFIX}ADMIN_TOKEN), or use --admin-listen unix:PATH`,
+      );
+    }
+    if (!isLoopback(listen.host)) {
+      warnings.push(
+        `--admin-listen ${at} is beyond loopback over plain HTTP: the token crosses the network in clear`,
+      );
+    }
+  }
+  if (token !== undefined && fromFlag.adminToken) {
+    warnings.push(
+      `--admin-token on the command line is visible to other users of this host; prefer ${ENV_PREFIX}ADMIN_TOKEN`,
+    );
+  }
+  if (token !== undefined && listen === null) {
+    warnings.push("--admin-token is set but --admin-listen is off: no admin API is served");
+  }
+  return listen;
 }
 
 function isLoopback(host: string): boolean {

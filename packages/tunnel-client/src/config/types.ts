@@ -12,6 +12,14 @@ export interface HostPort {
   readonly port: number;
 }
 
+/** A unix socket path (the admin API's default: owner-only, admin-socket.ts). */
+export interface UnixSocketPath {
+  readonly path: string;
+}
+
+/** Where the admin API listens: a unix socket, or TCP (which needs --admin-token). */
+export type AdminListen = UnixSocketPath | HostPort;
+
 /** One exposed private service. */
 export interface ServiceSpec {
   readonly name: string;
@@ -43,7 +51,7 @@ export interface TunnelConfig {
   readonly lifetime: number;
   readonly maxPermissions: number;
   /** null when "off". */
-  readonly adminListen: HostPort | null;
+  readonly adminListen: AdminListen | null;
   readonly adminToken: string | undefined;
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
@@ -67,6 +75,7 @@ export interface TunnelConfig {
 
 export interface ListCommand {
   readonly command: "list";
+  /** http(s)://HOST:PORT, or unix:PATH. */
   readonly admin: string;
   readonly adminToken: string | undefined;
   readonly json: boolean;

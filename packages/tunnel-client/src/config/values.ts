@@ -4,8 +4,10 @@
 
 import { readFileSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
+import { isAbsolute } from "node:path";
 import { ConfigError, fail, one, type RawValue } from "@turnpike/runtime-kit";
-import type { HostPort } from "./types.js";
+import { parseTargetHost } from "../targets.js";
+import type { AdminListen, HostPort } from "./types.js";
 
 export function parseSeconds(raw: RawValue, where: string, min: number, max: number): number {
   const text = one(raw, where).replace(/s$/, "");
@@ -14,17 +16,19 @@ export function parseSeconds(raw: RawValue, where: string, min: number, max: num
   return n;
 }
 
-/** HOST:PORT where HOST is an IPv4 address, [IPv6] or a name ("localhost"). */
+/**
+ * HOST:PORT where HOST is an IPv4 address (any form getaddrinfo reads as one), [IPv6] (a zone id
+ * included) or a DNS name, as the socket layer will read it (targets.ts).
+ */
 function parseHostPort(text: string): HostPort | undefined {
   const m = /^(\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(text);
   if (!m) return undefined;
-  let host = m[1]!;
-  if (host.startsWith("[")) {
-    host = host.slice(1, -1);
-    if (!isIPv6(host)) return undefined;
-  } else if (!isIPv4(host) && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(host)) {
-    return undefined;
-  }
+  const bracketed = m[1]!.startsWith("[");
+  const host = bracketed ? m[1]!.slice(1, -1) : m[1]!;
+  const parsed = parseTargetHost(host);
+  if (parsed === undefined) return undefined;
+  // Brackets hold an IPv6 literal, and only brackets do (RFC 3986 §3.2.2).
+  if (bracketed !== (parsed.kind === "address" && parsed.ip.family === 6)) return undefined;
   const port = Number(m[2]);
   if (!(port >= 1 && port <= 65535)) return undefined;
   return { host, port };
@@ -43,6 +47,27 @@ export function parseListen(text: string, where: string): HostPort {
     fail(where, "IP:PORT or [IPv6]:PORT", text);
   }
   return { host, port };
+}
+
+/** --admin-listen: "off", unix:PATH (an absolute path), or IP:PORT / [IPv6]:PORT. */
+export function parseAdminListen(text: string, where: string): AdminListen | null {
+  if (text === "off") return null;
+  if (text.startsWith("unix:")) {
+    const path = text.slice(5);
+    if (!isAbsolute(path)) fail(where, "unix:/ABSOLUTE/PATH", text);
+    return { path };
+  }
+  return parseListen(text, where);
+}
+
+/** `text` as an http:// or https:// URL, or undefined. */
+export function httpUrl(text: string): URL | undefined {
+  try {
+    const u = new URL(text);
+    return u.protocol === "http:" || u.protocol === "https:" ? u : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;

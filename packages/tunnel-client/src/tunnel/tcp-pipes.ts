@@ -19,7 +19,7 @@ import {
 } from "@turnpike/relay-core";
 import { forwardChunk, type Logger, ReusedReadBuffer } from "@turnpike/runtime-kit";
 import type { HostPort } from "../config/index.js";
-import { refusingLookup } from "../targets.js";
+import type { TargetDialer } from "../targets.js";
 import type { PeerFilter } from "./peer-filter.js";
 import type { Traffic } from "./traffic.js";
 
@@ -36,8 +36,8 @@ export interface TcpPipesOptions {
   /** Data connections run like the control connection: plain TCP, or TLS (turns:). */
   readonly tls: (() => ConnectionOptions) | undefined;
   readonly target: HostPort;
-  /** --allow-metadata-targets: do not refuse names that resolve to metadata addresses. */
-  readonly allowMetadataTargets: boolean;
+  /** Dials the target, checking the address it dials (targets.ts). */
+  readonly dialer: TargetDialer;
   readonly log: Logger;
   readonly traffic: Traffic;
   readonly peers: PeerFilter;
@@ -168,14 +168,11 @@ export class TcpPipes {
     const { host, port } = this.o.target;
     const traffic = this.o.traffic;
     const targetReads = new ReusedReadBuffer();
-    // Literal targets were checked when the service was configured; names are checked as they
-    // resolve (targets.ts).
-    const target = netConnect({
-      host,
-      port,
+    // The address dialled is checked on every connection (a name's answers included): a
+    // refused one fails like a target that refuses.
+    const target = this.o.dialer.connect(host, port, {
       allowHalfOpen: true,
       onread: targetReads.onread,
-      ...(this.o.allowMetadataTargets ? {} : { lookup: REFUSING_LOOKUP }),
     });
     target.setNoDelay(true);
     this.track(target);
@@ -250,5 +247,3 @@ export class TcpPipes {
     });
   }
 }
-
-const REFUSING_LOOKUP = refusingLookup();

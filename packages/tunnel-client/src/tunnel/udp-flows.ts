@@ -10,8 +10,6 @@
 // order"); what that queues (a ChannelBind) the driver drains after the input that caused it.
 
 import { createSocket, type Socket as DgramSocket } from "node:dgram";
-import { lookup } from "node:dns/promises";
-import { isIP } from "node:net";
 import {
   formatTransportAddress,
   type TransportAddress,
@@ -20,7 +18,7 @@ import {
 } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { HostPort } from "../config/index.js";
-import { targetRefusal } from "../targets.js";
+import type { TargetDialer } from "../targets.js";
 import { closeQuietly } from "./control.js";
 import type { PeerFilter } from "./peer-filter.js";
 import type { Traffic } from "./traffic.js";
@@ -34,8 +32,8 @@ export interface UdpFlowsOptions {
   readonly target: HostPort;
   /** Idle flows are closed after this many ms. */
   readonly idleMs: number;
-  /** --allow-metadata-targets: do not refuse names that resolve to metadata addresses. */
-  readonly allowMetadataTargets: boolean;
+  /** Resolves and checks the target's address (targets.ts). */
+  readonly dialer: TargetDialer;
   readonly log: Logger;
   readonly now: () => number;
   readonly traffic: Traffic;
@@ -70,15 +68,13 @@ export class UdpFlows {
     return this.flows.size;
   }
 
-  /** The target's address, before the control connection opens; throws why not. */
+  /**
+   * The target's address, checked, before each control connection opens (so a name is resolved
+   * and judged again on every reconnect); throws why not.
+   */
   async resolveTarget(): Promise<void> {
-    const host = this.o.target.host;
-    const fam = isIP(host);
-    const a = fam !== 0 ? { address: host, family: fam } : await lookup(host);
-    // A name may resolve to a metadata service even though the literal was never configured.
-    const refusal = targetRefusal(a.address, this.o.allowMetadataTargets);
-    if (refusal !== undefined) throw new Error(fam !== 0 ? refusal : `${host}: ${refusal}`);
-    this.targetAddress = { ip: a.address, family: a.family === 6 ? 6 : 4 };
+    const a = await this.o.dialer.resolve(this.o.target.host);
+    this.targetAddress = { ip: a.address, family: a.family };
   }
 
   /** A datagram from `peer` through the relay: out of that peer's socket to the target. */
