@@ -79,41 +79,53 @@ function stringsIn(value: unknown): string[] {
 }
 
 /** An authenticated request (the client's nonce is known by now): every output it queued. */
-export function signed(
-  c: TestClient,
-  method: number,
-  fill?: (b: StunMessageBuilder) => void,
-): TurnServerOutput[] {
+export function signed(c: TestClient, method: number, fill?: Fill): TurnServerOutput[] {
   c.send(c.buildSigned(method, fill));
   return c.h.drain();
 }
 
-export function channelBind(
-  c: TestClient,
-  channel: number,
-  peer: string,
-  port: number,
-): TurnServerOutput[] {
-  return signed(c, Method.ChannelBind, (b) =>
+type Fill = (b: StunMessageBuilder) => void;
+
+/** The attributes of an Allocate of a UDP relay (dual: IPv4 and IPv6, RFC 8656 §7.2). */
+export const allocateFill =
+  (lifetime: number | undefined, dual: boolean): Fill =>
+  (b) => {
+    b.requestedTransport(17);
+    if (lifetime !== undefined) b.uint32(AttributeType.Lifetime, lifetime);
+    if (dual) b.addressFamily(AttributeType.AdditionalAddressFamily, 6);
+  };
+
+/** A Refresh (LIFETIME 0 deletes; with `family`, only that relayed address, §7.3). */
+export const refreshFill =
+  (lifetime: number | undefined, family?: 4 | 6): Fill =>
+  (b) => {
+    if (lifetime !== undefined) b.uint32(AttributeType.Lifetime, lifetime);
+    if (family !== undefined) b.addressFamily(AttributeType.RequestedAddressFamily, family);
+  };
+
+export const permissionFill =
+  (...peers: string[]): Fill =>
+  (b) => {
+    for (const p of peers) {
+      b.xorAddress(AttributeType.XorPeerAddress, { family: familyOf(p), address: p, port: 0 });
+    }
+  };
+
+export const channelBindFill =
+  (channel: number, peer: string, port: number): Fill =>
+  (b) => {
     b.channelNumber(channel).xorAddress(AttributeType.XorPeerAddress, {
       family: familyOf(peer),
       address: peer,
       port,
-    }),
-  );
-}
+    });
+  };
 
-export function createPermission(c: TestClient, ...peers: string[]): TurnServerOutput[] {
-  return signed(c, Method.CreatePermission, (b) => {
-    for (const p of peers) {
-      b.xorAddress(AttributeType.XorPeerAddress, { family: familyOf(p), address: p, port: 0 });
-    }
-  });
-}
+export const channelBind = (c: TestClient, channel: number, peer: string, port: number) =>
+  signed(c, Method.ChannelBind, channelBindFill(channel, peer, port));
 
-export function refresh(c: TestClient, lifetime: number, family?: 4 | 6): TurnServerOutput[] {
-  return signed(c, Method.Refresh, (b) => {
-    b.uint32(AttributeType.Lifetime, lifetime);
-    if (family !== undefined) b.addressFamily(AttributeType.RequestedAddressFamily, family);
-  });
-}
+export const createPermission = (c: TestClient, ...peers: string[]) =>
+  signed(c, Method.CreatePermission, permissionFill(...peers));
+
+export const refresh = (c: TestClient, lifetime: number, family?: 4 | 6) =>
+  signed(c, Method.Refresh, refreshFill(lifetime, family));

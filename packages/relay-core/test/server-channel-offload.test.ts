@@ -8,12 +8,17 @@ import {
   StaticCredentials,
 } from "../src/auth/credentials.js";
 import { mintPinnedCredentials } from "../src/auth/pinned-username.js";
-import { AttributeType, Method, TransportProtocol } from "../src/codec/constants.js";
-import type { StunMessageBuilder } from "../src/codec/message.js";
+import { AttributeType, Method } from "../src/codec/constants.js";
 import type { TurnServerOptions } from "../src/server/options.js";
 import { RouteKind, type TurnServerOutput } from "../src/server/types.js";
 import { Harness, type OutputOf, Response, TestClient, UNIX_T0, USERS } from "./harness.js";
-import { channelBind, createPermission, type Entry, refresh } from "./offload-harness.js";
+import {
+  allocateFill,
+  channelBind,
+  createPermission,
+  type Entry,
+  refresh,
+} from "./offload-harness.js";
 
 const P1 = "198.51.100.1";
 const P2 = "198.51.100.2";
@@ -55,9 +60,7 @@ describe("channel offload: what an entry says", () => {
     const h = harness();
     const c = new TestClient(h);
     // Allocated by hand, to give the relay socket a runtime handle.
-    const udp = (b: StunMessageBuilder) => {
-      b.requestedTransport(TransportProtocol.Udp);
-    };
+    const udp = allocateFill(undefined, false);
     c.learn(c.ask(c.build(Method.Allocate, udp)));
     c.send(c.buildSigned(Method.Allocate, udp));
     const [open] = h.expectOutputs([{ type: "open-relay" }]) as [OutputOf<"open-relay">];
@@ -153,6 +156,17 @@ describe("channel offload: the deadline follows the engine's", () => {
     ]);
     // A permission no channel depends on changes no entry.
     expect(types(createPermission(c, P2))).toEqual(["transmit"]);
+  });
+
+  it("a ChannelBind to another port of the same IP moves the first channel's deadline too", () => {
+    const { h, c } = allocated();
+    const a = bound(c, 0x4000, P1, 5000);
+    h.tick(100);
+    const out = channelBind(c, 0x4001, P1, 5001);
+    expect(types(out)).toEqual(["offload-channel", "offload-channel", "transmit"]);
+    const [moved, added] = offered(out);
+    expect([moved!.offload, moved!.expiresAt]).toEqual([a.offload, h.now + 300 * S]);
+    expect(added).toMatchObject({ channel: 0x4001, expiresAt: h.now + 300 * S });
   });
 
   it("ends the entry when the permission expires while the channel stays bound (RFC 8656 §9); a new permission offers it again under a new id", () => {
@@ -301,9 +315,7 @@ describe("channel offload: every entry ends with its allocation", () => {
     stale.allocate();
     const entry = bound(stale, 0x4000, P1, 5000);
     const fresh = pinned(2);
-    const udp = (b: StunMessageBuilder) => {
-      b.requestedTransport(TransportProtocol.Udp);
-    };
+    const udp = allocateFill(undefined, false);
     fresh.learn(fresh.ask(fresh.build(Method.Allocate, udp)));
     fresh.send(fresh.buildSigned(Method.Allocate, udp));
     h.expectOutputs([
