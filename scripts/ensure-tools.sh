@@ -7,6 +7,12 @@
 #   systemd         systemd-analyze (verifies deploy/systemd/turnpike-relay.service)
 #   postgresql      initdb, postgres and psql (the tunnel's end-to-end database test; Debian keeps
 #                   the server binaries in /usr/lib/postgresql/<major>/bin, off PATH)
+#   clang           compiles the kernel data path's BPF program (packages/kernel-path)
+#   libbpf-dev      libbpf's headers, which the program and its loader addon build against
+#   bpftool         the kernel-path suite checks `bpftool net show` in its namespaces
+#   ethtool         the kernel-path suite turns checksum offload off on its veths
+#   libcap2-bin     capsh: the kernel-path suite drops capabilities
+#   python3         the kernel-path suite sends an IPv4 datagram with options (IP_OPTIONS)
 # Installs whatever is missing with apt-get when running as root (or through passwordless sudo).
 # Prints one line when everything is already there. When it cannot install: under CI=true it
 # exits non-zero (interop suites must not silently skip in CI); otherwise it warns and exits 0,
@@ -21,11 +27,20 @@ declare -A probe=(
   [openssh-server]="sshd"
   [systemd]="systemd-analyze"
   [postgresql]="pg:initdb pg:postgres pg:psql"
+  [clang]="clang"
+  [libbpf-dev]="file:/usr/include/bpf/libbpf.h"
+  [bpftool]="bpftool"
+  [ethtool]="ethtool"
+  [libcap2-bin]="capsh"
+  [python3]="python3"
 )
+
+packages=(coturn chromium iperf3 openssh-server systemd postgresql clang libbpf-dev bpftool ethtool libcap2-bin python3)
 
 have() {
   case "$1" in
     pg:*) compgen -G "/usr/lib/postgresql/*/bin/${1#pg:}" >/dev/null ;;
+    file:*) [ -f "${1#file:}" ] ;;
     /*) [ -x "$1" ] ;;
     *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ;;
   esac
@@ -33,7 +48,7 @@ have() {
 
 missing_pkgs() {
   local pkg bin
-  for pkg in coturn chromium iperf3 openssh-server systemd postgresql; do
+  for pkg in "${packages[@]}"; do
     for bin in ${probe[$pkg]}; do
       if ! have "$bin"; then echo "$pkg"; break; fi
     done
@@ -42,7 +57,7 @@ missing_pkgs() {
 
 mapfile -t missing < <(missing_pkgs)
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "ensure-tools: ok (coturn, chromium, iperf3, openssh-server, systemd, postgresql)"
+  echo "ensure-tools: ok (${packages[*]})"
   exit 0
 fi
 

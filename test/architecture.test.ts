@@ -16,6 +16,7 @@ const ROOT = join(import.meta.dirname, "..");
 const LAYERS: Record<string, { readonly dir: string; readonly may: readonly string[] }> = {
   "@turnpike/relay-core": { dir: "packages/relay-core", may: [] },
   "@turnpike/udp-batch": { dir: "packages/udp-batch", may: [] },
+  "@turnpike/kernel-path": { dir: "packages/kernel-path", may: [] },
   "@turnpike/runtime-kit": { dir: "packages/runtime-kit", may: [] },
   "@turnpike/relay-server": {
     dir: "packages/relay-server",

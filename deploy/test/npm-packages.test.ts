@@ -319,10 +319,13 @@ describe("turnpike-relay and turnpike-tunnel installed by the README's commands"
           `127.0.0.1:${admin}`,
         ],
         {
-          env: outsideEnv({ TURNPIKE_TOKEN: TOKEN }),
+          // A TCP admin API needs its token (turnpike-tunnel refuses to start without one).
+          env: outsideEnv({ TURNPIKE_TOKEN: TOKEN, TURNPIKE_ADMIN_TOKEN: TOKEN }),
           cwd: scratch,
           ready: async () => {
-            const r = await fetch(`http://127.0.0.1:${admin}/list`).catch(() => undefined);
+            const r = await fetch(`http://127.0.0.1:${admin}/list`, {
+              headers: { authorization: `Bearer ${TOKEN}` },
+            }).catch(() => undefined);
             if (r?.status !== 200) return false;
             const rows = (await r.json()) as { state: string; relayedAddress: string | null }[];
             relayed = rows[0]?.state === "ready" ? (rows[0].relayedAddress ?? "") : "";

@@ -1,5 +1,6 @@
 // turnpike-tunnel exposing the iperf3 server through a relay (RFC 6062 TCP relaying), started
 // the way a user would: the CLI, TURNPIKE_TOKEN, and the admin API's GET /list for readiness.
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { type Child, startChild } from "../children.js";
@@ -43,6 +44,7 @@ export async function startTunnel(
   timeoutMs = 15000,
 ): Promise<RunningTunnel> {
   const adminPort = await freeTcpPort();
+  const adminToken = randomBytes(16).toString("hex");
   const args = [
     tunnelBin,
     "--relay",
@@ -60,9 +62,10 @@ export async function startTunnel(
   ];
   const child = startChild("turnpike-tunnel", process.execPath, args, {
     cwd: repoRoot,
-    env: { ...process.env, TURNPIKE_TOKEN: relay.token },
+    // A TCP admin API needs a token (turnpike-tunnel refuses to start without one).
+    env: { ...process.env, TURNPIKE_TOKEN: relay.token, TURNPIKE_ADMIN_TOKEN: adminToken },
   });
-  const command = `TURNPIKE_TOKEN=*** node ${args.map((a) => path.relative(repoRoot, a) || a).join(" ")}`;
+  const command = `TURNPIKE_TOKEN=*** TURNPIKE_ADMIN_TOKEN=*** node ${args.map((a) => path.relative(repoRoot, a) || a).join(" ")}`;
   const deadline = Date.now() + timeoutMs;
   let last: ListRow | undefined;
   try {
@@ -70,6 +73,7 @@ export async function startTunnel(
       await Promise.race([new Promise((r) => setTimeout(r, 100)), child.exited]);
       try {
         const res = await fetch(`http://127.0.0.1:${adminPort}/list`, {
+          headers: { authorization: `Bearer ${adminToken}` },
           signal: AbortSignal.timeout(2000),
         });
         if (!res.ok) continue;

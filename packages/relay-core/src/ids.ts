@@ -9,8 +9,9 @@
  *   accepted TCP/TLS client connection); it brands its own counters with `listenerId()` and
  *   `connectionId()` at the boundary;
  * - the server: `RelayId` (one relayed transport address: a socket the runtime binds),
- *   `AllocationId` and `PeerConnectionId` (RFC 6062 §6.2.1 CONNECTION-ID: one TCP connection
- *   between the relay and a peer; the TurnClient reads the same ids from the wire).
+ *   `AllocationId`, `PeerConnectionId` (RFC 6062 §6.2.1 CONNECTION-ID: one TCP connection
+ *   between the relay and a peer; the TurnClient reads the same ids from the wire) and
+ *   `OffloadId` (one channel binding the runtime may relay in its own data path).
  */
 
 declare const brand: unique symbol;
@@ -26,6 +27,11 @@ export type RelayId = Branded<"RelayId">;
 export type AllocationId = Branded<"AllocationId">;
 /** RFC 6062 CONNECTION-ID: a TCP connection between the relay and a peer. */
 export type PeerConnectionId = Branded<"PeerConnectionId">;
+/**
+ * One offloaded channel binding (TurnServerOptions.channelOffload): named from its
+ * "offload-channel" output to its "end-offload", never reused by the same server.
+ */
+export type OffloadId = Branded<"OffloadId">;
 
 export const listenerId = (id: number): ListenerId => id as ListenerId;
 export const connectionId = (id: number): ConnectionId => id as ConnectionId;

@@ -103,6 +103,7 @@ export {
   type ListenerId,
   listenerId,
   NO_CONNECTION,
+  type OffloadId,
   type PeerConnectionId,
   type RelayId,
 } from "./ids.js";
@@ -135,6 +136,7 @@ export {
 export {
   type AllocationEndReason,
   type AllocationInfo,
+  type NumericTransportAddress,
   type Route,
   RouteKind,
   type TurnServerOutput,

@@ -1,21 +1,26 @@
 // The admin HTTP API (node:http, no framework): the shape people already script against in the
-// gRPC connector (POST /expose, DELETE /expose/{id}, GET /list, GET /health), but authenticated:
-// with --admin-token every request needs `Authorization: Bearer <token>` (compared in constant
-// time), else 401. Without a token the API should stay on loopback (the default 127.0.0.1:7070).
+// gRPC connector (POST /expose, DELETE /expose/{id}, GET /list, GET /health).
 //
-// Browsers: a web page the operator visits can send requests to 127.0.0.1 too. So, before
-// anything else (RFC 6454 §7, RFC 9110 §15.5.20):
+// What it guarantees. The API can expose any target the tunnel host reaches (127.0.0.1:22, a
+// database on the private network) to peers of the caller's choosing, and delete the operator's
+// services, so it is never open to every process of the host:
+//   - by default it listens on a unix socket only the tunnel's user (and root) can use: mode
+//     0600 in a directory nobody else can write (admin-socket.ts); the kernel checks the caller;
+//   - over TCP (--admin-listen IP:PORT) it needs --admin-token: the process refuses to start
+//     without one, and so does startAdminServer. Every request then needs
+//     `Authorization: Bearer <token>`, compared in constant time (both sides hashed, then
+//     timingSafeEqual), else 401. A token on a unix socket is required the same way.
+//   - Targets are judged on the address the socket layer will dial (targets.ts): cloud
+//     metadata and link-local targets are refused (403) whatever the caller, unless
+//     --allow-metadata-targets.
+//
+// Browsers: a web page cannot reach a unix socket, and cannot send the bearer token it does not
+// know, but it can fire requests at loopback. So, before anything else (RFC 6454 §7,
+// RFC 9110 §15.5.20):
 //   - a request carrying an Origin header (browsers add it to cross-origin fetches and to
 //     every POST/DELETE) -> 403; curl, scripts and `turnpike-tunnel list` send none;
 //   - POST needs Content-Type: application/json (-> 415): a page can POST text/plain without
-//     a CORS preflight, but not JSON;
-//   - without --admin-token, Host must be a loopback literal or localhost with the listening
-//     port (-> 421): a DNS-rebound name pointing at 127.0.0.1 carries the attacker's Host.
-//
-// What the token is for: without it, any process on this host (any local user, any container
-// sharing its network namespace) can expose any target the tunnel can reach, 127.0.0.1:22
-// included, to peers of its choosing. Cloud metadata targets are refused either way unless
-// --allow-metadata-targets (targets.ts; 403 here).
+//     a CORS preflight, but not JSON.
 //
 //   GET    /health        200 {"status":"ok","tunnels":N,"ready":N}
 //   GET    /list          200 [ListEntry...]
@@ -25,30 +30,37 @@
 
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Logger } from "@turnpike/runtime-kit";
-import { type HostPort, parseExpose, type ServiceSpec } from "./config.js";
+import { listenOwnerOnly } from "./admin-socket.js";
+import { type AdminListen, parseExpose, type ServiceSpec } from "./config/index.js";
 import { expandAllowList } from "./peers.js";
 import type { TunnelSupervisor } from "./supervisor.js";
 import { targetRefusal } from "./targets.js";
 import { type AccessWindow, parseWindow } from "./windows.js";
 
 export interface AdminServer {
-  readonly address: HostPort;
+  /** The socket's path, or the TCP address (the port chosen when 0 was asked for). */
+  readonly address: AdminListen;
   close(): Promise<void>;
 }
 
 const MAX_BODY = 64 * 1024;
 
 export async function startAdminServer(options: {
-  listen: HostPort;
+  /** A unix socket (created owner-only), or TCP, which needs `token`. */
+  listen: AdminListen;
   token: string | undefined;
   supervisor: TunnelSupervisor;
   maxPermissions: number;
   allowMetadataTargets: boolean;
   logger: Logger;
 }): Promise<AdminServer> {
-  const { supervisor, logger } = options;
+  const { supervisor, logger, listen } = options;
+  if ("host" in listen && options.token === undefined) {
+    throw new Error(
+      "a TCP admin listener needs a token (--admin-token): every local process can reach it",
+    );
+  }
   const expected = options.token === undefined ? undefined : digest(options.token);
 
   const authorized = (req: IncomingMessage): boolean => {
@@ -69,17 +81,10 @@ export async function startAdminServer(options: {
     });
   });
 
-  let listeningPort = 0;
-
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? "/").split("?")[0]!.replace(/\/+$/, "") || "/";
     if (req.headers.origin !== undefined) {
       return send(res, 403, { error: "requests from web pages (Origin header) are refused" });
-    }
-    if (expected === undefined && !loopbackHost(req.headers.host, listeningPort)) {
-      return send(res, 421, {
-        error: "without --admin-token only a loopback Host (127.0.0.1, [::1], localhost) is served",
-      });
     }
     if (!authorized(req)) {
       res.setHeader("www-authenticate", 'Bearer realm="turnpike-tunnel"');
@@ -125,18 +130,21 @@ export async function startAdminServer(options: {
     });
   };
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen({ host: options.listen.host, port: options.listen.port }, () => {
-      server.off("error", reject);
-      resolve();
+  if ("path" in listen) {
+    await listenOwnerOnly(server, listen.path);
+  } else {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host: listen.host, port: listen.port }, () => {
+        server.off("error", reject);
+        resolve();
+      });
     });
-  });
+  }
   server.on("error", (err) => logger.warn("admin server error", { err: err.message }));
-  const a = server.address() as AddressInfo;
-  listeningPort = a.port;
+  const a = server.address();
   return {
-    address: { host: a.address, port: a.port },
+    address: typeof a === "string" || a === null ? listen : { host: a.address, port: a.port },
     close: () =>
       new Promise((resolve) => {
         server.close(() => resolve());
@@ -149,15 +157,6 @@ export async function startAdminServer(options: {
 function isJson(contentType: string | undefined): boolean {
   if (contentType === undefined) return false;
   return contentType.split(";")[0]!.trim().toLowerCase() === "application/json";
-}
-
-/** Host is 127.x.x.x, [::1] or localhost, with exactly the port the API listens on. */
-export function loopbackHost(host: string | undefined, port: number): boolean {
-  if (host === undefined) return false;
-  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(host.trim().toLowerCase());
-  if (m === null || Number(m[2]) !== port) return false;
-  const name = m[1]!.replace(/\.$/, "");
-  return name === "localhost" || name === "[::1]" || /^127(\.\d{1,3}){3}$/.test(name);
 }
 
 function digest(text: string): Buffer {

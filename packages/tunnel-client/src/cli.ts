@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // turnpike-tunnel entry point: wires the real process into runCli (main.ts).
 import { exitWhenDone } from "@turnpike/runtime-kit";
-import { PROGRAM_NAME } from "./config.js";
+import { PROGRAM_NAME } from "./config/index.js";
 import { runCli } from "./main.js";
 
 exitWhenDone(

@@ -19,7 +19,7 @@
 import { get as httpGet } from "node:http";
 import { get as httpsGet } from "node:https";
 import { mintRestCredentials, parseRestUsername } from "@turnpike/relay-core";
-import type { CredentialsConfig } from "./config.js";
+import type { CredentialsConfig } from "./config/index.js";
 
 export interface TurnCredentials {
   readonly username: string;

@@ -4,11 +4,12 @@
  */
 export * from "./admin.js";
 export * from "./backoff.js";
-export * from "./config.js";
+export * from "./config/index.js";
 export * from "./credentials.js";
 export * from "./lifecycle.js";
 export * from "./list.js";
 export * from "./peers.js";
+export * from "./pins.js";
 export * from "./resolver.js";
 export * from "./supervisor.js";
 export * from "./tunnel.js";

@@ -36,6 +36,7 @@ import {
 } from "@turnpike/relay-core";
 import { Backoff } from "./backoff.js";
 import type { TurnCredentials } from "./credentials.js";
+import type { PinClaims } from "./pins.js";
 import type { ControlTransport } from "./uri.js";
 
 export type TunnelState =
@@ -150,23 +151,6 @@ export type TunnelOutput =
       TurnClientEvent,
       { type: "channel-bound" | "channel-bind-failed" | "connection-attempt" }
     >;
-
-/**
- * Pinned credentials name one relay port: two services (or two relay URIs resolving to one
- * address) using them would take the port from each other on every reconnect. The first live
- * tunnel keeps it; the others fail with the reason (and retry, in case it goes away).
- */
-export class PinClaims {
-  readonly #holders = new Map<string, TunnelLifecycle>();
-
-  /** Claims `pin` ("relayIp|port") for `tunnel`; returns the live tunnel holding it, if another. */
-  claim(pin: string, tunnel: TunnelLifecycle): TunnelLifecycle | undefined {
-    const holder = this.#holders.get(pin);
-    if (holder !== undefined && holder !== tunnel && holder.state !== "stopped") return holder;
-    this.#holders.set(pin, tunnel);
-    return undefined;
-  }
-}
 
 export class TunnelLifecycle {
   #state: TunnelState = "connecting";

@@ -1,19 +1,25 @@
 // `turnpike-tunnel list`: GET /list from a running client's admin API, printed as a table.
-import { get as httpGet } from "node:http";
+import { get as httpGet, type RequestOptions } from "node:http";
 import { get as httpsGet } from "node:https";
 import type { ListEntry } from "./supervisor.js";
 
+/** GET /list from `admin`: unix:/PATH (the default socket), or an http(s) base URL. */
 export function fetchList(
   admin: string,
   token: string | undefined,
   timeoutMs = 5000,
 ): Promise<unknown> {
-  const url = new URL("/list", admin);
+  const socketPath = admin.startsWith("unix:") ? admin.slice(5) : undefined;
+  // Over a unix socket the Host header is a formality: the socket is the address.
+  const url = new URL("/list", socketPath === undefined ? admin : "http://localhost");
+  const where = socketPath === undefined ? String(url) : `${admin} (GET /list)`;
   return new Promise((resolve, reject) => {
     const get = url.protocol === "https:" ? httpsGet : httpGet;
     const headers: Record<string, string> = { accept: "application/json" };
     if (token !== undefined) headers.authorization = `Bearer ${token}`;
-    const req = get(url, { headers, timeout: timeoutMs }, (res) => {
+    const options: RequestOptions = { headers, timeout: timeoutMs };
+    if (socketPath !== undefined) options.socketPath = socketPath;
+    const req = get(url, options, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => {
@@ -22,18 +28,24 @@ export function fetchList(
       res.on("end", () => {
         if (res.statusCode === 401)
           return reject(
-            new Error(`${url}: 401 unauthorized (set --admin-token or TURNPIKE_ADMIN_TOKEN)`),
+            new Error(`${where}: 401 unauthorized (set --admin-token or TURNPIKE_ADMIN_TOKEN)`),
           );
-        if (res.statusCode !== 200) return reject(new Error(`${url}: HTTP ${res.statusCode}`));
+        if (res.statusCode !== 200) return reject(new Error(`${where}: HTTP ${res.statusCode}`));
         try {
           resolve(JSON.parse(body));
         } catch {
-          reject(new Error(`${url}: answer is not JSON`));
+          reject(new Error(`${where}: answer is not JSON`));
         }
       });
     });
-    req.on("timeout", () => req.destroy(new Error(`${url}: timed out`)));
-    req.on("error", (err) => reject(new Error(`${url}: ${err.message}`)));
+    req.on("timeout", () => req.destroy(new Error(`${where}: timed out`)));
+    req.on("error", (err: NodeJS.ErrnoException) => {
+      const hint =
+        socketPath !== undefined && (err.code === "ENOENT" || err.code === "ECONNREFUSED")
+          ? " (no turnpike-tunnel listens there: is it running, with this --admin-listen?)"
+          : "";
+      reject(new Error(`${where}: ${err.message}${hint}`));
+    });
   });
 }
 

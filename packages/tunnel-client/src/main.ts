@@ -16,7 +16,7 @@ import {
   withTimeout,
 } from "@turnpike/runtime-kit";
 import { type AdminServer, startAdminServer } from "./admin.js";
-import { PROGRAM_NAME, parseTunnelArgs, type TunnelConfig } from "./config.js";
+import { PROGRAM_NAME, parseTunnelArgs, type TunnelConfig } from "./config/index.js";
 import { createCredentialSource } from "./credentials.js";
 import { fetchList, renderTable } from "./list.js";
 import { startMetrics } from "./metrics.js";
@@ -140,21 +140,26 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
   const metrics = startMetrics(supervisor, io.env, logger);
   let admin: AdminServer | undefined;
   if (config.adminListen !== null) {
+    const listen = config.adminListen;
+    const at = "path" in listen ? `unix:${listen.path}` : `${listen.host}:${listen.port}`;
     try {
       admin = await startAdminServer({
-        listen: config.adminListen,
+        listen,
         token: config.adminToken,
         supervisor,
         maxPermissions: config.maxPermissions,
         allowMetadataTargets: config.allowMetadataTargets,
         logger,
       });
+      const a = admin.address;
       logger.info("admin API listening", {
-        address: `${admin.address.host}:${admin.address.port}`,
-        auth: config.adminToken !== undefined,
+        address: "path" in a ? `unix:${a.path}` : `${a.host}:${a.port}`,
+        auth: config.adminToken !== undefined ? "bearer token" : "socket owner only (mode 0600)",
       });
     } catch (err) {
-      logger.error("admin API could not listen", { err: (err as Error).message });
+      logger.error(`--admin-listen ${at}: the admin API could not listen`, {
+        err: (err as Error).message,
+      });
       return 1;
     }
   }

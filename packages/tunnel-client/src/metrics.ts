@@ -24,7 +24,7 @@ import {
   resourceAttributesFrom as otelResourceAttributes,
   otlpEndpointFrom,
 } from "@turnpike/runtime-kit";
-import { TUNNEL_VERSION } from "./config.js";
+import { TUNNEL_VERSION } from "./config/index.js";
 import { TUNNEL_STATES } from "./lifecycle.js";
 import type { TunnelSupervisor } from "./supervisor.js";
 

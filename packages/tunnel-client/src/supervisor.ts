@@ -7,9 +7,10 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { formatTransportAddress, type RandomSource } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
-import type { ServiceSpec } from "./config.js";
+import type { ServiceSpec } from "./config/index.js";
 import type { CredentialSource } from "./credentials.js";
-import { PinClaims, type TunnelState } from "./lifecycle.js";
+import type { TunnelState } from "./lifecycle.js";
+import { PinClaims } from "./pins.js";
 import type { Resolver } from "./resolver.js";
 import { type TlsTrust, Tunnel, type TunnelCounters } from "./tunnel.js";
 import { formatTurnUri, type TurnUri } from "./uri.js";

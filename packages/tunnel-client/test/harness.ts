@@ -19,7 +19,8 @@ export const RELAY_BIN = fileURLToPath(
 );
 export const TUNNEL_BIN = fileURLToPath(new URL("../bin/turnpike-tunnel.js", import.meta.url));
 
-function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+/** The test runner's environment without TURNPIKE_*, OTEL_* and OTLP_GRPC_ENDPOINT, plus `extra`. */
+export function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith("TURNPIKE_") && !k.startsWith("OTEL_") && k !== "OTLP_GRPC_ENDPOINT")
@@ -106,8 +107,12 @@ export interface ListRow {
   lastError: string | null;
 }
 
+/** The admin token of the tunnels this harness starts: a TCP admin API needs one. */
+export const ADMIN_TOKEN = "tunnel-harness-admin-token";
+
 export interface TunnelProcess {
   readonly adminPort: number;
+  readonly adminToken: string;
   readonly proc: ManagedProcess;
   list(): Promise<ListRow[]>;
   /** Polls /list until `pred` holds (bounded). */
@@ -119,10 +124,11 @@ export interface TunnelProcess {
   stop(): Promise<void>;
 }
 
+/** The CLI with its admin API on a free loopback port, behind `adminToken`. */
 export async function startTunnel(
   args: string[],
   env: Record<string, string>,
-  adminToken?: string,
+  adminToken = ADMIN_TOKEN,
 ): Promise<TunnelProcess> {
   const adminPort = await freePort();
   const all = [
@@ -133,8 +139,9 @@ export async function startTunnel(
     "info",
     ...args,
   ];
-  if (adminToken !== undefined) all.push("--admin-token", adminToken);
-  const proc = spawnManaged(process.execPath, all, { env: cleanEnv(env) });
+  const proc = spawnManaged(process.execPath, all, {
+    env: cleanEnv({ TURNPIKE_ADMIN_TOKEN: adminToken, ...env }),
+  });
   const list = async (): Promise<ListRow[]> => {
     const r = await adminRequest(adminPort, "GET", "/list", undefined, adminToken);
     if (r.status !== 200) throw new Error(`/list ${r.status} ${r.body}`);
@@ -165,6 +172,7 @@ export async function startTunnel(
   };
   return {
     adminPort,
+    adminToken,
     proc,
     list,
     waitFor,
@@ -172,16 +180,16 @@ export async function startTunnel(
   };
 }
 
-/** One HTTP request to the admin API, JSON body, optional bearer token. */
+/** One HTTP request to the admin API, JSON body, bearer token (null: none). */
 export function adminRequest(
   port: number,
   method: string,
   path: string,
   body?: unknown,
-  token?: string,
+  token: string | null = ADMIN_TOKEN,
 ): Promise<{ status: number; body: string }> {
   const headers: Record<string, string> = { "content-type": "application/json" };
-  if (token !== undefined) headers.authorization = `Bearer ${token}`;
+  if (token !== null) headers.authorization = `Bearer ${token}`;
   return httpRequest(
     port,
     method,
@@ -191,26 +199,27 @@ export function adminRequest(
   );
 }
 
-/** One HTTP request to 127.0.0.1:port with exactly these headers (Node adds Host unless given). */
+/**
+ * One HTTP request to 127.0.0.1:port, or over a unix socket, with exactly these headers (Node
+ * adds Host unless given).
+ */
 export function httpRequest(
-  port: number,
+  to: number | { readonly socketPath: string },
   method: string,
   path: string,
   headers: Record<string, string>,
   body?: string,
 ): Promise<{ status: number; body: string }> {
+  const where = typeof to === "number" ? { host: "127.0.0.1", port: to } : to;
   return new Promise((resolve, reject) => {
-    const req = request(
-      { host: "127.0.0.1", port, method, path, headers, timeout: 2000 },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => {
-          text += c;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-      },
-    );
+    const req = request({ ...where, method, path, headers, timeout: 2000 }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        text += c;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
     req.on("timeout", () => req.destroy(new Error(`${method} ${path} timed out`)));
     req.on("error", reject);
     req.end(body);

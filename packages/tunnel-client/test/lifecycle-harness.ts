@@ -30,11 +30,11 @@ import {
 } from "@turnpike/relay-core";
 import { type CredentialSource, createCredentialSource } from "../src/credentials.js";
 import {
-  PinClaims,
   TunnelLifecycle,
   type TunnelLifecycleOptions,
   type TunnelOutput,
 } from "../src/lifecycle.js";
+import { PinClaims } from "../src/pins.js";
 
 export const TOKEN = "lifecycle-secret";
 export const REALM = "lifecycle.test";

@@ -154,19 +154,21 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
     }
     expect((await f.tunnel.list()).some((x) => x.name === "imds")).toBe(false);
   });
-  it("refuses what a web page could send: Origin, text/plain, a foreign Host", async () => {
+  it("refuses what a web page could send: Origin, text/plain, a rebound Host without the token", async () => {
     const port = f.tunnel.adminPort;
+    const bearer = `Bearer ${f.tunnel.adminToken}`;
     const body = JSON.stringify({
       name: "sneaky",
       target: `udp://127.0.0.1:${f.udp.port}`,
       allowPeers: ["127.0.0.1"],
     });
-    // A form-like cross-site POST needs no CORS preflight with text/plain.
+    // A form-like cross-site POST needs no CORS preflight with text/plain (refused even if the
+    // page had the token).
     const plain = await httpRequest(
       port,
       "POST",
       "/expose",
-      { "content-type": "text/plain" },
+      { "content-type": "text/plain", authorization: bearer },
       body,
     );
     expect(plain.status).toBe(415);
@@ -181,19 +183,21 @@ describe("turnpike-tunnel exposes a UDP service through turnpike-relay", () => {
     expect(
       (await httpRequest(port, "GET", "/list", { origin: "http://127.0.0.1:1234" })).status,
     ).toBe(403);
-    // DNS rebinding: the browser connects to 127.0.0.1 but names the attacker's host.
+    // DNS rebinding: the browser connects to 127.0.0.1 under the attacker's name, without the
+    // token, which the TCP listener always needs.
     const rebound = await httpRequest(port, "GET", "/list", { host: `attacker.example:${port}` });
-    expect(rebound.status).toBe(421);
-    expect((await httpRequest(port, "GET", "/list", { host: `localhost:${port}` })).status).toBe(
-      200,
-    );
+    expect(rebound.status).toBe(401);
     expect((await f.tunnel.list()).some((r) => r.name === "sneaky")).toBe(false);
-    // The CLI (no Origin, loopback Host) still reads the list.
+    // The CLI (no Origin, the token from the environment) still reads the list.
     const { spawnSync } = await import("node:child_process");
     const listed = spawnSync(
       process.execPath,
       [TUNNEL_BIN, "list", "--admin", `http://127.0.0.1:${port}`],
-      { encoding: "utf8", timeout: 10_000, env: { PATH: process.env.PATH ?? "" } },
+      {
+        encoding: "utf8",
+        timeout: 10_000,
+        env: { PATH: process.env.PATH ?? "", TURNPIKE_ADMIN_TOKEN: f.tunnel.adminToken },
+      },
     );
     expect(listed.status, listed.stderr).toBe(0);
     expect(listed.stdout).toMatch(/\secho\s/);
@@ -264,7 +268,9 @@ describe("two relay addresses behind one name", () => {
   });
 
   it("requires the admin token when one is set", async () => {
-    expect((await adminRequest(f.tunnel.adminPort, "GET", "/list")).status).toBe(401);
+    expect((await adminRequest(f.tunnel.adminPort, "GET", "/list", undefined, null)).status).toBe(
+      401,
+    );
     expect(
       (await adminRequest(f.tunnel.adminPort, "GET", "/list", undefined, "wrong")).status,
     ).toBe(401);

@@ -11,12 +11,11 @@ import {
   parseTunnelArgs,
   renderConfigTable,
   type TunnelConfig,
-} from "../src/config.js";
+} from "../src/config/index.js";
 import { createCredentialSource, fetchJsonOverHttp } from "../src/credentials.js";
 import { reallocateBy } from "../src/lifecycle.js";
 import { expandAllowList } from "../src/peers.js";
 import { StaticResolver } from "../src/resolver.js";
-import { metadataAddress, refusingLookup } from "../src/targets.js";
 import { parseTurnUri } from "../src/uri.js";
 import { type AccessWindow, isOpen, parseWindow } from "../src/windows.js";
 
@@ -165,75 +164,6 @@ describe("allowed peers", () => {
   });
 });
 
-describe("targets: cloud metadata services are refused", () => {
-  it("refuses link-local and metadata addresses in every spelling, and nothing private", () => {
-    for (const ip of [
-      "169.254.169.254",
-      "169.254.170.2",
-      "169.254.0.1",
-      "::ffff:169.254.169.254",
-      "::ffff:a9fe:a9fe",
-      "fe80::1",
-      "febf::1",
-      "fd00:ec2::254",
-      "fd00:ec2:0:0:0:0:0:254",
-      "100.100.100.200",
-    ]) {
-      expect(metadataAddress(ip), ip).toBeDefined();
-    }
-    for (const ip of [
-      "127.0.0.1",
-      "10.0.0.5",
-      "192.168.1.1",
-      "fd00::53",
-      "100.100.100.100",
-      "::1",
-      "db.internal",
-    ]) {
-      expect(metadataAddress(ip), ip).toBeUndefined();
-    }
-  });
-
-  it("refuses --expose of a metadata target at start-up unless --allow-metadata-targets", () => {
-    const argv = ["--relay", "turn:x", "--expose", "imds=tcp://169.254.169.254:80"];
-    expect(() => parseTunnelArgs(argv, { TURNPIKE_TOKEN: "t" })).toThrow(
-      /--expose imds: target 169.254.169.254 is link-local .* --allow-metadata-targets/,
-    );
-    const allowed = parseTunnelArgs([...argv, "--allow-metadata-targets"], { TURNPIKE_TOKEN: "t" });
-    if (allowed.command !== "run") throw new Error(allowed.command);
-    expect(allowed.services).toHaveLength(1);
-    expect(allowed.warnings.some((w) => w.startsWith("--allow-metadata-targets is set"))).toBe(
-      true,
-    );
-  });
-
-  it("fails a name that resolves to a metadata address, whichever answer it is", async () => {
-    const answering =
-      (answers: string[]) =>
-      (
-        _name: string,
-        options: object,
-        cb: (e: null, a: string | { address: string; family: number }[], f?: number) => void,
-      ) => {
-        if ((options as { all?: boolean }).all)
-          cb(
-            null,
-            answers.map((address) => ({ address, family: 4 })),
-          );
-        else cb(null, answers[0], 4);
-      };
-    const resolve = (answers: string[], all: boolean) =>
-      new Promise<NodeJS.ErrnoException | null>((done) =>
-        refusingLookup(answering(answers))("metadata.test", { all }, (err) => done(err)),
-      );
-    expect((await resolve(["10.0.0.5", "169.254.169.254"], true))?.code).toBe("EMETADATA");
-    expect((await resolve(["169.254.169.254"], false))?.message).toMatch(
-      /metadata.test resolves to 169.254.169.254/,
-    );
-    expect(await resolve(["10.0.0.5"], true)).toBeNull();
-  });
-});
-
 describe("resolver", () => {
   it("answers fixed names from the table and can change the answer", async () => {
     const r = new StaticResolver([["relay.test", ["127.0.0.2", "127.0.0.1"]]]);
@@ -276,7 +206,12 @@ describe("configuration", () => {
         "--keepalive",
         "5",
       ],
-      { TURNPIKE_TOKEN: "s3cret", TURNPIKE_KEEPALIVE: "7", TURNPIKE_NAME: "acme" },
+      {
+        TURNPIKE_TOKEN: "s3cret",
+        TURNPIKE_KEEPALIVE: "7",
+        TURNPIKE_NAME: "acme",
+        XDG_RUNTIME_DIR: "/run/user/1000",
+      },
     );
     expect(c.relays.map((r) => [r.host, r.port, r.transport])).toEqual([
       ["relay.test", 3478, "udp"],
@@ -291,7 +226,46 @@ describe("configuration", () => {
     expect(c.keepalive).toBe(5);
     expect(c.backoffBase).toBe(0.5);
     expect(c.backoffMax).toBe(30);
-    expect(c.adminListen).toEqual({ host: "127.0.0.1", port: 7070 });
+    expect(c.adminListen).toEqual({ path: "/run/user/1000/turnpike-tunnel/admin.sock" });
+  });
+
+  it("serves the admin API on an owner-only socket by default, and over TCP only with a token", () => {
+    const base = ["--relay", "turn:x"];
+    const env = { TURNPIKE_TOKEN: "t" };
+    expect(error([...base, "--admin-listen", "127.0.0.1:7070"], env)).toBe(
+      "--admin-listen 127.0.0.1:7070 is TCP, which every local process can reach: set --admin-token (TURNPIKE_ADMIN_TOKEN), or use --admin-listen unix:PATH",
+    );
+    const tcp = run([...base, "--admin-listen", "[::1]:7070"], {
+      ...env,
+      TURNPIKE_ADMIN_TOKEN: "a",
+    });
+    expect(tcp.adminListen).toEqual({ host: "::1", port: 7070 });
+    expect(tcp.adminToken).toBe("a");
+    expect(tcp.warnings).toEqual([]);
+    const wide = run([...base, "--admin-listen", "0.0.0.0:7070", "--admin-token", "a"], env);
+    expect(wide.warnings).toEqual([
+      "--admin-listen 0.0.0.0:7070 is beyond loopback over plain HTTP: the token crosses the network in clear",
+      "--admin-token on the command line is visible to other users of this host; prefer TURNPIKE_ADMIN_TOKEN",
+    ]);
+    expect(run([...base, "--admin-listen", "unix:/srv/t/admin.sock"], env).adminListen).toEqual({
+      path: "/srv/t/admin.sock",
+    });
+    expect(run([...base, "--admin-listen", "off"], env).adminListen).toBeNull();
+    expect(error([...base, "--admin-listen", "unix:admin.sock"], env)).toMatch(
+      /^--admin-listen must be unix:\/ABSOLUTE\/PATH/,
+    );
+    // `list` asks where a tunnel with the same environment listens.
+    const list = (env: NodeJS.ProcessEnv) => parseTunnelArgs(["list"], env);
+    expect(list({ XDG_RUNTIME_DIR: "/run/user/7" })).toMatchObject({
+      admin: "unix:/run/user/7/turnpike-tunnel/admin.sock",
+    });
+    expect(list({ TURNPIKE_ADMIN_LISTEN: "0.0.0.0:7071", TURNPIKE_ADMIN_TOKEN: "a" })).toEqual({
+      command: "list",
+      admin: "http://127.0.0.1:7071",
+      adminToken: "a",
+      json: false,
+    });
+    expect(() => list({ TURNPIKE_ADMIN_LISTEN: "off" })).toThrow(/no admin API to ask/);
   });
 
   it("takes lists and windows from the environment", () => {

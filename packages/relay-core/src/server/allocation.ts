@@ -10,6 +10,7 @@ import type { Principal } from "../auth/credentials.js";
 import type { TransportAddress } from "../codec/address.js";
 import type { AllocationId, ConnectionId, ListenerId, PeerConnectionId, RelayId } from "../ids.js";
 import { ipv4ToUint32 } from "../policy/ip.js";
+import type { OffloadEntry } from "./channel-offload.js";
 import { type AddressKeys, ip4PortKey, ipv6Words, sameWords } from "./datagram-source.js";
 import type { Lifetimes } from "./options.js";
 import type { ServerStats } from "./stats.js";
@@ -71,6 +72,8 @@ export interface ChannelBinding {
   expiresAt: number;
   /** Set once the binding expired: until then the number and the peer may not be rebound elsewhere. */
   coolingUntil: number;
+  /** What the runtime was last told to offload for it (channel-offload.ts); undefined: nothing. */
+  offload: OffloadEntry | undefined;
 }
 
 /**
@@ -291,6 +294,7 @@ export class Allocation {
         relay,
         expiresAt,
         coolingUntil: 0,
+        offload: undefined,
       };
       this.channels.set(number, binding);
       this.channelsByPeer.set(peerKey, binding);

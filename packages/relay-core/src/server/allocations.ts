@@ -38,6 +38,7 @@ import {
 } from "./allocation.js";
 import type { AllocationQuota } from "./allocation-quota.js";
 import type { Authenticated } from "./authentication.js";
+import type { ChannelOffload } from "./channel-offload.js";
 import type { DataPath } from "./data-path.js";
 import type { Deadlines } from "./deadlines.js";
 import type { Lifetimes, RelayAddressConfig } from "./options.js";
@@ -58,6 +59,8 @@ export interface AllocationsOptions {
   readonly lifetimes: Lifetimes;
   /** Sent with 300 Try Alternate while draining (RFC 8489 §10). */
   readonly alternateServer: TransportAddress | undefined;
+  /** Channel offload outputs, when the runtime asked for them (TurnServerOptions). */
+  readonly offload: ChannelOffload | undefined;
 }
 
 export class Allocations {
@@ -546,6 +549,9 @@ export class Allocations {
         this.delete(a, "expired", now);
         continue;
       }
+      // Before the sweep: a late timer may drop a channel that lapsed and cooled down since,
+      // and the runtime's entry for it must end too.
+      this.#options.offload?.sync(a, now);
       a.expire(now);
       this.#tcp.expire(a, now);
       this.#deadlines.schedule(a);
@@ -575,6 +581,7 @@ export class Allocations {
       return;
     }
     this.#tcp.closeAll(allocation, family);
+    this.#options.offload?.end(allocation, family);
     const socket = allocation.removeFamily(family);
     if (socket === undefined) return;
     this.#releasePort(socket);
@@ -584,6 +591,8 @@ export class Allocations {
 
   delete(allocation: Allocation, reason: AllocationEndReason, now: number): void {
     if (allocation.deleted) return;
+    // First, so the runtime reads the entries' counters before close-relay and allocation-ended.
+    this.#options.offload?.end(allocation);
     allocation.deleted = true;
     this.#live.delete(allocation);
     this.#deadlines.forget(allocation);

@@ -72,6 +72,12 @@ export interface TurnServerOptions {
    * (a "hand-over-connection" output) instead of being answered here.
    */
   readonly connectionIds?: { readonly index: number; readonly count: number };
+  /**
+   * Report which channel bindings of UDP clients the runtime may relay in a data path of its
+   * own (a kernel one), and until when: "offload-channel" and "end-offload" outputs (README.md,
+   * "Channel offload"). Default false: no such output, and no work for them.
+   */
+  readonly channelOffload?: boolean;
 }
 
 /** Seconds. RFC 8656 §7.2 (allocation), §9 (permission), §12 (channel and cool-down). */

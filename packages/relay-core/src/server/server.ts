@@ -48,6 +48,7 @@ import {
 import { LocalAllocationQuota } from "./allocation-quota.js";
 import { Allocations } from "./allocations.js";
 import { Authenticator } from "./authentication.js";
+import { ChannelOffload } from "./channel-offload.js";
 import { DataPath, udpEndpoint } from "./data-path.js";
 import { AddressKeys, DatagramSource } from "./datagram-source.js";
 import { Deadlines } from "./deadlines.js";
@@ -75,6 +76,8 @@ export class TurnServer {
   readonly #allocations: Allocations;
   readonly #deadlines = new Deadlines<Allocation>();
   readonly #tcp: TcpRelay;
+  /** Channel offload outputs (options.channelOffload), else undefined: no work at all. */
+  readonly #offload: ChannelOffload | undefined;
   /** The source of string-addressed input (handleUdpClient, handlePeerData), reused. */
   readonly #textSource = new DatagramSource();
 
@@ -92,6 +95,7 @@ export class TurnServer {
     const emit = (output: TurnServerOutput) => {
       this.#outputs.push(output);
     };
+    this.#offload = options.channelOffload ? new ChannelOffload(emit) : undefined;
     const keys = new AddressKeys(secret);
     this.#data = new DataPath(keys, stats, options.random, this.#policy);
     this.route = this.#data.route;
@@ -150,6 +154,7 @@ export class TurnServer {
         random: options.random,
         lifetimes,
         alternateServer: options.alternateServer,
+        offload: this.#offload,
       },
       rules,
       emit,
@@ -565,6 +570,8 @@ export class TurnServer {
     const lifetime = desiredLifetime(requested, this.#lifetimes);
     allocation.refresh(lifetime, now);
     this.#deadlines.schedule(allocation);
+    // Every offloaded channel of it may have a new deadline: queued before the answer.
+    this.#offload?.sync(allocation, now);
     reply.success((b) => b.uint32(AttributeType.Lifetime, lifetime));
   }
 
@@ -595,6 +602,9 @@ export class TurnServer {
       return;
     }
     this.#deadlines.schedule(allocation);
+    // Channels to these peers get a later deadline, or are usable again (§9: a permission
+    // that had lapsed).
+    this.#offload?.sync(allocation, now);
     reply.success();
   }
 
@@ -631,6 +641,9 @@ export class TurnServer {
       return;
     }
     this.#deadlines.schedule(allocation);
+    // The entry is queued before the success: a runtime that carries out outputs in order has
+    // it in place before the client can send ChannelData on the answer.
+    this.#offload?.sync(allocation, now);
     reply.success();
   }
 

@@ -2,7 +2,14 @@
  * What the server state machine asks of the runtime (outputs, drained with `pollOutput()`),
  * and the routing decision it returns on the data path.
  */
-import type { AllocationId, ConnectionId, PeerConnectionId, RelayId } from "../ids.js";
+import type {
+  AllocationId,
+  ConnectionId,
+  ListenerId,
+  OffloadId,
+  PeerConnectionId,
+  RelayId,
+} from "../ids.js";
 import type { ClientEndpoint, ClientTransport } from "./allocation.js";
 
 /** Drained with `TurnServer.pollOutput()` and executed by the runtime in order. */
@@ -69,6 +76,45 @@ export type TurnServerOutput =
       readonly connection: ConnectionId;
     }
   | {
+      /**
+       * TurnServerOptions.channelOffload: channel `channel` of the UDP client `client` on
+       * listener `listener` and the peer `peer` of relay socket `relay` (bound on `relayed`)
+       * are relayed both ways, ChannelData <-> UDP (RFC 8656 §12.4), until `expiresAt`, so
+       * the runtime may do it in its own data path (a kernel one). Queued when the binding
+       * becomes usable (before the ChannelBind success that makes it so), and again with the
+       * same `offload` and a new `expiresAt` whenever that deadline moves. See README.md,
+       * "Channel offload".
+       */
+      readonly type: "offload-channel";
+      readonly offload: OffloadId;
+      readonly allocation: AllocationId;
+      readonly listener: ListenerId;
+      readonly client: NumericTransportAddress;
+      /** The channel number (RFC 8656 §12), 0x4000-0x4FFF (0x7FFF with legacyChannelNumbers). */
+      readonly channel: number;
+      readonly relay: RelayId;
+      /** The runtime's own handle for `relay`, as given to handleRelayBound (-1 if none). */
+      readonly relayHandle: number;
+      /** The address relay socket `relay` is bound on (0.0.0.0 or :: for a wildcard bind). */
+      readonly relayed: NumericTransportAddress;
+      readonly peer: NumericTransportAddress;
+      /**
+       * Not used at or after this instant (ms, on the clock of the `now` the server is
+       * given): the earliest of the channel's, its peer permission's and the allocation's
+       * expiry, exactly when the server's own data path stops relaying it.
+       */
+      readonly expiresAt: number;
+    }
+  | {
+      /**
+       * The entry `offload` must go: its channel, permission or allocation ended (delete,
+       * expiry, revocation, close, shutdown...). Queued before that allocation's
+       * close-relay and allocation-ended, so its counters can be read first.
+       */
+      readonly type: "end-offload";
+      readonly offload: OffloadId;
+    }
+  | {
       readonly type: "allocation-created";
       readonly allocation: AllocationId;
       readonly client: ClientEndpoint;
@@ -86,6 +132,16 @@ export type TurnServerOutput =
       readonly families: readonly (4 | 6)[];
       readonly lifetimeSeconds: number;
     };
+
+/** A transport address as numbers, the way a kernel data path keys it (no text). */
+export interface NumericTransportAddress {
+  readonly family: 4 | 6;
+  /** IPv4: the address as an unsigned 32-bit number; -1 for IPv6. */
+  readonly ip4: number;
+  /** IPv6: the address as four big-endian 32-bit words; undefined for IPv4. */
+  readonly ip6: Uint32Array | undefined;
+  readonly port: number;
+}
 
 /** Queues one output (the server's queue, handed to the modules that produce outputs). */
 export type Emit = (output: TurnServerOutput) => void;
