@@ -154,7 +154,12 @@ describe("packages/relay-server/Dockerfile", () => {
         cwd: payload,
         healthPort: health,
       });
-      expect((await httpGet(health, "/readyz")).status).toBe(200);
+      const ready = await httpGet(health, "/readyz");
+      expect(ready.status).toBe(200);
+      // The batched UDP path, not the node:dgram fallback: the deploy line built udp-batch's
+      // native module (the runtime stage has no compiler to build it later).
+      expect(started.proc.stderr).toMatch(/ INFO ready .*\budpIo=batch\b/);
+      expect(JSON.parse(ready.body).udpIo).toBe("batch");
       for (const transport of ["udp", "tcp"] as const) {
         const r = await stunBinding({ port, transport });
         expect(r.mapped?.address, transport).toBe("127.0.0.1");

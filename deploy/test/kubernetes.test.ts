@@ -1,15 +1,18 @@
 // deploy/kubernetes, checked offline: each kustomization (base and overlays) is rendered the
-// way kustomize does for the fields these files use (resources, namespace, JSON 6902 patches;
-// any other field fails the test rather than being ignored), every object is validated against
-// the Kubernetes API schema with kubernetes-models, and the relay settings in the manifests are
-// checked against what turnpike-relay accepts (its --help lists every flag and env var).
+// way kustomize does for the fields these files use (resources, namespace, JSON 6902 patches,
+// images; any other field fails the test rather than being ignored), every object is validated
+// against the Kubernetes API schema with kubernetes-models, and the relay settings in the
+// manifests are checked against what turnpike-relay accepts (its --help lists every flag and env
+// var). The README's Kubernetes runbook is read too: kubectl alone, from the repository root,
+// on kustomization directories that exist.
 import { execFile } from "node:child_process";
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { TURNPIKE_BIN } from "@turnpike/test-support/turnpike";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
+import { commandLines, markdownSection, repoText, shellBlocks } from "./docs.js";
 import { REPO } from "./launch.js";
 
 const run = promisify(execFile);
@@ -18,11 +21,22 @@ const K8S = join(REPO, "deploy/kubernetes");
 // biome-ignore lint/suspicious/noExplicitAny: manifests are untyped JSON until validated
 type Obj = Record<string, any>;
 
-const KUSTOMIZATION_FIELDS = new Set(["apiVersion", "kind", "namespace", "resources", "patches"]);
+const KUSTOMIZATION_FIELDS = new Set([
+  "apiVersion",
+  "kind",
+  "namespace",
+  "resources",
+  "patches",
+  "images",
+]);
+
+/** The kustomization file of `dir`, parsed. */
+function kustomization(dir: string): Obj {
+  return parseYaml(readFileSync(join(dir, "kustomization.yaml"), "utf8")) as Obj;
+}
 
 /** Renders the kustomization in `dir` (see the header for the supported fields). */
-function render(dir: string): Obj[] {
-  const k = parseYaml(readFileSync(join(dir, "kustomization.yaml"), "utf8")) as Obj;
+function render(dir: string, k: Obj = kustomization(dir)): Obj[] {
   for (const field of Object.keys(k)) {
     if (!KUSTOMIZATION_FIELDS.has(field)) {
       throw new Error(`${dir}/kustomization.yaml: field ${field} is not rendered by this test`);
@@ -48,8 +62,21 @@ function render(dir: string): Obj[] {
     expect(targets.length, `patch target ${JSON.stringify(p.target)} in ${dir}`).toBe(1);
     for (const op of parseYaml(p.patch) as Obj[]) applyJsonPatch(targets[0]!, op);
   }
+  for (const image of (k.images ?? []) as Obj[]) setImage(objects, image);
   if (k.namespace !== undefined) for (const o of objects) o.metadata.namespace = k.namespace;
   return objects;
+}
+
+/** kustomize's images transformer: containers whose image is `name` (any tag) get the new one. */
+function setImage(objects: Obj[], image: Obj): void {
+  for (const o of objects) {
+    const pod = o.spec?.template?.spec;
+    for (const c of [...(pod?.initContainers ?? []), ...(pod?.containers ?? [])] as Obj[]) {
+      const [name, tag] = String(c.image).split(/:(?=[^/]*$)/);
+      if (name !== image.name) continue;
+      c.image = `${image.newName ?? name}:${image.newTag ?? tag}`;
+    }
+  }
 }
 
 /** One RFC 6902 operation (add, replace, remove) on `doc`, in place. */
@@ -194,5 +221,56 @@ describe("relay settings in the manifests", () => {
         if (arg.startsWith("--")) expect(help, arg).toMatch(new RegExp(`\\s${arg}\\s`));
       }
     }
+  });
+});
+
+describe("the README's Kubernetes runbook", () => {
+  const section = markdownSection(repoText("README.md"), "Runbook: Kubernetes");
+  const lines = commandLines(shellBlocks(section).flat());
+
+  it("runs kubectl alone, from the repository root (no cd, no standalone kustomize)", () => {
+    expect(lines.length).toBeGreaterThan(0);
+    for (const line of lines) expect(line).toMatch(/^kubectl /);
+  });
+
+  it("names only kustomization directories that exist, and they render valid objects", async () => {
+    // Every path under deploy/kubernetes the runbook and the kustomization headers mention,
+    // commands and comments alike.
+    const texts = [section, repoText("deploy/kubernetes/base/kustomization.yaml")];
+    const paths = new Set(
+      texts.flatMap((t) => [...t.matchAll(/\bdeploy\/kubernetes\/[\w./-]*\w/g)].map((m) => m[0])),
+    );
+    expect([...paths]).toEqual(
+      expect.arrayContaining(["deploy/kubernetes/base", "deploy/kubernetes/overlays/fleet"]),
+    );
+    const applied = lines.flatMap((l) =>
+      [...l.matchAll(/(?:\s-k|\bkustomize)\s+(\S+)/g)].map((m) => m[1]!),
+    );
+    expect(applied).toContain("deploy/kubernetes/base");
+    for (const path of [...paths, ...applied]) {
+      if (path.endsWith(".yaml")) {
+        expect(existsSync(join(REPO, path)), path).toBe(true);
+        continue;
+      }
+      expect(existsSync(join(REPO, path, "kustomization.yaml")), path).toBe(true);
+      for (const o of render(join(REPO, path))) await validate(o);
+    }
+  });
+
+  it("sets the image in the base's images entry, which the overlays inherit", () => {
+    const base = kustomization(join(K8S, "base"));
+    const raw = parseYaml(readFileSync(join(K8S, "base/daemonset.yaml"), "utf8")) as Obj;
+    const [entry] = base.images as Obj[];
+    expect(relayContainer(raw).image.split(":")[0]).toBe(entry!.name);
+    const pushed = {
+      ...base,
+      images: [{ ...entry, newName: "registry.example.com/turnpike-relay" }],
+    };
+    const image = relayContainer(find(render(join(K8S, "base"), pushed), "DaemonSet")).image;
+    expect(image).toBe(`registry.example.com/turnpike-relay:${entry!.newTag}`);
+    const fleet = find(render(join(K8S, "overlays/fleet")), "DaemonSet");
+    expect(relayContainer(fleet).image).toBe(
+      relayContainer(find(render(join(K8S, "base")), "DaemonSet")).image,
+    );
   });
 });

@@ -50,12 +50,17 @@ export async function startUntilReady(
     ready?: () => Promise<boolean>;
     detached?: boolean;
     timeoutMs?: number;
+    /** Run as this user and group (a service manager's unprivileged user). */
+    uid?: number;
+    gid?: number;
   },
 ): Promise<Started> {
   const proc = spawnManaged(command, args, {
     env: opts.env,
     cwd: opts.cwd ?? REPO,
     detached: opts.detached ?? false,
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
   });
   const ready =
     opts.ready ??

@@ -1,19 +1,19 @@
 // The packages as npm users get them: packed with `pnpm pack`, installed with npm into
 // directories outside the workspace, used from there. relay-core is imported by a strict
 // `nodenext` TypeScript file and driven by a fast-check property; turnpike-relay and
-// turnpike-tunnel run from an npm install and serve; the systemd unit passes
-// `systemd-analyze verify` and its ExecStart, pointed at that install, stops cleanly on
-// systemd's KillSignal.
+// turnpike-tunnel are installed by the README's own commands, run as written (readme-install.ts),
+// and serve from there: the relay on its batched UDP path. The same commands fail on a missing
+// tarball instead of fetching it, and every other document that installs says the same.
 import { execFile } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { stunBinding } from "@turnpike/test-support/stun";
-import { requireTool, skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAddress, tcpEcho, tcpRoundTrip } from "../../packages/tunnel-client/test/harness.js";
+import { markdownSection, repoText, shellBlocks, unitHeaderCommands } from "./docs.js";
 import {
   busyPorts,
   killLeftovers,
@@ -31,6 +31,13 @@ import {
   type WorkspacePackage,
   withWorkspaceDependencies,
 } from "./pack.js";
+import {
+  checkScopePinned,
+  INSTALL_PREFIX,
+  installLines,
+  readmeInstallBlock,
+  runInstall,
+} from "./readme-install.js";
 
 const run = promisify(execFile);
 const TOKEN = "npm-packages-test-token";
@@ -167,20 +174,73 @@ fc.assert(
   });
 });
 
-describe("turnpike-relay and turnpike-tunnel from an npm install", () => {
-  // Where the README (and the systemd unit) install the CLIs; mapped into the scratch dir.
-  const OPT = "/opt/turnpike";
+describe("the README's install commands", () => {
+  const relayBlock = readmeInstallBlock("turnpike-relay");
+  const tunnelBlock = readmeInstallBlock("turnpike-tunnel");
+
+  it("install every @turnpike package from a tarball, with the scope pinned to a closed port", () => {
+    checkScopePinned(relayBlock, INSTALL_PREFIX["turnpike-relay"]);
+    checkScopePinned(tunnelBlock, INSTALL_PREFIX["turnpike-tunnel"]);
+    // Each CLI's tarball and those of all its workspace dependencies, dependencies first.
+    const named = (lines: string[]) =>
+      lines.flatMap((l) =>
+        [...l.matchAll(/\.\/(turnpike-[a-z-]+)-\d[\w.-]*\.tgz/g)].map((m) => m[1]),
+      );
+    const expected = (root: string) =>
+      withWorkspaceDependencies([root]).map((p) => p.name.replace("@turnpike/", "turnpike-"));
+    expect(named(relayBlock)).toEqual(expected("@turnpike/relay-server"));
+    expect(named(tunnelBlock)).toEqual(expected("@turnpike/tunnel-client"));
+    // The CLI's own tarball alone in the last npm install: its dependencies are installed by then.
+    for (const [block, cli] of [
+      [relayBlock, "relay-server"],
+      [tunnelBlock, "tunnel-client"],
+    ] as const) {
+      const installs = block.filter((l) => l.startsWith("npm install"));
+      expect(installs.at(-1)).toMatch(
+        new RegExp(`^npm install --prefix \\S+ \\./turnpike-${cli}-[^ ]+\\.tgz$`),
+      );
+    }
+  });
+
+  it("are the ones the systemd unit's header and the packages' READMEs give", () => {
+    const relay = installLines(relayBlock);
+    const tunnel = installLines(tunnelBlock);
+    expect(
+      installLines(unitHeaderCommands(repoText("deploy/systemd/turnpike-relay.service"))),
+    ).toEqual(relay);
+    const fromReadme = (path: string) =>
+      installLines(shellBlocks(markdownSection(repoText(path), "Install")).flat());
+    expect(fromReadme("packages/relay-server/README.md")).toEqual(relay);
+    expect(fromReadme("packages/tunnel-client/README.md")).toEqual(tunnel);
+  });
+
+  it("fail on a missing tarball instead of fetching the package from a registry", async () => {
+    const root = join(scratch, "missing-udp-batch");
+    const without = relayBlock.map((l) => l.replace(/ \.\/turnpike-udp-batch-[^ ]+\.tgz/, ""));
+    expect(without).not.toEqual(relayBlock);
+    const r = await runInstall(without, join(scratch, "tarballs"), root);
+    expect(r.code, r.output).not.toBe(0);
+    expect(r.output).toMatch(/127\.0\.0\.1:9\/@turnpike%2fudp-batch/);
+    expect(r.output).not.toContain("registry.npmjs.org/@turnpike");
+    expect(existsSync(join(root, "opt/turnpike/node_modules/@turnpike/relay-server"))).toBe(false);
+  });
+});
+
+describe("turnpike-relay and turnpike-tunnel installed by the README's commands", () => {
   let prefix: string;
+  let tunnelPrefix: string;
   let echo: Awaited<ReturnType<typeof tcpEcho>>;
 
   beforeAll(async () => {
-    prefix = join(scratch, OPT);
-    mkdirSync(prefix, { recursive: true });
-    writeFileSync(
-      join(prefix, "package.json"),
-      JSON.stringify({ name: "turnpike-install", private: true }),
-    );
-    await npmInstall(prefix, [...tarballs.values()]);
+    const root = join(scratch, "readme");
+    for (const cli of ["turnpike-relay", "turnpike-tunnel"] as const) {
+      const r = await runInstall(readmeInstallBlock(cli), join(scratch, "tarballs"), root);
+      expect(r.code, r.output).toBe(0);
+      // The block's last line runs the installed CLI: `--version`.
+      expect(r.output).toMatch(/^\d+\.\d+\.\d+$/m);
+    }
+    prefix = join(root, INSTALL_PREFIX["turnpike-relay"]);
+    tunnelPrefix = join(root, INSTALL_PREFIX["turnpike-tunnel"]);
     echo = await tcpEcho();
   });
   afterAll(async () => {
@@ -217,6 +277,8 @@ describe("turnpike-relay and turnpike-tunnel from an npm install", () => {
         {},
       );
       try {
+        // udp-batch's native module was built by the install and loaded.
+        expect(started.proc.stderr).toMatch(/ INFO ready .*\budpIo=batch\b/);
         for (const transport of ["udp", "tcp"] as const) {
           const r = await stunBinding({ port, transport });
           expect(r.mapped?.address, transport).toBe("127.0.0.1");
@@ -245,7 +307,7 @@ describe("turnpike-relay and turnpike-tunnel from an npm install", () => {
       const admin = await freePort();
       let relayed = "";
       tunnel = await startUntilReady(
-        join(prefix, "node_modules/.bin/turnpike-tunnel"),
+        join(tunnelPrefix, "node_modules/.bin/turnpike-tunnel"),
         [
           "--relay",
           `turn:127.0.0.1:${relay.port}?transport=tcp`,
@@ -282,113 +344,4 @@ describe("turnpike-relay and turnpike-tunnel from an npm install", () => {
       killLeftovers(relay.started);
     }
   });
-
-  describe.skipIf(skipUnlessTools("systemd-analyze"))(
-    "deploy/systemd/turnpike-relay.service",
-    () => {
-      const unitText = readFileSync(join(REPO, "deploy/systemd/turnpike-relay.service"), "utf8");
-      const service = unitSection(unitText, "Service");
-
-      it("sandboxes the relay: dynamic user, no new privileges, no capabilities, read-only system", () => {
-        expect(service.get("DynamicUser")).toEqual(["yes"]);
-        expect(service.get("NoNewPrivileges")).toEqual(["yes"]);
-        // Empty: the relay's ports are all above 1023 (3478, the relay range, 8080).
-        expect(service.get("CapabilityBoundingSet")).toEqual([""]);
-        expect(service.get("AmbientCapabilities")).toEqual([""]);
-        expect(service.get("ProtectSystem")).toEqual(["strict"]);
-        expect(service.get("Restart")).toEqual(["on-failure"]);
-        expect(service.get("EnvironmentFile")?.[0]).toMatch(/^\/etc\/turnpike\//);
-        // Longer than the default --drain-timeout (30 s) plus the relay's 10 s shutdown guard.
-        expect(Number.parseInt(service.get("TimeoutStopSec")?.[0] ?? "0", 10)).toBeGreaterThan(40);
-        expect(service.get("ExecStart")?.[0]?.startsWith(`${OPT}/`)).toBe(true);
-      });
-
-      it("passes systemd-analyze verify and its ExecStart drains and exits 0 on KillSignal", async () => {
-        requireTool("systemd-analyze");
-        // The unit as shipped, with /opt/turnpike mapped to this test's npm install (verify
-        // checks that ExecStart exists) and the EnvironmentFile to one written here.
-        const envFile = join(scratch, "relay.env");
-        const port = await freePort();
-        const health = await freePort();
-        writeFileSync(
-          envFile,
-          [
-            `TURNPIKE_TOKEN=${TOKEN}`,
-            `TURNPIKE_LISTEN=127.0.0.1:${port}`,
-            `TURNPIKE_HEALTH_LISTEN=127.0.0.1:${health}`,
-            `TURNPIKE_MIN_PORT=${range.min}`,
-            `TURNPIKE_MAX_PORT=${range.min + 9}`,
-            "",
-          ].join("\n"),
-        );
-        const mapped = unitText
-          .replaceAll(OPT, prefix)
-          .replace(/^EnvironmentFile=.*$/m, `EnvironmentFile=${envFile}`);
-        const unitPath = join(scratch, "turnpike-relay.service");
-        writeFileSync(unitPath, mapped);
-        const verify = await run("systemd-analyze", ["verify", unitPath]).catch(
-          (e: { stdout: string; stderr: string; code: number }) => e,
-        );
-        expect(`${verify.stdout}${verify.stderr}`.trim()).toBe("");
-
-        const unit = unitSection(mapped, "Service");
-        const env: Record<string, string> = parseEnvFile(readFileSync(envFile, "utf8"));
-        for (const assignment of unit.get("Environment") ?? []) {
-          const [k, v] = splitOnce(assignment, "=");
-          env[k] = v;
-        }
-        const [command, ...args] = (unit.get("ExecStart")?.[0] ?? "").split(/\s+/);
-        const started = await startUntilReady(command!, args, {
-          env: outsideEnv(env),
-          cwd: "/",
-          healthPort: health,
-        });
-        try {
-          const signal = (unit.get("KillSignal")?.[0] ?? "SIGTERM") as NodeJS.Signals;
-          const stopped = await signalAndWait(started, signal, {
-            timeoutMs: Number.parseInt(unit.get("TimeoutStopSec")?.[0] ?? "90", 10) * 1000,
-          });
-          expect(stopped.exit).toEqual({ code: 0, signal: null });
-          expect(stopped.output).toContain("SIGTERM received: draining");
-          expect(await busyPorts({ tcp: [port, health], udp: [port] })).toEqual([]);
-        } finally {
-          killLeftovers(started);
-        }
-      });
-    },
-  );
 });
-
-/** Key -> values (in order) of one [Section] of a systemd unit; comments and blanks skipped. */
-function unitSection(text: string, section: string): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  let current = "";
-  for (const raw of text.split("\n")) {
-    const line = raw.trim();
-    if (line === "" || line.startsWith("#") || line.startsWith(";")) continue;
-    const header = /^\[(.+)\]$/.exec(line);
-    if (header) {
-      current = header[1]!;
-      continue;
-    }
-    if (current !== section) continue;
-    const [k, v] = splitOnce(line, "=");
-    out.set(k, [...(out.get(k) ?? []), v]);
-  }
-  return out;
-}
-
-function parseEnvFile(text: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const line of text.split("\n")) {
-    if (line.trim() === "" || line.startsWith("#")) continue;
-    const [k, v] = splitOnce(line, "=");
-    env[k] = v;
-  }
-  return env;
-}
-
-function splitOnce(s: string, sep: string): [string, string] {
-  const i = s.indexOf(sep);
-  return i < 0 ? [s, ""] : [s.slice(0, i), s.slice(i + 1)];
-}

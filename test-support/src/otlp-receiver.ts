@@ -157,7 +157,11 @@ function flatten(request: Raw, index: number): ReceivedMetric[] {
   return out;
 }
 
-export async function startOtlpReceiver(host = "127.0.0.1"): Promise<OtlpReceiver> {
+/**
+ * Starts the receiver on `host`, at `port` (0: a free one; a given port lets an exporter that
+ * already points there find a collector come up).
+ */
+export async function startOtlpReceiver(host = "127.0.0.1", at = 0): Promise<OtlpReceiver> {
   const definition = await protoLoader.load(SERVICE_PROTO, {
     includeDirs: [PROTO_ROOT],
     keepCase: false,
@@ -180,7 +184,7 @@ export async function startOtlpReceiver(host = "127.0.0.1"): Promise<OtlpReceive
     },
   });
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host}:0`, grpc.ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(`${host}:${at}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),
     );
   });

@@ -2,8 +2,18 @@
 // to render --help. Defaults are not given to yargs so "not on the command line" stays visible
 // to the layered resolution in options.ts. Nothing else in a CLI needs to know about yargs
 // (ARCHITECTURE.md, "Layers").
+//
+// --help lists each option in two columns, the flag and its description, with the value's type,
+// its default and its environment variable on a line of their own below the description:
+//
+//       --min-port   lowest relay port
+//                    [number] [default: 49152] [env: TURNPIKE_MIN_PORT]
+//
+// yargs would print type and default in a third, right-aligned column, which it glues to a
+// description that fills its width ("[env: TURNPIKE_MAX_PORT][string]"), so that column is
+// switched off and every option's description carries them instead (describedOption).
 
-import yargs, { type Argv } from "yargs";
+import yargs, { type Argv, type Options } from "yargs";
 import {
   CONFIG_OPTION_DESCRIBE,
   ConfigError,
@@ -17,8 +27,10 @@ import {
  * --version (as plain booleans: the caller prints) and nothing else yet.
  */
 export function baseParser(argv: readonly string[], programName: string): Argv {
+  const parser = yargs([...argv]);
+  describeOptionsInline(parser);
   return (
-    yargs([...argv])
+    parser
       .scriptName(programName)
       .parserConfiguration({
         "duplicate-arguments-array": true,
@@ -42,6 +54,55 @@ export function baseParser(argv: readonly string[], programName: string): Argv {
   );
 }
 
+/**
+ * From now on, every `parser.option(name, spec)` shows its type and default in its description
+ * (describedOption), and yargs' own column for them is off. `type: "number"` is listed as
+ * [number] but reaches the caller as the text typed (yargs would turn "abc" into NaN): the
+ * caller's parser judges it and names it in its error.
+ */
+function describeOptionsInline(parser: Argv): void {
+  const option = parser.option.bind(parser) as (key: string, spec: Options) => Argv;
+  const patched = parser as unknown as { option: (key: unknown, spec?: Options) => Argv };
+  patched.option = (key, spec) =>
+    typeof key === "string" && spec !== undefined
+      ? option(key, describedOption(spec))
+      : option(key as string, spec as Options);
+  (parser as unknown as { usageConfiguration(c: object): Argv }).usageConfiguration({
+    "hide-types": true,
+  });
+}
+
+/**
+ * `spec` with its type, default and `[env: NAME]` (moved from the end of the description) on a
+ * line below the description. Choices spelled in the placeholder (`json|text`) stand for the
+ * type.
+ */
+export function describedOption(spec: Options & { placeholder?: string }): Options {
+  const { placeholder, ...rest } = spec;
+  if (rest.describe === undefined) return rest;
+  const numeric = rest.type === "number";
+  const env = /\s*(\[env: [^\]]+\])$/.exec(rest.describe);
+  const describe = env ? rest.describe.slice(0, env.index) : rest.describe;
+  const type =
+    placeholder !== undefined && /^[a-z0-9-]+(\|[a-z0-9-]+)+$/.test(placeholder)
+      ? placeholder
+      : (rest.type ?? "string");
+  const shownDefault =
+    rest.defaultDescription ?? (rest.default === undefined ? undefined : String(rest.default));
+  const extras = [
+    // A switch without a default (--help) is a switch: nothing to add.
+    ...(type === "boolean" && shownDefault === undefined ? [] : [`[${type}]`]),
+    ...(shownDefault !== undefined ? [`[default: ${shownDefault}]`] : []),
+    ...(env ? [env[1]] : []),
+  ];
+  const { defaultDescription: _shown, ...parsed } = rest;
+  return {
+    ...parsed,
+    ...(numeric ? { type: "string" as const } : {}),
+    describe: extras.length === 0 ? describe : `${describe}\n${extras.join(" ")}`,
+  };
+}
+
 /** Adds `--config FILE` (also read from <PREFIX>CONFIG). */
 export function addConfigOption<O extends OptionTable>(parser: Argv, options: OptionSet<O>): Argv {
   return parser.option("config", {
@@ -60,17 +121,25 @@ export function addTableOptions<O extends OptionTable>(parser: Argv, options: Op
   for (const name of options.names) {
     const s = options.table[name] as OptionSpec<unknown>;
     parser.option(name, {
-      type: s.boolean ? "boolean" : "string",
+      type: s.boolean ? "boolean" : valueType(s),
       requiresArg: !s.boolean,
       hidden: s.hidden === true,
       describe: `${s.describe} [env: ${options.envName(name)}]`,
       defaultDescription: s.defaultText,
-    });
+      ...(s.placeholder !== undefined ? { placeholder: s.placeholder } : {}),
+    } as Options);
     if (!s.hidden) groups.set(s.group, [...(groups.get(s.group) ?? []), name]);
   }
   for (const [group, names] of groups) parser.group(names, `${group}:`);
   parser.group(["config", "help", "version"], "General:");
   return parser;
+}
+
+/** What --help calls a table option's value: a number where the default or placeholder is one. */
+function valueType(spec: OptionSpec<unknown>): "number" | "string" {
+  return typeof spec.default === "number" || /^(N|SECONDS)$/.test(spec.placeholder ?? "")
+    ? "number"
+    : "string";
 }
 
 // yargs words its errors for its own audience ("Unknown argument: min-prot"); say it with the

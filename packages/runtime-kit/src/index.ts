@@ -1,13 +1,27 @@
 // @turnpike/runtime-kit: the runtime pieces turnpike-relay and turnpike-tunnel share.
 
+export { cliCommand } from "./cli-command.js";
 export {
   addConfigOption,
   addTableOptions,
   baseParser,
+  describedOption,
   helpText,
   yargsMessage,
 } from "./cli-parser.js";
 export { CryptoRandom } from "./crypto-random.js";
+export {
+  ephemeralPortWarnings,
+  mergeRanges,
+  type NamedPortRange,
+  type PortRange,
+  type PortSysctls,
+  type PortWarning,
+  parseLocalPortRange,
+  parseReservedPorts,
+  readPortSysctls,
+  unreservedEphemeral,
+} from "./ephemeral-ports.js";
 export {
   createLogger,
   LOG_FORMATS,
@@ -44,11 +58,21 @@ export {
   type Scalar,
 } from "./options.js";
 export {
+  diagText,
   metricExportTiming,
   otlpEndpointFrom,
   resourceAttributesFrom,
   routeOtelDiagnostics,
 } from "./otel.js";
+export {
+  type ExportHealthOptions,
+  type ExportResultLike,
+  exportErrorReason,
+  OtlpExportHealth,
+  otlpExportWatched,
+  type WatchableExporter,
+  watchOtlpExport,
+} from "./otlp-export.js";
 export { asOutput, EXIT_CONFIG, exitWhenDone, parseOrReport, withTimeout } from "./process.js";
 export { forwardChunk, READ_BUFFER_BYTES, ReusedReadBuffer } from "./reused-read-buffer.js";
 export { decodeTunnelKey, encodeTunnelKey, type TunnelCredentials } from "./tunnel-key.js";

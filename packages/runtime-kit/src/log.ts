@@ -133,7 +133,10 @@ function textValue(value: unknown): string {
   if (value instanceof Error) text = value.message;
   else if (typeof value === "string") text = value;
   else if (typeof value === "bigint") text = value.toString();
-  else {
+  else if (Array.isArray(value) && value.every(isListItem)) {
+    // `relayed=192.0.2.1:5000,192.0.2.1:5001`, as TURNPIKE_* lists are written; `[]` if empty.
+    text = value.length === 0 ? "[]" : value.join(",");
+  } else {
     try {
       text = JSON.stringify(value) ?? String(value);
     } catch {
@@ -142,6 +145,14 @@ function textValue(value: unknown): string {
   }
   // Quote anything that would break `key=value` splitting or the one-line rule.
   return text === "" || /[\s"=]/.test(text) ? JSON.stringify(text) : text;
+}
+
+/** An array item that reads unambiguously in a comma-separated list (else: JSON). */
+function isListItem(item: unknown): boolean {
+  const t = typeof item;
+  if (t !== "string" && t !== "number" && t !== "boolean" && t !== "bigint") return false;
+  const text = String(item);
+  return text !== "" && !/[\s"=,]/.test(text);
 }
 
 interface KeyWindow {

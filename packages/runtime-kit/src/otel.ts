@@ -7,6 +7,7 @@
 
 import { type Attributes, DiagLogLevel, diag } from "@opentelemetry/api";
 import type { Logger } from "./log.js";
+import { exportErrorReason, otlpExportWatched } from "./otlp-export.js";
 
 /** The OTLP gRPC endpoint as a URL, or undefined when OTLP export is not configured. */
 export function otlpEndpointFrom(env: NodeJS.ProcessEnv): string | undefined {
@@ -78,22 +79,55 @@ let diagRouted = false;
 
 /**
  * Exporter failures (collector down, timeouts) reach OTel's diag logger; without one they
- * vanish. Routes warnings and errors into `logger` (component=otel), rate-limited: a dead
- * collector must not flood logs. Process-wide (OTel's diag is global): the first call wins.
+ * vanish. Routes warnings and errors into `logger` (component=otel) as one short line each (an
+ * exception's message, never its stack), rate-limited: a dead collector must not flood logs.
+ * The metric reader's report of a failed export is left out once the exporter is watched
+ * (watchOtlpExport), which tells failures and recovery with the endpoint. Process-wide (OTel's
+ * diag is global): the first call wins.
  */
 export function routeOtelDiagnostics(logger: Logger): void {
   if (diagRouted) return;
   diagRouted = true;
   const limited = logger.child({ component: "otel" }).rateLimited({ perWindow: 5 });
-  const line = (args: unknown[]): string => args.map((a) => String(a)).join(" ");
+  const report = (key: string, args: unknown[]): void => {
+    const text = diagText(args);
+    if (otlpExportWatched() && READER_EXPORT_FAILURE.test(text)) return;
+    limited.warn(key, text);
+  };
   diag.setLogger(
     {
-      error: (...args) => limited.warn("otel-error", line(args)),
-      warn: (...args) => limited.warn("otel-warn", line(args)),
+      error: (...args) => report("otel-error", args),
+      warn: (...args) => report("otel-warn", args),
       info: () => {},
       debug: () => {},
       verbose: () => {},
     },
     { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
   );
+}
+
+/** What PeriodicExportingMetricReader says about an export that failed, timed out or threw. */
+const READER_EXPORT_FAILURE = /^PeriodicExportingMetricReader: metrics export /;
+
+/**
+ * A diag call's arguments as one short line. The SDK's global error handler passes an exception
+ * as the JSON of all its properties, stack included: of that, the message.
+ */
+export function diagText(args: readonly unknown[]): string {
+  return args
+    .map((a) => {
+      if (a instanceof Error) return exportErrorReason(a);
+      if (typeof a === "string" && a.startsWith("{")) {
+        try {
+          const o = JSON.parse(a) as { message?: unknown };
+          if (typeof o.message === "string") return exportErrorReason(o.message);
+        } catch {
+          // not JSON after all: as it is
+        }
+      }
+      return String(a);
+    })
+    .join(" ")
+    .split("\n")[0]!
+    .slice(0, 300);
 }

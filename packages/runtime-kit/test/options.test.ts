@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { optionBlocks } from "@turnpike/test-support/help";
 import { describe, expect, it } from "vitest";
 import {
   addConfigOption,
@@ -161,10 +162,55 @@ describe("OptionSet", () => {
       addTableOptions(addConfigOption(baseParser([], "kit"), OPTIONS), OPTIONS),
     );
     expect(text).toMatch(
-      /Network:\n\s+--port\s+port to use \[env: KIT_PORT\]\s+\[string\] \[default: 3478\]/,
+      /Network:\n\s+--port\s+port to use\n\s+\[number\] \[default: 3478\] \[env: KIT_PORT\]\n/,
     );
     expect(text).toContain("Operations:");
     expect(text).toMatch(/General:\n\s+--config/);
     expect(text).not.toContain("test-hook");
+  });
+
+  it("puts each option's type, default and variable below its description, never glued to it", () => {
+    // Narrow, so that descriptions fill their column (where yargs' own layout glued them).
+    const table = {
+      ...TABLE,
+      mode: {
+        group: "Operations",
+        describe: "a description long enough to fill the whole description column of this help",
+        placeholder: "fast|safe",
+        defaultText: "safe",
+        default: "safe",
+        parse: (raw, where) => parseEnum(raw, where, ["fast", "safe"] as const),
+      } satisfies OptionSpec<string>,
+    };
+    const options = new OptionSet(table, "KIT_");
+    const parser = addTableOptions(addConfigOption(baseParser([], "kit"), options), options);
+    const text = helpText(parser.wrap(60));
+    const blocks = optionBlocks(text);
+    expect(blocks.get("--port")).toBe("port to use [number] [default: 3478] [env: KIT_PORT]");
+    expect(blocks.get("--peer")).toBe(
+      "peer | address (repeatable) [string] [default: none] [env: KIT_PEER]",
+    );
+    expect(blocks.get("--dry-run")).toBe(
+      "change nothing [boolean] [default: false] [env: KIT_DRY_RUN]",
+    );
+    expect(blocks.get("--mode")).toMatch(/ \[fast\|safe\] \[default: safe\] \[env: KIT_MODE\]$/);
+    expect(blocks.get("--config")).toBe(
+      "JSON file with options (keys as flag names or camelCase) [string] [env: KIT_CONFIG]",
+    );
+    expect(blocks.get("--help")).toBe("show this help");
+    // No type, default or variable tag right after other text.
+    for (const line of text.split("\n")) {
+      expect(line).not.toMatch(/\S\[(string|number|boolean|fast|default:|env:)/);
+    }
+  });
+
+  it("shows an option declared as a number as one, and hands over the text typed", () => {
+    const parser = baseParser(["--ttl", "12x"], "kit").option("ttl", {
+      type: "number",
+      requiresArg: true,
+      describe: "validity in seconds",
+    });
+    expect(optionBlocks(helpText(parser)).get("--ttl")).toBe("validity in seconds [number]");
+    expect((parser.parseSync() as ArgvRecord).ttl).toBe("12x");
   });
 });

@@ -1,0 +1,35 @@
+// deploy/sysctl/90-turnpike-relay.conf and the README's advice on the kernel's ephemeral ports:
+// one value everywhere, and on a host with the distributions' default ephemeral range it leaves
+// none of the relay's default ports nor the README's pinned range to the kernel's choice (the
+// check the relay makes at start, runtime-kit's ephemeralPortWarnings).
+import { describe, expect, it } from "vitest";
+import { ephemeralPortWarnings } from "../../packages/runtime-kit/src/ephemeral-ports.js";
+import { markdownSection, repoText } from "./docs.js";
+
+const CONF = repoText("deploy/sysctl/90-turnpike-relay.conf");
+const SECTION = markdownSection(
+  repoText("README.md"),
+  "Relay ports and the kernel's ephemeral ports",
+);
+
+describe("reserving the relay's ports", () => {
+  const value = /^net\.ipv4\.ip_local_reserved_ports\s*=\s*(\S+)\s*$/m.exec(CONF)?.[1];
+
+  it("is one value in the sysctl.d file and in every README command", () => {
+    expect(value).toBeDefined();
+    const inReadme = [...SECTION.matchAll(/ip_local_reserved_ports=([\d,-]+)/g)].map((m) => m[1]);
+    expect(inReadme.length).toBeGreaterThanOrEqual(2);
+    for (const v of inReadme) expect(v).toBe(value);
+    expect(SECTION).toContain("deploy/sysctl/90-turnpike-relay.conf");
+  });
+
+  it("leaves the default relay range and the README's pinned range to the relay", () => {
+    const ranges = [
+      { name: "relay ports", range: { min: 49152, max: 65535 } },
+      { name: "pinned ports", range: { min: 40000, max: 40999 } },
+    ];
+    const host = { localPortRange: "32768\t60999\n" };
+    expect(ephemeralPortWarnings(ranges, host)).toHaveLength(2);
+    expect(ephemeralPortWarnings(ranges, { ...host, reservedPorts: value! })).toEqual([]);
+  });
+});

@@ -1,0 +1,26 @@
+import { describe, expect, it } from "vitest";
+import { textLines } from "./text-lines.js";
+
+describe("text log lines", () => {
+  it("render a list of plain values comma-separated, as TURNPIKE_* lists are written", () => {
+    const { lines, logger } = textLines();
+    logger.info("relayed", { relayed: ["192.0.2.1:5000", "192.0.2.1:5001"], ports: [3478, 5349] });
+    expect(lines).toEqual([
+      "2026-11-23T10:00:00.000Z INFO relayed relayed=192.0.2.1:5000,192.0.2.1:5001 ports=3478,5349",
+    ]);
+  });
+
+  it("render an empty list as [] and IPv6 addresses as they are", () => {
+    const { lines, logger } = textLines();
+    logger.info("peers", { peers: [], v6: ["[2001:db8::1]:3478", "::1"] });
+    expect(lines[0]).toBe("2026-11-23T10:00:00.000Z INFO peers peers=[] v6=[2001:db8::1]:3478,::1");
+  });
+
+  it("fall back to quoted JSON where commas would make a list ambiguous", () => {
+    const { lines, logger } = textLines();
+    logger.info("names", { names: ["a,b", "c"], mixed: [{ a: 1 }], spaced: ["x y"] });
+    expect(lines[0]).toBe(
+      '2026-11-23T10:00:00.000Z INFO names names="[\\"a,b\\",\\"c\\"]" mixed="[{\\"a\\":1}]" spaced="[\\"x y\\"]"',
+    );
+  });
+});
