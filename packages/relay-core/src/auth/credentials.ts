@@ -12,9 +12,12 @@
 //
 // Principals: a static user "alice" and the TURN REST user "<expiry>:alice" are different
 // people (one knows a password, the other holds tokens minted by whoever has the shared
-// secret), so lookups name them "static:alice" and "rest:alice". Allocation ownership
-// (RFC 8656 §7: requests about an allocation come from the user that created it) and the
-// per-user quotas compare principals, never bare names.
+// secret), so lookups name them "static:alice" and "rest:alice". A REST username without a
+// user part ("<expiry>") names nobody but itself: "rest-expiry:<expiry>", a kind of its own,
+// so it never shares a principal with the REST user whose name happens to be those digits.
+// Allocation ownership (RFC 8656 §7: requests about an allocation come from the user that
+// created it), the per-user quotas and the revocation list (revocation.ts) compare
+// principals, never bare names.
 
 import { dropExpiredOldest, evictOldestAtCap } from "../insertion-order.js";
 import { longTermKeyMd5, longTermKeySha256, userHash } from "./long-term-key.js";
@@ -25,17 +28,27 @@ export type PasswordAlgorithmName = "md5" | "sha256";
 
 /**
  * Who a request speaks for: "static:<name>" for --user accounts, "rest:<user>" for TURN REST
- * credentials (the <user> part, or the whole username when it has none). Branded so a bare
- * username can never be compared with one by mistake.
+ * credentials with a <user> part (pin included: "rest:acme-pg;port=40007"), and
+ * "rest-expiry:<expiry>" for those without one. Branded so a bare username can never be
+ * compared with one by mistake.
  */
 export type Principal = string & { readonly __principal: unique symbol };
 
+export const STATIC_PRINCIPAL = "static:";
+export const REST_PRINCIPAL = "rest:";
+export const EXPIRY_ONLY_PRINCIPAL = "rest-expiry:";
+
 export function staticPrincipal(name: string): Principal {
-  return `static:${name}` as Principal;
+  return `${STATIC_PRINCIPAL}${name}` as Principal;
 }
 
 export function restPrincipal(user: string): Principal {
-  return `rest:${user}` as Principal;
+  return `${REST_PRINCIPAL}${user}` as Principal;
+}
+
+/** TURN REST credentials "<expiry>" (no user part): the username is the only name they have. */
+export function expiryOnlyPrincipal(username: string): Principal {
+  return `${EXPIRY_ONLY_PRINCIPAL}${username}` as Principal;
 }
 
 export type KeyLookup =
@@ -212,7 +225,8 @@ export class SharedSecretCredentials implements CredentialStore {
       keys: this.#secrets.map((secret) =>
         deriveKey(algorithm, username, realm, restPassword(secret, username)),
       ),
-      principal: restPrincipal(parsed.user ?? username),
+      principal:
+        parsed.user === undefined ? expiryOnlyPrincipal(username) : restPrincipal(parsed.user),
       expiry: parsed.expiry,
     };
     const result = verified(candidates, verify);

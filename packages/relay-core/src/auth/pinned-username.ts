@@ -56,8 +56,9 @@ export function pinOfUsername(username: string): PinnedUser | undefined {
 }
 
 /**
- * Who a USERNAME belongs to, for people (discovery API, logs, the revocation list): the <user>
- * part of a REST username without its pin, or the whole username of a static user.
+ * Who a USERNAME belongs to, for people (discovery API, logs): the <user> part of a REST
+ * username without its pin, or the whole username of a static user. Not a principal: the
+ * server compares principals (credentials.ts), and the revocation list names them.
  */
 export function userOfUsername(username: string): string {
   const rest = parseRestUsername(username);

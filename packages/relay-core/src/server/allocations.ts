@@ -7,6 +7,7 @@
  */
 
 import { constantTimeEqual } from "../auth/constant-time.js";
+import type { Principal } from "../auth/credentials.js";
 import { pinOfUsername, userOfUsername } from "../auth/pinned-username.js";
 import type { TransportAddress } from "../codec/address.js";
 import {
@@ -627,13 +628,13 @@ export class Allocations {
   }
 
   /**
-   * End the live allocations of users `isRevoked` names ("revoked"); one still binding its
-   * relay gets 403. Returns how many ended.
+   * End the live allocations of the principals `isRevoked` names ("revoked"); one still
+   * binding its relay gets 403. Returns how many ended.
    */
-  revoke(isRevoked: (username: string) => boolean, now: number): number {
+  revoke(isRevoked: (principal: Principal) => boolean, now: number): number {
     let ended = 0;
     for (const allocation of [...this.#live]) {
-      if (!isRevoked(allocation.username)) continue;
+      if (!isRevoked(allocation.principal)) continue;
       if (allocation.state === "binding") {
         this.#fail(allocation, ErrorCode.Forbidden, "Forbidden: credentials revoked");
       }

@@ -27,7 +27,7 @@ export interface TurnServerOptions {
    * username names; disjoint from minPort..maxPort. Without it pinned credentials are refused.
    */
   readonly pinnedPorts?: PortRange;
-  /** Users refused from now on (see setRevokedUsers). */
+  /** The revocation list: entries as TurnServer.setRevokedUsers reads them. */
   readonly revokedUsers?: Iterable<string>;
   /** SOFTWARE attribute on responses (RFC 8489 §14.14); omit to send none. */
   readonly software?: string;

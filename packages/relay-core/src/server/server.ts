@@ -333,15 +333,16 @@ export class TurnServer {
   }
 
   /**
-   * The revocation list: from now on every request with credentials of these users gets 403,
-   * and their live allocations end at once ("revoked"). A user is the <user> part of a TURN
-   * REST username without its pin (auth/pinned-username.ts), or a static user's name. Returns
-   * how many allocations ended.
+   * The revocation list: from now on every request with credentials of the principals it names
+   * gets 403, and their live allocations end at once ("revoked"). Entries: "static:NAME",
+   * "rest:USER" (pinned credentials of USER included), "rest:USER;port=P", "rest-expiry:E",
+   * or a plain NAME for all of static:NAME, rest:NAME and rest-expiry:NAME (auth/revocation.ts,
+   * README.md "Revocation"). Returns how many allocations ended.
    */
-  setRevokedUsers(users: Iterable<string>, now: number): number {
-    this.#auth.setRevokedUsers(users);
+  setRevokedUsers(entries: Iterable<string>, now: number): number {
+    this.#auth.setRevokedUsers(entries);
     if (!this.#auth.hasRevokedUsers) return 0;
-    return this.#allocations.revoke((username) => this.#auth.isRevoked(username), now);
+    return this.#allocations.revoke((principal) => this.#auth.isRevoked(principal), now);
   }
 
   /** Track wall-clock jumps: TURN REST usernames expire on the Unix clock. */
