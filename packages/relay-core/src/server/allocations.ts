@@ -248,13 +248,30 @@ export class Allocations {
     }
     if (pin !== undefined && !this.#takePinnedPort(pin.port, families, auth, reply, now)) return;
     // Quotas: RFC 8656 §7.2 486 per user (principal), 508 for the whole server. Taken here,
-    // given back when the allocation is deleted (or below, if no port is free).
-    const quota = this.#options.quota.acquire(auth.principal);
-    if (quota !== 0) {
-      reply.error(
-        quota === 486 ? ErrorCode.AllocationQuotaReached : ErrorCode.InsufficientCapacity,
-      );
-      return;
+    // given back when the allocation is deleted (or below, if no port is free). A reservation
+    // counts as an allocation of the principal that made it, from that Allocate until it is
+    // redeemed or lapses: redeemed by the same principal, its count becomes the allocation's;
+    // by another, the redeemer's own is taken and the maker's given back.
+    const quota = this.#options.quota;
+    const inherits = reservation !== undefined && reservation.principal === auth.principal;
+    if (!inherits && !this.#acquire(auth.principal, reply)) return;
+    const reserving = pin === undefined && reservation === undefined && evenPort?.reserveNext;
+    if (reserving) {
+      // RFC 8656 §7.2: EVEN-PORT that cannot be satisfied (the next port cannot be reserved)
+      // is refused with 508; so is one more reservation than the range allows.
+      if (!ports.canReserve(families[0]!)) {
+        quota.release(auth.principal);
+        reply.error(
+          ErrorCode.InsufficientCapacity,
+          undefined,
+          "Insufficient Capacity: EVEN-PORT refused, no port can be reserved now",
+        );
+        return;
+      }
+      if (!this.#acquire(auth.principal, reply, "the reserved port counts as an allocation")) {
+        quota.release(auth.principal);
+        return;
+      }
     }
     // Ports: the pinned one, from a reservation, an even port (with its partner reserved), or
     // any free one of the dynamic range.
@@ -267,6 +284,8 @@ export class Allocations {
       }
     } else if (reservation !== undefined) {
       ports.redeem(reservationToken!);
+      if (!inherits) quota.release(reservation.principal);
+      this.#stats.reservationsActive = ports.reservationCount;
       chosen.push(reservation.port);
     } else {
       for (const family of families) {
@@ -276,14 +295,15 @@ export class Allocations {
             : ports.pick(family);
         if (port === undefined) {
           for (let i = 0; i < chosen.length; i++) ports.release(families[i]!, chosen[i]!);
-          this.#options.quota.release(auth.principal);
+          quota.release(auth.principal);
+          if (reserving) quota.release(auth.principal);
           reply.error(ErrorCode.InsufficientCapacity);
           return;
         }
         ports.take(family, port);
         chosen.push(port);
       }
-      if (evenPort?.reserveNext) {
+      if (reserving) {
         newReservationToken = new Uint8Array(8);
         this.#options.random.fillBytes(newReservationToken);
         ports.reserve(
@@ -291,7 +311,9 @@ export class Allocations {
           families[0]!,
           chosen[0]! + 1,
           now + this.#options.lifetimes.reservation * 1000,
+          auth.principal,
         );
+        this.#stats.reservationsActive = ports.reservationCount;
       }
     }
     const record = this.#data.recordFor(endpoint, client);
@@ -344,6 +366,19 @@ export class Allocations {
       this.#openRelay(socket);
     });
     this.#deadlines.schedule(allocation);
+  }
+
+  /**
+   * One allocation of `principal`'s quota (RFC 8656 §7.2): true when granted; else 486 (its
+   * quota) or 508 (the server's) was answered, with `why` after the reason phrase if given.
+   */
+  #acquire(principal: Principal, reply: Reply, why?: string): boolean {
+    const code = this.#options.quota.acquire(principal);
+    if (code === 0) return true;
+    const error = code === 486 ? ErrorCode.AllocationQuotaReached : ErrorCode.InsufficientCapacity;
+    const phrase = code === 486 ? "Allocation Quota Reached" : "Insufficient Capacity";
+    reply.error(error, undefined, why === undefined ? undefined : `${phrase}: ${why}`);
+    return false;
   }
 
   /** The runtime bound relay socket `relay`: the Allocate succeeds once every family answered. */
@@ -557,8 +592,14 @@ export class Allocations {
       this.#tcp.expire(a, now);
       this.#deadlines.schedule(a);
     }
-    this.#options.ports.expireReservations(now);
+    this.#options.ports.expireReservations(now, this.#reservationEnded);
   }
+
+  /** A reservation lapsed or was cancelled: its count goes back to its maker's quota. */
+  readonly #reservationEnded = (r: Reservation): void => {
+    this.#options.quota.release(r.principal);
+    this.#stats.reservationsActive = this.#options.ports.reservationCount;
+  };
 
   /** The next instant `expire` has work, or undefined. */
   nextTimeout(): number | undefined {
@@ -605,7 +646,8 @@ export class Allocations {
     }
     if (allocation.state === "binding" && allocation.reservationToken) {
       // The Allocate never succeeded, so nobody learned its RESERVATION-TOKEN: release it.
-      this.#options.ports.cancel(allocation.reservationToken);
+      const r = this.#options.ports.cancel(allocation.reservationToken);
+      if (r !== undefined) this.#reservationEnded(r);
     }
     this.#tcp.closeAll(allocation);
     allocation.clear();
@@ -644,11 +686,12 @@ export class Allocations {
     return ended;
   }
 
-  /** Delete every allocation (shutdown). */
+  /** Delete every allocation and reservation (shutdown), giving their quota back. */
   closeAll(now: number): void {
     for (const socket of this.#data.relaySockets()) {
       if (!socket.allocation.deleted) this.delete(socket.allocation, "shutdown", now);
     }
+    this.#options.ports.cancelAll(this.#reservationEnded);
   }
 
   /**

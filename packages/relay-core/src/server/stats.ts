@@ -72,6 +72,8 @@ export interface ServerStats {
   allocationsCreated: number;
   permissionsActive: number;
   channelsActive: number;
+  /** EVEN-PORT reservations held (RFC 8656 §7.2): each counts in its principal's quota. */
+  reservationsActive: number;
   /** 401 challenges sent to requests without credentials: the normal first round trip. */
   challenges: number;
   readonly drops: Record<DropReason, number>;
@@ -88,6 +90,7 @@ export function createServerStats(): ServerStats {
     allocationsCreated: 0,
     permissionsActive: 0,
     channelsActive: 0,
+    reservationsActive: 0,
     challenges: 0,
     drops,
     authFailures,
