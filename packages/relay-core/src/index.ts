@@ -16,13 +16,16 @@ export {
   type PasswordAlgorithmName,
   type Principal,
   SharedSecretCredentials,
+  type SharedSecretOptions,
   StaticCredentials,
 } from "./auth/credentials.js";
 export { longTermKeyMd5, longTermKeySha256, userHash } from "./auth/long-term-key.js";
 export {
   mintPinnedCredentials,
   PIN_MARKER,
+  PINNED_SECRET_LABEL,
   type PinnedUser,
+  pinnedCredentialSecret,
   pinOfUsername,
   userOfUsername,
 } from "./auth/pinned-username.js";

@@ -58,7 +58,7 @@ export interface AuthenticatorOptions {
 
 export class Authenticator {
   readonly #realm: string;
-  readonly #credentials: CredentialStore;
+  #credentials: CredentialStore;
   readonly #nonces: NonceIssuer;
   /** Nonces whose cookie offers username anonymity too: for clients that sent USERHASH. */
   readonly #anonymousNonces: NonceIssuer;
@@ -84,6 +84,11 @@ export class Authenticator {
     this.#revoked = new RevocationList(options.revokedUsers);
     this.#responder = responder;
     this.#stats = stats;
+  }
+
+  /** Replace the credential store (reload, secret rotation); nonces stay valid. */
+  setCredentials(credentials: CredentialStore): void {
+    this.#credentials = credentials;
   }
 
   setUnixTimeOffset(offsetMs: number): void {
@@ -183,6 +188,7 @@ export class Authenticator {
       this.#challenge(endpoint, msg, ErrorCode.Unauthorized, now);
       return undefined;
     }
+    if (lookup.legacyPinned === true) this.#stats.legacyPinnedAccepted++;
     return { username, key: lookup.key, principal: lookup.principal, sha256: hasSha256 };
   }
 

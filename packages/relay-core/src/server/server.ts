@@ -15,6 +15,7 @@
  *   deadlines.ts       when each allocation next needs attention
  */
 
+import type { CredentialStore } from "../auth/credentials.js";
 import type { TransportAddress } from "../codec/address.js";
 import {
   AttributeType,
@@ -343,6 +344,18 @@ export class TurnServer {
     this.#auth.setRevokedUsers(entries);
     if (!this.#auth.hasRevokedUsers) return 0;
     return this.#allocations.revoke((principal) => this.#auth.isRevoked(principal), now);
+  }
+
+  /**
+   * Replace the credential store (a reload: new shared secrets, new static users). Requests are
+   * checked against it from now on; live allocations stay (RFC 8656 authenticates requests, not
+   * allocations) and end at their lifetime unless refreshed with credentials the new store
+   * accepts. Nonces are the server's own and stay valid; a retransmission of a request answered
+   * before gets the same answer again (RFC 8489 §6.3.1). `SharedSecretCredentials.setSecrets`
+   * does the same for the secrets of a store in place.
+   */
+  setCredentials(credentials: CredentialStore): void {
+    this.#auth.setCredentials(credentials);
   }
 
   /** Track wall-clock jumps: TURN REST usernames expire on the Unix clock. */

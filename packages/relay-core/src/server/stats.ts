@@ -55,6 +55,11 @@ export const AUTH_FAILURE_REASONS = [
   "malformed",
   /** MESSAGE-INTEGRITY does not verify with any key: a wrong password. */
   "bad-integrity",
+  /**
+   * A pinned username signed as a plain REST one (401, like a wrong password): minted before
+   * pinned credentials had a key of their own, or by a generic REST service asked for that name.
+   */
+  "legacy-pinned",
   /** PASSWORD-ALGORITHM(S) bid-down or an algorithm we do not offer (RFC 8489 §9.2.4). */
   "bad-algorithm",
   /**
@@ -76,6 +81,11 @@ export interface ServerStats {
   reservationsActive: number;
   /** 401 challenges sent to requests without credentials: the normal first round trip. */
   challenges: number;
+  /**
+   * Requests authenticated with old-scheme pinned credentials inside the transition window
+   * (SharedSecretCredentials legacyPinnedUntil): a runtime warns while this grows.
+   */
+  legacyPinnedAccepted: number;
   readonly drops: Record<DropReason, number>;
   readonly authFailures: Record<AuthFailureReason, number>;
 }
@@ -92,6 +102,7 @@ export function createServerStats(): ServerStats {
     channelsActive: 0,
     reservationsActive: 0,
     challenges: 0,
+    legacyPinnedAccepted: 0,
     drops,
     authFailures,
   };
