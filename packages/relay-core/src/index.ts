@@ -125,6 +125,17 @@ export {
 export { type RandomSource, SeededRandom } from "./rng.js";
 export type { ClientEndpoint, ClientTransport } from "./server/allocation.js";
 export type { AllocationQuota } from "./server/allocation-quota.js";
+export {
+  type BandwidthLimit,
+  type BucketRef,
+  type ByteBucket,
+  bandwidthLimit,
+  LocalUserBandwidth,
+  MIN_BURST_BYTES,
+  TokenBucket,
+  type UserBandwidth,
+  type UserBucket,
+} from "./server/bandwidth.js";
 export { DatagramSource } from "./server/datagram-source.js";
 export type { Lifetimes, RelayAddressConfig, TurnServerOptions } from "./server/options.js";
 export type { PortRange } from "./server/relay-port-pool.js";

@@ -39,6 +39,7 @@ import {
 } from "./allocation.js";
 import type { AllocationQuota } from "./allocation-quota.js";
 import type { Authenticated } from "./authentication.js";
+import type { BandwidthLimits } from "./bandwidth.js";
 import type { ChannelOffload } from "./channel-offload.js";
 import type { DataPath } from "./data-path.js";
 import type { Deadlines } from "./deadlines.js";
@@ -62,6 +63,8 @@ export interface AllocationsOptions {
   readonly alternateServer: TransportAddress | undefined;
   /** Channel offload outputs, when the runtime asked for them (TurnServerOptions). */
   readonly offload: ChannelOffload | undefined;
+  /** Bandwidth limits: the buckets each allocation's relayed bytes are charged to. */
+  readonly bandwidth: BandwidthLimits;
 }
 
 export class Allocations {
@@ -330,6 +333,7 @@ export class Allocations {
       this.#rules,
     );
     allocation.reservationToken = newReservationToken;
+    allocation.bandwidth = this.#options.bandwidth.open(allocation.id, auth.principal, now);
     allocation.familyErrors.push(...familyErrors);
     if (pin?.port !== undefined) {
       allocation.pinnedPort = pin.port;
@@ -655,6 +659,7 @@ export class Allocations {
     if (client.allocation === allocation) client.allocation = undefined;
     if (client.transport === "udp") this.#data.forgetUdpClient(client);
     this.#options.quota.release(allocation.principal);
+    if (allocation.bandwidth !== undefined) this.#options.bandwidth.close(allocation.principal);
     this.#stats.allocationsActive--;
     if (allocation.state === "active") {
       this.#emit({

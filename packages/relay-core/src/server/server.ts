@@ -49,6 +49,7 @@ import {
 import { LocalAllocationQuota } from "./allocation-quota.js";
 import { Allocations } from "./allocations.js";
 import { Authenticator } from "./authentication.js";
+import { type BandwidthLimit, BandwidthLimits } from "./bandwidth.js";
 import { ChannelOffload } from "./channel-offload.js";
 import { DataPath, udpEndpoint } from "./data-path.js";
 import { AddressKeys, DatagramSource } from "./datagram-source.js";
@@ -81,12 +82,14 @@ export class TurnServer {
   readonly #offload: ChannelOffload | undefined;
   /** The source of string-addressed input (handleUdpClient, handlePeerData), reused. */
   readonly #textSource = new DatagramSource();
+  readonly #bandwidth: BandwidthLimits;
 
   constructor(options: TurnServerOptions) {
     if (!options.relayAddresses.ip4 && !options.relayAddresses.ip6) {
       throw new Error("TurnServer needs at least one relay address family");
     }
     const stats = this.stats;
+    this.#bandwidth = new BandwidthLimits(options);
     const lifetimes = { ...DEFAULT_LIFETIMES, ...options.lifetimes };
     this.#lifetimes = lifetimes;
     this.#policy = options.peerPolicy ?? new PeerAddressPolicy();
@@ -156,6 +159,7 @@ export class TurnServer {
         lifetimes,
         alternateServer: options.alternateServer,
         offload: this.#offload,
+        bandwidth: this.#bandwidth,
       },
       rules,
       emit,
@@ -310,6 +314,16 @@ export class TurnServer {
     this.#tcp.peerConnectFailed(peerConnection);
   }
 
+  /**
+   * `bytes` moved through the RFC 6062 pipe of `peerConnection` (either way, after its
+   * bind-connection): charged to its allocation's and its user's bandwidth buckets. Returns the
+   * ms to pause reading both sides of the pipe before going on (0: go on at once), so a pipe is
+   * slowed to the limit, never cut (a byte stream cannot drop bytes). Call it per chunk moved.
+   */
+  chargeConnectionBytes(peerConnection: PeerConnectionId, bytes: number, now: number): number {
+    return this.#tcp.charge(peerConnection, bytes, now);
+  }
+
   /** The peer side of a TCP relay connection closed (RFC 6062 §5.5). */
   handlePeerConnectionClosed(peerConnection: PeerConnectionId, _now: number): void {
     this.#tcp.peerConnectionClosed(peerConnection);
@@ -398,6 +412,17 @@ export class TurnServer {
    */
   allocations(now: number): AllocationInfo[] {
     return this.#allocations.describe(now);
+  }
+
+  /**
+   * The bandwidth limits in force (options maxBytesPerSecond, maxBytesPerSecondPerUser): rate and
+   * burst of each allocation's bucket and each user's; undefined where there is none.
+   */
+  get bandwidthLimits(): {
+    readonly perAllocation: BandwidthLimit | undefined;
+    readonly perUser: BandwidthLimit | undefined;
+  } {
+    return { perAllocation: this.#bandwidth.perAllocation, perUser: this.#bandwidth.perUser };
   }
 
   /** Live allocation count (what quotas and readiness look at). */

@@ -36,6 +36,8 @@ export const DROP_REASONS = [
   "oversized",
   /** RFC 6062: a peer connection beyond the per-allocation limit, refused. */
   "connection-limit",
+  /** Relayed payload over its allocation's or its user's bandwidth limit (bandwidth.ts). */
+  "bandwidth-limit",
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -86,6 +88,8 @@ export interface ServerStats {
    * (SharedSecretCredentials legacyPinnedUntil): a runtime warns while this grows.
    */
   legacyPinnedAccepted: number;
+  /** Times an RFC 6062 pipe was told to pause reading for a bandwidth limit (chargeConnectionBytes). */
+  bandwidthPauses: number;
   readonly drops: Record<DropReason, number>;
   readonly authFailures: Record<AuthFailureReason, number>;
 }
@@ -103,6 +107,7 @@ export function createServerStats(): ServerStats {
     reservationsActive: 0,
     challenges: 0,
     legacyPinnedAccepted: 0,
+    bandwidthPauses: 0,
     drops,
     authFailures,
   };
