@@ -16,6 +16,7 @@ import type { TurnServerOptions } from "../src/server/options.js";
 import { TurnServer } from "../src/server/server.js";
 import { RouteKind } from "../src/server/types.js";
 import { Harness, type OutputOf, TestClient } from "./harness.js";
+import { channelBind, type Entry } from "./offload-harness.js";
 
 const PEER = "198.51.100.1";
 const PEER_PORT = 5000;
@@ -30,6 +31,13 @@ function bound(h: Harness, user = "alice", port = 40000): TestClient {
 }
 
 const bytes = (n: number) => new Uint8Array(n);
+
+/** A ChannelBind to PEER on an offloading server: the entry queued before its success. */
+function offloadEntry(c: TestClient): Entry {
+  const out = channelBind(c, CHANNEL, PEER, PEER_PORT);
+  expect(out.map((o) => o.type)).toEqual(["offload-channel", "transmit"]);
+  return out[0] as Entry;
+}
 const toPeer = (c: TestClient, n: number) => c.channelData(CHANNEL, bytes(n)).kind;
 const toClient = (h: Harness, c: TestClient, n: number) =>
   h.peerData(c.relayFor(4), bytes(n), PEER, PEER_PORT).kind;
@@ -206,24 +214,11 @@ describe("bandwidth limits for a kernel data path (channel offload)", () => {
       maxBytesPerSecond: 125_000,
       maxBytesPerSecondPerUser: 1_000_000,
     });
-    const entryOf = (c: TestClient) => {
-      c.send(
-        c.buildSigned(Method.ChannelBind, (b) =>
-          b.channelNumber(CHANNEL).xorAddress(AttributeType.XorPeerAddress, {
-            family: 4,
-            address: PEER,
-            port: PEER_PORT,
-          }),
-        ),
-      );
-      const [entry] = h.expectOutputs([{ type: "offload-channel" }, { type: "transmit" }]);
-      return entry as OutputOf<"offload-channel">;
-    };
     const a = new TestClient(h, { port: 1 });
     const b = new TestClient(h, { port: 2 });
     const bob = new TestClient(h, { port: 3, username: "bob" });
     for (const c of [a, b, bob]) expect(c.allocate().code).toBe(0);
-    const [ea, eb, ebob] = [entryOf(a), entryOf(b), entryOf(bob)];
+    const [ea, eb, ebob] = [a, b, bob].map(offloadEntry);
     expect(ea.allocationBucket).toEqual({
       id: ea.allocation,
       bytesPerSecond: 125_000,
@@ -243,18 +238,7 @@ describe("bandwidth limits for a kernel data path (channel offload)", () => {
     const h = new Harness({ channelOffload: true });
     const c = new TestClient(h);
     expect(c.allocate().code).toBe(0);
-    c.send(
-      c.buildSigned(Method.ChannelBind, (b) =>
-        b.channelNumber(CHANNEL).xorAddress(AttributeType.XorPeerAddress, {
-          family: 4,
-          address: PEER,
-          port: PEER_PORT,
-        }),
-      ),
-    );
-    const [entry] = h.expectOutputs([{ type: "offload-channel" }, { type: "transmit" }]) as [
-      OutputOf<"offload-channel">,
-    ];
+    const entry = offloadEntry(c);
     expect(entry.allocationBucket).toBeUndefined();
     expect(entry.userBucket).toBeUndefined();
   });
