@@ -12,6 +12,7 @@
  *   allocations.ts     Allocate, relay sockets, deletion and expiry (RFC 8656 §7)
  *   allocation.ts      one allocation's lifetime, permissions and channels (§7, §9, §11, §12)
  *   tcp-relay.ts       Connect, ConnectionAttempt, ConnectionBind (RFC 6062)
+ *   bandwidth.ts       token buckets on relayed bytes, per allocation and per user
  *   deadlines.ts       when each allocation next needs attention
  */
 
