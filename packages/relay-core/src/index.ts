@@ -16,13 +16,16 @@ export {
   type PasswordAlgorithmName,
   type Principal,
   SharedSecretCredentials,
+  type SharedSecretOptions,
   StaticCredentials,
 } from "./auth/credentials.js";
 export { longTermKeyMd5, longTermKeySha256, userHash } from "./auth/long-term-key.js";
 export {
   mintPinnedCredentials,
   PIN_MARKER,
+  PINNED_SECRET_LABEL,
   type PinnedUser,
+  pinnedCredentialSecret,
   pinOfUsername,
   userOfUsername,
 } from "./auth/pinned-username.js";
@@ -122,6 +125,17 @@ export {
 export { type RandomSource, SeededRandom } from "./rng.js";
 export type { ClientEndpoint, ClientTransport } from "./server/allocation.js";
 export type { AllocationQuota } from "./server/allocation-quota.js";
+export {
+  type BandwidthLimit,
+  type BucketRef,
+  type ByteBucket,
+  bandwidthLimit,
+  LocalUserBandwidth,
+  MIN_BURST_BYTES,
+  TokenBucket,
+  type UserBandwidth,
+  type UserBucket,
+} from "./server/bandwidth.js";
 export { DatagramSource } from "./server/datagram-source.js";
 export type { Lifetimes, RelayAddressConfig, TurnServerOptions } from "./server/options.js";
 export type { PortRange } from "./server/relay-port-pool.js";

@@ -163,7 +163,7 @@ describe("credential stores", () => {
     const bare = mintRestCredentials("north", 1000, 600);
     expect(store.lookup(bare.username, "r", 1000)).toMatchObject({
       ok: true,
-      principal: "rest:1600",
+      principal: "rest-expiry:1600",
     });
   });
 

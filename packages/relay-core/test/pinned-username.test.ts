@@ -1,11 +1,12 @@
-// Pinned TURN REST usernames ("<expiry>:<user>;port=<P>"): the format, and that the pin is
-// covered by the same HMAC as every REST credential.
+// Pinned TURN REST usernames ("<expiry>:<user>;port=<P>"): the format, the key of their own
+// (derived from the token), and that the HMAC covers the pin.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { SharedSecretCredentials } from "../src/auth/credentials.js";
 import {
   mintPinnedCredentials,
   parsePinnedUser,
+  pinnedCredentialSecret,
   pinnedUser,
   pinOfUsername,
   userOfUsername,
@@ -16,7 +17,7 @@ describe("pinned REST usernames", () => {
   it("carry the port in the <user> part of a draft-uberti REST username", () => {
     const c = mintPinnedCredentials("north", 1_700_000_000, 3600, "acme-pg", 40007);
     expect(c.username).toBe("1700003600:acme-pg;port=40007");
-    expect(c.password).toBe(restPassword("north", c.username));
+    expect(c.password).toBe(restPassword(pinnedCredentialSecret("north"), c.username));
     expect(c.ttl).toBe(3600);
     // An ordinary REST parser (coturn reads the same) sees expiry and user as usual.
     expect(parseRestUsername(c.username)).toEqual({
@@ -25,6 +26,16 @@ describe("pinned REST usernames", () => {
     });
     expect(pinOfUsername(c.username)).toEqual({ user: "acme-pg", port: 40007 });
     expect(userOfUsername(c.username)).toBe("acme-pg");
+  });
+
+  it("are signed with hex(HMAC-SHA256(token, label)), never with the token itself", () => {
+    // A fixed vector: the derivation is part of the protocol between platform and relays.
+    expect(pinnedCredentialSecret("north")).toBe(
+      "2e297f464167360bcabb3d9f1a2d1bab7bdd276c42638a6118b7402b1332d172",
+    );
+    const c = mintPinnedCredentials("north", 1_700_000_000, 3600, "acme-pg", 40007);
+    expect(c.password).not.toBe(restPassword("north", c.username));
+    expect(pinnedCredentialSecret("south")).not.toBe(pinnedCredentialSecret("north"));
   });
 
   it("are not pinned without the marker, and name their user plainly", () => {

@@ -51,24 +51,54 @@ describe("RelayPortPool", () => {
   it("holds a reserved port until it is redeemed, cancelled or expires", () => {
     const p = pool();
     const token = Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8);
-    p.reserve(token, 4, 50001, 1000);
+    const ended: string[] = [];
+    p.reserve(token, 4, 50001, 1000, "rest:mallory");
     expect(p.isInUse(4, 50001)).toBe(true);
-    expect(p.reservation(token, 999)).toEqual({ family: 4, port: 50001, expiresAt: 1000 });
+    expect(p.reservation(token, 999)).toEqual({
+      family: 4,
+      port: 50001,
+      expiresAt: 1000,
+      principal: "rest:mallory",
+    });
     expect(p.reservation(token, 1000)).toBeUndefined();
     expect(p.nextReservationExpiry()).toBe(1000);
-    p.expireReservations(999);
+    p.expireReservations(999, (r) => ended.push(r.principal));
     expect(p.isInUse(4, 50001)).toBe(true);
-    p.expireReservations(1000);
+    p.expireReservations(1000, (r) => ended.push(r.principal));
     expect(p.isInUse(4, 50001)).toBe(false);
     expect(p.nextReservationExpiry()).toBeUndefined();
+    expect(ended).toEqual(["rest:mallory"]);
 
-    p.reserve(token, 4, 50003, 2000);
+    p.reserve(token, 4, 50003, 2000, "rest:mallory");
     p.redeem(token);
     expect(p.isInUse(4, 50003)).toBe(true); // now the redeeming allocation's
     expect(p.nextReservationExpiry()).toBeUndefined();
 
-    p.reserve(token, 4, 50005, 2000);
-    p.cancel(token);
+    p.reserve(token, 4, 50005, 2000, "rest:mallory");
+    expect(p.cancel(token)?.port).toBe(50005);
     expect(p.isInUse(4, 50005)).toBe(false);
+    expect(p.cancel(token)).toBeUndefined();
+    expect(p.reservationCount).toBe(0);
+  });
+
+  it("bounds reservations to one port in eight of the dynamic range, per family", () => {
+    const p = new RelayPortPool({
+      dynamic: { min: 50000, max: 50079 },
+      random: new SeededRandom("pool"),
+    });
+    for (let i = 0; i < 10; i++) {
+      expect(p.canReserve(4)).toBe(true);
+      p.reserve(Uint8Array.of(4, i), 4, 50001 + 2 * i, 1000 + i, "rest:mallory");
+    }
+    expect(p.canReserve(4)).toBe(false);
+    expect(p.canReserve(6)).toBe(true);
+    p.expireReservations(1000, () => {});
+    expect(p.canReserve(4)).toBe(true);
+    // Expiry order is insertion order: the next due is the oldest left.
+    expect(p.nextReservationExpiry()).toBe(1001);
+    const ended: number[] = [];
+    p.cancelAll((r) => ended.push(r.port));
+    expect(ended).toHaveLength(9);
+    expect(p.reservationCount).toBe(0);
   });
 });

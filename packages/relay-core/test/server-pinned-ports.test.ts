@@ -7,7 +7,7 @@ import {
   SharedSecretCredentials,
   StaticCredentials,
 } from "../src/auth/credentials.js";
-import { mintPinnedCredentials } from "../src/auth/pinned-username.js";
+import { mintPinnedCredentials, pinnedCredentialSecret } from "../src/auth/pinned-username.js";
 import { mintRestCredentials } from "../src/auth/rest-credentials.js";
 import { AttributeType, Method, TransportProtocol } from "../src/codec/constants.js";
 import { readErrorCode, type StunMessageBuilder } from "../src/codec/message.js";
@@ -125,7 +125,13 @@ describe("pinned relay ports", () => {
 
   it("refuses a username whose pin is no port with 403", () => {
     const h = harness();
-    const c = mintRestCredentials(SECRET, UNIX_T0, 3600, "acme-pg;port=040007");
+    // Signed as pinned credentials are (a pin that is no port cannot come from mintPinnedCredentials).
+    const c = mintRestCredentials(
+      pinnedCredentialSecret(SECRET),
+      UNIX_T0,
+      3600,
+      "acme-pg;port=040007",
+    );
     const r = new TestClient(h, { username: c.username, password: c.password }).allocate();
     expect(r.code).toBe(403);
     expect(reason(r)).toMatch(/pinned port in USERNAME is outside/);

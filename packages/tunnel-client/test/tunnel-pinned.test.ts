@@ -4,6 +4,7 @@
 // the tunnel itself is killed and restarted. With coturn as the relay (no pins) the tunnel falls
 // back to a dynamic port and says so once.
 import { randomBytes } from "node:crypto";
+import { pinnedCredentialSecret } from "@turnpike/relay-core";
 import { type CoturnHandle, startCoturn } from "@turnpike/test-support/coturn";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { skipUnlessTools } from "@turnpike/test-support/tools";
@@ -178,6 +179,9 @@ describe("turnpike-tunnel keeps its pinned endpoint", () => {
           port,
           mode: "rest",
           secret: TOKEN,
+          // Pinned credentials have a key of their own; given it as a second shared secret,
+          // coturn accepts them as plain REST credentials (a dynamic port).
+          extraArgs: [`--static-auth-secret=${pinnedCredentialSecret(TOKEN)}`],
           minPort: coturnRange!.min,
           maxPort: coturnRange!.max,
         });

@@ -8,6 +8,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pinnedCredentialSecret } from "@turnpike/relay-core";
 import { type CoturnHandle, startCoturn } from "@turnpike/test-support/coturn";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import {
@@ -186,6 +187,9 @@ describe.skipIf(skipUnlessTools(postgresProbe()))(
           port,
           mode: "rest",
           secret: TOKEN,
+          // Pinned credentials have a key of their own; given it as a second shared secret,
+          // coturn accepts them as plain REST credentials (a dynamic port).
+          extraArgs: [`--static-auth-secret=${pinnedCredentialSecret(TOKEN)}`],
           minPort: coturnRange.min,
           maxPort: coturnRange.max,
         });

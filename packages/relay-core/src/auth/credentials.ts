@@ -12,12 +12,16 @@
 //
 // Principals: a static user "alice" and the TURN REST user "<expiry>:alice" are different
 // people (one knows a password, the other holds tokens minted by whoever has the shared
-// secret), so lookups name them "static:alice" and "rest:alice". Allocation ownership
-// (RFC 8656 §7: requests about an allocation come from the user that created it) and the
-// per-user quotas compare principals, never bare names.
+// secret), so lookups name them "static:alice" and "rest:alice". A REST username without a
+// user part ("<expiry>") names nobody but itself: "rest-expiry:<expiry>", a kind of its own,
+// so it never shares a principal with the REST user whose name happens to be those digits.
+// Allocation ownership (RFC 8656 §7: requests about an allocation come from the user that
+// created it), the per-user quotas and the revocation list (revocation.ts) compare
+// principals, never bare names.
 
 import { dropExpiredOldest, evictOldestAtCap } from "../insertion-order.js";
 import { longTermKeyMd5, longTermKeySha256, userHash } from "./long-term-key.js";
+import { PIN_MARKER, pinnedCredentialSecret } from "./pinned-username.js";
 import { parseRestUsername, restPassword } from "./rest-credentials.js";
 
 /** PASSWORD-ALGORITHM the key is for, RFC 8489 §18.5: MD5 (0x0001) or SHA-256 (0x0002). */
@@ -25,17 +29,27 @@ export type PasswordAlgorithmName = "md5" | "sha256";
 
 /**
  * Who a request speaks for: "static:<name>" for --user accounts, "rest:<user>" for TURN REST
- * credentials (the <user> part, or the whole username when it has none). Branded so a bare
- * username can never be compared with one by mistake.
+ * credentials with a <user> part (pin included: "rest:acme-pg;port=40007"), and
+ * "rest-expiry:<expiry>" for those without one. Branded so a bare username can never be
+ * compared with one by mistake.
  */
 export type Principal = string & { readonly __principal: unique symbol };
 
+export const STATIC_PRINCIPAL = "static:";
+export const REST_PRINCIPAL = "rest:";
+export const EXPIRY_ONLY_PRINCIPAL = "rest-expiry:";
+
 export function staticPrincipal(name: string): Principal {
-  return `static:${name}` as Principal;
+  return `${STATIC_PRINCIPAL}${name}` as Principal;
 }
 
 export function restPrincipal(user: string): Principal {
-  return `rest:${user}` as Principal;
+  return `${REST_PRINCIPAL}${user}` as Principal;
+}
+
+/** TURN REST credentials "<expiry>" (no user part): the username is the only name they have. */
+export function expiryOnlyPrincipal(username: string): Principal {
+  return `${EXPIRY_ONLY_PRINCIPAL}${username}` as Principal;
 }
 
 export type KeyLookup =
@@ -47,10 +61,19 @@ export type KeyLookup =
       readonly keys: readonly Uint8Array[];
       /** Who owns what this request creates, and whose quota it counts against. */
       readonly principal: Principal;
+      /**
+       * Pinned credentials signed the old way (as plain REST ones), accepted only inside the
+       * store's transition window (SharedSecretCredentials, legacyPinnedUntil).
+       */
+      readonly legacyPinned?: true;
     }
   | {
       readonly ok: false;
-      readonly reason: "unknown-user" | "expired" | "malformed" | "bad-integrity";
+      /**
+       * "legacy-pinned": a pinned username signed as a plain REST one (old scheme, or a generic
+       * REST minting service asked for that name), refused like a wrong password.
+       */
+      readonly reason: "unknown-user" | "expired" | "malformed" | "bad-integrity" | "legacy-pinned";
     };
 
 /** True when the message's MESSAGE-INTEGRITY(-SHA256) verifies with `key`. */
@@ -83,6 +106,7 @@ const UNKNOWN_USER: KeyLookup = { ok: false, reason: "unknown-user" };
 const EXPIRED: KeyLookup = { ok: false, reason: "expired" };
 const MALFORMED: KeyLookup = { ok: false, reason: "malformed" };
 const BAD_INTEGRITY: KeyLookup = { ok: false, reason: "bad-integrity" };
+const LEGACY_PINNED: KeyLookup = { ok: false, reason: "legacy-pinned" };
 
 /** `candidates` checked with `verify`: the one that verifies first (no `verify`: keys[0]). */
 function verified(
@@ -165,31 +189,66 @@ export class StaticCredentials implements CredentialStore {
   }
 }
 
+/** The candidate keys of one username, as SharedSecretCredentials caches them. */
+interface RestCandidates {
+  readonly keys: readonly Uint8Array[];
+  readonly principal: Principal;
+  /** The username's own expiry (Unix seconds): no use keeping its keys after that. */
+  readonly expiry: number;
+}
+
+export interface SharedSecretOptions {
+  /** Verified key sets kept (default 10,000); 0 keeps none. */
+  readonly maxCacheEntries?: number;
+  /**
+   * Until this instant (Unix seconds), pinned credentials signed the old way, with the token
+   * itself as for plain REST credentials, are still accepted (counted, KeyLookup.legacyPinned)
+   * so that those handed out before the upgrade keep working while they are re-minted. Default:
+   * never (they are refused like a wrong password).
+   */
+  readonly legacyPinnedUntil?: number;
+}
+
 /**
- * TURN REST credentials checked against one or more shared secrets (rotation: list the
- * new secret first, keep the old one until every minted username has expired). Keys that
- * verified are cached (each derivation costs an HMAC and a hash per secret) in a Map bounded
- * to `maxCacheEntries`, evicting the oldest insertion. Only verified usernames get in, and the
- * server refuses USERNAMEs of 509 bytes or more before asking (RFC 8489 §14.3), so the cache
- * holds at most `maxCacheEntries` usernames minted with the secret, each under 509 bytes.
+ * TURN REST credentials checked against one or more shared secrets (rotation: list the new
+ * secret first, keep the old one until every minted username has expired; `setSecrets`
+ * replaces the list at run time). Keys that verified are cached (each derivation costs an HMAC
+ * and a hash per secret) in a Map bounded to `maxCacheEntries`, evicting the oldest insertion.
+ * Only verified usernames get in, and the server refuses USERNAMEs of 509 bytes or more before
+ * asking (RFC 8489 §14.3), so the cache holds at most `maxCacheEntries` usernames minted with
+ * a secret, each under 509 bytes.
+ *
+ * Pinned usernames ("<expiry>:<user>;port=<P>", pinned-username.ts) verify only against the
+ * pinned-credential secret derived from each shared secret (pinnedCredentialSecret): a generic
+ * TURN REST minting service holding the token signs with the token itself, and what it signs
+ * for a pinned-looking name is refused ("legacy-pinned", a 401 like a wrong password).
  */
 export class SharedSecretCredentials implements CredentialStore {
-  readonly #secrets: readonly string[];
+  #secrets: readonly string[] = [];
+  /** pinnedCredentialSecret of each secret, in the same order. */
+  #pinnedSecrets: readonly string[] = [];
   readonly #maxCacheEntries: number;
-  readonly #cache = new Map<
-    string,
-    {
-      readonly keys: readonly Uint8Array[];
-      readonly principal: Principal;
-      /** The username's own expiry (Unix seconds): no use keeping its keys after that. */
-      readonly expiry: number;
-    }
-  >();
+  readonly #legacyPinnedUntil: number;
+  readonly #cache = new Map<string, RestCandidates>();
 
-  constructor(secrets: readonly string[], options: { maxCacheEntries?: number } = {}) {
-    this.#secrets = [...secrets];
+  constructor(secrets: readonly string[], options: SharedSecretOptions = {}) {
+    this.setSecrets(secrets);
     const max = options.maxCacheEntries ?? 10_000;
     this.#maxCacheEntries = Number.isFinite(max) && max >= 0 ? Math.floor(max) : 10_000;
+    const until = options.legacyPinnedUntil;
+    this.#legacyPinnedUntil = typeof until === "number" && until > 0 ? until : 0;
+  }
+
+  /**
+   * Replace the shared secrets (the first is the one new credentials are minted with; every
+   * one verifies). Keys cached from the old list are forgotten, so credentials of a secret no
+   * longer listed stop authenticating at once; live allocations are not this store's concern
+   * (the server keeps them until they expire, unless refreshed with valid credentials).
+   */
+  setSecrets(secrets: readonly string[]): void {
+    this.#secrets = secrets.filter((s) => typeof s === "string" && s !== "");
+    this.#pinnedSecrets = this.#secrets.map(pinnedCredentialSecret);
+    this.#cache.clear();
   }
 
   lookup(
@@ -208,11 +267,11 @@ export class SharedSecretCredentials implements CredentialStore {
     const cacheKey = `${algorithm === "sha256" ? "s" : "m"}\u0000${realm}\u0000${username}`;
     const cached = this.#cache.get(cacheKey);
     if (cached !== undefined) return verified(cached, verify);
-    const candidates = {
-      keys: this.#secrets.map((secret) =>
-        deriveKey(algorithm, username, realm, restPassword(secret, username)),
-      ),
-      principal: restPrincipal(parsed.user ?? username),
+    const pinned = parsed.user?.includes(PIN_MARKER) === true;
+    const candidates: RestCandidates = {
+      keys: this.#keys(pinned ? this.#pinnedSecrets : this.#secrets, algorithm, username, realm),
+      principal:
+        parsed.user === undefined ? expiryOnlyPrincipal(username) : restPrincipal(parsed.user),
       expiry: parsed.expiry,
     };
     const result = verified(candidates, verify);
@@ -223,19 +282,55 @@ export class SharedSecretCredentials implements CredentialStore {
       evictOldestAtCap(this.#cache, this.#maxCacheEntries);
       this.#cache.set(cacheKey, candidates);
     }
-    return result;
+    if (result.ok || !pinned || verify === undefined) return result;
+    return this.#signedAsPlain(candidates, algorithm, username, realm, nowUnixSeconds, verify);
   }
 
   /** Number of cached key sets (for tests and metrics). */
   get cacheSize(): number {
     return this.#cache.size;
   }
+
+  #keys(
+    secrets: readonly string[],
+    algorithm: PasswordAlgorithmName | undefined,
+    username: string,
+    realm: string,
+  ): Uint8Array[] {
+    return secrets.map((secret) =>
+      deriveKey(algorithm, username, realm, restPassword(secret, username)),
+    );
+  }
+
+  /**
+   * A pinned username that failed with the pinned keys, tried with the plain ones: signed that
+   * way it is an old-scheme pinned credential (accepted during the transition window, never
+   * cached, so it stops when the window closes) or a generic minting service's. Either way the
+   * answer without the window is the 401 of a wrong password, counted apart.
+   */
+  #signedAsPlain(
+    candidates: RestCandidates,
+    algorithm: PasswordAlgorithmName | undefined,
+    username: string,
+    realm: string,
+    nowUnixSeconds: number,
+    verify: IntegrityCheck,
+  ): KeyLookup {
+    const plain = verified(
+      { ...candidates, keys: this.#keys(this.#secrets, algorithm, username, realm) },
+      verify,
+    );
+    if (!plain.ok) return BAD_INTEGRITY;
+    return nowUnixSeconds < this.#legacyPinnedUntil
+      ? { ...plain, legacyPinned: true }
+      : LEGACY_PINNED;
+  }
 }
 
 /**
  * Several stores, e.g. static users and REST credentials. The first store that knows
- * the user (answers ok, "expired" or "bad-integrity") wins. When none does, the answer is
- * "unknown-user" if any store answered that, else "malformed".
+ * the user (answers ok, "expired", "bad-integrity" or "legacy-pinned") wins. When none does,
+ * the answer is "unknown-user" if any store answered that, else "malformed".
  */
 export class CombinedCredentials implements CredentialStore {
   readonly #stores: readonly CredentialStore[];
@@ -254,7 +349,7 @@ export class CombinedCredentials implements CredentialStore {
     let sawUnknown = false;
     for (const store of this.#stores) {
       const result = store.lookup(username, realm, nowUnixSeconds, algorithm, verify);
-      if (result.ok || result.reason === "expired" || result.reason === "bad-integrity") {
+      if (result.ok || (result.reason !== "unknown-user" && result.reason !== "malformed")) {
         return result;
       }
       if (result.reason === "unknown-user") sawUnknown = true;

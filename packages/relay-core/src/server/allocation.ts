@@ -10,6 +10,7 @@ import type { Principal } from "../auth/credentials.js";
 import type { TransportAddress } from "../codec/address.js";
 import type { AllocationId, ConnectionId, ListenerId, PeerConnectionId, RelayId } from "../ids.js";
 import { ipv4ToUint32 } from "../policy/ip.js";
+import type { AllocationBandwidth } from "./bandwidth.js";
 import type { OffloadEntry } from "./channel-offload.js";
 import { type AddressKeys, ip4PortKey, ipv6Words, sameWords } from "./datagram-source.js";
 import type { Lifetimes } from "./options.js";
@@ -160,6 +161,8 @@ export class Allocation {
   reservationToken: Uint8Array | undefined;
   /** The port its credentials pinned (auth/pinned-username.ts), on every relayed family. */
   pinnedPort: number | undefined;
+  /** The buckets its relayed bytes are charged to (bandwidth.ts); undefined: no limit. */
+  bandwidth: AllocationBandwidth | undefined = undefined;
 
   readonly #rules: AllocationRules;
 

@@ -7,6 +7,7 @@
  */
 
 import { constantTimeEqual } from "../auth/constant-time.js";
+import type { Principal } from "../auth/credentials.js";
 import { pinOfUsername, userOfUsername } from "../auth/pinned-username.js";
 import type { TransportAddress } from "../codec/address.js";
 import {
@@ -38,6 +39,7 @@ import {
 } from "./allocation.js";
 import type { AllocationQuota } from "./allocation-quota.js";
 import type { Authenticated } from "./authentication.js";
+import type { BandwidthLimits } from "./bandwidth.js";
 import type { ChannelOffload } from "./channel-offload.js";
 import type { DataPath } from "./data-path.js";
 import type { Deadlines } from "./deadlines.js";
@@ -61,6 +63,8 @@ export interface AllocationsOptions {
   readonly alternateServer: TransportAddress | undefined;
   /** Channel offload outputs, when the runtime asked for them (TurnServerOptions). */
   readonly offload: ChannelOffload | undefined;
+  /** Bandwidth limits: the buckets each allocation's relayed bytes are charged to. */
+  readonly bandwidth: BandwidthLimits;
 }
 
 export class Allocations {
@@ -247,13 +251,30 @@ export class Allocations {
     }
     if (pin !== undefined && !this.#takePinnedPort(pin.port, families, auth, reply, now)) return;
     // Quotas: RFC 8656 §7.2 486 per user (principal), 508 for the whole server. Taken here,
-    // given back when the allocation is deleted (or below, if no port is free).
-    const quota = this.#options.quota.acquire(auth.principal);
-    if (quota !== 0) {
-      reply.error(
-        quota === 486 ? ErrorCode.AllocationQuotaReached : ErrorCode.InsufficientCapacity,
-      );
-      return;
+    // given back when the allocation is deleted (or below, if no port is free). A reservation
+    // counts as an allocation of the principal that made it, from that Allocate until it is
+    // redeemed or lapses: redeemed by the same principal, its count becomes the allocation's;
+    // by another, the redeemer's own is taken and the maker's given back.
+    const quota = this.#options.quota;
+    const inherits = reservation !== undefined && reservation.principal === auth.principal;
+    if (!inherits && !this.#acquire(auth.principal, reply)) return;
+    const reserving = pin === undefined && reservation === undefined && evenPort?.reserveNext;
+    if (reserving) {
+      // RFC 8656 §7.2: EVEN-PORT that cannot be satisfied (the next port cannot be reserved)
+      // is refused with 508; so is one more reservation than the range allows.
+      if (!ports.canReserve(families[0]!)) {
+        quota.release(auth.principal);
+        reply.error(
+          ErrorCode.InsufficientCapacity,
+          undefined,
+          "Insufficient Capacity: EVEN-PORT refused, no port can be reserved now",
+        );
+        return;
+      }
+      if (!this.#acquire(auth.principal, reply, "the reserved port counts as an allocation")) {
+        quota.release(auth.principal);
+        return;
+      }
     }
     // Ports: the pinned one, from a reservation, an even port (with its partner reserved), or
     // any free one of the dynamic range.
@@ -266,6 +287,8 @@ export class Allocations {
       }
     } else if (reservation !== undefined) {
       ports.redeem(reservationToken!);
+      if (!inherits) quota.release(reservation.principal);
+      this.#stats.reservationsActive = ports.reservationCount;
       chosen.push(reservation.port);
     } else {
       for (const family of families) {
@@ -275,14 +298,15 @@ export class Allocations {
             : ports.pick(family);
         if (port === undefined) {
           for (let i = 0; i < chosen.length; i++) ports.release(families[i]!, chosen[i]!);
-          this.#options.quota.release(auth.principal);
+          quota.release(auth.principal);
+          if (reserving) quota.release(auth.principal);
           reply.error(ErrorCode.InsufficientCapacity);
           return;
         }
         ports.take(family, port);
         chosen.push(port);
       }
-      if (evenPort?.reserveNext) {
+      if (reserving) {
         newReservationToken = new Uint8Array(8);
         this.#options.random.fillBytes(newReservationToken);
         ports.reserve(
@@ -290,7 +314,9 @@ export class Allocations {
           families[0]!,
           chosen[0]! + 1,
           now + this.#options.lifetimes.reservation * 1000,
+          auth.principal,
         );
+        this.#stats.reservationsActive = ports.reservationCount;
       }
     }
     const record = this.#data.recordFor(endpoint, client);
@@ -307,6 +333,7 @@ export class Allocations {
       this.#rules,
     );
     allocation.reservationToken = newReservationToken;
+    allocation.bandwidth = this.#options.bandwidth.open(allocation.id, auth.principal, now);
     allocation.familyErrors.push(...familyErrors);
     if (pin?.port !== undefined) {
       allocation.pinnedPort = pin.port;
@@ -343,6 +370,19 @@ export class Allocations {
       this.#openRelay(socket);
     });
     this.#deadlines.schedule(allocation);
+  }
+
+  /**
+   * One allocation of `principal`'s quota (RFC 8656 §7.2): true when granted; else 486 (its
+   * quota) or 508 (the server's) was answered, with `why` after the reason phrase if given.
+   */
+  #acquire(principal: Principal, reply: Reply, why?: string): boolean {
+    const code = this.#options.quota.acquire(principal);
+    if (code === 0) return true;
+    const error = code === 486 ? ErrorCode.AllocationQuotaReached : ErrorCode.InsufficientCapacity;
+    const phrase = code === 486 ? "Allocation Quota Reached" : "Insufficient Capacity";
+    reply.error(error, undefined, why === undefined ? undefined : `${phrase}: ${why}`);
+    return false;
   }
 
   /** The runtime bound relay socket `relay`: the Allocate succeeds once every family answered. */
@@ -556,8 +596,14 @@ export class Allocations {
       this.#tcp.expire(a, now);
       this.#deadlines.schedule(a);
     }
-    this.#options.ports.expireReservations(now);
+    this.#options.ports.expireReservations(now, this.#reservationEnded);
   }
+
+  /** A reservation lapsed or was cancelled: its count goes back to its maker's quota. */
+  readonly #reservationEnded = (r: Reservation): void => {
+    this.#options.quota.release(r.principal);
+    this.#stats.reservationsActive = this.#options.ports.reservationCount;
+  };
 
   /** The next instant `expire` has work, or undefined. */
   nextTimeout(): number | undefined {
@@ -604,7 +650,8 @@ export class Allocations {
     }
     if (allocation.state === "binding" && allocation.reservationToken) {
       // The Allocate never succeeded, so nobody learned its RESERVATION-TOKEN: release it.
-      this.#options.ports.cancel(allocation.reservationToken);
+      const r = this.#options.ports.cancel(allocation.reservationToken);
+      if (r !== undefined) this.#reservationEnded(r);
     }
     this.#tcp.closeAll(allocation);
     allocation.clear();
@@ -612,6 +659,7 @@ export class Allocations {
     if (client.allocation === allocation) client.allocation = undefined;
     if (client.transport === "udp") this.#data.forgetUdpClient(client);
     this.#options.quota.release(allocation.principal);
+    if (allocation.bandwidth !== undefined) this.#options.bandwidth.close(allocation.principal);
     this.#stats.allocationsActive--;
     if (allocation.state === "active") {
       this.#emit({
@@ -627,13 +675,13 @@ export class Allocations {
   }
 
   /**
-   * End the live allocations of users `isRevoked` names ("revoked"); one still binding its
-   * relay gets 403. Returns how many ended.
+   * End the live allocations of the principals `isRevoked` names ("revoked"); one still
+   * binding its relay gets 403. Returns how many ended.
    */
-  revoke(isRevoked: (username: string) => boolean, now: number): number {
+  revoke(isRevoked: (principal: Principal) => boolean, now: number): number {
     let ended = 0;
     for (const allocation of [...this.#live]) {
-      if (!isRevoked(allocation.username)) continue;
+      if (!isRevoked(allocation.principal)) continue;
       if (allocation.state === "binding") {
         this.#fail(allocation, ErrorCode.Forbidden, "Forbidden: credentials revoked");
       }
@@ -643,11 +691,12 @@ export class Allocations {
     return ended;
   }
 
-  /** Delete every allocation (shutdown). */
+  /** Delete every allocation and reservation (shutdown), giving their quota back. */
   closeAll(now: number): void {
     for (const socket of this.#data.relaySockets()) {
       if (!socket.allocation.deleted) this.delete(socket.allocation, "shutdown", now);
     }
+    this.#options.ports.cancelAll(this.#reservationEnded);
   }
 
   /**

@@ -15,7 +15,7 @@
 import { constantTimeEqual } from "../auth/constant-time.js";
 import type { CredentialStore, PasswordAlgorithmName, Principal } from "../auth/credentials.js";
 import { type NonceCheck, NonceIssuer, SecurityFeature } from "../auth/nonce.js";
-import { userOfUsername } from "../auth/pinned-username.js";
+import { RevocationList } from "../auth/revocation.js";
 import { AttributeType, ErrorCode, MessageClass, PasswordAlgorithm } from "../codec/constants.js";
 import {
   getAttribute,
@@ -52,19 +52,20 @@ export interface AuthenticatorOptions {
   readonly nonceLifetimeSeconds: number;
   /** Wall clock = `now + unixTimeOffsetMs` (TURN REST usernames expire on it). */
   readonly unixTimeOffsetMs: number;
+  /** The revocation list's entries (auth/revocation.ts). */
   readonly revokedUsers: Iterable<string>;
 }
 
 export class Authenticator {
   readonly #realm: string;
-  readonly #credentials: CredentialStore;
+  #credentials: CredentialStore;
   readonly #nonces: NonceIssuer;
   /** Nonces whose cookie offers username anonymity too: for clients that sent USERHASH. */
   readonly #anonymousNonces: NonceIssuer;
   readonly #responder: Responder;
   readonly #stats: ServerStats;
   #unixTimeOffsetMs: number;
-  #revoked: ReadonlySet<string>;
+  #revoked: RevocationList;
 
   constructor(options: AuthenticatorOptions, responder: Responder, stats: ServerStats) {
     this.#realm = options.realm;
@@ -80,27 +81,32 @@ export class Authenticator {
       SecurityFeature.PasswordAlgorithms | SecurityFeature.UsernameAnonymity,
     );
     this.#unixTimeOffsetMs = options.unixTimeOffsetMs;
-    this.#revoked = new Set(options.revokedUsers);
+    this.#revoked = new RevocationList(options.revokedUsers);
     this.#responder = responder;
     this.#stats = stats;
+  }
+
+  /** Replace the credential store (reload, secret rotation); nonces stay valid. */
+  setCredentials(credentials: CredentialStore): void {
+    this.#credentials = credentials;
   }
 
   setUnixTimeOffset(offsetMs: number): void {
     this.#unixTimeOffsetMs = offsetMs;
   }
 
-  /** Replace the revocation list (users: REST <user> parts without pin, static names). */
-  setRevokedUsers(users: Iterable<string>): void {
-    this.#revoked = new Set(users);
+  /** Replace the revocation list (entries as auth/revocation.ts reads them). */
+  setRevokedUsers(entries: Iterable<string>): void {
+    this.#revoked = new RevocationList(entries);
   }
 
   get hasRevokedUsers(): boolean {
     return this.#revoked.size > 0;
   }
 
-  /** True when `username`'s user is on the revocation list. */
-  isRevoked(username: string): boolean {
-    return this.#revoked.size > 0 && this.#revoked.has(userOfUsername(username));
+  /** True when the revocation list names `principal`. */
+  isRevoked(principal: Principal): boolean {
+    return this.#revoked.revokes(principal);
   }
 
   /**
@@ -182,6 +188,7 @@ export class Authenticator {
       this.#challenge(endpoint, msg, ErrorCode.Unauthorized, now);
       return undefined;
     }
+    if (lookup.legacyPinned === true) this.#stats.legacyPinnedAccepted++;
     return { username, key: lookup.key, principal: lookup.principal, sha256: hasSha256 };
   }
 
@@ -191,7 +198,7 @@ export class Authenticator {
    * credentials as if a nonce were the problem.
    */
   refusesRevoked(auth: Authenticated): boolean {
-    if (!this.isRevoked(auth.username)) return false;
+    if (!this.isRevoked(auth.principal)) return false;
     this.#stats.authFailures.revoked++;
     return true;
   }

@@ -94,6 +94,8 @@ export class ChannelOffload {
       relayed: boundAddress(relay),
       peer: numeric(binding.peer.family, binding.peerIp4, binding.peerIp6, binding.peer.port),
       expiresAt,
+      allocationBucket: allocation.bandwidth?.allocationBucket,
+      userBucket: allocation.bandwidth?.userBucket,
     };
   }
 }

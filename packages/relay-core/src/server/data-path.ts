@@ -8,6 +8,10 @@
  * Lookups per packet: a UDP client is one array index and one map lookup; a ChannelData
  * message one more (its channel, which holds its permission); a peer datagram one (its relay
  * socket) plus one (its channel), or a second (its permission) when no channel is bound.
+ *
+ * Bandwidth limits (bandwidth.ts) are checked last, on what would otherwise be relayed: the
+ * allocation's buckets are a field of it, so that costs no lookup, and nothing at all without
+ * limits.
  */
 import type { TransportAddress } from "../codec/address.js";
 import { AttributeType, HEADER_LENGTH, MessageClass, Method } from "../codec/constants.js";
@@ -23,7 +27,13 @@ import { NO_CONNECTION } from "../ids.js";
 import { ipv4ToUint32 } from "../policy/ip.js";
 import type { PeerAddressPolicy } from "../policy/peer-address-policy.js";
 import type { RandomSource } from "../rng.js";
-import type { ClientEndpoint, ClientRecord, ClientTransport, RelaySocket } from "./allocation.js";
+import type {
+  Allocation,
+  ClientEndpoint,
+  ClientRecord,
+  ClientTransport,
+  RelaySocket,
+} from "./allocation.js";
 import {
   type AddressKeys,
   type DatagramSource,
@@ -197,6 +207,7 @@ export class DataPath {
     const binding = allocation.channels.get((buf[start]! << 8) | buf[start + 1]!);
     if (binding === undefined || binding.expiresAt <= now) return this.#drop("no-channel");
     if (binding.permission.expiresAt <= now) return this.#drop("no-permission");
+    if (!this.#withinLimits(allocation, length, now)) return RouteKind.None;
     const route = this.route;
     route.relay = binding.relay.id;
     route.relayHandle = binding.relay.runtimeHandle;
@@ -238,6 +249,7 @@ export class DataPath {
     }
     const permission = allocation.findPermission(peer);
     if (permission === undefined || permission.expiresAt <= now) return this.#drop("no-permission");
+    if (!this.#withinLimits(allocation, data.length, now)) return RouteKind.None;
     const route = this.route;
     route.relay = relay.id;
     route.relayHandle = relay.runtimeHandle;
@@ -285,6 +297,7 @@ export class DataPath {
     ) {
       // RFC 8656 §9: without a live permission for the peer's IP the datagram is discarded.
       if (binding.permission.expiresAt <= now) return this.#drop("no-permission");
+      if (!this.#withinLimits(allocation, end - start, now)) return RouteKind.None;
       // RFC 8656 §12.4: a bound peer's data goes back as ChannelData.
       route.client = allocation.client;
       route.channel = binding.number;
@@ -306,6 +319,7 @@ export class DataPath {
     // cannot be carried that way, only over a channel.
     const length = end - start;
     if (length > MAX_DATA_INDICATION_PAYLOAD) return this.#drop("oversized");
+    if (!this.#withinLimits(allocation, length, now)) return RouteKind.None;
     const tid = new Uint8Array(12);
     this.#random.fillBytes(tid);
     // Sized up front: header, XOR-PEER-ADDRESS (v6 at most 24), DATA header and padding.
@@ -325,6 +339,14 @@ export class DataPath {
     route.start = 0;
     route.end = indication.length;
     return RouteKind.ToClient;
+  }
+
+  /** False, counted, when the allocation's bandwidth limits refuse `bytes` now (bandwidth.ts). */
+  #withinLimits(allocation: Allocation, bytes: number, now: number): boolean {
+    const bandwidth = allocation.bandwidth;
+    if (bandwidth === undefined || bandwidth.admit(bytes, now)) return true;
+    this.#stats.drops["bandwidth-limit"]++;
+    return false;
   }
 
   #drop(reason: DropReason): typeof RouteKind.None {

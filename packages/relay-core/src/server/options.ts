@@ -4,6 +4,7 @@ import type { TransportAddress } from "../codec/address.js";
 import type { PeerAddressPolicy } from "../policy/peer-address-policy.js";
 import type { RandomSource } from "../rng.js";
 import type { AllocationQuota } from "./allocation-quota.js";
+import type { UserBandwidth } from "./bandwidth.js";
 import type { PortRange } from "./relay-port-pool.js";
 
 /** One relayed address family the server offers: where to bind, what to advertise. */
@@ -27,7 +28,7 @@ export interface TurnServerOptions {
    * username names; disjoint from minPort..maxPort. Without it pinned credentials are refused.
    */
   readonly pinnedPorts?: PortRange;
-  /** Users refused from now on (see setRevokedUsers). */
+  /** The revocation list: entries as TurnServer.setRevokedUsers reads them. */
   readonly revokedUsers?: Iterable<string>;
   /** SOFTWARE attribute on responses (RFC 8489 §14.14); omit to send none. */
   readonly software?: string;
@@ -64,6 +65,17 @@ export interface TurnServerOptions {
   readonly secret?: Uint8Array;
   /** Allocation quotas held together with other engines; default: maxAllocations(PerUser). */
   readonly allocationQuota?: AllocationQuota;
+  /**
+   * Relayed payload per allocation, bytes per second, both directions together (a token bucket
+   * with a burst of one second's worth, at least 64 KiB); over it a datagram is dropped
+   * ("bandwidth-limit") and an RFC 6062 pipe paused (chargeConnectionBytes). Default: none.
+   * See bandwidth.ts and README.md, "Bandwidth limits".
+   */
+  readonly maxBytesPerSecond?: number;
+  /** The same per user (principal), over all its allocations in this engine. Default: none. */
+  readonly maxBytesPerSecondPerUser?: number;
+  /** Per-user buckets held together with other engines; default: this engine's own. */
+  readonly userBandwidth?: UserBandwidth;
   /** The cap on unauthenticated answers; default: maxUnauthenticatedRate per source IP. */
   readonly unauthenticatedLimiter?: { allow(source: string, now: number): boolean };
   /**

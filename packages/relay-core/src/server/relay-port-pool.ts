@@ -9,7 +9,12 @@
  *            (auth/pinned-username.ts) get a port here, always the one they name, so a
  *            dynamic allocation can never occupy a port a platform assigned to a customer.
  * EVEN-PORT reservations (RFC 8656 §7.2, §14.9): the odd partner of an even port stays taken
- * for ~30 s under a RESERVATION-TOKEN, for the client's second Allocate.
+ * for ~30 s under a RESERVATION-TOKEN, for the client's second Allocate. A reservation outlives
+ * the allocation that made it, so reservations are bounded: at most one port in eight of the
+ * dynamic range per family is held by them (the server also counts each against its
+ * principal's allocation quota, allocations.ts), and allocate-and-delete churn cannot take the
+ * range from others. All reservations share one lifetime, so the Map's insertion order is
+ * their expiry order: the earliest is the first, and expiry stops at the first one still due.
  *
  * Ports are tracked per family only (not per UDP/TCP): one number is one allocation's.
  */
@@ -25,6 +30,13 @@ export interface Reservation {
   readonly family: 4 | 6;
   readonly port: number;
   readonly expiresAt: number;
+  /** Who made it: its count in the allocation quota is theirs until it is redeemed or gone. */
+  readonly principal: string;
+}
+
+/** Reservations a family may hold at once: one port in eight of the dynamic range (at least 1). */
+export function maxReservations(range: PortRange): number {
+  return Math.max(1, Math.floor((range.max - range.min + 1) / 8));
 }
 
 export class RelayPortPool {
@@ -35,6 +47,8 @@ export class RelayPortPool {
   /** How many of `inUse` lie in the dynamic range, so a full range is known without a scan. */
   readonly #dynamicInUse: Record<4 | 6, number> = { 4: 0, 6: 0 };
   readonly #reservations = new Map<string, Reservation>();
+  readonly #reservationsHeld: Record<4 | 6, number> = { 4: 0, 6: 0 };
+  readonly #maxReservations: number;
 
   constructor(options: { dynamic: PortRange; pinned?: PortRange; random: RandomSource }) {
     const { dynamic, pinned } = options;
@@ -54,6 +68,7 @@ export class RelayPortPool {
     this.dynamic = dynamic;
     this.pinned = pinned;
     this.#random = options.random;
+    this.#maxReservations = maxReservations(dynamic);
   }
 
   /** True when `port` lies in the pinned range (false when there is none). */
@@ -119,10 +134,30 @@ export class RelayPortPool {
   // -----------------------------------------------------------------------------------------
   // RESERVATION-TOKEN (RFC 8656 §7.2, §14.9)
 
-  /** Hold `port` under `token` until `expiresAt` (the port is taken from now on). */
-  reserve(token: Uint8Array, family: 4 | 6, port: number, expiresAt: number): void {
+  /** True while `family` holds fewer reservations than its bound. */
+  canReserve(family: 4 | 6): boolean {
+    return this.#reservationsHeld[family] < this.#maxReservations;
+  }
+
+  /** Reservations held now (both families). */
+  get reservationCount(): number {
+    return this.#reservations.size;
+  }
+
+  /**
+   * Hold `port` under `token` for `principal` until `expiresAt` (the port is taken from now on).
+   * The caller checked canReserve; expiresAt is now plus the one reservation lifetime.
+   */
+  reserve(
+    token: Uint8Array,
+    family: 4 | 6,
+    port: number,
+    expiresAt: number,
+    principal: string,
+  ): void {
     this.take(family, port);
-    this.#reservations.set(bytesKey(token), { family, port, expiresAt });
+    this.#reservations.set(bytesKey(token), { family, port, expiresAt, principal });
+    this.#reservationsHeld[family]++;
   }
 
   /** The live reservation named by `token`, if any. */
@@ -141,41 +176,57 @@ export class RelayPortPool {
     if (r === undefined) return;
     this.release(r.family, r.port);
     this.take(r.family, port);
-    this.#reservations.set(key, { family: r.family, port, expiresAt: r.expiresAt });
+    // Set on an existing key keeps its place, and with it the expiry order.
+    this.#reservations.set(key, { ...r, port });
   }
 
   /** An Allocate redeemed `token`: its port now belongs to that allocation (still taken). */
   redeem(token: Uint8Array): void {
-    this.#reservations.delete(bytesKey(token));
+    this.#forget(bytesKey(token));
   }
 
-  /** Forget `token` and free its port (its Allocate never succeeded, so nobody can redeem it). */
-  cancel(token: Uint8Array): void {
-    const key = bytesKey(token);
-    const r = this.#reservations.get(key);
-    if (r === undefined) return;
-    this.#reservations.delete(key);
-    this.release(r.family, r.port);
+  /**
+   * Forget `token` and free its port (its Allocate never succeeded, so nobody can redeem it);
+   * the reservation, if there was one.
+   */
+  cancel(token: Uint8Array): Reservation | undefined {
+    const r = this.#forget(bytesKey(token));
+    if (r !== undefined) this.release(r.family, r.port);
+    return r;
   }
 
-  /** Free every reservation due at or before `now`. */
-  expireReservations(now: number): void {
-    if (this.#reservations.size === 0) return;
+  /** Free every reservation due at or before `now`, each handed to `ended`. */
+  expireReservations(now: number, ended: (r: Reservation) => void): void {
     for (const [key, r] of this.#reservations) {
-      if (r.expiresAt <= now) {
-        this.#reservations.delete(key);
-        this.release(r.family, r.port);
-      }
+      // Insertion order is expiry order (one lifetime): the rest are due later.
+      if (r.expiresAt > now) return;
+      this.#forget(key);
+      this.release(r.family, r.port);
+      ended(r);
     }
   }
 
-  /** The earliest reservation expiry, or undefined when none is held. */
-  nextReservationExpiry(): number | undefined {
-    let next: number | undefined;
-    for (const r of this.#reservations.values()) {
-      if (next === undefined || r.expiresAt < next) next = r.expiresAt;
+  /** Free every reservation (shutdown), each handed to `ended`. */
+  cancelAll(ended: (r: Reservation) => void): void {
+    for (const [key, r] of this.#reservations) {
+      this.#forget(key);
+      this.release(r.family, r.port);
+      ended(r);
     }
-    return next;
+  }
+
+  /** The earliest reservation expiry (the first in insertion order), or undefined when none. */
+  nextReservationExpiry(): number | undefined {
+    for (const r of this.#reservations.values()) return r.expiresAt;
+    return undefined;
+  }
+
+  #forget(key: string): Reservation | undefined {
+    const r = this.#reservations.get(key);
+    if (r === undefined) return undefined;
+    this.#reservations.delete(key);
+    this.#reservationsHeld[r.family]--;
+    return r;
   }
 }
 

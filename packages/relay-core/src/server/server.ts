@@ -12,9 +12,11 @@
  *   allocations.ts     Allocate, relay sockets, deletion and expiry (RFC 8656 §7)
  *   allocation.ts      one allocation's lifetime, permissions and channels (§7, §9, §11, §12)
  *   tcp-relay.ts       Connect, ConnectionAttempt, ConnectionBind (RFC 6062)
+ *   bandwidth.ts       token buckets on relayed bytes, per allocation and per user
  *   deadlines.ts       when each allocation next needs attention
  */
 
+import type { CredentialStore } from "../auth/credentials.js";
 import type { TransportAddress } from "../codec/address.js";
 import {
   AttributeType,
@@ -48,6 +50,7 @@ import {
 import { LocalAllocationQuota } from "./allocation-quota.js";
 import { Allocations } from "./allocations.js";
 import { Authenticator } from "./authentication.js";
+import { type BandwidthLimit, BandwidthLimits } from "./bandwidth.js";
 import { ChannelOffload } from "./channel-offload.js";
 import { DataPath, udpEndpoint } from "./data-path.js";
 import { AddressKeys, DatagramSource } from "./datagram-source.js";
@@ -80,12 +83,14 @@ export class TurnServer {
   readonly #offload: ChannelOffload | undefined;
   /** The source of string-addressed input (handleUdpClient, handlePeerData), reused. */
   readonly #textSource = new DatagramSource();
+  readonly #bandwidth: BandwidthLimits;
 
   constructor(options: TurnServerOptions) {
     if (!options.relayAddresses.ip4 && !options.relayAddresses.ip6) {
       throw new Error("TurnServer needs at least one relay address family");
     }
     const stats = this.stats;
+    this.#bandwidth = new BandwidthLimits(options);
     const lifetimes = { ...DEFAULT_LIFETIMES, ...options.lifetimes };
     this.#lifetimes = lifetimes;
     this.#policy = options.peerPolicy ?? new PeerAddressPolicy();
@@ -155,6 +160,7 @@ export class TurnServer {
         lifetimes,
         alternateServer: options.alternateServer,
         offload: this.#offload,
+        bandwidth: this.#bandwidth,
       },
       rules,
       emit,
@@ -309,6 +315,16 @@ export class TurnServer {
     this.#tcp.peerConnectFailed(peerConnection);
   }
 
+  /**
+   * `bytes` moved through the RFC 6062 pipe of `peerConnection` (either way, after its
+   * bind-connection): charged to its allocation's and its user's bandwidth buckets. Returns the
+   * ms to pause reading both sides of the pipe before going on (0: go on at once), so a pipe is
+   * slowed to the limit, never cut (a byte stream cannot drop bytes). Call it per chunk moved.
+   */
+  chargeConnectionBytes(peerConnection: PeerConnectionId, bytes: number, now: number): number {
+    return this.#tcp.charge(peerConnection, bytes, now);
+  }
+
   /** The peer side of a TCP relay connection closed (RFC 6062 §5.5). */
   handlePeerConnectionClosed(peerConnection: PeerConnectionId, _now: number): void {
     this.#tcp.peerConnectionClosed(peerConnection);
@@ -333,15 +349,28 @@ export class TurnServer {
   }
 
   /**
-   * The revocation list: from now on every request with credentials of these users gets 403,
-   * and their live allocations end at once ("revoked"). A user is the <user> part of a TURN
-   * REST username without its pin (auth/pinned-username.ts), or a static user's name. Returns
-   * how many allocations ended.
+   * The revocation list: from now on every request with credentials of the principals it names
+   * gets 403, and their live allocations end at once ("revoked"). Entries: "static:NAME",
+   * "rest:USER" (pinned credentials of USER included), "rest:USER;port=P", "rest-expiry:E",
+   * or a plain NAME for all of static:NAME, rest:NAME and rest-expiry:NAME (auth/revocation.ts,
+   * README.md "Revocation"). Returns how many allocations ended.
    */
-  setRevokedUsers(users: Iterable<string>, now: number): number {
-    this.#auth.setRevokedUsers(users);
+  setRevokedUsers(entries: Iterable<string>, now: number): number {
+    this.#auth.setRevokedUsers(entries);
     if (!this.#auth.hasRevokedUsers) return 0;
-    return this.#allocations.revoke((username) => this.#auth.isRevoked(username), now);
+    return this.#allocations.revoke((principal) => this.#auth.isRevoked(principal), now);
+  }
+
+  /**
+   * Replace the credential store (a reload: new shared secrets, new static users). Requests are
+   * checked against it from now on; live allocations stay (RFC 8656 authenticates requests, not
+   * allocations) and end at their lifetime unless refreshed with credentials the new store
+   * accepts. Nonces are the server's own and stay valid; a retransmission of a request answered
+   * before gets the same answer again (RFC 8489 §6.3.1). `SharedSecretCredentials.setSecrets`
+   * does the same for the secrets of a store in place.
+   */
+  setCredentials(credentials: CredentialStore): void {
+    this.#auth.setCredentials(credentials);
   }
 
   /** Track wall-clock jumps: TURN REST usernames expire on the Unix clock. */
@@ -384,6 +413,17 @@ export class TurnServer {
    */
   allocations(now: number): AllocationInfo[] {
     return this.#allocations.describe(now);
+  }
+
+  /**
+   * The bandwidth limits in force (options maxBytesPerSecond, maxBytesPerSecondPerUser): rate and
+   * burst of each allocation's bucket and each user's; undefined where there is none.
+   */
+  get bandwidthLimits(): {
+    readonly perAllocation: BandwidthLimit | undefined;
+    readonly perUser: BandwidthLimit | undefined;
+  } {
+    return { perAllocation: this.#bandwidth.perAllocation, perUser: this.#bandwidth.perUser };
   }
 
   /** Live allocation count (what quotas and readiness look at). */

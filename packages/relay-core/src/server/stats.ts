@@ -36,6 +36,8 @@ export const DROP_REASONS = [
   "oversized",
   /** RFC 6062: a peer connection beyond the per-allocation limit, refused. */
   "connection-limit",
+  /** Relayed payload over its allocation's or its user's bandwidth limit (bandwidth.ts). */
+  "bandwidth-limit",
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -55,6 +57,11 @@ export const AUTH_FAILURE_REASONS = [
   "malformed",
   /** MESSAGE-INTEGRITY does not verify with any key: a wrong password. */
   "bad-integrity",
+  /**
+   * A pinned username signed as a plain REST one (401, like a wrong password): minted before
+   * pinned credentials had a key of their own, or by a generic REST service asked for that name.
+   */
+  "legacy-pinned",
   /** PASSWORD-ALGORITHM(S) bid-down or an algorithm we do not offer (RFC 8489 §9.2.4). */
   "bad-algorithm",
   /**
@@ -72,8 +79,17 @@ export interface ServerStats {
   allocationsCreated: number;
   permissionsActive: number;
   channelsActive: number;
+  /** EVEN-PORT reservations held (RFC 8656 §7.2): each counts in its principal's quota. */
+  reservationsActive: number;
   /** 401 challenges sent to requests without credentials: the normal first round trip. */
   challenges: number;
+  /**
+   * Requests authenticated with old-scheme pinned credentials inside the transition window
+   * (SharedSecretCredentials legacyPinnedUntil): a runtime warns while this grows.
+   */
+  legacyPinnedAccepted: number;
+  /** Times an RFC 6062 pipe was told to pause reading for a bandwidth limit (chargeConnectionBytes). */
+  bandwidthPauses: number;
   readonly drops: Record<DropReason, number>;
   readonly authFailures: Record<AuthFailureReason, number>;
 }
@@ -88,7 +104,10 @@ export function createServerStats(): ServerStats {
     allocationsCreated: 0,
     permissionsActive: 0,
     channelsActive: 0,
+    reservationsActive: 0,
     challenges: 0,
+    legacyPinnedAccepted: 0,
+    bandwidthPauses: 0,
     drops,
     authFailures,
   };

@@ -241,6 +241,18 @@ export class TcpRelay {
     this.#forget(connection);
   }
 
+  /**
+   * Bytes moved through the bound pipe of peer connection `id`: charged to its allocation's
+   * bandwidth buckets; the ms to pause reading (0: none, or no such pipe, or no limit).
+   */
+  charge(id: PeerConnectionId, bytes: number, now: number): number {
+    const connection = this.#byId.get(id);
+    if (connection?.state !== "bound" || !(bytes > 0)) return 0;
+    const pause = connection.allocation.bandwidth?.charge(bytes, now) ?? 0;
+    if (pause > 0) this.#stats.bandwidthPauses++;
+    return pause;
+  }
+
   /** A client connection closed: if it was a bound data connection, its peer's closes too (§5.5). */
   dataConnectionClosed(connection: ConnectionId): void {
     const bound = this.#byDataConnection.get(connection);

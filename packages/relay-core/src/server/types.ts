@@ -11,6 +11,7 @@ import type {
   RelayId,
 } from "../ids.js";
 import type { ClientEndpoint, ClientTransport } from "./allocation.js";
+import type { BucketRef } from "./bandwidth.js";
 
 /** Drained with `TurnServer.pollOutput()` and executed by the runtime in order. */
 export type TurnServerOutput =
@@ -104,6 +105,14 @@ export type TurnServerOutput =
        * expiry, exactly when the server's own data path stops relaying it.
        */
       readonly expiresAt: number;
+      /**
+       * The token bucket of its allocation (maxBytesPerSecond: `id` is the allocation id) and
+       * of its user (maxBytesPerSecondPerUser: `id` names the user's bucket, the same for all
+       * its allocations), with their rate and burst; undefined without that limit. Charge both
+       * ways' application data to both, the allocation's first (README.md, "Bandwidth limits").
+       */
+      readonly allocationBucket: BucketRef | undefined;
+      readonly userBucket: BucketRef | undefined;
     }
   | {
       /**
