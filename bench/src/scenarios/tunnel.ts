@@ -19,7 +19,7 @@ import {
 } from "../tunnel/iperf.js";
 import { sshTools, startSshReverse } from "../tunnel/ssh-reverse.js";
 import { startTunnel, tunnelUnavailable } from "../tunnel/turnpike-tunnel.js";
-import { SATURATION } from "./relay.js";
+import { SATURATION } from "./relay-metrics.js";
 import type { BenchOptions, Metric, ScenarioResult } from "./types.js";
 
 export type RelayKind = "turnpike" | "coturn" | "external";
