@@ -31,6 +31,7 @@ import {
 
 async function main(p: Plan): Promise<number> {
   const { argv, chosen, opts, base, relays, floors, kinds } = p;
+  process.stderr.write(`# network: ${networkInfo().note}\n`);
   if (p.micro) await runMicro(argv.quick);
   if (chosen.length === 0) return 0;
   const progress = new Progress();

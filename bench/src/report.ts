@@ -407,6 +407,7 @@ export function renderHtml(report: BenchReport): string {
 </head><body>
 <h1>turnpike-bench</h1>
 <p>${esc(report.machine.date)} · ${esc(report.machine.cpuModel)} · ${report.machine.cores} cores · Node ${esc(report.machine.node)} · coturn ${esc(report.machine.coturn)} · turnpike ${esc(report.machine.turnpike)}</p>
+<p>Network: ${esc(report.network.note)}<br>Generator: ${esc(report.generator.note)}</p>
 ${sections.join("\n")}
 <h2>Table</h2>
 <pre>${esc(table)}</pre>
