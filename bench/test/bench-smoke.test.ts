@@ -237,14 +237,18 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it("measures coturn end to end (tunnel paths too) and writes the table, the JSON and the HTML report", async () => {
-    const json = path.join(dir, "coturn.json");
-    const out = path.join(dir, "out-coturn");
-    const run = await runBench(["--quick", "--server", "coturn", "--json", json, "--out", out]);
+  /** Runs the bench with a JSON report and an HTML directory of its own; it must succeed. */
+  async function runReported(name: string, args: string[]) {
+    const json = path.join(dir, `${name}.json`);
+    const run = await runBench([...args, "--json", json, "--out", path.join(dir, `out-${name}`)]);
     expect(run.code, run.stderr).toBe(0);
+    return { run, report: JSON.parse(readFileSync(json, "utf8")) as Report };
+  }
+
+  it("measures coturn end to end (tunnel paths too) and writes the table, the JSON and the HTML report", async () => {
+    const { run, report } = await runReported("coturn", ["--quick", "--server", "coturn"]);
     expect(run.stdout).toContain("## relay");
     expect(run.stdout).toContain("server CPU per relayed packet");
-    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
     expect(report.machine.coturn).toMatch(/\d+\.\d+/);
     expect(report.machine.node).toBe(process.version);
     expectFigures(report, "coturn");
@@ -253,7 +257,7 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     expectNoRelay(report);
     expectNetwork(run, report);
     expect(leftovers()).toEqual([]);
-    const html = readFileSync(path.join(out, "latest.html"), "utf8");
+    const html = readFileSync(path.join(dir, "out-coturn", "latest.html"), "utf8");
     expect(html).toContain("<svg");
     expect(html).toContain("coturn");
     if (missingTools("iperf3").length === 0) expect(html).toContain("TCP throughput");
@@ -267,19 +271,8 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
       ctx.skip();
       return;
     }
-    const json = path.join(dir, "both.json");
-    const run = await runBench([
-      "--quick",
-      "--server",
-      "both",
-      "--json",
-      json,
-      "--out",
-      path.join(dir, "out-both"),
-    ]);
-    expect(run.code, run.stderr).toBe(0);
+    const { run, report } = await runReported("both", ["--quick", "--server", "both"]);
     expect(run.stdout).toContain("turnpike/coturn");
-    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
     expectFigures(report, "turnpike");
     expectFigures(report, "coturn");
     expectTunnel(report, ["turnpike", "coturn"]);
@@ -307,21 +300,14 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
       ctx.skip();
       return;
     }
-    const json = path.join(dir, "udp-io.json");
-    const run = await runBench([
+    const { run, report } = await runReported("udp-io", [
       "relay",
       "--quick",
       "--server",
       "both",
       "--udp-io",
       "batch,dgram",
-      "--json",
-      json,
-      "--out",
-      path.join(dir, "out-udp-io"),
     ]);
-    expect(run.code, run.stderr).toBe(0);
-    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
     expect(report.options.udpIo).toEqual(["batch", "dgram"]);
     expect(report.options.floor).toEqual(["batch", "dgram", "no-relay"]);
     expect(report.results.map((r) => r.server)).toEqual([
@@ -357,21 +343,14 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
   });
 
   it("runs the JavaScript generator on request, with the no-relay column", async () => {
-    const json = path.join(dir, "js.json");
-    const run = await runBench([
+    const { run, report } = await runReported("js", [
       "relay",
       "--quick",
       "--server",
       "coturn",
       "--generator",
       "js",
-      "--json",
-      json,
-      "--out",
-      path.join(dir, "out-js"),
     ]);
-    expect(run.code, run.stderr).toBe(0);
-    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
     expect(report.generator.kind).toBe("js");
     expect(report.results.map((r) => [r.server, r.generator])).toEqual([
       ["coturn", "js"],
@@ -390,8 +369,7 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
       ctx.skip();
       return;
     }
-    const json = path.join(dir, "kernel-path.json");
-    const run = await runBench([
+    const { run, report } = await runReported("kernel-path", [
       "relay",
       "--quick",
       "--server",
@@ -402,13 +380,7 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
       "none",
       "--duration",
       "1",
-      "--json",
-      json,
-      "--out",
-      path.join(dir, "out-kernel-path"),
     ]);
-    expect(run.code, run.stderr).toBe(0);
-    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
     for (const kp of ["off", "tc"]) {
       const server = `turnpike (kernel-path ${kp})`;
       const row = report.results.find((r) => r.server === server);

@@ -42,7 +42,9 @@ describe("native generator and echo peer", () => {
   it("offers a phase at the asked rate over every socket and counts each echo's round trip", async () => {
     const { gen, peer } = await directLoad(10);
     const progress: number[] = [];
-    const sent = await gen.send(1, 4000, 0.6, 100, (slot) => progress.push(slot));
+    const sent = await gen.send({ id: 1, rate: 4000, seconds: 0.6, size: 100 }, (slot) =>
+      progress.push(slot),
+    );
     expect(sent).toMatchObject({ sent: 2400, due: 2400 });
     expect(sent.sendSeconds).toBeGreaterThan(0.5);
     expect(progress.length).toBeGreaterThan(0);
@@ -83,14 +85,14 @@ describe("native generator and echo peer", () => {
     const gen = await NativeGenerator.start(open.opened, server, true);
     stops.push(() => gen.close());
 
-    const first = await gen.send(1, 1000, 0.2, 64, () => {});
+    const first = await gen.send({ id: 1, rate: 1000, seconds: 0.2, size: 64 }, () => {});
     expect(first.sent).toBe(200);
     for (let i = 0; i < 40 && held.length < 200; i++) await new Promise((r) => setTimeout(r, 25));
     expect(held).toHaveLength(200);
     expect((await gen.finish()).totalCount).toBe(0);
 
     holding = false;
-    const sending = gen.send(2, 1000, 0.3, 64, () => {});
+    const sending = gen.send({ id: 2, rate: 1000, seconds: 0.3, size: 64 }, () => {});
     for (const h of held) peer.send(h.msg, h.port, "127.0.0.1");
     const second = await sending;
     for (let i = 0; i < 40 && (await gen.received()) < second.sent; i++) {

@@ -22,6 +22,15 @@ export interface SendResult {
   sendSeconds: number;
 }
 
+/** One phase of load: `rate` packets/s of `size`-byte payloads for `seconds`. */
+export interface Phase {
+  /** stamped in every payload; phases count from 1 */
+  id: number;
+  rate: number;
+  seconds: number;
+  size: number;
+}
+
 /** Called about every 250 ms while sending: packets due so far and echoes received. */
 export type SendProgress = (slot: number, received: number) => void;
 
@@ -31,14 +40,8 @@ export interface LoadGenerator {
   readonly pid: number;
   /** that CPU so far, µs (exact for the bench process, in clock ticks from /proc otherwise) */
   cpuMicros(): number | undefined;
-  /** Offers `rate` packets/s of `size`-byte payloads for `seconds`; resolves once all left. */
-  send(
-    phase: number,
-    rate: number,
-    seconds: number,
-    size: number,
-    progress: SendProgress,
-  ): Promise<SendResult>;
+  /** Offers a phase's packets at its rate; resolves once all left. */
+  send(phase: Phase, progress: SendProgress): Promise<SendResult>;
   /** Echoes of the phase received so far. */
   received(): Promise<number>;
   /** Ends the phase (later echoes do not count) and gives its round trips, µs. */
@@ -95,13 +98,7 @@ export class JsGenerator implements LoadGenerator {
     return u.user + u.system;
   }
 
-  send(
-    phase: number,
-    rate: number,
-    seconds: number,
-    size: number,
-    progress: SendProgress,
-  ): Promise<SendResult> {
+  send({ id: phase, rate, seconds, size }: Phase, progress: SendProgress): Promise<SendResult> {
     this.phase = phase;
     this.count = 0;
     this.histogram = newHistogram();

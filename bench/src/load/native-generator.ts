@@ -11,6 +11,7 @@ import type { RunningServer } from "../servers.js";
 import {
   type LoadGenerator,
   newHistogram,
+  type Phase,
   type SendProgress,
   type SendResult,
 } from "./generator.js";
@@ -57,20 +58,14 @@ export class NativeGenerator implements LoadGenerator {
     return cpuMicros(this.pid);
   }
 
-  async send(
-    phase: number,
-    rate: number,
-    seconds: number,
-    size: number,
-    progress: SendProgress,
-  ): Promise<SendResult> {
+  async send({ id, rate, seconds, size }: Phase, progress: SendProgress): Promise<SendResult> {
     this.helper.onLine = (f) => {
       if (f[0] === "progress") progress(Number(f[1]), Number(f[2]));
     };
     try {
       // A generator that cannot keep up takes longer than `seconds`: allow for it, bounded.
       const [sent, due, , sendSeconds] = await this.helper.request(
-        `run ${phase} ${rate} ${seconds} ${size}`,
+        `run ${id} ${rate} ${seconds} ${size}`,
         "sent",
         (seconds * 4 + 30) * 1000,
       );

@@ -145,12 +145,15 @@ export class RelayLoad {
     progress.start(label, total);
     let last = { t: performance.now(), received: 0 };
     const start = this.mark();
-    const sending = await this.generator.send(phase, rate, seconds, size, (slot, received) => {
-      const now = performance.now();
-      const pps = ((received - last.received) * 1000) / Math.max(1, now - last.t);
-      progress.update(slot, `${Math.round(pps)} pkt/s`);
-      last = { t: now, received };
-    });
+    const sending = await this.generator.send(
+      { id: phase, rate, seconds, size },
+      (slot, received) => {
+        const now = performance.now();
+        const pps = ((received - last.received) * 1000) / Math.max(1, now - last.t);
+        progress.update(slot, `${Math.round(pps)} pkt/s`);
+        last = { t: now, received };
+      },
+    );
     // Core shares are taken over the sending time only: the drain below idles for >= 500 ms
     // whenever a packet is lost, and counting that wait would dilute a saturated process
     // (0.5 s of sending + 0.5 s of drain = half the share) exactly at the point of loss.

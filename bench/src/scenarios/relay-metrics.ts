@@ -241,5 +241,13 @@ export function limitedBy(r: PhaseResult, relay: boolean): string {
             ? "the relay"
             : "the kernel and the machine (no process saturated)";
   const machine = r.machineCores === null ? "" : `, machine ${r.machineCores.toFixed(2)} cores`;
-  return `${who}: at ${r.targetRate} pkt/s ${r.lossPct.toFixed(2)} % loss; CPU of a core: relay ${pct(r.serverCore)}, generator ${pct(r.generatorCore)}, echo peer ${pct(r.peerCore)}${machine}`;
+  // A machine near full while the run's own processes use little of it: other work took the
+  // cores, and the step says more about that than about the relay.
+  const cores = os.availableParallelism();
+  const ours = (r.serverCore ?? 0) + r.generatorCore + r.peerCore;
+  const crowded =
+    r.machineCores !== null && r.machineCores > cores * 0.9 && ours < r.machineCores * 0.6
+      ? `; the machine was busy with other work (relay + generator + echo peer used ${ours.toFixed(2)} of the ${r.machineCores.toFixed(2)} cores busy)`
+      : "";
+  return `${who}: at ${r.targetRate} pkt/s ${r.lossPct.toFixed(2)} % loss; CPU of a core: relay ${pct(r.serverCore)}, generator ${pct(r.generatorCore)}, echo peer ${pct(r.peerCore)}${machine}${crowded}`;
 }
