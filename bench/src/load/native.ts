@@ -43,8 +43,10 @@ function checkNative(): string | undefined {
     timeout: 60_000,
   });
   if (run.status === 0) return undefined;
-  const why = (run.stderr || run.stdout || "").trim().split("\n").pop();
-  return why || `build-native.mjs exited with ${run.status ?? run.signal}`;
+  const line = (run.stderr || run.stdout || "").trim().split("\n").pop() ?? "";
+  // The script's own line: "...: native generator not built (REASON); the bench will use ...".
+  const why = /not built \((.*)\);/.exec(line)?.[1] ?? line;
+  return `not built: ${why || `build-native.mjs exited with ${run.status ?? run.signal}`}`;
 }
 
 interface Waiter {

@@ -1,6 +1,7 @@
 // `relay`: N allocations relay paced traffic to an echo peer and back. Every packet carries
 // (phase, sequence, send time) so the generator measures the round trip and counts loss. The
 // same load runs with no relay at all (generator <-> echo peer), the floor of the round trip.
+import { isIPv4 } from "node:net";
 import { type GeneratorKind, JsGenerator, type LoadGenerator } from "../load/generator.js";
 import { NativeGenerator } from "../load/native-generator.js";
 import { startEchoPeer } from "../load/peer.js";
@@ -35,7 +36,8 @@ const CEILING = {
 /** Which generator a column runs: native where asked and where it can (UDP ChannelData). */
 function generatorFor(ctx: ScenarioContext): { kind: GeneratorKind; note: string } {
   const { opts } = ctx;
-  const nativeFits = opts.transport === "udp" && opts.mode === "channel";
+  // The native generator takes IPv4 5-tuples (a relay --external names may be a host name).
+  const nativeFits = opts.transport === "udp" && opts.mode === "channel" && isIPv4(ctx.server.host);
   if (opts.generator === "native" && nativeFits)
     return {
       kind: "native",
@@ -43,7 +45,7 @@ function generatorFor(ctx: ScenarioContext): { kind: GeneratorKind; note: string
     };
   return {
     kind: "js",
-    note: `generator: JavaScript (the bench process; echo peer: a node:dgram child)${opts.generator === "native" ? "; the native generator sends UDP ChannelData only" : ""}`,
+    note: `generator: JavaScript (the bench process; echo peer: a node:dgram child)${opts.generator === "native" ? "; the native generator sends UDP ChannelData to an IPv4 address only" : ""}`,
   };
 }
 
