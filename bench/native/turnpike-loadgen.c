@@ -8,6 +8,11 @@
 // socket is its own 5-tuple, so consecutive packets never share a sendmmsg) and a share of a
 // recvmmsg(2) batch; no allocation, no formatting.
 //
+// While sending it wakes once per pacing tick (250 µs), not per echo: it sends what is due,
+// then reads whatever echoes are ready. A round trip ends when the kernel queued the echo on
+// the socket (SO_TIMESTAMPNS), not when the generator got round to reading it, so reading late
+// costs no accuracy; send stamps use the same clock (CLOCK_REALTIME).
+//
 // argv[1]: "channel" = ChannelData (RFC 8656 §12.4) with the tuple's channel number in front of
 // the payload; "raw" = the payload alone (no relay: straight to the echo peer).
 //
@@ -24,12 +29,12 @@
 #include <math.h>
 #include <sys/epoll.h>
 
-#define PAYLOAD_HEADER 16 // u32 phase, u32 sequence, u64 send time (ns, CLOCK_MONOTONIC)
+#define PAYLOAD_HEADER 16 // u32 phase, u32 sequence, u64 send time (ns, CLOCK_REALTIME)
 #define MAX_PAYLOAD 65507
 /** Only the front of an echo is read: the header and the payload's stamp. */
 #define RX_SLOT 128
-/** A sending loop waits at least this long between rounds: bursts of rate x 100 µs. */
-#define PACING_QUANTUM_NS 100000ull
+/** A sending loop wakes this often: bursts of rate x 250 µs, and echoes read in batches. */
+#define PACING_TICK_NS 250000ull
 #define PROGRESS_NS 250000000ull
 #define SOCKET_BUFFER (1 << 20)
 
@@ -67,6 +72,17 @@ static uint8_t tx[4 + MAX_PAYLOAD];
 static struct mmsghdr rx[BATCH];
 static struct iovec rx_iov[BATCH];
 static uint8_t rx_buf[BATCH][RX_SLOT];
+static union {
+  struct cmsghdr align;
+  char buf[CMSG_SPACE(sizeof(struct timespec))];
+} rx_ctrl[BATCH];
+
+/** The clock of the stamps: the one the kernel's receive timestamps (SO_TIMESTAMPNS) use. */
+static inline uint64_t real_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static size_t bucket_of(uint64_t us) {
   if (us < 2 * SUB_COUNT) return (size_t)us;
@@ -103,6 +119,8 @@ static void open_tuples(void) {
       say("error connect from %s:%d: %s", t->local_ip, t->local_port, strerror(errno));
       exit(1);
     }
+    int on = 1;
+    setsockopt(t->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = i + 1};
     epoll_ctl(ep, EPOLL_CTL_ADD, t->fd, &ev);
   }
@@ -145,7 +163,7 @@ static uint64_t pace(uint64_t now) {
       tx[1] = (uint8_t)t->channel;
     }
     uint32_t seq = (uint32_t)slot;
-    uint64_t stamp = mono_ns();
+    uint64_t stamp = real_ns();
     memcpy(tx + head, &phase, 4);
     memcpy(tx + head + 4, &seq, 4);
     memcpy(tx + head + 8, &stamp, 8);
@@ -163,10 +181,23 @@ static uint64_t pace(uint64_t now) {
   return due - slot;
 }
 
+/** When the kernel queued a received datagram (SO_TIMESTAMPNS), or `fallback`. */
+static uint64_t received_at(struct msghdr *m, uint64_t fallback) {
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+      struct timespec ts;
+      memcpy(&ts, CMSG_DATA(c), sizeof ts);
+      return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    }
+  }
+  return fallback;
+}
+
 static void receive(int fd) {
+  for (int i = 0; i < BATCH; i++) rx[i].msg_hdr.msg_controllen = sizeof rx_ctrl[i];
   int n = recvmmsg(fd, rx, BATCH, MSG_DONTWAIT, NULL);
   if (n <= 0) return;
-  uint64_t now = mono_ns();
+  uint64_t now = real_ns();
   size_t head = channel_framing ? 4 : 0;
   for (int i = 0; i < n; i++) {
     const uint8_t *b = rx_buf[i];
@@ -179,7 +210,8 @@ static void receive(int fd) {
     memcpy(&stamp, b + head + 8, 8);
     if (!phase_open || p != phase) continue;
     received++;
-    record(now > stamp ? (now - stamp) / 1000 : 1);
+    uint64_t at = received_at(&rx[i].msg_hdr, now);
+    record(at > stamp ? (at - stamp) / 1000 : 1);
   }
 }
 
@@ -245,7 +277,8 @@ int main(int argc, char **argv) {
   channel_framing = strcmp(argv[1], "channel") == 0;
   for (int i = 0; i < BATCH; i++) {
     rx_iov[i] = (struct iovec){.iov_base = rx_buf[i], .iov_len = RX_SLOT};
-    rx[i].msg_hdr = (struct msghdr){.msg_iov = &rx_iov[i], .msg_iovlen = 1};
+    rx[i].msg_hdr = (struct msghdr){
+        .msg_iov = &rx_iov[i], .msg_iovlen = 1, .msg_control = rx_ctrl[i].buf};
   }
   ep = epoll_create1(EPOLL_CLOEXEC);
   struct epoll_event in = {.events = EPOLLIN, .data.u64 = 0};
@@ -256,33 +289,35 @@ int main(int argc, char **argv) {
   static struct lines commands;
   struct epoll_event evs[BATCH];
   for (;;) {
-    // Input, then the sends due, then wait: for the next packet due (at least a pacing
-    // quantum, so a high rate goes out in small bursts instead of a busy loop), for echoes,
-    // or for the bench's next command.
-    struct timespec wait = {0, 0};
-    struct timespec *timeout = NULL;
+    // Sending: a tick at a time (send what is due, read what echoes are ready, sleep to the next
+    // tick). Otherwise: wait for the bench's next command or for echoes (the drain).
+    uint64_t next_tick = 0;
     if (sending) {
       uint64_t now = mono_ns();
-      if (pace(now) == 0 && sending) {
-        uint64_t next = t0 + (uint64_t)((double)(slot + 1) * 1e9 / rate);
-        uint64_t ns = next > now ? next - now : 0;
-        if (ns < PACING_QUANTUM_NS) ns = PACING_QUANTUM_NS;
-        wait = (struct timespec){(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
-      }
-      if (sending) timeout = &wait;
+      uint64_t left = pace(now);
       if (sending && now >= next_progress) {
         say("progress %llu %llu", (unsigned long long)slot, (unsigned long long)received);
         next_progress = now + PROGRESS_NS;
       }
+      // Still due (a catch-up burst was capped): no sleep before the next round.
+      next_tick = left > 0 ? now : now + PACING_TICK_NS;
     }
-    int n = epoll_pwait2(ep, evs, BATCH, timeout, NULL);
-    for (int i = 0; i < n; i++) {
-      uint64_t id = evs[i].data.u64;
-      if (id == 0) {
-        if (!read_lines(&commands, on_command)) return 0;
-      } else {
-        receive(tuples[id - 1].fd);
+    struct timespec zero = {0, 0};
+    for (int round = 0; round < 8; round++) {
+      int n = epoll_pwait2(ep, evs, BATCH, sending ? &zero : NULL, NULL);
+      for (int i = 0; i < n; i++) {
+        uint64_t id = evs[i].data.u64;
+        if (id == 0) {
+          if (!read_lines(&commands, on_command)) return 0;
+        } else {
+          receive(tuples[id - 1].fd);
+        }
       }
+      if (n < BATCH) break;
+    }
+    if (sending && next_tick > mono_ns()) {
+      struct timespec at = {(time_t)(next_tick / 1000000000ull), (long)(next_tick % 1000000000ull)};
+      clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL);
     }
   }
 }
