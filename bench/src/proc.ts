@@ -1,7 +1,7 @@
 // Process accounting from /proc: CPU time and resident memory of the relay under test
 // and of the bench's own processes, plus a description of the machine.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 
 let clockTicks: number | undefined;
@@ -227,4 +227,44 @@ export function udpDropCounters(): { rcvbufErrors: number; sndbufErrors: number 
   } catch {
     return undefined;
   }
+}
+
+/**
+ * CPU the whole machine spent so far, µs: from the first line of /proc/stat (all CPUs), user +
+ * nice + system + irq + softirq + steal, without idle and iowait (guest time is already in
+ * user). Every process counts, and so does the kernel's work in interrupt context. Undefined
+ * without /proc.
+ */
+export function machineBusyMicros(): number | undefined {
+  try {
+    const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0] ?? "";
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal guest guest_nice
+    const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + (f[7] ?? 0);
+    return Number.isFinite(busy) ? (busy * 1e6) / clkTck() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The kernel's softirq threads (ksoftirqd/N): softirq work the kernel defers under load (such
+ * as loopback delivery) runs there instead of in the sending process.
+ */
+export function softirqThreadPids(): number[] {
+  const pids: number[] = [];
+  try {
+    for (const name of readdirSync("/proc")) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        if (readFileSync(`/proc/${name}/comm`, "utf8").startsWith("ksoftirqd/"))
+          pids.push(Number(name));
+      } catch {
+        // exited while we looked
+      }
+    }
+  } catch {
+    // no /proc
+  }
+  return pids;
 }

@@ -2,6 +2,8 @@
 // with inline SVG charts (latency percentiles per server; delivered vs offered for ramps).
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import type { GeneratorKind } from "./load/generator.js";
+import type { NetworkInfo } from "./netns.js";
 import type { MachineInfo } from "./proc.js";
 import type { BenchOptions, Metric, ScenarioResult } from "./scenarios/types.js";
 
@@ -17,7 +19,28 @@ export interface BenchReport {
   options: BenchOptions;
   servers: ServerInfo[];
   results: ScenarioResult[];
-  generator: { pid: number; note: string };
+  generator: { kind: GeneratorKind; note: string };
+  network: NetworkInfo;
+}
+
+/** Said once under a scenario's table: how to read its figures. */
+const SCENARIO_NOTES: Record<string, string[]> = {
+  relay: [
+    "machine CPU = /proc/stat over all CPUs (user+nice+system+irq+softirq+steal) over the same window as the per-process figures, per round trip: every process and the kernel. On loopback the kernel delivers a datagram into the receiving socket within the sender's system call, so that work is charged to whichever process sends (a relay's own figure includes delivering into the echo peer's and the client's sockets; an in-kernel hop's work lands on the generator and the echo peer): compare machine CPU across columns, process figures within one.",
+    "the machine may run other work too ('machine CPU before the load' shows how much): then the figure of the run's own processes (relay, generator, echo peer, the bench, and the kernel's ksoftirqd threads, which take over softirq work under load) is what the machine figure would be without it; on a shared machine compare ratios within one run.",
+  ],
+};
+
+/** The relay's RSS once it was ready, before any load: in every scenario's table. */
+export function idleRssMetric(bytes: number | undefined): Metric {
+  return {
+    key: "serverIdleRssMB",
+    label: "server RSS idle (after start, before load)",
+    unit: "MB",
+    value: bytes === undefined ? null : bytes / 2 ** 20,
+    better: "lower",
+    digits: 1,
+  };
 }
 
 export function formatValue(m: Pick<Metric, "value" | "digits">): string {
@@ -80,8 +103,40 @@ export function addFloorNotes(results: ScenarioResult[]): void {
   }
 }
 
+/**
+ * In the relay table, a note per relay column against the no-relay column (the round trip's
+ * floor on this machine): machine CPU per round trip and RTT p50, each as a ratio.
+ */
+export function addNoRelayNotes(results: ScenarioResult[]): void {
+  const rows = results.filter((r) => r.scenario === "relay" && !r.skipped && !r.error);
+  const floor = rows.find((r) => r.server === "no relay");
+  if (!floor) return;
+  const get = (r: ScenarioResult, key: string) =>
+    r.metrics.find((m) => m.key === key)?.value ?? null;
+  for (const r of rows) {
+    if (r === floor || isFloor(r.server)) continue;
+    const parts: string[] = [];
+    for (const [key, what] of [
+      ["machineUsPerRoundTrip", "machine CPU per round trip"],
+      ["runUsPerRoundTrip", "the run's processes"],
+      ["rttP50Us", "RTT p50"],
+    ] as const) {
+      const a = get(r, key);
+      const b = get(floor, key);
+      if (a !== null && b !== null && b > 0)
+        parts.push(
+          `${what} ${(a / b).toFixed(2)}x (${a.toFixed(key === "rttP50Us" ? 0 : 2)} against ${b.toFixed(key === "rttP50Us" ? 0 : 2)} µs)`,
+        );
+    }
+    if (parts.length > 0) r.notes.push(`against no relay: ${parts.join("; ")}`);
+  }
+}
+
 export function renderTable(report: BenchReport): string {
-  const lines: string[] = [];
+  const lines: string[] = [
+    `Network: ${report.network.note}`,
+    `Generator: ${report.generator.note}`,
+  ];
   const scenarios = [...new Set(report.results.map((r) => r.scenario))];
   for (const sc of scenarios) {
     const all = report.results.filter((r) => r.scenario === sc);
@@ -126,6 +181,7 @@ export function renderTable(report: BenchReport): string {
     for (const r of rows) for (const n of r.notes) lines.push(`- ${r.server}: ${n}`);
     for (const r of rows) if (r.error) lines.push(`- ${r.server}: ERROR ${r.error.split("\n")[0]}`);
     for (const r of all) if (r.skipped) lines.push(`- ${r.server}: SKIPPED ${r.skipped}`);
+    for (const n of SCENARIO_NOTES[sc] ?? []) lines.push(`- ${n}`);
   }
   const m = report.machine;
   lines.push(
@@ -145,6 +201,7 @@ const COLORS: Record<string, string> = {
   coturn: "#d62728",
   "floor (batch)": "#7f7f7f",
   "floor (dgram)": "#bcbd22",
+  "no relay": "#000000",
 };
 const color = (name: string, i: number) =>
   COLORS[name] ?? ["#2ca02c", "#9467bd", "#8c564b"][i % 3]!;
@@ -350,6 +407,7 @@ export function renderHtml(report: BenchReport): string {
 </head><body>
 <h1>turnpike-bench</h1>
 <p>${esc(report.machine.date)} · ${esc(report.machine.cpuModel)} · ${report.machine.cores} cores · Node ${esc(report.machine.node)} · coturn ${esc(report.machine.coturn)} · turnpike ${esc(report.machine.turnpike)}</p>
+<p>Network: ${esc(report.network.note)}<br>Generator: ${esc(report.generator.note)}</p>
 ${sections.join("\n")}
 <h2>Table</h2>
 <pre>${esc(table)}</pre>

@@ -15,11 +15,21 @@ import type { FloorStats } from "./floor/floor.js";
 import type { Address } from "./load/stun-lite.js";
 import { freePort } from "./ports.js";
 
-export type ServerKind = "turnpike" | "coturn" | "external" | "floor";
+export type ServerKind = "turnpike" | "coturn" | "external" | "floor" | "no-relay";
 
 /** Turnpike's two UDP data paths (`--udp-io`), and the I/O a floor forwarder runs on. */
 export type UdpIo = "batch" | "dgram";
 export const UDP_IO: readonly UdpIo[] = ["batch", "dgram"];
+
+/** Turnpike's kernel data path (`--kernel-path`): bound ChannelData relayed by a TC program. */
+export type KernelPath = "off" | "tc";
+export const KERNEL_PATHS: readonly KernelPath[] = ["off", "tc"];
+
+/**
+ * The relay would not start with an option the bench passed (today: `--kernel-path`, until the
+ * relay knows it): the column is SKIPPED with the relay's own one-line error, not a result.
+ */
+export class RelayRefused extends Error {}
 
 /** A floor forwarder's controls (src/floor/): it learns the echo peers and reports counters. */
 export interface FloorControl {
@@ -58,6 +68,10 @@ export interface RunningServer {
   notes: string[];
   /** the UDP data path Turnpike reported at start, or the floor's I/O */
   udpIo?: UdpIo;
+  /** the kernel data path Turnpike reported at start (`kernelPath=` in its ready line) */
+  kernelPath?: string;
+  /** RSS right after it was ready, before any load (cli.ts takes it) */
+  idleRss?: number;
   /** only for kind "floor" */
   floor?: FloorControl;
   stop(): Promise<void>;
@@ -150,6 +164,8 @@ export function turnpikeAvailable(): boolean {
 
 /** The relay's "ready" log line names its UDP data path (`udpIo=`) and why auto fell back. */
 const READY_LINE = /\bINFO ready\b.*\budpIo=(batch|dgram)\b(?:.*\budpIoFallback=(.*))?/;
+/** ... and, once it has one, its kernel data path (`kernelPath=tc|off`). */
+const KERNEL_PATH = /\bkernelPath=(\w+)/;
 
 /** The ready line, once the relay's stderr has reached us (it may trail the STUN answer). */
 async function readyLine(out: string[], timeoutMs = 2000): Promise<RegExpExecArray | undefined> {
@@ -164,24 +180,36 @@ async function readyLine(out: string[], timeoutMs = 2000): Promise<RegExpExecArr
   }
 }
 
+/** What a Turnpike column asks of the relay; each field undefined = the relay's default. */
+export interface TurnpikeVariant {
+  udpIo?: UdpIo;
+  workers?: number;
+  kernelPath?: KernelPath;
+}
+
 /**
- * Starts turnpike-relay. `udpIo` forces a UDP data path (`--udp-io`) and names the column
- * "turnpike (batch)" / "turnpike (dgram)"; without it the relay runs on its default ("auto")
- * and the column is "turnpike". Either way the path it reports at start is in `udpIo`.
+ * A Turnpike column's name: "turnpike", or with the path, worker count and kernel path it was
+ * asked for: "turnpike (batch, 1 worker, kernel-path tc)".
  */
-/** A Turnpike column's name: "turnpike", or with the path and worker count it was asked for. */
-export function turnpikeName(udpIo: UdpIo | undefined, workers: number | undefined): string {
+export function turnpikeName(v: TurnpikeVariant): string {
   const parts: string[] = [];
-  if (udpIo) parts.push(udpIo);
-  if (workers !== undefined) parts.push(workers === 1 ? "1 worker" : `${workers} workers`);
+  if (v.udpIo) parts.push(v.udpIo);
+  if (v.workers !== undefined) parts.push(v.workers === 1 ? "1 worker" : `${v.workers} workers`);
+  if (v.kernelPath) parts.push(`kernel-path ${v.kernelPath}`);
   return parts.length > 0 ? `turnpike (${parts.join(", ")})` : "turnpike";
 }
 
+/**
+ * Starts turnpike-relay. `udpIo` forces a UDP data path (`--udp-io`), `workers` a worker count,
+ * `kernelPath` the kernel data path (`--kernel-path`); the column's name says which were asked.
+ * What the relay reports at start (udpIo=, kernelPath=) is in the server and its notes. A relay
+ * that will not start with `--kernel-path` throws RelayRefused with its one-line error.
+ */
 export async function startTurnpike(
   s: ServerSettings,
-  udpIo?: UdpIo,
-  workers?: number,
+  v: TurnpikeVariant = {},
 ): Promise<RunningServer> {
+  const { udpIo, workers, kernelPath } = v;
   if (!turnpikeAvailable()) {
     throw new Error(
       `turnpike-relay is not built (${path.relative(process.cwd(), turnpikeDist)} missing): run pnpm exec tsc -b`,
@@ -216,6 +244,7 @@ export async function startTurnpike(
     "0",
     ...(udpIo ? ["--udp-io", udpIo] : []),
     ...(workers !== undefined ? ["--workers", String(workers)] : []),
+    ...(kernelPath ? ["--kernel-path", kernelPath] : []),
   ];
   // The defaults are the relay's own, not whatever TURNPIKE_UDP_IO or _WORKERS this shell has.
   const { TURNPIKE_UDP_IO: _ignored, TURNPIKE_WORKERS: _ignoredToo, ...env } = process.env;
@@ -239,8 +268,13 @@ export async function startTurnpike(
     ],
     () => {},
   );
-  server.name = turnpikeName(udpIo, workers);
-  await readyOrFail(server, child, out, 15000);
+  server.name = turnpikeName(v);
+  try {
+    await readyOrFail(server, child, out, 15000);
+  } catch (e) {
+    const refusal = kernelPath ? out.findLast((l) => /kernel.?path/i.test(l)) : undefined;
+    throw refusal ? new RelayRefused(refusal.trim()) : e;
+  }
   const ready = await readyLine(out);
   if (ready) {
     server.udpIo = ready[1] as UdpIo;
@@ -250,7 +284,37 @@ export async function startTurnpike(
   } else {
     server.notes.push("UDP data path: not reported (no ready line in the relay's log)");
   }
+  if (kernelPath) {
+    const line = out.find((l) => READY_LINE.test(l));
+    server.kernelPath = (line && KERNEL_PATH.exec(line)?.[1]) || undefined;
+    server.notes.push(
+      server.kernelPath === undefined
+        ? `kernel path: not reported (asked --kernel-path ${kernelPath}; no kernelPath= in the ready line)`
+        : server.kernelPath === kernelPath
+          ? `kernel path: ${server.kernelPath} (--kernel-path ${kernelPath})`
+          : `kernel path NOT as asked: the relay runs kernelPath=${server.kernelPath} (--kernel-path ${kernelPath})`,
+    );
+  }
   return server;
+}
+
+/**
+ * The "no relay" column: nothing to start. The generator's sockets talk to the echo peer
+ * directly, so the column measures the round trip's floor on this machine (bench/README.md).
+ */
+export function noRelay(): RunningServer {
+  return {
+    kind: "no-relay",
+    name: "no relay",
+    host: "127.0.0.1",
+    port: 0,
+    pid: undefined,
+    token: "",
+    realm: "",
+    command: "none: the generator's sockets connect to the echo peer directly",
+    notes: ["the floor of the round trip: generator <-> echo peer, same load, no relay"],
+    stop: async () => {},
+  };
 }
 
 /**

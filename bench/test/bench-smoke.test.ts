@@ -1,12 +1,13 @@
 // End-to-end smoke test of turnpike-bench: the real CLI against real relays on loopback,
 // no thresholds, only "every figure is there and the report was written".
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { missingTools, requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defaultUdpIo } from "../src/floor/start.js";
+import { nativeUnavailable } from "../src/load/native.js";
 import { defaultSettings, repoRoot, startTurnpike } from "../src/servers.js";
 
 const cli = path.join(repoRoot, "bench/bin/turnpike-bench.js");
@@ -14,16 +15,71 @@ const built = path.join(repoRoot, "bench/dist/cli.js");
 
 interface Report {
   machine: { node: string; coturn: string; cpuModel: string; cores: number };
-  options: { udpIo: string[]; floor: string[] };
+  options: { udpIo: string[]; floor: string[]; generator: string };
+  generator: { kind: string; note: string };
+  network: { namespace: string | null; note: string };
   results: {
     scenario: string;
     server: string;
     error?: string;
     skipped?: string;
     udpIo?: string;
+    kernelPath?: string;
+    generator?: string;
+    ceiling?: { passedRate: number | null; steps: number };
     notes: string[];
     metrics: { key: string; value: number | null }[];
   }[];
+}
+
+const root = process.getuid?.() === 0;
+
+/** The bench's network namespaces that exist now. */
+function namespaces(): string[] {
+  if (!root) return [];
+  return execFileSync("ip", ["netns", "list"], { encoding: "utf8" })
+    .split("\n")
+    .map((l) => l.split(" ")[0] ?? "")
+    .filter((n) => n.startsWith("turnpike-bench-"));
+}
+
+/**
+ * As root a run has a private network namespace of its own, named after the bench's PID, and
+ * deletes it at the end; otherwise it runs on the host's loopback and says so.
+ */
+function expectNetwork(run: { pid: number | undefined; stderr: string }, report?: Report): void {
+  const name = `turnpike-bench-${run.pid}`;
+  if (!root) {
+    expect(run.stderr).toMatch(/# network: host loopback \(not root/);
+    if (report) expect(report.network.namespace).toBeNull();
+    return;
+  }
+  expect(run.stderr).toContain(`# network: private network namespace ${name}`);
+  if (report) expect(report.network.namespace).toBe(name);
+  expect(namespaces()).not.toContain(name);
+}
+
+/** The native generator ran where it is built (CI builds it at install: it must be there). */
+function expectGenerator(report: Report): void {
+  const why = nativeUnavailable();
+  if (process.env.CI === "true") expect(why).toBeUndefined();
+  const kind = why ? "js" : "native";
+  expect(report.generator.kind).toBe(kind);
+  for (const r of report.results.filter((x) => x.scenario === "relay" && !x.skipped))
+    expect(r.generator, r.server).toBe(kind);
+}
+
+/** The no-relay column: the same load straight to the echo peer, with its figures. */
+function expectNoRelay(report: Report): void {
+  const row = report.results.find((x) => x.scenario === "relay" && x.server === "no relay");
+  expect(row?.error, "no relay").toBeUndefined();
+  expect(metric(report, "relay", "no relay", "deliveredPps")).toBeGreaterThan(0);
+  expect(metric(report, "relay", "no relay", "rttP50Us")).toBeGreaterThan(0);
+  expect(metric(report, "relay", "no relay", "machineUsPerRoundTrip")).toBeGreaterThan(0);
+  expect(metric(report, "relay", "no relay", "runUsPerRoundTrip")).toBeGreaterThan(0);
+  expect(metric(report, "relay", "no relay", "generatorUsPerRoundTrip")).toBeGreaterThan(0);
+  expect(metric(report, "relay", "no relay", "serverUsPerPacket")).toBeNull();
+  expect(metric(report, "relay", "no relay", "maxPpsUnderLoss")).toBeGreaterThan(0);
 }
 
 /** Why turnpike-relay does not start the way the bench starts it, or undefined when it does. */
@@ -53,9 +109,17 @@ function expectFloor(report: Report, io: string): void {
   else expect(metric(report, "relay", server, "floorPacketsPerRecvmmsg")).toBeNull();
 }
 
-function runBench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** the bench's PID: its network namespace is named after it */
+  pid: number | undefined;
+}
+
+function runBench(args: string[], onStart?: (pid: number | undefined) => void): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       process.execPath,
       [cli, ...args],
       {
@@ -66,9 +130,10 @@ function runBench(args: string[]): Promise<{ code: number; stdout: string; stder
       },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr });
+        resolve({ code, stdout, stderr, pid: child.pid });
       },
     );
+    onStart?.(child.pid);
   });
 }
 
@@ -87,6 +152,12 @@ function expectFigures(report: Report, server: string): void {
   expect(metric(report, "relay", server, "rttP99Us")).toBeGreaterThan(0);
   expect(metric(report, "relay", server, "serverUsPerPacket")).toBeGreaterThan(0);
   expect(metric(report, "relay", server, "generatorCorePct")).toBeGreaterThan(0);
+  // Machine-wide CPU and the run's own processes, next to the server's own figure.
+  expect(metric(report, "relay", server, "machineUsPerRoundTrip")).toBeGreaterThan(0);
+  expect(metric(report, "relay", server, "runUsPerRoundTrip")).toBeGreaterThan(0);
+  expect(metric(report, "relay", server, "peerUsPerRoundTrip")).toBeGreaterThan(0);
+  for (const scenario of ["relay", "allocations", "churn"])
+    expect(metric(report, scenario, server, "serverIdleRssMB"), scenario).toBeGreaterThan(0);
   expect(metric(report, "allocations", server, "setupsPerSec")).toBeGreaterThan(0);
   expect(metric(report, "allocations", server, "bytesPerAllocation")).toBeTypeOf("number");
   expect(metric(report, "churn", server, "cyclesPerSec")).toBeGreaterThan(0);
@@ -117,6 +188,14 @@ function expectTunnel(report: Report, relays: string[]): void {
     if (path !== "direct") {
       expect(metric(report, "tunnel", path, "serverSideCorePct"), path).toBeGreaterThan(0);
       expect(metric(report, "tunnel", path, "clientSideCorePct"), path).toBeGreaterThan(0);
+      // turnpike-tunnel's (or ssh's) memory under load and idle, the relay's idle.
+      for (const key of [
+        "clientSideRssPeakMB",
+        "clientSideRssAvgMB",
+        "clientSideIdleRssMB",
+        "serverIdleRssMB",
+      ])
+        expect(metric(report, "tunnel", path, key), `${path} ${key}`).toBeGreaterThan(0);
     }
   }
 }
@@ -158,20 +237,27 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it("measures coturn end to end (tunnel paths too) and writes the table, the JSON and the HTML report", async () => {
-    const json = path.join(dir, "coturn.json");
-    const out = path.join(dir, "out-coturn");
-    const run = await runBench(["--quick", "--server", "coturn", "--json", json, "--out", out]);
+  /** Runs the bench with a JSON report and an HTML directory of its own; it must succeed. */
+  async function runReported(name: string, args: string[]) {
+    const json = path.join(dir, `${name}.json`);
+    const run = await runBench([...args, "--json", json, "--out", path.join(dir, `out-${name}`)]);
     expect(run.code, run.stderr).toBe(0);
+    return { run, report: JSON.parse(readFileSync(json, "utf8")) as Report };
+  }
+
+  it("measures coturn end to end (tunnel paths too) and writes the table, the JSON and the HTML report", async () => {
+    const { run, report } = await runReported("coturn", ["--quick", "--server", "coturn"]);
     expect(run.stdout).toContain("## relay");
     expect(run.stdout).toContain("server CPU per relayed packet");
-    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
     expect(report.machine.coturn).toMatch(/\d+\.\d+/);
     expect(report.machine.node).toBe(process.version);
     expectFigures(report, "coturn");
     expectTunnel(report, ["coturn"]);
+    expectGenerator(report);
+    expectNoRelay(report);
+    expectNetwork(run, report);
     expect(leftovers()).toEqual([]);
-    const html = readFileSync(path.join(out, "latest.html"), "utf8");
+    const html = readFileSync(path.join(dir, "out-coturn", "latest.html"), "utf8");
     expect(html).toContain("<svg");
     expect(html).toContain("coturn");
     if (missingTools("iperf3").length === 0) expect(html).toContain("TCP throughput");
@@ -185,19 +271,8 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
       ctx.skip();
       return;
     }
-    const json = path.join(dir, "both.json");
-    const run = await runBench([
-      "--quick",
-      "--server",
-      "both",
-      "--json",
-      json,
-      "--out",
-      path.join(dir, "out-both"),
-    ]);
-    expect(run.code, run.stderr).toBe(0);
+    const { run, report } = await runReported("both", ["--quick", "--server", "both"]);
     expect(run.stdout).toContain("turnpike/coturn");
-    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
     expectFigures(report, "turnpike");
     expectFigures(report, "coturn");
     expectTunnel(report, ["turnpike", "coturn"]);
@@ -207,6 +282,12 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     expect(report.results.find((x) => x.server === "turnpike")?.udpIo).toBe(io);
     expectFloor(report, io);
     expect(run.stdout).toContain(`turnpike/floor (${io})`);
+    expectGenerator(report);
+    expectNoRelay(report);
+    expect(report.results.find((x) => x.server === "turnpike")?.notes).toContainEqual(
+      expect.stringMatching(/^against no relay: machine CPU per round trip/),
+    );
+    expectNetwork(run, report);
     expect(leftovers()).toEqual([]);
   });
 
@@ -219,29 +300,23 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
       ctx.skip();
       return;
     }
-    const json = path.join(dir, "udp-io.json");
-    const run = await runBench([
+    const { run, report } = await runReported("udp-io", [
       "relay",
       "--quick",
       "--server",
       "both",
       "--udp-io",
       "batch,dgram",
-      "--json",
-      json,
-      "--out",
-      path.join(dir, "out-udp-io"),
     ]);
-    expect(run.code, run.stderr).toBe(0);
-    const report = JSON.parse(readFileSync(json, "utf8")) as Report;
     expect(report.options.udpIo).toEqual(["batch", "dgram"]);
-    expect(report.options.floor).toEqual(["batch", "dgram"]);
+    expect(report.options.floor).toEqual(["batch", "dgram", "no-relay"]);
     expect(report.results.map((r) => r.server)).toEqual([
       "turnpike (batch)",
       "turnpike (dgram)",
       "coturn",
       "floor (batch)",
       "floor (dgram)",
+      "no relay",
     ]);
     for (const io of ["batch", "dgram"]) {
       const server = `turnpike (${io})`;
@@ -263,8 +338,107 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     ]) {
       expect(header).toContain(column);
     }
+    expectNetwork(run, report);
     expect(leftovers()).toEqual([]);
   });
+
+  it("runs the JavaScript generator on request, with the no-relay column", async () => {
+    const { run, report } = await runReported("js", [
+      "relay",
+      "--quick",
+      "--server",
+      "coturn",
+      "--generator",
+      "js",
+    ]);
+    expect(report.generator.kind).toBe("js");
+    expect(report.results.map((r) => [r.server, r.generator])).toEqual([
+      ["coturn", "js"],
+      ["no relay", "js"],
+    ]);
+    expect(metric(report, "relay", "coturn", "machineUsPerRoundTrip")).toBeGreaterThan(0);
+    expectNoRelay(report);
+    expectNetwork(run, report);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it("gives each --kernel-path a Turnpike column: the path the relay reports, or SKIPPED with its error", async (ctx) => {
+    const reason = await turnpikeStartFailure();
+    if (reason) {
+      console.warn(`[bench] SKIPPED --kernel-path: turnpike-relay does not start: ${reason}`);
+      ctx.skip();
+      return;
+    }
+    const { run, report } = await runReported("kernel-path", [
+      "relay",
+      "--quick",
+      "--server",
+      "turnpike",
+      "--kernel-path",
+      "off,tc",
+      "--floor",
+      "none",
+      "--duration",
+      "1",
+    ]);
+    for (const kp of ["off", "tc"]) {
+      const server = `turnpike (kernel-path ${kp})`;
+      const row = report.results.find((r) => r.server === server);
+      expect(row, server).toBeDefined();
+      expect(row?.error, server).toBeUndefined();
+      // A relay that does not know the flag (or cannot attach) says so in one line, and the
+      // column is skipped rather than measured on another path.
+      if (row?.skipped) {
+        expect(row.skipped, server).toMatch(/kernel.?path/i);
+        expect(row.skipped.split("\n")).toHaveLength(1);
+        expect(run.stdout).toContain(`- ${server}: SKIPPED`);
+      } else {
+        expect(row?.kernelPath, server).toBe(kp);
+        expect(metric(report, "relay", server, "serverUsPerPacket")).toBeGreaterThan(0);
+      }
+    }
+    expectNetwork(run, report);
+    expect(leftovers()).toEqual([]);
+  });
+});
+
+describe.skipIf(!root)("turnpike-bench network namespace", () => {
+  it("deletes its namespace after a run that fails", async () => {
+    // Nothing answers on port 9 inside the namespace: the run fails after its STUN probe.
+    const run = await runBench(["relay", "--quick", "--external", "127.0.0.1:9"]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(/external|STUN|timed out|answer/i);
+    expectNetwork(run);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it.skipIf(skipUnlessTools("turnserver"))(
+    "deletes its namespace and stops every process when interrupted with Ctrl-C",
+    async () => {
+      let seen = "";
+      const running = runBench(["relay", "--quick", "--server", "coturn"], (pid) => {
+        // Once the namespace holds a relay and load, interrupt as a terminal would.
+        const poll = setInterval(() => {
+          seen = namespaces().find((n) => n === `turnpike-bench-${pid}`) ?? seen;
+          if (!seen || pid === undefined) return;
+          try {
+            const inside = execFileSync("ip", ["netns", "pids", seen], { encoding: "utf8" });
+            if (inside.trim().split("\n").length < 3) return; // bench, coturn, echo peer
+          } catch {
+            return;
+          }
+          clearInterval(poll);
+          process.kill(pid, "SIGINT");
+        }, 200);
+        setTimeout(() => clearInterval(poll), 60_000).unref();
+      });
+      const run = await running;
+      expect(seen).toBe(`turnpike-bench-${run.pid}`);
+      expect(run.code).toBe(130);
+      expect(namespaces()).not.toContain(seen);
+      expect(leftovers()).toEqual([]);
+    },
+  );
 });
 
 describe("turnpike-bench options", () => {

@@ -1,11 +1,16 @@
-// Runs the echo peer (echo-peer.ts) as a child process and talks to it over IPC.
+// The echo peer, a child process of its own so its CPU stays apart from the generator's: the
+// native one (bench/native/turnpike-echo.c, a batch per system call) or the JavaScript one
+// (echo-peer.ts, node:dgram), over IPC.
 import { type ChildProcess, fork } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { live, type Stoppable, trackPid } from "../children.js";
+import type { GeneratorKind } from "./generator.js";
+import { LineProcess } from "./native.js";
 import type { Address } from "./stun-lite.js";
 
 export interface EchoPeer {
+  kind: GeneratorKind;
   pid: number;
   addresses: Address[];
   /** datagrams and bytes the peer has received (and echoed) so far */
@@ -16,9 +21,38 @@ export interface EchoPeer {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const STATS_TIMEOUT_MS = 5000;
 
-export async function startEchoPeer(sockets = 4): Promise<EchoPeer> {
+/** The echo peer that goes with a generator: native with the native one, else JavaScript. */
+export function startEchoPeer(kind: GeneratorKind, sockets = 4): Promise<EchoPeer> {
   // Ports below 12000: outside the kernel's ephemeral range and the relay range.
   const base = 10000 + Math.floor(Math.random() * 1500);
+  return kind === "native" ? startNativeEchoPeer(sockets, base) : startJsEchoPeer(sockets, base);
+}
+
+async function startNativeEchoPeer(sockets: number, base: number): Promise<EchoPeer> {
+  const p = new LineProcess("echo peer", "turnpike-echo", [
+    "127.0.0.1",
+    String(sockets),
+    String(base),
+  ]);
+  try {
+    const ready = await p.expect("ready", 10_000);
+    return {
+      kind: "native",
+      pid: p.pid,
+      addresses: ready.slice(1).map((port) => ({ address: "127.0.0.1", port: Number(port) })),
+      stats: async () => {
+        const [received, bytes] = await p.request("stats", "stats", STATS_TIMEOUT_MS);
+        return { received: Number(received), bytes: Number(bytes) };
+      },
+      stop: () => p.stop(),
+    };
+  } catch (e) {
+    await p.stop();
+    throw e;
+  }
+}
+
+async function startJsEchoPeer(sockets: number, base: number): Promise<EchoPeer> {
   const child: ChildProcess = fork(
     path.join(here, "echo-peer.js"),
     [String(sockets), String(base)],
@@ -64,6 +98,7 @@ export async function startEchoPeer(sockets = 4): Promise<EchoPeer> {
     return true;
   };
   const peer: EchoPeer & Stoppable = {
+    kind: "js",
     pid: ready.pid,
     addresses: ready.ports.map((port) => ({ address: "127.0.0.1", port })),
     stats: () =>

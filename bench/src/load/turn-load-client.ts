@@ -45,6 +45,11 @@ export interface TurnClientOptions {
   rtoMs?: number;
   /** how long to wait for a TCP response */
   timeoutMs?: number;
+  /**
+   * No relay: `server` is the echo peer itself, no TURN is spoken, and every datagram that
+   * comes back is data (the floor of the round trip, bench/README.md). UDP only.
+   */
+  raw?: boolean;
 }
 
 export class TurnError extends Error {
@@ -94,6 +99,7 @@ export class TurnLoadClient {
   }
 
   static async connect(opts: TurnClientOptions): Promise<TurnLoadClient> {
+    if (opts.raw && opts.transport !== "udp") throw new TurnError("no relay: UDP only");
     const c = new TurnLoadClient(opts);
     if (opts.transport === "udp") {
       const sock = await lowPortSocket();
@@ -303,7 +309,18 @@ export class TurnLoadClient {
     });
   }
 
+  /** The local UDP address (the bench's native generator takes the same port over). */
+  get localAddress(): Address | undefined {
+    if (!this.udp) return undefined;
+    const a = this.udp.address();
+    return { address: a.address, port: a.port };
+  }
+
   private onDatagram(msg: Buffer): void {
+    if (this.opts.raw) {
+      this.onData?.(msg, 0, msg.length);
+      return;
+    }
     const b0 = msg[0]!;
     if (b0 >= 0x40 && b0 <= 0x7f) {
       // RFC 8656 §12.4: ChannelData

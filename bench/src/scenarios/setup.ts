@@ -49,17 +49,21 @@ export async function openAllocations(o: OpenOptions): Promise<OpenResult> {
       const peer = o.peers[index % o.peers.length]!;
       const channel = FIRST_CHANNEL + (index % 0x1000);
       let client: TurnLoadClient | undefined;
+      // With no relay the client talks to its echo peer socket itself.
+      const direct = o.server.kind === "no-relay";
+      // The floor speaks no TURN: the connected socket is the "allocation", and the channel
+      // number in its first ChannelData picks the echo peer (src/floor/floor.ts).
+      const turn = !direct && o.server.kind !== "floor";
       try {
         client = await TurnLoadClient.connect({
-          server: { address: o.server.host, port: o.server.port },
+          server: direct ? peer : { address: o.server.host, port: o.server.port },
           transport: o.transport,
           token: o.server.token,
           user: `${o.userPrefix ?? "bench"}${index % 1000}`,
+          raw: direct,
         });
-        // The floor speaks no TURN: the connected socket is the "allocation", and the channel
-        // number in its first ChannelData picks the echo peer (src/floor/floor.ts).
-        if (o.server.kind !== "floor") await client.allocate();
-        if (o.bind && o.server.kind !== "floor") {
+        if (turn) await client.allocate();
+        if (o.bind && turn) {
           await client.createPermission(peer);
           await client.channelBind(peer, channel);
         }

@@ -8,9 +8,10 @@
 // private side (turnpike-tunnel or the ssh client), over the iperf3 run.
 import os from "node:os";
 import { findExecutable } from "../children.js";
-import { cpuMicros, nowUs, rssBytes } from "../proc.js";
+import { cpuMicros, nowUs, RssSampler, rssBytes } from "../proc.js";
 import type { Progress } from "../progress.js";
-import type { RunningServer } from "../servers.js";
+import { idleRssMetric } from "../report.js";
+import { RelayRefused, type RunningServer } from "../servers.js";
 import {
   type IperfResult,
   iperfClientArgs,
@@ -19,7 +20,7 @@ import {
 } from "../tunnel/iperf.js";
 import { sshTools, startSshReverse } from "../tunnel/ssh-reverse.js";
 import { startTunnel, tunnelUnavailable } from "../tunnel/turnpike-tunnel.js";
-import { SATURATION } from "./relay.js";
+import { SATURATION } from "./relay-metrics.js";
 import type { BenchOptions, Metric, ScenarioResult } from "./types.js";
 
 export type RelayKind = "turnpike" | "coturn" | "external";
@@ -39,6 +40,8 @@ interface PathSetup {
   port: number;
   serverSide: () => number[];
   clientSide: () => number[];
+  /** RSS of the relay and of turnpike-tunnel once ready, before any load */
+  idleRss?: { server: number | undefined; client: number | undefined };
   notes: string[];
   commands: string[];
   stop(): Promise<void>;
@@ -71,6 +74,10 @@ async function measure(
   const seconds = opts.duration;
   const server0 = new Map(setup.serverSide().map((p) => [p, cpuMicros(p) ?? 0]));
   const client0 = new Map(setup.clientSide().map((p) => [p, cpuMicros(p) ?? 0]));
+  // The private side's memory under load: sampled through the run (the tunnel client is one
+  // process; ssh too).
+  const clientPid = setup.clientSide()[0];
+  const clientRss = clientPid === undefined ? undefined : new RssSampler(clientPid, 100).start();
   const t0 = nowUs();
   progress.start(`${name} tunnel`, Math.round(seconds * 10));
   const ticker = setInterval(() => {
@@ -81,6 +88,7 @@ async function measure(
     r = await runIperfClient(iperf, setup.host, setup.port, seconds);
   } finally {
     clearInterval(ticker);
+    clientRss?.stop();
     progress.stop();
   }
   const wallUs = nowUs() - t0;
@@ -91,7 +99,10 @@ async function measure(
   const pct = (us: number | null) => (us === null ? null : (us / wallUs) * 100);
   const mb = r.bytesReceived / 1e6;
   const both = serverCpu !== null && clientCpu !== null ? serverCpu + clientCpu : null;
-  const clientRss = clientPids.reduce((s, p) => s + (rssBytes(p) ?? 0), 0);
+  const mb2 = (bytes: number | undefined) => (bytes === undefined ? null : bytes / 2 ** 20);
+  const rssAverage = clientRss?.samples.length
+    ? clientRss.samples.reduce((s, x) => s + x.rss, 0) / clientRss.samples.length
+    : undefined;
   const notes = [...setup.notes];
   for (const [side, share] of [
     ["server side (relay or sshd)", pct(serverCpu)],
@@ -155,13 +166,30 @@ async function measure(
       digits: 0,
     },
     {
-      key: "clientSideRssMB",
-      label: "private-side RSS",
+      key: "clientSideRssPeakMB",
+      label: "private-side RSS under load, peak",
       unit: "MB",
-      value: clientPids.length ? clientRss / 2 ** 20 : null,
+      value: clientRss ? mb2(clientRss.peak) : null,
       better: "lower",
       digits: 1,
     },
+    {
+      key: "clientSideRssAvgMB",
+      label: "private-side RSS under load, average",
+      unit: "MB",
+      value: mb2(rssAverage),
+      better: "lower",
+      digits: 1,
+    },
+    {
+      key: "clientSideIdleRssMB",
+      label: "private-side RSS idle (ready, before load)",
+      unit: "MB",
+      value: mb2(setup.idleRss?.client),
+      better: "lower",
+      digits: 1,
+    },
+    idleRssMetric(setup.idleRss?.server),
     {
       key: "iperfSenderCpuPct",
       label: "iperf3 sender CPU (its own figure)",
@@ -203,6 +231,7 @@ async function runPath(
   } catch (e) {
     ctx.progress.stop();
     const msg = e instanceof Error ? e.message : String(e);
+    if (e instanceof RelayRefused) return skipped(name, msg);
     process.stderr.write(`# tunnel: ${name} failed: ${msg}\n`);
     return { scenario: SCENARIO, server: name, metrics: [], notes: [], error: msg };
   } finally {
@@ -247,6 +276,10 @@ export async function runTunnelScenario(ctx: TunnelContext): Promise<ScenarioRes
           const relayPid = relay.pid;
           const tunnelPid = t.child.pid;
           return {
+            idleRss: {
+              server: relay.idleRss,
+              client: tunnelPid === undefined ? undefined : rssBytes(tunnelPid),
+            },
             host: t.relayedHost,
             port: t.relayedPort,
             serverSide: () => (relayPid === undefined ? [] : [relayPid]),
@@ -276,7 +309,12 @@ export async function runTunnelScenario(ctx: TunnelContext): Promise<ScenarioRes
       await runPath("ssh -R", iperf, ctx, async (port) => {
         const s = await startSshReverse(tools, port);
         const sshPid = s.ssh.pid;
+        const sshdPid = s.sshdPids()[0];
         return {
+          idleRss: {
+            server: sshdPid === undefined ? undefined : rssBytes(sshdPid),
+            client: sshPid === undefined ? undefined : rssBytes(sshPid),
+          },
           host: "127.0.0.1",
           port: s.forwardPort,
           serverSide: s.sshdPids,

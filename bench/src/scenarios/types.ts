@@ -1,8 +1,12 @@
 // What every scenario receives and returns.
 
+import type { GeneratorKind } from "../load/generator.js";
 import type { DataMode, Transport } from "../load/turn-load-client.js";
 import type { Progress } from "../progress.js";
-import type { RunningServer, UdpIo } from "../servers.js";
+import type { KernelPath, RunningServer, UdpIo } from "../servers.js";
+
+/** The relay table's extra columns: a userspace forwarder on a UDP path, or no relay at all. */
+export type FloorKind = UdpIo | "no-relay";
 
 export interface BenchOptions {
   quick: boolean;
@@ -21,8 +25,14 @@ export interface BenchOptions {
   udpIo: UdpIo[];
   /** Turnpike's worker threads, one column each (--workers); empty = its default */
   workers: number[];
-  /** floor forwarders in the relay table, one column each (--floor) */
-  floor: UdpIo[];
+  /** Turnpike's kernel data path, one column each (--kernel-path); empty = not passed */
+  kernelPath: KernelPath[];
+  /** floor columns in the relay table: forwarders and no relay, one column each (--floor) */
+  floor: FloorKind[];
+  /** the generator of the relay scenario (--generator, after a fallback) */
+  generator: GeneratorKind;
+  /** why the native generator was asked for and the JavaScript one runs */
+  generatorFallback?: string;
 }
 
 export interface ScenarioContext {
@@ -69,6 +79,24 @@ export interface ScenarioResult {
   commands?: string[];
   /** the UDP data path the row ran on (Turnpike's, or a floor's I/O) */
   udpIo?: UdpIo;
+  /** Turnpike's kernel data path as the relay reported it at start */
+  kernelPath?: string;
+  /** the relay scenario's generator on this row */
+  generator?: GeneratorKind;
+  /** the relay scenario's ceiling search */
+  ceiling?: CeilingSummary;
+}
+
+export interface CeilingSummary {
+  /** the offered rate of the highest step with < 0.1 % loss */
+  ppsUnderLoss: number | null;
+  passedRate: number | null;
+  failedRate: number | null;
+  converged: boolean;
+  stoppedBy: string | null;
+  limitedBy: string | null;
+  steps: number;
+  stepSeconds: number;
 }
 
 export type Scenario = (ctx: ScenarioContext) => Promise<ScenarioResult>;
