@@ -65,7 +65,7 @@ import {
   otlpEndpointFrom,
   routeOtelDiagnostics,
 } from "@turnpike/runtime-kit";
-import type { SocketAddress } from "./config.js";
+import type { SocketAddress } from "./config/types.js";
 import {
   ALLOCATION_SLOTS,
   allocationSlotLabels,

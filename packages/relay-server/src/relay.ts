@@ -45,7 +45,8 @@ import {
 } from "@turnpike/relay-core";
 import { CryptoRandom, type Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, dupFd, tcpListen } from "@turnpike/udp-batch";
-import { formatSocketAddress, type RelayConfig, type SocketAddress } from "./config.js";
+import type { RelayConfig, SocketAddress } from "./config/types.js";
+import { formatSocketAddress } from "./config/values.js";
 import {
   type ConnectionLedger,
   LocalConnectionLedger,

@@ -4,12 +4,10 @@
 // The driver never sees yargs, environment variables or OpenTelemetry types.
 
 import type { Logger } from "@turnpike/runtime-kit";
-import type { RelayConfig, SocketAddress } from "./config.js";
+import type { RelayConfig, SocketAddress } from "./config/types.js";
 import type { AllocationRow } from "./discovery.js";
 import type { RelayStats, RelayTelemetry } from "./stats.js";
 import type { SharedLimits } from "./workers/shared-limits.js";
-
-export type { RelayConfig, SocketAddress } from "./config.js";
 
 /** What the driver needs from the metrics layer: plain counters, no OpenTelemetry. */
 export interface RelayMetricsSink {

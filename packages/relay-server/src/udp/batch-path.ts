@@ -36,7 +36,7 @@ import {
   RX_STRIDE,
   SLOT_SIZE,
 } from "@turnpike/udp-batch";
-import type { SocketAddress } from "../config.js";
+import type { SocketAddress } from "../config/types.js";
 import { PACKET_SIZE_BOUNDS, RELAY_SLOTS } from "../stats.js";
 import {
   CHANNEL_HEADER,

@@ -17,7 +17,7 @@ import {
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
 import { dupFd } from "@turnpike/udp-batch";
-import type { SocketAddress } from "../config.js";
+import type { SocketAddress } from "../config/types.js";
 import { RELAY_SLOTS, recordRelayed } from "../stats.js";
 import {
   CHANNEL_HEADER,

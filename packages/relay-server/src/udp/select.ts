@@ -1,6 +1,6 @@
 // Which UDP data path runs: --udp-io auto|batch|dgram (see udp-path.ts).
 import { batchIoAvailability } from "@turnpike/udp-batch";
-import type { UdpIoMode } from "../config.js";
+import type { UdpIoMode } from "../config/types.js";
 import { BatchUdpPath } from "./batch-path.js";
 import { DgramUdpPath } from "./dgram-path.js";
 import type { UdpHost, UdpPath } from "./udp-path.js";

@@ -12,7 +12,7 @@
 // for peer data bound for a stream client.
 
 import type { ClientEndpoint, ListenerId, RelayId, TurnServer } from "@turnpike/relay-core";
-import type { SocketAddress } from "../config.js";
+import type { SocketAddress } from "../config/types.js";
 import { type RelayStats, type RelayTelemetry, relaySlot } from "../stats.js";
 
 /** What a UDP path needs from the driver. */

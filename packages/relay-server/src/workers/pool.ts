@@ -21,7 +21,7 @@ import { randomBytes } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
-import type { RelayConfig, SocketAddress } from "../config.js";
+import type { RelayConfig, SocketAddress } from "../config/types.js";
 import type { AllocationRow } from "../discovery.js";
 import type { ListenFds, RelayAddresses, RelayDeps, RunningRelay } from "../types.js";
 import { createSharedLimits, SharedLimits, type SharedLimitsInit } from "./shared-limits.js";
