@@ -19,6 +19,7 @@ export type {
 } from "./config/types.js";
 export { formatSocketAddress, parseSocketAddress } from "./config/values.js";
 export { mintCredentials, restApiPassword, type TurnCredentials } from "./credentials.js";
+export { startRelay } from "./engine/driver.js";
 export { type HealthServer, type RelayState, startHealthServer } from "./health.js";
 export {
   METRIC_DOCS,
@@ -27,7 +28,6 @@ export {
   renderMetricsTable,
   startMetrics,
 } from "./metrics.js";
-export { startRelay } from "./relay.js";
 export {
   createRelayStats,
   createRelayTelemetry,
