@@ -3,16 +3,9 @@
 // token come from the relay's own environment and config file when run next to it, so it
 // needs no flags there.
 
-import {
-  type ArgvRecord,
-  ConfigError,
-  fail,
-  helpText,
-  one,
-  type Scalar,
-} from "@turnpike/runtime-kit";
+import { ConfigError, fail, one, type Scalar } from "@turnpike/runtime-kit";
 import { ENV_PREFIX, envName, OPTIONS, PROGRAM_NAME } from "./options.js";
-import { commandParser, readSources, refusePositionals } from "./sources.js";
+import { commandParser, readSubcommand } from "./sources.js";
 import type { AllocationsCommand, InfoCommand } from "./types.js";
 import { formatSocketAddress, isUnspecified } from "./values.js";
 
@@ -22,11 +15,12 @@ export function parseAllocations(
   argv: readonly string[],
   env: NodeJS.ProcessEnv,
 ): AllocationsCommand | InfoCommand {
-  const parser = allocationsParser(argv);
-  const args = parser.parseSync() as ArgvRecord;
-  if (args.help === true) return { command: "help", text: helpText(parser) };
-  refusePositionals(args, (first) => `allocations takes no arguments, got ${first}`);
-  const { values: v } = readSources(args, env, ["admin-token", "health-listen"]);
+  const read = readSubcommand(allocationsParser(argv), "allocations", env, [
+    "admin-token",
+    "health-listen",
+  ]);
+  if ("command" in read) return read;
+  const { args, values: v } = read;
   if (v["admin-token"] === undefined) {
     throw new ConfigError(
       `allocations needs the relay's admin token: export ${ENV_PREFIX}ADMIN_TOKEN (or pass --admin-token)`,

@@ -7,10 +7,8 @@ import { isIPv4, isIPv6 } from "node:net";
 import { networkInterfaces as osNetworkInterfaces } from "node:os";
 import { PIN_MARKER } from "@turnpike/relay-core";
 import {
-  type ArgvRecord,
   ConfigError,
   fail,
-  helpText,
   list,
   type OptionSpec,
   type OptionValues,
@@ -20,7 +18,7 @@ import {
 } from "@turnpike/runtime-kit";
 import { firstHostAddress } from "./host-addresses.js";
 import { ENV_PREFIX, envName, OPTIONS, type OptionName, PROGRAM_NAME } from "./options.js";
-import { commandParser, readSources, refusePositionals } from "./sources.js";
+import { commandParser, readSubcommand } from "./sources.js";
 import type { CredentialsCommand, InfoCommand, SocketAddress } from "./types.js";
 import { isUnspecified } from "./values.js";
 
@@ -42,11 +40,12 @@ export function parseCredentials(
   argv: readonly string[],
   env: NodeJS.ProcessEnv,
 ): CredentialsCommand | InfoCommand {
-  const parser = credentialsParser(argv);
-  const args = parser.parseSync() as ArgvRecord;
-  if (args.help === true) return { command: "help", text: helpText(parser) };
-  refusePositionals(args, (first) => `credentials takes no arguments, got ${first}`);
-  const { values: v } = readSources(args, env, ["token", ...RELAY_OPTIONS]);
+  const read = readSubcommand(credentialsParser(argv), "credentials", env, [
+    "token",
+    ...RELAY_OPTIONS,
+  ]);
+  if ("command" in read) return read;
+  const { args, values: v } = read;
   if (v.token === undefined) {
     throw new ConfigError(
       `credentials needs the relay's shared secret: export ${ENV_PREFIX}TOKEN (or pass --token)`,

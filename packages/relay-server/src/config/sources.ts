@@ -8,10 +8,12 @@ import {
   addConfigOption,
   baseParser,
   ConfigError,
+  helpText,
   type Layer,
   type OptionValues,
 } from "@turnpike/runtime-kit";
 import { OPTION_SET, type OPTIONS, type OptionName, PROGRAM_NAME } from "./options.js";
+import type { InfoCommand } from "./types.js";
 
 /** The yargs parser every command starts from: runtime-kit's, with --config. */
 export function commandParser(argv: readonly string[]) {
@@ -37,6 +39,22 @@ export function readSources(
   const file = OPTION_SET.configPath(args, env);
   if (file !== undefined) layers.push(OPTION_SET.fileLayer(file[0], file[1]));
   return { values: OPTION_SET.resolve(layers), flags: flagLayer, configFile: file?.[0] };
+}
+
+/**
+ * A subcommand's arguments and values: its --help, or its flags (no positional argument) with
+ * every option resolved from its sources, `flags` being the table's options it accepts.
+ */
+export function readSubcommand(
+  parser: { parseSync(): unknown; showHelp(print: (s: string) => void): unknown },
+  name: string,
+  env: NodeJS.ProcessEnv,
+  flags: readonly OptionName[],
+): { readonly args: ArgvRecord; readonly values: Sources["values"] } | InfoCommand {
+  const args = parser.parseSync() as ArgvRecord;
+  if (args.help === true) return { command: "help", text: helpText(parser) };
+  refusePositionals(args, (first) => `${name} takes no arguments, got ${first}`);
+  return { args, values: readSources(args, env, flags).values };
 }
 
 /** Refuses positional arguments: `message` says it for the first one (JSON-quoted). */
