@@ -154,9 +154,8 @@ class RelayEngine implements RunningRelay {
       config.listen.length,
       w,
     );
-    this.report = new Report(this.core, this.udp, stats, telemetry, this.log, () => {
-      return this.clients.size;
-    });
+    const connections = () => this.clients.size;
+    this.report = new Report(this.core, this.udp, stats, telemetry, this.log, connections);
     this.rooms = {
       udp: this.udp,
       clients: this.clients,
