@@ -4,7 +4,9 @@
 // - no import reaches into another package by relative path ("../../relay-core/src/...");
 // - the sans-IO contract of relay-core (no runtime dependencies, no I/O module, nothing outside
 //   itself but node:crypto, no clock, no ambient randomness, no timer) and of the tunnel's
-//   lifecycle machine (tunnel-client's lifecycle.ts and the pure modules it uses).
+//   lifecycle machine (tunnel-client's lifecycle.ts and the pure modules it uses);
+// - the rooms of relay-server (ARCHITECTURE.md, "The call order", "Workers"): what each
+//   directory under its src/ may import of the others.
 // Each check is also run against a violation made up here, so none of them can pass vacuously.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
@@ -75,6 +77,39 @@ const IMPURE_CALLS = [
 const TUNNEL_LIFECYCLE = ["lifecycle.ts", "backoff.ts", "windows.ts"].map((f) =>
   join(ROOT, "packages/tunnel-client/src", f),
 );
+
+/**
+ * relay-server's rooms and what each may import of the package's own modules (paths below
+ * src/; a trailing slash is a whole room). The traffic rooms know the engine only through its
+ * host interface; what a worker shares imports nothing of the rooms that use it.
+ */
+const ROOMS: Record<string, readonly string[]> = {
+  "config/": ["config/", "version.ts"],
+  "shared/": ["shared/"],
+  "udp/": ["udp/", "engine/host.ts", "config/types.ts", "stats.ts"],
+  "stream/": ["stream/", "engine/host.ts", "shared/", "config/types.ts", "stats.ts"],
+  "engine/": [
+    "engine/",
+    "stream/",
+    "udp/",
+    "shared/",
+    "config/types.ts",
+    "config/values.ts",
+    "stats.ts",
+    "types.ts",
+    "discovery.ts",
+  ],
+  "workers/": [
+    "workers/",
+    "engine/driver.ts",
+    "shared/",
+    "config/types.ts",
+    "stats.ts",
+    "types.ts",
+    "discovery.ts",
+  ],
+};
+const RELAY_SERVER_SRC = join(ROOT, "packages/relay-server/src");
 
 interface Import {
   readonly spec: string;
@@ -153,6 +188,22 @@ function impurities(
   }
   for (const pattern of IMPURE_CALLS) {
     if (pattern.test(clean)) out.push(`${relative(ROOT, file)} matches ${pattern}`);
+  }
+  return out;
+}
+
+/** What relay-server source `file` imports of its own package against its room's rules. */
+function roomViolations(file: string, code: string): string[] {
+  const at = relative(RELAY_SERVER_SRC, file);
+  const room = Object.keys(ROOMS).find((r) => at.startsWith(r));
+  if (room === undefined) return [];
+  const out: string[] = [];
+  for (const { spec } of imports(stripComments(code))) {
+    if (!spec.startsWith(".")) continue;
+    const target = relative(RELAY_SERVER_SRC, resolve(dirname(file), spec)).replace(/\.js$/, ".ts");
+    if (!ROOMS[room]!.some((ok) => (ok.endsWith("/") ? target.startsWith(ok) : target === ok))) {
+      out.push(`relay-server/src/${at} (${room}) imports ${target}`);
+    }
   }
   return out;
 }
@@ -245,6 +296,46 @@ describe("layers: no import runs upward", () => {
         "@turnpike/tunnel-client",
         at("packages/tunnel-client", "test/x.ts"),
         'import { Tunnel } from "../src/tunnel.js";',
+      ),
+    ).toEqual([]);
+  });
+});
+
+describe("relay-server: each room imports only what it may", () => {
+  const files = sources(RELAY_SERVER_SRC);
+
+  it("finds every room", () => {
+    for (const room of Object.keys(ROOMS)) {
+      expect(
+        files.some((f) => relative(RELAY_SERVER_SRC, f).startsWith(room)),
+        room,
+      ).toBe(true);
+    }
+  });
+
+  it("keeps every room's imports to what it may import", () => {
+    const found = files.flatMap((f) => roomViolations(f, readFileSync(f, "utf8")));
+    expect(found).toEqual([]);
+  });
+
+  it("catches the shared room reaching into the engine and a UDP path past the host interface", () => {
+    const at = (f: string) => join(RELAY_SERVER_SRC, f);
+    expect(
+      roomViolations(
+        at("shared/worker-link.ts"),
+        'import { startRelay } from "../engine/driver.js";',
+      ),
+    ).toEqual(["relay-server/src/shared/worker-link.ts (shared/) imports engine/driver.ts"]);
+    expect(
+      roomViolations(
+        at("udp/batch-path.ts"),
+        'import type { OutputRooms } from "../engine/outputs.js";',
+      ),
+    ).toHaveLength(1);
+    expect(
+      roomViolations(
+        at("udp/batch-path.ts"),
+        'import type { EngineHost } from "../engine/host.js";',
       ),
     ).toEqual([]);
   });

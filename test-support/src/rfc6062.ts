@@ -21,6 +21,8 @@ export interface Rfc6062EchoOptions {
   readonly controlFrom?: string;
   /** Source address of the data connection (another one reaches another relay worker). */
   readonly dataFrom?: string;
+  /** Where the data connection goes (default `port`: another engine's listener, say). */
+  readonly dataPort?: number;
   readonly timeoutMs?: number;
 }
 
@@ -68,7 +70,12 @@ export async function rfc6062Echo(o: Rfc6062EchoOptions): Promise<Buffer> {
           });
         } else if (e.type === "connection-attempt") {
           const data = net.connect(
-            { port: o.port, host: "127.0.0.1", localAddress: o.dataFrom, allowHalfOpen: true },
+            {
+              port: o.dataPort ?? o.port,
+              host: "127.0.0.1",
+              localAddress: o.dataFrom,
+              allowHalfOpen: true,
+            },
             () => data.write(client.connectionBindRequest(e.connectionId)),
           );
           sockets.push(data);

@@ -67,7 +67,7 @@ interface Peer {
 /** RFC 8656 §12: channel numbers start at 0x4000. */
 const FIRST_CHANNEL = 0x4000;
 const CHANNEL_HEADER = 4;
-/** The relay gives its UDP listener 4 MiB buffers (relay.ts) and relay sockets the default. */
+/** The relay gives its UDP listener 4 MiB buffers (engine/driver.ts), relay sockets the default. */
 const LISTENER_BUFFER_BYTES = 4 << 20;
 const TAG_TO_PEER = 0;
 const TAG_TO_CLIENT = 1;

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // turnpike-relay entry point: wires the real process into runCli (main.ts).
 import { exitWhenDone } from "@turnpike/runtime-kit";
-import { PROGRAM_NAME } from "./config.js";
+import { PROGRAM_NAME } from "./config/options.js";
+import { startRelay } from "./engine/driver.js";
 import { runCli } from "./main.js";
-import { startRelay } from "./relay.js";
 import { startWorkerPool } from "./workers/pool.js";
 
 exitWhenDone(

@@ -9,7 +9,7 @@
 
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { SocketAddress } from "./config.js";
+import type { SocketAddress } from "./config/types.js";
 import { createDiscoveryHandler, type DiscoveryOptions } from "./discovery.js";
 
 export interface RelayState {

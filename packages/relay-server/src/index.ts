@@ -1,22 +1,25 @@
 // Public API of @turnpike/relay-server (the CLI is bin/turnpike-relay.js).
 
-export { createLogger, type LogFormat, type Logger, type LogLevel } from "@turnpike/runtime-kit";
 export {
   ConfigError,
-  type CredentialsCommand,
-  envName,
-  formatSocketAddress,
-  type InfoCommand,
-  OPTIONS,
-  type ParsedCommand,
-  parseRelayArgs,
-  parseSocketAddress,
-  type RelayConfig,
-  renderConfigTable,
-  type SocketAddress,
-  type StaticUser,
-} from "./config.js";
+  createLogger,
+  type LogFormat,
+  type Logger,
+  type LogLevel,
+} from "@turnpike/runtime-kit";
+export { envName, OPTIONS, renderConfigTable } from "./config/options.js";
+export { parseRelayArgs } from "./config/parse.js";
+export type {
+  CredentialsCommand,
+  InfoCommand,
+  ParsedCommand,
+  RelayConfig,
+  SocketAddress,
+  StaticUser,
+} from "./config/types.js";
+export { formatSocketAddress, parseSocketAddress } from "./config/values.js";
 export { mintCredentials, restApiPassword, type TurnCredentials } from "./credentials.js";
+export { startRelay } from "./engine/driver.js";
 export { type HealthServer, type RelayState, startHealthServer } from "./health.js";
 export {
   METRIC_DOCS,
@@ -25,7 +28,6 @@ export {
   renderMetricsTable,
   startMetrics,
 } from "./metrics.js";
-export { startRelay } from "./relay.js";
 export {
   createRelayStats,
   createRelayTelemetry,

@@ -23,13 +23,10 @@ import {
   parseOrReport,
   withTimeout,
 } from "@turnpike/runtime-kit";
-import {
-  formatSocketAddress,
-  PROGRAM_NAME,
-  parseRelayArgs,
-  type RelayConfig,
-  readRevokeFile,
-} from "./config.js";
+import { PROGRAM_NAME } from "./config/options.js";
+import { parseRelayArgs } from "./config/parse.js";
+import type { RelayConfig } from "./config/types.js";
+import { formatSocketAddress, readRevokeFile } from "./config/values.js";
 import { mintCredentials } from "./credentials.js";
 import { fetchAllocations, renderAllocationsTable } from "./discovery.js";
 import { type HealthServer, startHealthServer } from "./health.js";

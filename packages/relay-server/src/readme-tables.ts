@@ -1,6 +1,6 @@
 // Fills the generated tables of the root README between their markers
 // (`<!-- config-table:start ... -->` ... `<!-- config-table:end -->`, same for metrics-table).
-import { renderConfigTable } from "./config.js";
+import { renderConfigTable } from "./config/options.js";
 import { renderMetricsTable } from "./metrics.js";
 
 export function fillReadmeTables(readme: string): string {

@@ -1,15 +1,14 @@
-// The contract between the CLI (cli.ts) and the socket driver (relay.ts): the CLI parses the
+// The contract between the CLI (cli.ts) and the relay engine (engine/driver.ts, or the workers'
+// supervisor workers/pool.ts, which runs one per worker thread): the CLI parses the
 // configuration, builds logger and telemetry, and calls
 //   startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay>
 // The driver never sees yargs, environment variables or OpenTelemetry types.
 
 import type { Logger } from "@turnpike/runtime-kit";
-import type { RelayConfig, SocketAddress } from "./config.js";
+import type { RelayConfig, SocketAddress } from "./config/types.js";
 import type { AllocationRow } from "./discovery.js";
+import type { WorkerContext } from "./shared/context.js";
 import type { RelayStats, RelayTelemetry } from "./stats.js";
-import type { SharedLimits } from "./workers/shared-limits.js";
-
-export type { RelayConfig, SocketAddress } from "./config.js";
 
 /** What the driver needs from the metrics layer: plain counters, no OpenTelemetry. */
 export interface RelayMetricsSink {
@@ -25,40 +24,10 @@ export interface RelayDeps {
   readonly metrics: RelayMetricsSink;
   /** Where finished log lines go (workers' lines join the process's stream here). */
   readonly writeLogLine?: (line: string) => void;
-  /** Set when this driver is one of several workers (workers/pool.ts). */
+  /** Set when this engine is one of several workers (workers/pool.ts, shared/context.ts). */
   readonly worker?: WorkerContext;
   /** Bound TCP ports of the process's other listeners (health, Prometheus): never peers. */
   readonly ownPorts?: readonly number[];
-}
-
-/** What a worker's driver shares with the others. */
-export interface WorkerContext {
-  readonly index: number;
-  readonly count: number;
-  /** Allocation and connection quotas and the unauthenticated rate, for the whole process. */
-  readonly limits: SharedLimits;
-  /** The nonce secret every worker uses, so any worker verifies any client. */
-  readonly secret: Uint8Array;
-  /** Post a message to worker `to` (RFC 6062 hand-over). */
-  route(to: number, message: unknown): void;
-  /** Receive messages other workers route here. */
-  onRoute(handler: (from: number, message: unknown) => void): void;
-  /**
-   * This worker's listening sockets, made and kept by the supervisor (one per worker per
-   * address, in configuration order), so a restarted worker takes over its predecessor's
-   * place in each SO_REUSEPORT group; absent where the native module is unavailable (the
-   * worker binds its own, with SO_REUSEPORT).
-   */
-  readonly listenFds?: ListenFds;
-  /** This worker's slice of the relay port range: its allocations' ports come from it. */
-  readonly portSlice: { readonly minPort: number; readonly maxPort: number };
-}
-
-/** Listening sockets by kind, in the order of --listen (udp, tcp) and --tls-listen (tls). */
-export interface ListenFds {
-  readonly udp: readonly number[];
-  readonly tcp: readonly number[];
-  readonly tls: readonly number[];
 }
 
 /** The bound listeners, with real ports when the configuration said port 0. */

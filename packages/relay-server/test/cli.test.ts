@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { decodeTunnelKey } from "@turnpike/runtime-kit";
 import { describe, expect, it } from "vitest";
-import type { RelayConfig } from "../src/config.js";
+import type { RelayConfig } from "../src/config/types.js";
 import type { AllocationRow } from "../src/discovery.js";
 import { startHealthServer } from "../src/health.js";
 import { type CliIo, type RunningProcess, runCli } from "../src/main.js";

@@ -2,16 +2,11 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import type { networkInterfaces } from "node:os";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ConfigError } from "@turnpike/runtime-kit";
 import { describe, expect, it } from "vitest";
-import {
-  ConfigError,
-  envName,
-  OPTIONS,
-  type ParseOptions,
-  parseRelayArgs,
-  type RelayConfig,
-  renderConfigTable,
-} from "../src/config.js";
+import { envName, OPTIONS, renderConfigTable } from "../src/config/options.js";
+import { parseRelayArgs } from "../src/config/parse.js";
+import type { ParseOptions, RelayConfig } from "../src/config/types.js";
 
 const hostInterfaces = (): ReturnType<typeof networkInterfaces> => ({
   lo: [

@@ -1,4 +1,5 @@
-// End to end: the attacks of issue 15 against a real turnpike-relay process at its default
+// End to end: memory-exhaustion attacks by strangers (USERNAME floods, claimed-but-never-sent
+// frames, held and dribbling connections) against a real turnpike-relay process at its default
 // limits, measured from /proc. Before the fixes a stranger could grow the relay's memory by
 // hundreds of MB (60 KB USERNAMEs filling the key cache; 4-byte headers making it allocate
 // 64 KB frames) and keep it after leaving. Now each attack may raise RSS by at most
@@ -35,7 +36,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const TOKEN = "e2e-adversarial-token";
 /**
- * Peak RSS during the USERNAME flood over what it was before (issue 15 measured +266 MB). Most
+ * Peak RSS during the USERNAME flood over what it was before (before the fixes: +266 MB). Most
  * of what remains is garbage awaiting V8 (60 KB datagrams and frames), not state.
  */
 const RSS_BUDGET_MB = 50;
@@ -51,8 +52,8 @@ const CONNECTIONS_BUDGET_MB = 50;
  * isolate after a forced full collection (through the inspector, see heldMiB). RSS cannot say
  * this: it keeps what V8 has not collected yet and the pages V8 and malloc keep after a
  * collection, and so rose by +14 to +45 MB per round here without any state behind it (after
- * a forced collection it stays flat). Measured +0.3 to +1.7 MiB held, also after 5 rounds. The
- * bugs of issue 15 held over 100 MB per round (a key per 60 KB USERNAME, 64 KB per claimed
+ * a forced collection it stays flat). Measured +0.3 to +1.7 MiB held, also after 5 rounds. Before the
+ * fixes the relay held over 100 MB per round (a key per 60 KB USERNAME, 64 KB per claimed
  * frame); 4 MiB still fails a leaked socket per attacker connection (4,100 a round).
  */
 const HELD_MB = 4;
@@ -143,7 +144,7 @@ function partialAllocate(bodyLength: number, sent: number): Uint8Array {
   return b;
 }
 
-/** The issue's flood message: Allocate, a ~60 KB REST-style USERNAME, zero-key integrity. */
+/** The flood message: Allocate, a ~60 KB REST-style USERNAME, zero-key integrity. */
 function floodAllocate(i: number, realm: string, nonce: string): Uint8Array {
   const tid = new Uint8Array(12);
   new DataView(tid.buffer).setUint32(0, i);
@@ -216,10 +217,10 @@ interface Round {
   dribblersOpen: number;
 }
 
-/** Every attack of issue 15 once, then every attacker leaves; RSS (MiB) along the way. */
+/** Every attack once, then every attacker leaves; RSS (MiB) along the way. */
 async function attackRound(r: TurnpikeHandle): Promise<Round> {
   // 1. The USERNAME flood, 2,000 Allocates with 60 KB usernames each: over UDP, and over one
-  //    TCP connection as in the issue (there the first such frame ends the connection).
+  //    TCP connection (there the first such frame ends the connection).
   const start = rssMiB(r.pid);
   let sampler = sampleRss(r.pid);
   const udp = await floodSocket(r.port, "127.0.0.2");
@@ -280,7 +281,7 @@ async function attackRound(r: TurnpikeHandle): Promise<Round> {
   return { ...result, after: rssMiB(r.pid) };
 }
 
-describe("turnpike-relay under the attacks of issue 15, at its default limits", () => {
+describe("turnpike-relay at its default limits, flooded and held open by strangers: bounded memory, nothing held once they leave", () => {
   let range: PortRange;
   let relay: TurnpikeHandle | undefined;
   let peer: EchoPeer;

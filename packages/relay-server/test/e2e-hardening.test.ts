@@ -1,4 +1,5 @@
-// End to end: the defences of issue 15 against a real turnpike-relay process on loopback.
+// End to end: the defences against strangers holding slots or memory, and against relaying to
+// the relay itself, on a real turnpike-relay process on loopback.
 // Connection slots (a per-source cap on connections that have not authenticated, an idle clock
 // that only complete messages reset, a TLS handshake deadline of its own), frames an
 // unauthenticated connection may not send, static and TURN REST users as distinct principals,
@@ -138,7 +139,7 @@ describe("turnpike-relay connection slots and frame limits", () => {
     const hog = await Promise.all(Array.from({ length: 15 }, () => raw(port, "127.0.0.1")));
     await sleep(400);
     expect(hog.filter((r) => !r.closedByRelay)).toHaveLength(10);
-    // Another source is still served (before issue 15 one source could hold every slot).
+    // Another source is still served (one source cannot hold every slot).
     const other = await TurnClientLite.open({ port, transport: "tcp", localAddress: "127.0.0.2" });
     expect((await other.request(Method.Binding, () => {}, { auth: false })).code).toBe(0);
     other.close();

@@ -1,8 +1,8 @@
-// The process-wide limits workers share (src/workers/shared-limits.ts), checked against a
+// The process-wide limits workers share (src/shared/shared-limits.ts), checked against a
 // plain model over random sequences of acquisitions, releases and worker deaths.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { createSharedLimits, hash64, SharedLimits } from "../src/workers/shared-limits.js";
+import { createSharedLimits, hash64, SharedLimits } from "../src/shared/shared-limits.js";
 
 const limitsFor = (workers: number, perUser = 6, total = 20, tableSlots?: number) => {
   const init = createSharedLimits({

@@ -36,7 +36,8 @@ import {
   RX_STRIDE,
   SLOT_SIZE,
 } from "@turnpike/udp-batch";
-import type { SocketAddress } from "../config.js";
+import type { SocketAddress } from "../config/types.js";
+import type { EngineHost, RelayBindDone } from "../engine/host.js";
 import { PACKET_SIZE_BOUNDS, RELAY_SLOTS } from "../stats.js";
 import {
   CHANNEL_HEADER,
@@ -44,7 +45,6 @@ import {
   type ListenOptions,
   SLOT_UDP_C2P,
   SLOT_UDP_P2C,
-  type UdpHost,
   type UdpPath,
 } from "./udp-path.js";
 
@@ -70,7 +70,7 @@ export class BatchUdpPath implements UdpPath {
   /** Native counters already folded into the stats (collect() adds the difference). */
   private readonly folded: Float64Array;
 
-  constructor(private readonly host: UdpHost) {
+  constructor(private readonly host: EngineHost) {
     this.io = new BatchIo({
       onBatch: (count) => this.onBatch(count),
       sizeBounds: PACKET_SIZE_BOUNDS,
@@ -101,27 +101,18 @@ export class BatchUdpPath implements UdpPath {
     return { ip: at.ip, port: this.io.localPort(handle), family: at.family };
   }
 
-  openRelay(
-    relay: RelayId,
-    family: 4 | 6,
-    address: string,
-    port: number,
-    onBindFailed?: (err: Error) => boolean,
-  ): void {
-    const core = this.host.core;
+  openRelay(relay: RelayId, family: 4 | 6, address: string, port: number, done: RelayBindDone) {
     let handle: number;
     try {
       handle = this.io.open({ family, address, port });
     } catch (err) {
-      // A bind is synchronous here: answer at once (relay-core retries another port).
-      this.host.debug("relay port bind failed", { port, error: (err as Error).message });
-      if (onBindFailed?.(err as Error)) return;
-      core.handleRelayBindFailed(relay, performance.now());
+      // A bind is synchronous here: reported at once.
+      done({ ok: false, error: err as Error });
       return;
     }
     this.sockets[handle & 0xffff] = { handle, kind: RELAY, id: relay };
     this.relays.set(relay, handle);
-    core.handleRelayBound(relay, performance.now(), handle);
+    done({ ok: true, handle });
   }
 
   closeRelay(relay: RelayId): boolean {
@@ -171,20 +162,19 @@ export class BatchUdpPath implements UdpPath {
           if (core.handleClientDatagram(entry.id, rx, start, end, src, now) === RouteKind.ToPeer) {
             this.sendToPeer(SLOT_UDP_C2P);
           } else {
-            host.drainOutputs();
+            host.afterInput();
           }
         } else if (
           core.handlePeerDatagram(entry.id, rx, start, end, src, now) === RouteKind.ToClient
         ) {
           this.sendToClient();
         } else {
-          host.drainOutputs();
+          host.afterInput();
         }
       }
     } finally {
       this.inBatch = false;
     }
-    host.armTimer();
     // The module flushes the queued sends as soon as this returns.
   }
 
@@ -232,7 +222,7 @@ export class BatchUdpPath implements UdpPath {
     const r = host.core.route;
     const client = r.client;
     if (client.transport !== "udp") {
-      host.sendStreamToClient(client, r.data.buffer === this.io.rx.buffer);
+      host.deliverToStreamClient(client, r.data.buffer === this.io.rx.buffer);
       return;
     }
     const listener = this.listeners[client.listener];
@@ -335,7 +325,7 @@ export class BatchUdpPath implements UdpPath {
   async close(): Promise<void> {
     this.io.flush();
     // What the data path cost over the process's life: system calls and crossings.
-    this.host.debug("udp batch counters", { ...this.io.counters() });
+    this.host.log.debug("udp batch counters", { ...this.io.counters() });
     this.io.destroy();
     this.relays.clear();
     this.sockets.length = 0;

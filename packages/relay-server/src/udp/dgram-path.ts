@@ -17,14 +17,14 @@ import {
   writeChannelDataHeader,
 } from "@turnpike/relay-core";
 import { dupFd } from "@turnpike/udp-batch";
-import type { SocketAddress } from "../config.js";
+import type { SocketAddress } from "../config/types.js";
+import type { EngineHost, RelayBindDone } from "../engine/host.js";
 import { RELAY_SLOTS, recordRelayed } from "../stats.js";
 import {
   CHANNEL_HEADER,
   type ListenOptions,
   SLOT_UDP_C2P,
   SLOT_UDP_P2C,
-  type UdpHost,
   type UdpPath,
 } from "./udp-path.js";
 
@@ -49,7 +49,7 @@ export class DgramUdpPath implements UdpPath {
   private readonly onSentChannel: SendCallback;
   private readonly onSentControl: SendCallback;
 
-  constructor(private readonly host: UdpHost) {
+  constructor(private readonly host: EngineHost) {
     for (let slot = 0; slot < RELAY_SLOTS; slot++) {
       this.onSent.push((err, bytes) => this.sent(err, slot, bytes ?? 0));
     }
@@ -88,20 +88,16 @@ export class DgramUdpPath implements UdpPath {
           : { address: at.ip, port: at.port, exclusive: !options.reusePort };
       socket.bind(where, () => {
         socket.off("error", reject);
-        socket.on("error", (err) => this.host.debug("udp listener error", { error: err.message }));
+        socket.on("error", (err) =>
+          this.host.log.debug("udp listener error", { error: err.message }),
+        );
         if (options.bufferBytes) setBuffers(socket, options.bufferBytes);
         resolve({ ip: at.ip, port: socket.address().port, family: at.family });
       });
     });
   }
 
-  openRelay(
-    relay: RelayId,
-    family: 4 | 6,
-    address: string,
-    port: number,
-    onBindFailed?: (err: Error) => boolean,
-  ): void {
+  openRelay(relay: RelayId, family: 4 | 6, address: string, port: number, done: RelayBindDone) {
     const host = this.host;
     const socket = dgram.createSocket({
       type: family === 6 ? "udp6" : "udp4",
@@ -109,15 +105,11 @@ export class DgramUdpPath implements UdpPath {
       lookup: literalLookup,
     });
     this.binding.set(relay, socket);
-    const onBindError = (err: Error) => {
+    const onBindError = (error: Error) => {
       if (this.binding.get(relay) !== socket) return;
       this.binding.delete(relay);
       socket.close();
-      host.debug("relay port bind failed", { port, error: err.message });
-      if (onBindFailed?.(err)) return;
-      host.core.handleRelayBindFailed(relay, performance.now());
-      host.drainOutputs();
-      host.armTimer();
+      done({ ok: false, error });
     };
     socket.once("error", onBindError);
     socket.bind({ address, port, exclusive: true }, () => {
@@ -131,10 +123,8 @@ export class DgramUdpPath implements UdpPath {
       this.sockets[handle] = socket;
       this.handles.set(relay, handle);
       socket.on("message", (msg, rinfo) => this.onPeer(relay, msg, rinfo));
-      socket.on("error", (err) => host.debug("relay socket error", { error: err.message }));
-      host.core.handleRelayBound(relay, performance.now(), handle);
-      host.drainOutputs();
-      host.armTimer();
+      socket.on("error", (err) => host.log.debug("relay socket error", { error: err.message }));
+      done({ ok: true, handle });
     });
   }
 
@@ -172,8 +162,7 @@ export class DgramUdpPath implements UdpPath {
       this.sendToPeer(SLOT_UDP_C2P);
       return;
     }
-    host.drainOutputs();
-    host.armTimer();
+    host.afterInput();
   }
 
   private onPeer(relay: RelayId, msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -188,14 +177,13 @@ export class DgramUdpPath implements UdpPath {
       performance.now(),
     );
     if (kind !== RouteKind.ToClient) {
-      host.drainOutputs();
-      host.armTimer();
+      host.afterInput();
       return;
     }
     const client = host.core.route.client;
     // `msg` is this datagram's own Buffer: a stream write may keep it without a copy.
     if (client.transport === "udp") this.sendToClient(client);
-    else host.sendStreamToClient(client, false);
+    else host.deliverToStreamClient(client, false);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -211,7 +199,7 @@ export class DgramUdpPath implements UdpPath {
       // dgram throws synchronously on arguments it rejects; relay-core never routes such a
       // packet, and if it ever did, one datagram must not take the process down.
       this.host.telemetry.drop("send-failed");
-      this.host.debug("send to peer failed", { error: (err as Error).message });
+      this.host.log.debug("send to peer failed", { error: (err as Error).message });
     }
   }
 

@@ -6,32 +6,16 @@
 //   dgram-path.ts  node:dgram, one callback and one send per datagram: the portable fallback.
 //
 // Both feed relay-core the same way (handleClientDatagram / handlePeerDatagram with a reused
-// DatagramSource) and follow its call order: act on the route at once, drain outputs after a
-// control message, arm the timer after each input (a batch counts as one input here).
-// TCP/TLS stay on node:net and node:tls in relay.ts; this module only calls back into it
-// for peer data bound for a stream client.
+// DatagramSource) and follow its call order: act on the route at once, and after any input
+// that returned no route, run the engine's loop (EngineHost.afterInput: outputs, timer,
+// sends). They know the engine only through EngineHost (engine/host.ts): peer data for a
+// TCP/TLS client goes to host.deliverToStreamClient, and a relay socket's bind is reported
+// back (RelayBind) for the engine to answer relay-core (engine/relay-sockets.ts).
 
-import type { ClientEndpoint, ListenerId, RelayId, TurnServer } from "@turnpike/relay-core";
-import type { SocketAddress } from "../config.js";
-import { type RelayStats, type RelayTelemetry, relaySlot } from "../stats.js";
-
-/** What a UDP path needs from the driver. */
-export interface UdpHost {
-  readonly core: TurnServer;
-  readonly stats: RelayStats;
-  readonly telemetry: RelayTelemetry;
-  /** Drain relay-core's outputs (after an input that returned RouteKind.None). */
-  drainOutputs(): void;
-  /** Re-arm the one timer from relay-core's pollTimeout(). */
-  armTimer(): void;
-  /**
-   * Peer data for a TCP/TLS client: `core.route` is RouteKind.ToClient. `copy`: the route's
-   * bytes live in a buffer that is reused after this call, so a queued write must copy them.
-   */
-  sendStreamToClient(client: ClientEndpoint, copy: boolean): void;
-  /** Debug-level detail for unusual events (bind failures and the like). */
-  debug(message: string, fields: Record<string, unknown>): void;
-}
+import type { ClientEndpoint, ListenerId, RelayId } from "@turnpike/relay-core";
+import type { SocketAddress } from "../config/types.js";
+import type { RelayBindDone } from "../engine/host.js";
+import { relaySlot } from "../stats.js";
 
 export interface ListenOptions {
   /** A socket bound elsewhere (the workers' supervisor): use a duplicate of it. */
@@ -47,16 +31,16 @@ export interface UdpPath {
   /** Bind client listener `listener` (the id relay-core sees); resolves with its address. */
   listen(listener: ListenerId, at: SocketAddress, options: ListenOptions): Promise<SocketAddress>;
   /**
-   * Bind relay socket `relay` (an "open-relay" output) and answer relay-core with
-   * handleRelayBound or handleRelayBindFailed, now or later. `onBindFailed` may take a failure
-   * over (return true): then the caller answers relay-core itself (or binds again).
+   * Bind relay socket `relay` (an "open-relay" output) and report how it went through `done`,
+   * at once or later, with the handle relay-core will put in the routes of its packets. Not
+   * reported when the relay is closed while binding.
    */
   openRelay(
     relay: RelayId,
     family: 4 | 6,
     address: string,
     port: number,
-    onBindFailed?: (err: Error) => boolean,
+    done: RelayBindDone,
   ): void;
   /** Close relay socket `relay` if this path holds it (bound or binding); false otherwise. */
   closeRelay(relay: RelayId): boolean;

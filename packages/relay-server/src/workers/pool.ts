@@ -1,16 +1,17 @@
 // --workers N: N relay engines, one per worker thread, behind the one RunningRelay the CLI
-// knows. Each worker runs the ordinary driver (relay.ts) with its own relay-core TurnServer,
-// its own SO_REUSEPORT listening sockets (the kernel spreads clients over the workers and keeps
-// each client on one) and its own slice of the relay port range (a peer's datagram reaches the
-// worker that owns the allocation). Nothing on the data path crosses threads. What is shared:
+// knows. Each worker runs the ordinary engine (engine/driver.ts) with its own relay-core
+// TurnServer, its own SO_REUSEPORT listening sockets (the kernel spreads clients over the
+// workers and keeps each client on one) and its own slice of the relay port range (a peer's
+// datagram reaches the worker that owns the allocation). Nothing on the data path crosses
+// threads. What is shared (shared/: what a worker needs of the others):
 //
-//   limits      a SharedArrayBuffer (shared-limits.ts): allocation and connection quotas and
-//               the unauthenticated-answer rate hold for the process as a whole, exactly;
+//   limits      a SharedArrayBuffer (shared/shared-limits.ts): allocation and connection
+//               quotas and the unauthenticated-answer rate hold for the process, exactly;
 //   secret      one nonce/credential secret, so any worker verifies any client's nonce;
 //   counters    each worker posts snapshots; the supervisor sums them for metrics.ts;
 //   logs        each worker's lines come here and go out through the one log stream;
 //   RFC 6062    a ConnectionBind that lands on another worker than its CONNECTION-ID's owner
-//               is handed to the owner (hand-over.ts).
+//               is handed to the owner (shared/worker-link.ts, shared/hand-over.ts).
 //
 // The supervisor (this file, on the main thread) starts worker 0 first (its bound ports are
 // the ones the others join when the configuration says port 0), relays drain/close to every
@@ -21,10 +22,16 @@ import { randomBytes } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
-import type { RelayConfig, SocketAddress } from "../config.js";
+import type { RelayConfig, SocketAddress } from "../config/types.js";
 import type { AllocationRow } from "../discovery.js";
-import type { ListenFds, RelayAddresses, RelayDeps, RunningRelay } from "../types.js";
-import { createSharedLimits, SharedLimits, type SharedLimitsInit } from "./shared-limits.js";
+import type { ListenFds } from "../shared/context.js";
+import {
+  createSharedLimits,
+  SharedLimits,
+  type SharedLimitsInit,
+} from "../shared/shared-limits.js";
+import type { RoutedMessage } from "../shared/worker-link.js";
+import type { RelayAddresses, RelayDeps, RunningRelay } from "../types.js";
 import { StatsAggregator, type StatsSnapshot } from "./stats-sync.js";
 
 /** From a worker. */
@@ -65,7 +72,7 @@ export interface WorkerInit {
 }
 
 const STATS_INTERVAL_MS = 250;
-/** SO_RCVBUF/SO_SNDBUF of UDP listeners (as relay.ts asks for a single engine's). */
+/** SO_RCVBUF/SO_SNDBUF of UDP listeners (as engine/driver.ts asks for a single engine's). */
 const LISTENER_BUFFER_BYTES = 4 << 20;
 const RESTART_DELAYS_MS = [200, 500, 1000, 2000, 5000];
 const READY_TIMEOUT_MS = 15_000;
@@ -320,7 +327,7 @@ class WorkerPool implements RunningRelay {
             this.post(other, {
               t: "route",
               from: slot.index,
-              message: { r: "worker-gone", index: slot.index },
+              message: { r: "worker-gone", index: slot.index } satisfies RoutedMessage,
             });
           }
         }

@@ -1,13 +1,13 @@
-// One relay engine in a worker thread (see pool.ts): the ordinary driver with its own
+// One relay engine in a worker thread (see pool.ts): the ordinary engine with its own
 // relay-core, SO_REUSEPORT listeners, a slice of the relay ports, and the limits, secret and
 // log stream it shares with the others through the supervisor.
 
 import { parentPort, workerData } from "node:worker_threads";
 import { createLogger } from "@turnpike/runtime-kit";
-import { startRelay } from "../relay.js";
+import { startRelay } from "../engine/driver.js";
+import { SharedLimits } from "../shared/shared-limits.js";
 import { createRelayStats, createRelayTelemetry } from "../stats.js";
 import type { SupervisorMessage, WorkerInit, WorkerMessage } from "./pool.js";
-import { SharedLimits } from "./shared-limits.js";
 import { snapshotOf } from "./stats-sync.js";
 
 const init = workerData as WorkerInit;

@@ -13,9 +13,9 @@
 //   both ways         ack: the other side finished with a chunk (written, or consumed)
 //
 // The owner sees a RemoteConnection: a Duplex whose writes complete when the holder's socket
-// took them, so the ws-style backpressure in relay.ts works unchanged.
+// took them, so the ws-style backpressure of stream/clients.ts works unchanged. Both are a
+// ConnectionSocket, the part of a socket a client connection needs.
 
-import type net from "node:net";
 import { Duplex } from "node:stream";
 import type { ListenerId } from "@turnpike/relay-core";
 
@@ -39,16 +39,41 @@ export type HandOverMessage =
   | { readonly k: "pause"; readonly h: number }
   | { readonly k: "resume"; readonly h: number };
 
+/**
+ * What the relay does with a client connection's socket: a local net.Socket (or TLSSocket), or
+ * a RemoteConnection standing for one another worker holds.
+ */
+export interface ConnectionSocket {
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  readonly destroyed: boolean;
+  readonly writableLength: number;
+  write(chunk: Uint8Array): boolean;
+  cork(): void;
+  uncork(): void;
+  end(): this;
+  destroy(): this;
+  pause(): this;
+  resume(): this;
+  isPaused(): boolean;
+  setNoDelay(noDelay?: boolean): this;
+  on(event: "data", listener: (chunk: Buffer) => void): this;
+  on(event: "end" | "close" | "drain", listener: () => void): this;
+  on(event: "error", listener: (err: Error) => void): this;
+  once(event: "end" | "close" | "drain", listener: () => void): this;
+  once(event: "error", listener: (err: Error) => void): this;
+}
+
 /** Bytes in flight to the other side before the holder stops reading its socket. */
 const WINDOW_BYTES = 1 << 20;
 
 type Send = (message: HandOverMessage) => void;
 
 /**
- * The owner's view of a connection another worker holds: what relay.ts treats like the
- * net.Socket of a local client connection.
+ * The owner's view of a connection another worker holds: a ConnectionSocket like the socket of
+ * a local client connection.
  */
-export class RemoteConnection extends Duplex {
+export class RemoteConnection extends Duplex implements ConnectionSocket {
   readonly remoteAddress: string;
   readonly remotePort: number;
   /** Write callbacks waiting for the holder's ack, in order. */
@@ -116,7 +141,7 @@ export class RemoteConnection extends Duplex {
     callback(err);
   }
 
-  // The net.Socket surface relay.ts uses; a remote connection has no local knobs.
+  // The rest of ConnectionSocket: a remote connection has no local knobs.
   setNoDelay(): this {
     return this;
   }
@@ -131,7 +156,7 @@ export class RemoteConnection extends Duplex {
  * The socket must be paused; its already-read bytes (`bytes`) go first, in the adopt message.
  */
 export function holdForOwner(
-  socket: net.Socket,
+  socket: ConnectionSocket,
   h: number,
   send: Send,
   adopt: Omit<Extract<HandOverMessage, { k: "adopt" }>, "k" | "h">,

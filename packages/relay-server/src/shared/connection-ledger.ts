@@ -2,9 +2,9 @@
 // takes a slot until it closes, and counts against its source (an IPv4 address or an IPv6 /64)
 // until it authenticates (an allocation or a ConnectionBind), so one source cannot take every
 // slot with connections that say nothing. One engine keeps the counts itself; workers share
-// them (workers/shared-limits.ts) so the caps hold for the process.
+// them (shared-limits.ts) so the caps hold for the process.
 
-import type { SharedLimits } from "./workers/shared-limits.js";
+import type { SharedLimits } from "./shared-limits.js";
 
 export type AdmitVerdict = "ok" | "total" | "per-ip";
 

@@ -1,0 +1,161 @@
+// `turnpike-relay credentials`: the arguments of the command that mints TURN REST API
+// credentials from the relay's token (credentials.ts mints them). It reads the relay's own
+// sources too, so the token, the --pinned-ports range and the default turn:/turns: URIs
+// (RFC 7065) match what the relay next to it serves.
+
+import { isIPv4, isIPv6 } from "node:net";
+import { networkInterfaces as osNetworkInterfaces } from "node:os";
+import { PIN_MARKER } from "@turnpike/relay-core";
+import {
+  ConfigError,
+  fail,
+  list,
+  type OptionSpec,
+  type OptionValues,
+  one,
+  parseInteger,
+  type Scalar,
+} from "@turnpike/runtime-kit";
+import { firstHostAddress } from "./host-addresses.js";
+import { ENV_PREFIX, envName, OPTIONS, type OptionName, PROGRAM_NAME } from "./options.js";
+import { commandParser, readSubcommand } from "./sources.js";
+import type { CredentialsCommand, InfoCommand, SocketAddress } from "./types.js";
+import { isUnspecified } from "./values.js";
+
+export const DEFAULT_TTL = 86400;
+
+export const CREDENTIALS_USAGE = `${PROGRAM_NAME} credentials [--user NAME [--port P]] [--ttl SECONDS] [--uri URI ...]`;
+
+/** The relay's options the command reads from flags too (for the default URIs and the pin). */
+const RELAY_OPTIONS: readonly OptionName[] = [
+  "listen",
+  "tls-listen",
+  "relay-ip",
+  "public-ip4",
+  "public-ip6",
+  "pinned-ports",
+];
+
+export function parseCredentials(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+): CredentialsCommand | InfoCommand {
+  const read = readSubcommand(credentialsParser(argv), "credentials", env, [
+    "token",
+    ...RELAY_OPTIONS,
+  ]);
+  if ("command" in read) return read;
+  const { args, values: v } = read;
+  if (v.token === undefined) {
+    throw new ConfigError(
+      `credentials needs the relay's shared secret: export ${ENV_PREFIX}TOKEN (or pass --token)`,
+    );
+  }
+  const userArg = args.user;
+  let user: string | undefined;
+  if (userArg !== undefined) {
+    user = one(userArg as Scalar | Scalar[], "--user");
+    if (user === "" || user.includes(":") || user.includes(PIN_MARKER)) {
+      fail("--user", `a name without ':' or '${PIN_MARKER}' (pin a port with --port)`, user);
+    }
+  }
+  let port: number | undefined;
+  if (args.port !== undefined) {
+    port = parseInteger(args.port as Scalar, "--port", 1, 65535);
+    if (user === undefined) throw new ConfigError("--port needs --user: a pin belongs to a user");
+    const pinned = v["pinned-ports"];
+    // The relay's range is known when its configuration is (same env and config file): a pin
+    // outside it would be refused with 403 by every relay, so refuse to mint it.
+    if (pinned !== undefined && (port < pinned.min || port > pinned.max)) {
+      fail(
+        "--port",
+        `a port in the relay's --pinned-ports ${pinned.min}-${pinned.max}`,
+        String(port),
+      );
+    }
+  }
+  const ttl =
+    args.ttl === undefined
+      ? DEFAULT_TTL
+      : parseInteger(args.ttl as Scalar, "--ttl", 1, 10 * 365 * 86400);
+  const uriArg = args.uri;
+  let uris: string[];
+  if (uriArg !== undefined) {
+    uris = list(uriArg as Scalar | Scalar[]);
+    for (const uri of uris) {
+      if (!/^turns?:[^\s]+$/.test(uri)) fail("--uri", "a turn: or turns: URI", uri);
+    }
+  } else {
+    uris = defaultUris(v);
+  }
+  return { command: "credentials", token: v.token, user, port, ttl, uris };
+}
+
+/** turn:/turns: URIs (RFC 7065) for the configured listeners. */
+function defaultUris(v: OptionValues<typeof OPTIONS>): string[] {
+  const hostFor = (a: SocketAddress): string | undefined => {
+    if (!isUnspecified(a.ip)) return a.ip;
+    const publicIp = a.family === 4 ? v["public-ip4"] : v["public-ip6"];
+    if (publicIp !== undefined) return publicIp;
+    const relayIp = v["relay-ip"].find((ip) => (a.family === 4 ? isIPv4(ip) : isIPv6(ip)));
+    if (relayIp !== undefined) return relayIp;
+    return firstHostAddress(osNetworkInterfaces(), a.family);
+  };
+  const hostPort = (a: SocketAddress, host: string): string =>
+    `${a.family === 6 ? `[${host}]` : host}:${a.port}`;
+  const uris: string[] = [];
+  for (const a of v.listen) {
+    const host = hostFor(a);
+    if (host === undefined) continue;
+    uris.push(`turn:${hostPort(a, host)}?transport=udp`, `turn:${hostPort(a, host)}?transport=tcp`);
+  }
+  for (const a of v["tls-listen"]) {
+    const host = hostFor(a);
+    if (host === undefined) continue;
+    uris.push(`turns:${hostPort(a, host)}?transport=tcp`);
+  }
+  return uris;
+}
+
+function credentialsParser(argv: readonly string[]) {
+  const parser = commandParser(argv)
+    .usage(
+      `Usage: ${CREDENTIALS_USAGE}\n\n` +
+        `Prints TURN REST API credentials {"username","password","ttl","uris","key"} derived from ${ENV_PREFIX}TOKEN.\n` +
+        'With --port the username pins that relay port: "<expiry>:<user>;port=<P>". Hand the\n' +
+        "tunnel `key` (TURNPIKE_KEY): username and password in one string, never the token.",
+    )
+    .option("user", { type: "string", requiresArg: true, describe: "user name to embed" })
+    .option("port", {
+      type: "string",
+      requiresArg: true,
+      describe: "relay port to pin (needs --user; within the relay's --pinned-ports)",
+    })
+    .option("ttl", {
+      type: "string",
+      requiresArg: true,
+      describe: "validity in seconds",
+      defaultDescription: String(DEFAULT_TTL),
+    })
+    .option("uri", {
+      type: "string",
+      requiresArg: true,
+      describe: "TURN URI to include (repeatable)",
+      defaultDescription: "turn:/turns: URIs of the configured listeners",
+    })
+    .option("token", {
+      type: "string",
+      requiresArg: true,
+      describe: `shared secret [env: ${ENV_PREFIX}TOKEN]`,
+    });
+  // The relay's own listener options, so default URIs can be computed from flags too.
+  for (const name of RELAY_OPTIONS) {
+    const s = OPTIONS[name] as OptionSpec<unknown>;
+    parser.option(name, {
+      type: "string",
+      requiresArg: true,
+      describe: `${s.describe} (for the default URIs) [env: ${envName(name)}]`,
+    });
+  }
+  return parser;
+}

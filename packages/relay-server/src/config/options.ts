@@ -1,0 +1,411 @@
+// The option table: ONE description of every turnpike-relay option, from which the yargs
+// options, the TURNPIKE_* environment names, the `--help` text and the README configuration
+// table are all generated, so names, defaults and docs cannot drift apart (ARCHITECTURE.md,
+// "Layers"). The engine (sources, precedence, help, README table) is @turnpike/runtime-kit's
+// OptionSet, shared with turnpike-tunnel; each entry's `parse` turns one raw value into the
+// relay's shape (values.ts) or throws a one-line ConfigError naming where it came from.
+//
+// Precedence: command-line flag > environment TURNPIKE_<OPTION> > `--config FILE` (JSON) >
+// default. A data table: long, and meant to be read as one.
+
+import {
+  ConfigError,
+  list,
+  logOptions,
+  nonEmpty,
+  OptionSet,
+  type OptionSpec,
+  one,
+  parseBoolean,
+  parseInteger,
+} from "@turnpike/runtime-kit";
+import { RELAY_VERSION } from "../version.js";
+import {
+  type PortRange,
+  type SocketAddress,
+  type StaticUser,
+  UDP_IO_MODES,
+  type UdpIoMode,
+} from "./types.js";
+import {
+  parseCidr,
+  parseIp,
+  parsePortRange,
+  parseSocketAddress,
+  parseUser,
+  readablePath,
+} from "./values.js";
+
+export const PROGRAM_NAME = "turnpike-relay";
+export const ENV_PREFIX = "TURNPIKE_";
+
+type Group =
+  | "Listeners"
+  | "Relay"
+  | "Authentication"
+  | "Peer policy"
+  | "Limits"
+  | "Operations"
+  | "Testing";
+
+function spec<T>(s: OptionSpec<T, Group>): OptionSpec<T, Group> {
+  return s;
+}
+
+export const OPTIONS = {
+  listen: spec<SocketAddress[]>({
+    group: "Listeners",
+    describe: "UDP + TCP listener (repeatable); IPv6 as [::1]:3478",
+    placeholder: "ADDR:PORT",
+    repeatable: true,
+    defaultText: "0.0.0.0:3478",
+    default: [{ ip: "0.0.0.0", port: 3478, family: 4 }],
+    parse: (raw, where) => list(raw).map((v) => parseSocketAddress(v, where, 0)),
+  }),
+  "tls-listen": spec<SocketAddress[]>({
+    group: "Listeners",
+    describe: "TURNS (TLS) listener (repeatable); needs --tls-cert and --tls-key",
+    placeholder: "ADDR:PORT",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseSocketAddress(v, where, 0)),
+  }),
+  "tls-cert": spec<string | undefined>({
+    group: "Listeners",
+    describe: "TLS certificate chain (PEM file)",
+    placeholder: "FILE",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => readablePath(raw, where),
+  }),
+  "tls-key": spec<string | undefined>({
+    group: "Listeners",
+    describe: "TLS private key (PEM file)",
+    placeholder: "FILE",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => readablePath(raw, where),
+  }),
+  "relay-ip": spec<string[]>({
+    group: "Relay",
+    describe: "address relay sockets bind on (repeatable, at most one per family)",
+    placeholder: "IP",
+    repeatable: true,
+    defaultText:
+      "the first --listen address of that family if not unspecified, else the host's first non-internal address",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseIp(v, where, { allowUnspecified: false })),
+  }),
+  "public-ip4": spec<string | undefined>({
+    group: "Relay",
+    describe: "IPv4 address XOR-RELAYED-ADDRESS carries (behind 1:1 NAT)",
+    placeholder: "IP",
+    defaultText: "the relay IPv4",
+    default: undefined,
+    parse: (raw, where) => parseIp(one(raw, where), where, { family: 4, allowUnspecified: false }),
+  }),
+  "public-ip6": spec<string | undefined>({
+    group: "Relay",
+    describe: "IPv6 address XOR-RELAYED-ADDRESS carries (behind 1:1 NAT)",
+    placeholder: "IP",
+    defaultText: "the relay IPv6",
+    default: undefined,
+    parse: (raw, where) => parseIp(one(raw, where), where, { family: 6, allowUnspecified: false }),
+  }),
+  "min-port": spec<number>({
+    group: "Relay",
+    describe: "lowest relay port",
+    placeholder: "N",
+    defaultText: "49152",
+    default: 49152,
+    parse: (raw, where) => parseInteger(raw, where, 1, 65535),
+  }),
+  "max-port": spec<number>({
+    group: "Relay",
+    describe: "highest relay port",
+    placeholder: "N",
+    defaultText: "65535",
+    default: 65535,
+    parse: (raw, where) => parseInteger(raw, where, 1, 65535),
+  }),
+  "pinned-ports": spec<PortRange | undefined>({
+    group: "Relay",
+    describe:
+      "relay ports reserved for credentials that pin one (`credentials --port`); outside --min-port..--max-port",
+    placeholder: "MIN-MAX",
+    defaultText: "none (pinned credentials are refused)",
+    default: undefined,
+    parse: (raw, where) => parsePortRange(one(raw, where), where),
+  }),
+  "legacy-channel-numbers": spec<boolean>({
+    group: "Relay",
+    describe:
+      "also accept RFC 5766's ChannelBind numbers 0x5000-0x7FFF (older clients, e.g. coturn's turnutils_uclient); by default only RFC 8656's 0x4000-0x4FFF",
+    boolean: true,
+    defaultText: "false",
+    default: false,
+    parse: (raw, where) => parseBoolean(raw, where),
+  }),
+  realm: spec<string>({
+    group: "Authentication",
+    describe: "long-term credential realm",
+    placeholder: "S",
+    defaultText: "turnpike",
+    default: "turnpike",
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  token: spec<string | undefined>({
+    group: "Authentication",
+    describe:
+      "shared secret for TURN REST API credentials (coturn use-auth-secret compatible); prefer the env var, a flag is visible in `ps`",
+    placeholder: "SECRET",
+    defaultText: "generated at start (one warning line)",
+    default: undefined,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  user: spec<StaticUser[]>({
+    group: "Authentication",
+    describe: "static long-term user (repeatable)",
+    placeholder: "NAME:PASSWORD",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseUser(v, where)),
+  }),
+  revoke: spec<string[]>({
+    group: "Authentication",
+    describe:
+      "refuse this user's credentials (403) and end its allocations: a REST <user> (pinned or not) or a static user (repeatable)",
+    placeholder: "USER",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw) => list(raw).map((u) => u.trim()),
+  }),
+  "revoke-file": spec<string | undefined>({
+    group: "Authentication",
+    describe:
+      "file of users to revoke, one per line (# comments), re-read on SIGHUP; adds to --revoke",
+    placeholder: "FILE",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => readablePath(raw, where),
+  }),
+  "allow-peer": spec<string[]>({
+    group: "Peer policy",
+    describe: "allow peers in this CIDR even if special-purpose (repeatable)",
+    placeholder: "CIDR",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseCidr(v, where)),
+  }),
+  "deny-peer": spec<string[]>({
+    group: "Peer policy",
+    describe: "deny peers in this CIDR; wins over --allow-peer (repeatable)",
+    placeholder: "CIDR",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseCidr(v, where)),
+  }),
+  "allow-loopback-peers": spec<boolean>({
+    group: "Peer policy",
+    describe: "allow 127.0.0.0/8 and ::1 as peers (tests only; logged as a warning)",
+    boolean: true,
+    defaultText: "false",
+    default: false,
+    parse: (raw, where) => parseBoolean(raw, where),
+  }),
+  "allow-self-peer": spec<boolean>({
+    group: "Peer policy",
+    describe:
+      "allow the relay's own addresses as peers: without it 0.0.0.0/::, the relay's listening ports and its own addresses outside the relay port range are refused whatever --allow-peer says (logged as a warning)",
+    boolean: true,
+    defaultText: "false",
+    default: false,
+    parse: (raw, where) => parseBoolean(raw, where),
+  }),
+  "max-allocations": spec<number>({
+    group: "Limits",
+    describe: "total allocations",
+    placeholder: "N",
+    defaultText: "10000",
+    default: 10000,
+    parse: (raw, where) => parseInteger(raw, where, 1, 10_000_000),
+  }),
+  "max-allocations-per-user": spec<number>({
+    group: "Limits",
+    describe: "allocations per user (486 Allocation Quota Reached beyond)",
+    placeholder: "N",
+    defaultText: "100",
+    default: 100,
+    parse: (raw, where) => parseInteger(raw, where, 1, 10_000_000),
+  }),
+  "max-permissions": spec<number>({
+    group: "Limits",
+    describe: "permissions per allocation",
+    placeholder: "N",
+    defaultText: "64",
+    default: 64,
+    parse: (raw, where) => parseInteger(raw, where, 1, 65535),
+  }),
+  "max-channels": spec<number>({
+    group: "Limits",
+    describe: "channels per allocation",
+    placeholder: "N",
+    defaultText: "64",
+    default: 64,
+    // RFC 8656 §12: channel numbers 0x4000 through 0x4FFF, so at most 4096 per allocation.
+    parse: (raw, where) => parseInteger(raw, where, 1, 4096),
+  }),
+  "max-unauthenticated-rate": spec<number>({
+    group: "Limits",
+    describe:
+      "responses per second per source IP to requests without valid credentials (Binding, 401, 438); beyond it they are dropped, so spoofed sources cannot use the relay as an amplifier (0 = unlimited)",
+    placeholder: "N",
+    defaultText: "200",
+    default: 200,
+    parse: (raw, where) => parseInteger(raw, where, 0, 10_000_000),
+  }),
+  "max-connections": spec<number>({
+    group: "Limits",
+    describe: "TCP/TLS client connections",
+    placeholder: "N",
+    defaultText: "10000",
+    default: 10000,
+    parse: (raw, where) => parseInteger(raw, where, 1, 10_000_000),
+  }),
+  "max-connections-per-ip": spec<number>({
+    group: "Limits",
+    describe:
+      "TCP/TLS connections from one source (IPv4 address, IPv6 /64) that have not authenticated yet (TLS handshake, or no allocation); beyond it new ones are closed (0 = unlimited)",
+    placeholder: "N",
+    defaultText: "100",
+    default: 100,
+    parse: (raw, where) => parseInteger(raw, where, 0, 10_000_000),
+  }),
+  "tcp-idle-timeout": spec<number>({
+    group: "Limits",
+    describe:
+      "seconds a TCP/TLS connection without an allocation may go without sending a complete message before it is closed (a TLS handshake gets min(this, 10 s) in all)",
+    placeholder: "SECONDS",
+    defaultText: "300",
+    default: 300,
+    parse: (raw, where) => parseInteger(raw, where, 1, 86400),
+  }),
+  "udp-io": spec<UdpIoMode>({
+    group: "Operations",
+    describe:
+      "UDP data path: batch (native recvmmsg/sendmmsg, Linux), dgram (node:dgram), auto (batch when its native module loads, else dgram; the log says which)",
+    placeholder: "auto|batch|dgram",
+    defaultText: "auto",
+    default: "auto",
+    parse: (raw, where) => {
+      const text = one(raw, where);
+      if (!(UDP_IO_MODES as readonly string[]).includes(text)) {
+        throw new ConfigError(
+          `${where} must be one of auto, batch, dgram, got ${JSON.stringify(text)}`,
+        );
+      }
+      return text as UdpIoMode;
+    },
+  }),
+  workers: spec<number | "auto">({
+    group: "Operations",
+    describe:
+      "relay engines, one per worker thread, each with its own SO_REUSEPORT sockets and slice of the relay ports; limits hold for the process as a whole (auto = available cores)",
+    placeholder: "N|auto",
+    defaultText: "auto",
+    default: "auto",
+    parse: (raw, where) => {
+      const text = one(raw, where);
+      return text === "auto" ? "auto" : parseInteger(text, where, 1, 256);
+    },
+  }),
+  "test-crash-worker": spec<boolean>({
+    group: "Testing",
+    describe: "test hook: SIGUSR2 makes worker 0 throw an uncaught exception",
+    boolean: true,
+    defaultText: "false",
+    default: false,
+    hidden: true,
+    parse: (raw, where) => parseBoolean(raw, where),
+  }),
+  "alternate-server": spec<SocketAddress | undefined>({
+    group: "Operations",
+    describe: "sent as ALTERNATE-SERVER with 300 Try Alternate while draining",
+    placeholder: "ADDR:PORT",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => parseSocketAddress(one(raw, where), where, 1),
+  }),
+  "drain-timeout": spec<number>({
+    group: "Operations",
+    describe: "seconds SIGTERM waits for live allocations before closing",
+    placeholder: "SECONDS",
+    defaultText: "30",
+    default: 30,
+    parse: (raw, where) => parseInteger(raw, where, 0, 86400),
+  }),
+  "health-listen": spec<SocketAddress | null>({
+    group: "Operations",
+    describe: 'HTTP /healthz and /readyz ("off" disables)',
+    placeholder: "ADDR:PORT",
+    defaultText: "127.0.0.1:8080",
+    default: { ip: "127.0.0.1", port: 8080, family: 4 },
+    parse: (raw, where) => {
+      const text = one(raw, where);
+      return text === "off" ? null : parseSocketAddress(text, where, 0);
+    },
+  }),
+  "admin-token": spec<string | undefined>({
+    group: "Operations",
+    describe:
+      "bearer token of the discovery API GET /v1/allocations on --health-listen (off without it); prefer the env var",
+    placeholder: "TOKEN",
+    defaultText: "none (discovery API off)",
+    default: undefined,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  "prometheus-listen": spec<SocketAddress | undefined>({
+    group: "Operations",
+    describe: "Prometheus pull endpoint /metrics",
+    placeholder: "ADDR:PORT",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => parseSocketAddress(one(raw, where), where, 0),
+  }),
+  ...logOptions("Operations"),
+  software: spec<string>({
+    group: "Operations",
+    describe: "SOFTWARE attribute in responses",
+    placeholder: "S",
+    defaultText: "turnpike/<version>",
+    default: `turnpike/${RELAY_VERSION}`,
+    parse: (raw, where) => nonEmpty(raw, where),
+  }),
+  "rng-seed": spec<number | undefined>({
+    group: "Operations",
+    describe: "seed the injected random source (reproducing bugs; never in production)",
+    placeholder: "N",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => parseInteger(raw, where, 0, 0xffffffff),
+  }),
+} as const;
+
+export type OptionName = keyof typeof OPTIONS;
+
+export const OPTION_SET = new OptionSet(OPTIONS, ENV_PREFIX);
+
+/** The TURNPIKE_* variable for an option (`min-port` -> TURNPIKE_MIN_PORT). */
+export function envName(option: string): string {
+  return OPTION_SET.envName(option);
+}
+
+/** The README configuration table (Markdown): option, env var, default, meaning. */
+export function renderConfigTable(): string {
+  return OPTION_SET.renderTable();
+}

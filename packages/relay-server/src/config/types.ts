@@ -1,0 +1,153 @@
+// The relay's configuration as the rest of the relay sees it: the resolved RelayConfig, the
+// subcommands' results, and the value shapes everyone shares (SocketAddress, PortRange, ...).
+// Types only: how they are parsed is options.ts (the table), values.ts (one value) and
+// relay-command.ts (the cross-field rules).
+
+import type { networkInterfaces as osNetworkInterfaces } from "node:os";
+import type { LogFormat, LogLevel } from "@turnpike/runtime-kit";
+
+/** A concrete IP address and port. `family` follows the address text. */
+export interface SocketAddress {
+  readonly ip: string;
+  readonly port: number;
+  readonly family: 4 | 6;
+}
+
+export const UDP_IO_MODES = ["auto", "batch", "dgram"] as const;
+export type UdpIoMode = (typeof UDP_IO_MODES)[number];
+
+export interface StaticUser {
+  readonly username: string;
+  readonly password: string;
+}
+
+/** The fully resolved relay configuration (`turnpike-relay` without a subcommand). */
+export interface RelayConfig {
+  readonly command: "relay";
+  /** UDP + TCP listeners. Port 0 means "any free port" (tests); see RunningRelay.addresses(). */
+  readonly listen: readonly SocketAddress[];
+  /** TURNS (TLS over TCP) listeners; non-empty implies tlsCert and tlsKey are set and readable. */
+  readonly tlsListen: readonly SocketAddress[];
+  /** PEM file paths (checked readable at parse time). */
+  readonly tlsCert: string | undefined;
+  readonly tlsKey: string | undefined;
+  /**
+   * Address relay sockets bind on, per family; undefined when that family is not served (no
+   * listener of that family and no --relay-ip for it, or no usable host address).
+   */
+  readonly relayIp4: string | undefined;
+  readonly relayIp6: string | undefined;
+  /** What XOR-RELAYED-ADDRESS carries (1:1 NAT); undefined means "the relay IP". */
+  readonly publicIp4: string | undefined;
+  readonly publicIp6: string | undefined;
+  readonly minPort: number;
+  readonly maxPort: number;
+  /** Ports only pinned credentials get (disjoint from minPort..maxPort); undefined = none. */
+  readonly pinnedPorts: PortRange | undefined;
+  readonly realm: string;
+  /** Shared secret for TURN REST API credentials. Never log it unless tokenGenerated. */
+  readonly token: string;
+  /** True when no token was configured and a random one was generated for this run. */
+  readonly tokenGenerated: boolean;
+  readonly users: readonly StaticUser[];
+  /** --revoke users (fixed for the process) ... */
+  readonly revoke: readonly string[];
+  /** ... and the file re-read on SIGHUP (readRevokeFile); the revocation list is the union. */
+  readonly revokeFile: string | undefined;
+  /** The users in revokeFile when the configuration was parsed. */
+  readonly revokeFileUsers: readonly string[];
+  /** Bearer token of the discovery API (GET /v1/allocations); undefined = API off. */
+  readonly adminToken: string | undefined;
+  /** Peer policy overrides as CIDR text ("10.0.0.0/8", "::1/128" or a bare address). */
+  readonly allowPeers: readonly string[];
+  readonly denyPeers: readonly string[];
+  readonly allowLoopbackPeers: boolean;
+  /** Lift the self-relay rules (relay-core's PeerAddressPolicy `allowSelf`). */
+  readonly allowSelfPeer: boolean;
+  /** ChannelBind accepts RFC 5766's 0x4000-0x7FFF, not only RFC 8656's 0x4000-0x4FFF. */
+  readonly legacyChannelNumbers: boolean;
+  /**
+   * The relay's own IP addresses, denied as peers outside the relay port range unless
+   * allowSelfPeer: relay and public addresses, specific listen addresses and the host's
+   * interface addresses (a listener on 0.0.0.0 answers on every one of them).
+   */
+  readonly selfAddresses: readonly string[];
+  readonly maxAllocations: number;
+  readonly maxAllocationsPerUser: number;
+  /** Per allocation. */
+  readonly maxPermissions: number;
+  /** Per allocation. */
+  readonly maxChannels: number;
+  /** TCP/TLS client connections. */
+  readonly maxConnections: number;
+  /** Unauthenticated TCP/TLS connections per source (IPv4 address, IPv6 /64); 0 = no limit. */
+  readonly maxConnectionsPerIp: number;
+  /** Unauthenticated responses per second per source IP; 0 = unlimited. */
+  readonly maxUnauthenticatedRate: number;
+  /** Seconds. */
+  readonly tcpIdleTimeout: number;
+  /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
+  readonly udpIo: UdpIoMode;
+  /** Relay engines, one per worker thread (1: everything on the main thread). */
+  readonly workers: number;
+  /** Why --workers was lowered to 1, if it was (logged once at start). */
+  readonly workersNote: string | undefined;
+  /** Test hook: SIGUSR2 crashes worker 0 (hidden). */
+  readonly testCrashWorker: boolean;
+  readonly alternateServer: SocketAddress | undefined;
+  /** Seconds. */
+  readonly drainTimeout: number;
+  /** null when `--health-listen off`. */
+  readonly healthListen: SocketAddress | null;
+  readonly prometheusListen: SocketAddress | undefined;
+  readonly logFormat: LogFormat;
+  readonly logLevel: LogLevel;
+  readonly software: string;
+  readonly rngSeed: number | undefined;
+  /** The config file that was read, if any. */
+  readonly configFile: string | undefined;
+  /** Warnings the CLI logs once at start (generated token, loopback peers, ...). */
+  readonly warnings: readonly string[];
+}
+
+/** `turnpike-relay credentials ...`: mint TURN REST API credentials from the token. */
+export interface CredentialsCommand {
+  readonly command: "credentials";
+  readonly token: string;
+  readonly user: string | undefined;
+  /** The relay port the credentials pin (with a user), or undefined for a dynamic port. */
+  readonly port: number | undefined;
+  /** Seconds. */
+  readonly ttl: number;
+  readonly uris: readonly string[];
+}
+
+/** `turnpike-relay allocations ...`: GET /v1/allocations of a running relay, as a table. */
+export interface AllocationsCommand {
+  readonly command: "allocations";
+  /** Base URL of the relay's health listener, e.g. http://127.0.0.1:8080. */
+  readonly url: string;
+  readonly adminToken: string;
+  readonly user: string | undefined;
+  readonly json: boolean;
+}
+
+/** An inclusive port range (--pinned-ports MIN-MAX). */
+export interface PortRange {
+  readonly min: number;
+  readonly max: number;
+}
+
+/** `--help` / `--version`: the text to print on stdout, exit 0. */
+export interface InfoCommand {
+  readonly command: "help" | "version";
+  readonly text: string;
+}
+
+export type ParsedCommand = RelayConfig | CredentialsCommand | AllocationsCommand | InfoCommand;
+
+/** Injectable environment facts, for tests. */
+export interface ParseOptions {
+  networkInterfaces?: () => ReturnType<typeof osNetworkInterfaces>;
+  randomToken?: () => string;
+}

@@ -1,0 +1,314 @@
+// The relay engine: one relay-core TurnServer and everything that executes its decisions.
+// It owns the rooms (udp/ for UDP, stream/ for TCP and TLS, RFC 6062 included), the one timer
+// and, on a worker, the link to the other workers; it knows nothing of yargs or
+// OpenTelemetry: configuration arrives as RelayConfig, metrics leave as plain counters.
+//
+// THE LOOP. Node delivers inputs as callbacks; relay-core's call order (its README, "The call
+// order") makes every one of them the same three steps, in afterInput() below:
+//
+//   input                            arrives in                      relay-core call
+//   UDP datagram (batch: each one)   udp/batch-path.ts, dgram-path   handleClientDatagram,
+//                                                                    handlePeerDatagram
+//   TCP/TLS frame                    stream/clients.ts               handleStreamClient
+//   client connection opened/closed  stream/clients.ts               handleConnection*
+//   RFC 6062 peer connection         stream/peers.ts                 handlePeerConnection*
+//   relay socket bound / not         engine/relay-sockets.ts         handleRelayBound/-Failed
+//   the timer                        engine/timer.ts (onTimer here)  handleTimeout
+//   operator, other workers          here, shared/worker-link.ts     setRevokedUsers, ...
+//
+// A data route (ChannelData, Send/Data) is acted on at once where it arrived, with no output
+// and no timer: that is the whole data path. Everything else calls afterInput().
+
+import { readFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import { listenerId, PeerAddressPolicy, TurnServer } from "@turnpike/relay-core";
+import type { Logger } from "@turnpike/runtime-kit";
+import type { RelayConfig, SocketAddress } from "../config/types.js";
+import type { AllocationRow } from "../discovery.js";
+import {
+  type ConnectionLedger,
+  LocalConnectionLedger,
+  SharedConnectionLedger,
+} from "../shared/connection-ledger.js";
+import type { WorkerContext } from "../shared/context.js";
+import { WorkerLink } from "../shared/worker-link.js";
+import { Admissions } from "../stream/admission.js";
+import { StreamClients } from "../stream/clients.js";
+import { StreamListeners } from "../stream/listeners.js";
+import { PeerConnections } from "../stream/peers.js";
+import type { RelayAddresses, RelayDeps, RunningRelay } from "../types.js";
+import { selectUdpPath } from "../udp/select.js";
+import type { UdpPath } from "../udp/udp-path.js";
+import type { EngineHost } from "./host.js";
+import { executeOutput, type OutputRooms } from "./outputs.js";
+import { RelaySockets } from "./relay-sockets.js";
+import { Report } from "./report.js";
+import { peerPolicyOptions, turnServerOptions } from "./server-options.js";
+import { RelayTimer, unixTimeOffsetMs, WallClockSync } from "./timer.js";
+
+/**
+ * Socket buffers: the listening socket takes every client's traffic, so a burst while the
+ * event loop is busy (GC, a batch of Allocates) must fit in the kernel's queue rather than be
+ * dropped there. Linux caps the request at net.core.rmem_max / wmem_max (4 MiB here).
+ */
+const LISTENER_BUFFER_BYTES = 4 << 20;
+// Relay sockets keep the kernel default: each carries one allocation's peers, and two
+// setsockopt calls per allocation showed up in the allocation-setup profile.
+
+/** Starts an engine: every listener bound, or every socket closed again and the error thrown. */
+export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay> {
+  const engine = new RelayEngine(config, deps);
+  try {
+    await engine.listen();
+  } catch (err) {
+    await engine.close();
+    throw err;
+  }
+  return engine;
+}
+
+class RelayEngine implements RunningRelay {
+  ready = false;
+  draining = false;
+
+  private readonly core: TurnServer;
+  private readonly log: Logger;
+  private readonly worker: WorkerContext | undefined;
+  private readonly peerPolicy: PeerAddressPolicy;
+  private readonly udp: UdpPath;
+  private readonly udpFallbackReason: string | undefined;
+  private readonly admissions: Admissions;
+  private readonly clients: StreamClients;
+  private readonly peers: PeerConnections;
+  private readonly listeners: StreamListeners;
+  private readonly link: WorkerLink | undefined;
+  private readonly report: Report;
+  private readonly rooms: OutputRooms;
+  private readonly timer: RelayTimer;
+  private readonly wallClock: WallClockSync;
+  /** The outputs are being executed (executeOutputs): an input meanwhile joins that run. */
+  private executing = false;
+  private closed = false;
+  private drainWaiter: (() => void) | undefined;
+  private readonly bound: { udp: SocketAddress[]; tcp: SocketAddress[]; tls: SocketAddress[] } = {
+    udp: [],
+    tcp: [],
+    tls: [],
+  };
+
+  constructor(
+    private readonly config: RelayConfig,
+    deps: RelayDeps,
+  ) {
+    const { stats, telemetry } = deps.metrics;
+    const w = deps.worker;
+    this.log = deps.logger;
+    this.worker = w;
+    // Listeners configured with port 0 add their real port once bound (listen()).
+    this.peerPolicy = new PeerAddressPolicy(peerPolicyOptions(config, deps.ownPorts));
+    this.core = new TurnServer(
+      turnServerOptions(config, {
+        worker: w,
+        peerPolicy: this.peerPolicy,
+        unixTimeOffsetMs: unixTimeOffsetMs(),
+      }),
+    );
+    const host: EngineHost = {
+      core: this.core,
+      stats,
+      telemetry,
+      log: this.log,
+      afterInput: () => this.afterInput(),
+      deliverToStreamClient: (client, copy) => this.clients.deliver(client, copy),
+      sendToPeer: (slot) => this.udp.sendToPeer(slot),
+    };
+    const choice = selectUdpPath(config.udpIo, host);
+    this.udp = choice.path;
+    this.udpFallbackReason = choice.fallbackReason;
+    const ledger: ConnectionLedger = w
+      ? new SharedConnectionLedger(w.limits)
+      : new LocalConnectionLedger(config.maxConnections, config.maxConnectionsPerIp);
+    this.admissions = new Admissions(ledger, telemetry);
+    this.link = w
+      ? new WorkerLink(
+          w,
+          {
+            adopt: (remote, m) => this.clients.adopt(remote, m),
+            releasePinnedPort: (family, port, principal) => {
+              const result = this.core.releasePinnedPort(family, port, principal, now());
+              this.afterInput();
+              return result;
+            },
+          },
+          this.log,
+        )
+      : undefined;
+    const idleTimeoutMs = config.tcpIdleTimeout * 1000;
+    this.clients = new StreamClients(host, this.admissions, idleTimeoutMs, this.link);
+    this.peers = new PeerConnections(host, this.clients);
+    this.listeners = new StreamListeners(
+      this.admissions,
+      this.clients,
+      this.log,
+      idleTimeoutMs,
+      config.listen.length,
+      w,
+    );
+    const connections = () => this.clients.size;
+    this.report = new Report(this.core, this.udp, stats, telemetry, this.log, connections);
+    this.rooms = {
+      udp: this.udp,
+      clients: this.clients,
+      peers: this.peers,
+      relaySockets: new RelaySockets(host, this.udp, this.peers, this.link),
+      report: this.report,
+      allocationEnded: () => {
+        if (this.draining && this.core.allocationCount === 0) this.drainWaiter?.();
+      },
+    };
+    this.timer = new RelayTimer(() => this.onTimer());
+    this.wallClock = new WallClockSync(this.core);
+    stats.udpIo = this.udp.kind;
+    stats.beforeCollect = () => this.report.syncGauges();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The loop
+
+  /**
+   * After every input that returned no route:
+   *   1. outputs: drain pollOutput(), carrying each out in order (outputs.ts);
+   *   2. timer: re-arm the one timer at pollTimeout() (timer.ts);
+   *   3. sends: flush what the UDP path queued outside a receive batch (inside one, the
+   *      batch's own flush follows when it returns).
+   */
+  private afterInput(): void {
+    this.executeOutputs();
+    this.timer.arm(this.core.pollTimeout());
+    this.udp.flush();
+  }
+
+  private executeOutputs(): void {
+    // An output's result can arrive while it is carried out (a bind that completes at once)
+    // and run the loop again: the run already under way picks up what that queued.
+    if (this.executing) return;
+    this.executing = true;
+    try {
+      for (let o = this.core.pollOutput(); o !== undefined; o = this.core.pollOutput()) {
+        executeOutput(o, this.rooms);
+      }
+    } finally {
+      this.executing = false;
+    }
+  }
+
+  private onTimer(): void {
+    this.core.handleTimeout(now());
+    this.afterInput();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Lifecycle
+
+  /** Which UDP data path runs ("batch" or "dgram"), for the log, /readyz and metrics. */
+  get udpIo(): "batch" | "dgram" {
+    return this.udp.kind;
+  }
+
+  /** Binds every listener in configuration order: per --listen UDP then TCP, then TLS. */
+  async listen(): Promise<void> {
+    const w = this.worker;
+    for (const addr of this.config.listen) {
+      const id = listenerId(this.bound.udp.length);
+      const udp = await this.udp.listen(id, addr, {
+        fd: w?.listenFds?.udp[id],
+        bufferBytes: LISTENER_BUFFER_BYTES,
+        // Workers share the address; the kernel keeps each client 5-tuple on one of them.
+        reusePort: w !== undefined,
+      });
+      this.bound.udp.push(udp);
+      this.peerPolicy.addSelfPort(udp.port, "udp");
+      this.boundStream("tcp", await this.listeners.listen(addr, "tcp"));
+    }
+    if (this.config.tlsListen.length > 0) {
+      const cert = readFileSync(this.config.tlsCert!);
+      const key = readFileSync(this.config.tlsKey!);
+      for (const addr of this.config.tlsListen) {
+        this.boundStream("tls", await this.listeners.listen(addr, "tls", { cert, key }));
+      }
+    }
+    this.wallClock.start();
+    this.ready = true;
+    // The CLI logs the bound addresses ("listening"); this line says what relays where, and
+    // on which UDP data path (with the reason when the batched one could not be used).
+    const c = this.config;
+    this.log.info("ready", {
+      relayIp4: c.relayIp4,
+      relayIp6: c.relayIp6,
+      ports: `${w?.portSlice.minPort ?? c.minPort}-${w?.portSlice.maxPort ?? c.maxPort}`,
+      udpIo: this.udp.kind,
+      ...(this.udpFallbackReason !== undefined ? { udpIoFallback: this.udpFallbackReason } : {}),
+      pinnedPorts:
+        c.pinnedPorts === undefined ? undefined : `${c.pinnedPorts.min}-${c.pinnedPorts.max}`,
+    });
+  }
+
+  private boundStream(transport: "tcp" | "tls", at: SocketAddress): void {
+    this.bound[transport].push(at);
+    this.peerPolicy.addSelfPort(at.port, "tcp");
+  }
+
+  addresses(): RelayAddresses {
+    return { udp: [...this.bound.udp], tcp: [...this.bound.tcp], tls: [...this.bound.tls] };
+  }
+
+  allocations(): AllocationRow[] {
+    return this.report.allocations();
+  }
+
+  setRevokedUsers(users: Iterable<string>): number {
+    const ended = this.core.setRevokedUsers(users, now());
+    this.afterInput();
+    return ended;
+  }
+
+  drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    this.core.startDraining();
+    this.log.info("draining", { allocations: this.core.allocationCount, timeoutMs });
+    if (this.core.allocationCount === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.drainWaiter = undefined;
+        resolve();
+      }
+      this.drainWaiter = done;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.ready = false;
+    this.admissions.close();
+    // relay-core ends every allocation (its outputs close what they held), with no timer.
+    this.timer.close();
+    this.core.closeAll(now());
+    this.afterInput();
+    this.wallClock.stop();
+    this.link?.close();
+    // A drain still waiting has nothing left to wait for.
+    this.drainWaiter?.();
+    this.peers.closeAll();
+    this.clients.closeAll();
+    await Promise.all([this.udp.close(), this.listeners.close()]).catch(() => undefined);
+    this.log.info("closed");
+  }
+}
+
+function now(): number {
+  return performance.now();
+}

@@ -1,0 +1,117 @@
+// RelayConfig to relay-core's options: what the engine's TurnServer and its peer policy are
+// built with. Pure: no socket, no clock (the wall-clock offset is a parameter), no randomness
+// drawn (the random source is only chosen), so it is unit-tested on its own
+// (test/server-options.test.ts).
+//
+// One engine relays on the whole port range with its own quotas. A worker (shared/context.ts)
+// relays on its slice of the range, so a peer's datagram reaches the worker that owns the
+// allocation, and holds the quotas, the unauthenticated rate and the nonce secret together
+// with the others; its CONNECTION-IDs name it (RFC 6062 across workers, worker-link.ts).
+
+import {
+  CombinedCredentials,
+  type CredentialStore,
+  type PeerAddressPolicy,
+  type PeerAddressPolicyOptions,
+  SeededRandom,
+  SharedSecretCredentials,
+  StaticCredentials,
+  type TurnServerOptions,
+} from "@turnpike/relay-core";
+import { CryptoRandom } from "@turnpike/runtime-kit";
+import type { RelayConfig } from "../config/types.js";
+import type { WorkerContext } from "../shared/context.js";
+
+export interface EngineSetting {
+  /** Set when the engine is one of several workers. */
+  readonly worker?: WorkerContext | undefined;
+  /** Built from peerPolicyOptions(); the engine adds listener ports bound on port 0. */
+  readonly peerPolicy: PeerAddressPolicy;
+  /** Wall clock minus the monotonic clock `now` is given on (timer.ts, unixTimeOffsetMs). */
+  readonly unixTimeOffsetMs: number;
+}
+
+/**
+ * Which peers are refused (RFC 8656 §21): the configured lists, and the relay itself: its own
+ * addresses, its listening ports (TURN on both transports, TLS and `ownPorts`: health and
+ * Prometheus on TCP) and, outside the relay port range, everything else on its addresses.
+ */
+export function peerPolicyOptions(
+  config: RelayConfig,
+  ownPorts: readonly number[] = [],
+): PeerAddressPolicyOptions {
+  return {
+    allow: config.allowPeers,
+    deny: config.denyPeers,
+    allowLoopback: config.allowLoopbackPeers,
+    allowSelf: config.allowSelfPeer,
+    self: {
+      addresses: config.selfAddresses,
+      ports: {
+        udp: config.listen.map((a) => a.port),
+        tcp: [...[...config.listen, ...config.tlsListen].map((a) => a.port), ...ownPorts],
+      },
+      relayPorts: { min: config.minPort, max: config.maxPort },
+    },
+  };
+}
+
+export function turnServerOptions(config: RelayConfig, setting: EngineSetting): TurnServerOptions {
+  const w = setting.worker;
+  return {
+    realm: config.realm,
+    credentials: credentialStore(config),
+    random:
+      config.rngSeed !== undefined
+        ? new SeededRandom(config.rngSeed + (w?.index ?? 0))
+        : new CryptoRandom(),
+    // Workers: one nonce secret, quotas and the unauthenticated rate held together, and
+    // CONNECTION-IDs that name the worker owning them (workers/pool.ts).
+    ...(w && {
+      secret: w.secret,
+      allocationQuota: {
+        acquire: (principal: string) => w.limits.acquireAllocation(principal),
+        release: (principal: string) => w.limits.releaseAllocation(principal),
+      },
+      unauthenticatedLimiter: {
+        // Every worker's buckets on one clock: wall-clock milliseconds.
+        allow: (source: string, now: number) =>
+          w.limits.allowUnauthenticated(source, performance.timeOrigin + now),
+      },
+      connectionIds: { index: w.index, count: w.count },
+    }),
+    relayAddresses: {
+      ip4: config.relayIp4 ? { bind: config.relayIp4, advertised: config.publicIp4 } : undefined,
+      ip6: config.relayIp6 ? { bind: config.relayIp6, advertised: config.publicIp6 } : undefined,
+    },
+    minPort: w?.portSlice.minPort ?? config.minPort,
+    maxPort: w?.portSlice.maxPort ?? config.maxPort,
+    pinnedPorts: config.pinnedPorts,
+    revokedUsers: [...config.revoke, ...config.revokeFileUsers],
+    software: config.software,
+    peerPolicy: setting.peerPolicy,
+    maxAllocations: config.maxAllocations,
+    maxAllocationsPerUser: config.maxAllocationsPerUser,
+    maxPermissionsPerAllocation: config.maxPermissions,
+    maxChannelsPerAllocation: config.maxChannels,
+    legacyChannelNumbers: config.legacyChannelNumbers,
+    maxUnauthenticatedRate: config.maxUnauthenticatedRate,
+    unixTimeOffsetMs: setting.unixTimeOffsetMs,
+    alternateServer: config.alternateServer
+      ? {
+          family: config.alternateServer.family,
+          address: config.alternateServer.ip,
+          port: config.alternateServer.port,
+        }
+      : undefined,
+  };
+}
+
+/** Static users (--user) first, then TURN REST usernames signed with the token. */
+function credentialStore(config: RelayConfig): CredentialStore {
+  const stores: CredentialStore[] = [new SharedSecretCredentials([config.token])];
+  if (config.users.length > 0) {
+    stores.unshift(new StaticCredentials(config.users.map((u) => [u.username, u.password])));
+  }
+  return stores.length === 1 ? stores[0]! : new CombinedCredentials(stores);
+}

@@ -1,0 +1,170 @@
+// The relay's metrics as data: one row per instrument metrics.ts registers (name, kind, unit,
+// attributes, meaning), from which the README's metrics table is generated and against which
+// the tests check what the exporters really export (metrics.test.ts; deploy's dashboard test).
+// A data table.
+
+import { PACKET_SIZE_BOUNDS } from "./stats.js";
+
+export interface MetricDoc {
+  readonly name: string;
+  readonly instrument: string;
+  readonly unit: string;
+  readonly attributes: string;
+  readonly description: string;
+}
+
+export const METRIC_DOCS: readonly MetricDoc[] = [
+  {
+    name: "turn.allocations.active",
+    instrument: "UpDownCounter",
+    unit: "{allocation}",
+    attributes: "transport, family",
+    description: "Allocations currently live",
+  },
+  {
+    name: "turn.allocations.created",
+    instrument: "Counter",
+    unit: "{allocation}",
+    attributes: "transport, family",
+    description: "Allocations created (successful Allocate)",
+  },
+  {
+    name: "turn.allocations.expired",
+    instrument: "Counter",
+    unit: "{allocation}",
+    attributes: "transport, family",
+    description: "Allocations that reached the end of their lifetime",
+  },
+  {
+    name: "turn.allocations.deleted",
+    instrument: "Counter",
+    unit: "{allocation}",
+    attributes: "transport, family",
+    description: "Allocations deleted by the client (Refresh lifetime 0) or the relay",
+  },
+  {
+    name: "turn.allocation.lifetime",
+    instrument: "Histogram",
+    unit: "s",
+    attributes: "-",
+    description: "How long ended allocations lived",
+  },
+  {
+    name: "stun.responses",
+    instrument: "Counter",
+    unit: "{response}",
+    attributes: "method, class, error_code",
+    description: "STUN/TURN responses sent, by method, class (success/error) and error code",
+  },
+  {
+    name: "turn.relayed.packets",
+    instrument: "Counter",
+    unit: "{packet}",
+    attributes: "direction, transport",
+    description: "Packets relayed (direction client_to_peer or peer_to_client)",
+  },
+  {
+    name: "turn.relayed.bytes",
+    instrument: "Counter",
+    unit: "By",
+    attributes: "direction, transport",
+    description: "Payload bytes relayed",
+  },
+  {
+    name: "turn.packet.size",
+    instrument: "Histogram",
+    unit: "By",
+    attributes: "-",
+    description: `Relayed payload sizes (buckets ${PACKET_SIZE_BOUNDS.join(", ")})`,
+  },
+  {
+    name: "turn.permissions.active",
+    instrument: "UpDownCounter",
+    unit: "{permission}",
+    attributes: "-",
+    description: "Permissions installed across all allocations",
+  },
+  {
+    name: "turn.channels.active",
+    instrument: "UpDownCounter",
+    unit: "{channel}",
+    attributes: "-",
+    description: "Channel bindings across all allocations",
+  },
+  {
+    name: "turn.connections.active",
+    instrument: "UpDownCounter",
+    unit: "{connection}",
+    attributes: "-",
+    description: "Open TCP/TLS client connections",
+  },
+  {
+    name: "turn.relay.udp_io",
+    instrument: "Gauge",
+    unit: "1",
+    attributes: "io",
+    description: "The UDP data path in use (io: batch or dgram); always 1",
+  },
+  {
+    name: "turn.auth.failures",
+    instrument: "Counter",
+    unit: "{failure}",
+    attributes: "reason",
+    description: "Requests rejected by authentication",
+  },
+  {
+    name: "turn.dropped.packets",
+    instrument: "Counter",
+    unit: "{packet}",
+    attributes: "reason",
+    description: "Packets dropped (malformed, no permission, policy, backpressure, ...)",
+  },
+  {
+    name: "nodejs.eventloop.delay.p50",
+    instrument: "Gauge",
+    unit: "s",
+    attributes: "-",
+    description: "Event-loop delay median since the previous collection",
+  },
+  {
+    name: "nodejs.eventloop.delay.p99",
+    instrument: "Gauge",
+    unit: "s",
+    attributes: "-",
+    description: "Event-loop delay 99th percentile since the previous collection",
+  },
+  {
+    name: "nodejs.eventloop.delay.max",
+    instrument: "Gauge",
+    unit: "s",
+    attributes: "-",
+    description: "Event-loop delay maximum since the previous collection",
+  },
+  {
+    name: "process.cpu.time",
+    instrument: "Counter",
+    unit: "s",
+    attributes: "cpu.mode",
+    description: "CPU time used by the process (user, system)",
+  },
+  {
+    name: "process.memory.usage",
+    instrument: "UpDownCounter",
+    unit: "By",
+    attributes: "-",
+    description: "Resident set size",
+  },
+];
+
+/** The README metrics table (Markdown). */
+export function renderMetricsTable(): string {
+  const rows = [
+    "| metric | instrument | unit | attributes | meaning |",
+    "|---|---|---|---|---|",
+    ...METRIC_DOCS.map(
+      (m) =>
+        `| \`${m.name}\` | ${m.instrument} | \`${m.unit}\` | ${m.attributes} | ${m.description} |`,
+    ),
+  ];
+  return `${rows.join("\n")}\n`;
+}

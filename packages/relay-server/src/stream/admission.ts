@@ -1,0 +1,91 @@
+// Who may hold a TCP/TLS connection: --max-connections counts every accepted connection (TLS
+// handshakes included) until it closes, --max-connections-per-ip the ones of one source that
+// have not authenticated yet (no allocation, no ConnectionBind), so one source cannot take
+// every slot with connections that say nothing, or a byte a second. The counts are this
+// engine's, or every worker's together (shared/connection-ledger.ts).
+
+import type net from "node:net";
+import { parseIp } from "@turnpike/relay-core";
+import type { ConnectionLedger } from "../shared/connection-ledger.js";
+import type { RelayTelemetry } from "../stats.js";
+
+/** An accepted TCP connection (for TLS: from the TCP accept on, through the handshake). */
+export interface Admission {
+  /** Its source for --max-connections-per-ip: the IPv4 address, or the IPv6 /64. */
+  readonly source: string;
+  /** Counted against its source: true until it authenticates (allocation or ConnectionBind). */
+  counted: boolean;
+  /** Handed over by another worker, which holds (and counts) the socket itself. */
+  readonly remote?: boolean;
+}
+
+export class Admissions {
+  private closed = false;
+
+  constructor(
+    private readonly ledger: ConnectionLedger,
+    private readonly telemetry: RelayTelemetry,
+  ) {}
+
+  /**
+   * A TCP connection was accepted (for TURNS before any TLS byte). Refused (destroyed, counted
+   * as a drop) beyond the caps or once the engine closes; else counted until it closes, per
+   * source until it authenticates.
+   */
+  admit(socket: net.Socket): Admission | undefined {
+    const source = sourceOf(stripMapped(socket.remoteAddress ?? ""));
+    const verdict = this.closed ? "total" : this.ledger.admit(source);
+    if (verdict !== "ok") {
+      this.telemetry.drop(
+        verdict === "per-ip" ? "client-connection-per-ip-limit" : "client-connection-limit",
+      );
+      socket.destroy();
+      return undefined;
+    }
+    const admission: Admission = { source, counted: true };
+    socket.once("close", () => {
+      this.ledger.release(source, admission.counted);
+      admission.counted = false;
+    });
+    return admission;
+  }
+
+  /** A connection another worker holds and counts: here it is a connection like any other. */
+  remote(address: string): Admission {
+    return { source: sourceOf(address), counted: false, remote: true };
+  }
+
+  /** The connection authenticated: it no longer counts against its source. */
+  uncount(admission: Admission): void {
+    if (!admission.counted || admission.remote) return;
+    admission.counted = false;
+    this.ledger.recount(admission.source, -1);
+  }
+
+  /** Its allocation ended: unauthenticated again (it is not closed for being over the cap). */
+  recount(admission: Admission): void {
+    if (admission.counted || admission.remote) return;
+    admission.counted = true;
+    this.ledger.recount(admission.source, 1);
+  }
+
+  /** The engine closes: every connection from now on is refused. */
+  close(): void {
+    this.closed = true;
+  }
+}
+
+/**
+ * The source a connection counts against: an IPv4 address, or the /64 of an IPv6 one (a single
+ * subscriber usually holds a whole /64, RFC 6177).
+ */
+function sourceOf(address: string): string {
+  const ip = address.includes(":") ? parseIp(address) : undefined;
+  if (ip === undefined) return address;
+  return `${Buffer.from(ip.bytes.subarray(0, 8)).toString("hex")}::/64`;
+}
+
+/** A dual-stack TCP listener reports IPv4 clients as ::ffff:a.b.c.d. */
+export function stripMapped(address: string): string {
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}

@@ -1,0 +1,175 @@
+// RFC 6062 on the relay side: TCP relayed addresses (a listener per TCP allocation), peer
+// connections by CONNECTION-ID, and the pipes that join a peer connection to a client's data
+// connection after ConnectionBind (§5.4).
+//
+//   open-relay (tcp)        openRelay: listen on the relayed address; the engine answers
+//                           relay-core from the RelayBind (engine/relay-sockets.ts)
+//   a peer connects         §5.3: held paused under the CONNECTION-ID relay-core gives it
+//   connect-peer            §5.2: dial the peer from the relayed address
+//   bind-connection         §5.4: the pipe, each side's FIN forwarded (§5.5)
+//   close-peer-connection   a piped peer ends gracefully, any other is destroyed
+
+import net from "node:net";
+import type { ConnectionId, PeerConnectionId, RelayId } from "@turnpike/relay-core";
+import type { EngineHost, RelayBindDone } from "../engine/host.js";
+import { stripMapped } from "./admission.js";
+import type { StreamClients } from "./clients.js";
+import { peerToClientSlot, pipeChunk } from "./pipe.js";
+
+export class PeerConnections {
+  /** TCP relayed-address listeners still binding, and bound ones. */
+  private readonly binding = new Map<RelayId, net.Server>();
+  private readonly relays = new Map<RelayId, net.Server>();
+  private readonly sockets = new Map<PeerConnectionId, net.Socket>();
+  /** Peer connections joined to a client data connection (RFC 6062 §5.4). */
+  private readonly piped = new Set<PeerConnectionId>();
+
+  constructor(
+    private readonly host: EngineHost,
+    private readonly clients: StreamClients,
+  ) {}
+
+  /** Listen on a TCP relayed address; `done` unless the relay is closed while binding. */
+  openRelay(relay: RelayId, address: string, port: number, done: RelayBindDone): void {
+    const server = net.createServer(
+      { noDelay: true, pauseOnConnect: true, allowHalfOpen: true },
+      (socket) => this.onPeerConnection(relay, socket),
+    );
+    this.binding.set(relay, server);
+    const onBindError = (error: Error) => {
+      if (this.binding.get(relay) !== server) return;
+      this.binding.delete(relay);
+      server.close();
+      done({ ok: false, error });
+    };
+    server.once("error", onBindError);
+    server.listen({ host: address, port, exclusive: true }, () => {
+      server.off("error", onBindError);
+      if (this.binding.get(relay) !== server) {
+        server.close();
+        return;
+      }
+      this.binding.delete(relay);
+      this.relays.set(relay, server);
+      server.on("error", (err) => this.host.log.debug("tcp relay error", { error: err.message }));
+      done({ ok: true, handle: -1 });
+    });
+  }
+
+  /** Close TCP relayed address `relay` (bound or binding). */
+  closeRelay(relay: RelayId): void {
+    const server = this.relays.get(relay) ?? this.binding.get(relay);
+    this.relays.delete(relay);
+    this.binding.delete(relay);
+    server?.close();
+  }
+
+  /** §5.3: a peer connects to a TCP relayed address; held paused until bound. */
+  private onPeerConnection(relay: RelayId, socket: net.Socket): void {
+    const host = this.host;
+    const id = host.core.handlePeerConnectionAccepted(
+      relay,
+      stripMapped(socket.remoteAddress ?? ""),
+      socket.remotePort ?? 0,
+      performance.now(),
+    );
+    if (id === undefined) socket.destroy();
+    else this.track(id, socket);
+    host.afterInput();
+  }
+
+  /** §5.2: dial the peer from the relayed address for a Connect request. */
+  connect(
+    id: PeerConnectionId,
+    relay: RelayId,
+    family: 4 | 6,
+    address: string,
+    port: number,
+  ): void {
+    const local = this.relays.get(relay)?.address() as net.AddressInfo | undefined;
+    const socket = net.connect({
+      host: address,
+      port,
+      family,
+      localAddress: local?.address,
+      noDelay: true,
+      allowHalfOpen: true,
+    });
+    socket.pause();
+    // Known from the start, so a dial the core gives up on (allocation gone, 30 s timeout) is
+    // found and destroyed by close-peer-connection.
+    this.sockets.set(id, socket);
+    const host = this.host;
+    const onError = () => {
+      if (this.sockets.get(id) === socket) this.sockets.delete(id);
+      socket.destroy();
+      host.core.handlePeerConnectFailed(id, performance.now());
+      host.afterInput();
+    };
+    socket.once("error", onError);
+    socket.once("connect", () => {
+      socket.off("error", onError);
+      if (this.sockets.get(id) !== socket) {
+        socket.destroy(); // cancelled while dialing
+        return;
+      }
+      this.track(id, socket);
+      host.core.handlePeerConnected(id, performance.now());
+      host.afterInput();
+    });
+  }
+
+  private track(id: PeerConnectionId, socket: net.Socket): void {
+    const host = this.host;
+    this.sockets.set(id, socket);
+    socket.on("error", (err) => host.log.debug("peer connection error", { error: err.message }));
+    socket.on("close", () => {
+      if (this.sockets.get(id) === socket) this.sockets.delete(id);
+      this.piped.delete(id);
+      host.core.handlePeerConnectionClosed(id, performance.now());
+      host.afterInput();
+    });
+  }
+
+  /** §5.4: join a client data connection and a peer connection. */
+  bind(id: PeerConnectionId, connection: ConnectionId): void {
+    const client = this.clients.get(connection);
+    const peer = this.sockets.get(id);
+    if (client === undefined || peer === undefined) {
+      client?.socket.destroy();
+      peer?.destroy();
+      return;
+    }
+    this.clients.becomePipe(client, peer);
+    this.piped.add(id);
+    const stats = this.host.stats;
+    const slot = peerToClientSlot(client.transport);
+    peer.on("data", (chunk: Buffer) => pipeChunk(stats, peer, client.socket, chunk, slot));
+    peer.on("end", () => client.socket.end());
+    client.socket.on("end", () => peer.end());
+    peer.resume();
+  }
+
+  /**
+   * close-peer-connection. A piped peer gets a graceful end (its last bytes still reach the
+   * client); one still dialing or waiting for ConnectionBind is paused and would never read
+   * the peer's FIN, so it is destroyed.
+   */
+  close(id: PeerConnectionId): void {
+    const socket = this.sockets.get(id);
+    this.sockets.delete(id);
+    if (socket === undefined) return;
+    if (this.piped.delete(id)) socket.end();
+    else socket.destroy();
+  }
+
+  /** The engine closes: every relayed address and peer connection goes. */
+  closeAll(): void {
+    for (const s of this.binding.values()) s.close();
+    this.binding.clear();
+    for (const s of this.relays.values()) s.close();
+    this.relays.clear();
+    for (const s of this.sockets.values()) s.destroy();
+    this.sockets.clear();
+  }
+}

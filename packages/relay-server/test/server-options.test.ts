@@ -1,0 +1,207 @@
+// The mapping from a resolved RelayConfig to relay-core's TurnServer and peer-policy options
+// (engine/server-options.ts), without sockets: the configuration comes from the real parser,
+// the worker's shared limits are real ones.
+import { longTermKeyMd5, PeerAddressPolicy, SeededRandom } from "@turnpike/relay-core";
+import { CryptoRandom } from "@turnpike/runtime-kit";
+import { describe, expect, it } from "vitest";
+import { parseRelayArgs } from "../src/config/parse.js";
+import type { RelayConfig } from "../src/config/types.js";
+import { mintCredentials } from "../src/credentials.js";
+import { peerPolicyOptions, turnServerOptions } from "../src/engine/server-options.js";
+import type { WorkerContext } from "../src/shared/context.js";
+import { createSharedLimits, SharedLimits } from "../src/shared/shared-limits.js";
+
+const TOKEN = "server-options-token";
+
+function config(...args: string[]): RelayConfig {
+  const parsed = parseRelayArgs(["--token", TOKEN, ...args], {}, { networkInterfaces: () => ({}) });
+  if (parsed.command !== "relay") throw new Error(`not a relay config: ${parsed.command}`);
+  return parsed;
+}
+
+const policy = new PeerAddressPolicy();
+
+function worker(index: number, count: number, maxAllocationsPerUser = 100): WorkerContext {
+  const init = createSharedLimits({
+    workers: count,
+    maxAllocations: 1000,
+    maxAllocationsPerUser,
+    maxConnections: 100,
+    maxConnectionsPerIp: 10,
+    unauthenticatedRate: 1,
+  });
+  return {
+    index,
+    count,
+    limits: new SharedLimits(init, index),
+    secret: new Uint8Array(32).fill(7),
+    route: () => {},
+    onRoute: () => {},
+    portSlice: { minPort: 50000 + index * 100, maxPort: 50099 + index * 100 },
+  };
+}
+
+describe("turnServerOptions: one engine", () => {
+  const c = config(
+    "--listen",
+    "192.0.2.1:3478",
+    "--relay-ip",
+    "2001:db8::1",
+    "--public-ip4",
+    "203.0.113.7",
+    "--min-port",
+    "40000",
+    "--max-port",
+    "40999",
+    "--pinned-ports",
+    "30000-30099",
+    "--revoke",
+    "mallory",
+    "--realm",
+    "example.org",
+    "--max-permissions",
+    "7",
+    "--max-channels",
+    "9",
+    "--max-allocations",
+    "11",
+    "--max-allocations-per-user",
+    "3",
+    "--max-unauthenticated-rate",
+    "5",
+    "--legacy-channel-numbers",
+    "--software",
+    "relay/1",
+    "--alternate-server",
+    "198.51.100.2:3478",
+  );
+  const o = turnServerOptions(c, { peerPolicy: policy, unixTimeOffsetMs: 1234 });
+
+  it("carries the relay's addresses, ports, limits and identity over as they were configured", () => {
+    expect(o).toMatchObject({
+      realm: "example.org",
+      relayAddresses: {
+        ip4: { bind: "192.0.2.1", advertised: "203.0.113.7" },
+        ip6: { bind: "2001:db8::1", advertised: undefined },
+      },
+      minPort: 40000,
+      maxPort: 40999,
+      pinnedPorts: { min: 30000, max: 30099 },
+      software: "relay/1",
+      maxAllocations: 11,
+      maxAllocationsPerUser: 3,
+      maxPermissionsPerAllocation: 7,
+      maxChannelsPerAllocation: 9,
+      legacyChannelNumbers: true,
+      maxUnauthenticatedRate: 5,
+      unixTimeOffsetMs: 1234,
+      alternateServer: { family: 4, address: "198.51.100.2", port: 3478 },
+    });
+    expect(o.peerPolicy).toBe(policy);
+    expect([...(o.revokedUsers ?? [])]).toEqual(["mallory"]);
+  });
+
+  it("shares nothing: no secret, no quota or limiter from outside, no worker-encoded ids", () => {
+    expect(o.secret).toBeUndefined();
+    expect(o.allocationQuota).toBeUndefined();
+    expect(o.unauthenticatedLimiter).toBeUndefined();
+    expect(o.connectionIds).toBeUndefined();
+  });
+
+  it("draws from the system's randomness unless a seed is configured", () => {
+    expect(o.random).toBeInstanceOf(CryptoRandom);
+  });
+
+  it("verifies TURN REST usernames signed with the token, and no static user", () => {
+    const now = 1_800_000_000;
+    const rest = mintCredentials(TOKEN, { user: "alice", ttl: 600, uris: [], nowSeconds: now });
+    const found = o.credentials.lookup(rest.username, "example.org", now);
+    expect(found.ok && Buffer.from(found.key)).toEqual(
+      Buffer.from(longTermKeyMd5(rest.username, "example.org", rest.password)),
+    );
+    expect(o.credentials.lookup("bob", "example.org", now)).toMatchObject({ ok: false });
+  });
+});
+
+describe("turnServerOptions: what varies", () => {
+  it("verifies static users (--user) next to REST usernames", () => {
+    const o = turnServerOptions(config("--user", "bob:secret"), {
+      peerPolicy: policy,
+      unixTimeOffsetMs: 0,
+    });
+    const now = 1_800_000_000;
+    const bob = o.credentials.lookup("bob", "turnpike", now);
+    expect(bob.ok && Buffer.from(bob.key)).toEqual(
+      Buffer.from(longTermKeyMd5("bob", "turnpike", "secret")),
+    );
+    const rest = mintCredentials(TOKEN, { user: "alice", ttl: 600, uris: [], nowSeconds: now });
+    expect(o.credentials.lookup(rest.username, "turnpike", now)).toMatchObject({ ok: true });
+  });
+
+  it("revokes the union of --revoke and the users of --revoke-file", () => {
+    const c = { ...config("--revoke", "a"), revokeFileUsers: ["b", "c"] };
+    const o = turnServerOptions(c, { peerPolicy: policy, unixTimeOffsetMs: 0 });
+    expect([...(o.revokedUsers ?? [])]).toEqual(["a", "b", "c"]);
+  });
+
+  it("seeds the random source with --rng-seed plus the worker's index", () => {
+    const c = config("--rng-seed", "41");
+    const one = turnServerOptions(c, { peerPolicy: policy, unixTimeOffsetMs: 0 });
+    const second = turnServerOptions(c, {
+      worker: worker(1, 2),
+      peerPolicy: policy,
+      unixTimeOffsetMs: 0,
+    });
+    const draws = (r: { nextUint32(): number }) => [r.nextUint32(), r.nextUint32()];
+    expect(draws(one.random)).toEqual(draws(new SeededRandom(41)));
+    expect(draws(second.random)).toEqual(draws(new SeededRandom(42)));
+  });
+
+  it("gives a worker its slice of the ports, the shared secret, quotas and limiter, and ids that name it", () => {
+    const w = worker(1, 3, 1);
+    const o = turnServerOptions(config("--min-port", "50000", "--max-port", "50299"), {
+      worker: w,
+      peerPolicy: policy,
+      unixTimeOffsetMs: 0,
+    });
+    expect(o.minPort).toBe(50100);
+    expect(o.maxPort).toBe(50199);
+    expect(o.secret).toBe(w.secret);
+    expect(o.connectionIds).toEqual({ index: 1, count: 3 });
+    // The per-user quota is the shared one: one allocation for "carol", then 486.
+    expect(o.allocationQuota?.acquire("carol")).toBe(0);
+    expect(o.allocationQuota?.acquire("carol")).toBe(486);
+    o.allocationQuota?.release("carol");
+    expect(w.limits.acquireAllocation("carol")).toBe(0);
+    // The unauthenticated rate (1/s, burst 2) is the shared buckets' too.
+    const allowed = [0, 1, 2].map(() => o.unauthenticatedLimiter?.allow("192.0.2.9", 10));
+    expect(allowed).toEqual([true, true, false]);
+  });
+});
+
+describe("peerPolicyOptions", () => {
+  it("names the relay's own addresses and listening ports, health and metrics included, as self", () => {
+    const c = config(
+      "--listen",
+      "127.0.0.1:3478",
+      "--allow-peer",
+      "10.0.0.0/8",
+      "--deny-peer",
+      "10.1.0.0/16",
+      "--allow-loopback-peers",
+    );
+    const withTls = { ...c, tlsListen: [{ ip: "127.0.0.1", port: 5349, family: 4 as const }] };
+    expect(peerPolicyOptions(withTls, [8080, 9464])).toEqual({
+      allow: ["10.0.0.0/8"],
+      deny: ["10.1.0.0/16"],
+      allowLoopback: true,
+      allowSelf: false,
+      self: {
+        addresses: c.selfAddresses,
+        ports: { udp: [3478], tcp: [3478, 5349, 8080, 9464] },
+        relayPorts: { min: 49152, max: 65535 },
+      },
+    });
+    expect(c.selfAddresses).toContain("127.0.0.1");
+  });
+});
