@@ -105,6 +105,10 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
   if (udpIo !== undefined && !args.includes("--udp-io")) args.push("--udp-io", udpIo);
   const workers = process.env.TEST_WORKERS;
   if (workers !== undefined && !args.includes("--workers")) args.push("--workers", workers);
+  // The kernel data path attaches a BPF program to the interfaces of the listen address: on
+  // the host's loopback never (a suite that wants it runs the relay in a namespace of its own
+  // and says --kernel-path itself).
+  if (!args.includes("--kernel-path")) args.push("--kernel-path", "off");
 
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {

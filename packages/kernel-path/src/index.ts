@@ -6,6 +6,7 @@ export {
   type AvailabilityOptions,
   type KernelPathAvailability,
   kernelPathAvailability,
+  missingForwarding,
   tcxIngressPrograms,
 } from "./availability.js";
 export {

@@ -35,7 +35,10 @@ export interface ChannelRoute {
    * datagrams take the userspace path.
    */
   readonly listener: TransportAddress;
-  /** 0x4000-0x4fff (RFC 8656 §12). */
+  /**
+   * 0x4000-0x4fff (RFC 8656 §12), or up to 0x7fff for a server that accepts RFC 5766's range
+   * (the program takes any number whose first two bits are 01).
+   */
   readonly channel: number;
   /** The relay socket's bound address (not a 1:1 NAT's public one). */
   readonly relayed: TransportAddress;
@@ -182,8 +185,8 @@ export class KernelPath {
     if (family(route.relayed) !== family(route.peer) || family(route.peer) !== f) {
       return undefined;
     }
-    if (!Number.isInteger(route.channel) || route.channel < 0x4000 || route.channel > 0x4fff) {
-      throw new RangeError(`channel ${route.channel} is not a channel number (0x4000-0x4fff)`);
+    if (!Number.isInteger(route.channel) || route.channel < 0x4000 || route.channel > 0x7fff) {
+      throw new RangeError(`channel ${route.channel} is not a channel number (0x4000-0x7fff)`);
     }
     const [b0 = 0, b1 = 0] = route.buckets ?? [];
     const slot = this.#native.bind(

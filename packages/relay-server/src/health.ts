@@ -1,6 +1,7 @@
 // Health endpoints for orchestrators (Kubernetes probes, load balancers):
 //   GET /healthz  200 {"status":"ok","uptimeSeconds":N}          the process is alive
-//   GET /readyz   200 {"status":"ready","uptimeSeconds":N,"udpIo":"batch"|"dgram"}
+//   GET /readyz   200 {"status":"ready","uptimeSeconds":N,"udpIo":"batch"|"dgram",
+//                      "kernelPath":"tc"|"off","workers":N}
 //                                                                 listeners bound, not draining
 //                 503 {"status":"starting"|"draining",...}       take me out of rotation
 //   GET /v1/allocations                                          the discovery API (discovery.ts),
@@ -17,6 +18,8 @@ export interface RelayState {
   readonly draining: boolean;
   /** The UDP data path ("batch" or "dgram"), reported by /readyz once known. */
   readonly udpIo?: string;
+  /** The kernel data path ("tc" or "off"), once known. */
+  readonly kernelPath?: string;
   /** Relay engines (worker threads). */
   readonly workers?: number;
   /** A worker is being restarted: still serving (200), but say so. */
@@ -76,6 +79,7 @@ export async function startHealthServer(
       }
       const io = {
         ...(s.udpIo !== undefined ? { udpIo: s.udpIo } : {}),
+        ...(s.kernelPath !== undefined ? { kernelPath: s.kernelPath } : {}),
         ...(s.workers !== undefined ? { workers: s.workers } : {}),
       };
       if (s.ready && !s.draining) {

@@ -30,12 +30,14 @@
 // | turn.allocations.deleted     | Counter (obs.)        | {allocation}  | transport, family |
 // | turn.allocation.lifetime     | Histogram             | s             | - |
 // | stun.responses               | Counter (obs.)        | {response}    | method, class (success/error), error_code (errors only) |
-// | turn.relayed.packets         | Counter (obs.)        | {packet}      | direction (client_to_peer/peer_to_client), transport |
-// | turn.relayed.bytes           | Counter (obs.)        | By            | direction, transport |
+// | turn.relayed.packets         | Counter (obs.)        | {packet}      | direction (client_to_peer/peer_to_client), transport, path (userspace/kernel) |
+// | turn.relayed.bytes           | Counter (obs.)        | By            | direction, transport, path |
 // | turn.packet.size             | Histogram             | By            | - |
 // | turn.permissions.active      | UpDownCounter (obs.)  | {permission}  | - |
 // | turn.channels.active         | UpDownCounter (obs.)  | {channel}     | - |
 // | turn.connections.active      | UpDownCounter (obs.)  | {connection}  | - |
+// | turn.relay.udp_io            | Gauge (obs.)          | 1             | io (batch/dgram) |
+// | turn.relay.kernel_path       | Gauge (obs.)          | 1             | path (tc/off) |
 // | turn.auth.failures           | Counter (obs.)        | {failure}     | reason |
 // | turn.dropped.packets         | Counter (obs.)        | {packet}      | reason |
 // | nodejs.eventloop.delay.p50   | Gauge (obs.)          | s             | - |
@@ -69,6 +71,7 @@ import type { SocketAddress } from "./config/types.js";
 import {
   ALLOCATION_SLOTS,
   allocationSlotLabels,
+  RELAY_DIRECTIONS,
   createRelayStats,
   createRelayTelemetry,
   LIFETIME_BOUNDS,
@@ -316,6 +319,11 @@ function registerObservables(
     unit: "1",
     description: "The UDP data path in use (io: batch or dgram); always 1",
   });
+  const kernelPath = meter.createObservableGauge("turn.relay.kernel_path", {
+    ...int,
+    unit: "1",
+    description: "The kernel data path (path: tc, or off); always 1",
+  });
   const authFailures = meter.createObservableCounter("turn.auth.failures", {
     ...int,
     unit: "{failure}",
@@ -367,6 +375,7 @@ function registerObservables(
     cpuTime,
     memory,
     udpIo,
+    kernelPath,
   ];
 
   meter.addBatchObservableCallback(async (result) => {
@@ -384,9 +393,18 @@ function registerObservables(
       result.observe(allocationsDeleted, stats.allocationsDeleted[slot]!, attrs);
     }
     for (let slot = 0; slot < RELAY_SLOTS; slot++) {
-      const attrs = relaySlotLabels(slot);
+      const attrs = { ...relaySlotLabels(slot), path: "userspace" };
       result.observe(relayedPackets, stats.relayedPackets[slot]!, attrs);
       result.observe(relayedBytes, stats.relayedBytes[slot]!, attrs);
+    }
+    // What the kernel data path relayed (UDP clients' bound ChannelData), read from its
+    // bindings' counters (kernel/offload.ts).
+    if (stats.kernelPath === "tc") {
+      RELAY_DIRECTIONS.forEach((direction, i) => {
+        const attrs = { direction, transport: "udp", path: "kernel" };
+        result.observe(relayedPackets, stats.kernelRelayedPackets[i]!, attrs);
+        result.observe(relayedBytes, stats.kernelRelayedBytes[i]!, attrs);
+      });
     }
     for (const r of stats.responses.values()) {
       const attrs: Attributes = { method: r.method, class: r.cls };
@@ -397,6 +415,7 @@ function registerObservables(
     result.observe(channels, stats.channelsActive);
     result.observe(connections, stats.connectionsActive);
     if (stats.udpIo !== undefined) result.observe(udpIo, 1, { io: stats.udpIo });
+    if (stats.kernelPath !== undefined) result.observe(kernelPath, 1, { path: stats.kernelPath });
     for (const [reason, count] of stats.authFailures)
       result.observe(authFailures, count, { reason });
     for (const [reason, count] of stats.drops) result.observe(drops, count, { reason });

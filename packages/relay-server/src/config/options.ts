@@ -21,6 +21,8 @@ import {
 } from "@turnpike/runtime-kit";
 import { RELAY_VERSION } from "../version.js";
 import {
+  KERNEL_PATH_MODES,
+  type KernelPathMode,
   type PortRange,
   type SocketAddress,
   type StaticUser,
@@ -310,6 +312,23 @@ export const OPTIONS = {
         );
       }
       return text as UdpIoMode;
+    },
+  }),
+  "kernel-path": spec<KernelPathMode>({
+    group: "Operations",
+    describe:
+      "kernel data path for bound ChannelData (a BPF program at TC ingress on the interfaces of the listen and relay addresses; needs CAP_BPF and CAP_NET_ADMIN, Linux 6.6+, net.ipv4/ipv6.conf.lo.forwarding=1): tc (fail at start if it cannot run; sets the lo forwarding sysctls when allowed), auto (tc where it loads, else off; the log says why), xdp (not built yet), off",
+    placeholder: "auto|tc|xdp|off",
+    defaultText: "auto",
+    default: "auto",
+    parse: (raw, where) => {
+      const text = one(raw, where);
+      if (!(KERNEL_PATH_MODES as readonly string[]).includes(text)) {
+        throw new ConfigError(
+          `${where} must be one of auto, tc, xdp, off, got ${JSON.stringify(text)}`,
+        );
+      }
+      return text as KernelPathMode;
     },
   }),
   workers: spec<number | "auto">({

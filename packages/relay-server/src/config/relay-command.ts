@@ -87,6 +87,7 @@ export function parseRelay(
     maxUnauthenticatedRate: v["max-unauthenticated-rate"],
     tcpIdleTimeout: v["tcp-idle-timeout"],
     udpIo: v["udp-io"],
+    kernelPath: v["kernel-path"],
     ...resolveWorkers(v.workers, v["udp-io"]),
     testCrashWorker: v["test-crash-worker"],
     alternateServer: v["alternate-server"],

@@ -16,6 +16,9 @@ export interface SocketAddress {
 export const UDP_IO_MODES = ["auto", "batch", "dgram"] as const;
 export type UdpIoMode = (typeof UDP_IO_MODES)[number];
 
+export const KERNEL_PATH_MODES = ["auto", "tc", "xdp", "off"] as const;
+export type KernelPathMode = (typeof KERNEL_PATH_MODES)[number];
+
 export interface StaticUser {
   readonly username: string;
   readonly password: string;
@@ -88,6 +91,11 @@ export interface RelayConfig {
   readonly tcpIdleTimeout: number;
   /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
   readonly udpIo: UdpIoMode;
+  /**
+   * The kernel data path (packages/kernel-path): bound ChannelData relayed by a BPF program at
+   * TC ingress; `auto` runs it where it loads, else off with the reason logged.
+   */
+  readonly kernelPath: KernelPathMode;
   /** Relay engines, one per worker thread (1: everything on the main thread). */
   readonly workers: number;
   /** Why --workers was lowered to 1, if it was (logged once at start). */

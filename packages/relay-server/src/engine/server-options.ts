@@ -29,6 +29,11 @@ export interface EngineSetting {
   readonly peerPolicy: PeerAddressPolicy;
   /** Wall clock minus the monotonic clock `now` is given on (timer.ts, unixTimeOffsetMs). */
   readonly unixTimeOffsetMs: number;
+  /**
+   * The kernel data path runs (kernel/): relay-core reports which channel bindings it may
+   * relay (offload-channel / end-offload). Off otherwise: no such outputs, no work for them.
+   */
+  readonly channelOffload?: boolean;
 }
 
 /**
@@ -95,6 +100,7 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
     maxPermissionsPerAllocation: config.maxPermissions,
     maxChannelsPerAllocation: config.maxChannels,
     legacyChannelNumbers: config.legacyChannelNumbers,
+    channelOffload: setting.channelOffload ?? false,
     maxUnauthenticatedRate: config.maxUnauthenticatedRate,
     unixTimeOffsetMs: setting.unixTimeOffsetMs,
     alternateServer: config.alternateServer

@@ -11,7 +11,9 @@
 //   counters    each worker posts snapshots; the supervisor sums them for metrics.ts;
 //   logs        each worker's lines come here and go out through the one log stream;
 //   RFC 6062    a ConnectionBind that lands on another worker than its CONNECTION-ID's owner
-//               is handed to the owner (shared/worker-link.ts, shared/hand-over.ts).
+//               is handed to the owner (shared/worker-link.ts, shared/hand-over.ts);
+//   kernel path chosen and attached here, once (--kernel-path); every worker fills the same
+//               maps, and a dead worker's bindings are taken out here (kernel/share.ts).
 //
 // The supervisor (this file, on the main thread) starts worker 0 first (its bound ports are
 // the ones the others join when the configuration says port 0), relays drain/close to every
@@ -24,6 +26,7 @@ import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
 import type { AllocationRow } from "../discovery.js";
+import { SupervisorKernelPath } from "../kernel/share.js";
 import type { ListenFds } from "../shared/context.js";
 import {
   createSharedLimits,
@@ -37,7 +40,7 @@ import { StatsAggregator, type StatsSnapshot } from "./stats-sync.js";
 /** From a worker. */
 export type WorkerMessage =
   | { t: "log"; line: string }
-  | { t: "ready"; addresses: RelayAddresses; udpIo: "batch" | "dgram" }
+  | { t: "ready"; addresses: RelayAddresses; udpIo: "batch" | "dgram"; kernelPath: "tc" | "off" }
   /** `gen`: the refresh it answers (0 for the periodic ones). */
   | { t: "stats"; snapshot: StatsSnapshot; gen: number }
   | { t: "drained" }
@@ -69,6 +72,8 @@ export interface WorkerInit {
   readonly portSlice: { readonly minPort: number; readonly maxPort: number };
   /** The supervisor's listening sockets for this worker (see ListenFds). */
   readonly listenFds: ListenFds | undefined;
+  /** The kernel data path's maps, attached by the supervisor (see KernelPathShare). */
+  readonly kernelPath: SupervisorKernelPath["share"] | undefined;
 }
 
 const STATS_INTERVAL_MS = 250;
@@ -117,7 +122,10 @@ class WorkerPool implements RunningRelay {
   ready = false;
   draining = false;
   udpIo: "batch" | "dgram" = "dgram";
+  kernelPath: "tc" | "off" = "off";
   private readonly log: Logger;
+  /** Chosen and attached once for every worker (start()); closed after them. */
+  private kernel: SupervisorKernelPath | undefined;
   private readonly slots: Slot[] = [];
   private readonly limitsInit: SharedLimitsInit;
   private readonly limits: SharedLimits;
@@ -182,6 +190,9 @@ class WorkerPool implements RunningRelay {
   }
 
   async start(): Promise<void> {
+    // An explicit --kernel-path that cannot run stops the start here, before any worker.
+    this.kernel = SupervisorKernelPath.open(this.config);
+    this.kernelPath = this.kernel.mode;
     if (batchIoAvailability().available) {
       // This thread binds every worker's listening sockets and keeps them: a worker that dies
       // leaves its socket (and its place in the SO_REUSEPORT group) to its successor, so the
@@ -209,7 +220,11 @@ class WorkerPool implements RunningRelay {
       this.onCrashSignal = () => this.post(this.slots[0]!, { t: "crash" });
       process.on("SIGUSR2", this.onCrashSignal);
     }
-    this.log.info("workers ready", { workers: this.slots.length, udpIo: this.udpIo });
+    this.log.info("workers ready", {
+      workers: this.slots.length,
+      udpIo: this.udpIo,
+      kernelPath: this.kernelPath,
+    });
   }
 
   /**
@@ -259,7 +274,7 @@ class WorkerPool implements RunningRelay {
   private spawn(
     slot: Slot,
     config: RelayConfig,
-  ): Promise<{ addresses: RelayAddresses; udpIo: "batch" | "dgram" }> {
+  ): Promise<{ addresses: RelayAddresses; udpIo: "batch" | "dgram"; kernelPath: "tc" | "off" }> {
     const init: WorkerInit = {
       config,
       portSlice: portSlice(config.minPort, config.maxPort, slot.index, this.slots.length),
@@ -270,6 +285,7 @@ class WorkerPool implements RunningRelay {
       statsIntervalMs: STATS_INTERVAL_MS,
       ownPorts: this.ownPorts,
       listenFds: this.listenFds?.[slot.index],
+      kernelPath: this.kernel?.share,
     };
     const worker = new Worker(new URL("./worker.js", import.meta.url), { workerData: init });
     slot.worker = worker;
@@ -320,6 +336,8 @@ class WorkerPool implements RunningRelay {
         slot.worker = undefined;
         for (const w of slot.waiters.values()) w();
         this.limits.clearWorker(slot.index);
+        // Its bindings stay in the kernel until taken out (their deadlines bound them anyway).
+        this.kernel?.releaseWorker(slot.index);
         this.aggregator.retire(slot.index);
         // The others drop RFC 6062 connections they held for it or adopted from it.
         for (const other of this.slots) {
@@ -477,6 +495,8 @@ class WorkerPool implements RunningRelay {
       for (const fd of [...fds.udp, ...fds.tcp, ...fds.tls]) closeFd(fd);
     }
     this.listenFds = undefined;
+    // The workers ended their bindings as they closed; this detaches the program.
+    this.kernel?.close();
     this.log.info("closed");
   }
 }

@@ -23,6 +23,8 @@ const COUNTER_ARRAYS = [
   "allocationsExpired",
   "allocationsDeleted",
   "lifetimeCounts",
+  "kernelRelayedPackets",
+  "kernelRelayedBytes",
 ] as const;
 const COUNTER_SCALARS = ["packetSizeSum", "lifetimeSum"] as const;
 const COUNTER_MAPS = ["authFailures", "drops"] as const;
@@ -96,6 +98,7 @@ export class StatsAggregator {
       addCounters(t, s);
       addGauges(t, s);
       t.udpIo ??= s.udpIo;
+      t.kernelPath ??= s.kernelPath;
     }
   }
 }

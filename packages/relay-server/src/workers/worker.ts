@@ -36,6 +36,7 @@ const relay = await startRelay(init.config, {
     secret: init.secret,
     route: (to, message) => post({ t: "route", to, message }),
     listenFds: init.listenFds,
+    ...(init.kernelPath && { kernelPath: init.kernelPath }),
     onRoute: (handler) => routeHandlers.push(handler),
   },
 });
@@ -44,7 +45,12 @@ const sendStats = (gen = 0) => post({ t: "stats", snapshot: snapshotOf(stats), g
 const statsTimer = setInterval(() => sendStats(), init.statsIntervalMs);
 statsTimer.unref();
 sendStats();
-post({ t: "ready", addresses: relay.addresses(), udpIo: relay.udpIo });
+post({
+  t: "ready",
+  addresses: relay.addresses(),
+  udpIo: relay.udpIo,
+  kernelPath: relay.kernelPath,
+});
 
 port.on("message", (m: SupervisorMessage) => {
   switch (m.t) {

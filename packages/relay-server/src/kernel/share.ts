@@ -1,0 +1,124 @@
+// One set of kernel maps per process, whoever runs the engines:
+//
+//   --workers 1   the engine on the main thread chooses and opens the kernel path itself;
+//   --workers N   the supervisor (workers/pool.ts) chooses and opens it once, hands every
+//                 worker the maps' file descriptors (a process's descriptors are valid in all
+//                 its threads) and a shared table of which worker holds which slot; each
+//                 worker's engine makes its own handle over the same maps
+//                 (KernelPath.attach). When a worker dies, the supervisor takes its bindings
+//                 out (its successor starts with a fresh relay-core that knows none of them).
+//
+// Offload ids and allocation ids are per engine: nothing shared is keyed by them. The slots
+// come from kernel-path's process-wide allocator; the bucket indices are cut into one share
+// per engine (buckets.ts).
+
+import { KernelPath } from "@turnpike/kernel-path";
+import type { RelayConfig } from "../config/types.js";
+import type { KernelPathShare, WorkerContext } from "../shared/context.js";
+import { bucketShare, KernelBuckets } from "./buckets.js";
+import type { SlotOwners } from "./offload.js";
+import {
+  KERNEL_MAX_BINDINGS,
+  KERNEL_MAX_BUCKETS,
+  type KernelPathChoice,
+  openKernelPath,
+  type WildcardRelayed,
+} from "./select.js";
+
+/** What one engine runs on. */
+export type EngineKernelPath =
+  | {
+      readonly mode: "tc";
+      /** This engine's handle over the maps. */
+      readonly kernel: KernelPath;
+      readonly buckets: KernelBuckets;
+      readonly interfaces: readonly string[];
+      readonly relayed: WildcardRelayed;
+      readonly notes: readonly string[];
+      readonly owners: SlotOwners | undefined;
+      /** Closes this engine's handle (the opener's detaches the program). */
+      close(): void;
+    }
+  | { readonly mode: "off"; readonly fallbackReason: string | undefined };
+
+/** The engine's kernel path: opened here (one engine) or the supervisor's maps (a worker). */
+export function engineKernelPath(config: RelayConfig, worker?: WorkerContext): EngineKernelPath {
+  if (worker === undefined) {
+    const choice = openKernelPath(config);
+    if (choice.mode === "off") return choice;
+    const kernel = choice.path;
+    return {
+      ...choice,
+      kernel,
+      buckets: new KernelBuckets(kernel, 1, KERNEL_MAX_BUCKETS),
+      owners: undefined,
+      close: () => kernel.close(),
+    };
+  }
+  const share = worker.kernelPath ?? { mode: "off", fallbackReason: undefined };
+  if (share.mode === "off") return share;
+  const kernel = KernelPath.attach(share.maps);
+  const { first, count } = bucketShare(worker.index, worker.count, KERNEL_MAX_BUCKETS);
+  return {
+    mode: "tc",
+    kernel,
+    buckets: new KernelBuckets(kernel, first, count),
+    interfaces: share.interfaces,
+    relayed: share.relayed,
+    notes: share.notes,
+    owners: { owners: new Uint16Array(share.owners), tag: worker.index + 1 },
+    close: () => kernel.close(),
+  };
+}
+
+/** The supervisor's side: the kernel path chosen and opened once, for every worker. */
+export class SupervisorKernelPath {
+  readonly share: KernelPathShare;
+  private readonly owners: Uint16Array | undefined;
+
+  private constructor(private readonly choice: KernelPathChoice) {
+    if (choice.mode === "off") {
+      this.share = choice;
+      this.owners = undefined;
+      return;
+    }
+    const owners = new SharedArrayBuffer(KERNEL_MAX_BINDINGS * Uint16Array.BYTES_PER_ELEMENT);
+    this.owners = new Uint16Array(owners);
+    this.share = {
+      mode: "tc",
+      maps: choice.path.shared(),
+      owners,
+      interfaces: choice.interfaces,
+      relayed: choice.relayed,
+      notes: choice.notes,
+    };
+  }
+
+  /** Throws (one line naming --kernel-path) when tc or xdp was asked for and cannot run. */
+  static open(config: RelayConfig): SupervisorKernelPath {
+    return new SupervisorKernelPath(openKernelPath(config));
+  }
+
+  get mode(): "tc" | "off" {
+    return this.choice.mode;
+  }
+
+  /** Worker `index` is gone: take out the bindings it held. Returns how many. */
+  releaseWorker(index: number): number {
+    if (this.choice.mode === "off" || this.owners === undefined) return 0;
+    const tag = index + 1;
+    let released = 0;
+    for (const slot of this.choice.path.liveSlots()) {
+      if (this.owners[slot] !== tag) continue;
+      this.owners[slot] = 0;
+      this.choice.path.unbind(slot);
+      released++;
+    }
+    return released;
+  }
+
+  /** Detaches the program (after the workers closed: their bindings are gone by then). */
+  close(): void {
+    if (this.choice.mode === "tc") this.choice.path.close();
+  }
+}
