@@ -71,11 +71,11 @@ import type { SocketAddress } from "./config/types.js";
 import {
   ALLOCATION_SLOTS,
   allocationSlotLabels,
-  RELAY_DIRECTIONS,
   createRelayStats,
   createRelayTelemetry,
   LIFETIME_BOUNDS,
   PACKET_SIZE_BOUNDS,
+  RELAY_DIRECTIONS,
   RELAY_SLOTS,
   type RelayStats,
   relaySlotLabels,

@@ -26,6 +26,7 @@ import {
   type PortRange,
   type SocketAddress,
   type StaticUser,
+  type TestLifetimes,
   UDP_IO_MODES,
   type UdpIoMode,
 } from "./types.js";
@@ -34,6 +35,7 @@ import {
   parseIp,
   parsePortRange,
   parseSocketAddress,
+  parseTestLifetimes,
   parseUser,
   readablePath,
 } from "./values.js";
@@ -342,6 +344,16 @@ export const OPTIONS = {
       const text = one(raw, where);
       return text === "auto" ? "auto" : parseInteger(text, where, 1, 256);
     },
+  }),
+  "test-lifetimes": spec<TestLifetimes>({
+    group: "Testing",
+    describe:
+      "test hook: relay-core lifetimes in seconds (defaultAllocation=S,permission=S,channel=S,...), so suites of the real process see expiry in seconds",
+    placeholder: "NAME=SECONDS,...",
+    defaultText: "none",
+    default: {},
+    hidden: true,
+    parse: (raw, where) => parseTestLifetimes(list(raw), where),
   }),
   "test-crash-worker": spec<boolean>({
     group: "Testing",

@@ -90,6 +90,7 @@ export function parseRelay(
     kernelPath: v["kernel-path"],
     ...resolveWorkers(v.workers, v["udp-io"]),
     testCrashWorker: v["test-crash-worker"],
+    testLifetimes: v["test-lifetimes"],
     alternateServer: v["alternate-server"],
     drainTimeout: v["drain-timeout"],
     healthListen: v["health-listen"],

@@ -19,6 +19,17 @@ export type UdpIoMode = (typeof UDP_IO_MODES)[number];
 export const KERNEL_PATH_MODES = ["auto", "tc", "xdp", "off"] as const;
 export type KernelPathMode = (typeof KERNEL_PATH_MODES)[number];
 
+/** relay-core's lifetime names (its `Lifetimes`) a test may shorten, in seconds. */
+export const TEST_LIFETIME_NAMES = [
+  "defaultAllocation",
+  "maxAllocation",
+  "permission",
+  "channel",
+  "channelCooldown",
+  "nonce",
+] as const;
+export type TestLifetimes = Partial<Record<(typeof TEST_LIFETIME_NAMES)[number], number>>;
+
 export interface StaticUser {
   readonly username: string;
   readonly password: string;
@@ -102,6 +113,8 @@ export interface RelayConfig {
   readonly workersNote: string | undefined;
   /** Test hook: SIGUSR2 crashes worker 0 (hidden). */
   readonly testCrashWorker: boolean;
+  /** Test hook: relay-core lifetimes overridden, in seconds (hidden). */
+  readonly testLifetimes: TestLifetimes;
   readonly alternateServer: SocketAddress | undefined;
   /** Seconds. */
   readonly drainTimeout: number;

@@ -101,6 +101,7 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
     maxChannelsPerAllocation: config.maxChannels,
     legacyChannelNumbers: config.legacyChannelNumbers,
     channelOffload: setting.channelOffload ?? false,
+    lifetimes: config.testLifetimes,
     maxUnauthenticatedRate: config.maxUnauthenticatedRate,
     unixTimeOffsetMs: setting.unixTimeOffsetMs,
     alternateServer: config.alternateServer
