@@ -5,7 +5,13 @@ import { existsSync } from "node:fs";
 import { get } from "node:http";
 import { fileURLToPath } from "node:url";
 import { freePort } from "./ports.js";
-import { type ExitInfo, type ManagedProcess, sleep, spawnManaged } from "./process.js";
+import {
+  type ExitInfo,
+  type ManagedProcess,
+  sleep,
+  spawnManaged,
+  spawnNamespace,
+} from "./process.js";
 
 export const TURNPIKE_BIN = fileURLToPath(
   new URL("../../packages/relay-server/bin/turnpike-relay.js", import.meta.url),
@@ -94,7 +100,9 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
     "--health-listen",
     `127.0.0.1:${healthPort}`,
     "--log-level",
-    opts.logLevel ?? "warn",
+    // Inside a namespace (spawnInNamespace) readiness is the "listening" line (INFO): this
+    // process cannot reach the health listener there.
+    opts.logLevel ?? (spawnNamespace() === undefined ? "warn" : "info"),
   ];
   if (opts.allowLoopbackPeers ?? true) args.push("--allow-loopback-peers");
   if (opts.legacyChannelNumbers) args.push("--legacy-channel-numbers");
@@ -126,12 +134,17 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
         `turnpike-relay exited before ready (code ${e.code}, signal ${e.signal})\n${tail(proc)}`,
       );
     }
-    try {
-      const r = await httpGet(healthPort, "/readyz", 500);
-      if (r.status === 200) break;
-      lastError = `status ${r.status} ${r.body}`;
-    } catch (e) {
-      lastError = (e as Error).message;
+    if (spawnNamespace() !== undefined) {
+      if (/ INFO listening /.test(proc.stderr)) break;
+      lastError = `no "listening" line yet in namespace ${spawnNamespace()}`;
+    } else {
+      try {
+        const r = await httpGet(healthPort, "/readyz", 500);
+        if (r.status === 200) break;
+        lastError = `status ${r.status} ${r.body}`;
+      } catch (e) {
+        lastError = (e as Error).message;
+      }
     }
     if (Date.now() > deadline) {
       await proc.stop("SIGKILL");
