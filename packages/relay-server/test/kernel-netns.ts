@@ -7,8 +7,12 @@ import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { inNs, makeTopology, NamespaceAgent, type Topology } from "@turnpike/test-support/netns";
-import { spawnInNamespace } from "@turnpike/test-support/process";
-import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
+import {
+  type ManagedProcess,
+  spawnInNamespace,
+  spawnManaged,
+} from "@turnpike/test-support/process";
+import { startTurnpike, TURNPIKE_BIN, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 
 const NS_AGENT = fileURLToPath(new URL("./fixtures/ns-agent.mjs", import.meta.url));
 
@@ -202,4 +206,43 @@ export async function tcxPrograms(net: KernelNet): Promise<number[]> {
       net.observer.call<number | null>("tcxPrograms", { name }).then((n) => n ?? -1),
     ),
   );
+}
+
+/**
+ * turnpike-relay in the relay's namespace without CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN
+ * (capsh drops them from the bounding set, so root has none of them after the exec): resolves
+ * once it listens or has exited.
+ */
+export async function startWithoutCapabilities(
+  net: KernelNet,
+  kernelPath: "auto" | "tc",
+  port: number,
+): Promise<ManagedProcess> {
+  const a = net.t.addresses;
+  const argv = [
+    process.execPath,
+    TURNPIKE_BIN,
+    "--listen",
+    `${a[4].listener}:${port}`,
+    "--relay-ip",
+    a[4].relayed,
+    "--health-listen",
+    "off",
+    "--log-level",
+    "info",
+    "--kernel-path",
+    kernelPath,
+  ];
+  spawnInNamespace(net.t.relay);
+  const proc = spawnManaged(
+    "capsh",
+    ["--drop=cap_bpf,cap_net_admin,cap_sys_admin", "--", "-c", `exec ${argv.join(" ")}`],
+    { env: { ...process.env, TURNPIKE_TOKEN: TOKEN } },
+  );
+  spawnInNamespace(undefined);
+  const end = Date.now() + 15_000;
+  while (!proc.exited && !/ INFO listening /.test(proc.stderr) && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return proc;
 }
