@@ -277,3 +277,45 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * GET http://127.0.0.1:port/path inside namespace `ns` (a relay's /metrics or /readyz there),
+ * through a short-lived node process: this process's sockets live in its own namespace.
+ */
+export function nsHttpGet(
+  ns: string,
+  port: number,
+  path: string,
+): { status: number; body: string } {
+  const script = `fetch("http://127.0.0.1:${port}${path}", { signal: AbortSignal.timeout(5000) }).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => { process.stderr.write(String(e)); process.exit(1); })`;
+  return JSON.parse(inNs(ns, process.execPath, "-e", script)) as { status: number; body: string };
+}
+
+/** turn.relayed.packets of UDP clients in a relay's Prometheus text, by path and direction. */
+export function relayedPacketsIn(prometheus: string): {
+  readonly userspace: { toPeer: number; toClient: number };
+  readonly kernel: { toPeer: number; toClient: number };
+} {
+  const value = (direction: string, path: string): number => {
+    const line = prometheus
+      .split("\n")
+      .find(
+        (l) =>
+          l.startsWith("turn_relayed_packets") &&
+          l.includes(`direction="${direction}"`) &&
+          l.includes('transport="udp"') &&
+          l.includes(`path="${path}"`),
+      );
+    return line === undefined ? 0 : Number(line.split(" ").at(-1));
+  };
+  return {
+    userspace: {
+      toPeer: value("client_to_peer", "userspace"),
+      toClient: value("peer_to_client", "userspace"),
+    },
+    kernel: {
+      toPeer: value("client_to_peer", "kernel"),
+      toClient: value("peer_to_client", "kernel"),
+    },
+  };
+}

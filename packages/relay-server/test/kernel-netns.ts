@@ -6,7 +6,13 @@
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { inNs, makeTopology, NamespaceAgent, type Topology } from "@turnpike/test-support/netns";
+import {
+  inNs,
+  makeTopology,
+  NamespaceAgent,
+  relayedPacketsIn,
+  type Topology,
+} from "@turnpike/test-support/netns";
 import {
   type ManagedProcess,
   spawnInNamespace,
@@ -132,10 +138,7 @@ export async function allocateIn(
   return { relayed: r.relayed[0] };
 }
 
-export interface Relayed {
-  readonly userspace: { toPeer: number; toClient: number };
-  readonly kernel: { toPeer: number; toClient: number };
-}
+export type Relayed = ReturnType<typeof relayedPacketsIn>;
 
 /** turn.relayed.packets of UDP clients, by path, from the relay's /metrics. */
 export async function relayedPackets(net: KernelNet): Promise<Relayed> {
@@ -143,28 +146,7 @@ export async function relayedPackets(net: KernelNet): Promise<Relayed> {
     port: METRICS_PORT,
     path: "/metrics",
   });
-  const value = (direction: string, path: string): number => {
-    const line = r.body
-      .split("\n")
-      .find(
-        (l) =>
-          l.startsWith("turn_relayed_packets") &&
-          l.includes(`direction="${direction}"`) &&
-          l.includes('transport="udp"') &&
-          l.includes(`path="${path}"`),
-      );
-    return line === undefined ? 0 : Number(line.split(" ").at(-1));
-  };
-  return {
-    userspace: {
-      toPeer: value("client_to_peer", "userspace"),
-      toClient: value("peer_to_client", "userspace"),
-    },
-    kernel: {
-      toPeer: value("client_to_peer", "kernel"),
-      toClient: value("peer_to_client", "kernel"),
-    },
-  };
+  return relayedPacketsIn(r.body);
 }
 
 /** The BPF maps process `pid` holds, by name, with their ids (from /proc/PID/fdinfo). */
