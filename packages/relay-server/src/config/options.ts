@@ -353,7 +353,11 @@ export const OPTIONS = {
     defaultText: "none",
     default: {},
     hidden: true,
-    parse: (raw, where) => parseTestLifetimes(list(raw), where),
+    parse: (raw, where) =>
+      parseTestLifetimes(
+        list(raw).flatMap((v) => v.split(",")),
+        where,
+      ),
   }),
   "test-crash-worker": spec<boolean>({
     group: "Testing",
