@@ -22,13 +22,15 @@ import {
 import type { TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  AMBIENT_ONLY,
   allocateIn,
   type KernelNet,
   makeKernelNet,
   relayedPackets,
   startRelayIn,
-  startWithoutCapabilities,
+  startUnderCapsh,
   tcxPrograms,
+  WITHOUT_CAPABILITIES,
 } from "./kernel-netns.js";
 
 const unavailable = netnsUnavailable(
@@ -222,16 +224,17 @@ describe.skipIf(unavailable)("when the kernel path stops relaying", () => {
   });
 
   it("without CAP_BPF and CAP_NET_ADMIN: auto runs without the kernel path and says why, tc refuses to start", async () => {
-    const auto = await startWithoutCapabilities(net, "auto", 3490);
+    const attached = await tcxPrograms(net);
+    const auto = await startUnderCapsh(net, WITHOUT_CAPABILITIES, "auto", 3490);
     try {
       expect(auto.stderr).toMatch(
         / INFO ready .*\bkernelPath=off\b.*\bkernelPathFallback="?the process lacks CAP_BPF and CAP_NET_ADMIN/,
       );
-      expect(await tcxPrograms(net)).toEqual([0, 0, 0]);
+      expect(await tcxPrograms(net)).toEqual(attached);
     } finally {
       await auto.stop("SIGINT");
     }
-    const tc = await startWithoutCapabilities(net, "tc", 3491);
+    const tc = await startUnderCapsh(net, WITHOUT_CAPABILITIES, "tc", 3491);
     const exit = await tc.waitExit();
     expect(exit.code).toBe(1);
     const lines = tc.stderr.split("\n").filter((l) => /--kernel-path/.test(l));
@@ -240,5 +243,18 @@ describe.skipIf(unavailable)("when the kernel path stops relaying", () => {
       / ERROR failed to start .*--kernel-path tc: the process lacks CAP_BPF and CAP_NET_ADMIN/,
     );
     expect(await tcxPrograms(net)).toEqual([0, 0, 0]);
+  });
+
+  it("runs as an unprivileged user with only CAP_BPF and CAP_NET_ADMIN, as ambient capabilities (systemd's AmbientCapabilities)", async () => {
+    const before = await tcxPrograms(net);
+    const relay = await startUnderCapsh(net, AMBIENT_ONLY, "tc", 3492);
+    try {
+      expect(relay.stderr).toMatch(/ INFO ready .*\bkernelPath=tc\b/);
+      // On the interface of its listen address and the one of its relay address.
+      expect(await tcxPrograms(net)).toEqual([before[0], before[1]! + 1, before[2]! + 1]);
+    } finally {
+      await relay.stop("SIGINT");
+    }
+    expect(await tcxPrograms(net)).toEqual(before);
   });
 });

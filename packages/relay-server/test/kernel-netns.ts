@@ -190,13 +190,26 @@ export async function tcxPrograms(net: KernelNet): Promise<number[]> {
   );
 }
 
+/** capsh: root without CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN (gone from the bounding set). */
+export const WITHOUT_CAPABILITIES = ["--drop=cap_bpf,cap_net_admin,cap_sys_admin"];
 /**
- * turnpike-relay in the relay's namespace without CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN
- * (capsh drops them from the bounding set, so root has none of them after the exec): resolves
- * once it listens or has exited.
+ * capsh: user nobody with CAP_BPF and CAP_NET_ADMIN as ambient capabilities and nothing else,
+ * as the systemd drop-in (deploy/systemd/turnpike-relay-kernel-path.conf) starts the relay.
  */
-export async function startWithoutCapabilities(
+export const AMBIENT_ONLY = [
+  "--caps=cap_bpf,cap_net_admin+eip cap_setpcap,cap_setuid,cap_setgid+ep",
+  "--keep=1",
+  "--user=nobody",
+  "--addamb=cap_bpf,cap_net_admin",
+];
+
+/**
+ * turnpike-relay in the relay's namespace under capsh with `capsh` (WITHOUT_CAPABILITIES,
+ * AMBIENT_ONLY): resolves once it listens or has exited.
+ */
+export async function startUnderCapsh(
   net: KernelNet,
+  capsh: readonly string[],
   kernelPath: "auto" | "tc",
   port: number,
 ): Promise<ManagedProcess> {
@@ -216,11 +229,9 @@ export async function startWithoutCapabilities(
     kernelPath,
   ];
   spawnInNamespace(net.t.relay);
-  const proc = spawnManaged(
-    "capsh",
-    ["--drop=cap_bpf,cap_net_admin,cap_sys_admin", "--", "-c", `exec ${argv.join(" ")}`],
-    { env: { ...process.env, TURNPIKE_TOKEN: TOKEN } },
-  );
+  const proc = spawnManaged("capsh", [...capsh, "--", "-c", `exec ${argv.join(" ")}`], {
+    env: { ...process.env, TURNPIKE_TOKEN: TOKEN },
+  });
   spawnInNamespace(undefined);
   const end = Date.now() + 15_000;
   while (!proc.exited && !/ INFO listening /.test(proc.stderr) && Date.now() < end) {
