@@ -26,6 +26,7 @@ import {
   allocateIn,
   type KernelNet,
   makeKernelNet,
+  mapEntries,
   relayedPackets,
   startRelayIn,
   startUnderCapsh,
@@ -220,6 +221,41 @@ describe.skipIf(unavailable)("when the kernel path stops relaying", () => {
       await net.client.call("close", { name });
     } finally {
       await killed.stop("SIGKILL");
+    }
+  });
+
+  it("takes a crashed worker's bindings out of the shared maps, and keeps the others relaying", async () => {
+    const workers = await startRelayIn(net, ["--workers", "2", "--test-crash-worker"]);
+    try {
+      // Clients land on a worker by their 5-tuple; each worker relays from its half of the
+      // ports (worker 0: 49152-57343). Enough clients for both workers to hold some.
+      const onWorker0: string[] = [];
+      const onWorker1: string[] = [];
+      for (let i = 0; i < 16 && (onWorker0.length < 2 || onWorker1.length < 2); i++) {
+        const name = `crash${i}`;
+        const { relayed } = await allocateIn(net, name, 4);
+        const bound = await net.client.call<Exchange>("channelBind", {
+          name,
+          channel: 0x4020,
+          ...peer4(),
+        });
+        expect(bound.code).toBe(0);
+        (relayed.port <= 57343 ? onWorker0 : onWorker1).push(name);
+      }
+      expect(onWorker0.length).toBeGreaterThan(0);
+      expect(onWorker1.length).toBeGreaterThan(0);
+      expect(mapEntries(workers.pid, "tp_c2p")).toBe(onWorker0.length + onWorker1.length);
+      workers.process.child.kill("SIGUSR2");
+      await until(() => (/worker exited; restarting/.test(workers.stderr) ? true : undefined));
+      expect(mapEntries(workers.pid, "tp_c2p")).toBe(onWorker1.length);
+      expect(mapEntries(workers.pid, "tp_p2c")).toBe(onWorker1.length);
+      // The other worker's channels still go through the kernel.
+      await net.peer.call("received", { name: "peer4", clear: true });
+      await stream(onWorker1[0]!, 0x4020, 20, 5);
+      expect(await atPeer()).toHaveLength(20);
+      for (const name of [...onWorker0, ...onWorker1]) await net.client.call("close", { name });
+    } finally {
+      await workers.stop("SIGKILL");
     }
   });
 
