@@ -451,4 +451,13 @@ describe("turnpike-bench options", () => {
     expect(coturnOnly.stderr).toMatch(/--udp-io picks Turnpike's data path/);
     expect(leftovers()).toEqual([]);
   });
+
+  it("refuses --kernel-path tc on the host's loopback, where the program would attach to its lo", async () => {
+    const onHost = await runBench(["relay", "--netns", "off", "--kernel-path", "tc"]);
+    expect(onHost.code).toBe(2);
+    expect(onHost.stderr).toMatch(
+      /--kernel-path tc attaches a BPF program to lo: only in the bench's own network namespace/,
+    );
+    expect(leftovers()).toEqual([]);
+  });
 });
