@@ -223,11 +223,28 @@ export class KernelPath {
     return toCounters(this.#counters);
   }
 
+  /**
+   * The same counters into `out` (COUNTER_FIELDS order: to-peer packets and bytes, to-client
+   * packets and bytes, limited packets and bytes), allocating nothing: for a caller reading
+   * every binding at each metrics collection.
+   */
+  readCounters(slot: number, out: Float64Array): void {
+    this.#native.counters(this.#handle, slot, out);
+  }
+
   /** Takes a binding out (both routes) and returns its final counters; undefined if not bound. */
   unbind(slot: number): BindingCounters | undefined {
     return this.#native.unbind(this.#handle, slot, this.#counters)
       ? toCounters(this.#counters)
       : undefined;
+  }
+
+  /**
+   * unbind, with the final counters into `out` (COUNTER_FIELDS order); false if not bound.
+   * The counters include every datagram relayed until the routes were gone.
+   */
+  unbindInto(slot: number, out: Float64Array): boolean {
+    return this.#native.unbind(this.#handle, slot, out);
   }
 
   /** Every bound slot of these maps, whichever thread bound it. */

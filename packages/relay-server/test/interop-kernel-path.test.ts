@@ -8,7 +8,7 @@ import { restCredentials } from "@turnpike/test-support/credentials";
 import {
   defineChromiumChecks,
   defineTurnutilsChecks,
-  type RelayUnderTest,
+  useTurnpike,
 } from "@turnpike/test-support/interop-checks";
 import {
   addNamespace,
@@ -22,10 +22,8 @@ import {
   uniqueTag,
 } from "@turnpike/test-support/netns";
 import { pionUnavailable, runPionClient } from "@turnpike/test-support/pion";
-import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { spawnInNamespace } from "@turnpike/test-support/process";
 import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
-import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { type PeerHandle, startPeer } from "@turnpike/test-support/turnutils";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -41,9 +39,7 @@ const unavailable = netnsUnavailable([], "relay-server kernel-path interop");
  */
 function useKernelPathTurnpike(label: string) {
   const tag = uniqueTag(`tpi${label}`);
-  let relay: TurnpikeHandle | undefined;
-  let range: PortRange | undefined;
-  beforeAll(async () => {
+  beforeAll(() => {
     addNamespace(tag);
     enableLoopbackForwarding(tag);
     // A host has more than a loopback: Chromium ends ICE gathering early only with another
@@ -54,29 +50,24 @@ function useKernelPathTurnpike(label: string) {
     inNs(tag, "ip", "link", "set", "eth0", "up");
     inNs(tag, "ip", "link", "set", "eth1", "up");
     spawnInNamespace(tag);
-    range = reservePortRange(400);
-    relay = await startTurnpike({
-      minPort: range.min,
-      maxPort: range.max,
-      token: TOKEN,
-      // coturn's uclient binds RFC 5766 channel numbers (above 0x4FFF): in the kernel too.
-      legacyChannelNumbers: true,
-      extraArgs: ["--kernel-path", "tc", "--prometheus-listen", `127.0.0.1:${METRICS_PORT}`],
-    });
-    expect(relay.stderr).toMatch(/ INFO ready .*\bkernelPath=tc\b.*\bkernelPathInterfaces=lo\b/);
-  }, 60_000);
-  afterAll(async () => {
-    await relay?.stop("SIGINT", 5000);
+  });
+  const started = useTurnpike(TOKEN, {
+    name: "turnpike (kernel path)",
+    extraArgs: ["--kernel-path", "tc", "--prometheus-listen", `127.0.0.1:${METRICS_PORT}`],
+  });
+  beforeAll(() => {
+    expect(started.relay()?.stderr).toMatch(
+      / INFO ready .*\bkernelPath=tc\b.*\bkernelPathInterfaces=lo\b/,
+    );
+  });
+  afterAll(() => {
+    // After useTurnpike's afterAll stopped the relay (vitest runs afterAll hooks in reverse).
     spawnInNamespace(undefined);
-    range?.release();
     deleteNamespaces(tag);
     expect(leftoverNamespaces(tag)).toEqual([]);
   });
   return {
-    target: (): RelayUnderTest => {
-      if (!relay) throw new Error("turnpike-relay did not start");
-      return { name: "turnpike (kernel path)", port: relay.port, secret: TOKEN };
-    },
+    target: started.target,
     relayed: () => relayedPacketsIn(nsHttpGet(tag, METRICS_PORT, "/metrics").body),
   };
 }

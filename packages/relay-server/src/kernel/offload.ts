@@ -22,7 +22,7 @@
 // Control-rate work only (a ChannelBind, a refresh, an allocation's end, a metrics read):
 // nothing here runs per packet.
 
-import { type BindingCounters, KernelPath } from "@turnpike/kernel-path";
+import { COUNTER_FIELDS, KernelPath } from "@turnpike/kernel-path";
 import {
   type AllocationId,
   formatIp,
@@ -52,18 +52,16 @@ export interface KernelTotals {
 interface Entry {
   readonly slot: number;
   readonly output: OffloadChannel;
-  /** The counters as last folded into the relay's (cumulative for the binding). */
-  seen: BindingCounters;
+  /** The binding's counters as last folded into the relay's (COUNTER_FIELDS order). */
+  readonly seen: Float64Array;
 }
 
-const ZERO: BindingCounters = {
-  toPeerPackets: 0,
-  toPeerBytes: 0,
-  toClientPackets: 0,
-  toClientBytes: 0,
-  limitedPackets: 0,
-  limitedBytes: 0,
-};
+// Where each counter is in a COUNTER_FIELDS array (kernel-path reads them into one).
+const TO_PEER_PACKETS = COUNTER_FIELDS.indexOf("toPeerPackets");
+const TO_PEER_BYTES = COUNTER_FIELDS.indexOf("toPeerBytes");
+const TO_CLIENT_PACKETS = COUNTER_FIELDS.indexOf("toClientPackets");
+const TO_CLIENT_BYTES = COUNTER_FIELDS.indexOf("toClientBytes");
+const LIMITED_PACKETS = COUNTER_FIELDS.indexOf("limitedPackets");
 
 /** Which engine holds a slot of the shared maps (workers/pool.ts frees a dead worker's). */
 export interface SlotOwners {
@@ -90,6 +88,8 @@ export class KernelOffload {
   private readonly totals = new Map<AllocationId, KernelTotals>();
   /** Bandwidth-limit drops of bindings that ended (live ones are read at collection). */
   private endedLimited = 0;
+  /** Where a binding's counters are read to (nothing is allocated per collection). */
+  private readonly now = new Float64Array(COUNTER_FIELDS.length);
 
   constructor(private readonly s: KernelOffloadSetting) {}
 
@@ -112,9 +112,11 @@ export class KernelOffload {
     this.s.buckets.release("allocation", entry.output.allocationBucket);
     this.s.buckets.release("user", entry.output.userBucket);
     if (this.s.owners) this.s.owners.owners[entry.slot] = 0;
-    const final = this.s.kernel.unbind(entry.slot) ?? entry.seen;
+    // Taken out, with its final counters (every datagram until the routes were gone).
+    const final = this.now;
+    if (!this.s.kernel.unbindInto(entry.slot, final)) final.set(entry.seen);
     this.fold(entry, final);
-    this.endedLimited += final.limitedPackets;
+    this.endedLimited += final[LIMITED_PACKETS]!;
     const t = this.totals.get(entry.output.allocation) ?? {
       toPeerPackets: 0,
       toPeerBytes: 0,
@@ -122,11 +124,11 @@ export class KernelOffload {
       toClientBytes: 0,
       limitedPackets: 0,
     };
-    t.toPeerPackets += final.toPeerPackets;
-    t.toPeerBytes += final.toPeerBytes;
-    t.toClientPackets += final.toClientPackets;
-    t.toClientBytes += final.toClientBytes;
-    t.limitedPackets += final.limitedPackets;
+    t.toPeerPackets += final[TO_PEER_PACKETS]!;
+    t.toPeerBytes += final[TO_PEER_BYTES]!;
+    t.toClientPackets += final[TO_CLIENT_PACKETS]!;
+    t.toClientBytes += final[TO_CLIENT_BYTES]!;
+    t.limitedPackets += final[LIMITED_PACKETS]!;
     this.totals.set(entry.output.allocation, t);
   }
 
@@ -148,9 +150,9 @@ export class KernelOffload {
   collect(): number {
     let limited = this.endedLimited;
     for (const entry of this.entries.values()) {
-      const now = this.s.kernel.counters(entry.slot);
-      this.fold(entry, now);
-      limited += now.limitedPackets;
+      this.s.kernel.readCounters(entry.slot, this.now);
+      this.fold(entry, this.now);
+      limited += this.now[LIMITED_PACKETS]!;
     }
     return limited;
   }
@@ -207,7 +209,7 @@ export class KernelOffload {
     this.entries.set(o.offload, {
       slot,
       output: o,
-      seen: carried?.seen ?? ZERO,
+      seen: carried?.seen ?? new Float64Array(COUNTER_FIELDS.length),
     });
     this.bySlot.set(slot, o.offload);
     if (this.s.owners) this.s.owners.owners[slot] = this.s.owners.tag;
@@ -219,15 +221,15 @@ export class KernelOffload {
     return this.s.relayed[a.family];
   }
 
-  /** Adds what `entry` relayed since its last read to the relay's counters. */
-  private fold(entry: Entry, now: BindingCounters): void {
+  /** Adds what `entry` relayed since its last read (`now`) to the relay's counters. */
+  private fold(entry: Entry, now: Float64Array): void {
     const s = this.s.stats;
     const seen = entry.seen;
-    s.kernelRelayedPackets[0]! += now.toPeerPackets - seen.toPeerPackets;
-    s.kernelRelayedBytes[0]! += now.toPeerBytes - seen.toPeerBytes;
-    s.kernelRelayedPackets[1]! += now.toClientPackets - seen.toClientPackets;
-    s.kernelRelayedBytes[1]! += now.toClientBytes - seen.toClientBytes;
-    entry.seen = now;
+    s.kernelRelayedPackets[0]! += now[TO_PEER_PACKETS]! - seen[TO_PEER_PACKETS]!;
+    s.kernelRelayedBytes[0]! += now[TO_PEER_BYTES]! - seen[TO_PEER_BYTES]!;
+    s.kernelRelayedPackets[1]! += now[TO_CLIENT_PACKETS]! - seen[TO_CLIENT_PACKETS]!;
+    s.kernelRelayedBytes[1]! += now[TO_CLIENT_BYTES]! - seen[TO_CLIENT_BYTES]!;
+    seen.set(now);
   }
 }
 

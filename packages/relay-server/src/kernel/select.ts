@@ -20,6 +20,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import { KernelPath, kernelPathAvailability, missingForwarding } from "@turnpike/kernel-path";
 import type { RelayConfig } from "../config/types.js";
 import { isUnspecified } from "../config/values.js";
+import type { KernelPathPlacement } from "../shared/context.js";
 import { HOST_LINKS, type HostLinks, interfacesFor, isLocalAddress } from "./interfaces.js";
 
 /** Channel bindings the maps hold (the kernel-path default); more stay in userspace. */
@@ -30,16 +31,11 @@ export const KERNEL_MAX_BUCKETS = 65536;
 const MAX_INTERFACES = 16;
 
 export type KernelPathChoice =
-  | {
+  | ({
       readonly mode: "tc";
       /** The opening handle: closing it (or the process ending) detaches the program. */
       readonly path: KernelPath;
-      readonly interfaces: readonly string[];
-      /** Relayed addresses for relay sockets bound on the wildcard, per family (see below). */
-      readonly relayed: WildcardRelayed;
-      /** What the operator should know: a sysctl set, interfaces skipped, families left out. */
-      readonly notes: readonly string[];
-    }
+    } & KernelPathPlacement)
   | {
       readonly mode: "off";
       /** Why `auto` fell back (undefined when asked off). */

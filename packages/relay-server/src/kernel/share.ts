@@ -14,7 +14,7 @@
 
 import { KernelPath } from "@turnpike/kernel-path";
 import type { RelayConfig } from "../config/types.js";
-import type { KernelPathShare, WorkerContext } from "../shared/context.js";
+import type { KernelPathPlacement, KernelPathShare, WorkerContext } from "../shared/context.js";
 import { bucketShare, KernelBuckets } from "./buckets.js";
 import type { SlotOwners } from "./offload.js";
 import {
@@ -22,23 +22,19 @@ import {
   KERNEL_MAX_BUCKETS,
   type KernelPathChoice,
   openKernelPath,
-  type WildcardRelayed,
 } from "./select.js";
 
 /** What one engine runs on. */
 export type EngineKernelPath =
-  | {
+  | ({
       readonly mode: "tc";
       /** This engine's handle over the maps. */
       readonly kernel: KernelPath;
       readonly buckets: KernelBuckets;
-      readonly interfaces: readonly string[];
-      readonly relayed: WildcardRelayed;
-      readonly notes: readonly string[];
       readonly owners: SlotOwners | undefined;
       /** Closes this engine's handle (the opener's detaches the program). */
       close(): void;
-    }
+    } & KernelPathPlacement)
   | { readonly mode: "off"; readonly fallbackReason: string | undefined };
 
 /** The engine's kernel path: opened here (one engine) or the supervisor's maps (a worker). */

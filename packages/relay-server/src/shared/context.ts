@@ -36,17 +36,23 @@ export interface WorkerContext {
  * worker holds each slot, so the supervisor can take out a dead worker's bindings.
  */
 export type KernelPathShare =
-  | {
+  | ({
       readonly mode: "tc";
       readonly maps: KernelPathShared;
       /** Uint16 per slot: the holding worker's index + 1, 0 when free. */
       readonly owners: SharedArrayBuffer;
-      readonly interfaces: readonly string[];
-      /** Relayed addresses for wildcard relay binds (kernel/select.ts, WildcardRelayed). */
-      readonly relayed: { readonly 4: string | undefined; readonly 6: string | undefined };
-      readonly notes: readonly string[];
-    }
+    } & KernelPathPlacement)
   | { readonly mode: "off"; readonly fallbackReason: string | undefined };
+
+/** Where the kernel path runs, as chosen at start (kernel/select.ts). */
+export interface KernelPathPlacement {
+  /** The interfaces the program is attached to. */
+  readonly interfaces: readonly string[];
+  /** Relayed addresses for wildcard relay binds (kernel/select.ts, WildcardRelayed). */
+  readonly relayed: { readonly 4: string | undefined; readonly 6: string | undefined };
+  /** What the operator should know: a sysctl set, interfaces skipped, families left out. */
+  readonly notes: readonly string[];
+}
 
 /** Listening sockets by kind, in the order of --listen (udp, tcp) and --tls-listen (tls). */
 export interface ListenFds {
