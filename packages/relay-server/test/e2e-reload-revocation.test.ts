@@ -121,7 +121,7 @@ describe("revocation through --revoke-file and SIGHUP", () => {
     expect((await triesOf("mallory")).map((r) => r.code)).toEqual(Array(TRIES).fill(0));
     writeFileSync(revokeFile, "mallory   # leaked key\n");
     process.kill(relay!.pid, "SIGHUP");
-    await logged(/reload: applied .*revokedUsers=1/);
+    await logged(/reload: applied .*revocationEntries=1/);
     expectRefusedEverywhere(await triesOf("mallory"));
   });
 
@@ -129,7 +129,7 @@ describe("revocation through --revoke-file and SIGHUP", () => {
     await start(["--test-crash-worker"]);
     writeFileSync(revokeFile, "mallory\n");
     process.kill(relay!.pid, "SIGHUP");
-    await logged(/reload: applied .*revokedUsers=1/);
+    await logged(/reload: applied .*revocationEntries=1/);
     await crashWorker0();
     expect(relay!.stderr).toMatch(/worker restarted/);
     expectRefusedEverywhere(await triesOf("mallory"));
@@ -143,7 +143,7 @@ describe("revocation through --revoke-file and SIGHUP", () => {
         writeFileSync(revokeFile, "mallory\n");
         process.kill(relay!.pid, "SIGHUP");
       });
-      await logged(/reload: applied .*revokedUsers=1/);
+      await logged(/reload: applied .*revocationEntries=1/);
       expectRefusedEverywhere(await triesOf("mallory"));
       expect((await readyz()).configGeneration).toBe(2);
     },
