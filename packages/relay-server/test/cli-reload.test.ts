@@ -7,6 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { parseRelayArgs } from "../src/config/parse.js";
+import { planReload } from "../src/config/reload.js";
+import type { RelayConfig } from "../src/config/types.js";
 import { runCli } from "../src/main.js";
 import type { RelayDeps } from "../src/types.js";
 import { type FakeRelay, harness, RUN_ARGS, until } from "./cli-harness.js";
@@ -177,6 +180,33 @@ describe("SIGHUP", () => {
     });
     h.events.emit("SIGINT");
     expect(await done).toBe(0);
+  });
+});
+
+describe("planReload", () => {
+  const parse = (...argv: string[]) =>
+    parseRelayArgs(argv, { TURNPIKE_TOKEN: "t" }, { networkInterfaces: () => ({}) }) as RelayConfig;
+
+  it("treats an option it does not know as restart-only: named, and kept at its running value", () => {
+    const running = parse();
+    const next = { ...running, optionValues: { ...running.optionValues, "max-bps": 5 } };
+    const plan = planReload(running, next);
+    expect(plan.restartOnly).toEqual(["--max-bps"]);
+    expect(plan.changed).toEqual([]);
+    expect(plan.config.optionValues["max-bps"]).toBeUndefined();
+  });
+
+  it("takes the live settings and keeps the rest, so a later reload compares with the start", () => {
+    const running = parse("--min-port", "50000", "--max-allocations", "5");
+    const next = parse("--min-port", "51000", "--max-allocations", "6", "--revoke", "mallory");
+    const plan = planReload(running, next);
+    expect(plan.config).toMatchObject({ minPort: 50000, maxAllocations: 6, revoke: ["mallory"] });
+    expect(plan.changed).toEqual(["--revoke", "--max-allocations"]);
+    expect(plan.restartOnly).toEqual(["--min-port"]);
+    expect(planReload(plan.config, next)).toMatchObject({
+      changed: [],
+      restartOnly: ["--min-port"],
+    });
   });
 });
 
