@@ -14,6 +14,7 @@ import type { AllocationBandwidth } from "./bandwidth.js";
 import type { OffloadEntry } from "./channel-offload.js";
 import { type AddressKeys, ip4PortKey, ipv6Words, sameWords } from "./datagram-source.js";
 import type { Lifetimes } from "./options.js";
+import type { Reply } from "./responses.js";
 import type { ServerStats } from "./stats.js";
 
 /** How the client reaches the server: the "client" half of the 5-tuple (RFC 8656 §2.2). */
@@ -155,6 +156,8 @@ export class Allocation {
   deleted = false;
   /** The Allocate success, kept so a retransmitted Allocate gets identical bytes (RFC 8656 §7.2). */
   allocateResponse: Uint8Array | undefined;
+  /** The Allocate still waiting for its relay sockets to bind (relay-sockets.ts answers it). */
+  pendingAllocate: Reply | undefined = undefined;
   /** Families asked for that could not be served (reported with ADDRESS-ERROR-CODE). */
   readonly familyErrors: { family: 4 | 6; code: number }[] = [];
   /** RFC 8656 §7.2: the token naming the port reserved next to this one (EVEN-PORT R bit). */
