@@ -264,7 +264,7 @@ export class TurnServer {
 
   /**
    * A datagram `buf[start..end)` from peer `from` arriving on relay socket `relay` (RFC 8656
-   * §11.3, §12.4); the route's byte range refers to `buf`.
+   * §11.3, §12.7); the route's byte range refers to `buf`.
    */
   handlePeerDatagram(
     relay: RelayId,
@@ -449,7 +449,8 @@ export class TurnServer {
     const decoded = decodeStun(data);
     if (!decoded.ok) {
       this.#drop("malformed");
-      // RFC 8489 §6.3: a request we can parse the header of gets a 400 rather than silence.
+      // RFC 8489 §6.3 discards a malformed message silently; a request whose header parses
+      // gets a 400 instead, so its sender learns why.
       const header = decoded.header;
       if (
         header &&
@@ -473,7 +474,7 @@ export class TurnServer {
     }
     if (msg.messageClass === MessageClass.Indication) {
       if (msg.method === Method.Send) return this.#data.send(client, msg, now);
-      // A Binding indication is a keep-alive (RFC 8489 §3): nothing to do.
+      // A Binding indication is a keep-alive (RFC 8489 §6.3.2): nothing to do.
       if (msg.method === Method.Binding) return RouteKind.None;
     }
     return this.#drop("unexpected-message");
