@@ -224,6 +224,10 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
     logger,
   );
   const onHup = () => {
+    if (stopping !== undefined) {
+      logger.info("SIGHUP ignored: the relay is stopping");
+      return;
+    }
     void reloader.reload();
   };
   io.events.on("SIGTERM", onTerm);

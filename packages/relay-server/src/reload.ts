@@ -55,7 +55,12 @@ export class ConfigReloader {
 
   /** A SIGHUP: resolves once this reload (and every one before it) is done. */
   reload(): Promise<void> {
-    this.queue = this.queue.then(() => this.reloadNow());
+    this.queue = this.queue
+      .then(() => this.reloadNow())
+      .catch((err: unknown) => {
+        // Never an unhandled rejection (the process would exit): say it, keep serving.
+        this.log.error("reload failed", { err: err instanceof Error ? err : String(err) });
+      });
     return this.queue;
   }
 
