@@ -1,14 +1,12 @@
 // How the relay chooses its kernel data path, without loading it: the option and its values,
 // the interfaces a configuration's addresses put the program on (the host's interfaces
 // injected), the bucket indices each engine of a process takes, relay-core's numeric
-// addresses as text, and relay-core asked for offload outputs only when the kernel path runs.
+// addresses as text (server-options.test.ts: offload outputs asked for only when it runs).
 // Attaching for real is e2e-kernel-path.test.ts's, in namespaces.
 import type { NetworkInterfaceInfo } from "node:os";
-import { PeerAddressPolicy } from "@turnpike/relay-core";
 import { describe, expect, it } from "vitest";
 import { parseRelayArgs } from "../src/config/parse.js";
 import type { RelayConfig } from "../src/config/types.js";
-import { turnServerOptions } from "../src/engine/server-options.js";
 import { bucketShare } from "../src/kernel/buckets.js";
 import { type HostLinks, interfacesFor } from "../src/kernel/interfaces.js";
 import { ipText } from "../src/kernel/offload.js";
@@ -129,26 +127,5 @@ describe("relay-core's numeric addresses as the kernel path's text", () => {
     const words = Uint32Array.of(0x20010db8, 0, 0, 5);
     expect(ipText({ family: 6, ip4: -1, ip6: words, port: 1 })).toBe("2001:db8::5");
     expect(ipText({ family: 6, ip4: -1, ip6: new Uint32Array(4), port: 1 })).toBe("::");
-  });
-});
-
-describe("relay-core's offload outputs", () => {
-  const setting = { peerPolicy: new PeerAddressPolicy(), unixTimeOffsetMs: 0 };
-
-  it("are asked for only when the kernel path runs", () => {
-    expect(turnServerOptions(config(), setting).channelOffload).toBe(false);
-    expect(turnServerOptions(config(), { ...setting, channelOffload: true }).channelOffload).toBe(
-      true,
-    );
-  });
-
-  it("come with the lifetimes a test shortened (--test-lifetimes)", () => {
-    const c = config("--test-lifetimes", "permission=3,defaultAllocation=5");
-    expect(turnServerOptions(c, setting).lifetimes).toEqual({
-      permission: 3,
-      defaultAllocation: 5,
-    });
-    expect(() => config("--test-lifetimes", "permission=0")).toThrow(/--test-lifetimes must be/);
-    expect(() => config("--test-lifetimes", "forever=3")).toThrow(/--test-lifetimes must be/);
   });
 });

@@ -28,6 +28,7 @@ const relay = await startRelay(init.config, {
   logger,
   metrics: { stats, telemetry },
   ownPorts: init.ownPorts,
+  configGeneration: init.generation,
   worker: {
     portSlice: init.portSlice,
     index: init.index,
@@ -50,6 +51,7 @@ post({
   addresses: relay.addresses(),
   udpIo: relay.udpIo,
   kernelPath: relay.kernelPath,
+  generation: init.generation,
 });
 
 port.on("message", (m: SupervisorMessage) => {
@@ -80,8 +82,12 @@ port.on("message", (m: SupervisorMessage) => {
       return;
     case "ask":
       Promise.resolve(
-        m.what === "allocations" ? relay.allocations() : relay.setRevokedUsers(m.users),
-      ).then((value) => post({ t: "answer", id: m.id, value }));
+        m.what === "allocations"
+          ? relay.allocations()
+          : relay.applyReloadable(m.config, m.generation),
+      ).then((value) => {
+        if (m.id !== 0) post({ t: "answer", id: m.id, value });
+      });
       return;
     case "route":
       for (const h of routeHandlers) h(m.from, m.message);
