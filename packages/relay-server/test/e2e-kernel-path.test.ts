@@ -9,10 +9,12 @@ import {
   deleteNamespaces,
   leftoverNamespaces,
   netnsUnavailable,
+  relayedPacketsIn,
   uniqueTag,
 } from "@turnpike/test-support/netns";
 import type { TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OPTIONS } from "../src/config/options.js";
 import {
   allocateIn,
   FORBIDDEN_PEER,
@@ -218,4 +220,93 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
     await net.client.call("refresh", { name, lifetime: 0 });
     await net.client.call("close", { name });
   });
+
+  // --max-bps and --max-bps-per-user (relay-core's bandwidth buckets) arrive with the relay's
+  // limits options; until the relay has them there is nothing to carry into the kernel.
+  it.skipIf(!("max-bps" in OPTIONS))(
+    "holds the relay's bandwidth limits in the kernel: its token buckets drop what is over, counted",
+    async () => {
+      const RATE = 100_000;
+      const limited = await startRelayIn(net, [
+        "--listen",
+        `${net.t.addresses[4].listener}:3479`,
+        "--max-bps",
+        String(RATE),
+        "--prometheus-listen",
+        "127.0.0.1:9465",
+      ]);
+      try {
+        const name = "limited";
+        const a = net.t.addresses[4];
+        await net.client.call("turn", {
+          name,
+          host: a.listener,
+          port: 3479,
+          localAddress: a.client,
+          username: "alice",
+          password: "alice-secret",
+        });
+        expect((await net.client.call<{ code: number }>("allocate", { name })).code).toBe(0);
+        const peer = { address: a.peer, port: net.peerPorts.peer4! };
+        expect(
+          (
+            await net.client.call<{ code: number }>("channelBind", {
+              name,
+              channel: 0x4005,
+              ...peer,
+            })
+          ).code,
+        ).toBe(0);
+        await net.peer.call("received", { name: "peer4", clear: true });
+        // 400 datagrams of 1,000 bytes as fast as they go: four times the bucket (its burst is
+        // one second's worth), the echoes charged to the same bucket.
+        const started = Date.now();
+        await net.client.call("stream", {
+          name,
+          channel: 0x4005,
+          count: 400,
+          everyMs: 0,
+          size: 1000,
+        });
+        await new Promise((r) => setTimeout(r, 300));
+        const elapsed = (Date.now() - started) / 1000;
+        const atPeer = await net.peer.call<Received[]>("received", { name: "peer4" });
+        const echoed = await net.client.call<Received[]>("channelData", { name });
+        const metrics = (
+          await net.observer.call<{ body: string }>("http", { port: 9465, path: "/metrics" })
+        ).body;
+        const relayed = relayedPacketsIn(metrics);
+        const dropped = Number(
+          /turn_dropped_packets(?:_total)?\{[^}]*reason="bandwidth-limit"[^}]*\} (\d+)/.exec(
+            metrics,
+          )?.[1] ?? 0,
+        );
+        // What passed, both ways, within the burst plus what the rate refilled meanwhile.
+        const passedBytes = (atPeer.length + echoed.length) * 1000;
+        expect(passedBytes).toBeLessThanOrEqual(RATE + RATE * elapsed + 1000);
+        expect(atPeer.length).toBeGreaterThan(50);
+        expect(atPeer.length).toBeLessThan(400);
+        // Every datagram was the kernel's: relayed or dropped there, counted where it belongs.
+        expect(relayed.kernel.toPeer).toBe(atPeer.length);
+        expect(relayed.userspace.toPeer).toBe(0);
+        expect(dropped).toBe(400 - atPeer.length + (atPeer.length - echoed.length));
+        await net.client.call("refresh", { name, lifetime: 0 });
+        await waitFor(
+          async () =>
+            limited.stderr
+              .split("\n")
+              .filter((l) => /allocation ended .*kernelLimitedPackets=/.test(l)),
+          1,
+        );
+        expect(limited.stderr).toMatch(
+          new RegExp(
+            `allocation ended .*kernelToPeerPackets=${atPeer.length} .*kernelLimitedPackets=${dropped}\\b`,
+          ),
+        );
+        await net.client.call("close", { name });
+      } finally {
+        await limited.stop("SIGINT");
+      }
+    },
+  );
 });
