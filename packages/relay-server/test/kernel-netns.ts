@@ -74,8 +74,10 @@ export async function makeKernelNet(tag: string): Promise<KernelNet> {
 export async function startRelayIn(
   net: KernelNet,
   extra: readonly string[] = [],
+  ports: { listen?: number; metrics?: number } = {},
 ): Promise<TurnpikeHandle> {
   const a = net.t.addresses;
+  const listen = ports.listen ?? LISTEN_PORT;
   spawnInNamespace(net.t.relay);
   try {
     return await startTurnpike({
@@ -87,9 +89,9 @@ export async function startRelayIn(
       logLevel: "debug",
       extraArgs: [
         "--listen",
-        `${a[4].listener}:${LISTEN_PORT}`,
+        `${a[4].listener}:${listen}`,
         "--listen",
-        `[${a[6].listener}]:${LISTEN_PORT}`,
+        `[${a[6].listener}]:${listen}`,
         "--relay-ip",
         a[4].relayed,
         "--relay-ip",
@@ -103,7 +105,7 @@ export async function startRelayIn(
         "--user",
         `bob:${USERS.bob}`,
         "--prometheus-listen",
-        `127.0.0.1:${METRICS_PORT}`,
+        `127.0.0.1:${ports.metrics ?? METRICS_PORT}`,
         "--kernel-path",
         "tc",
         ...extra,
