@@ -205,7 +205,11 @@ export class KernelOffload {
     // this keeps the slot with one owner regardless).
     const previous = this.bySlot.get(slot);
     const carried = previous !== undefined ? this.entries.get(previous) : undefined;
-    if (previous !== undefined) this.entries.delete(previous);
+    if (previous !== undefined && carried !== undefined) {
+      this.entries.delete(previous);
+      this.s.buckets.release("allocation", carried.output.allocationBucket);
+      this.s.buckets.release("user", carried.output.userBucket);
+    }
     this.entries.set(o.offload, {
       slot,
       output: o,
