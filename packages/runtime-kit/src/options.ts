@@ -20,6 +20,12 @@ export type Scalar = string | number | boolean;
 /** What a source holds for one option: a scalar, or an array (repeated flag, env list, JSON). */
 export type RawValue = Scalar | readonly Scalar[];
 
+/**
+ * What a running process does with a changed value of an option on reload (the relay's
+ * SIGHUP): "live" = read again and applied, "restart" = read once at start.
+ */
+export type OptionReload = "live" | "restart";
+
 export interface OptionSpec<T, G extends string = string> {
   /** Heading the option is listed under in `--help`. */
   readonly group: G;
@@ -37,6 +43,8 @@ export interface OptionSpec<T, G extends string = string> {
   readonly envSeparator?: string;
   /** Text for help/docs where the default is not a literal. */
   readonly defaultText: string;
+  /** What a reload does with it (the reference page says so); absent means "restart". */
+  readonly reload?: OptionReload;
   /** Value when no source sets the option. */
   readonly default: T;
   /**
@@ -161,6 +169,21 @@ export function logOptions<G extends string>(
       parse: (raw, where) => parseEnum(raw, where, LOG_LEVELS),
     },
   };
+}
+
+/**
+ * An option's value type as `--help` and the reference page name it: `boolean` for a switch,
+ * the choices a placeholder spells (`json|text`), `number` where the default or placeholder is
+ * one, else `string`.
+ */
+export function optionType(spec: OptionSpec<unknown>): string {
+  if (spec.boolean) return "boolean";
+  if (spec.placeholder !== undefined && /^[a-z0-9-]+(\|[a-z0-9-]+)+$/.test(spec.placeholder)) {
+    return spec.placeholder;
+  }
+  return typeof spec.default === "number" || /^(N|SECONDS|BYTES)$/.test(spec.placeholder ?? "")
+    ? "number"
+    : "string";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,6 +330,11 @@ export class OptionSet<O extends OptionTable> {
       }
     }
     return warnings;
+  }
+
+  /** How `--help` and the reference page name an option's value type. */
+  typeOf(option: keyof O & string): string {
+    return optionType(this.table[option] as OptionSpec<unknown>);
   }
 
   /** The README configuration table (Markdown): option, env var, default, meaning. */
