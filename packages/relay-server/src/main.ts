@@ -92,6 +92,7 @@ export async function runCli(io: CliIo): Promise<number> {
         uris: parsed.uris,
         nowSeconds,
       });
+      for (const note of parsed.notes) io.stderr(`${PROGRAM_NAME} credentials: ${note}`);
       io.stdout(`${JSON.stringify(creds)}\n`);
       return 0;
     }

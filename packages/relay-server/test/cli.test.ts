@@ -126,6 +126,18 @@ describe("turnpike-relay credentials", () => {
   });
 });
 
+describe("turnpike-relay credentials without an address for the URIs", () => {
+  it("prints the credentials without those URIs and says on stderr what to set", async () => {
+    const h = harness(["credentials", "--user", "alice"], { TURNPIKE_TOKEN: "shared-secret" });
+    expect(await runCli(h.io)).toBe(0);
+    expect(JSON.parse(h.out.join("")).uris).toEqual([]);
+    expect(h.err).toHaveLength(1);
+    expect(h.err[0]).toMatch(
+      /^turnpike-relay credentials: no URI for 0\.0\.0\.0:3478: .* set the relay's --public-ip4\/--public-ip6 or --relay-ip /,
+    );
+  });
+});
+
 describe("turnpike-relay credentials --port (pinned)", () => {
   it("prints a username that pins the port, signed with the pinned secret derived from the token, and a key holding both", async () => {
     const h = harness(["credentials", "--user", "acme-pg", "--port", "40007", "--ttl", "60"], {
@@ -229,7 +241,7 @@ describe("turnpike-relay process lifecycle", () => {
   it("exits 2 with one line naming the option on a bad value", async () => {
     const h = harness(["--min-port", "70000"], {});
     expect(await runCli(h.io)).toBe(2);
-    expect(h.err).toEqual(['turnpike-relay: --min-port must be 1..65535, got "70000"']);
+    expect(h.err).toEqual(['turnpike-relay: --min-port must be 1024..65535, got "70000"']);
   });
 
   it("logs listening, reports ready on /readyz, and drains on SIGTERM before exiting 0", async () => {
@@ -388,7 +400,7 @@ describe.skipIf(!BUILT)("the turnpike-relay executable", () => {
   it("exits 2 with one stderr line on a bad flag", () => {
     const r = run(["--max-port", "0"]);
     expect(r.status).toBe(2);
-    expect(r.stderr).toBe('turnpike-relay: --max-port must be 1..65535, got "0"\n');
+    expect(r.stderr).toBe('turnpike-relay: --max-port must be 1024..65535, got "0"\n');
   });
 
   it("mints credentials from TURNPIKE_TOKEN", () => {

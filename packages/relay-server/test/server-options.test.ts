@@ -74,6 +74,10 @@ describe("turnServerOptions: one engine", () => {
     "relay/1",
     "--alternate-server",
     "198.51.100.2:3478",
+    "--max-bps",
+    "125000",
+    "--max-bps-per-user",
+    "500000",
   );
   const o = turnServerOptions(c, { peerPolicy: policy, unixTimeOffsetMs: 1234 });
 
@@ -96,6 +100,8 @@ describe("turnServerOptions: one engine", () => {
       maxUnauthenticatedRate: 5,
       unixTimeOffsetMs: 1234,
       alternateServer: { family: 4, address: "198.51.100.2", port: 3478 },
+      maxBytesPerSecond: 125000,
+      maxBytesPerSecondPerUser: 500000,
     });
     expect(o.peerPolicy).toBe(policy);
     expect([...(o.revokedUsers ?? [])]).toEqual(["mallory"]);
@@ -124,6 +130,14 @@ describe("turnServerOptions: one engine", () => {
 });
 
 describe("turnServerOptions: what varies", () => {
+  it("sets no bandwidth limit by default, nor with --max-bps 0 (coturn's unlimited)", () => {
+    for (const args of [[], ["--max-bps", "0", "--max-bps-per-user", "0"]]) {
+      const o = turnServerOptions(config(...args), { peerPolicy: policy, unixTimeOffsetMs: 0 });
+      expect(o.maxBytesPerSecond).toBeUndefined();
+      expect(o.maxBytesPerSecondPerUser).toBeUndefined();
+    }
+  });
+
   it("verifies static users (--user) next to REST usernames", () => {
     const o = turnServerOptions(config("--user", "bob:secret"), {
       peerPolicy: policy,

@@ -6,7 +6,7 @@
 // Precedence: command-line flag > environment <PREFIX><OPTION> > `--config FILE` (JSON) >
 // default. Every value is validated by its spec's parse(); a wrong one becomes a ConfigError
 // whose message is one line naming where the value came from
-// (`--min-port must be 1..65535, got "70000"`). Cross-field rules stay with each CLI.
+// (`--min-port must be 1024..65535, got "70000"`). Cross-field rules stay with each CLI.
 
 import { readFileSync } from "node:fs";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.js";

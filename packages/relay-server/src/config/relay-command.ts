@@ -19,6 +19,7 @@ import {
   type ArgvRecord,
   addTableOptions,
   ConfigError,
+  cliCommand,
   helpText,
   type OptionValues,
 } from "@turnpike/runtime-kit";
@@ -85,6 +86,8 @@ export function parseRelay(
     maxConnections: v["max-connections"],
     maxConnectionsPerIp: v["max-connections-per-ip"],
     maxUnauthenticatedRate: v["max-unauthenticated-rate"],
+    maxBytesPerSecond: v["max-bps"],
+    maxBytesPerSecondPerUser: v["max-bps-per-user"],
     tcpIdleTimeout: v["tcp-idle-timeout"],
     udpIo: v["udp-io"],
     ...resolveWorkers(v.workers, v["udp-io"]),
@@ -192,7 +195,7 @@ function resolveToken(
     token = (options.randomToken ?? (() => randomBytes(32).toString("base64url")))();
     tokenGenerated = true;
     warnings.push(
-      `no ${ENV_PREFIX}TOKEN set: generated a random token for this run; mint credentials with: ${ENV_PREFIX}TOKEN=${token} ${PROGRAM_NAME} credentials`,
+      `no ${ENV_PREFIX}TOKEN set: generated a random token for this run; mint credentials with: ${ENV_PREFIX}TOKEN=${token} ${cliCommand(PROGRAM_NAME, options.script ?? process.argv[1])} credentials`,
     );
   } else if (flags.token !== undefined) {
     warnings.push(

@@ -84,6 +84,10 @@ export interface RelayConfig {
   readonly maxConnectionsPerIp: number;
   /** Unauthenticated responses per second per source IP; 0 = unlimited. */
   readonly maxUnauthenticatedRate: number;
+  /** Relayed payload per allocation, bytes per second both ways (--max-bps); undefined = none. */
+  readonly maxBytesPerSecond: number | undefined;
+  /** The same per user (principal), over all its allocations (--max-bps-per-user). */
+  readonly maxBytesPerSecondPerUser: number | undefined;
   /** Seconds. */
   readonly tcpIdleTimeout: number;
   /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
@@ -120,6 +124,8 @@ export interface CredentialsCommand {
   /** Seconds. */
   readonly ttl: number;
   readonly uris: readonly string[];
+  /** What the user should know about the answer (a listener without a URI), for stderr. */
+  readonly notes: readonly string[];
 }
 
 /** `turnpike-relay allocations ...`: GET /v1/allocations of a running relay, as a table. */
@@ -150,4 +156,9 @@ export type ParsedCommand = RelayConfig | CredentialsCommand | AllocationsComman
 export interface ParseOptions {
   networkInterfaces?: () => ReturnType<typeof osNetworkInterfaces>;
   randomToken?: () => string;
+  /**
+   * The script this process was started as (default process.argv[1]): the next command a warning
+   * prints starts the CLI the same way (runtime-kit's cliCommand).
+   */
+  script?: string;
 }

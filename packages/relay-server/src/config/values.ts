@@ -79,12 +79,12 @@ export function parseCidr(text: string, where: string): string {
   return text;
 }
 
-export function parsePortRange(text: string, where: string): PortRange {
+export function parsePortRange(text: string, where: string, lowest = 1): PortRange {
   const m = /^(\d{1,5})-(\d{1,5})$/.exec(text.trim());
   const min = Number(m?.[1]);
   const max = Number(m?.[2]);
-  if (m === null || !(min >= 1 && max <= 65535 && min <= max)) {
-    fail(where, "MIN-MAX with 1 <= MIN <= MAX <= 65535", text);
+  if (m === null || !(min >= lowest && max <= 65535 && min <= max)) {
+    fail(where, `MIN-MAX with ${lowest} <= MIN <= MAX <= 65535`, text);
   }
   return { min, max };
 }

@@ -96,6 +96,9 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
     maxChannelsPerAllocation: config.maxChannels,
     legacyChannelNumbers: config.legacyChannelNumbers,
     maxUnauthenticatedRate: config.maxUnauthenticatedRate,
+    // Bandwidth buckets (relay-core's bandwidth.ts); every data path charges the same ones.
+    maxBytesPerSecond: config.maxBytesPerSecond,
+    maxBytesPerSecondPerUser: config.maxBytesPerSecondPerUser,
     unixTimeOffsetMs: setting.unixTimeOffsetMs,
     alternateServer: config.alternateServer
       ? {
