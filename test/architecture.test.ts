@@ -98,6 +98,7 @@ const ROOMS: Record<string, readonly string[]> = {
     "stats.ts",
     "types.ts",
     "discovery.ts",
+    "preflight.ts",
   ],
   "workers/": [
     "workers/",
@@ -107,6 +108,7 @@ const ROOMS: Record<string, readonly string[]> = {
     "stats.ts",
     "types.ts",
     "discovery.ts",
+    "preflight.ts",
   ],
 };
 const RELAY_SERVER_SRC = join(ROOT, "packages/relay-server/src");

@@ -17,9 +17,11 @@
 
 import {
   asOutput,
+  ConfigError,
   createLogger,
   EXIT_CONFIG,
   type Logger,
+  type PortWarning,
   parseOrReport,
   withTimeout,
 } from "@turnpike/runtime-kit";
@@ -31,6 +33,7 @@ import { mintCredentials } from "./credentials.js";
 import { fetchAllocations, renderAllocationsTable } from "./discovery.js";
 import { type HealthServer, startHealthServer } from "./health.js";
 import { type RelayMetrics, startMetrics } from "./metrics.js";
+import { preflight } from "./preflight.js";
 import type { RunningRelay, StartRelay } from "./types.js";
 import { RELAY_VERSION } from "./version.js";
 
@@ -55,6 +58,11 @@ export interface CliIo {
   exit(code: number): void;
   /** Wall-clock unix seconds, for credential expiry. */
   nowSeconds?: () => number;
+  /**
+   * The host's word on the configuration before anything starts (preflight.ts): throws a
+   * ConfigError, or returns warnings to log. Default: the real checks.
+   */
+  readonly preflight?: (config: RelayConfig) => Promise<readonly PortWarning[]>;
   /** Called once the relay runs (tests use it to reach the health address). */
   onRunning?: (running: RunningProcess) => void;
 }
@@ -251,6 +259,16 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
   };
 
   for (const warning of config.warnings) logger.warn(warning);
+  // The host's word on the configuration: listen addresses free, relay addresses its own, relay
+  // ports outside the kernel's ephemeral ones. A conflict stops the start like a bad option.
+  try {
+    for (const w of await (io.preflight ?? preflight)(config)) logger.warn(w.msg, w.fields);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    io.stderr(`${PROGRAM_NAME}: ${err.message}`);
+    detach();
+    return EXIT_CONFIG;
+  }
   logger.info("starting", {
     version: RELAY_VERSION,
     listen: config.listen.map(formatSocketAddress).join(","),
@@ -309,12 +327,15 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
     if (fileUsers !== config.revokeFileUsers) relay.setRevokedUsers(revoked());
     if (revoked().length > 0) logger.info("revocation list", { revokedUsers: revoked().length });
   } catch (err) {
-    logger.error("failed to start", { err: err instanceof Error ? err : String(err) });
+    // A listener that lost its address to another program since the preflight: one line, as
+    // for a bad option; anything else is a failure to start.
+    if (err instanceof ConfigError) io.stderr(`${PROGRAM_NAME}: ${err.message}`);
+    else logger.error("failed to start", { err: err instanceof Error ? err : String(err) });
     await relay?.close().catch(() => {});
     await health?.close();
     if (metrics !== undefined) await withTimeout(metrics.shutdown(), METRICS_SHUTDOWN_MS);
     detach();
-    return 1;
+    return err instanceof ConfigError ? EXIT_CONFIG : 1;
   }
 
   const a = relay.addresses();

@@ -79,6 +79,8 @@ function harness(argv: string[], env: NodeJS.ProcessEnv, start?: StartRelay) {
         return relay;
       }),
     events: events as unknown as CliIo["events"],
+    // The relay here is a stand-in: nothing of the host to check.
+    preflight: async () => [],
     exit: (code) => exits.push(code),
     nowSeconds: () => 1_800_000_000,
     onRunning: (r) => {

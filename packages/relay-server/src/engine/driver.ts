@@ -25,6 +25,7 @@ import { listenerId, PeerAddressPolicy, TurnServer } from "@turnpike/relay-core"
 import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
 import type { AllocationRow } from "../discovery.js";
+import { listenFailure } from "../preflight.js";
 import {
   type ConnectionLedger,
   LocalConnectionLedger,
@@ -220,15 +221,21 @@ class RelayEngine implements RunningRelay {
     const w = this.worker;
     for (const addr of this.config.listen) {
       const id = listenerId(this.bound.udp.length);
-      const udp = await this.udp.listen(id, addr, {
-        fd: w?.listenFds?.udp[id],
-        bufferBytes: LISTENER_BUFFER_BYTES,
-        // Workers share the address; the kernel keeps each client 5-tuple on one of them.
-        reusePort: w !== undefined,
-      });
+      // A bind that fails says which --listen, as one line (preflight.ts).
+      const failed = (err: unknown): never => {
+        throw listenFailure("--listen", addr, err);
+      };
+      const udp = await this.udp
+        .listen(id, addr, {
+          fd: w?.listenFds?.udp[id],
+          bufferBytes: LISTENER_BUFFER_BYTES,
+          // Workers share the address; the kernel keeps each client 5-tuple on one of them.
+          reusePort: w !== undefined,
+        })
+        .catch(failed);
       this.bound.udp.push(udp);
       this.peerPolicy.addSelfPort(udp.port, "udp");
-      this.boundStream("tcp", await this.listeners.listen(addr, "tcp"));
+      this.boundStream("tcp", await this.listeners.listen(addr, "tcp").catch(failed));
     }
     if (this.config.tlsListen.length > 0) {
       const cert = readFileSync(this.config.tlsCert!);
@@ -239,6 +246,13 @@ class RelayEngine implements RunningRelay {
     }
     this.wallClock.start();
     this.ready = true;
+    if (this.udpFallbackReason !== undefined && (w === undefined || w.index === 0)) {
+      // --udp-io auto on node:dgram: the relay works, at about twice the CPU per packet (README,
+      // "Data path and cores"). Said once per process (worker 0 for all of them).
+      this.log.warn("--udp-io auto: the batched UDP path is unavailable, relaying on node:dgram", {
+        reason: this.udpFallbackReason,
+      });
+    }
     // The CLI logs the bound addresses ("listening"); this line says what relays where, and
     // on which UDP data path (with the reason when the batched one could not be used).
     const c = this.config;

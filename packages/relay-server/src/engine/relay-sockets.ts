@@ -16,6 +16,7 @@
 // success or error, the next port to try).
 
 import type { RelayId, TurnServerOutput } from "@turnpike/relay-core";
+import type { RateLimitedLogger } from "@turnpike/runtime-kit";
 import type { WorkerLink } from "../shared/worker-link.js";
 import type { PeerConnections } from "../stream/peers.js";
 import type { UdpPath } from "../udp/udp-path.js";
@@ -23,9 +24,14 @@ import type { EngineHost, RelayBind, RelayBindDone } from "./host.js";
 
 type OpenRelay = Extract<TurnServerOutput, { type: "open-relay" }>;
 
+/** A bind failure that ends Allocates is told once per reason in this window. */
+const BIND_WARNING_WINDOW_MS = 10 * 60_000;
+
 export class RelaySockets {
   /** Relays whose pinned port other workers are asked to release, before one more bind. */
   private readonly awaitingRelease = new Set<RelayId>();
+  /** Bind failures that cost Allocates (508), once per reason per window. */
+  private readonly bindWarnings: RateLimitedLogger;
 
   constructor(
     private readonly host: EngineHost,
@@ -33,7 +39,9 @@ export class RelaySockets {
     private readonly peers: PeerConnections,
     /** Set when this engine is one of several workers. */
     private readonly link: WorkerLink | undefined,
-  ) {}
+  ) {
+    this.bindWarnings = host.log.rateLimited({ perWindow: 1, windowMs: BIND_WARNING_WINDOW_MS });
+  }
 
   /** The open-relay output. */
   open(o: OpenRelay): void {
@@ -62,14 +70,36 @@ export class RelaySockets {
     if (result.ok) {
       core.handleRelayBound(o.relay, performance.now(), result.handle);
     } else {
-      this.host.log.debug("relay port bind failed", {
-        protocol: o.protocol,
-        port: o.port,
-        error: result.error.message,
-      });
+      this.bindFailed(o, result.error);
       core.handleRelayBindFailed(o.relay, performance.now());
     }
     this.host.afterInput();
+  }
+
+  /**
+   * A dynamic port in use is everyday business (relay-core tries another one); anything else (a
+   * relay address gone from the host, no permission, no file descriptors left, a pinned port
+   * held by another program) refuses Allocates with 508 until someone acts: said at WARN, once
+   * per reason per window.
+   */
+  private bindFailed(o: OpenRelay, error: Error): void {
+    const code = (error as NodeJS.ErrnoException).code ?? "error";
+    const fields = {
+      protocol: o.protocol,
+      address: o.bindAddress,
+      port: o.port,
+      pinned: o.pinnedFor !== undefined ? true : undefined,
+      error: error.message,
+    };
+    if (code === "EADDRINUSE" && o.pinnedFor === undefined) {
+      this.host.log.debug("relay port bind failed, trying another port", fields);
+      return;
+    }
+    this.bindWarnings.warn(
+      `relay-bind:${code}`,
+      "relay socket bind failed: Allocates get 508 while this lasts",
+      { ...fields, code },
+    );
   }
 
   private mayBeHeldByAnotherWorker(o: OpenRelay, error: Error): boolean {

@@ -24,6 +24,7 @@ import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
 import type { AllocationRow } from "../discovery.js";
+import { listenFailure } from "../preflight.js";
 import type { ListenFds } from "../shared/context.js";
 import {
   createSharedLimits,
@@ -227,17 +228,22 @@ class WorkerPool implements RunningRelay {
     const group = (kind: "udp" | "tcp" | "tls", at: SocketAddress) => {
       let port = at.port;
       for (let w = 0; w < count; w++) {
-        const fd =
-          kind === "udp"
-            ? bindUdp({
-                family: at.family,
-                address: at.ip,
-                port,
-                reusePort: true,
-                recvBufferSize: LISTENER_BUFFER_BYTES,
-                sendBufferSize: LISTENER_BUFFER_BYTES,
-              })
-            : tcpListen({ family: at.family, address: at.ip, port, steerGroup: count });
+        let fd: number;
+        try {
+          fd =
+            kind === "udp"
+              ? bindUdp({
+                  family: at.family,
+                  address: at.ip,
+                  port,
+                  reusePort: true,
+                  recvBufferSize: LISTENER_BUFFER_BYTES,
+                  sendBufferSize: LISTENER_BUFFER_BYTES,
+                })
+              : tcpListen({ family: at.family, address: at.ip, port, steerGroup: count });
+        } catch (err) {
+          throw listenFailure(kind === "tls" ? "--tls-listen" : "--listen", at, err);
+        }
         perWorker[w]![kind].push(fd);
         if (port === 0) port = fdPort(fd);
       }
