@@ -78,6 +78,9 @@ export class Report {
     this.stats.permissionsActive = s.permissionsActive;
     this.stats.channelsActive = s.channelsActive;
     this.stats.connectionsActive = this.connections();
+    this.stats.reservationsActive = s.reservationsActive;
+    this.stats.legacyPinnedAccepted = s.legacyPinnedAccepted;
+    this.stats.bandwidthPauses = s.bandwidthPauses;
     for (const reason of DROP_REASONS) {
       if (s.drops[reason] > 0) this.stats.drops.set(reason, s.drops[reason]);
     }
