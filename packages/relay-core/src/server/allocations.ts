@@ -25,6 +25,7 @@ import {
   readRequestedTransport,
   readUint32,
   type StunMessage,
+  type StunMessageBuilder,
 } from "../codec/message.js";
 import type { AllocationId, RelayId } from "../ids.js";
 import type { RandomSource } from "../rng.js";
@@ -138,9 +139,11 @@ export class Allocations {
     }
     if (this.draining) {
       const alt = this.#options.alternateServer;
-      if (alt)
-        reply.error(ErrorCode.TryAlternate, (b) => b.address(AttributeType.AlternateServer, alt));
-      else reply.error(ErrorCode.InsufficientCapacity);
+      const why = { reason: "draining" };
+      if (alt) {
+        const fill = (b: StunMessageBuilder) => b.address(AttributeType.AlternateServer, alt);
+        reply.error(ErrorCode.TryAlternate, fill, undefined, why);
+      } else reply.error(ErrorCode.InsufficientCapacity, undefined, undefined, why);
       return;
     }
     const transport = readRequestedTransport(msg);
@@ -300,7 +303,9 @@ export class Allocations {
           for (let i = 0; i < chosen.length; i++) ports.release(families[i]!, chosen[i]!);
           quota.release(auth.principal);
           if (reserving) quota.release(auth.principal);
-          reply.error(ErrorCode.InsufficientCapacity);
+          reply.error(ErrorCode.InsufficientCapacity, undefined, undefined, {
+            reason: "no-free-port",
+          });
           return;
         }
         ports.take(family, port);
@@ -381,7 +386,9 @@ export class Allocations {
     if (code === 0) return true;
     const error = code === 486 ? ErrorCode.AllocationQuotaReached : ErrorCode.InsufficientCapacity;
     const phrase = code === 486 ? "Allocation Quota Reached" : "Insufficient Capacity";
-    reply.error(error, undefined, why === undefined ? undefined : `${phrase}: ${why}`);
+    reply.error(error, undefined, why === undefined ? undefined : `${phrase}: ${why}`, {
+      reason: code === 486 ? "user-quota" : "relay-capacity",
+    });
     return false;
   }
 
@@ -432,6 +439,7 @@ export class Allocations {
         allocation.pinnedPort === undefined
           ? undefined
           : `Insufficient Capacity: pinned port ${allocation.pinnedPort} could not be bound`,
+        "bind-failed",
       );
       this.delete(allocation, "bind-failed", now);
       return;
@@ -480,10 +488,10 @@ export class Allocations {
   }
 
   /** An Allocate still waiting for its relay sockets is answered with an error. */
-  #fail(allocation: Allocation, code: number, reason?: string): void {
+  #fail(allocation: Allocation, code: number, phrase: string | undefined, why: string): void {
     const reply = this.#pending.get(allocation);
     this.#pending.delete(allocation);
-    reply?.error(code, undefined, reason);
+    reply?.error(code, undefined, phrase, { reason: why });
   }
 
   #relayConfig(family: 4 | 6): RelayAddressConfig | undefined {
@@ -675,17 +683,23 @@ export class Allocations {
   }
 
   /**
-   * End the live allocations of the principals `isRevoked` names ("revoked"); one still
-   * binding its relay gets 403. Returns how many ended.
+   * End the live allocations `match` picks, for `reason`. Revoked, one still binding its relay
+   * is refused too (403); the operator ends only allocations that have their relayed address
+   * (what discovery shows). Returns how many ended.
    */
-  revoke(isRevoked: (principal: Principal) => boolean, now: number): number {
+  endWhere(
+    match: (allocation: Allocation) => boolean,
+    reason: "revoked" | "operator",
+    now: number,
+  ): number {
     let ended = 0;
     for (const allocation of [...this.#live]) {
-      if (!isRevoked(allocation.principal)) continue;
+      if (!match(allocation)) continue;
       if (allocation.state === "binding") {
-        this.#fail(allocation, ErrorCode.Forbidden, "Forbidden: credentials revoked");
+        if (reason !== "revoked") continue;
+        this.#fail(allocation, ErrorCode.Forbidden, "Forbidden: credentials revoked", "revoked");
       }
-      this.delete(allocation, "revoked", now);
+      this.delete(allocation, reason, now);
       ended++;
     }
     return ended;

@@ -17,7 +17,8 @@
  */
 
 import type { CredentialStore } from "../auth/credentials.js";
-import type { TransportAddress } from "../codec/address.js";
+import { RevocationList } from "../auth/revocation.js";
+import { formatTransportAddress, type TransportAddress } from "../codec/address.js";
 import {
   AttributeType,
   ErrorCode,
@@ -36,7 +37,7 @@ import {
   readXorAddress,
   type StunMessage,
 } from "../codec/message.js";
-import type { ConnectionId, ListenerId, PeerConnectionId, RelayId } from "../ids.js";
+import type { AllocationId, ConnectionId, ListenerId, PeerConnectionId, RelayId } from "../ids.js";
 import { OutputQueue } from "../output-queue.js";
 import { PeerAddressPolicy } from "../policy/peer-address-policy.js";
 import {
@@ -358,7 +359,26 @@ export class TurnServer {
   setRevokedUsers(entries: Iterable<string>, now: number): number {
     this.#auth.setRevokedUsers(entries);
     if (!this.#auth.hasRevokedUsers) return 0;
-    return this.#allocations.revoke((principal) => this.#auth.isRevoked(principal), now);
+    return this.#allocations.endWhere((a) => this.#auth.isRevoked(a.principal), "revoked", now);
+  }
+
+  /**
+   * The operator ends live allocations at once ("operator"): those of the principals `users`
+   * names (entries as the revocation list reads them: "static:NAME", "rest:USER" with its pins,
+   * "rest:USER;port=P", "rest-expiry:E", or a plain NAME for all three), or the allocation `id`
+   * (AllocationInfo.id). The credentials stay valid, so a client may allocate again: to keep it
+   * out, revoke it. Returns how many ended.
+   */
+  endAllocations(
+    which: { readonly users: Iterable<string> } | { readonly id: AllocationId },
+    now: number,
+  ): number {
+    if ("id" in which) {
+      return this.#allocations.endWhere((a) => a.id === which.id, "operator", now);
+    }
+    const named = new RevocationList(which.users);
+    if (named.size === 0) return 0;
+    return this.#allocations.endWhere((a) => named.revokes(a.principal), "operator", now);
   }
 
   /**
@@ -518,7 +538,9 @@ export class TurnServer {
     if (auth === undefined) return;
     const reply = new Reply(this.#responder, this.#responses, endpoint, msg, auth, cacheKey, now);
     if (this.#auth.refusesRevoked(auth)) {
-      reply.error(ErrorCode.Forbidden, undefined, "Forbidden: credentials revoked");
+      reply.error(ErrorCode.Forbidden, undefined, "Forbidden: credentials revoked", {
+        reason: "revoked",
+      });
       return;
     }
     if (msg.unknownRequired.length > 0) {
@@ -532,7 +554,9 @@ export class TurnServer {
       // (coturn's uclient -W mints a fresh one per request, and coturn accepts it). A static
       // user of the same name is someone else (credentials.ts, principals).
       this.stats.authFailures["wrong-credentials"]++;
-      reply.error(ErrorCode.WrongCredentials);
+      reply.error(ErrorCode.WrongCredentials, undefined, undefined, {
+        reason: "wrong-credentials",
+      });
       return;
     }
     switch (msg.method) {
@@ -546,7 +570,7 @@ export class TurnServer {
     // Everything else acts on the 5-tuple's allocation: none (or one still binding its relay
     // port) is 437 Allocation Mismatch (RFC 8656 §7.3, §10.2, §11.2; RFC 6062 §5.2).
     if (allocation === undefined || allocation.state !== "active") {
-      reply.error(ErrorCode.AllocationMismatch);
+      reply.error(ErrorCode.AllocationMismatch, undefined, undefined, { reason: "no-allocation" });
       return;
     }
     switch (msg.method) {
@@ -632,13 +656,20 @@ export class TurnServer {
         reply.error(ErrorCode.PeerAddressFamilyMismatch);
         return;
       }
-      if (this.#policy.check(peer.address) !== undefined) {
-        reply.error(ErrorCode.Forbidden);
+      const policy = this.#policy.check(peer.address);
+      if (policy !== undefined) {
+        reply.error(ErrorCode.Forbidden, undefined, undefined, {
+          reason: "peer-policy",
+          peer: peer.address,
+          policy,
+        });
         return;
       }
     }
     if (!allocation.installPermissions(peers as TransportAddress[], now)) {
-      reply.error(ErrorCode.InsufficientCapacity);
+      reply.error(ErrorCode.InsufficientCapacity, undefined, undefined, {
+        reason: "permission-limit",
+      });
       return;
     }
     this.#deadlines.schedule(allocation);
@@ -671,8 +702,13 @@ export class TurnServer {
       return;
     }
     // With the port: the relay's own address is refused here outside the relay port range.
-    if (this.#policy.check(peer.address, peer.port, "udp") !== undefined) {
-      reply.error(ErrorCode.Forbidden);
+    const policy = this.#policy.check(peer.address, peer.port, "udp");
+    if (policy !== undefined) {
+      reply.error(ErrorCode.Forbidden, undefined, undefined, {
+        reason: "peer-policy",
+        peer: formatTransportAddress(peer),
+        policy,
+      });
       return;
     }
     const code = allocation.bindChannel(number, peer, relay, now);
