@@ -30,7 +30,7 @@ import { parseRelayArgs } from "./config/parse.js";
 import type { RelayConfig } from "./config/types.js";
 import { formatSocketAddress, readRevokeFile } from "./config/values.js";
 import { mintCredentials } from "./credentials.js";
-import { fetchAllocations, renderAllocationsTable } from "./discovery.js";
+import { deleteAllocations, fetchAllocations, renderAllocationsTable } from "./discovery.js";
 import { type HealthServer, startHealthServer } from "./health.js";
 import { type RelayMetrics, startMetrics } from "./metrics.js";
 import { preflight } from "./preflight.js";
@@ -106,6 +106,15 @@ export async function runCli(io: CliIo): Promise<number> {
     }
     case "allocations":
       try {
+        if (parsed.end !== undefined) {
+          const ended = await deleteAllocations(parsed.url, parsed.adminToken, parsed.end);
+          io.stdout(
+            parsed.json
+              ? `${JSON.stringify({ ended })}\n`
+              : `ended ${ended} allocation${ended === 1 ? "" : "s"}\n`,
+          );
+          return 0;
+        }
         const rows = await fetchAllocations(parsed.url, parsed.adminToken, parsed.user);
         io.stdout(
           parsed.json
@@ -308,7 +317,13 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
           workers: relay === undefined ? undefined : (relay.workers ?? 1),
           degraded: relay?.degraded,
         }),
-        { discovery: { token: config.adminToken, allocations: () => relay?.allocations() ?? [] } },
+        {
+          discovery: {
+            token: config.adminToken,
+            allocations: () => relay?.allocations() ?? [],
+            end: (which) => relay?.endAllocations(which) ?? 0,
+          },
+        },
       );
       logger.info("health endpoints", {
         url: `http://${formatSocketAddress(health.address())}`,

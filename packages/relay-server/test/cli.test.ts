@@ -55,6 +55,10 @@ function fakeRelay(): FakeRelay {
       calls.push(`revoke ${[...users].join(",")}`);
       return 1;
     },
+    endAllocations: (which) => {
+      calls.push(`end ${JSON.stringify(which)}`);
+      return 1;
+    },
   };
 }
 
@@ -182,6 +186,7 @@ describe("turnpike-relay credentials --port (pinned)", () => {
 
 describe("turnpike-relay allocations", () => {
   const row: AllocationRow = {
+    id: "0-3",
     user: "acme-pg",
     pinnedPort: 40007,
     transport: "tcp",
@@ -213,9 +218,9 @@ describe("turnpike-relay allocations", () => {
       expect(await runCli(h.io)).toBe(0);
       const lines = h.out.join("").trimEnd().split("\n");
       expect(lines).toHaveLength(2);
-      expect(lines[0]).toMatch(/^USER +PIN +TRANSPORT +RELAYED ADDRESS +CLIENT +PEERS/);
+      expect(lines[0]).toMatch(/^ID +USER +PIN +TRANSPORT +RELAYED ADDRESS +CLIENT +PEERS/);
       expect(lines[1]).toMatch(
-        /^acme-pg +40007 +tcp +198\.51\.100\.7:40007 +tcp:203\.0\.113\.5:53422 +203\.0\.113\.10 /,
+        /^0-3 +acme-pg +40007 +tcp +198\.51\.100\.7:40007 +tcp:203\.0\.113\.5:53422 +203\.0\.113\.10 /,
       );
       const json = harness(["allocations", "--url", url, "--json"], {
         TURNPIKE_ADMIN_TOKEN: "admin-secret",
@@ -227,6 +232,47 @@ describe("turnpike-relay allocations", () => {
       expect(wrong.err).toEqual([
         `turnpike-relay allocations: ${url}/v1/allocations: HTTP 401: unauthorized`,
       ]);
+    } finally {
+      await health.close();
+    }
+  });
+
+  it("ends a user's allocations or one by id with --end-user and --end, and says how many", async () => {
+    const asked: unknown[] = [];
+    const health = await startHealthServer(
+      { ip: "127.0.0.1", port: 0, family: 4 },
+      () => ({ ready: true, draining: false }),
+      {
+        discovery: {
+          token: "admin-secret",
+          allocations: () => [row],
+          end: (which) => {
+            asked.push(which);
+            return "user" in which ? 3 : 0;
+          },
+        },
+      },
+    );
+    try {
+      const url = `http://127.0.0.1:${health.address().port}`;
+      const env = { TURNPIKE_ADMIN_TOKEN: "admin-secret" };
+      const user = harness(["allocations", "--url", url, "--end-user", "rest:acme-pg"], env);
+      expect(await runCli(user.io)).toBe(0);
+      expect(user.out.join("")).toBe("ended 3 allocations\n");
+      const gone = harness(["allocations", "--url", url, "--end", "1-9"], env);
+      expect(await runCli(gone.io)).toBe(1);
+      expect(gone.err).toEqual([
+        `turnpike-relay allocations: ${url}/v1/allocations/1-9: HTTP 404: no live allocation 1-9`,
+      ]);
+      expect(asked).toEqual([{ user: "rest:acme-pg" }, { id: "1-9" }]);
+      const bad = harness(["allocations", "--url", url, "--end", "acme"], env);
+      expect(await runCli(bad.io)).toBe(2);
+      expect(bad.err).toEqual([
+        'turnpike-relay: --end must be an allocation id as the ID column shows it, like 0-17, got "acme"',
+      ]);
+      const both = harness(["allocations", "--url", url, "--end", "0-1", "--user", "x"], env);
+      expect(await runCli(both.io)).toBe(2);
+      expect(asked).toHaveLength(2);
     } finally {
       await health.close();
     }

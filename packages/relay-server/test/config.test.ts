@@ -450,6 +450,7 @@ describe("pinned ports, revocation and the discovery API", () => {
       url: "http://127.0.0.1:9000",
       adminToken: "adm",
       user: "acme",
+      end: undefined,
       json: false,
     });
     expect(

@@ -128,13 +128,18 @@ export interface CredentialsCommand {
   readonly notes: readonly string[];
 }
 
-/** `turnpike-relay allocations ...`: GET /v1/allocations of a running relay, as a table. */
+/**
+ * `turnpike-relay allocations ...`: GET /v1/allocations of a running relay, as a table, or
+ * DELETE to end allocations.
+ */
 export interface AllocationsCommand {
   readonly command: "allocations";
   /** Base URL of the relay's health listener, e.g. http://127.0.0.1:8080. */
   readonly url: string;
   readonly adminToken: string;
   readonly user: string | undefined;
+  /** DELETE instead of GET: a user's allocations (revocation-list names) or one by row id. */
+  readonly end: { readonly user: string } | { readonly id: string } | undefined;
   readonly json: boolean;
 }
 

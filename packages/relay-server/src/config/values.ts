@@ -122,3 +122,16 @@ function redactUser(text: string): string {
 export function formatSocketAddress(a: { ip: string; port: number; family?: 4 | 6 }): string {
   return a.ip.includes(":") ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
 }
+
+/** A row's id: the engine's allocation id qualified by its worker's index ("0-17"). */
+export function allocationRowId(worker: number, allocation: number): string {
+  return `${worker}-${allocation}`;
+}
+
+/** The worker and allocation a row id names, or undefined when it names none. */
+export function parseAllocationRowId(
+  id: string,
+): { readonly worker: number; readonly allocation: number } | undefined {
+  const m = /^(\d{1,3})-(\d{1,15})$/.exec(id);
+  return m === null ? undefined : { worker: Number(m[1]), allocation: Number(m[2]) };
+}

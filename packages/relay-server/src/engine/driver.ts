@@ -21,10 +21,10 @@
 
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { listenerId, PeerAddressPolicy, TurnServer } from "@turnpike/relay-core";
+import { type AllocationId, listenerId, PeerAddressPolicy, TurnServer } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
-import type { AllocationRow } from "../discovery.js";
+import { type AllocationRow, type EndAllocations, parseAllocationRowId } from "../discovery.js";
 import { listenFailure } from "../preflight.js";
 import {
   type ConnectionLedger,
@@ -156,7 +156,15 @@ class RelayEngine implements RunningRelay {
       w,
     );
     const connections = () => this.clients.size;
-    this.report = new Report(this.core, this.udp, stats, telemetry, this.log, connections);
+    this.report = new Report(
+      this.core,
+      this.udp,
+      stats,
+      telemetry,
+      this.log,
+      connections,
+      w?.index ?? 0,
+    );
     this.rooms = {
       udp: this.udp,
       clients: this.clients,
@@ -278,6 +286,20 @@ class RelayEngine implements RunningRelay {
 
   allocations(): AllocationRow[] {
     return this.report.allocations();
+  }
+
+  endAllocations(which: EndAllocations): number {
+    let ended: number;
+    if ("user" in which) {
+      ended = this.core.endAllocations({ users: [which.user] }, now());
+    } else {
+      // Another worker's id, or none at all: nothing of this engine's.
+      const id = parseAllocationRowId(which.id);
+      if (id === undefined || id.worker !== (this.worker?.index ?? 0)) return 0;
+      ended = this.core.endAllocations({ id: id.allocation as AllocationId }, now());
+    }
+    this.afterInput();
+    return ended;
   }
 
   setRevokedUsers(users: Iterable<string>): number {

@@ -11,7 +11,7 @@ import {
 } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import { formatSocketAddress } from "../config/values.js";
-import type { AllocationRow } from "../discovery.js";
+import { type AllocationRow, allocationRowId } from "../discovery.js";
 import type { RelayStats, RelayTelemetry } from "../stats.js";
 import type { UdpPath } from "../udp/udp-path.js";
 import { RefusalLog } from "./refusal-log.js";
@@ -29,6 +29,8 @@ export class Report {
     private readonly log: Logger,
     /** Open TCP/TLS client connections (stream/clients.ts). */
     private readonly connections: () => number,
+    /** This engine's worker index (0 for a single engine): it qualifies allocation ids. */
+    private readonly worker: number,
   ) {
     this.refusals = new RefusalLog(log);
   }
@@ -108,6 +110,7 @@ export class Report {
     return this.core.allocations(now).map((a) => {
       const relayed = a.relayed.map((r) => formatSocketAddress({ ip: r.address, port: r.port }));
       return {
+        id: allocationRowId(this.worker, a.id),
         user: a.user,
         pinnedPort: a.pinnedPort ?? null,
         transport: a.transport,

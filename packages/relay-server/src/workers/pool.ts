@@ -23,7 +23,7 @@ import { Worker } from "node:worker_threads";
 import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
-import type { AllocationRow } from "../discovery.js";
+import { type AllocationRow, type EndAllocations, parseAllocationRowId } from "../discovery.js";
 import { listenFailure } from "../preflight.js";
 import type { ListenFds } from "../shared/context.js";
 import {
@@ -54,6 +54,7 @@ export type SupervisorMessage =
   | { t: "stats-now"; gen: number }
   | { t: "ask"; id: number; what: "allocations" }
   | { t: "ask"; id: number; what: "revoke"; users: string[] }
+  | { t: "ask"; id: number; what: "end"; which: EndAllocations }
   | { t: "route"; from: number; message: unknown };
 
 /** What a worker is started with (workerData). */
@@ -419,11 +420,17 @@ class WorkerPool implements RunningRelay {
     return done;
   }
 
-  /** Ask every live worker; the answers of those that reply within a second. */
+  /** Ask every live worker (or `only` that one); the answers of those that reply within a second. */
   private ask(
-    question: { what: "allocations" } | { what: "revoke"; users: string[] },
+    question:
+      | { what: "allocations" }
+      | { what: "revoke"; users: string[] }
+      | { what: "end"; which: EndAllocations },
+    only?: number,
   ): Promise<unknown[]> {
-    const live = this.slots.filter((s) => s.worker !== undefined && s.ready);
+    const live = this.slots.filter(
+      (s) => s.worker !== undefined && s.ready && (only === undefined || s.index === only),
+    );
     return Promise.all(
       live.map(
         (s) =>
@@ -450,8 +457,14 @@ class WorkerPool implements RunningRelay {
   }
 
   async setRevokedUsers(users: Iterable<string>): Promise<number> {
-    const answers = await this.ask({ what: "revoke", users: [...users] });
-    return answers.reduce<number>((n, ended) => n + (typeof ended === "number" ? ended : 0), 0);
+    return total(await this.ask({ what: "revoke", users: [...users] }));
+  }
+
+  /** A user's allocations live on any worker; an id names the one holding it. */
+  async endAllocations(which: EndAllocations): Promise<number> {
+    const worker = "id" in which ? parseAllocationRowId(which.id)?.worker : undefined;
+    if ("id" in which && worker === undefined) return 0;
+    return total(await this.ask({ what: "end", which }, worker));
   }
 
   addresses(): RelayAddresses {
@@ -485,6 +498,11 @@ class WorkerPool implements RunningRelay {
     this.listenFds = undefined;
     this.log.info("closed");
   }
+}
+
+/** The sum of the workers' numeric answers (a worker that did not answer counts 0). */
+function total(answers: readonly unknown[]): number {
+  return answers.reduce<number>((n, a) => n + (typeof a === "number" ? a : 0), 0);
 }
 
 /** Listen addresses with the ports the first worker actually bound (same order). */

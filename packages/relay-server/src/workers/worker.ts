@@ -74,7 +74,11 @@ port.on("message", (m: SupervisorMessage) => {
       return;
     case "ask":
       Promise.resolve(
-        m.what === "allocations" ? relay.allocations() : relay.setRevokedUsers(m.users),
+        m.what === "allocations"
+          ? relay.allocations()
+          : m.what === "end"
+            ? relay.endAllocations(m.which)
+            : relay.setRevokedUsers(m.users),
       ).then((value) => post({ t: "answer", id: m.id, value }));
       return;
     case "route":
