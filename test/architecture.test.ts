@@ -74,7 +74,7 @@ const IMPURE_CALLS = [
 ];
 
 /** The tunnel's lifecycle machine and the modules it takes values from. */
-const TUNNEL_LIFECYCLE = ["lifecycle.ts", "backoff.ts", "windows.ts"].map((f) =>
+const TUNNEL_LIFECYCLE = ["lifecycle.ts", "backoff.ts", "windows.ts", "redirects.ts"].map((f) =>
   join(ROOT, "packages/tunnel-client/src", f),
 );
 
