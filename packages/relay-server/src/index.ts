@@ -9,6 +9,7 @@ export {
 } from "@turnpike/runtime-kit";
 export { envName, OPTIONS, renderConfigTable } from "./config/options.js";
 export { parseRelayArgs } from "./config/parse.js";
+export { renderRelayReference } from "./config/reference.js";
 export type {
   CredentialsCommand,
   InfoCommand,
@@ -45,4 +46,5 @@ export type {
   RunningRelay,
   StartRelay,
 } from "./types.js";
+export { fillReadmeTables } from "./readme-tables.js";
 export { RELAY_VERSION } from "./version.js";

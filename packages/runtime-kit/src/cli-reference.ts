@@ -32,6 +32,8 @@ export interface CliReference<O extends OptionTable> {
    */
   readonly reload?: string;
   readonly subcommands: readonly CliSubcommand[];
+  /** The HTTP API the program serves (request, what it answers). */
+  readonly endpoints?: Rows;
   readonly exitCodes: Rows;
   readonly signals: Rows;
   readonly files: Rows;
@@ -70,6 +72,7 @@ export function renderCliReference<O extends OptionTable>(ref: CliReference<O>):
     }
   }
   for (const [title, rows, head] of [
+    ["HTTP endpoints", ref.endpoints ?? [], "request"],
     ["Exit codes", ref.exitCodes, "code"],
     ["Signals", ref.signals, "signal"],
     ["Files", ref.files, "file"],

@@ -248,7 +248,8 @@ export const OPTIONS = {
   "allow-loopback-peers": spec<boolean>({
     group: "Peer policy",
     reload: "restart",
-    describe: "allow 127.0.0.0/8 and ::1 as peers (tests only; logged as a warning)",
+    describe:
+      "allow 127.0.0.0/8 and ::1 as peers: tests, and a platform on the relay's own host (everything on one machine); logged as a warning",
     boolean: true,
     defaultText: "false",
     default: false,

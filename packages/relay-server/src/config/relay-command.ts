@@ -243,7 +243,7 @@ function switchWarnings(v: Values): string[] {
   const warnings: string[] = [];
   if (v["allow-loopback-peers"]) {
     warnings.push(
-      "--allow-loopback-peers is set: peers on 127.0.0.0/8 and ::1 are reachable (tests only)",
+      "--allow-loopback-peers is set: peers on 127.0.0.0/8 and ::1 are reachable (tests, or everything on one machine)",
     );
   }
   if (v["test-crash-worker"]) {
