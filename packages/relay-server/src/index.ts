@@ -29,6 +29,7 @@ export {
   renderMetricsTable,
   startMetrics,
 } from "./metrics.js";
+export { fillReadmeTables } from "./readme-tables.js";
 export {
   createRelayStats,
   createRelayTelemetry,
@@ -46,5 +47,4 @@ export type {
   RunningRelay,
   StartRelay,
 } from "./types.js";
-export { fillReadmeTables } from "./readme-tables.js";
 export { RELAY_VERSION } from "./version.js";

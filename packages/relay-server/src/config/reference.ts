@@ -47,8 +47,14 @@ export function renderRelayReference(): string {
       ["`GET /metrics` on `--prometheus-listen`", "Prometheus text format"],
     ],
     exitCodes: [
-      ["0", "stopped by SIGTERM (after the drain) or SIGINT; --help, --version, a subcommand that did its job"],
-      ["1", "failed at run time: a second SIGTERM during a drain, an uncaught error, a subcommand's request failed"],
+      [
+        "0",
+        "stopped by SIGTERM (after the drain) or SIGINT; --help, --version, a subcommand that did its job",
+      ],
+      [
+        "1",
+        "failed at run time: a second SIGTERM during a drain, an uncaught error, a subcommand's request failed",
+      ],
       [
         "2",
         "a bad option or value, or one the host refuses at start (a --listen address in use, a --relay-ip not on this host): one line on stderr naming the option",

@@ -22,6 +22,7 @@ export {
   renderConfigTable,
   TUNNEL_VERSION,
 } from "./options.js";
+export { renderTunnelReference } from "./reference.js";
 export type {
   AdminListen,
   CredentialsConfig,
@@ -33,5 +34,4 @@ export type {
   TunnelConfig,
   UnixSocketPath,
 } from "./types.js";
-export { renderTunnelReference } from "./reference.js";
 export { parseExpose } from "./values.js";

@@ -64,7 +64,10 @@ export function renderTunnelReference(): string {
         "`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`",
         "the resource (service.name default turnpike-tunnel)",
       ],
-      ["`OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_METRIC_EXPORT_TIMEOUT`", "ms between exports and per export"],
+      [
+        "`OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_METRIC_EXPORT_TIMEOUT`",
+        "ms between exports and per export",
+      ],
       ["`OTEL_SDK_DISABLED=true`", "no OTLP export"],
     ],
   });
