@@ -32,6 +32,28 @@ describe("turnpike-tunnel refused by turnpike-relay", () => {
       .split("\n")
       .filter((l) => l.includes(` ${level} the relay refused the tunnel, trying again`));
 
+  /**
+   * A tunnel exposing one (unreachable) UDP service through `relay`, backing off fast, that has
+   * been refused at least `times` times.
+   */
+  async function refusedTunnel(times: number, args: string[]) {
+    tunnel = await startTunnel(
+      [
+        ...exposeArgs(`turn:127.0.0.1:${relay!.port}`, { echo: "udp://127.0.0.1:9" }),
+        "--backoff-base",
+        "0.1",
+        ...args,
+      ],
+      { TURNPIKE_TOKEN: TOKEN },
+    );
+    const [row] = await tunnel.waitFor(
+      (rows) => rows[0]?.state === "refused" && rows[0].reconnects >= times,
+      15_000,
+      `the service refused ${times} times`,
+    );
+    return row!;
+  }
+
   it("lists a service whose peer the relay refuses as refused, with why, and warns once", async () => {
     relay = await startTurnpike({
       minPort: range.min,
@@ -40,31 +62,15 @@ describe("turnpike-tunnel refused by turnpike-relay", () => {
       logLevel: "debug",
       allowLoopbackPeers: false,
     });
-    tunnel = await startTunnel(
-      [
-        ...exposeArgs(`turn:127.0.0.1:${relay.port}`, { echo: "udp://127.0.0.1:9" }),
-        "--backoff-base",
-        "0.1",
-        "--backoff-max",
-        "0.5",
-        "--log-level",
-        "debug",
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    const [row] = await tunnel.waitFor(
-      (rows) => rows[0]?.state === "refused" && rows[0].reconnects >= 3,
-      15_000,
-      "the service refused a few times",
-    );
-    expect(row!.lastError).toContain("permission for 127.0.0.1 refused: 403 Forbidden");
-    expect(row!.lastError).toContain("--allow-loopback-peers");
+    const row = await refusedTunnel(3, ["--backoff-max", "0.5", "--log-level", "debug"]);
+    expect(row.lastError).toContain("permission for 127.0.0.1 refused: 403 Forbidden");
+    expect(row.lastError).toContain("--allow-loopback-peers");
     await sleep(500);
-    const rows = await tunnel.list();
+    const rows = await tunnel!.list();
     expect(rows[0]!.state).not.toBe("ready");
     expect(refusals("WARN")).toHaveLength(1);
     expect(refusals("DEBUG").length).toBeGreaterThanOrEqual(2);
-    expect(tunnel.proc.stderr).not.toContain("tunnel ready");
+    expect(tunnel!.proc.stderr).not.toContain("tunnel ready");
     expect(relay.stderr).toMatch(
       /DEBUG peer refused by the relay's peer policy .*peer=127\.0\.0\.1 policy=loopback allowWith="--allow-loopback-peers/,
     );
@@ -77,26 +83,10 @@ describe("turnpike-tunnel refused by turnpike-relay", () => {
       token: TOKEN,
       extraArgs: ["--revoke", "acme"],
     });
-    tunnel = await startTunnel(
-      [
-        ...exposeArgs(`turn:127.0.0.1:${relay.port}`, { echo: "udp://127.0.0.1:9" }),
-        "--name",
-        "acme",
-        "--backoff-base",
-        "0.1",
-        "--backoff-max",
-        "0.4",
-      ],
-      { TURNPIKE_TOKEN: TOKEN },
-    );
-    const [row] = await tunnel.waitFor(
-      (rows) => rows[0]?.state === "refused" && rows[0].reconnects >= 4,
-      15_000,
-      "revoked credentials refused a few times",
-    );
-    expect(row!.lastError).toBe("allocate failed: 403 Forbidden: credentials revoked");
+    const row = await refusedTunnel(4, ["--name", "acme", "--backoff-max", "0.4"]);
+    expect(row.lastError).toBe("allocate failed: 403 Forbidden: credentials revoked");
     // At the default --log-level info the retries are silent after the one warning.
     expect(refusals("WARN")).toHaveLength(1);
-    expect(tunnel.proc.stderr).not.toContain("tunnel down, reconnecting");
+    expect(tunnel!.proc.stderr).not.toContain("tunnel down, reconnecting");
   });
 });
