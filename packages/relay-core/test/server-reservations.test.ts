@@ -1,4 +1,4 @@
-// EVEN-PORT reservations (RFC 8656 §7.2, §14.9) outlive the Allocate that made them, so they
+// EVEN-PORT reservations (RFC 8656 §7.2, §18.10) outlive the Allocate that made them, so they
 // count against their maker's allocation quota until redeemed or lapsed, and they are bounded
 // in number: allocate-and-delete churn cannot take the port range from other users.
 import { describe, expect, it } from "vitest";

@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { envName, OPTIONS } from "../src/config/options.js";
 import { renderRelayReference } from "../src/config/reference.js";
+import { LIVE_OPTIONS } from "../src/config/reload.js";
 
 const PAGE = new URL("../../../docs/turnpike-relay.md", import.meta.url);
 
@@ -24,5 +25,12 @@ describe("docs/turnpike-relay.md", () => {
     }
     expect(page).toContain("### `turnpike-relay credentials`");
     expect(page).toContain("--end-user");
+  });
+
+  it("says an option reloads live exactly when a reload applies it (config/reload.ts)", () => {
+    const live = Object.entries(OPTIONS)
+      .filter(([, spec]) => spec.reload === "live")
+      .map(([name]) => name);
+    expect(live.sort()).toEqual([...LIVE_OPTIONS].sort());
   });
 });

@@ -31,8 +31,11 @@ import {
 } from "./types.js";
 import {
   parseCidr,
+  parseInstant,
   parseIp,
   parsePortRange,
+  parseRevocationEntries,
+  parseSecretList,
   parseSocketAddress,
   parseUser,
   readablePath,
@@ -59,8 +62,10 @@ type Group =
 
 /**
  * Every relay option says what SIGHUP does with it (the reference page's reload column): "live"
- * for secrets, TLS files, the revocation list, the log level and the limits, applied to the
- * running relay; "restart" for the rest (listeners, addresses, ports, workers ...).
+ * for the secrets, the revocation list, the TLS pair, the log level and the process-wide limits,
+ * applied to the running relay (config/reload.ts applies exactly these: a test holds them
+ * together); "restart" for the rest (listeners, addresses, ports, workers, per-allocation
+ * limits, ...).
  */
 function spec<T>(s: OptionSpec<T, Group> & { reload: OptionReload }): OptionSpec<T, Group> {
   return s;
@@ -93,7 +98,8 @@ export const OPTIONS = {
   "tls-cert": spec<string | undefined>({
     group: "Listeners",
     reload: "live",
-    describe: "TLS certificate chain (PEM file)",
+    describe:
+      "TLS certificate chain (PEM file), re-read on SIGHUP (new handshakes use the new pair)",
     placeholder: "FILE",
     defaultText: "none",
     default: undefined,
@@ -102,7 +108,7 @@ export const OPTIONS = {
   "tls-key": spec<string | undefined>({
     group: "Listeners",
     reload: "live",
-    describe: "TLS private key (PEM file)",
+    describe: "TLS private key (PEM file), re-read on SIGHUP with --tls-cert",
     placeholder: "FILE",
     defaultText: "none",
     default: undefined,
@@ -184,15 +190,37 @@ export const OPTIONS = {
     default: "turnpike",
     parse: (raw, where) => nonEmpty(raw, where),
   }),
-  token: spec<string | undefined>({
+  token: spec<string[] | undefined>({
     group: "Authentication",
     reload: "live",
     describe:
-      "shared secret for TURN REST API credentials (coturn use-auth-secret compatible); prefer the env var, a flag is visible in `ps`",
+      "shared secret for TURN REST API credentials (coturn use-auth-secret compatible); repeatable, the env var comma-separated: the first mints, every one verifies (rotation); read once at start; prefer the env var, a flag is visible in `ps`",
     placeholder: "SECRET",
+    repeatable: true,
+    keepEmptyEnvItems: true,
     defaultText: "generated at start (one warning line)",
     default: undefined,
-    parse: (raw, where) => nonEmpty(raw, where),
+    parse: (raw, where) => parseSecretList(raw, where),
+  }),
+  "token-file": spec<string | undefined>({
+    group: "Authentication",
+    reload: "live",
+    describe:
+      "file of shared secrets instead of --token, one per line (# comment lines): the first mints, every one verifies; re-read on SIGHUP",
+    placeholder: "FILE",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => readablePath(raw, where),
+  }),
+  "legacy-pinned-credentials-until": spec<number | undefined>({
+    group: "Authentication",
+    reload: "live",
+    describe:
+      "until this ISO 8601 date (UTC) or date-time, also accept pinned credentials signed the old way, with the token itself (counted, and a warning while any arrive): re-mint them meanwhile",
+    placeholder: "DATE",
+    defaultText: "none (refused)",
+    default: undefined,
+    parse: (raw, where) => parseInstant(raw, where),
   }),
   user: spec<StaticUser[]>({
     group: "Authentication",
@@ -208,18 +236,18 @@ export const OPTIONS = {
     group: "Authentication",
     reload: "live",
     describe:
-      "refuse this user's credentials (403) and end its allocations: a REST <user> (pinned or not) or a static user (repeatable)",
-    placeholder: "USER",
+      "refuse these credentials (403) and end their allocations (repeatable): static:NAME (a --user), rest:USER (TURN REST credentials of USER, pinned ones included), rest:USER;port=P (only those pinned to P), rest-expiry:E (REST credentials without a user part), or a plain NAME for all of these",
+    placeholder: "ENTRY",
     repeatable: true,
     defaultText: "none",
     default: [],
-    parse: (raw) => list(raw).map((u) => u.trim()),
+    parse: (raw, where) => parseRevocationEntries(raw, where),
   }),
   "revoke-file": spec<string | undefined>({
     group: "Authentication",
     reload: "live",
     describe:
-      "file of users to revoke, one per line (# comments), re-read on SIGHUP; adds to --revoke",
+      "file of --revoke entries, one per line (# starts a comment at the start of a line or after a blank; an unusable line is skipped with a warning), re-read on SIGHUP; adds to --revoke",
     placeholder: "FILE",
     defaultText: "none",
     default: undefined,
@@ -285,7 +313,7 @@ export const OPTIONS = {
   }),
   "max-permissions": spec<number>({
     group: "Limits",
-    reload: "live",
+    reload: "restart",
     describe: "permissions per allocation",
     placeholder: "N",
     defaultText: "64",
@@ -294,7 +322,7 @@ export const OPTIONS = {
   }),
   "max-channels": spec<number>({
     group: "Limits",
-    reload: "live",
+    reload: "restart",
     describe: "channels per allocation",
     placeholder: "N",
     defaultText: "64",
@@ -333,7 +361,7 @@ export const OPTIONS = {
   }),
   "tcp-idle-timeout": spec<number>({
     group: "Limits",
-    reload: "live",
+    reload: "restart",
     describe:
       "seconds a TCP/TLS connection without an allocation may go without sending a complete message before it is closed (a TLS handshake gets min(this, 10 s) in all)",
     placeholder: "SECONDS",
@@ -343,7 +371,7 @@ export const OPTIONS = {
   }),
   "max-bps": spec<number | undefined>({
     group: "Limits",
-    reload: "live",
+    reload: "restart",
     describe:
       "relayed payload per allocation in bytes per second, both directions against one token bucket (burst: one second's worth, at least 64 KiB; coturn's max-bps limits each direction, so its N is about 2N here); beyond it datagrams are dropped (turn.dropped.packets reason bandwidth-limit) and TCP pipes paused, never disconnected (0 = unlimited)",
     placeholder: "BYTES",
@@ -353,7 +381,7 @@ export const OPTIONS = {
   }),
   "max-bps-per-user": spec<number | undefined>({
     group: "Limits",
-    reload: "live",
+    reload: "restart",
     describe:
       "the same per user, over all of its allocations in this relay process (0 = unlimited)",
     placeholder: "BYTES",
@@ -434,7 +462,7 @@ export const OPTIONS = {
   }),
   "admin-token": spec<string | undefined>({
     group: "Operations",
-    reload: "live",
+    reload: "restart",
     describe:
       "bearer token of the discovery API GET /v1/allocations on --health-listen (off without it); prefer the env var",
     placeholder: "TOKEN",

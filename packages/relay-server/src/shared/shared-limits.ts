@@ -12,6 +12,12 @@
 // deletion: an entry whose count returns to zero is removed at once, so tables never fill with
 // tombstones. Two different keys would have to collide in all 64 bits to share a count.
 //
+// The limits themselves live in the buffer too, stamped with the configuration generation that
+// set them (a reload, SIGHUP): every engine applies each generation it is given, and a write
+// of an older generation over a newer one is refused under the lock, so the limits hold what
+// the newest configuration says whichever engine applied it first. A single engine
+// (--workers 1) uses the same buffer with one worker's tables.
+//
 // The critical sections are a handful of memory operations; allocations and connections come
 // at thousands per second at most, so one lock is plenty.
 
@@ -27,15 +33,21 @@ interface Table {
   readonly counts: Int32Array;
 }
 
-export interface SharedLimitsInit {
-  readonly buffer: SharedArrayBuffer;
-  readonly workers: number;
+/** The limits a configuration sets for the whole process (--max-allocations, ...). */
+export interface ProcessLimits {
   readonly maxAllocations: number;
   readonly maxAllocationsPerUser: number;
   readonly maxConnections: number;
+  /** 0 = no per-source cap. */
   readonly maxConnectionsPerIp: number;
   /** Unauthenticated answers per second per source IP (0 = unlimited); burst twice that. */
   readonly unauthenticatedRate: number;
+}
+
+/** What a thread needs to map the limits: the buffer and its layout (limits are inside it). */
+export interface SharedLimitsInit {
+  readonly buffer: SharedArrayBuffer;
+  readonly workers: number;
   readonly userSlots: number;
   readonly ipSlots: number;
   readonly rateSlots: number;
@@ -48,11 +60,19 @@ function slotsFor(entries: number): number {
   return slots;
 }
 
-// Header (Int32): the lock, then per worker its allocations and its connections.
+// Header (Int32): the lock, the generation of the limits and the limits, then per worker its
+// allocations and its connections.
 const LOCK = 0;
-const headerInts = (workers: number) => 2 + workers * 2;
-const allocationsAt = (w: number) => 2 + w * 2;
-const connectionsAt = (w: number) => 3 + w * 2;
+const GENERATION = 1;
+const MAX_ALLOCATIONS = 2;
+const MAX_ALLOCATIONS_PER_USER = 3;
+const MAX_CONNECTIONS = 4;
+const MAX_CONNECTIONS_PER_IP = 5;
+const UNAUTHENTICATED_RATE = 6;
+const PER_WORKER = 7;
+const headerInts = (workers: number) => PER_WORKER + workers * 2;
+const allocationsAt = (w: number) => PER_WORKER + w * 2;
+const connectionsAt = (w: number) => PER_WORKER + 1 + w * 2;
 
 const countTableBytes = (slots: number) => slots * 12;
 /** Rate buckets: keys (2 x Int32) and two Float64 per slot (tokens, when computed). */
@@ -66,24 +86,38 @@ function layout(init: Omit<SharedLimitsInit, "buffer">) {
   return { users, ips, rates, bytes: rates + rateTableBytes(init.rateSlots) };
 }
 
-export function createSharedLimits(options: {
-  workers: number;
-  maxAllocations: number;
-  maxAllocationsPerUser: number;
-  maxConnections: number;
-  maxConnectionsPerIp: number;
-  unauthenticatedRate: number;
-  /** Slots per table (a power of two); tests use tiny tables to force collisions. */
-  tableSlots?: number;
-}): SharedLimitsInit {
-  const { tableSlots, ...limits } = options;
-  const init = {
-    ...limits,
-    userSlots: tableSlots ?? slotsFor(Math.min(options.maxAllocations, 1 << 19)),
-    ipSlots: tableSlots ?? slotsFor(Math.min(options.maxConnections, 1 << 19)),
+/**
+ * The buffer, its tables sized for `limits` (each count table at most half full when every
+ * allocation or connection has a key of its own), and `limits` in force as `generation`.
+ */
+export function createSharedLimits(
+  options: ProcessLimits & {
+    workers: number;
+    /** The configuration generation these limits belong to (default 0). */
+    generation?: number;
+    /** Slots per table (a power of two); tests use tiny tables to force collisions. */
+    tableSlots?: number;
+  },
+): SharedLimitsInit {
+  const { tableSlots, generation, workers, ...limits } = options;
+  const sizes = {
+    workers,
+    userSlots: tableSlots ?? slotsFor(Math.min(limits.maxAllocations, 1 << 19)),
+    ipSlots: tableSlots ?? slotsFor(Math.min(limits.maxConnections, 1 << 19)),
     rateSlots: tableSlots ?? 1 << 16,
   };
-  return { ...init, buffer: new SharedArrayBuffer(layout(init).bytes) };
+  const init = { ...sizes, buffer: new SharedArrayBuffer(layout(sizes).bytes) };
+  writeLimits(new Int32Array(init.buffer, 0, headerInts(workers)), limits, generation ?? 0);
+  return init;
+}
+
+function writeLimits(header: Int32Array, limits: ProcessLimits, generation: number): void {
+  header[GENERATION] = generation;
+  header[MAX_ALLOCATIONS] = limits.maxAllocations;
+  header[MAX_ALLOCATIONS_PER_USER] = limits.maxAllocationsPerUser;
+  header[MAX_CONNECTIONS] = limits.maxConnections;
+  header[MAX_CONNECTIONS_PER_IP] = limits.maxConnectionsPerIp;
+  header[UNAUTHENTICATED_RATE] = limits.unauthenticatedRate;
 }
 
 export type ConnectionVerdict = "ok" | "total" | "per-ip";
@@ -119,14 +153,42 @@ export class SharedLimits {
   }
 
   /**
+   * The limits of configuration `generation` from now on, for every engine; refused (false)
+   * when a newer generation's limits are already in force. Allocations and connections over a
+   * lowered limit stay: the limit refuses new ones until enough have ended.
+   */
+  setLimits(limits: ProcessLimits, generation: number): boolean {
+    return this.locked(() => {
+      if (generation <= this.header[GENERATION]!) return false;
+      writeLimits(this.header, limits, generation);
+      return true;
+    });
+  }
+
+  /** The limits in force and their generation. */
+  limits(): ProcessLimits & { readonly generation: number } {
+    return this.locked(() => {
+      const h = this.header;
+      return {
+        generation: h[GENERATION]!,
+        maxAllocations: h[MAX_ALLOCATIONS]!,
+        maxAllocationsPerUser: h[MAX_ALLOCATIONS_PER_USER]!,
+        maxConnections: h[MAX_CONNECTIONS]!,
+        maxConnectionsPerIp: h[MAX_CONNECTIONS_PER_IP]!,
+        unauthenticatedRate: h[UNAUTHENTICATED_RATE]!,
+      };
+    });
+  }
+
+  /**
    * Reserve one allocation for `user`: 0 when granted, 486 (RFC 8656 §7.2, the user's quota)
    * or 508 (the relay's total, or no room left to count the user).
    */
   acquireAllocation(user: string): 0 | 486 | 508 {
     return this.locked(() => {
-      if (this.sum(allocationsAt) >= this.init.maxAllocations) return 508;
+      if (this.sum(allocationsAt) >= this.header[MAX_ALLOCATIONS]!) return 508;
       const [hi, lo] = hash64(user);
-      if (sumOf(this.users, hi, lo) >= this.init.maxAllocationsPerUser) return 486;
+      if (sumOf(this.users, hi, lo) >= this.header[MAX_ALLOCATIONS_PER_USER]!) return 486;
       const own = this.users[this.worker]!;
       const slot = findOrInsert(own, hi, lo);
       if (slot < 0) return 508;
@@ -154,9 +216,9 @@ export class SharedLimits {
    */
   admitConnection(source: string): ConnectionVerdict {
     return this.locked(() => {
-      if (this.sum(connectionsAt) >= this.init.maxConnections) return "total";
+      if (this.sum(connectionsAt) >= this.header[MAX_CONNECTIONS]!) return "total";
       const [hi, lo] = hash64(source);
-      const perSource = this.init.maxConnectionsPerIp;
+      const perSource = this.header[MAX_CONNECTIONS_PER_IP]!;
       if (perSource > 0 && sumOf(this.ips, hi, lo) >= perSource) return "per-ip";
       const own = this.ips[this.worker]!;
       const slot = findOrInsert(own, hi, lo);
@@ -197,7 +259,7 @@ export class SharedLimits {
    * epoch); false = over the limit. The same rule as relay-core's SourceRateLimiter.
    */
   allowUnauthenticated(source: string, nowMs: number): boolean {
-    const rate = this.init.unauthenticatedRate;
+    const rate = Atomics.load(this.header, UNAUTHENTICATED_RATE);
     if (rate <= 0) return true;
     const burst = rate * 2;
     return this.locked(() => {

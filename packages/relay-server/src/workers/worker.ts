@@ -28,6 +28,7 @@ const relay = await startRelay(init.config, {
   logger,
   metrics: { stats, telemetry },
   ownPorts: init.ownPorts,
+  configGeneration: init.generation,
   worker: {
     portSlice: init.portSlice,
     index: init.index,
@@ -44,7 +45,12 @@ const sendStats = (gen = 0) => post({ t: "stats", snapshot: snapshotOf(stats), g
 const statsTimer = setInterval(() => sendStats(), init.statsIntervalMs);
 statsTimer.unref();
 sendStats();
-post({ t: "ready", addresses: relay.addresses(), udpIo: relay.udpIo });
+post({
+  t: "ready",
+  addresses: relay.addresses(),
+  udpIo: relay.udpIo,
+  generation: init.generation,
+});
 
 port.on("message", (m: SupervisorMessage) => {
   switch (m.t) {
@@ -78,8 +84,10 @@ port.on("message", (m: SupervisorMessage) => {
           ? relay.allocations()
           : m.what === "end"
             ? relay.endAllocations(m.which)
-            : relay.setRevokedUsers(m.users),
-      ).then((value) => post({ t: "answer", id: m.id, value }));
+            : relay.applyReloadable(m.config, m.generation),
+      ).then((value) => {
+        if (m.id !== 0) post({ t: "answer", id: m.id, value });
+      });
       return;
     case "route":
       for (const h of routeHandlers) h(m.from, m.message);
