@@ -133,7 +133,7 @@ export const METRIC_DOCS: readonly MetricDoc[] = [
     unit: "{request}",
     attributes: "-",
     description:
-      "Requests accepted with pinned credentials of the old scheme (signed as plain REST ones) inside their transition window: mint new ones before it ends",
+      "Requests accepted with pinned credentials of the old scheme (signed as plain REST ones) before --legacy-pinned-credentials-until: mint new ones before that date",
   },
   {
     name: "turn.bandwidth.pauses",
