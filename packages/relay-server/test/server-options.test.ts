@@ -9,7 +9,7 @@ import type { RelayConfig } from "../src/config/types.js";
 import { mintCredentials } from "../src/credentials.js";
 import { peerPolicyOptions, turnServerOptions } from "../src/engine/server-options.js";
 import type { WorkerContext } from "../src/shared/context.js";
-import { createSharedLimits, SharedLimits } from "../src/shared/shared-limits.js";
+import { createSharedState, openSharedState } from "../src/shared/shared-state.js";
 
 const TOKEN = "server-options-token";
 
@@ -22,18 +22,19 @@ function config(...args: string[]): RelayConfig {
 const policy = new PeerAddressPolicy();
 
 function worker(index: number, count: number, maxAllocationsPerUser = 100): WorkerContext {
-  const init = createSharedLimits({
+  const init = createSharedState({
     workers: count,
     maxAllocations: 1000,
     maxAllocationsPerUser,
     maxConnections: 100,
     maxConnectionsPerIp: 10,
     unauthenticatedRate: 1,
+    dynamicPorts: 300,
   });
   return {
     index,
     count,
-    limits: new SharedLimits(init, index),
+    shared: openSharedState(init, index),
     secret: new Uint8Array(32).fill(7),
     route: () => {},
     onRoute: () => {},
@@ -172,7 +173,7 @@ describe("turnServerOptions: what varies", () => {
     expect(o.allocationQuota?.acquire("carol")).toBe(0);
     expect(o.allocationQuota?.acquire("carol")).toBe(486);
     o.allocationQuota?.release("carol");
-    expect(w.limits.acquireAllocation("carol")).toBe(0);
+    expect(w.shared.limits.acquireAllocation("carol")).toBe(0);
     // The unauthenticated rate (1/s, burst 2) is the shared buckets' too.
     const allowed = [0, 1, 2].map(() => o.unauthenticatedLimiter?.allow("192.0.2.9", 10));
     expect(allowed).toEqual([true, true, false]);

@@ -44,7 +44,10 @@ import type { ChannelOffload } from "./channel-offload.js";
 import type { DataPath } from "./data-path.js";
 import type { Deadlines } from "./deadlines.js";
 import type { Lifetimes, RelayAddressConfig } from "./options.js";
+import type { PinnedPortOwners } from "./pinned-port-owners.js";
+import { PinnedPorts } from "./pinned-ports.js";
 import type { RelayPortPool, Reservation } from "./relay-port-pool.js";
+import type { ExchangedReservation, ReservationExchange } from "./reservation-exchange.js";
 import type { Reply, Responder } from "./responses.js";
 import type { ServerStats } from "./stats.js";
 import type { TcpRelay } from "./tcp-relay.js";
@@ -57,6 +60,10 @@ export interface AllocationsOptions {
   readonly relayAddresses: { readonly ip4?: RelayAddressConfig; readonly ip6?: RelayAddressConfig };
   readonly ports: RelayPortPool;
   readonly quota: AllocationQuota;
+  /** Who owns each pinned port: this server alone, or engines sharing a relay. */
+  readonly pinnedOwners: PinnedPortOwners;
+  /** RESERVATION-TOKENs redeemable in other engines of the same relay; undefined: only here. */
+  readonly reservations: ReservationExchange | undefined;
   readonly random: RandomSource;
   readonly lifetimes: Lifetimes;
   /** Sent with 300 Try Alternate while draining (RFC 8489 §10). */
@@ -72,8 +79,7 @@ export class Allocations {
   readonly #live = new Set<Allocation>();
   /** Allocates waiting for their relay sockets to bind, and the reply to send then. */
   readonly #pending = new Map<Allocation, Reply>();
-  /** The allocation holding each pinned port, keyed family * 65536 + port. */
-  readonly #pinnedHolders = new Map<number, Allocation>();
+  readonly #pinned: PinnedPorts;
   readonly #options: AllocationsOptions;
   readonly #rules: AllocationRules;
   readonly #emit: Emit;
@@ -105,6 +111,7 @@ export class Allocations {
     this.#data = data;
     this.#deadlines = deadlines;
     this.#tcp = tcp;
+    this.#pinned = new PinnedPorts(options.pinnedOwners, options.ports, emit);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -220,14 +227,21 @@ export class Allocations {
     let families: (4 | 6)[];
     const familyErrors: { family: 4 | 6; code: number }[] = [];
     let reservation: Reservation | undefined;
+    /** Another engine's reservation (RFC 8656 §7.2 from another 5-tuple, across workers). */
+    let exchanged: ExchangedReservation | undefined;
     const ports = this.#options.ports;
+    const exchange = this.#options.reservations;
     if (reservationToken !== undefined) {
       reservation = ports.reservation(reservationToken, now);
       if (reservation === undefined) {
+        exchanged = exchange?.peek(reservationToken, auth.principal, now);
+      }
+      const family = reservation?.family ?? exchanged?.family;
+      if (family === undefined) {
         reply.error(ErrorCode.InsufficientCapacity);
         return;
       }
-      families = [reservation.family];
+      families = [family];
     } else if (additionalFamily === 6) {
       // RFC 8656 §7.2: ADDITIONAL-ADDRESS-FAMILY asks for IPv4 plus IPv6.
       if (!this.#options.relayAddresses.ip4) {
@@ -249,16 +263,28 @@ export class Allocations {
       }
       families = [family];
     }
-    if (pin !== undefined && !this.#takePinnedPort(pin.port, families, auth, reply, now)) return;
+    const id = this.#nextAllocationId++ as AllocationId;
+    const endStale = (stale: Allocation) => this.delete(stale, "taken-over", now);
+    if (pin !== undefined && !this.#pinned.take(pin.port, families, auth, id, reply, endStale)) {
+      return;
+    }
     // Quotas: RFC 8656 §7.2 486 per user (principal), 508 for the whole server. Taken here,
     // given back when the allocation is deleted (or below, if no port is free). A reservation
     // counts as an allocation of the principal that made it, from that Allocate until it is
     // redeemed or lapses: redeemed by the same principal, its count becomes the allocation's;
-    // by another, the redeemer's own is taken and the maker's given back.
+    // by another, the redeemer's own is taken and the maker's given back (for another engine's
+    // reservation, by the exchange when it is taken).
     const quota = this.#options.quota;
-    const inherits = reservation !== undefined && reservation.principal === auth.principal;
-    if (!inherits && !this.#acquire(auth.principal, reply)) return;
-    const reserving = pin === undefined && reservation === undefined && evenPort?.reserveNext;
+    const inherits =
+      reservation !== undefined
+        ? reservation.principal === auth.principal
+        : exchanged?.inherits === true;
+    if (!inherits && !this.#acquire(auth.principal, reply)) {
+      if (pin?.port !== undefined) this.#pinned.undo(pin.port, families, id);
+      return;
+    }
+    const redeeming = reservation !== undefined || exchanged !== undefined;
+    const reserving = pin === undefined && !redeeming && evenPort?.reserveNext;
     if (reserving) {
       // RFC 8656 §7.2: EVEN-PORT that cannot be satisfied (the next port cannot be reserved)
       // is refused with 508; so is one more reservation than the range allows.
@@ -285,11 +311,16 @@ export class Allocations {
         ports.take(family, pin.port);
         chosen.push(pin.port);
       }
-    } else if (reservation !== undefined) {
-      ports.redeem(reservationToken!);
-      if (!inherits) quota.release(reservation.principal);
-      this.#stats.reservationsActive = ports.reservationCount;
-      chosen.push(reservation.port);
+    } else if (redeeming) {
+      const port = this.#redeem(reservationToken!, reservation, auth.principal, now);
+      if (port === undefined) {
+        // Single use: another engine took it a moment ago.
+        if (!inherits) quota.release(auth.principal);
+        reply.error(ErrorCode.InsufficientCapacity);
+        return;
+      }
+      if (!inherits && reservation !== undefined) quota.release(reservation.principal);
+      chosen.push(port);
     } else {
       for (const family of families) {
         const port =
@@ -309,19 +340,28 @@ export class Allocations {
       if (reserving) {
         newReservationToken = new Uint8Array(8);
         this.#options.random.fillBytes(newReservationToken);
-        ports.reserve(
-          newReservationToken,
-          families[0]!,
-          chosen[0]! + 1,
-          now + this.#options.lifetimes.reservation * 1000,
-          auth.principal,
-        );
+        const expiresAt = now + this.#options.lifetimes.reservation * 1000;
+        const [family, port] = [families[0]!, chosen[0]! + 1];
+        if (
+          exchange?.publish(newReservationToken, family, port, expiresAt, auth.principal) === false
+        ) {
+          for (let i = 0; i < chosen.length; i++) ports.release(families[i]!, chosen[i]!);
+          quota.release(auth.principal);
+          quota.release(auth.principal);
+          reply.error(
+            ErrorCode.InsufficientCapacity,
+            undefined,
+            "Insufficient Capacity: EVEN-PORT refused, no port can be reserved now",
+          );
+          return;
+        }
+        ports.reserve(newReservationToken, family, port, expiresAt, auth.principal);
         this.#stats.reservationsActive = ports.reservationCount;
       }
     }
     const record = this.#data.recordFor(endpoint, client);
     const allocation = new Allocation(
-      this.#nextAllocationId++ as AllocationId,
+      id,
       record,
       auth.username,
       auth.principal,
@@ -337,7 +377,7 @@ export class Allocations {
     allocation.familyErrors.push(...familyErrors);
     if (pin?.port !== undefined) {
       allocation.pinnedPort = pin.port;
-      for (const family of families) this.#pinnedHolders.set(pinKey(family, pin.port), allocation);
+      this.#pinned.hold(allocation, pin.port, families);
     }
     this.#pending.set(allocation, reply);
     record.allocation = allocation;
@@ -347,7 +387,7 @@ export class Allocations {
       const config = this.#relayConfig(family)!;
       // Pinned and RESERVATION-TOKEN ports are the port; an EVEN-PORT one is any even port.
       const choice: PortChoice =
-        pin !== undefined || (i === 0 && reservation !== undefined)
+        pin !== undefined || (i === 0 && redeeming)
           ? "fixed"
           : i === 0 && evenPort !== undefined
             ? "even"
@@ -385,6 +425,33 @@ export class Allocations {
     return false;
   }
 
+  /**
+   * The port of reservation `token` for this Allocate, or undefined when it is gone: this
+   * engine's own (`reservation`: withdrawn from the exchange first, since another engine may
+   * have taken it meanwhile; then its count moved with it) or another engine's, taken from the
+   * exchange (its count moved by the exchange).
+   */
+  #redeem(
+    token: Uint8Array,
+    reservation: Reservation | undefined,
+    principal: Principal,
+    now: number,
+  ): number | undefined {
+    const ports = this.#options.ports;
+    const exchange = this.#options.reservations;
+    if (reservation !== undefined) {
+      const ours = exchange === undefined || exchange.withdraw(token);
+      if (ours) ports.redeem(token);
+      else ports.cancel(token);
+      this.#stats.reservationsActive = ports.reservationCount;
+      return ours ? reservation.port : undefined;
+    }
+    const taken = exchange?.take(token, principal, now);
+    if (taken === undefined) return undefined;
+    ports.take(taken.family, taken.port);
+    return taken.port;
+  }
+
   /** The runtime bound relay socket `relay`: the Allocate succeeds once every family answered. */
   relayBound(relay: RelayId, now: number, runtimeHandle: number): void {
     const socket = this.#data.relay(relay);
@@ -411,7 +478,12 @@ export class Allocations {
           : ports.pick(socket.family);
       if (port !== undefined) {
         ports.release(socket.family, socket.port);
-        if (socket.choice === "even" && token !== undefined) ports.moveReservation(token, port + 1);
+        if (socket.choice === "even" && token !== undefined) {
+          const r = ports.moveReservation(token, port + 1);
+          if (r !== undefined) {
+            this.#options.reservations?.publish(token, r.family, r.port, r.expiresAt, r.principal);
+          }
+        }
         socket.port = port;
         socket.attempts++;
         ports.take(socket.family, port);
@@ -504,77 +576,29 @@ export class Allocations {
   }
 
   // ---------------------------------------------------------------------------------------
-  // Pinned ports
+  // Pinned ports (pinned-ports.ts)
 
   /**
-   * Pinned credentials get exactly their port, on every family asked for. Refused (403 with a
-   * reason phrase saying which rule) when the port is not in the pinned range or another user
-   * holds it. An allocation of the same user that holds it is stale (a tunnel that restarted
-   * or lost its connection): it is released at once, so the newer one does not wait out the
-   * old lifetime. Returns false when a reply was sent.
-   */
-  #takePinnedPort(
-    port: number | undefined,
-    families: readonly (4 | 6)[],
-    auth: Authenticated,
-    reply: Reply,
-    now: number,
-  ): boolean {
-    const ports = this.#options.ports;
-    if (port === undefined || !ports.isPinnable(port)) {
-      const range = ports.pinned;
-      const shown = port === undefined ? "in USERNAME" : String(port);
-      reply.error(
-        ErrorCode.Forbidden,
-        undefined,
-        range === undefined
-          ? `Forbidden: pinned port ${shown} refused, this relay has no pinned port range`
-          : `Forbidden: pinned port ${shown} is outside this relay's pinned range ${range.min}-${range.max}`,
-      );
-      return false;
-    }
-    const stale = new Set<Allocation>();
-    for (const family of families) {
-      const holder = this.#pinnedHolders.get(pinKey(family, port));
-      if (holder === undefined) continue;
-      if (holder.principal !== auth.principal) {
-        reply.error(
-          ErrorCode.Forbidden,
-          undefined,
-          `Forbidden: pinned port ${port} is held by another user`,
-        );
-        return false;
-      }
-      stale.add(holder);
-    }
-    for (const holder of stale) this.delete(holder, "taken-over", now);
-    return true;
-  }
-
-  /**
-   * Another engine of the same relay takes pinned `port` over for `principal` (the relay's
-   * workers; #takePinnedPort does the same within one engine): this engine's allocation
-   * holding it for that principal ends at once ("taken-over"). "other": another principal
-   * holds it here, which the caller must refuse; "none": not held here.
+   * Another engine of the same relay took pinned `port` over for `principal` and names
+   * `allocation` of this one as the stale holder: it ends at once ("taken-over"), if it still
+   * holds the port. "none": it does not.
    */
   releasePinnedPort(
     family: 4 | 6,
     port: number,
+    allocation: AllocationId,
     principal: string,
     now: number,
-  ): "released" | "other" | "none" {
-    const holder = this.#pinnedHolders.get(pinKey(family, port));
-    if (holder === undefined) return "none";
-    if (holder.principal !== principal) return "other";
-    this.delete(holder, "taken-over", now);
-    return "released";
+  ): "released" | "none" {
+    return this.#pinned.releaseFor(family, port, allocation, principal, (stale) =>
+      this.delete(stale, "taken-over", now),
+    );
   }
 
   /** Give a relay socket's port back (and its pin, if this allocation held one). */
   #releasePort(socket: RelaySocket): void {
     this.#options.ports.release(socket.family, socket.port);
-    const key = pinKey(socket.family, socket.port);
-    if (this.#pinnedHolders.get(key) === socket.allocation) this.#pinnedHolders.delete(key);
+    this.#pinned.released(socket);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -599,9 +623,14 @@ export class Allocations {
     this.#options.ports.expireReservations(now, this.#reservationEnded);
   }
 
-  /** A reservation lapsed or was cancelled: its count goes back to its maker's quota. */
+  /**
+   * A reservation lapsed or was cancelled: its count goes back to its maker's quota, unless
+   * another engine took it meanwhile (the count went with it).
+   */
   readonly #reservationEnded = (r: Reservation): void => {
-    this.#options.quota.release(r.principal);
+    if (this.#options.reservations?.withdraw(r.token) !== false) {
+      this.#options.quota.release(r.principal);
+    }
     this.#stats.reservationsActive = this.#options.ports.reservationCount;
   };
 
@@ -737,8 +766,4 @@ export class Allocations {
     }
     return out;
   }
-}
-
-function pinKey(family: 4 | 6, port: number): number {
-  return family * 65536 + port;
 }

@@ -36,7 +36,7 @@ import {
   readXorAddress,
   type StunMessage,
 } from "../codec/message.js";
-import type { ConnectionId, ListenerId, PeerConnectionId, RelayId } from "../ids.js";
+import type { AllocationId, ConnectionId, ListenerId, PeerConnectionId, RelayId } from "../ids.js";
 import { OutputQueue } from "../output-queue.js";
 import { PeerAddressPolicy } from "../policy/peer-address-policy.js";
 import {
@@ -56,6 +56,7 @@ import { DataPath, udpEndpoint } from "./data-path.js";
 import { AddressKeys, DatagramSource } from "./datagram-source.js";
 import { Deadlines } from "./deadlines.js";
 import { DEFAULT_LIFETIMES, type Lifetimes, type TurnServerOptions } from "./options.js";
+import { LocalPinnedPortOwners } from "./pinned-port-owners.js";
 import { SourceRateLimiter } from "./rate-limit.js";
 import { RelayPortPool } from "./relay-port-pool.js";
 import { Reply, Responder, ResponseCache } from "./responses.js";
@@ -156,6 +157,8 @@ export class TurnServer {
         quota:
           options.allocationQuota ??
           new LocalAllocationQuota(options.maxAllocations, options.maxAllocationsPerUser),
+        pinnedOwners: options.pinnedPortOwners ?? new LocalPinnedPortOwners(),
+        reservations: options.reservationExchange,
         random: options.random,
         lifetimes,
         alternateServer: options.alternateServer,
@@ -379,18 +382,19 @@ export class TurnServer {
   }
 
   /**
-   * Another engine of the same relay takes pinned `port` over for `principal` (the relay's
-   * workers): this engine's allocation holding it for that principal ends at once
-   * ("taken-over"). "other": another principal holds it here, which the caller must refuse;
-   * "none": not held here.
+   * The answer to another engine's "release-pinned-port" output (engines sharing
+   * `pinnedPortOwners`): that engine took pinned `port` on `family` over for `principal`, and
+   * this engine's `allocation` held it. It ends at once ("taken-over") if it still holds the
+   * port: "released"; else "none" (ended meanwhile, or a newer claim here holds it).
    */
   releasePinnedPort(
     family: 4 | 6,
     port: number,
+    allocation: AllocationId,
     principal: string,
     now: number,
-  ): "released" | "other" | "none" {
-    return this.#allocations.releasePinnedPort(family, port, principal, now);
+  ): "released" | "none" {
+    return this.#allocations.releasePinnedPort(family, port, allocation, principal, now);
   }
 
   // ---------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ class RelayEngine implements RunningRelay {
     this.udp = choice.path;
     this.udpFallbackReason = choice.fallbackReason;
     const ledger: ConnectionLedger = w
-      ? new SharedConnectionLedger(w.limits)
+      ? new SharedConnectionLedger(w.shared.limits)
       : new LocalConnectionLedger(config.maxConnections, config.maxConnectionsPerIp);
     this.admissions = new Admissions(ledger, telemetry);
     this.link = w
@@ -134,10 +134,9 @@ class RelayEngine implements RunningRelay {
           w,
           {
             adopt: (remote, m) => this.clients.adopt(remote, m),
-            releasePinnedPort: (family, port, principal) => {
-              const result = this.core.releasePinnedPort(family, port, principal, now());
+            releasePinnedPort: (family, port, allocation, principal) => {
+              this.core.releasePinnedPort(family, port, allocation, principal, now());
               this.afterInput();
-              return result;
             },
           },
           this.log,

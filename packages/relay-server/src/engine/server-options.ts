@@ -65,19 +65,23 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
       config.rngSeed !== undefined
         ? new SeededRandom(config.rngSeed + (w?.index ?? 0))
         : new CryptoRandom(),
-    // Workers: one nonce secret, quotas and the unauthenticated rate held together, and
+    // Workers: one nonce secret; quotas, the unauthenticated rate, pinned-port owners,
+    // RESERVATION-TOKENs and per-user bandwidth held together (shared/shared-state.ts); and
     // CONNECTION-IDs that name the worker owning them (workers/pool.ts).
     ...(w && {
       secret: w.secret,
       allocationQuota: {
-        acquire: (principal: string) => w.limits.acquireAllocation(principal),
-        release: (principal: string) => w.limits.releaseAllocation(principal),
+        acquire: (principal: string) => w.shared.limits.acquireAllocation(principal),
+        release: (principal: string) => w.shared.limits.releaseAllocation(principal),
       },
       unauthenticatedLimiter: {
         // Every worker's buckets on one clock: wall-clock milliseconds.
         allow: (source: string, now: number) =>
-          w.limits.allowUnauthenticated(source, performance.timeOrigin + now),
+          w.shared.limits.allowUnauthenticated(source, performance.timeOrigin + now),
       },
+      pinnedPortOwners: w.shared.pinnedPorts,
+      reservationExchange: w.shared.reservations,
+      userBandwidth: w.shared.userBandwidth,
       connectionIds: { index: w.index, count: w.count },
     }),
     relayAddresses: {
@@ -92,6 +96,7 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
     peerPolicy: setting.peerPolicy,
     maxAllocations: config.maxAllocations,
     maxAllocationsPerUser: config.maxAllocationsPerUser,
+    maxBytesPerSecondPerUser: config.maxBpsPerUser,
     maxPermissionsPerAllocation: config.maxPermissions,
     maxChannelsPerAllocation: config.maxChannels,
     legacyChannelNumbers: config.legacyChannelNumbers,
