@@ -66,7 +66,8 @@ class SharedReservations {
     const find = (token: Uint8Array, principal: string, now: number) => {
       const e = this.entries.get(tokenKey(token));
       if (e === undefined || e.engine === engine || e.expiresAt <= now) return undefined;
-      return { e, r: { family: e.family, port: e.port, inherits: e.principal === principal } };
+      const inherits = e.principal === principal;
+      return { e, r: { engine: e.engine, family: e.family, port: e.port, inherits } };
     };
     return {
       publish: (token, family, port, expiresAt, principal) => {
@@ -235,6 +236,12 @@ describe("RESERVATION-TOKENs across engines (RFC 8656 §7.2)", () => {
     const even = made.xorAddress(AttributeType.XorRelayedAddress)!.port;
     const redeemed = client(b, "alice").allocate(redeem(token));
     expect(redeemed.code).toBe(0);
+    // Engine 1 tells engine 0 (through the runtime), which stops holding the reservation.
+    const [taken] = b.drain().filter((o) => o.type === "reservation-taken");
+    expect(taken).toEqual({ type: "reservation-taken", engine: 0, token });
+    expect(a.server.stats.reservationsActive).toBe(1);
+    a.server.handleReservationTaken(token);
+    expect(a.server.stats.reservationsActive).toBe(0);
     expect(redeemed.xorAddress(AttributeType.XorRelayedAddress)?.port).toBe(even + 1);
     // Single use, in the maker's engine too.
     expect(client(a, "alice").allocate(redeem(token)).code).toBe(508);

@@ -60,6 +60,7 @@ describe("RESERVATION-TOKENs shared by workers", () => {
     expect(a!.reservations.publish(token(1), 4, 50001, now + 30_000, "rest:alice")).toBe(true);
     expect(a!.reservations.peek(token(1), "rest:alice", now)).toBeUndefined(); // its own
     expect(b!.reservations.peek(token(1), "rest:alice", now)).toEqual({
+      engine: 0,
       family: 4,
       port: 50001,
       inherits: true,
@@ -82,6 +83,7 @@ describe("RESERVATION-TOKENs shared by workers", () => {
     a!.reservations.publish(token(3), 4, 50005, now + 10, "rest:alice");
     expect(b!.reservations.take(token(3), "rest:bob", now + 10)).toBeUndefined();
     expect(b!.reservations.take(token(2), "rest:bob", now)).toEqual({
+      engine: 0,
       family: 4,
       port: 50003,
       inherits: false,

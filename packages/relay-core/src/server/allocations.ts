@@ -449,7 +449,18 @@ export class Allocations {
     const taken = exchange?.take(token, principal, now);
     if (taken === undefined) return undefined;
     ports.take(taken.family, taken.port);
+    this.#emit({ type: "reservation-taken", engine: taken.engine, token: Uint8Array.from(token) });
     return taken.port;
+  }
+
+  /**
+   * Another engine took this engine's reservation `token` (ReservationExchange.take): its port
+   * is that engine's to bind, and its quota count went with it. Forgotten here at once.
+   */
+  reservationTaken(token: Uint8Array): void {
+    const ports = this.#options.ports;
+    ports.cancel(token);
+    this.#stats.reservationsActive = ports.reservationCount;
   }
 
   /** The runtime bound relay socket `relay`: the Allocate succeeds once every family answered. */

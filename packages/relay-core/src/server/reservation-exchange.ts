@@ -5,13 +5,17 @@
  * the Allocate with the token may reach an engine that did not make the reservation. Such
  * engines share an exchange: the maker publishes each reservation, and the engine the Allocate
  * reaches takes it there, port and quota count together; the token stays single-use (the
- * maker's own redemption and its expiry withdraw it, and whichever comes first wins).
+ * maker's own redemption and its expiry withdraw it, and whichever comes first wins). The
+ * engine that took it tells the maker ("reservation-taken", TurnServer.handleReservationTaken),
+ * so the maker stops holding the port and counting the reservation at once.
  *
  * Without an exchange a server redeems only its own reservations (the default).
  */
 
 /** A reservation as another engine learns it. */
 export interface ExchangedReservation {
+  /** The engine that made it (told with a "reservation-taken" output once it is taken). */
+  readonly engine: number;
   readonly family: 4 | 6;
   /** The reserved port: the Allocate binds exactly this one. */
   readonly port: number;

@@ -382,6 +382,15 @@ export class TurnServer {
   }
 
   /**
+   * Another engine took this engine's reservation `token` (its "reservation-taken" output,
+   * engines sharing `reservationExchange`): the reserved port is no longer held here, and the
+   * reservation no longer counted (its quota count moved with it).
+   */
+  handleReservationTaken(token: Uint8Array): void {
+    this.#allocations.reservationTaken(token);
+  }
+
+  /**
    * The answer to another engine's "release-pinned-port" output (engines sharing
    * `pinnedPortOwners`): that engine took pinned `port` on `family` over for `principal`, and
    * this engine's `allocation` held it. It ends at once ("taken-over") if it still holds the

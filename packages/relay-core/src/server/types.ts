@@ -53,6 +53,16 @@ export type TurnServerOutput =
     }
   | { readonly type: "close-relay"; readonly relay: RelayId }
   | {
+      /**
+       * Engines sharing `reservationExchange`: this engine took the reservation `token` that
+       * engine `engine` made (an Allocate with its RESERVATION-TOKEN from a 5-tuple that lands
+       * here). The runtime tells that engine (its TurnServer.handleReservationTaken).
+       */
+      readonly type: "reservation-taken";
+      readonly engine: number;
+      readonly token: Uint8Array;
+    }
+  | {
       /** RFC 6062 §5.2: dial `address:port` from the relayed address of TCP relay `relay`. */
       readonly type: "connect-peer";
       readonly peerConnection: PeerConnectionId;

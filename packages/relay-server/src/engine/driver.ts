@@ -134,6 +134,10 @@ class RelayEngine implements RunningRelay {
           w,
           {
             adopt: (remote, m) => this.clients.adopt(remote, m),
+            reservationTaken: (token) => {
+              this.core.handleReservationTaken(token);
+              this.afterInput();
+            },
             releasePinnedPort: (family, port, allocation, principal) => {
               this.core.releasePinnedPort(family, port, allocation, principal, now());
               this.afterInput();

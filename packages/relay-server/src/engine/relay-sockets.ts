@@ -13,6 +13,9 @@
 // "open-relay" for that family and port waits for its answer, so the bind does not find the
 // stale socket still open.
 //
+// Reserved ports across workers: an Allocate here took another worker's RESERVATION-TOKEN
+// ("reservation-taken"); that worker is told, and stops holding the port.
+//
 // Every answer runs the engine's loop: relay-core queues outputs on it (the Allocate's
 // success or error, the next port to try).
 
@@ -24,6 +27,7 @@ import type { EngineHost, RelayBind, RelayBindDone } from "./host.js";
 
 type OpenRelay = Extract<TurnServerOutput, { type: "open-relay" }>;
 type ReleasePinnedPort = Extract<TurnServerOutput, { type: "release-pinned-port" }>;
+type ReservationTaken = Extract<TurnServerOutput, { type: "reservation-taken" }>;
 
 export class RelaySockets {
   /**
@@ -52,6 +56,11 @@ export class RelaySockets {
       this.releasing.delete(key);
       for (const open of entry.waiting) this.bind(open);
     });
+  }
+
+  /** The reservation-taken output: the worker that made it forgets it. */
+  reservationTaken(o: ReservationTaken): void {
+    this.link?.reservationTaken(o.engine, o.token);
   }
 
   /** The open-relay output. */

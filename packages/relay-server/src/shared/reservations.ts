@@ -15,9 +15,11 @@
 //
 // Handing the Allocate itself to the maker instead (the token naming its worker, as
 // CONNECTION-IDs do) cannot work for UDP: the allocation must live where the client's 5-tuple
-// lands, since every later request and ChannelData of that 5-tuple arrives there. And nothing
-// needs to travel between workers here: the maker binds no socket for a reservation, so there
-// is nothing to close, and the take answers the Allocate at once, with no message round trip.
+// lands, since every later request and ChannelData of that 5-tuple arrives there. And the
+// Allocate waits for no other worker here: the maker binds no socket for a reservation, so
+// there is nothing to close first, and the take answers the Allocate at once. The maker only
+// learns afterwards (relay-core's "reservation-taken", worker-link.ts) and stops holding the
+// port and counting the reservation against its bound of one port in eight.
 //
 // Left as is: once the maker's reservation lapses (or is withdrawn) its pool forgets the port,
 // which the redeemer may still relay on; a later pick of it by the maker fails to bind (UDP)
@@ -125,6 +127,7 @@ export class SharedReservations implements ReservationExchange {
       if (maker === this.worker || t.floats![slot]! <= nowMs) return undefined;
       const [mhi, mlo] = [t.words[at + PRINCIPAL]!, t.words[at + PRINCIPAL + 1]!];
       const r: ExchangedReservation = {
+        engine: maker,
         family: t.words[at + FAMILY] as 4 | 6,
         port: t.words[at + PORT]!,
         inherits: mhi === phi && mlo === plo,

@@ -11,6 +11,9 @@
 //                  allocation on another worker (relay-core's "release-pinned-port"): that
 //                  worker is asked to end it (TurnServer.releasePinnedPort) and answers
 //                  `pin-released`, after which the port is bound here.
+//   reservation-   this worker took another worker's RESERVATION-TOKEN (relay-core's
+//   taken          "reservation-taken"): that worker forgets the reservation
+//                  (TurnServer.handleReservationTaken).
 //   undeliverable  the supervisor's answer to a message for a worker that is restarting: a
 //                  held connection closes, a release counts as done (a fresh engine holds
 //                  nothing).
@@ -44,6 +47,8 @@ export type RoutedMessage =
       readonly principal: string;
     }
   | { readonly r: "pin-released"; readonly id: number }
+  /** This worker took the receiver's reservation `token`. */
+  | { readonly r: "reservation-taken"; readonly token: Uint8Array }
   /** From the supervisor: `message` could not reach its worker (restarting). */
   | { readonly r: "undeliverable"; readonly message: RoutedMessage }
   /** A worker died: drop what was held for it or adopted from it. */
@@ -61,6 +66,8 @@ export interface LinkHandlers {
    * and what followed it.
    */
   adopt(remote: RemoteConnection, m: AdoptMessage): void;
+  /** Another worker took this worker's reservation `token`. */
+  reservationTaken(token: Uint8Array): void;
   /** Another worker took pinned `port` over for `principal`: end `allocation` if it holds it. */
   releasePinnedPort(family: 4 | 6, port: number, allocation: AllocationId, principal: string): void;
 }
@@ -172,6 +179,11 @@ export class WorkerLink {
     } satisfies RoutedMessage);
   }
 
+  /** Tell worker `engine` that this worker took its reservation `token`. */
+  reservationTaken(engine: number, token: Uint8Array): void {
+    this.worker.route(engine, { r: "reservation-taken", token } satisfies RoutedMessage);
+  }
+
   /** The engine closes: pending releases are not answered (relay-core is closed too). */
   close(): void {
     for (const ask of this.pinReleases.values()) clearTimeout(ask.timer);
@@ -210,6 +222,9 @@ export class WorkerLink {
       }
       case "pin-released":
         this.pinReleased(message.id);
+        return;
+      case "reservation-taken":
+        this.handlers.reservationTaken(message.token);
         return;
       case "undeliverable": {
         const lost = message.message;
