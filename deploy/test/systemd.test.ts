@@ -151,10 +151,10 @@ describe("the relay started as systemd starts the unit, configured by the One VM
       .replace("$MAINPID", String(started!.proc.pid))
       .split(/\s+/);
     await run(command!, args);
-    for (let i = 0; i < 50 && !started!.proc.stderr.includes("revocation list reloaded"); i++) {
+    for (let i = 0; i < 50 && !started!.proc.stderr.includes("reload: applied"); i++) {
       await sleep(100);
     }
-    expect(started!.proc.stderr).toMatch(/SIGHUP: revocation list reloaded .*revokedUsers=2/);
+    expect(started!.proc.stderr).toMatch(/reload: applied .*revocationEntries=2/);
   });
 
   it("drains and exits 0 on its KillSignal (systemctl stop)", async () => {

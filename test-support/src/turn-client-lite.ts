@@ -58,6 +58,11 @@ export interface LiteOptions {
   timeoutMs?: number;
   /** UDP/TCP source address (127.0.0.2: another client "host" on loopback); default any. */
   localAddress?: string;
+  /**
+   * UDP source port (default: one the kernel picks). The same 5-tuple again reaches the same
+   * worker of a relay whose workers share the listening port (SO_REUSEPORT).
+   */
+  localPort?: number;
 }
 
 export interface LiteResponse {
@@ -117,7 +122,7 @@ export class TurnClientLite {
       const sock = dgram.createSocket(family);
       await new Promise<void>((resolve, reject) => {
         sock.once("error", reject);
-        sock.bind(0, opts.localAddress ?? opts.host, () => {
+        sock.bind(opts.localPort ?? 0, opts.localAddress ?? opts.host, () => {
           sock.off("error", reject);
           resolve();
         });

@@ -22,12 +22,15 @@ export interface TurnpikeOptions {
   port?: number;
   minPort: number;
   maxPort: number;
-  /** Shared secret, passed as TURNPIKE_TOKEN (never on the command line). */
-  token: string;
+  /**
+   * Shared secret, passed as TURNPIKE_TOKEN (never on the command line); undefined: none (the
+   * secrets come from elsewhere, e.g. --token-file in extraArgs).
+   */
+  token: string | undefined;
   /** Health listener port on 127.0.0.1 (default: a free one). */
   healthPort?: number;
-  /** Default "warn". */
-  logLevel?: "error" | "warn" | "info" | "debug";
+  /** Default "warn"; null: no --log-level flag (the level comes from a config file or env). */
+  logLevel?: "error" | "warn" | "info" | "debug" | null;
   /** Default true: tests relay to peers on loopback. */
   allowLoopbackPeers?: boolean;
   /**
@@ -93,9 +96,8 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
     String(opts.maxPort),
     "--health-listen",
     `127.0.0.1:${healthPort}`,
-    "--log-level",
-    opts.logLevel ?? "warn",
   ];
+  if (opts.logLevel !== null) args.push("--log-level", opts.logLevel ?? "warn");
   if (opts.allowLoopbackPeers ?? true) args.push("--allow-loopback-peers");
   if (opts.legacyChannelNumbers) args.push("--legacy-channel-numbers");
   args.push(...(opts.extraArgs ?? []));
@@ -110,7 +112,7 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith("TURNPIKE_")) env[k] = v;
   }
-  Object.assign(env, opts.env, { TURNPIKE_TOKEN: opts.token });
+  Object.assign(env, opts.env, opts.token === undefined ? {} : { TURNPIKE_TOKEN: opts.token });
 
   const proc = spawnManaged(process.execPath, args, { env });
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 15_000);

@@ -165,7 +165,7 @@ describe("TurnClient allocation against TurnServer", () => {
     const usernames = sentMethods(h)
       .filter((m) => m.method === Method.Refresh)
       .map((m) => m.username);
-    // RFC 8656 §7: the server answers 441 to "bob", the retry uses "alice" who created it.
+    // RFC 8656 §5: the server answers 441 to "bob", the retry uses "alice" who created it.
     expect(usernames).toEqual(["bob", USERNAME]);
     expect(h.client.state).toBe("allocated");
     expect(h.client.usesAllocationCredentials).toBe(true);

@@ -91,7 +91,7 @@ describe("TurnClient permissions and channels against TurnServer", () => {
     expect(h.eventsOf("channel-bind-failed")).toEqual([]);
   });
 
-  it("discards a Data indication from a peer it asked no permission for (RFC 8656 §11.6)", () => {
+  it("discards a Data indication from a peer it asked no permission for (RFC 8656 §11.4)", () => {
     const h = allocated();
     const indication = (peer: TransportAddress) =>
       new StunMessageBuilder(Method.Data, 1, new Uint8Array(12).fill(9))

@@ -141,7 +141,7 @@ const attrCaseArb: fc.Arbitrary<AttrCase> = fc.oneof(
       name: "address-error-code",
       write: (b) => b.addressErrorCode(family, code, "x"),
       check: (m) => {
-        // RFC 8656 §14.11: family, reserved, class, number, reason.
+        // RFC 8656 §18.12: family, reserved, class, number, reason.
         const v = readBytes(m, AttributeType.AddressErrorCode)!;
         return [
           [v[0], (v[2]! & 7) * 100 + v[3]!, v.length],
@@ -271,7 +271,7 @@ describe("STUN header (RFC 8489 §5)", () => {
   });
 });
 
-describe("attributes (RFC 8489 §14, RFC 8656 §14, RFC 6062 §6.2)", () => {
+describe("attributes (RFC 8489 §14, RFC 8656 §18, RFC 6062 §6.2)", () => {
   it("encode then decode is the identity for each attribute kind", () => {
     fc.assert(
       fc.property(attrCaseArb, tidArb, (c, tid) => {

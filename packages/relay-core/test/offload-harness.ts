@@ -95,7 +95,7 @@ export const allocateFill =
     if (dual) b.addressFamily(AttributeType.AdditionalAddressFamily, 6);
   };
 
-/** A Refresh (LIFETIME 0 deletes; with `family`, only that relayed address, §7.3). */
+/** A Refresh (LIFETIME 0 deletes; with `family`, only that relayed address, §8.2). */
 export const refreshFill =
   (lifetime: number | undefined, family?: 4 | 6): Fill =>
   (b) => {

@@ -1,4 +1,4 @@
-// Allocate, Refresh and allocation lifetimes (RFC 8656 §7), quotas and relay port binding.
+// Allocate, Refresh and allocation lifetimes (RFC 8656 §6-§8), quotas and relay port binding.
 import { describe, expect, it } from "vitest";
 import { AttributeType, Method, TransportProtocol } from "../src/codec/constants.js";
 import { readBytes, type StunMessageBuilder } from "../src/codec/message.js";
@@ -227,7 +227,7 @@ describe("Allocate (RFC 8656 §7.2)", () => {
   });
 });
 
-describe("allocation lifetime (RFC 8656 §7.3)", () => {
+describe("allocation lifetime (RFC 8656 §6, §8)", () => {
   it("keeps a live allocation's deadline through allocate/delete churn", () => {
     const h = new Harness({ maxAllocationsPerUser: 10, maxUnauthenticatedRate: 0 });
     const keep = new TestClient(h, { port: 9999 });

@@ -1,4 +1,4 @@
-// Long-term credentials (RFC 8489 §9.2), TURN REST usernames, and RFC 8656 §7 ownership (441).
+// Long-term credentials (RFC 8489 §9.2), TURN REST usernames, and RFC 8656 §5 ownership (441).
 import { describe, expect, it } from "vitest";
 import { SharedSecretCredentials } from "../src/auth/credentials.js";
 import { userHash } from "../src/auth/long-term-key.js";
@@ -184,7 +184,7 @@ describe("username anonymity: USERHASH (RFC 8489 §9.2.1, §14.4)", () => {
   });
 });
 
-describe("allocation ownership (RFC 8656 §7)", () => {
+describe("allocation ownership (RFC 8656 §5)", () => {
   it("441 when another user touches an allocation", () => {
     const h = new Harness();
     const alice = new TestClient(h);

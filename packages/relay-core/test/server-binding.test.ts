@@ -1,10 +1,10 @@
-// Binding (RFC 8489 §7.3.1) and what every response carries (§14.7 FINGERPRINT, §14.14 SOFTWARE).
+// Binding (RFC 8489 §6.3.1) and what every response carries (§14.7 FINGERPRINT, §14.14 SOFTWARE).
 import { describe, expect, it } from "vitest";
 import { AttributeType, Method } from "../src/codec/constants.js";
 import { StunMessageBuilder } from "../src/codec/message.js";
 import { Harness, type Response, SOFTWARE, TestClient } from "./harness.js";
 
-describe("Binding (RFC 8489 §7.3.1)", () => {
+describe("Binding (RFC 8489 §6.3.1)", () => {
   it("answers a Binding from IPv4 with its XOR-MAPPED-ADDRESS", () => {
     const h = new Harness();
     const c = new TestClient(h, { address: "192.0.2.10", port: 40000 });

@@ -1,4 +1,4 @@
-// ChannelBind (RFC 8656 §11) and channel lifetimes and cool-down (§12).
+// ChannelBind (RFC 8656 §12.2) and channel lifetimes and cool-down (§12).
 import { describe, expect, it } from "vitest";
 import { RouteKind } from "../src/server/types.js";
 import { Harness, TestClient } from "./harness.js";
@@ -13,7 +13,7 @@ function allocated(options: ConstructorParameters<typeof Harness>[0] = {}) {
   return { h, c };
 }
 
-describe("ChannelBind (RFC 8656 §11.2)", () => {
+describe("ChannelBind (RFC 8656 §12.2)", () => {
   it("binds only RFC 8656's 0x4000-0x4FFF by default: RFC 5766's 0x5000-0x7FFF get 400", () => {
     const { h, c } = allocated();
     expect(c.channelBind(0x3fff, P1, 5000).code).toBe(400);

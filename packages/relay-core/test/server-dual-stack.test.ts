@@ -115,7 +115,7 @@ describe("dual stack (RFC 8656 §7.2)", () => {
     expect([aec[0], (aec[2]! & 7) * 100 + aec[3]!]).toEqual([0x02, 508]);
   });
 
-  it("Refresh with REQUESTED-ADDRESS-FAMILY and LIFETIME 0 deletes only that family of a dual allocation (RFC 8656 §7.3)", () => {
+  it("Refresh with REQUESTED-ADDRESS-FAMILY and LIFETIME 0 deletes only that family of a dual allocation (RFC 8656 §8.2)", () => {
     const h = new Harness();
     const c = new TestClient(h);
     c.allocate(additional);

@@ -198,9 +198,7 @@ describe("pinned ports across engines", () => {
     const release = outputs[0] as OutputOf<"release-pinned-port">;
     expect(release).toMatchObject({ engine: 0, allocation: held!.id, family: 4, port: 40004 });
     // The runtime delivers it to engine 0, which ends the allocation named.
-    expect(a.server.releasePinnedPort(4, 40004, release.allocation, release.principal, a.now)).toBe(
-      "released",
-    );
+    expect(a.server.releasePinnedPort(release, a.now)).toBe("released");
     a.expectOutputs([{ type: "close-relay" }, { type: "allocation-ended", reason: "taken-over" }]);
     expect(stale.refresh(600).code).toBe(437);
     // Another principal still finds the port held (by the TCP allocation binding in engine 1).
@@ -223,23 +221,19 @@ describe("pinned ports across engines", () => {
     const back = client(a, "alice", 40005);
     const outputs = ask(back);
     expect(outputs.map((o) => o.type)).toEqual([
+      "release-pinned-port",
       "close-relay",
       "allocation-ended",
-      "release-pinned-port",
       "open-relay",
     ]);
     a.server.handleRelayBound((outputs[3] as OutputOf<"open-relay">).relay, a.now);
     a.drain();
     // The late release names an allocation that no longer holds the port: nothing ends.
-    expect(a.server.releasePinnedPort(4, 40005, late.allocation, late.principal, a.now)).toBe(
-      "none",
-    );
+    expect(a.server.releasePinnedPort(late, a.now)).toBe("none");
     a.expectNoOutputs();
     expect(back.refresh(600).code).toBe(0);
-    const toB = outputs[2] as OutputOf<"release-pinned-port">;
-    expect(b.server.releasePinnedPort(4, 40005, toB.allocation, toB.principal, b.now)).toBe(
-      "released",
-    );
+    const toB = outputs[0] as OutputOf<"release-pinned-port">;
+    expect(b.server.releasePinnedPort(toB, b.now)).toBe("released");
   });
 
   it("keeps a principal's pins on both families of one port in different engines", () => {

@@ -234,7 +234,7 @@ class ChannelBindCmd implements Cmd {
     const byPeer = [...c.channels.entries()].find(
       ([, ch]) => ch.peer === this.peer && ch.port === this.port,
     );
-    // RFC 8656 §11.2 / §12: bound or cooling down, a number and a peer stay paired.
+    // RFC 8656 §12, §12.2: bound or cooling down, a number and a peer stay paired.
     if (
       (byNumber && (byNumber.peer !== this.peer || byNumber.port !== this.port)) ||
       (byPeer && byPeer[0] !== this.channel)

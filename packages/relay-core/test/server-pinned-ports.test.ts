@@ -195,7 +195,7 @@ describe("pinned relay ports", () => {
     expect(
       fresh.verified(new Response(sent.data)).xorAddress(AttributeType.XorRelayedAddress)?.port,
     ).toBe(40007);
-    // The stale 5-tuple has no allocation any more (RFC 8656 §7.3: 437).
+    // The stale 5-tuple has no allocation any more (RFC 8656 §5: 437).
     expect(stale.refresh(600).code).toBe(437);
     expect(h.server.allocationCount).toBe(1);
   });

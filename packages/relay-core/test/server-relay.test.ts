@@ -27,7 +27,7 @@ describe("ping-pong relay (RFC 8656 §12.4)", () => {
       // Client -> peer: the payload is bytes 4..4+len of the very datagram received.
       const ping = encodeChannelData(0x4000, Uint8Array.of(0x70, 0x69, 0x6e, 0x67, 0xaa));
       const padded = new Uint8Array(ping.length + 3);
-      padded.set(ping); // UDP may carry padding after the frame (RFC 8656 §12.4): ignored
+      padded.set(ping); // UDP may carry padding after the frame (RFC 8656 §12.5): ignored
       const s = h.server;
       expect(s.handleUdpClient(c.listener, padded, client, 40000, h.now)).toBe(RouteKind.ToPeer);
       expect(s.route).toMatchObject({

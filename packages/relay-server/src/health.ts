@@ -1,6 +1,7 @@
 // Health endpoints for orchestrators (Kubernetes probes, load balancers):
 //   GET /healthz  200 {"status":"ok","uptimeSeconds":N}          the process is alive
-//   GET /readyz   200 {"status":"ready","uptimeSeconds":N,"udpIo":"batch"|"dgram"}
+//   GET /readyz   200 {"status":"ready","uptimeSeconds":N,"udpIo":"batch"|"dgram",
+//                      "workers":N,"configGeneration":N,"lastReload":"applied"|"refused"}
 //                                                                 listeners bound, not draining
 //                 503 {"status":"starting"|"draining",...}       take me out of rotation
 //   GET /v1/allocations                                          the discovery API (discovery.ts),
@@ -21,6 +22,10 @@ export interface RelayState {
   readonly workers?: number;
   /** A worker is being restarted: still serving (200), but say so. */
   readonly degraded?: boolean;
+  /** The configuration generation in force: 1 at start, one more per applied reload. */
+  readonly configGeneration?: number;
+  /** How the last reload (SIGHUP) ended; absent before the first. */
+  readonly lastReload?: "applied" | "refused" | undefined;
 }
 
 export interface HealthServer {
@@ -77,6 +82,8 @@ export async function startHealthServer(
       const io = {
         ...(s.udpIo !== undefined ? { udpIo: s.udpIo } : {}),
         ...(s.workers !== undefined ? { workers: s.workers } : {}),
+        ...(s.configGeneration !== undefined ? { configGeneration: s.configGeneration } : {}),
+        ...(s.lastReload !== undefined ? { lastReload: s.lastReload } : {}),
       };
       if (s.ready && !s.draining) {
         send(res, 200, {

@@ -7,7 +7,10 @@
 //                    close every socket, flush metrics, exit 0
 //   SIGINT           close at once, flush metrics, exit 0 (also while draining: the drain's
 //                    wait ends and the close follows)
-//   SIGHUP           re-read --revoke-file and apply the revocation list (nothing else reloads)
+//   SIGHUP           reload (reload.ts): read the configuration and the files it names again,
+//                    apply what can change live on every worker (secrets, revocation list,
+//                    TLS pair, log level, limits), name what needs a restart; a bad
+//                    configuration keeps the running one
 //   second signal    a second SIGTERM while draining: exit now (1); anything while closing:
 //                    ignored (closing is already the immediate path, bounded by
 //                    SHUTDOWN_GRACE_MS). A Ctrl-C in a terminal reaches the relay twice when a
@@ -15,6 +18,7 @@
 //                    SIGTERM, in either order), and must not turn a clean close into exit 1.
 //   uncaught error   log it, exit 1: never continue in an unknown state
 
+import { pinnedCredentialSecret } from "@turnpike/relay-core";
 import {
   asOutput,
   createLogger,
@@ -26,11 +30,12 @@ import {
 import { PROGRAM_NAME } from "./config/options.js";
 import { parseRelayArgs } from "./config/parse.js";
 import type { RelayConfig } from "./config/types.js";
-import { formatSocketAddress, readRevokeFile } from "./config/values.js";
+import { formatSocketAddress, revocationList } from "./config/values.js";
 import { mintCredentials } from "./credentials.js";
 import { fetchAllocations, renderAllocationsTable } from "./discovery.js";
 import { type HealthServer, startHealthServer } from "./health.js";
 import { type RelayMetrics, startMetrics } from "./metrics.js";
+import { ConfigReloader } from "./reload.js";
 import type { RunningRelay, StartRelay } from "./types.js";
 import { RELAY_VERSION } from "./version.js";
 
@@ -84,6 +89,10 @@ export async function runCli(io: CliIo): Promise<number> {
       io.stdout(asOutput(parsed.text));
       return 0;
     case "credentials": {
+      if (parsed.pinnedSecret) {
+        io.stdout(`${pinnedCredentialSecret(parsed.token)}\n`);
+        return 0;
+      }
       const nowSeconds = io.nowSeconds?.() ?? Math.floor(Date.now() / 1000);
       const creds = mintCredentials(parsed.token, {
         user: parsed.user,
@@ -208,34 +217,18 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
   };
   const onTerm = () => stop("drain", "SIGTERM");
   const onInt = () => stop("close", "SIGINT");
-  // The revocation list: --revoke (fixed) plus --revoke-file, which SIGHUP re-reads. A file that
-  // cannot be read keeps the list as it was: losing revocations to a typo would be worse.
-  let fileUsers = config.revokeFileUsers;
-  const revoked = () => [...new Set([...config.revoke, ...fileUsers])];
+  // SIGHUP: the configuration again (reload.ts); reloads are applied one at a time.
+  const reloader = new ConfigReloader(
+    config,
+    (options) => parseRelayArgs(io.argv, io.env, options),
+    logger,
+  );
   const onHup = () => {
-    if (config.revokeFile === undefined) {
-      logger.info("SIGHUP: nothing to reload (no --revoke-file)");
+    if (stopping !== undefined) {
+      logger.info("SIGHUP ignored: the relay is stopping");
       return;
     }
-    try {
-      fileUsers = readRevokeFile(config.revokeFile);
-    } catch (err) {
-      logger.error("SIGHUP: revocation list not reloaded, keeping the previous one", {
-        err: (err as Error).message,
-      });
-      return;
-    }
-    const users = revoked();
-    const reloaded = (ended: number) =>
-      logger.info("SIGHUP: revocation list reloaded", {
-        file: config.revokeFile,
-        revokedUsers: users.length,
-        allocationsEnded: ended,
-      });
-    // One engine answers at once; workers answer through the supervisor, asynchronously.
-    const ended = relay?.setRevokedUsers(users) ?? 0;
-    if (typeof ended === "number") reloaded(ended);
-    else ended.then(reloaded);
+    void reloader.reload();
   };
   io.events.on("SIGTERM", onTerm);
   io.events.on("SIGINT", onInt);
@@ -249,7 +242,7 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
     io.events.off("unhandledRejection", onUnhandled);
   };
 
-  for (const warning of config.warnings) logger.warn(warning);
+  for (const warning of [...config.warnings, ...config.revokeFileWarnings]) logger.warn(warning);
   logger.info("starting", {
     version: RELAY_VERSION,
     listen: config.listen.map(formatSocketAddress).join(","),
@@ -288,6 +281,8 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
           udpIo: relay?.udpIo,
           workers: relay === undefined ? undefined : (relay.workers ?? 1),
           degraded: relay?.degraded,
+          configGeneration: reloader.generation,
+          lastReload: reloader.lastReload,
         }),
         { discovery: { token: config.adminToken, allocations: () => relay?.allocations() ?? [] } },
       );
@@ -298,15 +293,18 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
     }
     const ownPorts = [health?.address().port, prom?.port].filter((p) => p !== undefined);
     if (config.workersNote !== undefined) logger.info(config.workersNote);
-    relay = await io.startRelay(config, {
+    const generation = reloader.generation;
+    relay = await io.startRelay(reloader.config, {
       logger,
       metrics,
       ownPorts,
       writeLogLine: io.logLine ?? io.stderr,
+      configGeneration: generation,
     });
-    // A SIGHUP during start-up re-read the file before the relay existed: apply that list.
-    if (fileUsers !== config.revokeFileUsers) relay.setRevokedUsers(revoked());
-    if (revoked().length > 0) logger.info("revocation list", { revokedUsers: revoked().length });
+    // A SIGHUP during start-up: the relay gets that configuration now.
+    await reloader.attach(relay, generation);
+    const revoked = revocationList(reloader.config).length;
+    if (revoked > 0) logger.info("revocation list", { revocationEntries: revoked });
   } catch (err) {
     logger.error("failed to start", { err: err instanceof Error ? err : String(err) });
     await relay?.close().catch(() => {});

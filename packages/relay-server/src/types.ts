@@ -28,6 +28,19 @@ export interface RelayDeps {
   readonly worker?: WorkerContext;
   /** Bound TCP ports of the process's other listeners (health, Prometheus): never peers. */
   readonly ownPorts?: readonly number[];
+  /**
+   * The generation of `config` (main.ts counts them: 1 at start, one more per reload); default
+   * 1. applyReloadable() takes only newer ones.
+   */
+  readonly configGeneration?: number;
+}
+
+/** What applying a reloaded configuration did (summed over the workers). */
+export interface ReloadOutcome {
+  /** Allocations of principals the new revocation list names, ended at once. */
+  readonly allocationsEnded: number;
+  /** What could not be applied, one line each (an engine keeps what it had for those). */
+  readonly problems: readonly string[];
 }
 
 /** The bound listeners, with real ports when the configuration said port 0. */
@@ -59,10 +72,12 @@ export interface RunningRelay {
   /** The live allocations for the discovery API (GET /v1/allocations): no secret in them. */
   allocations(): AllocationRow[] | Promise<AllocationRow[]>;
   /**
-   * Replace the revocation list (--revoke plus --revoke-file): their credentials get 403 from
-   * now on and their live allocations end at once. Returns how many ended.
+   * Apply what can change live of `config` (config/reload.ts: secrets, revocation list, TLS
+   * pair, log level, limits), generation `generation`, on every engine, also on one that is
+   * starting or restarting meanwhile; an older generation than one applied is ignored. Revoked
+   * principals' credentials get 403 from now on and their live allocations end at once.
    */
-  setRevokedUsers(users: Iterable<string>): number | Promise<number>;
+  applyReloadable(config: RelayConfig, generation: number): ReloadOutcome | Promise<ReloadOutcome>;
 }
 
 export type StartRelay = (config: RelayConfig, deps: RelayDeps) => Promise<RunningRelay>;

@@ -1,109 +1,13 @@
 import { spawnSync } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { EventEmitter } from "node:events";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { decodeTunnelKey } from "@turnpike/runtime-kit";
 import { describe, expect, it } from "vitest";
-import type { RelayConfig } from "../src/config/types.js";
 import type { AllocationRow } from "../src/discovery.js";
 import { startHealthServer } from "../src/health.js";
-import { type CliIo, type RunningProcess, runCli } from "../src/main.js";
-import type { RelayDeps, RunningRelay, StartRelay } from "../src/types.js";
-
-interface FakeRelay extends RunningRelay {
-  calls: string[];
-  releaseDrain(): void;
-  rows: AllocationRow[];
-}
-
-// A stand-in for the socket driver: the lifecycle under test is the CLI's, not the relay's.
-function fakeRelay(): FakeRelay {
-  let draining = false;
-  let release: () => void = () => {};
-  const calls: string[] = [];
-  return {
-    calls,
-    ready: true,
-    udpIo: "dgram",
-    get draining() {
-      return draining;
-    },
-    addresses: () => ({
-      udp: [{ ip: "127.0.0.1", port: 3478, family: 4 }],
-      tcp: [{ ip: "127.0.0.1", port: 3478, family: 4 }],
-      tls: [],
-    }),
-    drain: (timeoutMs) => {
-      calls.push(`drain ${timeoutMs}`);
-      draining = true;
-      return new Promise<void>((resolve) => {
-        release = resolve;
-      });
-    },
-    close: async () => {
-      calls.push("close");
-    },
-    releaseDrain: () => release(),
-    rows: [],
-    allocations() {
-      return this.rows;
-    },
-    setRevokedUsers: (users) => {
-      calls.push(`revoke ${[...users].join(",")}`);
-      return 1;
-    },
-  };
-}
-
-function harness(argv: string[], env: NodeJS.ProcessEnv, start?: StartRelay) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const exits: number[] = [];
-  const events = new EventEmitter();
-  let running: RunningProcess | undefined;
-  const started: { config?: RelayConfig; deps?: RelayDeps } = {};
-  const relay = fakeRelay();
-  const io: CliIo = {
-    argv,
-    env,
-    stdout: (t) => out.push(t),
-    stderr: (l) => err.push(l),
-    startRelay:
-      start ??
-      (async (config, deps) => {
-        started.config = config;
-        started.deps = deps;
-        return relay;
-      }),
-    events: events as unknown as CliIo["events"],
-    exit: (code) => exits.push(code),
-    nowSeconds: () => 1_800_000_000,
-    onRunning: (r) => {
-      running = r;
-    },
-  };
-  return { io, out, err, exits, events, relay, started, running: () => running };
-}
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-const RUN_ARGS = [
-  "--listen",
-  "127.0.0.1:3478",
-  "--health-listen",
-  "127.0.0.1:0",
-  "--log-format",
-  "json",
-];
+import { runCli } from "../src/main.js";
+import { harness, RUN_ARGS, until } from "./cli-harness.js";
 
 describe("turnpike-relay credentials", () => {
   it("prints TURN REST API credentials whose password is HMAC-SHA1(token, username)", async () => {
@@ -320,42 +224,6 @@ describe("turnpike-relay process lifecycle", () => {
       err: { message: "kaboom" },
     });
     h.events.emit("SIGINT");
-  });
-
-  it("re-reads --revoke-file on SIGHUP and keeps the list when the file is unreadable", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "turnpike-revoke-"));
-    try {
-      const file = join(dir, "revoked.txt");
-      writeFileSync(file, "# revoked customers\nglobex\n");
-      const h = harness([...RUN_ARGS, "--revoke", "initech", "--revoke-file", file], {
-        TURNPIKE_TOKEN: "t",
-      });
-      const done = runCli(h.io);
-      await until(() => h.running() !== undefined);
-      expect(h.started.config?.revoke).toEqual(["initech"]);
-      expect(h.started.config?.revokeFileUsers).toEqual(["globex"]);
-      writeFileSync(file, "globex\n  acme-pg  \n\n");
-      h.events.emit("SIGHUP");
-      expect(h.relay.calls).toEqual(["revoke initech,globex,acme-pg"]);
-      const reloaded = JSON.parse(h.err.at(-1)!);
-      expect(reloaded).toMatchObject({
-        msg: "SIGHUP: revocation list reloaded",
-        revokedUsers: 3,
-        allocationsEnded: 1,
-      });
-      rmSync(file);
-      h.events.emit("SIGHUP");
-      expect(h.relay.calls).toHaveLength(1);
-      expect(JSON.parse(h.err.at(-1)!)).toMatchObject({
-        level: "error",
-        msg: "SIGHUP: revocation list not reloaded, keeping the previous one",
-      });
-      h.events.emit("SIGINT");
-      expect(await done).toBe(0);
-      expect(h.events.listenerCount("SIGHUP")).toBe(0);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
   });
 
   it("exits 1 and frees the health port when the relay fails to start", async () => {

@@ -155,7 +155,7 @@ describe("relay configuration", () => {
 
   it("generates a token when none is set and says once how to mint credentials", () => {
     const c = relay([], {});
-    expect(c.token).toBe("generated-token");
+    expect(c.tokens).toEqual(["generated-token"]);
     expect(c.tokenGenerated).toBe(true);
     const lines = c.warnings.filter((w) => w.includes("TURNPIKE_TOKEN"));
     expect(lines).toHaveLength(1);
@@ -164,14 +164,14 @@ describe("relay configuration", () => {
 
   it("never puts a provided token into a warning", () => {
     const c = relay([], { TURNPIKE_TOKEN: "s3cret-value" });
-    expect(c.token).toBe("s3cret-value");
+    expect(c.tokens).toEqual(["s3cret-value"]);
     expect(c.tokenGenerated).toBe(false);
     expect(c.warnings.join("\n")).not.toContain("s3cret-value");
   });
 
   it("warns that --token on the command line is visible, without echoing it", () => {
     const c = relay(["--token", "flag-secret"], {});
-    expect(c.token).toBe("flag-secret");
+    expect(c.tokens).toEqual(["flag-secret"]);
     expect(c.warnings.some((w) => w.startsWith("--token on the command line"))).toBe(true);
     expect(c.warnings.join("\n")).not.toContain("flag-secret");
   });
@@ -393,15 +393,57 @@ describe("pinned ports, revocation and the discovery API", () => {
     );
   });
 
-  it("collects --revoke users and reads --revoke-file, skipping blanks and comments", () => {
+  it("collects --revoke entries and reads --revoke-file, skipping blanks and comments", () => {
     const file = tempFile("revoked", "# gone\nglobex\n\n  initech \n");
-    const c = relay(["--revoke", "acme", "--revoke", "umbrella", "--revoke-file", file]);
-    expect(c.revoke).toEqual(["acme", "umbrella"]);
+    const c = relay(["--revoke", "acme", "--revoke", "static:umbrella", "--revoke-file", file]);
+    expect(c.revoke).toEqual(["acme", "static:umbrella"]);
     expect(c.revokeFile).toBe(file);
-    expect(c.revokeFileUsers).toEqual(["globex", "initech"]);
+    expect(c.revokeFileEntries).toEqual(["globex", "initech"]);
+    expect(c.revokeFileWarnings).toEqual([]);
     expect(errorOf(["--revoke-file", "/nonexistent/revoked"])).toMatch(
       /^--revoke-file must be a readable file, got "\/nonexistent\/revoked" \(ENOENT\)$/,
     );
+  });
+
+  it("reads a comment after an entry as a comment, and skips lines it cannot use with a warning", () => {
+    const file = tempFile(
+      "revoked",
+      [
+        "acme-web   # leaked key",
+        "team#2",
+        "rest:acme-pg;port=40007\t# one pin only",
+        "static:ops",
+        "rest-expiry:1795520000",
+        "acme web",
+        "rest:",
+        "rest-expiry:soon",
+        "rest:acme;port=70000",
+        "",
+      ].join("\n"),
+    );
+    const c = relay(["--revoke-file", file]);
+    expect(c.revokeFileEntries).toEqual([
+      "acme-web",
+      "team#2",
+      "rest:acme-pg;port=40007",
+      "static:ops",
+      "rest-expiry:1795520000",
+    ]);
+    expect(c.revokeFileWarnings).toEqual([
+      `--revoke-file "${file}" line 6 ignored: an entry has no blanks inside (a comment starts with ' #'), got "acme web"`,
+      `--revoke-file "${file}" line 7 ignored: "rest:" needs a name after it, got "rest:"`,
+      `--revoke-file "${file}" line 8 ignored: "rest-expiry:" takes the expiry of a TURN REST username without a user part (digits), got "rest-expiry:soon"`,
+      `--revoke-file "${file}" line 9 ignored: a pinned port must be 1..65535 (no leading zero), got "rest:acme;port=70000"`,
+    ]);
+  });
+
+  it("refuses a --revoke entry it cannot use, naming it", () => {
+    expect(errorOf(["--revoke", "static:"])).toBe(
+      '--revoke must be a revocation entry ("static:" needs a name after it), got "static:"',
+    );
+    expect(
+      relay([], { TURNPIKE_TOKEN: "t", TURNPIKE_REVOKE: "a, rest:b;port=40000" }).revoke,
+    ).toEqual(["a", "rest:b;port=40000"]);
   });
 
   it("takes the admin token from the environment, and warns when it is a flag or has no listener", () => {
@@ -440,6 +482,80 @@ describe("pinned ports, revocation and the discovery API", () => {
   });
 });
 
+describe("shared secrets", () => {
+  it("takes several: --token repeated, TURNPIKE_TOKEN comma-separated, a config file's array", () => {
+    expect(relay(["--token", "a", "--token", "b"], {}).tokens).toEqual(["a", "b"]);
+    expect(relay([], { TURNPIKE_TOKEN: "b, a" }).tokens).toEqual(["b", "a"]);
+    const file = tempFile("relay.json", JSON.stringify({ token: ["x", "y"] }));
+    expect(relay(["--config", file], {}).tokens).toEqual(["x", "y"]);
+  });
+
+  it("reads --token-file: one secret per line, comment lines and blank lines skipped", () => {
+    const file = tempFile("tokens", "# rotated 2026-12-01\n  new-secret  \n\nold # secret\n");
+    const c = relay(["--token-file", file], {});
+    expect(c.tokens).toEqual(["new-secret", "old # secret"]);
+    expect(c.tokenFile).toBe(file);
+    expect(relay([], { TURNPIKE_TOKEN_FILE: file }).tokens).toEqual(["new-secret", "old # secret"]);
+  });
+
+  it.each([
+    [
+      [],
+      { TURNPIKE_TOKEN: "a,,b" },
+      "TURNPIKE_TOKEN has an empty entry (item 2 of 3): remove the stray separator",
+    ],
+    [
+      [],
+      { TURNPIKE_TOKEN: "a," },
+      "TURNPIKE_TOKEN has an empty entry (item 2 of 2): remove the stray separator",
+    ],
+    [
+      ["--token", "a", "--token", "b", "--token", "a"],
+      {},
+      "--token lists one secret twice (items 1 and 3)",
+    ],
+    [
+      ["--token", "a", "--token-file", "TOKENS"],
+      {},
+      "--token and --token-file are exclusive: give the secrets either as --token/TURNPIKE_TOKEN or in --token-file",
+    ],
+  ])("refuses %j %j with one line that shows no secret: %s", (argv, env, message) => {
+    const tokens = tempFile("tokens", "z\n");
+    const text = errorOf(
+      argv.map((a) => (a === "TOKENS" ? tokens : a)),
+      env,
+    );
+    expect(text).toBe(message);
+  });
+
+  it("refuses a token file with no secret or one secret twice, by line number", () => {
+    const empty = tempFile("tokens", "# nothing yet\n\n");
+    expect(errorOf(["--token-file", empty], {})).toBe(`--token-file "${empty}" holds no secret`);
+    const twice = tempFile("tokens", "s1\n# c\ns2\ns1\n");
+    expect(errorOf(["--token-file", twice], {})).toBe(
+      `--token-file "${twice}" lists one secret twice (lines 1 and 4)`,
+    );
+  });
+
+  it("reads --legacy-pinned-credentials-until as an instant and says at start what it allows", () => {
+    const c = relay(["--legacy-pinned-credentials-until", "2999-01-31"]);
+    expect(c.legacyPinnedUntil).toBe(Date.parse("2999-01-31T00:00:00Z") / 1000);
+    expect(c.warnings).toContain(
+      "--legacy-pinned-credentials-until 2999-01-31T00:00:00.000Z: pinned credentials signed with the token itself (the old scheme) are accepted until then; re-mint them with `turnpike-relay credentials --port`",
+    );
+    expect(
+      relay(["--legacy-pinned-credentials-until", "2027-01-31T12:00+01:00"]).legacyPinnedUntil,
+    ).toBe(Date.parse("2027-01-31T11:00:00Z") / 1000);
+    expect(relay(["--legacy-pinned-credentials-until", "2020-01-01"]).warnings).toContain(
+      "--legacy-pinned-credentials-until 2020-01-01T00:00:00.000Z has passed: pinned credentials of the old scheme are refused; drop the option",
+    );
+    expect(relay([]).legacyPinnedUntil).toBeUndefined();
+    expect(errorOf(["--legacy-pinned-credentials-until", "2027-01-31T12:00"])).toBe(
+      '--legacy-pinned-credentials-until must be an ISO 8601 date (2027-01-31) or date-time with a zone (2027-01-31T12:00Z), got "2027-01-31T12:00"',
+    );
+  });
+});
+
 describe("credentials subcommand parsing", () => {
   it("reads the token from the environment and builds default URIs from the listeners", () => {
     const parsed = parseRelayArgs(["credentials", "--user", "alice", "--ttl", "600"], {
@@ -450,6 +566,7 @@ describe("credentials subcommand parsing", () => {
     expect(parsed).toEqual({
       command: "credentials",
       token: "k",
+      pinnedSecret: false,
       user: "alice",
       port: undefined,
       ttl: 600,
@@ -479,9 +596,25 @@ describe("credentials subcommand parsing", () => {
     });
   });
 
+  it("mints with the first of several secrets, from TURNPIKE_TOKEN or --token-file", () => {
+    expect(parseRelayArgs(["credentials"], { TURNPIKE_TOKEN: "new,old" })).toMatchObject({
+      token: "new",
+    });
+    const file = tempFile("tokens", "# first mints\nfrom-file\nolder\n");
+    expect(parseRelayArgs(["credentials", "--token-file", file], {})).toMatchObject({
+      token: "from-file",
+    });
+    expect(
+      parseRelayArgs(["credentials", "--pinned-secret"], { TURNPIKE_TOKEN_FILE: file }),
+    ).toMatchObject({ token: "from-file", pinnedSecret: true });
+    expect(() =>
+      parseRelayArgs(["credentials", "--pinned-secret", "--user", "a"], { TURNPIKE_TOKEN: "k" }),
+    ).toThrow("--pinned-secret prints the secret only: drop --user");
+  });
+
   it("refuses to mint without a token", () => {
     expect(() => parseRelayArgs(["credentials"], {})).toThrow(
-      "credentials needs the relay's shared secret: export TURNPIKE_TOKEN (or pass --token)",
+      "credentials needs the relay's shared secret: export TURNPIKE_TOKEN (or pass --token or --token-file)",
     );
     expect(() => parseRelayArgs(["credentials", "--ttl", "0"], { TURNPIKE_TOKEN: "k" })).toThrow(
       '--ttl must be 1..315360000, got "0"',

@@ -158,6 +158,10 @@ async function startWorkers(udpIo: "batch" | "dgram", o: LinkOptions & { args?: 
   const dynamic = { min: range.min, max: range.min + 19 };
   const pinned = { min: range.min + 20, max: range.max };
   const args = ["--pinned-ports", `${pinned.min}-${pinned.max}`, ...(o.args ?? [])];
+  // Each engine applies its configuration's limits to the shared memory when it starts.
+  if (o.maxConnectionsPerIp !== undefined) {
+    args.push("--max-connections-per-ip", String(o.maxConnectionsPerIp));
+  }
   for (const w of linkedWorkers(dynamic, pinned, o)) {
     engines.push(await startEngine(udpIo, dynamic, args, w, { maxBpsPerUser: o.maxBpsPerUser }));
   }

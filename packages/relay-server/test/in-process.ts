@@ -22,6 +22,8 @@ export const UDP_PATHS = (["batch", "dgram"] as const).filter(
 
 export interface InProcessEngine {
   readonly relay: RunningRelay;
+  /** What it was started with. */
+  readonly config: RelayConfig;
   readonly stats: RelayStats;
   /** Every log line so far. */
   readonly lines: string[];
@@ -67,7 +69,7 @@ export async function startEngine(
     metrics: { stats, telemetry: createRelayTelemetry(stats) },
     ...(worker && { worker }),
   });
-  return { relay, stats, lines };
+  return { relay, config, stats, lines };
 }
 
 /** Waits (bounded) until `check` holds. */

@@ -7,8 +7,13 @@ import { describe, expect, it } from "vitest";
 import { parseRelayArgs } from "../src/config/parse.js";
 import type { RelayConfig } from "../src/config/types.js";
 import { mintCredentials } from "../src/credentials.js";
-import { peerPolicyOptions, turnServerOptions } from "../src/engine/server-options.js";
+import {
+  peerPolicyOptions,
+  processLimits,
+  turnServerOptions,
+} from "../src/engine/server-options.js";
 import type { WorkerContext } from "../src/shared/context.js";
+import type { SharedLimits } from "../src/shared/shared-limits.js";
 import { createSharedState, openSharedState } from "../src/shared/shared-state.js";
 
 const TOKEN = "server-options-token";
@@ -20,6 +25,17 @@ function config(...args: string[]): RelayConfig {
 }
 
 const policy = new PeerAddressPolicy();
+
+/** What one engine is given: the process's limits with one worker's tables. */
+function ownLimits(c: RelayConfig): SharedLimits {
+  const init = createSharedState({ workers: 1, ...processLimits(c), dynamicPorts: 100 });
+  return openSharedState(init, 0).limits;
+}
+
+/** The setting of one engine (no worker) for `c`. */
+function single(c: RelayConfig, unixTimeOffsetMs = 0) {
+  return { limits: ownLimits(c), peerPolicy: policy, unixTimeOffsetMs };
+}
 
 function worker(index: number, count: number, maxAllocationsPerUser = 100): WorkerContext {
   const init = createSharedState({
@@ -76,7 +92,7 @@ describe("turnServerOptions: one engine", () => {
     "--alternate-server",
     "198.51.100.2:3478",
   );
-  const o = turnServerOptions(c, { peerPolicy: policy, unixTimeOffsetMs: 1234 });
+  const o = turnServerOptions(c, single(c, 1234));
 
   it("carries the relay's addresses, ports, limits and identity over as they were configured", () => {
     expect(o).toMatchObject({
@@ -89,12 +105,9 @@ describe("turnServerOptions: one engine", () => {
       maxPort: 40999,
       pinnedPorts: { min: 30000, max: 30099 },
       software: "relay/1",
-      maxAllocations: 11,
-      maxAllocationsPerUser: 3,
       maxPermissionsPerAllocation: 7,
       maxChannelsPerAllocation: 9,
       legacyChannelNumbers: true,
-      maxUnauthenticatedRate: 5,
       unixTimeOffsetMs: 1234,
       alternateServer: { family: 4, address: "198.51.100.2", port: 3478 },
     });
@@ -102,11 +115,29 @@ describe("turnServerOptions: one engine", () => {
     expect([...(o.revokedUsers ?? [])]).toEqual(["mallory"]);
   });
 
-  it("shares nothing: no secret, no quota or limiter from outside, no worker-encoded ids", () => {
+  it("shares no secret and encodes no worker in its ids", () => {
     expect(o.secret).toBeUndefined();
-    expect(o.allocationQuota).toBeUndefined();
-    expect(o.unauthenticatedLimiter).toBeUndefined();
     expect(o.connectionIds).toBeUndefined();
+  });
+
+  it("counts quotas and unauthenticated answers in the process's limits, which a reload changes", () => {
+    const limits = ownLimits(c);
+    const own = turnServerOptions(c, { limits, peerPolicy: policy, unixTimeOffsetMs: 0 });
+    // --max-allocations-per-user 3, --max-unauthenticated-rate 5 (burst 10).
+    expect([0, 1, 2, 3].map(() => own.allocationQuota?.acquire("carol"))).toEqual([0, 0, 0, 486]);
+    const answers = () =>
+      Array.from({ length: 12 }, () => own.unauthenticatedLimiter?.allow("192.0.2.9", 10)).filter(
+        Boolean,
+      ).length;
+    expect(answers()).toBe(10);
+    expect(
+      limits.setLimits(
+        { ...processLimits(c), maxAllocationsPerUser: 4, unauthenticatedRate: 0 },
+        2,
+      ),
+    ).toBe(true);
+    expect(own.allocationQuota?.acquire("carol")).toBe(0);
+    expect(answers()).toBe(12);
   });
 
   it("draws from the system's randomness unless a seed is configured", () => {
@@ -126,10 +157,8 @@ describe("turnServerOptions: one engine", () => {
 
 describe("turnServerOptions: what varies", () => {
   it("verifies static users (--user) next to REST usernames", () => {
-    const o = turnServerOptions(config("--user", "bob:secret"), {
-      peerPolicy: policy,
-      unixTimeOffsetMs: 0,
-    });
+    const withBob = config("--user", "bob:secret");
+    const o = turnServerOptions(withBob, single(withBob));
     const now = 1_800_000_000;
     const bob = o.credentials.lookup("bob", "turnpike", now);
     expect(bob.ok && Buffer.from(bob.key)).toEqual(
@@ -139,17 +168,54 @@ describe("turnServerOptions: what varies", () => {
     expect(o.credentials.lookup(rest.username, "turnpike", now)).toMatchObject({ ok: true });
   });
 
-  it("revokes the union of --revoke and the users of --revoke-file", () => {
-    const c = { ...config("--revoke", "a"), revokeFileUsers: ["b", "c"] };
-    const o = turnServerOptions(c, { peerPolicy: policy, unixTimeOffsetMs: 0 });
-    expect([...(o.revokedUsers ?? [])]).toEqual(["a", "b", "c"]);
+  it("verifies REST usernames signed with any of several secrets, old-scheme pins only in their window", () => {
+    const now = 1_800_000_000;
+    const rotated = { ...config(), tokens: ["new-secret", TOKEN] };
+    const o = turnServerOptions(rotated, single(rotated));
+    for (const token of ["new-secret", TOKEN]) {
+      const rest = mintCredentials(token, { user: "alice", ttl: 600, uris: [], nowSeconds: now });
+      expect(o.credentials.lookup(rest.username, "turnpike", now)).toMatchObject({ ok: true });
+    }
+    const other = mintCredentials("gone", { user: "alice", ttl: 600, uris: [], nowSeconds: now });
+    const checked = o.credentials.lookup(other.username, "turnpike", now, "md5", () => false);
+    expect(checked).toMatchObject({ ok: false });
+    // A pin signed the old way (with the token itself, as a plain REST username).
+    const oldPin = mintCredentials(TOKEN, {
+      user: "acme;port=40007",
+      ttl: 600,
+      uris: [],
+      nowSeconds: now,
+    });
+    const key = longTermKeyMd5(oldPin.username, "turnpike", oldPin.password);
+    const verify = (k: Uint8Array) => Buffer.from(k).equals(Buffer.from(key));
+    const lookup = (c: RelayConfig) =>
+      turnServerOptions(c, single(c)).credentials.lookup(
+        oldPin.username,
+        "turnpike",
+        now,
+        "md5",
+        verify,
+      );
+    expect(lookup(rotated)).toMatchObject({ ok: false, reason: "legacy-pinned" });
+    expect(lookup({ ...rotated, legacyPinnedUntil: now + 60 })).toMatchObject({
+      ok: true,
+      legacyPinned: true,
+    });
+  });
+
+  it("revokes the union of --revoke and the entries of --revoke-file, each once", () => {
+    const c = { ...config("--revoke", "a"), revokeFileEntries: ["b", "static:c", "a"] };
+    const o = turnServerOptions(c, single(c));
+    expect([...(o.revokedUsers ?? [])]).toEqual(["a", "b", "static:c"]);
   });
 
   it("seeds the random source with --rng-seed plus the worker's index", () => {
     const c = config("--rng-seed", "41");
-    const one = turnServerOptions(c, { peerPolicy: policy, unixTimeOffsetMs: 0 });
+    const one = turnServerOptions(c, single(c));
+    const w = worker(1, 2);
     const second = turnServerOptions(c, {
-      worker: worker(1, 2),
+      worker: w,
+      limits: w.shared.limits,
       peerPolicy: policy,
       unixTimeOffsetMs: 0,
     });
@@ -162,6 +228,7 @@ describe("turnServerOptions: what varies", () => {
     const w = worker(1, 3, 1);
     const o = turnServerOptions(config("--min-port", "50000", "--max-port", "50299"), {
       worker: w,
+      limits: w.shared.limits,
       peerPolicy: policy,
       unixTimeOffsetMs: 0,
     });

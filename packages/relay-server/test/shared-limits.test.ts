@@ -73,6 +73,29 @@ describe("limits shared by workers", () => {
     expect(c!.totals().connections).toBe(3);
   });
 
+  it("changes the limits for every worker at once, never back to an older generation's", () => {
+    const [a, b] = limitsFor(2, 2, 20);
+    expect([a, b].map((w) => w!.acquireAllocation("alice"))).toEqual([0, 0]);
+    expect(b!.acquireAllocation("alice")).toBe(486);
+    const raised = {
+      maxAllocations: 20,
+      maxAllocationsPerUser: 3,
+      maxConnections: 20,
+      maxConnectionsPerIp: 2,
+      unauthenticatedRate: 10,
+    };
+    expect(a!.setLimits(raised, 3)).toBe(true);
+    expect(b!.acquireAllocation("alice")).toBe(0);
+    // Generation 2 arrives late (a worker that was slow to apply it): refused.
+    expect(b!.setLimits({ ...raised, maxAllocationsPerUser: 1 }, 2)).toBe(false);
+    expect(b!.setLimits({ ...raised, maxAllocationsPerUser: 1 }, 3)).toBe(false);
+    expect(b!.limits()).toEqual({ ...raised, generation: 3 });
+    // Lowered: what is held stays, new ones are refused until enough have ended.
+    expect(a!.setLimits({ ...raised, maxAllocationsPerUser: 1 }, 4)).toBe(true);
+    expect(a!.totals().allocations).toBe(3);
+    expect(a!.acquireAllocation("alice")).toBe(486);
+  });
+
   it("gives back exactly what a dead worker held", () => {
     const { views, supervisor } = stateFor(2);
     const [a, b] = views.map((v) => v.limits);

@@ -19,6 +19,11 @@ export interface Logger {
   enabled(level: LogLevel): boolean;
   /** A logger that adds `fields` to every line (the child's own fields win on conflict). */
   child(fields: LogFields): Logger;
+  /**
+   * Change the least severe level written, for this logger, its children and its parent alike
+   * (they share one sink): a configuration reload (turnpike-relay's SIGHUP).
+   */
+  setLevel(level: LogLevel): void;
   /** A logger for per-event warnings: at most `perWindow` lines per key per window, then a summary. */
   rateLimited(options?: RateLimitOptions): RateLimitedLogger;
 }
@@ -91,6 +96,9 @@ function makeLogger(sink: Sink, base: LogFields): Logger {
     debug: (msg, fields) => emit("debug", msg, fields),
     enabled: (level) => LEVEL_RANK[level] <= sink.rank,
     child: (fields) => makeLogger(sink, { ...base, ...fields }),
+    setLevel: (level) => {
+      sink.rank = LEVEL_RANK[level];
+    },
     rateLimited: (rateOptions) => createRateLimited(logger, rateOptions),
   };
   return logger;

@@ -35,6 +35,11 @@ export interface OptionSpec<T, G extends string = string> {
   readonly env?: string;
   /** What separates a repeatable option's items in its environment variable; default ",". */
   readonly envSeparator?: string;
+  /**
+   * Hand empty items of the environment variable (`a,,b`, a trailing comma) to parse() instead
+   * of dropping them, so it can refuse them: for secrets, where a stray comma must be told.
+   */
+  readonly keepEmptyEnvItems?: boolean;
   /** Text for help/docs where the default is not a literal. */
   readonly defaultText: string;
   /** Value when no source sets the option. */
@@ -225,7 +230,7 @@ export class OptionSet<O extends OptionTable> {
         ? text
             .split(s.envSeparator ?? ",")
             .map((v) => v.trim())
-            .filter((v) => v !== "")
+            .filter((v) => v !== "" || s.keepEmptyEnvItems === true)
         : text;
     }
     return { values, where: (name) => this.envName(name) };

@@ -24,3 +24,21 @@ describe("text log lines", () => {
     );
   });
 });
+
+describe("the log level", () => {
+  it("changes at run time for the logger, its children and its parent alike", () => {
+    const { lines, logger } = textLines();
+    const child = logger.child({ worker: 1 });
+    child.debug("hidden");
+    logger.setLevel("debug");
+    child.debug("shown");
+    expect(logger.enabled("debug")).toBe(true);
+    child.setLevel("warn");
+    logger.info("hidden too");
+    logger.warn("still shown");
+    expect(lines.map((l) => l.split(" ").slice(1, 3).join(" "))).toEqual([
+      "DEBUG shown",
+      "WARN still",
+    ]);
+  });
+});

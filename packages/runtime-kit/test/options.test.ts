@@ -102,6 +102,29 @@ describe("OptionSet", () => {
     expect(v.window).toEqual(["Mon, Tue", "Wed"]);
   });
 
+  it("hands empty environment list items to parse where the spec keeps them", () => {
+    const secrets = new OptionSet(
+      {
+        secret: {
+          group: "Network",
+          describe: "secrets (repeatable)",
+          repeatable: true,
+          keepEmptyEnvItems: true,
+          defaultText: "none",
+          default: [] as string[],
+          parse: (raw) => list(raw),
+        } satisfies OptionSpec<string[]>,
+      },
+      "KIT_",
+    );
+    expect(secrets.resolve([secrets.envLayer({ KIT_SECRET: "a,,b," })]).secret).toEqual([
+      "a",
+      "",
+      "b",
+      "",
+    ]);
+  });
+
   it("names the source of a bad value in a one-line ConfigError", () => {
     expect(() => parse(["--port", "70000"])).toThrow('--port must be 1..65535, got "70000"');
     expect(() => parse([], { KIT_PORT: "x" })).toThrow('KIT_PORT must be 1..65535, got "x"');

@@ -1,4 +1,4 @@
-// Where the long-term key for a USERNAME comes from (RFC 8489 §9.2, RFC 8656 §9.2).
+// Where the long-term key for a USERNAME comes from (RFC 8489 §9.2, RFC 8656 §5).
 //
 // Key rotation and MESSAGE-INTEGRITY: with shared-secret (TURN REST) credentials the key
 // depends on which secret minted the username, and the only way to know is to try each
@@ -15,7 +15,7 @@
 // secret), so lookups name them "static:alice" and "rest:alice". A REST username without a
 // user part ("<expiry>") names nobody but itself: "rest-expiry:<expiry>", a kind of its own,
 // so it never shares a principal with the REST user whose name happens to be those digits.
-// Allocation ownership (RFC 8656 §7: requests about an allocation come from the user that
+// Allocation ownership (RFC 8656 §5: requests about an allocation come from the user that
 // created it), the per-user quotas and the revocation list (revocation.ts) compare
 // principals, never bare names.
 

@@ -1,4 +1,5 @@
-// Long-term credential keys, RFC 8489 §9.2.2 (and RFC 8656 §9.2 / RFC 5389 §15.4).
+// Long-term credential keys, RFC 8489 §9.2.2 (and RFC 5389 §15.4); a server keeps
+// the key, never the password (RFC 8656 §6).
 //
 // The RFC runs realm and password through OpaqueString (RFC 8265, formerly SASLprep) first.
 // We deliberately hash the raw UTF-8 instead: coturn does no SASLprep, nor do browsers'

@@ -89,7 +89,7 @@ export class NonceIssuer {
 
   /**
    * @param secret at least 16 bytes from the injected RandomSource; all nonces die with it.
-   * @param lifetimeMs how long a nonce stays valid (RFC 8656 §9.2 suggests about an hour).
+   * @param lifetimeMs how long a nonce stays valid (RFC 8656 §5: expire it at least once an hour).
    * @param securityFeatures SecurityFeature bits advertised in the nonce cookie.
    */
   constructor(

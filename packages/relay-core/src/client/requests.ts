@@ -8,7 +8,7 @@
  *   CreatePermission  XOR-PEER-ADDRESS (RFC 8656 §10.1)
  *   ChannelBind       CHANNEL-NUMBER, XOR-PEER-ADDRESS (RFC 8656 §12.1)
  *   Connect           XOR-PEER-ADDRESS (RFC 6062 §4.3)
- *   Binding           nothing: the keep-alive (RFC 8489 §7), unsigned
+ *   Binding           nothing: the keep-alive (RFC 8489 §6.3.2), unsigned
  *
  * The others are signed with the long-term credentials (authentication.ts); every request
  * carries SOFTWARE when configured (RFC 8656 §5) and ends with FINGERPRINT (RFC 8489 §14.7).

@@ -41,7 +41,7 @@ export interface ChannelDataView {
 
 /**
  * Decode a ChannelData message without copying. Over UDP the datagram may carry trailing
- * padding (RFC 8656 §12.4: the receiver ignores it); a length beyond the bytes is malformed.
+ * padding (RFC 8656 §12.5, §12.6: the receiver ignores it); a length beyond the bytes is malformed.
  */
 export function decodeChannelData(bytes: Uint8Array): ChannelDataView | undefined {
   if (!isChannelData(bytes)) return undefined;

@@ -97,7 +97,7 @@ export type AttributeType = (typeof AttributeType)[keyof typeof AttributeType];
 /** Attribute types this implementation understands (RFC 8489 §14: anything else < 0x8000 gets a 420). */
 export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set(Object.values(AttributeType));
 
-/** RFC 8489 §14.8, RFC 8656 §18, RFC 6062 §6.3. */
+/** RFC 8489 §14.8, RFC 8656 §19, RFC 6062 §6.3. */
 export const ErrorCode = {
   TryAlternate: 300,
   BadRequest: 400,
@@ -120,7 +120,7 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
-/** Reason phrases: RFC 8489 §14.8 and RFC 8656 §18 recommend these texts. */
+/** Reason phrases: RFC 8489 §14.8 and RFC 8656 §19 recommend these texts. */
 export const REASON_PHRASES: Readonly<Record<number, string>> = {
   300: "Try Alternate",
   400: "Bad Request",
@@ -142,10 +142,10 @@ export const REASON_PHRASES: Readonly<Record<number, string>> = {
   508: "Insufficient Capacity",
 };
 
-/** RFC 8656 §14.7: REQUESTED-TRANSPORT carries an IANA protocol number. */
+/** RFC 8656 §18.8: REQUESTED-TRANSPORT carries an IANA protocol number. */
 export const TransportProtocol = { Udp: 17, Tcp: 6 } as const;
 
-/** RFC 8656 §14.1 / §14.8: address family values used in (XOR-)address attributes. */
+/** RFC 8489 §14.1, RFC 8656 §18.6: address family values used in (XOR-)address attributes. */
 export const AddressFamilyCode = { IPv4: 0x01, IPv6: 0x02 } as const;
 
 /** RFC 8489 §18.5: PASSWORD-ALGORITHM values. */

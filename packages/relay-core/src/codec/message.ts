@@ -241,7 +241,7 @@ export function readErrorCode(msg: StunMessage): { code: number; reason: string 
   return { code, reason };
 }
 
-/** UNKNOWN-ATTRIBUTES (RFC 8489 §14.9): a list of 16-bit types. */
+/** UNKNOWN-ATTRIBUTES (RFC 8489 §14.13): a list of 16-bit types. */
 export function readUnknownAttributes(msg: StunMessage): number[] | undefined {
   const v = readBytes(msg, AttributeType.UnknownAttributes);
   if (!v || v.length % 2 !== 0) return undefined;
@@ -250,21 +250,21 @@ export function readUnknownAttributes(msg: StunMessage): number[] | undefined {
   return out;
 }
 
-/** CHANNEL-NUMBER (RFC 8656 §14.1): 16-bit number followed by 16 bits RFFU. */
+/** CHANNEL-NUMBER (RFC 8656 §18.1): 16-bit number followed by 16 bits RFFU. */
 export function readChannelNumber(msg: StunMessage): number | undefined {
   const v = readBytes(msg, AttributeType.ChannelNumber);
   if (v?.length !== 4) return undefined;
   return (v[0]! << 8) | v[1]!;
 }
 
-/** REQUESTED-TRANSPORT (RFC 8656 §14.7): protocol number then 24 bits RFFU. */
+/** REQUESTED-TRANSPORT (RFC 8656 §18.8): protocol number then 24 bits RFFU. */
 export function readRequestedTransport(msg: StunMessage): number | undefined {
   const v = readBytes(msg, AttributeType.RequestedTransport);
   if (v?.length !== 4) return undefined;
   return v[0];
 }
 
-/** REQUESTED-ADDRESS-FAMILY / ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §14.6, §14.8): 4 or 6. */
+/** REQUESTED-ADDRESS-FAMILY / ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.6, §18.11): 4 or 6. */
 export function readAddressFamily(msg: StunMessage, type: number): 4 | 6 | "invalid" | undefined {
   const v = readBytes(msg, type);
   if (!v) return undefined;
@@ -274,7 +274,7 @@ export function readAddressFamily(msg: StunMessage, type: number): 4 | 6 | "inva
   return "invalid";
 }
 
-/** EVEN-PORT (RFC 8656 §14.4): the R bit asks to reserve the next port too. */
+/** EVEN-PORT (RFC 8656 §18.7): the R bit asks to reserve the next port too. */
 export function readEvenPort(msg: StunMessage): { reserveNext: boolean } | undefined {
   const v = readBytes(msg, AttributeType.EvenPort);
   if (!v || v.length < 1) return undefined;
@@ -421,7 +421,7 @@ export class StunMessageBuilder {
     return this.bytes(AttributeType.ErrorCode, v);
   }
 
-  /** ADDRESS-ERROR-CODE (RFC 8656 §14.11): family, then an ERROR-CODE-like value. */
+  /** ADDRESS-ERROR-CODE (RFC 8656 §18.12): family, then an ERROR-CODE-like value. */
   addressErrorCode(family: 4 | 6, code: number, reason = REASON_PHRASES[code] ?? ""): this {
     const text = utf8Encoder.encode(reason);
     const v = new Uint8Array(4 + text.length);

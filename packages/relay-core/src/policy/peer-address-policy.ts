@@ -1,4 +1,4 @@
-// Which peer addresses a relay may send to. RFC 8656 §21 (and §17 on permissions) warns
+// Which peer addresses a relay may send to. RFC 8656 §21 (§21.2 on permissions) warns
 // that a TURN server is an open door into the network it sits in: without a policy a
 // client can ask the relay to talk to 127.0.0.1, the metadata service at 169.254.169.254
 // or anything on the relay's private LAN. Default: deny every special-purpose range of

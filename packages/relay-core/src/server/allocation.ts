@@ -1,7 +1,7 @@
 /**
- * One allocation (RFC 8656 §2.2, §5) and the rules that concern it alone: its relayed
+ * One allocation (RFC 8656 §3.2, §6) and the rules that concern it alone: its relayed
  * transport addresses, its lifetime, its permissions (§9: per peer IP, all or none per
- * request) and channel bindings (§11, §12: one number per peer and one peer per number, a
+ * request) and channel bindings (§12: one number per peer and one peer per number, a
  * cool-down after expiry). The server decides who may ask (authentication, ownership, peer
  * policy) and keeps the tables of allocations; what an allocation holds, and for how long, is
  * decided here.
@@ -14,9 +14,10 @@ import type { AllocationBandwidth } from "./bandwidth.js";
 import type { OffloadEntry } from "./channel-offload.js";
 import { type AddressKeys, ip4PortKey, ipv6Words, sameWords } from "./datagram-source.js";
 import type { Lifetimes } from "./options.js";
+import type { Reply } from "./responses.js";
 import type { ServerStats } from "./stats.js";
 
-/** How the client reaches the server: the "client" half of the 5-tuple (RFC 8656 §2.2). */
+/** How the client reaches the server: the "client" half of the 5-tuple (RFC 8656 §3.2). */
 export type ClientTransport = "udp" | "tcp" | "tls";
 
 /**
@@ -131,7 +132,7 @@ export interface AllocationRules {
 
 export type AllocationState = "binding" | "active";
 
-/** RFC 8656 §7.2 "desired lifetime": min(requested, max), but never below the default. */
+/** RFC 8656 §8.2 "desired lifetime" (and §7.2): min(requested, max), never below the default. */
 export function desiredLifetime(requested: number | undefined, lifetimes: Lifetimes): number {
   const { defaultAllocation, maxAllocation } = lifetimes;
   if (requested === undefined) return defaultAllocation;
@@ -155,6 +156,8 @@ export class Allocation {
   deleted = false;
   /** The Allocate success, kept so a retransmitted Allocate gets identical bytes (RFC 8656 §7.2). */
   allocateResponse: Uint8Array | undefined;
+  /** The Allocate still waiting for its relay sockets to bind (relay-sockets.ts answers it). */
+  pendingAllocate: Reply | undefined = undefined;
   /** Families asked for that could not be served (reported with ADDRESS-ERROR-CODE). */
   readonly familyErrors: { family: 4 | 6; code: number }[] = [];
   /** RFC 8656 §7.2: the token naming the port reserved next to this one (EVEN-PORT R bit). */
@@ -171,7 +174,7 @@ export class Allocation {
     readonly client: ClientRecord,
     /** The USERNAME that created it (for logs; a TURN REST one may be renewed meanwhile). */
     readonly username: string,
-    /** Who owns it: later requests must speak for the same principal (RFC 8656 §7, 441). */
+    /** Who owns it: later requests must speak for the same principal (RFC 8656 §5, 441). */
     readonly principal: Principal,
     /** The long-term key, to sign responses sent after an asynchronous step (port binding). */
     readonly key: Uint8Array,
@@ -186,7 +189,7 @@ export class Allocation {
     this.#rules = rules;
   }
 
-  /** Relays (and answers for itself) from now until `lifetimeSeconds` from `now` (§7.3). */
+  /** Relays (and answers for itself) from now until `lifetimeSeconds` from `now` (§8.2). */
   refresh(lifetimeSeconds: number, now: number): void {
     this.expiresAt = now + lifetimeSeconds * 1000;
   }
@@ -248,11 +251,11 @@ export class Allocation {
   }
 
   // ---------------------------------------------------------------------------------------
-  // Channel bindings (RFC 8656 §11, §12)
+  // Channel bindings (RFC 8656 §12)
 
   /**
    * Bind channel `number` to `peer` through `relay`, or refresh that binding, and install or
-   * refresh the peer's permission with it (§11.2). 400 when the number or the peer is bound
+   * refresh the peer's permission with it (§12.2). 400 when the number or the peer is bound
    * (or cooling down) to another, 508 over the permission or channel limit, else 0.
    */
   bindChannel(number: number, peer: TransportAddress, relay: RelaySocket, now: number): number {
@@ -265,7 +268,7 @@ export class Allocation {
         : ip4PortKey(peerIp4, peer.port);
     const byNumber = this.channels.get(number);
     const byPeer = this.channelsByPeer.get(peerKey);
-    // §11.2: a number is bound to one peer, a peer to one number, including during the
+    // §12.2: a number is bound to one peer, a peer to one number, including during the
     // cool-down after expiry (§12); rebinding the same pair refreshes it.
     if ((byNumber && byNumber.peerKey !== peerKey) || (byPeer && byPeer.number !== number)) {
       return 400;
@@ -355,7 +358,7 @@ export class Allocation {
   // Ending
 
   /**
-   * RFC 8656 §7.3: a Refresh deleting one family of a dual allocation. Its relayed address,
+   * RFC 8656 §8.2: a Refresh deleting one family of a dual allocation. Its relayed address,
    * and the permissions and channels of peers of that family, are gone; returns the relay
    * socket to close.
    */
@@ -379,7 +382,7 @@ export class Allocation {
     return socket;
   }
 
-  /** The allocation is deleted: it holds no permission or channel any more (§7). */
+  /** The allocation is deleted: it holds no permission or channel any more (§9, §12). */
   clear(): void {
     const stats = this.#rules.stats;
     stats.permissionsActive -= this.permissions.size;

@@ -8,7 +8,7 @@
  * The rule: a channel binding of a UDP client's allocation is offloaded exactly while the
  * server's own data path relays it (data-path.ts, channelData and peerDatagram): while `now` is
  * before the earliest of the channel's expiry (§12), its peer permission's (§9: without one,
- * data must not flow even on a bound channel) and the allocation's (§7). That instant travels
+ * data must not flow even on a bound channel) and the allocation's (§6). That instant travels
  * with the entry as `expiresAt`, so a runtime that honours it is right even when its timer
  * fires late; "end-offload" is the cleanup that follows, and the answer to every other way an
  * allocation ends. Over TCP/TLS, ChannelData stays with the server (framing, §12.5).
@@ -53,7 +53,7 @@ export class ChannelOffload {
 
   /**
    * End the entries of `allocation`'s channels (those relayed over `family` only, when given):
-   * the allocation, or that relayed address of it, is going (RFC 8656 §7.3).
+   * the allocation, or that relayed address of it, is going (RFC 8656 §8.2).
    */
   end(allocation: Allocation, family?: 4 | 6): void {
     for (const binding of allocation.channels.values()) {

@@ -186,7 +186,7 @@ export class DataPath {
   // Routing
 
   /**
-   * RFC 8656 §12.4: ChannelData `buf[start..end)` from a client goes to the bound peer, if
+   * RFC 8656 §12.6: ChannelData `buf[start..end)` from a client goes to the bound peer, if
    * still permitted. One map lookup (the channel); the binding holds its permission.
    */
   channelData(
@@ -202,7 +202,7 @@ export class DataPath {
     }
     if (end - start < 4) return this.#drop("malformed-channel-data");
     const length = (buf[start + 2]! << 8) | buf[start + 3]!;
-    // RFC 8656 §12.4: the datagram may be longer (padding), never shorter than the length.
+    // RFC 8656 §12.6: the datagram may be longer (padding), never shorter than the length.
     if (start + 4 + length > end) return this.#drop("malformed-channel-data");
     const binding = allocation.channels.get((buf[start]! << 8) | buf[start + 1]!);
     if (binding === undefined || binding.expiresAt <= now) return this.#drop("no-channel");
@@ -266,7 +266,7 @@ export class DataPath {
 
   /**
    * A datagram `buf[start..end)` from peer `from` arriving on relay socket `relay` (RFC 8656
-   * §11.3, §12.4). A bound channel costs one map lookup here; an unbound peer a second one
+   * §11.3, §12.7). A bound channel costs one map lookup here; an unbound peer a second one
    * (its permission) and a Data indication built for it.
    */
   peerDatagram(
@@ -280,7 +280,7 @@ export class DataPath {
     const socket = this.#relays.get(relay);
     if (socket === undefined || socket.state !== "bound") return this.#drop("no-allocation");
     const allocation = socket.allocation;
-    // An allocation past its lifetime relays nothing, whether or not its timer ran (RFC 8656 §7).
+    // An allocation past its lifetime relays nothing, whether or not its timer ran (RFC 8656 §6).
     if (allocation.state !== "active" || allocation.expiresAt <= now) {
       return this.#drop("no-allocation");
     }
@@ -298,7 +298,7 @@ export class DataPath {
       // RFC 8656 §9: without a live permission for the peer's IP the datagram is discarded.
       if (binding.permission.expiresAt <= now) return this.#drop("no-permission");
       if (!this.#withinLimits(allocation, end - start, now)) return RouteKind.None;
-      // RFC 8656 §12.4: a bound peer's data goes back as ChannelData.
+      // RFC 8656 §12.7: a bound peer's data goes back as ChannelData.
       route.client = allocation.client;
       route.channel = binding.number;
       route.data = buf;
@@ -314,7 +314,7 @@ export class DataPath {
     ) {
       return this.#drop("no-permission");
     }
-    // RFC 8656 §11.4: otherwise as a Data indication with XOR-PEER-ADDRESS and DATA. Its
+    // RFC 8656 §11.3: otherwise as a Data indication with XOR-PEER-ADDRESS and DATA. Its
     // attributes must fit STUN's 16-bit length (RFC 8489 §5): a near-maximal IPv6 datagram
     // cannot be carried that way, only over a channel.
     const length = end - start;

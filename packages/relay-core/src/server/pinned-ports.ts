@@ -1,14 +1,17 @@
 /**
- * Pinned relay ports (auth/pinned-username.ts) on the allocation side: which allocation of this
- * server holds each pinned port, the claim every Allocate with a pin makes in PinnedPortOwners
- * (the server's own, or a table engines share), and the takeover by the same principal. Port
- * numbers themselves are relay-port-pool.ts's.
+ * Pinned ports (Turnpike's own; RFC 8656 §7.2 leaves the choice of the relayed transport address
+ * to the server): credentials that name their relay port (auth/pinned-username.ts) get exactly
+ * that port, on every family their Allocate asks for. Which allocation of this server holds
+ * each pinned port, the claim every such Allocate makes in PinnedPortOwners (this server's own,
+ * or a table engines serving one relay share: pinned-port-owners.ts), and which stale holder of
+ * the same principal gives it up:
  *
  *   another principal holds the port (any family, any protocol, any engine)   403
- *   the same principal holds it on the same family, in this engine            that allocation
- *                                                                             ends ("taken-over")
+ *   the same principal holds it on the same family, in this engine            the caller ends it
  *   ... in another engine                                                     "release-pinned-port"
  *                                                                             for the runtime
+ *
+ * The port numbers themselves are relay-port-pool.ts's.
  */
 
 import { ErrorCode } from "../codec/constants.js";
@@ -21,36 +24,37 @@ import type { Reply } from "./responses.js";
 import type { Emit } from "./types.js";
 
 export class PinnedPorts {
-  /** The allocation of this server holding each pinned port, keyed family * 65536 + port. */
+  /** The allocation holding each pinned port, keyed family * 65536 + port. */
   readonly #holders = new Map<number, Allocation>();
-  readonly #owners: PinnedPortOwners;
   readonly #ports: RelayPortPool;
+  readonly #owners: PinnedPortOwners;
   readonly #emit: Emit;
 
-  constructor(owners: PinnedPortOwners, ports: RelayPortPool, emit: Emit) {
-    this.#owners = owners;
+  constructor(ports: RelayPortPool, owners: PinnedPortOwners, emit: Emit) {
     this.#ports = ports;
+    this.#owners = owners;
     this.#emit = emit;
   }
 
   /**
-   * Pinned credentials get exactly their port, on every family asked for, for the allocation
-   * `id` about to be made. Refused (403 with a reason phrase saying which rule) when the port is
-   * not in the pinned range or another principal holds it. An allocation of the same principal
-   * holding it on the same family is stale (a tunnel that restarted or lost its connection): it
-   * is ended (`end`), here at once, in another engine by the runtime, so the newer one does not
-   * wait out the old lifetime. Returns false when a reply was sent.
+   * May an Allocate of `auth`, to be allocation `id`, take pinned `port` on `families`? Refused
+   * (403 with a reason phrase saying which rule) when the port is not in the pinned range or
+   * another principal holds it, on any family, in any engine: undefined, the reply sent. Else
+   * the port is claimed for `id`, and the allocations of the same principal that hold it in
+   * this engine are returned: they are stale (a tunnel that restarted or lost its connection)
+   * and the caller ends them at once, so the newer one does not wait out the old lifetime. A
+   * stale holder in another engine is named in a "release-pinned-port" output.
    */
-  take(
+  claim(
     port: number | undefined,
     families: readonly (4 | 6)[],
     auth: Authenticated,
     id: AllocationId,
     reply: Reply,
-    end: (stale: Allocation) => void,
-  ): boolean {
-    const range = this.#ports.pinned;
-    if (port === undefined || !this.#ports.isPinnable(port)) {
+  ): Set<Allocation> | undefined {
+    const ports = this.#ports;
+    if (port === undefined || !ports.isPinnable(port)) {
+      const range = ports.pinned;
       const shown = port === undefined ? "in USERNAME" : String(port);
       reply.error(
         ErrorCode.Forbidden,
@@ -59,19 +63,22 @@ export class PinnedPorts {
           ? `Forbidden: pinned port ${shown} refused, this relay has no pinned port range`
           : `Forbidden: pinned port ${shown} is outside this relay's pinned range ${range.min}-${range.max}`,
       );
-      return false;
+      return undefined;
     }
-    const refuse = (): false => {
+    const refuse = () => {
       reply.error(
         ErrorCode.Forbidden,
         undefined,
         `Forbidden: pinned port ${port} is held by another user`,
       );
-      return false;
+      return undefined;
     };
+    const stale = new Set<Allocation>();
     for (const family of families) {
       const holder = this.#holders.get(pinKey(family, port));
-      if (holder !== undefined && holder.principal !== auth.principal) return refuse();
+      if (holder === undefined) continue;
+      if (holder.principal !== auth.principal) return refuse();
+      stale.add(holder);
     }
     const claimed: (4 | 6)[] = [];
     const elsewhere: { family: 4 | 6; engine: number; allocation: AllocationId }[] = [];
@@ -84,66 +91,40 @@ export class PinnedPorts {
       claimed.push(family);
       if (claim !== "claimed") elsewhere.push({ family, ...claim });
     }
-    const stale = new Set<Allocation>();
-    for (const family of families) {
-      const key = pinKey(family, port);
-      const holder = this.#holders.get(key);
-      if (holder === undefined) continue;
-      this.#holders.delete(key);
-      stale.add(holder);
-    }
-    for (const holder of stale) end(holder);
     for (const e of elsewhere) {
-      this.#emit({
-        type: "release-pinned-port",
-        engine: e.engine,
-        allocation: e.allocation,
-        family: e.family,
-        port,
-        principal: auth.principal,
-      });
+      this.#emit({ type: "release-pinned-port", ...e, port, principal: auth.principal });
     }
-    return true;
+    return stale;
   }
 
-  /** The Allocate that `take` let through failed before its allocation existed (its quota). */
+  /** The Allocate `claim` let through failed before its allocation existed (its quota). */
   undo(port: number, families: readonly (4 | 6)[], id: AllocationId): void {
     for (const family of families) this.#owners.release(port, family, id);
   }
 
-  /** The allocation `take` let through exists: it holds the port on `families`. */
-  hold(allocation: Allocation, port: number, families: readonly (4 | 6)[]): void {
+  /** `allocation` now holds pinned `port` on `families`. */
+  hold(allocation: Allocation, families: readonly (4 | 6)[], port: number): void {
+    allocation.pinnedPort = port;
     for (const family of families) this.#holders.set(pinKey(family, port), allocation);
   }
 
-  /** A relay socket's port was given back: if it was its allocation's pin, so is the claim. */
-  released(socket: RelaySocket): void {
+  /**
+   * The allocation holding pinned `port` of `family` here, if it is `id` of `principal` (another
+   * engine names it as the stale holder of a port it took over).
+   */
+  holder(family: 4 | 6, port: number, id: AllocationId, principal: string): Allocation | undefined {
+    const holder = this.#holders.get(pinKey(family, port));
+    return holder?.id === id && holder.principal === principal ? holder : undefined;
+  }
+
+  /** Give a relay socket's port back (and its pin and claim, if its allocation held one). */
+  releasePort(socket: RelaySocket): void {
+    this.#ports.release(socket.family, socket.port);
     const allocation = socket.allocation;
     if (allocation.pinnedPort !== socket.port) return;
     const key = pinKey(socket.family, socket.port);
     if (this.#holders.get(key) === allocation) this.#holders.delete(key);
     this.#owners.release(socket.port, socket.family, allocation.id);
-  }
-
-  /**
-   * Another engine took pinned `port` on `family` over for `principal` (its claim names
-   * `allocation` of this engine as the stale holder): that allocation ends (`end`), if it
-   * still holds the port. "none": it does not (ended meanwhile, or the port was claimed here
-   * again since: the newer claim stays).
-   */
-  releaseFor(
-    family: 4 | 6,
-    port: number,
-    allocation: AllocationId,
-    principal: string,
-    end: (stale: Allocation) => void,
-  ): "released" | "none" {
-    const holder = this.#holders.get(pinKey(family, port));
-    if (holder === undefined || holder.id !== allocation || holder.principal !== principal) {
-      return "none";
-    }
-    end(holder);
-    return "released";
   }
 }
 

@@ -3,7 +3,7 @@
  * carry no valid credentials (Binding successes, 401/438 challenges, 400s before
  * authentication). Those answers are several times larger than the requests that trigger
  * them, so without a cap a relay is a UDP amplifier for spoofed sources (RFC 8489 §16.1.2
- * warns about it; RFC 8656 §21.1.4 about resource exhaustion). Authenticated traffic is not
+ * warns about it; RFC 8656 §21.3.1 about resource exhaustion). Authenticated traffic is not
  * limited here: credentials and the allocation quotas govern it.
  */
 import { evictOldestAtCap } from "../insertion-order.js";

@@ -4,11 +4,11 @@
  *
  * Two disjoint ranges:
  *   dynamic  minPort..maxPort: ordinary allocations get a random free port here (RFC 8656
- *            §7.2 suggests random choice, so relayed addresses are hard to guess);
+ *            §21.1.7 suggests random choice, so relayed addresses are hard to guess);
  *   pinned   pinnedMin..pinnedMax (optional): only credentials that pin a port
  *            (auth/pinned-username.ts) get a port here, always the one they name, so a
  *            dynamic allocation can never occupy a port a platform assigned to a customer.
- * EVEN-PORT reservations (RFC 8656 §7.2, §14.9): the odd partner of an even port stays taken
+ * EVEN-PORT reservations (RFC 8656 §7.2, §18.10): the odd partner of an even port stays taken
  * for ~30 s under a RESERVATION-TOKEN, for the client's second Allocate. A reservation outlives
  * the allocation that made it, so reservations are bounded: at most one port in eight of the
  * dynamic range per family is held by them (the server also counts each against its
@@ -116,7 +116,7 @@ export class RelayPortPool {
     return undefined;
   }
 
-  /** RFC 8656 §14.9 EVEN-PORT: an even dynamic port, with port+1 free too when it is to be reserved. */
+  /** RFC 8656 §18.7 EVEN-PORT: an even dynamic port, with port+1 free too when it is to be reserved. */
   pickEven(family: 4 | 6, withNext: boolean): number | undefined {
     const used = this.#inUse[family];
     const { min, max } = this.dynamic;
@@ -134,7 +134,7 @@ export class RelayPortPool {
   }
 
   // -----------------------------------------------------------------------------------------
-  // RESERVATION-TOKEN (RFC 8656 §7.2, §14.9)
+  // RESERVATION-TOKEN (RFC 8656 §7.2, §18.10)
 
   /** True while `family` holds fewer reservations than its bound. */
   canReserve(family: 4 | 6): boolean {

@@ -3,63 +3,58 @@
  * go in; outputs, a next timeout and data-path routes come out. See README.md for the call
  * order the runtime follows.
  *
- * This file is the dispatcher: the runtime's inputs, and each request method to the module
- * that implements it.
+ * This file is the surface: the runtime's inputs, the operator's calls and the outputs. Each
+ * concern lives in the module named for it:
  *
  *   data-path.ts       ChannelData, Send and Data indications (RFC 8656 §11, §12.4)
+ *   requests.ts        STUN requests: Binding, then each TURN method to its module (RFC 8489 §6.3)
  *   authentication.ts  long-term credentials, nonces, PASSWORD-ALGORITHMS (RFC 8489 §9.2)
  *   responses.ts       signing, the unauthenticated rate cap, retransmissions (RFC 8489 §6.3.1)
- *   allocations.ts     Allocate, relay sockets, deletion and expiry (RFC 8656 §7)
- *   allocation.ts      one allocation's lifetime, permissions and channels (§7, §9, §11, §12)
+ *   allocate.ts        Allocate: checks, families, quotas, ports (RFC 8656 §7.2)
+ *   relay-sockets.ts   the relay sockets the runtime binds, the Allocate success (RFC 8656 §7.2)
+ *   pinned-ports.ts    pinned ports: who holds each, takeover of a stale holder (and with
+ *                      pinned-port-owners.ts, one principal per port across engines)
+ *   refresh.ts         Refresh: lifetime, deletion with LIFETIME 0 (RFC 8656 §8.2)
+ *   permissions.ts     CreatePermission, ChannelBind (RFC 8656 §10.2, §12.2)
+ *   allocations.ts     the live allocations, deletion, expiry, revocation, shutdown (RFC 8656 §6)
+ *   allocation.ts      one allocation's lifetime, permissions and channels (§6, §9, §12)
  *   tcp-relay.ts       Connect, ConnectionAttempt, ConnectionBind (RFC 6062)
  *   bandwidth.ts       token buckets on relayed bytes, per allocation and per user
  *   deadlines.ts       when each allocation next needs attention
  */
 
 import type { CredentialStore } from "../auth/credentials.js";
-import type { TransportAddress } from "../codec/address.js";
 import {
-  AttributeType,
   ErrorCode,
   MAX_CHANNEL,
   MAX_LEGACY_CHANNEL,
   MessageClass,
   Method,
-  MIN_CHANNEL,
 } from "../codec/constants.js";
-import {
-  decodeStun,
-  readAddressFamily,
-  readAllXorAddresses,
-  readChannelNumber,
-  readUint32,
-  readXorAddress,
-  type StunMessage,
-} from "../codec/message.js";
+import { decodeStun } from "../codec/message.js";
 import type { AllocationId, ConnectionId, ListenerId, PeerConnectionId, RelayId } from "../ids.js";
 import { OutputQueue } from "../output-queue.js";
 import { PeerAddressPolicy } from "../policy/peer-address-policy.js";
-import {
-  type Allocation,
-  type AllocationRules,
-  type ClientEndpoint,
-  type ClientRecord,
-  type ClientTransport,
-  desiredLifetime,
-} from "./allocation.js";
+import { AllocateRequests } from "./allocate.js";
+import type { Allocation, ClientEndpoint, ClientRecord, ClientTransport } from "./allocation.js";
 import { LocalAllocationQuota } from "./allocation-quota.js";
-import { Allocations } from "./allocations.js";
+import { type AllocationContext, Allocations } from "./allocations.js";
 import { Authenticator } from "./authentication.js";
 import { type BandwidthLimit, BandwidthLimits } from "./bandwidth.js";
 import { ChannelOffload } from "./channel-offload.js";
 import { DataPath, udpEndpoint } from "./data-path.js";
 import { AddressKeys, DatagramSource } from "./datagram-source.js";
 import { Deadlines } from "./deadlines.js";
-import { DEFAULT_LIFETIMES, type Lifetimes, type TurnServerOptions } from "./options.js";
+import { DEFAULT_LIFETIMES, type TurnServerOptions } from "./options.js";
+import { PermissionRequests } from "./permissions.js";
 import { LocalPinnedPortOwners } from "./pinned-port-owners.js";
+import { PinnedPorts } from "./pinned-ports.js";
 import { SourceRateLimiter } from "./rate-limit.js";
+import { RefreshRequests } from "./refresh.js";
 import { RelayPortPool } from "./relay-port-pool.js";
-import { Reply, Responder, ResponseCache } from "./responses.js";
+import { RelaySockets } from "./relay-sockets.js";
+import { ClientRequests } from "./requests.js";
+import { Responder, ResponseCache } from "./responses.js";
 import { createServerStats, type DropReason, type ServerStats } from "./stats.js";
 import { TcpRelay } from "./tcp-relay.js";
 import { type AllocationInfo, type Route, RouteKind, type TurnServerOutput } from "./types.js";
@@ -70,18 +65,13 @@ export class TurnServer {
   readonly route: Route;
 
   readonly #outputs = new OutputQueue<TurnServerOutput>();
-  readonly #lifetimes: Lifetimes;
-  readonly #policy: PeerAddressPolicy;
-  readonly #maxChannel: number;
   readonly #data: DataPath;
   readonly #responder: Responder;
-  readonly #responses: ResponseCache;
   readonly #auth: Authenticator;
+  readonly #requests: ClientRequests;
   readonly #allocations: Allocations;
-  readonly #deadlines = new Deadlines<Allocation>();
+  readonly #relaySockets: RelaySockets;
   readonly #tcp: TcpRelay;
-  /** Channel offload outputs (options.channelOffload), else undefined: no work at all. */
-  readonly #offload: ChannelOffload | undefined;
   /** The source of string-addressed input (handleUdpClient, handlePeerData), reused. */
   readonly #textSource = new DatagramSource();
   readonly #bandwidth: BandwidthLimits;
@@ -93,17 +83,14 @@ export class TurnServer {
     const stats = this.stats;
     this.#bandwidth = new BandwidthLimits(options);
     const lifetimes = { ...DEFAULT_LIFETIMES, ...options.lifetimes };
-    this.#lifetimes = lifetimes;
-    this.#policy = options.peerPolicy ?? new PeerAddressPolicy();
-    this.#maxChannel = options.legacyChannelNumbers ? MAX_LEGACY_CHANNEL : MAX_CHANNEL;
+    const policy = options.peerPolicy ?? new PeerAddressPolicy();
     const secret = options.secret ?? new Uint8Array(32);
     if (options.secret === undefined) options.random.fillBytes(secret);
     const emit = (output: TurnServerOutput) => {
       this.#outputs.push(output);
     };
-    this.#offload = options.channelOffload ? new ChannelOffload(emit) : undefined;
     const keys = new AddressKeys(secret);
-    this.#data = new DataPath(keys, stats, options.random, this.#policy);
+    this.#data = new DataPath(keys, stats, options.random, policy);
     this.route = this.#data.route;
     this.#responder = new Responder(
       emit,
@@ -112,7 +99,6 @@ export class TurnServer {
         new SourceRateLimiter(options.maxUnauthenticatedRate ?? 200),
       stats,
     );
-    this.#responses = new ResponseCache(lifetimes.responseCache);
     this.#auth = new Authenticator(
       {
         realm: options.realm,
@@ -125,11 +111,11 @@ export class TurnServer {
       this.#responder,
       stats,
     );
-    const deadlines = this.#deadlines;
+    const deadlines = new Deadlines<Allocation>();
     this.#tcp = new TcpRelay(
       {
         random: options.random,
-        policy: this.#policy,
+        policy,
         maxPerAllocation: options.maxTcpConnectionsPerAllocation ?? 100,
         connectionIds: options.connectionIds,
       },
@@ -139,39 +125,53 @@ export class TurnServer {
       deadlines,
       this.#data,
     );
-    const rules: AllocationRules = {
-      keys,
-      stats,
-      lifetimes,
-      maxPermissions: options.maxPermissionsPerAllocation ?? Number.POSITIVE_INFINITY,
-      maxChannels: options.maxChannelsPerAllocation ?? Number.POSITIVE_INFINITY,
-    };
-    this.#allocations = new Allocations(
-      {
-        relayAddresses: options.relayAddresses,
-        ports: new RelayPortPool({
-          dynamic: { min: options.minPort ?? 49152, max: options.maxPort ?? 65535 },
-          pinned: options.pinnedPorts,
-          random: options.random,
-        }),
-        quota:
-          options.allocationQuota ??
-          new LocalAllocationQuota(options.maxAllocations, options.maxAllocationsPerUser),
-        pinnedOwners: options.pinnedPortOwners ?? new LocalPinnedPortOwners(),
-        reservations: options.reservationExchange,
+    const context: AllocationContext = {
+      relayAddresses: options.relayAddresses,
+      ports: new RelayPortPool({
+        dynamic: { min: options.minPort ?? 49152, max: options.maxPort ?? 65535 },
+        pinned: options.pinnedPorts,
         random: options.random,
+      }),
+      quota:
+        options.allocationQuota ??
+        new LocalAllocationQuota(options.maxAllocations, options.maxAllocationsPerUser),
+      reservations: options.reservationExchange,
+      random: options.random,
+      lifetimes,
+      alternateServer: options.alternateServer,
+      offload: options.channelOffload ? new ChannelOffload(emit) : undefined,
+      bandwidth: this.#bandwidth,
+      rules: {
+        keys,
+        stats,
         lifetimes,
-        alternateServer: options.alternateServer,
-        offload: this.#offload,
-        bandwidth: this.#bandwidth,
+        maxPermissions: options.maxPermissionsPerAllocation ?? Number.POSITIVE_INFINITY,
+        maxChannels: options.maxChannelsPerAllocation ?? Number.POSITIVE_INFINITY,
       },
-      rules,
       emit,
-      this.#responder,
+      responder: this.#responder,
       stats,
-      this.#data,
+      data: this.#data,
       deadlines,
-      this.#tcp,
+      tcp: this.#tcp,
+    };
+    const owners = options.pinnedPortOwners ?? new LocalPinnedPortOwners();
+    const pinned = new PinnedPorts(context.ports, owners, emit);
+    this.#allocations = new Allocations(context, pinned);
+    this.#relaySockets = new RelaySockets(context, this.#allocations, pinned);
+    const maxChannel = options.legacyChannelNumbers ? MAX_LEGACY_CHANNEL : MAX_CHANNEL;
+    this.#requests = new ClientRequests(
+      this.#responder,
+      new ResponseCache(lifetimes.responseCache),
+      this.#auth,
+      stats,
+      this.#allocations,
+      {
+        allocate: new AllocateRequests(context, this.#allocations, this.#relaySockets, pinned),
+        refresh: new RefreshRequests(context, this.#allocations),
+        permissions: new PermissionRequests(context, policy, maxChannel),
+        tcp: this.#tcp,
+      },
     );
   }
 
@@ -268,7 +268,7 @@ export class TurnServer {
 
   /**
    * A datagram `buf[start..end)` from peer `from` arriving on relay socket `relay` (RFC 8656
-   * §11.3, §12.4); the route's byte range refers to `buf`.
+   * §11.3, §12.7); the route's byte range refers to `buf`.
    */
   handlePeerDatagram(
     relay: RelayId,
@@ -286,12 +286,12 @@ export class TurnServer {
    * back in routes as `route.relayHandle`.
    */
   handleRelayBound(relay: RelayId, now: number, handle = -1): void {
-    this.#allocations.relayBound(relay, now, handle);
+    this.#relaySockets.bound(relay, now, handle);
   }
 
   /** The runtime could not bind relay socket `relay`: another port is tried (bounded), else 508. */
   handleRelayBindFailed(relay: RelayId, now: number): void {
-    this.#allocations.relayBindFailed(relay, now);
+    this.#relaySockets.bindFailed(relay, now);
   }
 
   /**
@@ -382,28 +382,31 @@ export class TurnServer {
   }
 
   /**
+   * The answer to another engine's "release-pinned-port" output (engines sharing
+   * `pinnedPortOwners`; its family, port, allocation and principal): that engine took the
+   * pinned port over, and `allocation` of this engine held it. It ends at once ("taken-over") if
+   * it still holds the port: "released"; else "none" (ended meanwhile, or a newer claim here
+   * holds it).
+   */
+  releasePinnedPort(
+    release: {
+      readonly family: 4 | 6;
+      readonly port: number;
+      readonly allocation: AllocationId;
+      readonly principal: string;
+    },
+    now: number,
+  ): "released" | "none" {
+    return this.#allocations.releasePinnedPort(release, now);
+  }
+
+  /**
    * Another engine took this engine's reservation `token` (its "reservation-taken" output,
    * engines sharing `reservationExchange`): the reserved port is no longer held here, and the
    * reservation no longer counted (its quota count moved with it).
    */
   handleReservationTaken(token: Uint8Array): void {
     this.#allocations.reservationTaken(token);
-  }
-
-  /**
-   * The answer to another engine's "release-pinned-port" output (engines sharing
-   * `pinnedPortOwners`): that engine took pinned `port` on `family` over for `principal`, and
-   * this engine's `allocation` held it. It ends at once ("taken-over") if it still holds the
-   * port: "released"; else "none" (ended meanwhile, or a newer claim here holds it).
-   */
-  releasePinnedPort(
-    family: 4 | 6,
-    port: number,
-    allocation: AllocationId,
-    principal: string,
-    now: number,
-  ): "released" | "none" {
-    return this.#allocations.releasePinnedPort(family, port, allocation, principal, now);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -463,7 +466,8 @@ export class TurnServer {
     const decoded = decodeStun(data);
     if (!decoded.ok) {
       this.#drop("malformed");
-      // RFC 8489 §6.3: a request we can parse the header of gets a 400 rather than silence.
+      // RFC 8489 §6.3 discards a malformed message silently; a request whose header parses
+      // gets a 400 instead, so its sender learns why.
       const header = decoded.header;
       if (
         header &&
@@ -482,237 +486,19 @@ export class TurnServer {
     }
     const msg = decoded.message;
     if (msg.messageClass === MessageClass.Request) {
-      this.#handleRequest(endpoint, client, msg, now);
+      this.#requests.handle(endpoint, client, msg, now);
       return RouteKind.None;
     }
     if (msg.messageClass === MessageClass.Indication) {
       if (msg.method === Method.Send) return this.#data.send(client, msg, now);
-      // A Binding indication is a keep-alive (RFC 8489 §3): nothing to do.
+      // A Binding indication is a keep-alive (RFC 8489 §6.3.2): nothing to do.
       if (msg.method === Method.Binding) return RouteKind.None;
     }
     return this.#drop("unexpected-message");
-  }
-
-  /** A request: Binding, or a TURN method from an authenticated client (RFC 8656 §4). */
-  #handleRequest(
-    endpoint: ClientEndpoint,
-    client: ClientRecord | undefined,
-    msg: StunMessage,
-    now: number,
-  ): void {
-    if (msg.method === Method.Binding) {
-      this.#handleBinding(endpoint, msg, now);
-      return;
-    }
-    if (!isTurnRequestMethod(msg.method)) {
-      this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now);
-      return;
-    }
-    // RFC 8656 §7: what has expired by `now` is gone at `now`, even when the runtime's timer
-    // fires late. Catch up first, so a lapsed allocation gets 437, not a Refresh back to life.
-    this.handleTimeout(now);
-    if (client !== undefined && client.transport === "udp" && client.allocation === undefined) {
-      client = undefined; // its record left the UDP client table with the allocation
-    }
-    // RFC 8489 §6.3.1 / RFC 8656 §7.2: a retransmission gets the very same response.
-    const cacheKey = ResponseCache.key(endpoint, msg.transactionId);
-    const cached = this.#responses.get(cacheKey, now);
-    if (cached !== undefined) {
-      this.#responder.transmit(
-        endpoint,
-        cached.data,
-        msg.method,
-        cached.messageClass,
-        cached.errorCode,
-      );
-      return;
-    }
-    const auth = this.#auth.authenticate(endpoint, msg, now);
-    if (auth === undefined) return;
-    const reply = new Reply(this.#responder, this.#responses, endpoint, msg, auth, cacheKey, now);
-    if (this.#auth.refusesRevoked(auth)) {
-      reply.error(ErrorCode.Forbidden, undefined, "Forbidden: credentials revoked");
-      return;
-    }
-    if (msg.unknownRequired.length > 0) {
-      reply.error(ErrorCode.UnknownAttribute, (b) => b.unknownAttributes(msg.unknownRequired));
-      return;
-    }
-    const allocation = client?.allocation;
-    if (allocation !== undefined && allocation.principal !== auth.principal) {
-      // RFC 8656 §7: requests about an allocation come from the user that created it. For TURN
-      // REST credentials that is the <user> part: the timestamp part is renewed over time
-      // (coturn's uclient -W mints a fresh one per request, and coturn accepts it). A static
-      // user of the same name is someone else (credentials.ts, principals).
-      this.stats.authFailures["wrong-credentials"]++;
-      reply.error(ErrorCode.WrongCredentials);
-      return;
-    }
-    switch (msg.method) {
-      case Method.Allocate:
-        this.#allocations.allocate(endpoint, client, msg, auth, reply, now);
-        return;
-      case Method.ConnectionBind:
-        this.#tcp.connectionBind(endpoint, client, msg, auth, reply);
-        return;
-    }
-    // Everything else acts on the 5-tuple's allocation: none (or one still binding its relay
-    // port) is 437 Allocation Mismatch (RFC 8656 §7.3, §10.2, §11.2; RFC 6062 §5.2).
-    if (allocation === undefined || allocation.state !== "active") {
-      reply.error(ErrorCode.AllocationMismatch);
-      return;
-    }
-    switch (msg.method) {
-      case Method.Refresh:
-        this.#handleRefresh(allocation, msg, reply, now);
-        return;
-      case Method.CreatePermission:
-        this.#handleCreatePermission(allocation, msg, reply, now);
-        return;
-      case Method.ChannelBind:
-        this.#handleChannelBind(allocation, msg, reply, now);
-        return;
-      case Method.Connect:
-        this.#tcp.connect(allocation, msg, reply, now);
-        return;
-      default:
-        reply.error(ErrorCode.BadRequest);
-    }
-  }
-
-  /** RFC 8489 §7.3.1: the reflexive transport address, and nothing else to remember. */
-  #handleBinding(endpoint: ClientEndpoint, msg: StunMessage, now: number): void {
-    const responder = this.#responder;
-    if (msg.unknownRequired.length > 0) {
-      const b = responder
-        .builder(Method.Binding, MessageClass.ErrorResponse, msg.transactionId)
-        .errorCode(ErrorCode.UnknownAttribute)
-        .unknownAttributes(msg.unknownRequired);
-      responder.send(endpoint, b, undefined, Method.Binding, ErrorCode.UnknownAttribute, now);
-      return;
-    }
-    const b = responder
-      .builder(Method.Binding, MessageClass.SuccessResponse, msg.transactionId)
-      .xorAddress(AttributeType.XorMappedAddress, endpoint);
-    responder.send(endpoint, b, undefined, Method.Binding, 0, now);
-  }
-
-  /**
-   * RFC 8656 §7.3: Refresh, or delete with LIFETIME 0. The families of a dual allocation share
-   * one lifetime here, so a Refresh naming one family with a non-zero LIFETIME refreshes both.
-   */
-  #handleRefresh(allocation: Allocation, msg: StunMessage, reply: Reply, now: number): void {
-    const family = readAddressFamily(msg, AttributeType.RequestedAddressFamily);
-    if (family === "invalid") {
-      reply.error(ErrorCode.BadRequest);
-      return;
-    }
-    if (family !== undefined && allocation.relayFor(family) === undefined) {
-      reply.error(ErrorCode.PeerAddressFamilyMismatch);
-      return;
-    }
-    const requested = readUint32(msg, AttributeType.Lifetime);
-    if (requested === 0) {
-      // RFC 8656 §7.1, §7.3: with REQUESTED-ADDRESS-FAMILY the request applies to that
-      // family only: one relayed address of a dual allocation goes, the other stays.
-      if (family !== undefined) this.#allocations.deleteFamily(allocation, family, now);
-      else this.#allocations.delete(allocation, "deleted", now);
-      reply.success((b) => b.uint32(AttributeType.Lifetime, 0));
-      return;
-    }
-    const lifetime = desiredLifetime(requested, this.#lifetimes);
-    allocation.refresh(lifetime, now);
-    this.#deadlines.schedule(allocation);
-    // Every offloaded channel of it may have a new deadline: queued before the answer.
-    this.#offload?.sync(allocation, now);
-    reply.success((b) => b.uint32(AttributeType.Lifetime, lifetime));
-  }
-
-  /** RFC 8656 §10: CreatePermission, for every XOR-PEER-ADDRESS or for none. */
-  #handleCreatePermission(
-    allocation: Allocation,
-    msg: StunMessage,
-    reply: Reply,
-    now: number,
-  ): void {
-    const peers = readAllXorAddresses(msg, AttributeType.XorPeerAddress);
-    if (peers.length === 0 || peers.some((p) => p === undefined)) {
-      reply.error(ErrorCode.BadRequest);
-      return;
-    }
-    for (const peer of peers as TransportAddress[]) {
-      if (allocation.relayFor(peer.family) === undefined) {
-        reply.error(ErrorCode.PeerAddressFamilyMismatch);
-        return;
-      }
-      if (this.#policy.check(peer.address) !== undefined) {
-        reply.error(ErrorCode.Forbidden);
-        return;
-      }
-    }
-    if (!allocation.installPermissions(peers as TransportAddress[], now)) {
-      reply.error(ErrorCode.InsufficientCapacity);
-      return;
-    }
-    this.#deadlines.schedule(allocation);
-    // Channels to these peers get a later deadline, or are usable again (§9: a permission
-    // that had lapsed).
-    this.#offload?.sync(allocation, now);
-    reply.success();
-  }
-
-  /** RFC 8656 §11.2: ChannelBind (which installs the peer's permission too). */
-  #handleChannelBind(allocation: Allocation, msg: StunMessage, reply: Reply, now: number): void {
-    const number = readChannelNumber(msg);
-    const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
-    // Channels carry UDP (RFC 6062 §5: a TCP allocation relays over connections only), and a
-    // peer transport address needs a port: 0 cannot be sent to.
-    if (
-      number === undefined ||
-      number < MIN_CHANNEL ||
-      number > this.#maxChannel ||
-      peer === undefined ||
-      peer.port === 0 ||
-      allocation.requestedTransport !== "udp"
-    ) {
-      reply.error(ErrorCode.BadRequest);
-      return;
-    }
-    const relay = allocation.relayFor(peer.family);
-    if (relay === undefined) {
-      reply.error(ErrorCode.PeerAddressFamilyMismatch);
-      return;
-    }
-    // With the port: the relay's own address is refused here outside the relay port range.
-    if (this.#policy.check(peer.address, peer.port, "udp") !== undefined) {
-      reply.error(ErrorCode.Forbidden);
-      return;
-    }
-    const code = allocation.bindChannel(number, peer, relay, now);
-    if (code !== 0) {
-      reply.error(code);
-      return;
-    }
-    this.#deadlines.schedule(allocation);
-    // The entry is queued before the success: a runtime that carries out outputs in order has
-    // it in place before the client can send ChannelData on the answer.
-    this.#offload?.sync(allocation, now);
-    reply.success();
   }
 
   #drop(reason: DropReason): typeof RouteKind.None {
     this.stats.drops[reason]++;
     return RouteKind.None;
   }
-}
-
-function isTurnRequestMethod(method: number): boolean {
-  return (
-    method === Method.Allocate ||
-    method === Method.Refresh ||
-    method === Method.CreatePermission ||
-    method === Method.ChannelBind ||
-    method === Method.Connect ||
-    method === Method.ConnectionBind
-  );
 }

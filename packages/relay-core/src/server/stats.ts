@@ -16,7 +16,7 @@ export const DROP_REASONS = [
   "unexpected-message",
   /** Data path traffic from a 5-tuple (or to a relay socket) with no active allocation. */
   "no-allocation",
-  /** ChannelData on an unbound or expired channel (RFC 8656 §12.4). */
+  /** ChannelData on an unbound or expired channel (RFC 8656 §12.6). */
   "no-channel",
   /** No live permission for the peer IP (RFC 8656 §9: silently discarded). */
   "no-permission",

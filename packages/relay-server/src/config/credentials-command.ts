@@ -1,7 +1,9 @@
 // `turnpike-relay credentials`: the arguments of the command that mints TURN REST API
 // credentials from the relay's token (credentials.ts mints them). It reads the relay's own
-// sources too, so the token, the --pinned-ports range and the default turn:/turns: URIs
-// (RFC 7065) match what the relay next to it serves.
+// sources too, so the secrets (--token, TURNPIKE_TOKEN or --token-file: it mints with the first),
+// the --pinned-ports range and the default turn:/turns: URIs (RFC 7065) match what the relay
+// next to it serves. `--pinned-secret` prints the secret pinned credentials are signed with
+// instead, for a coturn next to Turnpike (relay-core's pinnedCredentialSecret).
 
 import { isIPv4, isIPv6 } from "node:net";
 import { networkInterfaces as osNetworkInterfaces } from "node:os";
@@ -18,13 +20,14 @@ import {
 } from "@turnpike/runtime-kit";
 import { firstHostAddress } from "./host-addresses.js";
 import { ENV_PREFIX, envName, OPTIONS, type OptionName, PROGRAM_NAME } from "./options.js";
+import { resolveSecrets } from "./secrets.js";
 import { commandParser, readSubcommand } from "./sources.js";
 import type { CredentialsCommand, InfoCommand, SocketAddress } from "./types.js";
 import { isUnspecified } from "./values.js";
 
 export const DEFAULT_TTL = 86400;
 
-export const CREDENTIALS_USAGE = `${PROGRAM_NAME} credentials [--user NAME [--port P]] [--ttl SECONDS] [--uri URI ...]`;
+export const CREDENTIALS_USAGE = `${PROGRAM_NAME} credentials [--user NAME [--port P]] [--ttl SECONDS] [--uri URI ...] | --pinned-secret`;
 
 /** The relay's options the command reads from flags too (for the default URIs and the pin). */
 const RELAY_OPTIONS: readonly OptionName[] = [
@@ -42,14 +45,32 @@ export function parseCredentials(
 ): CredentialsCommand | InfoCommand {
   const read = readSubcommand(credentialsParser(argv), "credentials", env, [
     "token",
+    "token-file",
     ...RELAY_OPTIONS,
   ]);
   if ("command" in read) return read;
   const { args, values: v } = read;
-  if (v.token === undefined) {
+  if (v.token === undefined && v["token-file"] === undefined) {
     throw new ConfigError(
-      `credentials needs the relay's shared secret: export ${ENV_PREFIX}TOKEN (or pass --token)`,
+      `credentials needs the relay's shared secret: export ${ENV_PREFIX}TOKEN (or pass --token or --token-file)`,
     );
+  }
+  const token = resolveSecrets({ tokens: v.token, tokenFile: v["token-file"] }, undefined, [])
+    .tokens[0]!;
+  if (args.pinnedSecret === true) {
+    const other = ["user", "port", "ttl", "uri"].find((o) => args[o] !== undefined);
+    if (other !== undefined) {
+      throw new ConfigError(`--pinned-secret prints the secret only: drop --${other}`);
+    }
+    return {
+      command: "credentials",
+      token,
+      pinnedSecret: true,
+      user: undefined,
+      port: undefined,
+      ttl: DEFAULT_TTL,
+      uris: [],
+    };
   }
   const userArg = args.user;
   let user: string | undefined;
@@ -88,7 +109,7 @@ export function parseCredentials(
   } else {
     uris = defaultUris(v);
   }
-  return { command: "credentials", token: v.token, user, port, ttl, uris };
+  return { command: "credentials", token, pinnedSecret: false, user, port, ttl, uris };
 }
 
 /** turn:/turns: URIs (RFC 7065) for the configured listeners. */
@@ -123,8 +144,15 @@ function credentialsParser(argv: readonly string[]) {
       `Usage: ${CREDENTIALS_USAGE}\n\n` +
         `Prints TURN REST API credentials {"username","password","ttl","uris","key"} derived from ${ENV_PREFIX}TOKEN.\n` +
         'With --port the username pins that relay port: "<expiry>:<user>;port=<P>". Hand the\n' +
-        "tunnel `key` (TURNPIKE_KEY): username and password in one string, never the token.",
+        "tunnel `key` (TURNPIKE_KEY): username and password in one string, never the token.\n" +
+        "With several secrets (rotation) the first mints. --pinned-secret prints the secret pinned\n" +
+        "credentials are signed with: give it to a coturn beside Turnpike as one more\n" +
+        "static-auth-secret, and it accepts them as plain REST credentials (a dynamic port).",
     )
+    .option("pinned-secret", {
+      type: "boolean",
+      describe: "print the secret pinned credentials are signed with, derived from the first token",
+    })
     .option("user", { type: "string", requiresArg: true, describe: "user name to embed" })
     .option("port", {
       type: "string",
@@ -146,7 +174,12 @@ function credentialsParser(argv: readonly string[]) {
     .option("token", {
       type: "string",
       requiresArg: true,
-      describe: `shared secret [env: ${ENV_PREFIX}TOKEN]`,
+      describe: `shared secret; with several, the first mints [env: ${ENV_PREFIX}TOKEN]`,
+    })
+    .option("token-file", {
+      type: "string",
+      requiresArg: true,
+      describe: `file of shared secrets, one per line; the first mints [env: ${envName("token-file")}]`,
     });
   // The relay's own listener options, so default URIs can be computed from flags too.
   for (const name of RELAY_OPTIONS) {

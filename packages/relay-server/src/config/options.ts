@@ -29,8 +29,11 @@ import {
 } from "./types.js";
 import {
   parseCidr,
+  parseInstant,
   parseIp,
   parsePortRange,
+  parseRevocationEntries,
+  parseSecretList,
   parseSocketAddress,
   parseUser,
   readablePath,
@@ -73,7 +76,8 @@ export const OPTIONS = {
   }),
   "tls-cert": spec<string | undefined>({
     group: "Listeners",
-    describe: "TLS certificate chain (PEM file)",
+    describe:
+      "TLS certificate chain (PEM file), re-read on SIGHUP (new handshakes use the new pair)",
     placeholder: "FILE",
     defaultText: "none",
     default: undefined,
@@ -81,7 +85,7 @@ export const OPTIONS = {
   }),
   "tls-key": spec<string | undefined>({
     group: "Listeners",
-    describe: "TLS private key (PEM file)",
+    describe: "TLS private key (PEM file), re-read on SIGHUP with --tls-cert",
     placeholder: "FILE",
     defaultText: "none",
     default: undefined,
@@ -155,14 +159,34 @@ export const OPTIONS = {
     default: "turnpike",
     parse: (raw, where) => nonEmpty(raw, where),
   }),
-  token: spec<string | undefined>({
+  token: spec<string[] | undefined>({
     group: "Authentication",
     describe:
-      "shared secret for TURN REST API credentials (coturn use-auth-secret compatible); prefer the env var, a flag is visible in `ps`",
+      "shared secret for TURN REST API credentials (coturn use-auth-secret compatible); repeatable, the env var comma-separated: the first mints, every one verifies (rotation); read once at start; prefer the env var, a flag is visible in `ps`",
     placeholder: "SECRET",
+    repeatable: true,
+    keepEmptyEnvItems: true,
     defaultText: "generated at start (one warning line)",
     default: undefined,
-    parse: (raw, where) => nonEmpty(raw, where),
+    parse: (raw, where) => parseSecretList(raw, where),
+  }),
+  "token-file": spec<string | undefined>({
+    group: "Authentication",
+    describe:
+      "file of shared secrets instead of --token, one per line (# comment lines): the first mints, every one verifies; re-read on SIGHUP",
+    placeholder: "FILE",
+    defaultText: "none",
+    default: undefined,
+    parse: (raw, where) => readablePath(raw, where),
+  }),
+  "legacy-pinned-credentials-until": spec<number | undefined>({
+    group: "Authentication",
+    describe:
+      "until this ISO 8601 date (UTC) or date-time, also accept pinned credentials signed the old way, with the token itself (counted, and a warning while any arrive): re-mint them meanwhile",
+    placeholder: "DATE",
+    defaultText: "none (refused)",
+    default: undefined,
+    parse: (raw, where) => parseInstant(raw, where),
   }),
   user: spec<StaticUser[]>({
     group: "Authentication",
@@ -176,17 +200,17 @@ export const OPTIONS = {
   revoke: spec<string[]>({
     group: "Authentication",
     describe:
-      "refuse this user's credentials (403) and end its allocations: a REST <user> (pinned or not) or a static user (repeatable)",
-    placeholder: "USER",
+      "refuse these credentials (403) and end their allocations (repeatable): static:NAME (a --user), rest:USER (TURN REST credentials of USER, pinned ones included), rest:USER;port=P (only those pinned to P), rest-expiry:E (REST credentials without a user part), or a plain NAME for all of these",
+    placeholder: "ENTRY",
     repeatable: true,
     defaultText: "none",
     default: [],
-    parse: (raw) => list(raw).map((u) => u.trim()),
+    parse: (raw, where) => parseRevocationEntries(raw, where),
   }),
   "revoke-file": spec<string | undefined>({
     group: "Authentication",
     describe:
-      "file of users to revoke, one per line (# comments), re-read on SIGHUP; adds to --revoke",
+      "file of --revoke entries, one per line (# starts a comment at the start of a line or after a blank; an unusable line is skipped with a warning), re-read on SIGHUP; adds to --revoke",
     placeholder: "FILE",
     defaultText: "none",
     default: undefined,

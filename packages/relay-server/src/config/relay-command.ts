@@ -3,16 +3,18 @@
 // options, taken in steps:
 //
 //   1. checkPorts       the relay port range and the pinned range (disjoint)
-//   2. checkListeners   TLS needs its files, one --relay-ip per family, no repeated --listen
+//   2. checkListeners   TLS needs its files (read and checked as a pair), one --relay-ip per
+//                       family, no repeated --listen
 //   3. relayAddresses   the address relay sockets bind on per family, and the host's own
 //                       addresses the peer policy refuses as peers
-//   4. resolveToken     the shared secret (generated when unset), with its warnings
+//   4. resolveTokens    the shared secrets (secrets.ts; generated when unset), with warnings
 //   5. resolveWorkers   how many engines, given what node:dgram can share
 //   6. switchWarnings   one warning per option that weakens a default
 //
+// Every file the options name is read here (token file, revocation list, TLS pair), so a
+// RelayConfig is complete, and re-parsing is what a reload (SIGHUP, config/reload.ts) does.
 // Every error is a ConfigError whose message is one line naming the option.
 
-import { randomBytes } from "node:crypto";
 import { isIPv4, isIPv6 } from "node:net";
 import { availableParallelism, networkInterfaces as osNetworkInterfaces } from "node:os";
 import {
@@ -27,8 +29,10 @@ import { ALLOCATIONS_USAGE } from "./allocations-command.js";
 import { CREDENTIALS_USAGE } from "./credentials-command.js";
 import { firstHostAddress, type Interfaces, ownAddresses } from "./host-addresses.js";
 import { ENV_PREFIX, OPTION_SET, type OPTIONS, PROGRAM_NAME } from "./options.js";
+import { resolveSecrets } from "./secrets.js";
 import { commandParser, readSources, refusePositionals } from "./sources.js";
-import type { InfoCommand, ParseOptions, RelayConfig, UdpIoMode } from "./types.js";
+import { readTlsPair } from "./tls-pair.js";
+import type { InfoCommand, ParseOptions, RelayConfig, TlsPair, UdpIoMode } from "./types.js";
 import { formatSocketAddress, isUnspecified, readRevokeFile } from "./values.js";
 
 type Values = OptionValues<typeof OPTIONS>;
@@ -47,11 +51,12 @@ export function parseRelay(
   const warnings: string[] = [];
 
   checkPorts(v);
-  checkListeners(v);
+  const tls = checkListeners(v);
   const addresses = relayAddresses(v, options.networkInterfaces ?? osNetworkInterfaces, warnings);
-  const token = resolveToken(v, flags.values, options, warnings);
+  const secrets = resolveTokens(v, flags.values, options, warnings);
   const revokeFile = v["revoke-file"];
-  const revokeFileUsers = revokeFile === undefined ? [] : readRevokeFile(revokeFile);
+  const revoked =
+    revokeFile === undefined ? { entries: [], warnings: [] } : readRevokeFile(revokeFile);
   warnings.push(...switchWarnings(v), ...OPTION_SET.unknownEnvWarnings(env));
 
   return {
@@ -60,6 +65,7 @@ export function parseRelay(
     tlsListen: v["tls-listen"],
     tlsCert: v["tls-cert"],
     tlsKey: v["tls-key"],
+    tls,
     ...addresses,
     publicIp4: v["public-ip4"],
     publicIp6: v["public-ip6"],
@@ -67,11 +73,13 @@ export function parseRelay(
     maxPort: v["max-port"],
     pinnedPorts: v["pinned-ports"],
     realm: v.realm,
-    ...token,
+    ...secrets,
+    legacyPinnedUntil: v["legacy-pinned-credentials-until"],
     users: v.user,
-    revoke: v.revoke.filter((u) => u !== ""),
+    revoke: v.revoke,
     revokeFile,
-    revokeFileUsers,
+    revokeFileEntries: revoked.entries,
+    revokeFileWarnings: revoked.warnings,
     adminToken: v["admin-token"],
     allowPeers: v["allow-peer"],
     denyPeers: v["deny-peer"],
@@ -98,6 +106,7 @@ export function parseRelay(
     software: v.software,
     rngSeed: v["rng-seed"],
     configFile,
+    optionValues: v,
     warnings,
   };
 }
@@ -118,9 +127,14 @@ function checkPorts(v: Values): void {
   }
 }
 
-/** 2. Listeners: TLS has its files, --relay-ip once per family, no --listen twice. */
-function checkListeners(v: Values): void {
-  if (v["tls-listen"].length > 0 && (v["tls-cert"] === undefined || v["tls-key"] === undefined)) {
+/**
+ * 2. Listeners: TLS has its files (the pair they hold, when a TLS listener needs it),
+ * --relay-ip once per family, no --listen twice.
+ */
+function checkListeners(v: Values): TlsPair | undefined {
+  const tlsCert = v["tls-cert"];
+  const tlsKey = v["tls-key"];
+  if (v["tls-listen"].length > 0 && (tlsCert === undefined || tlsKey === undefined)) {
     throw new ConfigError("--tls-listen needs --tls-cert and --tls-key");
   }
   const relay4 = v["relay-ip"].filter((ip) => isIPv4(ip));
@@ -138,6 +152,7 @@ function checkListeners(v: Values): void {
     }
     seen.add(key);
   }
+  return v["tls-listen"].length > 0 ? readTlsPair(tlsCert!, tlsKey!) : undefined;
 }
 
 /**
@@ -176,27 +191,23 @@ function relayAddresses(
 }
 
 /**
- * 4. The shared secret. Unset: a random one for this run, printed once (the one place a token
- * is logged: without it nobody could mint credentials for this relay). Secrets given as flags
- * are visible in `ps`: a warning each.
+ * 4. The shared secrets (secrets.ts). Secrets given as flags are visible in `ps`: a warning
+ * each.
  */
-function resolveToken(
+function resolveTokens(
   v: Values,
   flags: { readonly token?: unknown; readonly "admin-token"?: unknown },
   options: ParseOptions,
   warnings: string[],
-): Pick<RelayConfig, "token" | "tokenGenerated"> {
-  let token = v.token;
-  let tokenGenerated = false;
-  if (token === undefined) {
-    token = (options.randomToken ?? (() => randomBytes(32).toString("base64url")))();
-    tokenGenerated = true;
+): Pick<RelayConfig, "tokens" | "tokenFile" | "tokenGenerated"> {
+  const secrets = resolveSecrets(
+    { tokens: v.token, tokenFile: v["token-file"] },
+    options.randomToken,
+    warnings,
+  );
+  if (flags.token !== undefined) {
     warnings.push(
-      `no ${ENV_PREFIX}TOKEN set: generated a random token for this run; mint credentials with: ${ENV_PREFIX}TOKEN=${token} ${PROGRAM_NAME} credentials`,
-    );
-  } else if (flags.token !== undefined) {
-    warnings.push(
-      `--token on the command line is visible to other users of this host; prefer ${ENV_PREFIX}TOKEN`,
+      `--token on the command line is visible to other users of this host; prefer ${ENV_PREFIX}TOKEN or --token-file`,
     );
   }
   if (flags["admin-token"] !== undefined) {
@@ -209,7 +220,7 @@ function resolveToken(
       "--admin-token is set but --health-listen is off: the discovery API is not served",
     );
   }
-  return { token, tokenGenerated };
+  return secrets;
 }
 
 /**
@@ -253,6 +264,15 @@ function switchWarnings(v: Values): string[] {
   }
   if (v["rng-seed"] !== undefined) {
     warnings.push("--rng-seed is set: nonces and ports are predictable (reproducing bugs only)");
+  }
+  const legacyUntil = v["legacy-pinned-credentials-until"];
+  if (legacyUntil !== undefined) {
+    const until = new Date(legacyUntil * 1000).toISOString();
+    warnings.push(
+      legacyUntil * 1000 > Date.now()
+        ? `--legacy-pinned-credentials-until ${until}: pinned credentials signed with the token itself (the old scheme) are accepted until then; re-mint them with \`${PROGRAM_NAME} credentials --port\``
+        : `--legacy-pinned-credentials-until ${until} has passed: pinned credentials of the old scheme are refused; drop the option`,
+    );
   }
   return warnings;
 }

@@ -31,6 +31,8 @@ export interface RelayConfig {
   /** PEM file paths (checked readable at parse time). */
   readonly tlsCert: string | undefined;
   readonly tlsKey: string | undefined;
+  /** Their contents, read and checked as a pair (tls-pair.ts) when tlsListen is not empty. */
+  readonly tls: TlsPair | undefined;
   /**
    * Address relay sockets bind on, per family; undefined when that family is not served (no
    * listener of that family and no --relay-ip for it, or no usable host address).
@@ -45,17 +47,29 @@ export interface RelayConfig {
   /** Ports only pinned credentials get (disjoint from minPort..maxPort); undefined = none. */
   readonly pinnedPorts: PortRange | undefined;
   readonly realm: string;
-  /** Shared secret for TURN REST API credentials. Never log it unless tokenGenerated. */
-  readonly token: string;
+  /**
+   * Shared secrets for TURN REST API credentials (secrets.ts): the first mints, every one
+   * verifies. Never log them unless tokenGenerated.
+   */
+  readonly tokens: readonly string[];
+  /** Where they were read from (re-read on SIGHUP), or undefined (--token, TURNPIKE_TOKEN). */
+  readonly tokenFile: string | undefined;
   /** True when no token was configured and a random one was generated for this run. */
   readonly tokenGenerated: boolean;
+  /**
+   * Until this instant (Unix seconds) pinned credentials signed the old way (with the token
+   * itself) are accepted (relay-core's legacyPinnedUntil); undefined: never.
+   */
+  readonly legacyPinnedUntil: number | undefined;
   readonly users: readonly StaticUser[];
-  /** --revoke users (fixed for the process) ... */
+  /** --revoke entries ... */
   readonly revoke: readonly string[];
-  /** ... and the file re-read on SIGHUP (readRevokeFile); the revocation list is the union. */
+  /** ... and the file's (readRevokeFile); the revocation list is the union (revocationList). */
   readonly revokeFile: string | undefined;
-  /** The users in revokeFile when the configuration was parsed. */
-  readonly revokeFileUsers: readonly string[];
+  /** The usable entries of revokeFile when the configuration was read. */
+  readonly revokeFileEntries: readonly string[];
+  /** One per line of revokeFile that was skipped (logged at start and on every reload). */
+  readonly revokeFileWarnings: readonly string[];
   /** Bearer token of the discovery API (GET /v1/allocations); undefined = API off. */
   readonly adminToken: string | undefined;
   /** Peer policy overrides as CIDR text ("10.0.0.0/8", "::1/128" or a bare address). */
@@ -113,6 +127,11 @@ export interface RelayConfig {
   readonly rngSeed: number | undefined;
   /** The config file that was read, if any. */
   readonly configFile: string | undefined;
+  /**
+   * Every option's value as resolved from its sources, by option name: what a reload compares
+   * to tell which options changed (config/reload.ts).
+   */
+  readonly optionValues: Readonly<Record<string, unknown>>;
   /** Warnings the CLI logs once at start (generated token, loopback peers, ...). */
   readonly warnings: readonly string[];
 }
@@ -120,7 +139,10 @@ export interface RelayConfig {
 /** `turnpike-relay credentials ...`: mint TURN REST API credentials from the token. */
 export interface CredentialsCommand {
   readonly command: "credentials";
+  /** The secret that mints: the first of the relay's. */
   readonly token: string;
+  /** `--pinned-secret`: print pinnedCredentialSecret(token) instead of credentials. */
+  readonly pinnedSecret: boolean;
   readonly user: string | undefined;
   /** The relay port the credentials pin (with a user), or undefined for a dynamic port. */
   readonly port: number | undefined;
@@ -137,6 +159,12 @@ export interface AllocationsCommand {
   readonly adminToken: string;
   readonly user: string | undefined;
   readonly json: boolean;
+}
+
+/** A TLS certificate chain and its private key, PEM text. */
+export interface TlsPair {
+  readonly cert: string;
+  readonly key: string;
 }
 
 /** An inclusive port range (--pinned-ports MIN-MAX). */
@@ -156,5 +184,6 @@ export type ParsedCommand = RelayConfig | CredentialsCommand | AllocationsComman
 /** Injectable environment facts, for tests. */
 export interface ParseOptions {
   networkInterfaces?: () => ReturnType<typeof osNetworkInterfaces>;
+  /** Draws the secret when none is configured (a reload passes the one drawn at start). */
   randomToken?: () => string;
 }

@@ -4,7 +4,7 @@
 
 import { accessSync, constants as fsConstants, readFileSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
-import { ConfigError, fail, nonEmpty, type RawValue } from "@turnpike/runtime-kit";
+import { ConfigError, fail, list, nonEmpty, type RawValue } from "@turnpike/runtime-kit";
 import type { PortRange, SocketAddress, StaticUser } from "./types.js";
 
 export function readablePath(raw: RawValue, where: string): string {
@@ -89,11 +89,53 @@ export function parsePortRange(text: string, where: string): PortRange {
   return { min, max };
 }
 
+// Revocation entries (relay-core's auth/revocation.ts): "static:NAME", "rest:USER",
+// "rest:USER;port=P", "rest-expiry:E", or a plain NAME for all three kinds.
+const REVOCATION_PREFIXES = ["static:", "rest:", "rest-expiry:"] as const;
+const PIN = /;port=([^;]*)$/;
+
+/** Why `entry` cannot be a revocation entry, or undefined when it can. */
+export function revocationEntryProblem(entry: string): string | undefined {
+  if (entry === "") return "an entry must not be empty";
+  if (/\s/.test(entry)) return "an entry has no blanks inside (a comment starts with ' #')";
+  const prefix = REVOCATION_PREFIXES.find((p) => entry.startsWith(p));
+  const name = prefix === undefined ? entry : entry.slice(prefix.length);
+  if (name === "") return `"${prefix}" needs a name after it`;
+  if (prefix === "rest-expiry:" && !/^\d+$/.test(name)) {
+    return '"rest-expiry:" takes the expiry of a TURN REST username without a user part (digits)';
+  }
+  const pin = PIN.exec(name);
+  if (pin !== null) {
+    const port = /^[1-9]\d{0,4}$/.test(pin[1]!) ? Number(pin[1]) : 0;
+    if (!(port >= 1 && port <= 65535)) return "a pinned port must be 1..65535 (no leading zero)";
+    if (pin.index === 0) return "a pinned entry needs a user before ';port='";
+  }
+  return undefined;
+}
+
+/** --revoke: every entry usable (an error names the first that is not). */
+export function parseRevocationEntries(raw: RawValue, where: string): string[] {
+  const entries = list(raw).filter((e) => e !== "");
+  for (const entry of entries) {
+    const problem = revocationEntryProblem(entry);
+    if (problem !== undefined) fail(where, `a revocation entry (${problem})`, entry);
+  }
+  return entries;
+}
+
+export interface RevokeFile {
+  readonly entries: readonly string[];
+  /** One per line that could not be used (and was skipped). */
+  readonly warnings: readonly string[];
+}
+
 /**
- * The users in a --revoke-file: one per line, surrounding blanks trimmed, empty lines and lines
- * starting with '#' skipped. Throws ConfigError when the file cannot be read.
+ * The entries of a --revoke-file: one per line, surrounding blanks trimmed; '#' starts a comment
+ * at the start of a line or after a blank (`acme-web   # leaked key` revokes acme-web, while
+ * `team#2` is a name). A line that is no usable entry is skipped with a warning, so that one
+ * typo cannot cost the rest of the list. Throws ConfigError when the file cannot be read.
  */
-export function readRevokeFile(path: string): string[] {
+export function readRevokeFile(path: string): RevokeFile {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
@@ -101,10 +143,45 @@ export function readRevokeFile(path: string): string[] {
     const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
     throw new ConfigError(`--revoke-file ${JSON.stringify(path)} is not readable (${code})`);
   }
-  return text
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l !== "" && !l.startsWith("#"));
+  const entries: string[] = [];
+  const warnings: string[] = [];
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.replace(/(^|\s)#.*$/, "").trim();
+    if (line === "") return;
+    const problem = revocationEntryProblem(line);
+    if (problem === undefined) entries.push(line);
+    else {
+      warnings.push(
+        `--revoke-file ${JSON.stringify(path)} line ${i + 1} ignored: ${problem}, got ${JSON.stringify(line)}`,
+      );
+    }
+  });
+  return { entries, warnings };
+}
+
+/** The revocation list in force: --revoke and the --revoke-file entries, each once. */
+export function revocationList(config: {
+  readonly revoke: readonly string[];
+  readonly revokeFileEntries: readonly string[];
+}): string[] {
+  return [...new Set([...config.revoke, ...config.revokeFileEntries])];
+}
+
+/**
+ * An instant as an ISO 8601 date ("2027-01-31": its start, UTC) or date-time with a zone
+ * ("2027-01-31T12:00:00Z", "...+01:00"), in Unix seconds. A date-time without a zone is
+ * refused: whose midnight would it be?
+ */
+export function parseInstant(raw: RawValue, where: string): number {
+  const text = nonEmpty(raw, where);
+  const iso = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/.test(
+    text,
+  );
+  const ms = iso ? Date.parse(text) : Number.NaN;
+  if (!Number.isFinite(ms)) {
+    fail(where, "an ISO 8601 date (2027-01-31) or date-time with a zone (2027-01-31T12:00Z)", text);
+  }
+  return Math.floor(ms / 1000);
 }
 
 export function parseUser(text: string, where: string): StaticUser {
@@ -121,4 +198,33 @@ function redactUser(text: string): string {
 
 export function formatSocketAddress(a: { ip: string; port: number; family?: 4 | 6 }): string {
   return a.ip.includes(":") ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}
+
+/** The secrets of --token / TURNPIKE_TOKEN: no empty entry, none twice (by position only). */
+export function parseSecretList(raw: RawValue, where: string): string[] {
+  const items = list(raw);
+  const empty = items.indexOf("");
+  if (empty >= 0) {
+    throw new ConfigError(
+      `${where} has an empty entry (item ${empty + 1} of ${items.length}): remove the stray separator`,
+    );
+  }
+  refuseRepeats(
+    items,
+    (first, again) => `${where} lists one secret twice (items ${first} and ${again})`,
+  );
+  return items;
+}
+
+/** Throws `message(first, again)` (1-based positions) for the first item seen twice. */
+export function refuseRepeats(
+  items: readonly string[],
+  message: (first: number, again: number) => string,
+) {
+  const seen = new Map<string, number>();
+  items.forEach((item, i) => {
+    const first = seen.get(item);
+    if (first !== undefined) throw new ConfigError(message(first + 1, i + 1));
+    seen.set(item, i);
+  });
 }

@@ -14,36 +14,41 @@
 //   RFC 6062 peer connection         stream/peers.ts                 handlePeerConnection*
 //   relay socket bound / not         engine/relay-sockets.ts         handleRelayBound/-Failed
 //   the timer                        engine/timer.ts (onTimer here)  handleTimeout
-//   operator, other workers          here, shared/worker-link.ts     setRevokedUsers, ...
+//   operator (a reload), workers     here, shared/worker-link.ts     setRevokedUsers,
+//                                                                    setCredentials, ...
 //
 // A data route (ChannelData, Send/Data) is acted on at once where it arrived, with no output
 // and no timer: that is the whole data path. Everything else calls afterInput().
 
-import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { listenerId, PeerAddressPolicy, TurnServer } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
+import { revocationList } from "../config/values.js";
 import type { AllocationRow } from "../discovery.js";
-import {
-  type ConnectionLedger,
-  LocalConnectionLedger,
-  SharedConnectionLedger,
-} from "../shared/connection-ledger.js";
+import { SharedConnectionLedger } from "../shared/connection-ledger.js";
 import type { WorkerContext } from "../shared/context.js";
+import type { SharedLimits } from "../shared/shared-limits.js";
+import { createSharedState, openSharedState } from "../shared/shared-state.js";
 import { WorkerLink } from "../shared/worker-link.js";
 import { Admissions } from "../stream/admission.js";
 import { StreamClients } from "../stream/clients.js";
 import { StreamListeners } from "../stream/listeners.js";
 import { PeerConnections } from "../stream/peers.js";
-import type { RelayAddresses, RelayDeps, RunningRelay } from "../types.js";
+import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { selectUdpPath } from "../udp/select.js";
 import type { UdpPath } from "../udp/udp-path.js";
 import type { EngineHost } from "./host.js";
+import { LegacyPinWarnings } from "./legacy-pins.js";
 import { executeOutput, type OutputRooms } from "./outputs.js";
 import { RelaySockets } from "./relay-sockets.js";
 import { Report } from "./report.js";
-import { peerPolicyOptions, turnServerOptions } from "./server-options.js";
+import {
+  credentialStore,
+  peerPolicyOptions,
+  processLimits,
+  turnServerOptions,
+} from "./server-options.js";
 import { RelayTimer, unixTimeOffsetMs, WallClockSync } from "./timer.js";
 
 /**
@@ -86,6 +91,12 @@ class RelayEngine implements RunningRelay {
   private readonly rooms: OutputRooms;
   private readonly timer: RelayTimer;
   private readonly wallClock: WallClockSync;
+  private readonly legacyPins: LegacyPinWarnings;
+  /** The process-wide limits (a worker's are shared with the others). */
+  private readonly limits: SharedLimits;
+  /** The configuration whose live settings are in force (applyReloadable), and its generation. */
+  private live: RelayConfig;
+  private generation: number;
   /** The outputs are being executed (executeOutputs): an input meanwhile joins that run. */
   private executing = false;
   private closed = false;
@@ -104,11 +115,17 @@ class RelayEngine implements RunningRelay {
     const w = deps.worker;
     this.log = deps.logger;
     this.worker = w;
+    this.live = config;
+    this.generation = deps.configGeneration ?? 1;
+    this.limits = w?.shared.limits ?? ownLimits(config, this.generation);
+    // A worker (re)started with a newer generation than any engine applied yet.
+    this.limits.setLimits(processLimits(config), this.generation);
     // Listeners configured with port 0 add their real port once bound (listen()).
     this.peerPolicy = new PeerAddressPolicy(peerPolicyOptions(config, deps.ownPorts));
     this.core = new TurnServer(
       turnServerOptions(config, {
         worker: w,
+        limits: this.limits,
         peerPolicy: this.peerPolicy,
         unixTimeOffsetMs: unixTimeOffsetMs(),
       }),
@@ -125,10 +142,7 @@ class RelayEngine implements RunningRelay {
     const choice = selectUdpPath(config.udpIo, host);
     this.udp = choice.path;
     this.udpFallbackReason = choice.fallbackReason;
-    const ledger: ConnectionLedger = w
-      ? new SharedConnectionLedger(w.shared.limits)
-      : new LocalConnectionLedger(config.maxConnections, config.maxConnectionsPerIp);
-    this.admissions = new Admissions(ledger, telemetry);
+    this.admissions = new Admissions(new SharedConnectionLedger(this.limits), telemetry);
     this.link = w
       ? new WorkerLink(
           w,
@@ -138,8 +152,8 @@ class RelayEngine implements RunningRelay {
               this.core.handleReservationTaken(token);
               this.afterInput();
             },
-            releasePinnedPort: (family, port, allocation, principal) => {
-              this.core.releasePinnedPort(family, port, allocation, principal, now());
+            releasePinnedPort: (release) => {
+              this.core.releasePinnedPort(release, now());
               this.afterInput();
             },
           },
@@ -171,6 +185,7 @@ class RelayEngine implements RunningRelay {
     };
     this.timer = new RelayTimer(() => this.onTimer());
     this.wallClock = new WallClockSync(this.core);
+    this.legacyPins = new LegacyPinWarnings(this.core, this.log);
     stats.udpIo = this.udp.kind;
     stats.beforeCollect = () => this.report.syncGauges();
   }
@@ -233,14 +248,12 @@ class RelayEngine implements RunningRelay {
       this.peerPolicy.addSelfPort(udp.port, "udp");
       this.boundStream("tcp", await this.listeners.listen(addr, "tcp"));
     }
-    if (this.config.tlsListen.length > 0) {
-      const cert = readFileSync(this.config.tlsCert!);
-      const key = readFileSync(this.config.tlsKey!);
-      for (const addr of this.config.tlsListen) {
-        this.boundStream("tls", await this.listeners.listen(addr, "tls", { cert, key }));
-      }
+    const pair = this.live.tls;
+    for (const addr of this.config.tlsListen) {
+      this.boundStream("tls", await this.listeners.listen(addr, "tls", { ...pair }));
     }
     this.wallClock.start();
+    this.legacyPins.start();
     this.ready = true;
     // The CLI logs the bound addresses ("listening"); this line says what relays where, and
     // on which UDP data path (with the reason when the batched one could not be used).
@@ -269,10 +282,39 @@ class RelayEngine implements RunningRelay {
     return this.report.allocations();
   }
 
-  setRevokedUsers(users: Iterable<string>): number {
-    const ended = this.core.setRevokedUsers(users, now());
-    this.afterInput();
-    return ended;
+  /**
+   * A reload (RunningRelay): what changed of the live settings, from generation `generation`
+   * on; an older or the same generation changes nothing (it arrived twice, or late).
+   */
+  applyReloadable(config: RelayConfig, generation: number): ReloadOutcome {
+    const problems: string[] = [];
+    if (generation <= this.generation) return { allocationsEnded: 0, problems };
+    const was = this.live;
+    this.live = config;
+    this.generation = generation;
+    this.log.setLevel(config.logLevel);
+    this.limits.setLimits(processLimits(config), generation);
+    const changed = (f: (c: RelayConfig) => unknown) =>
+      JSON.stringify(f(was)) !== JSON.stringify(f(config));
+    // Requests are checked against the new secrets from now on; live allocations stay until
+    // they are refreshed (RFC 8656 authenticates requests, not allocations).
+    if (changed((c) => [c.tokens, c.users, c.legacyPinnedUntil])) {
+      this.core.setCredentials(credentialStore(config));
+    }
+    let allocationsEnded = 0;
+    if (changed(revocationList)) {
+      allocationsEnded = this.core.setRevokedUsers(revocationList(config), now());
+      this.afterInput();
+    }
+    if (config.tls !== undefined && changed((c) => c.tls)) {
+      try {
+        this.listeners.setSecureContext(config.tls);
+      } catch (err) {
+        this.live = { ...config, tls: was.tls };
+        problems.push(`reload: TLS certificate not replaced: ${(err as Error).message}`);
+      }
+    }
+    return { allocationsEnded, problems };
   }
 
   drain(timeoutMs: number): Promise<void> {
@@ -302,6 +344,7 @@ class RelayEngine implements RunningRelay {
     this.core.closeAll(now());
     this.afterInput();
     this.wallClock.stop();
+    this.legacyPins.stop();
     this.link?.close();
     // A drain still waiting has nothing left to wait for.
     this.drainWaiter?.();
@@ -314,4 +357,15 @@ class RelayEngine implements RunningRelay {
 
 function now(): number {
   return performance.now();
+}
+
+/** The limits of an engine on its own: the same shared memory, with one worker's tables. */
+function ownLimits(config: RelayConfig, generation: number): SharedLimits {
+  const init = createSharedState({
+    workers: 1,
+    ...processLimits(config),
+    generation,
+    dynamicPorts: config.maxPort - config.minPort + 1,
+  });
+  return openSharedState(init, 0).limits;
 }

@@ -51,7 +51,7 @@ export class RelaySockets {
     const entry = this.releasing.get(key) ?? { pending: 0, waiting: [] };
     entry.pending++;
     this.releasing.set(key, entry);
-    this.link.releasePinnedPort(o.engine, o.family, o.port, o.allocation, o.principal, () => {
+    this.link.releasePinnedPort(o.engine, o, () => {
       if (--entry.pending > 0) return;
       this.releasing.delete(key);
       for (const open of entry.waiting) this.bind(open);

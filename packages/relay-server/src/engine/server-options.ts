@@ -3,10 +3,12 @@
 // drawn (the random source is only chosen), so it is unit-tested on its own
 // (test/server-options.test.ts).
 //
-// One engine relays on the whole port range with its own quotas. A worker (shared/context.ts)
-// relays on its slice of the range, so a peer's datagram reaches the worker that owns the
-// allocation, and holds the quotas, the unauthenticated rate and the nonce secret together
-// with the others; its CONNECTION-IDs name it (RFC 6062 across workers, worker-link.ts).
+// One engine relays on the whole port range. A worker (shared/context.ts) relays on its slice
+// of the range, so a peer's datagram reaches the worker that owns the allocation, and holds the
+// nonce secret together with the others; its CONNECTION-IDs name it (RFC 6062 across workers,
+// worker-link.ts). Either way the quotas and the unauthenticated rate come from the
+// process-wide limits (shared/shared-limits.ts: one engine has them to itself), where a reload
+// changes them; the credential store is built anew by a reload (credentialStore).
 
 import {
   CombinedCredentials,
@@ -20,11 +22,15 @@ import {
 } from "@turnpike/relay-core";
 import { CryptoRandom } from "@turnpike/runtime-kit";
 import type { RelayConfig } from "../config/types.js";
+import { revocationList } from "../config/values.js";
 import type { WorkerContext } from "../shared/context.js";
+import type { ProcessLimits, SharedLimits } from "../shared/shared-limits.js";
 
 export interface EngineSetting {
   /** Set when the engine is one of several workers. */
   readonly worker?: WorkerContext | undefined;
+  /** The process-wide limits (a worker's are `worker.limits`). */
+  readonly limits: SharedLimits;
   /** Built from peerPolicyOptions(); the engine adds listener ports bound on port 0. */
   readonly peerPolicy: PeerAddressPolicy;
   /** Wall clock minus the monotonic clock `now` is given on (timer.ts, unixTimeOffsetMs). */
@@ -58,6 +64,7 @@ export function peerPolicyOptions(
 
 export function turnServerOptions(config: RelayConfig, setting: EngineSetting): TurnServerOptions {
   const w = setting.worker;
+  const limits = setting.limits;
   return {
     realm: config.realm,
     credentials: credentialStore(config),
@@ -65,20 +72,20 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
       config.rngSeed !== undefined
         ? new SeededRandom(config.rngSeed + (w?.index ?? 0))
         : new CryptoRandom(),
-    // Workers: one nonce secret; quotas, the unauthenticated rate, pinned-port owners,
-    // RESERVATION-TOKENs and per-user bandwidth held together (shared/shared-state.ts); and
-    // CONNECTION-IDs that name the worker owning them (workers/pool.ts).
+    allocationQuota: {
+      acquire: (principal: string) => limits.acquireAllocation(principal),
+      release: (principal: string) => limits.releaseAllocation(principal),
+    },
+    unauthenticatedLimiter: {
+      // Every worker's buckets on one clock: wall-clock milliseconds.
+      allow: (source: string, now: number) =>
+        limits.allowUnauthenticated(source, performance.timeOrigin + now),
+    },
+    // Workers: one nonce secret; pinned-port owners, RESERVATION-TOKENs and per-user bandwidth
+    // held together (shared/shared-state.ts); CONNECTION-IDs that name the worker owning them
+    // (workers/pool.ts). One engine keeps relay-core's own.
     ...(w && {
       secret: w.secret,
-      allocationQuota: {
-        acquire: (principal: string) => w.shared.limits.acquireAllocation(principal),
-        release: (principal: string) => w.shared.limits.releaseAllocation(principal),
-      },
-      unauthenticatedLimiter: {
-        // Every worker's buckets on one clock: wall-clock milliseconds.
-        allow: (source: string, now: number) =>
-          w.shared.limits.allowUnauthenticated(source, performance.timeOrigin + now),
-      },
       pinnedPortOwners: w.shared.pinnedPorts,
       reservationExchange: w.shared.reservations,
       userBandwidth: w.shared.userBandwidth,
@@ -91,16 +98,13 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
     minPort: w?.portSlice.minPort ?? config.minPort,
     maxPort: w?.portSlice.maxPort ?? config.maxPort,
     pinnedPorts: config.pinnedPorts,
-    revokedUsers: [...config.revoke, ...config.revokeFileUsers],
+    revokedUsers: revocationList(config),
     software: config.software,
     peerPolicy: setting.peerPolicy,
-    maxAllocations: config.maxAllocations,
-    maxAllocationsPerUser: config.maxAllocationsPerUser,
     maxBytesPerSecondPerUser: config.maxBpsPerUser,
     maxPermissionsPerAllocation: config.maxPermissions,
     maxChannelsPerAllocation: config.maxChannels,
     legacyChannelNumbers: config.legacyChannelNumbers,
-    maxUnauthenticatedRate: config.maxUnauthenticatedRate,
     unixTimeOffsetMs: setting.unixTimeOffsetMs,
     alternateServer: config.alternateServer
       ? {
@@ -112,9 +116,30 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
   };
 }
 
-/** Static users (--user) first, then TURN REST usernames signed with the token. */
-function credentialStore(config: RelayConfig): CredentialStore {
-  const stores: CredentialStore[] = [new SharedSecretCredentials([config.token])];
+/** The limits of the whole process a configuration sets (shared/shared-limits.ts). */
+export function processLimits(config: RelayConfig): ProcessLimits {
+  return {
+    maxAllocations: config.maxAllocations,
+    maxAllocationsPerUser: config.maxAllocationsPerUser,
+    maxConnections: config.maxConnections,
+    maxConnectionsPerIp: config.maxConnectionsPerIp,
+    unauthenticatedRate: config.maxUnauthenticatedRate,
+  };
+}
+
+/**
+ * Static users (--user) first, then TURN REST usernames signed with any of the secrets (the
+ * first mints elsewhere; every one verifies here), pinned ones of the old scheme only inside
+ * the --legacy-pinned-credentials-until window.
+ */
+export function credentialStore(config: RelayConfig): CredentialStore {
+  const stores: CredentialStore[] = [
+    new SharedSecretCredentials(config.tokens, {
+      ...(config.legacyPinnedUntil !== undefined && {
+        legacyPinnedUntil: config.legacyPinnedUntil,
+      }),
+    }),
+  ];
   if (config.users.length > 0) {
     stores.unshift(new StaticCredentials(config.users.map((u) => [u.username, u.password])));
   }

@@ -11,6 +11,12 @@
 // hash (keyed-hash.ts) into open-addressing tables (slot-table.ts); two different keys would
 // have to collide in all 64 bits to share a count, and a client cannot pick keys that do.
 //
+// The limits themselves live in the shared memory too, stamped with the configuration generation
+// that set them (a reload, SIGHUP): every engine applies each generation it is given, and a
+// write of an older generation over a newer one is refused under the lock, so the limits hold
+// what the newest configuration says whichever engine applied it first. A single engine
+// (--workers 1) uses the same memory with one worker's tables.
+//
 // A table with no room for a key refuses (fails closed): an allocation gets 508, a connection
 // is closed, an unauthenticated request gets no answer. Count tables are sized at twice what
 // their limit lets in, so that takes a miracle; the rate buckets are a cache of recent sources
@@ -23,20 +29,26 @@ import type { KeyedHash } from "./keyed-hash.js";
 import type { SharedLock } from "./shared-lock.js";
 import { MAX_PROBES, SlotTable } from "./slot-table.js";
 
-export interface LimitsOptions {
-  readonly workers: number;
+/** The limits a configuration sets for the whole process (--max-allocations, ...). */
+export interface ProcessLimits {
   readonly maxAllocations: number;
   readonly maxAllocationsPerUser: number;
   readonly maxConnections: number;
+  /** 0 = no per-source cap. */
   readonly maxConnectionsPerIp: number;
   /** Unauthenticated answers per second per source IP (0 = unlimited); burst twice that. */
   readonly unauthenticatedRate: number;
+}
+
+export interface LimitsOptions extends ProcessLimits {
+  readonly workers: number;
   /** Slots per table (a power of two); tests use tiny tables to force collisions. */
   readonly tableSlots?: number;
 }
 
-/** What a thread needs to map the limits (beside the buffer they are carved from). */
-export interface LimitsLayout extends Omit<LimitsOptions, "tableSlots"> {
+/** What a thread needs to map the limits (the limits themselves are in the memory). */
+export interface LimitsLayout {
+  readonly workers: number;
   readonly userSlots: number;
   readonly ipSlots: number;
   readonly rateSlots: number;
@@ -49,10 +61,14 @@ export function slotsFor(entries: number): number {
   return slots;
 }
 
+/**
+ * Tables sized for the limits: each count table at most half full when every allocation or
+ * connection has a key of its own.
+ */
 export function limitsLayout(options: LimitsOptions): LimitsLayout {
-  const { tableSlots, ...limits } = options;
+  const { tableSlots, workers } = options;
   return {
-    ...limits,
+    workers,
     userSlots: tableSlots ?? slotsFor(Math.min(options.maxAllocations, 1 << 19)),
     ipSlots: tableSlots ?? slotsFor(Math.min(options.maxConnections, 1 << 19)),
     rateSlots: tableSlots ?? 1 << 16,
@@ -65,8 +81,8 @@ const COUNT_STRIDE = 3;
 /** The arrays of the limits, carved the same way in every thread. */
 export function carveLimits(c: Carver, l: LimitsLayout) {
   return {
-    /** Per worker: its allocations, its connections. */
-    header: c.int32(l.workers * 2),
+    /** The generation of the limits, the limits, then per worker its allocations, connections. */
+    header: c.int32(PER_WORKER + l.workers * 2),
     users: Array.from({ length: l.workers }, () => c.int32(l.userSlots * COUNT_STRIDE)),
     ips: Array.from({ length: l.workers }, () => c.int32(l.ipSlots * COUNT_STRIDE)),
     rateKeys: c.int32(l.rateSlots * 2),
@@ -76,8 +92,25 @@ export function carveLimits(c: Carver, l: LimitsLayout) {
 
 export type LimitsViews = ReturnType<typeof carveLimits>;
 
-const allocationsAt = (w: number) => w * 2;
-const connectionsAt = (w: number) => w * 2 + 1;
+const GENERATION = 0;
+const MAX_ALLOCATIONS = 1;
+const MAX_ALLOCATIONS_PER_USER = 2;
+const MAX_CONNECTIONS = 3;
+const MAX_CONNECTIONS_PER_IP = 4;
+const UNAUTHENTICATED_RATE = 5;
+const PER_WORKER = 6;
+const allocationsAt = (w: number) => PER_WORKER + w * 2;
+const connectionsAt = (w: number) => PER_WORKER + w * 2 + 1;
+
+/** Write `limits` of configuration `generation` into a header (the caller holds the lock). */
+export function writeLimits(header: Int32Array, limits: ProcessLimits, generation: number): void {
+  header[GENERATION] = generation;
+  header[MAX_ALLOCATIONS] = limits.maxAllocations;
+  header[MAX_ALLOCATIONS_PER_USER] = limits.maxAllocationsPerUser;
+  header[MAX_CONNECTIONS] = limits.maxConnections;
+  header[MAX_CONNECTIONS_PER_IP] = limits.maxConnectionsPerIp;
+  header[UNAUTHENTICATED_RATE] = limits.unauthenticatedRate;
+}
 
 export type ConnectionVerdict = "ok" | "total" | "per-ip";
 
@@ -103,14 +136,42 @@ export class SharedLimits {
   }
 
   /**
+   * The limits of configuration `generation` from now on, for every engine; refused (false)
+   * when a newer generation's limits are already in force. Allocations and connections over a
+   * lowered limit stay: the limit refuses new ones until enough have ended.
+   */
+  setLimits(limits: ProcessLimits, generation: number): boolean {
+    return this.lock.locked(() => {
+      if (generation <= this.header[GENERATION]!) return false;
+      writeLimits(this.header, limits, generation);
+      return true;
+    });
+  }
+
+  /** The limits in force and their generation. */
+  limits(): ProcessLimits & { readonly generation: number } {
+    return this.lock.locked(() => {
+      const h = this.header;
+      return {
+        generation: h[GENERATION]!,
+        maxAllocations: h[MAX_ALLOCATIONS]!,
+        maxAllocationsPerUser: h[MAX_ALLOCATIONS_PER_USER]!,
+        maxConnections: h[MAX_CONNECTIONS]!,
+        maxConnectionsPerIp: h[MAX_CONNECTIONS_PER_IP]!,
+        unauthenticatedRate: h[UNAUTHENTICATED_RATE]!,
+      };
+    });
+  }
+
+  /**
    * Reserve one allocation for `user`: 0 when granted, 486 (RFC 8656 §7.2, the user's quota)
    * or 508 (the relay's total, or no room left to count the user).
    */
   acquireAllocation(user: string): 0 | 486 | 508 {
     const [hi, lo] = this.hash.of(user);
     return this.lock.locked(() => {
-      if (this.sum(allocationsAt) >= this.layout.maxAllocations) return 508;
-      if (sumOf(this.users, hi, lo) >= this.layout.maxAllocationsPerUser) return 486;
+      if (this.sum(allocationsAt) >= this.header[MAX_ALLOCATIONS]!) return 508;
+      if (sumOf(this.users, hi, lo) >= this.header[MAX_ALLOCATIONS_PER_USER]!) return 486;
       if (!this.count(this.users[this.worker]!, hi, lo, 1)) return 508;
       this.header[allocationsAt(this.worker)]! += 1;
       return 0;
@@ -143,8 +204,8 @@ export class SharedLimits {
   admitConnection(source: string): ConnectionVerdict {
     const [hi, lo] = this.hash.of(source);
     return this.lock.locked(() => {
-      if (this.sum(connectionsAt) >= this.layout.maxConnections) return "total";
-      const perSource = this.layout.maxConnectionsPerIp;
+      if (this.sum(connectionsAt) >= this.header[MAX_CONNECTIONS]!) return "total";
+      const perSource = this.header[MAX_CONNECTIONS_PER_IP]!;
       if (perSource > 0 && sumOf(this.ips, hi, lo) >= perSource) return "per-ip";
       if (!this.count(this.ips[this.worker]!, hi, lo, 1)) return "total";
       this.header[connectionsAt(this.worker)]! += 1;
@@ -186,7 +247,7 @@ export class SharedLimits {
    * as relay-core's SourceRateLimiter.
    */
   allowUnauthenticated(source: string, nowMs: number): boolean {
-    const rate = this.layout.unauthenticatedRate;
+    const rate = Atomics.load(this.header, UNAUTHENTICATED_RATE);
     if (rate <= 0) return true;
     const burst = rate * 2;
     const [hi, lo] = this.hash.of(source);

@@ -28,11 +28,14 @@ import {
   limitsLayout,
   SharedLimits,
   slotsFor,
+  writeLimits,
 } from "./shared-limits.js";
 import { lockOwnerOfWorker, SharedLock } from "./shared-lock.js";
 import { carveUserBandwidth, SharedUserBandwidth } from "./user-bandwidth.js";
 
 export interface SharedStateOptions extends LimitsOptions {
+  /** The configuration generation the limits belong to (default 0; shared-limits.ts). */
+  readonly generation?: number;
   /** --pinned-ports, if any. */
   readonly pinnedPorts?: PinnedPortRange | undefined;
   /** Ports of the dynamic relay range (reservations are at most one in eight of them). */
@@ -73,7 +76,7 @@ export function createSharedState(options: SharedStateOptions): SharedStateInit 
     workers,
     lock: new SharedArrayBuffer(4),
     hashKey: options.hashKey ?? new Uint8Array(randomBytes(16)),
-    limits: { layout, buffer: carveShared((c) => carveLimits(c, layout)).buffer },
+    limits: { layout, buffer: limitsBuffer(layout, options) },
     pinnedPorts:
       pinned === undefined
         ? undefined
@@ -91,6 +94,13 @@ export function createSharedState(options: SharedStateOptions): SharedStateInit 
             buffer: carveShared((c) => carveUserBandwidth(c, workers, userSlots)).buffer,
           },
   };
+}
+
+/** The limits' memory, with `options`' limits in force as their generation. */
+function limitsBuffer(layout: LimitsLayout, options: SharedStateOptions): SharedArrayBuffer {
+  const { buffer, views } = carveShared((c) => carveLimits(c, layout));
+  writeLimits(views.header, options, options.generation ?? 0);
+  return buffer;
 }
 
 /** One thread's view of the shared state. */

@@ -37,15 +37,8 @@ import {
 export type RoutedMessage =
   /** RFC 6062 hand-over: `up` from the worker holding the socket to the owner, else down. */
   | { readonly r: "hand-over"; readonly up: boolean; readonly m: HandOverMessage }
-  /** The stale holder of a pinned port this worker took over for `principal`, and the answer. */
-  | {
-      readonly r: "release-pin";
-      readonly id: number;
-      readonly family: 4 | 6;
-      readonly port: number;
-      readonly allocation: AllocationId;
-      readonly principal: string;
-    }
+  /** The stale holder of a pinned port this worker took over, and the answer. */
+  | ({ readonly r: "release-pin"; readonly id: number } & PinnedPortRelease)
   | { readonly r: "pin-released"; readonly id: number }
   /** This worker took the receiver's reservation `token`. */
   | { readonly r: "reservation-taken"; readonly token: Uint8Array }
@@ -55,6 +48,14 @@ export type RoutedMessage =
   | { readonly r: "worker-gone"; readonly index: number };
 
 export type AdoptMessage = Extract<HandOverMessage, { k: "adopt" }>;
+
+/** A stale holder of a pinned port, as relay-core's "release-pinned-port" names it. */
+export interface PinnedPortRelease {
+  readonly family: 4 | 6;
+  readonly port: number;
+  readonly allocation: AllocationId;
+  readonly principal: string;
+}
 
 /** How long a pinned-port bind waits for the other worker's answer before it goes ahead. */
 const PIN_RELEASE_TIMEOUT_MS = 2000;
@@ -68,8 +69,8 @@ export interface LinkHandlers {
   adopt(remote: RemoteConnection, m: AdoptMessage): void;
   /** Another worker took this worker's reservation `token`. */
   reservationTaken(token: Uint8Array): void;
-  /** Another worker took pinned `port` over for `principal`: end `allocation` if it holds it. */
-  releasePinnedPort(family: 4 | 6, port: number, allocation: AllocationId, principal: string): void;
+  /** Another worker took a pinned port over: end its stale holder here if it still holds it. */
+  releasePinnedPort(release: PinnedPortRelease): void;
 }
 
 export class WorkerLink {
@@ -154,21 +155,15 @@ export class WorkerLink {
   }
 
   /**
-   * Asks worker `engine` to end its `allocation`, the stale holder of pinned `port` on
-   * `family`, which this worker took over for `principal`. `done()` once it answered (or was
-   * restarting, or did not answer within PIN_RELEASE_TIMEOUT_MS): bind the port then.
+   * Asks worker `engine` to end the stale holder of a pinned port this worker took over.
+   * `done()` once it answered (or was restarting, or did not answer within
+   * PIN_RELEASE_TIMEOUT_MS): bind the port then.
    */
-  releasePinnedPort(
-    engine: number,
-    family: 4 | 6,
-    port: number,
-    allocation: AllocationId,
-    principal: string,
-    done: () => void,
-  ): void {
+  releasePinnedPort(engine: number, release: PinnedPortRelease, done: () => void): void {
     const id = this.nextPinRelease++;
     const timer = setTimeout(() => this.pinReleased(id), PIN_RELEASE_TIMEOUT_MS);
     this.pinReleases.set(id, { timer, done });
+    const { family, port, allocation, principal } = release;
     this.worker.route(engine, {
       r: "release-pin",
       id,
@@ -214,12 +209,10 @@ export class WorkerLink {
         this.adopted.get(`${from}:${m.h}`)?.remote.receive(m);
         return;
       }
-      case "release-pin": {
-        const { family, port, allocation, principal, id } = message;
-        this.handlers.releasePinnedPort(family, port, allocation, principal);
-        this.worker.route(from, { r: "pin-released", id } satisfies RoutedMessage);
+      case "release-pin":
+        this.handlers.releasePinnedPort(message);
+        this.worker.route(from, { r: "pin-released", id: message.id } satisfies RoutedMessage);
         return;
-      }
       case "pin-released":
         this.pinReleased(message.id);
         return;

@@ -1,6 +1,7 @@
 // TCP and TLS listeners (RFC 8656 §3.1): where a client connection is accepted, admitted
 // (admission.ts) and, for TURNS, given a fixed deadline for its handshake before it becomes a
-// client connection (clients.ts).
+// client connection (clients.ts). A reload hands the TLS listeners a new certificate and key
+// (setSecureContext): handshakes from then on use them, connections already open keep theirs.
 //
 // Workers share each listening address with SO_REUSEPORT. Where the native module loads, the
 // supervisor's sockets also steer by source address, so an RFC 6062 data connection reaches
@@ -25,6 +26,7 @@ const TLS_HANDSHAKE_MS = 10_000;
 
 export class StreamListeners {
   private readonly servers: net.Server[] = [];
+  private readonly tlsServers: tls.Server[] = [];
   /** TLS handshakes under way by 4-tuple ("addr|port|localPort"), with their deadline. */
   private readonly handshakes = new Map<
     string,
@@ -63,6 +65,7 @@ export class StreamListeners {
             if (admission) this.clients.open(listener, "tcp", socket, admission);
           });
     this.servers.push(server);
+    if (server instanceof tls.Server) this.tlsServers.push(server);
     server.on("error", (err) =>
       this.log.warn(`${transport} listener error`, { error: err.message }),
     );
@@ -150,6 +153,17 @@ export class StreamListeners {
     clearTimeout(pending.timer);
     this.handshakes.delete(key);
     this.clients.open(listener, "tls", socket, pending.admission);
+  }
+
+  /**
+   * The TLS certificate chain and key for handshakes from now on, on every TLS listener
+   * (tls.Server#setSecureContext). Throws when the pair does not load; the listeners keep the
+   * pair they had then.
+   */
+  setSecureContext(pair: { readonly cert: string; readonly key: string }): void {
+    tls.createSecureContext(pair);
+    for (const server of this.tlsServers)
+      server.setSecureContext({ cert: pair.cert, key: pair.key });
   }
 
   /** Stop listening; handshakes under way end. */

@@ -15,6 +15,14 @@
 //   RFC 6062    a ConnectionBind that lands on another worker than its CONNECTION-ID's owner
 //               is handed to the owner (shared/worker-link.ts, shared/hand-over.ts).
 //
+// THE LIVE CONFIGURATION is held here: the configuration every worker runs with and its
+// generation (1 at start, one more per reload: main.ts). A worker starts with the current one
+// (workerData), every reload goes to every worker there is, starting ones included, and a
+// worker that reports ready with an older generation than the current one is sent the current
+// one at once; a worker applies only generations newer than its own (engine/driver.ts,
+// applyReloadable). So a worker restarted after a crash, or one starting while a SIGHUP
+// arrives, never runs with a revocation list, secrets or certificate older than the others'.
+//
 // The supervisor (this file, on the main thread) starts worker 0 first (its bound ports are
 // the ones the others join when the configuration says port 0), relays drain/close to every
 // worker, and restarts a worker that crashes: its clients re-allocate on the others meanwhile,
@@ -37,13 +45,14 @@ import {
   type SharedStateInit,
 } from "../shared/shared-state.js";
 import type { RoutedMessage } from "../shared/worker-link.js";
-import type { RelayAddresses, RelayDeps, RunningRelay } from "../types.js";
+import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { StatsAggregator, type StatsSnapshot } from "./stats-sync.js";
 
 /** From a worker. */
 export type WorkerMessage =
   | { t: "log"; line: string }
-  | { t: "ready"; addresses: RelayAddresses; udpIo: "batch" | "dgram" }
+  /** `generation`: the configuration it started with. */
+  | { t: "ready"; addresses: RelayAddresses; udpIo: "batch" | "dgram"; generation: number }
   /** `gen`: the refresh it answers (0 for the periodic ones). */
   | { t: "stats"; snapshot: StatsSnapshot; gen: number }
   | { t: "drained" }
@@ -58,12 +67,15 @@ export type SupervisorMessage =
   | { t: "crash" }
   | { t: "stats-now"; gen: number }
   | { t: "ask"; id: number; what: "allocations" }
-  | { t: "ask"; id: number; what: "revoke"; users: string[] }
+  /** id 0: nobody waits for the answer (a starting worker catching up). */
+  | { t: "ask"; id: number; what: "reload"; config: RelayConfig; generation: number }
   | { t: "route"; from: number; message: unknown };
 
 /** What a worker is started with (workerData). */
 export interface WorkerInit {
   readonly config: RelayConfig;
+  /** The generation of `config` (see THE LIVE CONFIGURATION above). */
+  readonly generation: number;
   readonly index: number;
   readonly count: number;
   readonly shared: SharedStateInit;
@@ -131,8 +143,13 @@ class WorkerPool implements RunningRelay {
   private readonly secret = new Uint8Array(randomBytes(32));
   private readonly aggregator: StatsAggregator;
   private bound: RelayAddresses = { udp: [], tcp: [], tls: [] };
-  /** The configuration workers after the first start with: listen ports as bound. */
+  /**
+   * The configuration workers after the first start with: listen ports as bound, and the live
+   * settings of the newest reload (applyReloadable).
+   */
   private joinConfig: RelayConfig;
+  /** The generation of joinConfig's live settings. */
+  private generation: number;
   private closing = false;
   private onCrashSignal: (() => void) | undefined;
   /** Listening sockets per worker, made here and kept for the life of the process. */
@@ -154,6 +171,7 @@ class WorkerPool implements RunningRelay {
     this.log = deps.logger;
     this.ownPorts = deps.ownPorts ?? [];
     this.writeLogLine = deps.writeLogLine ?? ((line) => process.stderr.write(`${line}\n`));
+    this.generation = deps.configGeneration ?? 1;
     this.sharedInit = createSharedState({
       workers: config.workers,
       maxAllocations: config.maxAllocations,
@@ -161,6 +179,7 @@ class WorkerPool implements RunningRelay {
       maxConnections: config.maxConnections,
       maxConnectionsPerIp: config.maxConnectionsPerIp,
       unauthenticatedRate: config.maxUnauthenticatedRate,
+      generation: this.generation,
       pinnedPorts: config.pinnedPorts,
       dynamicPorts: config.maxPort - config.minPort + 1,
       perUserBandwidth: config.maxBpsPerUser ? bandwidthLimit(config.maxBpsPerUser) : undefined,
@@ -204,11 +223,11 @@ class WorkerPool implements RunningRelay {
       // Without the native module each worker binds its own (SO_REUSEPORT, Node >= 22.12).
       // Worker 0 binds first; the others join its (possibly ephemeral) ports.
       const first = this.slots[0]!;
-      const ready = await this.spawn(first, this.config);
+      const ready = await this.spawn(first, this.joinConfig);
       this.bound = ready.addresses;
       this.udpIo = ready.udpIo;
       this.joinConfig = {
-        ...this.config,
+        ...this.joinConfig,
         listen: joinPorts(this.config.listen, ready.addresses.udp),
         tlsListen: joinPorts(this.config.tlsListen, ready.addresses.tls),
       };
@@ -272,6 +291,7 @@ class WorkerPool implements RunningRelay {
   ): Promise<{ addresses: RelayAddresses; udpIo: "batch" | "dgram" }> {
     const init: WorkerInit = {
       config,
+      generation: this.generation,
       portSlice: portSlice(config.minPort, config.maxPort, slot.index, this.slots.length),
       index: slot.index,
       count: this.slots.length,
@@ -297,6 +317,8 @@ class WorkerPool implements RunningRelay {
           case "ready":
             clearTimeout(timer);
             slot.ready = true;
+            // A reload while it started: the newest configuration now (it ignores a repeat).
+            if (m.generation < this.generation) this.postReload(slot, 0);
             resolve(m);
             return;
           case "stats":
@@ -439,10 +461,8 @@ class WorkerPool implements RunningRelay {
     return done;
   }
 
-  /** Ask every live worker; the answers of those that reply within a second. */
-  private ask(
-    question: { what: "allocations" } | { what: "revoke"; users: string[] },
-  ): Promise<unknown[]> {
+  /** Ask every ready worker (`post` sends the question); the answers within a second. */
+  private ask(post: (slot: Slot, id: number) => void): Promise<unknown[]> {
     const live = this.slots.filter((s) => s.worker !== undefined && s.ready);
     return Promise.all(
       live.map(
@@ -458,20 +478,53 @@ class WorkerPool implements RunningRelay {
               this.answers.delete(id);
               resolve(value);
             });
-            this.post(s, { t: "ask", id, ...question } as SupervisorMessage);
+            post(s, id);
           }),
       ),
     );
   }
 
   async allocations(): Promise<AllocationRow[]> {
-    const answers = await this.ask({ what: "allocations" });
+    const answers = await this.ask((s, id) => this.post(s, { t: "ask", id, what: "allocations" }));
     return answers.flatMap((rows) => (Array.isArray(rows) ? (rows as AllocationRow[]) : []));
   }
 
-  async setRevokedUsers(users: Iterable<string>): Promise<number> {
-    const answers = await this.ask({ what: "revoke", users: [...users] });
-    return answers.reduce<number>((n, ended) => n + (typeof ended === "number" ? ended : 0), 0);
+  /**
+   * A reload: the workers from now on (restarted ones too) start with `config`, every worker
+   * there is gets it, a starting one as well (it also catches up when it reports ready); the
+   * ready ones' outcomes are summed.
+   */
+  async applyReloadable(config: RelayConfig, generation: number): Promise<ReloadOutcome> {
+    if (generation <= this.generation) return { allocationsEnded: 0, problems: [] };
+    this.generation = generation;
+    this.joinConfig = {
+      ...config,
+      listen: this.joinConfig.listen,
+      tlsListen: this.joinConfig.tlsListen,
+    };
+    for (const s of this.slots) if (s.worker !== undefined && !s.ready) this.postReload(s, 0);
+    const answers = (await this.ask((s, id) => this.postReload(s, id))) as (
+      | ReloadOutcome
+      | undefined
+    )[];
+    const problems = new Set<string>();
+    let allocationsEnded = 0;
+    for (const a of answers) {
+      allocationsEnded += a?.allocationsEnded ?? 0;
+      for (const p of a?.problems ?? []) problems.add(p);
+    }
+    return { allocationsEnded, problems: [...problems] };
+  }
+
+  /** The current configuration to `slot`; `id` 0: nobody waits for the answer. */
+  private postReload(slot: Slot, id: number): void {
+    this.post(slot, {
+      t: "ask",
+      id,
+      what: "reload",
+      config: this.joinConfig,
+      generation: this.generation,
+    });
   }
 
   addresses(): RelayAddresses {

@@ -28,6 +28,7 @@ const relay = await startRelay(init.config, {
   logger,
   metrics: { stats, telemetry },
   ownPorts: init.ownPorts,
+  configGeneration: init.generation,
   worker: {
     portSlice: init.portSlice,
     index: init.index,
@@ -44,7 +45,12 @@ const sendStats = (gen = 0) => post({ t: "stats", snapshot: snapshotOf(stats), g
 const statsTimer = setInterval(() => sendStats(), init.statsIntervalMs);
 statsTimer.unref();
 sendStats();
-post({ t: "ready", addresses: relay.addresses(), udpIo: relay.udpIo });
+post({
+  t: "ready",
+  addresses: relay.addresses(),
+  udpIo: relay.udpIo,
+  generation: init.generation,
+});
 
 port.on("message", (m: SupervisorMessage) => {
   switch (m.t) {
@@ -74,8 +80,12 @@ port.on("message", (m: SupervisorMessage) => {
       return;
     case "ask":
       Promise.resolve(
-        m.what === "allocations" ? relay.allocations() : relay.setRevokedUsers(m.users),
-      ).then((value) => post({ t: "answer", id: m.id, value }));
+        m.what === "allocations"
+          ? relay.allocations()
+          : relay.applyReloadable(m.config, m.generation),
+      ).then((value) => {
+        if (m.id !== 0) post({ t: "answer", id: m.id, value });
+      });
       return;
     case "route":
       for (const h of routeHandlers) h(m.from, m.message);
