@@ -146,6 +146,7 @@ export {
 export type { PortRange } from "./server/relay-port-pool.js";
 export type {
   ExchangedReservation,
+  PublishedReservation,
   ReservationExchange,
 } from "./server/reservation-exchange.js";
 export { TurnServer } from "./server/server.js";

@@ -70,7 +70,7 @@ class SharedReservations {
       return { e, r: { engine: e.engine, family: e.family, port: e.port, inherits } };
     };
     return {
-      publish: (token, family, port, expiresAt, principal) => {
+      publish: ({ token, family, port, expiresAt, principal }) => {
         this.entries.set(tokenKey(token), { engine, family, port, expiresAt, principal });
         return true;
       },
@@ -165,6 +165,16 @@ function redeemElsewhere(h: Harness, user: string, token: Uint8Array) {
     { type: "allocation-created" },
   ]) as [OutputOf<"transmit">];
   return { taken, r: c.verified(new Response(sent.data)) };
+}
+
+/** Alice reserves in engine 0 (EVEN-PORT R=1); `redeemer` redeems the token in engine 1. */
+function reservedInOneRedeemedInTheOther(maxAllocationsPerUser: number, redeemer: string) {
+  const { engines } = twoEngines(maxAllocationsPerUser);
+  const [a, b] = engines;
+  const made = client(a, "alice").allocate(reserveNext);
+  const token = readBytes(made.msg, AttributeType.ReservationToken)!.slice();
+  redeemElsewhere(b, redeemer, token);
+  return { a, b, token };
 }
 
 const onIpv6 = {
@@ -267,11 +277,7 @@ describe("RESERVATION-TOKENs across engines (RFC 8656 §7.2)", () => {
   });
 
   it("moves the maker's count with a reservation another engine took, so the maker's expiry gives nothing back", () => {
-    const { engines } = twoEngines(2);
-    const [a, b] = engines;
-    const made = client(a, "alice").allocate(reserveNext);
-    const token = readBytes(made.msg, AttributeType.ReservationToken)!.slice();
-    redeemElsewhere(b, "alice", token);
+    const { a, b } = reservedInOneRedeemedInTheOther(2, "alice");
     // Two allocations of alice's now; the reservation's lifetime passes in engine 0.
     a.tick(30);
     expect(a.server.stats.reservationsActive).toBe(0);
@@ -280,21 +286,13 @@ describe("RESERVATION-TOKENs across engines (RFC 8656 §7.2)", () => {
   });
 
   it("gives the maker's count back when another principal redeems it in another engine", () => {
-    const { engines } = twoEngines(2);
-    const [a, b] = engines;
-    const made = client(a, "alice").allocate(reserveNext);
-    const token = readBytes(made.msg, AttributeType.ReservationToken)!.slice();
-    redeemElsewhere(b, "bob", token);
+    const { a, b } = reservedInOneRedeemedInTheOther(2, "bob");
     expect(client(a, "alice").allocate().code).toBe(0);
     expect(client(b, "alice").allocate().code).toBe(486);
   });
 
   it("refuses the maker's own redemption with 508 once another engine took the token", () => {
-    const { engines } = twoEngines();
-    const [a, b] = engines;
-    const made = client(a, "alice").allocate(reserveNext);
-    const token = readBytes(made.msg, AttributeType.ReservationToken)!.slice();
-    redeemElsewhere(b, "bob", token);
+    const { a, token } = reservedInOneRedeemedInTheOther(10, "bob");
     expect(client(a, "alice").allocate(redeem(token)).code).toBe(508);
     expect(a.server.stats.reservationsActive).toBe(0);
   });

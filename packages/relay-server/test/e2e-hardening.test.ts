@@ -265,7 +265,7 @@ describe("turnpike-relay connection slots and frame limits", () => {
   });
 });
 
-describe("turnpike-relay principals: --user alice and TURN REST '<expiry>:alice'", () => {
+describe("turnpike-relay RFC 6062 data connections: principals kept apart, per-source counts kept", () => {
   let range: PortRange;
   let relay: TurnpikeHandle | undefined;
 
@@ -275,7 +275,14 @@ describe("turnpike-relay principals: --user alice and TURN REST '<expiry>:alice'
       minPort: range.min,
       maxPort: range.max,
       token: TOKEN,
-      extraArgs: ["--user", "alice:alicepw", "--max-allocations-per-user", "1"],
+      extraArgs: [
+        "--user",
+        "alice:alicepw",
+        "--max-allocations-per-user",
+        "1",
+        "--max-connections-per-ip",
+        "5",
+      ],
     });
   });
   afterAll(async () => {
@@ -283,7 +290,7 @@ describe("turnpike-relay principals: --user alice and TURN REST '<expiry>:alice'
     range?.release();
   });
 
-  it("keeps them apart: separate quotas, and REST alice cannot ConnectionBind static alice's peer connection", async () => {
+  it("keeps --user alice and TURN REST '<expiry>:alice' apart: separate quotas, and REST alice cannot ConnectionBind static alice's peer connection", async () => {
     const port = relay!.port;
     const rest = restCredentials(TOKEN, "alice");
     const open = (username: string, password: string) =>
@@ -330,25 +337,6 @@ describe("turnpike-relay principals: --user alice and TURN REST '<expiry>:alice'
       await new Promise<void>((r) => service.close(() => r()));
     }
   });
-});
-
-describe("turnpike-relay --max-connections-per-ip and RFC 6062 data connections", () => {
-  let range: PortRange;
-  let relay: TurnpikeHandle | undefined;
-
-  beforeAll(async () => {
-    range = reservePortRange(20);
-    relay = await startTurnpike({
-      minPort: range.min,
-      maxPort: range.max,
-      token: TOKEN,
-      extraArgs: ["--max-connections-per-ip", "5", "--tcp-idle-timeout", "60"],
-    });
-  });
-  afterAll(async () => {
-    await relay?.stop("SIGINT", 5000);
-    range?.release();
-  });
 
   it("keeps a data connection whose ConnectionBind failed counted against its source: 30 attempts leave at most 5 open", async () => {
     const creds = restCredentials(TOKEN, "binder");
@@ -356,13 +344,13 @@ describe("turnpike-relay --max-connections-per-ip and RFC 6062 data connections"
     const answers: (number | string)[] = [];
     try {
       for (let i = 0; i < 30; i++) {
-        // 127.0.0.1 reaches worker 1 (the listeners steer by source address), and even
+        // 127.0.0.3 reaches worker 1 (the listeners steer by source address), and even
         // CONNECTION-IDs are worker 0's: with two workers each ConnectionBind is handed over,
         // and worker 0 knows no such id (400, RFC 6062 §5.4). With one, 400 at once.
         const c = await TurnClientLite.open({
           port: relay!.port,
           transport: "tcp",
-          localAddress: "127.0.0.1",
+          localAddress: "127.0.0.3",
           username: creds.username,
           password: creds.credential,
         });
@@ -377,7 +365,7 @@ describe("turnpike-relay --max-connections-per-ip and RFC 6062 data connections"
         );
       }
       await sleep(300);
-      // Unbound, they still count against 127.0.0.1: the sixth and later are closed at once.
+      // Unbound, they still count against 127.0.0.3: the sixth and later are closed at once.
       expect(answers.filter((a) => a === 400)).toHaveLength(5);
       expect(connections.filter((c) => !c.closedByPeer)).toHaveLength(5);
     } finally {

@@ -5,11 +5,10 @@
 // is one principal's whatever the protocol and whichever worker an Allocate reaches.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mintPinnedCredentials, readXorAddress } from "@turnpike/relay-core";
-import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { connectionRefused, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
 import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import {
@@ -220,18 +219,6 @@ function pinnedCreds(user: string, port: number): { username: string; password: 
   return { username: c.username, password: c.password };
 }
 
-/** A TCP connection to 127.0.0.1:`port` is refused: nothing listens there. */
-function refused(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.once("error", (err: NodeJS.ErrnoException) => resolve(err.code === "ECONNREFUSED"));
-  });
-}
-
 describe("a pinned port belongs to one principal, whatever the protocol and whichever worker", () => {
   let range: PortRange;
   let relay: TurnpikeHandle | undefined;
@@ -277,7 +264,7 @@ describe("a pinned port belongs to one principal, whatever the protocol and whic
       expect(bob.r.code, `try ${i}: ${bob.r.reason}`).toBe(403);
       expect(bob.r.reason).toBe(`Forbidden: pinned port ${port} is held by another user`);
     }
-    expect(await refused(port)).toBe(true);
+    expect(await connectionRefused(port)).toBe(true);
     // Alice's tunnel comes back from a new 5-tuple: the port is hers again at once.
     const again = await udpAllocate(pinnedCreds("alice", port));
     expect(again.r.code, again.r.reason).toBe(0);
@@ -294,7 +281,7 @@ describe("a pinned port belongs to one principal, whatever the protocol and whic
     const codes: number[] = [];
     for (let i = 0; i < 8; i++) codes.push((await udpAllocate(pinnedCreds("bob", port))).r.code);
     expect(codes).toEqual(Array(8).fill(403));
-    expect(await refused(port)).toBe(false); // alice's relayed address listens
+    expect(await connectionRefused(port)).toBe(false); // alice's relayed address listens
     expect((await alice.client.refresh(600)).code).toBe(0);
   });
 });

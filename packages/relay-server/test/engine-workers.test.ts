@@ -10,9 +10,8 @@
 // structured clones delivered on a later turn of the event loop, as between worker threads.
 import { createHash, randomBytes } from "node:crypto";
 import dgram from "node:dgram";
-import net from "node:net";
 import { bandwidthLimit, readBytes, readXorAddress } from "@turnpike/relay-core";
-import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { connectionRefused, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { rfc6062Echo } from "@turnpike/test-support/rfc6062";
 import {
   AttributeType,
@@ -117,18 +116,6 @@ async function allocate(
   };
 }
 
-/** A TCP connection to `port` is refused: nothing listens there. */
-function refused(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.once("error", (err: NodeJS.ErrnoException) => resolve(err.code === "ECONNREFUSED"));
-  });
-}
-
 /** A data connection to `engine` with a ConnectionBind for `id` (RFC 6062 §5.4). */
 async function connectionBind(engine: InProcessEngine, id: number) {
   const port = engine.relay.addresses().tcp[0]!.port;
@@ -230,7 +217,7 @@ describe.each(UDP_PATHS)("two engines as workers on the %s path", (udpIo) => {
     expect(holder).toMatchObject({ code: 0, port: pin });
     expect((await allocate(second, "tcp", pinned("globex", pin))).code).toBe(403);
     expect((await allocate(first, "tcp", pinned("globex", pin))).code).toBe(403);
-    expect(await refused(pin)).toBe(true);
+    expect(await connectionRefused(pin)).toBe(true);
     const tcpHolder = await allocate(second, "tcp", pinned("initech", pin + 1));
     expect(tcpHolder).toMatchObject({ code: 0, port: pin + 1 });
     expect((await allocate(first, "udp", pinned("globex", pin + 1))).code).toBe(403);

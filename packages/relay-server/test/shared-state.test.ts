@@ -4,7 +4,12 @@
 // supervisor clears when a worker dies.
 import { type AllocationId, bandwidthLimit } from "@turnpike/relay-core";
 import { describe, expect, it } from "vitest";
-import { createSharedState, openSharedState, recoverWorker } from "../src/shared/shared-state.js";
+import {
+  createSharedState,
+  openSharedState,
+  recoverWorker,
+  type SharedState,
+} from "../src/shared/shared-state.js";
 import { leaseBytes } from "../src/shared/user-bandwidth.js";
 
 const PINNED = { min: 40000, max: 40009 };
@@ -30,6 +35,16 @@ function state(workers = 2, maxAllocationsPerUser = 10) {
 
 const id = (n: number) => n as AllocationId;
 const token = (n: number) => Uint8Array.of(n, 1, 2, 3, 4, 5, 6, 7);
+
+/** Alice's reservation `n` of IPv4 `port` until `expiresAt`, made by the worker of `view`. */
+const publish = (view: SharedState, n: number, port: number, expiresAt: number) =>
+  view.reservations.publish({
+    token: token(n),
+    family: 4,
+    port,
+    expiresAt,
+    principal: "rest:alice",
+  });
 
 describe("pinned-port owners shared by workers", () => {
   it("gives a port to one principal on both families, names the same principal's holder on another worker, and clears a dead worker's", () => {
@@ -57,7 +72,7 @@ describe("RESERVATION-TOKENs shared by workers", () => {
     // Worker 0: an allocation and its reservation, both counted against alice.
     expect(a!.limits.acquireAllocation("rest:alice")).toBe(0);
     expect(a!.limits.acquireAllocation("rest:alice")).toBe(0);
-    expect(a!.reservations.publish(token(1), 4, 50001, now + 30_000, "rest:alice")).toBe(true);
+    expect(publish(a!, 1, 50001, now + 30_000)).toBe(true);
     expect(a!.reservations.peek(token(1), "rest:alice", now)).toBeUndefined(); // its own
     expect(b!.reservations.peek(token(1), "rest:alice", now)).toEqual({
       engine: 0,
@@ -79,8 +94,8 @@ describe("RESERVATION-TOKENs shared by workers", () => {
     const [a, b] = views;
     const now = performance.now();
     expect(a!.limits.acquireAllocation("rest:alice")).toBe(0);
-    a!.reservations.publish(token(2), 4, 50003, now + 30_000, "rest:alice");
-    a!.reservations.publish(token(3), 4, 50005, now + 10, "rest:alice");
+    publish(a!, 2, 50003, now + 30_000);
+    publish(a!, 3, 50005, now + 10);
     expect(b!.reservations.take(token(3), "rest:bob", now + 10)).toBeUndefined();
     expect(b!.reservations.take(token(2), "rest:bob", now)).toEqual({
       engine: 0,
@@ -90,7 +105,7 @@ describe("RESERVATION-TOKENs shared by workers", () => {
     });
     expect(b!.limits.acquireAllocation("rest:alice")).toBe(0);
     // A dead maker's reservations go with it.
-    a!.reservations.publish(token(4), 4, 50007, now + 30_000, "rest:alice");
+    publish(a!, 4, 50007, now + 30_000);
     recoverWorker(supervisor, 0);
     expect(b!.reservations.peek(token(4), "rest:alice", now)).toBeUndefined();
   });

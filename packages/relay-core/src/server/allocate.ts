@@ -285,14 +285,8 @@ export class AllocateRequests {
         context.random.fillBytes(newReservationToken);
         const [family, port] = [families[0]!, chosen[0]! + 1];
         const expiresAt = now + context.lifetimes.reservation * 1000;
-        const published = context.reservations?.publish(
-          newReservationToken,
-          family,
-          port,
-          expiresAt,
-          auth.principal,
-        );
-        if (published === false) {
+        const made = { token: newReservationToken, family, port, expiresAt };
+        if (context.reservations?.publish({ ...made, principal: auth.principal }) === false) {
           for (let i = 0; i < chosen.length; i++) ports.release(families[i]!, chosen[i]!);
           quota.release(auth.principal);
           quota.release(auth.principal);

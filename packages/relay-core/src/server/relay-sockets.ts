@@ -86,10 +86,8 @@ export class RelaySockets {
       if (port !== undefined) {
         ports.release(socket.family, socket.port);
         if (socket.choice === "even" && token !== undefined) {
-          const r = ports.moveReservation(token, port + 1);
-          if (r !== undefined) {
-            this.#context.reservations?.publish(token, r.family, r.port, r.expiresAt, r.principal);
-          }
+          const moved = ports.moveReservation(token, port + 1);
+          if (moved !== undefined) this.#context.reservations?.publish(moved);
         }
         socket.port = port;
         socket.attempts++;

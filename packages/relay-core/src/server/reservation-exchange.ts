@@ -12,6 +12,18 @@
  * Without an exchange a server redeems only its own reservations (the default).
  */
 
+/** A reservation as its maker publishes it. */
+export interface PublishedReservation {
+  /** Its RESERVATION-TOKEN (8 bytes). */
+  readonly token: Uint8Array;
+  readonly family: 4 | 6;
+  readonly port: number;
+  /** When it lapses, on the maker's clock. */
+  readonly expiresAt: number;
+  /** Who made it (whose quota counts it). */
+  readonly principal: string;
+}
+
 /** A reservation as another engine learns it. */
 export interface ExchangedReservation {
   /** The engine that made it (told with a "reservation-taken" output once it is taken). */
@@ -29,18 +41,11 @@ export interface ExchangedReservation {
 
 export interface ReservationExchange {
   /**
-   * This engine reserved `port` under `token` for `principal` until `expiresAt` (on this
-   * engine's clock). Published again when the port moves (an EVEN-PORT bind retried on another
-   * even port, before the token is sent). False: there is no room to publish it (the reservation
-   * is refused).
+   * This engine reserved `r.port` under `r.token`. Published again when the port moves (an
+   * EVEN-PORT bind retried on another even port, before the token is sent). False: there is no
+   * room to publish it (the reservation is refused).
    */
-  publish(
-    token: Uint8Array,
-    family: 4 | 6,
-    port: number,
-    expiresAt: number,
-    principal: string,
-  ): boolean;
+  publish(r: PublishedReservation): boolean;
   /**
    * This engine's reservation `token` ends here (redeemed here, lapsed, cancelled, shutdown):
    * true when it was still published, false when another engine took it meanwhile (its quota

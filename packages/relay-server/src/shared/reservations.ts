@@ -25,7 +25,11 @@
 // which the redeemer may still relay on; a later pick of it by the maker fails to bind (UDP)
 // and relay-core picks another, or a TCP relay shares the number with that UDP one.
 
-import type { ExchangedReservation, ReservationExchange } from "@turnpike/relay-core";
+import type {
+  ExchangedReservation,
+  PublishedReservation,
+  ReservationExchange,
+} from "@turnpike/relay-core";
 import type { Carver } from "./carve.js";
 import type { KeyedHash } from "./keyed-hash.js";
 import type { SharedLimits } from "./shared-limits.js";
@@ -70,25 +74,18 @@ export class SharedReservations implements ReservationExchange {
     this.table = new SlotTable(slots, views.words, STRIDE, views.expiries, 1);
   }
 
-  publish(
-    token: Uint8Array,
-    family: 4 | 6,
-    port: number,
-    expiresAt: number,
-    principal: string,
-  ): boolean {
-    const [hi, lo] = this.hash.key(token);
-    const [phi, plo] = this.hash.of(principal);
+  publish(r: PublishedReservation): boolean {
+    const [hi, lo] = this.hash.key(r.token);
+    const [phi, plo] = this.hash.of(r.principal);
     const t = this.table;
     return this.lock.locked(() => {
       const slot = t.findOrInsert(hi, lo);
       if (slot < 0) return false;
-      t.words.set([this.worker + 1, family, port, phi, plo], slot * STRIDE + MAKER);
-      t.floats![slot] = this.wallClock(expiresAt);
+      t.words.set([this.worker + 1, r.family, r.port, phi, plo], slot * STRIDE + MAKER);
+      t.floats![slot] = this.wallClock(r.expiresAt);
       return true;
     });
   }
-
   withdraw(token: Uint8Array): boolean {
     const [hi, lo] = this.hash.key(token);
     const t = this.table;
