@@ -106,11 +106,6 @@ export class WorkerLink {
     worker.onRoute((from, message) => this.receive(from, message as RoutedMessage));
   }
 
-  /** Other workers exist that may hold what this one could not bind. */
-  get hasOthers(): boolean {
-    return this.worker.count > 1;
-  }
-
   /**
    * relay-core handed this connection's ConnectionBind to worker `owner`: keep the (paused)
    * socket here and relay it to the owner, starting with `adopt.bytes`. `counted` hears when
