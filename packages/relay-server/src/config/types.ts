@@ -98,6 +98,13 @@ export interface RelayConfig {
   readonly maxConnectionsPerIp: number;
   /** Unauthenticated responses per second per source IP; 0 = unlimited. */
   readonly maxUnauthenticatedRate: number;
+  /**
+   * Relayed bytes per second per user (principal), over all its allocations on every worker
+   * (relay-core's maxBytesPerSecondPerUser); undefined or 0 = no limit. Read by the engine and
+   * the worker pool; the command-line option that sets it (--max-bps-per-user) is not in this
+   * table yet.
+   */
+  readonly maxBpsPerUser?: number | undefined;
   /** Seconds. */
   readonly tcpIdleTimeout: number;
   /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
