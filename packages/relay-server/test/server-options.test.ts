@@ -13,7 +13,8 @@ import {
   turnServerOptions,
 } from "../src/engine/server-options.js";
 import type { WorkerContext } from "../src/shared/context.js";
-import { createSharedLimits, SharedLimits } from "../src/shared/shared-limits.js";
+import type { SharedLimits } from "../src/shared/shared-limits.js";
+import { createSharedState, openSharedState } from "../src/shared/shared-state.js";
 
 const TOKEN = "server-options-token";
 
@@ -27,7 +28,8 @@ const policy = new PeerAddressPolicy();
 
 /** What one engine is given: the process's limits with one worker's tables. */
 function ownLimits(c: RelayConfig): SharedLimits {
-  return new SharedLimits(createSharedLimits({ workers: 1, ...processLimits(c) }), 0);
+  const init = createSharedState({ workers: 1, ...processLimits(c), dynamicPorts: 100 });
+  return openSharedState(init, 0).limits;
 }
 
 /** The setting of one engine (no worker) for `c`. */
@@ -36,18 +38,19 @@ function single(c: RelayConfig, unixTimeOffsetMs = 0) {
 }
 
 function worker(index: number, count: number, maxAllocationsPerUser = 100): WorkerContext {
-  const init = createSharedLimits({
+  const init = createSharedState({
     workers: count,
     maxAllocations: 1000,
     maxAllocationsPerUser,
     maxConnections: 100,
     maxConnectionsPerIp: 10,
     unauthenticatedRate: 1,
+    dynamicPorts: 300,
   });
   return {
     index,
     count,
-    limits: new SharedLimits(init, index),
+    shared: openSharedState(init, index),
     secret: new Uint8Array(32).fill(7),
     route: () => {},
     onRoute: () => {},
@@ -227,7 +230,7 @@ describe("turnServerOptions: what varies", () => {
     const w = worker(1, 2);
     const second = turnServerOptions(c, {
       worker: w,
-      limits: w.limits,
+      limits: w.shared.limits,
       peerPolicy: policy,
       unixTimeOffsetMs: 0,
     });
@@ -240,7 +243,7 @@ describe("turnServerOptions: what varies", () => {
     const w = worker(1, 3, 1);
     const o = turnServerOptions(config("--min-port", "50000", "--max-port", "50299"), {
       worker: w,
-      limits: w.limits,
+      limits: w.shared.limits,
       peerPolicy: policy,
       unixTimeOffsetMs: 0,
     });
@@ -252,7 +255,7 @@ describe("turnServerOptions: what varies", () => {
     expect(o.allocationQuota?.acquire("carol")).toBe(0);
     expect(o.allocationQuota?.acquire("carol")).toBe(486);
     o.allocationQuota?.release("carol");
-    expect(w.limits.acquireAllocation("carol")).toBe(0);
+    expect(w.shared.limits.acquireAllocation("carol")).toBe(0);
     // The unauthenticated rate (1/s, burst 2) is the shared buckets' too.
     const allowed = [0, 1, 2].map(() => o.unauthenticatedLimiter?.allow("192.0.2.9", 10));
     expect(allowed).toEqual([true, true, false]);

@@ -36,14 +36,35 @@ export type TurnServerOutput =
       readonly protocol: "udp" | "tcp";
       readonly bindAddress: string;
       readonly port: number;
-      /**
-       * Set for a pinned port: the principal it is pinned for. Engines sharing a relay (the
-       * relay's workers) ask each other to release it when the bind finds it taken
-       * (TurnServer.releasePinnedPort).
-       */
+      /** Set for a pinned port: the principal it is pinned for. */
       readonly pinnedFor?: string;
     }
+  | {
+      /**
+       * Engines sharing `pinnedPortOwners`: this engine took pinned `port` on `family` over
+       * for `principal`, and `allocation` of engine `engine` is the stale holder. The runtime
+       * asks that engine to end it (its TurnServer.releasePinnedPort) and binds the
+       * "open-relay" for the same family and port that follows once it answered, so the bind
+       * does not find the stale socket still open. Queued before that "open-relay".
+       */
+      readonly type: "release-pinned-port";
+      readonly engine: number;
+      readonly allocation: AllocationId;
+      readonly family: 4 | 6;
+      readonly port: number;
+      readonly principal: string;
+    }
   | { readonly type: "close-relay"; readonly relay: RelayId }
+  | {
+      /**
+       * Engines sharing `reservationExchange`: this engine took the reservation `token` that
+       * engine `engine` made (an Allocate with its RESERVATION-TOKEN from a 5-tuple that lands
+       * here). The runtime tells that engine (its TurnServer.handleReservationTaken).
+       */
+      readonly type: "reservation-taken";
+      readonly engine: number;
+      readonly token: Uint8Array;
+    }
   | {
       /** RFC 6062 §5.2: dial `address:port` from the relayed address of TCP relay `relay`. */
       readonly type: "connect-peer";

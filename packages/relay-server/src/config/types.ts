@@ -100,7 +100,10 @@ export interface RelayConfig {
   readonly maxUnauthenticatedRate: number;
   /** Relayed payload per allocation, bytes per second both ways (--max-bps); undefined = none. */
   readonly maxBytesPerSecond: number | undefined;
-  /** The same per user (principal), over all its allocations (--max-bps-per-user). */
+  /**
+   * The same per user (principal), over all its allocations on every worker
+   * (--max-bps-per-user): the engine and the worker pool's shared buckets read it.
+   */
   readonly maxBytesPerSecondPerUser: number | undefined;
   /** Seconds. */
   readonly tcpIdleTimeout: number;

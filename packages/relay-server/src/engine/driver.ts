@@ -29,7 +29,8 @@ import { type AllocationRow, type EndAllocations, parseAllocationRowId } from ".
 import { listenFailure } from "../preflight.js";
 import { SharedConnectionLedger } from "../shared/connection-ledger.js";
 import type { WorkerContext } from "../shared/context.js";
-import { createSharedLimits, SharedLimits } from "../shared/shared-limits.js";
+import type { SharedLimits } from "../shared/shared-limits.js";
+import { createSharedState, openSharedState } from "../shared/shared-state.js";
 import { WorkerLink } from "../shared/worker-link.js";
 import { Admissions } from "../stream/admission.js";
 import { StreamClients } from "../stream/clients.js";
@@ -117,12 +118,7 @@ class RelayEngine implements RunningRelay {
     this.worker = w;
     this.live = config;
     this.generation = deps.configGeneration ?? 1;
-    this.limits =
-      w?.limits ??
-      new SharedLimits(
-        createSharedLimits({ workers: 1, ...processLimits(config), generation: this.generation }),
-        0,
-      );
+    this.limits = w?.shared.limits ?? ownLimits(config, this.generation);
     // A worker (re)started with a newer generation than any engine applied yet.
     this.limits.setLimits(processLimits(config), this.generation);
     // Listeners configured with port 0 add their real port once bound (listen()).
@@ -153,10 +149,13 @@ class RelayEngine implements RunningRelay {
           w,
           {
             adopt: (remote, m) => this.clients.adopt(remote, m),
-            releasePinnedPort: (family, port, principal) => {
-              const result = this.core.releasePinnedPort(family, port, principal, now());
+            reservationTaken: (token) => {
+              this.core.handleReservationTaken(token);
               this.afterInput();
-              return result;
+            },
+            releasePinnedPort: (release) => {
+              this.core.releasePinnedPort(release, now());
+              this.afterInput();
             },
           },
           this.log,
@@ -394,4 +393,15 @@ class RelayEngine implements RunningRelay {
 
 function now(): number {
   return performance.now();
+}
+
+/** The limits of an engine on its own: the same shared memory, with one worker's tables. */
+function ownLimits(config: RelayConfig, generation: number): SharedLimits {
+  const init = createSharedState({
+    workers: 1,
+    ...processLimits(config),
+    generation,
+    dynamicPorts: config.maxPort - config.minPort + 1,
+  });
+  return openSharedState(init, 0).limits;
 }

@@ -5,8 +5,10 @@
 // datagram reaches the worker that owns the allocation). Nothing on the data path crosses
 // threads. What is shared (shared/: what a worker needs of the others):
 //
-//   limits      a SharedArrayBuffer (shared/shared-limits.ts): allocation and connection
-//               quotas and the unauthenticated-answer rate hold for the process, exactly;
+//   memory      shared/shared-state.ts: allocation and connection quotas and the
+//               unauthenticated-answer rate hold for the process, exactly; a pinned port
+//               belongs to one principal on every worker; a RESERVATION-TOKEN is redeemed on
+//               any worker; per-user bandwidth buckets are leased to the workers;
 //   secret      one nonce/credential secret, so any worker verifies any client's nonce;
 //   counters    each worker posts snapshots; the supervisor sums them for metrics.ts;
 //   logs        each worker's lines come here and go out through the one log stream;
@@ -24,10 +26,12 @@
 // The supervisor (this file, on the main thread) starts worker 0 first (its bound ports are
 // the ones the others join when the configuration says port 0), relays drain/close to every
 // worker, and restarts a worker that crashes: its clients re-allocate on the others meanwhile,
-// /readyz says "degraded", and the limits forget exactly what it held.
+// /readyz says "degraded", and the shared memory forgets exactly what it held (a lock it died
+// holding included).
 
 import { randomBytes } from "node:crypto";
 import { Worker } from "node:worker_threads";
+import { bandwidthLimit } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
@@ -35,10 +39,12 @@ import { type AllocationRow, type EndAllocations, parseAllocationRowId } from ".
 import { listenFailure } from "../preflight.js";
 import type { ListenFds } from "../shared/context.js";
 import {
-  createSharedLimits,
-  SharedLimits,
-  type SharedLimitsInit,
-} from "../shared/shared-limits.js";
+  createSharedState,
+  openSharedState,
+  recoverWorker,
+  type SharedState,
+  type SharedStateInit,
+} from "../shared/shared-state.js";
 import type { RoutedMessage } from "../shared/worker-link.js";
 import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { StatsAggregator, type StatsSnapshot } from "./stats-sync.js";
@@ -74,7 +80,7 @@ export interface WorkerInit {
   readonly generation: number;
   readonly index: number;
   readonly count: number;
-  readonly limits: SharedLimitsInit;
+  readonly shared: SharedStateInit;
   readonly secret: Uint8Array;
   readonly statsIntervalMs: number;
   /** The process's other listening ports (health, Prometheus): never peers. */
@@ -133,8 +139,9 @@ class WorkerPool implements RunningRelay {
   udpIo: "batch" | "dgram" = "dgram";
   private readonly log: Logger;
   private readonly slots: Slot[] = [];
-  private readonly limitsInit: SharedLimitsInit;
-  private readonly limits: SharedLimits;
+  private readonly sharedInit: SharedStateInit;
+  /** The supervisor's view: it counts nothing, and clears what dead workers held. */
+  private readonly shared: SharedState;
   private readonly secret = new Uint8Array(randomBytes(32));
   private readonly aggregator: StatsAggregator;
   private bound: RelayAddresses = { udp: [], tcp: [], tls: [] };
@@ -167,7 +174,7 @@ class WorkerPool implements RunningRelay {
     this.ownPorts = deps.ownPorts ?? [];
     this.writeLogLine = deps.writeLogLine ?? ((line) => process.stderr.write(`${line}\n`));
     this.generation = deps.configGeneration ?? 1;
-    this.limitsInit = createSharedLimits({
+    this.sharedInit = createSharedState({
       workers: config.workers,
       maxAllocations: config.maxAllocations,
       maxAllocationsPerUser: config.maxAllocationsPerUser,
@@ -175,8 +182,14 @@ class WorkerPool implements RunningRelay {
       maxConnectionsPerIp: config.maxConnectionsPerIp,
       unauthenticatedRate: config.maxUnauthenticatedRate,
       generation: this.generation,
+      pinnedPorts: config.pinnedPorts,
+      dynamicPorts: config.maxPort - config.minPort + 1,
+      perUserBandwidth:
+        config.maxBytesPerSecondPerUser !== undefined
+          ? bandwidthLimit(config.maxBytesPerSecondPerUser)
+          : undefined,
     });
-    this.limits = new SharedLimits(this.limitsInit, 0);
+    this.shared = openSharedState(this.sharedInit, config.workers);
     this.aggregator = new StatsAggregator(deps.metrics.stats);
     deps.metrics.stats.beforeCollect = () => this.aggregator.aggregate();
     deps.metrics.stats.refresh = () => this.refreshStats();
@@ -292,7 +305,7 @@ class WorkerPool implements RunningRelay {
       portSlice: portSlice(config.minPort, config.maxPort, slot.index, this.slots.length),
       index: slot.index,
       count: this.slots.length,
-      limits: this.limitsInit,
+      shared: this.sharedInit,
       secret: this.secret,
       statsIntervalMs: STATS_INTERVAL_MS,
       ownPorts: this.ownPorts,
@@ -334,6 +347,18 @@ class WorkerPool implements RunningRelay {
             const to = this.slots[m.to];
             if (to?.worker !== undefined && to.ready) {
               this.post(to, { t: "route", from: slot.index, message: m.message });
+            } else {
+              // That worker is restarting: what was meant for its predecessor reaches nobody.
+              // The sender learns at once (a held RFC 6062 connection closes, a pinned-port
+              // release counts as done) instead of waiting for an answer that never comes.
+              this.post(slot, {
+                t: "route",
+                from: m.to,
+                message: {
+                  r: "undeliverable",
+                  message: m.message as RoutedMessage,
+                } satisfies RoutedMessage,
+              });
             }
             return;
           }
@@ -348,7 +373,11 @@ class WorkerPool implements RunningRelay {
         slot.ready = false;
         slot.worker = undefined;
         for (const w of slot.waiters.values()) w();
-        this.limits.clearWorker(slot.index);
+        if (recoverWorker(this.shared, slot.index)) {
+          this.log.warn("worker ended inside a critical section; its shared lock was freed", {
+            worker: slot.index,
+          });
+        }
         this.aggregator.retire(slot.index);
         // The others drop RFC 6062 connections they held for it or adopted from it.
         for (const other of this.slots) {
