@@ -74,7 +74,7 @@ const IMPURE_CALLS = [
 ];
 
 /** The tunnel's lifecycle machine and the modules it takes values from. */
-const TUNNEL_LIFECYCLE = ["lifecycle.ts", "backoff.ts", "windows.ts"].map((f) =>
+const TUNNEL_LIFECYCLE = ["lifecycle.ts", "backoff.ts", "windows.ts", "redirects.ts"].map((f) =>
   join(ROOT, "packages/tunnel-client/src", f),
 );
 
@@ -98,6 +98,7 @@ const ROOMS: Record<string, readonly string[]> = {
     "stats.ts",
     "types.ts",
     "discovery.ts",
+    "preflight.ts",
   ],
   "workers/": [
     "workers/",
@@ -107,6 +108,7 @@ const ROOMS: Record<string, readonly string[]> = {
     "stats.ts",
     "types.ts",
     "discovery.ts",
+    "preflight.ts",
   ],
 };
 const RELAY_SERVER_SRC = join(ROOT, "packages/relay-server/src");

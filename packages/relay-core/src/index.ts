@@ -161,6 +161,7 @@ export {
   type AllocationEndReason,
   type AllocationInfo,
   type NumericTransportAddress,
+  type Refusal,
   type Route,
   RouteKind,
   type TurnServerOutput,

@@ -36,8 +36,11 @@
 // | turn.permissions.active      | UpDownCounter (obs.)  | {permission}  | - |
 // | turn.channels.active         | UpDownCounter (obs.)  | {channel}     | - |
 // | turn.connections.active      | UpDownCounter (obs.)  | {connection}  | - |
+// | turn.reservations.active     | UpDownCounter (obs.)  | {reservation} | - |
 // | turn.auth.failures           | Counter (obs.)        | {failure}     | reason |
 // | turn.dropped.packets         | Counter (obs.)        | {packet}      | reason |
+// | turn.auth.legacy_pinned      | Counter (obs.)        | {request}     | - |
+// | turn.bandwidth.pauses        | Counter (obs.)        | {pause}       | - |
 // | nodejs.eventloop.delay.p50   | Gauge (obs.)          | s             | - |
 // | nodejs.eventloop.delay.p99   | Gauge (obs.)          | s             | - |
 // | nodejs.eventloop.delay.max   | Gauge (obs.)          | s             | - |
@@ -61,9 +64,11 @@ import type {
 import type { Logger } from "@turnpike/runtime-kit";
 import {
   metricExportTiming,
+  OtlpExportHealth,
   resourceAttributesFrom as otelResourceAttributes,
   otlpEndpointFrom,
   routeOtelDiagnostics,
+  watchOtlpExport,
 } from "@turnpike/runtime-kit";
 import type { SocketAddress } from "./config/types.js";
 import {
@@ -165,9 +170,15 @@ export async function startMetrics(options: MetricsOptions = {}): Promise<RelayM
 
   if (otlpEndpoint !== undefined) {
     const { intervalMs: interval, timeoutMs: timeout } = metricExportTiming(env);
+    const exporter = new OTLPMetricExporter({ url: otlpEndpoint, timeoutMillis: timeout });
+    // A collector that is down is one WARN line (and one when it is back), not a stack trace
+    // per interval (runtime-kit's otlp-export.ts; routeOtelDiagnostics drops the SDK's own).
+    if (logger !== undefined) {
+      watchOtlpExport(exporter, new OtlpExportHealth({ endpoint: otlpEndpoint, logger }));
+    }
     readers.push(
       new PeriodicExportingMetricReader({
-        exporter: new OTLPMetricExporter({ url: otlpEndpoint, timeoutMillis: timeout }),
+        exporter,
         exportIntervalMillis: interval,
         exportTimeoutMillis: timeout,
         metricProducers: [producer],
@@ -342,6 +353,21 @@ function registerObservables(
     unit: "s",
     description: "CPU time used by the process",
   });
+  const reservations = meter.createObservableUpDownCounter("turn.reservations.active", {
+    ...int,
+    unit: "{reservation}",
+    description: "EVEN-PORT reservations held",
+  });
+  const legacyPinned = meter.createObservableCounter("turn.auth.legacy_pinned", {
+    ...int,
+    unit: "{request}",
+    description: "Requests accepted with old-scheme pinned credentials",
+  });
+  const bandwidthPauses = meter.createObservableCounter("turn.bandwidth.pauses", {
+    ...int,
+    unit: "{pause}",
+    description: "RFC 6062 pipes paused for a bandwidth limit",
+  });
   const memory = meter.createObservableUpDownCounter("process.memory.usage", {
     ...int,
     unit: "By",
@@ -367,6 +393,9 @@ function registerObservables(
     cpuTime,
     memory,
     udpIo,
+    reservations,
+    legacyPinned,
+    bandwidthPauses,
   ];
 
   meter.addBatchObservableCallback(async (result) => {
@@ -396,6 +425,9 @@ function registerObservables(
     result.observe(permissions, stats.permissionsActive);
     result.observe(channels, stats.channelsActive);
     result.observe(connections, stats.connectionsActive);
+    result.observe(reservations, stats.reservationsActive);
+    result.observe(legacyPinned, stats.legacyPinnedAccepted);
+    result.observe(bandwidthPauses, stats.bandwidthPauses);
     if (stats.udpIo !== undefined) result.observe(udpIo, 1, { io: stats.udpIo });
     for (const [reason, count] of stats.authFailures)
       result.observe(authFailures, count, { reason });

@@ -134,6 +134,12 @@ export interface RelayStats {
   connectionsActive: number;
   /** Set by the driver: the UDP data path in use. */
   udpIo: "batch" | "dgram" | undefined;
+  /** Set by the driver: EVEN-PORT reservations held (relay-core's reservationsActive). */
+  reservationsActive: number;
+  /** Set by the driver from relay-core: requests accepted with old-scheme pinned credentials. */
+  legacyPinnedAccepted: number;
+  /** Set by the driver from relay-core: RFC 6062 pipes paused for a bandwidth limit. */
+  bandwidthPauses: number;
   /** Keyed by `${method}:${errorCode}`. */
   readonly responses: Map<string, ResponseCount>;
   /** Auth failures per reason. */
@@ -170,6 +176,9 @@ export function createRelayStats(startTimeMs: number = Date.now()): RelayStats {
     channelsActive: 0,
     connectionsActive: 0,
     udpIo: undefined,
+    reservationsActive: 0,
+    legacyPinnedAccepted: 0,
+    bandwidthPauses: 0,
     responses: new Map(),
     authFailures: new Map(),
     drops: new Map(),

@@ -170,10 +170,12 @@ describe.skipIf(skipUnlessTools("turnutils_uclient", "turnutils_peer"))(
       expect(table.status, table.err).toBe(0);
       const [header, row, more] = table.out.trimEnd().split("\n");
       expect(header).toMatch(
-        /^USER +PIN +TRANSPORT +RELAYED ADDRESS +CLIENT +PEERS +CREATED +EXPIRES$/,
+        /^ID +USER +PIN +TRANSPORT +RELAYED ADDRESS +CLIENT +PEERS +CREATED +EXPIRES$/,
       );
       expect(row).toMatch(
-        new RegExp(`^initech +${port} +tcp +127\\.0\\.0\\.1:${port} +tcp:127\\.0\\.0\\.1:\\d+ +- `),
+        new RegExp(
+          `^\\d+-\\d+ +initech +${port} +tcp +127\\.0\\.0\\.1:${port} +tcp:127\\.0\\.0\\.1:\\d+ +- `,
+        ),
       );
       expect(more).toBeUndefined();
       const json = cli(["allocations", "--url", url, "--json"], { TURNPIKE_ADMIN_TOKEN: ADMIN });

@@ -150,7 +150,11 @@ async function startWorkers(udpIo: "batch" | "dgram", o: LinkOptions & { args?: 
     args.push("--max-connections-per-ip", String(o.maxConnectionsPerIp));
   }
   for (const w of linkedWorkers(dynamic, pinned, o)) {
-    engines.push(await startEngine(udpIo, dynamic, args, w, { maxBpsPerUser: o.maxBpsPerUser }));
+    engines.push(
+      await startEngine(udpIo, dynamic, args, w, {
+        maxBytesPerSecondPerUser: o.maxBpsPerUser,
+      }),
+    );
   }
   return { pin: range.min + 22, first: engines[0]!, second: engines[1]! };
 }

@@ -91,6 +91,10 @@ describe("turnServerOptions: one engine", () => {
     "relay/1",
     "--alternate-server",
     "198.51.100.2:3478",
+    "--max-bps",
+    "125000",
+    "--max-bps-per-user",
+    "500000",
   );
   const o = turnServerOptions(c, single(c, 1234));
 
@@ -110,6 +114,8 @@ describe("turnServerOptions: one engine", () => {
       legacyChannelNumbers: true,
       unixTimeOffsetMs: 1234,
       alternateServer: { family: 4, address: "198.51.100.2", port: 3478 },
+      maxBytesPerSecond: 125000,
+      maxBytesPerSecondPerUser: 500000,
     });
     expect(o.peerPolicy).toBe(policy);
     expect([...(o.revokedUsers ?? [])]).toEqual(["mallory"]);
@@ -156,6 +162,15 @@ describe("turnServerOptions: one engine", () => {
 });
 
 describe("turnServerOptions: what varies", () => {
+  it("sets no bandwidth limit by default, nor with --max-bps 0 (coturn's unlimited)", () => {
+    for (const args of [[], ["--max-bps", "0", "--max-bps-per-user", "0"]]) {
+      const c = config(...args);
+      const o = turnServerOptions(c, single(c));
+      expect(o.maxBytesPerSecond).toBeUndefined();
+      expect(o.maxBytesPerSecondPerUser).toBeUndefined();
+    }
+  });
+
   it("verifies static users (--user) next to REST usernames", () => {
     const withBob = config("--user", "bob:secret");
     const o = turnServerOptions(withBob, single(withBob));

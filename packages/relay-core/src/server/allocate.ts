@@ -26,6 +26,7 @@ import {
   readRequestedTransport,
   readUint32,
   type StunMessage,
+  type StunMessageBuilder,
 } from "../codec/message.js";
 import type { AllocationId } from "../ids.js";
 import {
@@ -92,9 +93,11 @@ export class AllocateRequests {
     }
     if (this.#allocations.draining) {
       const alt = context.alternateServer;
-      if (alt)
-        reply.error(ErrorCode.TryAlternate, (b) => b.address(AttributeType.AlternateServer, alt));
-      else reply.error(ErrorCode.InsufficientCapacity);
+      const why = { reason: "draining" };
+      if (alt) {
+        const fill = (b: StunMessageBuilder) => b.address(AttributeType.AlternateServer, alt);
+        reply.error(ErrorCode.TryAlternate, fill, undefined, why);
+      } else reply.error(ErrorCode.InsufficientCapacity, undefined, undefined, why);
       return;
     }
     const transport = readRequestedTransport(msg);
@@ -274,7 +277,9 @@ export class AllocateRequests {
           for (let i = 0; i < chosen.length; i++) ports.release(families[i]!, chosen[i]!);
           quota.release(auth.principal);
           if (reserving) quota.release(auth.principal);
-          reply.error(ErrorCode.InsufficientCapacity);
+          reply.error(ErrorCode.InsufficientCapacity, undefined, undefined, {
+            reason: "no-free-port",
+          });
           return;
         }
         ports.take(family, port);
@@ -339,7 +344,9 @@ export class AllocateRequests {
     if (code === 0) return true;
     const error = code === 486 ? ErrorCode.AllocationQuotaReached : ErrorCode.InsufficientCapacity;
     const phrase = code === 486 ? "Allocation Quota Reached" : "Insufficient Capacity";
-    reply.error(error, undefined, why === undefined ? undefined : `${phrase}: ${why}`);
+    reply.error(error, undefined, why === undefined ? undefined : `${phrase}: ${why}`, {
+      reason: code === 486 ? "user-quota" : "relay-capacity",
+    });
     return false;
   }
 

@@ -8,7 +8,6 @@
  * relay-sockets.ts's; the pinned ports pinned-ports.ts's.
  */
 
-import type { Principal } from "../auth/credentials.js";
 import { userOfUsername } from "../auth/pinned-username.js";
 import type { TransportAddress } from "../codec/address.js";
 import { ErrorCode } from "../codec/constants.js";
@@ -202,17 +201,23 @@ export class Allocations {
   }
 
   /**
-   * End the live allocations of the principals `isRevoked` names ("revoked"); one still
-   * binding its relay gets 403. Returns how many ended.
+   * End the live allocations `match` picks, for `reason`. Revoked, one still binding its relay
+   * is refused too (403); the operator ends only allocations that have their relayed address
+   * (what discovery shows). Returns how many ended.
    */
-  revoke(isRevoked: (principal: Principal) => boolean, now: number): number {
+  endWhere(
+    match: (allocation: Allocation) => boolean,
+    reason: "revoked" | "operator",
+    now: number,
+  ): number {
     let ended = 0;
     for (const allocation of [...this.#live]) {
-      if (!isRevoked(allocation.principal)) continue;
+      if (!match(allocation)) continue;
       if (allocation.state === "binding") {
-        failAllocate(allocation, ErrorCode.Forbidden, "Forbidden: credentials revoked");
+        if (reason !== "revoked") continue;
+        failAllocate(allocation, ErrorCode.Forbidden, "Forbidden: credentials revoked", "revoked");
       }
-      this.delete(allocation, "revoked", now);
+      this.delete(allocation, reason, now);
       ended++;
     }
     return ended;

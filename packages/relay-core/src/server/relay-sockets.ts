@@ -110,6 +110,7 @@ export class RelaySockets {
         socket.choice === "fixed"
           ? `Insufficient Capacity: ${which} port ${socket.port} could not be bound`
           : undefined,
+        "bind-failed",
       );
       this.#allocations.delete(allocation, "bind-failed", now);
       return;
@@ -171,9 +172,17 @@ export class RelaySockets {
   }
 }
 
-/** An Allocate still waiting for its relay sockets is answered with an error. */
-export function failAllocate(allocation: Allocation, code: number, reason?: string): void {
+/**
+ * An Allocate still waiting for its relay sockets is answered with an error: `phrase` on the
+ * wire (the standard one when undefined), `why` for the operator's log (types.ts, Refusal).
+ */
+export function failAllocate(
+  allocation: Allocation,
+  code: number,
+  phrase: string | undefined,
+  why: string,
+): void {
   const reply = allocation.pendingAllocate;
   allocation.pendingAllocate = undefined;
-  reply?.error(code, undefined, reason);
+  reply?.error(code, undefined, phrase, { reason: why });
 }

@@ -24,6 +24,7 @@
  */
 
 import type { CredentialStore } from "../auth/credentials.js";
+import { RevocationList } from "../auth/revocation.js";
 import {
   ErrorCode,
   MAX_CHANNEL,
@@ -361,7 +362,26 @@ export class TurnServer {
   setRevokedUsers(entries: Iterable<string>, now: number): number {
     this.#auth.setRevokedUsers(entries);
     if (!this.#auth.hasRevokedUsers) return 0;
-    return this.#allocations.revoke((principal) => this.#auth.isRevoked(principal), now);
+    return this.#allocations.endWhere((a) => this.#auth.isRevoked(a.principal), "revoked", now);
+  }
+
+  /**
+   * The operator ends live allocations at once ("operator"): those of the principals `users`
+   * names (entries as the revocation list reads them: "static:NAME", "rest:USER" with its pins,
+   * "rest:USER;port=P", "rest-expiry:E", or a plain NAME for all three), or the allocation `id`
+   * (AllocationInfo.id). The credentials stay valid, so a client may allocate again: to keep it
+   * out, revoke it. Returns how many ended.
+   */
+  endAllocations(
+    which: { readonly users: Iterable<string> } | { readonly id: AllocationId },
+    now: number,
+  ): number {
+    if ("id" in which) {
+      return this.#allocations.endWhere((a) => a.id === which.id, "operator", now);
+    }
+    const named = new RevocationList(which.users);
+    if (named.size === 0) return 0;
+    return this.#allocations.endWhere((a) => named.revokes(a.principal), "operator", now);
   }
 
   /**

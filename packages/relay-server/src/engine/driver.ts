@@ -21,11 +21,12 @@
 // and no timer: that is the whole data path. Everything else calls afterInput().
 
 import { performance } from "node:perf_hooks";
-import { listenerId, PeerAddressPolicy, TurnServer } from "@turnpike/relay-core";
+import { type AllocationId, listenerId, PeerAddressPolicy, TurnServer } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
 import { revocationList } from "../config/values.js";
-import type { AllocationRow } from "../discovery.js";
+import { type AllocationRow, type EndAllocations, parseAllocationRowId } from "../discovery.js";
+import { listenFailure } from "../preflight.js";
 import { SharedConnectionLedger } from "../shared/connection-ledger.js";
 import type { WorkerContext } from "../shared/context.js";
 import type { SharedLimits } from "../shared/shared-limits.js";
@@ -172,7 +173,15 @@ class RelayEngine implements RunningRelay {
       w,
     );
     const connections = () => this.clients.size;
-    this.report = new Report(this.core, this.udp, stats, telemetry, this.log, connections);
+    this.report = new Report(
+      this.core,
+      this.udp,
+      stats,
+      telemetry,
+      this.log,
+      connections,
+      w?.index ?? 0,
+    );
     this.rooms = {
       udp: this.udp,
       clients: this.clients,
@@ -238,15 +247,21 @@ class RelayEngine implements RunningRelay {
     const w = this.worker;
     for (const addr of this.config.listen) {
       const id = listenerId(this.bound.udp.length);
-      const udp = await this.udp.listen(id, addr, {
-        fd: w?.listenFds?.udp[id],
-        bufferBytes: LISTENER_BUFFER_BYTES,
-        // Workers share the address; the kernel keeps each client 5-tuple on one of them.
-        reusePort: w !== undefined,
-      });
+      // A bind that fails says which --listen, as one line (preflight.ts).
+      const failed = (err: unknown): never => {
+        throw listenFailure("--listen", addr, err);
+      };
+      const udp = await this.udp
+        .listen(id, addr, {
+          fd: w?.listenFds?.udp[id],
+          bufferBytes: LISTENER_BUFFER_BYTES,
+          // Workers share the address; the kernel keeps each client 5-tuple on one of them.
+          reusePort: w !== undefined,
+        })
+        .catch(failed);
       this.bound.udp.push(udp);
       this.peerPolicy.addSelfPort(udp.port, "udp");
-      this.boundStream("tcp", await this.listeners.listen(addr, "tcp"));
+      this.boundStream("tcp", await this.listeners.listen(addr, "tcp").catch(failed));
     }
     const pair = this.live.tls;
     for (const addr of this.config.tlsListen) {
@@ -255,6 +270,13 @@ class RelayEngine implements RunningRelay {
     this.wallClock.start();
     this.legacyPins.start();
     this.ready = true;
+    if (this.udpFallbackReason !== undefined && (w === undefined || w.index === 0)) {
+      // --udp-io auto on node:dgram: the relay works, at about twice the CPU per packet (README,
+      // "Data path and cores"). Said once per process (worker 0 for all of them).
+      this.log.warn("--udp-io auto: the batched UDP path is unavailable, relaying on node:dgram", {
+        reason: this.udpFallbackReason,
+      });
+    }
     // The CLI logs the bound addresses ("listening"); this line says what relays where, and
     // on which UDP data path (with the reason when the batched one could not be used).
     const c = this.config;
@@ -280,6 +302,20 @@ class RelayEngine implements RunningRelay {
 
   allocations(): AllocationRow[] {
     return this.report.allocations();
+  }
+
+  endAllocations(which: EndAllocations): number {
+    let ended: number;
+    if ("user" in which) {
+      ended = this.core.endAllocations({ users: [which.user] }, now());
+    } else {
+      // Another worker's id, or none at all: nothing of this engine's.
+      const id = parseAllocationRowId(which.id);
+      if (id === undefined || id.worker !== (this.worker?.index ?? 0)) return 0;
+      ended = this.core.endAllocations({ id: id.allocation as AllocationId }, now());
+    }
+    this.afterInput();
+    return ended;
   }
 
   /**

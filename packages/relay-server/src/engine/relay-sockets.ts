@@ -20,6 +20,7 @@
 // success or error, the next port to try).
 
 import type { RelayId, TurnServerOutput } from "@turnpike/relay-core";
+import type { RateLimitedLogger } from "@turnpike/runtime-kit";
 import type { WorkerLink } from "../shared/worker-link.js";
 import type { PeerConnections } from "../stream/peers.js";
 import type { UdpPath } from "../udp/udp-path.js";
@@ -29,12 +30,17 @@ type OpenRelay = Extract<TurnServerOutput, { type: "open-relay" }>;
 type ReleasePinnedPort = Extract<TurnServerOutput, { type: "release-pinned-port" }>;
 type ReservationTaken = Extract<TurnServerOutput, { type: "reservation-taken" }>;
 
+/** A bind failure that ends Allocates is told once per reason in this window. */
+const BIND_WARNING_WINDOW_MS = 10 * 60_000;
+
 export class RelaySockets {
   /**
    * Pinned ports (by "family:port") whose stale holder on another worker is being ended: how
    * many answers are awaited, and the open-relay outputs waiting for them.
    */
   private readonly releasing = new Map<string, { pending: number; waiting: OpenRelay[] }>();
+  /** Bind failures that cost Allocates (508), once per reason per window. */
+  private readonly bindWarnings: RateLimitedLogger;
 
   constructor(
     private readonly host: EngineHost,
@@ -42,7 +48,9 @@ export class RelaySockets {
     private readonly peers: PeerConnections,
     /** Set when this engine is one of several workers. */
     private readonly link: WorkerLink | undefined,
-  ) {}
+  ) {
+    this.bindWarnings = host.log.rateLimited({ perWindow: 1, windowMs: BIND_WARNING_WINDOW_MS });
+  }
 
   /** The release-pinned-port output: open-relay outputs of that port wait for the answer. */
   releaseElsewhere(o: ReleasePinnedPort): void {
@@ -91,13 +99,35 @@ export class RelaySockets {
     if (result.ok) {
       core.handleRelayBound(o.relay, performance.now(), result.handle);
     } else {
-      this.host.log.debug("relay port bind failed", {
-        protocol: o.protocol,
-        port: o.port,
-        error: result.error.message,
-      });
+      this.bindFailed(o, result.error);
       core.handleRelayBindFailed(o.relay, performance.now());
     }
     this.host.afterInput();
+  }
+
+  /**
+   * A dynamic port in use is everyday business (relay-core tries another one); anything else (a
+   * relay address gone from the host, no permission, no file descriptors left, a pinned port
+   * held by another program) refuses Allocates with 508 until someone acts: said at WARN, once
+   * per reason per window.
+   */
+  private bindFailed(o: OpenRelay, error: Error): void {
+    const code = (error as NodeJS.ErrnoException).code ?? "error";
+    const fields = {
+      protocol: o.protocol,
+      address: o.bindAddress,
+      port: o.port,
+      pinned: o.pinnedFor !== undefined ? true : undefined,
+      error: error.message,
+    };
+    if (code === "EADDRINUSE" && o.pinnedFor === undefined) {
+      this.host.log.debug("relay port bind failed, trying another port", fields);
+      return;
+    }
+    this.bindWarnings.warn(
+      `relay-bind:${code}`,
+      "relay socket bind failed: Allocates get 508 while this lasts",
+      { ...fields, code },
+    );
   }
 }

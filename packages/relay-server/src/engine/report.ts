@@ -11,13 +11,16 @@ import {
 } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import { formatSocketAddress } from "../config/values.js";
-import type { AllocationRow } from "../discovery.js";
+import { type AllocationRow, allocationRowId } from "../discovery.js";
 import type { RelayStats, RelayTelemetry } from "../stats.js";
 import type { UdpPath } from "../udp/udp-path.js";
+import { RefusalLog } from "./refusal-log.js";
 
 type Output<T extends TurnServerOutput["type"]> = Extract<TurnServerOutput, { type: T }>;
 
 export class Report {
+  private readonly refusals: RefusalLog;
+
   constructor(
     private readonly core: TurnServer,
     private readonly udp: UdpPath,
@@ -26,15 +29,20 @@ export class Report {
     private readonly log: Logger,
     /** Open TCP/TLS client connections (stream/clients.ts). */
     private readonly connections: () => number,
-  ) {}
+    /** This engine's worker index (0 for a single engine): it qualifies allocation ids. */
+    private readonly worker: number,
+  ) {
+    this.refusals = new RefusalLog(log);
+  }
 
-  /** A transmit output: what the message was, for stun.responses. */
+  /** A transmit output: what the message was, for stun.responses; a refusal, for the log. */
   response(o: Output<"transmit">): void {
     this.telemetry.response(
       methodName(o.method),
       o.errorCode === 0 ? "success" : "error",
       o.errorCode,
     );
+    if (o.refusal !== undefined) this.refusals.refused(o.client, o.method, o.errorCode, o.refusal);
   }
 
   allocationCreated(o: Output<"allocation-created">): void {
@@ -66,6 +74,11 @@ export class Report {
       });
     } else if (o.reason === "revoked") {
       this.log.info("allocation of a revoked user ended", { allocation: o.allocation });
+    } else if (o.reason === "operator") {
+      this.log.info("allocation ended by the operator", {
+        allocation: o.allocation,
+        client: `${o.client.transport}:${o.client.address}:${o.client.port}`,
+      });
     } else if (this.log.enabled("debug")) {
       this.log.debug("allocation ended", { allocation: o.allocation, reason: o.reason });
     }
@@ -78,6 +91,9 @@ export class Report {
     this.stats.permissionsActive = s.permissionsActive;
     this.stats.channelsActive = s.channelsActive;
     this.stats.connectionsActive = this.connections();
+    this.stats.reservationsActive = s.reservationsActive;
+    this.stats.legacyPinnedAccepted = s.legacyPinnedAccepted;
+    this.stats.bandwidthPauses = s.bandwidthPauses;
     for (const reason of DROP_REASONS) {
       if (s.drops[reason] > 0) this.stats.drops.set(reason, s.drops[reason]);
     }
@@ -94,6 +110,7 @@ export class Report {
     return this.core.allocations(now).map((a) => {
       const relayed = a.relayed.map((r) => formatSocketAddress({ ip: r.address, port: r.port }));
       return {
+        id: allocationRowId(this.worker, a.id),
         user: a.user,
         pinnedPort: a.pinnedPort ?? null,
         transport: a.transport,

@@ -101,10 +101,12 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
     revokedUsers: revocationList(config),
     software: config.software,
     peerPolicy: setting.peerPolicy,
-    maxBytesPerSecondPerUser: config.maxBpsPerUser,
     maxPermissionsPerAllocation: config.maxPermissions,
     maxChannelsPerAllocation: config.maxChannels,
     legacyChannelNumbers: config.legacyChannelNumbers,
+    // Bandwidth buckets (relay-core's bandwidth.ts); every data path charges the same ones.
+    maxBytesPerSecond: config.maxBytesPerSecond,
+    maxBytesPerSecondPerUser: config.maxBytesPerSecondPerUser,
     unixTimeOffsetMs: setting.unixTimeOffsetMs,
     alternateServer: config.alternateServer
       ? {

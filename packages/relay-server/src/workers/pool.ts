@@ -35,7 +35,8 @@ import { bandwidthLimit } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
-import type { AllocationRow } from "../discovery.js";
+import { type AllocationRow, type EndAllocations, parseAllocationRowId } from "../discovery.js";
+import { listenFailure } from "../preflight.js";
 import type { ListenFds } from "../shared/context.js";
 import {
   createSharedState,
@@ -67,6 +68,7 @@ export type SupervisorMessage =
   | { t: "crash" }
   | { t: "stats-now"; gen: number }
   | { t: "ask"; id: number; what: "allocations" }
+  | { t: "ask"; id: number; what: "end"; which: EndAllocations }
   /** id 0: nobody waits for the answer (a starting worker catching up). */
   | { t: "ask"; id: number; what: "reload"; config: RelayConfig; generation: number }
   | { t: "route"; from: number; message: unknown };
@@ -182,7 +184,10 @@ class WorkerPool implements RunningRelay {
       generation: this.generation,
       pinnedPorts: config.pinnedPorts,
       dynamicPorts: config.maxPort - config.minPort + 1,
-      perUserBandwidth: config.maxBpsPerUser ? bandwidthLimit(config.maxBpsPerUser) : undefined,
+      perUserBandwidth:
+        config.maxBytesPerSecondPerUser !== undefined
+          ? bandwidthLimit(config.maxBytesPerSecondPerUser)
+          : undefined,
     });
     this.shared = openSharedState(this.sharedInit, config.workers);
     this.aggregator = new StatsAggregator(deps.metrics.stats);
@@ -256,17 +261,22 @@ class WorkerPool implements RunningRelay {
     const group = (kind: "udp" | "tcp" | "tls", at: SocketAddress) => {
       let port = at.port;
       for (let w = 0; w < count; w++) {
-        const fd =
-          kind === "udp"
-            ? bindUdp({
-                family: at.family,
-                address: at.ip,
-                port,
-                reusePort: true,
-                recvBufferSize: LISTENER_BUFFER_BYTES,
-                sendBufferSize: LISTENER_BUFFER_BYTES,
-              })
-            : tcpListen({ family: at.family, address: at.ip, port, steerGroup: count });
+        let fd: number;
+        try {
+          fd =
+            kind === "udp"
+              ? bindUdp({
+                  family: at.family,
+                  address: at.ip,
+                  port,
+                  reusePort: true,
+                  recvBufferSize: LISTENER_BUFFER_BYTES,
+                  sendBufferSize: LISTENER_BUFFER_BYTES,
+                })
+              : tcpListen({ family: at.family, address: at.ip, port, steerGroup: count });
+        } catch (err) {
+          throw listenFailure(kind === "tls" ? "--tls-listen" : "--listen", at, err);
+        }
         perWorker[w]![kind].push(fd);
         if (port === 0) port = fdPort(fd);
       }
@@ -461,9 +471,14 @@ class WorkerPool implements RunningRelay {
     return done;
   }
 
-  /** Ask every ready worker (`post` sends the question); the answers within a second. */
-  private ask(post: (slot: Slot, id: number) => void): Promise<unknown[]> {
-    const live = this.slots.filter((s) => s.worker !== undefined && s.ready);
+  /**
+   * Ask every ready worker, or `only` that one (`post` sends the question); the answers within
+   * a second.
+   */
+  private ask(post: (slot: Slot, id: number) => void, only?: number): Promise<unknown[]> {
+    const live = this.slots.filter(
+      (s) => s.worker !== undefined && s.ready && (only === undefined || s.index === only),
+    );
     return Promise.all(
       live.map(
         (s) =>
@@ -487,6 +502,17 @@ class WorkerPool implements RunningRelay {
   async allocations(): Promise<AllocationRow[]> {
     const answers = await this.ask((s, id) => this.post(s, { t: "ask", id, what: "allocations" }));
     return answers.flatMap((rows) => (Array.isArray(rows) ? (rows as AllocationRow[]) : []));
+  }
+
+  /** A user's allocations live on any worker; an id names the one holding it. */
+  async endAllocations(which: EndAllocations): Promise<number> {
+    const worker = "id" in which ? parseAllocationRowId(which.id)?.worker : undefined;
+    if ("id" in which && worker === undefined) return 0;
+    const answers = await this.ask(
+      (s, id) => this.post(s, { t: "ask", id, what: "end", which }),
+      worker,
+    );
+    return answers.reduce<number>((n, a) => n + (typeof a === "number" ? a : 0), 0);
   }
 
   /**

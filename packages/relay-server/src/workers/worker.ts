@@ -82,7 +82,9 @@ port.on("message", (m: SupervisorMessage) => {
       Promise.resolve(
         m.what === "allocations"
           ? relay.allocations()
-          : relay.applyReloadable(m.config, m.generation),
+          : m.what === "end"
+            ? relay.endAllocations(m.which)
+            : relay.applyReloadable(m.config, m.generation),
       ).then((value) => {
         if (m.id !== 0) post({ t: "answer", id: m.id, value });
       });
