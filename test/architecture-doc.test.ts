@@ -3,7 +3,7 @@
 // some source file. Newcomers are sent there first; a name that no longer exists sends them
 // nowhere. Checked against a made-up document too, so the check cannot pass vacuously.
 //
-// Paths: `packages/...`, `test/...`, `test-support/...`, `bench/...` and `deploy/...` are
+// Paths: `packages/...`, `test/...`, `test-support/...`, `bench/...`, `deploy/...` and `docs/...` are
 // from the repository root; `relay-server/src/...` and the like name a package under
 // packages/; anything else (`udp/batch-path.ts`, `pool.ts`) is relative to the last such full
 // path the document named before it in the same section, or to a directory above it up to its
@@ -17,7 +17,16 @@ import { describe, expect, it } from "vitest";
 
 const ROOT = join(import.meta.dirname, "..");
 const PACKAGES = readdirSync(join(ROOT, "packages"));
-const ROOT_DIRS = ["packages", "test", "test-support", "bench", "deploy", "scripts", "tools"];
+const ROOT_DIRS = [
+  "packages",
+  "test",
+  "test-support",
+  "bench",
+  "deploy",
+  "scripts",
+  "tools",
+  "docs",
+];
 /** Where definitions are looked for: every package's and helper's sources. */
 const SOURCE_DIRS = [...PACKAGES.map((p) => `packages/${p}/src`), "test-support/src", "bench/src"];
 /** The RFC table's rows start here ("Paths below `relay-core/src/` unless ..."). */

@@ -79,7 +79,7 @@ const IMPURE_CALLS = [
 ];
 
 /** The tunnel's lifecycle machine and the modules it takes values from. */
-const TUNNEL_LIFECYCLE = ["lifecycle.ts", "backoff.ts", "windows.ts"].map((f) =>
+const TUNNEL_LIFECYCLE = ["lifecycle.ts", "backoff.ts", "windows.ts", "redirects.ts"].map((f) =>
   join(ROOT, "packages/tunnel-client/src", f),
 );
 
@@ -114,6 +114,7 @@ const ROOMS: Record<string, readonly string[]> = {
     "stats.ts",
     "types.ts",
     "discovery.ts",
+    "preflight.ts",
   ],
   "workers/": [
     "workers/",
@@ -124,6 +125,7 @@ const ROOMS: Record<string, readonly string[]> = {
     "stats.ts",
     "types.ts",
     "discovery.ts",
+    "preflight.ts",
   ],
 };
 const RELAY_SERVER_SRC = join(ROOT, "packages/relay-server/src");

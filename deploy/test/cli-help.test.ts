@@ -34,7 +34,7 @@ function expectedTypes(readme: string): Map<string, string> {
         ? "boolean"
         : /^[a-z0-9-]+(\\\|[a-z0-9-]+)+$/.test(placeholder)
           ? placeholder.replaceAll("\\|", "|")
-          : /^(N|SECONDS)$/.test(placeholder) || /^\d+(\.\d+)?$/.test(defaultText!.trim())
+          : /^(N|SECONDS|BYTES)$/.test(placeholder) || /^\d+(\.\d+)?$/.test(defaultText!.trim())
             ? "number"
             : "string";
     types.set(flag!, type);

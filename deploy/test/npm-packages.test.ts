@@ -5,7 +5,15 @@
 // and serve from there: the relay on its batched UDP path. The same commands fail on a missing
 // tarball instead of fetching it, and every other document that installs says the same.
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -342,6 +350,51 @@ describe("turnpike-relay and turnpike-tunnel installed by the README's commands"
       killLeftovers(tunnel);
       await signalAndWait(relay.started, "SIGINT").catch(() => undefined);
       killLeftovers(relay.started);
+    }
+  });
+
+  it("without a token prints the command that mints credentials where it is installed, and that command works", async () => {
+    const relay = await startRelay(join(prefix, "node_modules/.bin/turnpike-relay"), {
+      // An empty variable counts as unset: the relay generates a token for this run.
+      TURNPIKE_TOKEN: "",
+    });
+    try {
+      const line = relay.started.proc.stderr
+        .split("\n")
+        .find((l) => l.includes("mint credentials with: "));
+      const command = line?.slice(line.indexOf("mint credentials with: ") + 23) ?? "";
+      expect(command).toMatch(
+        new RegExp(
+          `^TURNPIKE_TOKEN=\\S+ ${prefix}/node_modules/\\.bin/turnpike-relay credentials$`,
+        ),
+      );
+      const minted = await run("sh", ["-c", command], { env: outsideEnv(), cwd: scratch });
+      expect(JSON.parse(minted.stdout).username).toMatch(/^\d+$/);
+    } finally {
+      await signalAndWait(relay.started, "SIGINT").catch(() => undefined);
+      killLeftovers(relay.started);
+    }
+  });
+
+  it("says in one warning that it relays on node:dgram when the native module is missing", async () => {
+    const build = join(prefix, "node_modules/@turnpike/udp-batch/build");
+    renameSync(build, `${build}.off`);
+    let relay: { started: Started } | undefined;
+    try {
+      relay = await startRelay(join(prefix, "node_modules/.bin/turnpike-relay"), {});
+      const warnings = relay.started.proc.stderr
+        .split("\n")
+        .filter((l) => l.includes(" WARN --udp-io auto: the batched UDP path is unavailable"));
+      expect(warnings, relay.started.proc.stderr).toHaveLength(1);
+      expect(warnings[0]).toContain("relaying on node:dgram");
+      expect(warnings[0]).toContain("reason=");
+      expect(relay.started.proc.stderr).toMatch(/ INFO ready .*\budpIo=dgram\b/);
+    } finally {
+      if (relay !== undefined) {
+        await signalAndWait(relay.started, "SIGINT").catch(() => undefined);
+        killLeftovers(relay.started);
+      }
+      renameSync(`${build}.off`, build);
     }
   });
 });

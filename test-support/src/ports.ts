@@ -1,5 +1,6 @@
 // Loopback ports for interop tests.
 //
+// - connectionRefused(): whether anything listens for TCP on a loopback port.
 // - freePort(): a port free for BOTH UDP and TCP on 127.0.0.1 (TURN listens on both), found by
 //   binding port 0 over TCP and then UDP on the same number; both are closed before returning,
 //   so there is a small window in which another process could take it (acceptable on loopback).
@@ -9,7 +10,7 @@
 //   (ip_local_port_range, 32768-60999 by default) so port-0 binds never land inside them.
 import { createSocket } from "node:dgram";
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -40,6 +41,18 @@ function bindUdp(port: number): Promise<{ port: number; close: () => Promise<voi
         close: () => new Promise((r) => sock.close(() => r())),
       });
     });
+  });
+}
+
+/** A TCP connection to 127.0.0.1:`port` is refused (nothing listens there): true. */
+export function connectionRefused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: LOOPBACK, port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once("error", (err: NodeJS.ErrnoException) => resolve(err.code === "ECONNREFUSED"));
   });
 }
 

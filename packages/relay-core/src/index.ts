@@ -138,7 +138,17 @@ export {
 } from "./server/bandwidth.js";
 export { DatagramSource } from "./server/datagram-source.js";
 export type { Lifetimes, RelayAddressConfig, TurnServerOptions } from "./server/options.js";
+export {
+  LocalPinnedPortOwners,
+  type PinnedPortClaim,
+  type PinnedPortOwners,
+} from "./server/pinned-port-owners.js";
 export type { PortRange } from "./server/relay-port-pool.js";
+export type {
+  ExchangedReservation,
+  PublishedReservation,
+  ReservationExchange,
+} from "./server/reservation-exchange.js";
 export { TurnServer } from "./server/server.js";
 export {
   AUTH_FAILURE_REASONS,
@@ -151,6 +161,7 @@ export {
   type AllocationEndReason,
   type AllocationInfo,
   type NumericTransportAddress,
+  type Refusal,
   type Route,
   RouteKind,
   type TurnServerOutput,

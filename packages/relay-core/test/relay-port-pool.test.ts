@@ -55,6 +55,7 @@ describe("RelayPortPool", () => {
     p.reserve(token, 4, 50001, 1000, "rest:mallory");
     expect(p.isInUse(4, 50001)).toBe(true);
     expect(p.reservation(token, 999)).toEqual({
+      token,
       family: 4,
       port: 50001,
       expiresAt: 1000,

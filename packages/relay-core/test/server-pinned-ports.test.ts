@@ -151,6 +151,22 @@ describe("pinned relay ports", () => {
     ]);
   });
 
+  it("refuses another user's pin on the other address family of a held port: one port, one user", () => {
+    const h = harness();
+    expect(pinnedClient(h, "acme-pg", 40007, { port: 1 }).allocate().code).toBe(0);
+    const other = pinnedClient(h, "globex", 40007, { port: 2 }).allocate({
+      extra: (b) => b.addressFamily(AttributeType.RequestedAddressFamily, 6),
+    });
+    expect(other.code).toBe(403);
+    expect(reason(other)).toBe("Forbidden: pinned port 40007 is held by another user");
+    // The same user's IPv6 allocation with that pin is its own (a tunnel per relay address).
+    const v6 = pinnedClient(h, "acme-pg", 40007, { port: 3 }).allocate({
+      extra: (b) => b.addressFamily(AttributeType.RequestedAddressFamily, 6),
+    });
+    expect(v6.code).toBe(0);
+    expect(h.server.allocationCount).toBe(2);
+  });
+
   it("hands the port to a newer allocation of the same user at once, releasing the stale one", () => {
     const h = harness();
     const stale = pinnedClient(h, "acme-pg", 40007, { port: 1 });

@@ -4,11 +4,11 @@
 import { describe, expect, it } from "vitest";
 import { SharedSecretCredentials } from "../src/auth/credentials.js";
 import { mintRestCredentials } from "../src/auth/rest-credentials.js";
-import { AttributeType, Method } from "../src/codec/constants.js";
+import { AttributeType, Method, TransportProtocol } from "../src/codec/constants.js";
 import { readBytes, readErrorCode, type StunMessageBuilder } from "../src/codec/message.js";
 import { type AllocationQuota, LocalAllocationQuota } from "../src/server/allocation-quota.js";
 import type { TurnServerOptions } from "../src/server/options.js";
-import { Harness, type Response, TestClient, UNIX_T0 } from "./harness.js";
+import { Harness, type OutputOf, Response, TestClient, UNIX_T0 } from "./harness.js";
 
 const SECRET = "webrtc-app-token";
 
@@ -193,5 +193,30 @@ describe("EVEN-PORT reservations", () => {
     h.drain();
     expect(held).toBe(0);
     expect(h.server.stats.reservationsActive).toBe(0);
+  });
+
+  it("fails with 508 naming the reserved port when it cannot be bound, without moving it", () => {
+    const h = harness();
+    const made = user(h, "alice").allocate(reserveNext);
+    const reserved = made.xorAddress(AttributeType.XorRelayedAddress)!.port + 1;
+    const c = user(h, "alice");
+    const fill = (b: StunMessageBuilder) => {
+      b.requestedTransport(TransportProtocol.Udp).bytes(
+        AttributeType.ReservationToken,
+        tokenOf(made),
+      );
+    };
+    c.learn(c.ask(c.build(Method.Allocate, fill)));
+    c.send(c.buildSigned(Method.Allocate, fill));
+    const [open] = h.expectOutputs([{ type: "open-relay", port: reserved }]) as [
+      OutputOf<"open-relay">,
+    ];
+    h.server.handleRelayBindFailed(open.relay, h.now);
+    const [sent] = h.expectOutputs([{ type: "transmit", errorCode: 508 }]) as [
+      OutputOf<"transmit">,
+    ];
+    expect(reason(c.verified(new Response(sent.data)))).toBe(
+      `Insufficient Capacity: reserved port ${reserved} could not be bound`,
+    );
   });
 });

@@ -1,9 +1,16 @@
-// The discovery API: where each tunnel's endpoint lives, asked of the relay by the platform.
+// The discovery API: where each tunnel's endpoint lives, asked of the relay by the platform, and
+// the operator's way to end allocations.
 //
 //   GET /v1/allocations[?user=NAME]   on the health listener
 //   Authorization: Bearer <TURNPIKE_ADMIN_TOKEN>
-//   200 {"allocations":[{user, pinnedPort, transport, relayedAddress, relayedAddresses,
+//   200 {"allocations":[{id, user, pinnedPort, transport, relayedAddress, relayedAddresses,
 //                        clientTransport, clientAddress, peers, createdAt, expiresAt}]}
+//
+//   DELETE /v1/allocations?user=NAME  ends every allocation of NAME, named as the revocation
+//                                     list names users (NAME, static:NAME, rest:USER[;port=P],
+//                                     rest-expiry:E): 200 {"ended": N}
+//   DELETE /v1/allocations/ID         ends that one (`id` of a row): 200 {"ended": 1}, or 404
+//   Ending is not revoking: the credentials stay valid and the client may allocate again.
 //
 // Off (404) when no admin token is configured; 401 for a missing or wrong token (compared in
 // constant time over SHA-256 digests, so neither content nor length leaks). No row carries a
@@ -19,13 +26,15 @@
 // `turnpike-relay allocations` is the client: GET, then a table (or --json).
 
 import { createHash, timingSafeEqual } from "node:crypto";
-import { get as httpGet, type IncomingMessage, type ServerResponse } from "node:http";
-import { get as httpsGet } from "node:https";
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from "node:http";
+import { request as httpsRequest } from "node:https";
 
 export const DISCOVERY_PATH = "/v1/allocations";
 
 /** One live allocation as the discovery API shows it. */
 export interface AllocationRow {
+  /** Unique in the relay process: the worker's index and the engine's allocation id ("0-17"). */
+  readonly id: string;
   /** The REST <user> part without its pin, or the static user name. */
   readonly user: string;
   readonly pinnedPort: number | null;
@@ -44,10 +53,18 @@ export interface AllocationRow {
   readonly expiresAt: string;
 }
 
+// Row ids ("0-17") are a value the CLI parses too (--end): config/values.ts.
+export { allocationRowId, parseAllocationRowId } from "./config/values.js";
+
+/** Which allocations DELETE ends: a user's (revocation-list names) or one by its row id. */
+export type EndAllocations = { readonly user: string } | { readonly id: string };
+
 export interface DiscoveryOptions {
   /** The admin token; the endpoint answers 404 without one. */
   readonly token: string | undefined;
   readonly allocations: () => readonly AllocationRow[] | Promise<readonly AllocationRow[]>;
+  /** Ends allocations now; resolves with how many ended. */
+  readonly end?: (which: EndAllocations) => number | Promise<number>;
 }
 
 function digest(text: string): Buffer {
@@ -64,7 +81,7 @@ export function createDiscoveryHandler(
 ): (req: IncomingMessage, res: ServerResponse, path: string, query: string) => boolean {
   const expected = options.token === undefined ? undefined : digest(options.token);
   return (req, res, path, query) => {
-    if (path !== DISCOVERY_PATH) return false;
+    if (path !== DISCOVERY_PATH && !path.startsWith(`${DISCOVERY_PATH}/`)) return false;
     if (expected === undefined) {
       send(res, 404, { error: "the discovery API is off: set TURNPIKE_ADMIN_TOKEN to enable it" });
       return true;
@@ -87,6 +104,26 @@ export function createDiscoveryHandler(
       return true;
     }
     const user = new URLSearchParams(query).get("user");
+    const id =
+      path === DISCOVERY_PATH
+        ? undefined
+        : decodeURIComponent(path.slice(DISCOVERY_PATH.length + 1));
+    if (req.method === "DELETE") {
+      endAllocations(
+        res,
+        options,
+        id !== undefined ? { id } : user !== null ? { user } : undefined,
+      );
+      return true;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      send(res, 405, { error: "GET, HEAD or DELETE" }, { allow: "GET, HEAD, DELETE" });
+      return true;
+    }
+    if (id !== undefined) {
+      send(res, 404, { error: `no such path: ${path}` });
+      return true;
+    }
     // With workers the rows come from every engine, so they may arrive asynchronously.
     Promise.resolve(options.allocations()).then(
       (all) =>
@@ -95,6 +132,31 @@ export function createDiscoveryHandler(
     );
     return true;
   };
+}
+
+/** DELETE: a user's allocations or one by id, never all of them by an empty query. */
+function endAllocations(
+  res: ServerResponse,
+  options: DiscoveryOptions,
+  which: EndAllocations | undefined,
+): void {
+  if (which === undefined || ("user" in which && which.user.trim() === "")) {
+    send(res, 400, {
+      error: `say which: DELETE ${DISCOVERY_PATH}?user=NAME or ${DISCOVERY_PATH}/ID`,
+    });
+    return;
+  }
+  if (options.end === undefined) {
+    send(res, 405, { error: "ending allocations is not available here" }, { allow: "GET, HEAD" });
+    return;
+  }
+  Promise.resolve(options.end(which)).then(
+    (ended) => {
+      if ("id" in which && ended === 0) send(res, 404, { error: `no live allocation ${which.id}` });
+      else send(res, 200, { ended });
+    },
+    () => send(res, 500, { error: "allocations unavailable" }),
+  );
 }
 
 /** Fetch Metadata: "none" is a user typing the URL; anything else was issued by a page. */
@@ -136,7 +198,7 @@ function send(
 // The client: `turnpike-relay allocations`
 
 /** GET `base`/v1/allocations[?user=] with the bearer token; bounded (10 s, 16 MiB). */
-export function fetchAllocations(
+export async function fetchAllocations(
   base: string,
   token: string,
   user: string | undefined,
@@ -144,11 +206,45 @@ export function fetchAllocations(
 ): Promise<AllocationRow[]> {
   const url = new URL(DISCOVERY_PATH, base);
   if (user !== undefined) url.searchParams.set("user", user);
-  const shown = `${url.origin}${url.pathname}`;
+  const body = await adminCall("GET", url, token, timeoutMs);
+  if (!Array.isArray(body.allocations))
+    throw new Error(`${shownUrl(url)}: no allocations in the answer`);
+  return body.allocations as AllocationRow[];
+}
+
+/** DELETE a user's allocations or one by id; resolves with how many ended. */
+export async function deleteAllocations(
+  base: string,
+  token: string,
+  which: EndAllocations,
+  timeoutMs = 10_000,
+): Promise<number> {
+  const url =
+    "id" in which
+      ? new URL(`${DISCOVERY_PATH}/${encodeURIComponent(which.id)}`, base)
+      : new URL(DISCOVERY_PATH, base);
+  if ("user" in which) url.searchParams.set("user", which.user);
+  const body = await adminCall("DELETE", url, token, timeoutMs);
+  if (typeof body.ended !== "number") throw new Error(`${shownUrl(url)}: no count in the answer`);
+  return body.ended;
+}
+
+function shownUrl(url: URL): string {
+  return `${url.origin}${url.pathname}`;
+}
+
+/** One request to the discovery API with the bearer token: its JSON answer, or why not. */
+function adminCall(
+  method: "GET" | "DELETE",
+  url: URL,
+  token: string,
+  timeoutMs: number,
+): Promise<{ allocations?: unknown; ended?: unknown }> {
+  const shown = shownUrl(url);
   return new Promise((resolve, reject) => {
-    const get = url.protocol === "https:" ? httpsGet : httpGet;
+    const call = url.protocol === "https:" ? httpsRequest : httpRequest;
     const headers = { accept: "application/json", authorization: `Bearer ${token}` };
-    const req = get(url, { headers, timeout: timeoutMs }, (res) => {
+    const req = call(url, { method, headers, timeout: timeoutMs }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => {
@@ -156,25 +252,27 @@ export function fetchAllocations(
         if (body.length > 16 << 20) req.destroy(new Error(`${shown}: answer too large`));
       });
       res.on("end", () => {
-        let parsed: { allocations?: AllocationRow[]; error?: string } | undefined;
+        let parsed: { allocations?: unknown; ended?: unknown; error?: unknown } | undefined;
         try {
           parsed = JSON.parse(body);
         } catch {
           parsed = undefined;
         }
-        if (res.statusCode !== 200 || !Array.isArray(parsed?.allocations)) {
+        if (res.statusCode !== 200 || parsed === undefined) {
           const why = typeof parsed?.error === "string" ? `: ${parsed.error}` : "";
           return reject(new Error(`${shown}: HTTP ${res.statusCode}${why}`));
         }
-        resolve(parsed.allocations);
+        resolve(parsed);
       });
     });
     req.on("timeout", () => req.destroy(new Error(`${shown}: timed out`)));
     req.on("error", (err) => reject(new Error(`${shown}: ${err.message}`)));
+    req.end();
   });
 }
 
 const COLUMNS: Array<[string, (r: AllocationRow) => string]> = [
+  ["ID", (r) => r.id],
   ["USER", (r) => r.user || "-"],
   ["PIN", (r) => (r.pinnedPort === null ? "-" : String(r.pinnedPort))],
   ["TRANSPORT", (r) => r.transport],

@@ -5,7 +5,7 @@
 //                      "lastReload":"applied"|"refused"}
 //                                                                 listeners bound, not draining
 //                 503 {"status":"starting"|"draining",...}       take me out of rotation
-//   GET /v1/allocations                                          the discovery API (discovery.ts),
+//   GET, DELETE /v1/allocations                                  the discovery API (discovery.ts),
 //                                                                 with the admin token only
 // Anything else is 404 JSON. node:http only; nothing here touches the relay's data path.
 
@@ -64,12 +64,13 @@ export async function startHealthServer(
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const path = q < 0 ? url : url.slice(0, q);
+    // The discovery API answers its own paths, DELETE included (discovery.ts).
+    if (discovery(req, res, path, q < 0 ? "" : url.slice(q + 1))) return;
     const method = req.method ?? "GET";
     if (method !== "GET" && method !== "HEAD") {
       send(res, 405, { status: "method not allowed" }, { allow: "GET, HEAD" });
       return;
     }
-    if (discovery(req, res, path, q < 0 ? "" : url.slice(q + 1))) return;
     if (path === "/healthz") {
       send(res, 200, { status: "ok", uptimeSeconds: uptimeSeconds() });
       return;

@@ -9,6 +9,7 @@ export {
 } from "@turnpike/runtime-kit";
 export { envName, OPTIONS, renderConfigTable } from "./config/options.js";
 export { parseRelayArgs } from "./config/parse.js";
+export { renderRelayReference } from "./config/reference.js";
 export type {
   CredentialsCommand,
   InfoCommand,
@@ -28,6 +29,7 @@ export {
   renderMetricsTable,
   startMetrics,
 } from "./metrics.js";
+export { fillReadmeTables } from "./readme-tables.js";
 export {
   createRelayStats,
   createRelayTelemetry,

@@ -21,9 +21,11 @@
 import { pinnedCredentialSecret } from "@turnpike/relay-core";
 import {
   asOutput,
+  ConfigError,
   createLogger,
   EXIT_CONFIG,
   type Logger,
+  type PortWarning,
   parseOrReport,
   withTimeout,
 } from "@turnpike/runtime-kit";
@@ -32,9 +34,10 @@ import { parseRelayArgs } from "./config/parse.js";
 import type { RelayConfig } from "./config/types.js";
 import { formatSocketAddress, revocationList } from "./config/values.js";
 import { mintCredentials } from "./credentials.js";
-import { fetchAllocations, renderAllocationsTable } from "./discovery.js";
+import { deleteAllocations, fetchAllocations, renderAllocationsTable } from "./discovery.js";
 import { type HealthServer, startHealthServer } from "./health.js";
 import { type RelayMetrics, startMetrics } from "./metrics.js";
+import { preflight } from "./preflight.js";
 import { ConfigReloader } from "./reload.js";
 import type { RunningRelay, StartRelay } from "./types.js";
 import { RELAY_VERSION } from "./version.js";
@@ -60,6 +63,11 @@ export interface CliIo {
   exit(code: number): void;
   /** Wall-clock unix seconds, for credential expiry. */
   nowSeconds?: () => number;
+  /**
+   * The host's word on the configuration before anything starts (preflight.ts): throws a
+   * ConfigError, or returns warnings to log. Default: the real checks.
+   */
+  readonly preflight?: (config: RelayConfig) => Promise<readonly PortWarning[]>;
   /** Called once the relay runs (tests use it to reach the health address). */
   onRunning?: (running: RunningProcess) => void;
 }
@@ -101,11 +109,21 @@ export async function runCli(io: CliIo): Promise<number> {
         uris: parsed.uris,
         nowSeconds,
       });
+      for (const note of parsed.notes) io.stderr(`${PROGRAM_NAME} credentials: ${note}`);
       io.stdout(`${JSON.stringify(creds)}\n`);
       return 0;
     }
     case "allocations":
       try {
+        if (parsed.end !== undefined) {
+          const ended = await deleteAllocations(parsed.url, parsed.adminToken, parsed.end);
+          io.stdout(
+            parsed.json
+              ? `${JSON.stringify({ ended })}\n`
+              : `ended ${ended} allocation${ended === 1 ? "" : "s"}\n`,
+          );
+          return 0;
+        }
         const rows = await fetchAllocations(parsed.url, parsed.adminToken, parsed.user);
         io.stdout(
           parsed.json
@@ -243,6 +261,16 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
   };
 
   for (const warning of [...config.warnings, ...config.revokeFileWarnings]) logger.warn(warning);
+  // The host's word on the configuration: listen addresses free, relay addresses its own, relay
+  // ports outside the kernel's ephemeral ones. A conflict stops the start like a bad option.
+  try {
+    for (const w of await (io.preflight ?? preflight)(config)) logger.warn(w.msg, w.fields);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    io.stderr(`${PROGRAM_NAME}: ${err.message}`);
+    detach();
+    return EXIT_CONFIG;
+  }
   logger.info("starting", {
     version: RELAY_VERSION,
     listen: config.listen.map(formatSocketAddress).join(","),
@@ -285,7 +313,13 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
           configGeneration: reloader.generation,
           lastReload: reloader.lastReload,
         }),
-        { discovery: { token: config.adminToken, allocations: () => relay?.allocations() ?? [] } },
+        {
+          discovery: {
+            token: config.adminToken,
+            allocations: () => relay?.allocations() ?? [],
+            end: (which) => relay?.endAllocations(which) ?? 0,
+          },
+        },
       );
       logger.info("health endpoints", {
         url: `http://${formatSocketAddress(health.address())}`,
@@ -307,12 +341,15 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
     const revoked = revocationList(reloader.config).length;
     if (revoked > 0) logger.info("revocation list", { revocationEntries: revoked });
   } catch (err) {
-    logger.error("failed to start", { err: err instanceof Error ? err : String(err) });
+    // A listener that lost its address to another program since the preflight: one line, as
+    // for a bad option; anything else is a failure to start.
+    if (err instanceof ConfigError) io.stderr(`${PROGRAM_NAME}: ${err.message}`);
+    else logger.error("failed to start", { err: err instanceof Error ? err : String(err) });
     await relay?.close().catch(() => {});
     await health?.close();
     if (metrics !== undefined) await withTimeout(metrics.shutdown(), METRICS_SHUTDOWN_MS);
     detach();
-    return 1;
+    return err instanceof ConfigError ? EXIT_CONFIG : 1;
   }
 
   const a = relay.addresses();

@@ -100,6 +100,14 @@ export const METRIC_DOCS: readonly MetricDoc[] = [
     description: "Open TCP/TLS client connections",
   },
   {
+    name: "turn.reservations.active",
+    instrument: "UpDownCounter",
+    unit: "{reservation}",
+    attributes: "-",
+    description:
+      "EVEN-PORT reservations held (RFC 8656 §7.2), each counted as an allocation of the user that made it",
+  },
+  {
     name: "turn.relay.udp_io",
     instrument: "Gauge",
     unit: "1",
@@ -128,6 +136,22 @@ export const METRIC_DOCS: readonly MetricDoc[] = [
     attributes: "reason",
     description:
       "Packets dropped (malformed, no permission, policy, backpressure, bandwidth-limit (the kernel data path's token buckets included), ...)",
+  },
+  {
+    name: "turn.auth.legacy_pinned",
+    instrument: "Counter",
+    unit: "{request}",
+    attributes: "-",
+    description:
+      "Requests accepted with pinned credentials of the old scheme (signed as plain REST ones) before --legacy-pinned-credentials-until: mint new ones before that date",
+  },
+  {
+    name: "turn.bandwidth.pauses",
+    instrument: "Counter",
+    unit: "{pause}",
+    attributes: "-",
+    description:
+      "Times an RFC 6062 pipe was paused for a bandwidth limit (--max-bps, --max-bps-per-user); over-limit datagrams count in turn.dropped.packets (bandwidth-limit)",
   },
   {
     name: "nodejs.eventloop.delay.p50",

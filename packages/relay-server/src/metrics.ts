@@ -36,10 +36,13 @@
 // | turn.permissions.active      | UpDownCounter (obs.)  | {permission}  | - |
 // | turn.channels.active         | UpDownCounter (obs.)  | {channel}     | - |
 // | turn.connections.active      | UpDownCounter (obs.)  | {connection}  | - |
+// | turn.reservations.active     | UpDownCounter (obs.)  | {reservation} | - |
 // | turn.relay.udp_io            | Gauge (obs.)          | 1             | io (batch/dgram) |
 // | turn.relay.kernel_path       | Gauge (obs.)          | 1             | path (tc/off) |
 // | turn.auth.failures           | Counter (obs.)        | {failure}     | reason |
 // | turn.dropped.packets         | Counter (obs.)        | {packet}      | reason |
+// | turn.auth.legacy_pinned      | Counter (obs.)        | {request}     | - |
+// | turn.bandwidth.pauses        | Counter (obs.)        | {pause}       | - |
 // | nodejs.eventloop.delay.p50   | Gauge (obs.)          | s             | - |
 // | nodejs.eventloop.delay.p99   | Gauge (obs.)          | s             | - |
 // | nodejs.eventloop.delay.max   | Gauge (obs.)          | s             | - |
@@ -63,9 +66,11 @@ import type {
 import type { Logger } from "@turnpike/runtime-kit";
 import {
   metricExportTiming,
+  OtlpExportHealth,
   resourceAttributesFrom as otelResourceAttributes,
   otlpEndpointFrom,
   routeOtelDiagnostics,
+  watchOtlpExport,
 } from "@turnpike/runtime-kit";
 import type { SocketAddress } from "./config/types.js";
 import {
@@ -168,9 +173,15 @@ export async function startMetrics(options: MetricsOptions = {}): Promise<RelayM
 
   if (otlpEndpoint !== undefined) {
     const { intervalMs: interval, timeoutMs: timeout } = metricExportTiming(env);
+    const exporter = new OTLPMetricExporter({ url: otlpEndpoint, timeoutMillis: timeout });
+    // A collector that is down is one WARN line (and one when it is back), not a stack trace
+    // per interval (runtime-kit's otlp-export.ts; routeOtelDiagnostics drops the SDK's own).
+    if (logger !== undefined) {
+      watchOtlpExport(exporter, new OtlpExportHealth({ endpoint: otlpEndpoint, logger }));
+    }
     readers.push(
       new PeriodicExportingMetricReader({
-        exporter: new OTLPMetricExporter({ url: otlpEndpoint, timeoutMillis: timeout }),
+        exporter,
         exportIntervalMillis: interval,
         exportTimeoutMillis: timeout,
         metricProducers: [producer],
@@ -350,6 +361,21 @@ function registerObservables(
     unit: "s",
     description: "CPU time used by the process",
   });
+  const reservations = meter.createObservableUpDownCounter("turn.reservations.active", {
+    ...int,
+    unit: "{reservation}",
+    description: "EVEN-PORT reservations held",
+  });
+  const legacyPinned = meter.createObservableCounter("turn.auth.legacy_pinned", {
+    ...int,
+    unit: "{request}",
+    description: "Requests accepted with old-scheme pinned credentials",
+  });
+  const bandwidthPauses = meter.createObservableCounter("turn.bandwidth.pauses", {
+    ...int,
+    unit: "{pause}",
+    description: "RFC 6062 pipes paused for a bandwidth limit",
+  });
   const memory = meter.createObservableUpDownCounter("process.memory.usage", {
     ...int,
     unit: "By",
@@ -376,6 +402,9 @@ function registerObservables(
     memory,
     udpIo,
     kernelPath,
+    reservations,
+    legacyPinned,
+    bandwidthPauses,
   ];
 
   meter.addBatchObservableCallback(async (result) => {
@@ -414,6 +443,9 @@ function registerObservables(
     result.observe(permissions, stats.permissionsActive);
     result.observe(channels, stats.channelsActive);
     result.observe(connections, stats.connectionsActive);
+    result.observe(reservations, stats.reservationsActive);
+    result.observe(legacyPinned, stats.legacyPinnedAccepted);
+    result.observe(bandwidthPauses, stats.bandwidthPauses);
     if (stats.udpIo !== undefined) result.observe(udpIo, 1, { io: stats.udpIo });
     if (stats.kernelPath !== undefined) result.observe(kernelPath, 1, { path: stats.kernelPath });
     for (const [reason, count] of stats.authFailures)

@@ -143,6 +143,12 @@ export interface RelayStats {
   readonly kernelRelayedBytes: Float64Array;
   /** Set by the driver: the kernel data path in use ("tc"), or "off". */
   kernelPath: "tc" | "off" | undefined;
+  /** Set by the driver: EVEN-PORT reservations held (relay-core's reservationsActive). */
+  reservationsActive: number;
+  /** Set by the driver from relay-core: requests accepted with old-scheme pinned credentials. */
+  legacyPinnedAccepted: number;
+  /** Set by the driver from relay-core: RFC 6062 pipes paused for a bandwidth limit. */
+  bandwidthPauses: number;
   /** Keyed by `${method}:${errorCode}`. */
   readonly responses: Map<string, ResponseCount>;
   /** Auth failures per reason. */
@@ -182,6 +188,9 @@ export function createRelayStats(startTimeMs: number = Date.now()): RelayStats {
     kernelRelayedPackets: new Float64Array(RELAY_DIRECTIONS.length),
     kernelRelayedBytes: new Float64Array(RELAY_DIRECTIONS.length),
     kernelPath: undefined,
+    reservationsActive: 0,
+    legacyPinnedAccepted: 0,
+    bandwidthPauses: 0,
     responses: new Map(),
     authFailures: new Map(),
     drops: new Map(),

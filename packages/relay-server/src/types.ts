@@ -6,7 +6,7 @@
 
 import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "./config/types.js";
-import type { AllocationRow } from "./discovery.js";
+import type { AllocationRow, EndAllocations } from "./discovery.js";
 import type { WorkerContext } from "./shared/context.js";
 import type { RelayStats, RelayTelemetry } from "./stats.js";
 
@@ -73,6 +73,11 @@ export interface RunningRelay {
   close(): Promise<void>;
   /** The live allocations for the discovery API (GET /v1/allocations): no secret in them. */
   allocations(): AllocationRow[] | Promise<AllocationRow[]>;
+  /**
+   * End allocations now (DELETE on the discovery API): a user's, named as the revocation list
+   * names users, or one by its row id. The credentials stay valid. Returns how many ended.
+   */
+  endAllocations(which: EndAllocations): number | Promise<number>;
   /**
    * Apply what can change live of `config` (config/reload.ts: secrets, revocation list, TLS
    * pair, log level, limits), generation `generation`, on every engine, also on one that is

@@ -49,6 +49,10 @@ function fakeRelay(): FakeRelay {
       return this.rows;
     },
     reloads: [],
+    endAllocations(which) {
+      calls.push(`end ${JSON.stringify(which)}`);
+      return 1;
+    },
     applyReloadable(config, generation) {
       this.reloads.push({ config, generation });
       calls.push(`reload ${generation}`);
@@ -78,6 +82,8 @@ export function harness(argv: string[], env: NodeJS.ProcessEnv, start?: StartRel
         return relay;
       }),
     events: events as unknown as CliIo["events"],
+    // The relay here is a stand-in: nothing of the host to check.
+    preflight: async () => [],
     exit: (code) => exits.push(code),
     nowSeconds: () => 1_800_000_000,
     onRunning: (r) => {

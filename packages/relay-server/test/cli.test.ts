@@ -30,6 +30,18 @@ describe("turnpike-relay credentials", () => {
   });
 });
 
+describe("turnpike-relay credentials without an address for the URIs", () => {
+  it("prints the credentials without those URIs and says on stderr what to set", async () => {
+    const h = harness(["credentials", "--user", "alice"], { TURNPIKE_TOKEN: "shared-secret" });
+    expect(await runCli(h.io)).toBe(0);
+    expect(JSON.parse(h.out.join("")).uris).toEqual([]);
+    expect(h.err).toHaveLength(1);
+    expect(h.err[0]).toMatch(
+      /^turnpike-relay credentials: no URI for 0\.0\.0\.0:3478: .* set the relay's --public-ip4\/--public-ip6 or --relay-ip /,
+    );
+  });
+});
+
 describe("turnpike-relay credentials --port (pinned)", () => {
   it("prints a username that pins the port, signed with the pinned secret derived from the token, and a key holding both", async () => {
     const h = harness(["credentials", "--user", "acme-pg", "--port", "40007", "--ttl", "60"], {
@@ -72,6 +84,7 @@ describe("turnpike-relay credentials --port (pinned)", () => {
 
 describe("turnpike-relay allocations", () => {
   const row: AllocationRow = {
+    id: "0-3",
     user: "acme-pg",
     pinnedPort: 40007,
     transport: "tcp",
@@ -103,9 +116,9 @@ describe("turnpike-relay allocations", () => {
       expect(await runCli(h.io)).toBe(0);
       const lines = h.out.join("").trimEnd().split("\n");
       expect(lines).toHaveLength(2);
-      expect(lines[0]).toMatch(/^USER +PIN +TRANSPORT +RELAYED ADDRESS +CLIENT +PEERS/);
+      expect(lines[0]).toMatch(/^ID +USER +PIN +TRANSPORT +RELAYED ADDRESS +CLIENT +PEERS/);
       expect(lines[1]).toMatch(
-        /^acme-pg +40007 +tcp +198\.51\.100\.7:40007 +tcp:203\.0\.113\.5:53422 +203\.0\.113\.10 /,
+        /^0-3 +acme-pg +40007 +tcp +198\.51\.100\.7:40007 +tcp:203\.0\.113\.5:53422 +203\.0\.113\.10 /,
       );
       const json = harness(["allocations", "--url", url, "--json"], {
         TURNPIKE_ADMIN_TOKEN: "admin-secret",
@@ -122,6 +135,47 @@ describe("turnpike-relay allocations", () => {
     }
   });
 
+  it("ends a user's allocations or one by id with --end-user and --end, and says how many", async () => {
+    const asked: unknown[] = [];
+    const health = await startHealthServer(
+      { ip: "127.0.0.1", port: 0, family: 4 },
+      () => ({ ready: true, draining: false }),
+      {
+        discovery: {
+          token: "admin-secret",
+          allocations: () => [row],
+          end: (which) => {
+            asked.push(which);
+            return "user" in which ? 3 : 0;
+          },
+        },
+      },
+    );
+    try {
+      const url = `http://127.0.0.1:${health.address().port}`;
+      const env = { TURNPIKE_ADMIN_TOKEN: "admin-secret" };
+      const user = harness(["allocations", "--url", url, "--end-user", "rest:acme-pg"], env);
+      expect(await runCli(user.io)).toBe(0);
+      expect(user.out.join("")).toBe("ended 3 allocations\n");
+      const gone = harness(["allocations", "--url", url, "--end", "1-9"], env);
+      expect(await runCli(gone.io)).toBe(1);
+      expect(gone.err).toEqual([
+        `turnpike-relay allocations: ${url}/v1/allocations/1-9: HTTP 404: no live allocation 1-9`,
+      ]);
+      expect(asked).toEqual([{ user: "rest:acme-pg" }, { id: "1-9" }]);
+      const bad = harness(["allocations", "--url", url, "--end", "acme"], env);
+      expect(await runCli(bad.io)).toBe(2);
+      expect(bad.err).toEqual([
+        'turnpike-relay: --end must be an allocation id as the ID column shows it, like 0-17, got "acme"',
+      ]);
+      const both = harness(["allocations", "--url", url, "--end", "0-1", "--user", "x"], env);
+      expect(await runCli(both.io)).toBe(2);
+      expect(asked).toHaveLength(2);
+    } finally {
+      await health.close();
+    }
+  });
+
   it("needs the admin token", async () => {
     const h = harness(["allocations"], {});
     expect(await runCli(h.io)).toBe(2);
@@ -133,7 +187,7 @@ describe("turnpike-relay process lifecycle", () => {
   it("exits 2 with one line naming the option on a bad value", async () => {
     const h = harness(["--min-port", "70000"], {});
     expect(await runCli(h.io)).toBe(2);
-    expect(h.err).toEqual(['turnpike-relay: --min-port must be 1..65535, got "70000"']);
+    expect(h.err).toEqual(['turnpike-relay: --min-port must be 1024..65535, got "70000"']);
   });
 
   it("logs listening, reports ready on /readyz, and drains on SIGTERM before exiting 0", async () => {
@@ -256,7 +310,7 @@ describe.skipIf(!BUILT)("the turnpike-relay executable", () => {
   it("exits 2 with one stderr line on a bad flag", () => {
     const r = run(["--max-port", "0"]);
     expect(r.status).toBe(2);
-    expect(r.stderr).toBe('turnpike-relay: --max-port must be 1..65535, got "0"\n');
+    expect(r.stderr).toBe('turnpike-relay: --max-port must be 1024..65535, got "0"\n');
   });
 
   it("mints credentials from TURNPIKE_TOKEN", () => {

@@ -159,7 +159,13 @@ describe("relay configuration", () => {
     expect(c.tokenGenerated).toBe(true);
     const lines = c.warnings.filter((w) => w.includes("TURNPIKE_TOKEN"));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toContain("TURNPIKE_TOKEN=generated-token turnpike-relay credentials");
+    expect(lines[0]).toContain(
+      "TURNPIKE_TOKEN=generated-token pnpm exec turnpike-relay credentials",
+    );
+    const installed = parseRelayArgs([], {}, { ...opts, script: "/nowhere/bin/turnpike-relay.js" });
+    expect(installed.command === "relay" && installed.warnings.join("\n")).toContain(
+      "TURNPIKE_TOKEN=generated-token node /nowhere/bin/turnpike-relay.js credentials",
+    );
   });
 
   it("never puts a provided token into a warning", () => {
@@ -255,9 +261,21 @@ describe("relay configuration", () => {
   });
 
   it.each([
-    [["--min-port", "70000"], {}, '--min-port must be 1..65535, got "70000"'],
-    [["--max-port", "abc"], {}, '--max-port must be 1..65535, got "abc"'],
-    [[], { TURNPIKE_MIN_PORT: "0" }, 'TURNPIKE_MIN_PORT must be 1..65535, got "0"'],
+    [["--min-port", "70000"], {}, '--min-port must be 1024..65535, got "70000"'],
+    [["--max-port", "abc"], {}, '--max-port must be 1024..65535, got "abc"'],
+    [[], { TURNPIKE_MIN_PORT: "0" }, 'TURNPIKE_MIN_PORT must be 1024..65535, got "0"'],
+    [["--min-port", "80"], {}, '--min-port must be 1024..65535, got "80"'],
+    [
+      ["--min-port", "1024", "--max-port", "1023"],
+      {},
+      '--max-port must be 1024..65535, got "1023"',
+    ],
+    [
+      ["--pinned-ports", "80-90"],
+      {},
+      '--pinned-ports must be MIN-MAX with 1024 <= MIN <= MAX <= 65535, got "80-90"',
+    ],
+    [["--max-bps", "-5"], {}, '--max-bps must be 0..1000000000000, got "-5"'],
     [
       ["--min-port", "60000", "--max-port", "50000"],
       {},
@@ -341,7 +359,9 @@ describe("relay configuration", () => {
 
   it("names the file and key for bad config file contents", () => {
     const bad = tempFile("bad.json", JSON.stringify({ maxPort: 99999 }));
-    expect(errorOf(["--config", bad])).toBe(`"max-port" in ${bad} must be 1..65535, got "99999"`);
+    expect(errorOf(["--config", bad])).toBe(
+      `"max-port" in ${bad} must be 1024..65535, got "99999"`,
+    );
     const unknown = tempFile("unknown.json", JSON.stringify({ maxPorts: 1 }));
     expect(errorOf(["--config", unknown])).toBe(
       `--config file "${unknown}" has an unknown option "maxPorts"`,
@@ -389,7 +409,7 @@ describe("pinned ports, revocation and the discovery API", () => {
       "--pinned-ports must not overlap --min-port..--max-port, got 49000-49152 and 49152-65535",
     );
     expect(errorOf(["--pinned-ports", "40099-40000"])).toBe(
-      '--pinned-ports must be MIN-MAX with 1 <= MIN <= MAX <= 65535, got "40099-40000"',
+      '--pinned-ports must be MIN-MAX with 1024 <= MIN <= MAX <= 65535, got "40099-40000"',
     );
   });
 
@@ -472,6 +492,7 @@ describe("pinned ports, revocation and the discovery API", () => {
       url: "http://127.0.0.1:9000",
       adminToken: "adm",
       user: "acme",
+      end: undefined,
       json: false,
     });
     expect(
@@ -577,6 +598,35 @@ describe("credentials subcommand parsing", () => {
         "turn:[::1]:3479?transport=tcp",
         "turns:127.0.0.1:5349?transport=tcp",
       ],
+      notes: [],
+    });
+  });
+
+  it("takes URIs from the relay's settings (its config file too), never from this host's interfaces", () => {
+    // The default listener 0.0.0.0:3478 names no address: no URI, and a note saying what to set.
+    const bare = parseRelayArgs(["credentials"], { TURNPIKE_TOKEN: "k" });
+    expect(bare).toMatchObject({ uris: [] });
+    expect(bare.command === "credentials" && bare.notes).toEqual([
+      "no URI for 0.0.0.0:3478: an unspecified listener names no address clients can reach; set the relay's --public-ip4/--public-ip6 or --relay-ip (flag, TURNPIKE_* or its config file), or pass --uri",
+    ]);
+    // The relay's config file, as the relay reads it.
+    const file = tempFile(
+      "relay.json",
+      JSON.stringify({ listen: ["0.0.0.0:3478", "[::]:3478"], relayIp: ["2001:db8::7"] }),
+    );
+    expect(
+      parseRelayArgs(["credentials"], { TURNPIKE_TOKEN: "k", TURNPIKE_CONFIG: file }),
+    ).toMatchObject({
+      uris: ["turn:[2001:db8::7]:3478?transport=udp", "turn:[2001:db8::7]:3478?transport=tcp"],
+    });
+    // Behind 1:1 NAT: the relay listens on its private address, clients reach the public one.
+    expect(
+      parseRelayArgs(["credentials", "--listen", "10.0.0.5:3478", "--public-ip4", "203.0.113.10"], {
+        TURNPIKE_TOKEN: "k",
+      }),
+    ).toMatchObject({
+      uris: ["turn:203.0.113.10:3478?transport=udp", "turn:203.0.113.10:3478?transport=tcp"],
+      notes: [],
     });
   });
 

@@ -1,6 +1,7 @@
 // End to end: the defences against strangers holding slots or memory, and against relaying to
 // the relay itself, on a real turnpike-relay process on loopback.
-// Connection slots (a per-source cap on connections that have not authenticated, an idle clock
+// Connection slots (a per-source cap on connections that have not authenticated, kept for RFC
+// 6062 data connections handed between workers, an idle clock
 // that only complete messages reset, a TLS handshake deadline of its own), frames an
 // unauthenticated connection may not send, static and TURN REST users as distinct principals,
 // and the relay's own addresses refused as peers. Other loopback addresses (127.0.0.2, ...)
@@ -264,7 +265,7 @@ describe("turnpike-relay connection slots and frame limits", () => {
   });
 });
 
-describe("turnpike-relay principals: --user alice and TURN REST '<expiry>:alice'", () => {
+describe("turnpike-relay RFC 6062 data connections: principals kept apart, per-source counts kept", () => {
   let range: PortRange;
   let relay: TurnpikeHandle | undefined;
 
@@ -274,7 +275,14 @@ describe("turnpike-relay principals: --user alice and TURN REST '<expiry>:alice'
       minPort: range.min,
       maxPort: range.max,
       token: TOKEN,
-      extraArgs: ["--user", "alice:alicepw", "--max-allocations-per-user", "1"],
+      extraArgs: [
+        "--user",
+        "alice:alicepw",
+        "--max-allocations-per-user",
+        "1",
+        "--max-connections-per-ip",
+        "5",
+      ],
     });
   });
   afterAll(async () => {
@@ -282,7 +290,7 @@ describe("turnpike-relay principals: --user alice and TURN REST '<expiry>:alice'
     range?.release();
   });
 
-  it("keeps them apart: separate quotas, and REST alice cannot ConnectionBind static alice's peer connection", async () => {
+  it("keeps --user alice and TURN REST '<expiry>:alice' apart: separate quotas, and REST alice cannot ConnectionBind static alice's peer connection", async () => {
     const port = relay!.port;
     const rest = restCredentials(TOKEN, "alice");
     const open = (username: string, password: string) =>
@@ -327,6 +335,41 @@ describe("turnpike-relay principals: --user alice and TURN REST '<expiry>:alice'
     } finally {
       for (const c of clients) c.close();
       await new Promise<void>((r) => service.close(() => r()));
+    }
+  });
+
+  it("keeps a data connection whose ConnectionBind failed counted against its source: 30 attempts leave at most 5 open", async () => {
+    const creds = restCredentials(TOKEN, "binder");
+    const connections: TurnClientLite[] = [];
+    const answers: (number | string)[] = [];
+    try {
+      for (let i = 0; i < 30; i++) {
+        // 127.0.0.3 reaches worker 1 (the listeners steer by source address), and even
+        // CONNECTION-IDs are worker 0's: with two workers each ConnectionBind is handed over,
+        // and worker 0 knows no such id (400, RFC 6062 §5.4). With one, 400 at once.
+        const c = await TurnClientLite.open({
+          port: relay!.port,
+          transport: "tcp",
+          localAddress: "127.0.0.3",
+          username: creds.username,
+          password: creds.credential,
+        });
+        connections.push(c);
+        answers.push(
+          await c
+            .request(Method.ConnectionBind, (b) => b.uint32(AttributeType.ConnectionId, 2 * i + 2))
+            .then(
+              (r) => r.code,
+              () => "closed",
+            ),
+        );
+      }
+      await sleep(300);
+      // Unbound, they still count against 127.0.0.3: the sixth and later are closed at once.
+      expect(answers.filter((a) => a === 400)).toHaveLength(5);
+      expect(connections.filter((c) => !c.closedByPeer)).toHaveLength(5);
+    } finally {
+      for (const c of connections) c.close();
     }
   });
 });

@@ -308,4 +308,81 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
       }
     },
   );
+
+  it.skipIf(!("max-bps-per-user" in OPTIONS))(
+    "charges one user's channels in every worker to one kernel bucket (--max-bps-per-user)",
+    async () => {
+      const RATE = 100_000;
+      const relay = await startRelayIn(
+        net,
+        ["--workers", "2", "--max-bps-per-user", String(RATE)],
+        { listen: 3480, metrics: 9466 },
+      );
+      try {
+        const a = net.t.addresses[4];
+        const peer = { address: a.peer, port: net.peerPorts.peer4! };
+        // Clients land on a worker by their 5-tuple; worker 0 relays from the lower half of
+        // the ports. One allocation of alice on each worker.
+        const onWorker: Record<0 | 1, string | undefined> = { 0: undefined, 1: undefined };
+        for (let i = 0; i < 16 && (!onWorker[0] || !onWorker[1]); i++) {
+          const name = `user${i}`;
+          await net.client.call("turn", {
+            name,
+            host: a.listener,
+            port: 3480,
+            localAddress: a.client,
+            username: "alice",
+            password: "alice-secret",
+          });
+          const r = await net.client.call<{ code: number; relayed: { port: number }[] }>(
+            "allocate",
+            { name },
+          );
+          expect(r.code).toBe(0);
+          const worker = r.relayed[0]!.port <= 57343 ? 0 : 1;
+          if (onWorker[worker] === undefined) onWorker[worker] = name;
+          else await net.client.call("refresh", { name, lifetime: 0 });
+        }
+        const names = [onWorker[0]!, onWorker[1]!];
+        for (const name of names) {
+          const bound = await net.client.call<{ code: number }>("channelBind", {
+            name,
+            channel: 0x4006,
+            ...peer,
+          });
+          expect(bound.code).toBe(0);
+        }
+        // Each of the two sends twice the user's burst: together four times.
+        const started = Date.now();
+        await Promise.all(
+          names.map((name) =>
+            net.client.call("stream", {
+              name,
+              channel: 0x4006,
+              count: 200,
+              everyMs: 0,
+              size: 1000,
+            }),
+          ),
+        );
+        await new Promise((r) => setTimeout(r, 300));
+        const elapsed = (Date.now() - started) / 1000;
+        const metrics = (
+          await net.observer.call<{ body: string }>("http", { port: 9466, path: "/metrics" })
+        ).body;
+        const relayed = relayedPacketsIn(metrics);
+        // One bucket for both workers: within one burst plus the rate, not twice that.
+        const passed = relayed.kernel.toPeer + relayed.kernel.toClient;
+        expect(passed * 1000).toBeLessThanOrEqual(RATE + RATE * elapsed + 2000);
+        expect(relayed.kernel.toPeer).toBeGreaterThan(30);
+        expect(relayed.userspace).toEqual({ toPeer: 0, toClient: 0 });
+        for (const name of names) {
+          await net.client.call("refresh", { name, lifetime: 0 });
+          await net.client.call("close", { name });
+        }
+      } finally {
+        await relay.stop("SIGINT");
+      }
+    },
+  );
 });

@@ -9,7 +9,7 @@ import {
   type ReceivedMetric,
   startOtlpReceiver,
 } from "@turnpike/test-support/otlp-receiver";
-import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
 import { startEchoPeer, TurnClientLite } from "@turnpike/test-support/turn-client-lite";
 import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
@@ -166,6 +166,41 @@ describe("turnpike-relay exports OTLP metrics to a real collector", () => {
     } finally {
       expect((await r.stop("SIGINT", 5000)).code).toBe(0);
       await other.close();
+    }
+  });
+
+  it("says a collector that is down in one WARN line, and its return in one INFO line", async () => {
+    // Nothing listens on this port yet: every export is refused.
+    const port = await freePort();
+    const r = await startTurnpike({
+      minPort: range.min,
+      maxPort: range.max,
+      token: TOKEN,
+      logLevel: "info",
+      env: { OTLP_GRPC_ENDPOINT: `127.0.0.1:${port}`, OTEL_METRIC_EXPORT_INTERVAL: "300" },
+    });
+    let collector: OtlpReceiver | undefined;
+    const lines = (text: string) => r.stderr.split("\n").filter((l) => l.includes(text));
+    try {
+      // Several intervals of refused exports ...
+      await sleep(2000);
+      expect(lines("otlp export failed"), r.stderr).toHaveLength(1);
+      expect(lines("otlp export failed")[0]).toMatch(
+        new RegExp(
+          `WARN otlp export failed endpoint=http://127\\.0\\.0\\.1:${port} error="14 UNAVAILABLE: `,
+        ),
+      );
+      // ... and not the SDK's own report of each of them, with its stack.
+      expect(r.stderr).not.toContain("PeriodicExportingMetricReader");
+      collector = await startOtlpReceiver("127.0.0.1", port);
+      await collector.waitForMetric("turn.allocations.active", undefined, 30_000);
+      for (let i = 0; i < 50 && lines("otlp export recovered").length === 0; i++) await sleep(100);
+      expect(lines("otlp export recovered"), r.stderr).toHaveLength(1);
+      expect(lines("otlp export recovered")[0]).toMatch(/ INFO otlp export recovered endpoint=/);
+      expect(lines("otlp export failed")).toHaveLength(1);
+    } finally {
+      expect((await r.stop("SIGINT", 5000)).code).toBe(0);
+      await collector?.close();
     }
   });
 });

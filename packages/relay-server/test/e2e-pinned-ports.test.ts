@@ -1,13 +1,14 @@
 // Pinned relay ports, the discovery API and revocation through a real turnpike-relay process:
 // credentials minted by the real `turnpike-relay credentials --port`, a standard TURN client
 // (coturn's turnutils_uclient) and a TCP (RFC 6062) allocation get the pinned port,
-// `turnpike-relay allocations` finds it, SIGHUP with a --revoke-file withdraws it.
+// `turnpike-relay allocations` finds it, SIGHUP with a --revoke-file withdraws it. A pinned port
+// is one principal's whatever the protocol and whichever worker an Allocate reaches.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readXorAddress } from "@turnpike/relay-core";
-import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { mintPinnedCredentials, readXorAddress } from "@turnpike/relay-core";
+import { connectionRefused, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
 import { requireTools, skipUnlessTools } from "@turnpike/test-support/tools";
 import {
@@ -44,8 +45,17 @@ function mint(user: string, port: number, ttl = 3600): { username: string; passw
   return JSON.parse(r.out);
 }
 
-async function tcpAllocate(relayPort: number, creds: { username: string; password: string }) {
-  const c = await TurnClientLite.open({ port: relayPort, transport: "tcp", ...creds });
+async function tcpAllocate(
+  relayPort: number,
+  creds: { username: string; password: string },
+  localAddress?: string,
+) {
+  const c = await TurnClientLite.open({
+    port: relayPort,
+    transport: "tcp",
+    localAddress,
+    ...creds,
+  });
   const r = await c.request(Method.Allocate, (b) => {
     b.requestedTransport(TransportProtocol.Tcp);
   });
@@ -160,10 +170,12 @@ describe.skipIf(skipUnlessTools("turnutils_uclient", "turnutils_peer"))(
       expect(table.status, table.err).toBe(0);
       const [header, row, more] = table.out.trimEnd().split("\n");
       expect(header).toMatch(
-        /^USER +PIN +TRANSPORT +RELAYED ADDRESS +CLIENT +PEERS +CREATED +EXPIRES$/,
+        /^ID +USER +PIN +TRANSPORT +RELAYED ADDRESS +CLIENT +PEERS +CREATED +EXPIRES$/,
       );
       expect(row).toMatch(
-        new RegExp(`^initech +${port} +tcp +127\\.0\\.0\\.1:${port} +tcp:127\\.0\\.0\\.1:\\d+ +- `),
+        new RegExp(
+          `^\\d+-\\d+ +initech +${port} +tcp +127\\.0\\.0\\.1:${port} +tcp:127\\.0\\.0\\.1:\\d+ +- `,
+        ),
       );
       expect(more).toBeUndefined();
       const json = cli(["allocations", "--url", url, "--json"], { TURNPIKE_ADMIN_TOKEN: ADMIN });
@@ -202,3 +214,76 @@ describe.skipIf(skipUnlessTools("turnutils_uclient", "turnutils_peer"))(
     });
   },
 );
+
+/** Pinned credentials for `user` and `port`, as `turnpike-relay credentials --port` mints them. */
+function pinnedCreds(user: string, port: number): { username: string; password: string } {
+  const c = mintPinnedCredentials(TOKEN, Math.floor(Date.now() / 1000), 3600, user, port);
+  return { username: c.username, password: c.password };
+}
+
+describe("a pinned port belongs to one principal, whatever the protocol and whichever worker", () => {
+  let range: PortRange;
+  let relay: TurnpikeHandle | undefined;
+  let pinned: { min: number; max: number };
+  const clients: TurnClientLite[] = [];
+
+  beforeAll(async () => {
+    range = reservePortRange(40);
+    pinned = { min: range.min + 20, max: range.max };
+    relay = await startTurnpike({
+      minPort: range.min,
+      maxPort: range.min + 19,
+      token: TOKEN,
+      extraArgs: ["--pinned-ports", `${pinned.min}-${pinned.max}`],
+    });
+  });
+
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await relay?.stop("SIGINT", 5000);
+    range?.release();
+  });
+
+  async function udpAllocate(creds: { username: string; password: string }) {
+    const c = await TurnClientLite.open({ port: relay!.port, ...creds });
+    clients.push(c);
+    return { client: c, r: await c.allocate() };
+  }
+
+  it("refuses another user's TCP (RFC 6062) allocations on a port held over UDP, on every worker, and a connection to the port reaches nobody of theirs", async () => {
+    const port = pinned.min + 1;
+    const alice = await udpAllocate(pinnedCreds("alice", port));
+    expect(alice.r.code, alice.r.reason).toBe(0);
+    expect(alice.r.relayed[0]?.port).toBe(port);
+    // 127.0.0.1 and 127.0.0.2 reach different workers (the listeners steer by source address).
+    for (let i = 0; i < 4; i++) {
+      const bob = await tcpAllocate(
+        relay!.port,
+        pinnedCreds("bob", port),
+        `127.0.0.${1 + (i % 2)}`,
+      );
+      clients.push(bob.client);
+      expect(bob.r.code, `try ${i}: ${bob.r.reason}`).toBe(403);
+      expect(bob.r.reason).toBe(`Forbidden: pinned port ${port} is held by another user`);
+    }
+    expect(await connectionRefused(port)).toBe(true);
+    // Alice's tunnel comes back from a new 5-tuple: the port is hers again at once.
+    const again = await udpAllocate(pinnedCreds("alice", port));
+    expect(again.r.code, again.r.reason).toBe(0);
+    expect(again.r.relayed[0]?.port).toBe(port);
+    expect((await alice.client.refresh(600)).code).toBe(437);
+  });
+
+  it("refuses another user's UDP allocations on a port held over TCP, whichever worker they reach", async () => {
+    const port = pinned.min + 3;
+    const alice = await tcpAllocate(relay!.port, pinnedCreds("alice", port), "127.0.0.2");
+    clients.push(alice.client);
+    expect(alice.r.code, alice.r.reason).toBe(0);
+    // Each from a socket of its own: the kernel spreads the 5-tuples over the workers.
+    const codes: number[] = [];
+    for (let i = 0; i < 8; i++) codes.push((await udpAllocate(pinnedCreds("bob", port))).r.code);
+    expect(codes).toEqual(Array(8).fill(403));
+    expect(await connectionRefused(port)).toBe(false); // alice's relayed address listens
+    expect((await alice.client.refresh(600)).code).toBe(0);
+  });
+});

@@ -1,13 +1,19 @@
 // turnpike-relay --workers 2 as one relay: limits exact across workers, one /readyz and one
-// set of metrics, RFC 6062 ConnectionBinds that land on the other worker, drain over both,
-// and a worker that crashes under load while the other keeps relaying. (The interop suites
-// also run against two workers: the relay-server project sets TEST_WORKERS=2.)
+// set of metrics, RFC 6062 ConnectionBinds that land on the other worker (and on one that is
+// restarting), drain over both, and a worker that crashes under load while the other keeps
+// relaying. (The interop suites also run against two workers: the relay-server project sets
+// TEST_WORKERS=2.)
 import { createHash, randomBytes } from "node:crypto";
 import { mintRestCredentials } from "@turnpike/relay-core";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
 import { rfc6062Echo } from "@turnpike/test-support/rfc6062";
-import { startEchoPeer, TurnClientLite } from "@turnpike/test-support/turn-client-lite";
+import {
+  AttributeType,
+  Method,
+  startEchoPeer,
+  TurnClientLite,
+} from "@turnpike/test-support/turn-client-lite";
 import { httpGet, startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterEach, describe, expect, it } from "vitest";
 
@@ -129,6 +135,56 @@ describe("turnpike-relay --workers 2", () => {
     const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
     expect(reply.length).toBe(payload.length);
     expect(sha(reply)).toBe(sha(payload));
+  });
+
+  it("closes a data connection handed to a worker that is restarting, and frees its connection slot", async () => {
+    await start([
+      "--test-crash-worker",
+      "--max-connections-per-ip",
+      "1",
+      "--tcp-idle-timeout",
+      "60",
+    ]);
+    const status = async () =>
+      JSON.parse((await httpGet(relay!.healthPort, "/readyz")).body).status;
+    const dataConnection = () =>
+      TurnClientLite.open({
+        port: relay!.port,
+        transport: "tcp",
+        localAddress: "127.0.0.1",
+        ...creds("binder"),
+      });
+    // Worker 0 crashes (SIGUSR2); while it restarts, a data connection from 127.0.0.1 (which
+    // reaches worker 1) binds an even CONNECTION-ID (worker 0's): worker 1 hands it over to
+    // nobody. Bounded retries, in case the restart wins the race.
+    let answer: number | string = "not tried";
+    for (let attempt = 0; attempt < 3; attempt++) {
+      process.kill(relay!.pid, "SIGUSR2");
+      const deadline = Date.now() + 5000;
+      while ((await status()) !== "degraded") {
+        if (Date.now() > deadline) throw new Error("worker 0 never went down");
+        await sleep(10);
+      }
+      const c = await dataConnection();
+      cleanups.push(() => c.close());
+      answer = await c
+        .request(Method.ConnectionBind, (b) => b.uint32(AttributeType.ConnectionId, 2))
+        .then(
+          (r) => r.code,
+          (err: Error) => (err.message.includes("closed by the server") ? "closed" : err.message),
+        );
+      if (answer === "closed") break;
+      if ((await status()) === "degraded") break; // no restart to blame
+      // The restart won the race (worker 0 answered): try again, without this connection.
+      c.close();
+      while ((await status()) !== "ready") await sleep(20);
+      await sleep(100);
+    }
+    expect(answer).toBe("closed");
+    // Its slot from 127.0.0.1 is free again: the next connection from there is served.
+    const next = await dataConnection();
+    cleanups.push(() => next.close());
+    expect((await next.request(Method.Binding, () => {}, { auth: false })).code).toBe(0);
   });
 
   it("drains allocations on both workers on SIGTERM and exits 0", async () => {

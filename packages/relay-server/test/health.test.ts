@@ -78,6 +78,7 @@ describe("health endpoints", () => {
 describe("discovery API GET /v1/allocations", () => {
   const rows = [
     {
+      id: "0-1",
       user: "acme-pg",
       pinnedPort: 40007,
       transport: "tcp" as const,
@@ -90,6 +91,7 @@ describe("discovery API GET /v1/allocations", () => {
       expiresAt: "2026-11-30T08:10:00.000Z",
     },
     {
+      id: "1-1",
       user: "globex",
       pinnedPort: null,
       transport: "udp" as const,
@@ -103,19 +105,31 @@ describe("discovery API GET /v1/allocations", () => {
     },
   ];
 
+  /** What DELETE asked the relay to end. */
+  const ended: unknown[] = [];
+
   async function start(token: string | undefined) {
     server = await startHealthServer(
       { ip: "127.0.0.1", port: 0, family: 4 },
       () => ({ ready: true, draining: false }),
-      { discovery: { token, allocations: () => rows } },
+      {
+        discovery: {
+          token,
+          allocations: () => rows,
+          end: (which) => {
+            ended.push(which);
+            return "id" in which ? (rows.some((r) => r.id === which.id) ? 1 : 0) : 2;
+          },
+        },
+      },
     );
   }
 
   // node:http rather than fetch: fetch will not send a Host header of the caller's choosing.
-  function ask(path: string, headers: Record<string, string> = {}) {
+  function ask(path: string, headers: Record<string, string> = {}, method = "GET") {
     return new Promise<{ status: number; body: unknown }>((resolve, reject) => {
       const req = request(
-        { host: "127.0.0.1", port: server!.address().port, path, headers },
+        { host: "127.0.0.1", port: server!.address().port, path, headers, method },
         (res) => {
           let text = "";
           res.setEncoding("utf8");
@@ -178,5 +192,44 @@ describe("discovery API GET /v1/allocations", () => {
     );
     const port = server!.address().port;
     expect((await ask("/v1/allocations", { ...auth, host: `localhost:${port}` })).status).toBe(200);
+  });
+
+  it("ends a user's allocations and one by its id with DELETE, and never all of them", async () => {
+    await start("admin-secret");
+    ended.length = 0;
+    const auth = { authorization: "Bearer admin-secret" };
+    expect(await ask("/v1/allocations?user=rest:acme-pg", auth, "DELETE")).toEqual({
+      status: 200,
+      body: { ended: 2 },
+    });
+    expect(await ask("/v1/allocations/1-1", auth, "DELETE")).toEqual({
+      status: 200,
+      body: { ended: 1 },
+    });
+    expect(await ask("/v1/allocations/7-9", auth, "DELETE")).toEqual({
+      status: 404,
+      body: { error: "no live allocation 7-9" },
+    });
+    expect(ended).toEqual([{ user: "rest:acme-pg" }, { id: "1-1" }, { id: "7-9" }]);
+    // No selector, an empty one: 400, nothing asked of the relay.
+    for (const path of ["/v1/allocations", "/v1/allocations?user="]) {
+      expect((await ask(path, auth, "DELETE")).status).toBe(400);
+    }
+    expect(ended).toHaveLength(3);
+    // The same guards as GET: the token, and no browser.
+    expect((await ask("/v1/allocations?user=globex", {}, "DELETE")).status).toBe(401);
+    expect(
+      (
+        await ask(
+          "/v1/allocations?user=globex",
+          { ...auth, origin: "https://evil.example" },
+          "DELETE",
+        )
+      ).status,
+    ).toBe(403);
+    expect(ended).toHaveLength(3);
+    expect((await ask("/v1/allocations", auth, "POST")).status).toBe(405);
+    expect((await ask("/v1/allocations/1-1", auth)).status).toBe(404);
+    expect((await ask("/readyz", {}, "DELETE")).status).toBe(405);
   });
 });

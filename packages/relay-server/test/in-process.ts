@@ -31,13 +31,15 @@ export interface InProcessEngine {
 
 /**
  * Starts an engine listening on 127.0.0.1 port 0 with loopback peers allowed, static user
- * USER and the REST token TOKEN, relaying on `range`; `args` add to the command line.
+ * USER and the REST token TOKEN, relaying on `range`; `args` add to the command line, and
+ * `overrides` to the configuration they make (for settings no option sets yet).
  */
 export async function startEngine(
   udpIo: "batch" | "dgram",
   range: { readonly min: number; readonly max: number },
   args: readonly string[] = [],
   worker?: WorkerContext,
+  overrides: Partial<RelayConfig> = {},
 ): Promise<InProcessEngine> {
   const parsed = parseRelayArgs(
     [
@@ -62,7 +64,7 @@ export async function startEngine(
     { networkInterfaces: () => ({}) },
   );
   if (parsed.command !== "relay") throw new Error(`not a relay configuration: ${parsed.command}`);
-  const config: RelayConfig = parsed;
+  const config: RelayConfig = { ...parsed, ...overrides };
   const lines: string[] = [];
   const logger = createLogger({ level: "debug", write: (l) => lines.push(l) });
   const stats = createRelayStats();

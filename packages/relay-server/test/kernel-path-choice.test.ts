@@ -7,7 +7,7 @@ import type { NetworkInterfaceInfo } from "node:os";
 import { describe, expect, it } from "vitest";
 import { parseRelayArgs } from "../src/config/parse.js";
 import type { RelayConfig } from "../src/config/types.js";
-import { bucketShare } from "../src/kernel/buckets.js";
+import { bucketShare, UserBuckets, userBucketTable } from "../src/kernel/buckets.js";
 import { type HostLinks, interfacesFor } from "../src/kernel/interfaces.js";
 import { ipText } from "../src/kernel/offload.js";
 import { openKernelPath } from "../src/kernel/select.js";
@@ -117,6 +117,45 @@ describe("kernel token buckets across the engines of one process", () => {
       const last = shares[count - 1]!;
       expect(last.first + last.count - 1).toBe(65536);
     }
+  });
+});
+
+describe("user buckets, one per user for every engine of the process", () => {
+  const ref = (id: number) => ({ id, bytesPerSecond: 1000, burstBytes: 65536 });
+
+  it("give a user's bindings in every engine one kernel bucket, until the last one ends", () => {
+    const table = userBucketTable(2);
+    const [a, b] = [0, 1].map((i) => new UserBuckets(table, 2, i, undefined)) as [
+      UserBuckets,
+      UserBuckets,
+    ];
+    const alice = a.acquire(ref(7));
+    expect(alice).toBeGreaterThan(57344);
+    expect(b.acquire(ref(7))).toBe(alice);
+    expect(a.acquire(ref(7))).toBe(alice);
+    const bob = b.acquire(ref(8));
+    expect(bob).not.toBe(alice);
+    a.release(ref(7));
+    a.release(ref(7));
+    // Engine b still holds alice's: another user does not get her bucket.
+    expect(a.acquire(ref(9))).not.toBe(alice);
+    b.release(ref(7));
+    // Now it is free: the next user whose probe reaches it may take it; alice again gets one.
+    expect(b.acquire(ref(7))).toBeGreaterThan(57344);
+  });
+
+  it("give back what a dead engine held (the supervisor), and say none is left when full", () => {
+    const table = userBucketTable(2);
+    const worker = new UserBuckets(table, 2, 0, undefined);
+    const other = new UserBuckets(table, 2, 1, undefined);
+    const supervisor = new UserBuckets(table, 2, 2, undefined);
+    const got = new Set<number | undefined>();
+    for (let id = 1; id <= 8192; id++) got.add(worker.acquire(ref(id)));
+    expect(got.size).toBe(8192);
+    expect(got.has(undefined)).toBe(false);
+    expect(other.acquire(ref(10_000))).toBeUndefined();
+    supervisor.releaseEngine(0);
+    expect(other.acquire(ref(10_000))).toBeGreaterThan(57344);
   });
 });
 

@@ -66,6 +66,9 @@ describe("OTLP gRPC metrics export", () => {
     stats.beforeCollect = () => {
       stats.permissionsActive = 7;
       stats.channelsActive = 3;
+      stats.reservationsActive = 2;
+      stats.legacyPinnedAccepted = 5;
+      stats.bandwidthPauses = 11;
     };
     stats.udpIo = "batch";
     // As the kernel data path's bindings report at collection (kernel/offload.ts).
@@ -145,6 +148,9 @@ describe("OTLP gRPC metrics export", () => {
 
     expect(point(receiver.latest("turn.permissions.active")).value).toBe(7);
     expect(point(receiver.latest("turn.channels.active")).value).toBe(3);
+    expect(point(receiver.latest("turn.reservations.active")).value).toBe(2);
+    expect(point(receiver.latest("turn.auth.legacy_pinned")).value).toBe(5);
+    expect(point(receiver.latest("turn.bandwidth.pauses")).value).toBe(11);
     expect(point(receiver.latest("turn.auth.failures"), { reason: "bad-integrity" }).value).toBe(1);
     expect(point(receiver.latest("turn.dropped.packets"), { reason: "malformed" }).value).toBe(5);
     expect(point(receiver.latest("nodejs.eventloop.delay.p99")).value).toBeGreaterThan(0);

@@ -13,7 +13,8 @@ import {
   turnServerOptions,
 } from "../src/engine/server-options.js";
 import type { WorkerContext } from "../src/shared/context.js";
-import { createSharedLimits, SharedLimits } from "../src/shared/shared-limits.js";
+import type { SharedLimits } from "../src/shared/shared-limits.js";
+import { createSharedState, openSharedState } from "../src/shared/shared-state.js";
 
 const TOKEN = "server-options-token";
 
@@ -27,7 +28,8 @@ const policy = new PeerAddressPolicy();
 
 /** What one engine is given: the process's limits with one worker's tables. */
 function ownLimits(c: RelayConfig): SharedLimits {
-  return new SharedLimits(createSharedLimits({ workers: 1, ...processLimits(c) }), 0);
+  const init = createSharedState({ workers: 1, ...processLimits(c), dynamicPorts: 100 });
+  return openSharedState(init, 0).limits;
 }
 
 /** The setting of one engine (no worker) for `c`. */
@@ -36,18 +38,19 @@ function single(c: RelayConfig, unixTimeOffsetMs = 0) {
 }
 
 function worker(index: number, count: number, maxAllocationsPerUser = 100): WorkerContext {
-  const init = createSharedLimits({
+  const init = createSharedState({
     workers: count,
     maxAllocations: 1000,
     maxAllocationsPerUser,
     maxConnections: 100,
     maxConnectionsPerIp: 10,
     unauthenticatedRate: 1,
+    dynamicPorts: 300,
   });
   return {
     index,
     count,
-    limits: new SharedLimits(init, index),
+    shared: openSharedState(init, index),
     secret: new Uint8Array(32).fill(7),
     route: () => {},
     onRoute: () => {},
@@ -88,6 +91,10 @@ describe("turnServerOptions: one engine", () => {
     "relay/1",
     "--alternate-server",
     "198.51.100.2:3478",
+    "--max-bps",
+    "125000",
+    "--max-bps-per-user",
+    "500000",
   );
   const o = turnServerOptions(c, single(c, 1234));
 
@@ -107,6 +114,8 @@ describe("turnServerOptions: one engine", () => {
       legacyChannelNumbers: true,
       unixTimeOffsetMs: 1234,
       alternateServer: { family: 4, address: "198.51.100.2", port: 3478 },
+      maxBytesPerSecond: 125000,
+      maxBytesPerSecondPerUser: 500000,
     });
     expect(o.peerPolicy).toBe(policy);
     expect([...(o.revokedUsers ?? [])]).toEqual(["mallory"]);
@@ -153,6 +162,15 @@ describe("turnServerOptions: one engine", () => {
 });
 
 describe("turnServerOptions: what varies", () => {
+  it("sets no bandwidth limit by default, nor with --max-bps 0 (coturn's unlimited)", () => {
+    for (const args of [[], ["--max-bps", "0", "--max-bps-per-user", "0"]]) {
+      const c = config(...args);
+      const o = turnServerOptions(c, single(c));
+      expect(o.maxBytesPerSecond).toBeUndefined();
+      expect(o.maxBytesPerSecondPerUser).toBeUndefined();
+    }
+  });
+
   it("verifies static users (--user) next to REST usernames", () => {
     const withBob = config("--user", "bob:secret");
     const o = turnServerOptions(withBob, single(withBob));
@@ -212,7 +230,7 @@ describe("turnServerOptions: what varies", () => {
     const w = worker(1, 2);
     const second = turnServerOptions(c, {
       worker: w,
-      limits: w.limits,
+      limits: w.shared.limits,
       peerPolicy: policy,
       unixTimeOffsetMs: 0,
     });
@@ -225,7 +243,7 @@ describe("turnServerOptions: what varies", () => {
     const w = worker(1, 3, 1);
     const o = turnServerOptions(config("--min-port", "50000", "--max-port", "50299"), {
       worker: w,
-      limits: w.limits,
+      limits: w.shared.limits,
       peerPolicy: policy,
       unixTimeOffsetMs: 0,
     });
@@ -237,7 +255,7 @@ describe("turnServerOptions: what varies", () => {
     expect(o.allocationQuota?.acquire("carol")).toBe(0);
     expect(o.allocationQuota?.acquire("carol")).toBe(486);
     o.allocationQuota?.release("carol");
-    expect(w.limits.acquireAllocation("carol")).toBe(0);
+    expect(w.shared.limits.acquireAllocation("carol")).toBe(0);
     // The unauthenticated rate (1/s, burst 2) is the shared buckets' too.
     const allowed = [0, 1, 2].map(() => o.unauthenticatedLimiter?.allow("192.0.2.9", 10));
     expect(allowed).toEqual([true, true, false]);

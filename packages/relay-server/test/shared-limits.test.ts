@@ -1,11 +1,26 @@
-// The process-wide limits workers share (src/shared/shared-limits.ts), checked against a
-// plain model over random sequences of acquisitions, releases and worker deaths.
+// The process-wide limits workers share (src/shared/shared-limits.ts): checked against a plain
+// model over random sequences of acquisitions, releases and worker deaths; their keyed hash
+// against SipHash's reference vectors and against keys crafted to collide; the rate buckets
+// against a flood of new sources; and the one lock against a worker thread that is terminated
+// while it holds it.
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
-import { createSharedLimits, hash64, SharedLimits } from "../src/shared/shared-limits.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { KeyedHash } from "../src/shared/keyed-hash.js";
+import {
+  createSharedState,
+  openSharedState,
+  recoverWorker,
+  type SharedState,
+  type SharedStateInit,
+} from "../src/shared/shared-state.js";
 
-const limitsFor = (workers: number, perUser = 6, total = 20, tableSlots?: number) => {
-  const init = createSharedLimits({
+const KEY = Uint8Array.from({ length: 16 }, (_, i) => i);
+
+function stateFor(workers: number, perUser = 6, total = 20, tableSlots?: number) {
+  const init = createSharedState({
     tableSlots,
     workers,
     maxAllocations: total,
@@ -13,9 +28,15 @@ const limitsFor = (workers: number, perUser = 6, total = 20, tableSlots?: number
     maxConnections: total,
     maxConnectionsPerIp: perUser,
     unauthenticatedRate: 10,
+    dynamicPorts: 100,
+    hashKey: KEY,
   });
-  return Array.from({ length: workers }, (_, w) => new SharedLimits(init, w));
-};
+  const views = Array.from({ length: workers }, (_, w) => openSharedState(init, w));
+  return { init, views, supervisor: openSharedState(init, workers) };
+}
+
+const limitsFor = (workers: number, perUser = 6, total = 20, tableSlots?: number) =>
+  stateFor(workers, perUser, total, tableSlots).views.map((v) => v.limits);
 
 describe("limits shared by workers", () => {
   it("refuses the seventh allocation of a user with 486 whichever worker asks", () => {
@@ -76,11 +97,12 @@ describe("limits shared by workers", () => {
   });
 
   it("gives back exactly what a dead worker held", () => {
-    const [a, b] = limitsFor(2);
+    const { views, supervisor } = stateFor(2);
+    const [a, b] = views.map((v) => v.limits);
     for (let i = 0; i < 4; i++) a!.acquireAllocation("alice");
     for (let i = 0; i < 2; i++) b!.acquireAllocation("alice");
     expect(a!.acquireAllocation("alice")).toBe(486);
-    a!.clearWorker(1);
+    recoverWorker(supervisor, 1);
     expect(a!.totals().allocations).toBe(4);
     expect(a!.acquireAllocation("alice")).toBe(0);
     expect(b!.acquireAllocation("alice")).toBe(0);
@@ -90,7 +112,8 @@ describe("limits shared by workers", () => {
   it("keeps counting a user whose entry sits behind a removed one in the same probe run", () => {
     // Names whose hashes share a home slot in a 16-slot table: the second one is stored in
     // the next slot, and removing the first must move it back or it would be lost.
-    const home = (name: string) => (hash64(name)[1] >>> 0) & 15;
+    const hash = new KeyedHash(KEY);
+    const home = (name: string) => (hash.of(name)[1] >>> 0) & 15;
     const names = Array.from({ length: 200 }, (_, i) => `user-${i}`);
     const first = names[0]!;
     const second = names.find((n) => n !== first && home(n) === home(first))!;
@@ -123,7 +146,8 @@ describe("limits shared by workers", () => {
         const perUser = 3;
         const total = 12;
         // 16 slots for 7 users: long probe runs, and removals that must shift entries back.
-        const views = limitsFor(3, perUser, total, 16);
+        const { views: state, supervisor } = stateFor(3, perUser, total, 16);
+        const views = state.map((v) => v.limits);
         // model: held[w][user] = count
         const held = [
           new Map<string, number>(),
@@ -143,7 +167,7 @@ describe("limits shared by workers", () => {
             if (n > 1) held[o.w]!.set(o.user, n - 1);
             else held[o.w]!.delete(o.user);
           } else {
-            views[0]!.clearWorker(o.w);
+            recoverWorker(supervisor, o.w);
             held[o.w]!.clear();
           }
           expect(views[0]!.totals().allocations).toBe(all());
@@ -162,5 +186,153 @@ describe("limits shared by workers", () => {
     expect(a!.allowUnauthenticated("198.51.100.7", 1100)).toBe(true); // 0.1 s refills one
     expect(b!.allowUnauthenticated("198.51.100.7", 1100)).toBe(false);
     expect(a!.allowUnauthenticated("198.51.100.8", 1100)).toBe(true);
+  });
+});
+
+/** The hash the tables used before they were keyed: anyone could compute slots with it. */
+function unkeyedHash64(text: string): [number, number] {
+  let a = 0x811c9dc5;
+  let b = 0x9e3779b9 ^ text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+    b ^= b >>> 15;
+  }
+  a ^= a >>> 13;
+  a = Math.imul(a, 0xc2b2ae35);
+  a ^= a >>> 16;
+  return [b | 0, a | 1];
+}
+
+describe("keyed hash and full tables", () => {
+  it("is SipHash-2-4: the reference vectors (key 00..0f, message 00..n-1)", () => {
+    const hash = new KeyedHash(KEY);
+    const hex = (n: number) =>
+      hash
+        .bytes(Uint8Array.from({ length: n }, (_, i) => i))
+        .map((w) => w.toString(16).padStart(8, "0"))
+        .join("");
+    // The vectors of the SipHash paper's reference code (and `openssl mac ... SIPHASH`).
+    expect([0, 1, 7, 8, 15, 63].map(hex)).toEqual([
+      "726fdb47dd0e0e31",
+      "74f839c593dc67fd",
+      "ab0200f58b01d137",
+      "93f5f5799a932462",
+      "a129ca6149be45e5",
+      "958a324ceb064572",
+    ]);
+  });
+
+  it("leaves no client a way to fill another source's probe run with crafted IPv6 /64 sources", () => {
+    // 1,024 slots per connection table. The attacker holds many /64s and picks, with the hash
+    // it could compute before, 130 whose home slot is the victim's: a run longer than the 128
+    // probes a lookup makes, so the victim's next connection was refused as if the relay were
+    // full. Keyed, those sources land anywhere.
+    const [relay] = limitsFor(1, 100, 500);
+    const victim = "20010db9000000ff::/64";
+    const home = (s: string) => (unkeyedHash64(s)[1] >>> 0) & 1023;
+    const crafted: string[] = [];
+    for (let i = 0; crafted.length < 130 && i < 1 << 22; i++) {
+      const source = `20010db8${i.toString(16).padStart(8, "0")}::/64`;
+      if (home(source) === home(victim)) crafted.push(source);
+    }
+    expect(crafted.length).toBe(130);
+    for (const source of crafted) expect(relay!.admitConnection(source)).toBe("ok");
+    expect(relay!.admitConnection(victim)).toBe("ok");
+  });
+
+  it("refuses a flood of new sources when the rate table is full instead of evicting a limited source's bucket", () => {
+    // 16 rate slots. The victim has spent its burst (20: twice the rate of 10/s); then 200 new
+    // sources ask within the same instant. Evicting to make room handed the victim a fresh
+    // burst (its slot taken, then its next request a "new" source): 20 more spoofed answers.
+    const [a, b] = limitsFor(2, 6, 20, 16);
+    const victim = "198.51.100.7";
+    let allowed = 0;
+    for (let i = 0; i < 25; i++) if (a!.allowUnauthenticated(victim, 1000)) allowed++;
+    expect(allowed).toBe(20);
+    const flood = Array.from({ length: 200 }, (_, i) => `203.0.113.${i}`);
+    const admitted = flood.filter((s) => b!.allowUnauthenticated(s, 1000));
+    // Room for 15 of them (the victim keeps its slot); the rest refused.
+    expect(admitted.length).toBe(15);
+    expect(a!.allowUnauthenticated(victim, 1000)).toBe(false);
+    expect(b!.allowUnauthenticated(victim, 1050)).toBe(false);
+    // Those that got a bucket keep it; a source refused now is served once buckets refill
+    // (a full bucket's slot is as good as free).
+    expect(b!.allowUnauthenticated(admitted[0]!, 1000)).toBe(true);
+    expect(b!.allowUnauthenticated(flood.at(-1)!, 1000)).toBe(false);
+    expect(b!.allowUnauthenticated(flood.at(-1)!, 3000)).toBe(true);
+    // The victim's bucket refilled at its rate: 10 per second, no more.
+    let later = 0;
+    for (let i = 0; i < 25; i++) if (a!.allowUnauthenticated(victim, 2000)) later++;
+    expect(later).toBe(10);
+  });
+});
+
+/** The built module (the worker thread below loads it: it cannot run TypeScript). */
+const BUILT = new URL("../dist/shared/shared-state.js", import.meta.url);
+
+/**
+ * A worker thread that opens the shared state as worker `worker` and runs `task` ("hold": take
+ * the lock and never leave the critical section; "acquire": one allocation for "alice"),
+ * posting "inside" or the result.
+ */
+function thread(init: SharedStateInit, worker: number, task: "hold" | "acquire"): Worker {
+  const code = `
+    const { parentPort, workerData } = require("node:worker_threads");
+    import(workerData.module).then(({ openSharedState }) => {
+      const state = openSharedState(workerData.init, workerData.worker);
+      if (workerData.task === "hold") {
+        state.lock.locked(() => {
+          parentPort.postMessage("inside");
+          for (;;) {}
+        });
+      } else {
+        parentPort.postMessage(state.limits.acquireAllocation("alice"));
+      }
+    });
+  `;
+  return new Worker(code, {
+    eval: true,
+    workerData: { module: BUILT.href, init, worker, task },
+  });
+}
+
+const threads: Worker[] = [];
+afterEach(async () => {
+  await Promise.all(threads.splice(0).map((t) => t.terminate()));
+});
+
+function nextMessage(t: Worker, ms: number): Promise<unknown> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve("no answer"), ms);
+    t.once("message", (m) => {
+      clearTimeout(timer);
+      resolve(m);
+    });
+  });
+}
+
+describe("the shared lock", () => {
+  it("is freed by the supervisor when a worker thread is terminated inside a critical section, and the others go on", async () => {
+    if (!existsSync(fileURLToPath(BUILT))) throw new Error("build first: pnpm exec tsc -b");
+    const { init, supervisor } = stateFor(3);
+    const holder = thread(init, 0, "hold");
+    threads.push(holder);
+    expect(await nextMessage(holder, 10_000)).toBe("inside");
+    await holder.terminate();
+    // Dead, and still the lock's holder: another worker waits...
+    const state: SharedState = supervisor;
+    expect(state.lock.holder).toBe(1);
+    const other = thread(init, 1, "acquire");
+    threads.push(other);
+    expect(await nextMessage(other, 500)).toBe("no answer");
+    // ... until the supervisor, told of the exit, frees it and clears what worker 0 held.
+    const answer = nextMessage(other, 5000);
+    expect(recoverWorker(supervisor, 0)).toBe(true);
+    expect(await answer).toBe(0);
+    expect(supervisor.lock.holder).toBe(0);
+    expect(supervisor.limits.totals().allocations).toBe(1);
+    expect(recoverWorker(supervisor, 0)).toBe(false);
   });
 });

@@ -20,7 +20,25 @@ import {
   type OptionSet,
   type OptionSpec,
   type OptionTable,
+  optionType,
 } from "./options.js";
+
+/** Set while a reference page is rendered: help text at this width, whatever the terminal. */
+let fixedWidth: number | undefined;
+
+/**
+ * Runs `render` with every help text wrapped at `width` columns instead of the terminal's, so
+ * that a generated page is the same wherever it is generated.
+ */
+export function withHelpWidth<T>(width: number, render: () => T): T {
+  const before = fixedWidth;
+  fixedWidth = width;
+  try {
+    return render();
+  } finally {
+    fixedWidth = before;
+  }
+}
 
 /**
  * A strict parser that throws ConfigError instead of printing and exiting; it knows --help and
@@ -45,7 +63,7 @@ export function baseParser(argv: readonly string[], programName: string): Argv {
       .exitProcess(false)
       // Unknown flags are errors; positionals are checked by the caller (a clearer message).
       .strictOptions()
-      .wrap(Math.min(120, process.stdout.columns || 100))
+      .wrap(fixedWidth ?? Math.min(120, process.stdout.columns || 100))
       .fail((msg, err) => {
         throw new ConfigError(yargsMessage(msg ?? err?.message ?? "invalid arguments"));
       })
@@ -135,11 +153,9 @@ export function addTableOptions<O extends OptionTable>(parser: Argv, options: Op
   return parser;
 }
 
-/** What --help calls a table option's value: a number where the default or placeholder is one. */
+/** What yargs is told a table option's value is (choices and numbers arrive as text). */
 function valueType(spec: OptionSpec<unknown>): "number" | "string" {
-  return typeof spec.default === "number" || /^(N|SECONDS)$/.test(spec.placeholder ?? "")
-    ? "number"
-    : "string";
+  return optionType(spec) === "number" ? "number" : "string";
 }
 
 // yargs words its errors for its own audience ("Unknown argument: min-prot"); say it with the

@@ -7,8 +7,15 @@ export {
   baseParser,
   describedOption,
   helpText,
+  withHelpWidth,
   yargsMessage,
 } from "./cli-parser.js";
+export {
+  type CliReference,
+  type CliSubcommand,
+  type Rows,
+  renderCliReference,
+} from "./cli-reference.js";
 export { CryptoRandom } from "./crypto-random.js";
 export {
   ephemeralPortWarnings,
@@ -45,11 +52,13 @@ export {
   listNonEmpty,
   logOptions,
   nonEmpty,
+  type OptionReload,
   OptionSet,
   type OptionSpec,
   type OptionTable,
   type OptionValues,
   one,
+  optionType,
   parseBoolean,
   parseEnum,
   parseInteger,

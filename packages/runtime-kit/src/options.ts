@@ -6,7 +6,7 @@
 // Precedence: command-line flag > environment <PREFIX><OPTION> > `--config FILE` (JSON) >
 // default. Every value is validated by its spec's parse(); a wrong one becomes a ConfigError
 // whose message is one line naming where the value came from
-// (`--min-port must be 1..65535, got "70000"`). Cross-field rules stay with each CLI.
+// (`--min-port must be 1024..65535, got "70000"`). Cross-field rules stay with each CLI.
 
 import { readFileSync } from "node:fs";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.js";
@@ -19,6 +19,12 @@ export class ConfigError extends Error {
 export type Scalar = string | number | boolean;
 /** What a source holds for one option: a scalar, or an array (repeated flag, env list, JSON). */
 export type RawValue = Scalar | readonly Scalar[];
+
+/**
+ * What a running process does with a changed value of an option on reload (the relay's
+ * SIGHUP): "live" = read again and applied, "restart" = read once at start.
+ */
+export type OptionReload = "live" | "restart";
 
 export interface OptionSpec<T, G extends string = string> {
   /** Heading the option is listed under in `--help`. */
@@ -42,6 +48,8 @@ export interface OptionSpec<T, G extends string = string> {
   readonly keepEmptyEnvItems?: boolean;
   /** Text for help/docs where the default is not a literal. */
   readonly defaultText: string;
+  /** What a reload does with it (the reference page says so); absent means "restart". */
+  readonly reload?: OptionReload;
   /** Value when no source sets the option. */
   readonly default: T;
   /**
@@ -166,6 +174,21 @@ export function logOptions<G extends string>(
       parse: (raw, where) => parseEnum(raw, where, LOG_LEVELS),
     },
   };
+}
+
+/**
+ * An option's value type as `--help` and the reference page name it: `boolean` for a switch,
+ * the choices a placeholder spells (`json|text`), `number` where the default or placeholder is
+ * one, else `string`.
+ */
+export function optionType(spec: OptionSpec<unknown>): string {
+  if (spec.boolean) return "boolean";
+  if (spec.placeholder !== undefined && /^[a-z0-9-]+(\|[a-z0-9-]+)+$/.test(spec.placeholder)) {
+    return spec.placeholder;
+  }
+  return typeof spec.default === "number" || /^(N|SECONDS|BYTES)$/.test(spec.placeholder ?? "")
+    ? "number"
+    : "string";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,6 +335,11 @@ export class OptionSet<O extends OptionTable> {
       }
     }
     return warnings;
+  }
+
+  /** How `--help` and the reference page name an option's value type. */
+  typeOf(option: keyof O & string): string {
+    return optionType(this.table[option] as OptionSpec<unknown>);
   }
 
   /** The README configuration table (Markdown): option, env var, default, meaning. */

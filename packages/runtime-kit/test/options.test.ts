@@ -8,8 +8,10 @@ import {
   addTableOptions,
   baseParser,
   helpText,
+  withHelpWidth,
   yargsMessage,
 } from "../src/cli-parser.js";
+import { renderCliReference } from "../src/cli-reference.js";
 import {
   type ArgvRecord,
   ConfigError,
@@ -30,6 +32,7 @@ const TABLE = {
     placeholder: "N",
     defaultText: "3478",
     default: 3478,
+    reload: "restart",
     parse: (raw, where) => parseInteger(raw, where, 1, 65535),
   } satisfies OptionSpec<number>,
   peer: {
@@ -54,6 +57,7 @@ const TABLE = {
     group: "Operations",
     describe: "change nothing",
     boolean: true,
+    reload: "live",
     defaultText: "false",
     default: false,
     parse: (raw, where) => parseBoolean(raw, where),
@@ -235,5 +239,72 @@ describe("OptionSet", () => {
     });
     expect(optionBlocks(helpText(parser)).get("--ttl")).toBe("validity in seconds [number]");
     expect((parser.parseSync() as ArgvRecord).ttl).toBe("12x");
+  });
+});
+
+describe("the reference page", () => {
+  const page = (reload?: string) =>
+    renderCliReference({
+      program: "kit",
+      regenerate: "node kit-docs.mjs",
+      summary: "Kit does things.",
+      usage: ["kit [options]", "kit probe [--deep]"],
+      options: OPTIONS,
+      ...(reload !== undefined ? { reload } : {}),
+      subcommands: [
+        {
+          name: "probe",
+          help: withHelpWidth(60, () =>
+            helpText(baseParser([], "kit probe").usage("Usage: kit probe [--deep]")),
+          ),
+        },
+      ],
+      exitCodes: [["2", "a | bad option"]],
+      signals: [["SIGHUP", "reload"]],
+      files: [],
+      environment: [["OTEL_SERVICE_NAME", "service.name"]],
+    });
+
+  it("lists every option by group with env var, type, default, reload and meaning", () => {
+    const text = page("SIGHUP");
+    expect(text).toContain(
+      "### Network\n\n| option | env var | type | default | reload | meaning |",
+    );
+    expect(text).toContain("| `--port N` | `KIT_PORT` | number | 3478 | restart | port to use |");
+    expect(text).toContain(
+      "| `--peer IP` | `KIT_PEER` | string (repeatable) | none | restart | peer \\| address (repeatable) |",
+    );
+    expect(text).toContain(
+      "| `--dry-run` | `KIT_DRY_RUN` | boolean | false | live | change nothing |",
+    );
+    // Hidden options are documented too, apart.
+    expect(text).toContain("### Test hooks (not in --help)");
+    expect(text).toContain("| `--test-hook X` | `HOOK` |");
+    expect(text).toContain(
+      "## Subcommands\n\n### `kit probe`\n\n```text\nUsage: kit probe [--deep]",
+    );
+    expect(text).toContain("| 2 | a \\| bad option |");
+    expect(text).not.toContain("## Files");
+    expect(text.startsWith("<!-- generated from the option table by `node kit-docs.mjs`")).toBe(
+      true,
+    );
+  });
+
+  it("has no reload column for a program without a reload", () => {
+    expect(page()).toContain("| `--port N` | `KIT_PORT` | number | 3478 | port to use |");
+    expect(page()).not.toContain("| default | reload |");
+  });
+
+  it("wraps help text at the width asked for, whatever the terminal", () => {
+    const long = () =>
+      helpText(
+        baseParser([], "kit").option("deep", {
+          type: "boolean",
+          describe: "look at every layer of every thing there is, slowly and with great care",
+        }),
+      );
+    const narrow = withHelpWidth(40, long);
+    expect(Math.max(...narrow.split("\n").map((l) => l.length))).toBeLessThanOrEqual(40);
+    expect(withHelpWidth(100, long)).not.toBe(narrow);
   });
 });

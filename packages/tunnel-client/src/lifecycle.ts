@@ -20,12 +20,15 @@
 //   connecting    credentials and the control connection on their way
 //   allocating    Allocate sent (credentials, 401/nonce dance inside the TurnClient)
 //   ready         relayed address live, permissions installed for the allowed peers
-//   backoff       the relay was lost or refused; waiting a full-jitter delay to try again
+//   backoff       the relay was lost; waiting a full-jitter delay to try again
+//   refused       the relay refused this tunnel (credentials 401/403, a peer's permission):
+//                 waiting the same way; lastError says why, the log said it once (WARN)
 //   closed-window outside every access window: allocation released on purpose
 //   stopped       removed (DELETE /expose or shutdown)
 // ("resolving" is the supervisor's: a relay name with no address yet has no tunnel.)
 
 import {
+  formatTransportAddress,
   Method,
   pinOfUsername,
   type RandomSource,
@@ -37,6 +40,7 @@ import {
 import { Backoff } from "./backoff.js";
 import type { TurnCredentials } from "./credentials.js";
 import type { PinClaims } from "./pins.js";
+import { REDIRECT_WINDOW_MS, Redirects, type RelayAddress } from "./redirects.js";
 import type { ControlTransport } from "./uri.js";
 
 export type TunnelState =
@@ -45,6 +49,7 @@ export type TunnelState =
   | "allocating"
   | "ready"
   | "backoff"
+  | "refused"
   | "closed-window"
   | "stopped";
 
@@ -54,6 +59,7 @@ export const TUNNEL_STATES: readonly TunnelState[] = [
   "allocating",
   "ready",
   "backoff",
+  "refused",
   "closed-window",
   "stopped",
 ];
@@ -76,6 +82,8 @@ export interface TunnelLifecycleOptions {
   readonly serviceName: string;
   /** The relay address this tunnel allocates on (with the port, the key of a pin claim). */
   readonly relayIp: string;
+  /** The relay's port (its ALTERNATE-SERVER redirects are followed from there: redirects.ts). */
+  readonly relayPort: number;
   readonly family: 4 | 6;
   /** How the control connection runs (RFC 6062 needs a stream: tcp or tls). */
   readonly control: ControlTransport;
@@ -105,10 +113,11 @@ export type TunnelOutput =
   /** Get credentials; report with handleCredentials / handleCredentialsFailed. */
   | { readonly type: "fetch-credentials"; readonly attempt: number }
   /**
-   * Open the control connection (resolving the target first for a UDP service); report with
-   * handleConnected / handleTransportFailed, and feed what arrives to handleInput.
+   * Open the control connection to `relay` (the tunnel's own, or where a draining one sent it),
+   * resolving the target first for a UDP service; report with handleConnected /
+   * handleTransportFailed, and feed what arrives to handleInput.
    */
-  | { readonly type: "connect"; readonly attempt: number }
+  | { readonly type: "connect"; readonly attempt: number; readonly relay: RelayAddress }
   /**
    * Close the control connection (gracefully after the transmits before this one when
    * `release`, at once otherwise) and everything of the allocation (peer flows, data pipes).
@@ -122,7 +131,13 @@ export type TunnelOutput =
       /** Failures in a row (the backoff attempt). */
       readonly failures: number;
       readonly wasReady: boolean;
+      /** The relay refused the tunnel (state "refused"), rather than being lost. */
+      readonly refused: boolean;
+      /** The same refusal as the failure before: said already. */
+      readonly repeated: boolean;
     }
+  /** A draining relay sent the tunnel elsewhere (300 Try Alternate, RFC 8489 §10). */
+  | { readonly type: "redirected"; readonly from: RelayAddress; readonly to: RelayAddress }
   | { readonly type: "window-closed" }
   | { readonly type: "window-opened" }
   | { readonly type: "reallocating"; readonly refusedInPlace: boolean }
@@ -139,12 +154,6 @@ export type TunnelOutput =
       readonly type: "pin-ignored";
       readonly pinnedPort: number;
       readonly relayed: TransportAddress;
-    }
-  | {
-      readonly type: "permission-refused";
-      readonly peerIp: string;
-      readonly code: number;
-      readonly reason: string;
     }
   /** The data path's business, passed on as the TurnClient said it. */
   | Extract<
@@ -184,6 +193,10 @@ export class TunnelLifecycle {
   #renewRetryAt = 0;
   /** This relay answered 441 to renewed credentials (coturn): re-allocate instead. */
   #inPlaceRefused = false;
+  /** The reason of the last refusal, until the tunnel is ready again (said once). */
+  #lastRefusal: string | undefined;
+  /** Where to allocate: the relay address, or where a draining relay redirected to. */
+  readonly #redirects: Redirects;
   readonly #backoff: Backoff;
   readonly #deadAfterMs: number;
   /** The `now` of the latest input, for events found while outputs are drained. */
@@ -199,6 +212,7 @@ export class TunnelLifecycle {
     // The client sends a Binding keep-alive every `keepalive` seconds, so silence for twice
     // that means the relay (or the path) is gone.
     this.#deadAfterMs = o.keepalive * 2000;
+    this.#redirects = new Redirects({ family: o.family, ip: o.relayIp, port: o.relayPort });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -224,6 +238,11 @@ export class TunnelLifecycle {
 
   get relayedAddress(): TransportAddress | undefined {
     return this.#relayed;
+  }
+
+  /** The relay this tunnel allocates on now: its own, or where a draining one sent it. */
+  get relay(): RelayAddress {
+    return this.#redirects.current;
   }
 
   /** The relay port the credentials pin, if they do (auth/pinned-username.ts in relay-core). */
@@ -275,6 +294,7 @@ export class TunnelLifecycle {
   reopen(): void {
     if (this.#state !== "closed-window") return;
     this.#backoff.reset();
+    this.#redirects.goHome();
     this.#out.push({ type: "window-opened" });
     this.#connect();
   }
@@ -341,7 +361,7 @@ export class TunnelLifecycle {
   }
 
   handleTimeout(now: number): void {
-    if (this.#state === "backoff" && this.#client === undefined) {
+    if (this.#waiting()) {
       if (now >= this.#retryAt) this.#connect();
       return;
     }
@@ -388,7 +408,7 @@ export class TunnelLifecycle {
 
   /** The next instant handleTimeout has work, or undefined. */
   pollTimeout(): number | undefined {
-    if (this.#state === "backoff" && this.#client === undefined) {
+    if (this.#waiting()) {
       return Number.isFinite(this.#retryAt) ? this.#retryAt : undefined;
     }
     const client = this.#client;
@@ -404,6 +424,11 @@ export class TunnelLifecycle {
 
   // -------------------------------------------------------------------------------------------
   // Connection lifecycle
+
+  /** Between attempts: lost (backoff) or refused, waiting for #retryAt. */
+  #waiting(): boolean {
+    return (this.#state === "backoff" || this.#state === "refused") && this.#client === undefined;
+  }
 
   #connect(): void {
     this.#attempt++;
@@ -434,7 +459,7 @@ export class TunnelLifecycle {
       random: this.o.random,
       transport: this.o.control,
       requestedTransport: this.o.requestedTransport,
-      family: this.o.family,
+      family: this.#redirects.current.family,
       lifetime: this.o.lifetime,
       software: this.o.software,
       keepaliveInterval: this.o.keepalive,
@@ -444,26 +469,51 @@ export class TunnelLifecycle {
       keepaliveRequest: "refresh",
     });
     this.#lastRx = now;
-    this.#out.push({ type: "connect", attempt: this.#attempt });
+    this.#out.push({ type: "connect", attempt: this.#attempt, relay: this.#redirects.current });
   }
 
-  /** Lost the relay (or it refused): tear down and try again after a backoff delay. */
-  #fail(reason: string, now: number, immediate = false): void {
+  /**
+   * Lost the relay, or it refused the tunnel (`refused`): tear down and try again after a
+   * backoff delay, on the tunnel's own relay address. A refusal keeps the same rhythm (the
+   * operator may lift it: a revocation withdrawn, the relay's peer policy changed) and is
+   * marked `repeated` when it is the one said last, so that the log says it once.
+   */
+  #fail(reason: string, now: number, immediate = false, refused = false): void {
     if (this.#state === "stopped" || this.#state === "closed-window") return;
     const wasReady = this.#state === "ready";
     this.#lastError = reason;
     this.#teardown(false, now);
+    this.#redirects.goHome();
     const delayMs = immediate ? 0 : this.#backoff.next(now);
     this.#reconnects++;
-    this.#state = "backoff";
+    this.#state = refused ? "refused" : "backoff";
     this.#retryAt = now + delayMs;
+    const repeated = refused && this.#lastRefusal === reason;
+    this.#lastRefusal = refused ? reason : undefined;
     this.#out.push({
       type: "down",
       reason,
       delayMs,
       failures: this.#backoff.attempts,
       wasReady,
+      refused,
+      repeated,
     });
+  }
+
+  /**
+   * RFC 8489 §10: a draining relay's 300 with ALTERNATE-SERVER is followed at once, unless that
+   * relay redirected this tunnel within the last 5 minutes (redirects.ts: no loops). Returns
+   * false when it is not followed.
+   */
+  #redirect(to: TransportAddress, now: number): boolean {
+    const from = this.#redirects.current;
+    const target = { family: to.family, ip: to.address, port: to.port };
+    if (!this.#redirects.follow(target, now)) return false;
+    this.#teardown(false, now);
+    this.#out.push({ type: "redirected", from, to: target });
+    this.#connect();
+    return true;
   }
 
   #teardown(release: boolean, now: number): void {
@@ -529,18 +579,32 @@ export class TunnelLifecycle {
         this.#maybeReady();
         return;
       case "permission-failed":
-        this.#pendingPermissions.delete(e.peerIp);
-        this.#maybeReady();
-        this.#lastError = `permission for ${e.peerIp} refused: ${e.code} ${e.reason}`;
-        this.#out.push({
-          type: "permission-refused",
-          peerIp: e.peerIp,
-          code: e.code,
-          reason: e.reason,
-        });
+        // A peer the relay will not let in: the service is not what was asked for, so it is
+        // not ready (a relay's peer policy refuses loopback and private peers by default).
+        this.#fail(
+          `permission for ${e.peerIp} refused: ${e.code} ${e.reason}${e.code === 403 ? peerPolicyHint(e.peerIp) : ""}`,
+          now,
+          false,
+          true,
+        );
         return;
       case "allocate-failed":
-        this.#fail(`allocate failed: ${e.code} ${e.reason}`, now);
+        if (e.code === 300 && e.alternateServer !== undefined) {
+          if (this.#redirect(e.alternateServer, now)) return;
+          this.#fail(
+            `allocate failed: 300 ${e.reason}: ${formatTransportAddress(e.alternateServer)} redirected this tunnel within the last ${REDIRECT_WINDOW_MS / 60_000} minutes, not followed again`,
+            now,
+          );
+          return;
+        }
+        // 401 to credentials just signed (a wrong or expired key), 403 (revoked, a pinned port
+        // outside the range or held by another user): refused, not lost.
+        this.#fail(
+          `allocate failed: ${e.code} ${e.reason}`,
+          now,
+          false,
+          e.code === 401 || e.code === 403,
+        );
         return;
       case "refreshed": {
         const queued = this.#queuedCreds;
@@ -582,6 +646,7 @@ export class TunnelLifecycle {
     if (this.#state !== "allocating" || this.#pendingPermissions.size > 0) return;
     if (this.#relayed === undefined) return;
     this.#state = "ready";
+    this.#lastRefusal = undefined;
     this.#out.push({ type: "ready", relayed: this.#relayed, lifetime: this.#lifetime });
   }
 
@@ -660,6 +725,12 @@ export class TunnelLifecycle {
     this.#renewals++;
     this.#out.push({ type: "renewed", renewals: this.#renewals, relayed: this.#relayed });
   }
+}
+
+/** What a 403 to a permission most likely means, and what would change it. */
+function peerPolicyHint(peerIp: string): string {
+  const loopback = peerIp.startsWith("127.") || peerIp === "::1";
+  return ` (the relay's peer policy refuses ${peerIp}: ${loopback ? "run the relay with --allow-loopback-peers when everything is on one machine" : `the relay needs --allow-peer ${peerIp}`}, or leave it out of this tunnel's --allow-peer)`;
 }
 
 /** `c` with its wall-clock deadlines moved onto the machine's clock (`wallNow` is at `now`). */

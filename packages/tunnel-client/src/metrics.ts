@@ -21,8 +21,11 @@ import { MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk
 import type { Logger } from "@turnpike/runtime-kit";
 import {
   metricExportTiming,
+  OtlpExportHealth,
   resourceAttributesFrom as otelResourceAttributes,
   otlpEndpointFrom,
+  routeOtelDiagnostics,
+  watchOtlpExport,
 } from "@turnpike/runtime-kit";
 import { TUNNEL_VERSION } from "./config/index.js";
 import { TUNNEL_STATES } from "./lifecycle.js";
@@ -53,11 +56,18 @@ export function startMetrics(
     return { otlpEndpoint: undefined, forceFlush: async () => {}, shutdown: async () => {} };
   }
   const { intervalMs: interval, timeoutMs: timeout } = metricExportTiming(env);
+  // A collector that is down is one WARN line and its return one INFO line (runtime-kit's
+  // otlp-export.ts); the SDK's own diagnostics go to the same log, without that repetition.
+  routeOtelDiagnostics(logger);
+  const exporter = watchOtlpExport(
+    new OTLPMetricExporter({ url: endpoint, timeoutMillis: timeout }),
+    new OtlpExportHealth({ endpoint, logger }),
+  );
   const provider = new MeterProvider({
     resource: resourceFromAttributes(resourceAttributesFrom(env, TUNNEL_VERSION)),
     readers: [
       new PeriodicExportingMetricReader({
-        exporter: new OTLPMetricExporter({ url: endpoint, timeoutMillis: timeout }),
+        exporter,
         exportIntervalMillis: interval,
         exportTimeoutMillis: timeout,
       }),

@@ -26,6 +26,7 @@ import type { ServiceSpec } from "./config/index.js";
 import type { CredentialSource } from "./credentials.js";
 import { TunnelLifecycle, type TunnelOutput, type TunnelState } from "./lifecycle.js";
 import type { PinClaims } from "./pins.js";
+import type { RelayAddress } from "./redirects.js";
 import { TargetDialer } from "./targets.js";
 import { ControlConnection } from "./tunnel/control.js";
 import { logLifecycleEvent } from "./tunnel/event-log.js";
@@ -97,6 +98,7 @@ export class Tunnel {
     this.life = new TunnelLifecycle({
       serviceName: o.service.name,
       relayIp: o.relayIp,
+      relayPort: o.uri.port,
       family: isIP(o.relayIp) === 6 ? 6 : 4,
       control: this.controlTransport,
       requestedTransport: o.service.protocol,
@@ -130,8 +132,8 @@ export class Tunnel {
     } else {
       this.pipes = new TcpPipes({
         ...dataPath,
-        relayIp: o.relayIp,
-        relayPort: o.uri.port,
+        // RFC 6062 data connections go where the control connection went (a redirect too).
+        relay: () => this.life.relay,
         tls: this.controlTransport === "tls" ? () => this.tlsOptions() : undefined,
       });
     }
@@ -168,10 +170,12 @@ export class Tunnel {
     return this.o.service.name;
   }
 
+  /** The relay as a TURN URI with its address: where a draining relay sent it, if it did. */
   get relayLabel(): string {
-    const h = this.o.relayIp.includes(":") ? `[${this.o.relayIp}]` : this.o.relayIp;
+    const relay = this.life.relay;
+    const h = relay.family === 6 ? `[${relay.ip}]` : relay.ip;
     const transport = this.controlTransport === "tls" ? "tcp" : this.controlTransport;
-    return `${this.o.uri.secure ? "turns" : "turn"}:${h}:${this.o.uri.port}?transport=${transport}`;
+    return `${this.o.uri.secure ? "turns" : "turn"}:${h}:${relay.port}?transport=${transport}`;
   }
 
   /** UDP peer flows, or bound RFC 6062 connections. */
@@ -274,7 +278,7 @@ export class Tunnel {
         void this.fetchCredentials(o.attempt);
         return;
       case "connect":
-        void this.connect(o.attempt);
+        void this.connect(o.attempt, o.relay);
         return;
       case "disconnect":
         this.disconnect(o.release);
@@ -334,8 +338,8 @@ export class Tunnel {
     this.drive();
   }
 
-  /** For a UDP service the target's address first, then the control connection. */
-  private async connect(attempt: number): Promise<void> {
+  /** For a UDP service the target's address first, then the control connection to `relay`. */
+  private async connect(attempt: number, relay: RelayAddress): Promise<void> {
     if (this.flows !== undefined) {
       try {
         await this.flows.resolveTarget();
@@ -349,8 +353,8 @@ export class Tunnel {
     this.control = new ControlConnection(
       {
         transport: this.controlTransport,
-        relayIp: this.o.relayIp,
-        port: this.o.uri.port,
+        relayIp: relay.ip,
+        port: relay.port,
         tls: () => this.tlsOptions(),
       },
       {
@@ -370,6 +374,7 @@ export class Tunnel {
   }
 
   private tlsOptions() {
-    return relayTlsOptions(this.o.uri, this.o.relayIp, this.o.tls);
+    // The relay this attempt dials: its own, or a draining relay's alternate (same name).
+    return relayTlsOptions(this.o.uri, this.life.relay, this.o.tls);
   }
 }

@@ -152,6 +152,7 @@ export class TunnelNet {
     const life = new TunnelLifecycle({
       serviceName: name,
       relayIp: RELAY_IP,
+      relayPort: 3478,
       family: 4,
       control: "udp",
       requestedTransport: "udp",

@@ -4,7 +4,7 @@
 // connection), dead-relay detection from keep-alives, access windows and pinned-port takeovers.
 // Minutes and hours of protocol time run in milliseconds; the real-process suites
 // (tunnel-*.test.ts) cover the same behaviour end to end over sockets.
-import { mintPinnedCredentials } from "@turnpike/relay-core";
+import { mintPinnedCredentials, PeerAddressPolicy } from "@turnpike/relay-core";
 import { describe, expect, it } from "vitest";
 import { type CredentialSource, createCredentialSource } from "../src/credentials.js";
 import { reallocateBy } from "../src/lifecycle.js";
@@ -376,6 +376,91 @@ describe("tunnel lifecycle: access windows", () => {
     const fourth = outputsOf(t, "down")[3]!.output;
     expect(fourth.failures).toBe(1);
     expect(fourth.delayMs).toBe(499);
+  });
+});
+
+describe("tunnel lifecycle: a relay that refuses the tunnel", () => {
+  it("is refused, not ready, when the relay's peer policy refuses an allowed peer, and says so once", async () => {
+    // The relay's default policy: loopback peers refused (the platform here is 127.0.0.1).
+    const h = new TunnelNet({ peerPolicy: new PeerAddressPolicy() });
+    const t = h.addTunnel("db", h.restCredentials("acme", 3600), { backoffMax: 8 });
+    await h.start(t);
+    await h.advance(60_000);
+    expect(outputsOf(t, "ready")).toEqual([]);
+    expect(t.life.state).toBe("refused");
+    expect(t.life.lastError).toBe(
+      "permission for 127.0.0.1 refused: 403 Forbidden (the relay's peer policy refuses 127.0.0.1: run the relay with --allow-loopback-peers when everything is on one machine, or leave it out of this tunnel's --allow-peer)",
+    );
+    const downs = outputsOf(t, "down").map((d) => d.output);
+    expect(downs.length).toBeGreaterThan(3);
+    expect(downs.every((d) => d.refused)).toBe(true);
+    // Once as news, then as the same refusal (the log: WARN once, DEBUG after).
+    expect(downs.map((d) => d.repeated)).toEqual([false, ...downs.slice(1).map(() => true)]);
+  });
+
+  it("keeps trying revoked credentials with a backoff that grows to the cap, and is ready once they are not", async () => {
+    const h = new TunnelNet({ revokedUsers: ["acme"] });
+    const t = h.addTunnel("db", h.restCredentials("acme", 3600), {
+      backoffBase: 0.5,
+      backoffMax: 8,
+      jitter: () => 0.999,
+    });
+    await h.start(t);
+    await h.runUntil(() => outputsOf(t, "down").length === 6, 120_000);
+    const downs = outputsOf(t, "down").map((d) => d.output);
+    expect(downs.map((d) => d.delayMs)).toEqual([499, 999, 1998, 3996, 7992, 7992]);
+    expect(
+      downs.every(
+        (d) => d.refused && d.reason === "allocate failed: 403 Forbidden: credentials revoked",
+      ),
+    ).toBe(true);
+    expect(downs.map((d) => d.repeated)).toEqual([false, true, true, true, true, true]);
+    expect(t.life.state).toBe("refused");
+    // The operator takes the revocation back: the next attempt (one cap away at most) serves.
+    h.server.setRevokedUsers([], h.now);
+    await ready(h, t, 8000 + 100);
+  });
+});
+
+describe("tunnel lifecycle: ALTERNATE-SERVER from a draining relay (RFC 8489 §10)", () => {
+  const ALTERNATE = { family: 4 as const, address: "192.0.2.50", port: 3479 };
+
+  it("allocates on the alternate at once, and follows each relay's redirect at most once in 5 minutes", async () => {
+    // One TurnServer answers every address here, draining: each Allocate gets 300.
+    const h = new TunnelNet({ alternateServer: ALTERNATE });
+    h.server.startDraining();
+    const t = h.addTunnel("db", h.restCredentials("acme", 3600), { backoffMax: 8 });
+    await h.start(t);
+    await h.advance(1000);
+    const redirects = outputsOf(t, "redirected").map((r) => r.output);
+    // Home -> alternate, then the alternate's own redirect (to itself, here) once.
+    expect(redirects).toEqual([
+      {
+        type: "redirected",
+        from: { family: 4, ip: "127.0.0.1", port: 3478 },
+        to: { family: 4, ip: "192.0.2.50", port: 3479 },
+      },
+      {
+        type: "redirected",
+        from: { family: 4, ip: "192.0.2.50", port: 3479 },
+        to: { family: 4, ip: "192.0.2.50", port: 3479 },
+      },
+    ]);
+    // Each redirect dials the alternate without waiting.
+    const connects = outputsOf(t, "connect").map((c) => c.output.relay.ip);
+    expect(connects.slice(0, 3)).toEqual(["127.0.0.1", "192.0.2.50", "192.0.2.50"]);
+    // The third 300 is a loop: not followed, an ordinary failure, and back home to try again.
+    const [down] = outputsOf(t, "down").map((d) => d.output);
+    expect(down!.reason).toBe(
+      "allocate failed: 300 Try Alternate: 192.0.2.50:3479 redirected this tunnel within the last 5 minutes, not followed again",
+    );
+    expect(down!.refused).toBe(false);
+    expect(t.life.relay.ip).toBe("127.0.0.1");
+    await h.advance(4 * 60_000);
+    expect(outputsOf(t, "redirected")).toHaveLength(2);
+    // Five minutes on, a redirect is news again.
+    await h.advance(90_000);
+    expect(outputsOf(t, "redirected").length).toBeGreaterThan(2);
   });
 });
 

@@ -7,12 +7,15 @@ import {
   type ReceivedMetric,
   startOtlpReceiver,
 } from "@turnpike/test-support/otlp-receiver";
+import { freePort } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   allReady,
   echoUdp,
   parseAddress,
   sha256,
+  startTunnel,
   tcpRoundTrip,
   udpPeer,
   useTunnelFixture,
@@ -98,5 +101,44 @@ describe("turnpike-tunnel exports OTLP metrics", () => {
     console.log(
       `[tunnel-metrics] OTLP: bytes in ${metricValue(bytes, { direction: "in" })} / out ${metricValue(bytes, { direction: "out" })}, reconnects ${metricValue(reconnects)}; matched ${ms.toFixed(0)} ms after the tunnels were ready again`,
     );
+  });
+});
+
+describe("turnpike-tunnel with its collector down", () => {
+  it("says so in one WARN line, and that it is back in one INFO line", async () => {
+    const port = await freePort();
+    const tunnel = await startTunnel(
+      [
+        "--relay",
+        `turn:127.0.0.1:${await freePort()}`,
+        "--expose",
+        "t=tcp://127.0.0.1:9",
+        "--allow-peer",
+        "127.0.0.1",
+      ],
+      {
+        TURNPIKE_TOKEN: TOKEN,
+        OTLP_GRPC_ENDPOINT: `127.0.0.1:${port}`,
+        OTEL_METRIC_EXPORT_INTERVAL: "300",
+      },
+    );
+    let collector: OtlpReceiver | undefined;
+    const lines = (text: string) => tunnel.proc.stderr.split("\n").filter((l) => l.includes(text));
+    try {
+      await sleep(2000);
+      expect(lines("otlp export failed"), tunnel.proc.stderr).toHaveLength(1);
+      expect(lines("otlp export failed")[0]).toMatch(
+        / WARN otlp export failed endpoint=http:\/\/127\.0\.0\.1:\d+ error="14 UNAVAILABLE: /,
+      );
+      expect(tunnel.proc.stderr).not.toContain("PeriodicExportingMetricReader");
+      collector = await startOtlpReceiver("127.0.0.1", port);
+      await collector.waitForMetric("tunnel.tunnels", undefined, 30_000);
+      for (let i = 0; i < 50 && lines("otlp export recovered").length === 0; i++) await sleep(100);
+      expect(lines("otlp export recovered"), tunnel.proc.stderr).toHaveLength(1);
+      expect(lines("otlp export failed")).toHaveLength(1);
+    } finally {
+      await tunnel.stop();
+      await collector?.close();
+    }
   });
 });

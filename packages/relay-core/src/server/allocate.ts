@@ -26,6 +26,7 @@ import {
   readRequestedTransport,
   readUint32,
   type StunMessage,
+  type StunMessageBuilder,
 } from "../codec/message.js";
 import type { AllocationId } from "../ids.js";
 import {
@@ -41,6 +42,7 @@ import type { RelayAddressConfig } from "./options.js";
 import type { PinnedPorts } from "./pinned-ports.js";
 import type { Reservation } from "./relay-port-pool.js";
 import type { RelaySockets } from "./relay-sockets.js";
+import type { ExchangedReservation } from "./reservation-exchange.js";
 import type { Reply } from "./responses.js";
 
 export class AllocateRequests {
@@ -91,9 +93,11 @@ export class AllocateRequests {
     }
     if (this.#allocations.draining) {
       const alt = context.alternateServer;
-      if (alt)
-        reply.error(ErrorCode.TryAlternate, (b) => b.address(AttributeType.AlternateServer, alt));
-      else reply.error(ErrorCode.InsufficientCapacity);
+      const why = { reason: "draining" };
+      if (alt) {
+        const fill = (b: StunMessageBuilder) => b.address(AttributeType.AlternateServer, alt);
+        reply.error(ErrorCode.TryAlternate, fill, undefined, why);
+      } else reply.error(ErrorCode.InsufficientCapacity, undefined, undefined, why);
       return;
     }
     const transport = readRequestedTransport(msg);
@@ -173,14 +177,20 @@ export class AllocateRequests {
     let families: (4 | 6)[];
     const familyErrors: { family: 4 | 6; code: number }[] = [];
     let reservation: Reservation | undefined;
+    /** Another engine's reservation (RFC 8656 §7.2 from another 5-tuple, across workers). */
+    let exchanged: ExchangedReservation | undefined;
     const ports = context.ports;
     if (reservationToken !== undefined) {
       reservation = ports.reservation(reservationToken, now);
       if (reservation === undefined) {
+        exchanged = context.reservations?.peek(reservationToken, auth.principal, now);
+      }
+      const family = reservation?.family ?? exchanged?.family;
+      if (family === undefined) {
         reply.error(ErrorCode.InsufficientCapacity);
         return;
       }
-      families = [reservation.family];
+      families = [family];
     } else if (additionalFamily === 6) {
       // RFC 8656 §7.2: ADDITIONAL-ADDRESS-FAMILY asks for IPv4 plus IPv6.
       if (!context.relayAddresses.ip4) {
@@ -202,8 +212,9 @@ export class AllocateRequests {
       }
       families = [family];
     }
+    const id = this.#nextAllocationId++ as AllocationId;
     if (pin !== undefined) {
-      const stale = this.#pinned.claim(pin.port, families, auth, reply);
+      const stale = this.#pinned.claim(pin.port, families, auth, id, reply);
       if (stale === undefined) return;
       for (const holder of stale) this.#allocations.delete(holder, "taken-over", now);
     }
@@ -211,21 +222,25 @@ export class AllocateRequests {
     // given back when the allocation is deleted (or below, if no port is free). A reservation
     // counts as an allocation of the principal that made it, from that Allocate until it is
     // redeemed or lapses: redeemed by the same principal, its count becomes the allocation's;
-    // by another, the redeemer's own is taken and the maker's given back.
+    // by another, the redeemer's own is taken and the maker's given back (for another engine's
+    // reservation, by the exchange when it is taken).
     const quota = context.quota;
-    const inherits = reservation !== undefined && reservation.principal === auth.principal;
-    if (!inherits && !this.#acquire(auth.principal, reply)) return;
-    const reserving = pin === undefined && reservation === undefined && evenPort?.reserveNext;
+    const inherits =
+      reservation !== undefined
+        ? reservation.principal === auth.principal
+        : exchanged?.inherits === true;
+    if (!inherits && !this.#acquire(auth.principal, reply)) {
+      if (pin?.port !== undefined) this.#pinned.undo(pin.port, families, id);
+      return;
+    }
+    const redeeming = reservation !== undefined || exchanged !== undefined;
+    const reserving = pin === undefined && !redeeming && evenPort?.reserveNext;
     if (reserving) {
       // RFC 8656 §7.2: EVEN-PORT that cannot be satisfied (the next port cannot be reserved)
       // is refused with 508; so is one more reservation than the range allows.
       if (!ports.canReserve(families[0]!)) {
         quota.release(auth.principal);
-        reply.error(
-          ErrorCode.InsufficientCapacity,
-          undefined,
-          "Insufficient Capacity: EVEN-PORT refused, no port can be reserved now",
-        );
+        refuseReservation(reply);
         return;
       }
       if (!this.#acquire(auth.principal, reply, "the reserved port counts as an allocation")) {
@@ -242,11 +257,16 @@ export class AllocateRequests {
         ports.take(family, pin.port);
         chosen.push(pin.port);
       }
-    } else if (reservation !== undefined) {
-      ports.redeem(reservationToken!);
-      if (!inherits) quota.release(reservation.principal);
-      context.stats.reservationsActive = ports.reservationCount;
-      chosen.push(reservation.port);
+    } else if (redeeming) {
+      const port = this.#redeem(reservationToken!, reservation, auth.principal, now);
+      if (port === undefined) {
+        // Single use: another engine took it a moment ago.
+        if (!inherits) quota.release(auth.principal);
+        reply.error(ErrorCode.InsufficientCapacity);
+        return;
+      }
+      if (!inherits && reservation !== undefined) quota.release(reservation.principal);
+      chosen.push(port);
     } else {
       for (const family of families) {
         const port =
@@ -257,7 +277,9 @@ export class AllocateRequests {
           for (let i = 0; i < chosen.length; i++) ports.release(families[i]!, chosen[i]!);
           quota.release(auth.principal);
           if (reserving) quota.release(auth.principal);
-          reply.error(ErrorCode.InsufficientCapacity);
+          reply.error(ErrorCode.InsufficientCapacity, undefined, undefined, {
+            reason: "no-free-port",
+          });
           return;
         }
         ports.take(family, port);
@@ -266,19 +288,23 @@ export class AllocateRequests {
       if (reserving) {
         newReservationToken = new Uint8Array(8);
         context.random.fillBytes(newReservationToken);
-        ports.reserve(
-          newReservationToken,
-          families[0]!,
-          chosen[0]! + 1,
-          now + context.lifetimes.reservation * 1000,
-          auth.principal,
-        );
+        const [family, port] = [families[0]!, chosen[0]! + 1];
+        const expiresAt = now + context.lifetimes.reservation * 1000;
+        const made = { token: newReservationToken, family, port, expiresAt };
+        if (context.reservations?.publish({ ...made, principal: auth.principal }) === false) {
+          for (let i = 0; i < chosen.length; i++) ports.release(families[i]!, chosen[i]!);
+          quota.release(auth.principal);
+          quota.release(auth.principal);
+          refuseReservation(reply);
+          return;
+        }
+        ports.reserve(newReservationToken, family, port, expiresAt, auth.principal);
         context.stats.reservationsActive = ports.reservationCount;
       }
     }
     const record = context.data.recordFor(endpoint, client);
     const allocation = new Allocation(
-      this.#nextAllocationId++ as AllocationId,
+      id,
       record,
       auth.username,
       auth.principal,
@@ -299,7 +325,7 @@ export class AllocateRequests {
     families.forEach((family, i) => {
       // Pinned and RESERVATION-TOKEN ports are the port; an EVEN-PORT one is any even port.
       const choice: PortChoice =
-        pin !== undefined || (i === 0 && reservation !== undefined)
+        pin !== undefined || (i === 0 && redeeming)
           ? "fixed"
           : i === 0 && evenPort !== undefined
             ? "even"
@@ -318,12 +344,50 @@ export class AllocateRequests {
     if (code === 0) return true;
     const error = code === 486 ? ErrorCode.AllocationQuotaReached : ErrorCode.InsufficientCapacity;
     const phrase = code === 486 ? "Allocation Quota Reached" : "Insufficient Capacity";
-    reply.error(error, undefined, why === undefined ? undefined : `${phrase}: ${why}`);
+    reply.error(error, undefined, why === undefined ? undefined : `${phrase}: ${why}`, {
+      reason: code === 486 ? "user-quota" : "relay-capacity",
+    });
     return false;
+  }
+
+  /**
+   * The port of reservation `token` for this Allocate, or undefined when it is gone: this
+   * engine's own (`reservation`: withdrawn from the exchange first, since another engine may
+   * have taken it meanwhile, and then its count moved with it) or another engine's, taken from
+   * the exchange (its count moved by the exchange; the maker is told).
+   */
+  #redeem(
+    token: Uint8Array,
+    reservation: Reservation | undefined,
+    principal: Principal,
+    now: number,
+  ): number | undefined {
+    const { ports, reservations: exchange, stats, emit } = this.#context;
+    if (reservation !== undefined) {
+      const ours = exchange === undefined || exchange.withdraw(token);
+      if (ours) ports.redeem(token);
+      else ports.cancel(token);
+      stats.reservationsActive = ports.reservationCount;
+      return ours ? reservation.port : undefined;
+    }
+    const taken = exchange?.take(token, principal, now);
+    if (taken === undefined) return undefined;
+    ports.take(taken.family, taken.port);
+    emit({ type: "reservation-taken", engine: taken.engine, token: Uint8Array.from(token) });
+    return taken.port;
   }
 
   #relayConfig(family: 4 | 6): RelayAddressConfig | undefined {
     const { ip4, ip6 } = this.#context.relayAddresses;
     return family === 4 ? ip4 : ip6;
   }
+}
+
+/** RFC 8656 §7.2: EVEN-PORT R=1 that cannot be satisfied is refused with 508. */
+function refuseReservation(reply: Reply): void {
+  reply.error(
+    ErrorCode.InsufficientCapacity,
+    undefined,
+    "Insufficient Capacity: EVEN-PORT refused, no port can be reserved now",
+  );
 }

@@ -8,10 +8,10 @@
  * relay-sockets.ts's; the pinned ports pinned-ports.ts's.
  */
 
-import type { Principal } from "../auth/credentials.js";
 import { userOfUsername } from "../auth/pinned-username.js";
 import type { TransportAddress } from "../codec/address.js";
 import { ErrorCode } from "../codec/constants.js";
+import type { AllocationId } from "../ids.js";
 import type { RandomSource } from "../rng.js";
 import type { Allocation, AllocationRules } from "./allocation.js";
 import type { AllocationQuota } from "./allocation-quota.js";
@@ -23,6 +23,7 @@ import type { Lifetimes, RelayAddressConfig } from "./options.js";
 import type { PinnedPorts } from "./pinned-ports.js";
 import type { RelayPortPool, Reservation } from "./relay-port-pool.js";
 import { failAllocate } from "./relay-sockets.js";
+import type { ReservationExchange } from "./reservation-exchange.js";
 import type { Responder } from "./responses.js";
 import type { ServerStats } from "./stats.js";
 import type { TcpRelay } from "./tcp-relay.js";
@@ -33,6 +34,8 @@ export interface AllocationContext {
   readonly relayAddresses: { readonly ip4?: RelayAddressConfig; readonly ip6?: RelayAddressConfig };
   readonly ports: RelayPortPool;
   readonly quota: AllocationQuota;
+  /** RESERVATION-TOKENs redeemable in other engines of the same relay; undefined: only here. */
+  readonly reservations: ReservationExchange | undefined;
   readonly random: RandomSource;
   readonly lifetimes: Lifetimes;
   /** Sent with 300 Try Alternate while draining (RFC 8489 §10). */
@@ -92,11 +95,27 @@ export class Allocations {
     this.#context.ports.expireReservations(now, this.#reservationEnded);
   }
 
-  /** A reservation lapsed or was cancelled: its count goes back to its maker's quota. */
+  /**
+   * A reservation lapsed or was cancelled: its count goes back to its maker's quota, unless
+   * another engine took it meanwhile (the count went with it).
+   */
   readonly #reservationEnded = (r: Reservation): void => {
-    this.#context.quota.release(r.principal);
+    if (this.#context.reservations?.withdraw(r.token) !== false) {
+      this.#context.quota.release(r.principal);
+    }
     this.#context.stats.reservationsActive = this.#context.ports.reservationCount;
   };
+
+  /**
+   * TurnServer.handleReservationTaken: another engine took this engine's reservation `token`
+   * (ReservationExchange.take); its port is that engine's to bind, and its quota count went with
+   * it. Forgotten here at once.
+   */
+  reservationTaken(token: Uint8Array): void {
+    const ports = this.#context.ports;
+    ports.cancel(token);
+    this.#context.stats.reservationsActive = ports.reservationCount;
+  }
 
   /** The next instant `expire` has work, or undefined. */
   nextTimeout(): number | undefined {
@@ -169,36 +188,36 @@ export class Allocations {
     }
   }
 
-  /**
-   * TurnServer.releasePinnedPort: another engine takes pinned `port` over for `principal`, so
-   * its holder here ends ("taken-over"), as allocate.ts ends one within this engine. "other" and
-   * "none" leave everything as it is.
-   */
+  /** TurnServer.releasePinnedPort: the stale holder ends, as allocate.ts ends one here. */
   releasePinnedPort(
-    family: 4 | 6,
-    port: number,
-    principal: string,
+    release: { family: 4 | 6; port: number; allocation: AllocationId; principal: string },
     now: number,
-  ): "released" | "other" | "none" {
-    const holder = this.#pinned.holder(family, port);
+  ): "released" | "none" {
+    const { family, port, allocation, principal } = release;
+    const holder = this.#pinned.holder(family, port, allocation, principal);
     if (holder === undefined) return "none";
-    if (holder.principal !== principal) return "other";
     this.delete(holder, "taken-over", now);
     return "released";
   }
 
   /**
-   * End the live allocations of the principals `isRevoked` names ("revoked"); one still
-   * binding its relay gets 403. Returns how many ended.
+   * End the live allocations `match` picks, for `reason`. Revoked, one still binding its relay
+   * is refused too (403); the operator ends only allocations that have their relayed address
+   * (what discovery shows). Returns how many ended.
    */
-  revoke(isRevoked: (principal: Principal) => boolean, now: number): number {
+  endWhere(
+    match: (allocation: Allocation) => boolean,
+    reason: "revoked" | "operator",
+    now: number,
+  ): number {
     let ended = 0;
     for (const allocation of [...this.#live]) {
-      if (!isRevoked(allocation.principal)) continue;
+      if (!match(allocation)) continue;
       if (allocation.state === "binding") {
-        failAllocate(allocation, ErrorCode.Forbidden, "Forbidden: credentials revoked");
+        if (reason !== "revoked") continue;
+        failAllocate(allocation, ErrorCode.Forbidden, "Forbidden: credentials revoked", "revoked");
       }
-      this.delete(allocation, "revoked", now);
+      this.delete(allocation, reason, now);
       ended++;
     }
     return ended;

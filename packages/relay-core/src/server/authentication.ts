@@ -29,7 +29,8 @@ import {
 } from "../codec/message.js";
 import type { ClientEndpoint } from "./allocation.js";
 import type { Responder, Signer } from "./responses.js";
-import type { ServerStats } from "./stats.js";
+import type { AuthFailureReason, ServerStats } from "./stats.js";
+import type { Refusal } from "./types.js";
 
 /** RFC 8489 §14.3: USERNAME is "fewer than 509 bytes". */
 const MAX_USERNAME_BYTES = 509;
@@ -130,7 +131,9 @@ export class Authenticator {
       (getAttribute(msg, AttributeType.Nonce)?.length ?? 0) >= MAX_REALM_NONCE_BYTES
     ) {
       this.#stats.authFailures["oversized-attribute"]++;
-      this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now);
+      this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now, {
+        reason: "oversized-attribute",
+      });
       return undefined;
     }
     const named = readString(msg, AttributeType.Username);
@@ -143,32 +146,44 @@ export class Authenticator {
       nonce === undefined
     ) {
       this.#stats.authFailures["missing-attributes"]++;
-      this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now);
+      this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now, {
+        reason: "missing-attributes",
+      });
       return undefined;
     }
     if (named === undefined && userhash!.length !== 32) {
       // RFC 8489 §14.4: USERHASH is a SHA-256, 32 bytes.
       this.#stats.authFailures.malformed++;
-      this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now);
+      this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now, {
+        reason: "malformed",
+      });
       return undefined;
     }
     const nonceState = this.#checkNonce(nonce, now, endpoint);
     if (nonceState !== "valid") {
-      this.#stats.authFailures[nonceState === "stale" ? "stale-nonce" : "invalid-nonce"]++;
-      this.#challenge(endpoint, msg, ErrorCode.StaleNonce, now);
+      const reason = nonceState === "stale" ? "stale-nonce" : "invalid-nonce";
+      this.#stats.authFailures[reason]++;
+      this.#challenge(endpoint, msg, ErrorCode.StaleNonce, now, refusal(reason, named));
       return undefined;
     }
     const algorithm = this.#passwordAlgorithm(msg);
     if (algorithm === undefined) {
       this.#stats.authFailures["bad-algorithm"]++;
-      this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now);
+      this.#responder.error(
+        endpoint,
+        msg.method,
+        msg.transactionId,
+        ErrorCode.BadRequest,
+        now,
+        refusal("bad-algorithm", named),
+      );
       return undefined;
     }
     // §9.2.4: a USERHASH names a user only through the usernames the store knows.
     const username = named ?? this.#credentials.usernameForHash?.(userhash!, this.#realm);
     if (username === undefined) {
       this.#stats.authFailures["unknown-user"]++;
-      this.#challenge(endpoint, msg, ErrorCode.Unauthorized, now);
+      this.#challenge(endpoint, msg, ErrorCode.Unauthorized, now, refusal("unknown-user", named));
       return undefined;
     }
     const unixSeconds = Math.floor((now + this.#unixTimeOffsetMs) / 1000);
@@ -185,7 +200,7 @@ export class Authenticator {
     );
     if (!lookup.ok) {
       this.#stats.authFailures[lookup.reason]++;
-      this.#challenge(endpoint, msg, ErrorCode.Unauthorized, now);
+      this.#challenge(endpoint, msg, ErrorCode.Unauthorized, now, refusal(lookup.reason, username));
       return undefined;
     }
     if (lookup.legacyPinned === true) this.#stats.legacyPinnedAccepted++;
@@ -234,7 +249,13 @@ export class Authenticator {
    * 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS (RFC 8489 §9.2.4); the nonce
    * offers username anonymity to a request that carried USERHASH.
    */
-  #challenge(endpoint: ClientEndpoint, msg: StunMessage, code: number, now: number): void {
+  #challenge(
+    endpoint: ClientEndpoint,
+    msg: StunMessage,
+    code: number,
+    now: number,
+    why?: Refusal,
+  ): void {
     const issuer = hasAttribute(msg, AttributeType.Userhash) ? this.#anonymousNonces : this.#nonces;
     const b = this.#responder
       .builder(msg.method, MessageClass.ErrorResponse, msg.transactionId)
@@ -242,8 +263,13 @@ export class Authenticator {
       .string(AttributeType.Realm, this.#realm)
       .string(AttributeType.Nonce, issuer.issue(now, nonceBinding(endpoint)))
       .bytes(AttributeType.PasswordAlgorithms, OFFERED_PASSWORD_ALGORITHMS);
-    this.#responder.send(endpoint, b, undefined, msg.method, code, now);
+    this.#responder.send(endpoint, b, undefined, msg.method, code, now, why);
   }
+}
+
+/** An authentication failure for the log: the reason, and the USERNAME when there was one. */
+function refusal(reason: AuthFailureReason, username: string | undefined): Refusal {
+  return username === undefined ? { reason } : { reason, username };
 }
 
 /**

@@ -5,7 +5,9 @@ import type { PeerAddressPolicy } from "../policy/peer-address-policy.js";
 import type { RandomSource } from "../rng.js";
 import type { AllocationQuota } from "./allocation-quota.js";
 import type { UserBandwidth } from "./bandwidth.js";
+import type { PinnedPortOwners } from "./pinned-port-owners.js";
 import type { PortRange } from "./relay-port-pool.js";
+import type { ReservationExchange } from "./reservation-exchange.js";
 
 /** One relayed address family the server offers: where to bind, what to advertise. */
 export interface RelayAddressConfig {
@@ -65,6 +67,18 @@ export interface TurnServerOptions {
   readonly secret?: Uint8Array;
   /** Allocation quotas held together with other engines; default: maxAllocations(PerUser). */
   readonly allocationQuota?: AllocationQuota;
+  /**
+   * Who owns each pinned port, held together with other engines serving the same relay (one
+   * principal per port across all of them); default: this engine's own. See
+   * pinned-port-owners.ts.
+   */
+  readonly pinnedPortOwners?: PinnedPortOwners;
+  /**
+   * RESERVATION-TOKENs other engines of the same relay made, redeemable here (and this one's
+   * there); default: none, a token is redeemed only by the engine that made it. See
+   * reservation-exchange.ts.
+   */
+  readonly reservationExchange?: ReservationExchange;
   /**
    * Relayed payload per allocation, bytes per second, both directions together (a token bucket
    * with a burst of one second's worth, at least 64 KiB); over it a datagram is dropped

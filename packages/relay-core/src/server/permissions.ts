@@ -7,7 +7,7 @@
  * the new deadlines before the success goes out.
  */
 
-import type { TransportAddress } from "../codec/address.js";
+import { formatTransportAddress, type TransportAddress } from "../codec/address.js";
 import { AttributeType, ErrorCode, MIN_CHANNEL } from "../codec/constants.js";
 import {
   readAllXorAddresses,
@@ -44,13 +44,20 @@ export class PermissionRequests {
         reply.error(ErrorCode.PeerAddressFamilyMismatch);
         return;
       }
-      if (this.#policy.check(peer.address) !== undefined) {
-        reply.error(ErrorCode.Forbidden);
+      const policy = this.#policy.check(peer.address);
+      if (policy !== undefined) {
+        reply.error(ErrorCode.Forbidden, undefined, undefined, {
+          reason: "peer-policy",
+          peer: peer.address,
+          policy,
+        });
         return;
       }
     }
     if (!allocation.installPermissions(peers as TransportAddress[], now)) {
-      reply.error(ErrorCode.InsufficientCapacity);
+      reply.error(ErrorCode.InsufficientCapacity, undefined, undefined, {
+        reason: "permission-limit",
+      });
       return;
     }
     this.#context.deadlines.schedule(allocation);
@@ -83,8 +90,13 @@ export class PermissionRequests {
       return;
     }
     // With the port: the relay's own address is refused here outside the relay port range.
-    if (this.#policy.check(peer.address, peer.port, "udp") !== undefined) {
-      reply.error(ErrorCode.Forbidden);
+    const policy = this.#policy.check(peer.address, peer.port, "udp");
+    if (policy !== undefined) {
+      reply.error(ErrorCode.Forbidden, undefined, undefined, {
+        reason: "peer-policy",
+        peer: formatTransportAddress(peer),
+        policy,
+      });
       return;
     }
     const code = allocation.bindChannel(number, peer, relay, now);

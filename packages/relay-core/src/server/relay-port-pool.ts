@@ -27,6 +27,8 @@ export interface PortRange {
 }
 
 export interface Reservation {
+  /** Its RESERVATION-TOKEN (8 bytes, a copy). */
+  readonly token: Uint8Array;
   readonly family: 4 | 6;
   readonly port: number;
   readonly expiresAt: number;
@@ -156,7 +158,13 @@ export class RelayPortPool {
     principal: string,
   ): void {
     this.take(family, port);
-    this.#reservations.set(bytesKey(token), { family, port, expiresAt, principal });
+    this.#reservations.set(bytesKey(token), {
+      token: Uint8Array.from(token),
+      family,
+      port,
+      expiresAt,
+      principal,
+    });
     this.#reservationsHeld[family]++;
   }
 
@@ -169,15 +177,18 @@ export class RelayPortPool {
   /**
    * The port held under `token` becomes `port` (taken from now on; the old one is freed), the
    * expiry unchanged: an EVEN-PORT bind retried on another even port moves its partner along.
+   * Returns the reservation as it is now.
    */
-  moveReservation(token: Uint8Array, port: number): void {
+  moveReservation(token: Uint8Array, port: number): Reservation | undefined {
     const key = bytesKey(token);
     const r = this.#reservations.get(key);
-    if (r === undefined) return;
+    if (r === undefined) return undefined;
     this.release(r.family, r.port);
     this.take(r.family, port);
     // Set on an existing key keeps its place, and with it the expiry order.
-    this.#reservations.set(key, { ...r, port });
+    const moved = { ...r, port };
+    this.#reservations.set(key, moved);
+    return moved;
   }
 
   /** An Allocate redeemed `token`: its port now belongs to that allocation (still taken). */

@@ -85,7 +85,10 @@ export class RelaySockets {
           : ports.pick(socket.family);
       if (port !== undefined) {
         ports.release(socket.family, socket.port);
-        if (socket.choice === "even" && token !== undefined) ports.moveReservation(token, port + 1);
+        if (socket.choice === "even" && token !== undefined) {
+          const moved = ports.moveReservation(token, port + 1);
+          if (moved !== undefined) this.#context.reservations?.publish(moved);
+        }
         socket.port = port;
         socket.attempts++;
         ports.take(socket.family, port);
@@ -99,13 +102,15 @@ export class RelaySockets {
     const allocation = socket.allocation;
     if (allocation.relays[0] === socket) {
       // The requested family has no relayed address: the Allocate fails (RFC 8656 §7.2, 508).
-      // A pinned port is never moved, so say which port could not be had.
+      // A pinned or reserved port is never moved, so say which port could not be had.
+      const which = allocation.pinnedPort !== undefined ? "pinned" : "reserved";
       failAllocate(
         allocation,
         ErrorCode.InsufficientCapacity,
-        allocation.pinnedPort === undefined
-          ? undefined
-          : `Insufficient Capacity: pinned port ${allocation.pinnedPort} could not be bound`,
+        socket.choice === "fixed"
+          ? `Insufficient Capacity: ${which} port ${socket.port} could not be bound`
+          : undefined,
+        "bind-failed",
       );
       this.#allocations.delete(allocation, "bind-failed", now);
       return;
@@ -167,9 +172,17 @@ export class RelaySockets {
   }
 }
 
-/** An Allocate still waiting for its relay sockets is answered with an error. */
-export function failAllocate(allocation: Allocation, code: number, reason?: string): void {
+/**
+ * An Allocate still waiting for its relay sockets is answered with an error: `phrase` on the
+ * wire (the standard one when undefined), `why` for the operator's log (types.ts, Refusal).
+ */
+export function failAllocate(
+  allocation: Allocation,
+  code: number,
+  phrase: string | undefined,
+  why: string,
+): void {
   const reply = allocation.pendingAllocate;
   allocation.pendingAllocate = undefined;
-  reply?.error(code, undefined, reason);
+  reply?.error(code, undefined, phrase, { reason: why });
 }

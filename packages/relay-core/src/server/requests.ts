@@ -94,7 +94,9 @@ export class ClientRequests {
     if (auth === undefined) return;
     const reply = new Reply(this.#responder, this.#responses, endpoint, msg, auth, cacheKey, now);
     if (this.#auth.refusesRevoked(auth)) {
-      reply.error(ErrorCode.Forbidden, undefined, "Forbidden: credentials revoked");
+      reply.error(ErrorCode.Forbidden, undefined, "Forbidden: credentials revoked", {
+        reason: "revoked",
+      });
       return;
     }
     if (msg.unknownRequired.length > 0) {
@@ -108,7 +110,9 @@ export class ClientRequests {
       // (coturn's uclient -W mints a fresh one per request, and coturn accepts it). A static
       // user of the same name is someone else (credentials.ts, principals).
       this.#stats.authFailures["wrong-credentials"]++;
-      reply.error(ErrorCode.WrongCredentials);
+      reply.error(ErrorCode.WrongCredentials, undefined, undefined, {
+        reason: "wrong-credentials",
+      });
       return;
     }
     const methods = this.#methods;
@@ -123,7 +127,7 @@ export class ClientRequests {
     // Everything else acts on the 5-tuple's allocation: none (or one still binding its relay
     // port) is 437 Allocation Mismatch (RFC 8656 §5; RFC 6062 §5.2).
     if (allocation === undefined || allocation.state !== "active") {
-      reply.error(ErrorCode.AllocationMismatch);
+      reply.error(ErrorCode.AllocationMismatch, undefined, undefined, { reason: "no-allocation" });
       return;
     }
     switch (msg.method) {

@@ -5,12 +5,12 @@
  * request the very same response (RFC 8489 §6.3.1: remembered about 40 s).
  */
 
-import { AttributeType, MessageClass } from "../codec/constants.js";
+import { AttributeType, MessageClass, REASON_PHRASES } from "../codec/constants.js";
 import { bytesKey, type StunMessage, StunMessageBuilder } from "../codec/message.js";
 import { dropExpiredOldest, evictOldestAtCap } from "../insertion-order.js";
 import type { ClientEndpoint } from "./allocation.js";
 import type { ServerStats } from "./stats.js";
-import type { Emit } from "./types.js";
+import type { Emit, Refusal } from "./types.js";
 
 const EMPTY_BYTES = new Uint8Array(0);
 /** Entries the response cache holds at most; the oldest goes first. */
@@ -21,7 +21,12 @@ export interface Signer {
   readonly key: Uint8Array;
   /** The request carried MESSAGE-INTEGRITY-SHA256 (else MESSAGE-INTEGRITY). */
   readonly sha256: boolean;
+  /** Who signed the request (named in a refusal, never sent). */
+  readonly username?: string;
 }
+
+/** A refusal's detail as the code refusing knows it; the reply adds the USERNAME. */
+export type RefusalDetail = Omit<Refusal, "username">;
 
 /** Builds, signs and queues messages for clients. */
 export class Responder {
@@ -61,6 +66,7 @@ export class Responder {
     method: number,
     errorCode: number,
     now: number,
+    refusal?: Refusal,
   ): Uint8Array {
     if (signer !== undefined) {
       if (signer.sha256) b.messageIntegritySha256(signer.key);
@@ -76,6 +82,7 @@ export class Responder {
       method,
       errorCode === 0 ? MessageClass.SuccessResponse : MessageClass.ErrorResponse,
       errorCode,
+      refusal,
     );
     return data;
   }
@@ -87,9 +94,10 @@ export class Responder {
     transactionId: Uint8Array,
     code: number,
     now: number,
+    refusal?: Refusal,
   ): void {
     const b = this.builder(method, MessageClass.ErrorResponse, transactionId).errorCode(code);
-    this.send(endpoint, b, undefined, method, code, now);
+    this.send(endpoint, b, undefined, method, code, now, refusal);
   }
 
   /** Queue finished bytes (a cached response, an indication). */
@@ -99,8 +107,13 @@ export class Responder {
     method: number,
     messageClass: number,
     errorCode: number,
+    refusal?: Refusal,
   ): void {
-    this.#emit({ type: "transmit", client, data, method, messageClass, errorCode });
+    this.#emit(
+      refusal === undefined
+        ? { type: "transmit", client, data, method, messageClass, errorCode }
+        : { type: "transmit", client, data, method, messageClass, errorCode, refusal },
+    );
   }
 }
 
@@ -201,16 +214,29 @@ export class Reply {
     return this.#finish(b, 0);
   }
 
-  /** An error response; `reason` replaces the standard reason phrase (RFC 8489 §14.8). */
-  error(code: number, fill?: (b: StunMessageBuilder) => void, reason?: string): Uint8Array {
+  /**
+   * An error response; `reason` replaces the standard reason phrase (RFC 8489 §14.8). `why`
+   * tells the runtime's log what refused it (default: the reason phrase); never sent.
+   */
+  error(
+    code: number,
+    fill?: (b: StunMessageBuilder) => void,
+    reason?: string,
+    why?: RefusalDetail,
+  ): Uint8Array {
     const b = this.#responder
       .builder(this.#method, MessageClass.ErrorResponse, this.#transactionId)
       .errorCode(code, reason);
     fill?.(b);
-    return this.#finish(b, code);
+    const refusal: Refusal = {
+      reason: reason ?? REASON_PHRASES[code] ?? String(code),
+      ...why,
+      ...(this.#signer.username !== undefined ? { username: this.#signer.username } : {}),
+    };
+    return this.#finish(b, code, refusal);
   }
 
-  #finish(b: StunMessageBuilder, code: number): Uint8Array {
+  #finish(b: StunMessageBuilder, code: number, refusal?: Refusal): Uint8Array {
     const data = this.#responder.send(
       this.#endpoint,
       b,
@@ -218,6 +244,7 @@ export class Reply {
       this.#method,
       code,
       this.#now,
+      refusal,
     );
     this.#cache.remember(this.#cacheKey, data, code, this.#now);
     return data;

@@ -12,7 +12,8 @@
  *   responses.ts       signing, the unauthenticated rate cap, retransmissions (RFC 8489 §6.3.1)
  *   allocate.ts        Allocate: checks, families, quotas, ports (RFC 8656 §7.2)
  *   relay-sockets.ts   the relay sockets the runtime binds, the Allocate success (RFC 8656 §7.2)
- *   pinned-ports.ts    pinned ports: who holds each, takeover of a stale holder
+ *   pinned-ports.ts    pinned ports: who holds each, takeover of a stale holder (and with
+ *                      pinned-port-owners.ts, one principal per port across engines)
  *   refresh.ts         Refresh: lifetime, deletion with LIFETIME 0 (RFC 8656 §8.2)
  *   permissions.ts     CreatePermission, ChannelBind (RFC 8656 §10.2, §12.2)
  *   allocations.ts     the live allocations, deletion, expiry, revocation, shutdown (RFC 8656 §6)
@@ -23,6 +24,7 @@
  */
 
 import type { CredentialStore } from "../auth/credentials.js";
+import { RevocationList } from "../auth/revocation.js";
 import {
   ErrorCode,
   MAX_CHANNEL,
@@ -31,7 +33,7 @@ import {
   Method,
 } from "../codec/constants.js";
 import { decodeStun } from "../codec/message.js";
-import type { ConnectionId, ListenerId, PeerConnectionId, RelayId } from "../ids.js";
+import type { AllocationId, ConnectionId, ListenerId, PeerConnectionId, RelayId } from "../ids.js";
 import { OutputQueue } from "../output-queue.js";
 import { PeerAddressPolicy } from "../policy/peer-address-policy.js";
 import { AllocateRequests } from "./allocate.js";
@@ -46,6 +48,7 @@ import { AddressKeys, DatagramSource } from "./datagram-source.js";
 import { Deadlines } from "./deadlines.js";
 import { DEFAULT_LIFETIMES, type TurnServerOptions } from "./options.js";
 import { PermissionRequests } from "./permissions.js";
+import { LocalPinnedPortOwners } from "./pinned-port-owners.js";
 import { PinnedPorts } from "./pinned-ports.js";
 import { SourceRateLimiter } from "./rate-limit.js";
 import { RefreshRequests } from "./refresh.js";
@@ -133,6 +136,7 @@ export class TurnServer {
       quota:
         options.allocationQuota ??
         new LocalAllocationQuota(options.maxAllocations, options.maxAllocationsPerUser),
+      reservations: options.reservationExchange,
       random: options.random,
       lifetimes,
       alternateServer: options.alternateServer,
@@ -152,7 +156,8 @@ export class TurnServer {
       deadlines,
       tcp: this.#tcp,
     };
-    const pinned = new PinnedPorts(context.ports);
+    const owners = options.pinnedPortOwners ?? new LocalPinnedPortOwners();
+    const pinned = new PinnedPorts(context.ports, owners, emit);
     this.#allocations = new Allocations(context, pinned);
     this.#relaySockets = new RelaySockets(context, this.#allocations, pinned);
     const maxChannel = options.legacyChannelNumbers ? MAX_LEGACY_CHANNEL : MAX_CHANNEL;
@@ -357,7 +362,26 @@ export class TurnServer {
   setRevokedUsers(entries: Iterable<string>, now: number): number {
     this.#auth.setRevokedUsers(entries);
     if (!this.#auth.hasRevokedUsers) return 0;
-    return this.#allocations.revoke((principal) => this.#auth.isRevoked(principal), now);
+    return this.#allocations.endWhere((a) => this.#auth.isRevoked(a.principal), "revoked", now);
+  }
+
+  /**
+   * The operator ends live allocations at once ("operator"): those of the principals `users`
+   * names (entries as the revocation list reads them: "static:NAME", "rest:USER" with its pins,
+   * "rest:USER;port=P", "rest-expiry:E", or a plain NAME for all three), or the allocation `id`
+   * (AllocationInfo.id). The credentials stay valid, so a client may allocate again: to keep it
+   * out, revoke it. Returns how many ended.
+   */
+  endAllocations(
+    which: { readonly users: Iterable<string> } | { readonly id: AllocationId },
+    now: number,
+  ): number {
+    if ("id" in which) {
+      return this.#allocations.endWhere((a) => a.id === which.id, "operator", now);
+    }
+    const named = new RevocationList(which.users);
+    if (named.size === 0) return 0;
+    return this.#allocations.endWhere((a) => named.revokes(a.principal), "operator", now);
   }
 
   /**
@@ -378,18 +402,31 @@ export class TurnServer {
   }
 
   /**
-   * Another engine of the same relay takes pinned `port` over for `principal` (the relay's
-   * workers): this engine's allocation holding it for that principal ends at once
-   * ("taken-over"). "other": another principal holds it here, which the caller must refuse;
-   * "none": not held here.
+   * The answer to another engine's "release-pinned-port" output (engines sharing
+   * `pinnedPortOwners`; its family, port, allocation and principal): that engine took the
+   * pinned port over, and `allocation` of this engine held it. It ends at once ("taken-over") if
+   * it still holds the port: "released"; else "none" (ended meanwhile, or a newer claim here
+   * holds it).
    */
   releasePinnedPort(
-    family: 4 | 6,
-    port: number,
-    principal: string,
+    release: {
+      readonly family: 4 | 6;
+      readonly port: number;
+      readonly allocation: AllocationId;
+      readonly principal: string;
+    },
     now: number,
-  ): "released" | "other" | "none" {
-    return this.#allocations.releasePinnedPort(family, port, principal, now);
+  ): "released" | "none" {
+    return this.#allocations.releasePinnedPort(release, now);
+  }
+
+  /**
+   * Another engine took this engine's reservation `token` (its "reservation-taken" output,
+   * engines sharing `reservationExchange`): the reserved port is no longer held here, and the
+   * reservation no longer counted (its quota count moved with it).
+   */
+  handleReservationTaken(token: Uint8Array): void {
+    this.#allocations.reservationTaken(token);
   }
 
   // ---------------------------------------------------------------------------------------

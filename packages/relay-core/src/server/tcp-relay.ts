@@ -10,7 +10,7 @@
  * With several engines behind one relay (the relay's workers), the ids this engine issues are
  * `index` modulo `count`, and a ConnectionBind naming another engine's id is handed over to it.
  */
-import type { TransportAddress } from "../codec/address.js";
+import { formatTransportAddress, type TransportAddress } from "../codec/address.js";
 import { AttributeType, ErrorCode, MessageClass, Method } from "../codec/constants.js";
 import { readUint32, readXorAddress, type StunMessage } from "../codec/message.js";
 import type { ConnectionId, PeerConnectionId, RelayId } from "../ids.js";
@@ -81,13 +81,18 @@ export class TcpRelay {
       return;
     }
     // RFC 6062 §5.2 and the policy as for UDP: no permission or a forbidden peer => 403.
+    const policy = this.#options.policy.check(peer.address, peer.port, "tcp");
     const permission = allocation.findPermission(peer);
-    if (
-      this.#options.policy.check(peer.address, peer.port, "tcp") !== undefined ||
-      permission === undefined ||
-      permission.expiresAt <= now
-    ) {
-      reply.error(ErrorCode.Forbidden);
+    if (policy !== undefined || permission === undefined || permission.expiresAt <= now) {
+      const shown = formatTransportAddress(peer);
+      reply.error(
+        ErrorCode.Forbidden,
+        undefined,
+        undefined,
+        policy !== undefined
+          ? { reason: "peer-policy", peer: shown, policy }
+          : { reason: "no-permission", peer: shown },
+      );
       return;
     }
     for (const c of allocation.tcpConnections) {

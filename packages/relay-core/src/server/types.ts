@@ -10,6 +10,7 @@ import type {
   PeerConnectionId,
   RelayId,
 } from "../ids.js";
+import type { PeerDenyReason } from "../policy/peer-address-policy.js";
 import type { ClientEndpoint, ClientTransport } from "./allocation.js";
 import type { BucketRef } from "./bandwidth.js";
 
@@ -24,6 +25,8 @@ export type TurnServerOutput =
       readonly method: number;
       readonly messageClass: number;
       readonly errorCode: number;
+      /** Why an error response refuses the request, for the runtime's log (never sent). */
+      readonly refusal?: Refusal;
     }
   | {
       /** Bind a relay socket on `bindAddress:port`; answer with relayBound / relayBindFailed. */
@@ -33,14 +36,35 @@ export type TurnServerOutput =
       readonly protocol: "udp" | "tcp";
       readonly bindAddress: string;
       readonly port: number;
-      /**
-       * Set for a pinned port: the principal it is pinned for. Engines sharing a relay (the
-       * relay's workers) ask each other to release it when the bind finds it taken
-       * (TurnServer.releasePinnedPort).
-       */
+      /** Set for a pinned port: the principal it is pinned for. */
       readonly pinnedFor?: string;
     }
+  | {
+      /**
+       * Engines sharing `pinnedPortOwners`: this engine took pinned `port` on `family` over
+       * for `principal`, and `allocation` of engine `engine` is the stale holder. The runtime
+       * asks that engine to end it (its TurnServer.releasePinnedPort) and binds the
+       * "open-relay" for the same family and port that follows once it answered, so the bind
+       * does not find the stale socket still open. Queued before that "open-relay".
+       */
+      readonly type: "release-pinned-port";
+      readonly engine: number;
+      readonly allocation: AllocationId;
+      readonly family: 4 | 6;
+      readonly port: number;
+      readonly principal: string;
+    }
   | { readonly type: "close-relay"; readonly relay: RelayId }
+  | {
+      /**
+       * Engines sharing `reservationExchange`: this engine took the reservation `token` that
+       * engine `engine` made (an Allocate with its RESERVATION-TOKEN from a 5-tuple that lands
+       * here). The runtime tells that engine (its TurnServer.handleReservationTaken).
+       */
+      readonly type: "reservation-taken";
+      readonly engine: number;
+      readonly token: Uint8Array;
+    }
   | {
       /** RFC 6062 §5.2: dial `address:port` from the relayed address of TCP relay `relay`. */
       readonly type: "connect-peer";
@@ -142,6 +166,28 @@ export type TurnServerOutput =
       readonly lifetimeSeconds: number;
     };
 
+/**
+ * Why a request was refused, for the operator (a runtime logs it; nothing of it goes on the
+ * wire, where the error code and reason phrase are all a client learns). Set on every error
+ * response the server decides, not on the 401 that opens authentication (RFC 8489 §9.2.4),
+ * nor on a retransmitted answer.
+ */
+export interface Refusal {
+  /**
+   * What refused it: an AuthFailureReason ("bad-integrity", "stale-nonce", "expired", ...), a
+   * word ("revoked", "peer-policy", "no-permission", "no-allocation", "user-quota",
+   * "relay-capacity", "no-free-port", "draining", "bind-failed", "wrong-credentials"), or the
+   * response's reason phrase.
+   */
+  readonly reason: string;
+  /** The USERNAME the request carried, when it carried one (never a password or key). */
+  readonly username?: string;
+  /** The peer a permission, channel or Connect was refused for. */
+  readonly peer?: string;
+  /** Why the peer policy refused `peer` ("loopback", "private", "self", "denied-by-config", ...). */
+  readonly policy?: PeerDenyReason;
+}
+
 /** A transport address as numbers, the way a kernel data path keys it (no text). */
 export interface NumericTransportAddress {
   readonly family: 4 | 6;
@@ -164,7 +210,9 @@ export type AllocationEndReason =
   /** A newer allocation of the same user took its pinned port (a reconnecting tunnel). */
   | "taken-over"
   /** Its user was put on the revocation list (TurnServer.setRevokedUsers). */
-  | "revoked";
+  | "revoked"
+  /** The operator ended it (TurnServer.endAllocations): its credentials stay valid. */
+  | "operator";
 
 /** One live allocation as `TurnServer.allocations()` describes it (discovery, operators). */
 export interface AllocationInfo {

@@ -1,12 +1,12 @@
 // `turnpike-relay credentials`: the arguments of the command that mints TURN REST API
 // credentials from the relay's token (credentials.ts mints them). It reads the relay's own
-// sources too, so the secrets (--token, TURNPIKE_TOKEN or --token-file: it mints with the first),
-// the --pinned-ports range and the default turn:/turns: URIs (RFC 7065) match what the relay
-// next to it serves. `--pinned-secret` prints the secret pinned credentials are signed with
-// instead, for a coturn next to Turnpike (relay-core's pinnedCredentialSecret).
+// sources too (flags, TURNPIKE_*, the config file), so the secrets (--token, TURNPIKE_TOKEN or
+// --token-file: it mints with the first), the --pinned-ports range and the default turn:/turns:
+// URIs (RFC 7065) are the relay's, wherever it is run. `--pinned-secret` prints the secret
+// pinned credentials are signed with instead, for a coturn next to Turnpike (relay-core's
+// pinnedCredentialSecret).
 
 import { isIPv4, isIPv6 } from "node:net";
-import { networkInterfaces as osNetworkInterfaces } from "node:os";
 import { PIN_MARKER } from "@turnpike/relay-core";
 import {
   ConfigError,
@@ -18,12 +18,11 @@ import {
   parseInteger,
   type Scalar,
 } from "@turnpike/runtime-kit";
-import { firstHostAddress } from "./host-addresses.js";
 import { ENV_PREFIX, envName, OPTIONS, type OptionName, PROGRAM_NAME } from "./options.js";
 import { resolveSecrets } from "./secrets.js";
 import { commandParser, readSubcommand } from "./sources.js";
 import type { CredentialsCommand, InfoCommand, SocketAddress } from "./types.js";
-import { isUnspecified } from "./values.js";
+import { formatSocketAddress, isUnspecified } from "./values.js";
 
 export const DEFAULT_TTL = 86400;
 
@@ -50,6 +49,7 @@ export function parseCredentials(
   ]);
   if ("command" in read) return read;
   const { args, values: v } = read;
+  const notes: string[] = [];
   if (v.token === undefined && v["token-file"] === undefined) {
     throw new ConfigError(
       `credentials needs the relay's shared secret: export ${ENV_PREFIX}TOKEN (or pass --token or --token-file)`,
@@ -70,6 +70,7 @@ export function parseCredentials(
       port: undefined,
       ttl: DEFAULT_TTL,
       uris: [],
+      notes,
     };
   }
   const userArg = args.user;
@@ -107,33 +108,49 @@ export function parseCredentials(
       if (!/^turns?:[^\s]+$/.test(uri)) fail("--uri", "a turn: or turns: URI", uri);
     }
   } else {
-    uris = defaultUris(v);
+    uris = defaultUris(v, notes);
   }
-  return { command: "credentials", token, pinnedSecret: false, user, port, ttl, uris };
+  return { command: "credentials", token, pinnedSecret: false, user, port, ttl, uris, notes };
 }
 
-/** turn:/turns: URIs (RFC 7065) for the configured listeners. */
-function defaultUris(v: OptionValues<typeof OPTIONS>): string[] {
+/**
+ * turn:/turns: URIs (RFC 7065) for the relay's listeners, from the relay's own settings (its
+ * flags, environment and config file), never from this host's interfaces: the credentials are
+ * often minted on another host than the relay's. A listener's host is the public address of its
+ * family when it is the relay's (behind 1:1 NAT clients reach that one), else its own address;
+ * an unspecified listener (0.0.0.0) takes the public, else the relay address of its family, and
+ * gets no URI without one (`notes` says so).
+ */
+function defaultUris(v: OptionValues<typeof OPTIONS>, notes: string[]): string[] {
+  const relayIp = (family: 4 | 6) =>
+    v["relay-ip"].find((ip) => (family === 4 ? isIPv4(ip) : isIPv6(ip)));
   const hostFor = (a: SocketAddress): string | undefined => {
-    if (!isUnspecified(a.ip)) return a.ip;
     const publicIp = a.family === 4 ? v["public-ip4"] : v["public-ip6"];
-    if (publicIp !== undefined) return publicIp;
-    const relayIp = v["relay-ip"].find((ip) => (a.family === 4 ? isIPv4(ip) : isIPv6(ip)));
-    if (relayIp !== undefined) return relayIp;
-    return firstHostAddress(osNetworkInterfaces(), a.family);
+    if (isUnspecified(a.ip)) return publicIp ?? relayIp(a.family);
+    const relay = relayIp(a.family);
+    return publicIp !== undefined && (relay === undefined || relay === a.ip) ? publicIp : a.ip;
   };
   const hostPort = (a: SocketAddress, host: string): string =>
     `${a.family === 6 ? `[${host}]` : host}:${a.port}`;
   const uris: string[] = [];
+  const unnamed: string[] = [];
+  const add = (a: SocketAddress, ...make: ((hp: string) => string)[]) => {
+    const host = hostFor(a);
+    if (host === undefined) unnamed.push(formatSocketAddress(a));
+    else for (const m of make) uris.push(m(hostPort(a, host)));
+  };
   for (const a of v.listen) {
-    const host = hostFor(a);
-    if (host === undefined) continue;
-    uris.push(`turn:${hostPort(a, host)}?transport=udp`, `turn:${hostPort(a, host)}?transport=tcp`);
+    add(
+      a,
+      (hp) => `turn:${hp}?transport=udp`,
+      (hp) => `turn:${hp}?transport=tcp`,
+    );
   }
-  for (const a of v["tls-listen"]) {
-    const host = hostFor(a);
-    if (host === undefined) continue;
-    uris.push(`turns:${hostPort(a, host)}?transport=tcp`);
+  for (const a of v["tls-listen"]) add(a, (hp) => `turns:${hp}?transport=tcp`);
+  if (unnamed.length > 0) {
+    notes.push(
+      `no URI for ${unnamed.join(", ")}: an unspecified listener names no address clients can reach; set the relay's --public-ip4/--public-ip6 or --relay-ip (flag, ${ENV_PREFIX}* or its config file), or pass --uri`,
+    );
   }
   return uris;
 }
@@ -155,12 +172,12 @@ function credentialsParser(argv: readonly string[]) {
     })
     .option("user", { type: "string", requiresArg: true, describe: "user name to embed" })
     .option("port", {
-      type: "string",
+      type: "number",
       requiresArg: true,
       describe: "relay port to pin (needs --user; within the relay's --pinned-ports)",
     })
     .option("ttl", {
-      type: "string",
+      type: "number",
       requiresArg: true,
       describe: "validity in seconds",
       defaultDescription: String(DEFAULT_TTL),

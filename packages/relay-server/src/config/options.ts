@@ -13,11 +13,13 @@ import {
   list,
   logOptions,
   nonEmpty,
+  type OptionReload,
   OptionSet,
   type OptionSpec,
   one,
   parseBoolean,
   parseInteger,
+  type RawValue,
 } from "@turnpike/runtime-kit";
 import { RELAY_VERSION } from "../version.js";
 import {
@@ -46,6 +48,13 @@ import {
 export const PROGRAM_NAME = "turnpike-relay";
 export const ENV_PREFIX = "TURNPIKE_";
 
+/**
+ * The lowest relay port (--min-port, --max-port, --pinned-ports): ports below are the host's
+ * well-known services' (binding them needs privileges), and a relayed address there would hand
+ * peers, firewalls and logs a port that means something else.
+ */
+export const MIN_RELAY_PORT = 1024;
+
 type Group =
   | "Listeners"
   | "Relay"
@@ -55,13 +64,24 @@ type Group =
   | "Operations"
   | "Testing";
 
-function spec<T>(s: OptionSpec<T, Group>): OptionSpec<T, Group> {
+/**
+ * Every relay option says what SIGHUP does with it (the reference page's reload column): "live"
+ * for the secrets, the revocation list, the TLS pair, the log level and the process-wide limits,
+ * applied to the running relay (config/reload.ts applies exactly these: a test holds them
+ * together); "restart" for the rest (listeners, addresses, ports, workers, per-allocation
+ * limits, ...).
+ */
+function spec<T>(s: OptionSpec<T, Group> & { reload: OptionReload }): OptionSpec<T, Group> {
   return s;
 }
+
+/** --log-format (restart) and --log-level (live). */
+const LOG = logOptions<Group>("Operations");
 
 export const OPTIONS = {
   listen: spec<SocketAddress[]>({
     group: "Listeners",
+    reload: "restart",
     describe: "UDP + TCP listener (repeatable); IPv6 as [::1]:3478",
     placeholder: "ADDR:PORT",
     repeatable: true,
@@ -71,6 +91,7 @@ export const OPTIONS = {
   }),
   "tls-listen": spec<SocketAddress[]>({
     group: "Listeners",
+    reload: "restart",
     describe: "TURNS (TLS) listener (repeatable); needs --tls-cert and --tls-key",
     placeholder: "ADDR:PORT",
     repeatable: true,
@@ -80,6 +101,7 @@ export const OPTIONS = {
   }),
   "tls-cert": spec<string | undefined>({
     group: "Listeners",
+    reload: "live",
     describe:
       "TLS certificate chain (PEM file), re-read on SIGHUP (new handshakes use the new pair)",
     placeholder: "FILE",
@@ -89,6 +111,7 @@ export const OPTIONS = {
   }),
   "tls-key": spec<string | undefined>({
     group: "Listeners",
+    reload: "live",
     describe: "TLS private key (PEM file), re-read on SIGHUP with --tls-cert",
     placeholder: "FILE",
     defaultText: "none",
@@ -97,6 +120,7 @@ export const OPTIONS = {
   }),
   "relay-ip": spec<string[]>({
     group: "Relay",
+    reload: "restart",
     describe: "address relay sockets bind on (repeatable, at most one per family)",
     placeholder: "IP",
     repeatable: true,
@@ -107,6 +131,7 @@ export const OPTIONS = {
   }),
   "public-ip4": spec<string | undefined>({
     group: "Relay",
+    reload: "restart",
     describe: "IPv4 address XOR-RELAYED-ADDRESS carries (behind 1:1 NAT)",
     placeholder: "IP",
     defaultText: "the relay IPv4",
@@ -115,6 +140,7 @@ export const OPTIONS = {
   }),
   "public-ip6": spec<string | undefined>({
     group: "Relay",
+    reload: "restart",
     describe: "IPv6 address XOR-RELAYED-ADDRESS carries (behind 1:1 NAT)",
     placeholder: "IP",
     defaultText: "the relay IPv6",
@@ -123,31 +149,35 @@ export const OPTIONS = {
   }),
   "min-port": spec<number>({
     group: "Relay",
-    describe: "lowest relay port",
+    reload: "restart",
+    describe: "lowest relay port (1024 or above: relayed addresses are never privileged ports)",
     placeholder: "N",
     defaultText: "49152",
     default: 49152,
-    parse: (raw, where) => parseInteger(raw, where, 1, 65535),
+    parse: (raw, where) => parseInteger(raw, where, MIN_RELAY_PORT, 65535),
   }),
   "max-port": spec<number>({
     group: "Relay",
+    reload: "restart",
     describe: "highest relay port",
     placeholder: "N",
     defaultText: "65535",
     default: 65535,
-    parse: (raw, where) => parseInteger(raw, where, 1, 65535),
+    parse: (raw, where) => parseInteger(raw, where, MIN_RELAY_PORT, 65535),
   }),
   "pinned-ports": spec<PortRange | undefined>({
     group: "Relay",
+    reload: "restart",
     describe:
       "relay ports reserved for credentials that pin one (`credentials --port`); outside --min-port..--max-port",
     placeholder: "MIN-MAX",
     defaultText: "none (pinned credentials are refused)",
     default: undefined,
-    parse: (raw, where) => parsePortRange(one(raw, where), where),
+    parse: (raw, where) => parsePortRange(one(raw, where), where, MIN_RELAY_PORT),
   }),
   "legacy-channel-numbers": spec<boolean>({
     group: "Relay",
+    reload: "restart",
     describe:
       "also accept RFC 5766's ChannelBind numbers 0x5000-0x7FFF (older clients, e.g. coturn's turnutils_uclient); by default only RFC 8656's 0x4000-0x4FFF",
     boolean: true,
@@ -157,6 +187,7 @@ export const OPTIONS = {
   }),
   realm: spec<string>({
     group: "Authentication",
+    reload: "restart",
     describe: "long-term credential realm",
     placeholder: "S",
     defaultText: "turnpike",
@@ -165,6 +196,7 @@ export const OPTIONS = {
   }),
   token: spec<string[] | undefined>({
     group: "Authentication",
+    reload: "live",
     describe:
       "shared secret for TURN REST API credentials (coturn use-auth-secret compatible); repeatable, the env var comma-separated: the first mints, every one verifies (rotation); read once at start; prefer the env var, a flag is visible in `ps`",
     placeholder: "SECRET",
@@ -176,6 +208,7 @@ export const OPTIONS = {
   }),
   "token-file": spec<string | undefined>({
     group: "Authentication",
+    reload: "live",
     describe:
       "file of shared secrets instead of --token, one per line (# comment lines): the first mints, every one verifies; re-read on SIGHUP",
     placeholder: "FILE",
@@ -185,6 +218,7 @@ export const OPTIONS = {
   }),
   "legacy-pinned-credentials-until": spec<number | undefined>({
     group: "Authentication",
+    reload: "live",
     describe:
       "until this ISO 8601 date (UTC) or date-time, also accept pinned credentials signed the old way, with the token itself (counted, and a warning while any arrive): re-mint them meanwhile",
     placeholder: "DATE",
@@ -194,6 +228,7 @@ export const OPTIONS = {
   }),
   user: spec<StaticUser[]>({
     group: "Authentication",
+    reload: "live",
     describe: "static long-term user (repeatable)",
     placeholder: "NAME:PASSWORD",
     repeatable: true,
@@ -203,6 +238,7 @@ export const OPTIONS = {
   }),
   revoke: spec<string[]>({
     group: "Authentication",
+    reload: "live",
     describe:
       "refuse these credentials (403) and end their allocations (repeatable): static:NAME (a --user), rest:USER (TURN REST credentials of USER, pinned ones included), rest:USER;port=P (only those pinned to P), rest-expiry:E (REST credentials without a user part), or a plain NAME for all of these",
     placeholder: "ENTRY",
@@ -213,6 +249,7 @@ export const OPTIONS = {
   }),
   "revoke-file": spec<string | undefined>({
     group: "Authentication",
+    reload: "live",
     describe:
       "file of --revoke entries, one per line (# starts a comment at the start of a line or after a blank; an unusable line is skipped with a warning), re-read on SIGHUP; adds to --revoke",
     placeholder: "FILE",
@@ -222,6 +259,7 @@ export const OPTIONS = {
   }),
   "allow-peer": spec<string[]>({
     group: "Peer policy",
+    reload: "restart",
     describe: "allow peers in this CIDR even if special-purpose (repeatable)",
     placeholder: "CIDR",
     repeatable: true,
@@ -231,6 +269,7 @@ export const OPTIONS = {
   }),
   "deny-peer": spec<string[]>({
     group: "Peer policy",
+    reload: "restart",
     describe: "deny peers in this CIDR; wins over --allow-peer (repeatable)",
     placeholder: "CIDR",
     repeatable: true,
@@ -240,7 +279,9 @@ export const OPTIONS = {
   }),
   "allow-loopback-peers": spec<boolean>({
     group: "Peer policy",
-    describe: "allow 127.0.0.0/8 and ::1 as peers (tests only; logged as a warning)",
+    reload: "restart",
+    describe:
+      "allow 127.0.0.0/8 and ::1 as peers: tests, and a platform on the relay's own host (everything on one machine); logged as a warning",
     boolean: true,
     defaultText: "false",
     default: false,
@@ -248,6 +289,7 @@ export const OPTIONS = {
   }),
   "allow-self-peer": spec<boolean>({
     group: "Peer policy",
+    reload: "restart",
     describe:
       "allow the relay's own addresses as peers: without it 0.0.0.0/::, the relay's listening ports and its own addresses outside the relay port range are refused whatever --allow-peer says (logged as a warning)",
     boolean: true,
@@ -257,6 +299,7 @@ export const OPTIONS = {
   }),
   "max-allocations": spec<number>({
     group: "Limits",
+    reload: "live",
     describe: "total allocations",
     placeholder: "N",
     defaultText: "10000",
@@ -265,6 +308,7 @@ export const OPTIONS = {
   }),
   "max-allocations-per-user": spec<number>({
     group: "Limits",
+    reload: "live",
     describe: "allocations per user (486 Allocation Quota Reached beyond)",
     placeholder: "N",
     defaultText: "100",
@@ -273,6 +317,7 @@ export const OPTIONS = {
   }),
   "max-permissions": spec<number>({
     group: "Limits",
+    reload: "restart",
     describe: "permissions per allocation",
     placeholder: "N",
     defaultText: "64",
@@ -281,6 +326,7 @@ export const OPTIONS = {
   }),
   "max-channels": spec<number>({
     group: "Limits",
+    reload: "restart",
     describe: "channels per allocation",
     placeholder: "N",
     defaultText: "64",
@@ -290,6 +336,7 @@ export const OPTIONS = {
   }),
   "max-unauthenticated-rate": spec<number>({
     group: "Limits",
+    reload: "live",
     describe:
       "responses per second per source IP to requests without valid credentials (Binding, 401, 438); beyond it they are dropped, so spoofed sources cannot use the relay as an amplifier (0 = unlimited)",
     placeholder: "N",
@@ -299,6 +346,7 @@ export const OPTIONS = {
   }),
   "max-connections": spec<number>({
     group: "Limits",
+    reload: "live",
     describe: "TCP/TLS client connections",
     placeholder: "N",
     defaultText: "10000",
@@ -307,6 +355,7 @@ export const OPTIONS = {
   }),
   "max-connections-per-ip": spec<number>({
     group: "Limits",
+    reload: "live",
     describe:
       "TCP/TLS connections from one source (IPv4 address, IPv6 /64) that have not authenticated yet (TLS handshake, or no allocation); beyond it new ones are closed (0 = unlimited)",
     placeholder: "N",
@@ -316,6 +365,7 @@ export const OPTIONS = {
   }),
   "tcp-idle-timeout": spec<number>({
     group: "Limits",
+    reload: "restart",
     describe:
       "seconds a TCP/TLS connection without an allocation may go without sending a complete message before it is closed (a TLS handshake gets min(this, 10 s) in all)",
     placeholder: "SECONDS",
@@ -323,8 +373,29 @@ export const OPTIONS = {
     default: 300,
     parse: (raw, where) => parseInteger(raw, where, 1, 86400),
   }),
+  "max-bps": spec<number | undefined>({
+    group: "Limits",
+    reload: "restart",
+    describe:
+      "relayed payload per allocation in bytes per second, both directions against one token bucket (burst: one second's worth, at least 64 KiB; coturn's max-bps limits each direction, so its N is about 2N here); beyond it datagrams are dropped (turn.dropped.packets reason bandwidth-limit) and TCP pipes paused, never disconnected (0 = unlimited)",
+    placeholder: "BYTES",
+    defaultText: "0 (unlimited)",
+    default: undefined,
+    parse: (raw, where) => bytesPerSecond(raw, where),
+  }),
+  "max-bps-per-user": spec<number | undefined>({
+    group: "Limits",
+    reload: "restart",
+    describe:
+      "the same per user, over all of its allocations in this relay process (0 = unlimited)",
+    placeholder: "BYTES",
+    defaultText: "0 (unlimited)",
+    default: undefined,
+    parse: (raw, where) => bytesPerSecond(raw, where),
+  }),
   "udp-io": spec<UdpIoMode>({
     group: "Operations",
+    reload: "restart",
     describe:
       "UDP data path: batch (native recvmmsg/sendmmsg, Linux), dgram (node:dgram), auto (batch when its native module loads, else dgram; the log says which)",
     placeholder: "auto|batch|dgram",
@@ -342,6 +413,7 @@ export const OPTIONS = {
   }),
   "kernel-path": spec<KernelPathMode>({
     group: "Operations",
+    reload: "restart",
     describe:
       "kernel data path for bound ChannelData (a BPF program at TC ingress on the interfaces of the listen and relay addresses; needs CAP_BPF and CAP_NET_ADMIN, Linux 6.6+, net.ipv4/ipv6.conf.lo.forwarding=1): tc (fail at start if it cannot run; sets the lo forwarding sysctls when allowed), auto (tc where it loads, else off; the log says why), xdp (not built yet), off",
     placeholder: "auto|tc|xdp|off",
@@ -359,6 +431,7 @@ export const OPTIONS = {
   }),
   workers: spec<number | "auto">({
     group: "Operations",
+    reload: "restart",
     describe:
       "relay engines, one per worker thread, each with its own SO_REUSEPORT sockets and slice of the relay ports; limits hold for the process as a whole (auto = available cores)",
     placeholder: "N|auto",
@@ -371,6 +444,7 @@ export const OPTIONS = {
   }),
   "test-lifetimes": spec<TestLifetimes>({
     group: "Testing",
+    reload: "restart",
     describe:
       "test hook: relay-core lifetimes in seconds (defaultAllocation=S,permission=S,channel=S,...), so suites of the real process see expiry in seconds",
     placeholder: "NAME=SECONDS,...",
@@ -385,6 +459,7 @@ export const OPTIONS = {
   }),
   "test-crash-worker": spec<boolean>({
     group: "Testing",
+    reload: "restart",
     describe: "test hook: SIGUSR2 makes worker 0 throw an uncaught exception",
     boolean: true,
     defaultText: "false",
@@ -394,6 +469,7 @@ export const OPTIONS = {
   }),
   "alternate-server": spec<SocketAddress | undefined>({
     group: "Operations",
+    reload: "restart",
     describe: "sent as ALTERNATE-SERVER with 300 Try Alternate while draining",
     placeholder: "ADDR:PORT",
     defaultText: "none",
@@ -402,6 +478,7 @@ export const OPTIONS = {
   }),
   "drain-timeout": spec<number>({
     group: "Operations",
+    reload: "restart",
     describe: "seconds SIGTERM waits for live allocations before closing",
     placeholder: "SECONDS",
     defaultText: "30",
@@ -410,6 +487,7 @@ export const OPTIONS = {
   }),
   "health-listen": spec<SocketAddress | null>({
     group: "Operations",
+    reload: "restart",
     describe: 'HTTP /healthz and /readyz ("off" disables)',
     placeholder: "ADDR:PORT",
     defaultText: "127.0.0.1:8080",
@@ -421,6 +499,7 @@ export const OPTIONS = {
   }),
   "admin-token": spec<string | undefined>({
     group: "Operations",
+    reload: "restart",
     describe:
       "bearer token of the discovery API GET /v1/allocations on --health-listen (off without it); prefer the env var",
     placeholder: "TOKEN",
@@ -430,15 +509,18 @@ export const OPTIONS = {
   }),
   "prometheus-listen": spec<SocketAddress | undefined>({
     group: "Operations",
+    reload: "restart",
     describe: "Prometheus pull endpoint /metrics",
     placeholder: "ADDR:PORT",
     defaultText: "none",
     default: undefined,
     parse: (raw, where) => parseSocketAddress(one(raw, where), where, 0),
   }),
-  ...logOptions("Operations"),
+  "log-format": spec({ ...LOG["log-format"], reload: "restart" }),
+  "log-level": spec({ ...LOG["log-level"], reload: "live" }),
   software: spec<string>({
     group: "Operations",
+    reload: "restart",
     describe: "SOFTWARE attribute in responses",
     placeholder: "S",
     defaultText: "turnpike/<version>",
@@ -447,6 +529,7 @@ export const OPTIONS = {
   }),
   "rng-seed": spec<number | undefined>({
     group: "Operations",
+    reload: "restart",
     describe: "seed the injected random source (reproducing bugs; never in production)",
     placeholder: "N",
     defaultText: "none",
@@ -456,6 +539,12 @@ export const OPTIONS = {
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;
+
+/** A rate in bytes per second; 0 (coturn's "no limit") is no limit: undefined. */
+function bytesPerSecond(raw: RawValue, where: string): number | undefined {
+  const n = parseInteger(raw, where, 0, 1_000_000_000_000);
+  return n === 0 ? undefined : n;
+}
 
 export const OPTION_SET = new OptionSet(OPTIONS, ENV_PREFIX);
 

@@ -21,6 +21,7 @@ import {
   type ArgvRecord,
   addTableOptions,
   ConfigError,
+  cliCommand,
   helpText,
   type OptionValues,
 } from "@turnpike/runtime-kit";
@@ -93,6 +94,8 @@ export function parseRelay(
     maxConnections: v["max-connections"],
     maxConnectionsPerIp: v["max-connections-per-ip"],
     maxUnauthenticatedRate: v["max-unauthenticated-rate"],
+    maxBytesPerSecond: v["max-bps"],
+    maxBytesPerSecondPerUser: v["max-bps-per-user"],
     tcpIdleTimeout: v["tcp-idle-timeout"],
     udpIo: v["udp-io"],
     kernelPath: v["kernel-path"],
@@ -206,6 +209,7 @@ function resolveTokens(
     { tokens: v.token, tokenFile: v["token-file"] },
     options.randomToken,
     warnings,
+    cliCommand(PROGRAM_NAME, options.script ?? process.argv[1]),
   );
   if (flags.token !== undefined) {
     warnings.push(
@@ -253,7 +257,7 @@ function switchWarnings(v: Values): string[] {
   const warnings: string[] = [];
   if (v["allow-loopback-peers"]) {
     warnings.push(
-      "--allow-loopback-peers is set: peers on 127.0.0.0/8 and ::1 are reachable (tests only)",
+      "--allow-loopback-peers is set: peers on 127.0.0.0/8 and ::1 are reachable (tests, or everything on one machine)",
     );
   }
   if (v["test-crash-worker"]) {

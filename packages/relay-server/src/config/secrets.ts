@@ -65,6 +65,8 @@ export function resolveSecrets(
   given: { readonly tokens: readonly string[] | undefined; readonly tokenFile: string | undefined },
   generate: (() => string) | undefined,
   warnings: string[],
+  /** How the warning says to run this CLI again (runtime-kit's cliCommand). */
+  command = PROGRAM_NAME,
 ): Secrets {
   const { tokens, tokenFile } = given;
   if (tokens !== undefined && tokenFile !== undefined) {
@@ -78,7 +80,7 @@ export function resolveSecrets(
   if (tokens !== undefined) return { tokens, tokenFile: undefined, tokenGenerated: false };
   const token = (generate ?? (() => randomBytes(32).toString("base64url")))();
   warnings.push(
-    `no ${ENV_PREFIX}TOKEN set: generated a random token for this run; mint credentials with: ${ENV_PREFIX}TOKEN=${token} ${PROGRAM_NAME} credentials`,
+    `no ${ENV_PREFIX}TOKEN set: generated a random token for this run; mint credentials with: ${ENV_PREFIX}TOKEN=${token} ${command} credentials`,
   );
   return { tokens: [token], tokenFile: undefined, tokenGenerated: true };
 }

@@ -112,6 +112,13 @@ export interface RelayConfig {
   readonly maxConnectionsPerIp: number;
   /** Unauthenticated responses per second per source IP; 0 = unlimited. */
   readonly maxUnauthenticatedRate: number;
+  /** Relayed payload per allocation, bytes per second both ways (--max-bps); undefined = none. */
+  readonly maxBytesPerSecond: number | undefined;
+  /**
+   * The same per user (principal), over all its allocations on every worker
+   * (--max-bps-per-user): the engine and the worker pool's shared buckets read it.
+   */
+  readonly maxBytesPerSecondPerUser: number | undefined;
   /** Seconds. */
   readonly tcpIdleTimeout: number;
   /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
@@ -163,15 +170,22 @@ export interface CredentialsCommand {
   /** Seconds. */
   readonly ttl: number;
   readonly uris: readonly string[];
+  /** What the user should know about the answer (a listener without a URI), for stderr. */
+  readonly notes: readonly string[];
 }
 
-/** `turnpike-relay allocations ...`: GET /v1/allocations of a running relay, as a table. */
+/**
+ * `turnpike-relay allocations ...`: GET /v1/allocations of a running relay, as a table, or
+ * DELETE to end allocations.
+ */
 export interface AllocationsCommand {
   readonly command: "allocations";
   /** Base URL of the relay's health listener, e.g. http://127.0.0.1:8080. */
   readonly url: string;
   readonly adminToken: string;
   readonly user: string | undefined;
+  /** DELETE instead of GET: a user's allocations (revocation-list names) or one by row id. */
+  readonly end: { readonly user: string } | { readonly id: string } | undefined;
   readonly json: boolean;
 }
 
@@ -200,4 +214,9 @@ export interface ParseOptions {
   networkInterfaces?: () => ReturnType<typeof osNetworkInterfaces>;
   /** Draws the secret when none is configured (a reload passes the one drawn at start). */
   randomToken?: () => string;
+  /**
+   * The script this process was started as (default process.argv[1]): the next command a warning
+   * prints starts the CLI the same way (runtime-kit's cliCommand).
+   */
+  script?: string;
 }

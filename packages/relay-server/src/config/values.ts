@@ -85,12 +85,12 @@ export function parseCidr(text: string, where: string): string {
   return text;
 }
 
-export function parsePortRange(text: string, where: string): PortRange {
+export function parsePortRange(text: string, where: string, lowest = 1): PortRange {
   const m = /^(\d{1,5})-(\d{1,5})$/.exec(text.trim());
   const min = Number(m?.[1]);
   const max = Number(m?.[2]);
-  if (m === null || !(min >= 1 && max <= 65535 && min <= max)) {
-    fail(where, "MIN-MAX with 1 <= MIN <= MAX <= 65535", text);
+  if (m === null || !(min >= lowest && max <= 65535 && min <= max)) {
+    fail(where, `MIN-MAX with ${lowest} <= MIN <= MAX <= 65535`, text);
   }
   return { min, max };
 }
@@ -251,4 +251,17 @@ export function refuseRepeats(
     if (first !== undefined) throw new ConfigError(message(first + 1, i + 1));
     seen.set(item, i);
   });
+}
+
+/** A row's id: the engine's allocation id qualified by its worker's index ("0-17"). */
+export function allocationRowId(worker: number, allocation: number): string {
+  return `${worker}-${allocation}`;
+}
+
+/** The worker and allocation a row id names, or undefined when it names none. */
+export function parseAllocationRowId(
+  id: string,
+): { readonly worker: number; readonly allocation: number } | undefined {
+  const m = /^(\d{1,3})-(\d{1,15})$/.exec(id);
+  return m === null ? undefined : { worker: Number(m[1]), allocation: Number(m[2]) };
 }

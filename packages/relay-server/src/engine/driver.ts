@@ -26,16 +26,18 @@
 // arrives here as before.
 
 import { performance } from "node:perf_hooks";
-import { listenerId, PeerAddressPolicy, TurnServer } from "@turnpike/relay-core";
+import { type AllocationId, listenerId, PeerAddressPolicy, TurnServer } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
 import { revocationList } from "../config/values.js";
-import type { AllocationRow } from "../discovery.js";
+import { type AllocationRow, type EndAllocations, parseAllocationRowId } from "../discovery.js";
 import { KernelOffload } from "../kernel/offload.js";
 import { type EngineKernelPath, engineKernelPath } from "../kernel/share.js";
+import { listenFailure } from "../preflight.js";
 import { SharedConnectionLedger } from "../shared/connection-ledger.js";
 import type { WorkerContext } from "../shared/context.js";
-import { createSharedLimits, SharedLimits } from "../shared/shared-limits.js";
+import type { SharedLimits } from "../shared/shared-limits.js";
+import { createSharedState, openSharedState } from "../shared/shared-state.js";
 import { WorkerLink } from "../shared/worker-link.js";
 import { Admissions } from "../stream/admission.js";
 import { StreamClients } from "../stream/clients.js";
@@ -128,12 +130,7 @@ class RelayEngine implements RunningRelay {
     this.kernel = engineKernelPath(config, w);
     this.live = config;
     this.generation = deps.configGeneration ?? 1;
-    this.limits =
-      w?.limits ??
-      new SharedLimits(
-        createSharedLimits({ workers: 1, ...processLimits(config), generation: this.generation }),
-        0,
-      );
+    this.limits = w?.shared.limits ?? ownLimits(config, this.generation);
     // A worker (re)started with a newer generation than any engine applied yet.
     this.limits.setLimits(processLimits(config), this.generation);
     // Listeners configured with port 0 add their real port once bound (listen()).
@@ -184,10 +181,13 @@ class RelayEngine implements RunningRelay {
           w,
           {
             adopt: (remote, m) => this.clients.adopt(remote, m),
-            releasePinnedPort: (family, port, principal) => {
-              const result = this.core.releasePinnedPort(family, port, principal, now());
+            reservationTaken: (token) => {
+              this.core.handleReservationTaken(token);
               this.afterInput();
-              return result;
+            },
+            releasePinnedPort: (release) => {
+              this.core.releasePinnedPort(release, now());
+              this.afterInput();
             },
           },
           this.log,
@@ -212,6 +212,7 @@ class RelayEngine implements RunningRelay {
       telemetry,
       this.log,
       connections,
+      w?.index ?? 0,
       this.offload,
     );
     this.rooms = {
@@ -286,15 +287,21 @@ class RelayEngine implements RunningRelay {
     const w = this.worker;
     for (const addr of this.config.listen) {
       const id = listenerId(this.bound.udp.length);
-      const udp = await this.udp.listen(id, addr, {
-        fd: w?.listenFds?.udp[id],
-        bufferBytes: LISTENER_BUFFER_BYTES,
-        // Workers share the address; the kernel keeps each client 5-tuple on one of them.
-        reusePort: w !== undefined,
-      });
+      // A bind that fails says which --listen, as one line (preflight.ts).
+      const failed = (err: unknown): never => {
+        throw listenFailure("--listen", addr, err);
+      };
+      const udp = await this.udp
+        .listen(id, addr, {
+          fd: w?.listenFds?.udp[id],
+          bufferBytes: LISTENER_BUFFER_BYTES,
+          // Workers share the address; the kernel keeps each client 5-tuple on one of them.
+          reusePort: w !== undefined,
+        })
+        .catch(failed);
       this.bound.udp.push(udp);
       this.peerPolicy.addSelfPort(udp.port, "udp");
-      this.boundStream("tcp", await this.listeners.listen(addr, "tcp"));
+      this.boundStream("tcp", await this.listeners.listen(addr, "tcp").catch(failed));
     }
     const pair = this.live.tls;
     for (const addr of this.config.tlsListen) {
@@ -303,6 +310,13 @@ class RelayEngine implements RunningRelay {
     this.wallClock.start();
     this.legacyPins.start();
     this.ready = true;
+    if (this.udpFallbackReason !== undefined && (w === undefined || w.index === 0)) {
+      // --udp-io auto on node:dgram: the relay works, at about twice the CPU per packet (README,
+      // "Data path and cores"). Said once per process (worker 0 for all of them).
+      this.log.warn("--udp-io auto: the batched UDP path is unavailable, relaying on node:dgram", {
+        reason: this.udpFallbackReason,
+      });
+    }
     // The CLI logs the bound addresses ("listening"); this line says what relays where, on
     // which UDP data path (with the reason when the batched one could not be used) and
     // whether the kernel relays bound ChannelData (where, or why not when auto fell back).
@@ -339,6 +353,20 @@ class RelayEngine implements RunningRelay {
 
   allocations(): AllocationRow[] {
     return this.report.allocations();
+  }
+
+  endAllocations(which: EndAllocations): number {
+    let ended: number;
+    if ("user" in which) {
+      ended = this.core.endAllocations({ users: [which.user] }, now());
+    } else {
+      // Another worker's id, or none at all: nothing of this engine's.
+      const id = parseAllocationRowId(which.id);
+      if (id === undefined || id.worker !== (this.worker?.index ?? 0)) return 0;
+      ended = this.core.endAllocations({ id: id.allocation as AllocationId }, now());
+    }
+    this.afterInput();
+    return ended;
   }
 
   /**
@@ -420,4 +448,15 @@ class RelayEngine implements RunningRelay {
 
 function now(): number {
   return performance.now();
+}
+
+/** The limits of an engine on its own: the same shared memory, with one worker's tables. */
+function ownLimits(config: RelayConfig, generation: number): SharedLimits {
+  const init = createSharedState({
+    workers: 1,
+    ...processLimits(config),
+    generation,
+    dynamicPorts: config.maxPort - config.minPort + 1,
+  });
+  return openSharedState(init, 0).limits;
 }

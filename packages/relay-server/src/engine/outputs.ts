@@ -46,6 +46,12 @@ export function executeOutput(o: TurnServerOutput, rooms: OutputRooms): void {
     case "close-relay":
       rooms.relaySockets.close(o.relay);
       return;
+    case "release-pinned-port":
+      rooms.relaySockets.releaseElsewhere(o);
+      return;
+    case "reservation-taken":
+      rooms.relaySockets.reservationTaken(o);
+      return;
     case "connect-peer":
       rooms.peers.connect(o.peerConnection, o.relay, o.family, o.address, o.port);
       return;

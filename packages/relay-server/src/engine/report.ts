@@ -11,14 +11,17 @@ import {
 } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import { formatSocketAddress } from "../config/values.js";
-import type { AllocationRow } from "../discovery.js";
+import { type AllocationRow, allocationRowId } from "../discovery.js";
 import type { KernelOffload, KernelTotals } from "../kernel/offload.js";
 import type { RelayStats, RelayTelemetry } from "../stats.js";
 import type { UdpPath } from "../udp/udp-path.js";
+import { RefusalLog } from "./refusal-log.js";
 
 type Output<T extends TurnServerOutput["type"]> = Extract<TurnServerOutput, { type: T }>;
 
 export class Report {
+  private readonly refusals: RefusalLog;
+
   constructor(
     private readonly core: TurnServer,
     private readonly udp: UdpPath,
@@ -27,17 +30,22 @@ export class Report {
     private readonly log: Logger,
     /** Open TCP/TLS client connections (stream/clients.ts). */
     private readonly connections: () => number,
+    /** This engine's worker index (0 for a single engine): it qualifies allocation ids. */
+    private readonly worker: number,
     /** The kernel data path's bindings, when it runs (kernel/offload.ts). */
     private readonly offload?: KernelOffload,
-  ) {}
+  ) {
+    this.refusals = new RefusalLog(log);
+  }
 
-  /** A transmit output: what the message was, for stun.responses. */
+  /** A transmit output: what the message was, for stun.responses; a refusal, for the log. */
   response(o: Output<"transmit">): void {
     this.telemetry.response(
       methodName(o.method),
       o.errorCode === 0 ? "success" : "error",
       o.errorCode,
     );
+    if (o.refusal !== undefined) this.refusals.refused(o.client, o.method, o.errorCode, o.refusal);
   }
 
   allocationCreated(o: Output<"allocation-created">): void {
@@ -72,6 +80,12 @@ export class Report {
       });
     } else if (o.reason === "revoked") {
       this.log.info("allocation of a revoked user ended", { allocation: o.allocation, ...kernel });
+    } else if (o.reason === "operator") {
+      this.log.info("allocation ended by the operator", {
+        allocation: o.allocation,
+        client: `${o.client.transport}:${o.client.address}:${o.client.port}`,
+        ...kernel,
+      });
     } else if (this.log.enabled("debug")) {
       this.log.debug("allocation ended", { allocation: o.allocation, reason: o.reason, ...kernel });
     }
@@ -84,6 +98,9 @@ export class Report {
     this.stats.permissionsActive = s.permissionsActive;
     this.stats.channelsActive = s.channelsActive;
     this.stats.connectionsActive = this.connections();
+    this.stats.reservationsActive = s.reservationsActive;
+    this.stats.legacyPinnedAccepted = s.legacyPinnedAccepted;
+    this.stats.bandwidthPauses = s.bandwidthPauses;
     // The kernel path's bandwidth drops (its token buckets enforce the same limits) join
     // relay-core's own: one reason, whichever path dropped.
     const kernelLimited = this.offload?.collect() ?? 0;
@@ -104,6 +121,7 @@ export class Report {
     return this.core.allocations(now).map((a) => {
       const relayed = a.relayed.map((r) => formatSocketAddress({ ip: r.address, port: r.port }));
       return {
+        id: allocationRowId(this.worker, a.id),
         user: a.user,
         pinnedPort: a.pinnedPort ?? null,
         transport: a.transport,

@@ -86,9 +86,16 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
       allow: (source: string, now: number) =>
         limits.allowUnauthenticated(source, performance.timeOrigin + now),
     },
-    // Workers: one nonce secret, and CONNECTION-IDs that name the worker owning them
-    // (workers/pool.ts).
-    ...(w && { secret: w.secret, connectionIds: { index: w.index, count: w.count } }),
+    // Workers: one nonce secret; pinned-port owners, RESERVATION-TOKENs and per-user bandwidth
+    // held together (shared/shared-state.ts); CONNECTION-IDs that name the worker owning them
+    // (workers/pool.ts). One engine keeps relay-core's own.
+    ...(w && {
+      secret: w.secret,
+      pinnedPortOwners: w.shared.pinnedPorts,
+      reservationExchange: w.shared.reservations,
+      userBandwidth: w.shared.userBandwidth,
+      connectionIds: { index: w.index, count: w.count },
+    }),
     relayAddresses: {
       ip4: config.relayIp4 ? { bind: config.relayIp4, advertised: config.publicIp4 } : undefined,
       ip6: config.relayIp6 ? { bind: config.relayIp6, advertised: config.publicIp6 } : undefined,
@@ -104,6 +111,9 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
     legacyChannelNumbers: config.legacyChannelNumbers,
     channelOffload: setting.channelOffload ?? false,
     lifetimes: config.testLifetimes,
+    // Bandwidth buckets (relay-core's bandwidth.ts); every data path charges the same ones.
+    maxBytesPerSecond: config.maxBytesPerSecond,
+    maxBytesPerSecondPerUser: config.maxBytesPerSecondPerUser,
     unixTimeOffsetMs: setting.unixTimeOffsetMs,
     alternateServer: config.alternateServer
       ? {

@@ -21,12 +21,11 @@ import { KernelPath, kernelPathAvailability, missingForwarding } from "@turnpike
 import type { RelayConfig } from "../config/types.js";
 import { isUnspecified } from "../config/values.js";
 import type { KernelPathPlacement } from "../shared/context.js";
+import { KERNEL_MAX_BUCKETS } from "./buckets.js";
 import { HOST_LINKS, type HostLinks, interfacesFor, isLocalAddress } from "./interfaces.js";
 
 /** Channel bindings the maps hold (the kernel-path default); more stay in userspace. */
 export const KERNEL_MAX_BINDINGS = 65536;
-/** Token buckets: one per allocation and per user with a bandwidth limit. */
-export const KERNEL_MAX_BUCKETS = 65536;
 /** TCX links one process makes (kernel-path's native MAX_INTERFACES). */
 const MAX_INTERFACES = 16;
 

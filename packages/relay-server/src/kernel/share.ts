@@ -9,20 +9,16 @@
 //                 out (its successor starts with a fresh relay-core that knows none of them).
 //
 // Offload ids and allocation ids are per engine: nothing shared is keyed by them. The slots
-// come from kernel-path's process-wide allocator; the bucket indices are cut into one share
-// per engine (buckets.ts).
+// come from kernel-path's process-wide allocator; allocation bucket indices are cut into one
+// share per engine, user bucket ids (the same in every worker) go through one shared table
+// (buckets.ts).
 
 import { KernelPath } from "@turnpike/kernel-path";
 import type { RelayConfig } from "../config/types.js";
 import type { KernelPathPlacement, KernelPathShare, WorkerContext } from "../shared/context.js";
-import { bucketShare, KernelBuckets } from "./buckets.js";
+import { KernelBuckets, UserBuckets, userBucketTable } from "./buckets.js";
 import type { SlotOwners } from "./offload.js";
-import {
-  KERNEL_MAX_BINDINGS,
-  KERNEL_MAX_BUCKETS,
-  type KernelPathChoice,
-  openKernelPath,
-} from "./select.js";
+import { KERNEL_MAX_BINDINGS, type KernelPathChoice, openKernelPath } from "./select.js";
 
 /** What one engine runs on. */
 export type EngineKernelPath =
@@ -43,10 +39,11 @@ export function engineKernelPath(config: RelayConfig, worker?: WorkerContext): E
     const choice = openKernelPath(config);
     if (choice.mode === "off") return choice;
     const kernel = choice.path;
+    const users = new UserBuckets(userBucketTable(1), 1, 0, kernel);
     return {
       ...choice,
       kernel,
-      buckets: new KernelBuckets(kernel, 1, KERNEL_MAX_BUCKETS),
+      buckets: new KernelBuckets(kernel, { index: 0, count: 1 }, users),
       owners: undefined,
       close: () => kernel.close(),
     };
@@ -54,11 +51,11 @@ export function engineKernelPath(config: RelayConfig, worker?: WorkerContext): E
   const share = worker.kernelPath ?? { mode: "off", fallbackReason: undefined };
   if (share.mode === "off") return share;
   const kernel = KernelPath.attach(share.maps);
-  const { first, count } = bucketShare(worker.index, worker.count, KERNEL_MAX_BUCKETS);
+  const users = new UserBuckets(share.userBuckets, worker.count, worker.index, kernel);
   return {
     mode: "tc",
     kernel,
-    buckets: new KernelBuckets(kernel, first, count),
+    buckets: new KernelBuckets(kernel, worker, users),
     interfaces: share.interfaces,
     relayed: share.relayed,
     notes: share.notes,
@@ -71,19 +68,27 @@ export function engineKernelPath(config: RelayConfig, worker?: WorkerContext): E
 export class SupervisorKernelPath {
   readonly share: KernelPathShare;
   private readonly owners: Uint16Array | undefined;
+  private readonly users: UserBuckets | undefined;
 
-  private constructor(private readonly choice: KernelPathChoice) {
+  private constructor(
+    private readonly choice: KernelPathChoice,
+    workers: number,
+  ) {
     if (choice.mode === "off") {
       this.share = choice;
       this.owners = undefined;
+      this.users = undefined;
       return;
     }
     const owners = new SharedArrayBuffer(KERNEL_MAX_BINDINGS * Uint16Array.BYTES_PER_ELEMENT);
+    const userBuckets = userBucketTable(workers);
     this.owners = new Uint16Array(owners);
+    this.users = new UserBuckets(userBuckets, workers, workers, undefined);
     this.share = {
       mode: "tc",
       maps: choice.path.shared(),
       owners,
+      userBuckets,
       interfaces: choice.interfaces,
       relayed: choice.relayed,
       notes: choice.notes,
@@ -92,16 +97,17 @@ export class SupervisorKernelPath {
 
   /** Throws (one line naming --kernel-path) when tc or xdp was asked for and cannot run. */
   static open(config: RelayConfig): SupervisorKernelPath {
-    return new SupervisorKernelPath(openKernelPath(config));
+    return new SupervisorKernelPath(openKernelPath(config), config.workers);
   }
 
   get mode(): "tc" | "off" {
     return this.choice.mode;
   }
 
-  /** Worker `index` is gone: take out the bindings it held. Returns how many. */
+  /** Worker `index` is gone: take out the bindings it held (and its user buckets). */
   releaseWorker(index: number): number {
     if (this.choice.mode === "off" || this.owners === undefined) return 0;
+    this.users?.releaseEngine(index);
     const tag = index + 1;
     let released = 0;
     for (const slot of this.choice.path.liveSlots()) {

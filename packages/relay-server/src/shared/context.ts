@@ -1,19 +1,26 @@
 // What a worker's engine is given to share with the others (workers/pool.ts makes it,
-// workers/worker.ts hands it to the engine): the process-wide limits, the nonce secret, a
-// message route to the other workers, its listening sockets and its slice of the relay ports.
+// workers/worker.ts hands it to the engine): the shared memory (limits, pinned ports,
+// reservations, per-user bandwidth), the nonce secret, a message route to the other workers,
+// its listening sockets and its slice of the relay ports.
 
 import type { KernelPathShared } from "@turnpike/kernel-path";
-import type { SharedLimits } from "./shared-limits.js";
+import type { SharedState } from "./shared-state.js";
 
 /** What a worker's engine shares with the others. */
 export interface WorkerContext {
   readonly index: number;
   readonly count: number;
-  /** Allocation and connection quotas and the unauthenticated rate, for the whole process. */
-  readonly limits: SharedLimits;
+  /**
+   * What holds for the whole process (shared-state.ts): allocation and connection quotas, the
+   * unauthenticated rate, pinned-port owners, RESERVATION-TOKENs, per-user bandwidth.
+   */
+  readonly shared: SharedState;
   /** The nonce secret every worker uses, so any worker verifies any client. */
   readonly secret: Uint8Array;
-  /** Post a message to worker `to` (worker-link.ts: RFC 6062 hand-over, pinned ports). */
+  /**
+   * Post a message to worker `to` (worker-link.ts: RFC 6062 hand-over, pinned ports). One the
+   * supervisor cannot deliver (that worker is restarting) comes back as "undeliverable".
+   */
   route(to: number, message: unknown): void;
   /** Receive messages other workers route here. */
   onRoute(handler: (from: number, message: unknown) => void): void;
@@ -41,6 +48,8 @@ export type KernelPathShare =
       readonly maps: KernelPathShared;
       /** Uint16 per slot: the holding worker's index + 1, 0 when free. */
       readonly owners: SharedArrayBuffer;
+      /** User bucket ids to kernel bucket indices, for every worker (kernel/buckets.ts). */
+      readonly userBuckets: SharedArrayBuffer;
     } & KernelPathPlacement)
   | { readonly mode: "off"; readonly fallbackReason: string | undefined };
 

@@ -9,8 +9,14 @@
 // socket between threads, so the bytes travel as messages, with explicit flow control:
 //
 //   holder -> owner   adopt (the ConnectionBind frame and any bytes after it), data, end, close
-//   owner  -> holder  write, end, destroy, pause, resume
+//   owner  -> holder  adopted, write, end, destroy, pause, resume, counted
 //   both ways         ack: the other side finished with a chunk (written, or consumed)
+//
+// The holder admitted the connection, so it keeps counting it against its source
+// (--max-connections-per-ip) until the owner reports that it authenticated (`counted`: a
+// ConnectionBind that succeeded, an allocation), exactly as one engine would: a ConnectionBind
+// the owner refuses leaves the connection counted. `adopted` tells the holder someone answers
+// for the connection now; without it the holder closes the connection after a deadline.
 //
 // The owner sees a RemoteConnection: a Duplex whose writes complete when the holder's socket
 // took them, so the ws-style backpressure of stream/clients.ts works unchanged. Both are a
@@ -32,6 +38,8 @@ export type HandOverMessage =
     }
   | { readonly k: "data"; readonly h: number; readonly chunk: Uint8Array }
   | { readonly k: "write"; readonly h: number; readonly chunk: Uint8Array }
+  | { readonly k: "adopted"; readonly h: number }
+  | { readonly k: "counted"; readonly h: number; readonly counted: boolean }
   | { readonly k: "ack"; readonly h: number }
   | { readonly k: "end"; readonly h: number }
   | { readonly k: "close"; readonly h: number }
@@ -115,6 +123,16 @@ export class RemoteConnection extends Duplex implements ConnectionSocket {
     }
   }
 
+  /** Tell the holder that this worker answers for the connection now. */
+  confirmAdopted(): void {
+    this.send({ k: "adopted", h: this.h });
+  }
+
+  /** The connection authenticated (false) or lost its allocation (true): the holder counts it. */
+  reportCounted(counted: boolean): void {
+    this.send({ k: "counted", h: this.h, counted });
+  }
+
   override _read(): void {
     if (this.remotePaused) {
       this.remotePaused = false;
@@ -151,6 +169,14 @@ export class RemoteConnection extends Duplex implements ConnectionSocket {
   }
 }
 
+/** What the owner tells the holder about the connection, beside its bytes. */
+export interface HolderEvents {
+  /** The owner adopted it. */
+  adopted(): void;
+  /** It authenticated (false) or lost its allocation (true) at the owner. */
+  counted(counted: boolean): void;
+}
+
 /**
  * The holder's side: relays a local socket to the owning worker, until either side closes.
  * The socket must be paused; its already-read bytes (`bytes`) go first, in the adopt message.
@@ -160,6 +186,7 @@ export function holdForOwner(
   h: number,
   send: Send,
   adopt: Omit<Extract<HandOverMessage, { k: "adopt" }>, "k" | "h">,
+  events: HolderEvents,
 ): (m: HandOverMessage) => void {
   let inFlight = 0;
   let ownerPaused = false;
@@ -204,6 +231,12 @@ export function holdForOwner(
         return;
       case "destroy":
         socket.destroy();
+        return;
+      case "adopted":
+        events.adopted();
+        return;
+      case "counted":
+        events.counted(m.counted);
         return;
     }
   };

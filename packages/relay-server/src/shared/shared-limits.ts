@@ -1,37 +1,33 @@
 // Limits that hold for the whole process when several workers each run their own relay-core:
 // total and per-user allocations, total and per-IP client connections, and the per-source
-// rate of unauthenticated answers. They live in one SharedArrayBuffer every worker maps, and
-// every change happens under one lock word (Atomics), so a limit is exact whichever worker a
-// client lands on: with a per-user limit of 6 and two workers, the seventh allocation of that
-// user is refused with 486 on either.
+// rate of unauthenticated answers. They live in shared memory every worker maps, and every
+// change happens under the one shared lock (shared-lock.ts), so a limit is exact whichever
+// worker a client lands on: with a per-user limit of 6 and two workers, the seventh allocation
+// of that user is refused with 486 on either.
 //
 // Each worker counts what it holds in tables of its own (a check sums over the workers), so
 // when a worker dies the supervisor clears exactly what that worker held, and the limits stay
-// exact across a restart. Keys (user names, IP addresses) are hashed to 64 bits (two
-// independent 32-bit lanes) in open-addressing tables with linear probing and backward-shift
-// deletion: an entry whose count returns to zero is removed at once, so tables never fill with
-// tombstones. Two different keys would have to collide in all 64 bits to share a count.
+// exact across a restart. Keys (user names, IP addresses) are hashed to 64 bits with a keyed
+// hash (keyed-hash.ts) into open-addressing tables (slot-table.ts); two different keys would
+// have to collide in all 64 bits to share a count, and a client cannot pick keys that do.
 //
-// The limits themselves live in the buffer too, stamped with the configuration generation that
-// set them (a reload, SIGHUP): every engine applies each generation it is given, and a write
-// of an older generation over a newer one is refused under the lock, so the limits hold what
-// the newest configuration says whichever engine applied it first. A single engine
-// (--workers 1) uses the same buffer with one worker's tables.
+// The limits themselves live in the shared memory too, stamped with the configuration generation
+// that set them (a reload, SIGHUP): every engine applies each generation it is given, and a
+// write of an older generation over a newer one is refused under the lock, so the limits hold
+// what the newest configuration says whichever engine applied it first. A single engine
+// (--workers 1) uses the same memory with one worker's tables.
 //
-// The critical sections are a handful of memory operations; allocations and connections come
-// at thousands per second at most, so one lock is plenty.
+// A table with no room for a key refuses (fails closed): an allocation gets 508, a connection
+// is closed, an unauthenticated request gets no answer. Count tables are sized at twice what
+// their limit lets in, so that takes a miracle; the rate buckets are a cache of recent sources
+// where a full bucket is as good as none, so only sources seen in the last two seconds (the
+// time a bucket takes to refill) hold a slot, and a flood of new ones beyond the table is
+// refused instead of evicting someone's bucket (which would hand that source a fresh burst).
 
-const EMPTY = 0;
-/** A probe run longer than this counts as a full table (bounded work under the lock). */
-const MAX_PROBES = 128;
-
-interface Table {
-  readonly slots: number;
-  /** hashHi, hashLo per slot (hashLo is never 0 for a used slot). */
-  readonly keys: Int32Array;
-  /** One count per slot. */
-  readonly counts: Int32Array;
-}
+import type { Carver } from "./carve.js";
+import type { KeyedHash } from "./keyed-hash.js";
+import type { SharedLock } from "./shared-lock.js";
+import { MAX_PROBES, SlotTable } from "./slot-table.js";
 
 /** The limits a configuration sets for the whole process (--max-allocations, ...). */
 export interface ProcessLimits {
@@ -44,9 +40,14 @@ export interface ProcessLimits {
   readonly unauthenticatedRate: number;
 }
 
-/** What a thread needs to map the limits: the buffer and its layout (limits are inside it). */
-export interface SharedLimitsInit {
-  readonly buffer: SharedArrayBuffer;
+export interface LimitsOptions extends ProcessLimits {
+  readonly workers: number;
+  /** Slots per table (a power of two); tests use tiny tables to force collisions. */
+  readonly tableSlots?: number;
+}
+
+/** What a thread needs to map the limits (the limits themselves are in the memory). */
+export interface LimitsLayout {
   readonly workers: number;
   readonly userSlots: number;
   readonly ipSlots: number;
@@ -54,64 +55,55 @@ export interface SharedLimitsInit {
 }
 
 /** Enough slots for `entries` keys at half load, within 2^20. */
-function slotsFor(entries: number): number {
+export function slotsFor(entries: number): number {
   let slots = 1024;
   while (slots < entries * 2 && slots < 1 << 20) slots *= 2;
   return slots;
 }
 
-// Header (Int32): the lock, the generation of the limits and the limits, then per worker its
-// allocations and its connections.
-const LOCK = 0;
-const GENERATION = 1;
-const MAX_ALLOCATIONS = 2;
-const MAX_ALLOCATIONS_PER_USER = 3;
-const MAX_CONNECTIONS = 4;
-const MAX_CONNECTIONS_PER_IP = 5;
-const UNAUTHENTICATED_RATE = 6;
-const PER_WORKER = 7;
-const headerInts = (workers: number) => PER_WORKER + workers * 2;
-const allocationsAt = (w: number) => PER_WORKER + w * 2;
-const connectionsAt = (w: number) => PER_WORKER + 1 + w * 2;
-
-const countTableBytes = (slots: number) => slots * 12;
-/** Rate buckets: keys (2 x Int32) and two Float64 per slot (tokens, when computed). */
-const rateTableBytes = (slots: number) => slots * 8 + slots * 16;
-
-function layout(init: Omit<SharedLimitsInit, "buffer">) {
-  const header = Math.ceil((headerInts(init.workers) * 4) / 8) * 8;
-  const users = header;
-  const ips = users + init.workers * countTableBytes(init.userSlots);
-  const rates = ips + init.workers * countTableBytes(init.ipSlots);
-  return { users, ips, rates, bytes: rates + rateTableBytes(init.rateSlots) };
-}
-
 /**
- * The buffer, its tables sized for `limits` (each count table at most half full when every
- * allocation or connection has a key of its own), and `limits` in force as `generation`.
+ * Tables sized for the limits: each count table at most half full when every allocation or
+ * connection has a key of its own.
  */
-export function createSharedLimits(
-  options: ProcessLimits & {
-    workers: number;
-    /** The configuration generation these limits belong to (default 0). */
-    generation?: number;
-    /** Slots per table (a power of two); tests use tiny tables to force collisions. */
-    tableSlots?: number;
-  },
-): SharedLimitsInit {
-  const { tableSlots, generation, workers, ...limits } = options;
-  const sizes = {
+export function limitsLayout(options: LimitsOptions): LimitsLayout {
+  const { tableSlots, workers } = options;
+  return {
     workers,
-    userSlots: tableSlots ?? slotsFor(Math.min(limits.maxAllocations, 1 << 19)),
-    ipSlots: tableSlots ?? slotsFor(Math.min(limits.maxConnections, 1 << 19)),
+    userSlots: tableSlots ?? slotsFor(Math.min(options.maxAllocations, 1 << 19)),
+    ipSlots: tableSlots ?? slotsFor(Math.min(options.maxConnections, 1 << 19)),
     rateSlots: tableSlots ?? 1 << 16,
   };
-  const init = { ...sizes, buffer: new SharedArrayBuffer(layout(sizes).bytes) };
-  writeLimits(new Int32Array(init.buffer, 0, headerInts(workers)), limits, generation ?? 0);
-  return init;
 }
 
-function writeLimits(header: Int32Array, limits: ProcessLimits, generation: number): void {
+// Count tables: hash high, low, count. Rate buckets: hash high, low; tokens, when computed.
+const COUNT_STRIDE = 3;
+
+/** The arrays of the limits, carved the same way in every thread. */
+export function carveLimits(c: Carver, l: LimitsLayout) {
+  return {
+    /** The generation of the limits, the limits, then per worker its allocations, connections. */
+    header: c.int32(PER_WORKER + l.workers * 2),
+    users: Array.from({ length: l.workers }, () => c.int32(l.userSlots * COUNT_STRIDE)),
+    ips: Array.from({ length: l.workers }, () => c.int32(l.ipSlots * COUNT_STRIDE)),
+    rateKeys: c.int32(l.rateSlots * 2),
+    rateBuckets: c.float64(l.rateSlots * 2),
+  };
+}
+
+export type LimitsViews = ReturnType<typeof carveLimits>;
+
+const GENERATION = 0;
+const MAX_ALLOCATIONS = 1;
+const MAX_ALLOCATIONS_PER_USER = 2;
+const MAX_CONNECTIONS = 3;
+const MAX_CONNECTIONS_PER_IP = 4;
+const UNAUTHENTICATED_RATE = 5;
+const PER_WORKER = 6;
+const allocationsAt = (w: number) => PER_WORKER + w * 2;
+const connectionsAt = (w: number) => PER_WORKER + w * 2 + 1;
+
+/** Write `limits` of configuration `generation` into a header (the caller holds the lock). */
+export function writeLimits(header: Int32Array, limits: ProcessLimits, generation: number): void {
   header[GENERATION] = generation;
   header[MAX_ALLOCATIONS] = limits.maxAllocations;
   header[MAX_ALLOCATIONS_PER_USER] = limits.maxAllocationsPerUser;
@@ -125,31 +117,22 @@ export type ConnectionVerdict = "ok" | "total" | "per-ip";
 /** One thread's view of the shared limits, counting as worker `worker`. */
 export class SharedLimits {
   private readonly header: Int32Array;
-  private readonly users: Table[] = [];
-  private readonly ips: Table[] = [];
-  private readonly rateKeys: Int32Array;
-  private readonly rateBuckets: Float64Array;
+  private readonly users: SlotTable[];
+  private readonly ips: SlotTable[];
+  private readonly rates: SlotTable;
 
   constructor(
-    private readonly init: SharedLimitsInit,
+    private readonly layout: LimitsLayout,
+    views: LimitsViews,
+    /** This thread's worker index (the supervisor's view counts nothing). */
     private readonly worker: number,
+    private readonly lock: SharedLock,
+    private readonly hash: KeyedHash,
   ) {
-    const l = layout(init);
-    this.header = new Int32Array(init.buffer, 0, headerInts(init.workers));
-    for (let w = 0; w < init.workers; w++) {
-      this.users.push(
-        countTable(init.buffer, l.users + w * countTableBytes(init.userSlots), init.userSlots),
-      );
-      this.ips.push(
-        countTable(init.buffer, l.ips + w * countTableBytes(init.ipSlots), init.ipSlots),
-      );
-    }
-    this.rateKeys = new Int32Array(init.buffer, l.rates, init.rateSlots * 2);
-    this.rateBuckets = new Float64Array(
-      init.buffer,
-      l.rates + init.rateSlots * 8,
-      init.rateSlots * 2,
-    );
+    this.header = views.header;
+    this.users = views.users.map((t) => new SlotTable(layout.userSlots, t, COUNT_STRIDE));
+    this.ips = views.ips.map((t) => new SlotTable(layout.ipSlots, t, COUNT_STRIDE));
+    this.rates = new SlotTable(layout.rateSlots, views.rateKeys, 2, views.rateBuckets, 2);
   }
 
   /**
@@ -158,7 +141,7 @@ export class SharedLimits {
    * lowered limit stay: the limit refuses new ones until enough have ended.
    */
   setLimits(limits: ProcessLimits, generation: number): boolean {
-    return this.locked(() => {
+    return this.lock.locked(() => {
       if (generation <= this.header[GENERATION]!) return false;
       writeLimits(this.header, limits, generation);
       return true;
@@ -167,7 +150,7 @@ export class SharedLimits {
 
   /** The limits in force and their generation. */
   limits(): ProcessLimits & { readonly generation: number } {
-    return this.locked(() => {
+    return this.lock.locked(() => {
       const h = this.header;
       return {
         generation: h[GENERATION]!,
@@ -185,28 +168,32 @@ export class SharedLimits {
    * or 508 (the relay's total, or no room left to count the user).
    */
   acquireAllocation(user: string): 0 | 486 | 508 {
-    return this.locked(() => {
+    const [hi, lo] = this.hash.of(user);
+    return this.lock.locked(() => {
       if (this.sum(allocationsAt) >= this.header[MAX_ALLOCATIONS]!) return 508;
-      const [hi, lo] = hash64(user);
       if (sumOf(this.users, hi, lo) >= this.header[MAX_ALLOCATIONS_PER_USER]!) return 486;
-      const own = this.users[this.worker]!;
-      const slot = findOrInsert(own, hi, lo);
-      if (slot < 0) return 508;
-      own.counts[slot]! += 1;
+      if (!this.count(this.users[this.worker]!, hi, lo, 1)) return 508;
       this.header[allocationsAt(this.worker)]! += 1;
       return 0;
     });
   }
 
   releaseAllocation(user: string): void {
-    this.locked(() => {
-      const [hi, lo] = hash64(user);
-      const own = this.users[this.worker]!;
-      const slot = find(own, hi, lo);
-      if (slot < 0) return;
-      this.header[allocationsAt(this.worker)]! -= 1;
-      if (--own.counts[slot]! <= 0) remove(own, slot);
-    });
+    const [hi, lo] = this.hash.of(user);
+    this.lock.locked(() => this.moveAllocation(hi, lo, this.worker, undefined));
+  }
+
+  /**
+   * One allocation of the user hashed (hi, lo) counted by worker `from` is now counted by worker
+   * `to` (undefined: it ended). The caller holds the lock (reservations.ts moves a reservation's
+   * count with it). Nothing happens when `from` counts none.
+   */
+  moveAllocation(hi: number, lo: number, from: number, to: number | undefined): void {
+    if (!this.count(this.users[from]!, hi, lo, -1)) return;
+    this.header[allocationsAt(from)]! -= 1;
+    if (to !== undefined && this.count(this.users[to]!, hi, lo, 1)) {
+      this.header[allocationsAt(to)]! += 1;
+    }
   }
 
   /**
@@ -215,15 +202,12 @@ export class SharedLimits {
    * (--max-connections-per-ip; 0 = no per-source cap).
    */
   admitConnection(source: string): ConnectionVerdict {
-    return this.locked(() => {
+    const [hi, lo] = this.hash.of(source);
+    return this.lock.locked(() => {
       if (this.sum(connectionsAt) >= this.header[MAX_CONNECTIONS]!) return "total";
-      const [hi, lo] = hash64(source);
       const perSource = this.header[MAX_CONNECTIONS_PER_IP]!;
       if (perSource > 0 && sumOf(this.ips, hi, lo) >= perSource) return "per-ip";
-      const own = this.ips[this.worker]!;
-      const slot = findOrInsert(own, hi, lo);
-      if (slot < 0) return "total";
-      own.counts[slot]! += 1;
+      if (!this.count(this.ips[this.worker]!, hi, lo, 1)) return "total";
       this.header[connectionsAt(this.worker)]! += 1;
       return "ok";
     });
@@ -231,9 +215,10 @@ export class SharedLimits {
 
   /** The connection closed; `counted`: it still counted against its source. */
   releaseConnection(source: string, counted: boolean): void {
-    this.locked(() => {
+    const [hi, lo] = this.hash.of(source);
+    this.lock.locked(() => {
       this.header[connectionsAt(this.worker)]! -= 1;
-      if (counted) this.countSource(source, -1);
+      if (counted) this.count(this.ips[this.worker]!, hi, lo, -1);
     });
   }
 
@@ -242,55 +227,60 @@ export class SharedLimits {
    * allocation (+1: it counts again; never refused for that).
    */
   recountSource(source: string, delta: 1 | -1): void {
-    this.locked(() => this.countSource(source, delta));
+    const [hi, lo] = this.hash.of(source);
+    this.lock.locked(() => this.count(this.ips[this.worker]!, hi, lo, delta));
   }
 
-  private countSource(source: string, delta: number): void {
-    const [hi, lo] = hash64(source);
-    const own = this.ips[this.worker]!;
-    const slot = delta > 0 ? findOrInsert(own, hi, lo) : find(own, hi, lo);
-    if (slot < 0) return;
-    own.counts[slot]! += delta;
-    if (own.counts[slot]! <= 0) remove(own, slot);
+  /** Add `delta` to the key's count in `t` (removed at 0); false when it found no room or no entry. */
+  private count(t: SlotTable, hi: number, lo: number, delta: number): boolean {
+    const slot = delta > 0 ? t.findOrInsert(hi, lo) : t.find(hi, lo);
+    if (slot < 0) return false;
+    const at = slot * COUNT_STRIDE + 2;
+    t.words[at]! += delta;
+    if (t.words[at]! <= 0) t.remove(slot);
+    return true;
   }
 
   /**
    * One token of `source`'s bucket at `nowMs` (a clock every worker shares: ms since the
-   * epoch); false = over the limit. The same rule as relay-core's SourceRateLimiter.
+   * epoch); false = over the limit, or a new source with no room for its bucket. The same rule
+   * as relay-core's SourceRateLimiter.
    */
   allowUnauthenticated(source: string, nowMs: number): boolean {
     const rate = Atomics.load(this.header, UNAUTHENTICATED_RATE);
     if (rate <= 0) return true;
     const burst = rate * 2;
-    return this.locked(() => {
-      const keys = this.rateKeys;
-      const b = this.rateBuckets;
-      const mask = this.init.rateSlots - 1;
-      const [hi, lo] = hash64(source);
+    const [hi, lo] = this.hash.of(source);
+    return this.lock.locked(() => {
+      const t = this.rates;
+      const b = t.floats!;
+      const level = (s: number) =>
+        Math.min(burst, b[s * 2]! + (Math.max(0, nowMs - b[s * 2 + 1]!) * rate) / 1000);
+      // Its own bucket, or the first slot of the run that is empty or whose bucket is full
+      // again (as good as no bucket: overwriting it loses nothing). Entries are never removed,
+      // so probe runs stay intact.
       let slot = -1;
       let free = -1;
-      for (let i = 0, s = (lo >>> 0) & mask; i < MAX_PROBES; i++, s = (s + 1) & mask) {
-        if (keys[s * 2 + 1] === EMPTY) {
-          free = s;
+      for (let i = 0, s = t.home(lo); i < MAX_PROBES; i++, s = (s + 1) & t.mask) {
+        if (t.isEmpty(s)) {
+          if (free < 0) free = s;
           break;
         }
-        if (keys[s * 2] === hi && keys[s * 2 + 1] === lo) {
+        if (t.matches(s, hi, lo)) {
           slot = s;
           break;
         }
+        if (free < 0 && level(s) >= burst) free = s;
       }
       if (slot < 0) {
-        // New source; with no free slot near its home (a spray of sources), it takes over its
-        // home slot: the evicted source starts full again next time, as with the single
-        // engine's limiter. Entries are never removed, so probe runs stay intact.
-        slot = free >= 0 ? free : (lo >>> 0) & mask;
-        keys[slot * 2] = hi;
-        keys[slot * 2 + 1] = lo;
+        if (free < 0) return false; // a flood of sources, and this one is new: refused
+        slot = free;
+        t.claim(slot, hi, lo);
         b[slot * 2] = burst;
         b[slot * 2 + 1] = nowMs;
-      } else if (nowMs > b[slot * 2 + 1]!) {
-        b[slot * 2] = Math.min(burst, b[slot * 2]! + ((nowMs - b[slot * 2 + 1]!) * rate) / 1000);
-        b[slot * 2 + 1] = nowMs;
+      } else {
+        b[slot * 2] = level(slot);
+        b[slot * 2 + 1] = Math.max(nowMs, b[slot * 2 + 1]!);
       }
       if (b[slot * 2]! < 1) return false;
       b[slot * 2]! -= 1;
@@ -300,118 +290,35 @@ export class SharedLimits {
 
   /** Process-wide totals (for tests and metrics). */
   totals(): { allocations: number; connections: number } {
-    return this.locked(() => ({
+    return this.lock.locked(() => ({
       allocations: this.sum(allocationsAt),
       connections: this.sum(connectionsAt),
     }));
   }
 
-  /** Forget everything worker `w` held: it died, and its engine, sockets and clients with it. */
+  /**
+   * Forget everything worker `w` held: it died, and its engine, sockets and clients with it.
+   * The caller holds the lock (shared-state.ts clears every table at once).
+   */
   clearWorker(w: number): void {
-    this.locked(() => {
-      this.header[allocationsAt(w)] = 0;
-      this.header[connectionsAt(w)] = 0;
-      for (const t of [this.users[w]!, this.ips[w]!]) {
-        t.keys.fill(0);
-        t.counts.fill(0);
-      }
-    });
+    this.header[allocationsAt(w)] = 0;
+    this.header[connectionsAt(w)] = 0;
+    this.users[w]!.clear();
+    this.ips[w]!.clear();
   }
 
   private sum(at: (w: number) => number): number {
     let total = 0;
-    for (let w = 0; w < this.init.workers; w++) total += this.header[at(w)]!;
+    for (let w = 0; w < this.layout.workers; w++) total += this.header[at(w)]!;
     return total;
   }
-
-  private locked<T>(fn: () => T): T {
-    const h = this.header;
-    // Node allows Atomics.wait on every thread; the wait is short (a few memory operations).
-    while (Atomics.compareExchange(h, LOCK, 0, 1) !== 0) Atomics.wait(h, LOCK, 1, 1);
-    try {
-      return fn();
-    } finally {
-      Atomics.store(h, LOCK, 0);
-      Atomics.notify(h, LOCK, 1);
-    }
-  }
 }
 
-function countTable(buffer: SharedArrayBuffer, offset: number, slots: number): Table {
-  return {
-    slots,
-    keys: new Int32Array(buffer, offset, slots * 2),
-    counts: new Int32Array(buffer, offset + slots * 8, slots),
-  };
-}
-
-function find(t: Table, hi: number, lo: number): number {
-  const mask = t.slots - 1;
-  for (let i = 0, s = (lo >>> 0) & mask; i < MAX_PROBES; i++, s = (s + 1) & mask) {
-    const klo = t.keys[s * 2 + 1]!;
-    if (klo === EMPTY) return -1;
-    if (klo === lo && t.keys[s * 2] === hi) return s;
-  }
-  return -1;
-}
-
-function findOrInsert(t: Table, hi: number, lo: number): number {
-  const mask = t.slots - 1;
-  for (let i = 0, s = (lo >>> 0) & mask; i < MAX_PROBES; i++, s = (s + 1) & mask) {
-    const klo = t.keys[s * 2 + 1]!;
-    if (klo === lo && t.keys[s * 2] === hi) return s;
-    if (klo === EMPTY) {
-      t.keys[s * 2] = hi;
-      t.keys[s * 2 + 1] = lo;
-      t.counts[s] = 0;
-      return s;
-    }
-  }
-  return -1;
-}
-
-function sumOf(tables: readonly Table[], hi: number, lo: number): number {
+function sumOf(tables: readonly SlotTable[], hi: number, lo: number): number {
   let total = 0;
   for (const t of tables) {
-    const s = find(t, hi, lo);
-    if (s >= 0) total += t.counts[s]!;
+    const s = t.find(hi, lo);
+    if (s >= 0) total += t.words[s * COUNT_STRIDE + 2]!;
   }
   return total;
-}
-
-/**
- * Backward-shift deletion (Knuth's Algorithm R): each later entry of the probe run moves into
- * the hole unless its home lies cyclically between the hole and where it sits.
- */
-function remove(t: Table, slot: number): void {
-  const mask = t.slots - 1;
-  let hole = slot;
-  for (let next = (hole + 1) & mask; t.keys[next * 2 + 1] !== EMPTY; next = (next + 1) & mask) {
-    const home = (t.keys[next * 2 + 1]! >>> 0) & mask;
-    if (((hole - home) & mask) < ((next - home) & mask)) {
-      t.keys[hole * 2] = t.keys[next * 2]!;
-      t.keys[hole * 2 + 1] = t.keys[next * 2 + 1]!;
-      t.counts[hole] = t.counts[next]!;
-      hole = next;
-    }
-  }
-  t.keys[hole * 2] = 0;
-  t.keys[hole * 2 + 1] = EMPTY;
-  t.counts[hole] = 0;
-}
-
-/** Two independent 32-bit lanes over the UTF-16 code units; the low lane is never 0. */
-export function hash64(text: string): [number, number] {
-  let a = 0x811c9dc5;
-  let b = 0x9e3779b9 ^ text.length;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
-    b ^= b >>> 15;
-  }
-  a ^= a >>> 13;
-  a = Math.imul(a, 0xc2b2ae35);
-  a ^= a >>> 16;
-  return [b | 0, a | 1];
 }

@@ -15,8 +15,11 @@ export interface Admission {
   readonly source: string;
   /** Counted against its source: true until it authenticates (allocation or ConnectionBind). */
   counted: boolean;
-  /** Handed over by another worker, which holds (and counts) the socket itself. */
-  readonly remote?: boolean;
+  /**
+   * Handed over by another worker, which holds the socket and counts it against its source:
+   * changes of `counted` are reported to it (shared/hand-over.ts).
+   */
+  readonly report?: (counted: boolean) => void;
 }
 
 export class Admissions {
@@ -50,23 +53,28 @@ export class Admissions {
     return admission;
   }
 
-  /** A connection another worker holds and counts: here it is a connection like any other. */
-  remote(address: string): Admission {
-    return { source: sourceOf(address), counted: false, remote: true };
+  /**
+   * A connection another worker holds and counts (it has not authenticated yet): here it is a
+   * connection like any other, whose changes of `counted` go to `report`.
+   */
+  remote(address: string, report: (counted: boolean) => void): Admission {
+    return { source: sourceOf(address), counted: true, report };
   }
 
   /** The connection authenticated: it no longer counts against its source. */
   uncount(admission: Admission): void {
-    if (!admission.counted || admission.remote) return;
+    if (!admission.counted) return;
     admission.counted = false;
-    this.ledger.recount(admission.source, -1);
+    if (admission.report) admission.report(false);
+    else this.ledger.recount(admission.source, -1);
   }
 
   /** Its allocation ended: unauthenticated again (it is not closed for being over the cap). */
   recount(admission: Admission): void {
-    if (admission.counted || admission.remote) return;
+    if (admission.counted) return;
     admission.counted = true;
-    this.ledger.recount(admission.source, 1);
+    if (admission.report) admission.report(true);
+    else this.ledger.recount(admission.source, 1);
   }
 
   /** The engine closes: every connection from now on is refused. */

@@ -39,6 +39,11 @@ const STREAM_HIGH_WATER = 1 << 20;
  * until they drain (then its idle clock runs out): a stranger cannot park responses here.
  */
 const UNAUTHENTICATED_WRITE_LIMIT = 64 << 10;
+/**
+ * A data connection handed to another worker is closed when that worker has not confirmed the
+ * adoption within this (RFC 6062 §5.4 gives a peer connection 30 s to be bound).
+ */
+const HAND_OVER_DEADLINE_MS = 30_000;
 /** Zero bytes for ChannelData padding on streams (RFC 8656 §12.5). */
 const PADDING = Buffer.alloc(3);
 
@@ -139,7 +144,8 @@ export class StreamClients {
    * first bytes the ConnectionBind.
    */
   adopt(remote: RemoteConnection, m: AdoptMessage): void {
-    const client = this.open(m.listener, m.transport, remote, this.admissions.remote(m.address));
+    const admission = this.admissions.remote(m.address, (counted) => remote.reportCounted(counted));
+    const client = this.open(m.listener, m.transport, remote, admission);
     const bytes = Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.length);
     this.onData(client, bytes, clientToPeerSlot(m.transport));
   }
@@ -254,12 +260,15 @@ export class StreamClients {
     if (client !== undefined) client.handOverTo = owner;
   }
 
-  /** relay-core handed this connection's ConnectionBind to the worker that owns its id. */
+  /**
+   * relay-core handed this connection's ConnectionBind to the worker that owns its id. It still
+   * counts against its source here, where it was admitted, until the owner says it
+   * authenticated (a ConnectionBind the owner refuses leaves it counted, as with one engine).
+   */
   private handOver(client: StreamClient, frame: Uint8Array, rest: Uint8Array): void {
     clearTimeout(client.idleTimer);
     this.clients.delete(client.id);
-    // The ConnectionBind authenticated here already; the owner answers it.
-    this.admissions.uncount(client.admission);
+    const admission = client.admission;
     const socket = client.socket;
     socket.pause();
     const bytes = new Uint8Array(frame.length + rest.length);
@@ -276,6 +285,11 @@ export class StreamClients {
         bytes,
       },
       client.id,
+      (counted) =>
+        counted ? this.admissions.recount(admission) : this.admissions.uncount(admission),
+      // The owner answers for it within ms; if it never does (it was restarting), the
+      // connection ends as one that never completed a request: RFC 6062 §5.4's 30 s at most.
+      Math.min(this.idleTimeoutMs, HAND_OVER_DEADLINE_MS),
     );
   }
 

@@ -5,8 +5,10 @@
 // datagram reaches the worker that owns the allocation). Nothing on the data path crosses
 // threads. What is shared (shared/: what a worker needs of the others):
 //
-//   limits      a SharedArrayBuffer (shared/shared-limits.ts): allocation and connection
-//               quotas and the unauthenticated-answer rate hold for the process, exactly;
+//   memory      shared/shared-state.ts: allocation and connection quotas and the
+//               unauthenticated-answer rate hold for the process, exactly; a pinned port
+//               belongs to one principal on every worker; a RESERVATION-TOKEN is redeemed on
+//               any worker; per-user bandwidth buckets are leased to the workers;
 //   secret      one nonce/credential secret, so any worker verifies any client's nonce;
 //   counters    each worker posts snapshots; the supervisor sums them for metrics.ts;
 //   logs        each worker's lines come here and go out through the one log stream;
@@ -26,21 +28,26 @@
 // The supervisor (this file, on the main thread) starts worker 0 first (its bound ports are
 // the ones the others join when the configuration says port 0), relays drain/close to every
 // worker, and restarts a worker that crashes: its clients re-allocate on the others meanwhile,
-// /readyz says "degraded", and the limits forget exactly what it held.
+// /readyz says "degraded", and the shared memory forgets exactly what it held (a lock it died
+// holding included).
 
 import { randomBytes } from "node:crypto";
 import { Worker } from "node:worker_threads";
+import { bandwidthLimit } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
-import type { AllocationRow } from "../discovery.js";
+import { type AllocationRow, type EndAllocations, parseAllocationRowId } from "../discovery.js";
 import { SupervisorKernelPath } from "../kernel/share.js";
+import { listenFailure } from "../preflight.js";
 import type { ListenFds } from "../shared/context.js";
 import {
-  createSharedLimits,
-  SharedLimits,
-  type SharedLimitsInit,
-} from "../shared/shared-limits.js";
+  createSharedState,
+  openSharedState,
+  recoverWorker,
+  type SharedState,
+  type SharedStateInit,
+} from "../shared/shared-state.js";
 import type { RoutedMessage } from "../shared/worker-link.js";
 import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { StatsAggregator, type StatsSnapshot } from "./stats-sync.js";
@@ -70,6 +77,7 @@ export type SupervisorMessage =
   | { t: "crash" }
   | { t: "stats-now"; gen: number }
   | { t: "ask"; id: number; what: "allocations" }
+  | { t: "ask"; id: number; what: "end"; which: EndAllocations }
   /** id 0: nobody waits for the answer (a starting worker catching up). */
   | { t: "ask"; id: number; what: "reload"; config: RelayConfig; generation: number }
   | { t: "route"; from: number; message: unknown };
@@ -81,7 +89,7 @@ export interface WorkerInit {
   readonly generation: number;
   readonly index: number;
   readonly count: number;
-  readonly limits: SharedLimitsInit;
+  readonly shared: SharedStateInit;
   readonly secret: Uint8Array;
   readonly statsIntervalMs: number;
   /** The process's other listening ports (health, Prometheus): never peers. */
@@ -145,8 +153,9 @@ class WorkerPool implements RunningRelay {
   /** Chosen and attached once for every worker (start()); closed after them. */
   private kernel: SupervisorKernelPath | undefined;
   private readonly slots: Slot[] = [];
-  private readonly limitsInit: SharedLimitsInit;
-  private readonly limits: SharedLimits;
+  private readonly sharedInit: SharedStateInit;
+  /** The supervisor's view: it counts nothing, and clears what dead workers held. */
+  private readonly shared: SharedState;
   private readonly secret = new Uint8Array(randomBytes(32));
   private readonly aggregator: StatsAggregator;
   private bound: RelayAddresses = { udp: [], tcp: [], tls: [] };
@@ -179,7 +188,7 @@ class WorkerPool implements RunningRelay {
     this.ownPorts = deps.ownPorts ?? [];
     this.writeLogLine = deps.writeLogLine ?? ((line) => process.stderr.write(`${line}\n`));
     this.generation = deps.configGeneration ?? 1;
-    this.limitsInit = createSharedLimits({
+    this.sharedInit = createSharedState({
       workers: config.workers,
       maxAllocations: config.maxAllocations,
       maxAllocationsPerUser: config.maxAllocationsPerUser,
@@ -187,8 +196,14 @@ class WorkerPool implements RunningRelay {
       maxConnectionsPerIp: config.maxConnectionsPerIp,
       unauthenticatedRate: config.maxUnauthenticatedRate,
       generation: this.generation,
+      pinnedPorts: config.pinnedPorts,
+      dynamicPorts: config.maxPort - config.minPort + 1,
+      perUserBandwidth:
+        config.maxBytesPerSecondPerUser !== undefined
+          ? bandwidthLimit(config.maxBytesPerSecondPerUser)
+          : undefined,
     });
-    this.limits = new SharedLimits(this.limitsInit, 0);
+    this.shared = openSharedState(this.sharedInit, config.workers);
     this.aggregator = new StatsAggregator(deps.metrics.stats);
     deps.metrics.stats.beforeCollect = () => this.aggregator.aggregate();
     deps.metrics.stats.refresh = () => this.refreshStats();
@@ -267,17 +282,22 @@ class WorkerPool implements RunningRelay {
     const group = (kind: "udp" | "tcp" | "tls", at: SocketAddress) => {
       let port = at.port;
       for (let w = 0; w < count; w++) {
-        const fd =
-          kind === "udp"
-            ? bindUdp({
-                family: at.family,
-                address: at.ip,
-                port,
-                reusePort: true,
-                recvBufferSize: LISTENER_BUFFER_BYTES,
-                sendBufferSize: LISTENER_BUFFER_BYTES,
-              })
-            : tcpListen({ family: at.family, address: at.ip, port, steerGroup: count });
+        let fd: number;
+        try {
+          fd =
+            kind === "udp"
+              ? bindUdp({
+                  family: at.family,
+                  address: at.ip,
+                  port,
+                  reusePort: true,
+                  recvBufferSize: LISTENER_BUFFER_BYTES,
+                  sendBufferSize: LISTENER_BUFFER_BYTES,
+                })
+              : tcpListen({ family: at.family, address: at.ip, port, steerGroup: count });
+        } catch (err) {
+          throw listenFailure(kind === "tls" ? "--tls-listen" : "--listen", at, err);
+        }
         perWorker[w]![kind].push(fd);
         if (port === 0) port = fdPort(fd);
       }
@@ -306,7 +326,7 @@ class WorkerPool implements RunningRelay {
       portSlice: portSlice(config.minPort, config.maxPort, slot.index, this.slots.length),
       index: slot.index,
       count: this.slots.length,
-      limits: this.limitsInit,
+      shared: this.sharedInit,
       secret: this.secret,
       statsIntervalMs: STATS_INTERVAL_MS,
       ownPorts: this.ownPorts,
@@ -349,6 +369,18 @@ class WorkerPool implements RunningRelay {
             const to = this.slots[m.to];
             if (to?.worker !== undefined && to.ready) {
               this.post(to, { t: "route", from: slot.index, message: m.message });
+            } else {
+              // That worker is restarting: what was meant for its predecessor reaches nobody.
+              // The sender learns at once (a held RFC 6062 connection closes, a pinned-port
+              // release counts as done) instead of waiting for an answer that never comes.
+              this.post(slot, {
+                t: "route",
+                from: m.to,
+                message: {
+                  r: "undeliverable",
+                  message: m.message as RoutedMessage,
+                } satisfies RoutedMessage,
+              });
             }
             return;
           }
@@ -363,7 +395,11 @@ class WorkerPool implements RunningRelay {
         slot.ready = false;
         slot.worker = undefined;
         for (const w of slot.waiters.values()) w();
-        this.limits.clearWorker(slot.index);
+        if (recoverWorker(this.shared, slot.index)) {
+          this.log.warn("worker ended inside a critical section; its shared lock was freed", {
+            worker: slot.index,
+          });
+        }
         // Its bindings stay in the kernel until taken out (their deadlines bound them anyway).
         this.kernel?.releaseWorker(slot.index);
         this.aggregator.retire(slot.index);
@@ -459,9 +495,14 @@ class WorkerPool implements RunningRelay {
     return done;
   }
 
-  /** Ask every ready worker (`post` sends the question); the answers within a second. */
-  private ask(post: (slot: Slot, id: number) => void): Promise<unknown[]> {
-    const live = this.slots.filter((s) => s.worker !== undefined && s.ready);
+  /**
+   * Ask every ready worker, or `only` that one (`post` sends the question); the answers within
+   * a second.
+   */
+  private ask(post: (slot: Slot, id: number) => void, only?: number): Promise<unknown[]> {
+    const live = this.slots.filter(
+      (s) => s.worker !== undefined && s.ready && (only === undefined || s.index === only),
+    );
     return Promise.all(
       live.map(
         (s) =>
@@ -485,6 +526,17 @@ class WorkerPool implements RunningRelay {
   async allocations(): Promise<AllocationRow[]> {
     const answers = await this.ask((s, id) => this.post(s, { t: "ask", id, what: "allocations" }));
     return answers.flatMap((rows) => (Array.isArray(rows) ? (rows as AllocationRow[]) : []));
+  }
+
+  /** A user's allocations live on any worker; an id names the one holding it. */
+  async endAllocations(which: EndAllocations): Promise<number> {
+    const worker = "id" in which ? parseAllocationRowId(which.id)?.worker : undefined;
+    if ("id" in which && worker === undefined) return 0;
+    const answers = await this.ask(
+      (s, id) => this.post(s, { t: "ask", id, what: "end", which }),
+      worker,
+    );
+    return answers.reduce<number>((n, a) => n + (typeof a === "number" ? a : 0), 0);
   }
 
   /**

@@ -2,7 +2,8 @@
 // with one engine) and posts a snapshot a few times a second; the supervisor's stats, which
 // metrics.ts reads, are the sum over the workers' latest snapshots plus what workers that
 // died had counted (so counters never go backwards across a restart). Gauges (live
-// allocations, permissions, channels, connections) are the sum over live workers only.
+// allocations, permissions, channels, connections, reservations) are the sum over live workers
+// only.
 
 import type { RelayStats, ResponseCount } from "../stats.js";
 
@@ -26,7 +27,12 @@ const COUNTER_ARRAYS = [
   "kernelRelayedPackets",
   "kernelRelayedBytes",
 ] as const;
-const COUNTER_SCALARS = ["packetSizeSum", "lifetimeSum"] as const;
+const COUNTER_SCALARS = [
+  "packetSizeSum",
+  "lifetimeSum",
+  "legacyPinnedAccepted",
+  "bandwidthPauses",
+] as const;
 const COUNTER_MAPS = ["authFailures", "drops"] as const;
 
 /** Adds `from`'s counters (not gauges) into `into`. */
@@ -54,6 +60,7 @@ function addGauges(into: RelayStats, from: StatsSnapshot): void {
   into.permissionsActive += from.permissionsActive;
   into.channelsActive += from.channelsActive;
   into.connectionsActive += from.connectionsActive;
+  into.reservationsActive += from.reservationsActive;
 }
 
 function zero(stats: StatsSnapshot | RelayStats): void {
@@ -65,6 +72,7 @@ function zero(stats: StatsSnapshot | RelayStats): void {
   stats.permissionsActive = 0;
   stats.channelsActive = 0;
   stats.connectionsActive = 0;
+  stats.reservationsActive = 0;
 }
 
 /** The supervisor's side: latest snapshot per worker, and the totals of dead ones. */

@@ -5,7 +5,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { createLogger } from "@turnpike/runtime-kit";
 import { startRelay } from "../engine/driver.js";
-import { SharedLimits } from "../shared/shared-limits.js";
+import { openSharedState } from "../shared/shared-state.js";
 import { createRelayStats, createRelayTelemetry } from "../stats.js";
 import type { SupervisorMessage, WorkerInit, WorkerMessage } from "./pool.js";
 import { snapshotOf } from "./stats-sync.js";
@@ -33,7 +33,7 @@ const relay = await startRelay(init.config, {
     portSlice: init.portSlice,
     index: init.index,
     count: init.count,
-    limits: new SharedLimits(init.limits, init.index),
+    shared: openSharedState(init.shared, init.index),
     secret: init.secret,
     route: (to, message) => post({ t: "route", to, message }),
     listenFds: init.listenFds,
@@ -84,7 +84,9 @@ port.on("message", (m: SupervisorMessage) => {
       Promise.resolve(
         m.what === "allocations"
           ? relay.allocations()
-          : relay.applyReloadable(m.config, m.generation),
+          : m.what === "end"
+            ? relay.endAllocations(m.which)
+            : relay.applyReloadable(m.config, m.generation),
       ).then((value) => {
         if (m.id !== 0) post({ t: "answer", id: m.id, value });
       });

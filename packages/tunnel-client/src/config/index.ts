@@ -4,6 +4,7 @@
 //   values.ts    parsers for the tunnel's own value shapes (HOST:PORT, NAME=URL, seconds)
 //   resolve.ts   the rules across options, and the warnings, into one TunnelConfig
 //   commands.ts  the command line: run, list, --help, --version (yargs only here)
+//   reference.ts the reference page (docs/turnpike-tunnel.md), from the option table
 
 export {
   ConfigError,
@@ -21,6 +22,7 @@ export {
   renderConfigTable,
   TUNNEL_VERSION,
 } from "./options.js";
+export { renderTunnelReference } from "./reference.js";
 export type {
   AdminListen,
   CredentialsConfig,

@@ -4,6 +4,7 @@
 import { formatTransportAddress } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { TunnelOutput } from "../lifecycle.js";
+import type { RelayAddress } from "../redirects.js";
 
 export interface EventContext {
   /** "tcp://HOST:PORT", for the ready line. */
@@ -23,10 +24,26 @@ export function logLifecycleEvent(log: Logger, o: TunnelOutput, ctx: EventContex
       });
       return;
     case "down":
+      if (o.refused) {
+        // Said once at WARN (the operator must act: new credentials, the relay's peer policy),
+        // then at DEBUG for each retry while the refusal stays the same.
+        log[o.repeated ? "debug" : "warn"]("the relay refused the tunnel, trying again", {
+          reason: o.reason,
+          delayMs: o.delayMs,
+          attempt: o.failures,
+        });
+        return;
+      }
       log[o.wasReady ? "warn" : "info"]("tunnel down, reconnecting", {
         reason: o.reason,
         delayMs: o.delayMs,
         attempt: o.failures,
+      });
+      return;
+    case "redirected":
+      log.info("the relay is draining: allocating on its alternate server (300 Try Alternate)", {
+        from: relayText(o.from),
+        to: relayText(o.to),
       });
       return;
     case "window-closed":
@@ -66,13 +83,14 @@ export function logLifecycleEvent(log: Logger, o: TunnelOutput, ctx: EventContex
         relayed: formatTransportAddress(o.relayed),
       });
       return;
-    case "permission-refused":
-      log.warn("permission refused", { peer: o.peerIp, code: o.code, reason: o.reason });
-      return;
     case "channel-bind-failed":
       log.debug("channel bind failed", { peer: formatTransportAddress(o.peer), code: o.code });
       return;
     default:
       return;
   }
+}
+
+function relayText(a: RelayAddress): string {
+  return a.family === 6 ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
 }

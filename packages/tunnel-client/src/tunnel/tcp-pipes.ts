@@ -31,8 +31,8 @@ const TARGET_CONNECT_TIMEOUT_MS = 10_000;
 const HALF_CLOSE_TIMEOUT_MS = 5_000;
 
 export interface TcpPipesOptions {
-  readonly relayIp: string;
-  readonly relayPort: number;
+  /** Where the control connection went (a draining relay's alternate, if it sent us there). */
+  readonly relay: () => { readonly ip: string; readonly port: number };
   /** Data connections run like the control connection: plain TCP, or TLS (turns:). */
   readonly tls: (() => ConnectionOptions) | undefined;
   readonly target: HostPort;
@@ -71,8 +71,8 @@ export class TcpPipes {
         ? // Node's tls.connect honours allowHalfOpen; its ConnectionOptions type omits it.
           tlsConnect({ ...tls!(), allowHalfOpen: true } as ConnectionOptions)
         : netConnect({
-            host: this.o.relayIp,
-            port: this.o.relayPort,
+            host: this.o.relay().ip,
+            port: this.o.relay().port,
             allowHalfOpen: true,
             onread: reads.onread,
           });

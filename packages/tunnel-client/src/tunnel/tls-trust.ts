@@ -27,13 +27,13 @@ export interface TlsTrust {
  */
 export function relayTlsOptions(
   uri: TurnUri,
-  relayIp: string,
+  relay: { readonly ip: string; readonly port: number },
   trust: TlsTrust | undefined,
 ): ConnectionOptions {
   const named = isIP(uri.host) === 0;
   return {
-    host: relayIp,
-    port: uri.port,
+    host: relay.ip,
+    port: relay.port,
     // Node checks the certificate against `servername` when set (tls.checkServerIdentity).
     servername: trust?.servername ?? (named ? uri.host : undefined),
     // Without SNI Node checks the identity against `host`: the URI's IP, same as relayIp.
