@@ -235,15 +235,7 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
       try {
         const name = "limited";
         const a = net.t.addresses[4];
-        await net.client.call("turn", {
-          name,
-          host: a.listener,
-          port: 3479,
-          localAddress: a.client,
-          username: "alice",
-          password: "alice-secret",
-        });
-        expect((await net.client.call<{ code: number }>("allocate", { name })).code).toBe(0);
+        await allocateIn(net, name, 4, "alice", 3479);
         const peer = { address: a.peer, port: net.peerPorts.peer4! };
         expect(
           (
@@ -326,20 +318,8 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
         const onWorker: Record<0 | 1, string | undefined> = { 0: undefined, 1: undefined };
         for (let i = 0; i < 16 && (!onWorker[0] || !onWorker[1]); i++) {
           const name = `user${i}`;
-          await net.client.call("turn", {
-            name,
-            host: a.listener,
-            port: 3480,
-            localAddress: a.client,
-            username: "alice",
-            password: "alice-secret",
-          });
-          const r = await net.client.call<{ code: number; relayed: { port: number }[] }>(
-            "allocate",
-            { name },
-          );
-          expect(r.code).toBe(0);
-          const worker = r.relayed[0]!.port <= 57343 ? 0 : 1;
+          const { relayed } = await allocateIn(net, name, 4, "alice", 3480);
+          const worker = relayed.port <= 57343 ? 0 : 1;
           if (onWorker[worker] === undefined) onWorker[worker] = name;
           else await net.client.call("refresh", { name, lifetime: 0 });
         }

@@ -122,12 +122,13 @@ export async function allocateIn(
   name: string,
   family: 4 | 6,
   user: keyof typeof USERS = "alice",
+  port = LISTEN_PORT,
 ): Promise<{ relayed: { address: string; port: number } }> {
   const a = net.t.addresses[family];
   await net.client.call("turn", {
     name,
     host: a.listener,
-    port: LISTEN_PORT,
+    port,
     localAddress: a.client,
     username: user,
     password: USERS[user],
