@@ -13,6 +13,8 @@
 #   ethtool         the kernel-path suite turns checksum offload off on its veths
 #   libcap2-bin     capsh: the kernel-path suite drops capabilities
 #   python3         the kernel-path suite sends an IPv4 datagram with options (IP_OPTIONS)
+#   golang-go       builds pion's TURN client for the interop suites (test-support/pion), offline
+#   golang-github-pion-turn.v2-dev  pion/turn v2 and its dependencies under /usr/share/gocode
 # Installs whatever is missing with apt-get when running as root (or through passwordless sudo).
 # Prints one line when everything is already there. When it cannot install: under CI=true it
 # exits non-zero (interop suites must not silently skip in CI); otherwise it warns and exits 0,
@@ -33,9 +35,11 @@ declare -A probe=(
   [ethtool]="ethtool"
   [libcap2-bin]="capsh"
   [python3]="python3"
+  [golang-go]="go"
+  [golang-github-pion-turn.v2-dev]="file:/usr/share/gocode/src/github.com/pion/turn/v2/client.go"
 )
 
-packages=(coturn chromium iperf3 openssh-server systemd postgresql clang libbpf-dev bpftool ethtool libcap2-bin python3)
+packages=(coturn chromium iperf3 openssh-server systemd postgresql clang libbpf-dev bpftool ethtool libcap2-bin python3 golang-go golang-github-pion-turn.v2-dev)
 
 have() {
   case "$1" in

@@ -22,7 +22,12 @@ const LAYERS: Record<string, { readonly dir: string; readonly may: readonly stri
   "@turnpike/runtime-kit": { dir: "packages/runtime-kit", may: [] },
   "@turnpike/relay-server": {
     dir: "packages/relay-server",
-    may: ["@turnpike/relay-core", "@turnpike/runtime-kit", "@turnpike/udp-batch"],
+    may: [
+      "@turnpike/relay-core",
+      "@turnpike/runtime-kit",
+      "@turnpike/udp-batch",
+      "@turnpike/kernel-path",
+    ],
   },
   "@turnpike/tunnel-client": {
     dir: "packages/tunnel-client",
@@ -88,10 +93,21 @@ const ROOMS: Record<string, readonly string[]> = {
   "shared/": ["shared/"],
   "udp/": ["udp/", "engine/host.ts", "config/types.ts", "stats.ts"],
   "stream/": ["stream/", "engine/host.ts", "shared/", "config/types.ts", "stats.ts"],
+  // The kernel data path: relay-core's offload outputs into the kernel's maps, and for the
+  // workers the maps they share (the engine and the supervisor use it; it uses neither).
+  "kernel/": [
+    "kernel/",
+    "shared/",
+    "config/types.ts",
+    "config/values.ts",
+    "config/host-addresses.ts",
+    "stats.ts",
+  ],
   "engine/": [
     "engine/",
     "stream/",
     "udp/",
+    "kernel/",
     "shared/",
     "config/types.ts",
     "config/values.ts",
@@ -103,6 +119,7 @@ const ROOMS: Record<string, readonly string[]> = {
   "workers/": [
     "workers/",
     "engine/driver.ts",
+    "kernel/share.ts",
     "shared/",
     "config/types.ts",
     "stats.ts",

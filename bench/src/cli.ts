@@ -3,7 +3,13 @@ import path from "node:path";
 import { killTrackedNow } from "./children.js";
 import { floorUnavailable, startFloor } from "./floor/start.js";
 import { runMicro } from "./micro.js";
-import { namespaceUnavailable, networkInfo, runInNamespace, runOnHost } from "./netns.js";
+import {
+  hostLoopbackAttachable,
+  namespaceUnavailable,
+  networkInfo,
+  runInNamespace,
+  runOnHost,
+} from "./netns.js";
 import { type Plan, parseArgs, plan, type Target, targetName } from "./options.js";
 import { machineInfo, rssBytes } from "./proc.js";
 import { Progress } from "./progress.js";
@@ -195,6 +201,12 @@ async function runHere(p: Plan): Promise<number> {
 async function entry(): Promise<number> {
   const p = plan(await parseArgs());
   const why = namespaceUnavailable(p.argv.netns);
+  if (why && hostLoopbackAttachable() && p.opts.kernelPath.includes("tc")) {
+    // Root on the host's loopback: the relay would attach its program to the host's `lo`.
+    throw new Error(
+      `--kernel-path tc attaches a BPF program to lo: only in the bench's own network namespace (as root, without --netns off); here: ${why}`,
+    );
+  }
   if (why) {
     runOnHost(why);
     return runHere(p);

@@ -40,6 +40,11 @@ export function namespaceUnavailable(flag: "auto" | "off"): string | undefined {
   return undefined;
 }
 
+/** Whether a run outside a namespace of the bench could attach to the host's own `lo` (root). */
+export function hostLoopbackAttachable(): boolean {
+  return !process.env[NETNS_ENV] && process.getuid?.() === 0;
+}
+
 /** Records why the run is on the host's loopback (for `networkInfo`). */
 export function runOnHost(reason: string): void {
   hostReason = reason;

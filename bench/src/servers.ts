@@ -244,7 +244,9 @@ export async function startTurnpike(
     "0",
     ...(udpIo ? ["--udp-io", udpIo] : []),
     ...(workers !== undefined ? ["--workers", String(workers)] : []),
-    ...(kernelPath ? ["--kernel-path", kernelPath] : []),
+    // Not asked: off, never the relay's default (auto attaches where it can).
+    "--kernel-path",
+    kernelPath ?? "off",
   ];
   // The defaults are the relay's own, not whatever TURNPIKE_UDP_IO or _WORKERS this shell has.
   const { TURNPIKE_UDP_IO: _ignored, TURNPIKE_WORKERS: _ignoredToo, ...env } = process.env;

@@ -122,6 +122,7 @@ describe("deploy/grafana/turnpike-relay.json", () => {
     t.authFailure("bad-integrity");
     t.drop("malformed");
     metrics.stats.udpIo = "batch"; // the driver sets it once its UDP path is chosen
+    metrics.stats.kernelPath = "off"; // and this once its kernel path is
     // The event-loop gauges report once the delay monitor holds samples: scrape until then.
     const addr = metrics.prometheusAddress();
     for (let i = 0; i < 50; i++) {

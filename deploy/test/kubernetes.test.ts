@@ -202,8 +202,38 @@ describe("deploy/kubernetes/overlays/fleet", () => {
   });
 });
 
+describe("deploy/kubernetes/overlays/kernel-path", () => {
+  const objects = render(join(K8S, "overlays/kernel-path"));
+  const ds = find(objects, "DaemonSet");
+  const relay = relayContainer(ds);
+
+  it("is valid against the Kubernetes API schemas", async () => {
+    for (const o of objects) await validate(o);
+  });
+
+  it("gives the relay CAP_BPF and CAP_NET_ADMIN and nothing else, as root (no ambient capabilities)", () => {
+    expect(relay.securityContext.capabilities).toEqual({
+      drop: ["ALL"],
+      add: ["BPF", "NET_ADMIN"],
+    });
+    expect(ds.spec.template.spec.securityContext.runAsUser).toBe(0);
+    expect(ds.spec.template.spec.securityContext.runAsNonRoot).toBe(false);
+    expect(relay.securityContext.allowPrivilegeEscalation).toBe(false);
+    expect(relay.securityContext.readOnlyRootFilesystem).toBe(true);
+    expect(envValue(relay, "TURNPIKE_KERNEL_PATH")?.value).toBe("tc");
+  });
+
+  it("leaves the base as it was: non-root, no capability, the kernel path on auto", () => {
+    const base = relayContainer(find(render(join(K8S, "base")), "DaemonSet"));
+    expect(base.securityContext.capabilities).toEqual({ drop: ["ALL"] });
+    expect(envValue(base, "TURNPIKE_KERNEL_PATH")).toBeUndefined();
+  });
+});
+
 describe("relay settings in the manifests", () => {
-  const rendered = [render(join(K8S, "base")), render(join(K8S, "overlays/fleet"))];
+  const rendered = ["base", "overlays/fleet", "overlays/kernel-path"].map((dir) =>
+    render(join(K8S, dir)),
+  );
 
   it("name only flags and TURNPIKE_* variables that turnpike-relay --help lists", () => {
     for (const objects of rendered) {

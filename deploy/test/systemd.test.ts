@@ -25,6 +25,7 @@ import { setting, startAsSystemd, unitSection } from "./systemd-unit.js";
 const run = promisify(execFile);
 const UNIT = repoText("deploy/systemd/turnpike-relay.service");
 const TLS_DROP_IN = repoText("deploy/systemd/turnpike-relay-tls.conf");
+const KERNEL_PATH_DROP_IN = repoText("deploy/systemd/turnpike-relay-kernel-path.conf");
 const OPT = INSTALL_PREFIX["turnpike-relay"];
 const ETC = "/etc/turnpike";
 /** `nobody`: no file here is its own and it is in none of their groups, like a dynamic user. */
@@ -75,8 +76,20 @@ describe("deploy/systemd/turnpike-relay.service", () => {
     expect(setting(service, "ExecReload")).toBe("/bin/kill -HUP $MAINPID");
   });
 
+  it("with the kernel path's drop-in: exactly CAP_BPF and CAP_NET_ADMIN, bpf() allowed, tc asked for", () => {
+    const withKernel = unitSection([UNIT, KERNEL_PATH_DROP_IN], "Service");
+    // The user the relay tests run as with just these (e2e-kernel-path-lifecycle.test.ts).
+    expect(setting(withKernel, "AmbientCapabilities")).toBe("CAP_BPF CAP_NET_ADMIN");
+    expect(setting(withKernel, "CapabilityBoundingSet")).toBe("CAP_BPF CAP_NET_ADMIN");
+    // systemd merges allow-lists: @system-service plus bpf.
+    expect(withKernel.get("SystemCallFilter")).toEqual(["@system-service", "bpf"]);
+    expect(setting(withKernel, "Environment")).toBe("TURNPIKE_KERNEL_PATH=tc");
+    expect(setting(withKernel, "DynamicUser")).toBe("yes");
+    expect(setting(withKernel, "NoNewPrivileges")).toBe("yes");
+  });
+
   it.skipIf(skipUnlessTools("systemd-analyze"))(
-    "passes systemd-analyze verify, alone and with the TLS drop-in",
+    "passes systemd-analyze verify, alone and with the TLS and kernel path drop-ins",
     async () => {
       requireTool("systemd-analyze");
       const dir = join(scratch, "units");
@@ -92,6 +105,8 @@ describe("deploy/systemd/turnpike-relay.service", () => {
       expect(await verify()).toBe("");
       // A drop-in next to the unit, as in /etc/systemd/system/turnpike-relay.service.d/.
       writeFileSync(join(dir, "turnpike-relay.service.d/tls.conf"), mapped(TLS_DROP_IN));
+      expect(await verify()).toBe("");
+      writeFileSync(join(dir, "turnpike-relay.service.d/kernel-path.conf"), KERNEL_PATH_DROP_IN);
       expect(await verify()).toBe("");
     },
   );

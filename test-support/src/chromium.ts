@@ -6,12 +6,19 @@
 // Chromium facts that matter here: it ignores TURN servers on ports below 1024 (use a high port);
 // it drops loopback candidates unless started with --allow-loopback-in-peer-connection; QUIC and
 // background networking are disabled so the browser opens no connections of its own.
-import { readFileSync } from "node:fs";
+//
+// Inside a namespace (spawnInNamespace) the browser is started there too, through a launcher
+// script that runs it under `ip netns exec` (playwright talks to it over inherited pipes), and
+// the page is served by playwright itself (a routed URL): no server of this process is
+// reachable from inside.
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
-import type { Browser } from "playwright-core";
-import { withTimeout } from "./process.js";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Browser, BrowserContext } from "playwright-core";
+import { spawnNamespace, withTimeout } from "./process.js";
 import { chromiumPath } from "./tools.js";
 
 // Loaded on first use only: most suites that import this module never start a browser.
@@ -94,10 +101,31 @@ function servePage(): Promise<{ url: string; close: () => Promise<void> }> {
   });
 }
 
+/** A launcher that runs Chromium inside network namespace `ns`. */
+function chromiumInNamespace(ns: string): string {
+  const script = join(mkdtempSync(join(tmpdir(), "turnpike-chromium-")), "chromium");
+  writeFileSync(script, `#!/bin/sh\nexec ip netns exec '${ns}' '${chromiumPath()}' "$@"\n`);
+  chmodSync(script, 0o755);
+  return script;
+}
+
+/** The relay page at a URL playwright answers itself (for a browser in a namespace). */
+async function routePage(context: BrowserContext): Promise<string> {
+  pageHtml ??= readFileSync(new URL("../webrtc/relay-page.html", import.meta.url), "utf8");
+  const html = pageHtml;
+  // http://127.0.0.1 is a secure context, as with the served page.
+  const url = "http://127.0.0.1:1/";
+  await context.route(url, (route) =>
+    route.fulfill({ status: 200, contentType: "text/html; charset=utf-8", body: html }),
+  );
+  return url;
+}
+
 export async function launchChromium(): Promise<Browser> {
   const { chromium } = require("playwright-core") as typeof import("playwright-core");
+  const ns = spawnNamespace();
   return chromium.launch({
-    executablePath: chromiumPath(),
+    executablePath: ns === undefined ? chromiumPath() : chromiumInNamespace(ns),
     headless: true,
     args: CHROMIUM_ARGS,
     timeout: 30_000,
@@ -108,13 +136,15 @@ export async function launchChromium(): Promise<Browser> {
 export async function runWebRtcRelayTest(opts: WebRtcRelayOptions): Promise<WebRtcRelayResult> {
   const t0 = performance.now();
   const timeoutMs = opts.timeoutMs ?? 20_000;
-  const page = await servePage();
+  const inNamespace = spawnNamespace() !== undefined;
+  const page = inNamespace ? undefined : await servePage();
   let browser: Browser | undefined;
   try {
     browser = await launchChromium();
     const context = await browser.newContext();
+    const url = page?.url ?? (await routePage(context));
     const tab = await context.newPage();
-    await tab.goto(page.url, { timeout: 10_000 });
+    await tab.goto(url, { timeout: 10_000 });
     const iceServers = [
       { urls: opts.turnUrl, username: opts.username, credential: opts.credential },
     ];
@@ -133,6 +163,6 @@ export async function runWebRtcRelayTest(opts: WebRtcRelayOptions): Promise<WebR
     return { ...result, totalMs: Math.round(performance.now() - t0) };
   } finally {
     await browser?.close().catch(() => undefined);
-    await page.close();
+    await page?.close();
   }
 }

@@ -5,6 +5,8 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { runWebRtcRelayTest } from "./chromium.js";
 import { restCredentials } from "./credentials.js";
+import { type PortRange, reservePortRange } from "./ports.js";
+import { startTurnpike, type TurnpikeHandle } from "./turnpike.js";
 import {
   type PeerHandle,
   runStunclient,
@@ -46,6 +48,44 @@ export const INTEROP_LOAD: Required<TurnutilsLoad> = {
 };
 
 const report = (line: string) => console.info(line);
+
+/**
+ * Starts turnpike-relay for a `describe` of interop checks (beforeAll; stopped with SIGINT in
+ * afterAll, which closes at once where SIGTERM would drain): free loopback ports, a relay port
+ * block of its own, RFC 5766 channel numbers accepted (coturn's uclient binds channels above
+ * 0x4FFF), `extraArgs` added. Returns `target()` as the checks want it.
+ */
+export function useTurnpike(
+  secret: string,
+  options: { name?: string; extraArgs?: string[] } = {},
+): { target: () => RelayUnderTest; relay: () => TurnpikeHandle | undefined } {
+  let relay: TurnpikeHandle | undefined;
+  let range: PortRange | undefined;
+  beforeAll(async () => {
+    // Room for the three concurrent uclient runs (72 allocations, each on an even port:
+    // EVEN-PORT, often with the next one reserved), even when --workers 2 puts all of one
+    // source's TCP clients on one worker's half of the range.
+    range = reservePortRange(400);
+    relay = await startTurnpike({
+      minPort: range.min,
+      maxPort: range.max,
+      token: secret,
+      legacyChannelNumbers: true,
+      extraArgs: options.extraArgs ?? [],
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await relay?.stop("SIGINT", 5000);
+    range?.release();
+  });
+  return {
+    target: () => {
+      if (!relay) throw new Error("turnpike-relay did not start");
+      return { name: options.name ?? "turnpike", port: relay.port, secret };
+    },
+    relay: () => relay,
+  };
+}
 
 /**
  * turnutils_stunclient Binding; turnutils_uclient over UDP with channels, UDP with Send

@@ -1,6 +1,7 @@
 // Child processes for interop tests: bounded output buffers, a bounded stop (SIGTERM, then
 // SIGKILL), and a last-resort kill of every child still alive when the test worker exits, so a
-// failed suite never leaves a relay or a browser behind.
+// failed suite never leaves a relay or a browser behind. A suite may run every process it
+// starts inside a network namespace of its own (spawnInNamespace; netns.ts makes them).
 import { type ChildProcess, spawn } from "node:child_process";
 
 export interface ExitInfo {
@@ -34,6 +35,22 @@ export interface SpawnOptions {
 }
 
 const live = new Set<ChildProcess>();
+let namespace: string | undefined;
+
+/**
+ * From now on, every process spawnManaged starts runs inside network namespace `ns` (through
+ * `ip netns exec`, which execs the command: the pid is the command's); undefined: the test
+ * process's own namespace again. Module state, so it holds for one test file (vitest isolates
+ * files).
+ */
+export function spawnInNamespace(ns: string | undefined): void {
+  namespace = ns;
+}
+
+/** The namespace spawnManaged starts processes in, if any. */
+export function spawnNamespace(): string | undefined {
+  return namespace;
+}
 let exitHookInstalled = false;
 
 function installExitHook(): void {
@@ -71,7 +88,11 @@ export function spawnManaged(
   const max = opts.maxBufferBytes ?? 1 << 20;
   const out = new TailBuffer(max);
   const err = new TailBuffer(max);
-  const child = spawn(command, args, {
+  const [cmd, argv] =
+    namespace === undefined
+      ? [command, args]
+      : ["ip", ["netns", "exec", namespace, command, ...args]];
+  const child = spawn(cmd, argv, {
     env: opts.env ?? process.env,
     cwd: opts.cwd,
     detached: opts.detached ?? false,

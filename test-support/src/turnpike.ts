@@ -5,7 +5,13 @@ import { existsSync } from "node:fs";
 import { get } from "node:http";
 import { fileURLToPath } from "node:url";
 import { freePort } from "./ports.js";
-import { type ExitInfo, type ManagedProcess, sleep, spawnManaged } from "./process.js";
+import {
+  type ExitInfo,
+  type ManagedProcess,
+  sleep,
+  spawnManaged,
+  spawnNamespace,
+} from "./process.js";
 
 export const TURNPIKE_BIN = fileURLToPath(
   new URL("../../packages/relay-server/bin/turnpike-relay.js", import.meta.url),
@@ -97,7 +103,12 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
     "--health-listen",
     `127.0.0.1:${healthPort}`,
   ];
-  if (opts.logLevel !== null) args.push("--log-level", opts.logLevel ?? "warn");
+  // Inside a namespace (spawnInNamespace) readiness is the "listening" line (INFO): this
+  // process cannot reach the health listener there.
+  const inNamespace = spawnNamespace() !== undefined;
+  if (opts.logLevel !== null) {
+    args.push("--log-level", opts.logLevel ?? (inNamespace ? "info" : "warn"));
+  }
   if (opts.allowLoopbackPeers ?? true) args.push("--allow-loopback-peers");
   if (opts.legacyChannelNumbers) args.push("--legacy-channel-numbers");
   args.push(...(opts.extraArgs ?? []));
@@ -107,6 +118,10 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
   if (udpIo !== undefined && !args.includes("--udp-io")) args.push("--udp-io", udpIo);
   const workers = process.env.TEST_WORKERS;
   if (workers !== undefined && !args.includes("--workers")) args.push("--workers", workers);
+  // The kernel data path attaches a BPF program to the interfaces of the listen address: on
+  // the host's loopback never (a suite that wants it runs the relay in a namespace of its own
+  // and says --kernel-path itself).
+  if (!args.includes("--kernel-path")) args.push("--kernel-path", "off");
 
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
@@ -124,12 +139,17 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
         `turnpike-relay exited before ready (code ${e.code}, signal ${e.signal})\n${tail(proc)}`,
       );
     }
-    try {
-      const r = await httpGet(healthPort, "/readyz", 500);
-      if (r.status === 200) break;
-      lastError = `status ${r.status} ${r.body}`;
-    } catch (e) {
-      lastError = (e as Error).message;
+    if (spawnNamespace() !== undefined) {
+      if (/ INFO listening /.test(proc.stderr)) break;
+      lastError = `no "listening" line yet in namespace ${spawnNamespace()}`;
+    } else {
+      try {
+        const r = await httpGet(healthPort, "/readyz", 500);
+        if (r.status === 200) break;
+        lastError = `status ${r.status} ${r.body}`;
+      } catch (e) {
+        lastError = (e as Error).message;
+      }
     }
     if (Date.now() > deadline) {
       await proc.stop("SIGKILL");

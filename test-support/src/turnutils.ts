@@ -8,7 +8,7 @@
 // allocation prints "ERROR: Cannot complete Allocation" and exits 255 within milliseconds.
 import { createSocket } from "node:dgram";
 import { freePort } from "./ports.js";
-import { type ManagedProcess, spawnManaged } from "./process.js";
+import { type ManagedProcess, spawnManaged, spawnNamespace } from "./process.js";
 
 export interface UclientOptions {
   host?: string;
@@ -162,8 +162,12 @@ export async function startPeer(opts: { port?: number } = {}): Promise<PeerHandl
   return { host, port, pid: proc.pid, process: proc, stop };
 }
 
-/** Resolves once `host:port` echoes a UDP datagram back (retried every 100 ms). */
+/**
+ * Resolves once `host:port` echoes a UDP datagram back (retried every 100 ms); inside the
+ * namespace processes are spawned in (process.ts), asked from a probe process there.
+ */
 export function waitForUdpEcho(host: string, port: number, totalMs: number): Promise<void> {
+  if (spawnNamespace() !== undefined) return waitForUdpEchoInNamespace(host, port, totalMs);
   return new Promise((resolve, reject) => {
     const sock = createSocket("udp4");
     const probe = Buffer.from("turnpike-echo-probe");
@@ -182,6 +186,17 @@ export function waitForUdpEcho(host: string, port: number, totalMs: number): Pro
     sock.on("error", (e) => done(e));
     sock.send(probe, port, host);
   });
+}
+
+async function waitForUdpEchoInNamespace(host: string, port: number, totalMs: number) {
+  const probe = `const s = require("node:dgram").createSocket("udp4");
+    const p = Buffer.from("turnpike-echo-probe");
+    s.on("message", (m) => { if (m.equals(p)) process.exit(0); });
+    setInterval(() => s.send(p, ${port}, "${host}"), 100);
+    setTimeout(() => process.exit(1), ${totalMs});
+    s.send(p, ${port}, "${host}");`;
+  const exit = await spawnManaged(process.execPath, ["-e", probe]).waitExit();
+  if (exit.code !== 0) throw new Error(`no echo within ${totalMs} ms`);
 }
 
 export interface StunclientResult {

@@ -6,6 +6,7 @@ export {
   type AvailabilityOptions,
   type KernelPathAvailability,
   kernelPathAvailability,
+  missingForwarding,
   tcxIngressPrograms,
 } from "./availability.js";
 export {
@@ -17,4 +18,9 @@ export {
   type KernelPathShared,
   type TransportAddress,
 } from "./kernel-path.js";
-export { KERNEL_PATH_STATS, type KernelPathStatName, type KernelPathStats } from "./layout.js";
+export {
+  COUNTER_FIELDS,
+  KERNEL_PATH_STATS,
+  type KernelPathStatName,
+  type KernelPathStats,
+} from "./layout.js";

@@ -35,7 +35,10 @@ export interface ChannelRoute {
    * datagrams take the userspace path.
    */
   readonly listener: TransportAddress;
-  /** 0x4000-0x4fff (RFC 8656 §12). */
+  /**
+   * 0x4000-0x4fff (RFC 8656 §12), or up to 0x7fff for a server that accepts RFC 5766's range
+   * (the program takes any number whose first two bits are 01).
+   */
   readonly channel: number;
   /** The relay socket's bound address (not a 1:1 NAT's public one). */
   readonly relayed: TransportAddress;
@@ -182,8 +185,8 @@ export class KernelPath {
     if (family(route.relayed) !== family(route.peer) || family(route.peer) !== f) {
       return undefined;
     }
-    if (!Number.isInteger(route.channel) || route.channel < 0x4000 || route.channel > 0x4fff) {
-      throw new RangeError(`channel ${route.channel} is not a channel number (0x4000-0x4fff)`);
+    if (!Number.isInteger(route.channel) || route.channel < 0x4000 || route.channel > 0x7fff) {
+      throw new RangeError(`channel ${route.channel} is not a channel number (0x4000-0x7fff)`);
     }
     const [b0 = 0, b1 = 0] = route.buckets ?? [];
     const slot = this.#native.bind(
@@ -220,11 +223,28 @@ export class KernelPath {
     return toCounters(this.#counters);
   }
 
+  /**
+   * The same counters into `out` (COUNTER_FIELDS order: to-peer packets and bytes, to-client
+   * packets and bytes, limited packets and bytes), allocating nothing: for a caller reading
+   * every binding at each metrics collection.
+   */
+  readCounters(slot: number, out: Float64Array): void {
+    this.#native.counters(this.#handle, slot, out);
+  }
+
   /** Takes a binding out (both routes) and returns its final counters; undefined if not bound. */
   unbind(slot: number): BindingCounters | undefined {
     return this.#native.unbind(this.#handle, slot, this.#counters)
       ? toCounters(this.#counters)
       : undefined;
+  }
+
+  /**
+   * unbind, with the final counters into `out` (COUNTER_FIELDS order); false if not bound.
+   * The counters include every datagram relayed until the routes were gone.
+   */
+  unbindInto(slot: number, out: Float64Array): boolean {
+    return this.#native.unbind(this.#handle, slot, out);
   }
 
   /** Every bound slot of these maps, whichever thread bound it. */

@@ -1,7 +1,8 @@
 // Health endpoints for orchestrators (Kubernetes probes, load balancers):
 //   GET /healthz  200 {"status":"ok","uptimeSeconds":N}          the process is alive
 //   GET /readyz   200 {"status":"ready","uptimeSeconds":N,"udpIo":"batch"|"dgram",
-//                      "workers":N,"configGeneration":N,"lastReload":"applied"|"refused"}
+//                      "kernelPath":"tc"|"off","workers":N,"configGeneration":N,
+//                      "lastReload":"applied"|"refused"}
 //                                                                 listeners bound, not draining
 //                 503 {"status":"starting"|"draining",...}       take me out of rotation
 //   GET, DELETE /v1/allocations                                  the discovery API (discovery.ts),
@@ -18,6 +19,8 @@ export interface RelayState {
   readonly draining: boolean;
   /** The UDP data path ("batch" or "dgram"), reported by /readyz once known. */
   readonly udpIo?: string;
+  /** The kernel data path ("tc" or "off"), once known. */
+  readonly kernelPath?: string;
   /** Relay engines (worker threads). */
   readonly workers?: number;
   /** A worker is being restarted: still serving (200), but say so. */
@@ -82,6 +85,7 @@ export async function startHealthServer(
       }
       const io = {
         ...(s.udpIo !== undefined ? { udpIo: s.udpIo } : {}),
+        ...(s.kernelPath !== undefined ? { kernelPath: s.kernelPath } : {}),
         ...(s.workers !== undefined ? { workers: s.workers } : {}),
         ...(s.configGeneration !== undefined ? { configGeneration: s.configGeneration } : {}),
         ...(s.lastReload !== undefined ? { lastReload: s.lastReload } : {}),

@@ -307,6 +307,7 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
           ready: relay?.ready ?? false,
           draining: stopping === "drain" || (relay?.draining ?? false),
           udpIo: relay?.udpIo,
+          kernelPath: relay?.kernelPath,
           workers: relay === undefined ? undefined : (relay.workers ?? 1),
           degraded: relay?.degraded,
           configGeneration: reloader.generation,

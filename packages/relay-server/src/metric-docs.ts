@@ -60,22 +60,23 @@ export const METRIC_DOCS: readonly MetricDoc[] = [
     name: "turn.relayed.packets",
     instrument: "Counter",
     unit: "{packet}",
-    attributes: "direction, transport",
-    description: "Packets relayed (direction client_to_peer or peer_to_client)",
+    attributes: "direction, transport, path",
+    description:
+      "Packets relayed (direction client_to_peer or peer_to_client; path userspace, or kernel: bound ChannelData the kernel data path relayed, read from its counters at collection)",
   },
   {
     name: "turn.relayed.bytes",
     instrument: "Counter",
     unit: "By",
-    attributes: "direction, transport",
-    description: "Payload bytes relayed",
+    attributes: "direction, transport, path",
+    description: "Payload bytes relayed (application data: without the ChannelData header)",
   },
   {
     name: "turn.packet.size",
     instrument: "Histogram",
     unit: "By",
     attributes: "-",
-    description: `Relayed payload sizes (buckets ${PACKET_SIZE_BOUNDS.join(", ")})`,
+    description: `Relayed payload sizes (buckets ${PACKET_SIZE_BOUNDS.join(", ")}); the userspace path's only (the kernel counts packets and bytes, not sizes)`,
   },
   {
     name: "turn.permissions.active",
@@ -114,6 +115,14 @@ export const METRIC_DOCS: readonly MetricDoc[] = [
     description: "The UDP data path in use (io: batch or dgram); always 1",
   },
   {
+    name: "turn.relay.kernel_path",
+    instrument: "Gauge",
+    unit: "1",
+    attributes: "path",
+    description:
+      "The kernel data path (path: tc, bound ChannelData relayed in the kernel, or off); always 1",
+  },
+  {
     name: "turn.auth.failures",
     instrument: "Counter",
     unit: "{failure}",
@@ -125,7 +134,8 @@ export const METRIC_DOCS: readonly MetricDoc[] = [
     instrument: "Counter",
     unit: "{packet}",
     attributes: "reason",
-    description: "Packets dropped (malformed, no permission, policy, backpressure, ...)",
+    description:
+      "Packets dropped (malformed, no permission, policy, backpressure, bandwidth-limit (the kernel data path's token buckets included), ...)",
   },
   {
     name: "turn.auth.legacy_pinned",

@@ -30,13 +30,15 @@
 // | turn.allocations.deleted     | Counter (obs.)        | {allocation}  | transport, family |
 // | turn.allocation.lifetime     | Histogram             | s             | - |
 // | stun.responses               | Counter (obs.)        | {response}    | method, class (success/error), error_code (errors only) |
-// | turn.relayed.packets         | Counter (obs.)        | {packet}      | direction (client_to_peer/peer_to_client), transport |
-// | turn.relayed.bytes           | Counter (obs.)        | By            | direction, transport |
+// | turn.relayed.packets         | Counter (obs.)        | {packet}      | direction (client_to_peer/peer_to_client), transport, path (userspace/kernel) |
+// | turn.relayed.bytes           | Counter (obs.)        | By            | direction, transport, path |
 // | turn.packet.size             | Histogram             | By            | - |
 // | turn.permissions.active      | UpDownCounter (obs.)  | {permission}  | - |
 // | turn.channels.active         | UpDownCounter (obs.)  | {channel}     | - |
 // | turn.connections.active      | UpDownCounter (obs.)  | {connection}  | - |
 // | turn.reservations.active     | UpDownCounter (obs.)  | {reservation} | - |
+// | turn.relay.udp_io            | Gauge (obs.)          | 1             | io (batch/dgram) |
+// | turn.relay.kernel_path       | Gauge (obs.)          | 1             | path (tc/off) |
 // | turn.auth.failures           | Counter (obs.)        | {failure}     | reason |
 // | turn.dropped.packets         | Counter (obs.)        | {packet}      | reason |
 // | turn.auth.legacy_pinned      | Counter (obs.)        | {request}     | - |
@@ -78,6 +80,7 @@ import {
   createRelayTelemetry,
   LIFETIME_BOUNDS,
   PACKET_SIZE_BOUNDS,
+  RELAY_DIRECTIONS,
   RELAY_SLOTS,
   type RelayStats,
   relaySlotLabels,
@@ -327,6 +330,11 @@ function registerObservables(
     unit: "1",
     description: "The UDP data path in use (io: batch or dgram); always 1",
   });
+  const kernelPath = meter.createObservableGauge("turn.relay.kernel_path", {
+    ...int,
+    unit: "1",
+    description: "The kernel data path (path: tc, or off); always 1",
+  });
   const authFailures = meter.createObservableCounter("turn.auth.failures", {
     ...int,
     unit: "{failure}",
@@ -393,6 +401,7 @@ function registerObservables(
     cpuTime,
     memory,
     udpIo,
+    kernelPath,
     reservations,
     legacyPinned,
     bandwidthPauses,
@@ -413,9 +422,18 @@ function registerObservables(
       result.observe(allocationsDeleted, stats.allocationsDeleted[slot]!, attrs);
     }
     for (let slot = 0; slot < RELAY_SLOTS; slot++) {
-      const attrs = relaySlotLabels(slot);
+      const attrs = { ...relaySlotLabels(slot), path: "userspace" };
       result.observe(relayedPackets, stats.relayedPackets[slot]!, attrs);
       result.observe(relayedBytes, stats.relayedBytes[slot]!, attrs);
+    }
+    // What the kernel data path relayed (UDP clients' bound ChannelData), read from its
+    // bindings' counters (kernel/offload.ts).
+    if (stats.kernelPath === "tc") {
+      RELAY_DIRECTIONS.forEach((direction, i) => {
+        const attrs = { direction, transport: "udp", path: "kernel" };
+        result.observe(relayedPackets, stats.kernelRelayedPackets[i]!, attrs);
+        result.observe(relayedBytes, stats.kernelRelayedBytes[i]!, attrs);
+      });
     }
     for (const r of stats.responses.values()) {
       const attrs: Attributes = { method: r.method, class: r.cls };
@@ -429,6 +447,7 @@ function registerObservables(
     result.observe(legacyPinned, stats.legacyPinnedAccepted);
     result.observe(bandwidthPauses, stats.bandwidthPauses);
     if (stats.udpIo !== undefined) result.observe(udpIo, 1, { io: stats.udpIo });
+    if (stats.kernelPath !== undefined) result.observe(kernelPath, 1, { path: stats.kernelPath });
     for (const [reason, count] of stats.authFailures)
       result.observe(authFailures, count, { reason });
     for (const [reason, count] of stats.drops) result.observe(drops, count, { reason });

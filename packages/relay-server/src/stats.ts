@@ -134,6 +134,15 @@ export interface RelayStats {
   connectionsActive: number;
   /** Set by the driver: the UDP data path in use. */
   udpIo: "batch" | "dgram" | undefined;
+  /**
+   * Relayed by the kernel data path (kernel/offload.ts), per direction (RELAY_DIRECTIONS
+   * order; UDP clients only): read from the bindings' kernel counters when metrics are
+   * collected and when a binding ends, never per packet.
+   */
+  readonly kernelRelayedPackets: Float64Array;
+  readonly kernelRelayedBytes: Float64Array;
+  /** Set by the driver: the kernel data path in use ("tc"), or "off". */
+  kernelPath: "tc" | "off" | undefined;
   /** Set by the driver: EVEN-PORT reservations held (relay-core's reservationsActive). */
   reservationsActive: number;
   /** Set by the driver from relay-core: requests accepted with old-scheme pinned credentials. */
@@ -176,6 +185,9 @@ export function createRelayStats(startTimeMs: number = Date.now()): RelayStats {
     channelsActive: 0,
     connectionsActive: 0,
     udpIo: undefined,
+    kernelRelayedPackets: new Float64Array(RELAY_DIRECTIONS.length),
+    kernelRelayedBytes: new Float64Array(RELAY_DIRECTIONS.length),
+    kernelPath: undefined,
     reservationsActive: 0,
     legacyPinnedAccepted: 0,
     bandwidthPauses: 0,

@@ -24,6 +24,7 @@ function fakeRelay(): FakeRelay {
     calls,
     ready: true,
     udpIo: "dgram",
+    kernelPath: "off",
     get draining() {
       return draining;
     },

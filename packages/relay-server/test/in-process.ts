@@ -50,6 +50,10 @@ export async function startEngine(
       `${USER.username}:${USER.password}`,
       "--udp-io",
       udpIo,
+      // The host's loopback: never a BPF program there (the kernel path's suites make their
+      // own namespaces).
+      "--kernel-path",
+      "off",
       "--min-port",
       String(range.min),
       "--max-port",

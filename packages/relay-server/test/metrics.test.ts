@@ -71,6 +71,10 @@ describe("OTLP gRPC metrics export", () => {
       stats.bandwidthPauses = 11;
     };
     stats.udpIo = "batch";
+    // As the kernel data path's bindings report at collection (kernel/offload.ts).
+    stats.kernelPath = "tc";
+    stats.kernelRelayedPackets[0] = 3;
+    stats.kernelRelayedBytes[0] = 360;
     await new Promise((r) => setTimeout(r, 60)); // let the event-loop monitor take samples
 
     await metrics.forceFlush();
@@ -117,12 +121,18 @@ describe("OTLP gRPC metrics export", () => {
 
     const packets = receiver.latest("turn.relayed.packets");
     expect(packets?.isMonotonic).toBe(true);
-    expect(point(packets, { direction: "client_to_peer", transport: "udp" }).value).toBe(10);
-    expect(point(packets, { direction: "peer_to_client", transport: "udp" }).value).toBe(4);
+    const userspace = (direction: string) => ({ direction, transport: "udp", path: "userspace" });
+    const kernel = (direction: string) => ({ direction, transport: "udp", path: "kernel" });
+    expect(point(packets, userspace("client_to_peer")).value).toBe(10);
+    expect(point(packets, userspace("peer_to_client")).value).toBe(4);
+    expect(point(packets, kernel("client_to_peer")).value).toBe(3);
+    expect(point(packets, kernel("peer_to_client")).value).toBe(0);
     const bytes = receiver.latest("turn.relayed.bytes");
     expect(bytes?.unit).toBe("By");
-    expect(point(bytes, { direction: "client_to_peer", transport: "udp" }).value).toBe(1000);
-    expect(point(bytes, { direction: "peer_to_client", transport: "udp" }).value).toBe(5600);
+    expect(point(bytes, userspace("client_to_peer")).value).toBe(1000);
+    expect(point(bytes, userspace("peer_to_client")).value).toBe(5600);
+    expect(point(bytes, kernel("client_to_peer")).value).toBe(360);
+    expect(point(receiver.latest("turn.relay.kernel_path"), { path: "tc" }).value).toBe(1);
 
     const sizes = receiver.latest("turn.packet.size");
     expect(sizes?.kind).toBe("histogram");
@@ -155,7 +165,7 @@ describe("OTLP gRPC metrics export", () => {
       "turn.relayed.packets",
       (m) => m.request > packets!.request,
     );
-    expect(point(later, { direction: "client_to_peer", transport: "udp" }).value).toBe(15);
+    expect(point(later, userspace("client_to_peer")).value).toBe(15);
     expect(point(receiver.latest("turn.packet.size")).count).toBe(19);
   });
 

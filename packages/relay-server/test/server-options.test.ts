@@ -288,3 +288,21 @@ describe("peerPolicyOptions", () => {
     expect(c.selfAddresses).toContain("127.0.0.1");
   });
 });
+
+describe("turnServerOptions: the kernel data path", () => {
+  it("asks relay-core for offload outputs only when the kernel path runs", () => {
+    expect(turnServerOptions(config(), single(config())).channelOffload).toBe(false);
+    const offloading = { ...single(config()), channelOffload: true };
+    expect(turnServerOptions(config(), offloading).channelOffload).toBe(true);
+  });
+
+  it("passes the lifetimes a test shortened (--test-lifetimes) as relay-core's", () => {
+    const c = config("--test-lifetimes", "permission=3,defaultAllocation=5");
+    expect(turnServerOptions(c, single(c)).lifetimes).toEqual({
+      permission: 3,
+      defaultAllocation: 5,
+    });
+    expect(() => config("--test-lifetimes", "permission=0")).toThrow(/--test-lifetimes must be/);
+    expect(() => config("--test-lifetimes", "forever=3")).toThrow(/--test-lifetimes must be/);
+  });
+});

@@ -23,9 +23,12 @@ import {
 } from "@turnpike/runtime-kit";
 import { RELAY_VERSION } from "../version.js";
 import {
+  KERNEL_PATH_MODES,
+  type KernelPathMode,
   type PortRange,
   type SocketAddress,
   type StaticUser,
+  type TestLifetimes,
   UDP_IO_MODES,
   type UdpIoMode,
 } from "./types.js";
@@ -37,6 +40,7 @@ import {
   parseRevocationEntries,
   parseSecretList,
   parseSocketAddress,
+  parseTestLifetimes,
   parseUser,
   readablePath,
 } from "./values.js";
@@ -407,6 +411,24 @@ export const OPTIONS = {
       return text as UdpIoMode;
     },
   }),
+  "kernel-path": spec<KernelPathMode>({
+    group: "Operations",
+    reload: "restart",
+    describe:
+      "kernel data path for bound ChannelData (a BPF program at TC ingress on the interfaces of the listen and relay addresses; needs CAP_BPF and CAP_NET_ADMIN, Linux 6.6+, net.ipv4/ipv6.conf.lo.forwarding=1): tc (fail at start if it cannot run; sets the lo forwarding sysctls when allowed), auto (tc where it loads, else off; the log says why), xdp (not built yet), off",
+    placeholder: "auto|tc|xdp|off",
+    defaultText: "auto",
+    default: "auto",
+    parse: (raw, where) => {
+      const text = one(raw, where);
+      if (!(KERNEL_PATH_MODES as readonly string[]).includes(text)) {
+        throw new ConfigError(
+          `${where} must be one of auto, tc, xdp, off, got ${JSON.stringify(text)}`,
+        );
+      }
+      return text as KernelPathMode;
+    },
+  }),
   workers: spec<number | "auto">({
     group: "Operations",
     reload: "restart",
@@ -419,6 +441,21 @@ export const OPTIONS = {
       const text = one(raw, where);
       return text === "auto" ? "auto" : parseInteger(text, where, 1, 256);
     },
+  }),
+  "test-lifetimes": spec<TestLifetimes>({
+    group: "Testing",
+    reload: "restart",
+    describe:
+      "test hook: relay-core lifetimes in seconds (defaultAllocation=S,permission=S,channel=S,...), so suites of the real process see expiry in seconds",
+    placeholder: "NAME=SECONDS,...",
+    defaultText: "none",
+    default: {},
+    hidden: true,
+    parse: (raw, where) =>
+      parseTestLifetimes(
+        list(raw).flatMap((v) => v.split(",")),
+        where,
+      ),
   }),
   "test-crash-worker": spec<boolean>({
     group: "Testing",

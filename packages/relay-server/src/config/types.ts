@@ -16,6 +16,20 @@ export interface SocketAddress {
 export const UDP_IO_MODES = ["auto", "batch", "dgram"] as const;
 export type UdpIoMode = (typeof UDP_IO_MODES)[number];
 
+export const KERNEL_PATH_MODES = ["auto", "tc", "xdp", "off"] as const;
+export type KernelPathMode = (typeof KERNEL_PATH_MODES)[number];
+
+/** relay-core's lifetime names (its `Lifetimes`) a test may shorten, in seconds. */
+export const TEST_LIFETIME_NAMES = [
+  "defaultAllocation",
+  "maxAllocation",
+  "permission",
+  "channel",
+  "channelCooldown",
+  "nonce",
+] as const;
+export type TestLifetimes = Partial<Record<(typeof TEST_LIFETIME_NAMES)[number], number>>;
+
 export interface StaticUser {
   readonly username: string;
   readonly password: string;
@@ -109,12 +123,19 @@ export interface RelayConfig {
   readonly tcpIdleTimeout: number;
   /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
   readonly udpIo: UdpIoMode;
+  /**
+   * The kernel data path (packages/kernel-path): bound ChannelData relayed by a BPF program at
+   * TC ingress; `auto` runs it where it loads, else off with the reason logged.
+   */
+  readonly kernelPath: KernelPathMode;
   /** Relay engines, one per worker thread (1: everything on the main thread). */
   readonly workers: number;
   /** Why --workers was lowered to 1, if it was (logged once at start). */
   readonly workersNote: string | undefined;
   /** Test hook: SIGUSR2 crashes worker 0 (hidden). */
   readonly testCrashWorker: boolean;
+  /** Test hook: relay-core lifetimes overridden, in seconds (hidden). */
+  readonly testLifetimes: TestLifetimes;
   readonly alternateServer: SocketAddress | undefined;
   /** Seconds. */
   readonly drainTimeout: number;

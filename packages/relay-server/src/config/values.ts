@@ -5,7 +5,13 @@
 import { accessSync, constants as fsConstants, readFileSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
 import { ConfigError, fail, list, nonEmpty, type RawValue } from "@turnpike/runtime-kit";
-import type { PortRange, SocketAddress, StaticUser } from "./types.js";
+import {
+  type PortRange,
+  type SocketAddress,
+  type StaticUser,
+  TEST_LIFETIME_NAMES,
+  type TestLifetimes,
+} from "./types.js";
 
 export function readablePath(raw: RawValue, where: string): string {
   const path = nonEmpty(raw, where);
@@ -198,6 +204,24 @@ function redactUser(text: string): string {
 
 export function formatSocketAddress(a: { ip: string; port: number; family?: 4 | 6 }): string {
   return a.ip.includes(":") ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}
+
+/** `defaultAllocation=2,permission=3`: relay-core lifetimes in seconds (the test hook). */
+export function parseTestLifetimes(items: readonly string[], where: string): TestLifetimes {
+  const out: Record<string, number> = {};
+  for (const item of items) {
+    const [name, value] = item.split("=");
+    const seconds = Number(value);
+    if (
+      !(TEST_LIFETIME_NAMES as readonly (string | undefined)[]).includes(name) ||
+      !Number.isInteger(seconds) ||
+      seconds < 1
+    ) {
+      fail(where, `NAME=SECONDS with NAME one of ${TEST_LIFETIME_NAMES.join(", ")}`, item);
+    }
+    out[name!] = seconds;
+  }
+  return out;
 }
 
 /** The secrets of --token / TURNPIKE_TOKEN: no empty entry, none twice (by position only). */

@@ -19,6 +19,11 @@
 //
 // A data route (ChannelData, Send/Data) is acted on at once where it arrived, with no output
 // and no timer: that is the whole data path. Everything else calls afterInput().
+//
+// With the kernel data path (kernel/, --kernel-path), bound ChannelData of UDP clients never
+// reaches these rooms: relay-core's offload-channel / end-offload outputs put the bindings
+// into the kernel's maps (kernel/offload.ts), and the kernel relays them; everything else
+// arrives here as before.
 
 import { performance } from "node:perf_hooks";
 import { type AllocationId, listenerId, PeerAddressPolicy, TurnServer } from "@turnpike/relay-core";
@@ -26,6 +31,8 @@ import type { Logger } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
 import { revocationList } from "../config/values.js";
 import { type AllocationRow, type EndAllocations, parseAllocationRowId } from "../discovery.js";
+import { KernelOffload } from "../kernel/offload.js";
+import { type EngineKernelPath, engineKernelPath } from "../kernel/share.js";
 import { listenFailure } from "../preflight.js";
 import { SharedConnectionLedger } from "../shared/connection-ledger.js";
 import type { WorkerContext } from "../shared/context.js";
@@ -83,6 +90,8 @@ class RelayEngine implements RunningRelay {
   private readonly peerPolicy: PeerAddressPolicy;
   private readonly udp: UdpPath;
   private readonly udpFallbackReason: string | undefined;
+  private readonly kernel: EngineKernelPath;
+  private readonly offload: KernelOffload | undefined;
   private readonly admissions: Admissions;
   private readonly clients: StreamClients;
   private readonly peers: PeerConnections;
@@ -116,6 +125,9 @@ class RelayEngine implements RunningRelay {
     const w = deps.worker;
     this.log = deps.logger;
     this.worker = w;
+    // Chosen (and for one engine opened) first: an explicit --kernel-path that cannot run
+    // stops the start before anything else is made.
+    this.kernel = engineKernelPath(config, w);
     this.live = config;
     this.generation = deps.configGeneration ?? 1;
     this.limits = w?.shared.limits ?? ownLimits(config, this.generation);
@@ -129,6 +141,7 @@ class RelayEngine implements RunningRelay {
         limits: this.limits,
         peerPolicy: this.peerPolicy,
         unixTimeOffsetMs: unixTimeOffsetMs(),
+        channelOffload: this.kernel.mode === "tc",
       }),
     );
     const host: EngineHost = {
@@ -140,9 +153,28 @@ class RelayEngine implements RunningRelay {
       deliverToStreamClient: (client, copy) => this.clients.deliver(client, copy),
       sendToPeer: (slot) => this.udp.sendToPeer(slot),
     };
-    const choice = selectUdpPath(config.udpIo, host);
+    let choice: ReturnType<typeof selectUdpPath>;
+    try {
+      choice = selectUdpPath(config.udpIo, host);
+    } catch (err) {
+      if (this.kernel.mode === "tc") this.kernel.close();
+      throw err;
+    }
     this.udp = choice.path;
     this.udpFallbackReason = choice.fallbackReason;
+    const k = this.kernel;
+    this.offload =
+      k.mode === "tc"
+        ? new KernelOffload({
+            kernel: k.kernel,
+            buckets: k.buckets,
+            listener: (id) => this.bound.udp[id],
+            relayed: k.relayed,
+            stats,
+            log: this.log,
+            ...(k.owners && { owners: k.owners }),
+          })
+        : undefined;
     this.admissions = new Admissions(new SharedConnectionLedger(this.limits), telemetry);
     this.link = w
       ? new WorkerLink(
@@ -181,6 +213,7 @@ class RelayEngine implements RunningRelay {
       this.log,
       connections,
       w?.index ?? 0,
+      this.offload,
     );
     this.rooms = {
       udp: this.udp,
@@ -188,6 +221,7 @@ class RelayEngine implements RunningRelay {
       peers: this.peers,
       relaySockets: new RelaySockets(host, this.udp, this.peers, this.link),
       report: this.report,
+      offload: this.offload,
       allocationEnded: () => {
         if (this.draining && this.core.allocationCount === 0) this.drainWaiter?.();
       },
@@ -196,6 +230,7 @@ class RelayEngine implements RunningRelay {
     this.wallClock = new WallClockSync(this.core);
     this.legacyPins = new LegacyPinWarnings(this.core, this.log);
     stats.udpIo = this.udp.kind;
+    stats.kernelPath = this.kernel.mode;
     stats.beforeCollect = () => this.report.syncGauges();
   }
 
@@ -242,6 +277,11 @@ class RelayEngine implements RunningRelay {
     return this.udp.kind;
   }
 
+  /** Whether the kernel data path runs ("tc") or not ("off"), for the log, /readyz and metrics. */
+  get kernelPath(): "tc" | "off" {
+    return this.kernel.mode;
+  }
+
   /** Binds every listener in configuration order: per --listen UDP then TCP, then TLS. */
   async listen(): Promise<void> {
     const w = this.worker;
@@ -277,14 +317,25 @@ class RelayEngine implements RunningRelay {
         reason: this.udpFallbackReason,
       });
     }
-    // The CLI logs the bound addresses ("listening"); this line says what relays where, and
-    // on which UDP data path (with the reason when the batched one could not be used).
+    // The CLI logs the bound addresses ("listening"); this line says what relays where, on
+    // which UDP data path (with the reason when the batched one could not be used) and
+    // whether the kernel relays bound ChannelData (where, or why not when auto fell back).
     const c = this.config;
+    const k = this.kernel;
     this.log.info("ready", {
       relayIp4: c.relayIp4,
       relayIp6: c.relayIp6,
       ports: `${w?.portSlice.minPort ?? c.minPort}-${w?.portSlice.maxPort ?? c.maxPort}`,
       udpIo: this.udp.kind,
+      kernelPath: k.mode,
+      ...(k.mode === "tc"
+        ? {
+            kernelPathInterfaces: k.interfaces,
+            ...(k.notes.length > 0 ? { kernelPathNotes: k.notes.join("; ") } : {}),
+          }
+        : k.fallbackReason !== undefined
+          ? { kernelPathFallback: k.fallbackReason }
+          : {}),
       ...(this.udpFallbackReason !== undefined ? { udpIoFallback: this.udpFallbackReason } : {}),
       pinnedPorts:
         c.pinnedPorts === undefined ? undefined : `${c.pinnedPorts.min}-${c.pinnedPorts.max}`,
@@ -379,6 +430,10 @@ class RelayEngine implements RunningRelay {
     this.timer.close();
     this.core.closeAll(now());
     this.afterInput();
+    // relay-core ended every kernel binding above; the handle goes (for one engine, the
+    // opener: the program is detached now rather than at exit).
+    this.offload?.close();
+    if (this.kernel.mode === "tc") this.kernel.close();
     this.wallClock.stop();
     this.legacyPins.stop();
     this.link?.close();

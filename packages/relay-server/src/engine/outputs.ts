@@ -5,6 +5,7 @@
 // pipe). The outputs are listed in relay-core's server/types.ts.
 
 import type { TurnServerOutput } from "@turnpike/relay-core";
+import type { KernelOffload } from "../kernel/offload.js";
 import type { StreamClients } from "../stream/clients.js";
 import type { PeerConnections } from "../stream/peers.js";
 import type { UdpPath } from "../udp/udp-path.js";
@@ -23,6 +24,11 @@ export interface OutputRooms {
   readonly relaySockets: RelaySockets;
   /** Telemetry and log lines. */
   readonly report: Report;
+  /**
+   * The kernel data path's bindings (kernel/offload.ts), when it runs; relay-core sends
+   * offload outputs only then (engine/server-options.ts, channelOffload).
+   */
+  readonly offload: KernelOffload | undefined;
   /** An allocation ended: a drain may be complete (driver.ts). */
   allocationEnded(): void;
 }
@@ -64,6 +70,14 @@ export function executeOutput(o: TurnServerOutput, rooms: OutputRooms): void {
     case "allocation-created":
       if (o.client.transport !== "udp") rooms.clients.setAuthenticated(o.client.connection, true);
       rooms.report.allocationCreated(o);
+      return;
+    case "offload-channel":
+      // Before the ChannelBind success that follows it: the client's next ChannelData finds
+      // the binding in the kernel.
+      rooms.offload?.offload(o);
+      return;
+    case "end-offload":
+      rooms.offload?.end(o.offload);
       return;
     case "allocation-ended":
       if (o.client.transport !== "udp") rooms.clients.setAuthenticated(o.client.connection, false);

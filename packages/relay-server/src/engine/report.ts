@@ -12,6 +12,7 @@ import {
 import type { Logger } from "@turnpike/runtime-kit";
 import { formatSocketAddress } from "../config/values.js";
 import { type AllocationRow, allocationRowId } from "../discovery.js";
+import type { KernelOffload, KernelTotals } from "../kernel/offload.js";
 import type { RelayStats, RelayTelemetry } from "../stats.js";
 import type { UdpPath } from "../udp/udp-path.js";
 import { RefusalLog } from "./refusal-log.js";
@@ -31,6 +32,8 @@ export class Report {
     private readonly connections: () => number,
     /** This engine's worker index (0 for a single engine): it qualifies allocation ids. */
     private readonly worker: number,
+    /** The kernel data path's bindings, when it runs (kernel/offload.ts). */
+    private readonly offload?: KernelOffload,
   ) {
     this.refusals = new RefusalLog(log);
   }
@@ -59,6 +62,8 @@ export class Report {
   }
 
   allocationEnded(o: Output<"allocation-ended">): void {
+    // What its channels relayed in the kernel: relay-core ended their bindings just before.
+    const kernel = kernelFields(this.offload?.takeTotals(o.allocation));
     this.telemetry.allocationEnded(
       o.client.transport,
       o.families[0] ?? 4,
@@ -71,16 +76,18 @@ export class Report {
       this.log.warn("pinned port taken over by a newer allocation of the same user", {
         allocation: o.allocation,
         staleClient: `${o.client.transport}:${o.client.address}:${o.client.port}`,
+        ...kernel,
       });
     } else if (o.reason === "revoked") {
-      this.log.info("allocation of a revoked user ended", { allocation: o.allocation });
+      this.log.info("allocation of a revoked user ended", { allocation: o.allocation, ...kernel });
     } else if (o.reason === "operator") {
       this.log.info("allocation ended by the operator", {
         allocation: o.allocation,
         client: `${o.client.transport}:${o.client.address}:${o.client.port}`,
+        ...kernel,
       });
     } else if (this.log.enabled("debug")) {
-      this.log.debug("allocation ended", { allocation: o.allocation, reason: o.reason });
+      this.log.debug("allocation ended", { allocation: o.allocation, reason: o.reason, ...kernel });
     }
   }
 
@@ -94,8 +101,12 @@ export class Report {
     this.stats.reservationsActive = s.reservationsActive;
     this.stats.legacyPinnedAccepted = s.legacyPinnedAccepted;
     this.stats.bandwidthPauses = s.bandwidthPauses;
+    // The kernel path's bandwidth drops (its token buckets enforce the same limits) join
+    // relay-core's own: one reason, whichever path dropped.
+    const kernelLimited = this.offload?.collect() ?? 0;
     for (const reason of DROP_REASONS) {
-      if (s.drops[reason] > 0) this.stats.drops.set(reason, s.drops[reason]);
+      const n = s.drops[reason] + (reason === "bandwidth-limit" ? kernelLimited : 0);
+      if (n > 0) this.stats.drops.set(reason, n);
     }
     for (const reason of AUTH_FAILURE_REASONS) {
       if (s.authFailures[reason] > 0) this.stats.authFailures.set(reason, s.authFailures[reason]);
@@ -124,4 +135,16 @@ export class Report {
       };
     });
   }
+}
+
+/** An allocation's kernel-relayed totals as log fields (none when nothing was bound). */
+function kernelFields(t: KernelTotals | undefined): Record<string, number> {
+  if (t === undefined) return {};
+  return {
+    kernelToPeerPackets: t.toPeerPackets,
+    kernelToPeerBytes: t.toPeerBytes,
+    kernelToClientPackets: t.toClientPackets,
+    kernelToClientBytes: t.toClientBytes,
+    ...(t.limitedPackets > 0 ? { kernelLimitedPackets: t.limitedPackets } : {}),
+  };
 }

@@ -35,6 +35,11 @@ export interface EngineSetting {
   readonly peerPolicy: PeerAddressPolicy;
   /** Wall clock minus the monotonic clock `now` is given on (timer.ts, unixTimeOffsetMs). */
   readonly unixTimeOffsetMs: number;
+  /**
+   * The kernel data path runs (kernel/): relay-core reports which channel bindings it may
+   * relay (offload-channel / end-offload). Off otherwise: no such outputs, no work for them.
+   */
+  readonly channelOffload?: boolean;
 }
 
 /**
@@ -104,6 +109,8 @@ export function turnServerOptions(config: RelayConfig, setting: EngineSetting): 
     maxPermissionsPerAllocation: config.maxPermissions,
     maxChannelsPerAllocation: config.maxChannels,
     legacyChannelNumbers: config.legacyChannelNumbers,
+    channelOffload: setting.channelOffload ?? false,
+    lifetimes: config.testLifetimes,
     // Bandwidth buckets (relay-core's bandwidth.ts); every data path charges the same ones.
     maxBytesPerSecond: config.maxBytesPerSecond,
     maxBytesPerSecondPerUser: config.maxBytesPerSecondPerUser,

@@ -3,6 +3,7 @@
 // reservations, per-user bandwidth), the nonce secret, a message route to the other workers,
 // its listening sockets and its slice of the relay ports.
 
+import type { KernelPathShared } from "@turnpike/kernel-path";
 import type { SharedState } from "./shared-state.js";
 
 /** What a worker's engine shares with the others. */
@@ -32,6 +33,34 @@ export interface WorkerContext {
   readonly listenFds?: ListenFds;
   /** This worker's slice of the relay port range: its allocations' ports come from it. */
   readonly portSlice: { readonly minPort: number; readonly maxPort: number };
+  /** The kernel data path the supervisor chose (and attached, for "tc"); absent: off. */
+  readonly kernelPath?: KernelPathShare;
+}
+
+/**
+ * The kernel data path as the supervisor hands it to every worker (kernel/share.ts): the maps
+ * it attached, which every worker's engine fills (one process, one set of maps), and which
+ * worker holds each slot, so the supervisor can take out a dead worker's bindings.
+ */
+export type KernelPathShare =
+  | ({
+      readonly mode: "tc";
+      readonly maps: KernelPathShared;
+      /** Uint16 per slot: the holding worker's index + 1, 0 when free. */
+      readonly owners: SharedArrayBuffer;
+      /** User bucket ids to kernel bucket indices, for every worker (kernel/buckets.ts). */
+      readonly userBuckets: SharedArrayBuffer;
+    } & KernelPathPlacement)
+  | { readonly mode: "off"; readonly fallbackReason: string | undefined };
+
+/** Where the kernel path runs, as chosen at start (kernel/select.ts). */
+export interface KernelPathPlacement {
+  /** The interfaces the program is attached to. */
+  readonly interfaces: readonly string[];
+  /** Relayed addresses for wildcard relay binds (kernel/select.ts, WildcardRelayed). */
+  readonly relayed: { readonly 4: string | undefined; readonly 6: string | undefined };
+  /** What the operator should know: a sysctl set, interfaces skipped, families left out. */
+  readonly notes: readonly string[];
 }
 
 /** Listening sockets by kind, in the order of --listen (udp, tcp) and --tls-listen (tls). */

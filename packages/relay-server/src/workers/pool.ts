@@ -13,7 +13,9 @@
 //   counters    each worker posts snapshots; the supervisor sums them for metrics.ts;
 //   logs        each worker's lines come here and go out through the one log stream;
 //   RFC 6062    a ConnectionBind that lands on another worker than its CONNECTION-ID's owner
-//               is handed to the owner (shared/worker-link.ts, shared/hand-over.ts).
+//               is handed to the owner (shared/worker-link.ts, shared/hand-over.ts);
+//   kernel path chosen and attached here, once (--kernel-path); every worker fills the same
+//               maps, and a dead worker's bindings are taken out here (kernel/share.ts).
 //
 // THE LIVE CONFIGURATION is held here: the configuration every worker runs with and its
 // generation (1 at start, one more per reload: main.ts). A worker starts with the current one
@@ -36,6 +38,7 @@ import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
 import { type AllocationRow, type EndAllocations, parseAllocationRowId } from "../discovery.js";
+import { SupervisorKernelPath } from "../kernel/share.js";
 import { listenFailure } from "../preflight.js";
 import type { ListenFds } from "../shared/context.js";
 import {
@@ -53,7 +56,13 @@ import { StatsAggregator, type StatsSnapshot } from "./stats-sync.js";
 export type WorkerMessage =
   | { t: "log"; line: string }
   /** `generation`: the configuration it started with. */
-  | { t: "ready"; addresses: RelayAddresses; udpIo: "batch" | "dgram"; generation: number }
+  | {
+      t: "ready";
+      addresses: RelayAddresses;
+      udpIo: "batch" | "dgram";
+      kernelPath: "tc" | "off";
+      generation: number;
+    }
   /** `gen`: the refresh it answers (0 for the periodic ones). */
   | { t: "stats"; snapshot: StatsSnapshot; gen: number }
   | { t: "drained" }
@@ -89,6 +98,8 @@ export interface WorkerInit {
   readonly portSlice: { readonly minPort: number; readonly maxPort: number };
   /** The supervisor's listening sockets for this worker (see ListenFds). */
   readonly listenFds: ListenFds | undefined;
+  /** The kernel data path's maps, attached by the supervisor (see KernelPathShare). */
+  readonly kernelPath: SupervisorKernelPath["share"] | undefined;
 }
 
 const STATS_INTERVAL_MS = 250;
@@ -137,7 +148,10 @@ class WorkerPool implements RunningRelay {
   ready = false;
   draining = false;
   udpIo: "batch" | "dgram" = "dgram";
+  kernelPath: "tc" | "off" = "off";
   private readonly log: Logger;
+  /** Chosen and attached once for every worker (start()); closed after them. */
+  private kernel: SupervisorKernelPath | undefined;
   private readonly slots: Slot[] = [];
   private readonly sharedInit: SharedStateInit;
   /** The supervisor's view: it counts nothing, and clears what dead workers held. */
@@ -216,6 +230,9 @@ class WorkerPool implements RunningRelay {
   }
 
   async start(): Promise<void> {
+    // An explicit --kernel-path that cannot run stops the start here, before any worker.
+    this.kernel = SupervisorKernelPath.open(this.config);
+    this.kernelPath = this.kernel.mode;
     if (batchIoAvailability().available) {
       // This thread binds every worker's listening sockets and keeps them: a worker that dies
       // leaves its socket (and its place in the SO_REUSEPORT group) to its successor, so the
@@ -243,7 +260,11 @@ class WorkerPool implements RunningRelay {
       this.onCrashSignal = () => this.post(this.slots[0]!, { t: "crash" });
       process.on("SIGUSR2", this.onCrashSignal);
     }
-    this.log.info("workers ready", { workers: this.slots.length, udpIo: this.udpIo });
+    this.log.info("workers ready", {
+      workers: this.slots.length,
+      udpIo: this.udpIo,
+      kernelPath: this.kernelPath,
+    });
   }
 
   /**
@@ -298,7 +319,7 @@ class WorkerPool implements RunningRelay {
   private spawn(
     slot: Slot,
     config: RelayConfig,
-  ): Promise<{ addresses: RelayAddresses; udpIo: "batch" | "dgram" }> {
+  ): Promise<{ addresses: RelayAddresses; udpIo: "batch" | "dgram"; kernelPath: "tc" | "off" }> {
     const init: WorkerInit = {
       config,
       generation: this.generation,
@@ -310,6 +331,7 @@ class WorkerPool implements RunningRelay {
       statsIntervalMs: STATS_INTERVAL_MS,
       ownPorts: this.ownPorts,
       listenFds: this.listenFds?.[slot.index],
+      kernelPath: this.kernel?.share,
     };
     const worker = new Worker(new URL("./worker.js", import.meta.url), { workerData: init });
     slot.worker = worker;
@@ -378,6 +400,8 @@ class WorkerPool implements RunningRelay {
             worker: slot.index,
           });
         }
+        // Its bindings stay in the kernel until taken out (their deadlines bound them anyway).
+        this.kernel?.releaseWorker(slot.index);
         this.aggregator.retire(slot.index);
         // The others drop RFC 6062 connections they held for it or adopted from it.
         for (const other of this.slots) {
@@ -582,6 +606,8 @@ class WorkerPool implements RunningRelay {
       for (const fd of [...fds.udp, ...fds.tcp, ...fds.tls]) closeFd(fd);
     }
     this.listenFds = undefined;
+    // The workers ended their bindings as they closed; this detaches the program.
+    this.kernel?.close();
     this.log.info("closed");
   }
 }

@@ -24,6 +24,8 @@ const COUNTER_ARRAYS = [
   "allocationsExpired",
   "allocationsDeleted",
   "lifetimeCounts",
+  "kernelRelayedPackets",
+  "kernelRelayedBytes",
 ] as const;
 const COUNTER_SCALARS = [
   "packetSizeSum",
@@ -104,6 +106,7 @@ export class StatsAggregator {
       addCounters(t, s);
       addGauges(t, s);
       t.udpIo ??= s.udpIo;
+      t.kernelPath ??= s.kernelPath;
     }
   }
 }

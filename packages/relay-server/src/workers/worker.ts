@@ -37,6 +37,7 @@ const relay = await startRelay(init.config, {
     secret: init.secret,
     route: (to, message) => post({ t: "route", to, message }),
     listenFds: init.listenFds,
+    ...(init.kernelPath && { kernelPath: init.kernelPath }),
     onRoute: (handler) => routeHandlers.push(handler),
   },
 });
@@ -49,6 +50,7 @@ post({
   t: "ready",
   addresses: relay.addresses(),
   udpIo: relay.udpIo,
+  kernelPath: relay.kernelPath,
   generation: init.generation,
 });
 

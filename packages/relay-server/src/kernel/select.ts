@@ -1,0 +1,136 @@
+// Which kernel data path runs: --kernel-path auto|tc|xdp|off, chosen once at start like the
+// UDP data path (udp/select.ts), and not instead of it: the kernel path relays bound
+// ChannelData only, everything else still arrives on the UDP path's sockets.
+//
+//   off    nothing is loaded.
+//   tc     the program is loaded and attached (TCX ingress) on the interfaces carrying the
+//          listen and relay addresses (interfaces.ts), or the relay does not start: one line
+//          naming --kernel-path and why. Explicitly asked, the relay sets the loopback's
+//          forwarding sysctls the program's route lookups need, when it may (and says so).
+//   auto   tc where it loads; otherwise off, with the reason in the ready line
+//          (kernelPathFallback). It changes no sysctl.
+//   xdp    not built yet (kernel-path's README): fails at start like an impossible tc.
+//
+// The process attaches once: the engine on the main thread (--workers 1) or the workers'
+// supervisor, which hands each worker the maps (shared/context.ts, KernelPathShare). The
+// links are file descriptors of this process: when it ends, however it ends, the kernel
+// detaches the program.
+
+import { existsSync, writeFileSync } from "node:fs";
+import { KernelPath, kernelPathAvailability, missingForwarding } from "@turnpike/kernel-path";
+import type { RelayConfig } from "../config/types.js";
+import { isUnspecified } from "../config/values.js";
+import type { KernelPathPlacement } from "../shared/context.js";
+import { KERNEL_MAX_BUCKETS } from "./buckets.js";
+import { HOST_LINKS, type HostLinks, interfacesFor, isLocalAddress } from "./interfaces.js";
+
+/** Channel bindings the maps hold (the kernel-path default); more stay in userspace. */
+export const KERNEL_MAX_BINDINGS = 65536;
+/** TCX links one process makes (kernel-path's native MAX_INTERFACES). */
+const MAX_INTERFACES = 16;
+
+export type KernelPathChoice =
+  | ({
+      readonly mode: "tc";
+      /** The opening handle: closing it (or the process ending) detaches the program. */
+      readonly path: KernelPath;
+    } & KernelPathPlacement)
+  | {
+      readonly mode: "off";
+      /** Why `auto` fell back (undefined when asked off). */
+      readonly fallbackReason: string | undefined;
+    };
+
+/**
+ * For relay sockets bound on 0.0.0.0 or :: (--relay-ip 0.0.0.0), the address peers reach them
+ * at, which is what the kernel matches: --public-ip4/6 when it is one of this host's addresses,
+ * else none (that family's bindings stay in userspace: with 1:1 NAT the host's own address
+ * behind it is not known here; set --relay-ip to it).
+ */
+export interface WildcardRelayed {
+  readonly 4: string | undefined;
+  readonly 6: string | undefined;
+}
+
+/** The addresses the program must see arrive: UDP listeners and relay addresses. */
+function carriedAddresses(config: RelayConfig): string[] {
+  const out = config.listen.map((a) => a.ip);
+  for (const ip of [config.relayIp4, config.relayIp6]) if (ip !== undefined) out.push(ip);
+  return out;
+}
+
+function wildcardRelayed(config: RelayConfig, host: HostLinks, notes: string[]): WildcardRelayed {
+  const pick = (family: 4 | 6): string | undefined => {
+    const bind = family === 4 ? config.relayIp4 : config.relayIp6;
+    if (bind === undefined || !isUnspecified(bind)) return undefined;
+    const pub = family === 4 ? config.publicIp4 : config.publicIp6;
+    if (pub !== undefined && isLocalAddress(pub, host)) return pub;
+    notes.push(
+      `relay sockets bind ${bind} and --public-ip${family} is not an address of this host: IPv${family} bindings stay in userspace (set --relay-ip)`,
+    );
+    return undefined;
+  };
+  return { 4: pick(4), 6: pick(6) };
+}
+
+/** The loopback's forwarding flags the program's route lookups need, set if we may. */
+function enableForwarding(missing: string, notes: string[]): string | undefined {
+  for (const name of missing.split(" and ")) {
+    const file = `/proc/sys/${name.replaceAll(".", "/")}`;
+    if (!existsSync(file)) continue;
+    try {
+      writeFileSync(file, "1");
+    } catch (err) {
+      return `${missing} is 0 and could not be set (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): sysctl -w ${name}=1 (deploy/sysctl)`;
+    }
+  }
+  notes.push(`set ${missing}=1 (the program's route lookups need it)`);
+  return undefined;
+}
+
+/**
+ * Chooses and, for tc, opens the kernel data path. Throws (one line naming --kernel-path) when
+ * tc or xdp was asked for and cannot run.
+ */
+export function openKernelPath(
+  config: RelayConfig,
+  host: HostLinks = HOST_LINKS,
+): KernelPathChoice {
+  const asked = config.kernelPath;
+  if (asked === "off") return { mode: "off", fallbackReason: undefined };
+  const fail = (reason: string): KernelPathChoice => {
+    if (asked === "auto") return { mode: "off", fallbackReason: reason };
+    throw new Error(`--kernel-path ${asked}: ${reason}`);
+  };
+  if (asked === "xdp") return fail("XDP mode is not built yet (use tc)");
+  const plan = interfacesFor(carriedAddresses(config), host);
+  if (!plan.ok) return fail(plan.reason);
+  if (plan.interfaces.length > MAX_INTERFACES) {
+    return fail(
+      `the listen and relay addresses span ${plan.interfaces.length} interfaces, at most ${MAX_INTERFACES} are attached (listen on specific addresses)`,
+    );
+  }
+  const notes: string[] = [];
+  if (plan.skipped.length > 0) {
+    notes.push(`not attached to ${plan.skipped.join(",")} (no Ethernet framing)`);
+  }
+  const forwarding = missingForwarding();
+  if (forwarding !== undefined && asked === "tc") {
+    const refused = enableForwarding(forwarding, notes);
+    if (refused !== undefined) return fail(refused);
+  }
+  // verify: the load below is the verifier's check.
+  const available = kernelPathAvailability({ interfaces: plan.interfaces, verify: false });
+  if (!available.available) return fail(available.reason);
+  const relayed = wildcardRelayed(config, host, notes);
+  try {
+    const path = KernelPath.open({
+      interfaces: plan.interfaces,
+      maxBindings: KERNEL_MAX_BINDINGS,
+      maxBuckets: KERNEL_MAX_BUCKETS,
+    });
+    return { mode: "tc", path, interfaces: plan.interfaces, relayed, notes };
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+}
