@@ -83,6 +83,7 @@ export function parseRelay(
     revokeFileWarnings: revoked.warnings,
     adminToken: v["admin-token"],
     allowPeers: v["allow-peer"],
+    proxyProtocol: v["proxy-protocol"],
     denyPeers: v["deny-peer"],
     allowLoopbackPeers: v["allow-loopback-peers"],
     allowSelfPeer: v["allow-self-peer"],

@@ -43,6 +43,7 @@ import { Admissions } from "../stream/admission.js";
 import { StreamClients } from "../stream/clients.js";
 import { StreamListeners } from "../stream/listeners.js";
 import { PeerConnections } from "../stream/peers.js";
+import { ProxyGate } from "../stream/proxy-gate.js";
 import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { selectUdpPath } from "../udp/select.js";
 import type { UdpPath } from "../udp/udp-path.js";
@@ -203,6 +204,7 @@ class RelayEngine implements RunningRelay {
       idleTimeoutMs,
       config.listen.length,
       w,
+      new ProxyGate(config.proxyProtocol, this.admissions, telemetry, this.log, idleTimeoutMs),
     );
     const connections = () => this.clients.size;
     this.report = new Report(

@@ -29,7 +29,7 @@ import type { EngineHost } from "../engine/host.js";
 import type { ConnectionSocket, RemoteConnection } from "../shared/hand-over.js";
 import type { AdoptMessage, WorkerLink } from "../shared/worker-link.js";
 import { recordRelayed } from "../stats.js";
-import { type Admission, type Admissions, stripMapped } from "./admission.js";
+import type { Admission, Admissions } from "./admission.js";
 import { clientToPeerSlot, peerToClientSlot, pipeChunk } from "./pipe.js";
 
 /** A TCP/TLS client whose socket buffers more than this is not fed more relayed data. */
@@ -114,13 +114,8 @@ export class StreamClients {
     socket.setNoDelay(true);
     this.armIdle(client);
     const host = this.host;
-    host.core.handleConnectionOpened(
-      id,
-      listener,
-      transport,
-      stripMapped(socket.remoteAddress ?? ""),
-      socket.remotePort ?? 0,
-    );
+    // The client as the relay sees it: the socket's peer, or the one its PROXY header named.
+    host.core.handleConnectionOpened(id, listener, transport, admission.address, admission.port);
     const slot = clientToPeerSlot(transport);
     socket.on("data", (chunk: Buffer) => this.onData(client, chunk, slot));
     socket.on("error", (err) => host.log.debug("client connection error", { error: err.message }));
@@ -144,7 +139,9 @@ export class StreamClients {
    * first bytes the ConnectionBind.
    */
   adopt(remote: RemoteConnection, m: AdoptMessage): void {
-    const admission = this.admissions.remote(m.address, (counted) => remote.reportCounted(counted));
+    const admission = this.admissions.remote(m.address, m.port, (counted) =>
+      remote.reportCounted(counted),
+    );
     const client = this.open(m.listener, m.transport, remote, admission);
     const bytes = Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.length);
     this.onData(client, bytes, clientToPeerSlot(m.transport));
@@ -280,8 +277,8 @@ export class StreamClients {
       {
         transport: client.transport,
         listener: client.listener,
-        address: stripMapped(socket.remoteAddress ?? ""),
-        port: socket.remotePort ?? 0,
+        address: admission.address,
+        port: admission.port,
         bytes,
       },
       client.id,

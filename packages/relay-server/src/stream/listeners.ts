@@ -17,6 +17,7 @@ import type { SocketAddress } from "../config/types.js";
 import type { WorkerContext } from "../shared/context.js";
 import type { Admission, Admissions } from "./admission.js";
 import type { StreamClients } from "./clients.js";
+import type { ProxyGate } from "./proxy-gate.js";
 
 /**
  * Upper bound on a TLS handshake (a few round trips, even on a slow mobile link), counted from
@@ -27,6 +28,8 @@ const TLS_HANDSHAKE_MS = 10_000;
 export class StreamListeners {
   private readonly servers: net.Server[] = [];
   private readonly tlsServers: tls.Server[] = [];
+  /** Connections the PROXY gate admitted, on their way to the TLS server (tlsFront). */
+  private readonly proxied = new WeakMap<net.Socket, Admission>();
   /** TLS handshakes under way by 4-tuple ("addr|port|localPort"), with their deadline. */
   private readonly handshakes = new Map<
     string,
@@ -42,6 +45,8 @@ export class StreamListeners {
     /** How many --listen addresses come before the --tls-listen ones (listener ids). */
     private readonly tcpListeners: number,
     private readonly worker: WorkerContext | undefined,
+    /** --proxy-protocol: connections from trusted balancers start with a PROXY header. */
+    private readonly gate: ProxyGate,
   ) {}
 
   /** Listen on `addr`; resolves with the bound address (the real port for port 0). */
@@ -61,10 +66,21 @@ export class StreamListeners {
         : // Half-open: an RFC 6062 data connection may send FIN after its request and still
           // be owed the peer's reply; each side's end is forwarded, not imposed.
           net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+            if (this.gate.trusts(socket.remoteAddress)) {
+              this.gate.accept(socket, (admission) => {
+                this.clients.open(listener, "tcp", socket, admission);
+                socket.resume(); // paused by the gate, the bytes after the header put back
+              });
+              return;
+            }
             const admission = this.admissions.admit(socket);
             if (admission) this.clients.open(listener, "tcp", socket, admission);
           });
-    this.servers.push(server);
+    // TLS behind --proxy-protocol: a plain listener reads the PROXY header, then hands the
+    // socket to the TLS server (proxy-gate.ts), which never listens itself.
+    const front =
+      server instanceof tls.Server && this.gate.enabled ? this.tlsFront(server) : server;
+    this.servers.push(front);
     if (server instanceof tls.Server) this.tlsServers.push(server);
     server.on("error", (err) =>
       this.log.warn(`${transport} listener error`, { error: err.message }),
@@ -82,10 +98,10 @@ export class StreamListeners {
     // Plain TCP on a TURN port may still start a TLS handshake or garbage: the framer rejects it.
     const at = this.listenTarget(addr, transport, listener);
     return new Promise((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(at, () => {
-        server.off("error", reject);
-        const a = server.address() as net.AddressInfo;
+      front.once("error", reject);
+      front.listen(at, () => {
+        front.off("error", reject);
+        const a = front.address() as net.AddressInfo;
         resolve({ ip: a.address, port: a.port, family: addr.family });
       });
     });
@@ -120,9 +136,32 @@ export class StreamListeners {
     };
   }
 
+  /**
+   * The listener in front of TLS server `tls` under --proxy-protocol: a trusted balancer's
+   * connection reaches the TLS server once its PROXY header is read (admitted by the gate),
+   * any other at once.
+   */
+  private tlsFront(server: tls.Server): net.Server {
+    const front = net.createServer({ noDelay: true, allowHalfOpen: true }, (raw) => {
+      if (!this.gate.trusts(raw.remoteAddress)) {
+        server.emit("connection", raw);
+        return;
+      }
+      this.gate.accept(raw, (admission) => {
+        this.proxied.set(raw, admission);
+        server.emit("connection", raw);
+        raw.resume();
+      });
+    });
+    front.on("error", (err) => this.log.warn("tls listener error", { error: err.message }));
+    return front;
+  }
+
   /** TURNS: the TCP accept. The handshake gets a fixed deadline, whatever bytes arrive. */
   private onTlsAccept(raw: net.Socket): void {
-    const admission = this.admissions.admit(raw);
+    // Admitted already when the PROXY gate read its header (tlsFront).
+    const admission = this.proxied.get(raw) ?? this.admissions.admit(raw);
+    this.proxied.delete(raw);
     if (admission === undefined) return;
     const key = fourTuple(raw);
     const timer = setTimeout(
@@ -168,6 +207,7 @@ export class StreamListeners {
 
   /** Stop listening; handshakes under way end. */
   async close(): Promise<void> {
+    this.gate.close();
     for (const h of this.handshakes.values()) h.raw.destroy();
     await Promise.all(
       this.servers.map((s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()))),
