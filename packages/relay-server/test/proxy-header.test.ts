@@ -25,8 +25,8 @@ function v2(command: number, famProto: number, block: Uint8Array, version = 2): 
 
 function inet4(src: string, dst: string, sport: number, dport: number): Buffer {
   const b = Buffer.alloc(12);
-  src.split(".").forEach((o, i) => b.writeUInt8(Number(o), i));
-  dst.split(".").forEach((o, i) => b.writeUInt8(Number(o), 4 + i));
+  b.set(src.split(".").map(Number), 0);
+  b.set(dst.split(".").map(Number), 4);
   b.writeUInt16BE(sport, 8);
   b.writeUInt16BE(dport, 10);
   return b;
@@ -185,7 +185,7 @@ describe("PROXY header parser, any input", () => {
   /** A proxy that throws when the parser reads an index outside the bytes it was given. */
   function guarded(bytes: Uint8Array): Uint8Array {
     return new Proxy(bytes, {
-      get(target, key, receiver) {
+      get(target, key) {
         if (typeof key === "string" && /^\d+$/.test(key) && Number(key) >= target.length)
           throw new Error(`read past the end: ${key} of ${target.length}`);
         const value = Reflect.get(target, key, target);
