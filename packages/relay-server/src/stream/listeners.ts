@@ -148,9 +148,10 @@ export class StreamListeners {
         return;
       }
       this.gate.accept(raw, (admission) => {
+        // The socket stays paused: the TLS socket reads what the gate put back, then the
+        // handle itself (resuming the raw socket would take the handshake's bytes from it).
         this.proxied.set(raw, admission);
         server.emit("connection", raw);
-        raw.resume();
       });
     });
     front.on("error", (err) => this.log.warn("tls listener error", { error: err.message }));
