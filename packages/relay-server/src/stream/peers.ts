@@ -14,7 +14,7 @@ import type { ConnectionId, PeerConnectionId, RelayId } from "@turnpike/relay-co
 import type { EngineHost, RelayBindDone } from "../engine/host.js";
 import { stripMapped } from "./admission.js";
 import type { StreamClients } from "./clients.js";
-import { peerToClientSlot, pipeChunk } from "./pipe.js";
+import { RelayPipe } from "./pipe.js";
 
 export class PeerConnections {
   /** TCP relayed-address listeners still binding, and bound ones. */
@@ -140,11 +140,10 @@ export class PeerConnections {
       peer?.destroy();
       return;
     }
-    this.clients.becomePipe(client, peer);
+    const pipe = new RelayPipe(this.host, id, client.socket, peer, client.transport);
+    this.clients.becomePipe(client, pipe);
     this.piped.add(id);
-    const stats = this.host.stats;
-    const slot = peerToClientSlot(client.transport);
-    peer.on("data", (chunk: Buffer) => pipeChunk(stats, peer, client.socket, chunk, slot));
+    peer.on("data", (chunk: Buffer) => pipe.fromPeer(chunk));
     peer.on("end", () => client.socket.end());
     client.socket.on("end", () => peer.end());
     peer.resume();
