@@ -92,6 +92,8 @@ export class TurnClientLite {
   readonly channelData: ChannelDataIn[] = [];
   /** Every Data indication received, in order. */
   readonly dataIndications: DataIndicationIn[] = [];
+  /** XOR-PEER-ADDRESS of every ConnectionAttempt indication received (RFC 6062 §4.4). */
+  readonly connectionAttempts: (TransportAddress | undefined)[] = [];
   /** Codes (0 = success) of responses to transactions this client did not start (sendRaw). */
   readonly unsolicited: number[] = [];
   /** Set once the server closed a TCP/TLS connection (or it errored). */
@@ -381,6 +383,8 @@ export class TurnClientLite {
           data: data ? msg.subarray(data.offset, data.offset + data.length) : Buffer.alloc(0),
         });
       }
+      if (m.method === Method.ConnectionAttempt)
+        this.connectionAttempts.push(readXorAddress(m, AttributeType.XorPeerAddress));
       return;
     }
     const key = Buffer.from(m.transactionId).toString("hex");

@@ -78,7 +78,14 @@ export class PeerConnections {
     host.afterInput();
   }
 
-  /** §5.2: dial the peer from the relayed address for a Connect request. */
+  /**
+   * §5.2: dial the peer from the relayed address for a Connect request. From its IP address
+   * only: the port is an ephemeral one, since binding the relayed port while its listener
+   * holds it needs SO_REUSEPORT on both sockets (Linux refuses SO_REUSEADDR next to a
+   * listener), which node:net cannot set on a connecting socket, and which on the listener
+   * would hide another worker's bind of the same port (EADDRINUSE is how a taken relay port
+   * is found: engine/relay-sockets.ts).
+   */
   connect(
     id: PeerConnectionId,
     relay: RelayId,
