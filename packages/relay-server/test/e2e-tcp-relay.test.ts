@@ -9,7 +9,7 @@ import net from "node:net";
 import { mintRestCredentials, readUint32 } from "@turnpike/relay-core";
 import { restCredentials } from "@turnpike/test-support/credentials";
 import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
-import { rfc6062Echo } from "@turnpike/test-support/rfc6062";
+import { rfc6062Download, rfc6062Echo } from "@turnpike/test-support/rfc6062";
 import {
   AttributeType,
   Method,
@@ -46,6 +46,35 @@ describe("RFC 6062 TCP relaying through turnpike-relay", () => {
     });
     expect(reply.length).toBe(payload.length);
     expect(sha(reply)).toBe(sha(payload));
+  });
+
+  it("relays a dialled peer's bytes intact to a client that reads slowly", async () => {
+    // The relay reads a peer it dialled into one reused buffer (stream/peers.ts): a write to
+    // the client that cannot finish at once must keep its bytes while the next read arrives.
+    const payload = randomBytes(8 << 20);
+    const service = net.createServer((s) => {
+      s.on("error", () => {});
+      s.end(payload);
+    });
+    await new Promise<void>((r) => service.listen(0, "127.0.0.1", () => r()));
+    try {
+      const creds = mintRestCredentials(TOKEN, Math.floor(Date.now() / 1000), 3600, "download");
+      const got = await rfc6062Download({
+        port: relay!.port,
+        username: creds.username,
+        password: creds.password,
+        peer: {
+          family: 4,
+          address: "127.0.0.1",
+          port: (service.address() as net.AddressInfo).port,
+        },
+        pauseMs: 2,
+      });
+      expect(got.length).toBe(payload.length);
+      expect(sha(got)).toBe(sha(payload));
+    } finally {
+      await new Promise<void>((r) => service.close(() => r()));
+    }
   });
 
   /** A TCP client holding a TCP allocation (RFC 6062 §5.1); its relayed address. */
@@ -86,6 +115,9 @@ describe("RFC 6062 TCP relaying through turnpike-relay", () => {
       );
       expect(connect.code, connect.reason).toBe(0);
       expect(readUint32(connect.message, AttributeType.ConnectionId)).toBeDefined();
+      // The service's accept may be seen here after the Connect's answer: wait for it.
+      for (let i = 0; i < 100 && seen.length === 0; i++)
+        await new Promise((r) => setTimeout(r, 10));
       expect(seen).toHaveLength(1);
       expect(seen[0]?.address).toBe(relayed.address);
     } finally {

@@ -10,6 +10,7 @@
 //   close-peer-connection   a piped peer ends gracefully, any other is destroyed
 
 import net from "node:net";
+import { ReusedReadBuffer } from "@turnpike/runtime-kit";
 import type { ConnectionId, PeerConnectionId, RelayId } from "@turnpike/relay-core";
 import type { EngineHost, RelayBindDone } from "../engine/host.js";
 import { stripMapped } from "./admission.js";
@@ -21,6 +22,12 @@ export class PeerConnections {
   private readonly binding = new Map<RelayId, net.Server>();
   private readonly relays = new Map<RelayId, net.Server>();
   private readonly sockets = new Map<PeerConnectionId, net.Socket>();
+  /**
+   * The reused read buffers of the peer connections this relay dialled (Connect): their bytes
+   * arrive through the buffer's sink, not 'data' events (runtime-kit reused-read-buffer.ts).
+   * Connections a relayed listener accepted cannot have one (net.Server takes no `onread`).
+   */
+  private readonly reads = new Map<PeerConnectionId, ReusedReadBuffer>();
   /** Peer connections joined to a client data connection (RFC 6062 §5.4). */
   private readonly piped = new Set<PeerConnectionId>();
 
@@ -94,7 +101,9 @@ export class PeerConnections {
     port: number,
   ): void {
     const local = this.relays.get(relay)?.address() as net.AddressInfo | undefined;
+    const reads = new ReusedReadBuffer();
     const socket = net.connect({
+      onread: reads.onread,
       host: address,
       port,
       family,
@@ -106,9 +115,13 @@ export class PeerConnections {
     // Known from the start, so a dial the core gives up on (allocation gone, 30 s timeout) is
     // found and destroyed by close-peer-connection.
     this.sockets.set(id, socket);
+    this.reads.set(id, reads);
     const host = this.host;
     const onError = () => {
-      if (this.sockets.get(id) === socket) this.sockets.delete(id);
+      if (this.sockets.get(id) === socket) {
+        this.sockets.delete(id);
+        this.reads.delete(id);
+      }
       socket.destroy();
       host.core.handlePeerConnectFailed(id, performance.now());
       host.afterInput();
@@ -131,7 +144,10 @@ export class PeerConnections {
     this.sockets.set(id, socket);
     socket.on("error", (err) => host.log.debug("peer connection error", { error: err.message }));
     socket.on("close", () => {
-      if (this.sockets.get(id) === socket) this.sockets.delete(id);
+      if (this.sockets.get(id) === socket) {
+        this.sockets.delete(id);
+        this.reads.delete(id);
+      }
       this.piped.delete(id);
       host.core.handlePeerConnectionClosed(id, performance.now());
       host.afterInput();
@@ -150,7 +166,19 @@ export class PeerConnections {
     const pipe = new RelayPipe(this.host, id, client.socket, peer, client.transport);
     this.clients.becomePipe(client, pipe);
     this.piped.add(id);
-    peer.on("data", (chunk: Buffer) => pipe.fromPeer(chunk));
+    const reads = this.reads.get(id);
+    if (reads === undefined) {
+      peer.on("data", (chunk: Buffer) => pipe.fromPeer(chunk));
+    } else {
+      // The chunk is a view of the reused buffer: a write the client socket could not finish
+      // keeps referring to it, so the next read goes into a fresh one.
+      const to = client.socket;
+      reads.sink = (chunk) => {
+        pipe.fromPeer(chunk);
+        if (to.writableLength > 0) reads.retain();
+        return true;
+      };
+    }
     peer.on("end", () => client.socket.end());
     client.socket.on("end", () => peer.end());
     peer.resume();
@@ -164,6 +192,7 @@ export class PeerConnections {
   close(id: PeerConnectionId): void {
     const socket = this.sockets.get(id);
     this.sockets.delete(id);
+    this.reads.delete(id);
     if (socket === undefined) return;
     if (this.piped.delete(id)) socket.end();
     else socket.destroy();
@@ -177,5 +206,6 @@ export class PeerConnections {
     this.relays.clear();
     for (const s of this.sockets.values()) s.destroy();
     this.sockets.clear();
+    this.reads.clear();
   }
 }
