@@ -10,8 +10,8 @@
 //   close-peer-connection   a piped peer ends gracefully, any other is destroyed
 
 import net from "node:net";
-import { ReusedReadBuffer } from "@turnpike/runtime-kit";
 import type { ConnectionId, PeerConnectionId, RelayId } from "@turnpike/relay-core";
+import { ReusedReadBuffer } from "@turnpike/runtime-kit";
 import type { EngineHost, RelayBindDone } from "../engine/host.js";
 import { stripMapped } from "./admission.js";
 import type { StreamClients } from "./clients.js";
