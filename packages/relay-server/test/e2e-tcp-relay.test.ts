@@ -18,6 +18,7 @@ import {
   TurnClientLite,
 } from "@turnpike/test-support/turn-client-lite";
 import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
+import { batchIoAvailability } from "@turnpike/udp-batch";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const TOKEN = "e2e-tcp-relay-token";
@@ -95,7 +96,7 @@ describe("RFC 6062 TCP relaying through turnpike-relay", () => {
     return { c, relayed };
   }
 
-  it("dials a Connect's peer from the allocation's relayed IP address", async () => {
+  it("dials a Connect's peer from the allocation's relayed transport address", async () => {
     const seen: { address?: string; port?: number }[] = [];
     const service = net.createServer((s) => {
       seen.push({ address: s.remoteAddress, port: s.remotePort });
@@ -120,6 +121,9 @@ describe("RFC 6062 TCP relaying through turnpike-relay", () => {
         await new Promise((r) => setTimeout(r, 10));
       expect(seen).toHaveLength(1);
       expect(seen[0]?.address).toBe(relayed.address);
+      // The relayed port too, where the native module loads (udp-batch's tcpBind): node:net
+      // alone cannot set SO_REUSEPORT on a connecting socket.
+      if (batchIoAvailability().available) expect(seen[0]?.port).toBe(relayed.port);
     } finally {
       c.close();
       await new Promise<void>((r) => service.close(() => r()));

@@ -12,6 +12,7 @@
 import net from "node:net";
 import type { ConnectionId, PeerConnectionId, RelayId } from "@turnpike/relay-core";
 import { ReusedReadBuffer } from "@turnpike/runtime-kit";
+import { batchIoAvailability, bindUdp, closeFd, tcpBind, tcpListen } from "@turnpike/udp-batch";
 import type { EngineHost, RelayBindDone } from "../engine/host.js";
 import { stripMapped } from "./admission.js";
 import type { StreamClients } from "./clients.js";
@@ -28,6 +29,12 @@ export class PeerConnections {
    * Connections a relayed listener accepted cannot have one (net.Server takes no `onread`).
    */
   private readonly reads = new Map<PeerConnectionId, ReusedReadBuffer>();
+  /**
+   * Relayed addresses listened on with SO_REUSEPORT (where udp-batch loads), so a Connect can
+   * dial from the relayed port itself, each with the exclusive UDP socket on the same address
+   * and port that holds the port for it (reusableListen).
+   */
+  private readonly guards = new Map<RelayId, number>();
   /** Peer connections joined to a client data connection (RFC 6062 §5.4). */
   private readonly piped = new Set<PeerConnectionId>();
 
@@ -42,15 +49,25 @@ export class PeerConnections {
       { noDelay: true, pauseOnConnect: true, allowHalfOpen: true },
       (socket) => this.onPeerConnection(relay, socket),
     );
+    let target: net.ListenOptions = { host: address, port, exclusive: true };
+    if (batchIoAvailability().available) {
+      try {
+        target = this.reusableListen(relay, address, port);
+      } catch (error) {
+        done({ ok: false, error: error as Error });
+        return;
+      }
+    }
     this.binding.set(relay, server);
     const onBindError = (error: Error) => {
       if (this.binding.get(relay) !== server) return;
       this.binding.delete(relay);
+      this.releaseGuard(relay);
       server.close();
       done({ ok: false, error });
     };
     server.once("error", onBindError);
-    server.listen({ host: address, port, exclusive: true }, () => {
+    server.listen(target, () => {
       server.off("error", onBindError);
       if (this.binding.get(relay) !== server) {
         server.close();
@@ -63,11 +80,40 @@ export class PeerConnections {
     });
   }
 
+  /**
+   * RFC 6062 §5.2 dials peers from the relayed transport address, port included, while the
+   * relayed listener holds it: Linux allows that only when both sockets set SO_REUSEPORT
+   * (socket(7)). A SO_REUSEPORT listener alone would also let another worker bind the same
+   * relay port without EADDRINUSE, which is how a taken port is found (engine/relay-sockets.ts),
+   * so an exclusive UDP socket on the same address and port holds the port: UDP and TCP ports
+   * are separate spaces, and a relay port is one allocation's whatever its protocol
+   * (relay-core's relay-port-pool.ts). Throws EADDRINUSE when the port is taken.
+   */
+  private reusableListen(relay: RelayId, address: string, port: number): net.ListenOptions {
+    const family = address.includes(":") ? 6 : 4;
+    const guard = bindUdp({ family, address, port, reusePort: false });
+    try {
+      const fd = tcpListen({ family, address, port, steerGroup: 1 });
+      this.guards.set(relay, guard);
+      return { fd } as net.ListenOptions;
+    } catch (error) {
+      closeFd(guard);
+      throw error;
+    }
+  }
+
+  private releaseGuard(relay: RelayId): void {
+    const guard = this.guards.get(relay);
+    this.guards.delete(relay);
+    if (guard !== undefined) closeFd(guard);
+  }
+
   /** Close TCP relayed address `relay` (bound or binding). */
   closeRelay(relay: RelayId): void {
     const server = this.relays.get(relay) ?? this.binding.get(relay);
     this.relays.delete(relay);
     this.binding.delete(relay);
+    this.releaseGuard(relay);
     server?.close();
   }
 
@@ -86,12 +132,10 @@ export class PeerConnections {
   }
 
   /**
-   * §5.2: dial the peer from the relayed address for a Connect request. From its IP address
-   * only: the port is an ephemeral one, since binding the relayed port while its listener
-   * holds it needs SO_REUSEPORT on both sockets (Linux refuses SO_REUSEADDR next to a
-   * listener), which node:net cannot set on a connecting socket, and which on the listener
-   * would hide another worker's bind of the same port (EADDRINUSE is how a taken relay port
-   * is found: engine/relay-sockets.ts).
+   * §5.2: dial the peer from the relayed transport address for a Connect request: its address
+   * and port where the relayed listener has SO_REUSEPORT (reusableListen; node:net cannot set
+   * it on a connecting socket, so udp-batch's tcpBind makes the socket), else from its address
+   * with an ephemeral port (node:dgram fallback, no native module).
    */
   connect(
     id: PeerConnectionId,
@@ -102,7 +146,19 @@ export class PeerConnections {
   ): void {
     const local = this.relays.get(relay)?.address() as net.AddressInfo | undefined;
     const reads = new ReusedReadBuffer();
-    const socket = net.connect({
+    let socket: net.Socket | undefined;
+    if (local !== undefined && this.guards.has(relay)) {
+      try {
+        socket = this.dialFrom(local, reads, address, port);
+      } catch (err) {
+        // The relayed port cannot be bound for this peer (say, its last connection to the
+        // same peer lingers in TIME_WAIT): the relayed address with another port will do.
+        this.host.log.debug("peer dial from the relayed port failed", {
+          error: (err as Error).message,
+        });
+      }
+    }
+    socket ??= net.connect({
       onread: reads.onread,
       host: address,
       port,
@@ -137,6 +193,33 @@ export class PeerConnections {
       host.core.handlePeerConnected(id, performance.now());
       host.afterInput();
     });
+  }
+
+  /** A connection from the relayed address and port `from` (see reusableListen). */
+  private dialFrom(
+    from: net.AddressInfo,
+    reads: ReusedReadBuffer,
+    address: string,
+    port: number,
+  ): net.Socket {
+    const fd = tcpBind({
+      family: from.family === "IPv6" ? 6 : 4,
+      address: from.address,
+      port: from.port,
+    });
+    const socket = new net.Socket({
+      fd,
+      onread: reads.onread,
+      allowHalfOpen: true,
+      readable: true,
+      writable: true,
+    });
+    socket.setNoDelay(true);
+    // A socket made from an fd starts reading at once: stopped before it connects (paused
+    // until ConnectionBind, like any peer connection), or the peer's first bytes would reach
+    // the reused buffer's sink before the pipe does.
+    socket.pause();
+    return socket.connect({ host: address, port });
   }
 
   private track(id: PeerConnectionId, socket: net.Socket): void {
@@ -204,6 +287,8 @@ export class PeerConnections {
     this.binding.clear();
     for (const s of this.relays.values()) s.close();
     this.relays.clear();
+    for (const guard of this.guards.values()) closeFd(guard);
+    this.guards.clear();
     for (const s of this.sockets.values()) s.destroy();
     this.sockets.clear();
     this.reads.clear();
