@@ -91,7 +91,9 @@ export class PeerConnections {
    */
   private reusableListen(relay: RelayId, address: string, port: number): net.ListenOptions {
     const family = address.includes(":") ? 6 : 4;
-    const guard = bindUdp({ family, address, port, reusePort: false });
+    // Nothing reads it: the smallest receive buffer the kernel allows bounds what datagrams
+    // sent to it can hold.
+    const guard = bindUdp({ family, address, port, reusePort: false, recvBufferSize: 1 });
     try {
       const fd = tcpListen({ family, address, port, steerGroup: 1 });
       this.guards.set(relay, guard);
