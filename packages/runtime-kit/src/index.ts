@@ -84,4 +84,5 @@ export {
 } from "./otlp-export.js";
 export { asOutput, EXIT_CONFIG, exitWhenDone, parseOrReport, withTimeout } from "./process.js";
 export { forwardChunk, READ_BUFFER_BYTES, ReusedReadBuffer } from "./reused-read-buffer.js";
+export { renderTextTable, type TextColumn } from "./text-table.js";
 export { decodeTunnelKey, encodeTunnelKey, type TunnelCredentials } from "./tunnel-key.js";

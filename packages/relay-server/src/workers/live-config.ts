@@ -1,5 +1,5 @@
 // THE LIVE CONFIGURATION: the configuration every worker runs with and its generation (1 at
-// start, one more per reload: main.ts). A worker starts with the current one (workerData),
+// start, one more per reload: reload.ts). A worker starts with the current one (workerData),
 // every reload goes to every worker there is, starting ones included, and a worker that
 // reports ready with an older generation than the current one is sent the current one at
 // once; a worker applies only generations newer than its own (engine/driver.ts,
