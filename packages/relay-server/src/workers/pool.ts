@@ -24,7 +24,7 @@
 // re-allocate on the others meanwhile and /readyz says "degraded"), the operator's calls, and
 // drain/close to every worker. Each concern it uses has its module:
 //
-//   messages.ts        what the supervisor and workers say to each other, what a worker starts with
+//   messages.ts        what the supervisor and workers say to each other; a worker's start data
 //   spawn.ts           a worker thread's slot, its start and end, the restart backoff
 //   listen-sockets.ts  the listening sockets bound here and handed to every worker
 //   port-slices.ts     each worker's slice of the relay port range
