@@ -7,7 +7,7 @@
 import { mintPinnedCredentials, PeerAddressPolicy } from "@turnpike/relay-core";
 import { describe, expect, it } from "vitest";
 import { type CredentialSource, createCredentialSource } from "../src/credentials.js";
-import { reallocateBy } from "../src/lifecycle.js";
+import { reallocateBy } from "../src/lifecycle/renewal.js";
 import { PinClaims } from "../src/pins.js";
 import { parseWindow, WindowWatch } from "../src/windows.js";
 import {
