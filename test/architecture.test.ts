@@ -125,6 +125,15 @@ const ROOMS: Record<string, readonly string[]> = {
     "discovery.ts",
     "preflight.ts",
   ],
+  // The worker thread's entry: the engine, and of the supervisor's room only what the two
+  // sides say to each other and the counters it posts (listed before "workers/": first match).
+  "workers/worker.ts": [
+    "workers/messages.ts",
+    "workers/stats-sync.ts",
+    "engine/driver.ts",
+    "shared/",
+    "stats.ts",
+  ],
   "workers/": [
     "workers/",
     "engine/driver.ts",
@@ -365,6 +374,16 @@ describe("relay-server: each room imports only what it may", () => {
         at("udp/batch-path.ts"),
         'import type { EngineHost } from "../engine/host.js";',
       ),
+    ).toEqual([]);
+  });
+
+  it("catches the worker thread loading the supervisor's modules", () => {
+    const at = (f: string) => join(RELAY_SERVER_SRC, f);
+    expect(
+      roomViolations(at("workers/worker.ts"), 'import { spawnWorker } from "./spawn.js";'),
+    ).toEqual(["relay-server/src/workers/worker.ts (workers/worker.ts) imports workers/spawn.ts"]);
+    expect(
+      roomViolations(at("workers/worker.ts"), 'import type { WorkerInit } from "./messages.js";'),
     ).toEqual([]);
   });
 });

@@ -29,7 +29,7 @@ export interface RelayDeps {
   /** Bound TCP ports of the process's other listeners (health, Prometheus): never peers. */
   readonly ownPorts?: readonly number[];
   /**
-   * The generation of `config` (main.ts counts them: 1 at start, one more per reload); default
+   * The generation of `config` (reload.ts counts them: 1 at start, one more per reload); default
    * 1. applyReloadable() takes only newer ones.
    */
   readonly configGeneration?: number;
