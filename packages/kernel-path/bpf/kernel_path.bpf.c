@@ -731,7 +731,7 @@ static __noinline __u32 find_next_hop(void *ctx, const struct dgram *d, const st
 	return TP_STAT_PASS_NO_ROUTE;
 }
 
-/* ---- TC ----------------------------------------------------------------------------------- */
+/* ---- TC (TCX ingress) ----------------------------------------------------------------------------------- */
 
 static __always_inline int pass(__u32 stat)
 {
@@ -826,6 +826,138 @@ SEC("tc")
 int turnpike_tc(struct __sk_buff *skb)
 {
 	return relay(skb);
+}
+
+/* ---- XDP (native mode) ----------------------------------------------------------------- */
+
+/*
+ * The same relay at the driver's receive hook, before any skb exists: for frames that arrive
+ * from a network device whose driver runs XDP natively (not the loopback, which has none). The
+ * routing, the checksum update and the accounting are the TC path's; what differs is what an
+ * XDP program can do with the frame:
+ *   - the 4-byte header is removed or added by moving the frame's start (bpf_xdp_adjust_head)
+ *     and writing Ethernet, IP and UDP headers anew in front of the unmoved payload;
+ *   - it leaves by bpf_redirect to the interface the FIB names, also when that is the one it
+ *     came in on (XDP_TX frames out of a veth whose other end runs GRO but no XDP were not
+ *     delivered there; a redirect to the same veth is). A neighbour the FIB has not resolved
+ *     yet (no bpf_redirect_neigh here) and a destination on this host (whose stack would
+ *     refuse a datagram with a local source arriving from outside) go to userspace, counted;
+ *   - frames carry complete checksums (CHECKSUM_PARTIAL is an skb state and there is no skb),
+ *     except frames a veth passes on from a local socket that left the sum to the device: those
+ *     look partial and go to userspace like the TC path's that leave the host.
+ * The target interface must accept XDP frames (ndo_xdp_xmit): a veth does when its peer runs
+ * XDP or has GRO on; otherwise bpf_redirect fails and the kernel drops the frame (counted by
+ * the kernel as an xdp_redirect error, visible in `ip -s link` / tracepoints).
+ */
+
+static __always_inline int xdp_pass(__u32 stat)
+{
+	count(stat);
+	return XDP_PASS;
+}
+
+/* Ethernet, IP and UDP (+ ChannelData) headers at the start of the moved frame. Two branches
+ * with constant offsets: the verifier checks each write against data_end. */
+static __noinline int xdp_write_headers(struct xdp_md *ctx, const struct dgram *d,
+					const struct out *o, __u16 check, const __u8 *macs)
+{
+	__u8 *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	__u8 ip[40], udp[8 + CD_HLEN];
+	__u32 udp_len = build_udp(o, check, udp);
+	__be16 proto;
+
+	build_ip(d, o, ip);
+	if (d->family == TP_FAMILY_V4) {
+		__u8 *u = data + ETH_HLEN + 20;
+
+		if (u + 8 > end)
+			return -1;
+		proto = bpf_htons(ETH_P_IP);
+		__builtin_memcpy(data + ETH_HLEN, ip, 20);
+		__builtin_memcpy(u, udp, 8);
+		if (udp_len > 8) {
+			if (u + 8 + CD_HLEN > end)
+				return -1;
+			__builtin_memcpy(u + 8, udp + 8, CD_HLEN);
+		}
+	} else {
+		__u8 *u = data + ETH_HLEN + 40;
+
+		if (u + 8 > end)
+			return -1;
+		proto = bpf_htons(ETH_P_IPV6);
+		__builtin_memcpy(data + ETH_HLEN, ip, 40);
+		__builtin_memcpy(u, udp, 8);
+		if (udp_len > 8) {
+			if (u + 8 + CD_HLEN > end)
+				return -1;
+			__builtin_memcpy(u + 8, udp + 8, CD_HLEN);
+		}
+	}
+	__builtin_memcpy(data, macs, 12);
+	__builtin_memcpy(data + 12, &proto, 2);
+	return 0;
+}
+
+static __always_inline int relay_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct dgram d;
+	struct out o = {};
+	struct next_hop h = {};
+	__u8 tail4[4] = {};
+	__u32 r, len = end - data, target;
+	__u64 now;
+	__u16 check;
+
+	r = parse(data, end, len, &d);
+	if (r == NOT_UDP)
+		return XDP_PASS;
+	if (r != PARSED)
+		return xdp_pass(r);
+
+	now = bpf_ktime_get_ns();
+	r = route(&d, &o, now);
+	if (r != PARSED)
+		return xdp_pass(r);
+
+	r = find_next_hop(ctx, &d, &o, &h);
+	if (r != PARSED)
+		return xdp_pass(r);
+	if (h.way == WAY_LOCAL)
+		return xdp_pass(TP_STAT_PASS_LOCAL);
+	if (h.way == WAY_NEIGH)
+		return xdp_pass(TP_STAT_PASS_NO_NEIGHBOUR);
+	if (looks_partial(&d))
+		return xdp_pass(TP_STAT_PASS_CSUM_OFFLOAD);
+	if (o.trim && bpf_xdp_load_bytes(ctx, ETH_HLEN + d.ip_hlen + d.udp_len - 4, tail4, 4) < 0)
+		return xdp_pass(TP_STAT_PASS_MALFORMED);
+	check = udp_checksum(&d, &o, tail4, 1);
+
+	if (account(&o, now))
+		return count(TP_STAT_RATE_LIMITED), XDP_DROP;
+
+	/* The first change that can fail leaves the frame as it was: the end first (Ethernet
+	 * padding and the ChannelData padding trimmed), then the start. */
+	target = ETH_HLEN + d.ip_hlen + d.udp_len - o.trim;
+	if (len != target && bpf_xdp_adjust_tail(ctx, (int)target - (int)len) < 0)
+		return xdp_pass(TP_STAT_ERROR);
+	if (o.kind == TO_PEER && bpf_xdp_adjust_head(ctx, CD_HLEN) < 0)
+		return count(TP_STAT_ERROR), XDP_DROP;
+	if (o.kind == TO_CLIENT && bpf_xdp_adjust_head(ctx, -CD_HLEN) < 0)
+		return count(TP_STAT_ERROR), XDP_DROP;
+	if (xdp_write_headers(ctx, &d, &o, check, h.macs) < 0)
+		return count(TP_STAT_ERROR), XDP_DROP;
+
+	count(o.kind == TO_PEER ? TP_STAT_TO_PEER : o.kind == TO_CLIENT ? TP_STAT_TO_CLIENT
+									 : TP_STAT_CHAINED);
+	return bpf_redirect(h.ifindex, 0);
+}
+
+SEC("xdp")
+int turnpike_xdp(struct xdp_md *ctx)
+{
+	return relay_xdp(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

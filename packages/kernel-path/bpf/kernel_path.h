@@ -144,6 +144,7 @@ enum tp_stat {
 	TP_STAT_PASS_FRAG_NEEDED, /* larger than the egress MTU */
 	TP_STAT_PASS_VLAN,        /* VLAN-tagged frame */
 	TP_STAT_ERROR,            /* a helper failed half-way: dropped */
+	TP_STAT_PASS_NO_NEIGHBOUR, /* XDP: the next hop's link address is not resolved yet */
 	TP_STAT_COUNT,
 };
 

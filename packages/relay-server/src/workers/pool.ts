@@ -60,7 +60,7 @@ export type WorkerMessage =
       t: "ready";
       addresses: RelayAddresses;
       udpIo: "batch" | "dgram";
-      kernelPath: "tc" | "off";
+      kernelPath: "tc" | "xdp" | "off";
       generation: number;
     }
   /** `gen`: the refresh it answers (0 for the periodic ones). */
@@ -148,7 +148,7 @@ class WorkerPool implements RunningRelay {
   ready = false;
   draining = false;
   udpIo: "batch" | "dgram" = "dgram";
-  kernelPath: "tc" | "off" = "off";
+  kernelPath: "tc" | "xdp" | "off" = "off";
   private readonly log: Logger;
   /** Chosen and attached once for every worker (start()); closed after them. */
   private kernel: SupervisorKernelPath | undefined;
@@ -319,7 +319,11 @@ class WorkerPool implements RunningRelay {
   private spawn(
     slot: Slot,
     config: RelayConfig,
-  ): Promise<{ addresses: RelayAddresses; udpIo: "batch" | "dgram"; kernelPath: "tc" | "off" }> {
+  ): Promise<{
+    addresses: RelayAddresses;
+    udpIo: "batch" | "dgram";
+    kernelPath: "tc" | "xdp" | "off";
+  }> {
     const init: WorkerInit = {
       config,
       generation: this.generation,
