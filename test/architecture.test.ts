@@ -78,10 +78,19 @@ const IMPURE_CALLS = [
   /\bgetRandomValues\s*\(/,
 ];
 
-/** The tunnel's lifecycle machine and the modules it takes values from. */
-const TUNNEL_LIFECYCLE = ["lifecycle.ts", "backoff.ts", "windows.ts", "redirects.ts"].map((f) =>
-  join(ROOT, "packages/tunnel-client/src", f),
-);
+const TUNNEL_SRC = join(ROOT, "packages/tunnel-client/src");
+
+/**
+ * The tunnel's lifecycle machine, every part of it (the whole lifecycle/ room), and the modules
+ * it takes values from.
+ */
+const TUNNEL_LIFECYCLE = [
+  "lifecycle.ts",
+  ...readdirSync(join(TUNNEL_SRC, "lifecycle")).map((f) => `lifecycle/${f}`),
+  "backoff.ts",
+  "windows.ts",
+  "redirects.ts",
+].map((f) => join(TUNNEL_SRC, f));
 
 /**
  * relay-server's rooms and what each may import of the package's own modules (paths below

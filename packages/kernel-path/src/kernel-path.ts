@@ -2,10 +2,15 @@
 // channel binding (RFC 8656 §12), deadline and bucket updates as lifetimes and policy change,
 // counters at metrics collection, unbind when the binding ends. Every call is synchronous and
 // costs at most two bpf() system calls (bind, unbind); deadlines, buckets and counters are
-// plain memory accesses to the mmapped slot. See bpf/kernel_path.h for the maps.
+// plain memory accesses to the mmapped slot. See bpf/layout.h for the maps.
 import { isIP } from "node:net";
 import { type AttachMode, interfaceProblem, missingCapabilities } from "./availability.js";
-import { COUNTER_FIELDS, KERNEL_PATH_STATS, type KernelPathStats } from "./layout.js";
+import {
+  BUCKET_DROP_COUNT,
+  COUNTER_FIELDS,
+  KERNEL_PATH_STATS,
+  type KernelPathStats,
+} from "./layout.js";
 import { loadNative, type NativeBinding, type NativeHandle, OBJECT_PATH } from "./native.js";
 
 export interface KernelPathOptions {
@@ -274,7 +279,7 @@ export class KernelPath {
 
   /** Datagrams and bytes bucket `bucket` refused. */
   bucketDrops(bucket: number): { packets: number; bytes: number } {
-    const out = new Float64Array(2);
+    const out = new Float64Array(BUCKET_DROP_COUNT);
     this.#native.bucketDrops(this.#handle, bucket, out);
     return { packets: out[0]!, bytes: out[1]! };
   }
