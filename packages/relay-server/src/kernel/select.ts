@@ -116,19 +116,24 @@ export function openKernelPath(
     );
   }
   const mode: KernelAttachMode = asked === "xdp" ? "xdp" : "tc";
-  if (mode === "xdp") {
-    // Before anything is changed (the forwarding sysctls below): the loopback has no native
-    // XDP, and generic XDP would cost more than TC.
-    const loopback = plan.interfaces.find(
-      (name) => host.links().find((l) => l.name === name)?.type === ARPHRD_LOOPBACK,
-    );
-    if (loopback !== undefined) {
-      return fail(`${loopback} is the loopback, which has no native XDP (use tc)`);
-    }
-  }
   const notes: string[] = [];
   if (plan.skipped.length > 0) {
     notes.push(`not attached to ${plan.skipped.join(",")} (no Ethernet framing)`);
+  }
+  let interfaces = plan.interfaces;
+  if (mode === "xdp") {
+    // Decided before anything changes (the forwarding sysctls below). The loopback has no
+    // native XDP (generic XDP would cost more than TC): what arrives there stays in userspace.
+    const isLoopback = (name: string) =>
+      host.links().find((l) => l.name === name)?.type === ARPHRD_LOOPBACK;
+    const loopback = interfaces.filter(isLoopback);
+    interfaces = interfaces.filter((name) => !isLoopback(name));
+    if (interfaces.length === 0) {
+      return fail(`${loopback.join(",")} is the loopback, which has no native XDP (use tc)`);
+    }
+    if (loopback.length > 0) {
+      notes.push(`not attached to ${loopback.join(",")} (no native XDP on the loopback)`);
+    }
   }
   const forwarding = missingForwarding();
   if (forwarding !== undefined && asked !== "auto") {
@@ -136,17 +141,17 @@ export function openKernelPath(
     if (refused !== undefined) return fail(refused);
   }
   // verify: the load below is the verifier's check.
-  const available = kernelPathAvailability({ interfaces: plan.interfaces, mode, verify: false });
+  const available = kernelPathAvailability({ interfaces, mode, verify: false });
   if (!available.available) return fail(available.reason);
   const relayed = wildcardRelayed(config, host, notes);
   try {
     const path = KernelPath.open({
-      interfaces: plan.interfaces,
+      interfaces,
       mode,
       maxBindings: KERNEL_MAX_BINDINGS,
       maxBuckets: KERNEL_MAX_BUCKETS,
     });
-    return { mode, path, interfaces: plan.interfaces, relayed, notes };
+    return { mode, path, interfaces, relayed, notes };
   } catch (err) {
     return fail((err as Error).message);
   }
