@@ -22,8 +22,10 @@
  * STUN, Send and Data indications, unbound peers and channels, expired bindings, fragments, IP
  * options, malformed lengths, traffic of other families. Each reason is counted in tp_stats.
  *
- * One compilation unit, one object, one program; its stages are in the headers it includes,
- * in the order relay() below calls them:
+ * One compilation unit, one object, two entry points over the same stages: turnpike_tc (TCX
+ * ingress, every interface) and turnpike_xdp (the driver's hook, native XDP only; see
+ * relay_xdp() for what differs there). The stages are in the headers it includes, in the order
+ * relay() below calls them:
  *
  *   parse.h       Ethernet, IPv4/IPv6, UDP; options and fragments refused
  *   route.h       which binding (client -> peer, peer -> client, chained) and what it becomes
@@ -145,6 +147,94 @@ SEC("tc")
 int turnpike_tc(struct __sk_buff *skb)
 {
 	return relay(skb);
+}
+
+/* ---- XDP (native mode) ----------------------------------------------------------------- */
+
+static __always_inline int xdp_pass(__u32 stat)
+{
+	count(stat);
+	return XDP_PASS;
+}
+
+/*
+ * The same relay at the driver's receive hook, before any skb exists, for frames from a device
+ * whose driver runs XDP natively (not the loopback, which has none). Parsing, routing, the
+ * checksum update and the accounting are relay()'s; what differs is what XDP can do:
+ *   - the 4-byte header is removed or added by moving the frame's start (bpf_xdp_adjust_head)
+ *     and writing Ethernet, IP and UDP headers anew in front of the unmoved payload;
+ *   - it leaves by bpf_redirect to the interface the FIB names, also the one it came in on
+ *     (XDP_TX frames out of a veth whose other end runs GRO but no XDP were not delivered
+ *     there; a redirect to the same veth is);
+ *   - a next hop whose link address is not resolved yet (there is no bpf_redirect_neigh) and a
+ *     destination on this host (whose stack refuses a local source arriving from outside) go
+ *     to userspace, counted: userspace's own datagram resolves the neighbour;
+ *   - frames carry complete checksums (CHECKSUM_PARTIAL is an skb state), except frames a veth
+ *     passes on from a local socket that left the sum to the device: those look partial and go
+ *     to userspace.
+ * The target device must accept XDP frames (ndo_xdp_xmit): NICs with native XDP do, a veth
+ * when its other end runs XDP or has GRO on; otherwise the kernel drops the redirected frame
+ * (an xdp_redirect error in `ethtool -S` and the xdp tracepoints).
+ */
+static __always_inline int relay_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct dgram d;
+	struct out o = {};
+	struct next_hop h = {};
+	__u8 tail4[4] = {};
+	__u32 r, len = end - data, target;
+	__u64 now;
+	__u16 check;
+
+	r = parse(data, end, len, &d);
+	if (r == NOT_UDP)
+		return XDP_PASS;
+	if (r != PARSED)
+		return xdp_pass(r);
+
+	now = bpf_ktime_get_ns();
+	r = route(&d, &o, now);
+	if (r != PARSED)
+		return xdp_pass(r);
+
+	r = find_next_hop(ctx, &d, &o, &h);
+	if (r != PARSED)
+		return xdp_pass(r);
+	if (h.way == WAY_LOCAL)
+		return xdp_pass(TP_STAT_PASS_LOCAL);
+	if (h.way == WAY_NEIGH)
+		return xdp_pass(TP_STAT_PASS_NO_NEIGHBOUR);
+	if (looks_partial(&d))
+		return xdp_pass(TP_STAT_PASS_CSUM_OFFLOAD);
+	if (o.trim && bpf_xdp_load_bytes(ctx, ETH_HLEN + d.ip_hlen + d.udp_len - 4, tail4, 4) < 0)
+		return xdp_pass(TP_STAT_PASS_MALFORMED);
+	check = udp_checksum(&d, &o, tail4, 1);
+
+	if (account(&o, now))
+		return count(TP_STAT_RATE_LIMITED), XDP_DROP;
+
+	/* The first change that can fail leaves the frame as it was: the end first (Ethernet
+	 * padding and the ChannelData padding cut), then the start. */
+	target = ETH_HLEN + d.ip_hlen + d.udp_len - o.trim;
+	if (len != target && bpf_xdp_adjust_tail(ctx, (int)target - (int)len) < 0)
+		return xdp_pass(TP_STAT_ERROR);
+	if (o.kind == TO_PEER && bpf_xdp_adjust_head(ctx, CD_HLEN) < 0)
+		return count(TP_STAT_ERROR), XDP_DROP;
+	if (o.kind == TO_CLIENT && bpf_xdp_adjust_head(ctx, -CD_HLEN) < 0)
+		return count(TP_STAT_ERROR), XDP_DROP;
+	if (xdp_write_headers(ctx, &d, &o, check, h.macs) < 0)
+		return count(TP_STAT_ERROR), XDP_DROP;
+
+	count(o.kind == TO_PEER ? TP_STAT_TO_PEER : o.kind == TO_CLIENT ? TP_STAT_TO_CLIENT
+									 : TP_STAT_CHAINED);
+	return bpf_redirect(h.ifindex, 0);
+}
+
+SEC("xdp")
+int turnpike_xdp(struct xdp_md *ctx)
+{
+	return relay_xdp(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -150,7 +150,9 @@ struct tp_bucket {
 	X(TP_STAT_PASS_FWD_DISABLED, "pass-forwarding-disabled")                                 \
 	X(TP_STAT_PASS_FRAG_NEEDED, "pass-frag-needed") /* larger than the egress MTU */          \
 	X(TP_STAT_PASS_VLAN, "pass-vlan")               /* VLAN-tagged frame */                   \
-	X(TP_STAT_ERROR, "error") /* a helper failed half-way: dropped */
+	X(TP_STAT_ERROR, "error") /* a helper failed half-way: dropped */                        \
+	/* XDP: the next hop's link address is not resolved yet (no bpf_redirect_neigh there) */  \
+	X(TP_STAT_PASS_NO_NEIGHBOUR, "pass-no-neighbour")
 
 #define TP_STAT_ENUM(name, text) name,
 enum tp_stat { TP_STATS(TP_STAT_ENUM) TP_STAT_COUNT };

@@ -2,8 +2,9 @@
 /*
  * The new headers: IP (addresses, length, TTL 64 like the relay's own sockets; DSCP/ECN and
  * the IPv4 DF bit kept; the IPv4 header checksum computed anew), UDP and, towards a client, the
- * ChannelData header. Written through bpf_skb_store_bytes(BPF_F_RECOMPUTE_CSUM), which keeps
- * skb->csum true for drivers that deliver CHECKSUM_COMPLETE.
+ * ChannelData header. At TC written through bpf_skb_store_bytes(BPF_F_RECOMPUTE_CSUM), which
+ * keeps skb->csum true for drivers that deliver CHECKSUM_COMPLETE; at XDP written directly into
+ * the frame, with the Ethernet header in front (there is no skb, and no csum to keep).
  */
 #ifndef TURNPIKE_REWRITE_H
 #define TURNPIKE_REWRITE_H
@@ -84,6 +85,52 @@ static __noinline long write_headers(struct __sk_buff *skb, const struct dgram *
 	if (r < 0)
 		return r;
 	return bpf_skb_store_bytes(skb, ETH_HLEN + ip_len, udp, udp_len, BPF_F_RECOMPUTE_CSUM);
+}
+
+/*
+ * XDP: Ethernet (the next hop's addresses), IP, UDP and ChannelData headers at the start of the
+ * frame, after bpf_xdp_adjust_head moved it (the payload stays where it is). Two branches with
+ * constant offsets, each write checked against data_end for the verifier.
+ */
+static __noinline int xdp_write_headers(struct xdp_md *ctx, const struct dgram *d,
+					const struct out *o, __u16 check, const __u8 *macs)
+{
+	__u8 *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	__u8 ip[40], udp[8 + CD_HLEN];
+	__u32 udp_len = build_udp(o, check, udp);
+	__be16 proto;
+
+	build_ip(d, o, ip);
+	if (d->family == TP_FAMILY_V4) {
+		__u8 *u = data + ETH_HLEN + 20;
+
+		if (u + 8 > end)
+			return -1;
+		proto = bpf_htons(ETH_P_IP);
+		__builtin_memcpy(data + ETH_HLEN, ip, 20);
+		__builtin_memcpy(u, udp, 8);
+		if (udp_len > 8) {
+			if (u + 8 + CD_HLEN > end)
+				return -1;
+			__builtin_memcpy(u + 8, udp + 8, CD_HLEN);
+		}
+	} else {
+		__u8 *u = data + ETH_HLEN + 40;
+
+		if (u + 8 > end)
+			return -1;
+		proto = bpf_htons(ETH_P_IPV6);
+		__builtin_memcpy(data + ETH_HLEN, ip, 40);
+		__builtin_memcpy(u, udp, 8);
+		if (udp_len > 8) {
+			if (u + 8 + CD_HLEN > end)
+				return -1;
+			__builtin_memcpy(u + 8, udp + 8, CD_HLEN);
+		}
+	}
+	__builtin_memcpy(data, macs, 12);
+	__builtin_memcpy(data + 12, &proto, 2);
+	return 0;
 }
 
 #endif /* TURNPIKE_REWRITE_H */

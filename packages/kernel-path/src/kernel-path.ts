@@ -130,7 +130,6 @@ export class KernelPath {
   static open(options: KernelPathOptions): KernelPath {
     const n = native();
     const mode = options.mode ?? "tc";
-    if (mode === "xdp") throw new KernelPathError("XDP mode is not built yet (use tc)");
     const caps = missingCapabilities();
     if (caps) {
       throw new KernelPathError(
@@ -138,14 +137,14 @@ export class KernelPath {
       );
     }
     for (const name of options.interfaces) {
-      const problem = interfaceProblem(name);
+      const problem = interfaceProblem(name, mode);
       if (problem) throw new KernelPathError(problem);
     }
     try {
       const handle = n.open(
         options.objectPath ?? OBJECT_PATH,
         options.interfaces,
-        false,
+        mode === "xdp",
         options.maxBindings ?? 65536,
         options.maxBuckets ?? 65536,
       );

@@ -34,6 +34,7 @@ export const KERNEL_PATH_STATS = [
   "pass-frag-needed",
   "pass-vlan",
   "error",
+  "pass-no-neighbour",
 ] as const;
 export type KernelPathStatName = (typeof KERNEL_PATH_STATS)[number];
 export type KernelPathStats = Readonly<Record<KernelPathStatName, number>>;

@@ -26,7 +26,7 @@ export interface WorkerReady {
   t: "ready";
   addresses: RelayAddresses;
   udpIo: "batch" | "dgram";
-  kernelPath: "tc" | "off";
+  kernelPath: "tc" | "xdp" | "off";
   generation: number;
 }
 

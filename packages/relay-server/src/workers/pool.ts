@@ -77,7 +77,7 @@ class WorkerPool implements RunningRelay {
   ready = false;
   draining = false;
   udpIo: "batch" | "dgram" = "dgram";
-  kernelPath: "tc" | "off" = "off";
+  kernelPath: "tc" | "xdp" | "off" = "off";
   private readonly log: Logger;
   /** Chosen and attached once for every worker (start()); closed after them. */
   private kernel: SupervisorKernelPath | undefined;
