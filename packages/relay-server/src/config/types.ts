@@ -121,6 +121,12 @@ export interface RelayConfig {
   readonly maxBytesPerSecondPerUser: number | undefined;
   /** Seconds. */
   readonly tcpIdleTimeout: number;
+  /** TLS handshakes under way at once in the process (stream/tls-handshakes.ts). */
+  readonly maxTlsHandshakes: number;
+  /** The same per source (IPv4 address, IPv6 /64); 0 = no limit. */
+  readonly maxTlsHandshakesPerIp: number;
+  /** Seconds from the TCP accept a TLS handshake may take. */
+  readonly tlsHandshakeTimeout: number;
   /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
   readonly udpIo: UdpIoMode;
   /**
