@@ -527,6 +527,16 @@ export const OPTIONS = {
       return text === "off" ? null : parseSocketAddress(text, where, 0);
     },
   }),
+  "health-max-connections": spec<number>({
+    group: "Operations",
+    reload: "restart",
+    describe:
+      "connections --health-listen holds at once (probes, scrapes, the discovery API), also at most 1/16 of the process's open-file limit; beyond it new ones are closed at once. A connection gets 5 s for its request, sending nothing included",
+    placeholder: "N",
+    defaultText: "64",
+    default: 64,
+    parse: (raw, where) => parseInteger(raw, where, 1, 1024),
+  }),
   "admin-token": spec<string | undefined>({
     group: "Operations",
     reload: "restart",

@@ -106,7 +106,7 @@ export interface RelayConfig {
   readonly maxPermissions: number;
   /** Per allocation. */
   readonly maxChannels: number;
-  /** TCP/TLS client connections. */
+  /** TCP/TLS client connections (within the open-file limit: fd-budget.ts). */
   readonly maxConnections: number;
   /** Unauthenticated TCP/TLS connections per source (IPv4 address, IPv6 /64); 0 = no limit. */
   readonly maxConnectionsPerIp: number;
@@ -147,6 +147,8 @@ export interface RelayConfig {
   readonly drainTimeout: number;
   /** null when `--health-listen off`. */
   readonly healthListen: SocketAddress | null;
+  /** Connections the health listener holds at once (within the open-file limit: fd-budget.ts). */
+  readonly healthMaxConnections: number;
   readonly prometheusListen: SocketAddress | undefined;
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
@@ -225,4 +227,6 @@ export interface ParseOptions {
    * prints starts the CLI the same way (runtime-kit's cliCommand).
    */
   script?: string;
+  /** The process's open-file limit (default: config/fd-budget.ts reads /proc/self/limits). */
+  openFilesLimit?: () => number | undefined;
 }
