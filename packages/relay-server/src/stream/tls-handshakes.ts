@@ -117,7 +117,9 @@ export class TlsHandshakes {
       this.destroy(socket);
     };
     socket.once("end", left);
-    socket.once("error", failed);
+    // `on`, not `once`: a TLS error and the socket's own may both come, and an error without a
+    // listener would end the worker.
+    socket.on("error", failed);
     socket.once("close", () => this.forget(socket));
     socket.once("secure", () => {
       socket.off("end", left);
