@@ -1,7 +1,7 @@
 // Health endpoints for orchestrators (Kubernetes probes, load balancers):
 //   GET /healthz  200 {"status":"ok","uptimeSeconds":N}          the process is alive
 //   GET /readyz   200 {"status":"ready","uptimeSeconds":N,"udpIo":"batch"|"dgram",
-//                      "kernelPath":"tc"|"off","workers":N,"configGeneration":N,
+//                      "kernelPath":"tc"|"xdp"|"off","workers":N,"configGeneration":N,
 //                      "lastReload":"applied"|"refused"}
 //                                                                 listeners bound, not draining
 //                 503 {"status":"starting"|"draining",...}       take me out of rotation
@@ -32,7 +32,7 @@ export interface RelayState {
   readonly draining: boolean;
   /** The UDP data path ("batch" or "dgram"), reported by /readyz once known. */
   readonly udpIo?: string;
-  /** The kernel data path ("tc" or "off"), once known. */
+  /** The kernel data path ("tc", "xdp" or "off"), once known. */
   readonly kernelPath?: string;
   /** Relay engines (worker threads). */
   readonly workers?: number;

@@ -445,7 +445,7 @@ export const OPTIONS = {
     group: "Operations",
     reload: "restart",
     describe:
-      "kernel data path for bound ChannelData (a BPF program at TC ingress on the interfaces of the listen and relay addresses; needs CAP_BPF and CAP_NET_ADMIN, Linux 6.6+, net.ipv4/ipv6.conf.lo.forwarding=1): tc (fail at start if it cannot run; sets the lo forwarding sysctls when allowed), auto (tc where it loads, else off; the log says why), xdp (not built yet), off",
+      "kernel data path for bound ChannelData (a BPF program at TC ingress on the interfaces of the listen and relay addresses; needs CAP_BPF and CAP_NET_ADMIN, Linux 6.6+, net.ipv4/ipv6.conf.lo.forwarding=1): tc (fail at start if it cannot run; sets the lo forwarding sysctls when allowed), auto (tc where it loads, else off; the log says why), xdp (the driver's XDP hook, native mode only: NICs whose driver runs XDP, not the loopback; the first datagrams to a next hop not yet resolved go through userspace), off",
     placeholder: "auto|tc|xdp|off",
     defaultText: "auto",
     default: "auto",
