@@ -43,6 +43,7 @@ import { Admissions } from "../stream/admission.js";
 import { StreamClients } from "../stream/clients.js";
 import { StreamListeners } from "../stream/listeners.js";
 import { PeerConnections } from "../stream/peers.js";
+import { engineHandshakeLimits, TlsHandshakes } from "../stream/tls-handshakes.js";
 import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { selectUdpPath } from "../udp/select.js";
 import type { UdpPath } from "../udp/udp-path.js";
@@ -200,7 +201,7 @@ class RelayEngine implements RunningRelay {
       this.admissions,
       this.clients,
       this.log,
-      idleTimeoutMs,
+      new TlsHandshakes(engineHandshakeLimits(config, w?.count ?? 1), telemetry, this.log),
       config.listen.length,
       w,
     );
