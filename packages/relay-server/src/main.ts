@@ -154,6 +154,7 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
           lastReload: reloader.lastReload,
         }),
         {
+          maxConnections: config.healthMaxConnections,
           discovery: {
             token: config.adminToken,
             allocations: () => parts.relay?.allocations() ?? [],

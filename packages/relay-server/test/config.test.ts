@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "@turnpike/runtime-kit";
 import { describe, expect, it } from "vitest";
+import { openFilesLimit } from "../src/config/fd-budget.js";
 import { envName, OPTIONS, renderConfigTable } from "../src/config/options.js";
 import { parseRelayArgs } from "../src/config/parse.js";
 import type { ParseOptions, RelayConfig } from "../src/config/types.js";
@@ -52,6 +53,8 @@ const hostInterfaces = (): ReturnType<typeof networkInterfaces> => ({
 const opts: ParseOptions = {
   networkInterfaces: hostInterfaces,
   randomToken: () => "generated-token",
+  // The open-file limit of whatever host runs the suite must not change the defaults below.
+  openFilesLimit: () => undefined,
 };
 
 function relay(argv: string[], env: NodeJS.ProcessEnv = { TURNPIKE_TOKEN: "t0ken" }): RelayConfig {
@@ -95,8 +98,12 @@ describe("relay configuration", () => {
       maxConnections: 10000,
       maxConnectionsPerIp: 100,
       tcpIdleTimeout: 300,
+      maxTlsHandshakes: 512,
+      maxTlsHandshakesPerIp: 16,
+      tlsHandshakeTimeout: 5,
       drainTimeout: 30,
       healthListen: { ip: "127.0.0.1", port: 8080, family: 4 },
+      healthMaxConnections: 64,
       prometheusListen: undefined,
       logFormat: "text",
       logLevel: "info",
@@ -406,6 +413,56 @@ describe("relay configuration", () => {
       expect(table).toContain(`| ${spec.defaultText.replaceAll("|", "\\|")} |`);
     }
     expect(table.split("\n")[0]).toBe("| option | env var | default | meaning |");
+  });
+});
+
+describe("connections within the open-file limit", () => {
+  const under = (limit: number | undefined, argv: string[] = []) => {
+    const parsed = parseRelayArgs(
+      argv,
+      { TURNPIKE_TOKEN: "t0ken" },
+      {
+        ...opts,
+        openFilesLimit: () => limit,
+      },
+    );
+    if (parsed.command !== "relay") throw new Error(`expected relay, got ${parsed.command}`);
+    return parsed;
+  };
+
+  it("keeps a quarter of the limit for relay sockets and a sixteenth at most for health connections, and says what it lowered", () => {
+    const c = under(1024);
+    expect([c.maxConnections, c.healthMaxConnections]).toEqual([1024 - 256 - 64, 64]);
+    expect(c.warnings).toContain(
+      "lowered --max-connections 10000 to 704: this process may open 1024 files (RLIMIT_NOFILE) and keeps 256 for relay sockets; raise the limit for more (systemd LimitNOFILE=, ulimit -n, a container's nofile ulimit)",
+    );
+    const small = under(256, ["--health-max-connections", "100"]);
+    expect([small.maxConnections, small.healthMaxConnections]).toEqual([256 - 128 - 16, 16]);
+  });
+
+  it("lowers nothing the limit holds, or where the limit is unknown", () => {
+    for (const c of [
+      under(1_048_576),
+      under(undefined),
+      under(1024, ["--max-connections", "500"]),
+    ]) {
+      expect(c.warnings.filter((w) => w.startsWith("lowered"))).toEqual([]);
+    }
+    expect(under(1024, ["--max-connections", "500"]).maxConnections).toBe(500);
+  });
+
+  it("reads the soft limit from /proc/self/limits", () => {
+    const limits = [
+      "Limit                     Soft Limit           Hard Limit           Units     ",
+      "Max open files            1024                 4096                 files     ",
+    ].join("\n");
+    expect(openFilesLimit(() => limits)).toBe(1024);
+    expect(openFilesLimit(() => limits.replace("1024 ", "unlimited "))).toBeUndefined();
+    expect(
+      openFilesLimit(() => {
+        throw new Error("ENOENT");
+      }),
+    ).toBeUndefined();
   });
 });
 

@@ -378,11 +378,41 @@ export const OPTIONS = {
     group: "Limits",
     reload: "restart",
     describe:
-      "seconds a TCP/TLS connection without an allocation may go without sending a complete message before it is closed (a TLS handshake gets min(this, 10 s) in all)",
+      "seconds a TCP/TLS connection without an allocation may go without sending a complete message before it is closed (a TLS handshake gets min(this, --tls-handshake-timeout) in all)",
     placeholder: "SECONDS",
     defaultText: "300",
     default: 300,
     parse: (raw, where) => parseInteger(raw, where, 1, 86400),
+  }),
+  "max-tls-handshakes": spec<number>({
+    group: "Limits",
+    reload: "restart",
+    describe:
+      "TLS handshakes under way at once, in the whole process (each worker its share); each holds an OpenSSL session and its buffers, so beyond it a new TLS connection is closed at accept (turn.dropped.packets reason tls-handshake-limit)",
+    placeholder: "N",
+    defaultText: "512",
+    default: 512,
+    parse: (raw, where) => parseInteger(raw, where, 1, 1_000_000),
+  }),
+  "max-tls-handshakes-per-ip": spec<number>({
+    group: "Limits",
+    reload: "restart",
+    describe:
+      "TLS handshakes under way at once from one source (IPv4 address, IPv6 /64; per worker where the native module does not steer sources to one worker); beyond it closed at accept (reason tls-handshake-per-ip-limit; 0 = unlimited)",
+    placeholder: "N",
+    defaultText: "16",
+    default: 16,
+    parse: (raw, where) => parseInteger(raw, where, 0, 1_000_000),
+  }),
+  "tls-handshake-timeout": spec<number>({
+    group: "Limits",
+    reload: "restart",
+    describe:
+      "seconds from the TCP accept a TLS handshake may take, whatever arrives meanwhile, before the connection is closed",
+    placeholder: "SECONDS",
+    defaultText: "5",
+    default: 5,
+    parse: (raw, where) => parseInteger(raw, where, 1, 60),
   }),
   "max-bps": spec<number | undefined>({
     group: "Limits",
@@ -507,6 +537,16 @@ export const OPTIONS = {
       const text = one(raw, where);
       return text === "off" ? null : parseSocketAddress(text, where, 0);
     },
+  }),
+  "health-max-connections": spec<number>({
+    group: "Operations",
+    reload: "restart",
+    describe:
+      "connections --health-listen holds at once (probes, scrapes, the discovery API), also at most 1/16 of the process's open-file limit; beyond it new ones are closed at once. A connection gets 5 s for its request, sending nothing included",
+    placeholder: "N",
+    defaultText: "64",
+    default: 64,
+    parse: (raw, where) => parseInteger(raw, where, 1, 1024),
   }),
   "admin-token": spec<string | undefined>({
     group: "Operations",

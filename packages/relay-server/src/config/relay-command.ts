@@ -10,6 +10,7 @@
 //   4. resolveTokens    the shared secrets (secrets.ts; generated when unset), with warnings
 //   5. resolveWorkers   how many engines, given what node:dgram can share
 //   6. switchWarnings   one warning per option that weakens a default
+//   7. budgetFds        client and health connections within the open-file limit (fd-budget.ts)
 //
 // Every file the options name is read here (token file, revocation list, TLS pair), so a
 // RelayConfig is complete, and re-parsing is what a reload (SIGHUP, config/reload.ts) does.
@@ -28,6 +29,7 @@ import {
 import { RELAY_VERSION } from "../version.js";
 import { ALLOCATIONS_USAGE } from "./allocations-command.js";
 import { CREDENTIALS_USAGE } from "./credentials-command.js";
+import { budgetFds, openFilesLimit } from "./fd-budget.js";
 import { firstHostAddress, type Interfaces, ownAddresses } from "./host-addresses.js";
 import { ENV_PREFIX, OPTION_SET, type OPTIONS, PROGRAM_NAME } from "./options.js";
 import { resolveSecrets } from "./secrets.js";
@@ -59,6 +61,11 @@ export function parseRelay(
   const revoked =
     revokeFile === undefined ? { entries: [], warnings: [] } : readRevokeFile(revokeFile);
   warnings.push(...switchWarnings(v), ...OPTION_SET.unknownEnvWarnings(env));
+  const fds = budgetFds(
+    { maxConnections: v["max-connections"], healthMaxConnections: v["health-max-connections"] },
+    (options.openFilesLimit ?? openFilesLimit)(),
+    warnings,
+  );
 
   return {
     command: "relay",
@@ -92,12 +99,15 @@ export function parseRelay(
     maxAllocationsPerUser: v["max-allocations-per-user"],
     maxPermissions: v["max-permissions"],
     maxChannels: v["max-channels"],
-    maxConnections: v["max-connections"],
+    maxConnections: fds.maxConnections,
     maxConnectionsPerIp: v["max-connections-per-ip"],
     maxUnauthenticatedRate: v["max-unauthenticated-rate"],
     maxBytesPerSecond: v["max-bps"],
     maxBytesPerSecondPerUser: v["max-bps-per-user"],
     tcpIdleTimeout: v["tcp-idle-timeout"],
+    maxTlsHandshakes: v["max-tls-handshakes"],
+    maxTlsHandshakesPerIp: v["max-tls-handshakes-per-ip"],
+    tlsHandshakeTimeout: v["tls-handshake-timeout"],
     udpIo: v["udp-io"],
     kernelPath: v["kernel-path"],
     ...resolveWorkers(v.workers, v["udp-io"]),
@@ -106,6 +116,7 @@ export function parseRelay(
     alternateServer: v["alternate-server"],
     drainTimeout: v["drain-timeout"],
     healthListen: v["health-listen"],
+    healthMaxConnections: fds.healthMaxConnections,
     prometheusListen: v["prometheus-listen"],
     logFormat: v["log-format"],
     logLevel: v["log-level"],

@@ -108,7 +108,7 @@ export interface RelayConfig {
   readonly maxPermissions: number;
   /** Per allocation. */
   readonly maxChannels: number;
-  /** TCP/TLS client connections. */
+  /** TCP/TLS client connections (within the open-file limit: fd-budget.ts). */
   readonly maxConnections: number;
   /** Unauthenticated TCP/TLS connections per source (IPv4 address, IPv6 /64); 0 = no limit. */
   readonly maxConnectionsPerIp: number;
@@ -123,6 +123,12 @@ export interface RelayConfig {
   readonly maxBytesPerSecondPerUser: number | undefined;
   /** Seconds. */
   readonly tcpIdleTimeout: number;
+  /** TLS handshakes under way at once in the process (stream/tls-handshakes.ts). */
+  readonly maxTlsHandshakes: number;
+  /** The same per source (IPv4 address, IPv6 /64); 0 = no limit. */
+  readonly maxTlsHandshakesPerIp: number;
+  /** Seconds from the TCP accept a TLS handshake may take. */
+  readonly tlsHandshakeTimeout: number;
   /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
   readonly udpIo: UdpIoMode;
   /**
@@ -143,6 +149,8 @@ export interface RelayConfig {
   readonly drainTimeout: number;
   /** null when `--health-listen off`. */
   readonly healthListen: SocketAddress | null;
+  /** Connections the health listener holds at once (within the open-file limit: fd-budget.ts). */
+  readonly healthMaxConnections: number;
   readonly prometheusListen: SocketAddress | undefined;
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
@@ -221,4 +229,6 @@ export interface ParseOptions {
    * prints starts the CLI the same way (runtime-kit's cliCommand).
    */
   script?: string;
+  /** The process's open-file limit (default: config/fd-budget.ts reads /proc/self/limits). */
+  openFilesLimit?: () => number | undefined;
 }

@@ -44,6 +44,7 @@ import { StreamClients } from "../stream/clients.js";
 import { StreamListeners } from "../stream/listeners.js";
 import { PeerConnections } from "../stream/peers.js";
 import { ProxyGate } from "../stream/proxy-gate.js";
+import { engineHandshakeLimits, TlsHandshakes } from "../stream/tls-handshakes.js";
 import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { selectUdpPath } from "../udp/select.js";
 import type { UdpPath } from "../udp/udp-path.js";
@@ -201,7 +202,7 @@ class RelayEngine implements RunningRelay {
       this.admissions,
       this.clients,
       this.log,
-      idleTimeoutMs,
+      new TlsHandshakes(engineHandshakeLimits(config, w?.count ?? 1), telemetry, this.log),
       config.listen.length,
       w,
       new ProxyGate(config.proxyProtocol, this.admissions, telemetry, this.log, idleTimeoutMs),
