@@ -7,7 +7,7 @@
 // just bad TURN input (the framer refuses it), so nobody can claim an address by sending one.
 //
 // For TLS the header comes before the ClientHello: it is read here on the raw socket, and what
-// follows it is put back (socket.unshift) for the TLS server to read (listeners.ts).
+// follows it is put back (socket.unshift) for the TLS socket to read (tls-handshakes.ts).
 //
 // Worker steering: every connection from one balancer comes from the balancer's address, so
 // the source-address steering of TCP connections (udp-batch's tcpListen) puts them all on one
