@@ -240,6 +240,10 @@ describe("relay configuration", () => {
     ]);
     const file = tempFile("p.json", JSON.stringify({ proxyProtocol: ["172.16.0.0/12"] }));
     expect(relay(["--config", file]).proxyProtocol).toEqual(["172.16.0.0/12"]);
+    expect(relay(flags).warnings.join("\n")).not.toContain("--proxy-protocol");
+    expect(relay(["--proxy-protocol", "0.0.0.0/0"]).warnings.join("\n")).toContain(
+      "--proxy-protocol 0.0.0.0/0 trusts every source",
+    );
   });
 
   it("derives the relay IP from a specific listener, and from the host for an unspecified one", () => {

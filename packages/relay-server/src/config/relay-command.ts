@@ -280,6 +280,14 @@ function switchWarnings(v: Values): string[] {
       "--allow-self-peer is set: clients may relay to the relay host itself (its listening ports and other services)",
     );
   }
+  // A trusted balancer's header is believed: a block that holds clients lets them claim any
+  // address (auth's nonce, quotas, per-source caps and logs all follow it).
+  const everyone = v["proxy-protocol"].filter((c) => c.endsWith("/0"));
+  if (everyone.length > 0) {
+    warnings.push(
+      `--proxy-protocol ${everyone.join(", ")} trusts every source: any client may claim any address in a PROXY header; name the load balancers' addresses only`,
+    );
+  }
   if (v["rng-seed"] !== undefined) {
     warnings.push("--rng-seed is set: nonces and ports are predictable (reproducing bugs only)");
   }
