@@ -42,6 +42,20 @@ function v2(address: string, port: number): Buffer {
   return b;
 }
 
+/** A v2 PROXY command for TCP over IPv6 (spec §2.2), naming 2001:db8::7:`port`. */
+function v2six(port: number): Buffer {
+  const b = Buffer.alloc(16 + 36);
+  Buffer.from("0d0a0d0a000d0a515549540a", "hex").copy(b);
+  b[12] = 0x21; // version 2, PROXY
+  b[13] = 0x21; // AF_INET6, STREAM
+  b.writeUInt16BE(36, 14);
+  Buffer.from("20010db8000000000000000000000007", "hex").copy(b, 16);
+  b[47] = 1; // ::1 as the destination
+  b.writeUInt16BE(port, 48);
+  b.writeUInt16BE(3478, 50);
+  return b;
+}
+
 describe("turnpike-relay behind a PROXY protocol load balancer", () => {
   let relay: TurnpikeHandle | undefined;
   let range: PortRange | undefined;
@@ -127,6 +141,12 @@ describe("turnpike-relay behind a PROXY protocol load balancer", () => {
       c.close();
     },
   );
+
+  it("names IPv6 clients too, in v1 TCP6 and v2 AF_INET6 headers", async () => {
+    const six = Buffer.from("PROXY TCP6 2001:db8::7 ::1 4000 3478\r\n", "latin1");
+    expect(await mapped(await client({ preamble: six }))).toBe("2001:db8::7:4000");
+    expect(await mapped(await client({ preamble: v2six(4001) }))).toBe("2001:db8::7:4001");
+  });
 
   it("counts --max-connections-per-ip against the named client, never against the balancer", async () => {
     // PER_IP connections of one named client that have not authenticated: its cap is reached.
