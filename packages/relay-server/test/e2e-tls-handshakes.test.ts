@@ -99,7 +99,12 @@ async function captureClientHello(): Promise<Buffer> {
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const port = (server.address() as net.AddressInfo).port;
   const first = new Promise<Buffer>((resolve) =>
-    server.once("connection", (s) => s.once("data", (d: Buffer) => (s.destroy(), resolve(d)))),
+    server.once("connection", (s) =>
+      s.once("data", (d: Buffer) => {
+        s.destroy();
+        resolve(d);
+      }),
+    ),
   );
   const client = tls.connect({ host: "127.0.0.1", port, servername: "localhost" });
   client.on("error", () => {});

@@ -68,7 +68,7 @@ export class TlsHandshakes {
   constructor(
     private readonly limits: TlsHandshakeLimits,
     private readonly telemetry: RelayTelemetry,
-    private readonly log: Logger,
+    log: Logger,
   ) {
     this.limited = log.rateLimited();
   }
