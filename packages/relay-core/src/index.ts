@@ -113,7 +113,7 @@ export {
   type RelayId,
 } from "./ids.js";
 // Addresses and the peer policy
-export { type Cidr, parseCidr } from "./policy/cidr.js";
+export { type Cidr, cidrContains, parseCidr } from "./policy/cidr.js";
 export { formatIp, type IpFamily, type ParsedIp, parseIp } from "./policy/ip.js";
 export {
   embeddedIpv4,

@@ -230,6 +230,22 @@ describe("relay configuration", () => {
     expect(relay(["--config", file]).allowPeers).toEqual(["192.168.0.0/16", "10.1.2.3"]);
   });
 
+  it("reads the trusted load balancers of --proxy-protocol from flags, environment and file", () => {
+    expect(relay([]).proxyProtocol).toEqual([]);
+    const flags = ["--proxy-protocol", "10.0.0.0/8", "--proxy-protocol", "2001:db8::7"];
+    expect(relay(flags).proxyProtocol).toEqual(["10.0.0.0/8", "2001:db8::7"]);
+    expect(relay([], { TURNPIKE_PROXY_PROTOCOL: "10.0.0.0/8,192.0.2.1" }).proxyProtocol).toEqual([
+      "10.0.0.0/8",
+      "192.0.2.1",
+    ]);
+    const file = tempFile("p.json", JSON.stringify({ proxyProtocol: ["172.16.0.0/12"] }));
+    expect(relay(["--config", file]).proxyProtocol).toEqual(["172.16.0.0/12"]);
+    expect(relay(flags).warnings.join("\n")).not.toContain("--proxy-protocol");
+    expect(relay(["--proxy-protocol", "0.0.0.0/0"]).warnings.join("\n")).toContain(
+      "--proxy-protocol 0.0.0.0/0 trusts every source",
+    );
+  });
+
   it("derives the relay IP from a specific listener, and from the host for an unspecified one", () => {
     const c = relay(["--listen", "127.0.0.1:3478", "--listen", "[::]:3478"]);
     expect(c.relayIp4).toBe("127.0.0.1");
@@ -327,6 +343,11 @@ describe("relay configuration", () => {
       ["--allow-peer", "10.0.0.0/33"],
       {},
       '--allow-peer must be a CIDR like 10.0.0.0/8 or fd00::/8, got "10.0.0.0/33"',
+    ],
+    [
+      ["--proxy-protocol", "lb.example.com"],
+      {},
+      '--proxy-protocol must be a CIDR like 10.0.0.0/8 or fd00::/8, got "lb.example.com"',
     ],
     [
       [],

@@ -45,7 +45,13 @@ describe("TLS handshakes under way", () => {
     const h = new TlsHandshakes(limits, createRelayTelemetry(stats), log);
     h.setSecureContext(pair);
     server = net.createServer({ allowHalfOpen: true }, (raw) => {
-      const admission: Admission = { source: raw.remoteAddress ?? "", counted: true };
+      const address = raw.remoteAddress ?? "";
+      const admission: Admission = {
+        address,
+        port: raw.remotePort ?? 0,
+        source: address,
+        counted: true,
+      };
       h.begin(raw, admission, (s) => secured.push(s));
     });
     await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));

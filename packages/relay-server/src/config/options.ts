@@ -99,6 +99,17 @@ export const OPTIONS = {
     default: [],
     parse: (raw, where) => list(raw).map((v) => parseSocketAddress(v, where, 0)),
   }),
+  "proxy-protocol": spec<string[]>({
+    group: "Listeners",
+    reload: "restart",
+    describe:
+      "trusted load balancer CIDR (repeatable): TCP and TLS connections from it must start with a PROXY protocol v1 or v2 header within 3 s (else closed: turn.dropped.packets reason proxy-header), whose client address auth, quotas, --max-connections-per-ip, logs and XOR-MAPPED-ADDRESS then use; other sources are never parsed for one",
+    placeholder: "CIDR",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseCidr(v, where)),
+  }),
   "tls-cert": spec<string | undefined>({
     group: "Listeners",
     reload: "live",

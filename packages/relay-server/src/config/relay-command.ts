@@ -90,6 +90,7 @@ export function parseRelay(
     revokeFileWarnings: revoked.warnings,
     adminToken: v["admin-token"],
     allowPeers: v["allow-peer"],
+    proxyProtocol: v["proxy-protocol"],
     denyPeers: v["deny-peer"],
     allowLoopbackPeers: v["allow-loopback-peers"],
     allowSelfPeer: v["allow-self-peer"],
@@ -277,6 +278,14 @@ function switchWarnings(v: Values): string[] {
   if (v["allow-self-peer"]) {
     warnings.push(
       "--allow-self-peer is set: clients may relay to the relay host itself (its listening ports and other services)",
+    );
+  }
+  // A trusted balancer's header is believed: a block that holds clients lets them claim any
+  // address (auth's nonce, quotas, per-source caps and logs all follow it).
+  const everyone = v["proxy-protocol"].filter((c) => c.endsWith("/0"));
+  if (everyone.length > 0) {
+    warnings.push(
+      `--proxy-protocol ${everyone.join(", ")} trusts every source: any client may claim any address in a PROXY header; name the load balancers' addresses only`,
     );
   }
   if (v["rng-seed"] !== undefined) {

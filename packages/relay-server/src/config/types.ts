@@ -42,6 +42,8 @@ export interface RelayConfig {
   readonly listen: readonly SocketAddress[];
   /** TURNS (TLS over TCP) listeners; non-empty implies tlsCert and tlsKey are set and readable. */
   readonly tlsListen: readonly SocketAddress[];
+  /** --proxy-protocol: trusted load balancers as CIDR text (stream/proxy-gate.ts). */
+  readonly proxyProtocol: readonly string[];
   /** PEM file paths (checked readable at parse time). */
   readonly tlsCert: string | undefined;
   readonly tlsKey: string | undefined;

@@ -43,6 +43,7 @@ import { Admissions } from "../stream/admission.js";
 import { StreamClients } from "../stream/clients.js";
 import { StreamListeners } from "../stream/listeners.js";
 import { PeerConnections } from "../stream/peers.js";
+import { ProxyGate } from "../stream/proxy-gate.js";
 import { engineHandshakeLimits, TlsHandshakes } from "../stream/tls-handshakes.js";
 import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { selectUdpPath } from "../udp/select.js";
@@ -204,6 +205,7 @@ class RelayEngine implements RunningRelay {
       new TlsHandshakes(engineHandshakeLimits(config, w?.count ?? 1), telemetry, this.log),
       config.listen.length,
       w,
+      new ProxyGate(config.proxyProtocol, this.admissions, telemetry, this.log, idleTimeoutMs),
     );
     const connections = () => this.clients.size;
     this.report = new Report(

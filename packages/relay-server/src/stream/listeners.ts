@@ -2,7 +2,9 @@
 // (admission.ts) and, for TURNS, handed to its handshake (tls-handshakes.ts: bounded in number,
 // per source and in time) before it becomes a client connection (clients.ts). A reload hands
 // the TLS listeners a new certificate and key (setSecureContext): handshakes from then on use
-// them, connections already open keep theirs.
+// them, connections already open keep theirs. Behind a load balancer (--proxy-protocol) a
+// trusted balancer's connection is admitted once its PROXY header named the client
+// (proxy-gate.ts), then goes on the same way.
 //
 // Workers share each listening address with SO_REUSEPORT. Where the native module loads, the
 // supervisor's sockets also steer by source address, so an RFC 6062 data connection reaches
@@ -16,8 +18,9 @@ import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, dupFd, tcpListen } from "@turnpike/udp-batch";
 import type { SocketAddress } from "../config/types.js";
 import type { WorkerContext } from "../shared/context.js";
-import type { Admissions } from "./admission.js";
+import type { Admission, Admissions } from "./admission.js";
 import type { StreamClients } from "./clients.js";
+import type { ProxyGate } from "./proxy-gate.js";
 import type { TlsHandshakes } from "./tls-handshakes.js";
 
 export class StreamListeners {
@@ -32,6 +35,8 @@ export class StreamListeners {
     /** How many --listen addresses come before the --tls-listen ones (listener ids). */
     private readonly tcpListeners: number,
     private readonly worker: WorkerContext | undefined,
+    /** --proxy-protocol: connections from trusted balancers start with a PROXY header. */
+    private readonly gate: ProxyGate,
   ) {}
 
   /** Listen on `addr`; resolves with the bound address (the real port for port 0). */
@@ -47,13 +52,17 @@ export class StreamListeners {
     // whose connections go through their handshake first (tls-handshakes.ts builds the TLS
     // socket, so the handshake is bounded from the TCP accept, before any TLS byte).
     const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+      if (this.gate.trusts(socket.remoteAddress)) {
+        this.gate.accept(socket, (admission) => {
+          this.opened(listener, transport, socket, admission);
+          // Paused by the gate, the bytes after the header put back. A TLS socket reads them
+          // itself, then the handle (resuming the TCP socket would take them from it).
+          if (transport === "tcp") socket.resume();
+        });
+        return;
+      }
       const admission = this.admissions.admit(socket);
-      if (admission === undefined) return;
-      if (transport === "tcp") this.clients.open(listener, "tcp", socket, admission);
-      else
-        this.handshakes.begin(socket, admission, (secure) =>
-          this.clients.open(listener, "tls", secure, admission),
-        );
+      if (admission !== undefined) this.opened(listener, transport, socket, admission);
     });
     this.servers.push(server);
     server.on("error", (err) =>
@@ -69,6 +78,20 @@ export class StreamListeners {
         resolve({ ip: a.address, port: a.port, family: addr.family });
       });
     });
+  }
+
+  /** An admitted connection: a TCP client, or a TLS one once its handshake completes. */
+  private opened(
+    listener: ListenerId,
+    transport: "tcp" | "tls",
+    socket: net.Socket,
+    admission: Admission,
+  ): void {
+    if (transport === "tcp") this.clients.open(listener, "tcp", socket, admission);
+    else
+      this.handshakes.begin(socket, admission, (secure) =>
+        this.clients.open(listener, "tls", secure, admission),
+      );
   }
 
   /** Where a listener binds: its address, or the supervisor's socket for this worker. */
@@ -111,6 +134,7 @@ export class StreamListeners {
 
   /** Stop listening; handshakes under way end. */
   async close(): Promise<void> {
+    this.gate.close();
     this.handshakes.closeAll();
     await Promise.all(
       this.servers.map((s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()))),
