@@ -165,3 +165,17 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, message: s
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `cond()` holds, checking every `stepMs`; throws naming `what` after `ms`. */
+export async function waitUntil(
+  what: string,
+  cond: () => boolean,
+  ms: number,
+  stepMs = 50,
+): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(stepMs);
+  }
+}

@@ -8,6 +8,7 @@ import net from "node:net";
 import { restCredentials } from "@turnpike/test-support/credentials";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
+import { countersBy, droppedByReason } from "@turnpike/test-support/prometheus";
 import { stunBinding } from "@turnpike/test-support/stun";
 import {
   AttributeType,
@@ -34,28 +35,14 @@ const CHANNEL = 0x4000;
 /** The largest UDP payload over IPv4 (65,535 - 20 IP - 8 UDP). */
 const MAX_UDP = 65_507;
 
-/** `name{labels} value` lines of a Prometheus text exposition, summed per label `by`. */
-function promCounters(text: string, metric: RegExp, by: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line.startsWith("#")) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m || !metric.test(m[1]!)) continue;
-    const label = new RegExp(`${by}="([^"]*)"`).exec(m[2] ?? "")?.[1] ?? "";
-    out.set(label, (out.get(label) ?? 0) + Number(m[3]));
-  }
-  return out;
-}
-
 async function scrape(port: number): Promise<string> {
   const r = await httpGet(port, "/metrics", 3000);
   expect(r.status).toBe(200);
   return r.body;
 }
 
-const drops = (text: string) => promCounters(text, /^turn_dropped_packets(_total)?$/, "reason");
-const authFailures = (text: string) =>
-  promCounters(text, /^turn_auth_failures(_total)?$/, "reason");
+const drops = droppedByReason;
+const authFailures = (text: string) => countersBy(text, /^turn_auth_failures(_total)?$/, "reason");
 
 // ------------------------------------------------------------------------------------------
 // Generators
@@ -412,7 +399,7 @@ describe("turnpike-relay under bad input", () => {
     expect(other.unsolicited.filter((c) => c !== 401 && c !== 438).length).toBeGreaterThan(0);
     const a1 = authFailures(after);
     expect(a1.get("bad-integrity") ?? 0).toBeGreaterThan(0);
-    const active = promCounters(after, /^turn_connections_active$/, "none").get("");
+    const active = countersBy(after, /^turn_connections_active$/, "none").get("");
     expect(active).toBe(0);
 
     client.close();

@@ -8,6 +8,7 @@ import { mintRestCredentials } from "@turnpike/relay-core";
 import { restCredentials } from "@turnpike/test-support/credentials";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
+import { dropped } from "@turnpike/test-support/prometheus";
 import { rfc6062Echo } from "@turnpike/test-support/rfc6062";
 import { startEchoPeer, TurnClientLite } from "@turnpike/test-support/turn-client-lite";
 import { startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
@@ -62,9 +63,7 @@ describe("turnpike-relay --max-bps", () => {
       expect(echoed).toBeLessThan(SENT / 2);
       expect(peer.received).toBeLessThan(SENT);
       const text = await (await fetch(`http://127.0.0.1:${prometheus}/metrics`)).text();
-      const drops =
-        /turn_dropped_packets(?:_total)?\{[^}]*reason="bandwidth-limit"[^}]*\} (\d+)/.exec(text);
-      expect(Number(drops?.[1])).toBeGreaterThanOrEqual(SENT - echoed);
+      expect(dropped(text, "bandwidth-limit")).toBeGreaterThanOrEqual(SENT - echoed);
       // Over the limit is a drop, never a disconnect: the allocation lives on.
       expect((await c.refresh(600)).code).toBe(0);
     } finally {

@@ -13,7 +13,8 @@ import { join } from "node:path";
 import { readUint32 } from "@turnpike/relay-core";
 import { restCredentials } from "@turnpike/test-support/credentials";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
-import { sleep } from "@turnpike/test-support/process";
+import { sleep, waitUntil } from "@turnpike/test-support/process";
+import { droppedByReason } from "@turnpike/test-support/prometheus";
 import { selfSignedCert } from "@turnpike/test-support/tls";
 import { requireTools } from "@turnpike/test-support/tools";
 import {
@@ -74,23 +75,8 @@ const binding = () =>
     .fingerprint()
     .build();
 
-async function promDrops(port: number): Promise<Map<string, number>> {
-  const r = await httpGet(port, "/metrics", 3000);
-  const out = new Map<string, number>();
-  for (const line of r.body.split("\n")) {
-    const m = /^turn_dropped_packets(?:_total)?\{[^}]*reason="([^"]*)"[^}]*\}\s+(\S+)/.exec(line);
-    if (m) out.set(m[1]!, (out.get(m[1]!) ?? 0) + Number(m[2]));
-  }
-  return out;
-}
-
-async function waitFor(what: string, cond: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+const promDrops = async (port: number) =>
+  droppedByReason((await httpGet(port, "/metrics", 3000)).body);
 
 describe("turnpike-relay connection slots and frame limits", () => {
   let range: PortRange;
@@ -196,7 +182,7 @@ describe("turnpike-relay connection slots and frame limits", () => {
     });
     expect((await quiet.allocate()).code).toBe(0);
     try {
-      await waitFor("the dribbler to be closed", () => dribbler.closedByRelay, 6000);
+      await waitUntil("the dribbler to be closed", () => dribbler.closedByRelay, 6000);
       const after = (dribbler.closedAt - t0) / 1000;
       expect(after).toBeGreaterThan(IDLE_SECONDS - 0.5);
       await sleep(1500);
@@ -222,7 +208,7 @@ describe("turnpike-relay connection slots and frame limits", () => {
       if (!slow.socket.destroyed && i < record.length) slow.socket.write(record.subarray(i, ++i));
     }, 200);
     try {
-      await waitFor("the handshake to be ended", () => slow.closedByRelay, 6000);
+      await waitUntil("the handshake to be ended", () => slow.closedByRelay, 6000);
       expect((slow.closedAt - t0) / 1000).toBeGreaterThan(IDLE_SECONDS - 0.5);
       // The listener still completes handshakes.
       const ok = await TurnClientLite.open({ port: tlsPort, transport: "tls" });
@@ -238,7 +224,7 @@ describe("turnpike-relay connection slots and frame limits", () => {
     const before = (await promDrops(promPort)).get("oversized-frame") ?? 0;
     const claimer = await raw(port, "127.0.0.6");
     claimer.socket.write(Uint8Array.of(0x40, 0x00, 0xff, 0xff));
-    await waitFor("the claimer to be closed", () => claimer.closedByRelay, 2000);
+    await waitUntil("the claimer to be closed", () => claimer.closedByRelay, 2000);
     expect((await promDrops(promPort)).get("oversized-frame")).toBe(before + 1);
 
     const peer = await startEchoPeer();

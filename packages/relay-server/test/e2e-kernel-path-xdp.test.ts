@@ -15,8 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   allocateIn,
   type KernelNet,
-  METRICS_PORT,
   makeKernelNet,
+  pathReport,
   relayedPackets,
   startRelayIn,
 } from "./kernel-netns.js";
@@ -71,16 +71,9 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path xdp between namespace
     const ready = /kernelPathInterfaces=(\S+)/.exec(relay.stderr)?.[1]?.split(",") ?? [];
     expect(ready.sort()).toEqual([...net.t.relayInterfaces].sort());
     expect(withXdp(net).sort()).toEqual([...net.t.relayInterfaces].sort());
-    const readyz = await net.observer.call<{ body: string }>("http", {
-      port: relay.healthPort,
-      path: "/readyz",
-    });
-    expect(JSON.parse(readyz.body)).toMatchObject({ status: "ready", kernelPath: "xdp" });
-    const metrics = await net.observer.call<{ body: string }>("http", {
-      port: METRICS_PORT,
-      path: "/metrics",
-    });
-    expect(metrics.body).toMatch(/turn_relay_kernel_path\{[^}]*path="xdp"[^}]*\} 1/);
+    const { readyz, metrics } = await pathReport(net, relay);
+    expect(readyz).toMatchObject({ status: "ready", kernelPath: "xdp" });
+    expect(metrics).toMatch(/turn_relay_kernel_path\{[^}]*path="xdp"[^}]*\} 1/);
   });
 
   it.each([4, 6] as const)(

@@ -12,6 +12,7 @@ import {
   relayedPacketsIn,
   uniqueTag,
 } from "@turnpike/test-support/netns";
+import { dropped } from "@turnpike/test-support/prometheus";
 import type { TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OPTIONS } from "../src/config/options.js";
@@ -19,9 +20,9 @@ import {
   allocateIn,
   FORBIDDEN_PEER,
   type KernelNet,
-  METRICS_PORT,
   makeKernelNet,
   mapEntries,
+  pathReport,
   relayedPackets,
   startRelayIn,
   tcxPrograms,
@@ -68,16 +69,9 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
     // The interfaces of the listen and relay addresses (and the loopback, for 127.0.0.1).
     expect(ready.sort()).toEqual(["lo", ...net.t.relayInterfaces].sort());
     expect(await tcxPrograms(net)).toEqual([1, 1, 1]);
-    const readyz = await net.observer.call<{ body: string }>("http", {
-      port: relay.healthPort,
-      path: "/readyz",
-    });
-    expect(JSON.parse(readyz.body)).toMatchObject({ status: "ready", kernelPath: "tc" });
-    const metrics = await net.observer.call<{ body: string }>("http", {
-      port: METRICS_PORT,
-      path: "/metrics",
-    });
-    expect(metrics.body).toMatch(/turn_relay_kernel_path\{[^}]*path="tc"[^}]*\} 1/);
+    const { readyz, metrics } = await pathReport(net, relay);
+    expect(readyz).toMatchObject({ status: "ready", kernelPath: "tc" });
+    expect(metrics).toMatch(/turn_relay_kernel_path\{[^}]*path="tc"[^}]*\} 1/);
   });
 
   it.each([4, 6] as const)(
@@ -265,11 +259,7 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
           await net.observer.call<{ body: string }>("http", { port: 9465, path: "/metrics" })
         ).body;
         const relayed = relayedPacketsIn(metrics);
-        const dropped = Number(
-          /turn_dropped_packets(?:_total)?\{[^}]*reason="bandwidth-limit"[^}]*\} (\d+)/.exec(
-            metrics,
-          )?.[1] ?? 0,
-        );
+        const droppedInKernel = dropped(metrics, "bandwidth-limit");
         // What passed, both ways, within the burst plus what the rate refilled meanwhile.
         const passed = relayed.kernel.toPeer + relayed.kernel.toClient;
         expect(passed * 1000).toBeLessThanOrEqual(RATE + RATE * elapsed + 1000);
@@ -280,7 +270,7 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
         // Every datagram was the kernel's: relayed or dropped there (the client's 400 and the
         // peer's echoes of what reached it), counted where it belongs.
         expect(relayed.userspace).toEqual({ toPeer: 0, toClient: 0 });
-        expect(dropped).toBe(400 + atPeer.length - passed);
+        expect(droppedInKernel).toBe(400 + atPeer.length - passed);
         await net.client.call("refresh", { name, lifetime: 0 });
         await waitFor(
           async () =>
@@ -291,7 +281,7 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
         );
         expect(limited.stderr).toMatch(
           new RegExp(
-            `allocation ended .*kernelToPeerPackets=${atPeer.length} .*kernelLimitedPackets=${dropped}\\b`,
+            `allocation ended .*kernelToPeerPackets=${atPeer.length} .*kernelLimitedPackets=${droppedInKernel}\\b`,
           ),
         );
         await net.client.call("close", { name });

@@ -19,7 +19,8 @@ import { join } from "node:path";
 import tls from "node:tls";
 import { InspectorSession, inspectorUrl } from "@turnpike/test-support/inspector";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
-import { sleep } from "@turnpike/test-support/process";
+import { sleep, waitUntil } from "@turnpike/test-support/process";
+import { droppedByReason } from "@turnpike/test-support/prometheus";
 import { selfSignedCert } from "@turnpike/test-support/tls";
 import { requireTools } from "@turnpike/test-support/tools";
 import { Method, TurnClientLite } from "@turnpike/test-support/turn-client-lite";
@@ -122,23 +123,8 @@ function rssMiB(pid: number): number {
 
 const fdCount = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
-async function promDrops(port: number): Promise<Map<string, number>> {
-  const r = await httpGet(port, "/metrics", 3000);
-  const out = new Map<string, number>();
-  for (const line of r.body.split("\n")) {
-    const m = /^turn_dropped_packets(?:_total)?\{[^}]*reason="([^"]*)"[^}]*\}\s+(\S+)/.exec(line);
-    if (m) out.set(m[1]!, (out.get(m[1]!) ?? 0) + Number(m[2]));
-  }
-  return out;
-}
-
-async function waitFor(what: string, cond: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const promDrops = async (port: number) =>
+  droppedByReason((await httpGet(port, "/metrics", 3000)).body);
 
 describe("turnpike-relay's TLS listener under ClientHellos that never finish, at its default limits", () => {
   let dir: string;
@@ -234,7 +220,7 @@ describe("turnpike-relay's TLS listener under ClientHellos that never finish, at
         const perSource = new Map<string, number>();
         for (const h of open) perSource.set(h.source, (perSource.get(h.source) ?? 0) + 1);
         // Each pending one ends at the handshake deadline, whatever --tcp-idle-timeout says.
-        await waitFor(
+        await waitUntil(
           "the relay to end every pending handshake",
           () => hellos.every((h) => h.closedByRelay),
           15_000,
@@ -328,7 +314,7 @@ describe("turnpike-relay's TLS listener under ClientHellos that never finish, at
     );
     await Promise.all([...finished, ...halfway]);
     const t0 = performance.now();
-    await waitFor("the relay to close them", () => fdCount(r.pid) <= before, 15_000);
+    await waitUntil("the relay to close them", () => fdCount(r.pid) <= before, 15_000);
     const seconds = (performance.now() - t0) / 1000;
     console.info(`[e2e-tls-handshakes] 20 descriptors back after ${seconds.toFixed(2)} s`);
     expect(seconds).toBeLessThan(1);

@@ -9,23 +9,13 @@
 import { mintRestCredentials } from "@turnpike/relay-core";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
+import { counterValue } from "@turnpike/test-support/prometheus";
 import { startEchoPeer, TurnClientLite } from "@turnpike/test-support/turn-client-lite";
 import { httpGet, startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const TOKEN = "e2e-udp-path-token";
 const expectedPath = process.env.TEST_UDP_IO ?? "batch";
-
-function promValue(text: string, metric: RegExp, labels: Record<string, string>): number {
-  let total = 0;
-  for (const line of text.split("\n")) {
-    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m || !metric.test(m[1]!)) continue;
-    const ok = Object.entries(labels).every(([k, v]) => (m[2] ?? "").includes(`${k}="${v}"`));
-    if (ok) total += Number(m[3]);
-  }
-  return total;
-}
 
 describe(`the UDP data path (${expectedPath})`, () => {
   let relay: TurnpikeHandle | undefined;
@@ -64,7 +54,7 @@ describe(`the UDP data path (${expectedPath})`, () => {
     const ready = await httpGet(relay!.healthPort, "/readyz");
     expect(JSON.parse(ready.body)).toMatchObject({ status: "ready", udpIo: expectedPath });
     expect(relay!.stdout + relay!.stderr).toContain(`udpIo=${expectedPath}`);
-    expect(promValue(await scrape(), /^turn_relay_udp_io$/, { io: expectedPath })).toBe(1);
+    expect(counterValue(await scrape(), /^turn_relay_udp_io$/, { io: expectedPath })).toBe(1);
   });
 
   it("counts a datagram the kernel refuses as a drop, not as relayed, and relays the rest", async () => {
@@ -75,12 +65,12 @@ describe(`the UDP data path (${expectedPath})`, () => {
       expect((await c.channelBind(0x4000, peer.address)).code).toBe(0);
       const before = await scrape();
       const relayed = (t: string) =>
-        promValue(t, /^turn_relayed_packets(_total)?$/, {
+        counterValue(t, /^turn_relayed_packets(_total)?$/, {
           direction: "client_to_peer",
           transport: "tcp",
         });
       const emsgsize = (t: string) =>
-        promValue(t, /^turn_dropped_packets(_total)?$/, { reason: "send-emsgsize" });
+        counterValue(t, /^turn_dropped_packets(_total)?$/, { reason: "send-emsgsize" });
       c.sendChannelData(0x4000, Buffer.alloc(100, 1));
       c.sendChannelData(0x4000, Buffer.alloc(65_535, 2)); // > 65,507: no IPv4 datagram holds it
       c.sendChannelData(0x4000, Buffer.alloc(200, 3));

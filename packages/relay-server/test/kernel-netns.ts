@@ -119,6 +119,22 @@ export async function startRelayIn(
   }
 }
 
+/** What the relay says of the path it runs: /readyz (parsed) and /metrics (text). */
+export async function pathReport(
+  net: KernelNet,
+  relay: TurnpikeHandle,
+): Promise<{ readyz: unknown; metrics: string }> {
+  const readyz = await net.observer.call<{ body: string }>("http", {
+    port: relay.healthPort,
+    path: "/readyz",
+  });
+  const metrics = await net.observer.call<{ body: string }>("http", {
+    port: METRICS_PORT,
+    path: "/metrics",
+  });
+  return { readyz: JSON.parse(readyz.body), metrics: metrics.body };
+}
+
 /** A TURN client in the client's namespace with an allocation of `family` on the relay. */
 export async function allocateIn(
   net: KernelNet,
