@@ -66,6 +66,7 @@ export {
   PasswordAlgorithm,
   TransportProtocol,
 } from "./codec/constants.js";
+export { verifyMessageIntegrity, verifyMessageIntegritySha256 } from "./codec/integrity.js";
 export {
   decodeStun,
   getAttribute,
@@ -88,8 +89,6 @@ export {
   type StunDecodeResult,
   type StunMessage,
   StunMessageBuilder,
-  verifyMessageIntegrity,
-  verifyMessageIntegritySha256,
 } from "./codec/message.js";
 export {
   MAX_STREAM_FRAME,

@@ -310,6 +310,21 @@ describe("NonceIssuer (RFC 8489 §9.2)", () => {
     expect(issuer.check(undefined as never, 1000, "a")).toBe("invalid");
   });
 
+  it("ends the nonce with base64url(HMAC-SHA256(secret, the rest || the client)), 12 bytes", () => {
+    for (const client of ["192.0.2.1", "2001:db8::7", "h\u00f6st-\u{1f600}"]) {
+      const nonce = issuer.issue(987_654_321, client);
+      const head = nonce.slice(0, -16);
+      const mac = createHmac("sha256", secret)
+        .update(head, "latin1")
+        .update(client, "utf8")
+        .digest()
+        .subarray(0, 12)
+        .toString("base64url");
+      expect(nonce).toBe(head + mac);
+      expect(issuer.check(nonce, 987_654_321, client)).toBe("valid");
+    }
+  });
+
   it("rejects any tampered nonce, even with a later timestamp", () => {
     fc.assert(
       fc.property(

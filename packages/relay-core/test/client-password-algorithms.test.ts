@@ -8,6 +8,7 @@ import { NONCE_COOKIE } from "../src/auth/nonce.js";
 import { TurnClient } from "../src/client/turn-client.js";
 import type { TurnClientOutput } from "../src/client/types.js";
 import { AttributeType, MessageClass, Method, PasswordAlgorithm } from "../src/codec/constants.js";
+import { verifyMessageIntegrity } from "../src/codec/integrity.js";
 import {
   decodeStun,
   hasAttribute,
@@ -17,7 +18,6 @@ import {
   readString,
   type StunMessage,
   StunMessageBuilder,
-  verifyMessageIntegrity,
 } from "../src/codec/message.js";
 import { listenerId } from "../src/ids.js";
 import { PeerAddressPolicy } from "../src/policy/peer-address-policy.js";

@@ -6,12 +6,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { longTermKeyMd5 } from "../src/auth/long-term-key.js";
 import { AttributeType, MessageClass, Method } from "../src/codec/constants.js";
-import {
-  decodeStun,
-  readString,
-  StunMessageBuilder,
-  verifyMessageIntegrity,
-} from "../src/codec/message.js";
+import { verifyMessageIntegrity } from "../src/codec/integrity.js";
+import { decodeStun, readString, StunMessageBuilder } from "../src/codec/message.js";
 import type { PeerConnectionId } from "../src/ids.js";
 import {
   allocated,

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import type { TransportAddress } from "../src/codec/address.js";
 import { decodeChannelData, encodeChannelData, isChannelData } from "../src/codec/channel-data.js";
 import { AttributeType, type MessageClass } from "../src/codec/constants.js";
+import { verifyMessageIntegrity, verifyMessageIntegritySha256 } from "../src/codec/integrity.js";
 import {
   decodeStun,
   messageType,
@@ -23,8 +24,6 @@ import {
   readXorAddress,
   type StunMessage,
   StunMessageBuilder,
-  verifyMessageIntegrity,
-  verifyMessageIntegritySha256,
 } from "../src/codec/message.js";
 import { formatIp, parseIp } from "../src/policy/ip.js";
 

@@ -11,6 +11,7 @@ import {
   PasswordAlgorithm,
   TransportProtocol,
 } from "../src/codec/constants.js";
+import { verifyMessageIntegrity, verifyMessageIntegritySha256 } from "../src/codec/integrity.js";
 import {
   decodeStun,
   readBytes,
@@ -20,8 +21,6 @@ import {
   readXorAddress,
   type StunMessage,
   StunMessageBuilder,
-  verifyMessageIntegrity,
-  verifyMessageIntegritySha256,
 } from "../src/codec/message.js";
 import {
   type ConnectionId,

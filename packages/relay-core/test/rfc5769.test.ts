@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { longTermKeyMd5 } from "../src/auth/long-term-key.js";
 import { AttributeType, FINGERPRINT_XOR, MessageClass, Method } from "../src/codec/constants.js";
 import { crc32 } from "../src/codec/crc32.js";
+import { verifyMessageIntegrity } from "../src/codec/integrity.js";
 import {
   attributeValue,
   decodeStun,
@@ -14,7 +15,6 @@ import {
   readXorAddress,
   type StunMessage,
   StunMessageBuilder,
-  verifyMessageIntegrity,
 } from "../src/codec/message.js";
 
 const hex = (s: string) => new Uint8Array(Buffer.from(s.replace(/\s+/g, ""), "hex"));

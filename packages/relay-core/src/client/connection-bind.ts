@@ -5,16 +5,16 @@
  * its own, answered once with a signed retry, without disturbing the control connection's.
  */
 import { AttributeType, ErrorCode, MessageClass, Method } from "../codec/constants.js";
+import { verifyMessageIntegrity } from "../codec/integrity.js";
 import {
   bytesKey,
   decodeStun,
   hasAttribute,
   readErrorCode,
   StunMessageBuilder,
-  verifyMessageIntegrity,
 } from "../codec/message.js";
 import type { PeerConnectionId } from "../ids.js";
-import { evictOldestAtCap } from "../insertion-order.js";
+import { InsertionOrderedMap } from "../insertion-order.js";
 import type { RandomSource } from "../rng.js";
 import type { Challenge, RequestSigner, Signature } from "./authentication.js";
 import { newTransactionId } from "./transaction.js";
@@ -30,7 +30,7 @@ interface PendingConnectionBind {
 }
 
 export class ConnectionBinds {
-  readonly #pending = new Map<string, PendingConnectionBind>();
+  readonly #pending = new InsertionOrderedMap<string, PendingConnectionBind>();
   readonly #signer: RequestSigner;
   readonly #random: RandomSource;
   readonly #software: string | undefined;
@@ -100,7 +100,7 @@ export class ConnectionBinds {
     b.uint32(AttributeType.ConnectionId, connectionId >>> 0);
     const signature = this.#signer.sign(b, true, challenge);
     const bytes = b.fingerprint().build();
-    evictOldestAtCap(this.#pending, MAX_PENDING_CONNECTION_BINDS);
+    this.#pending.evictOldestAtCap(MAX_PENDING_CONNECTION_BINDS);
     this.#pending.set(bytesKey(id), {
       connectionId: (connectionId >>> 0) as PeerConnectionId,
       signature,

@@ -21,6 +21,7 @@
  */
 import type { TransportAddress } from "../codec/address.js";
 import { AttributeType, ErrorCode, MessageClass } from "../codec/constants.js";
+import { verifyMessageIntegrity } from "../codec/integrity.js";
 import {
   hasAttribute,
   readAddress,
@@ -28,7 +29,6 @@ import {
   readUint32,
   readXorAddress,
   type StunMessage,
-  verifyMessageIntegrity,
 } from "../codec/message.js";
 import type { PeerConnectionId } from "../ids.js";
 import type { ClientAllocation } from "./allocation.js";

@@ -17,6 +17,7 @@ import type { CredentialStore, PasswordAlgorithmName, Principal } from "../auth/
 import { type NonceCheck, NonceIssuer, SecurityFeature } from "../auth/nonce.js";
 import { RevocationList } from "../auth/revocation.js";
 import { AttributeType, ErrorCode, MessageClass, PasswordAlgorithm } from "../codec/constants.js";
+import { verifyMessageIntegrity, verifyMessageIntegritySha256 } from "../codec/integrity.js";
 import {
   getAttribute,
   hasAttribute,
@@ -24,8 +25,6 @@ import {
   readPasswordAlgorithm,
   readString,
   type StunMessage,
-  verifyMessageIntegrity,
-  verifyMessageIntegritySha256,
 } from "../codec/message.js";
 import type { ClientEndpoint } from "./allocation.js";
 import type { Responder, Signer } from "./responses.js";
