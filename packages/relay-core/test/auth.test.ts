@@ -83,6 +83,20 @@ describe("TURN REST credentials", () => {
     expect(mintRestCredentials("north", 1_700_000_000, 60).username).toBe("1700000060");
   });
 
+  it("computes the password as base64(HMAC-SHA1(secret, username)) for any text", () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: "grapheme", maxLength: 100 }),
+        fc.string({ unit: "grapheme", maxLength: 100 }),
+        (secret, username) => {
+          expect(restPassword(secret, username)).toBe(
+            createHmac("sha1", secret).update(username, "utf8").digest("base64"),
+          );
+        },
+      ),
+    );
+  });
+
   it("parses timestamp-first usernames only", () => {
     expect(parseRestUsername("1700086400")).toEqual({ expiry: 1_700_086_400, user: undefined });
     expect(parseRestUsername("1700086400:alice")).toEqual({ expiry: 1_700_086_400, user: "alice" });
