@@ -1,15 +1,16 @@
 import { createHmac } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { AttributeType, ErrorCode, MessageClass, Method } from "../src/codec/constants.js";
-import { verifyMessageIntegrity, verifyMessageIntegritySha256 } from "../src/codec/integrity.js";
 import {
-  decodeStun,
   readBytes,
   readErrorCode,
   readString,
-  StunMessageBuilder,
-} from "../src/codec/message.js";
+  verifyMessageIntegrity,
+  verifyMessageIntegritySha256,
+} from "../src/codec/attributes.js";
+import { AttributeType, ErrorCode, MessageClass, Method } from "../src/codec/constants.js";
+import { decodeStun } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 
 const tid = (n: number) => new Uint8Array(12).fill(n);
 
