@@ -14,6 +14,7 @@ export async function allocationsScenario(ctx: ScenarioContext): Promise<Scenari
   await new Promise((r) => setTimeout(r, 200));
   const rss0 = pid ? rssBytes(pid) : undefined;
   const cpu0 = pid ? cpuMicros(pid) : undefined;
+  const gen0 = cpuMicros(process.pid) ?? 0;
   const sampler = pid ? new RssSampler(pid, 250).start() : undefined;
   progress.start(`${server.name} allocations`, bound);
   const t0 = performance.now();
@@ -38,6 +39,7 @@ export async function allocationsScenario(ctx: ScenarioContext): Promise<Scenari
   });
   progress.stop();
   const cpu1 = pid ? cpuMicros(pid) : undefined;
+  const gen1 = cpuMicros(process.pid) ?? 0;
   await new Promise((r) => setTimeout(r, 300));
   sampler?.stop();
   const rss1 = pid ? rssBytes(pid) : undefined;
@@ -90,6 +92,15 @@ export async function allocationsScenario(ctx: ScenarioContext): Promise<Scenari
               : null,
           better: "lower",
           digits: 1,
+        },
+        {
+          key: "generatorCorePercent",
+          // The load client runs in this (single-threaded) process: near 100 % of one core,
+          // it, not the relay, is what limits setups/s.
+          label: "generator CPU (the bench process, % of one core)",
+          unit: "%",
+          value: (100 * (gen1 - gen0)) / open.elapsedMs / 1000,
+          digits: 0,
         },
         {
           key: "rssBaseMB",

@@ -34,6 +34,7 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
   await new Promise((r) => setTimeout(r, 200));
   const sampler = pid ? new RssSampler(pid, 200).start() : undefined;
   const cpu0 = pid ? cpuMicros(pid) : undefined;
+  const gen0 = cpuMicros(process.pid) ?? 0;
   const t0 = performance.now();
   const deadline = t0 + seconds * 1000;
   progress.start(`${server.name} churn`, Math.round(seconds * 10));
@@ -68,6 +69,7 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
   }
   const el = (performance.now() - t0) / 1000;
   const cpu1 = pid ? cpuMicros(pid) : undefined;
+  const gen1 = cpuMicros(process.pid) ?? 0;
   await new Promise((r) => setTimeout(r, 300));
   sampler?.stop();
   await Promise.all(clients.map((c) => c.close()));
@@ -108,6 +110,15 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
             : null,
         better: "lower",
         digits: 1,
+      },
+      {
+        key: "generatorCorePercent",
+        // The load client runs in this (single-threaded) process: near 100 % of one core,
+        // it, not the relay, is what limits cycles/s.
+        label: "generator CPU (the bench process, % of one core)",
+        unit: "%",
+        value: (100 * (gen1 - gen0)) / (el * 1e6),
+        digits: 0,
       },
       {
         key: "rssStartMB",

@@ -83,6 +83,20 @@ describe("TURN REST credentials", () => {
     expect(mintRestCredentials("north", 1_700_000_000, 60).username).toBe("1700000060");
   });
 
+  it("computes the password as base64(HMAC-SHA1(secret, username)) for any text", () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: "grapheme", maxLength: 100 }),
+        fc.string({ unit: "grapheme", maxLength: 100 }),
+        (secret, username) => {
+          expect(restPassword(secret, username)).toBe(
+            createHmac("sha1", secret).update(username, "utf8").digest("base64"),
+          );
+        },
+      ),
+    );
+  });
+
   it("parses timestamp-first usernames only", () => {
     expect(parseRestUsername("1700086400")).toEqual({ expiry: 1_700_086_400, user: undefined });
     expect(parseRestUsername("1700086400:alice")).toEqual({ expiry: 1_700_086_400, user: "alice" });
@@ -308,6 +322,21 @@ describe("NonceIssuer (RFC 8489 §9.2)", () => {
     expect(issuer.check(nonce, 999, "a")).toBe("invalid");
     expect(issuer.check("", 1000, "a")).toBe("invalid");
     expect(issuer.check(undefined as never, 1000, "a")).toBe("invalid");
+  });
+
+  it("ends the nonce with base64url(HMAC-SHA256(secret, the rest || the client)), 12 bytes", () => {
+    for (const client of ["192.0.2.1", "2001:db8::7", "h\u00f6st-\u{1f600}"]) {
+      const nonce = issuer.issue(987_654_321, client);
+      const head = nonce.slice(0, -16);
+      const mac = createHmac("sha256", secret)
+        .update(head, "latin1")
+        .update(client, "utf8")
+        .digest()
+        .subarray(0, 12)
+        .toString("base64url");
+      expect(nonce).toBe(head + mac);
+      expect(issuer.check(nonce, 987_654_321, client)).toBe("valid");
+    }
   });
 
   it("rejects any tampered nonce, even with a later timestamp", () => {

@@ -19,7 +19,7 @@
 // created it), the per-user quotas and the revocation list (revocation.ts) compare
 // principals, never bare names.
 
-import { dropExpiredOldest, evictOldestAtCap } from "../insertion-order.js";
+import { InsertionOrderedMap } from "../insertion-order.js";
 import { longTermKeyMd5, longTermKeySha256, userHash } from "./long-term-key.js";
 import { PIN_MARKER, pinnedCredentialSecret } from "./pinned-username.js";
 import { parseRestUsername, restPassword } from "./rest-credentials.js";
@@ -229,7 +229,7 @@ export class SharedSecretCredentials implements CredentialStore {
   #pinnedSecrets: readonly string[] = [];
   readonly #maxCacheEntries: number;
   readonly #legacyPinnedUntil: number;
-  readonly #cache = new Map<string, RestCandidates>();
+  readonly #cache = new InsertionOrderedMap<string, RestCandidates>();
 
   constructor(secrets: readonly string[], options: SharedSecretOptions = {}) {
     this.setSecrets(secrets);
@@ -278,8 +278,8 @@ export class SharedSecretCredentials implements CredentialStore {
     if (result.ok && verify !== undefined && this.#maxCacheEntries > 0) {
       // Let a few expired usernames at the front go (insertion order is roughly expiry order
       // for credentials minted with one TTL), so the cache empties once its users have left.
-      dropExpiredOldest(this.#cache, (old) => old.expiry <= nowUnixSeconds, 4);
-      evictOldestAtCap(this.#cache, this.#maxCacheEntries);
+      this.#cache.dropExpiredOldest((old) => old.expiry <= nowUnixSeconds, 4);
+      this.#cache.evictOldestAtCap(this.#maxCacheEntries);
       this.#cache.set(cacheKey, candidates);
     }
     if (result.ok || !pinned || verify === undefined) return result;

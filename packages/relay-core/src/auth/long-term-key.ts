@@ -6,10 +6,14 @@
 // TURN clients, and for the ASCII credentials everyone uses (including every TURN REST
 // password, which is base64) the two are identical. Interop beats a profile nobody applies.
 
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 function digest(algorithm: "md5" | "sha256", text: string): Uint8Array {
-  return new Uint8Array(createHash(algorithm).update(text, "utf8").digest());
+  // One-shot: no Hash object per key (a TURN REST username is new every time it is minted).
+  const binary = hash(algorithm, text, "binary");
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
 }
 
 /** key = MD5(username ":" realm ":" password): MESSAGE-INTEGRITY, PASSWORD-ALGORITHM MD5 (0x0001). */

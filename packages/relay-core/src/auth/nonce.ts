@@ -12,8 +12,7 @@
 // What the server answers for "stale" and "invalid" is its business: RFC 8489 §9.2.4 sends
 // 438 (Stale Nonce) for any nonce that is "no longer valid", with a fresh nonce.
 
-import { createHmac } from "node:crypto";
-import { constantTimeEqual } from "./constant-time.js";
+import { HMAC_INPUT_OFFSET, hmacInput, hmacOfInput } from "../codec/hmac.js";
 
 /** The nonce cookie magic string, RFC 8489 §9.2. */
 export const NONCE_COOKIE = "obMatJos2";
@@ -120,20 +119,49 @@ export class NonceIssuer {
     const issuedAt = decodeTimestamp(nonce, prefix.length);
     if (issuedAt < 0) return "invalid";
     const head = nonce.slice(0, prefix.length + TS_CHARS);
-    const expected = this.#mac(head, bindTo);
-    const given = Buffer.from(nonce.slice(head.length), "latin1");
-    if (!constantTimeEqual(given, Buffer.from(expected, "latin1"))) return "invalid";
+    if (!sameChars(nonce.slice(head.length), this.#mac(head, bindTo))) return "invalid";
     // Only now, with the MAC verified, is the timestamp ours to trust.
     if (!(nowMs >= issuedAt)) return "invalid"; // "issued in the future": not by us
     return nowMs - issuedAt >= this.#lifetimeMs ? "stale" : "valid";
   }
 
+  /** base64url(HMAC-SHA256(secret, head as latin1 || bindTo as UTF-8)), the first 12 bytes. */
   #mac(head: string, bindTo: string): string {
-    return createHmac("sha256", this.#secret)
-      .update(head, "latin1")
-      .update(typeof bindTo === "string" ? bindTo : "", "utf8")
-      .digest()
-      .subarray(0, MAC_BYTES)
-      .toString("base64url");
+    const bind = typeof bindTo === "string" ? bindTo : "";
+    // head is ASCII (the prefix and base64url); bindTo is an IP address, ASCII too, but any
+    // UTF-8 is hashed as UTF-8.
+    const input = hmacInput(head.length + bind.length * 3);
+    let at = HMAC_INPUT_OFFSET;
+    for (let i = 0; i < head.length; i++) input[at++] = head.charCodeAt(i) & 0xff;
+    at = writeUtf8(bind, input, at);
+    const mac = hmacOfInput("sha256", this.#secret, at - HMAC_INPUT_OFFSET);
+    let out = "";
+    // 12 bytes are 16 base64url characters, no padding (RFC 4648 §5).
+    for (let i = 0; i < MAC_BYTES; i += 3) {
+      const v = (mac.charCodeAt(i) << 16) | (mac.charCodeAt(i + 1) << 8) | mac.charCodeAt(i + 2);
+      out +=
+        B64URL[v >>> 18]! + B64URL[(v >>> 12) & 63]! + B64URL[(v >>> 6) & 63]! + B64URL[v & 63]!;
+    }
+    return out;
   }
+}
+
+const utf8 = new TextEncoder();
+
+/** `text` as UTF-8 into out[at ...] (room for 3 bytes per UTF-16 unit); the end. */
+function writeUtf8(text: string, out: Uint8Array, at: number): number {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x80) return at - i + utf8.encodeInto(text, out.subarray(at - i)).written;
+    out[at++] = c;
+  }
+  return at;
+}
+
+/** Equal strings of MAC characters, compared without an early exit (RFC 8489 §9.2.4). */
+function sameChars(given: string, expected: string): boolean {
+  if (given.length !== expected.length) return false;
+  let diff = 0;
+  for (let i = 0; i < given.length; i++) diff |= given.charCodeAt(i) ^ expected.charCodeAt(i);
+  return diff === 0;
 }

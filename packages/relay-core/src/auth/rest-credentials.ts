@@ -9,10 +9,14 @@
 // "<user>:<timestamp>" order; two parses of one string invite ambiguity ("12:34"), so we
 // keep the draft's order, which every current generator (coturn docs, Janus, Jitsi) uses.
 
-import { createHmac } from "node:crypto";
+import { hmacBinary } from "../codec/hmac.js";
+
+const utf8 = new TextEncoder();
 
 export function restPassword(secret: string, username: string): string {
-  return createHmac("sha1", secret).update(username, "utf8").digest("base64");
+  // HMAC as two one-shot hashes (codec/hmac.ts): each new username costs one of these.
+  const mac = hmacBinary("sha1", utf8.encode(secret), utf8.encode(username));
+  return Buffer.from(mac, "latin1").toString("base64");
 }
 
 export function mintRestCredentials(

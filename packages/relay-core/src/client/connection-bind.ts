@@ -10,7 +10,7 @@ import { AttributeType, ErrorCode, MessageClass, Method } from "../codec/constan
 import { bytesKey, decodeStun } from "../codec/message.js";
 import { StunMessageBuilder } from "../codec/message-builder.js";
 import type { PeerConnectionId } from "../ids.js";
-import { evictOldestAtCap } from "../insertion-order.js";
+import { InsertionOrderedMap } from "../insertion-order.js";
 import type { RandomSource } from "../rng.js";
 import type { Challenge, RequestSigner, Signature } from "./authentication.js";
 import { newTransactionId } from "./transaction.js";
@@ -26,7 +26,7 @@ interface PendingConnectionBind {
 }
 
 export class ConnectionBinds {
-  readonly #pending = new Map<string, PendingConnectionBind>();
+  readonly #pending = new InsertionOrderedMap<string, PendingConnectionBind>();
   readonly #signer: RequestSigner;
   readonly #random: RandomSource;
   readonly #software: string | undefined;
@@ -96,7 +96,7 @@ export class ConnectionBinds {
     b.uint32(AttributeType.ConnectionId, connectionId >>> 0);
     const signature = this.#signer.sign(b, true, challenge);
     const bytes = b.fingerprint().build();
-    evictOldestAtCap(this.#pending, MAX_PENDING_CONNECTION_BINDS);
+    this.#pending.evictOldestAtCap(MAX_PENDING_CONNECTION_BINDS);
     this.#pending.set(bytesKey(id), {
       connectionId: (connectionId >>> 0) as PeerConnectionId,
       signature,

@@ -2,10 +2,15 @@
  * Reading the attributes of a decoded STUN message (RFC 8489 §14, RFC 8656 §18), and checking
  * its integrity attributes (RFC 8489 §14.5, §14.6).
  */
-import { createHmac } from "node:crypto";
-import { constantTimeEqual } from "../auth/constant-time.js";
 import { decodeAddressValue, type TransportAddress } from "./address.js";
 import { AttributeType, HEADER_LENGTH } from "./constants.js";
+import {
+  binaryEqualsBytes,
+  HMAC_INPUT_OFFSET,
+  type HmacAlgorithm,
+  hmacInput,
+  hmacOfInput,
+} from "./hmac.js";
 import type { StunAttribute, StunMessage } from "./message.js";
 
 // Attribute readers. Each returns undefined when the attribute is absent or malformed, so the
@@ -143,33 +148,31 @@ export function readPasswordAlgorithm(msg: StunMessage): number | undefined {
 export function verifyMessageIntegrity(msg: StunMessage, key: Uint8Array): boolean {
   const attr = getAttribute(msg, AttributeType.MessageIntegrity);
   if (attr?.length !== 20) return false;
-  const mac = integrityHmac("sha1", key, msg.bytes, attr.offset - 4, 24);
-  return constantTimeEqual(mac, attributeValue(msg, attr));
+  const mac = integrityMac("sha1", key, msg.bytes, attr.offset - 4, 24);
+  return binaryEqualsBytes(mac, msg.bytes, attr.offset, 20);
 }
 
 /** MESSAGE-INTEGRITY-SHA256: 16..32 bytes, a multiple of 4, a prefix of HMAC-SHA256. */
 export function verifyMessageIntegritySha256(msg: StunMessage, key: Uint8Array): boolean {
   const attr = getAttribute(msg, AttributeType.MessageIntegritySha256);
   if (!attr || attr.length < 16 || attr.length > 32 || attr.length % 4 !== 0) return false;
-  const mac = integrityHmac("sha256", key, msg.bytes, attr.offset - 4, 4 + attr.length);
-  return constantTimeEqual(mac.subarray(0, attr.length), attributeValue(msg, attr));
+  const mac = integrityMac("sha256", key, msg.bytes, attr.offset - 4, 4 + attr.length);
+  return binaryEqualsBytes(mac, msg.bytes, attr.offset, attr.length);
 }
 
-function integrityHmac(
-  algorithm: "sha1" | "sha256",
+/** The HMAC of bytes[0, attrStart) with the header's length as if the message ended after the attribute. */
+function integrityMac(
+  algorithm: HmacAlgorithm,
   key: Uint8Array,
   bytes: Uint8Array,
   attrStart: number,
   attrSize: number,
-): Uint8Array {
-  // A copy, whatever `bytes` is: Buffer#slice would be a view, and this must not touch its input.
-  const header = new Uint8Array(HEADER_LENGTH);
-  header.set(bytes.subarray(0, HEADER_LENGTH));
+): string {
+  // Into the HMAC's scratch buffer (codec/hmac.ts), never into `bytes`: the input is not ours.
+  const input = hmacInput(attrStart);
+  input.set(bytes.subarray(0, attrStart), HMAC_INPUT_OFFSET);
   const adjusted = attrStart - HEADER_LENGTH + attrSize;
-  header[2] = (adjusted >>> 8) & 0xff;
-  header[3] = adjusted & 0xff;
-  return createHmac(algorithm, key)
-    .update(header)
-    .update(bytes.subarray(HEADER_LENGTH, attrStart))
-    .digest();
+  input[HMAC_INPUT_OFFSET + 2] = (adjusted >>> 8) & 0xff;
+  input[HMAC_INPUT_OFFSET + 3] = adjusted & 0xff;
+  return hmacOfInput(algorithm, key, attrStart);
 }

@@ -1,5 +1,4 @@
 /** Encoding one STUN message (RFC 8489 §5, §14), attribute by attribute. */
-import { createHmac } from "node:crypto";
 import { encodeAddressValue, type TransportAddress } from "./address.js";
 import {
   AttributeType,
@@ -9,9 +8,28 @@ import {
   REASON_PHRASES,
 } from "./constants.js";
 import { crc32 } from "./crc32.js";
+import { type HmacAlgorithm, hmacBinary } from "./hmac.js";
 import { messageType } from "./message.js";
+import { keepBytes, takeBytes } from "./slab.js";
 
 const utf8Encoder = new TextEncoder();
+
+/** ERROR-CODE values with the RFC's reason phrase, encoded once per code (RFC 8489 §14.8). */
+const STANDARD_ERROR_VALUES = new Map<number, Uint8Array>(
+  Object.entries(REASON_PHRASES).map(([code, reason]) => [
+    Number(code),
+    errorCodeValue(Number(code), reason),
+  ]),
+);
+
+function errorCodeValue(code: number, reason: string): Uint8Array {
+  const text = utf8Encoder.encode(reason);
+  const v = new Uint8Array(4 + text.length);
+  v[2] = Math.floor(code / 100) & 0x07;
+  v[3] = code % 100;
+  v.set(text, 4);
+  return v;
+}
 
 /**
  * Builds one STUN message. Attributes are appended in call order with RFC 8489 §14 padding;
@@ -23,7 +41,7 @@ export class StunMessageBuilder {
 
   /** `capacity`: the expected size, so a large message (a Data indication) is written once. */
   constructor(method: number, cls: MessageClass, transactionId: Uint8Array, capacity = 256) {
-    this.#buf = new Uint8Array(Math.max(HEADER_LENGTH, capacity));
+    this.#buf = takeBytes(Math.max(HEADER_LENGTH, capacity));
     const type = messageType(method, cls);
     this.#buf[0] = type >>> 8;
     this.#buf[1] = type & 0xff;
@@ -63,8 +81,30 @@ export class StunMessageBuilder {
     return view;
   }
 
+  /** A UTF-8 text attribute (USERNAME, REALM, NONCE, SOFTWARE), written in place. */
   string(type: number, value: string): this {
-    return this.bytes(type, utf8Encoder.encode(value));
+    const n = value.length;
+    this.#reserve(4 + n * 3 + 3);
+    const b = this.#buf;
+    const start = this.#len + 4;
+    let length = n;
+    for (let i = 0; i < n; i++) {
+      const c = value.charCodeAt(i);
+      if (c >= 0x80) {
+        // Not ASCII: the encoder writes it (at most 3 bytes per UTF-16 unit).
+        length = utf8Encoder.encodeInto(value, b.subarray(start, start + n * 3)).written;
+        break;
+      }
+      b[start + i] = c;
+    }
+    b[this.#len] = type >>> 8;
+    b[this.#len + 1] = type & 0xff;
+    b[this.#len + 2] = length >>> 8;
+    b[this.#len + 3] = length & 0xff;
+    const padded = (length + 3) & ~3;
+    b.fill(0, start + length, start + padded);
+    this.#len += 4 + padded;
+    return this;
   }
 
   uint32(type: number, value: number): this {
@@ -92,12 +132,8 @@ export class StunMessageBuilder {
 
   /** ERROR-CODE (RFC 8489 §14.8); the reason defaults to the RFC's phrase. */
   errorCode(code: number, reason = REASON_PHRASES[code] ?? ""): this {
-    const text = utf8Encoder.encode(reason);
-    const v = new Uint8Array(4 + text.length);
-    v[2] = Math.floor(code / 100) & 0x07;
-    v[3] = code % 100;
-    v.set(text, 4);
-    return this.bytes(AttributeType.ErrorCode, v);
+    const standard = reason === REASON_PHRASES[code] ? STANDARD_ERROR_VALUES.get(code) : undefined;
+    return this.bytes(AttributeType.ErrorCode, standard ?? errorCodeValue(code, reason));
   }
 
   /** ADDRESS-ERROR-CODE (RFC 8656 §18.12): family, then an ERROR-CODE-like value. */
@@ -179,10 +215,11 @@ export class StunMessageBuilder {
     return this.#integrity("sha256", AttributeType.MessageIntegritySha256, 32, key);
   }
 
-  #integrity(alg: "sha1" | "sha256", type: number, size: number, key: Uint8Array): this {
+  #integrity(alg: HmacAlgorithm, type: number, size: number, key: Uint8Array): this {
     this.#setLength(this.#len - HEADER_LENGTH + 4 + size);
-    const mac = createHmac(alg, key).update(this.#buf.subarray(0, this.#len)).digest();
-    this.#fixed(type, size).set(mac.subarray(0, size));
+    const mac = hmacBinary(alg, key, this.#buf.subarray(0, this.#len));
+    const v = this.#fixed(type, size);
+    for (let i = 0; i < size; i++) v[i] = mac.charCodeAt(i);
     return this;
   }
 
@@ -197,7 +234,11 @@ export class StunMessageBuilder {
   /** The finished message: a view of exactly its bytes (no copy); the builder can be dropped. */
   build(): Uint8Array {
     this.#setLength(this.#len - HEADER_LENGTH);
-    return this.#buf.subarray(0, this.#len);
+    // What the message did not use goes back to the slab; should the builder be written to
+    // again, it copies into a buffer of its own (#reserve) rather than into what it gave back.
+    keepBytes(this.#buf, this.#len);
+    this.#buf = this.#buf.subarray(0, this.#len);
+    return this.#buf;
   }
 
   #setLength(length: number): void {

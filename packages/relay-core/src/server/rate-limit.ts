@@ -6,10 +6,10 @@
  * warns about it; RFC 8656 §21.3.1 about resource exhaustion). Authenticated traffic is not
  * limited here: credentials and the allocation quotas govern it.
  */
-import { evictOldestAtCap } from "../insertion-order.js";
+import { InsertionOrderedMap } from "../insertion-order.js";
 
 export class SourceRateLimiter {
-  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+  readonly #buckets = new InsertionOrderedMap<string, { tokens: number; at: number }>();
   readonly #perSecond: number;
   readonly #burst: number;
   readonly #maxSources: number;
@@ -31,7 +31,7 @@ export class SourceRateLimiter {
     if (this.#perSecond <= 0) return true;
     let bucket = this.#buckets.get(source);
     if (bucket === undefined) {
-      evictOldestAtCap(this.#buckets, this.#maxSources);
+      this.#buckets.evictOldestAtCap(this.#maxSources);
       bucket = { tokens: this.#burst, at: now };
       this.#buckets.set(source, bucket);
     } else if (now > bucket.at) {

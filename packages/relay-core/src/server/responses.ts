@@ -8,7 +8,7 @@
 import { AttributeType, MessageClass, REASON_PHRASES } from "../codec/constants.js";
 import { bytesKey, type StunMessage } from "../codec/message.js";
 import { StunMessageBuilder } from "../codec/message-builder.js";
-import { dropExpiredOldest, evictOldestAtCap } from "../insertion-order.js";
+import { InsertionOrderedMap } from "../insertion-order.js";
 import type { ClientEndpoint } from "./allocation.js";
 import type { ServerStats } from "./stats.js";
 import type { Emit, Refusal } from "./types.js";
@@ -132,7 +132,7 @@ export class ResponseCache {
     return this.#entries.size;
   }
 
-  readonly #entries = new Map<string, CachedResponse>();
+  readonly #entries = new InsertionOrderedMap<string, CachedResponse>();
   readonly #lifetimeMs: number;
 
   constructor(lifetimeSeconds: number) {
@@ -158,8 +158,8 @@ export class ResponseCache {
     // Entries go in oldest first with one lifetime, so the expired ones are at the front: let
     // them go now rather than when the cap pushes them out, which under light traffic would
     // be never (and would keep 8,192 responses after the clients have gone).
-    dropExpiredOldest(this.#entries, (old) => old.expiresAt <= now);
-    evictOldestAtCap(this.#entries, RESPONSE_CACHE_ENTRIES);
+    this.#entries.dropExpiredOldest((old) => old.expiresAt <= now);
+    this.#entries.evictOldestAtCap(RESPONSE_CACHE_ENTRIES);
     this.#entries.set(key, {
       data,
       messageClass: errorCode === 0 ? MessageClass.SuccessResponse : MessageClass.ErrorResponse,

@@ -146,7 +146,10 @@ export class RemoteConnection extends Duplex implements ConnectionSocket {
     callback: (err?: Error | null) => void,
   ): void {
     this.pendingWrites.push(callback);
-    this.send({ k: "write", h: this.h, chunk });
+    // A message clones the whole ArrayBuffer under a view: a response relay-core built is a
+    // view of a 16 KiB slab (relay-core codec/slab.ts), so send a copy of just its bytes.
+    const exact = chunk.byteLength === chunk.buffer.byteLength ? chunk : new Uint8Array(chunk);
+    this.send({ k: "write", h: this.h, chunk: exact });
   }
 
   override _final(callback: (err?: Error | null) => void): void {
