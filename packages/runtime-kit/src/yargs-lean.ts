@@ -20,64 +20,77 @@ import { fileURLToPath } from "node:url";
 import { inspect } from "node:util";
 import type yargsDefault from "yargs";
 
-const yargsPackage = createRequire(import.meta.url).resolve("yargs/package.json");
-const yargsDir = dirname(yargsPackage);
-const fromYargs = createRequire(yargsPackage);
-
 // biome-ignore lint/suspicious/noExplicitAny: yargs' internals are untyped
 type Loose = any;
 
-/** A module's function: require() gives the function itself, or a namespace with `default`. */
-const required = (id: string): Loose => {
-  const m = fromYargs(id) as Loose;
-  return typeof m === "function" ? m : m.default;
-};
+let factory: typeof yargsDefault | undefined;
 
-const { YargsFactory } = fromYargs("./build/lib/yargs-factory.js") as Loose;
-const { getProcessArgvBin } = fromYargs("./build/lib/utils/process-argv.js") as Loose;
-const Parser = required("yargs-parser");
-const findUp = required("escalade/sync");
-const y18n = required("y18n");
-const getCallerFile = required("get-caller-file");
+/**
+ * yargs (the default export of "yargs"), built on the shim below at the first call: a process
+ * that imports runtime-kit and never parses a command line (a relay's worker threads) loads
+ * none of yargs.
+ */
+export const yargs = ((...args: Parameters<typeof yargsDefault>) => {
+  factory ??= loadYargs();
+  return factory(...args);
+}) as typeof yargsDefault;
 
-let ui: Loose;
-let width: Loose;
+function loadYargs(): typeof yargsDefault {
+  const yargsPackage = createRequire(import.meta.url).resolve("yargs/package.json");
+  const yargsDir = dirname(yargsPackage);
+  const fromYargs = createRequire(yargsPackage);
 
-const platformShim = {
-  assert: { notStrictEqual, strictEqual },
-  cliui: (opts: unknown) => {
-    ui ??= required("cliui");
-    return ui(opts);
-  },
-  findUp,
-  getEnv: (key: string) => process.env[key],
-  inspect,
-  getProcessArgvBin,
-  mainFilename: yargsDir.slice(0, yargsDir.lastIndexOf("node_modules")) || process.cwd(),
-  Parser,
-  path: { basename, dirname, extname, relative, resolve, join },
-  process: {
-    argv: () => process.argv,
-    cwd: process.cwd,
-    emitWarning: (warning: string, type: string) => process.emitWarning(warning, type),
-    execPath: () => process.execPath,
-    exit: (code: number) => process.exit(code),
-    nextTick: process.nextTick,
-    stdColumns: typeof process.stdout.columns !== "undefined" ? process.stdout.columns : null,
-  },
-  readFileSync,
-  readdirSync,
-  require: fromYargs,
-  getCallerFile: () => {
-    const callerFile = getCallerFile(3) as string;
-    return callerFile.startsWith("file://") ? fileURLToPath(callerFile) : callerFile;
-  },
-  stringWidth: (text: string) => {
-    width ??= required("string-width");
-    return width(text) as number;
-  },
-  y18n: y18n({ directory: join(yargsDir, "locales"), updateFiles: false }),
-};
+  /** A module's function: require() gives the function itself, or a namespace with `default`. */
+  const required = (id: string): Loose => {
+    const m = fromYargs(id) as Loose;
+    return typeof m === "function" ? m : m.default;
+  };
 
-/** yargs (the default export of "yargs"), built on the shim above. */
-export const yargs: typeof yargsDefault = YargsFactory(platformShim);
+  const { YargsFactory } = fromYargs("./build/lib/yargs-factory.js") as Loose;
+  const { getProcessArgvBin } = fromYargs("./build/lib/utils/process-argv.js") as Loose;
+  const Parser = required("yargs-parser");
+  const findUp = required("escalade/sync");
+  const y18n = required("y18n");
+  const getCallerFile = required("get-caller-file");
+
+  let ui: Loose;
+  let width: Loose;
+
+  const platformShim = {
+    assert: { notStrictEqual, strictEqual },
+    cliui: (opts: unknown) => {
+      ui ??= required("cliui");
+      return ui(opts);
+    },
+    findUp,
+    getEnv: (key: string) => process.env[key],
+    inspect,
+    getProcessArgvBin,
+    mainFilename: yargsDir.slice(0, yargsDir.lastIndexOf("node_modules")) || process.cwd(),
+    Parser,
+    path: { basename, dirname, extname, relative, resolve, join },
+    process: {
+      argv: () => process.argv,
+      cwd: process.cwd,
+      emitWarning: (warning: string, type: string) => process.emitWarning(warning, type),
+      execPath: () => process.execPath,
+      exit: (code: number) => process.exit(code),
+      nextTick: process.nextTick,
+      stdColumns: typeof process.stdout.columns !== "undefined" ? process.stdout.columns : null,
+    },
+    readFileSync,
+    readdirSync,
+    require: fromYargs,
+    getCallerFile: () => {
+      const callerFile = getCallerFile(3) as string;
+      return callerFile.startsWith("file://") ? fileURLToPath(callerFile) : callerFile;
+    },
+    stringWidth: (text: string) => {
+      width ??= required("string-width");
+      return width(text) as number;
+    },
+    y18n: y18n({ directory: join(yargsDir, "locales"), updateFiles: false }),
+  };
+
+  return YargsFactory(platformShim);
+}
