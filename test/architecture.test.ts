@@ -78,10 +78,19 @@ const IMPURE_CALLS = [
   /\bgetRandomValues\s*\(/,
 ];
 
-/** The tunnel's lifecycle machine and the modules it takes values from. */
-const TUNNEL_LIFECYCLE = ["lifecycle.ts", "backoff.ts", "windows.ts", "redirects.ts"].map((f) =>
-  join(ROOT, "packages/tunnel-client/src", f),
-);
+const TUNNEL_SRC = join(ROOT, "packages/tunnel-client/src");
+
+/**
+ * The tunnel's lifecycle machine, every part of it (the whole lifecycle/ room), and the modules
+ * it takes values from.
+ */
+const TUNNEL_LIFECYCLE = [
+  "lifecycle.ts",
+  ...readdirSync(join(TUNNEL_SRC, "lifecycle")).map((f) => `lifecycle/${f}`),
+  "backoff.ts",
+  "windows.ts",
+  "redirects.ts",
+].map((f) => join(TUNNEL_SRC, f));
 
 /**
  * relay-server's rooms and what each may import of the package's own modules (paths below
@@ -115,6 +124,15 @@ const ROOMS: Record<string, readonly string[]> = {
     "types.ts",
     "discovery.ts",
     "preflight.ts",
+  ],
+  // The worker thread's entry: the engine, and of the supervisor's room only what the two
+  // sides say to each other and the counters it posts (listed before "workers/": first match).
+  "workers/worker.ts": [
+    "workers/messages.ts",
+    "workers/stats-sync.ts",
+    "engine/driver.ts",
+    "shared/",
+    "stats.ts",
   ],
   "workers/": [
     "workers/",
@@ -356,6 +374,16 @@ describe("relay-server: each room imports only what it may", () => {
         at("udp/batch-path.ts"),
         'import type { EngineHost } from "../engine/host.js";',
       ),
+    ).toEqual([]);
+  });
+
+  it("catches the worker thread loading the supervisor's modules", () => {
+    const at = (f: string) => join(RELAY_SERVER_SRC, f);
+    expect(
+      roomViolations(at("workers/worker.ts"), 'import { spawnWorker } from "./spawn.js";'),
+    ).toEqual(["relay-server/src/workers/worker.ts (workers/worker.ts) imports workers/spawn.ts"]);
+    expect(
+      roomViolations(at("workers/worker.ts"), 'import type { WorkerInit } from "./messages.js";'),
     ).toEqual([]);
   });
 });

@@ -103,7 +103,8 @@ export function checksumErrors(ns: string): number {
  * The relay listens on its client-side address and relays from its peer-side address, so a
  * relayed datagram leaves by the other interface (FIB lookup + redirect). The client's and the
  * peer's veths compute UDP checksums in software unless `offload` (as datagrams from another
- * host arrive: complete, and checked by the receiving stack).
+ * host arrive: complete, and checked by the receiving stack). `xdpTargets`: the client's and
+ * the peer's veths accept frames an XDP program on the relay's side transmits (GRO on).
  */
 export interface Topology {
   readonly tag: string;
@@ -118,7 +119,10 @@ export interface Topology {
   };
 }
 
-export function makeTopology(tag: string, options: { offload?: boolean } = {}): Topology {
+export function makeTopology(
+  tag: string,
+  options: { offload?: boolean; xdpTargets?: boolean } = {},
+): Topology {
   const t: Topology = {
     tag,
     client: `${tag}c`,
@@ -159,6 +163,12 @@ export function makeTopology(tag: string, options: { offload?: boolean } = {}): 
   if (!options.offload) {
     inNs(t.client, "ethtool", "-K", `${tag}cr`, "tx", "off");
     inNs(t.peer, "ethtool", "-K", `${tag}pr`, "tx", "off");
+  }
+  if (options.xdpTargets) {
+    // A frame an XDP program sends out of a veth (XDP_TX, bpf_redirect) is received by the
+    // veth's other end through NAPI, which a veth runs only with XDP or GRO on there.
+    inNs(t.client, "ethtool", "-K", `${tag}cr`, "gro", "on");
+    inNs(t.peer, "ethtool", "-K", `${tag}pr`, "gro", "on");
   }
   return t;
 }

@@ -119,3 +119,95 @@ export async function rfc6062Echo(o: Rfc6062EchoOptions): Promise<Buffer> {
     for (const s of sockets) s.destroy();
   }
 }
+
+export interface Rfc6062DownloadOptions {
+  readonly port: number;
+  readonly username: string;
+  readonly password: string;
+  /** The peer the relay dials for the Connect request (RFC 6062 §4.3); it sends, then ends. */
+  readonly peer: TransportAddress;
+  /** Stop reading the data connection this long after each chunk (a slow reader). */
+  readonly pauseMs?: number;
+  readonly timeoutMs?: number;
+}
+
+/**
+ * A TCP allocation whose client asks the relay to Connect to `peer`, binds a data connection
+ * to it (ConnectionBind) and reads it to the end: resolves with what the peer sent.
+ */
+export async function rfc6062Download(o: Rfc6062DownloadOptions): Promise<Buffer> {
+  const client = new TurnClient({
+    username: o.username,
+    password: o.password,
+    random: new SeededRandom(11),
+    transport: "tcp",
+    requestedTransport: "tcp",
+  });
+  const control = net.connect({ port: o.port, host: "127.0.0.1" });
+  const sockets: net.Socket[] = [control];
+  const framer = new StreamFramer();
+  const timeoutMs = o.timeoutMs ?? 20_000;
+  try {
+    return await new Promise<Buffer>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no end within ${timeoutMs} ms`)), timeoutMs);
+      const onEvent = (e: TurnClientEvent) => {
+        if (e.type === "allocated") client.createPermission(o.peer.address, performance.now());
+        else if (e.type === "permission-created") client.connect(o.peer, performance.now());
+        else if (e.type === "connect-failed") reject(new Error(`Connect failed: ${e.code}`));
+        else if (e.type === "connected") {
+          const data = net.connect({ port: o.port, host: "127.0.0.1" }, () =>
+            data.write(client.connectionBindRequest(e.connectionId)),
+          );
+          sockets.push(data);
+          const dataFramer = new StreamFramer();
+          const received: Buffer[] = [];
+          let bound = false;
+          data.on("data", (d: Buffer) => {
+            if (bound) {
+              received.push(d);
+              if (o.pauseMs !== undefined) {
+                data.pause();
+                setTimeout(() => data.resume(), o.pauseMs);
+              }
+              return;
+            }
+            dataFramer.push(d);
+            const frame = dataFramer.next();
+            if (!frame) return;
+            const r = client.handleConnectionBindResponse(frame);
+            if (!r.ok) {
+              if (r.retry) data.write(r.retry);
+              else reject(new Error(`ConnectionBind failed: ${r.code} ${r.reason}`));
+              return;
+            }
+            bound = true;
+            const rest = dataFramer.takeRemaining();
+            if (rest.length > 0) received.push(Buffer.from(rest));
+          });
+          data.on("end", () => {
+            clearTimeout(timer);
+            resolve(Buffer.concat(received));
+          });
+        }
+      };
+      const pump = () => {
+        for (let out = client.pollOutput(); out; out = client.pollOutput()) {
+          if (out.type === "transmit") control.write(out.data);
+          else onEvent(out);
+        }
+      };
+      control.on("data", (d: Buffer) => {
+        framer.push(d);
+        for (let f = framer.next(); f; f = framer.next()) client.handleInput(f, performance.now());
+        pump();
+      });
+      control.on("error", reject);
+      control.on("connect", () => {
+        client.allocate(performance.now());
+        pump();
+      });
+    });
+  } finally {
+    for (const s of sockets) s.destroy();
+  }
+}

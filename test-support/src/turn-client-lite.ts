@@ -56,13 +56,18 @@ export interface LiteOptions {
   password?: string;
   /** Per-request bound (default 2000 ms); UDP retransmits every 250 ms meanwhile. */
   timeoutMs?: number;
-  /** UDP/TCP source address (127.0.0.2: another client "host" on loopback); default any. */
+  /** Source address (127.0.0.2: another client "host" on loopback); default any. */
   localAddress?: string;
   /**
    * UDP source port (default: one the kernel picks). The same 5-tuple again reaches the same
    * worker of a relay whose workers share the listening port (SO_REUSEPORT).
    */
   localPort?: number;
+  /**
+   * TCP/TLS: bytes written first on the TCP connection, before any TURN or TLS byte (a PROXY
+   * protocol header, as a load balancer sends it).
+   */
+  preamble?: Uint8Array;
 }
 
 export interface LiteResponse {
@@ -87,6 +92,8 @@ export class TurnClientLite {
   readonly channelData: ChannelDataIn[] = [];
   /** Every Data indication received, in order. */
   readonly dataIndications: DataIndicationIn[] = [];
+  /** XOR-PEER-ADDRESS of every ConnectionAttempt indication received (RFC 6062 §4.4). */
+  readonly connectionAttempts: (TransportAddress | undefined)[] = [];
   /** Codes (0 = success) of responses to transactions this client did not start (sendRaw). */
   readonly unsolicited: number[] = [];
   /** Set once the server closed a TCP/TLS connection (or it errored). */
@@ -137,19 +144,25 @@ export class TurnClientLite {
         s.destroy();
         reject(new Error(`${opts.transport} connect to ${opts.host}:${opts.port} timed out`));
       }, opts.timeoutMs);
+      const ready = () => {
+        clearTimeout(timer);
+        resolve(s);
+      };
+      const preamble = opts.preamble;
+      const raw =
+        opts.transport === "tls" && preamble === undefined && opts.localAddress === undefined
+          ? undefined
+          : net.connect({ host: opts.host, port: opts.port, localAddress: opts.localAddress });
+      if (raw !== undefined && preamble !== undefined) raw.write(preamble);
       const s =
         opts.transport === "tls"
-          ? tls.connect({ host: opts.host, port: opts.port, rejectUnauthorized: false }, () => {
-              clearTimeout(timer);
-              resolve(s);
-            })
-          : net.connect(
-              { host: opts.host, port: opts.port, localAddress: opts.localAddress },
-              () => {
-                clearTimeout(timer);
-                resolve(s);
-              },
-            );
+          ? tls.connect(
+              raw === undefined
+                ? { host: opts.host, port: opts.port, rejectUnauthorized: false }
+                : { socket: raw, rejectUnauthorized: false },
+              ready,
+            )
+          : raw!.once("connect", ready);
       s.once("error", (e) => {
         clearTimeout(timer);
         reject(e);
@@ -370,6 +383,8 @@ export class TurnClientLite {
           data: data ? msg.subarray(data.offset, data.offset + data.length) : Buffer.alloc(0),
         });
       }
+      if (m.method === Method.ConnectionAttempt)
+        this.connectionAttempts.push(readXorAddress(m, AttributeType.XorPeerAddress));
       return;
     }
     const key = Buffer.from(m.transactionId).toString("hex");

@@ -9,7 +9,7 @@
 // without the kernel path, saying why (kernelPathAvailability()). `--strict` (prepack, tests)
 // turns a failure into exit 1. An object that exists and is newer than its sources is kept.
 import { spawnSync } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -17,7 +17,13 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const strict = process.argv.includes("--strict");
 const objectOnly = process.argv.includes("--object-only");
 const OBJECT = join(root, "bpf", "kernel_path.bpf.o");
-const SOURCES = ["kernel_path.bpf.c", "kernel_path.h"].map((f) => join(root, "bpf", f));
+// The program is one compilation unit: kernel_path.bpf.c and the headers of bpf/ it includes.
+const PROGRAM = join(root, "bpf", "kernel_path.bpf.c");
+const SOURCES = existsSync(join(root, "bpf"))
+  ? readdirSync(join(root, "bpf"))
+      .filter((f) => f.endsWith(".c") || f.endsWith(".h"))
+      .map((f) => join(root, "bpf", f))
+  : [];
 
 let failed = false;
 function report(part, reason) {
@@ -48,7 +54,7 @@ function objectIsFresh() {
 
 function buildObject() {
   if (objectIsFresh()) return;
-  if (!existsSync(SOURCES[0])) {
+  if (!existsSync(PROGRAM)) {
     report("BPF object", "neither the object nor its source is in the package");
     return;
   }
@@ -68,7 +74,7 @@ function buildObject() {
     "-no-stack-slot-sharing",
     ...includes,
     "-c",
-    SOURCES[0],
+    PROGRAM,
     "-o",
     OBJECT,
   ]);

@@ -24,7 +24,8 @@ const CAP_SYS_ADMIN = 21;
 const CAP_BPF = 39;
 
 /** ARPHRD_ETHER and ARPHRD_LOOPBACK: the program expects an Ethernet header in front. */
-const ETHERNET_TYPES = new Set(["1", "772"]);
+const LOOPBACK_TYPE = "772";
+const ETHERNET_TYPES = new Set(["1", LOOPBACK_TYPE]);
 
 function effectiveCapabilities(): bigint | undefined {
   try {
@@ -73,13 +74,18 @@ export function missingForwarding(): string | undefined {
   return off.length > 0 ? off.join(" and ") : undefined;
 }
 
-/** Why `name` cannot carry the program, or undefined. */
-export function interfaceProblem(name: string): string | undefined {
+/** Why `name` cannot carry the program in `mode`, or undefined. */
+export function interfaceProblem(name: string, mode: AttachMode = "tc"): string | undefined {
   const l = loadNative();
   if (l.ok && l.binding.ifindex(name) === 0) return `interface ${name} not found`;
   const type = sysctl(`/sys/class/net/${name}/type`);
   if (type === undefined) return `interface ${name} not found`;
   if (!ETHERNET_TYPES.has(type)) return `interface ${name} does not carry Ethernet (type ${type})`;
+  // The loopback has no driver hook: XDP there is the generic (skb) kind, which saves nothing
+  // over TC. Whether another driver runs XDP natively only the attach can tell (open()).
+  if (mode === "xdp" && type === LOOPBACK_TYPE) {
+    return `${name} is the loopback, which has no native XDP (use tc)`;
+  }
   return undefined;
 }
 
@@ -92,16 +98,17 @@ export function kernelPathAvailability(options: AvailabilityOptions = {}): Kerne
   if (!objectPresent()) {
     return no(`the BPF object ${OBJECT_PATH} is missing (clang was not there at install)`);
   }
-  if (mode === "xdp") return no("XDP mode is not built yet (use tc)");
   const caps = missingCapabilities();
   if (caps) return no(`the process lacks ${caps} (needed to load the program and attach it)`);
   const interfaces = options.interfaces ?? [];
   for (const name of interfaces) {
-    const problem = interfaceProblem(name);
+    const problem = interfaceProblem(name, mode);
     if (problem) return no(problem);
   }
-  const tcx = l.binding.tcxSupport(interfaces[0] ? l.binding.ifindex(interfaces[0]) : 1);
-  if (tcx) return no(tcx);
+  if (mode === "tc") {
+    const tcx = l.binding.tcxSupport(interfaces[0] ? l.binding.ifindex(interfaces[0]) : 1);
+    if (tcx) return no(tcx);
+  }
   const forwarding = missingForwarding();
   if (forwarding) {
     const set = forwarding
@@ -113,7 +120,7 @@ export function kernelPathAvailability(options: AvailabilityOptions = {}): Kerne
     );
   }
   if (options.verify !== false) {
-    const rejected = l.binding.verify(OBJECT_PATH, "turnpike_tc");
+    const rejected = l.binding.verify(OBJECT_PATH, mode === "xdp" ? "turnpike_xdp" : "turnpike_tc");
     if (rejected) return no(rejected);
   }
   return { available: true };

@@ -1,6 +1,6 @@
 // @turnpike/kernel-path: bound ChannelData relayed by an eBPF program in the kernel (TC ingress
 // through TCX links), the protocol staying in the Node runtime. See README.md for the design,
-// bpf/kernel_path.bpf.c for the program and bpf/kernel_path.h for the maps.
+// bpf/kernel_path.bpf.c for the program and bpf/layout.h for the maps.
 export {
   type AttachMode,
   type AvailabilityOptions,

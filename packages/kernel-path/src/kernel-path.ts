@@ -2,10 +2,15 @@
 // channel binding (RFC 8656 §12), deadline and bucket updates as lifetimes and policy change,
 // counters at metrics collection, unbind when the binding ends. Every call is synchronous and
 // costs at most two bpf() system calls (bind, unbind); deadlines, buckets and counters are
-// plain memory accesses to the mmapped slot. See bpf/kernel_path.h for the maps.
+// plain memory accesses to the mmapped slot. See bpf/layout.h for the maps.
 import { isIP } from "node:net";
 import { type AttachMode, interfaceProblem, missingCapabilities } from "./availability.js";
-import { COUNTER_FIELDS, KERNEL_PATH_STATS, type KernelPathStats } from "./layout.js";
+import {
+  BUCKET_DROP_COUNT,
+  COUNTER_FIELDS,
+  KERNEL_PATH_STATS,
+  type KernelPathStats,
+} from "./layout.js";
 import { loadNative, type NativeBinding, type NativeHandle, OBJECT_PATH } from "./native.js";
 
 export interface KernelPathOptions {
@@ -125,7 +130,6 @@ export class KernelPath {
   static open(options: KernelPathOptions): KernelPath {
     const n = native();
     const mode = options.mode ?? "tc";
-    if (mode === "xdp") throw new KernelPathError("XDP mode is not built yet (use tc)");
     const caps = missingCapabilities();
     if (caps) {
       throw new KernelPathError(
@@ -133,14 +137,14 @@ export class KernelPath {
       );
     }
     for (const name of options.interfaces) {
-      const problem = interfaceProblem(name);
+      const problem = interfaceProblem(name, mode);
       if (problem) throw new KernelPathError(problem);
     }
     try {
       const handle = n.open(
         options.objectPath ?? OBJECT_PATH,
         options.interfaces,
-        false,
+        mode === "xdp",
         options.maxBindings ?? 65536,
         options.maxBuckets ?? 65536,
       );
@@ -275,7 +279,7 @@ export class KernelPath {
 
   /** Datagrams and bytes bucket `bucket` refused. */
   bucketDrops(bucket: number): { packets: number; bytes: number } {
-    const out = new Float64Array(2);
+    const out = new Float64Array(BUCKET_DROP_COUNT);
     this.#native.bucketDrops(this.#handle, bucket, out);
     return { packets: out[0]!, bytes: out[1]! };
   }

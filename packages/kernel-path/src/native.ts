@@ -1,8 +1,10 @@
-// The loader addon (native/kernel_path.c) and the BPF object, found next to this package's
-// dist/. Loading never throws: a missing or broken part is a reason, said in one line.
+// The loader addon (native/) and the BPF object, found next to this package's dist/. Loading
+// never throws: a missing or broken part is a reason, said in one line, and so is an addon whose
+// map layout (bpf/layout.h, handed over at load) differs from the one layout.ts compiles in.
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
+import { checkLayout } from "./layout.js";
 
 /** The compiled BPF program (built at install with clang, or shipped in the npm tarball). */
 export const OBJECT_PATH = fileURLToPath(new URL("../bpf/kernel_path.bpf.o", import.meta.url));
@@ -11,6 +13,8 @@ export const OBJECT_PATH = fileURLToPath(new URL("../bpf/kernel_path.bpf.o", imp
 export type NativeHandle = object;
 
 export interface NativeBinding {
+  /** The map layout (bpf/layout.h), checked by checkLayout at load. */
+  readonly layout: unknown;
   verify(objectPath: string, program: string): string | null;
   tcxSupport(ifindex: number): string | null;
   tcxPrograms(ifindex: number): number;
@@ -74,8 +78,11 @@ export function loadNative(): Loaded {
       loaded = { ok: false, reason: `${process.platform} is not Linux` };
     } else {
       try {
-        const binding = createRequire(import.meta.url)("../build/Release/kernel_path.node");
-        loaded = { ok: true, binding: binding as NativeBinding };
+        const binding = createRequire(import.meta.url)(
+          "../build/Release/kernel_path.node",
+        ) as NativeBinding;
+        const layout = checkLayout(binding.layout);
+        loaded = layout.ok ? { ok: true, binding } : { ok: false, reason: layout.reason };
       } catch (err) {
         loaded = { ok: false, reason: loadFailure(err as NodeJS.ErrnoException) };
       }

@@ -1,7 +1,8 @@
 // What surrounds the relaying: the same-host case on the loopback, a process killed with -9
 // leaving nothing attached, worker threads sharing the maps, and the one-line reasons for not
 // running (no capabilities, the loopback's forwarding flag, an unknown interface, a program the
-// verifier refuses). Each test makes and removes its own namespace.
+// verifier refuses, an object whose maps are laid out otherwise than the loader's). Each test
+// makes and removes its own namespace.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -215,22 +216,7 @@ describe.skipIf(unavailable)("kernel path lifecycle", () => {
   });
 
   it("reports the verifier's reason when the kernel refuses the program", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "tp-rejected-"));
-    try {
-      const object = join(dir, "rejected.bpf.o");
-      const multiarch = execFileSync("cc", ["-print-multiarch"]).toString().trim();
-      execFileSync("clang", [
-        "-O2",
-        "-g",
-        "-target",
-        "bpf",
-        "-I",
-        `/usr/include/${multiarch}`,
-        "-c",
-        fileURLToPath(new URL("./fixtures/rejected.bpf.c", import.meta.url)),
-        "-o",
-        object,
-      ]);
+    await withFixtureObject("rejected", async (object) => {
       await withNamespace("tpv", async (ns) => {
         const agent = await Agent.start(ns);
         await expect(
@@ -241,8 +227,48 @@ describe.skipIf(unavailable)("kernel path lifecycle", () => {
         expect(await agent.call("tcxPrograms", { name: "lo" })).toBe(0);
         await agent.stop();
       });
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
+  });
+
+  it("refuses an object whose maps are laid out otherwise than the loader's, naming the map", async () => {
+    await withFixtureObject("other-layout", async (object) => {
+      await withNamespace("tpm", async (ns) => {
+        const agent = await Agent.start(ns);
+        await expect(
+          agent.call("open", { interfaces: ["lo"], objectPath: object }),
+        ).rejects.toThrow(
+          `the BPF object ${object} does not match the loader's map layout (tp_slots: key 4 and value 120 bytes in the object, 4 and 96 in the loader); rebuild it (pnpm install)`,
+        );
+        expect(await agent.call("tcxPrograms", { name: "lo" })).toBe(0);
+        await agent.stop();
+      });
+    });
   });
 });
+
+/** Compiles fixtures/<name>.bpf.c as the build does and runs `body` with the object's path. */
+async function withFixtureObject(
+  name: string,
+  body: (object: string) => Promise<void>,
+): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), `tp-${name}-`));
+  try {
+    const object = join(dir, `${name}.bpf.o`);
+    const multiarch = execFileSync("cc", ["-print-multiarch"]).toString().trim();
+    execFileSync("clang", [
+      "-O2",
+      "-g",
+      "-target",
+      "bpf",
+      "-I",
+      `/usr/include/${multiarch}`,
+      "-c",
+      fileURLToPath(new URL(`./fixtures/${name}.bpf.c`, import.meta.url)),
+      "-o",
+      object,
+    ]);
+    await body(object);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

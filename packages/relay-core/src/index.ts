@@ -46,6 +46,25 @@ export type {
 // The codec (RFC 8489 §5, §14; RFC 8656 §12.4, §18)
 export { formatTransportAddress, type TransportAddress } from "./codec/address.js";
 export {
+  getAttribute,
+  hasAttribute,
+  readAddress,
+  readAddressFamily,
+  readAllXorAddresses,
+  readBytes,
+  readChannelNumber,
+  readErrorCode,
+  readEvenPort,
+  readPasswordAlgorithm,
+  readRequestedTransport,
+  readString,
+  readUint32,
+  readUnknownAttributes,
+  readXorAddress,
+  verifyMessageIntegrity,
+  verifyMessageIntegritySha256,
+} from "./codec/attributes.js";
+export {
   CHANNEL_DATA_HEADER_LENGTH,
   type ChannelDataView,
   decodeChannelData,
@@ -68,29 +87,12 @@ export {
 } from "./codec/constants.js";
 export {
   decodeStun,
-  getAttribute,
-  hasAttribute,
-  readAddress,
-  readAddressFamily,
-  readAllXorAddresses,
-  readBytes,
-  readChannelNumber,
-  readErrorCode,
-  readEvenPort,
-  readPasswordAlgorithm,
-  readRequestedTransport,
-  readString,
-  readUint32,
-  readUnknownAttributes,
-  readXorAddress,
   type StunAttribute,
   type StunDecodeError,
   type StunDecodeResult,
   type StunMessage,
-  StunMessageBuilder,
-  verifyMessageIntegrity,
-  verifyMessageIntegritySha256,
 } from "./codec/message.js";
+export { StunMessageBuilder } from "./codec/message-builder.js";
 export {
   MAX_STREAM_FRAME,
   MAX_UNAUTHENTICATED_STREAM_FRAME,
@@ -111,7 +113,7 @@ export {
   type RelayId,
 } from "./ids.js";
 // Addresses and the peer policy
-export { type Cidr, parseCidr } from "./policy/cidr.js";
+export { type Cidr, cidrContains, parseCidr } from "./policy/cidr.js";
 export { formatIp, type IpFamily, type ParsedIp, parseIp } from "./policy/ip.js";
 export {
   embeddedIpv4,

@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { SharedSecretCredentials } from "../src/auth/credentials.js";
 import { mintRestCredentials } from "../src/auth/rest-credentials.js";
+import { hasAttribute, readString, readUint32 } from "../src/codec/attributes.js";
 import { AttributeType, ErrorCode, MessageClass, Method } from "../src/codec/constants.js";
-import { decodeStun, hasAttribute, readString, readUint32 } from "../src/codec/message.js";
+import { decodeStun } from "../src/codec/message.js";
 import { CLIENT, Harness, PASSWORD, USERNAME } from "./client-harness.js";
 
 const HOUR = 3_600_000;

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import type { TransportAddress } from "../src/codec/address.js";
+import { readChannelNumber } from "../src/codec/attributes.js";
 import { AttributeType, Method } from "../src/codec/constants.js";
-import { decodeStun, readChannelNumber, StunMessageBuilder } from "../src/codec/message.js";
+import { decodeStun } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { decodeText, Harness, PEER, text } from "./client-harness.js";
 
 const HOUR = 3_600_000;

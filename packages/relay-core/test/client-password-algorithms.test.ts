@@ -7,18 +7,17 @@ import { longTermKeyMd5, longTermKeySha256 } from "../src/auth/long-term-key.js"
 import { NONCE_COOKIE } from "../src/auth/nonce.js";
 import { TurnClient } from "../src/client/turn-client.js";
 import type { TurnClientOutput } from "../src/client/types.js";
-import { AttributeType, MessageClass, Method, PasswordAlgorithm } from "../src/codec/constants.js";
 import {
-  decodeStun,
   hasAttribute,
   readBytes,
   readErrorCode,
   readPasswordAlgorithm,
   readString,
-  type StunMessage,
-  StunMessageBuilder,
   verifyMessageIntegrity,
-} from "../src/codec/message.js";
+} from "../src/codec/attributes.js";
+import { AttributeType, MessageClass, Method, PasswordAlgorithm } from "../src/codec/constants.js";
+import { decodeStun, type StunMessage } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { listenerId } from "../src/ids.js";
 import { PeerAddressPolicy } from "../src/policy/peer-address-policy.js";
 import { SeededRandom } from "../src/rng.js";

@@ -7,13 +7,9 @@ import { describe, expect, it } from "vitest";
 import type { TurnClient } from "../src/client/turn-client.js";
 import type { TurnClientEvent } from "../src/client/types.js";
 import type { TransportAddress } from "../src/codec/address.js";
+import { readString, readUint32, verifyMessageIntegrity } from "../src/codec/attributes.js";
 import { AttributeType, ErrorCode, MessageClass, Method } from "../src/codec/constants.js";
-import {
-  readString,
-  readUint32,
-  type StunMessage,
-  verifyMessageIntegrity,
-} from "../src/codec/message.js";
+import type { StunMessage } from "../src/codec/message.js";
 import { allocated, answer, challenge, KEY, newClient, nextEvent, sent } from "./client-script.js";
 
 /** Fire the client's timers up to `until` (inclusive): what it sent, and its events. */

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { readString, readUint32 } from "../src/codec/attributes.js";
 import { AttributeType, ErrorCode, MessageClass, Method } from "../src/codec/constants.js";
-import { decodeStun, readString, readUint32 } from "../src/codec/message.js";
+import { decodeStun } from "../src/codec/message.js";
 import { connectionId, type PeerConnectionId } from "../src/ids.js";
 import { Harness, PEER } from "./client-harness.js";
 

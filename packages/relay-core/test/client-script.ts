@@ -8,7 +8,8 @@ import { TurnClient } from "../src/client/turn-client.js";
 import type { TurnClientEvent, TurnClientOptions } from "../src/client/types.js";
 import type { TransportAddress } from "../src/codec/address.js";
 import { AttributeType, MessageClass } from "../src/codec/constants.js";
-import { decodeStun, type StunMessage, StunMessageBuilder } from "../src/codec/message.js";
+import { decodeStun, type StunMessage } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { SeededRandom } from "../src/rng.js";
 
 export const REALM = "scripted";

@@ -5,13 +5,10 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { longTermKeyMd5 } from "../src/auth/long-term-key.js";
+import { readString, verifyMessageIntegrity } from "../src/codec/attributes.js";
 import { AttributeType, MessageClass, Method } from "../src/codec/constants.js";
-import {
-  decodeStun,
-  readString,
-  StunMessageBuilder,
-  verifyMessageIntegrity,
-} from "../src/codec/message.js";
+import { decodeStun } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import type { PeerConnectionId } from "../src/ids.js";
 import {
   allocated,

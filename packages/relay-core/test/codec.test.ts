@@ -3,11 +3,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { TransportAddress } from "../src/codec/address.js";
-import { decodeChannelData, encodeChannelData, isChannelData } from "../src/codec/channel-data.js";
-import { AttributeType, type MessageClass } from "../src/codec/constants.js";
 import {
-  decodeStun,
-  messageType,
   readAddress,
   readAddressFamily,
   readAllXorAddresses,
@@ -21,11 +17,13 @@ import {
   readUint32,
   readUnknownAttributes,
   readXorAddress,
-  type StunMessage,
-  StunMessageBuilder,
   verifyMessageIntegrity,
   verifyMessageIntegritySha256,
-} from "../src/codec/message.js";
+} from "../src/codec/attributes.js";
+import { decodeChannelData, encodeChannelData, isChannelData } from "../src/codec/channel-data.js";
+import { AttributeType, type MessageClass } from "../src/codec/constants.js";
+import { decodeStun, messageType, type StunMessage } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { formatIp, parseIp } from "../src/policy/ip.js";
 
 const DECODE_ERRORS = [

@@ -3,6 +3,15 @@
 import { expect } from "vitest";
 import { type PasswordAlgorithmName, StaticCredentials } from "../src/auth/credentials.js";
 import { longTermKeyMd5, longTermKeySha256 } from "../src/auth/long-term-key.js";
+import {
+  readBytes,
+  readErrorCode,
+  readString,
+  readUint32,
+  readXorAddress,
+  verifyMessageIntegrity,
+  verifyMessageIntegritySha256,
+} from "../src/codec/attributes.js";
 import { encodeChannelData } from "../src/codec/channel-data.js";
 import {
   AttributeType,
@@ -11,18 +20,8 @@ import {
   PasswordAlgorithm,
   TransportProtocol,
 } from "../src/codec/constants.js";
-import {
-  decodeStun,
-  readBytes,
-  readErrorCode,
-  readString,
-  readUint32,
-  readXorAddress,
-  type StunMessage,
-  StunMessageBuilder,
-  verifyMessageIntegrity,
-  verifyMessageIntegritySha256,
-} from "../src/codec/message.js";
+import { decodeStun, type StunMessage } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import {
   type ConnectionId,
   connectionId,

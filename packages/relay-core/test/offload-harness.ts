@@ -2,7 +2,7 @@
 // kernel map would hold, with the checks a runtime relies on as it applies them in order.
 import { expect } from "vitest";
 import { AttributeType, Method } from "../src/codec/constants.js";
-import type { StunMessageBuilder } from "../src/codec/message.js";
+import type { StunMessageBuilder } from "../src/codec/message-builder.js";
 import type { OffloadId } from "../src/ids.js";
 import type { TurnServerOutput } from "../src/server/types.js";
 import type { OutputOf, TestClient } from "./harness.js";

@@ -3,19 +3,18 @@
 import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { longTermKeyMd5 } from "../src/auth/long-term-key.js";
-import { AttributeType, FINGERPRINT_XOR, MessageClass, Method } from "../src/codec/constants.js";
-import { crc32 } from "../src/codec/crc32.js";
 import {
   attributeValue,
-  decodeStun,
   getAttribute,
   readString,
   readUint32,
   readXorAddress,
-  type StunMessage,
-  StunMessageBuilder,
   verifyMessageIntegrity,
-} from "../src/codec/message.js";
+} from "../src/codec/attributes.js";
+import { AttributeType, FINGERPRINT_XOR, MessageClass, Method } from "../src/codec/constants.js";
+import { crc32 } from "../src/codec/crc32.js";
+import { decodeStun, type StunMessage } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 
 const hex = (s: string) => new Uint8Array(Buffer.from(s.replace(/\s+/g, ""), "hex"));
 const utf8 = (s: string) => new TextEncoder().encode(s);

@@ -1,7 +1,8 @@
 // Allocate, Refresh and allocation lifetimes (RFC 8656 §6-§8), quotas and relay port binding.
 import { describe, expect, it } from "vitest";
+import { readBytes } from "../src/codec/attributes.js";
 import { AttributeType, Method, TransportProtocol } from "../src/codec/constants.js";
-import { readBytes, type StunMessageBuilder } from "../src/codec/message.js";
+import type { StunMessageBuilder } from "../src/codec/message-builder.js";
 import type { RelayId } from "../src/ids.js";
 import { Harness, Response, T0, TestClient } from "./harness.js";
 

@@ -4,7 +4,7 @@ import { SharedSecretCredentials } from "../src/auth/credentials.js";
 import { userHash } from "../src/auth/long-term-key.js";
 import { mintRestCredentials } from "../src/auth/rest-credentials.js";
 import { AttributeType, MessageClass, Method, PasswordAlgorithm } from "../src/codec/constants.js";
-import { StunMessageBuilder } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import type { RelayId } from "../src/ids.js";
 import { Harness, REALM, Response, TestClient, UNIX_T0 } from "./harness.js";
 

@@ -3,7 +3,7 @@
 // disconnect) and an RFC 6062 pipe is paused.
 import { describe, expect, it } from "vitest";
 import { AttributeType, Method, TransportProtocol } from "../src/codec/constants.js";
-import type { StunMessageBuilder } from "../src/codec/message.js";
+import type { StunMessageBuilder } from "../src/codec/message-builder.js";
 import type { PeerConnectionId } from "../src/ids.js";
 import { SeededRandom } from "../src/rng.js";
 import {

@@ -1,7 +1,7 @@
 // Binding (RFC 8489 §6.3.1) and what every response carries (§14.7 FINGERPRINT, §14.14 SOFTWARE).
 import { describe, expect, it } from "vitest";
 import { AttributeType, Method } from "../src/codec/constants.js";
-import { StunMessageBuilder } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { Harness, type Response, SOFTWARE, TestClient } from "./harness.js";
 
 describe("Binding (RFC 8489 §6.3.1)", () => {

@@ -8,7 +8,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { encodeChannelData } from "../src/codec/channel-data.js";
 import { MessageClass, Method } from "../src/codec/constants.js";
-import type { StunMessageBuilder } from "../src/codec/message.js";
+import type { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { connectionId, type RelayId } from "../src/ids.js";
 import { DatagramSource } from "../src/server/datagram-source.js";
 import {

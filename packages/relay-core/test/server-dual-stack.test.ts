@@ -1,7 +1,7 @@
 // Dual stack (RFC 8656 §7.2 REQUESTED-ADDRESS-FAMILY / ADDITIONAL-ADDRESS-FAMILY, 440, 443).
 import { describe, expect, it } from "vitest";
+import { readBytes } from "../src/codec/attributes.js";
 import { AttributeType, Method } from "../src/codec/constants.js";
-import { readBytes } from "../src/codec/message.js";
 import type { RelayId } from "../src/ids.js";
 import { RouteKind } from "../src/server/types.js";
 import { Harness, Response, TestClient } from "./harness.js";

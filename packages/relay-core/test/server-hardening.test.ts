@@ -8,8 +8,10 @@ import {
   StaticCredentials,
 } from "../src/auth/credentials.js";
 import { restPassword } from "../src/auth/rest-credentials.js";
+import { readErrorCode } from "../src/codec/attributes.js";
 import { AttributeType, MessageClass, Method, TransportProtocol } from "../src/codec/constants.js";
-import { decodeStun, readErrorCode, StunMessageBuilder } from "../src/codec/message.js";
+import { decodeStun } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { listenerId, type RelayId } from "../src/ids.js";
 import { PeerAddressPolicy } from "../src/policy/peer-address-policy.js";
 import { RouteKind } from "../src/server/types.js";

@@ -4,7 +4,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { AttributeType, Method } from "../src/codec/constants.js";
-import type { StunMessageBuilder } from "../src/codec/message.js";
+import type { StunMessageBuilder } from "../src/codec/message-builder.js";
 import type { RelayId } from "../src/ids.js";
 import type { TurnServerOutput } from "../src/server/types.js";
 import { RouteKind } from "../src/server/types.js";

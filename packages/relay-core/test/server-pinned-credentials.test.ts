@@ -6,8 +6,8 @@ import { describe, expect, it } from "vitest";
 import { SharedSecretCredentials, type SharedSecretOptions } from "../src/auth/credentials.js";
 import { mintPinnedCredentials } from "../src/auth/pinned-username.js";
 import { mintRestCredentials } from "../src/auth/rest-credentials.js";
+import { readErrorCode } from "../src/codec/attributes.js";
 import { AttributeType } from "../src/codec/constants.js";
-import { readErrorCode } from "../src/codec/message.js";
 import { Harness, type Response, TestClient, UNIX_T0 } from "./harness.js";
 
 const TOKEN = "platform-token";

@@ -9,8 +9,9 @@ import {
 } from "../src/auth/credentials.js";
 import { mintPinnedCredentials, pinnedCredentialSecret } from "../src/auth/pinned-username.js";
 import { mintRestCredentials } from "../src/auth/rest-credentials.js";
+import { readErrorCode } from "../src/codec/attributes.js";
 import { AttributeType, Method, TransportProtocol } from "../src/codec/constants.js";
-import { readErrorCode, type StunMessageBuilder } from "../src/codec/message.js";
+import type { StunMessageBuilder } from "../src/codec/message-builder.js";
 import type { TurnServerOptions } from "../src/server/options.js";
 import { Harness, type OutputOf, Response, TestClient, UNIX_T0, USERS } from "./harness.js";
 

@@ -4,7 +4,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { encodeChannelData } from "../src/codec/channel-data.js";
 import { AttributeType, type MessageClass, Method } from "../src/codec/constants.js";
-import { StunMessageBuilder } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { connectionId, type RelayId } from "../src/ids.js";
 import { formatIp, parseIp } from "../src/policy/ip.js";
 import { RouteKind, type TurnServerOutput } from "../src/server/types.js";

@@ -1,9 +1,11 @@
 // The data path (RFC 8656 §11 Send/Data, §12.4 ChannelData): routes that name a byte range of
 // the input, never a copy.
 import { describe, expect, it } from "vitest";
+import { readBytes, readXorAddress } from "../src/codec/attributes.js";
 import { encodeChannelData } from "../src/codec/channel-data.js";
 import { AttributeType, MessageClass, Method } from "../src/codec/constants.js";
-import { decodeStun, readBytes, readXorAddress, StunMessageBuilder } from "../src/codec/message.js";
+import { decodeStun } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { connectionId, type RelayId } from "../src/ids.js";
 import { RouteKind } from "../src/server/types.js";
 import { Harness, TestClient } from "./harness.js";

@@ -4,8 +4,9 @@
 import { describe, expect, it } from "vitest";
 import { SharedSecretCredentials } from "../src/auth/credentials.js";
 import { mintRestCredentials } from "../src/auth/rest-credentials.js";
+import { readBytes, readErrorCode } from "../src/codec/attributes.js";
 import { AttributeType, Method, TransportProtocol } from "../src/codec/constants.js";
-import { readBytes, readErrorCode, type StunMessageBuilder } from "../src/codec/message.js";
+import type { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { type AllocationQuota, LocalAllocationQuota } from "../src/server/allocation-quota.js";
 import type { TurnServerOptions } from "../src/server/options.js";
 import { Harness, type OutputOf, Response, TestClient, UNIX_T0 } from "./harness.js";

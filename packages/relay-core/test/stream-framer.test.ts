@@ -4,7 +4,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { encodeChannelData } from "../src/codec/channel-data.js";
 import { AttributeType } from "../src/codec/constants.js";
-import { StunMessageBuilder } from "../src/codec/message.js";
+import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import {
   MAX_STREAM_FRAME,
   MAX_UNAUTHENTICATED_STREAM_FRAME,

@@ -7,8 +7,15 @@
 // pinned-username.ts): the tunnel holding them gets exactly that relay port on every relay with
 // the token and a --pinned-ports range containing it.
 
-import { mintPinnedCredentials, mintRestCredentials, restPassword } from "@turnpike/relay-core";
+import {
+  mintPinnedCredentials,
+  mintRestCredentials,
+  pinnedCredentialSecret,
+  restPassword,
+} from "@turnpike/relay-core";
 import { encodeTunnelKey } from "@turnpike/runtime-kit";
+import { PROGRAM_NAME } from "./config/options.js";
+import type { CredentialsCommand } from "./config/types.js";
 
 export interface TurnCredentials {
   readonly username: string;
@@ -41,4 +48,30 @@ export function mintCredentials(token: string, options: MintOptions): TurnCreden
       ? mintPinnedCredentials(token, options.nowSeconds, options.ttl, options.user, options.port)
       : mintRestCredentials(token, options.nowSeconds, options.ttl, options.user);
   return { ...c, uris: [...options.uris], key: encodeTunnelKey(c) };
+}
+
+/**
+ * `turnpike-relay credentials`: the credentials as JSON on stdout (with `--pinned-secret`, the
+ * pinned-credential secret instead), notes about them on stderr; the exit code.
+ */
+export function runCredentialsCommand(
+  command: CredentialsCommand,
+  nowSeconds: number,
+  stdout: (text: string) => void,
+  stderr: (line: string) => void,
+): number {
+  if (command.pinnedSecret) {
+    stdout(`${pinnedCredentialSecret(command.token)}\n`);
+    return 0;
+  }
+  const creds = mintCredentials(command.token, {
+    user: command.user,
+    port: command.port,
+    ttl: command.ttl,
+    uris: command.uris,
+    nowSeconds,
+  });
+  for (const note of command.notes) stderr(`${PROGRAM_NAME} credentials: ${note}`);
+  stdout(`${JSON.stringify(creds)}\n`);
+  return 0;
 }

@@ -23,11 +23,10 @@
 // not a loopback literal or localhost with the listening port (421; DNS rebinding). The bearer
 // token itself is never sent by a browser on its own, which is the main defence.
 //
-// `turnpike-relay allocations` is the client: GET, then a table (or --json).
+// `turnpike-relay allocations` is the client (discovery-client.ts).
 
 import { createHash, timingSafeEqual } from "node:crypto";
-import { request as httpRequest, type IncomingMessage, type ServerResponse } from "node:http";
-import { request as httpsRequest } from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
 
 export const DISCOVERY_PATH = "/v1/allocations";
 
@@ -192,107 +191,4 @@ function send(
     ...headers,
   });
   res.end(res.req.method === "HEAD" ? undefined : text);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The client: `turnpike-relay allocations`
-
-/** GET `base`/v1/allocations[?user=] with the bearer token; bounded (10 s, 16 MiB). */
-export async function fetchAllocations(
-  base: string,
-  token: string,
-  user: string | undefined,
-  timeoutMs = 10_000,
-): Promise<AllocationRow[]> {
-  const url = new URL(DISCOVERY_PATH, base);
-  if (user !== undefined) url.searchParams.set("user", user);
-  const body = await adminCall("GET", url, token, timeoutMs);
-  if (!Array.isArray(body.allocations))
-    throw new Error(`${shownUrl(url)}: no allocations in the answer`);
-  return body.allocations as AllocationRow[];
-}
-
-/** DELETE a user's allocations or one by id; resolves with how many ended. */
-export async function deleteAllocations(
-  base: string,
-  token: string,
-  which: EndAllocations,
-  timeoutMs = 10_000,
-): Promise<number> {
-  const url =
-    "id" in which
-      ? new URL(`${DISCOVERY_PATH}/${encodeURIComponent(which.id)}`, base)
-      : new URL(DISCOVERY_PATH, base);
-  if ("user" in which) url.searchParams.set("user", which.user);
-  const body = await adminCall("DELETE", url, token, timeoutMs);
-  if (typeof body.ended !== "number") throw new Error(`${shownUrl(url)}: no count in the answer`);
-  return body.ended;
-}
-
-function shownUrl(url: URL): string {
-  return `${url.origin}${url.pathname}`;
-}
-
-/** One request to the discovery API with the bearer token: its JSON answer, or why not. */
-function adminCall(
-  method: "GET" | "DELETE",
-  url: URL,
-  token: string,
-  timeoutMs: number,
-): Promise<{ allocations?: unknown; ended?: unknown }> {
-  const shown = shownUrl(url);
-  return new Promise((resolve, reject) => {
-    const call = url.protocol === "https:" ? httpsRequest : httpRequest;
-    const headers = { accept: "application/json", authorization: `Bearer ${token}` };
-    const req = call(url, { method, headers, timeout: timeoutMs }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => {
-        body += c;
-        if (body.length > 16 << 20) req.destroy(new Error(`${shown}: answer too large`));
-      });
-      res.on("end", () => {
-        let parsed: { allocations?: unknown; ended?: unknown; error?: unknown } | undefined;
-        try {
-          parsed = JSON.parse(body);
-        } catch {
-          parsed = undefined;
-        }
-        if (res.statusCode !== 200 || parsed === undefined) {
-          const why = typeof parsed?.error === "string" ? `: ${parsed.error}` : "";
-          return reject(new Error(`${shown}: HTTP ${res.statusCode}${why}`));
-        }
-        resolve(parsed);
-      });
-    });
-    req.on("timeout", () => req.destroy(new Error(`${shown}: timed out`)));
-    req.on("error", (err) => reject(new Error(`${shown}: ${err.message}`)));
-    req.end();
-  });
-}
-
-const COLUMNS: Array<[string, (r: AllocationRow) => string]> = [
-  ["ID", (r) => r.id],
-  ["USER", (r) => r.user || "-"],
-  ["PIN", (r) => (r.pinnedPort === null ? "-" : String(r.pinnedPort))],
-  ["TRANSPORT", (r) => r.transport],
-  ["RELAYED ADDRESS", (r) => (r.relayedAddresses.length ? r.relayedAddresses.join(",") : "-")],
-  ["CLIENT", (r) => `${r.clientTransport}:${r.clientAddress}`],
-  ["PEERS", (r) => (r.peers.length === 0 ? "-" : r.peers.join(","))],
-  ["CREATED", (r) => r.createdAt],
-  ["EXPIRES", (r) => r.expiresAt],
-];
-
-export function renderAllocationsTable(rows: readonly AllocationRow[]): string {
-  if (rows.length === 0) return "no allocations\n";
-  const cells = [COLUMNS.map(([h]) => h), ...rows.map((r) => COLUMNS.map(([, f]) => f(r)))];
-  const widths = COLUMNS.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
-  return `${cells
-    .map((row) =>
-      row
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join("  ")
-        .trimEnd(),
-    )
-    .join("\n")}\n`;
 }

@@ -1,25 +1,38 @@
 // Health endpoints for orchestrators (Kubernetes probes, load balancers):
 //   GET /healthz  200 {"status":"ok","uptimeSeconds":N}          the process is alive
 //   GET /readyz   200 {"status":"ready","uptimeSeconds":N,"udpIo":"batch"|"dgram",
-//                      "kernelPath":"tc"|"off","workers":N,"configGeneration":N,
+//                      "kernelPath":"tc"|"xdp"|"off","workers":N,"configGeneration":N,
 //                      "lastReload":"applied"|"refused"}
 //                                                                 listeners bound, not draining
 //                 503 {"status":"starting"|"draining",...}       take me out of rotation
 //   GET, DELETE /v1/allocations                                  the discovery API (discovery.ts),
 //                                                                 with the admin token only
 // Anything else is 404 JSON. node:http only; nothing here touches the relay's data path.
+//
+// This is the port Kubernetes probes, so it must not be a way to starve the relay: it holds at
+// most --health-max-connections at once (config/fd-budget.ts keeps it within the open-file
+// limit; beyond it Node closes a new connection at once), and a connection gets REQUEST_MS for
+// its request, whether it sends half a request or nothing at all, and as long between requests.
+// Node checks its request and header timeouts only every connectionsCheckingInterval (30 s by
+// default: a half-sent request was held ~29 s), so that runs every second here.
 
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { SocketAddress } from "./config/types.js";
 import { createDiscoveryHandler, type DiscoveryOptions } from "./discovery.js";
+import { listenFailure } from "./preflight.js";
+
+/** How long a connection has for a request (headers and body), or between two. */
+const REQUEST_MS = 5_000;
+/** How often Node looks for requests past REQUEST_MS. */
+const CHECK_MS = 1_000;
 
 export interface RelayState {
   readonly ready: boolean;
   readonly draining: boolean;
   /** The UDP data path ("batch" or "dgram"), reported by /readyz once known. */
   readonly udpIo?: string;
-  /** The kernel data path ("tc" or "off"), once known. */
+  /** The kernel data path ("tc", "xdp" or "off"), once known. */
   readonly kernelPath?: string;
   /** Relay engines (worker threads). */
   readonly workers?: number;
@@ -42,6 +55,8 @@ export interface HealthOptions {
   clock?: () => number;
   /** GET /v1/allocations (answers 404 when absent or without a token). */
   discovery?: DiscoveryOptions;
+  /** Connections held at once (--health-max-connections). Default 64. */
+  maxConnections?: number;
 }
 
 export async function startHealthServer(
@@ -60,7 +75,7 @@ export async function startHealthServer(
       return { ip: a.address, port: a.port };
     },
   );
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const server = createServer({ connectionsCheckingInterval: CHECK_MS }, (req, res) => {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const path = q < 0 ? url : url.slice(0, q);
@@ -107,15 +122,20 @@ export async function startHealthServer(
     }
     send(res, 404, { status: "not found", path });
   });
-  // Probes are short; do not let a slow or idle client hold sockets open.
-  server.requestTimeout = 5_000;
-  server.headersTimeout = 5_000;
-  server.keepAliveTimeout = 5_000;
+  // Probes are short; do not let a slow or idle client hold sockets open. `timeout` (socket
+  // inactivity) ends a connection that never sends a byte, whatever the parser's clocks say.
+  server.requestTimeout = REQUEST_MS;
+  server.headersTimeout = REQUEST_MS;
+  server.keepAliveTimeout = REQUEST_MS;
+  server.timeout = REQUEST_MS;
+  server.maxConnections = options.maxConnections ?? 64;
 
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    // An address that cannot be bound is one line naming --health-listen (exit 2).
+    const failed = (err: Error) => reject(listenFailure("--health-listen", at, err));
+    server.once("error", failed);
     server.listen({ host: at.ip, port: at.port }, () => {
-      server.off("error", reject);
+      server.off("error", failed);
       resolve();
     });
   });

@@ -194,7 +194,7 @@ export function registerObservables(
     }
     // What the kernel data path relayed (UDP clients' bound ChannelData), read from its
     // bindings' counters (kernel/offload.ts).
-    if (stats.kernelPath === "tc") {
+    if (stats.kernelPath === "tc" || stats.kernelPath === "xdp") {
       RELAY_DIRECTIONS.forEach((direction, i) => {
         const attrs = { direction, transport: "udp", path: "kernel" };
         result.observe(relayedPackets, stats.kernelRelayedPackets[i]!, attrs);

@@ -65,7 +65,7 @@ export async function preflight(
  * (exit 2) where the configuration or the host is the cause, else the error itself.
  */
 export function listenFailure(
-  option: "--listen" | "--tls-listen",
+  option: "--listen" | "--tls-listen" | "--health-listen",
   at: SocketAddress,
   err: unknown,
 ): Error {

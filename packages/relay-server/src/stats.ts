@@ -141,8 +141,8 @@ export interface RelayStats {
    */
   readonly kernelRelayedPackets: Float64Array;
   readonly kernelRelayedBytes: Float64Array;
-  /** Set by the driver: the kernel data path in use ("tc"), or "off". */
-  kernelPath: "tc" | "off" | undefined;
+  /** Set by the driver: the kernel data path in use ("tc", "xdp"), or "off". */
+  kernelPath: "tc" | "xdp" | "off" | undefined;
   /** Set by the driver: EVEN-PORT reservations held (relay-core's reservationsActive). */
   reservationsActive: number;
   /** Set by the driver from relay-core: requests accepted with old-scheme pinned credentials. */

@@ -29,7 +29,7 @@ export interface RelayDeps {
   /** Bound TCP ports of the process's other listeners (health, Prometheus): never peers. */
   readonly ownPorts?: readonly number[];
   /**
-   * The generation of `config` (main.ts counts them: 1 at start, one more per reload); default
+   * The generation of `config` (reload.ts counts them: 1 at start, one more per reload); default
    * 1. applyReloadable() takes only newer ones.
    */
   readonly configGeneration?: number;
@@ -58,7 +58,7 @@ export interface RunningRelay {
   /** The UDP data path in use: the batched native module or node:dgram. */
   readonly udpIo: "batch" | "dgram";
   /** The kernel data path: "tc" (bound ChannelData relayed in the kernel) or "off". */
-  readonly kernelPath: "tc" | "off";
+  readonly kernelPath: "tc" | "xdp" | "off";
   /** Relay engines (worker threads; 1 when the engine runs on the main thread). */
   readonly workers?: number;
   /** A worker is restarting after a crash: the others serve meanwhile. */

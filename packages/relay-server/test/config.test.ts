@@ -4,6 +4,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "@turnpike/runtime-kit";
 import { describe, expect, it } from "vitest";
+import { openFilesLimit } from "../src/config/fd-budget.js";
 import { envName, OPTIONS, renderConfigTable } from "../src/config/options.js";
 import { parseRelayArgs } from "../src/config/parse.js";
 import { autoWorkers } from "../src/config/relay-command.js";
@@ -53,6 +54,8 @@ const hostInterfaces = (): ReturnType<typeof networkInterfaces> => ({
 const opts: ParseOptions = {
   networkInterfaces: hostInterfaces,
   randomToken: () => "generated-token",
+  // The open-file limit of whatever host runs the suite must not change the defaults below.
+  openFilesLimit: () => undefined,
 };
 
 function relay(argv: string[], env: NodeJS.ProcessEnv = { TURNPIKE_TOKEN: "t0ken" }): RelayConfig {
@@ -96,8 +99,12 @@ describe("relay configuration", () => {
       maxConnections: 10000,
       maxConnectionsPerIp: 100,
       tcpIdleTimeout: 300,
+      maxTlsHandshakes: 512,
+      maxTlsHandshakesPerIp: 16,
+      tlsHandshakeTimeout: 5,
       drainTimeout: 30,
       healthListen: { ip: "127.0.0.1", port: 8080, family: 4 },
+      healthMaxConnections: 64,
       prometheusListen: undefined,
       logFormat: "text",
       logLevel: "info",
@@ -224,6 +231,22 @@ describe("relay configuration", () => {
     expect(relay(["--config", file]).allowPeers).toEqual(["192.168.0.0/16", "10.1.2.3"]);
   });
 
+  it("reads the trusted load balancers of --proxy-protocol from flags, environment and file", () => {
+    expect(relay([]).proxyProtocol).toEqual([]);
+    const flags = ["--proxy-protocol", "10.0.0.0/8", "--proxy-protocol", "2001:db8::7"];
+    expect(relay(flags).proxyProtocol).toEqual(["10.0.0.0/8", "2001:db8::7"]);
+    expect(relay([], { TURNPIKE_PROXY_PROTOCOL: "10.0.0.0/8,192.0.2.1" }).proxyProtocol).toEqual([
+      "10.0.0.0/8",
+      "192.0.2.1",
+    ]);
+    const file = tempFile("p.json", JSON.stringify({ proxyProtocol: ["172.16.0.0/12"] }));
+    expect(relay(["--config", file]).proxyProtocol).toEqual(["172.16.0.0/12"]);
+    expect(relay(flags).warnings.join("\n")).not.toContain("--proxy-protocol");
+    expect(relay(["--proxy-protocol", "0.0.0.0/0"]).warnings.join("\n")).toContain(
+      "--proxy-protocol 0.0.0.0/0 trusts every source",
+    );
+  });
+
   it("derives the relay IP from a specific listener, and from the host for an unspecified one", () => {
     const c = relay(["--listen", "127.0.0.1:3478", "--listen", "[::]:3478"]);
     expect(c.relayIp4).toBe("127.0.0.1");
@@ -323,6 +346,11 @@ describe("relay configuration", () => {
       '--allow-peer must be a CIDR like 10.0.0.0/8 or fd00::/8, got "10.0.0.0/33"',
     ],
     [
+      ["--proxy-protocol", "lb.example.com"],
+      {},
+      '--proxy-protocol must be a CIDR like 10.0.0.0/8 or fd00::/8, got "lb.example.com"',
+    ],
+    [
       [],
       { TURNPIKE_DENY_PEER: "10.0.0.0/8,nonsense" },
       'TURNPIKE_DENY_PEER must be a CIDR like 10.0.0.0/8 or fd00::/8, got "nonsense"',
@@ -390,6 +418,56 @@ describe("relay configuration", () => {
       expect(table).toContain(`| ${spec.defaultText.replaceAll("|", "\\|")} |`);
     }
     expect(table.split("\n")[0]).toBe("| option | env var | default | meaning |");
+  });
+});
+
+describe("connections within the open-file limit", () => {
+  const under = (limit: number | undefined, argv: string[] = []) => {
+    const parsed = parseRelayArgs(
+      argv,
+      { TURNPIKE_TOKEN: "t0ken" },
+      {
+        ...opts,
+        openFilesLimit: () => limit,
+      },
+    );
+    if (parsed.command !== "relay") throw new Error(`expected relay, got ${parsed.command}`);
+    return parsed;
+  };
+
+  it("keeps a quarter of the limit for relay sockets and a sixteenth at most for health connections, and says what it lowered", () => {
+    const c = under(1024);
+    expect([c.maxConnections, c.healthMaxConnections]).toEqual([1024 - 256 - 64, 64]);
+    expect(c.warnings).toContain(
+      "lowered --max-connections 10000 to 704: this process may open 1024 files (RLIMIT_NOFILE) and keeps 256 for relay sockets; raise the limit for more (systemd LimitNOFILE=, ulimit -n, a container's nofile ulimit)",
+    );
+    const small = under(256, ["--health-max-connections", "100"]);
+    expect([small.maxConnections, small.healthMaxConnections]).toEqual([256 - 128 - 16, 16]);
+  });
+
+  it("lowers nothing the limit holds, or where the limit is unknown", () => {
+    for (const c of [
+      under(1_048_576),
+      under(undefined),
+      under(1024, ["--max-connections", "500"]),
+    ]) {
+      expect(c.warnings.filter((w) => w.startsWith("lowered"))).toEqual([]);
+    }
+    expect(under(1024, ["--max-connections", "500"]).maxConnections).toBe(500);
+  });
+
+  it("reads the soft limit from /proc/self/limits", () => {
+    const limits = [
+      "Limit                     Soft Limit           Hard Limit           Units     ",
+      "Max open files            1024                 4096                 files     ",
+    ].join("\n");
+    expect(openFilesLimit(() => limits)).toBe(1024);
+    expect(openFilesLimit(() => limits.replace("1024 ", "unlimited "))).toBeUndefined();
+    expect(
+      openFilesLimit(() => {
+        throw new Error("ENOENT");
+      }),
+    ).toBeUndefined();
   });
 });
 

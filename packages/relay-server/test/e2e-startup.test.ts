@@ -3,9 +3,14 @@
 // with one line naming --listen (the SO_REUSEPORT group would otherwise take it in and split the
 // clients between the two), in both worker modes; a --relay-ip that is not this host's stops it
 // too (every Allocate would get 508); relay ports the kernel may hand out as ephemeral ports are
-// a warning naming the sysctl; a relay socket that cannot be bound later is a WARN, once.
+// a warning naming the sysctl; a relay socket that cannot be bound later is a WARN, once. A TLS
+// pair that does not load (not PEM, a key of another certificate, a directory) and a health port
+// another program holds stop it with one line naming the option too, before any worker starts.
 import { createSocket, type Socket } from "node:dgram";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { mintPinnedCredentials } from "@turnpike/relay-core";
 import {
   parseLocalPortRange,
@@ -15,6 +20,8 @@ import {
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { type ManagedProcess, sleep, spawnManaged } from "@turnpike/test-support/process";
 import { stunBinding } from "@turnpike/test-support/stun";
+import { selfSignedCert } from "@turnpike/test-support/tls";
+import { requireTools } from "@turnpike/test-support/tools";
 import { TurnClientLite } from "@turnpike/test-support/turn-client-lite";
 import { startTurnpike, TURNPIKE_BIN, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -100,6 +107,88 @@ describe("a second relay on the address a running one serves", () => {
       socket.close();
     }
   });
+});
+
+describe("TLS files and a health port the relay cannot use", () => {
+  let dir: string;
+  let a: { cert: string; key: string };
+  let b: { cert: string; key: string };
+
+  beforeAll(() => {
+    requireTools("openssl");
+    dir = mkdtempSync(join(tmpdir(), "turnpike-e2e-startup-"));
+    const sub = (name: string) => mkdtempSync(join(dir, name));
+    a = selfSignedCert(sub("a"));
+    b = selfSignedCert(sub("b"));
+    writeFileSync(join(dir, "garbage.pem"), "not a certificate\n");
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const tls = (cert: string, key: string) => [
+    "--listen",
+    "127.0.0.1:0",
+    "--tls-listen",
+    "127.0.0.1:0",
+    "--tls-cert",
+    cert,
+    "--tls-key",
+    key,
+    "--health-listen",
+    "off",
+  ];
+
+  for (const workers of ["1", "2"]) {
+    it(`stops with one line naming --tls-cert and the reason, exit 2, for garbage, a mismatched key and a directory (--workers ${workers})`, async () => {
+      const cases: [string[], string][] = [
+        [
+          tls(join(dir, "garbage.pem"), a.key),
+          "turnpike-relay: --tls-cert and --tls-key are not a usable pair: no start line",
+        ],
+        [
+          tls(a.cert, b.key),
+          "turnpike-relay: --tls-cert and --tls-key are not a usable pair: key values mismatch",
+        ],
+        [
+          tls(dir, a.key),
+          `turnpike-relay: --tls-cert ${JSON.stringify(dir)} is not readable (EISDIR)`,
+        ],
+      ];
+      for (const [args, line] of cases) {
+        const r = await runToExit([...args, "--workers", workers]);
+        expect(r.code, r.stderr).toBe(2);
+        // One line, and no worker started to fail in its turn.
+        expect(
+          r.stderr
+            .trim()
+            .split("\n")
+            .filter((l) => !/ WARN /.test(l)),
+        ).toEqual([line]);
+      }
+    });
+
+    it(`stops with one line naming --health-listen when another program holds it (--workers ${workers})`, async () => {
+      const holder = net.createServer();
+      await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+      try {
+        const at = `127.0.0.1:${(holder.address() as net.AddressInfo).port}`;
+        const r = await runToExit([
+          "--listen",
+          "127.0.0.1:0",
+          "--health-listen",
+          at,
+          "--workers",
+          workers,
+        ]);
+        expect(r.code, r.stderr).toBe(2);
+        expect(plainLines(r.stderr)).toEqual([
+          `turnpike-relay: --health-listen ${at}: address already in use (another relay or program is listening there)`,
+        ]);
+        expect(r.stderr).not.toMatch(/EADDRINUSE|worker/);
+      } finally {
+        holder.close();
+      }
+    });
+  }
 });
 
 describe("relay addresses and ports the host cannot give", () => {

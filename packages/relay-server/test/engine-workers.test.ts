@@ -23,7 +23,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { mintCredentials } from "../src/credentials.js";
 import type { WorkerContext } from "../src/shared/context.js";
 import { createSharedState, openSharedState } from "../src/shared/shared-state.js";
-import { portSlice } from "../src/workers/pool.js";
+import { portSlice } from "../src/workers/port-slices.js";
 import {
   eventually,
   type InProcessEngine,
@@ -41,7 +41,7 @@ interface LinkOptions {
   readonly maxBpsPerUser?: number;
   /**
    * A worker that is restarting: messages for it are lost, or (`bounce`) answered
-   * "undeliverable" as the supervisor does (workers/pool.ts).
+   * "undeliverable" as the supervisor does (workers/routing.ts).
    */
   readonly restarting?: { readonly worker: number; readonly bounce: boolean };
 }

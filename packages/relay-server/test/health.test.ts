@@ -60,7 +60,7 @@ describe("health endpoints", () => {
     expect((await get("/readyz?verbose=1")).status).toBe(200);
   });
 
-  it("rejects when the address is already in use", async () => {
+  it("rejects with a ConfigError naming --health-listen when the address is already in use", async () => {
     server = await startHealthServer({ ip: "127.0.0.1", port: 0, family: 4 }, () => ({
       ready: true,
       draining: false,
@@ -71,7 +71,9 @@ describe("health endpoints", () => {
         ready: true,
         draining: false,
       })),
-    ).rejects.toThrow(/EADDRINUSE/);
+    ).rejects.toThrow(
+      `--health-listen 127.0.0.1:${port}: address already in use (another relay or program is listening there)`,
+    );
   });
 });
 

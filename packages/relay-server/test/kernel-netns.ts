@@ -40,8 +40,11 @@ export interface KernelNet {
 /** The forbidden peer: a private address the relay's --allow-peer does not name. */
 export const FORBIDDEN_PEER = "10.201.2.3";
 
-export async function makeKernelNet(tag: string): Promise<KernelNet> {
-  const t = makeTopology(tag);
+export async function makeKernelNet(
+  tag: string,
+  options: { xdpTargets?: boolean } = {},
+): Promise<KernelNet> {
+  const t = makeTopology(tag, options);
   inNs(t.peer, "ip", "addr", "add", `${FORBIDDEN_PEER}/24`, "dev", `${tag}pr`);
   const [client, peer, observer] = await Promise.all([
     NamespaceAgent.start(NS_AGENT, t.client),

@@ -51,13 +51,14 @@ describe("--kernel-path", () => {
     );
   });
 
-  it("off loads nothing; xdp, not built, stops the start naming the option", () => {
+  it("off loads nothing; xdp on the loopback stops the start naming the option, before any sysctl changes", () => {
     expect(openKernelPath(config("--kernel-path", "off"), HOST)).toEqual({
       mode: "off",
       fallbackReason: undefined,
     });
-    expect(() => openKernelPath(config("--kernel-path", "xdp"), HOST)).toThrow(
-      "--kernel-path xdp: XDP mode is not built yet (use tc)",
+    const onLoopback = ["--listen", "127.0.0.1:3478", "--relay-ip", "127.0.0.1"];
+    expect(() => openKernelPath(config(...onLoopback, "--kernel-path", "xdp"), HOST)).toThrow(
+      "--kernel-path xdp: lo is the loopback, which has no native XDP (use tc)",
     );
   });
 

@@ -73,6 +73,27 @@ describe("limits shared by workers", () => {
     expect(c!.totals().connections).toBe(3);
   });
 
+  it("counts a load balancer's connection in the total at once and against its client's source once named", () => {
+    const [a, b] = limitsFor(2, 2, 4);
+    // Three connections from one balancer before their PROXY headers: a per-source cap of 2
+    // does not apply to the balancer, the total does.
+    expect([a!.admitUnidentified(), b!.admitUnidentified(), a!.admitUnidentified()]).toEqual([
+      "ok",
+      "ok",
+      "ok",
+    ]);
+    expect(a!.totals().connections).toBe(3);
+    // Their headers name clients: two of 198.51.100.9 reach its cap, the third is refused.
+    expect([a!.admitSource("198.51.100.9"), b!.admitSource("198.51.100.9")]).toEqual(["ok", "ok"]);
+    expect(a!.admitSource("198.51.100.9")).toBe("per-ip");
+    expect(a!.admitConnection("198.51.100.9")).toBe("per-ip");
+    // The refused one closes (never counted against a source); the total has room again.
+    a!.releaseConnection("", false);
+    expect([b!.admitUnidentified(), a!.admitUnidentified()]).toEqual(["ok", "ok"]);
+    expect(a!.admitUnidentified()).toBe("total");
+    expect(b!.totals().connections).toBe(4);
+  });
+
   it("changes the limits for every worker at once, never back to an older generation's", () => {
     const [a, b] = limitsFor(2, 2, 20);
     expect([a, b].map((w) => w!.acquireAllocation("alice"))).toEqual([0, 0]);

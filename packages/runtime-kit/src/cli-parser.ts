@@ -14,9 +14,9 @@
 // switched off and every option's description carries them instead (describedOption).
 
 import type { Argv, Options } from "yargs";
+import { ConfigError } from "./option-values.js";
 import {
   CONFIG_OPTION_DESCRIBE,
-  ConfigError,
   type OptionSet,
   type OptionSpec,
   type OptionTable,

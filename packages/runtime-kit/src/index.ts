@@ -42,29 +42,31 @@ export {
   type RateLimitOptions,
 } from "./log.js";
 export {
-  type ArgvRecord,
-  CONFIG_OPTION_DESCRIBE,
   ConfigError,
-  camel,
   fail,
-  type Layer,
   list,
   listNonEmpty,
-  logOptions,
   nonEmpty,
-  type OptionReload,
-  OptionSet,
-  type OptionSpec,
-  type OptionTable,
-  type OptionValues,
   one,
-  optionType,
   parseBoolean,
   parseEnum,
   parseInteger,
   type RawValue,
   readJsonFile,
   type Scalar,
+} from "./option-values.js";
+export {
+  type ArgvRecord,
+  CONFIG_OPTION_DESCRIBE,
+  camel,
+  type Layer,
+  logOptions,
+  type OptionReload,
+  OptionSet,
+  type OptionSpec,
+  type OptionTable,
+  type OptionValues,
+  optionType,
 } from "./options.js";
 export {
   diagText,
@@ -84,4 +86,5 @@ export {
 } from "./otlp-export.js";
 export { asOutput, EXIT_CONFIG, exitWhenDone, parseOrReport, withTimeout } from "./process.js";
 export { forwardChunk, READ_BUFFER_BYTES, ReusedReadBuffer } from "./reused-read-buffer.js";
+export { renderTextTable, type TextColumn } from "./text-table.js";
 export { decodeTunnelKey, encodeTunnelKey, type TunnelCredentials } from "./tunnel-key.js";

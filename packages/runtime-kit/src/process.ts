@@ -1,7 +1,7 @@
 // Process-lifecycle pieces both CLIs share: the config-error exit path, bounded waits at
 // shutdown and the bin entry's final exit.
 
-import { ConfigError } from "./options.js";
+import { ConfigError } from "./option-values.js";
 
 /** Exit code for bad configuration (EX_USAGE-ish: distinct from runtime failure 1). */
 export const EXIT_CONFIG = 2;

@@ -13,16 +13,14 @@ import {
 } from "../src/cli-parser.js";
 import { renderCliReference } from "../src/cli-reference.js";
 import {
-  type ArgvRecord,
   ConfigError,
   list,
   listNonEmpty,
-  OptionSet,
-  type OptionSpec,
   parseBoolean,
   parseEnum,
   parseInteger,
-} from "../src/options.js";
+} from "../src/option-values.js";
+import { type ArgvRecord, OptionSet, type OptionSpec } from "../src/options.js";
 
 // A small table in the shape both CLIs use.
 const TABLE = {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../src/log.js";
-import { ConfigError } from "../src/options.js";
+import { ConfigError } from "../src/option-values.js";
 import { metricExportTiming, otlpEndpointFrom, resourceAttributesFrom } from "../src/otel.js";
 import { asOutput, parseOrReport, withTimeout } from "../src/process.js";
 

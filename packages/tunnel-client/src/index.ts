@@ -6,6 +6,7 @@ export * from "./admin.js";
 export * from "./backoff.js";
 export * from "./config/index.js";
 export * from "./credentials.js";
+export { EXPIRY_MARGIN_MS, RENEW_RETRY_MS, reallocateBy } from "./lifecycle/renewal.js";
 export * from "./lifecycle.js";
 export * from "./list.js";
 export * from "./peers.js";

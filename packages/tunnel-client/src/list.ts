@@ -1,6 +1,7 @@
 // `turnpike-tunnel list`: GET /list from a running client's admin API, printed as a table.
 import { get as httpGet, type RequestOptions } from "node:http";
 import { get as httpsGet } from "node:https";
+import { renderTextTable, type TextColumn } from "@turnpike/runtime-kit";
 import type { ListEntry } from "./supervisor.js";
 
 /** GET /list from `admin`: unix:/PATH (the default socket), or an http(s) base URL. */
@@ -49,7 +50,7 @@ export function fetchList(
   });
 }
 
-const COLUMNS: Array<[string, (r: ListEntry) => string]> = [
+const COLUMNS: readonly TextColumn<ListEntry>[] = [
   ["ID", (r) => r.id],
   ["NAME", (r) => r.name],
   ["TARGET", (r) => r.target],
@@ -76,15 +77,5 @@ function bytes(n: number): string {
 }
 
 export function renderTable(rows: readonly ListEntry[]): string {
-  if (rows.length === 0) return "no exposed services\n";
-  const cells = [COLUMNS.map(([h]) => h), ...rows.map((r) => COLUMNS.map(([, f]) => f(r)))];
-  const widths = COLUMNS.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
-  return `${cells
-    .map((row) =>
-      row
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join("  ")
-        .trimEnd(),
-    )
-    .join("\n")}\n`;
+  return renderTextTable(COLUMNS, rows, "no exposed services");
 }

@@ -388,3 +388,20 @@ export function seededJitter(name: string): () => number {
   const r = new SeededRandom(`jitter-${name}`);
   return () => r.nextUint32() / 2 ** 32;
 }
+
+const hello = new TextEncoder().encode("hello from the platform");
+
+/** Runs the network until `t` is ready (at most `limit` steps); throws with its last error. */
+export async function ready(h: TunnelNet, t: SimTunnel, limit = 1000): Promise<void> {
+  const ok = await h.runUntil(() => t.life.state === "ready", limit);
+  if (!ok)
+    throw new Error(`${t.name} not ready by ${h.now} ms: ${JSON.stringify(t.life.lastError)}`);
+}
+
+/** The relay still routes peer data to the tunnel's relayed address. */
+export async function reachable(h: TunnelNet, t: SimTunnel): Promise<boolean> {
+  const before = t.received.length;
+  h.peerSends(t, hello);
+  await h.advance(50);
+  return t.received.length === before + 1;
+}

@@ -13,7 +13,7 @@ import {
   type TunnelConfig,
 } from "../src/config/index.js";
 import { createCredentialSource, fetchJsonOverHttp } from "../src/credentials.js";
-import { reallocateBy } from "../src/lifecycle.js";
+import { reallocateBy } from "../src/lifecycle/renewal.js";
 import { expandAllowList } from "../src/peers.js";
 import { StaticResolver } from "../src/resolver.js";
 import { parseTurnUri } from "../src/uri.js";

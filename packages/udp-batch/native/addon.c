@@ -253,6 +253,24 @@ static napi_value js_tcp_listen(napi_env env, napi_callback_info info) {
   return fd_or_throw(env, fd, failed);
 }
 
+// tcpBind(4|6, address, port) -> fd of a TCP socket bound with SO_REUSEPORT, for
+// net.Socket({ fd }).connect(): see fd_helpers.c's tcp_bound.
+static napi_value js_tcp_bind(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t family;
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  if (argc < 3 || read_address(env, argv, &family, &ss, &sl) != 0) {
+    napi_throw_type_error(env, NULL, "udp-batch: tcpBind(4|6, address, port)");
+    return NULL;
+  }
+  const char* failed;
+  int fd = tcp_bound(family, &ss, sl, &failed);
+  return fd_or_throw(env, fd, failed);
+}
+
 // dupFd(fd) -> a duplicate (close-on-exec), for handing a listening socket to a thread that
 // will own and close its copy.
 static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
@@ -290,6 +308,7 @@ NAPI_MODULE_INIT() {
       FUNCTION("flush", js_flush),
       FUNCTION("destroy", js_destroy),
       FUNCTION("tcpListen", js_tcp_listen),
+      FUNCTION("tcpBind", js_tcp_bind),
       FUNCTION("bindUdp", js_bind_udp),
       FUNCTION("adopt", js_adopt),
       FUNCTION("dupFd", js_dup_fd),

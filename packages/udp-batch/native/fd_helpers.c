@@ -93,6 +93,27 @@ int tcp_listener(uint32_t family, const struct sockaddr_storage* ss, socklen_t s
   return fd;
 }
 
+/**
+ * A TCP socket bound to an address a SO_REUSEPORT listener holds, not yet connected: an RFC
+ * 6062 relay dials a peer from its relayed transport address (RFC 6062 §5.2), the very address
+ * and port its relayed listener accepts on. Linux lets a second socket bind next to a listener
+ * only when both set SO_REUSEPORT (socket(7)); the caller connects it (net.Socket({ fd })).
+ */
+int tcp_bound(uint32_t family, const struct sockaddr_storage* ss, socklen_t sl,
+              const char** failed) {
+  *failed = "socket";
+  int fd = new_socket(family, SOCK_STREAM);
+  if (fd < 0) return fd;
+  int one = 1;
+  *failed = "tcp bind";
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+      bind(fd, (const struct sockaddr*)ss, sl) != 0) {
+    return close_failed(fd);
+  }
+  return fd;
+}
+
 /** A close-on-exec duplicate (fcntl(2) F_DUPFD_CLOEXEC): the same socket, a second fd. */
 int dup_cloexec(int fd) {
   int out = fcntl(fd, F_DUPFD_CLOEXEC, 0);

@@ -174,6 +174,8 @@ int udp_socket(uint32_t family, const struct sockaddr_storage* ss, socklen_t sl,
                const udp_options_t* options);
 int tcp_listener(uint32_t family, const struct sockaddr_storage* ss, socklen_t sl,
                  uint32_t backlog, uint32_t group, const char** failed);
+int tcp_bound(uint32_t family, const struct sockaddr_storage* ss, socklen_t sl,
+              const char** failed);
 int dup_cloexec(int fd);
 int dup_nonblocking(int original, uint32_t* family, const char** failed);
 int fd_port(int fd);

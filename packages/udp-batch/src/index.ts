@@ -88,6 +88,7 @@ interface NativeBinding {
   flush(ctx: object): void;
   destroy(ctx: object): void;
   tcpListen(family: number, address: string, port: number, backlog: number, group: number): number;
+  tcpBind(family: number, address: string, port: number): number;
   bindUdp(family: number, address: string, port: number, options: object): number;
   adopt(ctx: object, fd: number): number;
   dupFd(fd: number): number;
@@ -187,6 +188,16 @@ export function tcpListen(options: {
     options.backlog ?? 511,
     options.steerGroup ?? 1,
   );
+}
+
+/**
+ * A TCP socket bound to `address`:`port` with SO_REUSEPORT, not connected: next to a
+ * tcpListen socket on the same address, a connection from that very address and port
+ * (`new net.Socket({ fd }).connect(...)`). Throws an Error with `code` (EADDRINUSE, ...), or
+ * when the module is unavailable.
+ */
+export function tcpBind(options: { family: 4 | 6; address: string; port: number }): number {
+  return binding().tcpBind(options.family, options.address, options.port);
 }
 
 function binding(): NativeBinding {

@@ -16,13 +16,10 @@
 import type { PasswordAlgorithmName } from "../auth/credentials.js";
 import { longTermKeyMd5, longTermKeySha256 } from "../auth/long-term-key.js";
 import { nonceSecurityFeatures, SecurityFeature } from "../auth/nonce.js";
+import { readBytes, readString } from "../codec/attributes.js";
 import { AttributeType, PasswordAlgorithm } from "../codec/constants.js";
-import {
-  readBytes,
-  readString,
-  type StunMessage,
-  type StunMessageBuilder,
-} from "../codec/message.js";
+import type { StunMessage } from "../codec/message.js";
+import type { StunMessageBuilder } from "../codec/message-builder.js";
 
 export interface Credentials {
   readonly username: string;

@@ -4,15 +4,11 @@
  * connection's, with its REALM and NONCE; a 401/438 on the data connection brings a nonce of
  * its own, answered once with a signed retry, without disturbing the control connection's.
  */
+
+import { hasAttribute, readErrorCode, verifyMessageIntegrity } from "../codec/attributes.js";
 import { AttributeType, ErrorCode, MessageClass, Method } from "../codec/constants.js";
-import {
-  bytesKey,
-  decodeStun,
-  hasAttribute,
-  readErrorCode,
-  StunMessageBuilder,
-  verifyMessageIntegrity,
-} from "../codec/message.js";
+import { bytesKey, decodeStun } from "../codec/message.js";
+import { StunMessageBuilder } from "../codec/message-builder.js";
 import type { PeerConnectionId } from "../ids.js";
 import { evictOldestAtCap } from "../insertion-order.js";
 import type { RandomSource } from "../rng.js";

@@ -4,15 +4,11 @@
  * runtime sends. Nothing here changes the client's state.
  */
 import type { TransportAddress } from "../codec/address.js";
+import { getAttribute, readXorAddress } from "../codec/attributes.js";
 import { CHANNEL_DATA_HEADER_LENGTH, encodeChannelData } from "../codec/channel-data.js";
 import { AttributeType, MessageClass, Method } from "../codec/constants.js";
-import {
-  decodeStun,
-  getAttribute,
-  readXorAddress,
-  type StunMessage,
-  StunMessageBuilder,
-} from "../codec/message.js";
+import { decodeStun, type StunMessage } from "../codec/message.js";
+import { StunMessageBuilder } from "../codec/message-builder.js";
 import type { TurnData } from "./types.js";
 import type { Wants } from "./wants.js";
 

@@ -14,7 +14,8 @@
  * carries SOFTWARE when configured (RFC 8656 §5) and ends with FINGERPRINT (RFC 8489 §14.7).
  */
 import { AttributeType, MessageClass, TransportProtocol } from "../codec/constants.js";
-import { bytesKey, type StunMessage, StunMessageBuilder } from "../codec/message.js";
+import { bytesKey, type StunMessage } from "../codec/message.js";
+import { StunMessageBuilder } from "../codec/message-builder.js";
 import type { RequestSigner, Signature } from "./authentication.js";
 import {
   methodOf,

@@ -20,16 +20,16 @@
  * (authentication.ts); any other error ends the request.
  */
 import type { TransportAddress } from "../codec/address.js";
-import { AttributeType, ErrorCode, MessageClass } from "../codec/constants.js";
 import {
   hasAttribute,
   readAddress,
   readErrorCode,
   readUint32,
   readXorAddress,
-  type StunMessage,
   verifyMessageIntegrity,
-} from "../codec/message.js";
+} from "../codec/attributes.js";
+import { AttributeType, ErrorCode, MessageClass } from "../codec/constants.js";
+import type { StunMessage } from "../codec/message.js";
 import type { PeerConnectionId } from "../ids.js";
 import type { ClientAllocation } from "./allocation.js";
 import type { RequestSigner } from "./authentication.js";

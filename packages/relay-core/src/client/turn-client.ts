@@ -22,8 +22,9 @@
  */
 
 import type { TransportAddress } from "../codec/address.js";
+import { readUint32, readXorAddress } from "../codec/attributes.js";
 import { AttributeType, MessageClass, Method } from "../codec/constants.js";
-import { decodeStun, readUint32, readXorAddress, type StunMessage } from "../codec/message.js";
+import { decodeStun, type StunMessage } from "../codec/message.js";
 import type { PeerConnectionId } from "../ids.js";
 import { OutputQueue } from "../output-queue.js";
 import { formatIp, parseIp } from "../policy/ip.js";

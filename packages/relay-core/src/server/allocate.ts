@@ -12,22 +12,22 @@ import { constantTimeEqual } from "../auth/constant-time.js";
 import type { Principal } from "../auth/credentials.js";
 import { pinOfUsername } from "../auth/pinned-username.js";
 import {
-  AttributeType,
-  ErrorCode,
-  MessageClass,
-  Method,
-  TransportProtocol,
-} from "../codec/constants.js";
-import {
   hasAttribute,
   readAddressFamily,
   readBytes,
   readEvenPort,
   readRequestedTransport,
   readUint32,
-  type StunMessage,
-  type StunMessageBuilder,
-} from "../codec/message.js";
+} from "../codec/attributes.js";
+import {
+  AttributeType,
+  ErrorCode,
+  MessageClass,
+  Method,
+  TransportProtocol,
+} from "../codec/constants.js";
+import type { StunMessage } from "../codec/message.js";
+import type { StunMessageBuilder } from "../codec/message-builder.js";
 import type { AllocationId } from "../ids.js";
 import {
   Allocation,

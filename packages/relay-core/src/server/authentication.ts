@@ -16,17 +16,17 @@ import { constantTimeEqual } from "../auth/constant-time.js";
 import type { CredentialStore, PasswordAlgorithmName, Principal } from "../auth/credentials.js";
 import { type NonceCheck, NonceIssuer, SecurityFeature } from "../auth/nonce.js";
 import { RevocationList } from "../auth/revocation.js";
-import { AttributeType, ErrorCode, MessageClass, PasswordAlgorithm } from "../codec/constants.js";
 import {
   getAttribute,
   hasAttribute,
   readBytes,
   readPasswordAlgorithm,
   readString,
-  type StunMessage,
   verifyMessageIntegrity,
   verifyMessageIntegritySha256,
-} from "../codec/message.js";
+} from "../codec/attributes.js";
+import { AttributeType, ErrorCode, MessageClass, PasswordAlgorithm } from "../codec/constants.js";
+import type { StunMessage } from "../codec/message.js";
 import type { ClientEndpoint } from "./allocation.js";
 import type { Responder, Signer } from "./responses.js";
 import type { AuthFailureReason, ServerStats } from "./stats.js";

@@ -14,14 +14,10 @@
  * limits.
  */
 import type { TransportAddress } from "../codec/address.js";
+import { getAttribute, hasAttribute, readXorAddress } from "../codec/attributes.js";
 import { AttributeType, HEADER_LENGTH, MessageClass, Method } from "../codec/constants.js";
-import {
-  getAttribute,
-  hasAttribute,
-  readXorAddress,
-  type StunMessage,
-  StunMessageBuilder,
-} from "../codec/message.js";
+import type { StunMessage } from "../codec/message.js";
+import { StunMessageBuilder } from "../codec/message-builder.js";
 import type { ConnectionId, ListenerId, RelayId } from "../ids.js";
 import { NO_CONNECTION } from "../ids.js";
 import { ipv4ToUint32 } from "../policy/ip.js";

@@ -8,13 +8,9 @@
  */
 
 import { formatTransportAddress, type TransportAddress } from "../codec/address.js";
+import { readAllXorAddresses, readChannelNumber, readXorAddress } from "../codec/attributes.js";
 import { AttributeType, ErrorCode, MIN_CHANNEL } from "../codec/constants.js";
-import {
-  readAllXorAddresses,
-  readChannelNumber,
-  readXorAddress,
-  type StunMessage,
-} from "../codec/message.js";
+import type { StunMessage } from "../codec/message.js";
 import type { PeerAddressPolicy } from "../policy/peer-address-policy.js";
 import type { Allocation } from "./allocation.js";
 import type { AllocationContext } from "./allocations.js";

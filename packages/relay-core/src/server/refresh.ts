@@ -5,8 +5,9 @@
  * one lifetime here, so a Refresh naming one family with a non-zero LIFETIME refreshes both.
  */
 
+import { readAddressFamily, readUint32 } from "../codec/attributes.js";
 import { AttributeType, ErrorCode } from "../codec/constants.js";
-import { readAddressFamily, readUint32, type StunMessage } from "../codec/message.js";
+import type { StunMessage } from "../codec/message.js";
 import { type Allocation, desiredLifetime } from "./allocation.js";
 import type { AllocationContext, Allocations } from "./allocations.js";
 import type { Reply } from "./responses.js";

@@ -6,7 +6,8 @@
  */
 
 import { AttributeType, MessageClass, REASON_PHRASES } from "../codec/constants.js";
-import { bytesKey, type StunMessage, StunMessageBuilder } from "../codec/message.js";
+import { bytesKey, type StunMessage } from "../codec/message.js";
+import { StunMessageBuilder } from "../codec/message-builder.js";
 import { dropExpiredOldest, evictOldestAtCap } from "../insertion-order.js";
 import type { ClientEndpoint } from "./allocation.js";
 import type { ServerStats } from "./stats.js";

@@ -11,8 +11,9 @@
  * `index` modulo `count`, and a ConnectionBind naming another engine's id is handed over to it.
  */
 import { formatTransportAddress, type TransportAddress } from "../codec/address.js";
+import { readUint32, readXorAddress } from "../codec/attributes.js";
 import { AttributeType, ErrorCode, MessageClass, Method } from "../codec/constants.js";
-import { readUint32, readXorAddress, type StunMessage } from "../codec/message.js";
+import type { StunMessage } from "../codec/message.js";
 import type { ConnectionId, PeerConnectionId, RelayId } from "../ids.js";
 import type { PeerAddressPolicy } from "../policy/peer-address-policy.js";
 import type { RandomSource } from "../rng.js";

@@ -99,6 +99,17 @@ export const OPTIONS = {
     default: [],
     parse: (raw, where) => list(raw).map((v) => parseSocketAddress(v, where, 0)),
   }),
+  "proxy-protocol": spec<string[]>({
+    group: "Listeners",
+    reload: "restart",
+    describe:
+      "trusted load balancer CIDR (repeatable): TCP and TLS connections from it must start with a PROXY protocol v1 or v2 header within 3 s (else closed: turn.dropped.packets reason proxy-header), whose client address auth, quotas, --max-connections-per-ip, logs and XOR-MAPPED-ADDRESS then use; other sources are never parsed for one",
+    placeholder: "CIDR",
+    repeatable: true,
+    defaultText: "none",
+    default: [],
+    parse: (raw, where) => list(raw).map((v) => parseCidr(v, where)),
+  }),
   "tls-cert": spec<string | undefined>({
     group: "Listeners",
     reload: "live",
@@ -367,11 +378,41 @@ export const OPTIONS = {
     group: "Limits",
     reload: "restart",
     describe:
-      "seconds a TCP/TLS connection without an allocation may go without sending a complete message before it is closed (a TLS handshake gets min(this, 10 s) in all)",
+      "seconds a TCP/TLS connection without an allocation may go without sending a complete message before it is closed (a TLS handshake gets min(this, --tls-handshake-timeout) in all)",
     placeholder: "SECONDS",
     defaultText: "300",
     default: 300,
     parse: (raw, where) => parseInteger(raw, where, 1, 86400),
+  }),
+  "max-tls-handshakes": spec<number>({
+    group: "Limits",
+    reload: "restart",
+    describe:
+      "TLS handshakes under way at once, in the whole process (each worker its share); each holds an OpenSSL session and its buffers, so beyond it a new TLS connection is closed at accept (turn.dropped.packets reason tls-handshake-limit)",
+    placeholder: "N",
+    defaultText: "512",
+    default: 512,
+    parse: (raw, where) => parseInteger(raw, where, 1, 1_000_000),
+  }),
+  "max-tls-handshakes-per-ip": spec<number>({
+    group: "Limits",
+    reload: "restart",
+    describe:
+      "TLS handshakes under way at once from one source (IPv4 address, IPv6 /64; per worker where the native module does not steer sources to one worker); beyond it closed at accept (reason tls-handshake-per-ip-limit; 0 = unlimited)",
+    placeholder: "N",
+    defaultText: "16",
+    default: 16,
+    parse: (raw, where) => parseInteger(raw, where, 0, 1_000_000),
+  }),
+  "tls-handshake-timeout": spec<number>({
+    group: "Limits",
+    reload: "restart",
+    describe:
+      "seconds from the TCP accept a TLS handshake may take, whatever arrives meanwhile, before the connection is closed",
+    placeholder: "SECONDS",
+    defaultText: "5",
+    default: 5,
+    parse: (raw, where) => parseInteger(raw, where, 1, 60),
   }),
   "max-bps": spec<number | undefined>({
     group: "Limits",
@@ -415,7 +456,7 @@ export const OPTIONS = {
     group: "Operations",
     reload: "restart",
     describe:
-      "kernel data path for bound ChannelData (a BPF program at TC ingress on the interfaces of the listen and relay addresses; needs CAP_BPF and CAP_NET_ADMIN, Linux 6.6+, net.ipv4/ipv6.conf.lo.forwarding=1): tc (fail at start if it cannot run; sets the lo forwarding sysctls when allowed), auto (tc where it loads, else off; the log says why), xdp (not built yet), off",
+      "kernel data path for bound ChannelData (a BPF program at TC ingress on the interfaces of the listen and relay addresses; needs CAP_BPF and CAP_NET_ADMIN, Linux 6.6+, net.ipv4/ipv6.conf.lo.forwarding=1): tc (fail at start if it cannot run; sets the lo forwarding sysctls when allowed), auto (tc where it loads, else off; the log says why), xdp (the driver's XDP hook, native mode only: NICs whose driver runs XDP, not the loopback; the first datagrams to a next hop not yet resolved go through userspace), off",
     placeholder: "auto|tc|xdp|off",
     defaultText: "auto",
     default: "auto",
@@ -496,6 +537,16 @@ export const OPTIONS = {
       const text = one(raw, where);
       return text === "off" ? null : parseSocketAddress(text, where, 0);
     },
+  }),
+  "health-max-connections": spec<number>({
+    group: "Operations",
+    reload: "restart",
+    describe:
+      "connections --health-listen holds at once (probes, scrapes, the discovery API), also at most 1/16 of the process's open-file limit; beyond it new ones are closed at once. A connection gets 5 s for its request, sending nothing included",
+    placeholder: "N",
+    defaultText: "64",
+    default: 64,
+    parse: (raw, where) => parseInteger(raw, where, 1, 1024),
   }),
   "admin-token": spec<string | undefined>({
     group: "Operations",

@@ -10,6 +10,7 @@
 //   4. resolveTokens    the shared secrets (secrets.ts; generated when unset), with warnings
 //   5. resolveWorkers   how many engines, given what node:dgram can share
 //   6. switchWarnings   one warning per option that weakens a default
+//   7. budgetFds        client and health connections within the open-file limit (fd-budget.ts)
 //
 // Every file the options name is read here (token file, revocation list, TLS pair), so a
 // RelayConfig is complete, and re-parsing is what a reload (SIGHUP, config/reload.ts) does.
@@ -28,6 +29,7 @@ import {
 import { RELAY_VERSION } from "../version.js";
 import { ALLOCATIONS_USAGE } from "./allocations-command.js";
 import { CREDENTIALS_USAGE } from "./credentials-command.js";
+import { budgetFds, openFilesLimit } from "./fd-budget.js";
 import { firstHostAddress, type Interfaces, ownAddresses } from "./host-addresses.js";
 import { ENV_PREFIX, OPTION_SET, type OPTIONS, PROGRAM_NAME } from "./options.js";
 import { resolveSecrets } from "./secrets.js";
@@ -59,6 +61,11 @@ export function parseRelay(
   const revoked =
     revokeFile === undefined ? { entries: [], warnings: [] } : readRevokeFile(revokeFile);
   warnings.push(...switchWarnings(v), ...OPTION_SET.unknownEnvWarnings(env));
+  const fds = budgetFds(
+    { maxConnections: v["max-connections"], healthMaxConnections: v["health-max-connections"] },
+    (options.openFilesLimit ?? openFilesLimit)(),
+    warnings,
+  );
 
   return {
     command: "relay",
@@ -83,6 +90,7 @@ export function parseRelay(
     revokeFileWarnings: revoked.warnings,
     adminToken: v["admin-token"],
     allowPeers: v["allow-peer"],
+    proxyProtocol: v["proxy-protocol"],
     denyPeers: v["deny-peer"],
     allowLoopbackPeers: v["allow-loopback-peers"],
     allowSelfPeer: v["allow-self-peer"],
@@ -91,12 +99,15 @@ export function parseRelay(
     maxAllocationsPerUser: v["max-allocations-per-user"],
     maxPermissions: v["max-permissions"],
     maxChannels: v["max-channels"],
-    maxConnections: v["max-connections"],
+    maxConnections: fds.maxConnections,
     maxConnectionsPerIp: v["max-connections-per-ip"],
     maxUnauthenticatedRate: v["max-unauthenticated-rate"],
     maxBytesPerSecond: v["max-bps"],
     maxBytesPerSecondPerUser: v["max-bps-per-user"],
     tcpIdleTimeout: v["tcp-idle-timeout"],
+    maxTlsHandshakes: v["max-tls-handshakes"],
+    maxTlsHandshakesPerIp: v["max-tls-handshakes-per-ip"],
+    tlsHandshakeTimeout: v["tls-handshake-timeout"],
     udpIo: v["udp-io"],
     kernelPath: v["kernel-path"],
     ...resolveWorkers(v.workers, v["udp-io"]),
@@ -105,6 +116,7 @@ export function parseRelay(
     alternateServer: v["alternate-server"],
     drainTimeout: v["drain-timeout"],
     healthListen: v["health-listen"],
+    healthMaxConnections: fds.healthMaxConnections,
     prometheusListen: v["prometheus-listen"],
     logFormat: v["log-format"],
     logLevel: v["log-level"],
@@ -282,6 +294,14 @@ function switchWarnings(v: Values): string[] {
   if (v["allow-self-peer"]) {
     warnings.push(
       "--allow-self-peer is set: clients may relay to the relay host itself (its listening ports and other services)",
+    );
+  }
+  // A trusted balancer's header is believed: a block that holds clients lets them claim any
+  // address (auth's nonce, quotas, per-source caps and logs all follow it).
+  const everyone = v["proxy-protocol"].filter((c) => c.endsWith("/0"));
+  if (everyone.length > 0) {
+    warnings.push(
+      `--proxy-protocol ${everyone.join(", ")} trusts every source: any client may claim any address in a PROXY header; name the load balancers' addresses only`,
     );
   }
   if (v["rng-seed"] !== undefined) {

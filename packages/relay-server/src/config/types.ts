@@ -42,6 +42,8 @@ export interface RelayConfig {
   readonly listen: readonly SocketAddress[];
   /** TURNS (TLS over TCP) listeners; non-empty implies tlsCert and tlsKey are set and readable. */
   readonly tlsListen: readonly SocketAddress[];
+  /** --proxy-protocol: trusted load balancers as CIDR text (stream/proxy-gate.ts). */
+  readonly proxyProtocol: readonly string[];
   /** PEM file paths (checked readable at parse time). */
   readonly tlsCert: string | undefined;
   readonly tlsKey: string | undefined;
@@ -106,7 +108,7 @@ export interface RelayConfig {
   readonly maxPermissions: number;
   /** Per allocation. */
   readonly maxChannels: number;
-  /** TCP/TLS client connections. */
+  /** TCP/TLS client connections (within the open-file limit: fd-budget.ts). */
   readonly maxConnections: number;
   /** Unauthenticated TCP/TLS connections per source (IPv4 address, IPv6 /64); 0 = no limit. */
   readonly maxConnectionsPerIp: number;
@@ -121,6 +123,12 @@ export interface RelayConfig {
   readonly maxBytesPerSecondPerUser: number | undefined;
   /** Seconds. */
   readonly tcpIdleTimeout: number;
+  /** TLS handshakes under way at once in the process (stream/tls-handshakes.ts). */
+  readonly maxTlsHandshakes: number;
+  /** The same per source (IPv4 address, IPv6 /64); 0 = no limit. */
+  readonly maxTlsHandshakesPerIp: number;
+  /** Seconds from the TCP accept a TLS handshake may take. */
+  readonly tlsHandshakeTimeout: number;
   /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
   readonly udpIo: UdpIoMode;
   /**
@@ -141,6 +149,8 @@ export interface RelayConfig {
   readonly drainTimeout: number;
   /** null when `--health-listen off`. */
   readonly healthListen: SocketAddress | null;
+  /** Connections the health listener holds at once (within the open-file limit: fd-budget.ts). */
+  readonly healthMaxConnections: number;
   readonly prometheusListen: SocketAddress | undefined;
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
@@ -219,4 +229,6 @@ export interface ParseOptions {
    * prints starts the CLI the same way (runtime-kit's cliCommand).
    */
   script?: string;
+  /** The process's open-file limit (default: config/fd-budget.ts reads /proc/self/limits). */
+  openFilesLimit?: () => number | undefined;
 }

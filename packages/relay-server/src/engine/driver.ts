@@ -35,7 +35,7 @@ import { KernelOffload } from "../kernel/offload.js";
 import { type EngineKernelPath, engineKernelPath } from "../kernel/share.js";
 import { listenFailure } from "../preflight.js";
 import { SharedConnectionLedger } from "../shared/connection-ledger.js";
-import type { WorkerContext } from "../shared/context.js";
+import type { KernelAttachMode, WorkerContext } from "../shared/context.js";
 import type { SharedLimits } from "../shared/shared-limits.js";
 import { createSharedState, openSharedState } from "../shared/shared-state.js";
 import { WorkerLink } from "../shared/worker-link.js";
@@ -43,6 +43,8 @@ import { Admissions } from "../stream/admission.js";
 import { StreamClients } from "../stream/clients.js";
 import { StreamListeners } from "../stream/listeners.js";
 import { PeerConnections } from "../stream/peers.js";
+import { ProxyGate } from "../stream/proxy-gate.js";
+import { engineHandshakeLimits, TlsHandshakes } from "../stream/tls-handshakes.js";
 import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { selectUdpPath } from "../udp/select.js";
 import type { UdpPath } from "../udp/udp-path.js";
@@ -141,7 +143,7 @@ class RelayEngine implements RunningRelay {
         limits: this.limits,
         peerPolicy: this.peerPolicy,
         unixTimeOffsetMs: unixTimeOffsetMs(),
-        channelOffload: this.kernel.mode === "tc",
+        channelOffload: this.kernel.mode !== "off",
       }),
     );
     const host: EngineHost = {
@@ -157,14 +159,14 @@ class RelayEngine implements RunningRelay {
     try {
       choice = selectUdpPath(config.udpIo, host);
     } catch (err) {
-      if (this.kernel.mode === "tc") this.kernel.close();
+      if (this.kernel.mode !== "off") this.kernel.close();
       throw err;
     }
     this.udp = choice.path;
     this.udpFallbackReason = choice.fallbackReason;
     const k = this.kernel;
     this.offload =
-      k.mode === "tc"
+      k.mode !== "off"
         ? new KernelOffload({
             kernel: k.kernel,
             buckets: k.buckets,
@@ -200,9 +202,10 @@ class RelayEngine implements RunningRelay {
       this.admissions,
       this.clients,
       this.log,
-      idleTimeoutMs,
+      new TlsHandshakes(engineHandshakeLimits(config, w?.count ?? 1), telemetry, this.log),
       config.listen.length,
       w,
+      new ProxyGate(config.proxyProtocol, this.admissions, telemetry, this.log, idleTimeoutMs),
     );
     const connections = () => this.clients.size;
     this.report = new Report(
@@ -277,8 +280,8 @@ class RelayEngine implements RunningRelay {
     return this.udp.kind;
   }
 
-  /** Whether the kernel data path runs ("tc") or not ("off"), for the log, /readyz and metrics. */
-  get kernelPath(): "tc" | "off" {
+  /** Which kernel data path runs ("tc", "xdp") or none ("off"), for the log, /readyz and metrics. */
+  get kernelPath(): KernelAttachMode | "off" {
     return this.kernel.mode;
   }
 
@@ -328,7 +331,7 @@ class RelayEngine implements RunningRelay {
       ports: `${w?.portSlice.minPort ?? c.minPort}-${w?.portSlice.maxPort ?? c.maxPort}`,
       udpIo: this.udp.kind,
       kernelPath: k.mode,
-      ...(k.mode === "tc"
+      ...(k.mode !== "off"
         ? {
             kernelPathInterfaces: k.interfaces,
             ...(k.notes.length > 0 ? { kernelPathNotes: k.notes.join("; ") } : {}),
@@ -433,7 +436,7 @@ class RelayEngine implements RunningRelay {
     // relay-core ended every kernel binding above; the handle goes (for one engine, the
     // opener: the program is detached now rather than at exit).
     this.offload?.close();
-    if (this.kernel.mode === "tc") this.kernel.close();
+    if (this.kernel.mode !== "off") this.kernel.close();
     this.wallClock.stop();
     this.legacyPins.stop();
     this.link?.close();

@@ -63,7 +63,7 @@ const TO_CLIENT_PACKETS = COUNTER_FIELDS.indexOf("toClientPackets");
 const TO_CLIENT_BYTES = COUNTER_FIELDS.indexOf("toClientBytes");
 const LIMITED_PACKETS = COUNTER_FIELDS.indexOf("limitedPackets");
 
-/** Which engine holds a slot of the shared maps (workers/pool.ts frees a dead worker's). */
+/** Which engine holds a slot of the shared maps (the supervisor, workers/pool.ts, frees a dead worker's). */
 export interface SlotOwners {
   readonly owners: Uint16Array;
   /** This engine's mark: its worker index + 1. */

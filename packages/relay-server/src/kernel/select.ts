@@ -9,7 +9,11 @@
 //          forwarding sysctls the program's route lookups need, when it may (and says so).
 //   auto   tc where it loads; otherwise off, with the reason in the ready line
 //          (kernelPathFallback). It changes no sysctl.
-//   xdp    not built yet (kernel-path's README): fails at start like an impossible tc.
+//   xdp    the same program at the driver's XDP hook, native mode only, on the same
+//          interfaces: for relays on a NIC whose driver runs XDP (not the loopback, which has
+//          no native XDP: the relay does not start, naming --kernel-path). Never chosen by
+//          auto: generic XDP saves nothing over TC, and whether a driver is native only the
+//          attach can tell.
 //
 // The process attaches once: the engine on the main thread (--workers 1) or the workers'
 // supervisor, which hands each worker the maps (shared/context.ts, KernelPathShare). The
@@ -20,18 +24,20 @@ import { existsSync, writeFileSync } from "node:fs";
 import { KernelPath, kernelPathAvailability, missingForwarding } from "@turnpike/kernel-path";
 import type { RelayConfig } from "../config/types.js";
 import { isUnspecified } from "../config/values.js";
-import type { KernelPathPlacement } from "../shared/context.js";
+import type { KernelAttachMode, KernelPathPlacement } from "../shared/context.js";
 import { KERNEL_MAX_BUCKETS } from "./buckets.js";
 import { HOST_LINKS, type HostLinks, interfacesFor, isLocalAddress } from "./interfaces.js";
 
 /** Channel bindings the maps hold (the kernel-path default); more stay in userspace. */
 export const KERNEL_MAX_BINDINGS = 65536;
-/** TCX links one process makes (kernel-path's native MAX_INTERFACES). */
+/** Links one process makes (kernel-path's native MAX_INTERFACES). */
 const MAX_INTERFACES = 16;
+/** The loopback's link type (include/uapi/linux/if_arp.h). */
+const ARPHRD_LOOPBACK = 772;
 
 export type KernelPathChoice =
   | ({
-      readonly mode: "tc";
+      readonly mode: KernelAttachMode;
       /** The opening handle: closing it (or the process ending) detaches the program. */
       readonly path: KernelPath;
     } & KernelPathPlacement)
@@ -89,7 +95,7 @@ function enableForwarding(missing: string, notes: string[]): string | undefined 
 }
 
 /**
- * Chooses and, for tc, opens the kernel data path. Throws (one line naming --kernel-path) when
+ * Chooses and, for tc and xdp, opens the kernel data path. Throws (one line naming --kernel-path) when
  * tc or xdp was asked for and cannot run.
  */
 export function openKernelPath(
@@ -102,7 +108,6 @@ export function openKernelPath(
     if (asked === "auto") return { mode: "off", fallbackReason: reason };
     throw new Error(`--kernel-path ${asked}: ${reason}`);
   };
-  if (asked === "xdp") return fail("XDP mode is not built yet (use tc)");
   const plan = interfacesFor(carriedAddresses(config), host);
   if (!plan.ok) return fail(plan.reason);
   if (plan.interfaces.length > MAX_INTERFACES) {
@@ -110,26 +115,43 @@ export function openKernelPath(
       `the listen and relay addresses span ${plan.interfaces.length} interfaces, at most ${MAX_INTERFACES} are attached (listen on specific addresses)`,
     );
   }
+  const mode: KernelAttachMode = asked === "xdp" ? "xdp" : "tc";
   const notes: string[] = [];
   if (plan.skipped.length > 0) {
     notes.push(`not attached to ${plan.skipped.join(",")} (no Ethernet framing)`);
   }
+  let interfaces = plan.interfaces;
+  if (mode === "xdp") {
+    // Decided before anything changes (the forwarding sysctls below). The loopback has no
+    // native XDP (generic XDP would cost more than TC): what arrives there stays in userspace.
+    const isLoopback = (name: string) =>
+      host.links().find((l) => l.name === name)?.type === ARPHRD_LOOPBACK;
+    const loopback = interfaces.filter(isLoopback);
+    interfaces = interfaces.filter((name) => !isLoopback(name));
+    if (interfaces.length === 0) {
+      return fail(`${loopback.join(",")} is the loopback, which has no native XDP (use tc)`);
+    }
+    if (loopback.length > 0) {
+      notes.push(`not attached to ${loopback.join(",")} (no native XDP on the loopback)`);
+    }
+  }
   const forwarding = missingForwarding();
-  if (forwarding !== undefined && asked === "tc") {
+  if (forwarding !== undefined && asked !== "auto") {
     const refused = enableForwarding(forwarding, notes);
     if (refused !== undefined) return fail(refused);
   }
   // verify: the load below is the verifier's check.
-  const available = kernelPathAvailability({ interfaces: plan.interfaces, verify: false });
+  const available = kernelPathAvailability({ interfaces, mode, verify: false });
   if (!available.available) return fail(available.reason);
   const relayed = wildcardRelayed(config, host, notes);
   try {
     const path = KernelPath.open({
-      interfaces: plan.interfaces,
+      interfaces,
+      mode,
       maxBindings: KERNEL_MAX_BINDINGS,
       maxBuckets: KERNEL_MAX_BUCKETS,
     });
-    return { mode: "tc", path, interfaces: plan.interfaces, relayed, notes };
+    return { mode, path, interfaces, relayed, notes };
   } catch (err) {
     return fail((err as Error).message);
   }

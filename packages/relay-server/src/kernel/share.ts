@@ -15,7 +15,12 @@
 
 import { KernelPath } from "@turnpike/kernel-path";
 import type { RelayConfig } from "../config/types.js";
-import type { KernelPathPlacement, KernelPathShare, WorkerContext } from "../shared/context.js";
+import type {
+  KernelAttachMode,
+  KernelPathPlacement,
+  KernelPathShare,
+  WorkerContext,
+} from "../shared/context.js";
 import { KernelBuckets, UserBuckets, userBucketTable } from "./buckets.js";
 import type { SlotOwners } from "./offload.js";
 import { KERNEL_MAX_BINDINGS, type KernelPathChoice, openKernelPath } from "./select.js";
@@ -23,7 +28,7 @@ import { KERNEL_MAX_BINDINGS, type KernelPathChoice, openKernelPath } from "./se
 /** What one engine runs on. */
 export type EngineKernelPath =
   | ({
-      readonly mode: "tc";
+      readonly mode: KernelAttachMode;
       /** This engine's handle over the maps. */
       readonly kernel: KernelPath;
       readonly buckets: KernelBuckets;
@@ -53,7 +58,7 @@ export function engineKernelPath(config: RelayConfig, worker?: WorkerContext): E
   const kernel = KernelPath.attach(share.maps);
   const users = new UserBuckets(share.userBuckets, worker.count, worker.index, kernel);
   return {
-    mode: "tc",
+    mode: share.mode,
     kernel,
     buckets: new KernelBuckets(kernel, worker, users),
     interfaces: share.interfaces,
@@ -85,7 +90,7 @@ export class SupervisorKernelPath {
     this.owners = new Uint16Array(owners);
     this.users = new UserBuckets(userBuckets, workers, workers, undefined);
     this.share = {
-      mode: "tc",
+      mode: choice.mode,
       maps: choice.path.shared(),
       owners,
       userBuckets,
@@ -100,7 +105,7 @@ export class SupervisorKernelPath {
     return new SupervisorKernelPath(openKernelPath(config), config.workers);
   }
 
-  get mode(): "tc" | "off" {
+  get mode(): KernelAttachMode | "off" {
     return this.choice.mode;
   }
 
@@ -121,6 +126,6 @@ export class SupervisorKernelPath {
 
   /** Detaches the program (after the workers closed: their bindings are gone by then). */
   close(): void {
-    if (this.choice.mode === "tc") this.choice.path.close();
+    if (this.choice.mode !== "off") this.choice.path.close();
   }
 }

@@ -11,6 +11,10 @@ export type AdmitVerdict = "ok" | "total" | "per-ip";
 
 export interface ConnectionLedger {
   admit(source: string): AdmitVerdict;
+  /** A --proxy-protocol connection before its header: a slot, not counted against a source. */
+  admitUnidentified(): AdmitVerdict;
+  /** Its header named the client: counted against that source, unless at the source's cap. */
+  admitSource(source: string): AdmitVerdict;
   /** The connection closed; `counted`: it still counted against its source. */
   release(source: string, counted: boolean): void;
   /** -1: it authenticated; +1: its allocation ended and it counts again (never refused). */
@@ -22,6 +26,14 @@ export class SharedConnectionLedger implements ConnectionLedger {
 
   admit(source: string): AdmitVerdict {
     return this.limits.admitConnection(source);
+  }
+
+  admitUnidentified(): AdmitVerdict {
+    return this.limits.admitUnidentified();
+  }
+
+  admitSource(source: string): AdmitVerdict {
+    return this.limits.admitSource(source);
   }
 
   release(source: string, counted: boolean): void {

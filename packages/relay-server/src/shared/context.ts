@@ -33,7 +33,7 @@ export interface WorkerContext {
   readonly listenFds?: ListenFds;
   /** This worker's slice of the relay port range: its allocations' ports come from it. */
   readonly portSlice: { readonly minPort: number; readonly maxPort: number };
-  /** The kernel data path the supervisor chose (and attached, for "tc"); absent: off. */
+  /** The kernel data path the supervisor chose (and attached, for "tc" and "xdp"); absent: off. */
   readonly kernelPath?: KernelPathShare;
 }
 
@@ -44,7 +44,7 @@ export interface WorkerContext {
  */
 export type KernelPathShare =
   | ({
-      readonly mode: "tc";
+      readonly mode: KernelAttachMode;
       readonly maps: KernelPathShared;
       /** Uint16 per slot: the holding worker's index + 1, 0 when free. */
       readonly owners: SharedArrayBuffer;
@@ -52,6 +52,9 @@ export type KernelPathShare =
       readonly userBuckets: SharedArrayBuffer;
     } & KernelPathPlacement)
   | { readonly mode: "off"; readonly fallbackReason: string | undefined };
+
+/** Where the kernel program is attached: TCX ingress, or the driver's XDP hook (native). */
+export type KernelAttachMode = "tc" | "xdp";
 
 /** Where the kernel path runs, as chosen at start (kernel/select.ts). */
 export interface KernelPathPlacement {

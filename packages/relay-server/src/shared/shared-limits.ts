@@ -205,12 +205,36 @@ export class SharedLimits {
     const [hi, lo] = this.hash.of(source);
     return this.lock.locked(() => {
       if (this.sum(connectionsAt) >= this.header[MAX_CONNECTIONS]!) return "total";
-      const perSource = this.header[MAX_CONNECTIONS_PER_IP]!;
-      if (perSource > 0 && sumOf(this.ips, hi, lo) >= perSource) return "per-ip";
-      if (!this.count(this.ips[this.worker]!, hi, lo, 1)) return "total";
+      const verdict = this.countSource(hi, lo);
+      if (verdict === "ok") this.header[connectionsAt(this.worker)]! += 1;
+      return verdict;
+    });
+  }
+
+  /**
+   * A connection from a trusted load balancer (--proxy-protocol), before its PROXY header names
+   * the client: a slot of --max-connections only (the balancer is not one source); its client
+   * is counted by admitSource once known.
+   */
+  admitUnidentified(): ConnectionVerdict {
+    return this.lock.locked(() => {
+      if (this.sum(connectionsAt) >= this.header[MAX_CONNECTIONS]!) return "total";
       this.header[connectionsAt(this.worker)]! += 1;
       return "ok";
     });
+  }
+
+  /** The PROXY header named the client of an admitUnidentified connection: its source's cap. */
+  admitSource(source: string): ConnectionVerdict {
+    const [hi, lo] = this.hash.of(source);
+    return this.lock.locked(() => this.countSource(hi, lo));
+  }
+
+  /** One more not-yet-authenticated connection of a source, unless at its cap (lock held). */
+  private countSource(hi: number, lo: number): ConnectionVerdict {
+    const perSource = this.header[MAX_CONNECTIONS_PER_IP]!;
+    if (perSource > 0 && sumOf(this.ips, hi, lo) >= perSource) return "per-ip";
+    return this.count(this.ips[this.worker]!, hi, lo, 1) ? "ok" : "total";
   }
 
   /** The connection closed; `counted`: it still counted against its source. */

@@ -1,6 +1,6 @@
 // What one worker's engine says to the others. Workers never share a socket or a relay-core;
-// they post messages through the supervisor (workers/pool.ts relays each `route` to its
-// target), and this module is both ends of that conversation for one worker:
+// they post messages through the supervisor (workers/routing.ts forwards each `route` to
+// its target), and this module is both ends of that conversation for one worker:
 //
 //   hand-over      RFC 6062 across workers (hand-over.ts): a data connection whose
 //                  ConnectionBind names another worker's CONNECTION-ID is held here and its

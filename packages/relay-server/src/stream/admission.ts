@@ -6,13 +6,22 @@
 
 import type net from "node:net";
 import { parseIp } from "@turnpike/relay-core";
-import type { ConnectionLedger } from "../shared/connection-ledger.js";
+import type { AdmitVerdict, ConnectionLedger } from "../shared/connection-ledger.js";
 import type { RelayTelemetry } from "../stats.js";
 
 /** An accepted TCP connection (for TLS: from the TCP accept on, through the handshake). */
 export interface Admission {
-  /** Its source for --max-connections-per-ip: the IPv4 address, or the IPv6 /64. */
-  readonly source: string;
+  /**
+   * The client's address and port as the relay sees them: the socket's peer, or the one its
+   * PROXY header names (proxy-gate.ts). Auth, quotas, logs and XOR-MAPPED-ADDRESS use these.
+   */
+  address: string;
+  port: number;
+  /**
+   * Its source for --max-connections-per-ip: the IPv4 address, or the IPv6 /64 ("" for a
+   * --proxy-protocol connection whose header has not named its client yet).
+   */
+  source: string;
   /** Counted against its source: true until it authenticates (allocation or ConnectionBind). */
   counted: boolean;
   /**
@@ -36,18 +45,60 @@ export class Admissions {
    * source until it authenticates.
    */
   admit(socket: net.Socket): Admission | undefined {
-    const source = sourceOf(stripMapped(socket.remoteAddress ?? ""));
+    const address = stripMapped(socket.remoteAddress ?? "");
+    const source = sourceOf(address);
     const verdict = this.closed ? "total" : this.ledger.admit(source);
-    if (verdict !== "ok") {
-      this.telemetry.drop(
-        verdict === "per-ip" ? "client-connection-per-ip-limit" : "client-connection-limit",
-      );
-      socket.destroy();
-      return undefined;
-    }
-    const admission: Admission = { source, counted: true };
+    if (!this.accepted(verdict, socket)) return undefined;
+    return this.track(socket, { address, port: socket.remotePort ?? 0, source, counted: true });
+  }
+
+  /**
+   * A connection from a trusted load balancer (--proxy-protocol), accepted before its PROXY
+   * header: it takes a slot of --max-connections but does not count against the balancer's
+   * address, which carries every client's connections. `identify` counts it once the header
+   * names its client.
+   */
+  admitUnidentified(socket: net.Socket): Admission | undefined {
+    const verdict = this.closed ? "total" : this.ledger.admitUnidentified();
+    if (!this.accepted(verdict, socket)) return undefined;
+    const address = stripMapped(socket.remoteAddress ?? "");
+    return this.track(socket, {
+      address,
+      port: socket.remotePort ?? 0,
+      source: "",
+      counted: false,
+    });
+  }
+
+  /**
+   * The PROXY header named the client of an admitUnidentified connection: from now on it is
+   * that client's, counted against its source (refused, destroyed, beyond the source's cap).
+   */
+  identify(admission: Admission, socket: net.Socket, address: string, port: number): boolean {
+    const source = sourceOf(stripMapped(address));
+    const verdict = this.closed ? "total" : this.ledger.admitSource(source);
+    if (!this.accepted(verdict, socket)) return false;
+    admission.address = stripMapped(address);
+    admission.port = port;
+    admission.source = source;
+    admission.counted = true;
+    return true;
+  }
+
+  /** Counted as a drop and destroyed unless "ok". */
+  private accepted(verdict: AdmitVerdict, socket: net.Socket): boolean {
+    if (verdict === "ok") return true;
+    this.telemetry.drop(
+      verdict === "per-ip" ? "client-connection-per-ip-limit" : "client-connection-limit",
+    );
+    socket.destroy();
+    return false;
+  }
+
+  /** Counted until the socket closes (its source only while `counted`). */
+  private track(socket: net.Socket, admission: Admission): Admission {
     socket.once("close", () => {
-      this.ledger.release(source, admission.counted);
+      this.ledger.release(admission.source, admission.counted);
       admission.counted = false;
     });
     return admission;
@@ -57,8 +108,8 @@ export class Admissions {
    * A connection another worker holds and counts (it has not authenticated yet): here it is a
    * connection like any other, whose changes of `counted` go to `report`.
    */
-  remote(address: string, report: (counted: boolean) => void): Admission {
-    return { source: sourceOf(address), counted: true, report };
+  remote(address: string, port: number, report: (counted: boolean) => void): Admission {
+    return { address, port, source: sourceOf(address), counted: true, report };
   }
 
   /** The connection authenticated: it no longer counts against its source. */

@@ -29,8 +29,8 @@ import type { EngineHost } from "../engine/host.js";
 import type { ConnectionSocket, RemoteConnection } from "../shared/hand-over.js";
 import type { AdoptMessage, WorkerLink } from "../shared/worker-link.js";
 import { recordRelayed } from "../stats.js";
-import { type Admission, type Admissions, stripMapped } from "./admission.js";
-import { clientToPeerSlot, peerToClientSlot, pipeChunk } from "./pipe.js";
+import type { Admission, Admissions } from "./admission.js";
+import { clientToPeerSlot, peerToClientSlot, type RelayPipe } from "./pipe.js";
 
 /** A TCP/TLS client whose socket buffers more than this is not fed more relayed data. */
 const STREAM_HIGH_WATER = 1 << 20;
@@ -54,8 +54,8 @@ export interface StreamClient {
   readonly transport: "tcp" | "tls";
   readonly admission: Admission;
   readonly listener: ListenerId;
-  /** RFC 6062 §5.4: after ConnectionBind the connection is a raw pipe to this peer socket. */
-  pipe: ConnectionSocket | undefined;
+  /** RFC 6062 §5.4: after ConnectionBind the connection is a raw pipe to a peer socket. */
+  pipe: RelayPipe | undefined;
   /** Holds an allocation: full-size frames, no idle limit, not counted against its source. */
   authenticated: boolean;
   /** performance.now() of the last complete frame: bytes alone do not keep a connection. */
@@ -114,13 +114,8 @@ export class StreamClients {
     socket.setNoDelay(true);
     this.armIdle(client);
     const host = this.host;
-    host.core.handleConnectionOpened(
-      id,
-      listener,
-      transport,
-      stripMapped(socket.remoteAddress ?? ""),
-      socket.remotePort ?? 0,
-    );
+    // The client as the relay sees it: the socket's peer, or the one its PROXY header named.
+    host.core.handleConnectionOpened(id, listener, transport, admission.address, admission.port);
     const slot = clientToPeerSlot(transport);
     socket.on("data", (chunk: Buffer) => this.onData(client, chunk, slot));
     socket.on("error", (err) => host.log.debug("client connection error", { error: err.message }));
@@ -144,7 +139,9 @@ export class StreamClients {
    * first bytes the ConnectionBind.
    */
   adopt(remote: RemoteConnection, m: AdoptMessage): void {
-    const admission = this.admissions.remote(m.address, (counted) => remote.reportCounted(counted));
+    const admission = this.admissions.remote(m.address, m.port, (counted) =>
+      remote.reportCounted(counted),
+    );
     const client = this.open(m.listener, m.transport, remote, admission);
     const bytes = Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.length);
     this.onData(client, bytes, clientToPeerSlot(m.transport));
@@ -154,7 +151,7 @@ export class StreamClients {
   private onData(client: StreamClient, chunk: Buffer, slot: number): void {
     if (client.handOverTo !== undefined) return; // another worker's now: hand-over.ts relays it
     if (client.pipe !== undefined) {
-      pipeChunk(this.host.stats, client.socket, client.pipe, chunk, slot);
+      client.pipe.fromClient(chunk);
       return;
     }
     const host = this.host;
@@ -174,10 +171,10 @@ export class StreamClients {
         this.handOver(client, frame, framer.takeRemaining());
         return;
       }
-      const pipe = client.pipe as ConnectionSocket | undefined;
+      const pipe = client.pipe as RelayPipe | undefined;
       if (pipe !== undefined) {
         const rest = framer.takeRemaining();
-        if (rest.length > 0) pipeChunk(host.stats, client.socket, pipe, Buffer.from(rest), slot);
+        if (rest.length > 0) pipe.fromClient(Buffer.from(rest));
         return;
       }
     }
@@ -244,11 +241,11 @@ export class StreamClients {
 
   /**
    * RFC 6062 §5.4: the data connection is no longer a TURN control connection but a pipe to
-   * `peer` (stream/peers.ts joins the other direction): authenticated by its ConnectionBind,
-   * and no idle limit of its own.
+   * a peer (`pipe`, made by stream/peers.ts): authenticated by its ConnectionBind, and no idle
+   * limit of its own.
    */
-  becomePipe(client: StreamClient, peer: ConnectionSocket): void {
-    client.pipe = peer;
+  becomePipe(client: StreamClient, pipe: RelayPipe): void {
+    client.pipe = pipe;
     this.admissions.uncount(client.admission);
     clearTimeout(client.idleTimer);
     client.idleTimer = undefined;
@@ -280,8 +277,8 @@ export class StreamClients {
       {
         transport: client.transport,
         listener: client.listener,
-        address: stripMapped(socket.remoteAddress ?? ""),
-        port: socket.remotePort ?? 0,
+        address: admission.address,
+        port: admission.port,
         bytes,
       },
       client.id,

@@ -1,7 +1,10 @@
 // TCP and TLS listeners (RFC 8656 §3.1): where a client connection is accepted, admitted
-// (admission.ts) and, for TURNS, given a fixed deadline for its handshake before it becomes a
-// client connection (clients.ts). A reload hands the TLS listeners a new certificate and key
-// (setSecureContext): handshakes from then on use them, connections already open keep theirs.
+// (admission.ts) and, for TURNS, handed to its handshake (tls-handshakes.ts: bounded in number,
+// per source and in time) before it becomes a client connection (clients.ts). A reload hands
+// the TLS listeners a new certificate and key (setSecureContext): handshakes from then on use
+// them, connections already open keep theirs. Behind a load balancer (--proxy-protocol) a
+// trusted balancer's connection is admitted once its PROXY header named the client
+// (proxy-gate.ts), then goes on the same way.
 //
 // Workers share each listening address with SO_REUSEPORT. Where the native module loads, the
 // supervisor's sockets also steer by source address, so an RFC 6062 data connection reaches
@@ -9,7 +12,7 @@
 // 4-tuple hash spreads them and ConnectionBinds are handed over (shared/worker-link.ts).
 
 import net from "node:net";
-import tls from "node:tls";
+import type tls from "node:tls";
 import { type ListenerId, listenerId } from "@turnpike/relay-core";
 import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, dupFd, tcpListen } from "@turnpike/udp-batch";
@@ -17,31 +20,23 @@ import type { SocketAddress } from "../config/types.js";
 import type { WorkerContext } from "../shared/context.js";
 import type { Admission, Admissions } from "./admission.js";
 import type { StreamClients } from "./clients.js";
-
-/**
- * Upper bound on a TLS handshake (a few round trips, even on a slow mobile link), counted from
- * the TCP accept whatever arrives meanwhile: a handshake dribbled a byte at a time ends too.
- */
-const TLS_HANDSHAKE_MS = 10_000;
+import type { ProxyGate } from "./proxy-gate.js";
+import type { TlsHandshakes } from "./tls-handshakes.js";
 
 export class StreamListeners {
   private readonly servers: net.Server[] = [];
-  private readonly tlsServers: tls.Server[] = [];
-  /** TLS handshakes under way by 4-tuple ("addr|port|localPort"), with their deadline. */
-  private readonly handshakes = new Map<
-    string,
-    { readonly admission: Admission; readonly raw: net.Socket; readonly timer: NodeJS.Timeout }
-  >();
 
   constructor(
     private readonly admissions: Admissions,
     private readonly clients: StreamClients,
     private readonly log: Logger,
-    /** --tcp-idle-timeout, in ms: a TLS handshake gets at most this too. */
-    private readonly idleTimeoutMs: number,
+    /** TURNS handshakes under way, bounded (tls-handshakes.ts). */
+    private readonly handshakes: TlsHandshakes,
     /** How many --listen addresses come before the --tls-listen ones (listener ids). */
     private readonly tcpListeners: number,
     private readonly worker: WorkerContext | undefined,
+    /** --proxy-protocol: connections from trusted balancers start with a PROXY header. */
+    private readonly gate: ProxyGate,
   ) {}
 
   /** Listen on `addr`; resolves with the bound address (the real port for port 0). */
@@ -51,34 +46,28 @@ export class StreamListeners {
     tlsOptions?: tls.TlsOptions,
   ): Promise<SocketAddress> {
     const listener = listenerId(this.servers.length);
-    const server =
-      transport === "tls"
-        ? tls.createServer(
-            // The handshake deadline is ours (onTlsAccept): Node's is off.
-            { ...tlsOptions, handshakeTimeout: 0, allowHalfOpen: true },
-            (socket) => this.onTlsSecure(listener, socket),
-          )
-        : // Half-open: an RFC 6062 data connection may send FIN after its request and still
-          // be owed the peer's reply; each side's end is forwarded, not imposed.
-          net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
-            const admission = this.admissions.admit(socket);
-            if (admission) this.clients.open(listener, "tcp", socket, admission);
-          });
+    if (tlsOptions !== undefined) this.handshakes.setSecureContext(tlsOptions);
+    // Half-open: an RFC 6062 data connection may send FIN after its request and still be owed
+    // the peer's reply; each side's end is forwarded, not imposed. A TLS listener is a TCP one
+    // whose connections go through their handshake first (tls-handshakes.ts builds the TLS
+    // socket, so the handshake is bounded from the TCP accept, before any TLS byte).
+    const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+      if (this.gate.trusts(socket.remoteAddress)) {
+        this.gate.accept(socket, (admission) => {
+          this.opened(listener, transport, socket, admission);
+          // Paused by the gate, the bytes after the header put back. A TLS socket reads them
+          // itself, then the handle (resuming the TCP socket would take them from it).
+          if (transport === "tcp") socket.resume();
+        });
+        return;
+      }
+      const admission = this.admissions.admit(socket);
+      if (admission !== undefined) this.opened(listener, transport, socket, admission);
+    });
     this.servers.push(server);
-    if (server instanceof tls.Server) this.tlsServers.push(server);
     server.on("error", (err) =>
       this.log.warn(`${transport} listener error`, { error: err.message }),
     );
-    if (transport === "tls") {
-      // The TCP accept, before any TLS byte: admission and the handshake's own clock.
-      server.on("connection", (raw: net.Socket) => this.onTlsAccept(raw));
-      // With a listener attached Node leaves the socket open: a failed handshake would
-      // otherwise hold its connection until the client gives up.
-      server.on("tlsClientError", (err, socket) => {
-        this.log.debug("tls handshake failed", { error: err.message });
-        socket.destroy();
-      });
-    }
     // Plain TCP on a TURN port may still start a TLS handshake or garbage: the framer rejects it.
     const at = this.listenTarget(addr, transport, listener);
     return new Promise((resolve, reject) => {
@@ -89,6 +78,20 @@ export class StreamListeners {
         resolve({ ip: a.address, port: a.port, family: addr.family });
       });
     });
+  }
+
+  /** An admitted connection: a TCP client, or a TLS one once its handshake completes. */
+  private opened(
+    listener: ListenerId,
+    transport: "tcp" | "tls",
+    socket: net.Socket,
+    admission: Admission,
+  ): void {
+    if (transport === "tcp") this.clients.open(listener, "tcp", socket, admission);
+    else
+      this.handshakes.begin(socket, admission, (secure) =>
+        this.clients.open(listener, "tls", secure, admission),
+      );
   }
 
   /** Where a listener binds: its address, or the supervisor's socket for this worker. */
@@ -120,61 +123,21 @@ export class StreamListeners {
     };
   }
 
-  /** TURNS: the TCP accept. The handshake gets a fixed deadline, whatever bytes arrive. */
-  private onTlsAccept(raw: net.Socket): void {
-    const admission = this.admissions.admit(raw);
-    if (admission === undefined) return;
-    const key = fourTuple(raw);
-    const timer = setTimeout(
-      () => {
-        this.handshakes.delete(key);
-        this.log.debug("tls handshake timed out", { remote: key });
-        raw.destroy();
-      },
-      Math.min(this.idleTimeoutMs, TLS_HANDSHAKE_MS),
-    );
-    this.handshakes.set(key, { admission, raw, timer });
-    raw.once("close", () => {
-      const pending = this.handshakes.get(key);
-      if (pending?.raw !== raw) return;
-      clearTimeout(pending.timer);
-      this.handshakes.delete(key);
-    });
-  }
-
-  /** TURNS: the handshake completed in time. */
-  private onTlsSecure(listener: ListenerId, socket: tls.TLSSocket): void {
-    const key = fourTuple(socket);
-    const pending = this.handshakes.get(key);
-    if (pending === undefined) {
-      socket.destroy(); // its deadline passed as the handshake finished
-      return;
-    }
-    clearTimeout(pending.timer);
-    this.handshakes.delete(key);
-    this.clients.open(listener, "tls", socket, pending.admission);
-  }
-
   /**
    * The TLS certificate chain and key for handshakes from now on, on every TLS listener
    * (tls.Server#setSecureContext). Throws when the pair does not load; the listeners keep the
    * pair they had then.
    */
   setSecureContext(pair: { readonly cert: string; readonly key: string }): void {
-    tls.createSecureContext(pair);
-    for (const server of this.tlsServers)
-      server.setSecureContext({ cert: pair.cert, key: pair.key });
+    this.handshakes.setSecureContext({ cert: pair.cert, key: pair.key });
   }
 
   /** Stop listening; handshakes under way end. */
   async close(): Promise<void> {
-    for (const h of this.handshakes.values()) h.raw.destroy();
+    this.gate.close();
+    this.handshakes.closeAll();
     await Promise.all(
       this.servers.map((s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()))),
     );
   }
-}
-
-function fourTuple(socket: net.Socket): string {
-  return `${socket.remoteAddress}|${socket.remotePort}|${socket.localPort}`;
 }

@@ -11,16 +11,30 @@
 
 import net from "node:net";
 import type { ConnectionId, PeerConnectionId, RelayId } from "@turnpike/relay-core";
+import { ReusedReadBuffer } from "@turnpike/runtime-kit";
+import { batchIoAvailability, bindUdp, closeFd, tcpBind, tcpListen } from "@turnpike/udp-batch";
 import type { EngineHost, RelayBindDone } from "../engine/host.js";
 import { stripMapped } from "./admission.js";
 import type { StreamClients } from "./clients.js";
-import { peerToClientSlot, pipeChunk } from "./pipe.js";
+import { RelayPipe } from "./pipe.js";
 
 export class PeerConnections {
   /** TCP relayed-address listeners still binding, and bound ones. */
   private readonly binding = new Map<RelayId, net.Server>();
   private readonly relays = new Map<RelayId, net.Server>();
   private readonly sockets = new Map<PeerConnectionId, net.Socket>();
+  /**
+   * The reused read buffers of the peer connections this relay dialled (Connect): their bytes
+   * arrive through the buffer's sink, not 'data' events (runtime-kit reused-read-buffer.ts).
+   * Connections a relayed listener accepted cannot have one (net.Server takes no `onread`).
+   */
+  private readonly reads = new Map<PeerConnectionId, ReusedReadBuffer>();
+  /**
+   * Relayed addresses listened on with SO_REUSEPORT (where udp-batch loads), so a Connect can
+   * dial from the relayed port itself, each with the exclusive UDP socket on the same address
+   * and port that holds the port for it (reusableListen).
+   */
+  private readonly guards = new Map<RelayId, number>();
   /** Peer connections joined to a client data connection (RFC 6062 §5.4). */
   private readonly piped = new Set<PeerConnectionId>();
 
@@ -35,15 +49,25 @@ export class PeerConnections {
       { noDelay: true, pauseOnConnect: true, allowHalfOpen: true },
       (socket) => this.onPeerConnection(relay, socket),
     );
+    let target: net.ListenOptions = { host: address, port, exclusive: true };
+    if (batchIoAvailability().available) {
+      try {
+        target = this.reusableListen(relay, address, port);
+      } catch (error) {
+        done({ ok: false, error: error as Error });
+        return;
+      }
+    }
     this.binding.set(relay, server);
     const onBindError = (error: Error) => {
       if (this.binding.get(relay) !== server) return;
       this.binding.delete(relay);
+      this.releaseGuard(relay);
       server.close();
       done({ ok: false, error });
     };
     server.once("error", onBindError);
-    server.listen({ host: address, port, exclusive: true }, () => {
+    server.listen(target, () => {
       server.off("error", onBindError);
       if (this.binding.get(relay) !== server) {
         server.close();
@@ -56,11 +80,42 @@ export class PeerConnections {
     });
   }
 
+  /**
+   * RFC 6062 §5.2 dials peers from the relayed transport address, port included, while the
+   * relayed listener holds it: Linux allows that only when both sockets set SO_REUSEPORT
+   * (socket(7)). A SO_REUSEPORT listener alone would also let another worker bind the same
+   * relay port without EADDRINUSE, which is how a taken port is found (engine/relay-sockets.ts),
+   * so an exclusive UDP socket on the same address and port holds the port: UDP and TCP ports
+   * are separate spaces, and a relay port is one allocation's whatever its protocol
+   * (relay-core's relay-port-pool.ts). Throws EADDRINUSE when the port is taken.
+   */
+  private reusableListen(relay: RelayId, address: string, port: number): net.ListenOptions {
+    const family = address.includes(":") ? 6 : 4;
+    // Nothing reads it: the smallest receive buffer the kernel allows bounds what datagrams
+    // sent to it can hold.
+    const guard = bindUdp({ family, address, port, reusePort: false, recvBufferSize: 1 });
+    try {
+      const fd = tcpListen({ family, address, port, steerGroup: 1 });
+      this.guards.set(relay, guard);
+      return { fd } as net.ListenOptions;
+    } catch (error) {
+      closeFd(guard);
+      throw error;
+    }
+  }
+
+  private releaseGuard(relay: RelayId): void {
+    const guard = this.guards.get(relay);
+    this.guards.delete(relay);
+    if (guard !== undefined) closeFd(guard);
+  }
+
   /** Close TCP relayed address `relay` (bound or binding). */
   closeRelay(relay: RelayId): void {
     const server = this.relays.get(relay) ?? this.binding.get(relay);
     this.relays.delete(relay);
     this.binding.delete(relay);
+    this.releaseGuard(relay);
     server?.close();
   }
 
@@ -78,7 +133,12 @@ export class PeerConnections {
     host.afterInput();
   }
 
-  /** §5.2: dial the peer from the relayed address for a Connect request. */
+  /**
+   * §5.2: dial the peer from the relayed transport address for a Connect request: its address
+   * and port where the relayed listener has SO_REUSEPORT (reusableListen; node:net cannot set
+   * it on a connecting socket, so udp-batch's tcpBind makes the socket), else from its address
+   * with an ephemeral port (node:dgram fallback, no native module).
+   */
   connect(
     id: PeerConnectionId,
     relay: RelayId,
@@ -87,7 +147,21 @@ export class PeerConnections {
     port: number,
   ): void {
     const local = this.relays.get(relay)?.address() as net.AddressInfo | undefined;
-    const socket = net.connect({
+    const reads = new ReusedReadBuffer();
+    let socket: net.Socket | undefined;
+    if (local !== undefined && this.guards.has(relay)) {
+      try {
+        socket = this.dialFrom(local, reads, address, port);
+      } catch (err) {
+        // The relayed port cannot be bound for this peer (say, its last connection to the
+        // same peer lingers in TIME_WAIT): the relayed address with another port will do.
+        this.host.log.debug("peer dial from the relayed port failed", {
+          error: (err as Error).message,
+        });
+      }
+    }
+    socket ??= net.connect({
+      onread: reads.onread,
       host: address,
       port,
       family,
@@ -99,9 +173,13 @@ export class PeerConnections {
     // Known from the start, so a dial the core gives up on (allocation gone, 30 s timeout) is
     // found and destroyed by close-peer-connection.
     this.sockets.set(id, socket);
+    this.reads.set(id, reads);
     const host = this.host;
     const onError = () => {
-      if (this.sockets.get(id) === socket) this.sockets.delete(id);
+      if (this.sockets.get(id) === socket) {
+        this.sockets.delete(id);
+        this.reads.delete(id);
+      }
       socket.destroy();
       host.core.handlePeerConnectFailed(id, performance.now());
       host.afterInput();
@@ -119,12 +197,42 @@ export class PeerConnections {
     });
   }
 
+  /** A connection from the relayed address and port `from` (see reusableListen). */
+  private dialFrom(
+    from: net.AddressInfo,
+    reads: ReusedReadBuffer,
+    address: string,
+    port: number,
+  ): net.Socket {
+    const fd = tcpBind({
+      family: from.family === "IPv6" ? 6 : 4,
+      address: from.address,
+      port: from.port,
+    });
+    const socket = new net.Socket({
+      fd,
+      onread: reads.onread,
+      allowHalfOpen: true,
+      readable: true,
+      writable: true,
+    });
+    socket.setNoDelay(true);
+    // A socket made from an fd starts reading at once: stopped before it connects (paused
+    // until ConnectionBind, like any peer connection), or the peer's first bytes would reach
+    // the reused buffer's sink before the pipe does.
+    socket.pause();
+    return socket.connect({ host: address, port });
+  }
+
   private track(id: PeerConnectionId, socket: net.Socket): void {
     const host = this.host;
     this.sockets.set(id, socket);
     socket.on("error", (err) => host.log.debug("peer connection error", { error: err.message }));
     socket.on("close", () => {
-      if (this.sockets.get(id) === socket) this.sockets.delete(id);
+      if (this.sockets.get(id) === socket) {
+        this.sockets.delete(id);
+        this.reads.delete(id);
+      }
       this.piped.delete(id);
       host.core.handlePeerConnectionClosed(id, performance.now());
       host.afterInput();
@@ -140,11 +248,22 @@ export class PeerConnections {
       peer?.destroy();
       return;
     }
-    this.clients.becomePipe(client, peer);
+    const pipe = new RelayPipe(this.host, id, client.socket, peer, client.transport);
+    this.clients.becomePipe(client, pipe);
     this.piped.add(id);
-    const stats = this.host.stats;
-    const slot = peerToClientSlot(client.transport);
-    peer.on("data", (chunk: Buffer) => pipeChunk(stats, peer, client.socket, chunk, slot));
+    const reads = this.reads.get(id);
+    if (reads === undefined) {
+      peer.on("data", (chunk: Buffer) => pipe.fromPeer(chunk));
+    } else {
+      // The chunk is a view of the reused buffer: a write the client socket could not finish
+      // keeps referring to it, so the next read goes into a fresh one.
+      const to = client.socket;
+      reads.sink = (chunk) => {
+        pipe.fromPeer(chunk);
+        if (to.writableLength > 0) reads.retain();
+        return true;
+      };
+    }
     peer.on("end", () => client.socket.end());
     client.socket.on("end", () => peer.end());
     peer.resume();
@@ -158,6 +277,7 @@ export class PeerConnections {
   close(id: PeerConnectionId): void {
     const socket = this.sockets.get(id);
     this.sockets.delete(id);
+    this.reads.delete(id);
     if (socket === undefined) return;
     if (this.piped.delete(id)) socket.end();
     else socket.destroy();
@@ -169,7 +289,10 @@ export class PeerConnections {
     this.binding.clear();
     for (const s of this.relays.values()) s.close();
     this.relays.clear();
+    for (const guard of this.guards.values()) closeFd(guard);
+    this.guards.clear();
     for (const s of this.sockets.values()) s.destroy();
     this.sockets.clear();
+    this.reads.clear();
   }
 }

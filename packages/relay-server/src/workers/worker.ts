@@ -1,4 +1,4 @@
-// One relay engine in a worker thread (see pool.ts): the ordinary engine with its own
+// One relay engine in a worker thread (its supervisor: pool.ts): the ordinary engine with its own
 // relay-core, SO_REUSEPORT listeners, a slice of the relay ports, and the limits, secret and
 // log stream it shares with the others through the supervisor.
 
@@ -7,7 +7,7 @@ import { createLogger } from "@turnpike/runtime-kit";
 import { startRelay } from "../engine/driver.js";
 import { openSharedState } from "../shared/shared-state.js";
 import { createRelayStats, createRelayTelemetry } from "../stats.js";
-import type { SupervisorMessage, WorkerInit, WorkerMessage } from "./pool.js";
+import type { SupervisorMessage, WorkerInit, WorkerMessage } from "./messages.js";
 import { snapshotOf } from "./stats-sync.js";
 
 const init = workerData as WorkerInit;

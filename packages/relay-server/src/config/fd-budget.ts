@@ -1,0 +1,80 @@
+// The process's file descriptors (RLIMIT_NOFILE), shared out when the configuration is resolved
+// so that no listener's clients can take the descriptors the relay needs for relay sockets. With
+// the defaults (--max-connections 10000) and a 1,024 limit, 1,100 idle connections to the
+// health port made every UDP Allocate answer 508 and stopped TCP accepts: the kernel had no
+// descriptor left for a relay socket or an accept.
+//
+//   - a quarter of the limit (at least RESERVED_MIN) is kept for what is not a client
+//     connection: relay sockets (one per UDP allocation and family), RFC 6062 peer
+//     connections, listeners, the workers' own;
+//   - --health-max-connections gets at most a sixteenth (at least 8);
+//   - TCP/TLS client connections (--max-connections, TLS handshakes included) the rest.
+//
+// A limit lower than the options ask for is a warning naming the option, the limit and how to
+// raise it. Node raises the soft limit to the hard one itself when it starts (node.cc,
+// PlatformInit, as coturn does), so the soft limit read here is the hard one wherever the
+// kernel allowed it; there is no setrlimit in Node to do more. /proc/self/limits is Linux's;
+// elsewhere nothing is lowered.
+
+import { readFileSync } from "node:fs";
+
+/** Descriptors kept for relay sockets and the process itself, at the least. */
+export const RESERVED_MIN = 128;
+/** Health connections, at the least, whatever the limit. */
+const HEALTH_MIN = 8;
+/** Client connections, at the least, whatever the limit. */
+const CONNECTIONS_MIN = 16;
+
+/** The soft RLIMIT_NOFILE of this process, or undefined where it cannot be read. */
+export function openFilesLimit(
+  read: () => string = () => readFileSync("/proc/self/limits", "utf8"),
+): number | undefined {
+  let text: string;
+  try {
+    text = read();
+  } catch {
+    return undefined;
+  }
+  // "Max open files            1024                 4096                 files"
+  const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(text);
+  if (m === null || m[1] === "unlimited") return undefined;
+  return Number(m[1]);
+}
+
+export interface FdBudget {
+  readonly maxConnections: number;
+  readonly healthMaxConnections: number;
+}
+
+/** --max-connections and --health-max-connections within `limit`, with a warning when lowered. */
+export function budgetFds(
+  asked: FdBudget,
+  limit: number | undefined,
+  warnings: string[],
+): FdBudget {
+  if (limit === undefined) return asked;
+  const reserved = Math.max(RESERVED_MIN, Math.floor(limit / 4));
+  const healthMaxConnections = Math.min(
+    asked.healthMaxConnections,
+    Math.max(HEALTH_MIN, Math.floor(limit / 16)),
+  );
+  const maxConnections = Math.min(
+    asked.maxConnections,
+    Math.max(CONNECTIONS_MIN, limit - reserved - healthMaxConnections),
+  );
+  const lowered: string[] = [];
+  if (maxConnections < asked.maxConnections) {
+    lowered.push(`--max-connections ${asked.maxConnections} to ${maxConnections}`);
+  }
+  if (healthMaxConnections < asked.healthMaxConnections) {
+    lowered.push(
+      `--health-max-connections ${asked.healthMaxConnections} to ${healthMaxConnections}`,
+    );
+  }
+  if (lowered.length > 0) {
+    warnings.push(
+      `lowered ${lowered.join(" and ")}: this process may open ${limit} files (RLIMIT_NOFILE) and keeps ${reserved} for relay sockets; raise the limit for more (systemd LimitNOFILE=, ulimit -n, a container's nofile ulimit)`,
+    );
+  }
+  return { maxConnections, healthMaxConnections };
+}
