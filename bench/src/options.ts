@@ -134,7 +134,7 @@ export function parseArgs() {
     .option("workers", {
       type: "string",
       describe:
-        "Turnpike's worker threads: a count, or a list (1,2) for one Turnpike column each; default: the relay's own (auto = cores)",
+        "Turnpike's worker threads: a count, or a list (1,2) for one Turnpike column each; default: the relay's own (auto = 1 up to two cores, else cores - 1)",
     })
     .option("kernel-path", {
       type: "string",

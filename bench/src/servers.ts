@@ -10,7 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startCoturn as launchCoturn } from "@turnpike/test-support/coturn";
 import { waitForStun } from "@turnpike/test-support/stun";
-import { killByPid, live, tail, trackPid } from "./children.js";
+import { killByPid, launcherNodeFlags, live, tail, trackPid } from "./children.js";
 import type { FloorStats } from "./floor/floor.js";
 import type { Address } from "./load/stun-lite.js";
 import { freePort } from "./ports.js";
@@ -218,6 +218,7 @@ export async function startTurnpike(
   const port = s.port || (await freePort(["udp", "tcp"]));
   const settings = { ...s, port };
   const args = [
+    ...launcherNodeFlags(turnpikeBin),
     turnpikeBin,
     "--listen",
     `127.0.0.1:${port}`,
@@ -266,7 +267,9 @@ export async function startTurnpike(
     [
       workers === 1
         ? "one Node process, one event loop"
-        : `one Node process, ${workers ?? "auto (one per core)"} worker threads, each its own event loop and engine`,
+        : workers === undefined
+          ? "one Node process, --workers auto (one engine up to two cores, else one worker per core beyond the first)"
+          : `one Node process, ${workers} worker threads, each its own event loop and engine`,
     ],
     () => {},
   );

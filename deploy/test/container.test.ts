@@ -89,6 +89,18 @@ describe("packages/relay-server/Dockerfile", () => {
     expect(text).toMatch(/--stop-timeout \d+/);
   });
 
+  it("starts node with the heap flags of the relay's launcher (its #! line)", () => {
+    // The launcher's `#!/usr/bin/env -S node FLAGS` is what an executable bin, npm's and
+    // pnpm's bin links run; ENTRYPOINT calls node itself, so it has to repeat them.
+    const shebang = readFileSync(join(REPO, "packages/relay-server/bin/turnpike-relay.js"), "utf8")
+      .split("\n", 1)[0]!
+      .match(/^#!\/usr\/bin\/env -S node (.+)$/);
+    expect(shebang).not.toBeNull();
+    const [entry, ...entryArgs] = execForm(only(runtime, "ENTRYPOINT").at(-1));
+    expect(entry).toBe("node");
+    expect(entryArgs).toEqual([...shebang![1]!.split(" "), "bin/turnpike-relay.js"]);
+  });
+
   describe("the payload `pnpm deploy` builds, started as the image starts it", () => {
     let payload: string;
     let range: PortRange;

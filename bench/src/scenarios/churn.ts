@@ -2,8 +2,15 @@
 // memory comes back (RSS drift) and how many cycles per second it sustains.
 
 import { TurnLoadClient } from "../load/turn-load-client.js";
-import { cpuMicros, RssSampler } from "../proc.js";
+import { cpuMicros, RssSampler, rssBytes } from "../proc.js";
 import type { ScenarioContext, ScenarioResult } from "./types.js";
+
+/**
+ * How long after the churn the relay's RSS is read again: memory a burst took should come back
+ * (an idle relay must not keep its peak). `--quick`: a few seconds, a smoke test only.
+ */
+export const SETTLE_SECONDS = 30;
+const QUICK_SETTLE_SECONDS = 3;
 
 export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
   const { opts, server, progress } = ctx;
@@ -73,6 +80,14 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
   await new Promise((r) => setTimeout(r, 300));
   sampler?.stop();
   await Promise.all(clients.map((c) => c.close()));
+  const settle = opts.quick ? QUICK_SETTLE_SECONDS : SETTLE_SECONDS;
+  progress.start(`${server.name} settling ${settle} s`, settle);
+  for (let i = 0; i < settle; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    progress.update(i + 1, "RSS after the churn");
+  }
+  progress.stop();
+  const settled = pid ? rssBytes(pid) : undefined;
   const s = sampler?.samples ?? [];
   const mb = (b: number | undefined) => (b === undefined ? null : b / 2 ** 20);
   const notes = [
@@ -149,6 +164,26 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
         value: s.length ? mb(s[s.length - 1]!.rss - s[0]!.rss) : null,
         better: "lower",
         digits: 2,
+      },
+      {
+        key: "rssSettledMB",
+        label: `server RSS ${settle} s after the churn`,
+        unit: "MB",
+        value: mb(settled),
+        better: "lower",
+        digits: 1,
+      },
+      {
+        key: "rssSettledVsStartPct",
+        // The goal: back within 10 % of the start once the burst is over.
+        label: `server RSS ${settle} s after vs start`,
+        unit: "%",
+        value:
+          settled !== undefined && s[0] !== undefined
+            ? (100 * (settled - s[0].rss)) / s[0].rss
+            : null,
+        better: "lower",
+        digits: 1,
       },
     ],
     notes,

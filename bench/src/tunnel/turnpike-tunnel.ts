@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { type Child, startChild } from "../children.js";
+import { type Child, launcherNodeFlags, startChild } from "../children.js";
 import { freeTcpPort } from "../ports.js";
 import { type RunningServer, repoRoot } from "../servers.js";
 
@@ -60,12 +60,17 @@ export async function startTunnel(
     "--log-level",
     "warn",
   ];
-  const child = startChild("turnpike-tunnel", process.execPath, args, {
-    cwd: repoRoot,
-    // A TCP admin API needs a token (turnpike-tunnel refuses to start without one).
-    env: { ...process.env, TURNPIKE_TOKEN: relay.token, TURNPIKE_ADMIN_TOKEN: adminToken },
-  });
-  const command = `TURNPIKE_TOKEN=*** TURNPIKE_ADMIN_TOKEN=*** node ${args.map((a) => path.relative(repoRoot, a) || a).join(" ")}`;
+  const child = startChild(
+    "turnpike-tunnel",
+    process.execPath,
+    [...launcherNodeFlags(tunnelBin), ...args],
+    {
+      cwd: repoRoot,
+      // A TCP admin API needs a token (turnpike-tunnel refuses to start without one).
+      env: { ...process.env, TURNPIKE_TOKEN: relay.token, TURNPIKE_ADMIN_TOKEN: adminToken },
+    },
+  );
+  const command = `TURNPIKE_TOKEN=*** TURNPIKE_ADMIN_TOKEN=*** node ${[...launcherNodeFlags(tunnelBin), ...args].map((a) => path.relative(repoRoot, a) || a).join(" ")}`;
   const deadline = Date.now() + timeoutMs;
   let last: ListRow | undefined;
   try {

@@ -2,9 +2,7 @@
 // turnpike-relay entry point: wires the real process into runCli (main.ts).
 import { exitWhenDone } from "@turnpike/runtime-kit";
 import { PROGRAM_NAME } from "./config/options.js";
-import { startRelay } from "./engine/driver.js";
 import { runCli } from "./main.js";
-import { startWorkerPool } from "./workers/pool.js";
 
 exitWhenDone(
   PROGRAM_NAME,
@@ -13,9 +11,13 @@ exitWhenDone(
     env: process.env,
     stdout: (text) => process.stdout.write(text),
     stderr: (line) => process.stderr.write(`${line}\n`),
-    // --workers 1 runs the engine on the main thread; more, one per worker thread.
-    startRelay: (config, deps) =>
-      config.workers > 1 ? startWorkerPool(config, deps) : startRelay(config, deps),
+    // --workers 1 runs the engine on the main thread; more, one per worker thread. Imported here,
+    // not at the top: a supervisor of workers never compiles the engine it does not run, and an
+    // engine on the main thread never the supervisor (bench/README.md, "Footprint").
+    startRelay: async (config, deps) =>
+      config.workers > 1
+        ? (await import("./workers/pool.js")).startWorkerPool(config, deps)
+        : (await import("./engine/driver.js")).startRelay(config, deps),
     events: process,
     exit: (code) => process.exit(code),
   }),

@@ -1,12 +1,13 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import type { networkInterfaces } from "node:os";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "@turnpike/runtime-kit";
 import { describe, expect, it } from "vitest";
 import { openFilesLimit } from "../src/config/fd-budget.js";
 import { envName, OPTIONS, renderConfigTable } from "../src/config/options.js";
 import { parseRelayArgs } from "../src/config/parse.js";
+import { autoWorkers } from "../src/config/relay-command.js";
 import type { ParseOptions, RelayConfig } from "../src/config/types.js";
 
 const hostInterfaces = (): ReturnType<typeof networkInterfaces> => ({
@@ -747,5 +748,15 @@ describe("credentials subcommand parsing", () => {
     expect(() => parseRelayArgs(["credentials", "--ttl", "0"], { TURNPIKE_TOKEN: "k" })).toThrow(
       '--ttl must be 1..315360000, got "0"',
     );
+  });
+});
+
+describe("--workers auto", () => {
+  it("is one engine up to two cores, then one worker per core beyond the first", () => {
+    expect([1, 2, 3, 4, 8, 64].map(autoWorkers)).toEqual([1, 1, 2, 3, 7, 63]);
+  });
+
+  it("is what a relay without --workers runs, from the cores this process may use", () => {
+    expect(relay(["--listen", "127.0.0.1:3478"]).workers).toBe(autoWorkers(availableParallelism()));
   });
 });

@@ -55,7 +55,7 @@ describe("a second relay on the address a running one serves", () => {
 
   beforeAll(async () => {
     range = reservePortRange(20);
-    // The first relay in an SO_REUSEPORT group of two workers (the default, --workers auto).
+    // The first relay in an SO_REUSEPORT group of two workers (--workers auto on three cores).
     first = await startTurnpike({
       minPort: range.min,
       maxPort: range.min + 9,

@@ -13,7 +13,7 @@
 // description that fills its width ("[env: TURNPIKE_MAX_PORT][string]"), so that column is
 // switched off and every option's description carries them instead (describedOption).
 
-import yargs, { type Argv, type Options } from "yargs";
+import type { Argv, Options } from "yargs";
 import { ConfigError } from "./option-values.js";
 import {
   CONFIG_OPTION_DESCRIBE,
@@ -22,6 +22,8 @@ import {
   type OptionTable,
   optionType,
 } from "./options.js";
+// yargs itself, with its help renderer loaded only when a help text is rendered (yargs-lean.ts).
+import { yargs } from "./yargs-lean.js";
 
 /** Set while a reference page is rendered: help text at this width, whatever the terminal. */
 let fixedWidth: number | undefined;

@@ -4,8 +4,11 @@
 // Export is enabled by OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, OTLP_GRPC_ENDPOINT (the Firezone
 // relay's variable, "host:port" or a URL) or OTEL_EXPORTER_OTLP_ENDPOINT: first set wins, in that
 // order (metrics-specific, Firezone, generic); OTEL_SDK_DISABLED=true turns it off.
+//
+// Nothing here loads OpenTelemetry at import: a relay or a connector without a collector never
+// loads it at all (its API included; routeOtelDiagnostics imports it when export is on).
 
-import { type Attributes, DiagLogLevel, diag } from "@opentelemetry/api";
+import type { Attributes, DiagAPI, DiagLogLevel } from "@opentelemetry/api";
 import type { Logger } from "./log.js";
 import { exportErrorReason, otlpExportWatched } from "./otlp-export.js";
 
@@ -75,7 +78,7 @@ function positiveInt(text: string | undefined, fallback: number): number {
   return Number.isInteger(n) && n > 0 ? n : fallback;
 }
 
-let diagRouted = false;
+let diagRouted: Promise<void> | undefined;
 
 /**
  * Exporter failures (collector down, timeouts) reach OTel's diag logger; without one they
@@ -85,9 +88,14 @@ let diagRouted = false;
  * (watchOtlpExport), which tells failures and recovery with the endpoint. Process-wide (OTel's
  * diag is global): the first call wins.
  */
-export function routeOtelDiagnostics(logger: Logger): void {
-  if (diagRouted) return;
-  diagRouted = true;
+export function routeOtelDiagnostics(logger: Logger): Promise<void> {
+  diagRouted ??= import("@opentelemetry/api").then(({ DiagLogLevel, diag }) =>
+    routeDiag(diag, DiagLogLevel.WARN, logger),
+  );
+  return diagRouted;
+}
+
+function routeDiag(diag: DiagAPI, warnLevel: DiagLogLevel, logger: Logger): void {
   const limited = logger.child({ component: "otel" }).rateLimited({ perWindow: 5 });
   const report = (key: string, args: unknown[]): void => {
     const text = diagText(args);
@@ -102,7 +110,7 @@ export function routeOtelDiagnostics(logger: Logger): void {
       debug: () => {},
       verbose: () => {},
     },
-    { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
+    { logLevel: warnLevel, suppressOverrideMessage: true },
   );
 }
 

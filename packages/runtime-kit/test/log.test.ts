@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { isoTime } from "../src/log.js";
 import { textLines } from "./text-lines.js";
 
 describe("text log lines", () => {
@@ -40,5 +41,23 @@ describe("the log level", () => {
       "DEBUG shown",
       "WARN still",
     ]);
+  });
+});
+
+describe("log timestamps", () => {
+  it("are what toISOString writes, for every field width and outside four-digit years", () => {
+    const samples = [
+      0,
+      Date.UTC(2026, 11, 7, 0, 5, 9, 7),
+      Date.UTC(1999, 0, 1, 23, 59, 59, 999),
+      Date.UTC(9999, 11, 31, 23, 59, 59, 999),
+      Date.UTC(10000, 0, 1),
+      Date.UTC(-1, 5, 15, 12),
+      Date.UTC(45, 1, 3, 4, 5, 6, 80),
+    ];
+    for (const ms of samples) {
+      const date = new Date(ms);
+      expect(isoTime(date), String(ms)).toBe(date.toISOString());
+    }
   });
 });

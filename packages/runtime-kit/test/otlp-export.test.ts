@@ -68,7 +68,7 @@ describe("a watched OTLP exporter whose collector is down, then comes up", () =>
     const endpoint = `http://127.0.0.1:${port}`;
     const { lines, logger } = textLines();
     // The SDK's own reports (diag) reach the same log, as in the CLIs.
-    routeOtelDiagnostics(logger);
+    await routeOtelDiagnostics(logger);
     const health = new OtlpExportHealth({ endpoint, logger });
     const exporter = watchOtlpExport(
       new OTLPMetricExporter({ url: endpoint, timeoutMillis: 300 }),

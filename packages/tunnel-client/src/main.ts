@@ -137,7 +137,7 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
       target: `${s.protocol}://${s.target.host}:${s.target.port}`,
     });
   }
-  const metrics = startMetrics(supervisor, io.env, logger);
+  const metrics = await startMetrics(supervisor, io.env, logger);
   let admin: AdminServer | undefined;
   if (config.adminListen !== null) {
     const listen = config.adminListen;

@@ -13,11 +13,11 @@
 // | tunnel.connections.failed   | Counter (obs.)       | {connection} | - |
 // | tunnel.connections.active   | UpDownCounter (obs.) | {connection} | protocol |
 // | tunnel.bytes                | Counter (obs.)       | By           | direction (in = peer to target, out = target to peer) |
+//
+// The SDK, the gRPC exporter and the API are imported only once OTLP is configured: together
+// they are most of what the connector would otherwise hold idle (bench/README.md, "Footprint").
 
-import { type Attributes, ValueType } from "@opentelemetry/api";
-import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc";
-import { resourceFromAttributes } from "@opentelemetry/resources";
-import { MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
+import type { Attributes } from "@opentelemetry/api";
 import type { Logger } from "@turnpike/runtime-kit";
 import {
   metricExportTiming,
@@ -46,19 +46,27 @@ export function resourceAttributesFrom(env: NodeJS.ProcessEnv, version: string):
   return otelResourceAttributes(env, version, DEFAULT_SERVICE_NAME);
 }
 
-export function startMetrics(
+export async function startMetrics(
   supervisor: TunnelSupervisor,
   env: NodeJS.ProcessEnv,
   logger: Logger,
-): TunnelMetrics {
+): Promise<TunnelMetrics> {
   const endpoint = otlpEndpointFrom(env);
   if (endpoint === undefined) {
     return { otlpEndpoint: undefined, forceFlush: async () => {}, shutdown: async () => {} };
   }
+  const [{ ValueType }, { OTLPMetricExporter }, { resourceFromAttributes }, sdkMetrics] =
+    await Promise.all([
+      import("@opentelemetry/api"),
+      import("@opentelemetry/exporter-metrics-otlp-grpc"),
+      import("@opentelemetry/resources"),
+      import("@opentelemetry/sdk-metrics"),
+    ]);
+  const { MeterProvider, PeriodicExportingMetricReader } = sdkMetrics;
   const { intervalMs: interval, timeoutMs: timeout } = metricExportTiming(env);
   // A collector that is down is one WARN line and its return one INFO line (runtime-kit's
   // otlp-export.ts); the SDK's own diagnostics go to the same log, without that repetition.
-  routeOtelDiagnostics(logger);
+  await routeOtelDiagnostics(logger);
   const exporter = watchOtlpExport(
     new OTLPMetricExporter({ url: endpoint, timeoutMillis: timeout }),
     new OtlpExportHealth({ endpoint, logger }),

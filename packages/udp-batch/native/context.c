@@ -126,13 +126,18 @@ static void read_options(napi_env env, ctx_t* c, napi_value options) {
   c->nbounds = len;
 }
 
-/** A zeroed ArrayBuffer of `bytes` named `name` in `result`, held by refs[slot]; its memory. */
+/**
+ * A zeroed ArrayBuffer of `bytes` named `name` in `result`, held by refs[slot]; its memory.
+ * V8's allocator hands an ArrayBuffer zeroed memory (Node's: calloc), so it is not cleared again
+ * here: for the 4 MB of receive slots that would make every page resident at start, where a
+ * slot's pages otherwise become resident only as datagrams that long arrive (an idle relay
+ * held ~5 MB per engine for nothing; bench/README.md, "Footprint").
+ */
 static void* share(napi_env env, ctx_t* c, napi_value result, int slot, const char* name,
                    size_t bytes) {
   napi_value ab;
   void* data;
   if (napi_create_arraybuffer(env, bytes, &data, &ab) != napi_ok) return NULL;
-  memset(data, 0, bytes);
   napi_create_reference(env, ab, 1, &c->refs[slot]);
   napi_set_named_property(env, result, name, ab);
   return data;

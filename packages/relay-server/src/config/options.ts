@@ -474,7 +474,7 @@ export const OPTIONS = {
     group: "Operations",
     reload: "restart",
     describe:
-      "relay engines, one per worker thread, each with its own SO_REUSEPORT sockets and slice of the relay ports; limits hold for the process as a whole (auto = available cores)",
+      "relay engines, one per worker thread, each with its own SO_REUSEPORT sockets and slice of the relay ports; limits hold for the process as a whole (auto = 1 up to two cores, else one per core beyond the first)",
     placeholder: "N|auto",
     defaultText: "auto",
     default: "auto",

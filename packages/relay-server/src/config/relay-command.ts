@@ -242,14 +242,15 @@ function resolveTokens(
 }
 
 /**
- * 5. --workers: `auto` is the cores this process may use. Workers share their listening ports
- * with SO_REUSEPORT; node:dgram offers it from Node 22.12 on (the batched path always can).
+ * 5. --workers: `auto` is autoWorkers(the cores this process may use). Workers share their
+ * listening ports with SO_REUSEPORT; node:dgram offers it from Node 22.12 on (the batched path
+ * always can).
  */
 function resolveWorkers(
   asked: number | "auto",
   udpIo: UdpIoMode,
 ): { workers: number; workersNote: string | undefined } {
-  const workers = asked === "auto" ? availableParallelism() : asked;
+  const workers = asked === "auto" ? autoWorkers(availableParallelism()) : asked;
   if (workers > 1 && udpIo === "dgram" && !dgramReusePort()) {
     return {
       workers: 1,
@@ -257,6 +258,21 @@ function resolveWorkers(
     };
   }
   return { workers, workersNote: undefined };
+}
+
+/**
+ * What `--workers auto` means on a host with `cores` cores: one engine on the main thread up to
+ * two cores, else one worker per core beyond the first. A packet a relay forwards costs the
+ * kernel (softirq, the socket layer) about as much CPU as the engine, and a worker beyond one
+ * adds a supervisor thread and an isolate of its own; on two cores a second engine only takes
+ * CPU from the kernel's half of the work. Measured on a 2-core EPYC (bench/README.md,
+ * "Footprint"): server CPU per relayed packet 0.67x coturn's with --workers 1 against 1.13x
+ * with 2 (coturn's own load client: 0.80-0.91x against 1.16-1.26x); setups/s and churn
+ * cycles/s no better with 2 either; idle RSS 74 MB against 122 MB. Hosts with more cores than
+ * two were not measured here: there the first core is left to the kernel and the supervisor.
+ */
+export function autoWorkers(cores: number): number {
+  return cores <= 2 ? 1 : cores - 1;
 }
 
 function dgramReusePort(): boolean {

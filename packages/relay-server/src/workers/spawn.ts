@@ -8,6 +8,22 @@ import type { SupervisorMessage, WorkerInit, WorkerMessage, WorkerReady } from "
 const READY_TIMEOUT_MS = 15_000;
 /** Waits before restarting a worker that died, longer the more often it did. */
 const RESTART_DELAYS_MS = [200, 500, 1000, 2000, 5000];
+/**
+ * Each worker is a V8 isolate with a heap of its own. Its young generation follows the
+ * process's --max-semi-space-size (V8 flags are process-wide), which the launcher sets
+ * (bin/turnpike-relay.js's #! line); started without it (`node dist/cli.js`), a worker gets the
+ * same small young generation here: 3 MB is V8's young generation for a 1 MB semi-space.
+ * Measured in bench/README.md, "Footprint". The old generation is left unbounded: it holds the
+ * allocations (--max-allocations bounds those), and a cap would turn a busy hour into a worker
+ * that dies out of memory.
+ */
+const WORKER_YOUNG_GENERATION_MB = 3;
+const workerResourceLimits = [
+  ...process.execArgv,
+  ...(process.env.NODE_OPTIONS ?? "").split(/\s+/),
+].some((flag) => /^--max[-_]semi[-_]space[-_]size\b/.test(flag))
+  ? undefined
+  : { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB };
 
 /** Worker number `index`: the thread that holds the place now, if any. */
 export class WorkerSlot {
@@ -56,7 +72,10 @@ export function spawnWorker(
   init: WorkerInit,
   events: WorkerEvents,
 ): Promise<WorkerReady> {
-  const worker = new Worker(new URL("./worker.js", import.meta.url), { workerData: init });
+  const worker = new Worker(new URL("./worker.js", import.meta.url), {
+    workerData: init,
+    ...(workerResourceLimits && { resourceLimits: workerResourceLimits }),
+  });
   slot.worker = worker;
   slot.ready = false;
   return new Promise((resolve, reject) => {

@@ -1,0 +1,84 @@
+// A connector without a collector loads none of OpenTelemetry (SDK, gRPC exporter, API): on a
+// customer's small VM what is not configured must cost no memory. Every module the real
+// turnpike-tunnel process resolves is recorded by a module hook (test-support's
+// module-recorder); with OTLP configured the record shows the SDK, so it sees what loads.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import {
+  MODULE_RECORDER_LAUNCHER,
+  moduleRecorderEnv,
+} from "@turnpike/test-support/module-recorder";
+import { freePort } from "@turnpike/test-support/ports";
+import { sleep, spawnManaged } from "@turnpike/test-support/process";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cleanEnv, TUNNEL_BIN } from "./harness.js";
+
+describe("turnpike-tunnel loads OpenTelemetry only when OTLP is configured", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), "turnpike-tunnel-modules-"));
+  });
+  afterAll(() => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The OpenTelemetry and gRPC packages a started tunnel resolved (its relay is not there). */
+  async function otelPackages(name: string, env: Record<string, string>): Promise<string[]> {
+    const file = path.join(dir, `${name}.txt`);
+    const relayPort = await freePort();
+    const proc = spawnManaged(
+      process.execPath,
+      [
+        MODULE_RECORDER_LAUNCHER,
+        "--relay",
+        `turn:127.0.0.1:${relayPort}?transport=tcp`,
+        "--expose",
+        "x=tcp://127.0.0.1:9",
+        "--allow-peer",
+        "127.0.0.1",
+        "--log-level",
+        "info",
+      ],
+      {
+        env: cleanEnv({
+          TURNPIKE_TOKEN: "lazy-telemetry-token",
+          ...moduleRecorderEnv(TUNNEL_BIN, file),
+          ...env,
+        }),
+      },
+    );
+    try {
+      // Metrics start before the supervisor, whose start is the "started" line.
+      for (let i = 0; i < 150 && !/ INFO started\b/.test(proc.stderr); i++) {
+        if (proc.exited) throw new Error(`turnpike-tunnel exited:\n${proc.stderr}`);
+        await sleep(100);
+      }
+      expect(proc.stderr).toMatch(/ INFO started\b/);
+    } finally {
+      await proc.stop("SIGTERM", 3000);
+    }
+    const urls = readFileSync(file, "utf8").split("\n");
+    return [
+      ...new Set(
+        urls
+          .filter((u) => /\/@opentelemetry\/|\/@grpc\//.test(u))
+          .map((u) => /\/node_modules\/(@[^/]+\/[^/]+)\//.exec(u)?.[1] ?? u),
+      ),
+    ].sort();
+  }
+
+  it("without OTLP: no @opentelemetry or @grpc module at all", async () => {
+    expect(await otelPackages("none", {})).toEqual([]);
+  });
+
+  it("with OTLP: the SDK and the gRPC exporter", async () => {
+    const loaded = await otelPackages("otlp", {
+      OTLP_GRPC_ENDPOINT: `127.0.0.1:${await freePort()}`,
+      OTEL_METRIC_EXPORT_INTERVAL: "600000",
+    });
+    expect(loaded).toContain("@opentelemetry/sdk-metrics");
+    expect(loaded).toContain("@opentelemetry/exporter-metrics-otlp-grpc");
+    expect(loaded).toContain("@grpc/grpc-js");
+  });
+});

@@ -1,0 +1,20 @@
+// Which modules a CLI loads, read from the outside: MODULE_RECORDER_LAUNCHER is a launcher that
+// registers module-recorder-hooks.ts (every URL the main thread resolves, one a line, into
+// MODULE_RECORD_FILE) and then imports the launcher in MODULE_RECORD_BIN, as `node BIN` would.
+// Used to prove what a process does not load (OpenTelemetry without a collector).
+import { register } from "node:module";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+export const MODULE_RECORDER_LAUNCHER = fileURLToPath(import.meta.url);
+
+/** The environment that makes MODULE_RECORDER_LAUNCHER record into `file` and start `bin`. */
+export function moduleRecorderEnv(bin: string, file: string): Record<string, string> {
+  return { MODULE_RECORD_BIN: bin, MODULE_RECORD_FILE: file };
+}
+
+const bin = process.env.MODULE_RECORD_BIN;
+const out = process.env.MODULE_RECORD_FILE;
+if (bin !== undefined && out !== undefined && process.argv[1] === MODULE_RECORDER_LAUNCHER) {
+  register(new URL("./module-recorder-hooks.js", import.meta.url), { data: { out } });
+  await import(pathToFileURL(bin).href);
+}
