@@ -11,6 +11,21 @@ export async function allocationsScenario(ctx: ScenarioContext): Promise<Scenari
   const pid = server.pid;
   // A fixed peer address: permissions and channels need not reach anything here.
   const peers = [{ address: "127.0.0.1", port: 9 }];
+  // Warm-up, as the relay and churn scenarios have: a tenth of the bound (at most 1,000) set up
+  // and closed before the window, so the figures are what a setup costs a running relay and
+  // not V8 compiling the request path, a one-time cost (1.4-1.9 s of compile-thread CPU in a
+  // 10,000-setup run, bench/README "Setup and churn profile") that coturn, compiled ahead of
+  // time, never pays. Both servers get the same warm-up.
+  const warm = await openAllocations({
+    server,
+    transport: opts.transport,
+    count: Math.min(1000, Math.ceil(bound / 10)),
+    peers,
+    bind: true,
+    concurrency: 64,
+    userPrefix: "warm",
+  });
+  await closeAll(warm.opened);
   await new Promise((r) => setTimeout(r, 200));
   const rss0 = pid ? rssBytes(pid) : undefined;
   const cpu0 = pid ? cpuMicros(pid) : undefined;
@@ -48,7 +63,7 @@ export async function allocationsScenario(ctx: ScenarioContext): Promise<Scenari
   const attempted = live + open.failures;
   const seconds = open.elapsedMs / 1000;
   const notes = [
-    `bound ${bound} allocations over ${opts.transport.toUpperCase()}, 64 in flight, one client socket each`,
+    `bound ${bound} allocations over ${opts.transport.toUpperCase()}, 64 in flight, one client socket each, after ${warm.opened.length} warm-up setups opened and closed`,
   ];
   if (open.failures > 0) notes.push(`${open.failures} setups failed; first: ${open.firstError}`);
   try {
