@@ -132,7 +132,16 @@ describe("turnpike-relay started from the workspace", () => {
         );
         expect(stopped.output).toContain("INFO stopped");
         expect(stopped.output).not.toContain("second signal");
-        if (!viaPnpmExec) expect(stopped.exit).toEqual({ code: 0, signal: null });
+        // The exit status is the starter's. Under `pnpm start` pnpm got the terminal's SIGINT
+        // too and, when the relay has already exited 0, has been seen to end by that signal
+        // (once in two CI runs on Node 26, never alone): that is pnpm's own ending, the relay's
+        // is the output above, no survivor and its ports free.
+        if (start.name === "pnpm start") {
+          expect([
+            { code: 0, signal: null },
+            { code: null, signal: "SIGINT" },
+          ]).toContainEqual(stopped.exit);
+        } else if (!viaPnpmExec) expect(stopped.exit).toEqual({ code: 0, signal: null });
         expect(stopped.survivors).toEqual([]);
         await expectPortsFree(ports);
       } finally {

@@ -197,4 +197,15 @@ describe("allocation ownership (RFC 8656 §5)", () => {
     expect(h.server.stats.authFailures["wrong-credentials"]).toBe(2);
     expect(alice.refresh(600).code).toBe(0);
   });
+
+  it("answers a new Allocate from another user on a 5-tuple in use with 437 (taken), not 441, and leaves the allocation alone", () => {
+    const h = new Harness();
+    const alice = new TestClient(h);
+    expect(alice.allocate().code).toBe(0);
+    // Bob on alice's 5-tuple, as a program that got her stale allocation's ephemeral port.
+    const bob = new TestClient(h, { username: "bob" });
+    expect(bob.allocate().code).toBe(437);
+    expect(h.server.stats.authFailures["wrong-credentials"]).toBe(0);
+    expect(alice.refresh(600).code).toBe(0);
+  });
 });

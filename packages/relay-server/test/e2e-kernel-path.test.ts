@@ -263,7 +263,9 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
         // What passed, both ways, within the burst plus what the rate refilled meanwhile.
         const passed = relayed.kernel.toPeer + relayed.kernel.toClient;
         expect(passed * 1000).toBeLessThanOrEqual(RATE + RATE * elapsed + 1000);
-        expect(relayed.kernel.toPeer).toBeGreaterThan(50);
+        // The burst (a second's worth: 100 datagrams) is shared with the echoes, about half
+        // each; what the rate refills during the few ms of the stream adds a datagram or two.
+        expect(relayed.kernel.toPeer).toBeGreaterThanOrEqual(40);
         expect(relayed.kernel.toPeer).toBeLessThan(400);
         expect(atPeer).toHaveLength(relayed.kernel.toPeer);
         expect(echoed).toHaveLength(relayed.kernel.toClient);

@@ -11,6 +11,7 @@
  *   Connect, ConnectionBind        tcp-relay.ts (RFC 6062 §5.2, §5.4)
  */
 
+import { constantTimeEqual } from "../auth/constant-time.js";
 import { AttributeType, ErrorCode, MessageClass, Method } from "../codec/constants.js";
 import type { StunMessage } from "../codec/message.js";
 import type { AllocateRequests } from "./allocate.js";
@@ -104,7 +105,16 @@ export class ClientRequests {
       return;
     }
     const allocation = client?.allocation;
-    if (allocation !== undefined && allocation.principal !== auth.principal) {
+    // A new Allocate from another user on a 5-tuple in use is not about that allocation: the
+    // 5-tuple is taken, 437 (RFC 8656 §7.2, allocate.ts), which clients recover from by
+    // allocating from another port (a stale allocation of an earlier program on a reused
+    // ephemeral port: coturn's uclient retries on 437 and gives up on 441). A replay of the
+    // allocation's own Allocate is about it.
+    const anotherAllocate =
+      msg.method === Method.Allocate &&
+      allocation !== undefined &&
+      !constantTimeEqual(allocation.transactionId, msg.transactionId);
+    if (allocation !== undefined && allocation.principal !== auth.principal && !anotherAllocate) {
       // RFC 8656 §5: requests about an allocation come from the user that created it. For TURN
       // REST credentials that is the <user> part: the timestamp part is renewed over time
       // (coturn's uclient -W mints a fresh one per request, and coturn accepts it). A static
