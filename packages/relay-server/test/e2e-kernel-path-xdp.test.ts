@@ -17,25 +17,13 @@ import {
   type KernelNet,
   makeKernelNet,
   pathReport,
+  type Received,
   relayedPackets,
   startRelayIn,
+  waitFor,
 } from "./kernel-netns.js";
 
 const unavailable = netnsUnavailable(["ethtool", "bpftool"], "relay-server kernel-path suite");
-
-interface Received {
-  hex: string;
-  stamp?: { at: number; seq: number };
-}
-
-async function waitFor<T>(read: () => Promise<T[]>, count: number, ms = 5000): Promise<T[]> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const list = await read();
-    if (list.length >= count || Date.now() > end) return list;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** Interfaces of the relay's namespace with an XDP program attached (`ip link` says "xdp"). */
 function withXdp(net: KernelNet): string[] {

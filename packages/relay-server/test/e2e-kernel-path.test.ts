@@ -23,26 +23,14 @@ import {
   makeKernelNet,
   mapEntries,
   pathReport,
+  type Received,
   relayedPackets,
   startRelayIn,
   tcxPrograms,
+  waitFor,
 } from "./kernel-netns.js";
 
 const unavailable = netnsUnavailable(["ethtool", "bpftool"], "relay-server kernel-path suite");
-
-interface Received {
-  hex: string;
-  stamp?: { at: number; seq: number };
-}
-
-async function waitFor<T>(read: () => Promise<T[]>, count: number, ms = 5000): Promise<T[]> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const list = await read();
-    if (list.length >= count || Date.now() > end) return list;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces", () => {
   const tag = uniqueTag("tpe");

@@ -119,6 +119,22 @@ export async function startRelayIn(
   }
 }
 
+/** A datagram an agent received: its bytes, and the generator's stamp when it carries one. */
+export interface Received {
+  hex: string;
+  stamp?: { at: number; seq: number };
+}
+
+/** What `read` returns once it holds `count` items, or what it holds after `ms`. */
+export async function waitFor<T>(read: () => Promise<T[]>, count: number, ms = 5000): Promise<T[]> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const list = await read();
+    if (list.length >= count || Date.now() > end) return list;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** What the relay says of the path it runs: /readyz (parsed) and /metrics (text). */
 export async function pathReport(
   net: KernelNet,
