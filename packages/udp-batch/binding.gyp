@@ -9,6 +9,7 @@
         "native/layout.c",
         "native/receive.c",
         "native/sockets.c",
+        "native/splice_pipe.c",
         "native/transmit.c"
       ],
       "defines": [],

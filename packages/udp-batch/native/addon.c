@@ -314,6 +314,10 @@ NAPI_MODULE_INIT() {
       FUNCTION("dupFd", js_dup_fd),
       FUNCTION("closeFd", js_close_fd),
       FUNCTION("fdPort", js_fd_port),
+      FUNCTION("splicePipe", js_splice_pipe),
+      FUNCTION("splicePipeCounters", js_splice_pipe_counters),
+      FUNCTION("splicePipeEnd", js_splice_pipe_end),
+      FUNCTION("splicePipeClose", js_splice_pipe_close),
       // The shared memory layout (layout.h), which src/layout.ts checks at load.
       {"layout", NULL, NULL, NULL, NULL, layout, napi_enumerable, NULL},
   };

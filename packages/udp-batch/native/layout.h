@@ -94,6 +94,14 @@ enum counter {
   C_COUNT
 };
 
+// ---- Splice pipe counters (splice_pipe.c; float64) --------------------------------------
+// splicePipeCounters(pipe, out) writes these into `out`: A is the pipe's first socket.
+#define SPLICE_A_TO_B_BYTES 0
+#define SPLICE_B_TO_A_BYTES 1
+#define SPLICE_A_TO_B_CHUNKS 2 /* splice calls that wrote to B */
+#define SPLICE_B_TO_A_CHUNKS 3
+#define SPLICE_COUNTERS 4
+
 // The layout's own consistency, checked by the compiler.
 _Static_assert(SLOT_SIZE >= HEADROOM + MAX_DATAGRAM && SLOT_SIZE % 8 == 0,
                "a slot holds the headroom and the largest datagram, 8-byte aligned");
@@ -115,6 +123,8 @@ _Static_assert(MAX_TAGS <= 32, "tags fit the 32-bit bucketTags mask");
   X(MAX_TAGS) X(MAX_BUCKETS) X(ST_PACKETS) X(ST_BYTES) X(ST_BUCKETS) X(ST_DROPS) X(ST_COUNTERS)  \
   X(ST_SIZE)                                                                                    \
   X(C_RECV_CALLS) X(C_SEND_CALLS) X(C_RX_PACKETS) X(C_BATCHES) X(C_EAGAIN) X(C_BACKLOG_BYTES)    \
-  X(C_WAKEUPS)
+  X(C_WAKEUPS)                                                                                  \
+  X(SPLICE_A_TO_B_BYTES) X(SPLICE_B_TO_A_BYTES) X(SPLICE_A_TO_B_CHUNKS) X(SPLICE_B_TO_A_CHUNKS)  \
+  X(SPLICE_COUNTERS)
 
 #endif

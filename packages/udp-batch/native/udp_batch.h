@@ -25,7 +25,8 @@
 // The other files: sockets.c (the socket table, handles and generations, the epoll set),
 // fd_helpers.c (sockets made for a supervisor: UDP and steered TCP listeners, duplicates),
 // context.c (a context's life: arenas, libuv poll, the batch callback), addon.c (the functions
-// JavaScript calls), layout.c (the shared layout handed to JavaScript at load).
+// JavaScript calls), layout.c (the shared layout handed to JavaScript at load), splice_pipe.c
+// (a zero-copy TCP-to-TCP byte pipe for an RFC 6062 relay, on its own uv polls, no context).
 //
 // Counters live in a Float64Array (`stats`) the runtime reads when metrics are collected.
 // One context per JavaScript environment (main thread or worker): the addon is context-aware.
@@ -179,6 +180,13 @@ int tcp_bound(uint32_t family, const struct sockaddr_storage* ss, socklen_t sl,
 int dup_cloexec(int fd);
 int dup_nonblocking(int original, uint32_t* family, const char** failed);
 int fd_port(int fd);
+
+// ---- splice_pipe.c: a zero-copy TCP <-> TCP pipe ----------------------------------------
+
+napi_value js_splice_pipe(napi_env env, napi_callback_info info);
+napi_value js_splice_pipe_counters(napi_env env, napi_callback_info info);
+napi_value js_splice_pipe_end(napi_env env, napi_callback_info info);
+napi_value js_splice_pipe_close(napi_env env, napi_callback_info info);
 
 // ---- addon.c and layout.c: Node-API helpers -------------------------------------------
 

@@ -23,6 +23,11 @@ import {
   checkLayout,
   HEADROOM,
   SLOT_SIZE,
+  SPLICE_A_TO_B_BYTES,
+  SPLICE_A_TO_B_CHUNKS,
+  SPLICE_B_TO_A_BYTES,
+  SPLICE_B_TO_A_CHUNKS,
+  SPLICE_COUNTERS,
   type StatsLayout,
   TX_ADDR,
   TX_ARENA,
@@ -94,6 +99,10 @@ interface NativeBinding {
   dupFd(fd: number): number;
   closeFd(fd: number): void;
   fdPort(fd: number): number;
+  splicePipe(fdA: number, fdB: number, onEnd: (errno: number) => void): object;
+  splicePipeCounters(pipe: object, out: Float64Array): void;
+  splicePipeEnd(pipe: object): void;
+  splicePipeClose(pipe: object): boolean;
 }
 
 export interface BatchIoOptions {
@@ -232,6 +241,69 @@ export function fdPort(fd: number): number {
 /** Close a descriptor this process made with bindUdp, tcpListen or dupFd. */
 export function closeFd(fd: number): void {
   binding().closeFd(fd);
+}
+
+/** What a SplicePipe moved so far: bytes written to each side, and the splice calls. */
+export interface SplicePipeCounters {
+  readonly aToBBytes: number;
+  readonly bToABytes: number;
+  readonly aToBChunks: number;
+  readonly bToAChunks: number;
+}
+
+/**
+ * A zero-copy byte pipe between two connected TCP sockets (splice(2) through a kernel pipe per
+ * direction, on the event loop: native/splice_pipe.c). It works on duplicates of `fdA` and
+ * `fdB`: the caller keeps its own fds, must neither read nor write them while the pipe runs
+ * (a net.Socket: stop its reading first), and closes them after the pipe ended. Each side's
+ * FIN is passed on as shutdown(SHUT_WR) of the other; the pipe ends when both were, or on an
+ * error of either socket, and `onEnd(errno)` runs (0: both directions ended cleanly; never
+ * inside a call of this class). Holds 6 fds while it runs: 2 duplicates, 4 kernel pipe ends.
+ * Throws (`code` EMFILE, ...) when they cannot be made, or when the module is unavailable.
+ */
+export class SplicePipe {
+  private readonly native: NativeBinding;
+  private readonly pipe: object;
+  private readonly out = new Float64Array(SPLICE_COUNTERS);
+  private running = true;
+
+  constructor(fdA: number, fdB: number, onEnd: (errno: number) => void) {
+    this.native = binding();
+    this.pipe = this.native.splicePipe(fdA, fdB, (errno) => {
+      this.running = false;
+      onEnd(errno);
+    });
+  }
+
+  /** Still moving bytes (neither ended nor closed). */
+  get active(): boolean {
+    return this.running;
+  }
+
+  counters(): SplicePipeCounters {
+    const o = this.out;
+    this.native.splicePipeCounters(this.pipe, o);
+    return {
+      aToBBytes: o[SPLICE_A_TO_B_BYTES]!,
+      bToABytes: o[SPLICE_B_TO_A_BYTES]!,
+      aToBChunks: o[SPLICE_A_TO_B_CHUNKS]!,
+      bToAChunks: o[SPLICE_B_TO_A_CHUNKS]!,
+    };
+  }
+
+  /**
+   * Stop reading both sockets, write out what the kernel pipes hold, shut both down for
+   * writing; then `onEnd` as for a pipe that ended by itself.
+   */
+  end(): void {
+    this.native.splicePipeEnd(this.pipe);
+  }
+
+  /** Close its fds now (what the kernel pipes hold is lost); `onEnd` does not run. */
+  close(): void {
+    this.running = false;
+    this.native.splicePipeClose(this.pipe);
+  }
 }
 
 export class BatchIo {

@@ -41,6 +41,13 @@ export const CTL_TX_BYTES = 1;
 
 export const MAX_TAGS = 16;
 
+// splicePipeCounters' output (native/splice_pipe.c): A is the pipe's first socket.
+export const SPLICE_A_TO_B_BYTES = 0;
+export const SPLICE_B_TO_A_BYTES = 1;
+export const SPLICE_A_TO_B_CHUNKS = 2;
+export const SPLICE_B_TO_A_CHUNKS = 3;
+export const SPLICE_COUNTERS = 4;
+
 /** Why the module dropped a packet, in the order of the native counters. */
 export const BATCH_DROP_REASONS = [
   "send-queue-full",
@@ -84,6 +91,11 @@ const COMPILED_IN = {
   CTL_TX_COUNT,
   CTL_TX_BYTES,
   MAX_TAGS,
+  SPLICE_A_TO_B_BYTES,
+  SPLICE_B_TO_A_BYTES,
+  SPLICE_A_TO_B_CHUNKS,
+  SPLICE_B_TO_A_CHUNKS,
+  SPLICE_COUNTERS,
 } as const;
 
 /** The counters' indices after ST_COUNTERS (layout.h's enum counter). */

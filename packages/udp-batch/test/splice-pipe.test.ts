@@ -1,0 +1,201 @@
+// SplicePipe: two connected TCP sockets joined in the kernel (splice(2), native/splice_pipe.c).
+// Each test joins the accepted ends of two loopback connections and talks through the other
+// ends: bytes both ways exactly, each FIN passed on, a reset ending the pipe, a graceful end,
+// counters, and every fd given back.
+import { createHash, randomBytes } from "node:crypto";
+import { readdirSync } from "node:fs";
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { batchIoAvailability, SplicePipe } from "../src/index.js";
+
+const describeNative = batchIoAvailability().available ? describe : describe.skip;
+
+/** The accepted end of a loopback connection, never read by Node, and the connecting end. */
+interface Leg {
+  readonly outer: net.Socket;
+  readonly inner: net.Socket;
+  readonly fd: number;
+}
+
+let server: net.Server;
+const accepted: net.Socket[] = [];
+const waiting: ((s: net.Socket) => void)[] = [];
+
+beforeAll(async () => {
+  // pauseOnConnect: Node never starts reading the accepted socket, so its bytes stay in the
+  // kernel for the pipe.
+  server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
+    const w = waiting.shift();
+    if (w) w(s);
+    else accepted.push(s);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+});
+
+afterAll(() => server.close());
+
+async function leg(): Promise<Leg> {
+  const port = (server.address() as net.AddressInfo).port;
+  const inner = new Promise<net.Socket>((r) => {
+    const s = accepted.shift();
+    if (s) r(s);
+    else waiting.push(r);
+  });
+  const outer = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true });
+  await new Promise<void>((r) => outer.once("connect", () => r()));
+  const s = await inner;
+  const fd = (s as unknown as { _handle: { fd: number } })._handle.fd;
+  return { outer, inner: s, fd };
+}
+
+/** Everything `socket` receives until its FIN. */
+function received(socket: net.Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  socket.on("data", (c: Buffer) => chunks.push(c));
+  return new Promise((resolve, reject) => {
+    socket.once("end", () => resolve(Buffer.concat(chunks)));
+    socket.once("error", reject);
+  });
+}
+
+function sha(b: Buffer): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+function openFds(): number {
+  return readdirSync("/proc/self/fd").length;
+}
+
+interface Joined {
+  readonly a: Leg;
+  readonly b: Leg;
+  readonly pipe: SplicePipe;
+  readonly ended: Promise<number>;
+}
+
+async function joined(): Promise<Joined> {
+  const a = await leg();
+  const b = await leg();
+  let done!: (errno: number) => void;
+  const ended = new Promise<number>((r) => {
+    done = r;
+  });
+  const pipe = new SplicePipe(a.fd, b.fd, (errno) => {
+    // The caller closes its own fds once the pipe ended.
+    a.inner.destroy();
+    b.inner.destroy();
+    done(errno);
+  });
+  return { a, b, pipe, ended };
+}
+
+describeNative("SplicePipe", () => {
+  it("moves 16 MiB each way at once, byte for byte, and counts them", async () => {
+    const { a, b, pipe, ended } = await joined();
+    const toB = randomBytes(16 << 20);
+    const toA = randomBytes(16 << 20);
+    const atB = received(b.outer);
+    const atA = received(a.outer);
+    a.outer.end(toB);
+    b.outer.end(toA);
+    const [gotB, gotA] = await Promise.all([atB, atA]);
+    expect(sha(gotB)).toBe(sha(toB));
+    expect(sha(gotA)).toBe(sha(toA));
+    expect(await ended).toBe(0);
+    const c = pipe.counters();
+    expect(c.aToBBytes).toBe(toB.length);
+    expect(c.bToABytes).toBe(toA.length);
+    expect(c.aToBChunks).toBeGreaterThan(0);
+    expect(pipe.active).toBe(false);
+  });
+
+  it("passes on a FIN one way while the other way keeps flowing", async () => {
+    const { a, b, ended } = await joined();
+    const atB = received(b.outer);
+    a.outer.end(Buffer.from("from a, then done"));
+    expect((await atB).toString()).toBe("from a, then done");
+    // A half-closed: B still reaches A.
+    const atA = received(a.outer);
+    b.outer.write("b still talks");
+    b.outer.end(" and ends");
+    expect((await atA).toString()).toBe("b still talks and ends");
+    expect(await ended).toBe(0);
+  });
+
+  it("passes on B's FIN first just as well", async () => {
+    const { a, b, ended } = await joined();
+    const atA = received(a.outer);
+    b.outer.end("b is done");
+    expect((await atA).toString()).toBe("b is done");
+    const atB = received(b.outer);
+    a.outer.end("a answers late");
+    expect((await atB).toString()).toBe("a answers late");
+    expect(await ended).toBe(0);
+  });
+
+  it("ends with an errno when one side resets, and the other side is closed", async () => {
+    const { a, b, ended } = await joined();
+    const atB = received(b.outer);
+    a.outer.resetAndDestroy();
+    expect(await ended).toBeGreaterThan(0);
+    // The caller closed its fds in onEnd: B's connection ends.
+    expect((await atB).length).toBe(0);
+  });
+
+  it("holds the sender back while the receiver does not read, then delivers everything", async () => {
+    const { a, b, ended } = await joined();
+    b.outer.pause();
+    const data = randomBytes(32 << 20);
+    let flushed = false;
+    a.outer.write(data, () => {
+      flushed = true;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    // 32 MiB cannot fit in loopback socket buffers and one kernel pipe: the writer waits.
+    expect(flushed).toBe(false);
+    const atB = received(b.outer);
+    b.outer.resume();
+    a.outer.end();
+    expect(sha(await atB)).toBe(sha(data));
+    b.outer.end();
+    expect(await ended).toBe(0);
+  });
+
+  it("end() writes out what it holds, then shuts both sides and reports", async () => {
+    const { a, b, pipe, ended } = await joined();
+    const atB = received(b.outer);
+    const atA = received(a.outer);
+    a.outer.write("last words");
+    await new Promise((r) => setTimeout(r, 50));
+    pipe.end();
+    expect((await atB).toString()).toBe("last words");
+    expect((await atA).length).toBe(0);
+    expect(await ended).toBe(0);
+  });
+
+  it("gives back every fd after many pipes opened and closed", async () => {
+    const before = openFds();
+    for (let i = 0; i < 50; i++) {
+      const { a, b, pipe } = await joined();
+      expect(pipe.active).toBe(true);
+      pipe.close();
+      expect(pipe.active).toBe(false);
+      for (const s of [a.inner, b.inner, a.outer, b.outer]) s.destroy();
+    }
+    for (let i = 0; i < 20; i++) {
+      const { a, b, ended } = await joined();
+      a.outer.end();
+      b.outer.end();
+      await ended;
+      a.outer.destroy();
+      b.outer.destroy();
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    expect(openFds()).toBe(before);
+  });
+
+  it("refuses fds that are not two distinct sockets' numbers", () => {
+    expect(() => new SplicePipe(-1, 3, () => {})).toThrow(/splicePipe/);
+    expect(() => new SplicePipe(5, 5, () => {})).toThrow(/splicePipe/);
+  });
+});
