@@ -315,6 +315,7 @@ NAPI_MODULE_INIT() {
       FUNCTION("closeFd", js_close_fd),
       FUNCTION("fdPort", js_fd_port),
       FUNCTION("splicePipe", js_splice_pipe),
+      FUNCTION("splicePipeStart", js_splice_pipe_start),
       FUNCTION("splicePipeCounters", js_splice_pipe_counters),
       FUNCTION("splicePipeEnd", js_splice_pipe_end),
       FUNCTION("splicePipeClose", js_splice_pipe_close),

@@ -216,7 +216,8 @@ static splice_pipe_t* pipe_arg(napi_env env, napi_value v) {
   return data;
 }
 
-// splicePipe(fdA, fdB, onEnd) -> pipe: relay A <-> B on duplicates of the two sockets.
+// splicePipe(fdA, fdB, onEnd) -> pipe: relay A <-> B on duplicates of the two sockets, once
+// started (splicePipeStart).
 napi_value js_splice_pipe(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -284,10 +285,24 @@ napi_value js_splice_pipe(napi_env env, napi_callback_info info) {
   napi_add_env_cleanup_hook(env, on_env_cleanup, p);
   napi_value out;
   napi_create_external(env, p, on_external_finalize, NULL, &out);
-  // Level-triggered polls: bytes already waiting in a socket are seen on the next loop turn.
-  // Nothing runs now, so onEnd never comes inside this call.
-  rearm(p);
   return out;
+}
+
+// splicePipeStart(pipe): start moving bytes. Separate from splicePipe so that the caller can
+// first write out what it already read from either socket (bytes read before the pipe go
+// before the pipe's). Level-triggered polls: bytes already waiting in a socket are seen on
+// the next loop turn; nothing is moved inside this call, so onEnd never comes from it.
+napi_value js_splice_pipe_start(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  splice_pipe_t* p = argc < 1 ? NULL : pipe_arg(env, argv[0]);
+  if (p == NULL) {
+    napi_throw_type_error(env, NULL, "udp-batch: splicePipeStart(pipe)");
+    return NULL;
+  }
+  if (!p->ended) rearm(p);
+  return NULL;
 }
 
 // splicePipeCounters(pipe, Float64Array(SPLICE_COUNTERS)): bytes and chunks, each way.

@@ -184,6 +184,7 @@ int fd_port(int fd);
 // ---- splice_pipe.c: a zero-copy TCP <-> TCP pipe ----------------------------------------
 
 napi_value js_splice_pipe(napi_env env, napi_callback_info info);
+napi_value js_splice_pipe_start(napi_env env, napi_callback_info info);
 napi_value js_splice_pipe_counters(napi_env env, napi_callback_info info);
 napi_value js_splice_pipe_end(napi_env env, napi_callback_info info);
 napi_value js_splice_pipe_close(napi_env env, napi_callback_info info);

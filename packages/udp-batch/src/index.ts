@@ -100,6 +100,7 @@ interface NativeBinding {
   closeFd(fd: number): void;
   fdPort(fd: number): number;
   splicePipe(fdA: number, fdB: number, onEnd: (errno: number) => void): object;
+  splicePipeStart(pipe: object): void;
   splicePipeCounters(pipe: object, out: Float64Array): void;
   splicePipeEnd(pipe: object): void;
   splicePipeClose(pipe: object): boolean;
@@ -253,9 +254,10 @@ export interface SplicePipeCounters {
 
 /**
  * A zero-copy byte pipe between two connected TCP sockets (splice(2) through a kernel pipe per
- * direction, on the event loop: native/splice_pipe.c). It works on duplicates of `fdA` and
- * `fdB`: the caller keeps its own fds, must neither read nor write them while the pipe runs
- * (a net.Socket: stop its reading first), and closes them after the pipe ended. Each side's
+ * direction, on the event loop: native/splice_pipe.c), moving bytes from `start()` on (so the
+ * caller can first write what it already read). It works on duplicates of `fdA` and `fdB`:
+ * the caller keeps its own fds, must neither read nor write them while the pipe runs (a
+ * net.Socket: stop its reading first), and closes them after the pipe ended. Each side's
  * FIN is passed on as shutdown(SHUT_WR) of the other; the pipe ends when both were, or on an
  * error of either socket, and `onEnd(errno)` runs (0: both directions ended cleanly; never
  * inside a call of this class). Holds 6 fds while it runs: 2 duplicates, 4 kernel pipe ends.
@@ -275,7 +277,12 @@ export class SplicePipe {
     });
   }
 
-  /** Still moving bytes (neither ended nor closed). */
+  /** Start moving bytes (once; the constructor does not). */
+  start(): void {
+    this.native.splicePipeStart(this.pipe);
+  }
+
+  /** Still moving bytes, or able to once started (neither ended nor closed). */
   get active(): boolean {
     return this.running;
   }

@@ -86,6 +86,7 @@ async function joined(): Promise<Joined> {
     b.inner.destroy();
     done(errno);
   });
+  pipe.start();
   return { a, b, pipe, ended };
 }
 
@@ -192,6 +193,23 @@ describeNative("SplicePipe", () => {
     }
     await new Promise((r) => setTimeout(r, 50));
     expect(openFds()).toBe(before);
+  });
+
+  it("moves nothing before start(), so what the caller writes first arrives first", async () => {
+    const a = await leg();
+    const b = await leg();
+    const pipe = new SplicePipe(a.fd, b.fd, () => {
+      a.inner.destroy();
+      b.inner.destroy();
+    });
+    const atB = received(b.outer);
+    a.outer.end("second");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(pipe.counters().aToBBytes).toBe(0);
+    // The caller's own bytes (say, read before the pipe existed) go first.
+    b.inner.write("first, ", () => pipe.start());
+    setTimeout(() => b.outer.end(), 100);
+    expect((await atB).toString()).toBe("first, second");
   });
 
   it("refuses fds that are not two distinct sockets' numbers", () => {
