@@ -10,6 +10,12 @@
 //   - --health-max-connections gets at most a sixteenth (at least 8);
 //   - TCP/TLS client connections (--max-connections, TLS handshakes included) the rest.
 //
+// An RFC 6062 pipe spliced in the kernel (--tcp-splice auto, stream/spliced-pipe.ts) holds
+// SPLICE_PIPE_FDS descriptors beyond its two sockets (two duplicates, two kernel pipes). They
+// come out of the reserve: spliced pipes may take at most half of it (splicePipeBudget), and
+// a pipe beyond that runs in JavaScript, which holds no descriptor of its own. So relay
+// sockets and peer connections keep at least the other half whatever the TCP traffic.
+//
 // A limit lower than the options ask for is a warning naming the option, the limit and how to
 // raise it. Node raises the soft limit to the hard one itself when it starts (node.cc,
 // PlatformInit, as coturn does), so the soft limit read here is the hard one wherever the
@@ -39,6 +45,19 @@ export function openFilesLimit(
   const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(text);
   if (m === null || m[1] === "unlimited") return undefined;
   return Number(m[1]);
+}
+
+/** Descriptors a spliced RFC 6062 pipe holds beyond its sockets (udp-batch SplicePipe). */
+export const SPLICE_PIPE_FDS = 6;
+
+/**
+ * Spliced pipes this process may hold at once within `limit` (RLIMIT_NOFILE): half the reserve
+ * above. Without a known limit, a number no relay reaches.
+ */
+export function splicePipeBudget(limit: number | undefined): number {
+  if (limit === undefined) return 1_000_000;
+  const reserved = Math.max(RESERVED_MIN, Math.floor(limit / 4));
+  return Math.floor(reserved / 2 / SPLICE_PIPE_FDS);
 }
 
 export interface FdBudget {

@@ -28,6 +28,8 @@ import {
   type PortRange,
   type SocketAddress,
   type StaticUser,
+  TCP_SPLICE_MODES,
+  type TcpSpliceMode,
   type TestLifetimes,
   UDP_IO_MODES,
   type UdpIoMode,
@@ -450,6 +452,22 @@ export const OPTIONS = {
         );
       }
       return text as UdpIoMode;
+    },
+  }),
+  "tcp-splice": spec<TcpSpliceMode>({
+    group: "Operations",
+    reload: "restart",
+    describe:
+      "RFC 6062 TCP relaying (ConnectionBind pipes): auto (between plain TCP sockets the kernel moves the bytes with splice(2), no copy into the relay, where the native module loads and no --max-bps/--max-bps-per-user applies; each such pipe holds 6 more descriptors, and beyond a share of the open-file limit a pipe runs in JavaScript), off (every pipe in JavaScript, as TLS ones always are)",
+    placeholder: "auto|off",
+    defaultText: "auto",
+    default: "auto",
+    parse: (raw, where) => {
+      const text = one(raw, where);
+      if (!(TCP_SPLICE_MODES as readonly string[]).includes(text)) {
+        throw new ConfigError(`${where} must be one of auto, off, got ${JSON.stringify(text)}`);
+      }
+      return text as TcpSpliceMode;
     },
   }),
   "kernel-path": spec<KernelPathMode>({

@@ -29,7 +29,7 @@ import {
 import { RELAY_VERSION } from "../version.js";
 import { ALLOCATIONS_USAGE } from "./allocations-command.js";
 import { CREDENTIALS_USAGE } from "./credentials-command.js";
-import { budgetFds, openFilesLimit } from "./fd-budget.js";
+import { budgetFds, openFilesLimit, splicePipeBudget } from "./fd-budget.js";
 import { firstHostAddress, type Interfaces, ownAddresses } from "./host-addresses.js";
 import { ENV_PREFIX, OPTION_SET, type OPTIONS, PROGRAM_NAME } from "./options.js";
 import { resolveSecrets } from "./secrets.js";
@@ -61,9 +61,10 @@ export function parseRelay(
   const revoked =
     revokeFile === undefined ? { entries: [], warnings: [] } : readRevokeFile(revokeFile);
   warnings.push(...switchWarnings(v), ...OPTION_SET.unknownEnvWarnings(env));
+  const fileLimit = (options.openFilesLimit ?? openFilesLimit)();
   const fds = budgetFds(
     { maxConnections: v["max-connections"], healthMaxConnections: v["health-max-connections"] },
-    (options.openFilesLimit ?? openFilesLimit)(),
+    fileLimit,
     warnings,
   );
 
@@ -109,6 +110,8 @@ export function parseRelay(
     maxTlsHandshakesPerIp: v["max-tls-handshakes-per-ip"],
     tlsHandshakeTimeout: v["tls-handshake-timeout"],
     udpIo: v["udp-io"],
+    tcpSplice: v["tcp-splice"],
+    tcpSplicePipes: splicePipeBudget(fileLimit),
     kernelPath: v["kernel-path"],
     ...resolveWorkers(v.workers, v["udp-io"]),
     testCrashWorker: v["test-crash-worker"],

@@ -16,6 +16,9 @@ export interface SocketAddress {
 export const UDP_IO_MODES = ["auto", "batch", "dgram"] as const;
 export type UdpIoMode = (typeof UDP_IO_MODES)[number];
 
+export const TCP_SPLICE_MODES = ["auto", "off"] as const;
+export type TcpSpliceMode = (typeof TCP_SPLICE_MODES)[number];
+
 export const KERNEL_PATH_MODES = ["auto", "tc", "xdp", "off"] as const;
 export type KernelPathMode = (typeof KERNEL_PATH_MODES)[number];
 
@@ -131,6 +134,16 @@ export interface RelayConfig {
   readonly tlsHandshakeTimeout: number;
   /** UDP data path: batched native I/O, node:dgram, or batched when it can be loaded. */
   readonly udpIo: UdpIoMode;
+  /**
+   * RFC 6062 pipes between plain TCP sockets: spliced in the kernel (udp-batch's SplicePipe)
+   * where it can be (`auto`), or always in JavaScript (`off`); stream/spliced-pipe.ts.
+   */
+  readonly tcpSplice: TcpSpliceMode;
+  /**
+   * Spliced pipes the process may hold at once, for the descriptors they take (fd-budget.ts's
+   * splicePipeBudget; shared out among workers); beyond it a pipe runs in JavaScript.
+   */
+  readonly tcpSplicePipes: number;
   /**
    * The kernel data path (packages/kernel-path): bound ChannelData relayed by a BPF program at
    * TC ingress; `auto` runs it where it loads, else off with the reason logged.

@@ -44,6 +44,7 @@ import { StreamClients } from "../stream/clients.js";
 import { StreamListeners } from "../stream/listeners.js";
 import { PeerConnections } from "../stream/peers.js";
 import { ProxyGate } from "../stream/proxy-gate.js";
+import { splicedPipeLimit } from "../stream/spliced-pipe.js";
 import { engineHandshakeLimits, TlsHandshakes } from "../stream/tls-handshakes.js";
 import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { selectUdpPath } from "../udp/select.js";
@@ -197,7 +198,7 @@ class RelayEngine implements RunningRelay {
       : undefined;
     const idleTimeoutMs = config.tcpIdleTimeout * 1000;
     this.clients = new StreamClients(host, this.admissions, idleTimeoutMs, this.link);
-    this.peers = new PeerConnections(host, this.clients);
+    this.peers = new PeerConnections(host, this.clients, splicedPipeLimit(config, w?.count ?? 1));
     this.listeners = new StreamListeners(
       this.admissions,
       this.clients,
@@ -234,7 +235,10 @@ class RelayEngine implements RunningRelay {
     this.legacyPins = new LegacyPinWarnings(this.core, this.log);
     stats.udpIo = this.udp.kind;
     stats.kernelPath = this.kernel.mode;
-    stats.beforeCollect = () => this.report.syncGauges();
+    stats.beforeCollect = () => {
+      this.peers.syncCounters();
+      this.report.syncGauges();
+    };
   }
 
   // ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import type { ConnectionSocket, RemoteConnection } from "../shared/hand-over.js"
 import type { AdoptMessage, WorkerLink } from "../shared/worker-link.js";
 import { recordRelayed } from "../stats.js";
 import type { Admission, Admissions } from "./admission.js";
-import { clientToPeerSlot, peerToClientSlot, type RelayPipe } from "./pipe.js";
+import { clientToPeerSlot, peerToClientSlot, type StreamPipe } from "./pipe.js";
 
 /** A TCP/TLS client whose socket buffers more than this is not fed more relayed data. */
 const STREAM_HIGH_WATER = 1 << 20;
@@ -55,7 +55,7 @@ export interface StreamClient {
   readonly admission: Admission;
   readonly listener: ListenerId;
   /** RFC 6062 §5.4: after ConnectionBind the connection is a raw pipe to a peer socket. */
-  pipe: RelayPipe | undefined;
+  pipe: StreamPipe | undefined;
   /** Holds an allocation: full-size frames, no idle limit, not counted against its source. */
   authenticated: boolean;
   /** performance.now() of the last complete frame: bytes alone do not keep a connection. */
@@ -171,7 +171,7 @@ export class StreamClients {
         this.handOver(client, frame, framer.takeRemaining());
         return;
       }
-      const pipe = client.pipe as RelayPipe | undefined;
+      const pipe = client.pipe as StreamPipe | undefined;
       if (pipe !== undefined) {
         const rest = framer.takeRemaining();
         if (rest.length > 0) pipe.fromClient(Buffer.from(rest));
@@ -241,10 +241,10 @@ export class StreamClients {
 
   /**
    * RFC 6062 §5.4: the data connection is no longer a TURN control connection but a pipe to
-   * a peer (`pipe`, made by stream/peers.ts): authenticated by its ConnectionBind, and no idle
+   * a peer (`pipe`, made by stream/peers.ts: in JavaScript or spliced in the kernel): authenticated by its ConnectionBind, and no idle
    * limit of its own.
    */
-  becomePipe(client: StreamClient, pipe: RelayPipe): void {
+  becomePipe(client: StreamClient, pipe: StreamPipe): void {
     client.pipe = pipe;
     this.admissions.uncount(client.admission);
     clearTimeout(client.idleTimer);
@@ -337,7 +337,7 @@ export class StreamClients {
    */
   close(connection: ConnectionId): void {
     const client = this.clients.get(connection);
-    if (client?.pipe !== undefined) client.socket.end();
+    if (client?.pipe !== undefined) client.pipe.endClient();
     else client?.socket.destroy();
   }
 

@@ -6,7 +6,8 @@
 //                           relay-core from the RelayBind (engine/relay-sockets.ts)
 //   a peer connects         §5.3: held paused under the CONNECTION-ID relay-core gives it
 //   connect-peer            §5.2: dial the peer from the relayed address
-//   bind-connection         §5.4: the pipe, each side's FIN forwarded (§5.5)
+//   bind-connection         §5.4: the pipe, each side's FIN forwarded (§5.5): spliced in the
+//                           kernel where it can be (spliced-pipe.ts), else in JavaScript
 //   close-peer-connection   a piped peer ends gracefully, any other is destroyed
 
 import net from "node:net";
@@ -16,7 +17,8 @@ import { batchIoAvailability, bindUdp, closeFd, tcpBind, tcpListen } from "@turn
 import type { EngineHost, RelayBindDone } from "../engine/host.js";
 import { stripMapped } from "./admission.js";
 import type { StreamClients } from "./clients.js";
-import { RelayPipe } from "./pipe.js";
+import { RelayPipe, type StreamPipe } from "./pipe.js";
+import { SplicedPipe, socketFd } from "./spliced-pipe.js";
 
 export class PeerConnections {
   /** TCP relayed-address listeners still binding, and bound ones. */
@@ -35,12 +37,16 @@ export class PeerConnections {
    * and port that holds the port for it (reusableListen).
    */
   private readonly guards = new Map<RelayId, number>();
-  /** Peer connections joined to a client data connection (RFC 6062 §5.4). */
-  private readonly piped = new Set<PeerConnectionId>();
+  /** Peer connections joined to a client data connection (RFC 6062 §5.4), and their pipes. */
+  private readonly pipes = new Map<PeerConnectionId, StreamPipe>();
+  /** The pipes spliced in the kernel now: their counters are read at metrics collection. */
+  private readonly spliced = new Set<SplicedPipe>();
 
   constructor(
     private readonly host: EngineHost,
     private readonly clients: StreamClients,
+    /** Pipes this engine may splice at once (spliced-pipe.ts's splicedPipeLimit); 0: none. */
+    private readonly maxSplicedPipes = 0,
   ) {}
 
   /** Listen on a TCP relayed address; `done` unless the relay is closed while binding. */
@@ -233,7 +239,7 @@ export class PeerConnections {
         this.sockets.delete(id);
         this.reads.delete(id);
       }
-      this.piped.delete(id);
+      this.pipes.delete(id);
       host.core.handlePeerConnectionClosed(id, performance.now());
       host.afterInput();
     });
@@ -248,9 +254,17 @@ export class PeerConnections {
       peer?.destroy();
       return;
     }
+    if (client.transport === "tcp" && this.spliced.size < this.maxSplicedPipes) {
+      const spliced = this.splice(id, client.socket, peer);
+      if (spliced !== undefined) {
+        this.clients.becomePipe(client, spliced);
+        this.pipes.set(id, spliced);
+        return;
+      }
+    }
     const pipe = new RelayPipe(this.host, id, client.socket, peer, client.transport);
     this.clients.becomePipe(client, pipe);
-    this.piped.add(id);
+    this.pipes.set(id, pipe);
     const reads = this.reads.get(id);
     if (reads === undefined) {
       peer.on("data", (chunk: Buffer) => pipe.fromPeer(chunk));
@@ -269,6 +283,36 @@ export class PeerConnections {
     peer.resume();
   }
 
+  /** The pipe in the kernel, or undefined where it cannot be made (the JavaScript one then). */
+  private splice(id: PeerConnectionId, client: unknown, peer: net.Socket): SplicedPipe | undefined {
+    const clientFd = socketFd(client);
+    const peerFd = socketFd(peer);
+    if (clientFd === undefined || peerFd === undefined) return undefined;
+    try {
+      const pipe: SplicedPipe = new SplicedPipe(
+        this.host,
+        id,
+        client as net.Socket,
+        peer,
+        clientFd,
+        peerFd,
+        () => this.spliced.delete(pipe),
+      );
+      this.spliced.add(pipe);
+      return pipe;
+    } catch (err) {
+      this.host.log.debug("spliced pipe not made; piping in JavaScript", {
+        error: (err as Error).message,
+      });
+      return undefined;
+    }
+  }
+
+  /** Bring the relayed-bytes counters up to date with the spliced pipes' (metrics collection). */
+  syncCounters(): void {
+    for (const pipe of this.spliced) pipe.sync();
+  }
+
   /**
    * close-peer-connection. A piped peer gets a graceful end (its last bytes still reach the
    * client); one still dialing or waiting for ConnectionBind is paused and would never read
@@ -279,7 +323,9 @@ export class PeerConnections {
     this.sockets.delete(id);
     this.reads.delete(id);
     if (socket === undefined) return;
-    if (this.piped.delete(id)) socket.end();
+    const pipe = this.pipes.get(id);
+    this.pipes.delete(id);
+    if (pipe !== undefined) pipe.endPeer();
     else socket.destroy();
   }
 
@@ -291,6 +337,7 @@ export class PeerConnections {
     this.relays.clear();
     for (const guard of this.guards.values()) closeFd(guard);
     this.guards.clear();
+    for (const pipe of [...this.spliced]) pipe.close();
     for (const s of this.sockets.values()) s.destroy();
     this.sockets.clear();
     this.reads.clear();

@@ -28,6 +28,19 @@ export function peerToClientSlot(transport: "tcp" | "tls"): number {
   return transport === "tls" ? SLOT_TLS_P2C : SLOT_TCP_P2C;
 }
 
+/**
+ * What a client data connection's pipe does for stream/clients.ts and stream/peers.ts: this
+ * file's RelayPipe, or a SplicedPipe (spliced-pipe.ts).
+ */
+export interface StreamPipe {
+  /** Client bytes Node read (the rest of the ConnectionBind's chunk, and on). */
+  fromClient(chunk: Buffer): void;
+  /** close-connection: the client side ends gracefully, its buffered bytes still go out. */
+  endClient(): void;
+  /** close-peer-connection: the same for the peer side. */
+  endPeer(): void;
+}
+
 /** One side of a pipe: its socket, and what keeps it from reading. */
 interface Side {
   readonly socket: ConnectionSocket;
@@ -36,7 +49,7 @@ interface Side {
 }
 
 /** RFC 6062 §5.4: a client data connection and a peer connection, joined. */
-export class RelayPipe {
+export class RelayPipe implements StreamPipe {
   private readonly client: Side;
   private readonly peer: Side;
   /** Both sides wait for the bandwidth buckets until this timer fires. */
@@ -60,6 +73,14 @@ export class RelayPipe {
   /** The client's bytes for the peer. */
   fromClient(chunk: Buffer): void {
     this.forward(this.client, this.peer, chunk, clientToPeerSlot(this.transport));
+  }
+
+  endClient(): void {
+    this.client.socket.end();
+  }
+
+  endPeer(): void {
+    this.peer.socket.end();
   }
 
   /** The peer's bytes for the client. */

@@ -1,0 +1,350 @@
+// RFC 6062 pipes (§5.4) through a real turnpike-relay, spliced in the kernel (--tcp-splice
+// auto, stream/spliced-pipe.ts) and in JavaScript (--tcp-splice off, the fallback): the same
+// behaviour from both. Bytes both ways exactly, each side's FIN passed on while the other way
+// still flows (§5.5), a peer's reset and the allocation's end closing the pipe, the
+// turn.relayed.bytes counters, and the relay's descriptors given back.
+import { createHash, randomBytes } from "node:crypto";
+import { readdirSync, readlinkSync } from "node:fs";
+import net from "node:net";
+import {
+  SeededRandom,
+  StreamFramer,
+  type TransportAddress,
+  TurnClient,
+  type TurnClientEvent,
+} from "@turnpike/relay-core";
+import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { sleep } from "@turnpike/test-support/process";
+import { counterValue } from "@turnpike/test-support/prometheus";
+import { httpGet, startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
+import { batchIoAvailability } from "@turnpike/udp-batch";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const TOKEN = "e2e-tcp-splice-token";
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+/** A bound RFC 6062 pipe: the peer ("platform") and the client's data connection. */
+interface Pipe {
+  readonly control: net.Socket;
+  readonly platform: net.Socket;
+  readonly data: net.Socket;
+  close(): void;
+}
+
+/**
+ * A TCP allocation with a permission for 127.0.0.1, a peer that connects to the relayed
+ * address, and the client's data connection bound to it (ConnectionBind). Both ends are
+ * half-open capable and paused: the test reads them.
+ */
+async function openPipe(port: number, user: string): Promise<Pipe> {
+  // A relay port another process on the machine holds answers 508: try another one.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await tryOpenPipe(port, user);
+    } catch (err) {
+      if (attempt >= 5 || !/Allocate failed: 508/.test((err as Error).message)) throw err;
+      await sleep(100);
+    }
+  }
+}
+
+async function tryOpenPipe(port: number, user: string): Promise<Pipe> {
+  const { username, password } = (await import("@turnpike/relay-core")).mintRestCredentials(
+    TOKEN,
+    Math.floor(Date.now() / 1000),
+    3600,
+    user,
+  );
+  const client = new TurnClient({
+    username,
+    password,
+    random: new SeededRandom(5),
+    transport: "tcp",
+    requestedTransport: "tcp",
+  });
+  const control = net.connect({ port, host: "127.0.0.1" });
+  const sockets: net.Socket[] = [control];
+  const close = () => {
+    for (const s of sockets) s.destroy();
+  };
+  const framer = new StreamFramer();
+  try {
+    return await new Promise<Pipe>((resolve, reject) => {
+      let last = "nothing";
+      const timer = setTimeout(
+        () => reject(new Error(`no pipe within 10 s (last event: ${last})`)),
+        10_000,
+      );
+      let relayed: TransportAddress | undefined;
+      let platform: net.Socket | undefined;
+      const onEvent = (e: TurnClientEvent) => {
+        last = JSON.stringify(e, (_k, v) => (typeof v === "bigint" ? String(v) : v));
+        if (e.type === "allocate-failed") {
+          clearTimeout(timer);
+          reject(new Error(`Allocate failed: ${e.code} ${e.reason}`));
+        } else if (e.type === "allocated") {
+          relayed = e.relayed;
+          client.createPermission("127.0.0.1", performance.now());
+        } else if (e.type === "permission-created" && relayed) {
+          platform = net.connect({
+            port: relayed.port,
+            host: relayed.address,
+            allowHalfOpen: true,
+          });
+          platform.on("error", () => {});
+          sockets.push(platform);
+        } else if (e.type === "connection-attempt") {
+          const data = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true }, () =>
+            data.write(client.connectionBindRequest(e.connectionId)),
+          );
+          data.on("error", () => {});
+          sockets.push(data);
+          const dataFramer = new StreamFramer();
+          const onBind = (d: Buffer) => {
+            dataFramer.push(d);
+            const frame = dataFramer.next();
+            if (!frame) return;
+            const r = client.handleConnectionBindResponse(frame);
+            if (!r.ok) {
+              if (r.retry) data.write(r.retry);
+              else reject(new Error(`ConnectionBind failed: ${r.code} ${r.reason}`));
+              return;
+            }
+            data.off("data", onBind);
+            data.pause();
+            // Nothing was sent through the pipe yet: no bytes follow the response.
+            expect(dataFramer.takeRemaining().length).toBe(0);
+            clearTimeout(timer);
+            resolve({ control, platform: platform!, data, close });
+          };
+          data.on("data", onBind);
+        }
+      };
+      const pump = () => {
+        for (let out = client.pollOutput(); out; out = client.pollOutput()) {
+          if (out.type === "transmit") control.write(out.data);
+          else onEvent(out);
+        }
+      };
+      control.on("data", (d: Buffer) => {
+        framer.push(d);
+        for (let f = framer.next(); f; f = framer.next()) client.handleInput(f, performance.now());
+        pump();
+      });
+      control.on("error", reject);
+      control.on("connect", () => {
+        client.allocate(performance.now());
+        pump();
+      });
+    });
+  } catch (err) {
+    close();
+    throw err;
+  }
+}
+
+/** Everything `socket` reads until its FIN (or its close, by a reset). */
+function readAll(socket: net.Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  socket.on("data", (c: Buffer) => chunks.push(c));
+  socket.resume();
+  return new Promise((resolve) => {
+    socket.once("end", () => resolve(Buffer.concat(chunks)));
+    socket.once("close", () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+function closed(socket: net.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    if (socket.destroyed) resolve();
+    else socket.once("close", () => resolve());
+  });
+}
+
+/** The relay process's open descriptors, and how many of them are pipes. */
+function fds(pid: number): { all: number; pipes: number } {
+  let pipes = 0;
+  const names = readdirSync(`/proc/${pid}/fd`);
+  for (const n of names) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${n}`).startsWith("pipe:")) pipes++;
+    } catch {
+      // closed while listed
+    }
+  }
+  return { all: names.length, pipes };
+}
+
+/** Wait until `check` holds (the relay closes its side asynchronously), at most 5 s. */
+async function eventually(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 100 && !check(); i++) await sleep(50);
+}
+
+const spliceAvailable = batchIoAvailability().available;
+
+describe.each(["auto", "off"] as const)("RFC 6062 pipes with --tcp-splice %s", (mode) => {
+  let relay: TurnpikeHandle | undefined;
+  let range: PortRange | undefined;
+  let promPort = 0;
+  /** The kernel splices this relay's pipes. */
+  const spliced = mode === "auto" && spliceAvailable;
+
+  beforeAll(async () => {
+    range = reservePortRange();
+    promPort = await freePort();
+    relay = await startTurnpike({
+      minPort: range.min,
+      maxPort: range.max,
+      token: TOKEN,
+      extraArgs: ["--tcp-splice", mode, "--prometheus-listen", `127.0.0.1:${promPort}`],
+    });
+  });
+  afterAll(async () => {
+    await relay?.stop("SIGINT", 5000);
+    range?.release();
+  });
+
+  async function relayedTcpBytes(): Promise<{ up: number; down: number }> {
+    const text = (await httpGet(promPort, "/metrics", 3000)).body;
+    const metric = /^turn_relayed_bytes(_total)?$/;
+    return {
+      up: counterValue(text, metric, { direction: "client_to_peer", transport: "tcp" }),
+      down: counterValue(text, metric, { direction: "peer_to_client", transport: "tcp" }),
+    };
+  }
+
+  it("moves 16 MiB each way at once, byte for byte, and counts them in turn.relayed.bytes", async () => {
+    const before = await relayedTcpBytes();
+    const p = await openPipe(relay!.port, "both-ways");
+    try {
+      const up = randomBytes(16 << 20);
+      const down = randomBytes(16 << 20);
+      const atPeer = readAll(p.platform);
+      const atClient = readAll(p.data);
+      p.data.end(up);
+      p.platform.end(down);
+      const [gotUp, gotDown] = await Promise.all([atPeer, atClient]);
+      expect(gotUp.length).toBe(up.length);
+      expect(sha(gotUp)).toBe(sha(up));
+      expect(gotDown.length).toBe(down.length);
+      expect(sha(gotDown)).toBe(sha(down));
+      // The counters hold exactly the piped bytes once the pipe is over (read at its end).
+      let after = await relayedTcpBytes();
+      for (let i = 0; i < 50 && after.up - before.up < up.length; i++) {
+        await sleep(100);
+        after = await relayedTcpBytes();
+      }
+      expect(after.up - before.up).toBe(up.length);
+      expect(after.down - before.down).toBe(down.length);
+    } finally {
+      p.close();
+    }
+  });
+
+  it("counts a pipe's bytes while it still runs", async () => {
+    const before = await relayedTcpBytes();
+    const p = await openPipe(relay!.port, "counted-live");
+    try {
+      const chunk = randomBytes(1 << 20);
+      const atPeer = readAll(p.platform);
+      p.data.write(chunk);
+      let now = await relayedTcpBytes();
+      for (let i = 0; i < 50 && now.up - before.up < chunk.length; i++) {
+        await sleep(100);
+        now = await relayedTcpBytes();
+      }
+      expect(now.up - before.up).toBe(chunk.length);
+      p.data.end();
+      expect((await atPeer).length).toBe(chunk.length);
+    } finally {
+      p.close();
+    }
+  });
+
+  it("passes the client's FIN on while the peer still sends, then the peer's", async () => {
+    const p = await openPipe(relay!.port, "client-fin-first");
+    try {
+      const atPeer = readAll(p.platform);
+      p.data.end("client done");
+      expect((await atPeer).toString()).toBe("client done");
+      const atClient = readAll(p.data);
+      p.platform.write("peer goes on");
+      p.platform.end(", then ends");
+      expect((await atClient).toString()).toBe("peer goes on, then ends");
+      await Promise.all([closed(p.data), closed(p.platform)]);
+    } finally {
+      p.close();
+    }
+  });
+
+  it("passes the peer's FIN on while the client still sends, then the client's", async () => {
+    const p = await openPipe(relay!.port, "peer-fin-first");
+    try {
+      const atClient = readAll(p.data);
+      p.platform.end("peer done");
+      expect((await atClient).toString()).toBe("peer done");
+      const atPeer = readAll(p.platform);
+      p.data.end("client answers late");
+      expect((await atPeer).toString()).toBe("client answers late");
+      await Promise.all([closed(p.data), closed(p.platform)]);
+    } finally {
+      p.close();
+    }
+  });
+
+  it("closes the client's data connection when the peer resets", async () => {
+    const p = await openPipe(relay!.port, "peer-reset");
+    try {
+      const atClient = readAll(p.data);
+      p.platform.write("before the reset");
+      await sleep(50);
+      p.platform.resetAndDestroy();
+      expect((await atClient).toString()).toBe("before the reset");
+      // The relay's side is gone: our end closes the connection.
+      p.data.end();
+      await closed(p.data);
+    } finally {
+      p.close();
+    }
+  });
+
+  it("closes the pipe when its allocation ends (control connection closed)", async () => {
+    const p = await openPipe(relay!.port, "allocation-end");
+    try {
+      const atPeer = readAll(p.platform);
+      const atClient = readAll(p.data);
+      p.data.write("delivered before the end");
+      await sleep(100);
+      p.control.destroy();
+      expect((await atPeer).toString()).toBe("delivered before the end");
+      expect((await atClient).length).toBe(0);
+      p.data.end();
+      p.platform.end();
+      await Promise.all([closed(p.data), closed(p.platform)]);
+    } finally {
+      p.close();
+    }
+  });
+
+  it(`${spliced ? "holds two kernel pipes per pipe" : "holds no kernel pipe"} while it runs, and gives every descriptor back`, async () => {
+    const pid = relay!.pid;
+    // One pipe first: what a first pipe allocates once (buffers, timers) is not a leak.
+    const warm = await openPipe(relay!.port, "fds-warm");
+    warm.close();
+    await sleep(300);
+    const start = fds(pid);
+    const pipes: Pipe[] = [];
+    for (let i = 0; i < 10; i++) pipes.push(await openPipe(relay!.port, `fds-${i}`));
+    // Every pipe's bytes flow before counting (the relay binds on its loop turn).
+    for (const p of pipes) {
+      const got = readAll(p.platform);
+      p.data.end("x");
+      expect((await got).toString()).toBe("x");
+    }
+    const during = fds(pid);
+    expect(during.pipes - start.pipes).toBe(spliced ? 10 * 4 : 0);
+    for (const p of pipes) p.close();
+    await eventually(() => fds(pid).all <= start.all);
+    expect(fds(pid)).toEqual(start);
+  });
+});
