@@ -41,7 +41,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 
-#define MAX_CONCURRENCY 1024
+#define MAX_CONCURRENCY 16384 // churn runs a slot per worker (--allocations workers)
 #define RTO_NS 500000000ull
 #define MAX_TRANSMITS 6
 #define MAX_AUTH_ATTEMPTS 3
@@ -473,7 +473,7 @@ static void begin(enum mode m, int slots_wanted, double bound_seconds) {
   nslots = slots_wanted;
   done = failed = 0;
   first_error[0] = '\0';
-  for (int i = 0; i < MAX_CONCURRENCY; i++) slots[i] = (struct slot){.fd = -1};
+  for (int i = 0; i < nslots; i++) slots[i] = (struct slot){.fd = -1};
   cpu_start = cpu_micros();
   t_start = mono_ns();
   t_bound = t_start + (uint64_t)(bound_seconds * 1e9);

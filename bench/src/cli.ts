@@ -145,7 +145,7 @@ async function main(p: Plan): Promise<number> {
       kind: opts.generator,
       note:
         opts.generator === "native"
-          ? "native: bench/native/turnpike-loadgen (C) paces the load over the sockets the bench set up, turnpike-echo echoes; each its own process, CPU from /proc"
+          ? "native: bench/native/turnpike-loadgen (C) paces the load over the sockets the bench set up, turnpike-echo echoes; bench/native/turnpike-setupgen (C) sets allocations up and churns them over UDP (allocations, churn); each its own process, CPU from /proc and getrusage"
           : `JavaScript: the bench process generates (process.cpuUsage), a node:dgram child echoes${opts.generatorFallback ? ` (the native generator is not available: ${opts.generatorFallback})` : ""}`,
     },
     network: networkInfo(),

@@ -67,6 +67,13 @@ function expectGenerator(report: Report): void {
   expect(report.generator.kind).toBe(kind);
   for (const r of report.results.filter((x) => x.scenario === "relay" && !x.skipped))
     expect(r.generator, r.server).toBe(kind);
+  // allocations and churn: the native setup generator (turnpike-setupgen) over UDP.
+  for (const r of report.results.filter((x) => ["allocations", "churn"].includes(x.scenario))) {
+    expect(r.generator, `${r.scenario} on ${r.server}`).toBe(kind);
+    expect(r.notes, `${r.scenario} on ${r.server}`).toContainEqual(
+      expect.stringMatching(/limited by the generator/),
+    );
+  }
 }
 
 /** The no-relay column: the same load straight to the echo peer, with its figures. */

@@ -191,7 +191,14 @@ describe("native setup generator", () => {
     expect(run.cpuMicros).toBeGreaterThanOrEqual(0);
     // Per client: Allocate lost, sent again (401), authenticated (438), again with the new
     // nonce (success); then CreatePermission and ChannelBind.
-    const perClient = ["Allocate", "Allocate", "Allocate", "Allocate", "CreatePermission", "ChannelBind"];
+    const perClient = [
+      "Allocate",
+      "Allocate",
+      "Allocate",
+      "Allocate",
+      "CreatePermission",
+      "ChannelBind",
+    ];
     expect(relay.seen.filter((m) => m === "Allocate")).toHaveLength(3 * 4);
     expect(relay.seen).toHaveLength(3 * perClient.length);
     expect(await gen.closeAll()).toBe(3);

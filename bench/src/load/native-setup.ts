@@ -3,8 +3,8 @@
 // ChannelBind; or Allocate, Refresh, Refresh(0) per churn cycle), the same requests the bench's
 // JavaScript client sends, so what limits setups/s is the relay and not the bench process.
 import { isIPv4 } from "node:net";
-import type { Address } from "./stun-lite.js";
 import { LineProcess } from "./native.js";
+import type { Address } from "./stun-lite.js";
 
 export interface NativeRun {
   /** setups opened (open) or cycles completed (churn) */
