@@ -14,7 +14,13 @@ const cli = path.join(repoRoot, "bench/bin/turnpike-bench.js");
 const built = path.join(repoRoot, "bench/dist/cli.js");
 
 interface Report {
-  machine: { node: string; coturn: string; cpuModel: string; cores: number };
+  machine: {
+    node: string;
+    coturn: string;
+    cpuModel: string;
+    cores: number;
+    nodeFloor?: { rss: number; anon: number; file: number };
+  };
   options: { udpIo: string[]; floor: string[]; generator: string };
   generator: { kind: string; note: string };
   network: { namespace: string | null; note: string };
@@ -294,6 +300,15 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     expect(report.results.find((x) => x.server === "turnpike")?.notes).toContainEqual(
       expect.stringMatching(/^against no relay: machine CPU per round trip/),
     );
+    // Idle memory is read beside node's own floor of the same moment, split private / file.
+    const floor = report.machine.nodeFloor;
+    expect(floor?.anon).toBeGreaterThan(0);
+    expect(floor!.anon + floor!.file).toBeLessThanOrEqual(floor!.rss + 4096);
+    expect(run.stdout).toMatch(/node's floor: a bare node .* idles at [\d.]+ MB RSS/);
+    const anon = report.results
+      .find((x) => x.server === "turnpike" && x.scenario === "allocations")
+      ?.metrics.find((m) => m.key === "serverIdleAnonMB")?.value;
+    expect(anon).toBeGreaterThan(floor!.anon / 2 ** 20);
     expectNetwork(run, report);
     expect(leftovers()).toEqual([]);
   });
