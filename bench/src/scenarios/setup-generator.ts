@@ -82,7 +82,12 @@ export function limitNote(
   const s = serverCore === null ? "" : `, the server ${serverCore.toFixed(0)} % of a core`;
   if (g / 100 > SATURATION)
     return `limited by the generator (${gen.kind}): it used ${g.toFixed(0)} % of a core${s}; the rate is a lower bound for the server`;
-  return `not limited by the generator (${gen.kind}: ${g.toFixed(0)} % of a core${s}): the server's answers (its CPU, or the round trips of the ${CONCURRENCY} in flight) set the rate`;
+  // Below saturation a busy generator still answers late: with a fixed number in flight its
+  // queueing lengthens every round trip (the JavaScript one at 68 % of a core halved coturn's
+  // setups/s against the native one at 31 %, bench/README "The setup generator").
+  const busy =
+    g >= 50 ? "; a generator this busy still adds its own queueing to every round trip" : "";
+  return `not limited by the generator (${gen.kind}: ${g.toFixed(0)} % of a core${s}): the server's answers (its CPU, or the round trips of the ${CONCURRENCY} in flight) set the rate${busy}`;
 }
 
 class NativeSetups implements SetupGenerator {
