@@ -421,6 +421,17 @@ describe("relay configuration", () => {
   });
 });
 
+describe("--tcp-splice", () => {
+  it("splices where it can by default, pipes in JavaScript with off, and refuses anything else", () => {
+    expect(relay([]).tcpSplice).toBe("auto");
+    expect(relay(["--tcp-splice", "off"]).tcpSplice).toBe("off");
+    expect(relay([], { TURNPIKE_TOKEN: "t0ken", TURNPIKE_TCP_SPLICE: "off" }).tcpSplice).toBe(
+      "off",
+    );
+    expect(errorOf(["--tcp-splice", "always"])).toContain("--tcp-splice must be one of auto, off");
+  });
+});
+
 describe("connections within the open-file limit", () => {
   const under = (limit: number | undefined, argv: string[] = []) => {
     const parsed = parseRelayArgs(
@@ -454,6 +465,14 @@ describe("connections within the open-file limit", () => {
       expect(c.warnings.filter((w) => w.startsWith("lowered"))).toEqual([]);
     }
     expect(under(1024, ["--max-connections", "500"]).maxConnections).toBe(500);
+  });
+
+  it("gives spliced RFC 6062 pipes (6 descriptors each) at most half of the reserve", () => {
+    // 1024 files: 256 kept, 128 of them for spliced pipes.
+    expect(under(1024).tcpSplicePipes).toBe(Math.floor(128 / 6));
+    expect(under(256).tcpSplicePipes).toBe(Math.floor(64 / 6));
+    expect(under(1_048_576).tcpSplicePipes).toBe(Math.floor(131_072 / 6));
+    expect(under(undefined).tcpSplicePipes).toBeGreaterThanOrEqual(1_000_000);
   });
 
   it("reads the soft limit from /proc/self/limits", () => {
