@@ -166,7 +166,9 @@ static int rearm(splice_pipe_t* p) {
     const direction_t* in = &p->dir[1 - i];  /* fd[i] is its destination */
     int want = 0;
     if (!out->eof && out->in_pipe == 0) want |= UV_READABLE;
-    if (in->in_pipe > 0) want |= UV_WRITABLE;
+    // Bytes to write, or a FIN still to pass on: a FIN read in pump's last round is
+    // forwarded on the next wake-up, which only the destination's EPOLLOUT brings.
+    if (in->in_pipe > 0 || (in->eof && !in->done)) want |= UV_WRITABLE;
     if (want == p->events[i]) continue;
     p->events[i] = want;
     if (want == 0) uv_poll_stop(&p->poll[i]);

@@ -212,6 +212,38 @@ describeNative("SplicePipe", () => {
     expect((await atB).toString()).toBe("first, second");
   });
 
+  it("passes on a FIN read in the last splice round of a wake-up", async () => {
+    // One wake-up moves at most 16 rounds (native/splice_pipe.c's SPLICE_ROUNDS): bytes and a
+    // FIN all queued before start() make some of these sizes read the FIN in the last round.
+    for (let pages = 8; pages <= 400; pages += 8) {
+      const a = await leg();
+      const b = await leg();
+      let done!: (errno: number) => void;
+      const ended = new Promise<number>((r) => {
+        done = r;
+      });
+      const pipe = new SplicePipe(a.fd, b.fd, (errno) => {
+        a.inner.destroy();
+        b.inner.destroy();
+        done(errno);
+      });
+      const data = randomBytes(pages * 4096);
+      await new Promise<void>((r) => a.outer.end(data, () => r()));
+      await new Promise((r) => setTimeout(r, 5));
+      const atB = received(b.outer);
+      pipe.start();
+      const got = await Promise.race([
+        atB,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 2000)),
+      ]);
+      expect(got?.length, `${pages} pages: the FIN was not passed on`).toBe(data.length);
+      b.outer.end();
+      expect(await ended).toBe(0);
+      a.outer.destroy();
+      b.outer.destroy();
+    }
+  });
+
   it("refuses fds that are not two distinct sockets' numbers", () => {
     expect(() => new SplicePipe(-1, 3, () => {})).toThrow(/splicePipe/);
     expect(() => new SplicePipe(5, 5, () => {})).toThrow(/splicePipe/);
