@@ -422,11 +422,11 @@ describe("relay configuration", () => {
 });
 
 describe("--tcp-splice", () => {
-  it("pipes in JavaScript by default, splices where it can with auto, and refuses anything else", () => {
-    expect(relay([]).tcpSplice).toBe("off");
-    expect(relay(["--tcp-splice", "auto"]).tcpSplice).toBe("auto");
-    expect(relay([], { TURNPIKE_TOKEN: "t0ken", TURNPIKE_TCP_SPLICE: "auto" }).tcpSplice).toBe(
-      "auto",
+  it("splices where it can by default, pipes in JavaScript with off, and refuses anything else", () => {
+    expect(relay([]).tcpSplice).toBe("auto");
+    expect(relay(["--tcp-splice", "off"]).tcpSplice).toBe("off");
+    expect(relay([], { TURNPIKE_TOKEN: "t0ken", TURNPIKE_TCP_SPLICE: "off" }).tcpSplice).toBe(
+      "off",
     );
     expect(errorOf(["--tcp-splice", "always"])).toContain("--tcp-splice must be one of auto, off");
   });

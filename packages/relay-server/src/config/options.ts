@@ -458,10 +458,10 @@ export const OPTIONS = {
     group: "Operations",
     reload: "restart",
     describe:
-      "RFC 6062 TCP relaying (ConnectionBind pipes): auto (between plain TCP sockets the kernel moves the bytes with splice(2), no copy into the relay, where the native module loads and no --max-bps/--max-bps-per-user applies; each such pipe holds 6 more descriptors, and beyond a share of the open-file limit a pipe runs in JavaScript), off (every pipe in JavaScript, as TLS ones always are; the default until a rare stall under load is understood)",
+      "RFC 6062 TCP relaying (ConnectionBind pipes): auto (between plain TCP sockets the kernel moves the bytes with splice(2), no copy into the relay, where the native module loads and no --max-bps/--max-bps-per-user applies; each such pipe holds 6 more descriptors, and beyond a share of the open-file limit a pipe runs in JavaScript), off (every pipe in JavaScript, as TLS ones always are)",
     placeholder: "auto|off",
-    defaultText: "off",
-    default: "off",
+    defaultText: "auto",
+    default: "auto",
     parse: (raw, where) => {
       const text = one(raw, where);
       if (!(TCP_SPLICE_MODES as readonly string[]).includes(text)) {

@@ -4,8 +4,7 @@
 // JavaScript pipe (pipe.ts) costs the relay a core at a few Gbit/s in copies and callbacks.
 //
 // Where: TCP (not TLS: the bytes on the socket are TLS records) when the native module loads,
-// --tcp-splice is auto (off by default: under heavy concurrent test load a pipe was seen, twice
-// in about ten runs, to stall with the client's FIN not passed on; not understood yet), no --max-bps/--max-bps-per-user applies (those charge every chunk
+// --tcp-splice is auto (the default), no --max-bps/--max-bps-per-user applies (those charge every chunk
 // before the next is read, pipe.ts), both sockets are local (not a connection another worker
 // holds, shared/hand-over.ts), and under the descriptor budget (config/fd-budget.ts). Anywhere
 // else, and when the native pipe cannot be made (EMFILE), the JavaScript pipe.
