@@ -94,7 +94,7 @@ static void die_with_parent(void) {
  * (SO_RCVBUF/SO_SNDBUF: capped by net.core.rmem_max/wmem_max, as Node's dgram is). Returns the
  * fd, or -errno.
  */
-static int udp_bind(const char *ip, int port, int buffer) {
+__attribute__((unused)) static int udp_bind(const char *ip, int port, int buffer) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);

@@ -1,17 +1,17 @@
 #!/usr/bin/env node
-// Builds the bench's native load generator and echo peer (native/*.c) with the system's C
-// compiler, at install time and again by the bench when a source is newer than its binary. It
+// Builds the bench's native load generator, setup generator and echo peer (native/*.c) with the
+// system's C compiler, at install time and again by the bench when a source is newer than its binary. It
 // never fails the install: where they cannot be built (not Linux, no compiler) the bench runs
 // its JavaScript generator and says so in the report. `--strict` turns a failure into exit 1.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, renameSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const native = resolve(dirname(fileURLToPath(import.meta.url)), "../native");
 const out = join(native, "build");
 const strict = process.argv.includes("--strict");
-const PROGRAMS = ["turnpike-loadgen", "turnpike-echo"];
+const PROGRAMS = ["turnpike-loadgen", "turnpike-setupgen", "turnpike-echo"];
 
 function giveUp(reason) {
   const line = `turnpike-bench: native generator not built (${reason}); the bench will use its JavaScript generator`;
@@ -23,7 +23,12 @@ if (process.platform !== "linux") giveUp(`${process.platform} is not Linux`);
 if (process.env.TURNPIKE_SKIP_NATIVE === "1") giveUp("TURNPIKE_SKIP_NATIVE=1");
 const cc = process.env.CC || "cc";
 mkdirSync(out, { recursive: true });
-const header = statSync(join(native, "common.h")).mtimeMs;
+// Every program includes common.h; a header changed rebuilds them all (they are small).
+const header = Math.max(
+  ...readdirSync(native)
+    .filter((f) => f.endsWith(".h"))
+    .map((f) => statSync(join(native, f)).mtimeMs),
+);
 for (const name of PROGRAMS) {
   const source = join(native, `${name}.c`);
   const binary = join(out, name);

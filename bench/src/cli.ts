@@ -10,13 +10,15 @@ import {
   runInNamespace,
   runOnHost,
 } from "./netns.js";
+import { measureNodeFloor } from "./node-floor.js";
 import { type Plan, parseArgs, plan, type Target, targetName } from "./options.js";
-import { machineInfo, rssBytes } from "./proc.js";
+import { machineInfo, residentMemory } from "./proc.js";
 import { Progress } from "./progress.js";
 import {
   addFloorNotes,
   addNoRelayNotes,
   type BenchReport,
+  idleAnonMetric,
   idleRssMetric,
   renderTable,
   writeOutputs,
@@ -56,7 +58,9 @@ async function main(p: Plan): Promise<number> {
               ? noRelay()
               : await useExternal(argv.external!, process.env.TURNPIKE_TOKEN ?? "", base.realm);
     // Idle: ready, and nothing asked of it yet.
-    if (server.pid) server.idleRss = rssBytes(server.pid);
+    const idle = server.pid ? residentMemory(server.pid) : undefined;
+    server.idleRss = idle?.rss;
+    server.idleAnon = idle?.anon;
     servers.set(server.name, { name: server.name, command: server.command, notes: server.notes });
     return server;
   };
@@ -101,7 +105,9 @@ async function main(p: Plan): Promise<number> {
         const result = await scenarios[scenario]!({ server, opts, progress });
         result.udpIo ??= server.udpIo;
         if (server.kernelPath) result.kernelPath = server.kernelPath;
-        if (server.pid) result.metrics.push(idleRssMetric(server.idleRss));
+        if (server.pid) {
+          result.metrics.push(idleRssMetric(server.idleRss), idleAnonMetric(server.idleAnon));
+        }
         results.push(result);
       } catch (e) {
         progress.stop();
@@ -135,9 +141,10 @@ async function main(p: Plan): Promise<number> {
   addFloorNotes(results);
   addNoRelayNotes(results);
 
+  const floor = await measureNodeFloor();
   const report: BenchReport = {
     tool: "turnpike-bench",
-    machine: machineInfo(repoRoot),
+    machine: { ...machineInfo(repoRoot), ...(floor ? { nodeFloor: floor } : {}) },
     options: opts,
     servers: [...servers.values()],
     results,
@@ -145,7 +152,7 @@ async function main(p: Plan): Promise<number> {
       kind: opts.generator,
       note:
         opts.generator === "native"
-          ? "native: bench/native/turnpike-loadgen (C) paces the load over the sockets the bench set up, turnpike-echo echoes; each its own process, CPU from /proc"
+          ? "native: bench/native/turnpike-loadgen (C) paces the load over the sockets the bench set up, turnpike-echo echoes; bench/native/turnpike-setupgen (C) sets allocations up and churns them over UDP (allocations, churn); each its own process, CPU from /proc and getrusage"
           : `JavaScript: the bench process generates (process.cpuUsage), a node:dgram child echoes${opts.generatorFallback ? ` (the native generator is not available: ${opts.generatorFallback})` : ""}`,
     },
     network: networkInfo(),

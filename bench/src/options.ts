@@ -151,7 +151,7 @@ export function parseArgs() {
       choices: GENERATOR_KINDS,
       default: "native" as GeneratorKind,
       describe:
-        "relay: the load generator and echo peer: native (C, bench/native, UDP ChannelData) or js (the bench process)",
+        "relay, allocations, churn: the load and setup generators: native (C, bench/native: UDP ChannelData; TURN setups over UDP) or js (the bench process)",
     })
     .option("netns", {
       choices: ["auto", "off"] as const,
@@ -232,7 +232,9 @@ export function plan(argv: Args): Plan {
   // The native generator, unless it cannot run here (then the JavaScript one, and the report
   // says why).
   const generatorFallback =
-    argv.generator === "native" && chosen.includes("relay") ? nativeUnavailable() : undefined;
+    argv.generator === "native" && chosen.some((c) => ["relay", "allocations", "churn"].includes(c))
+      ? nativeUnavailable()
+      : undefined;
   const generator: GeneratorKind = generatorFallback ? "js" : argv.generator;
   const opts: BenchOptions = {
     quick: argv.quick,

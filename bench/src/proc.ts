@@ -58,6 +58,36 @@ export function rssAnonBytes(pid: number): number | undefined {
   }
 }
 
+/**
+ * Resident memory of a process in bytes, split as the kernel counts it: `anon` is what the
+ * process itself holds (heaps, stacks), `file` the pages of its executable and libraries that
+ * it has mapped, shared with every other process of the same binary and dropped under memory
+ * pressure. `file` moves with the page cache (how much of the binary was read in before the
+ * process started), so it differs between runs and machines; `anon` does not.
+ */
+export interface ResidentMemory {
+  rss: number;
+  anon: number;
+  file: number;
+}
+
+export function residentMemory(pid: number): ResidentMemory | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kb = (name: string) =>
+      Number(new RegExp(`^${name}:\\s+(\\d+)\\s+kB`, "m").exec(status)?.[1]);
+    const rss = kb("VmRSS");
+    if (!Number.isFinite(rss)) return undefined;
+    return {
+      rss: rss * 1024,
+      anon: (kb("RssAnon") || 0) * 1024,
+      file: (kb("RssFile") || 0) * 1024,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Threads of a process (coturn runs several relay threads; Turnpike one event loop). */
 export function threadCount(pid: number): number | undefined {
   try {
@@ -142,6 +172,8 @@ export interface MachineInfo {
   coturn: string;
   turnpike: string;
   date: string;
+  /** A bare node of the bench's own binary and the relay's V8 flags, idle (node-floor.ts). */
+  nodeFloor?: ResidentMemory;
 }
 
 function coturnVersion(): string {

@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { GeneratorKind } from "./load/generator.js";
 import type { NetworkInfo } from "./netns.js";
-import type { MachineInfo } from "./proc.js";
+import type { MachineInfo, ResidentMemory } from "./proc.js";
 import type { BenchOptions, Metric, ScenarioResult } from "./scenarios/types.js";
 
 export interface ServerInfo {
@@ -36,6 +36,21 @@ export function idleRssMetric(bytes: number | undefined): Metric {
   return {
     key: "serverIdleRssMB",
     label: "server RSS idle (after start, before load)",
+    unit: "MB",
+    value: bytes === undefined ? null : bytes / 2 ** 20,
+    better: "lower",
+    digits: 1,
+  };
+}
+
+/**
+ * The part of the idle RSS the relay holds itself (RssAnon): its heaps and stacks, without the
+ * executable's file pages, which are shared and move with the page cache (node-floor.ts).
+ */
+export function idleAnonMetric(bytes: number | undefined): Metric {
+  return {
+    key: "serverIdleAnonMB",
+    label: "server private memory idle (RssAnon, after start)",
     unit: "MB",
     value: bytes === undefined ? null : bytes / 2 ** 20,
     better: "lower",
@@ -188,8 +203,15 @@ export function renderTable(report: BenchReport): string {
     "",
     `Machine: ${m.cpuModel}, ${m.cores} cores, Node ${m.node}, coturn ${m.coturn}, turnpike ${m.turnpike}, ${m.date}`,
   );
+  if (m.nodeFloor) lines.push(`- ${nodeFloorNote(m.nodeFloor)}`);
   for (const s of report.servers) for (const n of s.notes) lines.push(`- ${s.name}: ${n}`);
   return lines.join("\n");
+}
+
+/** The runtime's floor measured in this run, for reading Turnpike's idle RSS. */
+export function nodeFloorNote(f: ResidentMemory): string {
+  const mb = (b: number) => (b / 2 ** 20).toFixed(1);
+  return `node's floor: a bare node of this binary with the launchers' flags idles at ${mb(f.rss)} MB RSS, ${mb(f.anon)} MB of it private (RssAnon) and ${mb(f.file)} MB the executable's file pages (shared; more when more of the binary is in the page cache): Turnpike's and turnpike-tunnel's RSS rows include it`;
 }
 
 // ---------- HTML with inline SVG ----------

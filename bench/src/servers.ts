@@ -72,6 +72,8 @@ export interface RunningServer {
   kernelPath?: string;
   /** RSS right after it was ready, before any load (cli.ts takes it) */
   idleRss?: number;
+  /** the private part of it (RssAnon), without the executable's file pages */
+  idleAnon?: number;
   /** only for kind "floor" */
   floor?: FloorControl;
   stop(): Promise<void>;

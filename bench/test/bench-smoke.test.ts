@@ -14,7 +14,13 @@ const cli = path.join(repoRoot, "bench/bin/turnpike-bench.js");
 const built = path.join(repoRoot, "bench/dist/cli.js");
 
 interface Report {
-  machine: { node: string; coturn: string; cpuModel: string; cores: number };
+  machine: {
+    node: string;
+    coturn: string;
+    cpuModel: string;
+    cores: number;
+    nodeFloor?: { rss: number; anon: number; file: number };
+  };
   options: { udpIo: string[]; floor: string[]; generator: string };
   generator: { kind: string; note: string };
   network: { namespace: string | null; note: string };
@@ -67,6 +73,13 @@ function expectGenerator(report: Report): void {
   expect(report.generator.kind).toBe(kind);
   for (const r of report.results.filter((x) => x.scenario === "relay" && !x.skipped))
     expect(r.generator, r.server).toBe(kind);
+  // allocations and churn: the native setup generator (turnpike-setupgen) over UDP.
+  for (const r of report.results.filter((x) => ["allocations", "churn"].includes(x.scenario))) {
+    expect(r.generator, `${r.scenario} on ${r.server}`).toBe(kind);
+    expect(r.notes, `${r.scenario} on ${r.server}`).toContainEqual(
+      expect.stringMatching(/limited by the generator/),
+    );
+  }
 }
 
 /** The no-relay column: the same load straight to the echo peer, with its figures. */
@@ -287,6 +300,15 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
     expect(report.results.find((x) => x.server === "turnpike")?.notes).toContainEqual(
       expect.stringMatching(/^against no relay: machine CPU per round trip/),
     );
+    // Idle memory is read beside node's own floor of the same moment, split private / file.
+    const floor = report.machine.nodeFloor;
+    expect(floor?.anon).toBeGreaterThan(0);
+    expect(floor!.anon + floor!.file).toBeLessThanOrEqual(floor!.rss + 4096);
+    expect(run.stdout).toMatch(/node's floor: a bare node .* idles at [\d.]+ MB RSS/);
+    const anon = report.results
+      .find((x) => x.server === "turnpike" && x.scenario === "allocations")
+      ?.metrics.find((m) => m.key === "serverIdleAnonMB")?.value;
+    expect(anon).toBeGreaterThan(floor!.anon / 2 ** 20);
     expectNetwork(run, report);
     expect(leftovers()).toEqual([]);
   });

@@ -1,15 +1,16 @@
-// The bench's native helpers (bench/native/*.c: turnpike-loadgen and turnpike-echo): where
+// The bench's native helpers (bench/native/*.c: turnpike-loadgen, turnpike-setupgen and
+// turnpike-echo): where
 // they are, whether they are built (and building them when a source is newer than its binary),
 // and a child process that answers one line per command on stdin/stdout.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { killByPid, live, type Stoppable, trackPid } from "../children.js";
 import { repoRoot } from "../servers.js";
 
 const nativeDir = path.join(repoRoot, "bench/native");
 const buildScript = path.join(repoRoot, "bench/scripts/build-native.mjs");
-export const NATIVE_PROGRAMS = ["turnpike-loadgen", "turnpike-echo"] as const;
+export const NATIVE_PROGRAMS = ["turnpike-loadgen", "turnpike-setupgen", "turnpike-echo"] as const;
 export type NativeProgram = (typeof NATIVE_PROGRAMS)[number];
 
 export function nativeBinary(name: NativeProgram): string {
@@ -20,7 +21,9 @@ function upToDate(name: NativeProgram): boolean {
   const binary = nativeBinary(name);
   if (!existsSync(binary)) return false;
   const built = statSync(binary).mtimeMs;
-  return [`${name}.c`, "common.h"].every((f) => statSync(path.join(nativeDir, f)).mtimeMs <= built);
+  // Every program includes common.h (and maybe other headers): a header changed rebuilds all.
+  const headers = readdirSync(nativeDir).filter((f) => f.endsWith(".h"));
+  return [`${name}.c`, ...headers].every((f) => statSync(path.join(nativeDir, f)).mtimeMs <= built);
 }
 
 let availability: { reason: string | undefined } | undefined;

@@ -2,47 +2,49 @@
 // CreatePermission + ChannelBind, the 401 round trip included) and how much memory each
 // live allocation costs, up to a bound.
 import { cpuMicros, RssSampler, rssAnonBytes, rssBytes } from "../proc.js";
-import { closeAll, openAllocations } from "./setup.js";
+import { CONCURRENCY, limitNote, type SetupGenerator, setupGenerator } from "./setup-generator.js";
 import type { ScenarioContext, ScenarioResult } from "./types.js";
 
 export async function allocationsScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
-  const { opts, server, progress } = ctx;
+  const { opts } = ctx;
   const bound = opts.allocations ?? (opts.quick ? 1000 : 10000);
+  const gen = setupGenerator(ctx);
+  try {
+    // Warm-up, as the relay and churn scenarios have: a tenth of the bound (at most 1,000) set
+    // up and closed before the window, by the same generator, so the figures are what a setup
+    // costs a running relay and not V8 compiling the request path, a one-time cost (1.4-1.9 s
+    // of compile-thread CPU in a 10,000-setup run, bench/README "Setup and churn profile")
+    // that coturn, compiled ahead of time, never pays. Both servers get the same warm-up.
+    const warm = await gen.open({
+      count: Math.min(1000, Math.ceil(bound / 10)),
+      userPrefix: "warm",
+    });
+    await gen.closeAll();
+    await new Promise((r) => setTimeout(r, 200));
+    return await measure(ctx, gen, bound, warm.done);
+  } finally {
+    await gen.stop();
+  }
+}
+
+async function measure(
+  ctx: ScenarioContext,
+  gen: SetupGenerator,
+  bound: number,
+  warmed: number,
+): Promise<ScenarioResult> {
+  const { opts, server, progress } = ctx;
   const pid = server.pid;
-  // A fixed peer address: permissions and channels need not reach anything here.
-  const peers = [{ address: "127.0.0.1", port: 9 }];
-  // Warm-up, as the relay and churn scenarios have: a tenth of the bound (at most 1,000) set up
-  // and closed before the window, so the figures are what a setup costs a running relay and
-  // not V8 compiling the request path, a one-time cost (1.4-1.9 s of compile-thread CPU in a
-  // 10,000-setup run, bench/README "Setup and churn profile") that coturn, compiled ahead of
-  // time, never pays. Both servers get the same warm-up.
-  const warm = await openAllocations({
-    server,
-    transport: opts.transport,
-    count: Math.min(1000, Math.ceil(bound / 10)),
-    peers,
-    bind: true,
-    concurrency: 64,
-    userPrefix: "warm",
-  });
-  await closeAll(warm.opened);
-  await new Promise((r) => setTimeout(r, 200));
   const rss0 = pid ? rssBytes(pid) : undefined;
   const cpu0 = pid ? cpuMicros(pid) : undefined;
-  const gen0 = cpuMicros(process.pid) ?? 0;
   const sampler = pid ? new RssSampler(pid, 250).start() : undefined;
   progress.start(`${server.name} allocations`, bound);
   const t0 = performance.now();
   let last = t0;
   let lastDone = 0;
-  const open = await openAllocations({
-    server,
-    transport: opts.transport,
+  const open = await gen.open({
     count: bound,
-    peers,
-    bind: true,
-    concurrency: 64,
-    stopOnError: false,
+    userPrefix: "bench",
     onProgress: (done) => {
       const now = performance.now();
       if (now - last > 250) {
@@ -54,22 +56,27 @@ export async function allocationsScenario(ctx: ScenarioContext): Promise<Scenari
   });
   progress.stop();
   const cpu1 = pid ? cpuMicros(pid) : undefined;
-  const gen1 = cpuMicros(process.pid) ?? 0;
+  const windowMs = performance.now() - t0;
   await new Promise((r) => setTimeout(r, 300));
   sampler?.stop();
   const rss1 = pid ? rssBytes(pid) : undefined;
   const anon1 = pid ? rssAnonBytes(pid) : undefined;
-  const live = open.opened.length;
+  const live = open.done;
   const attempted = live + open.failures;
   const seconds = open.elapsedMs / 1000;
+  const serverCore =
+    cpu0 !== undefined && cpu1 !== undefined ? (100 * (cpu1 - cpu0)) / (windowMs * 1000) : null;
   const notes = [
-    `bound ${bound} allocations over ${opts.transport.toUpperCase()}, 64 in flight, one client socket each, after ${warm.opened.length} warm-up setups opened and closed`,
+    `bound ${bound} allocations over ${opts.transport.toUpperCase()}, ${CONCURRENCY} in flight, one client socket each, after ${warmed} warm-up setups opened and closed`,
+    gen.note,
+    limitNote(gen, open, serverCore),
   ];
   if (open.failures > 0) notes.push(`${open.failures} setups failed; first: ${open.firstError}`);
   try {
     return {
       scenario: "allocations",
       server: server.name,
+      generator: gen.kind,
       metrics: [
         {
           key: "setupsPerSec",
@@ -109,12 +116,19 @@ export async function allocationsScenario(ctx: ScenarioContext): Promise<Scenari
           digits: 1,
         },
         {
-          key: "generatorCorePercent",
-          // The load client runs in this (single-threaded) process: near 100 % of one core,
-          // it, not the relay, is what limits setups/s.
-          label: "generator CPU (the bench process, % of one core)",
+          key: "serverCorePercent",
+          label: "server CPU while setting up (% of one core)",
           unit: "%",
-          value: (100 * (gen1 - gen0)) / open.elapsedMs / 1000,
+          value: serverCore,
+          digits: 0,
+        },
+        {
+          key: "generatorCorePercent",
+          // The generator is single-threaded: near 100 % of one core it, not the relay, is
+          // what limits setups/s (the notes say which it was).
+          label: gen.cpuLabel,
+          unit: "%",
+          value: (100 * open.generatorCpuMicros) / (open.elapsedMs * 1000),
           digits: 0,
         },
         {
@@ -151,6 +165,6 @@ export async function allocationsScenario(ctx: ScenarioContext): Promise<Scenari
       notes,
     };
   } finally {
-    await closeAll(open.opened);
+    await gen.closeAll();
   }
 }

@@ -1,8 +1,8 @@
 // `churn`: allocate, refresh and delete in a steady cycle; what matters is that the relay's
 // memory comes back (RSS drift) and how many cycles per second it sustains.
 
-import { TurnLoadClient } from "../load/turn-load-client.js";
 import { cpuMicros, RssSampler, rssBytes } from "../proc.js";
+import { type GeneratorRun, limitNote, setupGenerator } from "./setup-generator.js";
 import type { ScenarioContext, ScenarioResult } from "./types.js";
 
 /**
@@ -17,69 +17,49 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
   const workers = opts.allocations ?? (opts.quick ? 16 : 64);
   const seconds = opts.duration;
   const pid = server.pid;
-  const connect = (i: number) =>
-    TurnLoadClient.connect({
-      server: { address: server.host, port: server.port },
-      transport: opts.transport,
-      token: server.token,
-      user: `churn${i}`,
-    });
-  // Each cycle uses a fresh client socket (a new 5-tuple), as a reconnecting client does:
-  // coturn answers 437 (allocation mismatch) to a new Allocate on a 5-tuple whose
-  // allocation was just deleted.
-  const clients = await Promise.all(Array.from({ length: workers }, (_, i) => connect(i)));
-  let cycles = 0;
-  let failures = 0;
-  let firstError: string | undefined;
-  // One cycle first so nonces, code paths and pools are warm before the baseline.
-  await Promise.all(
-    clients.map(async (c) => {
-      await c.allocate(600);
-      await c.refresh(0);
-    }),
-  );
-  await new Promise((r) => setTimeout(r, 200));
-  const sampler = pid ? new RssSampler(pid, 200).start() : undefined;
-  const cpu0 = pid ? cpuMicros(pid) : undefined;
-  const gen0 = cpuMicros(process.pid) ?? 0;
-  const t0 = performance.now();
-  const deadline = t0 + seconds * 1000;
-  progress.start(`${server.name} churn`, Math.round(seconds * 10));
-  const ticker = setInterval(() => {
-    const el = performance.now() - t0;
-    progress.update(Math.round(el / 100), `${Math.round((cycles * 1000) / el)} cycles/s`);
-  }, 250);
+  const gen = setupGenerator(ctx);
+  let run: GeneratorRun;
+  let serverCpu: number | undefined;
+  let windowMs: number;
+  let sampler: RssSampler | undefined;
   try {
-    await Promise.all(
-      clients.map(async (first, i) => {
-        let c = first;
-        while (performance.now() < deadline) {
-          await c.close();
-          try {
-            c = await connect(i);
-            clients[i] = c;
-            await c.allocate(600);
-            await c.refresh(600);
-            await c.refresh(0); // RFC 8656 §7.3: lifetime 0 deletes
-            cycles++;
-          } catch (e) {
-            failures++;
-            firstError ??= e instanceof Error ? e.message : String(e);
-            await new Promise((r) => setTimeout(r, 20));
-          }
-        }
-      }),
-    );
+    // One cycle per worker first so nonces, code paths and pools are warm before the baseline.
+    await gen.churn({ workers, seconds, once: true });
+    await new Promise((r) => setTimeout(r, 200));
+    sampler = pid ? new RssSampler(pid, 200).start() : undefined;
+    const cpu0 = pid ? cpuMicros(pid) : undefined;
+    const t0 = performance.now();
+    let cycles = 0;
+    progress.start(`${server.name} churn`, Math.round(seconds * 10));
+    const ticker = setInterval(() => {
+      const el = performance.now() - t0;
+      progress.update(Math.round(el / 100), `${Math.round((cycles * 1000) / el)} cycles/s`);
+    }, 250);
+    try {
+      run = await gen.churn({
+        workers,
+        seconds,
+        once: false,
+        onProgress: (n) => {
+          cycles = n;
+        },
+      });
+    } finally {
+      clearInterval(ticker);
+      progress.stop();
+    }
+    const cpu1 = pid ? cpuMicros(pid) : undefined;
+    windowMs = performance.now() - t0;
+    serverCpu = cpu0 !== undefined && cpu1 !== undefined ? cpu1 - cpu0 : undefined;
+    await new Promise((r) => setTimeout(r, 300));
+    sampler?.stop();
   } finally {
-    clearInterval(ticker);
-    progress.stop();
+    sampler?.stop();
+    await gen.stop();
   }
-  const el = (performance.now() - t0) / 1000;
-  const cpu1 = pid ? cpuMicros(pid) : undefined;
-  const gen1 = cpuMicros(process.pid) ?? 0;
-  await new Promise((r) => setTimeout(r, 300));
-  sampler?.stop();
-  await Promise.all(clients.map((c) => c.close()));
+  const { done: cycles, failures, firstError } = run;
+  const el = run.elapsedMs / 1000;
+  const serverCore = serverCpu === undefined ? null : (100 * serverCpu) / (windowMs * 1000);
   const settle = opts.quick ? QUICK_SETTLE_SECONDS : SETTLE_SECONDS;
   progress.start(`${server.name} settling ${settle} s`, settle);
   for (let i = 0; i < settle; i++) {
@@ -92,11 +72,14 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
   const mb = (b: number | undefined) => (b === undefined ? null : b / 2 ** 20);
   const notes = [
     `${workers} clients, each cycling new socket -> Allocate (401 challenge, then authenticated) -> Refresh(600) -> Refresh(0) for ${seconds} s`,
+    gen.note,
+    limitNote(gen, run, serverCore),
   ];
   if (failures > 0) notes.push(`${failures} cycles failed; first: ${firstError}`);
   return {
     scenario: "churn",
     server: server.name,
+    generator: gen.kind,
     metrics: [
       {
         key: "cyclesPerSec",
@@ -120,19 +103,24 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
         label: "server CPU per attempted cycle (4 requests: 401, Allocate, Refresh, Refresh(0))",
         unit: "µs",
         value:
-          cpu0 !== undefined && cpu1 !== undefined && cycles + failures > 0
-            ? (cpu1 - cpu0) / (cycles + failures)
-            : null,
+          serverCpu !== undefined && cycles + failures > 0 ? serverCpu / (cycles + failures) : null,
         better: "lower",
         digits: 1,
       },
       {
-        key: "generatorCorePercent",
-        // The load client runs in this (single-threaded) process: near 100 % of one core,
-        // it, not the relay, is what limits cycles/s.
-        label: "generator CPU (the bench process, % of one core)",
+        key: "serverCorePercent",
+        label: "server CPU while churning (% of one core)",
         unit: "%",
-        value: (100 * (gen1 - gen0)) / (el * 1e6),
+        value: serverCore,
+        digits: 0,
+      },
+      {
+        key: "generatorCorePercent",
+        // The generator is single-threaded: near 100 % of one core it, not the relay, is what
+        // limits cycles/s (the notes say which it was).
+        label: gen.cpuLabel,
+        unit: "%",
+        value: (100 * run.generatorCpuMicros) / (el * 1e6),
         digits: 0,
       },
       {

@@ -1,0 +1,28 @@
+// The runtime's own floor: what a bare node of the same binary holds while idle, measured in
+// the same run as the servers. Turnpike's idle RSS is this floor plus what the relay adds, and
+// most of the floor is the executable's file pages (shared, and larger when more of the binary
+// sits in the page cache: 44 MB on one quiet machine, 72 MB on a freshly installed one), so an
+// idle-RSS figure means little without the floor of the same moment beside it.
+import { spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
+import { killByPid, trackPid } from "./children.js";
+import { type ResidentMemory, residentMemory } from "./proc.js";
+
+/** The V8 flag the relay's and the tunnel's launchers pass (their bin/ shebangs). */
+const LAUNCHER_FLAGS = ["--max-semi-space-size=1"];
+/** Long enough for node's start-up work (bootstrap, the first GC) to settle. */
+const SETTLE_MS = 1500;
+
+export async function measureNodeFloor(): Promise<ResidentMemory | undefined> {
+  const child = spawn(process.execPath, [...LAUNCHER_FLAGS, "-e", "setTimeout(() => {}, 30000)"], {
+    stdio: "ignore",
+  });
+  child.on("error", () => {}); // no figure then: residentMemory finds no process
+  trackPid(child);
+  try {
+    await sleep(SETTLE_MS);
+    return child.pid === undefined ? undefined : residentMemory(child.pid);
+  } finally {
+    await killByPid(child, 1000);
+  }
+}
