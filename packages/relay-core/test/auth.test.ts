@@ -324,6 +324,26 @@ describe("NonceIssuer (RFC 8489 §9.2)", () => {
     expect(issuer.check(undefined as never, 1000, "a")).toBe("invalid");
   });
 
+  it("gives the same answers for nonces it minted, verified once, or has forgotten", () => {
+    // Another issuer with the same secret (another engine, a restart): its nonces verify by MAC.
+    const other = new NonceIssuer(secret, 60_000);
+    const minted = issuer.issue(5000, "a");
+    const foreign = other.issue(5000, "a");
+    for (let round = 0; round < 2; round++) {
+      for (const nonce of [minted, foreign]) {
+        expect(issuer.check(nonce, 5000, "a")).toBe("valid");
+        expect(issuer.check(nonce, 5000, "b")).toBe("invalid");
+        expect(issuer.check(nonce, 4999, "a")).toBe("invalid");
+        expect(issuer.check(nonce, 65_000, "a")).toBe("stale");
+      }
+    }
+    // Far more nonces than it keeps, for other clients: the first ones are verified again.
+    for (let i = 0; i < 5000; i++) issuer.issue(6000 + i, `c${i}`);
+    expect(issuer.check(minted, 5000, "a")).toBe("valid");
+    expect(issuer.check(foreign, 5000, "b")).toBe("invalid");
+    expect(issuer.check(minted, 5000, undefined as never)).toBe("invalid");
+  });
+
   it("ends the nonce with base64url(HMAC-SHA256(secret, the rest || the client)), 12 bytes", () => {
     for (const client of ["192.0.2.1", "2001:db8::7", "h\u00f6st-\u{1f600}"]) {
       const nonce = issuer.issue(987_654_321, client);

@@ -25,9 +25,31 @@ const OPAD = 0x5c;
 /** Where the message starts in the scratch buffer (after the inner pad). */
 export const HMAC_INPUT_OFFSET = BLOCK;
 
-let input = new Uint8Array(BLOCK + 2048);
+/** The scratch buffer's size at start: messages up to this are the everyday ones. */
+const INITIAL_INPUT = BLOCK + 2048;
+let input = new Uint8Array(INITIAL_INPUT);
 /** The outer pad and the inner digest (at most 32 bytes). */
 const outer = new Uint8Array(BLOCK + 32);
+/** The outer hash's input, by digest length: SHA-1's 20 bytes, SHA-256's 32. */
+const outerSha1 = outer.subarray(0, BLOCK + 20);
+const outerSha256 = outer.subarray(0, BLOCK + 32);
+/**
+ * Views of the first n bytes of the initial scratch buffer, made once per length: crypto.hash
+ * takes a view of exactly the bytes to hash, and a subarray per call was two of the ~70 objects
+ * a request allocates (bench/README.md "Setup and churn profile"). At most one per length up
+ * to INITIAL_INPUT; a grown buffer (a rare large message) gets a subarray per call.
+ */
+const inputViews: (Uint8Array | undefined)[] = [];
+
+function inputView(n: number): Uint8Array {
+  if (input.length !== INITIAL_INPUT) return input.subarray(0, n);
+  let view = inputViews[n];
+  if (view === undefined) {
+    view = input.subarray(0, n);
+    inputViews[n] = view;
+  }
+  return view;
+}
 
 /**
  * The scratch buffer with room for a message of `length` bytes at HMAC_INPUT_OFFSET: write the
@@ -50,10 +72,10 @@ export function hmacOfInput(algorithm: HmacAlgorithm, key: Uint8Array, length: n
   const k = key.length > BLOCK ? binaryBytes(hash(algorithm, key, "binary")) : key;
   const n = k.length;
   for (let i = 0; i < BLOCK; i++) input[i] = (i < n ? k[i]! : 0) ^ IPAD;
-  const inner = hash(algorithm, input.subarray(0, BLOCK + length), "binary");
+  const inner = hash(algorithm, inputView(BLOCK + length), "binary");
   for (let i = 0; i < BLOCK; i++) outer[i] = (i < n ? k[i]! : 0) ^ OPAD;
   for (let i = 0; i < inner.length; i++) outer[BLOCK + i] = inner.charCodeAt(i);
-  return hash(algorithm, outer.subarray(0, BLOCK + inner.length), "binary");
+  return hash(algorithm, inner.length === 20 ? outerSha1 : outerSha256, "binary");
 }
 
 /** HMAC(key, bytes) as a binary string (see hmacOfInput). */

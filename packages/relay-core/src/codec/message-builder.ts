@@ -1,14 +1,18 @@
 /** Encoding one STUN message (RFC 8489 §5, §14), attribute by attribute. */
+
+import { ipv4ToUint32 } from "../policy/ip.js";
 import { encodeAddressValue, type TransportAddress } from "./address.js";
 import {
+  AddressFamilyCode,
   AttributeType,
   FINGERPRINT_XOR,
   HEADER_LENGTH,
+  MAGIC_COOKIE,
   type MessageClass,
   REASON_PHRASES,
 } from "./constants.js";
 import { crc32 } from "./crc32.js";
-import { type HmacAlgorithm, hmacBinary } from "./hmac.js";
+import { HMAC_INPUT_OFFSET, type HmacAlgorithm, hmacInput, hmacOfInput } from "./hmac.js";
 import { messageType } from "./message.js";
 import { keepBytes, takeBytes } from "./slab.js";
 
@@ -49,7 +53,8 @@ export class StunMessageBuilder {
     this.#buf[5] = 0x12;
     this.#buf[6] = 0xa4;
     this.#buf[7] = 0x42;
-    this.#buf.set(transactionId.subarray(0, 12), 8);
+    // Byte by byte: a subarray to copy from would be one more object per message.
+    for (let i = 0; i < 12; i++) this.#buf[8 + i] = transactionId[i]!;
   }
 
   /** A raw attribute; `value` is copied and padded to 4 bytes. */
@@ -67,18 +72,22 @@ export class StunMessageBuilder {
     return this;
   }
 
-  /** A raw attribute value of `length` bytes written by `write` (avoids a temporary buffer). */
-  #fixed(type: number, length: number): Uint8Array {
+  /**
+   * A raw attribute of `length` bytes, zeroed, for the caller to write at the offset returned
+   * in #buf (an offset, not a view: a view per attribute was most of the objects a response
+   * allocated).
+   */
+  #fixed(type: number, length: number): number {
     this.#reserve(4 + length);
     const b = this.#buf;
+    const at = this.#len + 4;
     b[this.#len] = type >>> 8;
     b[this.#len + 1] = type & 0xff;
     b[this.#len + 2] = 0;
     b[this.#len + 3] = length;
-    const view = b.subarray(this.#len + 4, this.#len + 4 + length);
-    view.fill(0);
-    this.#len += 4 + length;
-    return view;
+    b.fill(0, at, at + length);
+    this.#len = at + length;
+    return at;
   }
 
   /** A UTF-8 text attribute (USERNAME, REALM, NONCE, SOFTWARE), written in place. */
@@ -108,16 +117,34 @@ export class StunMessageBuilder {
   }
 
   uint32(type: number, value: number): this {
-    const v = this.#fixed(type, 4);
-    v[0] = value >>> 24;
-    v[1] = (value >>> 16) & 0xff;
-    v[2] = (value >>> 8) & 0xff;
-    v[3] = value & 0xff;
+    const at = this.#fixed(type, 4);
+    const b = this.#buf;
+    b[at] = value >>> 24;
+    b[at + 1] = (value >>> 16) & 0xff;
+    b[at + 2] = (value >>> 8) & 0xff;
+    b[at + 3] = value & 0xff;
     return this;
   }
 
   /** XOR-MAPPED-, XOR-PEER- or XOR-RELAYED-ADDRESS. An unparsable address is a programmer error. */
   xorAddress(type: number, addr: TransportAddress): this {
+    const ip4 = ipv4ToUint32(addr.address);
+    if (ip4 >= 0) {
+      // IPv4, written in place (RFC 8489 §14.2): family, port ^ the cookie's top 16 bits,
+      // address ^ the cookie; no parsed-address or value buffers.
+      const at = this.#fixed(type, 8);
+      const b = this.#buf;
+      const port = addr.port ^ (MAGIC_COOKIE >>> 16);
+      const x = (ip4 ^ MAGIC_COOKIE) >>> 0;
+      b[at + 1] = AddressFamilyCode.IPv4;
+      b[at + 2] = (port >>> 8) & 0xff;
+      b[at + 3] = port & 0xff;
+      b[at + 4] = x >>> 24;
+      b[at + 5] = (x >>> 16) & 0xff;
+      b[at + 6] = (x >>> 8) & 0xff;
+      b[at + 7] = x & 0xff;
+      return this;
+    }
     const v = encodeAddressValue(addr, this.#buf.subarray(8, 20));
     if (!v) throw new Error(`invalid IP address ${addr.address}`);
     return this.bytes(type, v);
@@ -157,24 +184,24 @@ export class StunMessageBuilder {
   }
 
   channelNumber(channel: number): this {
-    const v = this.#fixed(AttributeType.ChannelNumber, 4);
-    v[0] = channel >>> 8;
-    v[1] = channel & 0xff;
+    const at = this.#fixed(AttributeType.ChannelNumber, 4);
+    this.#buf[at] = channel >>> 8;
+    this.#buf[at + 1] = channel & 0xff;
     return this;
   }
 
   requestedTransport(protocol: number): this {
-    this.#fixed(AttributeType.RequestedTransport, 4)[0] = protocol;
+    this.#buf[this.#fixed(AttributeType.RequestedTransport, 4)] = protocol;
     return this;
   }
 
   addressFamily(type: number, family: 4 | 6): this {
-    this.#fixed(type, 4)[0] = family === 4 ? 0x01 : 0x02;
+    this.#buf[this.#fixed(type, 4)] = family === 4 ? 0x01 : 0x02;
     return this;
   }
 
   evenPort(reserveNext: boolean): this {
-    this.#fixed(AttributeType.EvenPort, 1)[0] = reserveNext ? 0x80 : 0;
+    this.#buf[this.#fixed(AttributeType.EvenPort, 1)] = reserveNext ? 0x80 : 0;
     // fixed() wrote a 1-byte value; keep the 4-byte alignment (RFC 8489 §14 padding).
     this.#reserve(3);
     this.#buf.fill(0, this.#len, this.#len + 3);
@@ -193,9 +220,9 @@ export class StunMessageBuilder {
   }
 
   passwordAlgorithm(algorithm: number): this {
-    const v = this.#fixed(AttributeType.PasswordAlgorithm, 4);
-    v[0] = algorithm >>> 8;
-    v[1] = algorithm & 0xff;
+    const at = this.#fixed(AttributeType.PasswordAlgorithm, 4);
+    this.#buf[at] = algorithm >>> 8;
+    this.#buf[at + 1] = algorithm & 0xff;
     return this;
   }
 
@@ -217,9 +244,14 @@ export class StunMessageBuilder {
 
   #integrity(alg: HmacAlgorithm, type: number, size: number, key: Uint8Array): this {
     this.#setLength(this.#len - HEADER_LENGTH + 4 + size);
-    const mac = hmacBinary(alg, key, this.#buf.subarray(0, this.#len));
-    const v = this.#fixed(type, size);
-    for (let i = 0; i < size; i++) v[i] = mac.charCodeAt(i);
+    // The message so far into the HMAC's scratch buffer, byte by byte (no view to copy from).
+    const length = this.#len;
+    const input = hmacInput(length);
+    const b = this.#buf;
+    for (let i = 0; i < length; i++) input[HMAC_INPUT_OFFSET + i] = b[i]!;
+    const mac = hmacOfInput(alg, key, length);
+    const at = this.#fixed(type, size);
+    for (let i = 0; i < size; i++) this.#buf[at + i] = mac.charCodeAt(i);
     return this;
   }
 
