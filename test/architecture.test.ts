@@ -31,7 +31,7 @@ const LAYERS: Record<string, { readonly dir: string; readonly may: readonly stri
   },
   "@turnpike/tunnel-client": {
     dir: "packages/tunnel-client",
-    may: ["@turnpike/relay-core", "@turnpike/runtime-kit"],
+    may: ["@turnpike/relay-core", "@turnpike/runtime-kit", "@turnpike/udp-batch"],
   },
   "@turnpike/test-support": { dir: "test-support", may: ["@turnpike/relay-core"] },
   "@turnpike/bench": {

@@ -125,6 +125,7 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
     tls: config.tls,
     udpFlowIdleMs: config.udpFlowIdle * 1000,
     allowMetadataTargets: config.allowMetadataTargets,
+    tcpSplice: config.tcpSplice,
     ...(config.testClock !== undefined
       ? { date: fileClock(config.testClock, logger), windowCheckMs: 200 }
       : {}),

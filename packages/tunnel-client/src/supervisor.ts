@@ -41,6 +41,8 @@ export interface SupervisorOptions {
   readonly udpFlowIdleMs?: number;
   /** --allow-metadata-targets (targets.ts). */
   readonly allowMetadataTargets?: boolean;
+  /** --tcp-splice (tunnel/spliced-pipe.ts; default auto). */
+  readonly tcpSplice?: "auto" | "off";
 }
 
 /** One row of GET /list: one tunnel (service x relay address). */
@@ -285,6 +287,7 @@ export class TunnelSupervisor {
           ...(this.o.udpFlowIdleMs !== undefined ? { udpFlowIdleMs: this.o.udpFlowIdleMs } : {}),
           pins: this.pins,
           allowMetadataTargets: this.o.allowMetadataTargets === true,
+          ...(this.o.tcpSplice !== undefined ? { tcpSplice: this.o.tcpSplice } : {}),
         });
         s.tunnels.set(key, t);
         if (s.window.open) t.start();

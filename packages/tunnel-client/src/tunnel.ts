@@ -69,6 +69,8 @@ export interface TunnelOptions {
   readonly pins?: PinClaims;
   /** --allow-metadata-targets: do not refuse names that resolve to metadata addresses. */
   readonly allowMetadataTargets?: boolean;
+  /** --tcp-splice: TCP pipes in the kernel where possible (tunnel/spliced-pipe.ts; default auto). */
+  readonly tcpSplice?: "auto" | "off";
 }
 
 export class Tunnel {
@@ -135,6 +137,7 @@ export class Tunnel {
         // RFC 6062 data connections go where the control connection went (a redirect too).
         relay: () => this.life.relay,
         tls: this.controlTransport === "tls" ? () => this.tlsOptions() : undefined,
+        splice: o.tcpSplice ?? "auto",
       });
     }
   }
@@ -185,11 +188,14 @@ export class Tunnel {
 
   /** Peer to target. */
   get bytesIn(): number {
+    // Spliced pipes count in the kernel: their bytes are added when read (here and bytesOut).
+    this.pipes?.syncCounters();
     return this.traffic.bytesIn;
   }
 
   /** Target to peer. */
   get bytesOut(): number {
+    this.pipes?.syncCounters();
     return this.traffic.bytesOut;
   }
 

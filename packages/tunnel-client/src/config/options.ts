@@ -288,6 +288,21 @@ export const OPTIONS = {
     parse: (raw, where) => nonEmpty(raw, where),
   }),
   ...logOptions("Operations"),
+  "tcp-splice": spec<"auto" | "off">({
+    group: "Operations",
+    describe:
+      "TCP services' pipes (relay data connection <-> target): auto (over a plain-TCP relay the kernel moves the bytes with splice(2), no copy into the tunnel, where the native module loads; each such pipe holds 6 more descriptors, and beyond a quarter of the open-file limit a pipe runs in JavaScript), off (every pipe in JavaScript, as turns: ones always are)",
+    placeholder: "auto|off",
+    defaultText: "auto",
+    default: "auto",
+    parse: (raw, where) => {
+      const text = one(raw, where);
+      if (text !== "auto" && text !== "off") {
+        throw new ConfigError(`${where} must be one of auto, off, got ${JSON.stringify(text)}`);
+      }
+      return text;
+    },
+  }),
   software: spec<string>({
     group: "Operations",
     describe: "SOFTWARE attribute sent to the relay",

@@ -98,6 +98,7 @@ export function resolveRunConfig(
     testClock: v["test-clock"],
     udpFlowIdle: v["udp-flow-idle"],
     allowMetadataTargets: v["allow-metadata-targets"],
+    tcpSplice: v["tcp-splice"],
     warnings,
   };
 }

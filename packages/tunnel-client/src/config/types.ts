@@ -70,6 +70,8 @@ export interface TunnelConfig {
   readonly udpFlowIdle: number;
   /** Allow link-local and cloud metadata targets (targets.ts). */
   readonly allowMetadataTargets: boolean;
+  /** --tcp-splice: TCP pipes joined in the kernel where possible (tunnel/spliced-pipe.ts). */
+  readonly tcpSplice: "auto" | "off";
   readonly warnings: readonly string[];
 }
 

@@ -7,6 +7,10 @@
 // Its own timers, per connection: a ConnectionBind deadline, a target-connect deadline and a
 // half-close deadline. It calls the current TurnClient directly (ConnectionBind and its answer
 // never pass through the lifecycle); closeAll() ends every pipe of an allocation that is gone.
+//
+// With --tcp-splice auto and a plain-TCP relay, a connected pair is joined in the kernel instead
+// (spliced-pipe.ts); the JavaScript pipe below stays for TLS, --tcp-splice off, and where the
+// native pipe is unavailable or over its descriptor budget.
 
 import { connect as netConnect, type Socket } from "node:net";
 import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
@@ -21,6 +25,7 @@ import { forwardChunk, type Logger, ReusedReadBuffer } from "@turnpike/runtime-k
 import type { HostPort } from "../config/index.js";
 import type { TargetDialer } from "../targets.js";
 import type { PeerFilter } from "./peer-filter.js";
+import { SplicedTcpPipe, socketFd, spliceAvailable, splicePipeBudget } from "./spliced-pipe.js";
 import type { Traffic } from "./traffic.js";
 
 /** RFC 6062 §5.4: the server drops unbound connections after 30 s; we give up a bit earlier. */
@@ -43,6 +48,8 @@ export interface TcpPipesOptions {
   readonly peers: PeerFilter;
   /** The TurnClient of the current allocation, undefined between allocations. */
   readonly client: () => TurnClient | undefined;
+  /** --tcp-splice: join plain-TCP pairs in the kernel where possible (default auto). */
+  readonly splice?: "auto" | "off";
 }
 
 export class TcpPipes {
@@ -51,8 +58,25 @@ export class TcpPipes {
   private readonly sockets = new Set<Socket>();
   /** Bumped by closeAll(): a connection of an earlier allocation may not bind or count. */
   private generation = 0;
+  /** Pipes running in the kernel (their counters are read at collection and at their end). */
+  private readonly spliced = new Set<SplicedTcpPipe>();
+  /** How many may run at once: 0 where none may (off, TLS, no native module). */
+  private readonly spliceLimit: number;
 
-  constructor(private readonly o: TcpPipesOptions) {}
+  constructor(private readonly o: TcpPipesOptions) {
+    this.spliceLimit =
+      o.splice === "off" || o.tls !== undefined || !spliceAvailable() ? 0 : splicePipeBudget();
+  }
+
+  /** Bring the traffic counters up to what the spliced pipes moved (GET /list, metrics). */
+  syncCounters(): void {
+    for (const p of this.spliced) p.sync();
+  }
+
+  /** Pipes running in the kernel now (tests, debugging). */
+  get splicedCount(): number {
+    return this.spliced.size;
+  }
 
   /** The relay's ConnectionAttempt: a peer connected to the relayed address. */
   accept(peer: TransportAddress, connectionId: PeerConnectionId): void {
@@ -225,6 +249,7 @@ export class TcpPipes {
       clearTimeout(connectTimer);
       connected = true;
       this.o.log.debug("tcp connection piped", { peer: peerText });
+      if (dataReads !== undefined && this.trySplice(data, target, early)) return;
       if (early.length > 0) {
         traffic.in(early.length);
         target.write(early);
@@ -245,5 +270,35 @@ export class TcpPipes {
       target.on("end", () => data.end());
       data.resume();
     });
+  }
+
+  /**
+   * Join `data` and `target` in the kernel (spliced-pipe.ts) if this pipe may: false leaves
+   * both untouched for the JavaScript pipe (not allowed here, over the budget, or the native
+   * pipe could not be made).
+   */
+  private trySplice(data: Socket, target: Socket, early: Uint8Array): boolean {
+    if (this.spliced.size >= this.spliceLimit) return false;
+    const dataFd = socketFd(data);
+    const targetFd = socketFd(target);
+    if (dataFd === undefined || targetFd === undefined) return false;
+    let pipe: SplicedTcpPipe;
+    try {
+      pipe = new SplicedTcpPipe(
+        data,
+        target,
+        dataFd,
+        targetFd,
+        early,
+        this.o.traffic,
+        this.o.log,
+        () => this.spliced.delete(pipe),
+      );
+    } catch (err) {
+      this.o.log.debug("tcp connection not spliced", { err: (err as Error).message });
+      return false;
+    }
+    this.spliced.add(pipe);
+    return true;
   }
 }
