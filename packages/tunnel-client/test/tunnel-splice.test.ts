@@ -204,6 +204,28 @@ function spliceSuite(mode: "auto" | "off"): void {
       );
       expect(fds(pid()).pipes).toBe(baseline.pipes);
     });
+
+    // Last: it kills the relay.
+    it("closes the target's connection when the relay connection is lost", async () => {
+      const to = parseAddress(row(await f.tunnel.list(), "echo").relayedAddress!);
+      const sock = connect({ host: to.ip, port: to.port });
+      sock.on("error", () => {});
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("no echo")), 10_000);
+        sock.once("data", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        sock.write("ping");
+      });
+      const targetConnections = () =>
+        new Promise<number>((r, j) => f.tcp.server.getConnections((e, n) => (e ? j(e) : r(n))));
+      expect(await targetConnections()).toBe(1);
+      await f.stopRelay();
+      sock.destroy();
+      await waitUntil(async () => (await targetConnections()) === 0, 5000, "the target closed");
+      await waitUntil(() => fds(pid()).pipes === baseline.pipes, 5000, "the kernel pipes closed");
+    });
   });
 }
 
