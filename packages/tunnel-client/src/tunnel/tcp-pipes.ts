@@ -73,11 +73,6 @@ export class TcpPipes {
     for (const p of this.spliced) p.sync();
   }
 
-  /** Pipes running in the kernel now (tests, debugging). */
-  get splicedCount(): number {
-    return this.spliced.size;
-  }
-
   /** The relay's ConnectionAttempt: a peer connected to the relayed address. */
   accept(peer: TransportAddress, connectionId: PeerConnectionId): void {
     if (this.o.client() === undefined) return;
