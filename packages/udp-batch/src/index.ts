@@ -57,6 +57,8 @@ export {
   SLOT_SIZE,
 } from "./layout.js";
 
+export { stopNodeReading, tcpSocketFd } from "./node-socket.js";
+
 export interface BatchIoCounters {
   /** recvmmsg calls that returned packets */
   readonly recvCalls: number;

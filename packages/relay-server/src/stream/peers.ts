@@ -13,12 +13,19 @@
 import net from "node:net";
 import type { ConnectionId, PeerConnectionId, RelayId } from "@turnpike/relay-core";
 import { ReusedReadBuffer } from "@turnpike/runtime-kit";
-import { batchIoAvailability, bindUdp, closeFd, tcpBind, tcpListen } from "@turnpike/udp-batch";
+import {
+  batchIoAvailability,
+  bindUdp,
+  closeFd,
+  tcpBind,
+  tcpListen,
+  tcpSocketFd,
+} from "@turnpike/udp-batch";
 import type { EngineHost, RelayBindDone } from "../engine/host.js";
 import { stripMapped } from "./admission.js";
 import type { StreamClients } from "./clients.js";
 import { RelayPipe, type StreamPipe } from "./pipe.js";
-import { SplicedPipe, socketFd } from "./spliced-pipe.js";
+import { SplicedPipe } from "./spliced-pipe.js";
 
 export class PeerConnections {
   /** TCP relayed-address listeners still binding, and bound ones. */
@@ -285,8 +292,8 @@ export class PeerConnections {
 
   /** The pipe in the kernel, or undefined where it cannot be made (the JavaScript one then). */
   private splice(id: PeerConnectionId, client: unknown, peer: net.Socket): SplicedPipe | undefined {
-    const clientFd = socketFd(client);
-    const peerFd = socketFd(peer);
+    const clientFd = tcpSocketFd(client);
+    const peerFd = tcpSocketFd(peer);
     if (clientFd === undefined || peerFd === undefined) return undefined;
     try {
       const pipe: SplicedPipe = new SplicedPipe(

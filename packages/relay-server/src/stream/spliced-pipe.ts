@@ -26,10 +26,9 @@
 // to date from the native counters when metrics are collected (PeerConnections.syncCounters)
 // and when the pipe ends; a chunk is a splice call (no per-chunk size histogram).
 
-import net from "node:net";
-import { Duplex } from "node:stream";
+import type net from "node:net";
 import type { PeerConnectionId } from "@turnpike/relay-core";
-import { batchIoAvailability, SplicePipe } from "@turnpike/udp-batch";
+import { batchIoAvailability, SplicePipe, stopNodeReading } from "@turnpike/udp-batch";
 import type { RelayConfig } from "../config/types.js";
 import type { EngineHost } from "../engine/host.js";
 import { clientToPeerSlot, peerToClientSlot, type StreamPipe } from "./pipe.js";
@@ -56,43 +55,6 @@ export function splicedPipeLimit(
   return Math.floor(config.tcpSplicePipes / engines);
 }
 
-/** The parts of a net.Socket's libuv handle this module uses (Node's TCPWrap). */
-interface TcpHandle {
-  fd?: number;
-  reading?: boolean;
-  readStop?(): number;
-}
-
-/** The fd of a local, connected TCP socket, or undefined (a RemoteConnection, closed, ...). */
-export function socketFd(socket: unknown): number | undefined {
-  if (!(socket instanceof net.Socket) || socket.destroyed) return undefined;
-  const handle = (socket as unknown as { _handle?: TcpHandle })._handle;
-  const fd = handle?.fd;
-  return typeof fd === "number" && fd >= 0 && typeof handle?.readStop === "function"
-    ? fd
-    : undefined;
-}
-
-/**
- * Node stops reading `socket` for good: its handle stops now, and nothing starts it again
- * (Readable's _read, which resume() and read() reach, and net's own resume() and read(), which
- * start an `onread` socket's handle directly). What Node read before stays in its buffer.
- */
-function stopReading(socket: net.Socket): void {
-  const handle = (socket as unknown as { _handle: TcpHandle })._handle;
-  socket.pause();
-  handle.reading = false;
-  handle.readStop?.();
-  const inert = socket as unknown as {
-    _read: () => void;
-    resume: () => net.Socket;
-    read: (n?: number) => unknown;
-  };
-  inert._read = () => {};
-  inert.resume = () => socket;
-  inert.read = (n?: number) => Duplex.prototype.read.call(socket, n);
-}
-
 export class SplicedPipe implements StreamPipe {
   private readonly native: SplicePipe;
   private started = false;
@@ -102,7 +64,7 @@ export class SplicedPipe implements StreamPipe {
   private readonly counted = new Float64Array(4);
 
   /**
-   * Join `client` and `peer` (both sockets of `socketFd`). Throws when the native pipe cannot
+   * Join `client` and `peer` (both sockets with a `tcpSocketFd`). Throws when the native pipe cannot
    * be made (EMFILE, ...): nothing has changed then, the caller pipes in JavaScript.
    */
   constructor(
@@ -116,8 +78,8 @@ export class SplicedPipe implements StreamPipe {
     private readonly onDone: () => void,
   ) {
     this.native = new SplicePipe(clientFd, peerFd, (errno) => this.onNativeEnd(errno));
-    stopReading(client);
-    stopReading(peer);
+    stopNodeReading(client);
+    stopNodeReading(peer);
     const onClose = () => this.close();
     client.once("close", onClose);
     peer.once("close", onClose);

@@ -7,9 +7,8 @@
 // connection carries TLS records), the native module loads, and under the descriptor budget
 // below. Anywhere else, and when the native pipe cannot be made (EMFILE), the JavaScript pipe.
 //
-// How it takes over (the same steps as relay-server's stream/spliced-pipe.ts; the socket
-// detaching is duplicated here, small, rather than moved into a shared package under a
-// deadline): Node keeps both sockets and their fds but reads neither from here on; the native
+// How it takes over (the same steps as relay-server's stream/spliced-pipe.ts, with the same
+// udp-batch helpers, tcpSocketFd and stopNodeReading): Node keeps both sockets and their fds but reads neither from here on; the native
 // pipe works on duplicates. The peer's bytes that came with the ConnectionBind answer are
 // written to the target first; the native pipe starts once that write is out, so the byte
 // order holds.
@@ -23,10 +22,9 @@
 // counters when GET /list or the metrics read it, and when the pipe ends.
 
 import { readFileSync } from "node:fs";
-import net from "node:net";
-import { Duplex } from "node:stream";
+import type net from "node:net";
 import type { Logger } from "@turnpike/runtime-kit";
-import { batchIoAvailability, SplicePipe } from "@turnpike/udp-batch";
+import { batchIoAvailability, SplicePipe, stopNodeReading } from "@turnpike/udp-batch";
 import type { Traffic } from "./traffic.js";
 
 /** Descriptors a spliced pipe holds beyond its two sockets (udp-batch SplicePipe). */
@@ -55,43 +53,6 @@ export function splicePipeBudget(
   return Math.floor(Number(m[1]) / 4 / SPLICE_PIPE_FDS);
 }
 
-/** The parts of a net.Socket's libuv handle this module uses (Node's TCPWrap). */
-interface TcpHandle {
-  fd?: number;
-  reading?: boolean;
-  readStop?(): number;
-}
-
-/** The fd of a connected plain-TCP socket, or undefined (a TLS socket, closed, ...). */
-export function socketFd(socket: net.Socket): number | undefined {
-  if (socket.destroyed || socket.constructor !== net.Socket) return undefined;
-  const handle = (socket as unknown as { _handle?: TcpHandle })._handle;
-  const fd = handle?.fd;
-  return typeof fd === "number" && fd >= 0 && typeof handle?.readStop === "function"
-    ? fd
-    : undefined;
-}
-
-/**
- * Node stops reading `socket` for good: its handle stops now, and nothing starts it again
- * (Readable's _read, which resume() and read() reach, and net's own resume() and read(), which
- * start an `onread` socket's handle directly, as both of these sockets are).
- */
-function stopReading(socket: net.Socket): void {
-  const handle = (socket as unknown as { _handle: TcpHandle })._handle;
-  socket.pause();
-  handle.reading = false;
-  handle.readStop?.();
-  const inert = socket as unknown as {
-    _read: () => void;
-    resume: () => net.Socket;
-    read: (n?: number) => unknown;
-  };
-  inert._read = () => {};
-  inert.resume = () => socket;
-  inert.read = (n?: number) => Duplex.prototype.read.call(socket, n);
-}
-
 export class SplicedTcpPipe {
   private readonly native: SplicePipe;
   private started = false;
@@ -101,7 +62,7 @@ export class SplicedTcpPipe {
   private countedOut = 0;
 
   /**
-   * Join the relay's data connection and the target (both `socketFd` sockets, connected, and
+   * Join the relay's data connection and the target (both sockets with a `tcpSocketFd`, connected, and
    * read by `onread` only, so Node buffered nothing). `early`: the peer's bytes that came with
    * the ConnectionBind answer. Throws when the native pipe cannot be made (EMFILE, ...):
    * nothing has changed then, the caller pipes in JavaScript.
@@ -118,8 +79,8 @@ export class SplicedTcpPipe {
     private readonly onDone: () => void,
   ) {
     this.native = new SplicePipe(dataFd, targetFd, (errno) => this.onNativeEnd(errno));
-    stopReading(data);
-    stopReading(target);
+    stopNodeReading(data);
+    stopNodeReading(target);
     const onClose = () => this.close();
     data.once("close", onClose);
     target.once("close", onClose);

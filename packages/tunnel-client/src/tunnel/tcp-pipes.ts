@@ -22,10 +22,11 @@ import {
   type TurnClient,
 } from "@turnpike/relay-core";
 import { forwardChunk, type Logger, ReusedReadBuffer } from "@turnpike/runtime-kit";
+import { tcpSocketFd } from "@turnpike/udp-batch";
 import type { HostPort } from "../config/index.js";
 import type { TargetDialer } from "../targets.js";
 import type { PeerFilter } from "./peer-filter.js";
-import { SplicedTcpPipe, socketFd, spliceAvailable, splicePipeBudget } from "./spliced-pipe.js";
+import { SplicedTcpPipe, spliceAvailable, splicePipeBudget } from "./spliced-pipe.js";
 import type { Traffic } from "./traffic.js";
 
 /** RFC 6062 §5.4: the server drops unbound connections after 30 s; we give up a bit earlier. */
@@ -274,8 +275,8 @@ export class TcpPipes {
    */
   private trySplice(data: Socket, target: Socket, early: Uint8Array): boolean {
     if (this.spliced.size >= this.spliceLimit) return false;
-    const dataFd = socketFd(data);
-    const targetFd = socketFd(target);
+    const dataFd = tcpSocketFd(data);
+    const targetFd = tcpSocketFd(target);
     if (dataFd === undefined || targetFd === undefined) return false;
     let pipe: SplicedTcpPipe;
     try {
