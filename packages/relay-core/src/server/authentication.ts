@@ -17,8 +17,9 @@ import type { CredentialStore, PasswordAlgorithmName, Principal } from "../auth/
 import { type NonceCheck, NonceIssuer, SecurityFeature } from "../auth/nonce.js";
 import { RevocationList } from "../auth/revocation.js";
 import {
-  getAttribute,
+  attributeLength,
   hasAttribute,
+  hasValidString,
   readBytes,
   readPasswordAlgorithm,
   readString,
@@ -126,9 +127,9 @@ export class Authenticator {
     // Longer ones are refused here, before the nonce's HMAC or any key derivation: a stranger
     // must not make the relay hash (or remember) 60 KB usernames.
     if (
-      (getAttribute(msg, AttributeType.Username)?.length ?? 0) >= MAX_USERNAME_BYTES ||
-      (getAttribute(msg, AttributeType.Realm)?.length ?? 0) >= MAX_REALM_NONCE_BYTES ||
-      (getAttribute(msg, AttributeType.Nonce)?.length ?? 0) >= MAX_REALM_NONCE_BYTES
+      attributeLength(msg, AttributeType.Username) >= MAX_USERNAME_BYTES ||
+      attributeLength(msg, AttributeType.Realm) >= MAX_REALM_NONCE_BYTES ||
+      attributeLength(msg, AttributeType.Nonce) >= MAX_REALM_NONCE_BYTES
     ) {
       this.#stats.authFailures["oversized-attribute"]++;
       this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now, {
@@ -138,13 +139,11 @@ export class Authenticator {
     }
     const named = readString(msg, AttributeType.Username);
     const userhash = readBytes(msg, AttributeType.Userhash);
-    const realm = readString(msg, AttributeType.Realm);
+    // REALM must be there (and text), but the key is derived with the server's own realm, so
+    // its value is never read into a string.
+    const hasRealm = hasValidString(msg, AttributeType.Realm);
     const nonce = readString(msg, AttributeType.Nonce);
-    if (
-      (named === undefined && userhash === undefined) ||
-      realm === undefined ||
-      nonce === undefined
-    ) {
+    if ((named === undefined && userhash === undefined) || !hasRealm || nonce === undefined) {
       this.#stats.authFailures["missing-attributes"]++;
       this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now, {
         reason: "missing-attributes",
