@@ -13,7 +13,12 @@
  */
 
 import { constantTimeEqual } from "../auth/constant-time.js";
-import type { CredentialStore, PasswordAlgorithmName, Principal } from "../auth/credentials.js";
+import type {
+  CredentialStore,
+  KeyLookup,
+  PasswordAlgorithmName,
+  Principal,
+} from "../auth/credentials.js";
 import { type NonceCheck, NonceIssuer, SecurityFeature } from "../auth/nonce.js";
 import { RevocationList } from "../auth/revocation.js";
 import {
@@ -68,6 +73,15 @@ export class Authenticator {
   readonly #stats: ServerStats;
   #unixTimeOffsetMs: number;
   #revoked: RevocationList;
+  /**
+   * The request whose MESSAGE-INTEGRITY the store's `lookup` checks, for the duration of that
+   * synchronous call: the two checks below are made once, not a closure over each request.
+   */
+  #verifying: StunMessage | undefined;
+  readonly #verifySha1 = (key: Uint8Array): boolean =>
+    this.#verifying !== undefined && verifyMessageIntegrity(this.#verifying, key);
+  readonly #verifySha256 = (key: Uint8Array): boolean =>
+    this.#verifying !== undefined && verifyMessageIntegritySha256(this.#verifying, key);
 
   constructor(options: AuthenticatorOptions, responder: Responder, stats: ServerStats) {
     this.#realm = options.realm;
@@ -188,15 +202,19 @@ export class Authenticator {
     const unixSeconds = Math.floor((now + this.#unixTimeOffsetMs) / 1000);
     // The store checks each candidate key (one per secret under rotation) against the
     // message, and caches a key only once it verified (credentials.ts).
-    const lookup = this.#credentials.lookup(
-      username,
-      this.#realm,
-      unixSeconds,
-      algorithm,
-      hasSha256
-        ? (key) => verifyMessageIntegritySha256(msg, key)
-        : (key) => verifyMessageIntegrity(msg, key),
-    );
+    this.#verifying = msg;
+    let lookup: KeyLookup;
+    try {
+      lookup = this.#credentials.lookup(
+        username,
+        this.#realm,
+        unixSeconds,
+        algorithm,
+        hasSha256 ? this.#verifySha256 : this.#verifySha1,
+      );
+    } finally {
+      this.#verifying = undefined;
+    }
     if (!lookup.ok) {
       this.#stats.authFailures[lookup.reason]++;
       this.#challenge(endpoint, msg, ErrorCode.Unauthorized, now, refusal(lookup.reason, username));
