@@ -159,6 +159,17 @@ describe("attribute readers over a decoded message", () => {
     );
   });
 
+  it("gives the transaction id as a view of bytes 8-20, the same one on every read (RFC 8489 §5)", () => {
+    const bytes = encode([], true);
+    const r = decodeStun(bytes);
+    if (!r.ok) throw new Error(r.error);
+    const id = r.message.transactionId;
+    expect(id).toBe(r.message.transactionId);
+    expect(id.buffer).toBe(bytes.buffer);
+    expect(id.byteOffset).toBe(bytes.byteOffset + 8);
+    expect(Array.from(id)).toEqual(Array.from(bytes.subarray(8, 20)));
+  });
+
   it("answers getAttribute with the listed attribute itself", () => {
     const bytes = encode(
       [

@@ -175,19 +175,27 @@ class DecodedStunMessage implements StunMessage {
   readonly bytes: Uint8Array;
   readonly method: number;
   readonly messageClass: MessageClass;
-  readonly transactionId: Uint8Array;
   readonly unknownRequired: readonly number[];
   readonly #integrityStart: number;
   #attributes: StunAttribute[] | undefined;
+  #transactionId: Uint8Array | undefined;
 
   constructor(bytes: Uint8Array, integrityStart: number, unknownRequired: readonly number[]) {
     const type = (bytes[0]! << 8) | bytes[1]!;
     this.bytes = bytes;
     this.method = methodOf(type);
     this.messageClass = classOf(type);
-    this.transactionId = bytes.subarray(8, 20);
     this.unknownRequired = unknownRequired;
     this.#integrityStart = integrityStart;
+  }
+
+  /**
+   * A view made on first use: the server's request path reads the id from `bytes` at offset 8
+   * (the response cache key, the reply), so most requests never need the object.
+   */
+  get transactionId(): Uint8Array {
+    if (this.#transactionId === undefined) this.#transactionId = this.bytes.subarray(8, 20);
+    return this.#transactionId;
   }
 
   get attributes(): readonly StunAttribute[] {

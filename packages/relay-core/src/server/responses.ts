@@ -150,16 +150,18 @@ export class ResponseCache {
    * transport, connection and address as text; fixed-width fields first, so no two requests
    * share a key.
    */
-  static key(endpoint: ClientEndpoint, transactionId: Uint8Array): string {
-    const t = transactionId; // 96 bits (RFC 8489 §5), as decodeStun gives it
+  static key(endpoint: ClientEndpoint, transactionId: Uint8Array, at = 0): string {
+    // The 96-bit transaction id (RFC 8489 §5) at `at`: the server passes the message's bytes
+    // and 8, where it sits, rather than a view made for it.
+    const t = transactionId;
     const tag = endpoint.transport === "udp" && endpoint.family === 4 ? 0 : 1;
     const head = String.fromCharCode(
-      (t[0]! << 8) | t[1]!,
-      (t[2]! << 8) | t[3]!,
-      (t[4]! << 8) | t[5]!,
-      (t[6]! << 8) | t[7]!,
-      (t[8]! << 8) | t[9]!,
-      (t[10]! << 8) | t[11]!,
+      (t[at]! << 8) | t[at + 1]!,
+      (t[at + 2]! << 8) | t[at + 3]!,
+      (t[at + 4]! << 8) | t[at + 5]!,
+      (t[at + 6]! << 8) | t[at + 7]!,
+      (t[at + 8]! << 8) | t[at + 9]!,
+      (t[at + 10]! << 8) | t[at + 11]!,
       tag,
       endpoint.listener & 0xffff,
       endpoint.listener >>> 16,
@@ -231,10 +233,10 @@ export class Reply {
     // view into bytes the runtime reuses (a batched receive arena). As numbers: a copied
     // Uint8Array was an object and a backing store per request (bench/README.md, "2026-12-07,
     // third pass"); the builder copies them out of a scratch array at once (transactionId()).
-    const t = msg.transactionId;
-    this.#tid0 = ((t[0]! << 24) | (t[1]! << 16) | (t[2]! << 8) | t[3]!) >>> 0;
-    this.#tid1 = ((t[4]! << 24) | (t[5]! << 16) | (t[6]! << 8) | t[7]!) >>> 0;
-    this.#tid2 = ((t[8]! << 24) | (t[9]! << 16) | (t[10]! << 8) | t[11]!) >>> 0;
+    const t = msg.bytes; // the transaction id at offset 8 (RFC 8489 §5)
+    this.#tid0 = ((t[8]! << 24) | (t[9]! << 16) | (t[10]! << 8) | t[11]!) >>> 0;
+    this.#tid1 = ((t[12]! << 24) | (t[13]! << 16) | (t[14]! << 8) | t[15]!) >>> 0;
+    this.#tid2 = ((t[16]! << 24) | (t[17]! << 16) | (t[18]! << 8) | t[19]!) >>> 0;
     this.#signer = signer;
     this.#cacheKey = cacheKey;
     this.#now = now;
