@@ -154,6 +154,10 @@ describe("attribute readers over a decoded message", () => {
           unknownRequired: m.unknownRequired,
         };
         expect(readAll(byHand)).toEqual(readAll(m));
+        // A copy made by spreading keeps the header fields; its readers list from its bytes.
+        const spread: StunMessage = { ...m };
+        expect(spread.transactionId).toBe(m.transactionId);
+        expect(readAll(spread)).toEqual(readAll(m));
       }),
       { numRuns: 1000 },
     );

@@ -11,7 +11,13 @@ import {
   hmacInput,
   hmacOfInput,
 } from "./hmac.js";
-import { found, locateAttribute, type StunAttribute, type StunMessage } from "./message.js";
+import {
+  attributesOf,
+  found,
+  locateAttribute,
+  type StunAttribute,
+  type StunMessage,
+} from "./message.js";
 
 // Attribute readers. Each returns undefined when the attribute is absent or malformed, so the
 // caller decides between ignoring it and a 400. They find their attribute with
@@ -20,7 +26,7 @@ import { found, locateAttribute, type StunAttribute, type StunMessage } from "./
 
 /** The first attribute of a type (RFC 8489 §14: only the first occurrence counts). */
 export function getAttribute(msg: StunMessage, type: number): StunAttribute | undefined {
-  for (const a of msg.attributes) if (a.type === type) return a;
+  for (const a of attributesOf(msg)) if (a.type === type) return a;
   return undefined;
 }
 

@@ -175,29 +175,26 @@ class DecodedStunMessage implements StunMessage {
   readonly bytes: Uint8Array;
   readonly method: number;
   readonly messageClass: MessageClass;
+  readonly transactionId: Uint8Array;
   readonly unknownRequired: readonly number[];
   readonly #integrityStart: number;
   #attributes: StunAttribute[] | undefined;
-  #transactionId: Uint8Array | undefined;
 
   constructor(bytes: Uint8Array, integrityStart: number, unknownRequired: readonly number[]) {
     const type = (bytes[0]! << 8) | bytes[1]!;
     this.bytes = bytes;
     this.method = methodOf(type);
     this.messageClass = classOf(type);
+    // An own property, as the header fields are: a copy made by spreading keeps it.
+    this.transactionId = bytes.subarray(8, 20);
     this.unknownRequired = unknownRequired;
     this.#integrityStart = integrityStart;
   }
 
   /**
-   * A view made on first use: the server's request path reads the id from `bytes` at offset 8
-   * (the response cache key, the reply), so most requests never need the object.
+   * Listed on first read, then kept. An accessor: a copy made by spreading (`{ ...msg }`) has
+   * no `attributes` of its own, and the readers then list them from its bytes (attributesOf).
    */
-  get transactionId(): Uint8Array {
-    if (this.#transactionId === undefined) this.#transactionId = this.bytes.subarray(8, 20);
-    return this.#transactionId;
-  }
-
   get attributes(): readonly StunAttribute[] {
     if (this.#attributes === undefined) {
       const list: StunAttribute[] = [];
@@ -251,7 +248,7 @@ export function locateAttribute(msg: StunMessage, type: number, after = false): 
     return DecodedStunMessage.locate(msg, type, after ? found.next : HEADER_LENGTH);
   }
   // A StunMessage made by hand: its list is what counts. `next` is an index into it here.
-  const list = msg.attributes;
+  const list = attributesOf(msg);
   for (let i = after ? found.next : 0; i < list.length; i++) {
     const a = list[i]!;
     if (a.type === type) {
@@ -283,4 +280,27 @@ export function bytesKey(bytes: Uint8Array): string {
   let s = "";
   for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]!);
   return s;
+}
+
+/**
+ * The attributes a reader goes by: the message's list, or, for an object without one (a copy
+ * of a decoded message made by spreading it: the list is an accessor and stays behind), the
+ * listing decodeStun gives, made from its bytes with every bound checked.
+ */
+export function attributesOf(msg: StunMessage): readonly StunAttribute[] {
+  if (msg.attributes !== undefined) return msg.attributes;
+  const bytes = msg.bytes;
+  const list: StunAttribute[] = [];
+  let integrityStart = bytes.length;
+  for (let pos = HEADER_LENGTH; pos + 4 <= bytes.length; ) {
+    const type = (bytes[pos]! << 8) | bytes[pos + 1]!;
+    const length = (bytes[pos + 2]! << 8) | bytes[pos + 3]!;
+    if (pos + 4 + length > bytes.length) break;
+    const integrity =
+      type === AttributeType.MessageIntegrity || type === AttributeType.MessageIntegritySha256;
+    if (integrity && integrityStart === bytes.length) integrityStart = pos;
+    if (listed(pos, type, integrityStart)) list.push({ type, offset: pos + 4, length });
+    pos += 4 + ((length + 3) & ~3);
+  }
+  return list;
 }
