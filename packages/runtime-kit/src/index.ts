@@ -41,6 +41,7 @@ export {
   type RateLimitedLogger,
   type RateLimitOptions,
 } from "./log.js";
+export { openFilesLimit } from "./open-files.js";
 export {
   ConfigError,
   fail,
