@@ -21,6 +21,7 @@
 // hard one when it started, as coturn does; there is no setrlimit in Node to do more); where it
 // cannot be read (not Linux) nothing is lowered.
 
+import { SPLICE_PIPE_FDS } from "@turnpike/udp-batch";
 
 /** Descriptors kept for relay sockets and the process itself, at the least. */
 export const RESERVED_MIN = 128;
@@ -28,9 +29,6 @@ export const RESERVED_MIN = 128;
 const HEALTH_MIN = 8;
 /** Client connections, at the least, whatever the limit. */
 const CONNECTIONS_MIN = 16;
-
-/** Descriptors a spliced RFC 6062 pipe holds beyond its sockets (udp-batch SplicePipe). */
-export const SPLICE_PIPE_FDS = 6;
 
 /**
  * Spliced pipes this process may hold at once within `limit` (RLIMIT_NOFILE): half the reserve
