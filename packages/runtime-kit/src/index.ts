@@ -41,6 +41,7 @@ export {
   type RateLimitedLogger,
   type RateLimitOptions,
 } from "./log.js";
+export { nodeHttp, nodeHttps, nodeTls } from "./node-builtins.js";
 export {
   ConfigError,
   fail,

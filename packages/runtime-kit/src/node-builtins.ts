@@ -1,0 +1,27 @@
+// node:http, node:https and node:tls for the relay and the tunnel, loaded where a feature that
+// is configured uses them, and without an ES module namespace.
+//
+// Why not `import { createServer } from "node:http"`: to link that import, Node builds
+// node:http's ES namespace, and building it reads every export, the lazy ones too. node:http's
+// WebSocket, CloseEvent and MessageEvent getters load undici, and undici loads http2, zlib, web
+// streams, worker_threads and perf_hooks, none of which the relay or the tunnel uses. Measured
+// on Node 22.23, a bare node idle: an ES import of node:http adds 14.4 MB of RSS (7.4 MB
+// private), process.getBuiltinModule("node:http") 3.3 MB (0.9 private). node:tls and
+// node:https cost 6.8-7.4 MB however they are loaded (OpenSSL's TLS code and contexts), so they
+// are loaded by the code that opens a TLS listener or connection or calls an https URL, not at
+// start: a relay without --tls-listen or a health listener holds none of them.
+//
+// process.getBuiltinModule is Node >= 22.3 (package engines: ^22.15, 24, >= 26). It returns the
+// module's CommonJS exports, the same object a require() would; the types below are node's own.
+
+export function nodeHttp(): typeof import("node:http") {
+  return process.getBuiltinModule("node:http");
+}
+
+export function nodeHttps(): typeof import("node:https") {
+  return process.getBuiltinModule("node:https");
+}
+
+export function nodeTls(): typeof import("node:tls") {
+  return process.getBuiltinModule("node:tls");
+}
