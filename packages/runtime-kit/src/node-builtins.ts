@@ -14,14 +14,18 @@
 // process.getBuiltinModule is Node >= 22.3 (package engines: ^22.15, 24, >= 26). It returns the
 // module's CommonJS exports, the same object a require() would; the types below are node's own.
 
-export function nodeHttp(): typeof import("node:http") {
+import type * as Http from "node:http";
+import type * as Https from "node:https";
+import type * as Tls from "node:tls";
+
+export function nodeHttp(): typeof Http {
   return process.getBuiltinModule("node:http");
 }
 
-export function nodeHttps(): typeof import("node:https") {
+export function nodeHttps(): typeof Https {
   return process.getBuiltinModule("node:https");
 }
 
-export function nodeTls(): typeof import("node:tls") {
+export function nodeTls(): typeof Tls {
   return process.getBuiltinModule("node:tls");
 }
