@@ -5,9 +5,9 @@
 // node:http's ES namespace, and building it reads every export, the lazy ones too. node:http's
 // WebSocket, CloseEvent and MessageEvent getters load undici, and undici loads http2, zlib, web
 // streams, worker_threads and perf_hooks, none of which the relay or the tunnel uses. Measured
-// on Node 22.23, a bare node idle: an ES import of node:http adds 14.4 MB of RSS (7.4 MB
-// private), process.getBuiltinModule("node:http") 3.3 MB (0.9 private). node:tls and
-// node:https cost 6.8-7.4 MB however they are loaded (OpenSSL's TLS code and contexts), so they
+// on Node 22.23, a bare node idle: an ES import of node:http adds 14.1 MB of RSS (7.3 MB
+// private), process.getBuiltinModule("node:http") 3.2 MB (0.8 private). node:tls and
+// node:https cost 6.1-7.2 MB however they are loaded (OpenSSL's TLS code and contexts), so they
 // are loaded by the code that opens a TLS listener or connection or calls an https URL, not at
 // start: a relay without --tls-listen or a health listener holds none of them.
 //
