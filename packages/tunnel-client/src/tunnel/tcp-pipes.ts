@@ -13,7 +13,7 @@
 // native pipe is unavailable or over its descriptor budget.
 
 import { connect as netConnect, type Socket } from "node:net";
-import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
+import type { ConnectionOptions } from "node:tls";
 import {
   formatTransportAddress,
   type PeerConnectionId,
@@ -21,7 +21,7 @@ import {
   type TransportAddress,
   type TurnClient,
 } from "@turnpike/relay-core";
-import { forwardChunk, type Logger, ReusedReadBuffer } from "@turnpike/runtime-kit";
+import { forwardChunk, type Logger, nodeTls, ReusedReadBuffer } from "@turnpike/runtime-kit";
 import { SplicedSockets } from "@turnpike/udp-batch";
 import type { HostPort } from "../config/index.js";
 import type { TargetDialer } from "../targets.js";
@@ -89,7 +89,7 @@ export class TcpPipes {
     const data =
       reads === undefined
         ? // Node's tls.connect honours allowHalfOpen; its ConnectionOptions type omits it.
-          tlsConnect({ ...tls!(), allowHalfOpen: true } as ConnectionOptions)
+          nodeTls().connect({ ...tls!(), allowHalfOpen: true } as ConnectionOptions)
         : netConnect({
             host: this.o.relay().ip,
             port: this.o.relay().port,
