@@ -42,6 +42,7 @@ export {
   type RateLimitOptions,
 } from "./log.js";
 export { nodeHttp, nodeHttps, nodeTls } from "./node-builtins.js";
+export { openFilesLimit } from "./open-files.js";
 export {
   ConfigError,
   fail,
