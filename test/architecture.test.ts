@@ -459,3 +459,41 @@ describe("the checks can fail", () => {
     ).toHaveLength(1);
   });
 });
+
+// An ES import of node:http makes Node build its namespace, reading every export, and its lazy
+// WebSocket/CloseEvent/MessageEvent load undici, http2 and zlib (~11 MB of an idle relay);
+// node:tls belongs to TURNS and turns: relays. The product takes all three from
+// runtime-kit/src/node-builtins.ts where a configured feature uses them; types are free.
+const LOADED_WHERE_USED = ["http", "https", "tls"];
+
+/** The value imports of node:http, node:https or node:tls in `file`, as messages. */
+function eagerBuiltins(file: string, code: string): string[] {
+  return imports(stripComments(code))
+    .filter((i) => !i.typeOnly && LOADED_WHERE_USED.includes(i.spec.replace(/^node:/, "")))
+    .map((i) => `${relative(ROOT, file)} imports ${i.spec} as a value`);
+}
+
+describe("Node's http, https and tls: loaded where used, never imported as ES modules", () => {
+  const product = Object.values(LAYERS)
+    .filter((l) => l.dir.startsWith("packages/"))
+    .flatMap((l) => sources(join(ROOT, l.dir, "src")))
+    .filter((f) => !f.endsWith(".test.ts"));
+
+  it("finds the modules that serve or dial HTTP and TLS", () => {
+    for (const f of ["relay-server/src/health.ts", "tunnel-client/src/tunnel/tls-trust.ts"]) {
+      expect(product).toContain(join(ROOT, "packages", f));
+    }
+  });
+
+  it("imports node:http, node:https and node:tls for their types only", () => {
+    expect(product.flatMap((f) => eagerBuiltins(f, readFileSync(f, "utf8")))).toEqual([]);
+  });
+
+  it("catches a value import and a dynamic import, and lets a type import pass", () => {
+    const f = join(ROOT, "packages/relay-server/src/health.ts");
+    expect(eagerBuiltins(f, 'import { createServer } from "node:http";')).toHaveLength(1);
+    expect(eagerBuiltins(f, 'const { connect } = await import("tls");')).toHaveLength(1);
+    expect(eagerBuiltins(f, 'import type { Server } from "node:http";')).toEqual([]);
+    expect(eagerBuiltins(f, '// import { get } from "node:https";')).toEqual([]);
+  });
+});

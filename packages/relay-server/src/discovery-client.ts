@@ -2,9 +2,7 @@
 // operator runs next to a relay: GET the live allocations and print them as a table (or
 // --json), or DELETE a user's or one by id.
 
-import { request as httpRequest } from "node:http";
-import { request as httpsRequest } from "node:https";
-import { renderTextTable, type TextColumn } from "@turnpike/runtime-kit";
+import { nodeHttp, nodeHttps, renderTextTable, type TextColumn } from "@turnpike/runtime-kit";
 import { PROGRAM_NAME } from "./config/options.js";
 import type { AllocationsCommand } from "./config/types.js";
 import { type AllocationRow, DISCOVERY_PATH, type EndAllocations } from "./discovery.js";
@@ -83,7 +81,7 @@ function adminCall(
 ): Promise<{ allocations?: unknown; ended?: unknown }> {
   const shown = shownUrl(url);
   return new Promise((resolve, reject) => {
-    const call = url.protocol === "https:" ? httpsRequest : httpRequest;
+    const call = url.protocol === "https:" ? nodeHttps().request : nodeHttp().request;
     const headers = { accept: "application/json", authorization: `Bearer ${token}` };
     const req = call(url, { method, headers, timeout: timeoutMs }, (res) => {
       let body = "";

@@ -16,8 +16,9 @@
 // Node checks its request and header timeouts only every connectionsCheckingInterval (30 s by
 // default: a half-sent request was held ~29 s), so that runs every second here.
 
-import { createServer, type ServerResponse } from "node:http";
+import type { ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { nodeHttp } from "@turnpike/runtime-kit";
 import type { SocketAddress } from "./config/types.js";
 import { createDiscoveryHandler, type DiscoveryOptions } from "./discovery.js";
 import { listenFailure } from "./preflight.js";
@@ -75,7 +76,8 @@ export async function startHealthServer(
       return { ip: a.address, port: a.port };
     },
   );
-  const server = createServer({ connectionsCheckingInterval: CHECK_MS }, (req, res) => {
+  // node:http without its ES namespace (runtime-kit node-builtins.ts: 11 MB less at idle).
+  const server = nodeHttp().createServer({ connectionsCheckingInterval: CHECK_MS }, (req, res) => {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const path = q < 0 ? url : url.slice(0, q);

@@ -61,6 +61,7 @@ import type { IMetricReader } from "@opentelemetry/sdk-metrics";
 import type { Logger } from "@turnpike/runtime-kit";
 import {
   metricExportTiming,
+  nodeHttp,
   OtlpExportHealth,
   resourceAttributesFrom as otelResourceAttributes,
   otlpEndpointFrom,
@@ -177,10 +178,8 @@ export async function startMetrics(options: MetricsOptions = {}): Promise<RelayM
   if (options.prometheusListen !== undefined) {
     // Our own http server (instead of the exporter's) so we control the bind address, learn the
     // real port when asked for port 0, and get listen errors as a rejected promise.
-    const [{ PrometheusExporter }, { createServer }] = await Promise.all([
-      import("@opentelemetry/exporter-prometheus"),
-      import("node:http"),
-    ]);
+    const { PrometheusExporter } = await import("@opentelemetry/exporter-prometheus");
+    const { createServer } = nodeHttp();
     const exporter = new PrometheusExporter({
       preventServerStart: true,
       metricProducers: [producer],

@@ -4,7 +4,6 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "@turnpike/runtime-kit";
 import { describe, expect, it } from "vitest";
-import { openFilesLimit } from "../src/config/fd-budget.js";
 import { envName, OPTIONS, renderConfigTable } from "../src/config/options.js";
 import { parseRelayArgs } from "../src/config/parse.js";
 import { autoWorkers } from "../src/config/relay-command.js";
@@ -473,20 +472,6 @@ describe("connections within the open-file limit", () => {
     expect(under(256).tcpSplicePipes).toBe(Math.floor(64 / 6));
     expect(under(1_048_576).tcpSplicePipes).toBe(Math.floor(131_072 / 6));
     expect(under(undefined).tcpSplicePipes).toBeGreaterThanOrEqual(1_000_000);
-  });
-
-  it("reads the soft limit from /proc/self/limits", () => {
-    const limits = [
-      "Limit                     Soft Limit           Hard Limit           Units     ",
-      "Max open files            1024                 4096                 files     ",
-    ].join("\n");
-    expect(openFilesLimit(() => limits)).toBe(1024);
-    expect(openFilesLimit(() => limits.replace("1024 ", "unlimited "))).toBeUndefined();
-    expect(
-      openFilesLimit(() => {
-        throw new Error("ENOENT");
-      }),
-    ).toBeUndefined();
   });
 });
 

@@ -5,17 +5,12 @@
 // turn.relayed.bytes counters, and the relay's descriptors given back.
 import { createHash, randomBytes } from "node:crypto";
 import { readdirSync, readlinkSync } from "node:fs";
-import net from "node:net";
-import {
-  SeededRandom,
-  StreamFramer,
-  type TransportAddress,
-  TurnClient,
-  type TurnClientEvent,
-} from "@turnpike/relay-core";
+import type net from "node:net";
+import { mintRestCredentials } from "@turnpike/relay-core";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
 import { counterValue } from "@turnpike/test-support/prometheus";
+import { type Rfc6062Pipe, rfc6062Pipe } from "@turnpike/test-support/rfc6062";
 import { httpGet, startTurnpike, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 import { batchIoAvailability } from "@turnpike/udp-batch";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,124 +18,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 const TOKEN = "e2e-tcp-splice-token";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
-/** A bound RFC 6062 pipe: the peer ("platform") and the client's data connection. */
-interface Pipe {
-  readonly control: net.Socket;
-  readonly platform: net.Socket;
-  readonly data: net.Socket;
-  close(): void;
-}
-
-/**
- * A TCP allocation with a permission for 127.0.0.1, a peer that connects to the relayed
- * address, and the client's data connection bound to it (ConnectionBind). Both ends are
- * half-open capable and paused: the test reads them.
- */
-async function openPipe(port: number, user: string): Promise<Pipe> {
-  // A relay port another process on the machine holds answers 508: try another one.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await tryOpenPipe(port, user);
-    } catch (err) {
-      if (attempt >= 5 || !/Allocate failed: 508/.test((err as Error).message)) throw err;
-      await sleep(100);
-    }
-  }
-}
-
-async function tryOpenPipe(port: number, user: string): Promise<Pipe> {
-  const { username, password } = (await import("@turnpike/relay-core")).mintRestCredentials(
-    TOKEN,
-    Math.floor(Date.now() / 1000),
-    3600,
-    user,
-  );
-  const client = new TurnClient({
-    username,
-    password,
-    random: new SeededRandom(5),
-    transport: "tcp",
-    requestedTransport: "tcp",
-  });
-  const control = net.connect({ port, host: "127.0.0.1" });
-  const sockets: net.Socket[] = [control];
-  const close = () => {
-    for (const s of sockets) s.destroy();
-  };
-  const framer = new StreamFramer();
-  try {
-    return await new Promise<Pipe>((resolve, reject) => {
-      let last = "nothing";
-      const timer = setTimeout(
-        () => reject(new Error(`no pipe within 10 s (last event: ${last})`)),
-        10_000,
-      );
-      let relayed: TransportAddress | undefined;
-      let platform: net.Socket | undefined;
-      const onEvent = (e: TurnClientEvent) => {
-        last = JSON.stringify(e, (_k, v) => (typeof v === "bigint" ? String(v) : v));
-        if (e.type === "allocate-failed") {
-          clearTimeout(timer);
-          reject(new Error(`Allocate failed: ${e.code} ${e.reason}`));
-        } else if (e.type === "allocated") {
-          relayed = e.relayed;
-          client.createPermission("127.0.0.1", performance.now());
-        } else if (e.type === "permission-created" && relayed) {
-          platform = net.connect({
-            port: relayed.port,
-            host: relayed.address,
-            allowHalfOpen: true,
-          });
-          platform.on("error", () => {});
-          sockets.push(platform);
-        } else if (e.type === "connection-attempt") {
-          const data = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true }, () =>
-            data.write(client.connectionBindRequest(e.connectionId)),
-          );
-          data.on("error", () => {});
-          sockets.push(data);
-          const dataFramer = new StreamFramer();
-          const onBind = (d: Buffer) => {
-            dataFramer.push(d);
-            const frame = dataFramer.next();
-            if (!frame) return;
-            const r = client.handleConnectionBindResponse(frame);
-            if (!r.ok) {
-              if (r.retry) data.write(r.retry);
-              else reject(new Error(`ConnectionBind failed: ${r.code} ${r.reason}`));
-              return;
-            }
-            data.off("data", onBind);
-            data.pause();
-            // Nothing was sent through the pipe yet: no bytes follow the response.
-            expect(dataFramer.takeRemaining().length).toBe(0);
-            clearTimeout(timer);
-            resolve({ control, platform: platform!, data, close });
-          };
-          data.on("data", onBind);
-        }
-      };
-      const pump = () => {
-        for (let out = client.pollOutput(); out; out = client.pollOutput()) {
-          if (out.type === "transmit") control.write(out.data);
-          else onEvent(out);
-        }
-      };
-      control.on("data", (d: Buffer) => {
-        framer.push(d);
-        for (let f = framer.next(); f; f = framer.next()) client.handleInput(f, performance.now());
-        pump();
-      });
-      control.on("error", reject);
-      control.on("connect", () => {
-        client.allocate(performance.now());
-        pump();
-      });
-    });
-  } catch (err) {
-    close();
-    throw err;
-  }
+/** A bound pipe (test-support's rfc6062Pipe) with credentials of `user`'s. */
+function openPipe(port: number, user: string): Promise<Rfc6062Pipe> {
+  const now = Math.floor(Date.now() / 1000);
+  return rfc6062Pipe({ port, ...mintRestCredentials(TOKEN, now, 3600, user) });
 }
 
 /** Everything `socket` reads until its FIN (or its close, by a reset). */
@@ -333,7 +214,7 @@ describe.each(["auto", "off"] as const)("RFC 6062 pipes with --tcp-splice %s", (
     warm.close();
     await sleep(300);
     const start = fds(pid);
-    const pipes: Pipe[] = [];
+    const pipes: Rfc6062Pipe[] = [];
     for (let i = 0; i < 10; i++) pipes.push(await openPipe(relay!.port, `fds-${i}`));
     // Every pipe's bytes flow before counting (the relay binds on its loop turn).
     for (const p of pipes) {

@@ -5,7 +5,7 @@
 // leaving no socket, timer or file descriptor behind. A bug in the loop, the outputs or a
 // room shows here in seconds, not only through child processes.
 import { reservePortRange } from "@turnpike/test-support/ports";
-import { rfc6062Echo } from "@turnpike/test-support/rfc6062";
+import { rfc6062Download, rfc6062Echo } from "@turnpike/test-support/rfc6062";
 import {
   type LiteTransport,
   startEchoPeer,
@@ -81,6 +81,14 @@ describe.each(UDP_PATHS)("the relay engine in-process on the %s path", (udpIo) =
       const late = await TurnClientLite.open({ port, ...USER });
       clients.push(late);
       expect((await late.allocate()).code).toBe(508);
+      // test-support's RFC 6062 helpers hear that refusal (tried again for half a second, since
+      // a 508 may be a relay port another process holds), rather than waiting for a reply.
+      const refusedAt = performance.now();
+      const echo = rfc6062Echo({ port: tcpPort, ...USER, payload, timeoutMs: 8000 });
+      await expect(echo).rejects.toThrow(/^Allocate failed: 508 /);
+      const download = rfc6062Download({ port: tcpPort, ...USER, peer: peer.address });
+      await expect(download).rejects.toThrow(/^Allocate failed: 508 /);
+      expect(performance.now() - refusedAt).toBeLessThan(5000);
       expect((await clients[0]!.refresh(0)).code).toBe(0);
       expect(drained).toBe(false);
       expect((await clients[1]!.refresh(0)).code).toBe(0);

@@ -3,7 +3,8 @@
 // relay that is not asked for --help loads no help renderer (cliui, string-width: yargs-lean.ts
 // in runtime-kit). Each module the real turnpike-relay process resolves is recorded by a module
 // hook (test-support's module-recorder); the configured cases and --help show that the record
-// sees them when they are loaded.
+// sees them when they are loaded. Node's own modules too: an ES import of node:http would load
+// undici, http2 and zlib behind it (runtime-kit node-builtins.ts), and node:tls is for TURNS.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,16 +12,20 @@ import path from "node:path";
 import {
   MODULE_RECORDER_LAUNCHER,
   moduleRecorderEnv,
+  recordedBuiltins,
 } from "@turnpike/test-support/module-recorder";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
+import { selfSignedCert } from "@turnpike/test-support/tls";
 import { startTurnpike, TURNPIKE_BIN, turnpikeBuilt } from "@turnpike/test-support/turnpike";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const OTEL = /\/@opentelemetry\/|\/@grpc\//;
 const HELP_RENDERER = /\/node_modules\/(cliui|string-width|wrap-ansi)\//;
+/** What the relay never uses: undici (fetch, WebSocket) and what it loads. */
+const UNUSED_BUILTINS = ["internal/deps/undici/undici", "http2", "zlib"];
 
 describe.skipIf(!turnpikeBuilt())(
-  "turnpike-relay loads OpenTelemetry and its help renderer only when asked",
+  "turnpike-relay loads OpenTelemetry, node:tls and its help renderer only when asked",
   () => {
     let range: PortRange;
     let dir: string;
@@ -33,12 +38,8 @@ describe.skipIf(!turnpikeBuilt())(
       if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
     });
 
-    /** The package names (…/node_modules/NAME/…) a started relay resolved, deduplicated. */
-    async function loadedPackages(
-      name: string,
-      env: Record<string, string>,
-      extraArgs: string[] = [],
-    ) {
+    /** The lines a started (and stopped) relay's module record holds. */
+    async function recordOf(name: string, env: Record<string, string>, extraArgs: string[] = []) {
       const file = path.join(dir, `${name}.txt`);
       const relay = await startTurnpike({
         minPort: range.min,
@@ -49,13 +50,47 @@ describe.skipIf(!turnpikeBuilt())(
         extraArgs,
       });
       await relay.stop();
-      const urls = readFileSync(file, "utf8").split("\n");
-      expect(urls.some((u) => u.includes("/relay-server/dist/main.js"))).toBe(true);
+      const lines = readFileSync(file, "utf8").split("\n");
+      expect(lines.some((u) => u.includes("/relay-server/dist/main.js"))).toBe(true);
+      return lines;
+    }
+
+    /** The package names (…/node_modules/NAME/…) a started relay resolved, deduplicated. */
+    async function loadedPackages(
+      name: string,
+      env: Record<string, string>,
+      extraArgs: string[] = [],
+    ) {
+      const urls = await recordOf(name, env, extraArgs);
       return [...new Set(urls.filter((u) => OTEL.test(u)).map(packageOf))].sort();
     }
 
     it("without OTLP or Prometheus: no @opentelemetry or @grpc module at all", async () => {
       expect(await loadedPackages("none", {})).toEqual([]);
+    });
+
+    it("with the health listener and no TLS listener: node:http without undici, no node:tls", async () => {
+      const builtins = recordedBuiltins(await recordOf("builtins", {}));
+      expect(builtins).toContain("http"); // the health listener (the harness turns it on)
+      expect(builtins).toContain("dgram"); // the record sees what the relay does load
+      expect(builtins.filter((b) => UNUSED_BUILTINS.includes(b))).toEqual([]);
+      expect(builtins.filter((b) => b === "tls" || b === "https")).toEqual([]);
+    });
+
+    it("with a TLS listener: node:tls, and still no undici", async () => {
+      const { cert, key } = selfSignedCert(dir);
+      const builtins = recordedBuiltins(
+        await recordOf("builtins-tls", {}, [
+          "--tls-listen",
+          `127.0.0.1:${await freePort()}`,
+          "--tls-cert",
+          cert,
+          "--tls-key",
+          key,
+        ]),
+      );
+      expect(builtins).toContain("tls");
+      expect(builtins.filter((b) => UNUSED_BUILTINS.includes(b))).toEqual([]);
     });
 
     it("loads the help renderer for --help only", async () => {

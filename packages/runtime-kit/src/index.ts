@@ -41,6 +41,8 @@ export {
   type RateLimitedLogger,
   type RateLimitOptions,
 } from "./log.js";
+export { nodeHttp, nodeHttps, nodeTls } from "./node-builtins.js";
+export { openFilesLimit } from "./open-files.js";
 export {
   ConfigError,
   fail,

@@ -11,13 +11,17 @@
 // them: rendering help, which the parser does synchronously, so they are require()d (ES modules
 // by require(), Node >= 22.12). Everything yargs needs is resolved from yargs' own directory,
 // the dependencies it declares.
+//
+// Nor are node:assert and node:util imported: an ES import of a builtin makes Node read every
+// export of it, lazy ones included (node:util's loads parse_args, diff and worker_threads,
+// node:assert's its diff), ~1 MB of RSS in each isolate that imports runtime-kit
+// (node-builtins.ts says more). yargs' assertions pass unless yargs has a bug, so node:assert is
+// loaded only to throw the AssertionError of one that fails.
 
-import { notStrictEqual, strictEqual } from "node:assert";
 import { readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, dirname, extname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { inspect } from "node:util";
 import type yargsDefault from "yargs";
 
 // biome-ignore lint/suspicious/noExplicitAny: yargs' internals are untyped
@@ -57,14 +61,21 @@ function loadYargs(): typeof yargsDefault {
   let width: Loose;
 
   const platformShim = {
-    assert: { notStrictEqual, strictEqual },
+    assert: {
+      notStrictEqual: (actual: unknown, expected: unknown, message?: string) => {
+        if (Object.is(actual, expected)) failed().notStrictEqual(actual, expected, message);
+      },
+      strictEqual: (actual: unknown, expected: unknown, message?: string) => {
+        if (!Object.is(actual, expected)) failed().strictEqual(actual, expected, message);
+      },
+    },
     cliui: (opts: unknown) => {
       ui ??= required("cliui");
       return ui(opts);
     },
     findUp,
     getEnv: (key: string) => process.env[key],
-    inspect,
+    inspect: (value: unknown) => process.getBuiltinModule("node:util").inspect(value),
     getProcessArgvBin,
     mainFilename: yargsDir.slice(0, yargsDir.lastIndexOf("node_modules")) || process.cwd(),
     Parser,
@@ -93,4 +104,12 @@ function loadYargs(): typeof yargsDefault {
   };
 
   return YargsFactory(platformShim);
+}
+
+/** node:assert, to throw the AssertionError of an assertion that failed. */
+function failed(): {
+  notStrictEqual(...args: unknown[]): void;
+  strictEqual(...args: unknown[]): void;
+} {
+  return process.getBuiltinModule("node:assert");
 }

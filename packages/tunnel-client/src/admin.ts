@@ -29,8 +29,8 @@
 //   DELETE /expose/:id    204, or 404
 
 import { createHash, timingSafeEqual } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { Logger } from "@turnpike/runtime-kit";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { type Logger, nodeHttp } from "@turnpike/runtime-kit";
 import { listenOwnerOnly } from "./admin-socket.js";
 import { type AdminListen, parseExpose, type ServiceSpec } from "./config/index.js";
 import { expandAllowList } from "./peers.js";
@@ -71,7 +71,8 @@ export async function startAdminServer(options: {
     return m !== null && timingSafeEqual(digest(m[1]!.trim()), expected);
   };
 
-  const server: Server = createServer((req, res) => {
+  // node:http without its ES namespace (runtime-kit node-builtins.ts).
+  const server: Server = nodeHttp().createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       logger.warn("admin request failed", {
         err: err instanceof Error ? err.message : String(err),

@@ -16,9 +16,8 @@
 // a relay that insists on the USERNAME that created the allocation (RFC 8656 §7: 441, as coturn
 // does) makes the tunnel re-allocate instead, shortly before the old credentials expire.
 
-import { get as httpGet } from "node:http";
-import { get as httpsGet } from "node:https";
 import { mintRestCredentials, parseRestUsername } from "@turnpike/relay-core";
+import { nodeHttp, nodeHttps } from "@turnpike/runtime-kit";
 import type { CredentialsConfig } from "./config/index.js";
 
 export interface TurnCredentials {
@@ -141,7 +140,8 @@ function cached(
 export function fetchJsonOverHttp(url: string): Promise<unknown> {
   const shown = redactUrl(url);
   return new Promise((resolve, reject) => {
-    const get = url.startsWith("https:") ? httpsGet : httpGet;
+    // Loaded here, not imported: runtime-kit node-builtins.ts.
+    const get = url.startsWith("https:") ? nodeHttps().get : nodeHttp().get;
     const req = get(url, { timeout: 10_000, headers: { accept: "application/json" } }, (res) => {
       let body = "";
       res.setEncoding("utf8");

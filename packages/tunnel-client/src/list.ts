@@ -1,7 +1,6 @@
 // `turnpike-tunnel list`: GET /list from a running client's admin API, printed as a table.
-import { get as httpGet, type RequestOptions } from "node:http";
-import { get as httpsGet } from "node:https";
-import { renderTextTable, type TextColumn } from "@turnpike/runtime-kit";
+import type { RequestOptions } from "node:http";
+import { nodeHttp, nodeHttps, renderTextTable, type TextColumn } from "@turnpike/runtime-kit";
 import type { ListEntry } from "./supervisor.js";
 
 /** GET /list from `admin`: unix:/PATH (the default socket), or an http(s) base URL. */
@@ -15,7 +14,7 @@ export function fetchList(
   const url = new URL("/list", socketPath === undefined ? admin : "http://localhost");
   const where = socketPath === undefined ? String(url) : `${admin} (GET /list)`;
   return new Promise((resolve, reject) => {
-    const get = url.protocol === "https:" ? httpsGet : httpGet;
+    const get = url.protocol === "https:" ? nodeHttps().get : nodeHttp().get;
     const headers: Record<string, string> = { accept: "application/json" };
     if (token !== undefined) headers.authorization = `Bearer ${token}`;
     const options: RequestOptions = { headers, timeout: timeoutMs };

@@ -8,13 +8,14 @@ import path from "node:path";
 import {
   MODULE_RECORDER_LAUNCHER,
   moduleRecorderEnv,
+  recordedBuiltins,
 } from "@turnpike/test-support/module-recorder";
 import { freePort } from "@turnpike/test-support/ports";
 import { sleep, spawnManaged } from "@turnpike/test-support/process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanEnv, TUNNEL_BIN } from "./harness.js";
 
-describe("turnpike-tunnel loads OpenTelemetry only when OTLP is configured", () => {
+describe("turnpike-tunnel loads OpenTelemetry only when OTLP is configured, node:tls only for turns:", () => {
   let dir: string;
   beforeAll(() => {
     dir = mkdtempSync(path.join(tmpdir(), "turnpike-tunnel-modules-"));
@@ -23,8 +24,12 @@ describe("turnpike-tunnel loads OpenTelemetry only when OTLP is configured", () 
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
-  /** The OpenTelemetry and gRPC packages a started tunnel resolved (its relay is not there). */
-  async function otelPackages(name: string, env: Record<string, string>): Promise<string[]> {
+  /** The module record of a started (and stopped) tunnel: its relay is not there. */
+  async function recordOf(
+    name: string,
+    env: Record<string, string>,
+    extraArgs: string[] = [],
+  ): Promise<string[]> {
     const file = path.join(dir, `${name}.txt`);
     const relayPort = await freePort();
     const proc = spawnManaged(
@@ -39,6 +44,7 @@ describe("turnpike-tunnel loads OpenTelemetry only when OTLP is configured", () 
         "127.0.0.1",
         "--log-level",
         "info",
+        ...extraArgs,
       ],
       {
         env: cleanEnv({
@@ -58,7 +64,12 @@ describe("turnpike-tunnel loads OpenTelemetry only when OTLP is configured", () 
     } finally {
       await proc.stop("SIGTERM", 3000);
     }
-    const urls = readFileSync(file, "utf8").split("\n");
+    return readFileSync(file, "utf8").split("\n");
+  }
+
+  /** The OpenTelemetry and gRPC packages a started tunnel resolved. */
+  async function otelPackages(name: string, env: Record<string, string>): Promise<string[]> {
+    const urls = await recordOf(name, env);
     return [
       ...new Set(
         urls
@@ -70,6 +81,24 @@ describe("turnpike-tunnel loads OpenTelemetry only when OTLP is configured", () 
 
   it("without OTLP: no @opentelemetry or @grpc module at all", async () => {
     expect(await otelPackages("none", {})).toEqual([]);
+  });
+
+  // An ES import of node:http loads undici, http2 and zlib behind it (runtime-kit
+  // node-builtins.ts); node:tls is for a turns: relay only.
+  it("over turn: (TCP) with its admin API: node:http without undici, no node:tls", async () => {
+    const builtins = recordedBuiltins(
+      await recordOf("builtins", { TURNPIKE_ADMIN_TOKEN: "lazy-builtins-admin-token" }, [
+        "--admin-listen",
+        `127.0.0.1:${await freePort()}`,
+      ]),
+    );
+    expect(builtins).toContain("http"); // the admin API
+    expect(builtins).toContain("net"); // the record sees what the tunnel does load
+    expect(
+      builtins.filter((b) =>
+        ["internal/deps/undici/undici", "http2", "zlib", "tls", "https"].includes(b),
+      ),
+    ).toEqual([]);
   });
 
   it("with OTLP: the SDK and the gRPC exporter", async () => {

@@ -58,6 +58,7 @@ export {
 } from "./layout.js";
 
 export { stopNodeReading, tcpSocketFd } from "./node-socket.js";
+export { SplicedSockets, type SplicedSocketsHooks } from "./spliced-sockets.js";
 
 export interface BatchIoCounters {
   /** recvmmsg calls that returned packets */
@@ -255,6 +256,12 @@ export interface SplicePipeCounters {
 }
 
 /**
+ * Descriptors a SplicePipe holds beyond its caller's two sockets: a duplicate of each, and two
+ * ends of each direction's kernel pipe (native/splice_pipe.c). What callers budget pipes by.
+ */
+export const SPLICE_PIPE_FDS = 6;
+
+/**
  * A zero-copy byte pipe between two connected TCP sockets (splice(2) through a kernel pipe per
  * direction, on the event loop: native/splice_pipe.c), moving bytes from `start()` on (so the
  * caller can first write what it already read). It works on duplicates of `fdA` and `fdB`:
@@ -262,7 +269,7 @@ export interface SplicePipeCounters {
  * net.Socket: stop its reading first), and closes them after the pipe ended. Each side's
  * FIN is passed on as shutdown(SHUT_WR) of the other; the pipe ends when both were, or on an
  * error of either socket, and `onEnd(errno)` runs (0: both directions ended cleanly; never
- * inside a call of this class). Holds 6 fds while it runs: 2 duplicates, 4 kernel pipe ends.
+ * inside a call of this class). Holds SPLICE_PIPE_FDS fds while it runs.
  * Throws (`code` EMFILE, ...) when they cannot be made, or when the module is unavailable.
  */
 export class SplicePipe {

@@ -4,48 +4,28 @@
 // counters, and every fd given back.
 import { createHash, randomBytes } from "node:crypto";
 import { readdirSync } from "node:fs";
-import net from "node:net";
+import type net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { batchIoAvailability, SplicePipe } from "../src/index.js";
+import { type Leg as LoopbackLeg, LoopbackLegs } from "./loopback-legs.js";
 
 const describeNative = batchIoAvailability().available ? describe : describe.skip;
 
-/** The accepted end of a loopback connection, never read by Node, and the connecting end. */
-interface Leg {
-  readonly outer: net.Socket;
-  readonly inner: net.Socket;
+/** A loopback connection's two ends, and the fd of the accepted one (the pipe's side). */
+interface Leg extends LoopbackLeg {
   readonly fd: number;
 }
 
-let server: net.Server;
-const accepted: net.Socket[] = [];
-const waiting: ((s: net.Socket) => void)[] = [];
-
-beforeAll(async () => {
-  // pauseOnConnect: Node never starts reading the accepted socket, so its bytes stay in the
-  // kernel for the pipe.
-  server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
-    const w = waiting.shift();
-    if (w) w(s);
-    else accepted.push(s);
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-});
-
-afterAll(() => server.close());
+// pauseOnConnect: Node never starts reading the accepted socket, so its bytes stay in the
+// kernel for the pipe.
+const legs = new LoopbackLegs({ pauseOnConnect: true, allowHalfOpen: true });
+beforeAll(() => legs.listen());
+afterAll(() => legs.close());
 
 async function leg(): Promise<Leg> {
-  const port = (server.address() as net.AddressInfo).port;
-  const inner = new Promise<net.Socket>((r) => {
-    const s = accepted.shift();
-    if (s) r(s);
-    else waiting.push(r);
-  });
-  const outer = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true });
-  await new Promise<void>((r) => outer.once("connect", () => r()));
-  const s = await inner;
-  const fd = (s as unknown as { _handle: { fd: number } })._handle.fd;
-  return { outer, inner: s, fd };
+  const l = await legs.leg();
+  const fd = (l.inner as unknown as { _handle: { fd: number } })._handle.fd;
+  return { ...l, fd };
 }
 
 /** Everything `socket` receives until its FIN. */

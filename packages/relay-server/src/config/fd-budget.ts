@@ -17,12 +17,11 @@
 // sockets and peer connections keep at least the other half whatever the TCP traffic.
 //
 // A limit lower than the options ask for is a warning naming the option, the limit and how to
-// raise it. Node raises the soft limit to the hard one itself when it starts (node.cc,
-// PlatformInit, as coturn does), so the soft limit read here is the hard one wherever the
-// kernel allowed it; there is no setrlimit in Node to do more. /proc/self/limits is Linux's;
-// elsewhere nothing is lowered.
+// raise it. The limit is runtime-kit's openFilesLimit (the soft limit, which Node raised to the
+// hard one when it started, as coturn does; there is no setrlimit in Node to do more); where it
+// cannot be read (not Linux) nothing is lowered.
 
-import { readFileSync } from "node:fs";
+import { SPLICE_PIPE_FDS } from "@turnpike/udp-batch";
 
 /** Descriptors kept for relay sockets and the process itself, at the least. */
 export const RESERVED_MIN = 128;
@@ -30,25 +29,6 @@ export const RESERVED_MIN = 128;
 const HEALTH_MIN = 8;
 /** Client connections, at the least, whatever the limit. */
 const CONNECTIONS_MIN = 16;
-
-/** The soft RLIMIT_NOFILE of this process, or undefined where it cannot be read. */
-export function openFilesLimit(
-  read: () => string = () => readFileSync("/proc/self/limits", "utf8"),
-): number | undefined {
-  let text: string;
-  try {
-    text = read();
-  } catch {
-    return undefined;
-  }
-  // "Max open files            1024                 4096                 files"
-  const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(text);
-  if (m === null || m[1] === "unlimited") return undefined;
-  return Number(m[1]);
-}
-
-/** Descriptors a spliced RFC 6062 pipe holds beyond its sockets (udp-batch SplicePipe). */
-export const SPLICE_PIPE_FDS = 6;
 
 /**
  * Spliced pipes this process may hold at once within `limit` (RLIMIT_NOFILE): half the reserve

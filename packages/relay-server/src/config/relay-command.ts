@@ -25,11 +25,12 @@ import {
   cliCommand,
   helpText,
   type OptionValues,
+  openFilesLimit,
 } from "@turnpike/runtime-kit";
 import { RELAY_VERSION } from "../version.js";
 import { ALLOCATIONS_USAGE } from "./allocations-command.js";
 import { CREDENTIALS_USAGE } from "./credentials-command.js";
-import { budgetFds, openFilesLimit, splicePipeBudget } from "./fd-budget.js";
+import { budgetFds, splicePipeBudget } from "./fd-budget.js";
 import { firstHostAddress, type Interfaces, ownAddresses } from "./host-addresses.js";
 import { ENV_PREFIX, OPTION_SET, type OPTIONS, PROGRAM_NAME } from "./options.js";
 import { resolveSecrets } from "./secrets.js";

@@ -4,8 +4,7 @@
 // one-line ConfigError, so a reload keeps the pair in use instead of breaking new handshakes.
 
 import { readFileSync } from "node:fs";
-import { createSecureContext } from "node:tls";
-import { ConfigError } from "@turnpike/runtime-kit";
+import { ConfigError, nodeTls } from "@turnpike/runtime-kit";
 import type { TlsPair } from "./types.js";
 
 export function readTlsPair(certPath: string, keyPath: string): TlsPair {
@@ -14,7 +13,8 @@ export function readTlsPair(certPath: string, keyPath: string): TlsPair {
   try {
     // What a TLS listener does with the pair (tls.Server#setSecureContext): it loads, and the
     // key belongs to the certificate.
-    createSecureContext({ cert, key });
+    // node:tls only when a pair is configured (runtime-kit node-builtins.ts).
+    nodeTls().createSecureContext({ cert, key });
   } catch (err) {
     const reason = (err as Error).message.split("\n")[0]!.replace(/^error:[0-9A-F]+:[^:]*::/, "");
     throw new ConfigError(`--tls-cert and --tls-key are not a usable pair: ${reason}`);

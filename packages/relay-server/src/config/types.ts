@@ -242,6 +242,6 @@ export interface ParseOptions {
    * prints starts the CLI the same way (runtime-kit's cliCommand).
    */
   script?: string;
-  /** The process's open-file limit (default: config/fd-budget.ts reads /proc/self/limits). */
+  /** The process's open-file limit (default: runtime-kit's openFilesLimit, /proc/self/limits). */
   openFilesLimit?: () => number | undefined;
 }

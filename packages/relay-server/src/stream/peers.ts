@@ -17,9 +17,9 @@ import {
   batchIoAvailability,
   bindUdp,
   closeFd,
+  SplicedSockets,
   tcpBind,
   tcpListen,
-  tcpSocketFd,
 } from "@turnpike/udp-batch";
 import type { EngineHost, RelayBindDone } from "../engine/host.js";
 import { stripMapped } from "./admission.js";
@@ -292,18 +292,10 @@ export class PeerConnections {
 
   /** The pipe in the kernel, or undefined where it cannot be made (the JavaScript one then). */
   private splice(id: PeerConnectionId, client: unknown, peer: net.Socket): SplicedPipe | undefined {
-    const clientFd = tcpSocketFd(client);
-    const peerFd = tcpSocketFd(peer);
-    if (clientFd === undefined || peerFd === undefined) return undefined;
+    if (!SplicedSockets.canJoin(client, peer)) return undefined;
     try {
-      const pipe: SplicedPipe = new SplicedPipe(
-        this.host,
-        id,
-        client as net.Socket,
-        peer,
-        clientFd,
-        peerFd,
-        () => this.spliced.delete(pipe),
+      const pipe: SplicedPipe = new SplicedPipe(this.host, id, client as net.Socket, peer, () =>
+        this.spliced.delete(pipe),
       );
       this.spliced.add(pipe);
       return pipe;

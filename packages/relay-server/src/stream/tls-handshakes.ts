@@ -20,8 +20,8 @@
 //     ended, so OpenSSL's session and buffers go with it.
 
 import type net from "node:net";
-import tls from "node:tls";
-import type { Logger, RateLimitedLogger } from "@turnpike/runtime-kit";
+import type tls from "node:tls";
+import { type Logger, nodeTls, type RateLimitedLogger } from "@turnpike/runtime-kit";
 import type { RelayTelemetry } from "../stats.js";
 import type { Admission } from "./admission.js";
 
@@ -83,7 +83,8 @@ export class TlsHandshakes {
    * theirs). Throws when the pair does not load; the handshakes keep the context they had.
    */
   setSecureContext(options: tls.SecureContextOptions): void {
-    this.context = tls.createSecureContext(options);
+    // node:tls is loaded by the first TLS listener, not at start (runtime-kit node-builtins.ts).
+    this.context = nodeTls().createSecureContext(options);
   }
 
   /**
@@ -104,7 +105,8 @@ export class TlsHandshakes {
       return;
     }
     if (this.context === undefined) throw new Error("TlsHandshakes: no secure context");
-    const socket = new tls.TLSSocket(raw, { isServer: true, secureContext: this.context });
+    const { TLSSocket } = nodeTls();
+    const socket = new TLSSocket(raw, { isServer: true, secureContext: this.context });
     const timer = setTimeout(() => {
       this.limited.debug("timed-out", "tls handshake timed out", { remote: raw.remoteAddress });
       this.destroy(socket);

@@ -9,8 +9,9 @@
 
 import { createSocket, type Socket as DgramSocket } from "node:dgram";
 import { isIP, connect as netConnect, type Socket } from "node:net";
-import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
+import type { ConnectionOptions } from "node:tls";
 import { StreamFramer } from "@turnpike/relay-core";
+import { nodeTls } from "@turnpike/runtime-kit";
 import type { ControlTransport } from "../uri.js";
 
 export interface ControlEvents {
@@ -99,7 +100,7 @@ export class ControlConnection {
   private openStream(target: ControlTarget): void {
     const tls = target.transport === "tls";
     const sock = tls
-      ? tlsConnect(target.tls())
+      ? nodeTls().connect(target.tls())
       : netConnect({ host: target.relayIp, port: target.port });
     sock.setNoDelay(true);
     this.stream = sock;

@@ -13,7 +13,7 @@
 // native pipe is unavailable or over its descriptor budget.
 
 import { connect as netConnect, type Socket } from "node:net";
-import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
+import type { ConnectionOptions } from "node:tls";
 import {
   formatTransportAddress,
   type PeerConnectionId,
@@ -21,12 +21,12 @@ import {
   type TransportAddress,
   type TurnClient,
 } from "@turnpike/relay-core";
-import { forwardChunk, type Logger, ReusedReadBuffer } from "@turnpike/runtime-kit";
-import { tcpSocketFd } from "@turnpike/udp-batch";
+import { forwardChunk, type Logger, nodeTls, ReusedReadBuffer } from "@turnpike/runtime-kit";
+import { SplicedSockets } from "@turnpike/udp-batch";
 import type { HostPort } from "../config/index.js";
 import type { TargetDialer } from "../targets.js";
 import type { PeerFilter } from "./peer-filter.js";
-import { SplicedTcpPipe, spliceAvailable, splicePipeBudget } from "./spliced-pipe.js";
+import { spliceAvailable, splicePipeBudget, spliceTcpPipe } from "./spliced-pipe.js";
 import type { Traffic } from "./traffic.js";
 
 /** RFC 6062 §5.4: the server drops unbound connections after 30 s; we give up a bit earlier. */
@@ -60,7 +60,7 @@ export class TcpPipes {
   /** Bumped by closeAll(): a connection of an earlier allocation may not bind or count. */
   private generation = 0;
   /** Pipes running in the kernel (their counters are read at collection and at their end). */
-  private readonly spliced = new Set<SplicedTcpPipe>();
+  private readonly spliced = new Set<SplicedSockets>();
   /** How many may run at once: 0 where none may (off, TLS, no native module). */
   private readonly spliceLimit: number;
 
@@ -89,7 +89,7 @@ export class TcpPipes {
     const data =
       reads === undefined
         ? // Node's tls.connect honours allowHalfOpen; its ConnectionOptions type omits it.
-          tlsConnect({ ...tls!(), allowHalfOpen: true } as ConnectionOptions)
+          nodeTls().connect({ ...tls!(), allowHalfOpen: true } as ConnectionOptions)
         : netConnect({
             host: this.o.relay().ip,
             port: this.o.relay().port,
@@ -275,20 +275,11 @@ export class TcpPipes {
    */
   private trySplice(data: Socket, target: Socket, early: Uint8Array): boolean {
     if (this.spliced.size >= this.spliceLimit) return false;
-    const dataFd = tcpSocketFd(data);
-    const targetFd = tcpSocketFd(target);
-    if (dataFd === undefined || targetFd === undefined) return false;
-    let pipe: SplicedTcpPipe;
+    if (!SplicedSockets.canJoin(data, target)) return false;
+    let pipe: SplicedSockets;
     try {
-      pipe = new SplicedTcpPipe(
-        data,
-        target,
-        dataFd,
-        targetFd,
-        early,
-        this.o.traffic,
-        this.o.log,
-        () => this.spliced.delete(pipe),
+      pipe = spliceTcpPipe(data, target, early, this.o.traffic, this.o.log, () =>
+        this.spliced.delete(pipe),
       );
     } catch (err) {
       this.o.log.debug("tcp connection not spliced", { err: (err as Error).message });

@@ -2,12 +2,8 @@
 // connection alike: the certificate must chain to a trusted CA and name the URI's host.
 
 import { isIP } from "node:net";
-import {
-  type ConnectionOptions,
-  createSecureContext,
-  rootCertificates,
-  type SecureContext,
-} from "node:tls";
+import type { ConnectionOptions, SecureContext } from "node:tls";
+import { nodeTls } from "@turnpike/runtime-kit";
 import type { TurnUri } from "../uri.js";
 
 /** Trust for TLS control and data connections (turns:). */
@@ -48,6 +44,8 @@ const trustContexts = new WeakMap<readonly string[], SecureContext>();
 function trustContext(ca: readonly string[]): SecureContext {
   let ctx = trustContexts.get(ca);
   if (ctx === undefined) {
+    // node:tls is loaded by a turns: relay only (runtime-kit node-builtins.ts).
+    const { createSecureContext, rootCertificates } = nodeTls();
     ctx = createSecureContext({ ca: [...rootCertificates, ...ca] });
     trustContexts.set(ca, ctx);
   }
