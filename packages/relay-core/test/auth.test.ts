@@ -232,6 +232,46 @@ describe("credential stores", () => {
     expect(hex(okKey(again))).toBe(hex(longTermKeyMd5("2000:u", "r", restPassword("s", "2000:u"))));
   });
 
+  it("SharedSecretCredentials answers a cached username with the key of the realm and algorithm asked", () => {
+    const store = new SharedSecretCredentials(["s"]);
+    const c = mintRestCredentials("s", 1000, 600, "alice");
+    const keyOf = (realm: string, sha256: boolean) =>
+      hex(
+        sha256
+          ? longTermKeySha256(c.username, realm, c.password)
+          : longTermKeyMd5(c.username, realm, c.password),
+      );
+    const ask = (realm: string, sha256: boolean, now = 1000) =>
+      store.lookup(
+        c.username,
+        realm,
+        now,
+        sha256 ? "sha256" : "md5",
+        (k) => hex(k) === keyOf(realm, sha256),
+      );
+    expect(ask("r", false).ok).toBe(true);
+    expect(store.cacheSize).toBe(1);
+    // Cached under (r, MD5): another realm or algorithm still gets its own key, never r's.
+    for (const [realm, sha256] of [
+      ["q", false],
+      ["r", true],
+      ["r", false],
+      ["q", true],
+    ] as const) {
+      const answer = ask(realm, sha256);
+      expect(answer.ok).toBe(true);
+      expect(hex(okKey(answer))).toBe(keyOf(realm, sha256));
+      expect(hex(okKey(store.lookup(c.username, realm, 1000, sha256 ? "sha256" : "md5")))).toBe(
+        keyOf(realm, sha256),
+      );
+    }
+    expect(store.cacheSize).toBe(1);
+    // A cached username still expires with its name (draft-uberti-behave-turn-rest §2.2).
+    expect(ask("q", true, 1600)).toEqual({ ok: false, reason: "expired" });
+    // And a key that does not verify is refused, cached or not.
+    expect(store.lookup(c.username, "q", 1000, "sha256", () => false).ok).toBe(false);
+  });
+
   it("SharedSecretCredentials lets the keys of expired usernames go as new ones come in", () => {
     const store = new SharedSecretCredentials(["s"]);
     // A minute of clients minting a username a second with a 60 s TTL.

@@ -129,10 +129,13 @@ static napi_value fd_or_throw(napi_env env, int fd, const char* syscall) {
   return fd < 0 ? throw_errno(env, -fd, syscall) : int_value(env, fd);
 }
 
-/** Register `fd` (owned from now on) and answer its handle; on failure close it and throw. */
-static napi_value handle_or_throw(napi_env env, ctx_t* c, int fd, uint32_t family,
+/**
+ * Register `fd` (owned from now on; `shared`: a duplicate, register_socket) and answer its
+ * handle; on failure close it and throw.
+ */
+static napi_value handle_or_throw(napi_env env, ctx_t* c, int fd, uint32_t family, int shared,
                                   const char* what) {
-  int64_t h = register_socket(c, fd, family);
+  int64_t h = register_socket(c, fd, family, shared);
   if (h < 0) {
     close(fd);
     return throw_errno(env, (int)-h, what);
@@ -159,7 +162,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   udp_options_t options = udp_options_of(env, argv[4]);
   int fd = udp_socket(family, &ss, sl, &options);
   if (fd < 0) return throw_errno(env, -fd, "bind");
-  return handle_or_throw(env, c, fd, family, "open");
+  return handle_or_throw(env, c, fd, family, 0, "open");
 }
 
 // adopt(ctx, fd) -> handle: reads and sends through a duplicate of `fd` (the original stays
@@ -177,7 +180,7 @@ static napi_value js_adopt(napi_env env, napi_callback_info info) {
   const char* failed;
   int fd = dup_nonblocking(original, &family, &failed);
   if (fd < 0) return throw_errno(env, -fd, failed);
-  return handle_or_throw(env, c, fd, family, "adopt");
+  return handle_or_throw(env, c, fd, family, 1, "adopt");
 }
 
 // localPort(ctx, handle) -> the port the socket is bound to

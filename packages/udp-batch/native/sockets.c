@@ -77,8 +77,11 @@ void update_ref(ctx_t* c) {
   }
 }
 
-/** Put `fd` (owned from now on) into the context's epoll set; its handle, or -errno. */
-int64_t register_socket(ctx_t* c, int fd, uint32_t family) {
+/**
+ * Put `fd` (owned from now on) into the context's epoll set; its handle, or -errno. `shared`:
+ * `fd` is a duplicate, and the socket has another fd elsewhere (see close_sock).
+ */
+int64_t register_socket(ctx_t* c, int fd, uint32_t family, int shared) {
   if (!c->in_poll) reuse_released(c);
   if (c->free_len == 0 && grow(c) != 0) return -EMFILE;
   uint32_t idx = c->free_list[--c->free_len];
@@ -86,6 +89,7 @@ int64_t register_socket(ctx_t* c, int fd, uint32_t family) {
   s->fd = fd;
   s->family = (uint8_t)family;
   s->want_out = 0;
+  s->shared = shared ? 1 : 0;
   s->head = s->tail = NULL;
   s->backlog_bytes = 0;
   struct epoll_event ev;
@@ -105,7 +109,16 @@ int64_t register_socket(ctx_t* c, int fd, uint32_t family) {
 /** Close at once: its backlog is dropped (counted), its handle goes stale. */
 void close_sock(ctx_t* c, sock_t* s) {
   backlog_clear(c, s);
-  epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+  // epoll(7), Q6: closing a file descriptor removes it from every interest list once no other
+  // fd refers to the same open file description. A socket `open` made has no other fd (made
+  // here with SOCK_CLOEXEC, its fd never handed out), so close() alone takes it out of the set
+  // and EPOLL_CTL_DEL would be one more system call per deleted allocation (bench/README.md,
+  // "2026-12-07, third pass"). An adopted socket is a duplicate of an fd its maker keeps
+  // (a worker's listener, the supervisor's original): close() leaves it registered, so it is
+  // removed explicitly. (A fork between here and its child's exec holds copies for that
+  // moment; an event reported meanwhile names a slot whose fd is -1, or, after the next
+  // wake-up, its successor, whose recvmmsg finds its own datagrams or none: on_poll, receive.c.)
+  if (s->shared) epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
   close(s->fd);
   s->fd = -1;
   s->gen = (uint16_t)(s->gen + 1);

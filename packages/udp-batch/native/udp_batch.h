@@ -66,6 +66,7 @@ typedef struct {
   uint16_t gen;
   uint8_t family;
   uint8_t want_out;
+  uint8_t shared; /* the fd is a duplicate (adopt): another fd names the same socket */
   pending_t* head; /* backlog, oldest first */
   pending_t* tail;
   size_t backlog_bytes;
@@ -141,7 +142,7 @@ static inline void reuse_released(ctx_t* c) {
 
 int sockets_init(ctx_t* c, const char** failed);
 void sockets_free(ctx_t* c);
-int64_t register_socket(ctx_t* c, int fd, uint32_t family);
+int64_t register_socket(ctx_t* c, int fd, uint32_t family, int shared);
 void close_sock(ctx_t* c, sock_t* s);
 void set_events(ctx_t* c, sock_t* s, int want_out);
 void update_ref(ctx_t* c);

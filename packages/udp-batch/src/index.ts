@@ -433,7 +433,9 @@ export class BatchIo {
       this.flush();
       offset = 0;
     }
-    this.tx.set(bytes.subarray(start, end), offset);
+    // A whole array (a STUN response as relay-core built it) is copied as is: a subarray was
+    // an object per control message (bench/README.md, "2026-12-07, third pass").
+    this.tx.set(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end), offset);
     // Keep every copy 8-byte aligned (cheap, and keeps the arena's layout predictable).
     ctl[CTL_TX_BYTES] = (offset + length + 7) & ~7;
     this.queue(handle, ARENA_TX, offset, length, family, ip4, ip6, port, tag, overhead);

@@ -8,6 +8,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   BatchIo,
   batchIoAvailability,
+  bindUdp,
+  closeFd,
+  fdPort,
   RX_ADDR,
   RX_FAMILY,
   RX_HANDLE,
@@ -230,6 +233,57 @@ describeNative("BatchIo on loopback", () => {
     expect(io.drops("send-socket-closed")).toBe(64);
     expect(io.sentPackets(2)).toBe(1);
     expect(io.close(a)).toBe(false);
+  });
+
+  it("stops watching an adopted socket once closed, though its original fd keeps it open (epoll(7) Q6)", async () => {
+    // The original stays with its maker (as the supervisor keeps a worker's listener); the
+    // context reads a duplicate. close() of a duplicate leaves the socket in the epoll set, so
+    // without its removal every datagram to the socket would wake the context for nothing.
+    const original = bindUdp({ family: 4, address: "127.0.0.1", port: 0 });
+    open.push({ close: () => closeFd(original) });
+    const port = fdPort(original);
+    const { io, packets } = recorder();
+    track(io);
+    const h = io.adopt(original);
+    const client = trackSocket(await udpSocket("udp4", "127.0.0.1"));
+    client.send(Buffer.from("before"), port, "127.0.0.1");
+    await until(() => packets.length === 1);
+    expect(packets[0]!.handle).toBe(h);
+    expect(io.close(h)).toBe(true);
+    // A socket opened after the close, so a slot left registered would be read for nothing.
+    const other = io.open({ family: 4, address: "127.0.0.1", port: 0 });
+    const wakeups = io.counters().wakeups;
+    for (let i = 0; i < 20; i++) client.send(Buffer.from(`after ${i}`), port, "127.0.0.1");
+    await new Promise((r) => setTimeout(r, 100));
+    // Level-triggered, a socket still registered with unread data would wake the loop on every
+    // turn: thousands in 100 ms.
+    expect(io.counters().wakeups - wakeups).toBeLessThan(5);
+    expect(packets).toHaveLength(1);
+    // The context still reads what is its own.
+    client.send(Buffer.from("to the other"), io.localPort(other), "127.0.0.1");
+    await until(() => packets.length === 2);
+    expect(packets[1]!.handle).toBe(other);
+  });
+
+  it("stops watching a socket it opened once closed, its slot reused by the next", async () => {
+    const { io, packets } = recorder();
+    track(io);
+    const a = io.open({ family: 4, address: "127.0.0.1", port: 0 });
+    const client = trackSocket(await udpSocket("udp4", "127.0.0.1"));
+    const wakeups = io.counters().wakeups;
+    for (let round = 0; round < 50; round++) {
+      const h = round === 0 ? a : io.open({ family: 4, address: "127.0.0.1", port: 0 });
+      client.send(Buffer.from(`round ${round}`), io.localPort(h), "127.0.0.1");
+      await until(() => packets.length === round + 1);
+      expect(packets[round]!.handle).toBe(h);
+      expect(io.close(h)).toBe(true);
+    }
+    // One wake-up or so per datagram: nothing left registered keeps waking the loop.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(io.counters().wakeups - wakeups).toBeLessThan(200);
+    expect(packets.map((p) => p.payload.toString())).toEqual(
+      Array.from({ length: 50 }, (_, i) => `round ${i}`),
+    );
   });
 
   it("survives ICMP port-unreachable errors and keeps relaying to live peers", async () => {

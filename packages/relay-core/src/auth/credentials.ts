@@ -108,6 +108,26 @@ const MALFORMED: KeyLookup = { ok: false, reason: "malformed" };
 const BAD_INTEGRITY: KeyLookup = { ok: false, reason: "bad-integrity" };
 const LEGACY_PINNED: KeyLookup = { ok: false, reason: "legacy-pinned" };
 
+/** `verified` of a cache entry, answering with the entry's own object for the key that verified. */
+function verifiedCached(c: CachedCandidates, verify: IntegrityCheck | undefined): KeyLookup {
+  if (verify === undefined) {
+    const candidates: RestCandidates = { keys: c.keys, principal: c.principal, expiry: c.expiry };
+    return verified(candidates, verify);
+  }
+  for (let i = 0; i < c.keys.length; i++) {
+    const key = c.keys[i]!;
+    if (verify(key)) {
+      let answer = c.answers[i];
+      if (answer === undefined) {
+        answer = { ok: true, key, keys: c.keys, principal: c.principal };
+        c.answers[i] = answer;
+      }
+      return answer;
+    }
+  }
+  return BAD_INTEGRITY;
+}
+
 /** `candidates` checked with `verify`: the one that verifies first (no `verify`: keys[0]). */
 function verified(
   candidates: { readonly keys: readonly Uint8Array[]; readonly principal: Principal },
@@ -197,6 +217,14 @@ interface RestCandidates {
   readonly expiry: number;
 }
 
+/** A cache entry: the keys of one username for one realm and algorithm. */
+interface CachedCandidates extends RestCandidates {
+  readonly realm: string;
+  readonly sha256: boolean;
+  /** The answer for keys[i] once it verified: one object per key, not one per request. */
+  readonly answers: (KeyLookup | undefined)[];
+}
+
 export interface SharedSecretOptions {
   /** Verified key sets kept (default 10,000); 0 keeps none. */
   readonly maxCacheEntries?: number;
@@ -229,7 +257,13 @@ export class SharedSecretCredentials implements CredentialStore {
   #pinnedSecrets: readonly string[] = [];
   readonly #maxCacheEntries: number;
   readonly #legacyPinnedUntil: number;
-  readonly #cache = new InsertionOrderedMap<string, RestCandidates>();
+  /**
+   * By username alone, its realm and algorithm in the entry: the key is the string the request
+   * decoded, hashed once, where a composite key was a new string built and hashed per request
+   * (bench/README.md, "2026-12-07, third pass"). A username asked for under another realm or
+   * algorithm misses and, once verified, takes the entry over.
+   */
+  readonly #cache = new InsertionOrderedMap<string, CachedCandidates>();
 
   constructor(secrets: readonly string[], options: SharedSecretOptions = {}) {
     this.setSecrets(secrets);
@@ -259,14 +293,19 @@ export class SharedSecretCredentials implements CredentialStore {
     verify?: IntegrityCheck,
   ): KeyLookup {
     if (typeof realm !== "string") return MALFORMED;
+    const sha256 = algorithm === "sha256";
+    const cached = this.#cache.get(username);
+    if (cached !== undefined && cached.realm === realm && cached.sha256 === sha256) {
+      // A cached username parsed, and the cache is empty without secrets (setSecrets clears
+      // it): only its expiry is left to check, as below.
+      if (!(cached.expiry > nowUnixSeconds)) return EXPIRED;
+      return verifiedCached(cached, verify);
+    }
     const parsed = parseRestUsername(username);
     if (parsed === undefined) return MALFORMED;
     // draft-uberti-behave-turn-rest §2.2: the username carries its own expiry.
     if (!(parsed.expiry > nowUnixSeconds)) return EXPIRED;
     if (this.#secrets.length === 0) return UNKNOWN_USER;
-    const cacheKey = `${algorithm === "sha256" ? "s" : "m"}\u0000${realm}\u0000${username}`;
-    const cached = this.#cache.get(cacheKey);
-    if (cached !== undefined) return verified(cached, verify);
     const pinned = parsed.user?.includes(PIN_MARKER) === true;
     const candidates: RestCandidates = {
       keys: this.#keys(pinned ? this.#pinnedSecrets : this.#secrets, algorithm, username, realm),
@@ -280,7 +319,7 @@ export class SharedSecretCredentials implements CredentialStore {
       // for credentials minted with one TTL), so the cache empties once its users have left.
       this.#cache.dropExpiredOldest((old) => old.expiry <= nowUnixSeconds, 4);
       this.#cache.evictOldestAtCap(this.#maxCacheEntries);
-      this.#cache.set(cacheKey, candidates);
+      this.#cache.set(username, { ...candidates, realm, sha256, answers: [] });
     }
     if (result.ok || !pinned || verify === undefined) return result;
     return this.#signedAsPlain(candidates, algorithm, username, realm, nowUnixSeconds, verify);

@@ -4,10 +4,10 @@
  * runtime sends. Nothing here changes the client's state.
  */
 import type { TransportAddress } from "../codec/address.js";
-import { getAttribute, readXorAddress } from "../codec/attributes.js";
+import { readXorAddress } from "../codec/attributes.js";
 import { CHANNEL_DATA_HEADER_LENGTH, encodeChannelData } from "../codec/channel-data.js";
 import { AttributeType, MessageClass, Method } from "../codec/constants.js";
-import { decodeStun, type StunMessage } from "../codec/message.js";
+import { decodeStun, found, locateAttribute, type StunMessage } from "../codec/message.js";
 import { StunMessageBuilder } from "../codec/message-builder.js";
 import type { TurnData } from "./types.js";
 import type { Wants } from "./wants.js";
@@ -66,8 +66,9 @@ export class ClientDataPath {
   /** RFC 8656 §11.4: XOR-PEER-ADDRESS and DATA; anything else makes it invalid. */
   dataIndication(msg: StunMessage): TurnData | undefined {
     const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
-    const payload = getAttribute(msg, AttributeType.Data);
-    if (peer === undefined || payload === undefined) return undefined;
+    if (peer === undefined || !locateAttribute(msg, AttributeType.Data)) return undefined;
+    const payloadOffset = found.offset;
+    const payloadLength = found.length;
     // RFC 8656 §11.4: data from an address we asked no permission for is discarded (a spoofed
     // or stray indication must not pass as that peer's traffic).
     if (!this.#wants.permissions.has(peer.address)) return undefined;
@@ -75,8 +76,8 @@ export class ClientDataPath {
     d.peer = peer;
     d.channel = 0;
     d.bytes = msg.bytes;
-    d.start = payload.offset;
-    d.end = payload.offset + payload.length;
+    d.start = payloadOffset;
+    d.end = payloadOffset + payloadLength;
     return d;
   }
 

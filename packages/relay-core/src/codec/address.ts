@@ -22,23 +22,39 @@ export function decodeAddressValue(
   value: Uint8Array,
   transactionId?: Uint8Array,
 ): TransportAddress | undefined {
-  if (value.length < 4) return undefined;
-  const familyCode = value[1];
-  let port = (value[2]! << 8) | value[3]!;
+  return decodeAddressAt(value, 0, value.length, transactionId);
+}
+
+/**
+ * `decodeAddressValue` of the `length` bytes at `offset` of `bytes` (an attribute's value in a
+ * decoded message, read in place). An IPv4 address is un-XOR'ed as numbers into its text; an
+ * IPv6 one through a copy. Neither ever writes into `bytes`: the message is not ours.
+ */
+export function decodeAddressAt(
+  bytes: Uint8Array,
+  offset: number,
+  length: number,
+  transactionId?: Uint8Array,
+): TransportAddress | undefined {
+  if (length < 4) return undefined;
+  const familyCode = bytes[offset + 1];
+  let port = (bytes[offset + 2]! << 8) | bytes[offset + 3]!;
   if (transactionId) port ^= MAGIC_COOKIE >>> 16;
   if (familyCode === AddressFamilyCode.IPv4) {
-    if (value.length !== 8) return undefined;
-    // Copies (new Uint8Array(view)): Buffer#slice would be a view, and the XOR below must never
-    // write into the message it decodes.
-    const bytes = new Uint8Array(value.subarray(4, 8));
-    if (transactionId) xorCookie(bytes, undefined);
-    return { family: 4, address: formatIp({ family: 4, bytes }), port };
+    if (length !== 8) return undefined;
+    const o = offset + 4;
+    // RFC 8489 §14.2: an IPv4 X-Address is the address XOR the magic cookie.
+    const x = transactionId ? MAGIC_COOKIE : 0;
+    const address = `${bytes[o]! ^ (x >>> 24)}.${bytes[o + 1]! ^ ((x >>> 16) & 0xff)}.${bytes[o + 2]! ^ ((x >>> 8) & 0xff)}.${bytes[o + 3]! ^ (x & 0xff)}`;
+    return { family: 4, address, port };
   }
   if (familyCode === AddressFamilyCode.IPv6) {
-    if (value.length !== 20) return undefined;
-    const bytes = new Uint8Array(value.subarray(4, 20));
-    if (transactionId) xorCookie(bytes, transactionId);
-    return { family: 6, address: formatIp({ family: 6, bytes }), port };
+    if (length !== 20) return undefined;
+    // A copy (new Uint8Array(view)): Buffer#slice would be a view, and the XOR below must never
+    // write into the message it decodes.
+    const ip = new Uint8Array(bytes.subarray(offset + 4, offset + 20));
+    if (transactionId) xorCookie(ip, transactionId);
+    return { family: 6, address: formatIp({ family: 6, bytes: ip }), port };
   }
   return undefined;
 }

@@ -2,7 +2,7 @@
  * Reading the attributes of a decoded STUN message (RFC 8489 §14, RFC 8656 §18), and checking
  * its integrity attributes (RFC 8489 §14.5, §14.6).
  */
-import { decodeAddressValue, type TransportAddress } from "./address.js";
+import { decodeAddressAt, type TransportAddress } from "./address.js";
 import { AttributeType, HEADER_LENGTH } from "./constants.js";
 import {
   binaryEqualsBytes,
@@ -11,19 +11,32 @@ import {
   hmacInput,
   hmacOfInput,
 } from "./hmac.js";
-import type { StunAttribute, StunMessage } from "./message.js";
+import {
+  attributesOf,
+  found,
+  locateAttribute,
+  type StunAttribute,
+  type StunMessage,
+} from "./message.js";
 
 // Attribute readers. Each returns undefined when the attribute is absent or malformed, so the
-// caller decides between ignoring it and a 400.
+// caller decides between ignoring it and a 400. They find their attribute with
+// `locateAttribute` (message.ts), which makes no object, and read fixed-size values from the
+// message's bytes directly, so only what a reader answers is allocated.
 
 /** The first attribute of a type (RFC 8489 §14: only the first occurrence counts). */
 export function getAttribute(msg: StunMessage, type: number): StunAttribute | undefined {
-  for (const a of msg.attributes) if (a.type === type) return a;
+  for (const a of attributesOf(msg)) if (a.type === type) return a;
   return undefined;
 }
 
 export function hasAttribute(msg: StunMessage, type: number): boolean {
-  return getAttribute(msg, type) !== undefined;
+  return locateAttribute(msg, type);
+}
+
+/** The value length of the first attribute of a type, -1 when absent. */
+export function attributeLength(msg: StunMessage, type: number): number {
+  return locateAttribute(msg, type) ? found.length : -1;
 }
 
 export function attributeValue(msg: StunMessage, attr: StunAttribute): Uint8Array {
@@ -31,8 +44,8 @@ export function attributeValue(msg: StunMessage, attr: StunAttribute): Uint8Arra
 }
 
 export function readBytes(msg: StunMessage, type: number): Uint8Array | undefined {
-  const a = getAttribute(msg, type);
-  return a ? attributeValue(msg, a) : undefined;
+  if (!locateAttribute(msg, type)) return undefined;
+  return msg.bytes.subarray(found.offset, found.offset + found.length);
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -47,16 +60,38 @@ export function readString(msg: StunMessage, type: number): string | undefined {
   }
 }
 
+/**
+ * Whether the first attribute of a type is there and valid UTF-8, without decoding it into a
+ * string (for text the caller needs present, not read: REALM, whose value the server knows).
+ */
+export function hasValidString(msg: StunMessage, type: number): boolean {
+  if (!locateAttribute(msg, type)) return false;
+  const bytes = msg.bytes;
+  const end = found.offset + found.length;
+  // ASCII (every REALM a relay issues) is valid UTF-8 as it is; anything else goes through the
+  // same decoder as readString, so both agree byte for byte.
+  for (let i = found.offset; i < end; i++) {
+    if (bytes[i]! >= 0x80) return readString(msg, type) !== undefined;
+  }
+  return true;
+}
+
+/** A 32-bit value at the found attribute's start, when the attribute is exactly 4 bytes. */
+function foundUint32(msg: StunMessage): number | undefined {
+  if (found.length !== 4) return undefined;
+  const b = msg.bytes;
+  const o = found.offset;
+  return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
+}
+
 export function readUint32(msg: StunMessage, type: number): number | undefined {
-  const v = readBytes(msg, type);
-  if (v?.length !== 4) return undefined;
-  return ((v[0]! << 24) | (v[1]! << 16) | (v[2]! << 8) | v[3]!) >>> 0;
+  return locateAttribute(msg, type) ? foundUint32(msg) : undefined;
 }
 
 /** XOR-MAPPED-, XOR-PEER- and XOR-RELAYED-ADDRESS (RFC 8489 §14.2). */
 export function readXorAddress(msg: StunMessage, type: number): TransportAddress | undefined {
-  const v = readBytes(msg, type);
-  return v ? decodeAddressValue(v, msg.transactionId) : undefined;
+  if (!locateAttribute(msg, type)) return undefined;
+  return decodeAddressAt(msg.bytes, found.offset, found.length, msg.transactionId);
 }
 
 /** All occurrences of an XOR address attribute: CreatePermission may carry several (RFC 8656 §10). */
@@ -65,16 +100,16 @@ export function readAllXorAddresses(
   type: number,
 ): (TransportAddress | undefined)[] {
   const out: (TransportAddress | undefined)[] = [];
-  for (const a of msg.attributes) {
-    if (a.type === type) out.push(decodeAddressValue(attributeValue(msg, a), msg.transactionId));
+  for (let more = locateAttribute(msg, type); more; more = locateAttribute(msg, type, true)) {
+    out.push(decodeAddressAt(msg.bytes, found.offset, found.length, msg.transactionId));
   }
   return out;
 }
 
 /** MAPPED-ADDRESS and ALTERNATE-SERVER (RFC 8489 §14.1, §14.15). */
 export function readAddress(msg: StunMessage, type: number): TransportAddress | undefined {
-  const v = readBytes(msg, type);
-  return v ? decodeAddressValue(v) : undefined;
+  if (!locateAttribute(msg, type)) return undefined;
+  return decodeAddressAt(msg.bytes, found.offset, found.length);
 }
 
 /** ERROR-CODE (RFC 8489 §14.8): class * 100 + number, and the reason phrase. */
@@ -102,40 +137,36 @@ export function readUnknownAttributes(msg: StunMessage): number[] | undefined {
 
 /** CHANNEL-NUMBER (RFC 8656 §18.1): 16-bit number followed by 16 bits RFFU. */
 export function readChannelNumber(msg: StunMessage): number | undefined {
-  const v = readBytes(msg, AttributeType.ChannelNumber);
-  if (v?.length !== 4) return undefined;
-  return (v[0]! << 8) | v[1]!;
+  const v = readUint32(msg, AttributeType.ChannelNumber);
+  return v === undefined ? undefined : v >>> 16;
 }
 
 /** REQUESTED-TRANSPORT (RFC 8656 §18.8): protocol number then 24 bits RFFU. */
 export function readRequestedTransport(msg: StunMessage): number | undefined {
-  const v = readBytes(msg, AttributeType.RequestedTransport);
-  if (v?.length !== 4) return undefined;
-  return v[0];
+  const v = readUint32(msg, AttributeType.RequestedTransport);
+  return v === undefined ? undefined : v >>> 24;
 }
 
 /** REQUESTED-ADDRESS-FAMILY / ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.6, §18.11): 4 or 6. */
 export function readAddressFamily(msg: StunMessage, type: number): 4 | 6 | "invalid" | undefined {
-  const v = readBytes(msg, type);
-  if (!v) return undefined;
-  if (v.length !== 4) return "invalid";
-  if (v[0] === 0x01) return 4;
-  if (v[0] === 0x02) return 6;
+  if (!locateAttribute(msg, type)) return undefined;
+  if (found.length !== 4) return "invalid";
+  const family = msg.bytes[found.offset];
+  if (family === 0x01) return 4;
+  if (family === 0x02) return 6;
   return "invalid";
 }
 
 /** EVEN-PORT (RFC 8656 §18.7): the R bit asks to reserve the next port too. */
 export function readEvenPort(msg: StunMessage): { reserveNext: boolean } | undefined {
-  const v = readBytes(msg, AttributeType.EvenPort);
-  if (!v || v.length < 1) return undefined;
-  return { reserveNext: (v[0]! & 0x80) !== 0 };
+  if (!locateAttribute(msg, AttributeType.EvenPort) || found.length < 1) return undefined;
+  return { reserveNext: (msg.bytes[found.offset]! & 0x80) !== 0 };
 }
 
 /** PASSWORD-ALGORITHM (RFC 8489 §14.12): algorithm number (parameters ignored). */
 export function readPasswordAlgorithm(msg: StunMessage): number | undefined {
-  const v = readBytes(msg, AttributeType.PasswordAlgorithm);
-  if (!v || v.length < 4) return undefined;
-  return (v[0]! << 8) | v[1]!;
+  if (!locateAttribute(msg, AttributeType.PasswordAlgorithm) || found.length < 4) return undefined;
+  return (msg.bytes[found.offset]! << 8) | msg.bytes[found.offset + 1]!;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,18 +177,19 @@ export function readPasswordAlgorithm(msg: StunMessage): number | undefined {
  * message up to the attribute, with the header length adjusted to end just after it.
  */
 export function verifyMessageIntegrity(msg: StunMessage, key: Uint8Array): boolean {
-  const attr = getAttribute(msg, AttributeType.MessageIntegrity);
-  if (attr?.length !== 20) return false;
-  const mac = integrityMac("sha1", key, msg.bytes, attr.offset - 4, 24);
-  return binaryEqualsBytes(mac, msg.bytes, attr.offset, 20);
+  if (!locateAttribute(msg, AttributeType.MessageIntegrity) || found.length !== 20) return false;
+  const offset = found.offset;
+  const mac = integrityMac("sha1", key, msg.bytes, offset - 4, 24);
+  return binaryEqualsBytes(mac, msg.bytes, offset, 20);
 }
 
 /** MESSAGE-INTEGRITY-SHA256: 16..32 bytes, a multiple of 4, a prefix of HMAC-SHA256. */
 export function verifyMessageIntegritySha256(msg: StunMessage, key: Uint8Array): boolean {
-  const attr = getAttribute(msg, AttributeType.MessageIntegritySha256);
-  if (!attr || attr.length < 16 || attr.length > 32 || attr.length % 4 !== 0) return false;
-  const mac = integrityMac("sha256", key, msg.bytes, attr.offset - 4, 4 + attr.length);
-  return binaryEqualsBytes(mac, msg.bytes, attr.offset, attr.length);
+  if (!locateAttribute(msg, AttributeType.MessageIntegritySha256)) return false;
+  const { offset, length } = found;
+  if (length < 16 || length > 32 || length % 4 !== 0) return false;
+  const mac = integrityMac("sha256", key, msg.bytes, offset - 4, 4 + length);
+  return binaryEqualsBytes(mac, msg.bytes, offset, length);
 }
 
 /** The HMAC of bytes[0, attrStart) with the header's length as if the message ended after the attribute. */
@@ -169,8 +201,9 @@ function integrityMac(
   attrSize: number,
 ): string {
   // Into the HMAC's scratch buffer (codec/hmac.ts), never into `bytes`: the input is not ours.
+  // Byte by byte: a subarray to copy from was one more object per request.
   const input = hmacInput(attrStart);
-  input.set(bytes.subarray(0, attrStart), HMAC_INPUT_OFFSET);
+  for (let i = 0; i < attrStart; i++) input[HMAC_INPUT_OFFSET + i] = bytes[i]!;
   const adjusted = attrStart - HEADER_LENGTH + attrSize;
   input[HMAC_INPUT_OFFSET + 2] = (adjusted >>> 8) & 0xff;
   input[HMAC_INPUT_OFFSET + 3] = adjusted & 0xff;

@@ -317,12 +317,13 @@ export class AllocateRequests {
     );
     allocation.reservationToken = newReservationToken;
     allocation.bandwidth = context.bandwidth.open(allocation.id, auth.principal, now);
-    allocation.familyErrors.push(...familyErrors);
+    for (const e of familyErrors) allocation.familyErrors.push(e);
     if (pin?.port !== undefined) this.#pinned.hold(allocation, families, pin.port);
     allocation.pendingAllocate = reply;
     record.allocation = allocation;
     this.#allocations.add(allocation);
-    families.forEach((family, i) => {
+    for (let i = 0; i < families.length; i++) {
+      const family = families[i]!;
       // Pinned and RESERVATION-TOKEN ports are the port; an EVEN-PORT one is any even port.
       const choice: PortChoice =
         pin !== undefined || (i === 0 && redeeming)
@@ -331,7 +332,7 @@ export class AllocateRequests {
             ? "even"
             : "any";
       this.#sockets.open(allocation, family, this.#relayConfig(family)!, chosen[i]!, choice);
-    });
+    }
     context.deadlines.schedule(allocation);
   }
 

@@ -13,12 +13,18 @@
  */
 
 import { constantTimeEqual } from "../auth/constant-time.js";
-import type { CredentialStore, PasswordAlgorithmName, Principal } from "../auth/credentials.js";
+import type {
+  CredentialStore,
+  KeyLookup,
+  PasswordAlgorithmName,
+  Principal,
+} from "../auth/credentials.js";
 import { type NonceCheck, NonceIssuer, SecurityFeature } from "../auth/nonce.js";
 import { RevocationList } from "../auth/revocation.js";
 import {
-  getAttribute,
+  attributeLength,
   hasAttribute,
+  hasValidString,
   readBytes,
   readPasswordAlgorithm,
   readString,
@@ -67,6 +73,15 @@ export class Authenticator {
   readonly #stats: ServerStats;
   #unixTimeOffsetMs: number;
   #revoked: RevocationList;
+  /**
+   * The request whose MESSAGE-INTEGRITY the store's `lookup` checks, for the duration of that
+   * synchronous call: the two checks below are made once, not a closure over each request.
+   */
+  #verifying: StunMessage | undefined;
+  readonly #verifySha1 = (key: Uint8Array): boolean =>
+    this.#verifying !== undefined && verifyMessageIntegrity(this.#verifying, key);
+  readonly #verifySha256 = (key: Uint8Array): boolean =>
+    this.#verifying !== undefined && verifyMessageIntegritySha256(this.#verifying, key);
 
   constructor(options: AuthenticatorOptions, responder: Responder, stats: ServerStats) {
     this.#realm = options.realm;
@@ -126,9 +141,9 @@ export class Authenticator {
     // Longer ones are refused here, before the nonce's HMAC or any key derivation: a stranger
     // must not make the relay hash (or remember) 60 KB usernames.
     if (
-      (getAttribute(msg, AttributeType.Username)?.length ?? 0) >= MAX_USERNAME_BYTES ||
-      (getAttribute(msg, AttributeType.Realm)?.length ?? 0) >= MAX_REALM_NONCE_BYTES ||
-      (getAttribute(msg, AttributeType.Nonce)?.length ?? 0) >= MAX_REALM_NONCE_BYTES
+      attributeLength(msg, AttributeType.Username) >= MAX_USERNAME_BYTES ||
+      attributeLength(msg, AttributeType.Realm) >= MAX_REALM_NONCE_BYTES ||
+      attributeLength(msg, AttributeType.Nonce) >= MAX_REALM_NONCE_BYTES
     ) {
       this.#stats.authFailures["oversized-attribute"]++;
       this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now, {
@@ -138,13 +153,11 @@ export class Authenticator {
     }
     const named = readString(msg, AttributeType.Username);
     const userhash = readBytes(msg, AttributeType.Userhash);
-    const realm = readString(msg, AttributeType.Realm);
+    // REALM must be there (and text), but the key is derived with the server's own realm, so
+    // its value is never read into a string.
+    const hasRealm = hasValidString(msg, AttributeType.Realm);
     const nonce = readString(msg, AttributeType.Nonce);
-    if (
-      (named === undefined && userhash === undefined) ||
-      realm === undefined ||
-      nonce === undefined
-    ) {
+    if ((named === undefined && userhash === undefined) || !hasRealm || nonce === undefined) {
       this.#stats.authFailures["missing-attributes"]++;
       this.#responder.error(endpoint, msg.method, msg.transactionId, ErrorCode.BadRequest, now, {
         reason: "missing-attributes",
@@ -189,15 +202,19 @@ export class Authenticator {
     const unixSeconds = Math.floor((now + this.#unixTimeOffsetMs) / 1000);
     // The store checks each candidate key (one per secret under rotation) against the
     // message, and caches a key only once it verified (credentials.ts).
-    const lookup = this.#credentials.lookup(
-      username,
-      this.#realm,
-      unixSeconds,
-      algorithm,
-      hasSha256
-        ? (key) => verifyMessageIntegritySha256(msg, key)
-        : (key) => verifyMessageIntegrity(msg, key),
-    );
+    this.#verifying = msg;
+    let lookup: KeyLookup;
+    try {
+      lookup = this.#credentials.lookup(
+        username,
+        this.#realm,
+        unixSeconds,
+        algorithm,
+        hasSha256 ? this.#verifySha256 : this.#verifySha1,
+      );
+    } finally {
+      this.#verifying = undefined;
+    }
     if (!lookup.ok) {
       this.#stats.authFailures[lookup.reason]++;
       this.#challenge(endpoint, msg, ErrorCode.Unauthorized, now, refusal(lookup.reason, username));

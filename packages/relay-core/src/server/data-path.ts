@@ -14,9 +14,9 @@
  * limits.
  */
 import type { TransportAddress } from "../codec/address.js";
-import { getAttribute, hasAttribute, readXorAddress } from "../codec/attributes.js";
+import { hasAttribute, readXorAddress } from "../codec/attributes.js";
 import { AttributeType, HEADER_LENGTH, MessageClass, Method } from "../codec/constants.js";
-import type { StunMessage } from "../codec/message.js";
+import { found, locateAttribute, type StunMessage } from "../codec/message.js";
 import { StunMessageBuilder } from "../codec/message-builder.js";
 import type { ConnectionId, ListenerId, RelayId } from "../ids.js";
 import { NO_CONNECTION } from "../ids.js";
@@ -229,10 +229,13 @@ export class DataPath {
       return this.#drop("invalid-indication");
     }
     const peer = readXorAddress(msg, AttributeType.XorPeerAddress);
-    const data = getAttribute(msg, AttributeType.Data);
+    // Found in place (no attribute object per indication): the DATA value's range of `bytes`.
+    const hasData = locateAttribute(msg, AttributeType.Data);
+    const dataOffset = found.offset;
+    const dataLength = found.length;
     if (
       peer === undefined ||
-      data === undefined ||
+      !hasData ||
       peer.port === 0 ||
       allocation.requestedTransport !== "udp"
     ) {
@@ -245,7 +248,7 @@ export class DataPath {
     }
     const permission = allocation.findPermission(peer);
     if (permission === undefined || permission.expiresAt <= now) return this.#drop("no-permission");
-    if (!this.#withinLimits(allocation, data.length, now)) return RouteKind.None;
+    if (!this.#withinLimits(allocation, dataLength, now)) return RouteKind.None;
     const route = this.route;
     route.relay = relay.id;
     route.relayHandle = relay.runtimeHandle;
@@ -255,8 +258,8 @@ export class DataPath {
     route.peerIp4 = permission.ip4;
     route.peerIp6 = permission.ip6;
     route.data = msg.bytes;
-    route.start = data.offset;
-    route.end = data.offset + data.length;
+    route.start = dataOffset;
+    route.end = dataOffset + dataLength;
     return RouteKind.ToPeer;
   }
 

@@ -79,7 +79,7 @@ export class ClientRequests {
       client = undefined; // its record left the UDP client table with the allocation
     }
     // RFC 8489 §6.3.1 / RFC 8656 §7.2: a retransmission gets the very same response.
-    const cacheKey = ResponseCache.key(endpoint, msg.transactionId);
+    const cacheKey = ResponseCache.key(endpoint, msg.bytes, 8);
     const cached = this.#responses.get(cacheKey, now);
     if (cached !== undefined) {
       this.#responder.transmit(

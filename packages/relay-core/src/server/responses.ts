@@ -14,6 +14,8 @@ import type { ServerStats } from "./stats.js";
 import type { Emit, Refusal } from "./types.js";
 
 const EMPTY_BYTES = new Uint8Array(0);
+/** Reply's transaction id for the builder, written just before each use (Uint8Array wraps). */
+const TRANSACTION_ID_SCRATCH = new Uint8Array(12);
 /** Entries the response cache holds at most; the oldest goes first. */
 const RESPONSE_CACHE_ENTRIES = 8192;
 
@@ -148,16 +150,18 @@ export class ResponseCache {
    * transport, connection and address as text; fixed-width fields first, so no two requests
    * share a key.
    */
-  static key(endpoint: ClientEndpoint, transactionId: Uint8Array): string {
-    const t = transactionId; // 96 bits (RFC 8489 §5), as decodeStun gives it
+  static key(endpoint: ClientEndpoint, transactionId: Uint8Array, at = 0): string {
+    // The 96-bit transaction id (RFC 8489 §5) at `at`: the server passes the message's bytes
+    // and 8, where it sits, rather than a view made for it.
+    const t = transactionId;
     const tag = endpoint.transport === "udp" && endpoint.family === 4 ? 0 : 1;
     const head = String.fromCharCode(
-      (t[0]! << 8) | t[1]!,
-      (t[2]! << 8) | t[3]!,
-      (t[4]! << 8) | t[5]!,
-      (t[6]! << 8) | t[7]!,
-      (t[8]! << 8) | t[9]!,
-      (t[10]! << 8) | t[11]!,
+      (t[at]! << 8) | t[at + 1]!,
+      (t[at + 2]! << 8) | t[at + 3]!,
+      (t[at + 4]! << 8) | t[at + 5]!,
+      (t[at + 6]! << 8) | t[at + 7]!,
+      (t[at + 8]! << 8) | t[at + 9]!,
+      (t[at + 10]! << 8) | t[at + 11]!,
       tag,
       endpoint.listener & 0xffff,
       endpoint.listener >>> 16,
@@ -204,7 +208,10 @@ export class Reply {
   readonly #cache: ResponseCache;
   readonly #endpoint: ClientEndpoint;
   readonly #method: number;
-  readonly #transactionId: Uint8Array;
+  /** The request's transaction id as three 32-bit words (see the constructor). */
+  readonly #tid0: number;
+  readonly #tid1: number;
+  readonly #tid2: number;
   readonly #signer: Signer;
   readonly #cacheKey: string;
   readonly #now: number;
@@ -223,8 +230,13 @@ export class Reply {
     this.#endpoint = endpoint;
     this.#method = msg.method;
     // A reply may be sent after this input returns: keep a copy of the transaction id, not a
-    // view into bytes the runtime reuses (a batched receive arena).
-    this.#transactionId = msg.transactionId.slice();
+    // view into bytes the runtime reuses (a batched receive arena). As numbers: a copied
+    // Uint8Array was an object and a backing store per request (bench/README.md, "2026-12-07,
+    // third pass"); the builder copies them out of a scratch array at once (transactionId()).
+    const t = msg.bytes; // the transaction id at offset 8 (RFC 8489 §5)
+    this.#tid0 = ((t[8]! << 24) | (t[9]! << 16) | (t[10]! << 8) | t[11]!) >>> 0;
+    this.#tid1 = ((t[12]! << 24) | (t[13]! << 16) | (t[14]! << 8) | t[15]!) >>> 0;
+    this.#tid2 = ((t[16]! << 24) | (t[17]! << 16) | (t[18]! << 8) | t[19]!) >>> 0;
     this.#signer = signer;
     this.#cacheKey = cacheKey;
     this.#now = now;
@@ -234,7 +246,7 @@ export class Reply {
     const b = this.#responder.builder(
       this.#method,
       MessageClass.SuccessResponse,
-      this.#transactionId,
+      this.#transactionIdScratch(),
     );
     fill?.(b);
     return this.#finish(b, 0);
@@ -251,7 +263,7 @@ export class Reply {
     why?: RefusalDetail,
   ): Uint8Array {
     const b = this.#responder
-      .builder(this.#method, MessageClass.ErrorResponse, this.#transactionId)
+      .builder(this.#method, MessageClass.ErrorResponse, this.#transactionIdScratch())
       .errorCode(code, reason);
     fill?.(b);
     const refusal: Refusal = {
@@ -260,6 +272,27 @@ export class Reply {
       ...(this.#signer.username !== undefined ? { username: this.#signer.username } : {}),
     };
     return this.#finish(b, code, refusal);
+  }
+
+  /**
+   * The transaction id in a scratch array shared by every Reply: valid until the next call, which
+   * is enough for StunMessageBuilder, which copies it into the message when constructed.
+   */
+  #transactionIdScratch(): Uint8Array {
+    const t = TRANSACTION_ID_SCRATCH;
+    t[0] = this.#tid0 >>> 24;
+    t[1] = this.#tid0 >>> 16;
+    t[2] = this.#tid0 >>> 8;
+    t[3] = this.#tid0;
+    t[4] = this.#tid1 >>> 24;
+    t[5] = this.#tid1 >>> 16;
+    t[6] = this.#tid1 >>> 8;
+    t[7] = this.#tid1;
+    t[8] = this.#tid2 >>> 24;
+    t[9] = this.#tid2 >>> 16;
+    t[10] = this.#tid2 >>> 8;
+    t[11] = this.#tid2;
+    return t;
   }
 
   #finish(b: StunMessageBuilder, code: number, refusal?: Refusal): Uint8Array {
