@@ -51,6 +51,8 @@ export interface TurnpikeOptions {
   readyTimeoutMs?: number;
   /** Another launcher script (default: the repo's bin/turnpike-relay.js, which needs dist/). */
   bin?: string;
+  /** node's own flags, before the launcher (e.g. V8's --trace-opt). */
+  nodeFlags?: string[];
 }
 
 export interface TurnpikeHandle {
@@ -93,6 +95,7 @@ export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHand
   const port = opts.port ?? (await freePort());
   const healthPort = opts.healthPort ?? (await freePort());
   const args = [
+    ...(opts.nodeFlags ?? []),
     opts.bin ?? TURNPIKE_BIN,
     "--listen",
     `127.0.0.1:${port}`,

@@ -13,6 +13,7 @@ import {
   type Logger,
   type PortWarning,
   parseOrReport,
+  releaseOptimizingCompiler,
 } from "@turnpike/runtime-kit";
 import { PROGRAM_NAME } from "./config/options.js";
 import { parseRelayArgs } from "./config/parse.js";
@@ -199,6 +200,9 @@ async function runRelay(config: RelayConfig, io: CliIo): Promise<number> {
   });
   // The driver logs `ready` itself once every listener is bound (CLI contract).
   if (!relay.ready) logger.warn("relay started but reports not ready");
+  // Every module is loaded: TurboFan, held by the launcher, compiles the data path from now on
+  // (runtime-kit startup-tiering.ts).
+  releaseOptimizingCompiler();
   io.onRunning?.({ relay, health: parts.health, metrics, logger });
   return life.run();
 }

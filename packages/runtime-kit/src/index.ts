@@ -88,5 +88,10 @@ export {
 } from "./otlp-export.js";
 export { asOutput, EXIT_CONFIG, exitWhenDone, parseOrReport, withTimeout } from "./process.js";
 export { forwardChunk, READ_BUFFER_BYTES, ReusedReadBuffer } from "./reused-read-buffer.js";
+export {
+  holdOptimizingCompiler,
+  optimizingCompilerHeld,
+  releaseOptimizingCompiler,
+} from "./startup-tiering.js";
 export { renderTextTable, type TextColumn } from "./text-table.js";
 export { decodeTunnelKey, encodeTunnelKey, type TunnelCredentials } from "./tunnel-key.js";

@@ -13,6 +13,7 @@ import {
   EXIT_CONFIG,
   type Logger,
   parseOrReport,
+  releaseOptimizingCompiler,
   withTimeout,
 } from "@turnpike/runtime-kit";
 import { type AdminServer, startAdminServer } from "./admin.js";
@@ -169,6 +170,9 @@ async function run(config: TunnelConfig, io: CliIo): Promise<number> {
     relays: config.relays.map((r) => r.text),
     services: config.services.length,
   });
+  // Every module is loaded: TurboFan, held by the launcher, compiles the pipes from now on
+  // (runtime-kit startup-tiering.ts).
+  releaseOptimizingCompiler();
 
   return new Promise<number>((resolve) => {
     let stopping = false;
