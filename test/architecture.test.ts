@@ -125,15 +125,17 @@ const ROOMS: Record<string, readonly string[]> = {
     "discovery.ts",
     "preflight.ts",
   ],
-  // The worker thread's entry: the engine, and of the supervisor's room only what the two
-  // sides say to each other and the counters it posts (listed before "workers/": first match).
-  "workers/worker.ts": [
+  // An engine as the supervisor sees it, on whichever thread: the engine, and of the
+  // supervisor's room only what the two sides say to each other and the counters it posts;
+  // the worker thread's entry runs it (both listed before "workers/": first match).
+  "workers/engine-host.ts": [
     "workers/messages.ts",
     "workers/stats-sync.ts",
     "engine/driver.ts",
     "shared/",
     "stats.ts",
   ],
+  "workers/worker.ts": ["workers/engine-host.ts", "workers/messages.ts"],
   "workers/": [
     "workers/",
     "engine/driver.ts",

@@ -11,9 +11,9 @@ exitWhenDone(
     env: process.env,
     stdout: (text) => process.stdout.write(text),
     stderr: (line) => process.stderr.write(`${line}\n`),
-    // --workers 1 runs the engine on the main thread; more, one per worker thread. Imported here,
-    // not at the top: a supervisor of workers never compiles the engine it does not run, and an
-    // engine on the main thread never the supervisor (bench/README.md, "Footprint").
+    // --workers 1 runs the engine on the main thread; more, a supervisor with engine 0 on the
+    // main thread and the others in worker threads. Imported here, not at the top: an engine on
+    // its own never compiles the supervisor (bench/README.md, "Footprint").
     startRelay: async (config, deps) =>
       config.workers > 1
         ? (await import("./workers/pool.js")).startWorkerPool(config, deps)

@@ -35,7 +35,7 @@ export interface RelayState {
   readonly udpIo?: string;
   /** The kernel data path ("tc", "xdp" or "off"), once known. */
   readonly kernelPath?: string;
-  /** Relay engines (worker threads). */
+  /** Relay engines (engine 0 on the main thread, the others in worker threads). */
   readonly workers?: number;
   /** A worker is being restarted: still serving (200), but say so. */
   readonly degraded?: boolean;

@@ -1,6 +1,6 @@
 // The contract between the CLI (cli.ts) and the relay engine (engine/driver.ts, or the workers'
-// supervisor workers/pool.ts, which runs one per worker thread): the CLI parses the
-// configuration, builds logger and telemetry, and calls
+// supervisor workers/pool.ts, which runs engine 0 on the main thread and the others in worker
+// threads): the CLI parses the configuration, builds logger and telemetry, and calls
 //   startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay>
 // The driver never sees yargs, environment variables or OpenTelemetry types.
 
@@ -59,7 +59,7 @@ export interface RunningRelay {
   readonly udpIo: "batch" | "dgram";
   /** The kernel data path: "tc" (bound ChannelData relayed in the kernel) or "off". */
   readonly kernelPath: "tc" | "xdp" | "off";
-  /** Relay engines (worker threads; 1 when the engine runs on the main thread). */
+  /** Relay engines (engine 0 on the main thread, the others in worker threads). */
   readonly workers?: number;
   /** A worker is restarting after a crash: the others serve meanwhile. */
   readonly degraded?: boolean;

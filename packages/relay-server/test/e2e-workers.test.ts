@@ -1,15 +1,18 @@
-// turnpike-relay --workers 2 as one relay: limits exact across workers, one /readyz and one
-// set of metrics, RFC 6062 ConnectionBinds that land on the other worker (and on one that is
-// restarting), drain over both, and a worker that crashes under load while the other keeps
-// relaying. (The interop suites also run against two workers: the relay-server project sets
-// TEST_WORKERS=2.)
+// turnpike-relay --workers 2 as one relay: engine 0 on the main thread and one worker thread
+// (N engines, N-1 worker threads), limits exact across workers, one /readyz and one set of
+// metrics, RFC 6062 ConnectionBinds that land on the other worker (and on one that is
+// restarting), drain and close over both, and a worker thread that crashes under load while
+// engine 0 keeps relaying. (The interop suites also run against two workers: the relay-server
+// project sets TEST_WORKERS=2.)
 import { createHash, randomBytes } from "node:crypto";
 import { mintRestCredentials } from "@turnpike/relay-core";
+import { InspectorSession, inspectorUrl } from "@turnpike/test-support/inspector";
 import { freePort, type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
 import { rfc6062Echo } from "@turnpike/test-support/rfc6062";
 import {
   AttributeType,
+  type EchoPeer,
   Method,
   startEchoPeer,
   TurnClientLite,
@@ -34,7 +37,7 @@ afterEach(async () => {
   range?.release();
 });
 
-async function start(extraArgs: string[] = []) {
+async function start(extraArgs: string[] = [], env: Record<string, string> = {}, workers = 2) {
   range = reservePortRange(100);
   const promPort = await freePort();
   relay = await startTurnpike({
@@ -42,9 +45,41 @@ async function start(extraArgs: string[] = []) {
     maxPort: range.max,
     token: TOKEN,
     logLevel: "info",
-    extraArgs: ["--workers", "2", "--prometheus-listen", `127.0.0.1:${promPort}`, ...extraArgs],
+    extraArgs: [
+      "--workers",
+      String(workers),
+      "--prometheus-listen",
+      `127.0.0.1:${promPort}`,
+      ...extraArgs,
+    ],
+    env,
   });
   return { promPort, slices: [range.min + 49, range.min + 50] as const };
+}
+
+/** The relay's isolates, as its inspector lists them: "main" and one per worker thread. */
+async function isolatesOf(r: TurnpikeHandle): Promise<string[]> {
+  const url = inspectorUrl(r.stderr);
+  if (!url) throw new Error(`no inspector address in the relay's stderr:\n${r.stderr}`);
+  const inspector = await InspectorSession.connect(url);
+  try {
+    // The worker threads there are attach right after NodeWorker.enable, as events.
+    await sleep(300);
+    return (await inspector.heapAfterGc()).map((h) => h.isolate);
+  } finally {
+    inspector.close();
+  }
+}
+
+/** Each client's ChannelData, 20 messages, echoed back by `peer` (bounded wait). */
+async function relayTwenty(clients: TurnClientLite[], peer: EchoPeer) {
+  for (const c of clients) expect((await c.channelBind(0x4000, peer.address)).code).toBe(0);
+  for (const c of clients)
+    for (let i = 0; i < 20; i++) c.sendChannelData(0x4000, Buffer.from(`m${i}`));
+  const deadline = Date.now() + 5000;
+  while (clients.some((c) => c.channelData.length < 20) && Date.now() < deadline) await sleep(20);
+  for (const c of clients) expect(c.channelData.length).toBe(20);
+  return deadline;
 }
 
 /** Open UDP clients (each its own source port) until both workers hold allocations. */
@@ -65,6 +100,53 @@ async function clientsOnBothWorkers(user: string, boundary: number, count: numbe
 }
 
 describe("turnpike-relay --workers 2", () => {
+  it.each([
+    [2, 1],
+    [3, 2],
+  ])(
+    "with --workers %i serves engine 0 on the main thread and starts %i worker thread(s), allocations on every engine relaying",
+    async (workers, threads) => {
+      const inspect = {
+        NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --inspect=127.0.0.1:0`.trim(),
+      };
+      await start([], inspect, workers);
+      const isolates = await isolatesOf(relay!);
+      expect(isolates[0]).toBe("main");
+      expect(isolates).toHaveLength(1 + threads);
+      // Every engine holds allocations (each owns its slice of the 100 ports) and relays.
+      const peer = await startEchoPeer();
+      cleanups.push(() => peer.close());
+      const engineOf = (port: number) => Math.floor(((port - range!.min) * workers) / 100);
+      const clients: TurnClientLite[] = [];
+      const engines = new Set<number>();
+      for (let i = 0; i < 40 && engines.size < workers; i++) {
+        const c = await TurnClientLite.open({ port: relay!.port, ...creds(`spread${i}`) });
+        cleanups.push(() => c.close());
+        const a = await c.allocate();
+        expect(a.code, a.reason).toBe(0);
+        clients.push(c);
+        engines.add(engineOf(a.relayed[0]!.port));
+      }
+      expect([...engines].sort()).toEqual(Array.from({ length: workers }, (_, i) => i));
+      await relayTwenty(clients, peer);
+      const ready = JSON.parse((await httpGet(relay!.healthPort, "/readyz")).body);
+      expect(ready).toMatchObject({ status: "ready", workers });
+    },
+  );
+
+  it("closes engine 0 and the worker thread on SIGINT, and exits 0", async () => {
+    await start();
+    const c = await TurnClientLite.open({ port: relay!.port, ...creds("closing") });
+    cleanups.push(() => c.close());
+    expect((await c.allocate()).code).toBe(0);
+    const exit = await relay!.stop("SIGINT", 5000);
+    expect(exit.code).toBe(0);
+    expect(relay!.stderr).toMatch(/ INFO closed worker=0\b/);
+    expect(relay!.stderr).toMatch(/ INFO closed worker=1\b/);
+    expect(relay!.stderr).toMatch(/ INFO stopped\b/);
+    relay = undefined;
+  });
+
   it("holds the per-user limit exactly across workers: the seventh allocation gets 486 wherever it lands", async () => {
     const { slices } = await start(["--max-allocations-per-user", "6"]);
     const { low, high } = await clientsOnBothWorkers("quota", slices[0], 6);
@@ -90,14 +172,7 @@ describe("turnpike-relay --workers 2", () => {
     }
     expect(spread.low).toBeGreaterThan(0);
     expect(spread.high).toBeGreaterThan(0);
-    for (const c of spread.clients)
-      expect((await c.channelBind(0x4000, peer.address)).code).toBe(0);
-    for (const c of spread.clients)
-      for (let i = 0; i < 20; i++) c.sendChannelData(0x4000, Buffer.from(`m${i}`));
-    const deadline = Date.now() + 5000;
-    while (spread.clients.some((c) => c.channelData.length < 20) && Date.now() < deadline)
-      await sleep(20);
-    for (const c of spread.clients) expect(c.channelData.length).toBe(20);
+    const deadline = await relayTwenty(spread.clients, peer);
     const n = spread.clients.length * 20;
     const value = (text: string, direction: string) =>
       text
@@ -151,37 +226,37 @@ describe("turnpike-relay --workers 2", () => {
       TurnClientLite.open({
         port: relay!.port,
         transport: "tcp",
-        localAddress: "127.0.0.1",
+        localAddress: "127.0.0.2",
         ...creds("binder"),
       });
-    // Worker 0 crashes (SIGUSR2); while it restarts, a data connection from 127.0.0.1 (which
-    // reaches worker 1) binds an even CONNECTION-ID (worker 0's): worker 1 hands it over to
+    // Worker 1 crashes (SIGUSR2); while it restarts, a data connection from 127.0.0.2 (which
+    // reaches engine 0) binds an odd CONNECTION-ID (worker 1's): engine 0 hands it over to
     // nobody. Bounded retries, in case the restart wins the race.
     let answer: number | string = "not tried";
     for (let attempt = 0; attempt < 3; attempt++) {
       process.kill(relay!.pid, "SIGUSR2");
       const deadline = Date.now() + 5000;
       while ((await status()) !== "degraded") {
-        if (Date.now() > deadline) throw new Error("worker 0 never went down");
+        if (Date.now() > deadline) throw new Error("worker 1 never went down");
         await sleep(10);
       }
       const c = await dataConnection();
       cleanups.push(() => c.close());
       answer = await c
-        .request(Method.ConnectionBind, (b) => b.uint32(AttributeType.ConnectionId, 2))
+        .request(Method.ConnectionBind, (b) => b.uint32(AttributeType.ConnectionId, 1))
         .then(
           (r) => r.code,
           (err: Error) => (err.message.includes("closed by the server") ? "closed" : err.message),
         );
       if (answer === "closed") break;
       if ((await status()) === "degraded") break; // no restart to blame
-      // The restart won the race (worker 0 answered): try again, without this connection.
+      // The restart won the race (worker 1 answered): try again, without this connection.
       c.close();
       while ((await status()) !== "ready") await sleep(20);
       await sleep(100);
     }
     expect(answer).toBe("closed");
-    // Its slot from 127.0.0.1 is free again: the next connection from there is served.
+    // Its slot from 127.0.0.2 is free again: the next connection from there is served.
     const next = await dataConnection();
     cleanups.push(() => next.close());
     expect((await next.request(Method.Binding, () => {}, { auth: false })).code).toBe(0);
@@ -211,7 +286,7 @@ describe("turnpike-relay --workers 2", () => {
     relay = undefined;
   });
 
-  it("replaces a worker that crashes under load while the other keeps relaying", async () => {
+  it("restarts a worker thread that crashes under load while engine 0 on the main thread keeps relaying", async () => {
     const { slices } = await start(["--test-crash-worker"]);
     const peer = await startEchoPeer();
     cleanups.push(() => peer.close());
@@ -221,9 +296,9 @@ describe("turnpike-relay --workers 2", () => {
     }
     for (const c of spread.clients)
       expect((await c.channelBind(0x4000, peer.address)).code).toBe(0);
-    const onWorker1 = spread.clients.filter((_, i) => spread.ports[i]! > slices[0]);
-    expect(onWorker1.length).toBeGreaterThan(0);
-    // Load on every client, then worker 0 crashes (SIGUSR2 with --test-crash-worker).
+    const onEngine0 = spread.clients.filter((_, i) => spread.ports[i]! <= slices[0]);
+    expect(onEngine0.length).toBeGreaterThan(0);
+    // Load on every client, then worker 1 crashes (SIGUSR2 with --test-crash-worker).
     let sent = 0;
     const load = setInterval(() => {
       for (const c of spread.clients) c.sendChannelData(0x4000, Buffer.from(`x${sent}`));
@@ -243,8 +318,8 @@ describe("turnpike-relay --workers 2", () => {
     await sleep(300);
     clearInterval(load);
     await sleep(300);
-    // The other worker's clients lost nothing.
-    for (const c of onWorker1) expect(c.channelData.length).toBe(sent);
+    // Engine 0's clients lost nothing.
+    for (const c of onEngine0) expect(c.channelData.length).toBe(sent);
     expect(relay!.stdout + relay!.stderr).toMatch(
       /worker exited; restarting it with a fresh engine/,
     );

@@ -492,7 +492,7 @@ export const OPTIONS = {
     group: "Operations",
     reload: "restart",
     describe:
-      "relay engines, one per worker thread, each with its own SO_REUSEPORT sockets and slice of the relay ports; limits hold for the process as a whole (auto = 1 up to two cores, else one per core beyond the first)",
+      "relay engines, engine 0 on the main thread and one worker thread per further engine, each with its own SO_REUSEPORT sockets and slice of the relay ports; limits hold for the process as a whole (auto = 1 up to two cores, else one per core beyond the first)",
     placeholder: "N|auto",
     defaultText: "auto",
     default: "auto",
@@ -519,7 +519,8 @@ export const OPTIONS = {
   "test-crash-worker": spec<boolean>({
     group: "Testing",
     reload: "restart",
-    describe: "test hook: SIGUSR2 makes worker 0 throw an uncaught exception",
+    describe:
+      "test hook: SIGUSR2 makes worker 1 (a worker thread, restarted) throw an uncaught exception",
     boolean: true,
     defaultText: "false",
     default: false,

@@ -266,14 +266,15 @@ function resolveWorkers(
 
 /**
  * What `--workers auto` means on a host with `cores` cores: one engine on the main thread up to
- * two cores, else one worker per core beyond the first. A packet a relay forwards costs the
- * kernel (softirq, the socket layer) about as much CPU as the engine, and a worker beyond one
- * adds a supervisor thread and an isolate of its own; on two cores a second engine only takes
- * CPU from the kernel's half of the work. Measured on a 2-core EPYC (bench/README.md,
- * "Footprint"): server CPU per relayed packet 0.67x coturn's with --workers 1 against 1.13x
- * with 2 (coturn's own load client: 0.80-0.91x against 1.16-1.26x); setups/s and churn
- * cycles/s no better with 2 either; idle RSS 74 MB against 122 MB. Hosts with more cores than
- * two were not measured here: there the first core is left to the kernel and the supervisor.
+ * two cores, else one engine per core beyond the first. A packet a relay forwards costs the
+ * kernel (softirq, the socket layer) about as much CPU as the engine, and an engine beyond one
+ * adds a worker thread with an isolate of its own and the supervisor's work; on two cores a
+ * second engine only takes CPU from the kernel's half of the work. Measured on a 2-core EPYC
+ * (bench/README.md, "Footprint"): server CPU per relayed packet 0.67x coturn's with --workers 1
+ * against 1.13x with 2 (coturn's own load client: 0.80-0.91x against 1.16-1.26x); setups/s and
+ * churn cycles/s no better with 2 either; idle RSS 74 MB against 122 MB (then each of the two
+ * engines had a worker thread of its own). Hosts with more cores than two were not measured
+ * here: there one core's worth is left to the kernel and the supervisor.
  */
 export function autoWorkers(cores: number): number {
   return cores <= 2 ? 1 : cores - 1;
@@ -293,7 +294,7 @@ function switchWarnings(v: Values): string[] {
     );
   }
   if (v["test-crash-worker"]) {
-    warnings.push("--test-crash-worker is set: SIGUSR2 crashes worker 0 (tests only)");
+    warnings.push("--test-crash-worker is set: SIGUSR2 crashes worker 1 (tests only)");
   }
   if (v["allow-self-peer"]) {
     warnings.push(

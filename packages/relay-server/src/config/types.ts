@@ -149,11 +149,11 @@ export interface RelayConfig {
    * TC ingress; `auto` runs it where it loads, else off with the reason logged.
    */
   readonly kernelPath: KernelPathMode;
-  /** Relay engines, one per worker thread (1: everything on the main thread). */
+  /** Relay engines: engine 0 on the main thread, the others in worker threads (1: no workers). */
   readonly workers: number;
   /** Why --workers was lowered to 1, if it was (logged once at start). */
   readonly workersNote: string | undefined;
-  /** Test hook: SIGUSR2 crashes worker 0 (hidden). */
+  /** Test hook: SIGUSR2 crashes worker 1, a worker thread (hidden). */
   readonly testCrashWorker: boolean;
   /** Test hook: relay-core lifetimes overridden, in seconds (hidden). */
   readonly testLifetimes: TestLifetimes;

@@ -1,5 +1,6 @@
-// What the supervisor (pool.ts, on the main thread) and its workers (worker.ts) say to each
-// other over postMessage, and what a worker is started with.
+// What the supervisor (pool.ts, on the main thread) and its engines (engine-host.ts: engine 0
+// on the main thread over a MessageChannel, the others in worker threads) say to each other
+// over postMessage, and what an engine is started with.
 
 import type { RelayConfig } from "../config/types.js";
 import type { EndAllocations } from "../discovery.js";
@@ -42,7 +43,7 @@ export type SupervisorMessage =
   | { t: "ask"; id: number; what: "reload"; config: RelayConfig; generation: number }
   | { t: "route"; from: number; message: unknown };
 
-/** What a worker is started with (workerData). */
+/** What an engine is started with (a worker thread's workerData; engine 0 gets a clone too). */
 export interface WorkerInit {
   readonly config: RelayConfig;
   /** The generation of `config` (see live-config.ts). */

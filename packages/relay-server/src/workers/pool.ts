@@ -1,9 +1,14 @@
-// --workers N: N relay engines, one per worker thread, behind the one RunningRelay the CLI
-// knows. Each worker runs the ordinary engine (engine/driver.ts) with its own relay-core
-// TurnServer, its own SO_REUSEPORT listening sockets (the kernel spreads clients over the
-// workers and keeps each client on one) and its own slice of the relay port range (a peer's
-// datagram reaches the worker that owns the allocation). Nothing on the data path crosses
-// threads. What is shared (shared/: what a worker needs of the others):
+// --workers N: N relay engines behind the one RunningRelay the CLI knows: engine 0 on the main
+// thread, next to this supervisor, and engines 1..N-1 in worker threads, so N engines cost
+// N-1 isolates more than one engine does (bench/README.md, "Footprint"). Each engine is the
+// ordinary one (engine/driver.ts, run by engine-host.ts) with its own relay-core TurnServer,
+// its own SO_REUSEPORT listening sockets (the kernel spreads clients over the engines and keeps
+// each client on one) and its own slice of the relay port range (a peer's datagram reaches the
+// engine that owns the allocation). Nothing on the data path crosses threads. The supervisor
+// speaks to engine 0 over a MessageChannel with the same messages as to a worker thread
+// (messages.ts), so every engine is one "worker" here: numbered, sharing, asked and closed
+// alike; only engine 0 is never restarted (its exceptions are the process's, as with
+// --workers 1). What is shared (shared/: what a worker needs of the others):
 //
 //   memory      shared/shared-state.ts: allocation and connection quotas and the
 //               unauthenticated-answer rate hold for the process, exactly; a pinned port
@@ -11,7 +16,8 @@
 //               any worker; per-user bandwidth buckets are leased to the workers;
 //   secret      one nonce/credential secret, so any worker verifies any client's nonce;
 //   counters    each worker posts snapshots; the supervisor sums them for metrics.ts;
-//   logs        each worker's lines come here and go out through the one log stream;
+//   logs        each worker thread's lines come here, and with engine 0's (written at once)
+//               go out through the one log stream;
 //   RFC 6062    a ConnectionBind that lands on another worker than its CONNECTION-ID's owner
 //               is handed to the owner (shared/worker-link.ts, shared/hand-over.ts);
 //   kernel path chosen and attached here, once (--kernel-path); every worker fills the same
@@ -20,12 +26,14 @@
 // The supervisor (this file, on the main thread) reads top to bottom: start (the kernel path,
 // the listening sockets, worker 0 first when the workers bind their own ports: its bound ports
 // are the ones the others join when the configuration says port 0), what the workers report
-// (one switch), a worker that ended (forget what it held, restart it with backoff: its clients
-// re-allocate on the others meanwhile and /readyz says "degraded"), the operator's calls, and
-// drain/close to every worker. Each concern it uses has its module:
+// (one switch), a worker thread that ended (forget what it held, restart it with backoff: its
+// clients re-allocate on the others meanwhile and /readyz says "degraded"), the operator's
+// calls, and drain/close to every worker. Each concern it uses has its module:
 //
 //   messages.ts        what the supervisor and workers say to each other; a worker's start data
-//   spawn.ts           a worker thread's slot, its start and end, the restart backoff
+//   spawn.ts           an engine's slot, its start (engine 0 on this thread, the others in
+//                      worker threads) and end, the restart backoff
+//   engine-host.ts     an engine answering those messages (worker.ts runs it in a worker thread)
 //   listen-sockets.ts  the listening sockets bound here and handed to every worker
 //   port-slices.ts     each worker's slice of the relay port range
 //   live-config.ts     the configuration and generation workers run with (reloads)
@@ -55,7 +63,7 @@ import type { WorkerInit, WorkerReady } from "./messages.js";
 import { portSlice } from "./port-slices.js";
 import { commandAll, WorkerQuestions } from "./questions.js";
 import { announceWorkerGone, routeBetweenWorkers } from "./routing.js";
-import { spawnWorker, type WorkerEvents, WorkerSlot } from "./spawn.js";
+import { endEngine, startEngine, type WorkerEvents, WorkerSlot } from "./spawn.js";
 import { StatsRefresh } from "./stats-refresh.js";
 import { StatsAggregator } from "./stats-sync.js";
 
@@ -162,7 +170,8 @@ class WorkerPool implements RunningRelay {
     this.udpIo = first.udpIo;
     this.ready = true;
     if (this.config.testCrashWorker) {
-      this.onCrashSignal = () => this.slots[0]!.post({ t: "crash" });
+      // Worker 1: a worker thread, which is restarted (engine 0 is this thread: nothing would be).
+      this.onCrashSignal = () => this.slots[1]!.post({ t: "crash" });
       process.on("SIGUSR2", this.onCrashSignal);
     }
     this.log.info("workers ready", {
@@ -172,7 +181,7 @@ class WorkerPool implements RunningRelay {
     });
   }
 
-  /** A worker thread in `slot` with the live configuration; resolves when it is ready. */
+  /** The engine of `slot` with the live configuration; resolves when it is ready. */
   private spawn(slot: WorkerSlot): Promise<WorkerReady> {
     const config = this.live.config;
     const init: WorkerInit = {
@@ -188,7 +197,7 @@ class WorkerPool implements RunningRelay {
       listenFds: this.listenFds?.[slot.index],
       kernelPath: this.kernel?.share,
     };
-    return spawnWorker(slot, init, this.events);
+    return startEngine(slot, init, this.events, this.writeLogLine);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -230,7 +239,7 @@ class WorkerPool implements RunningRelay {
     },
   };
 
-  /** A worker ended: clear what it held, here and in the others. */
+  /** A worker thread ended: clear what it held, here and in the others. */
   private forget(slot: WorkerSlot): void {
     if (recoverWorker(this.shared, slot.index)) {
       this.log.warn("worker ended inside a critical section; its shared lock was freed", {
@@ -243,7 +252,7 @@ class WorkerPool implements RunningRelay {
     announceWorkerGone(this.slots, slot);
   }
 
-  /** A worker died while serving: log it and start a fresh engine in its place. */
+  /** A worker thread died while serving: log it and start a fresh engine in its place. */
   private restart(slot: WorkerSlot, code: number): void {
     const delay = slot.nextRestartDelayMs();
     this.log.error("worker exited; restarting it with a fresh engine", {
@@ -257,7 +266,7 @@ class WorkerPool implements RunningRelay {
         () => this.log.info("worker restarted", { worker: slot.index }),
         (err) => {
           this.log.error("worker restart failed", { worker: slot.index, err });
-          if (slot.worker === undefined && !this.closing) this.restart(slot, 1);
+          if (!slot.running && !this.closing) this.restart(slot, 1);
         },
       );
     }, delay).unref();
@@ -296,7 +305,7 @@ class WorkerPool implements RunningRelay {
    */
   async applyReloadable(config: RelayConfig, generation: number): Promise<ReloadOutcome> {
     if (!this.live.advance(config, generation)) return { allocationsEnded: 0, problems: [] };
-    for (const s of this.slots) if (s.worker !== undefined && !s.ready) s.post(this.live.reload(0));
+    for (const s of this.slots) if (s.running && !s.ready) s.post(this.live.reload(0));
     const answers = await this.questions.ask(this.slots, (s, id) => s.post(this.live.reload(id)));
     return sumReloadOutcomes(answers);
   }
@@ -316,15 +325,7 @@ class WorkerPool implements RunningRelay {
     this.ready = false;
     if (this.onCrashSignal) process.off("SIGUSR2", this.onCrashSignal);
     await commandAll(this.slots, { t: "close" }, "closed", CLOSE_TIMEOUT_MS);
-    await Promise.all(
-      this.slots.map(async (s) => {
-        const w = s.worker;
-        if (w === undefined) return;
-        const exited = new Promise<void>((r) => w.once("exit", () => r()));
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
-        if (s.worker !== undefined) await w.terminate();
-      }),
-    );
+    await Promise.all(this.slots.map((s) => endEngine(s)));
     closeListenSockets(this.listenFds ?? []);
     this.listenFds = undefined;
     // The workers ended their bindings as they closed; this detaches the program.

@@ -58,7 +58,7 @@ export function commandAll(
   timeoutMs: number,
 ): Promise<void> {
   const waits = slots
-    .filter((s) => s.worker !== undefined)
+    .filter((s) => s.running)
     .map(
       (s) =>
         new Promise<void>((resolve) => {
