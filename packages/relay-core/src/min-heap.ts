@@ -34,7 +34,9 @@ export class MinHeap<T> {
   }
 
   peekKey(): number | undefined {
-    return this.#keys[0];
+    // Not `#keys[0]` of an empty array: a read out of bounds deoptimized the engine's timer
+    // paths that inline this (peekKey, afterInput, expire: "out of bounds" under load).
+    return this.#keys.length === 0 ? undefined : this.#keys[0];
   }
 
   peek(): T | undefined {

@@ -91,6 +91,7 @@ function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
 
+const TWO_31 = 2 ** 31;
 const TWO_32 = 2 ** 32;
 const TWO_53 = 2 ** 53;
 
@@ -107,7 +108,11 @@ export function randomIntBelow(rng: RandomSource, n: number): number {
     const limit = TWO_32 - (TWO_32 % bound);
     for (;;) {
       const r = rng.nextUint32() >>> 0;
-      if (r < limit) return r % bound;
+      // `| 0` below 2^31: V8 takes `%` of a uint32 from 2^31 up in floating point and answers a
+      // heap number even for a small result, and a heap number stored where small integers were
+      // (a relay port in every address and output object) turns that field into a boxed double
+      // for every object of the shape (`--trace-generalization`: "port:s->d").
+      if (r < limit) return bound <= TWO_31 ? (r % bound) | 0 : r % bound;
     }
   }
   if (bound > TWO_53) bound = TWO_53;

@@ -116,14 +116,7 @@ function verifiedCached(c: CachedCandidates, verify: IntegrityCheck | undefined)
   }
   for (let i = 0; i < c.keys.length; i++) {
     const key = c.keys[i]!;
-    if (verify(key)) {
-      let answer = c.answers[i];
-      if (answer === undefined) {
-        answer = { ok: true, key, keys: c.keys, principal: c.principal };
-        c.answers[i] = answer;
-      }
-      return answer;
-    }
+    if (verify(key)) return c.answers[i]!;
   }
   return BAD_INTEGRITY;
 }
@@ -221,8 +214,14 @@ interface RestCandidates {
 interface CachedCandidates extends RestCandidates {
   readonly realm: string;
   readonly sha256: boolean;
-  /** The answer for keys[i] once it verified: one object per key, not one per request. */
-  readonly answers: (KeyLookup | undefined)[];
+  /**
+   * The answer for keys[i]: one object per key, not one per request. Made with the entry (whose
+   * first request verified one of the keys), not on a key's first hit: an empty array
+   * filled later was read out of bounds and came in two maps (empty, then holding objects), and
+   * V8 deoptimized verifiedCached for either ("out of bounds", "wrong map") while usernames kept
+   * arriving (churn, bench/README "fourth pass").
+   */
+  readonly answers: readonly KeyLookup[];
 }
 
 export interface SharedSecretOptions {
@@ -319,7 +318,15 @@ export class SharedSecretCredentials implements CredentialStore {
       // for credentials minted with one TTL), so the cache empties once its users have left.
       this.#cache.dropExpiredOldest((old) => old.expiry <= nowUnixSeconds, 4);
       this.#cache.evictOldestAtCap(this.#maxCacheEntries);
-      this.#cache.set(username, { ...candidates, realm, sha256, answers: [] });
+      const answers: KeyLookup[] = [];
+      for (const key of candidates.keys) {
+        answers.push(
+          key === result.key
+            ? result
+            : { ok: true, key, keys: candidates.keys, principal: candidates.principal },
+        );
+      }
+      this.#cache.set(username, { ...candidates, realm, sha256, answers });
     }
     if (result.ok || !pinned || verify === undefined) return result;
     return this.#signedAsPlain(candidates, algorithm, username, realm, nowUnixSeconds, verify);
