@@ -23,9 +23,12 @@
 //   server IP PORT                -> (no answer)   the relay
 //   secret SECRET                 -> (no answer)   the TURN REST shared secret (not in argv)
 //   rto MS                        -> (no answer)   the first retransmission timeout (500 ms)
-//   open COUNT CONCURRENCY PREFIX BIND PEERIP PEERPORT BOUNDSECONDS
+//   open COUNT CONCURRENCY PREFIX BIND PEERIP PEERPORT BOUNDSECONDS [DELETE]
 //       -> progress DONE FAILED every 250 ms, then
 //          opened DONE FAILED ELAPSEDSECONDS CPUMICROS LIVE [FIRSTERROR...]
+//       DELETE 1: each setup ends with Refresh(0) and its socket is closed, so nothing stays
+//       allocated (the scenarios' warm-up: the setup path run as often as V8 needs to compile
+//       it, without holding relay ports); a setup counts as done once its delete succeeded.
 //   churn WORKERS SECONDS CYCLESPERWORKER PREFIX   (CYCLESPERWORKER 0 = until SECONDS)
 //       -> progress CYCLES FAILED every 250 ms, then
 //          churned CYCLES FAILED ELAPSEDSECONDS CPUMICROS [FIRSTERROR...]
@@ -120,6 +123,7 @@ static struct cred *creds;
 static size_t ncreds;
 static char prefix[64];
 static int bind_channel;
+static int delete_after; // open ... DELETE: each setup deletes its allocation (Refresh 0)
 static struct sockaddr_in peer;
 static uint32_t count, next_index, per_worker;
 static uint64_t done, failed, t_start, t_bound, t_hard, next_progress, cpu_start;
@@ -377,13 +381,18 @@ static void refill(int i, uint64_t now) {
 
 static void step_done(struct slot *s, uint64_t now) {
   enum step next = S_DONE;
-  if (s->step == S_ALLOCATE) next = mode == CHURN ? S_REFRESH : bind_channel ? S_PERMISSION : S_DONE;
+  if (s->step == S_ALLOCATE)
+    next = mode == CHURN      ? S_REFRESH
+           : bind_channel     ? S_PERMISSION
+           : delete_after     ? S_DELETE
+                              : S_DONE;
   else if (s->step == S_PERMISSION) next = S_CHANNEL;
+  else if (s->step == S_CHANNEL && delete_after) next = S_DELETE;
   else if (s->step == S_REFRESH) next = S_DELETE;
   if (next == S_DONE) {
     done++;
     s->cycles++;
-    release(s, mode == OPEN);
+    release(s, mode == OPEN && !delete_after);
     return;
   }
   s->step = next;
@@ -487,6 +496,7 @@ static void on_command(char *line) {
   char ip[INET_ADDRSTRLEN], peer_ip[INET_ADDRSTRLEN];
   int port, bind_flag;
   unsigned n, conc, per;
+  int delete_flag = 0;
   double seconds;
   if (sscanf(line, "server %15s %d", ip, &port) == 2) {
     if (inet_pton(AF_INET, ip, &server.sin_addr) != 1) say("error bad server address: %s", ip);
@@ -497,8 +507,8 @@ static void on_command(char *line) {
     snprintf(secret, sizeof secret, "%s", line + 7);
   } else if (mode != IDLE) {
     say("error busy: %s", line);
-  } else if (sscanf(line, "open %u %u %63s %d %15s %d %lf", &n, &conc, prefix, &bind_flag, peer_ip,
-                    &port, &seconds) == 7) {
+  } else if (sscanf(line, "open %u %u %63s %d %15s %d %lf %d", &n, &conc, prefix, &bind_flag,
+                    peer_ip, &port, &seconds, &delete_flag) >= 7) {
     if (server.sin_port == 0 || inet_pton(AF_INET, peer_ip, &peer.sin_addr) != 1) {
       say("error open: no server, or a bad peer address");
       return;
@@ -506,6 +516,7 @@ static void on_command(char *line) {
     peer.sin_family = AF_INET;
     peer.sin_port = htons((uint16_t)port);
     bind_channel = bind_flag;
+    delete_after = delete_flag;
     count = n;
     next_index = 0;
     mint_all(n < 1000 ? n : 1000);

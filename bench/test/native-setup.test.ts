@@ -75,6 +75,8 @@ interface Scripted {
   port: number;
   /** every request received, by method name, in order */
   seen: string[];
+  /** the LIFETIME of every authenticated Refresh answered */
+  lifetimes: number[];
   problems: string[];
   close(): Promise<void>;
 }
@@ -90,6 +92,7 @@ async function scriptedRelay(silent = false): Promise<Scripted> {
   await new Promise<void>((resolve) => sock.bind(0, "127.0.0.1", resolve));
   const seen: string[] = [];
   const problems: string[] = [];
+  const lifetimes: number[] = [];
   const clients = new Map<number, { datagrams: number; nonce: string; restaled: boolean }>();
   const names: Record<number, string> = {
     [Method.Allocate]: "Allocate",
@@ -132,6 +135,9 @@ async function scriptedRelay(silent = false): Promise<Scripted> {
       reply(errorResponse(m, 438, [[Attr.Nonce, Buffer.from(c.nonce)]]));
       return;
     }
+    if (methodOf(m.type) === Method.Refresh) {
+      lifetimes.push(m.attrs.get(Attr.Lifetime)?.readUInt32BE(0) ?? -1);
+    }
     const attrs: [number, Buffer][] =
       methodOf(m.type) === Method.Allocate
         ? [
@@ -144,6 +150,7 @@ async function scriptedRelay(silent = false): Promise<Scripted> {
   return {
     port: sock.address().port,
     seen,
+    lifetimes,
     problems,
     close: () => new Promise((resolve) => sock.close(() => resolve())),
   };
@@ -204,6 +211,28 @@ describe("native setup generator", () => {
     expect(await gen.closeAll()).toBe(3);
   });
 
+  it("with deleteEach ends every setup with Refresh(0) and keeps no allocation open", async () => {
+    const relay = await scriptedRelay();
+    stops.push(() => relay.close());
+    const gen = generator(relay.port, SECRET, 20);
+    const run = await gen.open({
+      count: 3,
+      concurrency: 3,
+      userPrefix: "warm",
+      bind: true,
+      peer: { address: "127.0.0.1", port: 9 },
+      boundSeconds: 10,
+      deleteEach: true,
+    });
+    expect(relay.problems).toEqual([]);
+    expect(run).toMatchObject({ done: 3, failures: 0, live: 0, firstError: undefined });
+    // Per client as above, then the delete: RFC 8656 §7.3, a Refresh with LIFETIME 0.
+    expect(relay.seen.filter((m) => m === "Refresh")).toHaveLength(3);
+    expect(relay.lifetimes).toEqual([0, 0, 0]);
+    expect(relay.seen).toHaveLength(3 * 7);
+    expect(await gen.closeAll()).toBe(0);
+  });
+
   it("gives up on a relay that never answers, within its retransmission schedule", async () => {
     const relay = await scriptedRelay(true);
     stops.push(() => relay.close());
@@ -246,6 +275,19 @@ describe("native setup generator", () => {
     expect(open).toMatchObject({ done: 200, failures: 0, live: 200 });
     expect(open.elapsedMs).toBeGreaterThan(0);
     expect(await gen.closeAll()).toBe(200);
+    // The scenarios' warm-up: set up, then deleted, none left open.
+    const warm = await gen.open({
+      count: 100,
+      concurrency: 32,
+      userPrefix: "nwarm",
+      bind: true,
+      peer: { address: "127.0.0.1", port: 9 },
+      boundSeconds: 20,
+      deleteEach: true,
+    });
+    expect(warm.firstError).toBeUndefined();
+    expect(warm).toMatchObject({ done: 100, failures: 0, live: 0 });
+    expect(await gen.closeAll()).toBe(0);
     const churn = await gen.churn({
       workers: 8,
       seconds: 0.5,

@@ -25,6 +25,8 @@ export interface NativeOpenOptions {
   peer: Address;
   /** no new setup starts after this many seconds; those in flight get their retransmissions */
   boundSeconds: number;
+  /** each setup then deletes its allocation (Refresh 0) and closes its socket: none stays open */
+  deleteEach?: boolean;
   onProgress?: (done: number, failures: number) => void;
 }
 
@@ -88,7 +90,8 @@ export class NativeSetupGenerator {
 
   /**
    * Sets `count` allocations up, `concurrency` at a time; the successful ones stay open (in the
-   * generator) until close().
+   * generator) until close(), or with `deleteEach` are deleted at once (a setup counts once its
+   * delete succeeded).
    */
   async open(o: NativeOpenOptions): Promise<NativeRun & { live: number }> {
     this.helper.onLine = (f) => {
@@ -96,7 +99,7 @@ export class NativeSetupGenerator {
     };
     try {
       const fields = await this.helper.request(
-        `open ${o.count} ${o.concurrency} ${checkPrefix(o.userPrefix)} ${o.bind ? 1 : 0} ${o.peer.address} ${o.peer.port} ${o.boundSeconds}`,
+        `open ${o.count} ${o.concurrency} ${checkPrefix(o.userPrefix)} ${o.bind ? 1 : 0} ${o.peer.address} ${o.peer.port} ${o.boundSeconds} ${o.deleteEach ? 1 : 0}`,
         "opened",
         // The generator ends a run by itself: its bound plus the last requests' retransmissions.
         (o.boundSeconds + 60) * 1000,

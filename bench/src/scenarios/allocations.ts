@@ -5,21 +5,31 @@ import { cpuMicros, RssSampler, rssAnonBytes, rssBytes } from "../proc.js";
 import { CONCURRENCY, limitNote, type SetupGenerator, setupGenerator } from "./setup-generator.js";
 import type { ScenarioContext, ScenarioResult } from "./types.js";
 
+/**
+ * Setups before the window, each deleted once set up. V8 (Node 22's 12.4) compiles a function
+ * with TurboFan after about 3,000 calls, so the functions a relay runs once per setup
+ * (`openRelay`, `channelBind`, the challenge, the port pool) are compiled some 3,000 setups
+ * after start: with a 1,000-setup warm-up, a third of Turnpike's CPU per setup in the window was
+ * V8 compiling and the main thread running the path unoptimized meanwhile (bench/README.md,
+ * "fourth pass"). 5,000 covers that with room; deleting each (Refresh 0) keeps them from
+ * holding relay ports through the window.
+ */
+export const WARM_UP_SETUPS = 5000;
+
 export async function allocationsScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
   const { opts } = ctx;
   const bound = opts.allocations ?? (opts.quick ? 1000 : 10000);
   const gen = setupGenerator(ctx);
   try {
-    // Warm-up, as the relay and churn scenarios have: a tenth of the bound (at most 1,000) set
-    // up and closed before the window, by the same generator, so the figures are what a setup
-    // costs a running relay and not V8 compiling the request path, a one-time cost (1.4-1.9 s
-    // of compile-thread CPU in a 10,000-setup run, bench/README "Setup and churn profile")
-    // that coturn, compiled ahead of time, never pays. Both servers get the same warm-up.
+    // Warm-up, as the relay and churn scenarios have, by the same generator, the same for both
+    // servers: the figures are what a setup costs a running relay, not V8 compiling the
+    // request path, a one-time cost of a relay's first seconds that coturn, compiled ahead of
+    // time, never pays (WARM_UP_SETUPS; --quick: a tenth of the bound, a smoke test).
     const warm = await gen.open({
-      count: Math.min(1000, Math.ceil(bound / 10)),
+      count: opts.quick ? Math.ceil(bound / 10) : WARM_UP_SETUPS,
       userPrefix: "warm",
+      deleteEach: true,
     });
-    await gen.closeAll();
     await new Promise((r) => setTimeout(r, 200));
     return await measure(ctx, gen, bound, warm.done);
   } finally {
@@ -67,7 +77,7 @@ async function measure(
   const serverCore =
     cpu0 !== undefined && cpu1 !== undefined ? (100 * (cpu1 - cpu0)) / (windowMs * 1000) : null;
   const notes = [
-    `bound ${bound} allocations over ${opts.transport.toUpperCase()}, ${CONCURRENCY} in flight, one client socket each, after ${warmed} warm-up setups opened and closed`,
+    `bound ${bound} allocations over ${opts.transport.toUpperCase()}, ${CONCURRENCY} in flight, one client socket each, after ${warmed} warm-up setups (each deleted with Refresh 0 once set up)`,
     gen.note,
     limitNote(gen, open, serverCore),
   ];

@@ -10,6 +10,8 @@ import type { ScenarioContext, ScenarioResult } from "./types.js";
  * (an idle relay must not keep its peak). `--quick`: a few seconds, a smoke test only.
  */
 export const SETTLE_SECONDS = 30;
+/** Warm-up cycles per client: 6,400 with the default 64 clients (WARM_UP_SETUPS's reasoning). */
+const WARM_UP_CYCLES_PER_CLIENT = 100;
 const QUICK_SETTLE_SECONDS = 3;
 
 export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResult> {
@@ -22,9 +24,17 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
   let serverCpu: number | undefined;
   let windowMs: number;
   let sampler: RssSampler | undefined;
+  let warmed = 0;
   try {
-    // One cycle per worker first so nonces, code paths and pools are warm before the baseline.
-    await gen.churn({ workers, seconds, once: true });
+    // Cycles before the baseline, so nonces, pools and V8's compiled code are a running relay's:
+    // one cycle per client left ~150 TurboFan compilations inside the window (bench/README.md,
+    // "fourth pass"). --quick: one per client, a smoke test.
+    const warmUp = await gen.churn({
+      workers,
+      seconds,
+      warmUpCycles: opts.quick ? 1 : WARM_UP_CYCLES_PER_CLIENT,
+    });
+    warmed = warmUp.done;
     await new Promise((r) => setTimeout(r, 200));
     sampler = pid ? new RssSampler(pid, 200).start() : undefined;
     const cpu0 = pid ? cpuMicros(pid) : undefined;
@@ -39,7 +49,7 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
       run = await gen.churn({
         workers,
         seconds,
-        once: false,
+        warmUpCycles: 0,
         onProgress: (n) => {
           cycles = n;
         },
@@ -71,7 +81,7 @@ export async function churnScenario(ctx: ScenarioContext): Promise<ScenarioResul
   const s = sampler?.samples ?? [];
   const mb = (b: number | undefined) => (b === undefined ? null : b / 2 ** 20);
   const notes = [
-    `${workers} clients, each cycling new socket -> Allocate (401 challenge, then authenticated) -> Refresh(600) -> Refresh(0) for ${seconds} s`,
+    `${workers} clients, each cycling new socket -> Allocate (401 challenge, then authenticated) -> Refresh(600) -> Refresh(0) for ${seconds} s, after ${warmed} warm-up cycles`,
     gen.note,
     limitNote(gen, run, serverCore),
   ];

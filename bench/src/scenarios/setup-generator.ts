@@ -23,14 +23,16 @@ export interface GeneratorRun {
 export interface OpenRun {
   count: number;
   userPrefix: string;
+  /** a warm-up: each allocation is deleted (Refresh 0) once set up, so none holds a port */
+  deleteEach?: boolean;
   onProgress?: (done: number) => void;
 }
 
 export interface ChurnRun {
   workers: number;
   seconds: number;
-  /** one warm-up cycle per worker (true), or cycles until `seconds` are up */
-  once: boolean;
+  /** a warm-up of this many cycles per worker (bounded at 30 s), or 0: cycles until `seconds` */
+  warmUpCycles: number;
   onProgress?: (cycles: number) => void;
 }
 
@@ -107,6 +109,7 @@ class NativeSetups implements SetupGenerator {
       peer: SETUP_PEER,
       // Bounded in time too: no new setup starts after this (a relay slower than 50/s).
       boundSeconds: Math.max(60, o.count / 50),
+      deleteEach: o.deleteEach ?? false,
       ...(o.onProgress ? { onProgress: (done: number) => o.onProgress?.(done) } : {}),
     });
     return { ...r, generatorCpuMicros: r.cpuMicros };
@@ -119,9 +122,9 @@ class NativeSetups implements SetupGenerator {
   async churn(o: ChurnRun): Promise<GeneratorRun> {
     const r = await this.gen.churn({
       workers: o.workers,
-      // The warm-up is one cycle per worker, bounded at 30 s.
-      seconds: o.once ? 30 : o.seconds,
-      cyclesPerWorker: o.once ? 1 : 0,
+      // A warm-up is bounded at 30 s.
+      seconds: o.warmUpCycles > 0 ? 30 : o.seconds,
+      cyclesPerWorker: o.warmUpCycles,
       userPrefix: "churn",
       ...(o.onProgress ? { onProgress: (done: number) => o.onProgress?.(done) } : {}),
     });
@@ -161,8 +164,14 @@ class JsSetups implements SetupGenerator {
       stopOnError: false,
       ...(o.onProgress ? { onProgress: o.onProgress } : {}),
     });
+    if (o.deleteEach) {
+      // RFC 8656 §7.3: lifetime 0 deletes. A warm-up's failures here do not matter.
+      await Promise.all(r.opened.map((a) => a.client.refresh(0).catch(() => {})));
+      await closeAll(r.opened);
+    } else {
+      this.opened.push(...r.opened);
+    }
     const cpu1 = cpuMicros(process.pid) ?? 0;
-    this.opened.push(...r.opened);
     return {
       done: r.opened.length,
       failures: r.failures,
@@ -189,7 +198,7 @@ class JsSetups implements SetupGenerator {
       });
     const cpu0 = cpuMicros(process.pid) ?? 0;
     const t0 = performance.now();
-    const deadline = t0 + (o.once ? 30_000 : o.seconds * 1000);
+    const deadline = t0 + (o.warmUpCycles > 0 ? 30_000 : o.seconds * 1000);
     let cycles = 0;
     let failures = 0;
     let firstError: string | undefined;
@@ -198,7 +207,7 @@ class JsSetups implements SetupGenerator {
     // allocation was just deleted.
     const worker = async (i: number) => {
       let done = 0;
-      while (performance.now() < deadline && (!o.once || done < 1)) {
+      while (performance.now() < deadline && (o.warmUpCycles === 0 || done < o.warmUpCycles)) {
         let c: TurnLoadClient | undefined;
         try {
           c = await connect(i);
