@@ -270,8 +270,8 @@ export async function startTurnpike(
       workers === 1
         ? "one Node process, one event loop"
         : workers === undefined
-          ? "one Node process, --workers auto (one engine up to two cores, else one worker per core beyond the first)"
-          : `one Node process, ${workers} worker threads, each its own event loop and engine`,
+          ? "one Node process, --workers auto (one engine up to two cores, else one engine per core beyond the first)"
+          : `one Node process, ${workers} engines, each its own event loop: engine 0 on the main thread, ${workers - 1} in worker threads`,
     ],
     () => {},
   );
