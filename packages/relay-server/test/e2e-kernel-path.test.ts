@@ -255,11 +255,22 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
         // each; what the rate refills during the few ms of the stream adds a datagram or two.
         expect(relayed.kernel.toPeer).toBeGreaterThanOrEqual(40);
         expect(relayed.kernel.toPeer).toBeLessThan(400);
-        expect(atPeer).toHaveLength(relayed.kernel.toPeer);
-        expect(echoed).toHaveLength(relayed.kernel.toClient);
-        // Every datagram was the kernel's: relayed or dropped there (the client's 400 and the
-        // peer's echoes of what reached it), counted where it belongs.
-        expect(relayed.userspace).toEqual({ toPeer: 0, toClient: 0 });
+        // What arrived is what the kernel counted, and every datagram was the kernel's: relayed
+        // or dropped there (the client's 400 and the peer's echoes of what reached it), counted
+        // where it belongs. One comparison, so that a failure shows every count at once: twice
+        // under load (CI, 2026-12-07) the peer had one datagram more than the kernel counted,
+        // not reproduced since; this says whether userspace carried it or it came twice.
+        expect({
+          atPeer: atPeer.length,
+          distinctAtPeer: new Set(atPeer.map((d) => d.stamp?.seq)).size,
+          echoed: echoed.length,
+          userspace: relayed.userspace,
+        }).toEqual({
+          atPeer: relayed.kernel.toPeer,
+          distinctAtPeer: relayed.kernel.toPeer,
+          echoed: relayed.kernel.toClient,
+          userspace: { toPeer: 0, toClient: 0 },
+        });
         expect(droppedInKernel).toBe(400 + atPeer.length - passed);
         await net.client.call("refresh", { name, lifetime: 0 });
         await waitFor(
