@@ -88,12 +88,37 @@ export function httpGet(
   });
 }
 
+/** Starts of a relay whose free port was taken before it bound it, tried again. */
+const PORT_RACE_ATTEMPTS = 3;
+
 export async function startTurnpike(opts: TurnpikeOptions): Promise<TurnpikeHandle> {
   if (opts.bin === undefined && !turnpikeBuilt()) {
     throw new Error(`${TURNPIKE_CLI} is missing: build first with \`pnpm exec tsc -b\``);
   }
-  const port = opts.port ?? (await freePort());
-  const healthPort = opts.healthPort ?? (await freePort());
+  // freePort() finds a port free now; on a shared machine another program (an outgoing
+  // connection's ephemeral port) can take it before the relay binds it, and the relay then
+  // refuses to start, as it must. Only a port chosen here is chosen again: a port the caller
+  // named is its own to keep free.
+  for (let attempt = 1; ; attempt++) {
+    const port = opts.port ?? (await freePort());
+    const healthPort = opts.healthPort ?? (await freePort());
+    try {
+      return await startOnPorts(opts, port, healthPort);
+    } catch (err) {
+      const taken = (err as Error).message.match(/127\.0\.0\.1:(\d+): address already in use/)?.[1];
+      const ours =
+        (taken === String(port) && opts.port === undefined) ||
+        (taken === String(healthPort) && opts.healthPort === undefined);
+      if (!ours || attempt >= PORT_RACE_ATTEMPTS) throw err;
+    }
+  }
+}
+
+async function startOnPorts(
+  opts: TurnpikeOptions,
+  port: number,
+  healthPort: number,
+): Promise<TurnpikeHandle> {
   const args = [
     ...(opts.nodeFlags ?? []),
     opts.bin ?? TURNPIKE_BIN,
