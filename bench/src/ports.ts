@@ -10,6 +10,12 @@ import net from "node:net";
 
 const FIRST = 12000;
 const LAST = 32000;
+/**
+ * The bench's own local ports, FIRST..LAST - 1 (bench/native/turnpike-setupgen.c takes the same
+ * ones for its setup sockets): a relay port range must stay clear of them, or the relay's binds
+ * fail on ports the generator holds and every retry is counted against the server under test.
+ */
+export const BENCH_LOCAL_PORTS = { first: FIRST, last: LAST - 1 } as const;
 let cursor = FIRST + Math.floor(Math.random() * 4000);
 
 function nextPort(): number {

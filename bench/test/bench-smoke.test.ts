@@ -483,6 +483,19 @@ describe("turnpike-bench options", () => {
     expect(leftovers()).toEqual([]);
   });
 
+  it("refuses a relay port range that overlaps the bench's own local ports, or is no range", async () => {
+    // 16384-32767 overlaps the generator's 12000-31999: relay binds would fail on its ports.
+    const overlap = await runBench(["allocations", "--min-port", "16384", "--max-port", "32767"]);
+    expect(overlap.code).toBe(2);
+    expect(overlap.stderr).toMatch(
+      /--min-port\/--max-port 16384-32767 overlaps the bench's own local ports 12000-31999/,
+    );
+    const inverted = await runBench(["allocations", "--min-port", "60000", "--max-port", "50000"]);
+    expect(inverted.code).toBe(2);
+    expect(inverted.stderr).toMatch(/--min-port\/--max-port want 1 <= min <= max <= 65535/);
+    expect(leftovers()).toEqual([]);
+  });
+
   it("refuses --kernel-path tc on the host's loopback, where the program would attach to its lo", async () => {
     const onHost = await runBench(["relay", "--netns", "off", "--kernel-path", "tc"]);
     expect(onHost.code).toBe(2);
