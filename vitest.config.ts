@@ -17,6 +17,13 @@ export default defineConfig({
         },
       },
       {
+        // The tests' own helpers where a mistake would show up as other suites' flakes (ports).
+        test: {
+          name: "test-support",
+          include: ["test-support/test/**/*.test.ts"],
+        },
+      },
+      {
         test: {
           name: "relay-core",
           include: ["packages/relay-core/test/**/*.test.ts"],

@@ -2,8 +2,12 @@
 //
 // - connectionRefused(): whether anything listens for TCP on a loopback port.
 // - freePort(): a port free for BOTH UDP and TCP on 127.0.0.1 (TURN listens on both), found by
-//   binding port 0 over TCP and then UDP on the same number; both are closed before returning,
-//   so there is a small window in which another process could take it (acceptable on loopback).
+//   binding it over TCP and UDP; both are closed before returning, so there is a window in which
+//   another process could take it before the test's server binds it. The ports come from BELOW
+//   the kernel's ephemeral range, walked by a cursor: the kernel never numbers a port there
+//   itself (port-0 binds, outgoing connections), which is what took a chosen port before (CI
+//   saw EADDRINUSE on a relay's --listen twice when these were port-0 picks from the ephemeral
+//   range, where every outgoing connection on the host draws its port).
 // - reservePortRange(): a relay port range disjoint from every other test worker's, claimed with
 //   an O_EXCL lock file in the temp dir, so suites running in parallel (vitest projects run side
 //   by side) never hand out the same relay ports. Ranges lie ABOVE the kernel's ephemeral range
@@ -56,10 +60,39 @@ export function connectionRefused(port: number): Promise<boolean> {
   });
 }
 
+/**
+ * Where freePort looks: the 12,000 ports below the kernel's ephemeral range (20768-32767 with
+ * Linux's default 32768-60999), above the well-known services' ports tests start (3478, 5201,
+ * 5432, ...). Relay port ranges of tests lie above the ephemeral range (reservePortRange).
+ */
+const FREE_SPAN = 12000;
+
+function ephemeralLower(): number {
+  try {
+    const [lo] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    return lo && lo > FREE_SPAN + 1024 ? lo : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+const freeBase = ephemeralLower() - FREE_SPAN;
+/** Starts at a place of its own per process, so parallel test processes rarely probe the same. */
+let freeCursor = (process.pid * 7919 + Math.floor(Math.random() * FREE_SPAN)) % FREE_SPAN;
+
+function nextFreeCandidate(): number {
+  const port = freeBase + freeCursor;
+  freeCursor = (freeCursor + 1) % (FREE_SPAN - 1); // port+1 stays in the span too (alsoNext)
+  return port;
+}
+
 /** A port free for TCP and UDP on 127.0.0.1 (optionally also `port+1`, e.g. turnutils_peer). */
 export async function freePort(opts: { alsoNext?: boolean } = {}): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const tcp = await bindTcp(0);
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const tcp = await bindTcp(nextFreeCandidate());
     if (!tcp) continue;
     const held = [tcp];
     const wanted = [bindUdp(tcp.port)];
@@ -72,7 +105,9 @@ export async function freePort(opts: { alsoNext?: boolean } = {}): Promise<numbe
     await Promise.all(held.map((h) => h.close()));
     if (ok) return tcp.port;
   }
-  throw new Error("no free loopback port for TCP+UDP after 50 attempts");
+  throw new Error(
+    `no free loopback port for TCP+UDP after 200 attempts in ${freeBase}-${freeBase + FREE_SPAN - 1}`,
+  );
 }
 
 export async function freePorts(count: number): Promise<number[]> {
