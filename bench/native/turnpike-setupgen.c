@@ -115,7 +115,8 @@ static int port_cursor;
 static uint64_t rto_ns = RTO_NS;
 
 // The run in progress.
-enum mode { IDLE, OPEN, CHURN };
+// DELETE: Refresh(0) on every allocation open kept (the allocations scenario's rounds).
+enum mode { IDLE, OPEN, CHURN, DELETE };
 static enum mode mode = IDLE;
 static struct slot slots[MAX_CONCURRENCY];
 static int nslots;
@@ -129,6 +130,7 @@ static uint32_t count, next_index, per_worker;
 static uint64_t done, failed, t_start, t_bound, t_hard, next_progress, cpu_start;
 static char first_error[256];
 static int *live; // allocations' sockets kept open
+static uint32_t *live_index; // each one's setup index: its user, for the delete's credential
 static size_t nlive, live_cap;
 static uint64_t rng;
 
@@ -317,9 +319,29 @@ static int open_socket(int slot) {
 
 static struct cred *cred_for(uint32_t i) { return &creds[i % ncreds]; }
 
-/** Starts a setup (open) or a cycle (churn) on an idle slot. */
+/**
+ * Starts a setup (open) or a cycle (churn) on an idle slot; in DELETE, the Refresh(0) of live
+ * allocation `index` (a position in `live`) on its own socket.
+ */
 static int start(int i, uint32_t index, uint64_t now) {
   struct slot *s = &slots[i];
+  if (mode == DELETE) {
+    int fd = live[index];
+    live[index] = -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)i + 1};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+      set_first_error("epoll_ctl: %s", strerror(errno));
+      close(fd);
+      return -1;
+    }
+    // The same user as its setup (RFC 8656 §7: a Refresh carries the allocation's credential);
+    // the first request goes without one and learns the nonce from its 401, as a setup's does.
+    *s = (struct slot){.fd = fd, .step = S_DELETE, .index = live_index[index]};
+    s->cred = cred_for(s->index % 1000);
+    send_request(s, now);
+    transmit(s, now);
+    return 0;
+  }
   int fd = open_socket(i);
   if (fd < 0) return -1;
   *s = (struct slot){.fd = fd, .step = S_ALLOCATE, .index = index, .cycles = s->cycles};
@@ -336,8 +358,10 @@ static void release(struct slot *s, int keep) {
     if (nlive == live_cap) {
       live_cap = live_cap ? live_cap * 2 : 1024;
       live = realloc(live, live_cap * sizeof *live);
-      if (!live) exit(1);
+      live_index = realloc(live_index, live_cap * sizeof *live_index);
+      if (!live || !live_index) exit(1);
     }
+    live_index[nlive] = s->index;
     live[nlive++] = s->fd;
   } else {
     close(s->fd);
@@ -364,7 +388,7 @@ static void fail(struct slot *s, uint64_t now, const char *fmt, ...) {
 static void refill(int i, uint64_t now) {
   struct slot *s = &slots[i];
   if (s->fd >= 0 || s->paused) return;
-  if (mode == OPEN) {
+  if (mode == OPEN || mode == DELETE) {
     while (next_index < count && now < t_bound) {
       if (start(i, next_index++, now) == 0) return;
       failed++;
@@ -531,6 +555,21 @@ static void on_command(char *line) {
     per_worker = per;
     mint_all(n);
     begin(CHURN, (int)n, seconds);
+  } else if (sscanf(line, "delete %u %lf", &conc, &seconds) == 2) {
+    // Refresh(0) for every allocation the last open kept, with that open's users (its creds).
+    if (server.sin_port == 0) {
+      say("error delete: no server");
+      return;
+    }
+    count = (uint32_t)nlive;
+    next_index = 0;
+    if (conc < 1) conc = 1;
+    if (conc > MAX_CONCURRENCY) conc = MAX_CONCURRENCY;
+    if (count == 0) {
+      say("deleted 0 0 0 0 ");
+      return;
+    }
+    begin(DELETE, (int)(conc < count ? conc : count), seconds);
   } else if (strcmp(line, "close") == 0) {
     for (size_t i = 0; i < nlive; i++) close(live[i]);
     say("closed %zu", nlive);
@@ -548,7 +587,7 @@ static void maybe_finish(uint64_t now) {
     if (slots[i].fd >= 0) return;
     if (mode == CHURN && slots[i].paused && now < t_bound) return;
   }
-  if (mode == OPEN && next_index < count && now < t_bound) return;
+  if ((mode == OPEN || mode == DELETE) && next_index < count && now < t_bound) return;
   double el = (double)(now - t_start) / 1e9;
   unsigned long long cpu = (unsigned long long)(cpu_micros() - cpu_start);
   if (mode == OPEN) {
@@ -557,6 +596,13 @@ static void maybe_finish(uint64_t now) {
     failed += count - next_index;
     say("opened %llu %llu %.6f %llu %zu %s", (unsigned long long)done, (unsigned long long)failed,
         el, cpu, nlive, first_error);
+  } else if (mode == DELETE) {
+    // Sockets the bound left unvisited are closed (their allocations expire at the relay).
+    for (uint32_t k = next_index; k < count; k++) close(live[k]);
+    failed += count - next_index;
+    nlive = 0;
+    say("deleted %llu %llu %.6f %llu %s", (unsigned long long)done, (unsigned long long)failed,
+        el, cpu, first_error);
   } else {
     say("churned %llu %llu %.6f %llu %s", (unsigned long long)done, (unsigned long long)failed, el,
         cpu, first_error);
@@ -574,7 +620,7 @@ static void on_timers(uint64_t now) {
     } else if (s->fd >= 0 && now >= s->wake) {
       if (s->transmits >= MAX_TRANSMITS) {
         fail(s, now, "request timed out");
-        if (mode == OPEN) refill(i, now);
+        if (mode == OPEN || mode == DELETE) refill(i, now);
       } else {
         transmit(s, now);
       }

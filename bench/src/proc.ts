@@ -99,6 +99,15 @@ export function threadCount(pid: number): number | undefined {
   }
 }
 
+/** Open file descriptors of a process (a relay holds one socket per relayed address). */
+export function openFdCount(pid: number): number | undefined {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return undefined;
+  }
+}
+
 export interface CpuSnapshot {
   /** monotonic wall clock, µs */
   wallUs: number;

@@ -173,7 +173,17 @@ function expectFigures(report: Report, server: string): void {
     expect(metric(report, scenario, server, "serverIdleRssMB"), scenario).toBeGreaterThan(0);
   expect(metric(report, "allocations", server, "setupsPerSec")).toBeGreaterThan(0);
   expect(metric(report, "allocations", server, "bytesPerAllocation")).toBeTypeOf("number");
+  expectRounds(report, server);
   expect(metric(report, "churn", server, "cyclesPerSec")).toBeGreaterThan(0);
+}
+
+/** --quick's allocations ran two rounds, the first round's allocations deleted in between. */
+function expectRounds(report: Report, server: string): void {
+  const row = report.results.find((x) => x.scenario === "allocations" && x.server === server);
+  expect(row?.error).toBeUndefined();
+  expect(row?.notes).toContainEqual(expect.stringMatching(/^2 rounds of \d+ setups, each deleted/));
+  expect(row?.notes).not.toContainEqual(expect.stringMatching(/deletes failed|setups failed/));
+  expect(metric(report, "allocations", server, "failedSetups")).toBe(0);
 }
 
 /** The tunnel scenario's tools: missing ones skip its paths locally, fail the suite under CI. */
@@ -367,6 +377,7 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
   it("runs the JavaScript generator on request, with the no-relay column", async () => {
     const { run, report } = await runReported("js", [
       "relay",
+      "allocations",
       "--quick",
       "--server",
       "coturn",
@@ -374,10 +385,17 @@ describe.skipIf(skipUnlessTools("turnserver"))("turnpike-bench --quick", () => {
       "js",
     ]);
     expect(report.generator.kind).toBe("js");
-    expect(report.results.map((r) => [r.server, r.generator])).toEqual([
+    expect(
+      report.results.filter((r) => r.scenario === "relay").map((r) => [r.server, r.generator]),
+    ).toEqual([
       ["coturn", "js"],
       ["no relay", "js"],
     ]);
+    // The JavaScript generator's rounds: setups, every one deleted, setups again.
+    expect(
+      report.results.find((r) => r.scenario === "allocations" && r.server === "coturn")?.generator,
+    ).toBe("js");
+    expectRounds(report, "coturn");
     expect(metric(report, "relay", "coturn", "machineUsPerRoundTrip")).toBeGreaterThan(0);
     expectNoRelay(report);
     expectNetwork(run, report);

@@ -77,6 +77,8 @@ interface Scripted {
   seen: string[];
   /** the LIFETIME of every authenticated Refresh answered */
   lifetimes: number[];
+  /** the USERNAMEs of each client's authenticated requests, by its port */
+  users: Map<number, Set<string>>;
   problems: string[];
   close(): Promise<void>;
 }
@@ -93,6 +95,7 @@ async function scriptedRelay(silent = false): Promise<Scripted> {
   const seen: string[] = [];
   const problems: string[] = [];
   const lifetimes: number[] = [];
+  const users = new Map<number, Set<string>>();
   const clients = new Map<number, { datagrams: number; nonce: string; restaled: boolean }>();
   const names: Record<number, string> = {
     [Method.Allocate]: "Allocate",
@@ -135,6 +138,8 @@ async function scriptedRelay(silent = false): Promise<Scripted> {
       reply(errorResponse(m, 438, [[Attr.Nonce, Buffer.from(c.nonce)]]));
       return;
     }
+    const user = m.attrs.get(Attr.Username)?.toString("utf8") ?? "";
+    users.set(rinfo.port, (users.get(rinfo.port) ?? new Set()).add(user));
     if (methodOf(m.type) === Method.Refresh) {
       lifetimes.push(m.attrs.get(Attr.Lifetime)?.readUInt32BE(0) ?? -1);
     }
@@ -151,6 +156,7 @@ async function scriptedRelay(silent = false): Promise<Scripted> {
     port: sock.address().port,
     seen,
     lifetimes,
+    users,
     problems,
     close: () => new Promise((resolve) => sock.close(() => resolve())),
   };
@@ -233,6 +239,37 @@ describe("native setup generator", () => {
     expect(await gen.closeAll()).toBe(0);
   });
 
+  it("deletes every allocation the last open kept, each with Refresh(0) under the user it was set up with", async () => {
+    const relay = await scriptedRelay();
+    stops.push(() => relay.close());
+    const gen = generator(relay.port, SECRET, 20);
+    const open = await gen.open({
+      count: 4,
+      concurrency: 2,
+      userPrefix: "kept",
+      bind: true,
+      peer: { address: "127.0.0.1", port: 9 },
+      boundSeconds: 10,
+    });
+    expect(open).toMatchObject({ done: 4, failures: 0, live: 4 });
+    const setupRequests = relay.seen.length;
+    const deleted = await gen.deleteAll({ concurrency: 3, boundSeconds: 10 });
+    expect(relay.problems).toEqual([]);
+    expect(deleted).toMatchObject({ done: 4, failures: 0, firstError: undefined });
+    // Per allocation: the Refresh without a credential (401 with the nonce), then with it.
+    expect(relay.seen.slice(setupRequests)).toEqual(Array(8).fill("Refresh"));
+    expect(relay.lifetimes).toEqual([0, 0, 0, 0]);
+    // From the setup's own socket, under the setup's user (RFC 8656 §7: 441 otherwise).
+    expect(relay.users.size).toBe(4);
+    for (const names of relay.users.values()) expect(names.size).toBe(1);
+    // Nothing is left to close, and a second delete has nothing to do.
+    expect(await gen.closeAll()).toBe(0);
+    expect(await gen.deleteAll({ concurrency: 3, boundSeconds: 10 })).toMatchObject({
+      done: 0,
+      failures: 0,
+    });
+  });
+
   it("gives up on a relay that never answers, within its retransmission schedule", async () => {
     const relay = await scriptedRelay(true);
     stops.push(() => relay.close());
@@ -274,7 +311,11 @@ describe("native setup generator", () => {
     expect(open.firstError).toBeUndefined();
     expect(open).toMatchObject({ done: 200, failures: 0, live: 200 });
     expect(open.elapsedMs).toBeGreaterThan(0);
-    expect(await gen.closeAll()).toBe(200);
+    // The allocations scenario's rounds: every kept allocation deleted by the relay's own answer.
+    const deleted = await gen.deleteAll({ concurrency: 64, boundSeconds: 20 });
+    expect(deleted.firstError).toBeUndefined();
+    expect(deleted).toMatchObject({ done: 200, failures: 0 });
+    expect(await gen.closeAll()).toBe(0);
     // The scenarios' warm-up: set up, then deleted, none left open.
     const warm = await gen.open({
       count: 100,

@@ -110,6 +110,20 @@ export class NativeSetupGenerator {
     }
   }
 
+  /**
+   * Deletes (Refresh 0, RFC 8656 §7.3) every allocation the last open() kept, `concurrency` at
+   * a time, each from its own socket with the user it was set up with, and closes the sockets:
+   * `done` counts the deletes that succeeded.
+   */
+  async deleteAll(o: { concurrency: number; boundSeconds: number }): Promise<NativeRun> {
+    const fields = await this.helper.request(
+      `delete ${o.concurrency} ${o.boundSeconds}`,
+      "deleted",
+      (o.boundSeconds + 60) * 1000,
+    );
+    return parseRun(fields, 0);
+  }
+
   /** Each of `workers` cycles new socket -> Allocate (401, authenticated) -> Refresh(600) -> Refresh(0). */
   async churn(o: NativeChurnOptions): Promise<NativeRun> {
     this.helper.onLine = (f) => {

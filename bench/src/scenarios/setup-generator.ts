@@ -44,7 +44,12 @@ export interface SetupGenerator {
   readonly cpuLabel: string;
   /** Allocate + CreatePermission + ChannelBind to `peer`, 64 in flight; all kept open. */
   open(o: OpenRun): Promise<GeneratorRun>;
-  /** Closes every allocation open() kept open. */
+  /**
+   * Deletes every allocation open() kept (Refresh 0), 64 at a time, and closes their sockets:
+   * the allocations scenario's rounds start from the same state.
+   */
+  deleteAll(): Promise<GeneratorRun>;
+  /** Closes every allocation open() kept open (the relay lets them expire). */
   closeAll(): Promise<void>;
   churn(o: ChurnRun): Promise<GeneratorRun>;
   stop(): Promise<void>;
@@ -115,6 +120,11 @@ class NativeSetups implements SetupGenerator {
     return { ...r, generatorCpuMicros: r.cpuMicros };
   }
 
+  async deleteAll(): Promise<GeneratorRun> {
+    const r = await this.gen.deleteAll({ concurrency: CONCURRENCY, boundSeconds: 120 });
+    return { ...r, generatorCpuMicros: r.cpuMicros };
+  }
+
   async closeAll(): Promise<void> {
     await this.gen.closeAll();
   }
@@ -178,6 +188,37 @@ class JsSetups implements SetupGenerator {
       firstError: r.firstError,
       elapsedMs: r.elapsedMs,
       generatorCpuMicros: cpu1 - cpu0,
+    };
+  }
+
+  async deleteAll(): Promise<GeneratorRun> {
+    const list = this.opened;
+    this.opened = [];
+    const cpu0 = cpuMicros(process.pid) ?? 0;
+    const t0 = performance.now();
+    let next = 0;
+    let done = 0;
+    let failures = 0;
+    let firstError: string | undefined;
+    const worker = async () => {
+      for (let i = next++; i < list.length; i = next++) {
+        try {
+          await list[i]!.client.refresh(0); // RFC 8656 §7.3: lifetime 0 deletes
+          done++;
+        } catch (e) {
+          failures++;
+          firstError ??= e instanceof Error ? e.message : String(e);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, list.length) }, worker));
+    await closeAll(list);
+    return {
+      done,
+      failures,
+      firstError,
+      elapsedMs: performance.now() - t0,
+      generatorCpuMicros: (cpuMicros(process.pid) ?? 0) - cpu0,
     };
   }
 
