@@ -90,6 +90,7 @@ export async function microRows(quick: boolean): Promise<MicroRow[]> {
   if (core && typeof core.TurnServer === "function") {
     const relayCore = core as unknown as typeof import("@turnpike/relay-core");
     rows.push(...serverRows(relayCore, quick));
+    rows.push(...cycleRows(relayCore, quick));
     // The same data path with bandwidth limits on (per allocation and per user), never reached:
     // what charging the two token buckets costs per datagram.
     rows.push(
@@ -327,5 +328,152 @@ function serverRows(core: Core, quick: boolean, variant?: ServerVariant): MicroR
         ? "decode + MESSAGE-INTEGRITY + FINGERPRINT + response"
         : `${i - ok} of ${i} refreshes not answered with success`,
   });
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setups and churn through relay-core alone (bench/README.md "fifth pass")
+
+/** One client's requests, encoded before the clock starts: only the server's work is timed. */
+interface ScriptedClient {
+  readonly port: number;
+  readonly requests: readonly Buffer[];
+}
+
+/**
+ * What the `allocations` and `churn` scenarios send, driven into a TurnServer with no I/O: many
+ * clients from 127.0.0.1 on distinct ports (one socket each, as the generator), TURN REST
+ * usernames from one shared secret, a few usernames shared by many clients. Each round gets a
+ * fresh server built from the same seed at the same `now`, so the nonce of every 401 is the one
+ * the scripts were signed with, and state never grows across rounds. Rounds of `perRound`
+ * cycles; the first `warmRounds` are not timed (V8 compiles a function after some thousands of
+ * calls, bench/README.md "what V8 did in the window"). Returns the median µs per cycle and
+ * the range, or a reason.
+ */
+function timeCycles(
+  core: Core,
+  cycle: "setup" | "churn",
+  perRound: number,
+  warmRounds: number,
+  rounds: number,
+): { median: number; min: number; max: number } | string {
+  const secret = "micro-secret";
+  const nowWall = Date.now();
+  const now = 1000;
+  const realm = "bench.turnpike.test";
+  const makeServer = () =>
+    new core.TurnServer({
+      realm,
+      credentials: new core.SharedSecretCredentials([secret]),
+      random: new core.SeededRandom(7),
+      relayAddresses: { ip4: { bind: "127.0.0.1" } },
+      peerPolicy: new core.PeerAddressPolicy({ allowLoopback: true }),
+      unixTimeOffsetMs: nowWall - now,
+      maxUnauthenticatedRate: 0, // as the bench runs the relay: every client is 127.0.0.1
+    });
+  const users = Array.from({ length: 16 }, (_, u) => {
+    const cred = core.mintRestCredentials(secret, Math.floor(nowWall / 1000), 86400, `bench${u}`);
+    return { ...cred, key: longTermKey(cred.username, realm, cred.password) };
+  });
+  const peer = xorAddressValue({ address: "127.0.0.1", port: 9000 });
+  const listener = core.listenerId(0);
+  // The nonces: a first server answers every client's credential-less Allocate.
+  const nonces: Buffer[] = [];
+  const primer = makeServer();
+  const challenges: Buffer[] = [];
+  for (let c = 0; c < perRound; c++) {
+    const challenge = encode(
+      messageType(Method.Allocate, Class.Request),
+      newTransactionId(),
+      [[Attr.RequestedTransport, requestedTransportUdp()]],
+      { fingerprint: true },
+    );
+    challenges.push(challenge);
+    primer.handleUdpClient(listener, challenge, "127.0.0.1", 20000 + c, now);
+    const out = primer.pollOutput();
+    if (out?.type !== "transmit" || out.errorCode !== 401) return "no 401 for the first Allocate";
+    const nonce = decode(Buffer.from(out.data))?.attrs.get(Attr.Nonce);
+    if (nonce === undefined) return "no NONCE in the 401";
+    nonces.push(Buffer.from(nonce));
+  }
+  const clients: ScriptedClient[] = challenges.map((challenge, c) => {
+    const user = users[c % users.length]!;
+    const signed = (method: number, attrs: AttrList) =>
+      encode(
+        messageType(method, Class.Request),
+        newTransactionId(),
+        [
+          ...attrs,
+          [Attr.Username, Buffer.from(user.username)],
+          [Attr.Realm, Buffer.from(realm)],
+          [Attr.Nonce, nonces[c]!],
+        ],
+        { integrityKey: user.key, fingerprint: true },
+      );
+    const allocate = signed(Method.Allocate, [[Attr.RequestedTransport, requestedTransportUdp()]]);
+    const rest =
+      cycle === "setup"
+        ? [
+            signed(Method.CreatePermission, [[Attr.XorPeerAddress, peer]]),
+            signed(Method.ChannelBind, [
+              [Attr.ChannelNumber, channelNumberValue(0x4000)],
+              [Attr.XorPeerAddress, peer],
+            ]),
+          ]
+        : [
+            signed(Method.Refresh, [[Attr.Lifetime, u32(600)]]),
+            signed(Method.Refresh, [[Attr.Lifetime, u32(0)]]),
+          ];
+    return { port: 20000 + c, requests: [challenge, allocate, ...rest] };
+  });
+  const expected = clients.length * 4;
+  const perCycle: number[] = [];
+  for (let r = 0; r < warmRounds + rounds; r++) {
+    const server = makeServer();
+    let answered = 0; // successes, and the one 401 per cycle
+    const t0 = process.hrtime.bigint();
+    for (const client of clients) {
+      for (const request of client.requests) {
+        server.handleUdpClient(listener, request, "127.0.0.1", client.port, now);
+        for (let o = server.pollOutput(); o; o = server.pollOutput()) {
+          if (o.type === "open-relay") server.handleRelayBound(o.relay, now);
+          else if (o.type === "transmit" && (o.errorCode === 0 || o.errorCode === 401)) answered++;
+        }
+      }
+    }
+    const ns = Number(process.hrtime.bigint() - t0);
+    if (answered !== expected)
+      return `${expected - answered} of ${expected} requests not answered as expected`;
+    if (r >= warmRounds) perCycle.push(ns / 1000 / clients.length);
+  }
+  perCycle.sort((a, b) => a - b);
+  return {
+    median: perCycle[Math.floor(perCycle.length / 2)]!,
+    min: perCycle[0]!,
+    max: perCycle[perCycle.length - 1]!,
+  };
+}
+
+/** The setup and churn rows: ns per cycle (the table's unit), the spread of rounds in the note. */
+export function cycleRows(core: Core, quick: boolean): MicroRow[] {
+  const perRound = quick ? 500 : 2000;
+  const warmRounds = quick ? 4 : 5; // 2,000 / 10,000 cycles before the clock
+  const rounds = quick ? 5 : 15;
+  const rows: MicroRow[] = [];
+  for (const [cycle, name] of [
+    ["setup", "one setup through relay-core (401, Allocate, CreatePermission, ChannelBind)"],
+    ["churn", "one churn cycle through relay-core (401, Allocate, Refresh, Refresh 0)"],
+  ] as const) {
+    const t = timeCycles(core, cycle, perRound, warmRounds, rounds);
+    rows.push(
+      typeof t === "string"
+        ? { name, nsPerOp: null, note: t }
+        : {
+            name,
+            nsPerOp: t.median * 1000,
+            note: `${perRound} distinct clients, 16 REST users, per round; rounds ${t.min.toFixed(1)}-${t.max.toFixed(1)} µs`,
+          },
+    );
+  }
   return rows;
 }
