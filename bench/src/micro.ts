@@ -337,7 +337,8 @@ function serverRows(core: Core, quick: boolean, variant?: ServerVariant): MicroR
 /** One client's requests, encoded before the clock starts: only the server's work is timed. */
 interface ScriptedClient {
   readonly port: number;
-  readonly requests: readonly Buffer[];
+  /** Where each request sits in the round's receive arena: start, end, start, end, ... */
+  readonly ranges: readonly number[];
 }
 
 /**
@@ -399,6 +400,8 @@ function timeCycles(
     if (nonce === undefined) return "no NONCE in the 401";
     nonces.push(Buffer.from(nonce));
   }
+  const encoded: Buffer[] = [];
+  let arenaLength = 0;
   const clients: ScriptedClient[] = challenges.map((challenge, c) => {
     const user = users[c % users.length]!;
     const signed = (method: number, attrs: AttrList) =>
@@ -427,8 +430,22 @@ function timeCycles(
             signed(Method.Refresh, [[Attr.Lifetime, u32(600)]]),
             signed(Method.Refresh, [[Attr.Lifetime, u32(0)]]),
           ];
-    return { port: 20000 + c, requests: [challenge, allocate, ...rest] };
+    const ranges: number[] = [];
+    for (const request of [challenge, allocate, ...rest]) {
+      ranges.push(arenaLength, arenaLength + request.length);
+      encoded.push(request);
+      arenaLength += request.length;
+    }
+    return { port: 20000 + c, ranges };
   });
+  // One Uint8Array holding every request, handed over as byte ranges, as the batched UDP path
+  // hands over its receive arena (relay-server's udp/batch-path.ts).
+  const arena = new Uint8Array(arenaLength);
+  let at = 0;
+  for (const request of encoded) {
+    arena.set(request, at);
+    at += request.length;
+  }
   const expected = clients.length * 4;
   const source = new core.DatagramSource();
   const perCycle: number[] = [];
@@ -439,8 +456,9 @@ function timeCycles(
     for (const client of clients) {
       // As the batched UDP path calls it (relay-server's udp/): the source as numbers.
       source.setIpv4(LOOPBACK, client.port);
-      for (const request of client.requests) {
-        server.handleClientDatagram(listener, request, 0, request.length, source, now);
+      const ranges = client.ranges;
+      for (let q = 0; q < ranges.length; q += 2) {
+        server.handleClientDatagram(listener, arena, ranges[q]!, ranges[q + 1]!, source, now);
         for (let o = server.pollOutput(); o; o = server.pollOutput()) {
           if (o.type === "open-relay") server.handleRelayBound(o.relay, now);
           else if (o.type === "transmit" && (o.errorCode === 0 || o.errorCode === 401)) answered++;
