@@ -495,7 +495,7 @@ export function cycleRows(core: Core, quick: boolean): MicroRow[] {
         : {
             name,
             nsPerOp: t.median * 1000,
-            note: `${perRound} distinct clients, 16 REST users, per round; rounds ${t.min.toFixed(1)}-${t.max.toFixed(1)} µs`,
+            note: `median of ${rounds} rounds of ${perRound} clients (16 REST users), after ${warmRounds * perRound} untimed; rounds ${t.min.toFixed(1)}-${t.max.toFixed(1)} µs`,
           },
     );
   }

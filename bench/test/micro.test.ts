@@ -14,7 +14,9 @@ describe("micro: setups and churn through relay-core", () => {
       "one churn cycle through relay-core (401, Allocate, Refresh, Refresh 0)",
     ]);
     for (const row of rows) {
-      expect(row.note).toMatch(/^500 distinct clients, 16 REST users, per round; rounds /);
+      expect(row.note).toMatch(
+        /^median of 5 rounds of 500 clients \(16 REST users\), after 2000 untimed; rounds /,
+      );
       expect(row.nsPerOp).toBeGreaterThan(0);
     }
   });
