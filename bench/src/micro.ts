@@ -341,6 +341,9 @@ interface ScriptedClient {
   readonly ranges: readonly number[];
 }
 
+/** 127.0.0.1 as the 32-bit number DatagramSource holds. */
+const LOOPBACK = 0x7f000001;
+
 /**
  * What the `allocations` and `churn` scenarios send, driven into a TurnServer with no I/O: many
  * clients from 127.0.0.1 on distinct ports (one socket each, as the generator), TURN REST
@@ -351,9 +354,6 @@ interface ScriptedClient {
  * calls, bench/README.md "what V8 did in the window"). Returns the median µs per cycle and
  * the range, or a reason.
  */
-/** 127.0.0.1 as the 32-bit number DatagramSource holds. */
-const LOOPBACK = 0x7f000001;
-
 function timeCycles(
   core: Core,
   cycle: "setup" | "churn",
