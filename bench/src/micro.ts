@@ -98,6 +98,7 @@ export async function microRows(quick: boolean): Promise<MicroRow[]> {
         options: { maxBytesPerSecond: 1e12, maxBytesPerSecondPerUser: 1e12 },
       }),
     );
+    rows.push(...cycleRows(relayCore, quick));
   } else {
     rows.push({
       name: "route 100-byte ChannelData through relay-core server",
@@ -327,5 +328,176 @@ function serverRows(core: Core, quick: boolean, variant?: ServerVariant): MicroR
         ? "decode + MESSAGE-INTEGRITY + FINGERPRINT + response"
         : `${i - ok} of ${i} refreshes not answered with success`,
   });
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setups and churn through relay-core alone (bench/README.md "fifth pass")
+
+/** One client's requests, encoded before the clock starts: only the server's work is timed. */
+interface ScriptedClient {
+  readonly port: number;
+  /** Where each request sits in the round's receive arena: start, end, start, end, ... */
+  readonly ranges: readonly number[];
+}
+
+/** 127.0.0.1 as the 32-bit number DatagramSource holds. */
+const LOOPBACK = 0x7f000001;
+
+/**
+ * What the `allocations` and `churn` scenarios send, driven into a TurnServer with no I/O: many
+ * clients from 127.0.0.1 on distinct ports (one socket each, as the generator), TURN REST
+ * usernames from one shared secret, a few usernames shared by many clients. Each round gets a
+ * fresh server built from the same seed at the same `now`, so the nonce of every 401 is the one
+ * the scripts were signed with, and state never grows across rounds. Rounds of `perRound`
+ * cycles; the first `warmRounds` are not timed (V8 compiles a function after some thousands of
+ * calls, bench/README.md "what V8 did in the window"). Returns the median µs per cycle and
+ * the range, or a reason.
+ */
+function timeCycles(
+  core: Core,
+  cycle: "setup" | "churn",
+  perRound: number,
+  warmRounds: number,
+  rounds: number,
+): { median: number; min: number; max: number } | string {
+  const secret = "micro-secret";
+  const nowWall = Date.now();
+  const now = 1000;
+  const realm = "bench.turnpike.test";
+  const makeServer = () =>
+    new core.TurnServer({
+      realm,
+      credentials: new core.SharedSecretCredentials([secret]),
+      random: new core.SeededRandom(7),
+      relayAddresses: { ip4: { bind: "127.0.0.1" } },
+      peerPolicy: new core.PeerAddressPolicy({ allowLoopback: true }),
+      unixTimeOffsetMs: nowWall - now,
+      maxUnauthenticatedRate: 0, // as the bench runs the relay: every client is 127.0.0.1
+    });
+  const users = Array.from({ length: 16 }, (_, u) => {
+    const cred = core.mintRestCredentials(secret, Math.floor(nowWall / 1000), 86400, `bench${u}`);
+    return { ...cred, key: longTermKey(cred.username, realm, cred.password) };
+  });
+  const peer = xorAddressValue({ address: "127.0.0.1", port: 9000 });
+  const listener = core.listenerId(0);
+  // The nonces: a first server answers every client's credential-less Allocate.
+  const nonces: Buffer[] = [];
+  const primer = makeServer();
+  const challenges: Buffer[] = [];
+  for (let c = 0; c < perRound; c++) {
+    const challenge = encode(
+      messageType(Method.Allocate, Class.Request),
+      newTransactionId(),
+      [[Attr.RequestedTransport, requestedTransportUdp()]],
+      { fingerprint: true },
+    );
+    challenges.push(challenge);
+    primer.handleUdpClient(listener, challenge, "127.0.0.1", 20000 + c, now);
+    const out = primer.pollOutput();
+    if (out?.type !== "transmit" || out.errorCode !== 401) return "no 401 for the first Allocate";
+    const nonce = decode(Buffer.from(out.data))?.attrs.get(Attr.Nonce);
+    if (nonce === undefined) return "no NONCE in the 401";
+    nonces.push(Buffer.from(nonce));
+  }
+  const encoded: Buffer[] = [];
+  let arenaLength = 0;
+  const clients: ScriptedClient[] = challenges.map((challenge, c) => {
+    const user = users[c % users.length]!;
+    const signed = (method: number, attrs: AttrList) =>
+      encode(
+        messageType(method, Class.Request),
+        newTransactionId(),
+        [
+          ...attrs,
+          [Attr.Username, Buffer.from(user.username)],
+          [Attr.Realm, Buffer.from(realm)],
+          [Attr.Nonce, nonces[c]!],
+        ],
+        { integrityKey: user.key, fingerprint: true },
+      );
+    const allocate = signed(Method.Allocate, [[Attr.RequestedTransport, requestedTransportUdp()]]);
+    const rest =
+      cycle === "setup"
+        ? [
+            signed(Method.CreatePermission, [[Attr.XorPeerAddress, peer]]),
+            signed(Method.ChannelBind, [
+              [Attr.ChannelNumber, channelNumberValue(0x4000)],
+              [Attr.XorPeerAddress, peer],
+            ]),
+          ]
+        : [
+            signed(Method.Refresh, [[Attr.Lifetime, u32(600)]]),
+            signed(Method.Refresh, [[Attr.Lifetime, u32(0)]]),
+          ];
+    const ranges: number[] = [];
+    for (const request of [challenge, allocate, ...rest]) {
+      ranges.push(arenaLength, arenaLength + request.length);
+      encoded.push(request);
+      arenaLength += request.length;
+    }
+    return { port: 20000 + c, ranges };
+  });
+  // One Uint8Array holding every request, handed over as byte ranges, as the batched UDP path
+  // hands over its receive arena (relay-server's udp/batch-path.ts).
+  const arena = new Uint8Array(arenaLength);
+  let at = 0;
+  for (const request of encoded) {
+    arena.set(request, at);
+    at += request.length;
+  }
+  const expected = clients.length * 4;
+  const source = new core.DatagramSource();
+  const perCycle: number[] = [];
+  for (let r = 0; r < warmRounds + rounds; r++) {
+    const server = makeServer();
+    let answered = 0; // successes, and the one 401 per cycle
+    const t0 = process.hrtime.bigint();
+    for (const client of clients) {
+      // As the batched UDP path calls it (relay-server's udp/): the source as numbers.
+      source.setIpv4(LOOPBACK, client.port);
+      const ranges = client.ranges;
+      for (let q = 0; q < ranges.length; q += 2) {
+        server.handleClientDatagram(listener, arena, ranges[q]!, ranges[q + 1]!, source, now);
+        for (let o = server.pollOutput(); o; o = server.pollOutput()) {
+          if (o.type === "open-relay") server.handleRelayBound(o.relay, now);
+          else if (o.type === "transmit" && (o.errorCode === 0 || o.errorCode === 401)) answered++;
+        }
+      }
+    }
+    const ns = Number(process.hrtime.bigint() - t0);
+    if (answered !== expected)
+      return `${expected - answered} of ${expected} requests not answered as expected`;
+    if (r >= warmRounds) perCycle.push(ns / 1000 / clients.length);
+  }
+  perCycle.sort((a, b) => a - b);
+  return {
+    median: perCycle[Math.floor(perCycle.length / 2)]!,
+    min: perCycle[0]!,
+    max: perCycle[perCycle.length - 1]!,
+  };
+}
+
+/** The setup and churn rows: ns per cycle (the table's unit), the spread of rounds in the note. */
+export function cycleRows(core: Core, quick: boolean): MicroRow[] {
+  const perRound = quick ? 500 : 2000;
+  const warmRounds = quick ? 4 : 5; // 2,000 / 10,000 cycles before the clock
+  const rounds = quick ? 5 : 21;
+  const rows: MicroRow[] = [];
+  for (const [cycle, name] of [
+    ["setup", "one setup through relay-core (401, Allocate, CreatePermission, ChannelBind)"],
+    ["churn", "one churn cycle through relay-core (401, Allocate, Refresh, Refresh 0)"],
+  ] as const) {
+    const t = timeCycles(core, cycle, perRound, warmRounds, rounds);
+    rows.push(
+      typeof t === "string"
+        ? { name, nsPerOp: null, note: t }
+        : {
+            name,
+            nsPerOp: t.median * 1000,
+            note: `median of ${rounds} rounds of ${perRound} clients (16 REST users), after ${warmRounds * perRound} untimed; rounds ${t.min.toFixed(1)}-${t.max.toFixed(1)} µs`,
+          },
+    );
+  }
   return rows;
 }

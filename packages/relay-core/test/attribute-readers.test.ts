@@ -35,6 +35,12 @@ const TYPES = [
   AttributeType.Data,
   0x7fff,
   0xc001,
+  // Types that share a presence bit with ones above (type & 31, message.ts): 0x0028 with
+  // MESSAGE-INTEGRITY, 0x0034 with REALM; 0x8008 has MESSAGE-INTEGRITY's bit among the
+  // comprehension-optional types.
+  0x0028,
+  0x0034,
+  0x8008,
 ];
 
 const tlvArb = fc.record({

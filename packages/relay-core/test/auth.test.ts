@@ -355,6 +355,20 @@ describe("NonceIssuer (RFC 8489 §9.2)", () => {
     expect(issuer.check(nonce, 61_000, "a")).toBe("stale");
   });
 
+  it("writes the issue time as 48 bits in 8 base64url characters, across the whole range", () => {
+    const prefixLength = NONCE_COOKIE.length + 4;
+    for (const t of [0, 63, 64, 0xffffff, 0x1000000, 0x1000001, 2 ** 47 + 12_345, 2 ** 48 - 1]) {
+      const nonce = issuer.issue(t, "a");
+      const bytes = Buffer.alloc(6);
+      bytes.writeUIntBE(t, 0, 6);
+      expect(nonce.slice(prefixLength, prefixLength + 8)).toBe(bytes.toString("base64url"));
+      expect(issuer.check(nonce, t, "a")).toBe("valid");
+      expect(issuer.check(nonce, t - 1, "a")).toBe("invalid");
+    }
+    // Later than 48 bits hold: the largest time, not a wrapped one.
+    expect(issuer.issue(2 ** 50, "a")).toBe(issuer.issue(2 ** 48 - 1, "a"));
+  });
+
   it("rejects a nonce replayed from another client, from another secret, or from the future", () => {
     const nonce = issuer.issue(1000, "a");
     expect(issuer.check(nonce, 1000, "b")).toBe("invalid");

@@ -21,7 +21,7 @@ import {
   verifyMessageIntegritySha256,
 } from "../src/codec/attributes.js";
 import { decodeChannelData, encodeChannelData, isChannelData } from "../src/codec/channel-data.js";
-import { AttributeType, type MessageClass } from "../src/codec/constants.js";
+import { AttributeType, KNOWN_ATTRIBUTES, type MessageClass } from "../src/codec/constants.js";
 import { decodeStun, messageType, type StunMessage } from "../src/codec/message.js";
 import { StunMessageBuilder } from "../src/codec/message-builder.js";
 import { formatIp, parseIp } from "../src/policy/ip.js";
@@ -341,6 +341,17 @@ describe("attributes (RFC 8489 §14, RFC 8656 §18, RFC 6062 §6.2)", () => {
       .bytes(0x07ad, Uint8Array.of(2))
       .bytes(0xc000, new Uint8Array(4));
     expect(decodeOk(b.build()).unknownRequired).toEqual([0x07ad, 0x7fff]);
+  });
+
+  it("lists exactly the comprehension-required types it does not know, for every type below 0x8000", () => {
+    const listed: number[] = [];
+    for (let type = 0; type < 0x8000; type++) {
+      const b = new StunMessageBuilder(0x001, 0, new Uint8Array(12)).bytes(type, new Uint8Array(4));
+      listed.push(...decodeOk(b.build()).unknownRequired);
+    }
+    const expected = [];
+    for (let type = 0; type < 0x8000; type++) if (!KNOWN_ATTRIBUTES.has(type)) expected.push(type);
+    expect(listed).toEqual(expected);
   });
 
   it("ignores attributes after MESSAGE-INTEGRITY except FINGERPRINT", () => {

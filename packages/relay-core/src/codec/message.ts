@@ -102,6 +102,9 @@ export function decodeStun(bytes: Uint8Array): StunDecodeResult {
   let unknownRequired: number[] | undefined;
   // Where the first MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 starts (bytes.length: none).
   let integrityStart = bytes.length;
+  // Which types are there, one bit per type modulo 32 (see DecodedStunMessage.locate).
+  let requiredTypes = 0;
+  let optionalTypes = 0;
   let pos = HEADER_LENGTH;
   while (pos < bytes.length) {
     if (pos + 4 > bytes.length) return failure(bytes, "truncated-attribute");
@@ -109,6 +112,8 @@ export function decodeStun(bytes: Uint8Array): StunDecodeResult {
     const attrLength = (bytes[pos + 2]! << 8) | bytes[pos + 3]!;
     const next = pos + 4 + ((attrLength + 3) & ~3);
     if (next > bytes.length) return failure(bytes, "truncated-attribute");
+    if (attrType < 0x8000) requiredTypes |= 1 << (attrType & 31);
+    else optionalTypes |= 1 << (attrType & 31);
     if (attrType === AttributeType.Fingerprint) {
       // RFC 8489 §14.7: FINGERPRINT is the last attribute, 4 bytes, and must match.
       if (next !== bytes.length || attrLength !== 4) return failure(bytes, "misplaced-fingerprint");
@@ -118,7 +123,7 @@ export function decodeStun(bytes: Uint8Array): StunDecodeResult {
       attrType === AttributeType.MessageIntegritySha256
     ) {
       if (integrityStart === bytes.length) integrityStart = pos;
-    } else if (pos < integrityStart && attrType < 0x8000 && !KNOWN_ATTRIBUTES.has(attrType)) {
+    } else if (pos < integrityStart && attrType < 0x8000 && !knownRequired(attrType)) {
       if (!unknownRequired) unknownRequired = [];
       // One unknown type is enough for a 420; listing at most MAX_UNKNOWN keeps decoding linear
       // (a 64 KiB datagram can carry 16,000 distinct types) and the answer small.
@@ -130,8 +135,28 @@ export function decodeStun(bytes: Uint8Array): StunDecodeResult {
   }
   return {
     ok: true,
-    message: new DecodedStunMessage(bytes, integrityStart, unknownRequired ?? NO_UNKNOWN),
+    message: new DecodedStunMessage(
+      bytes,
+      integrityStart,
+      unknownRequired ?? NO_UNKNOWN,
+      requiredTypes,
+      optionalTypes,
+    ),
   };
+}
+
+/**
+ * The comprehension-required types (0x0000-0x7FFF, RFC 8489 §14) this implementation
+ * understands, one bit each (4 KiB): a request carries four or five of them, and a bit test
+ * costs less than a Set lookup per attribute.
+ */
+const KNOWN_REQUIRED = new Uint8Array(0x8000 / 8);
+for (const type of KNOWN_ATTRIBUTES) {
+  if (type < 0x8000) KNOWN_REQUIRED[type >>> 3]! |= 1 << (type & 7);
+}
+
+function knownRequired(type: number): boolean {
+  return (KNOWN_REQUIRED[type >>> 3]! & (1 << (type & 7))) !== 0;
 }
 
 /** A decode error; the header goes with it when it was sound (all but too-short and not-stun). */
@@ -178,9 +203,25 @@ class DecodedStunMessage implements StunMessage {
   readonly transactionId: Uint8Array;
   readonly unknownRequired: readonly number[];
   readonly #integrityStart: number;
+  /**
+   * Bit `type & 31` set for every comprehension-required (below 0x8000) or -optional type
+   * present, listed or not: a clear bit means no attribute of that type, so `locate` answers at
+   * once. The readers ask for more absent attributes than present ones (USERHASH,
+   * MESSAGE-INTEGRITY-SHA256, PASSWORD-ALGORITHM(S), RESERVATION-TOKEN, EVEN-PORT, ... on every
+   * request), and each absent one was a walk of every TLV. A set bit may belong to another
+   * type: then the walk decides.
+   */
+  readonly #requiredTypes: number;
+  readonly #optionalTypes: number;
   #attributes: StunAttribute[] | undefined;
 
-  constructor(bytes: Uint8Array, integrityStart: number, unknownRequired: readonly number[]) {
+  constructor(
+    bytes: Uint8Array,
+    integrityStart: number,
+    unknownRequired: readonly number[],
+    requiredTypes: number,
+    optionalTypes: number,
+  ) {
     const type = (bytes[0]! << 8) | bytes[1]!;
     this.bytes = bytes;
     this.method = methodOf(type);
@@ -189,6 +230,8 @@ class DecodedStunMessage implements StunMessage {
     this.transactionId = bytes.subarray(8, 20);
     this.unknownRequired = unknownRequired;
     this.#integrityStart = integrityStart;
+    this.#requiredTypes = requiredTypes;
+    this.#optionalTypes = optionalTypes;
   }
 
   /**
@@ -215,6 +258,8 @@ class DecodedStunMessage implements StunMessage {
    * there is none. The TLVs were checked by decodeStun, so the walk stays inside `bytes`.
    */
   static locate(msg: DecodedStunMessage, type: number, from: number): boolean {
+    const present = type < 0x8000 ? msg.#requiredTypes : msg.#optionalTypes;
+    if ((present & (1 << (type & 31))) === 0) return false;
     const bytes = msg.bytes;
     for (let pos = from; pos < bytes.length; ) {
       const t = (bytes[pos]! << 8) | bytes[pos + 1]!;
