@@ -8,6 +8,7 @@
         "native/fd_helpers.c",
         "native/layout.c",
         "native/receive.c",
+        "native/socket_pool.c",
         "native/sockets.c",
         "native/splice_pipe.c",
         "native/transmit.c"

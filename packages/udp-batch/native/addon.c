@@ -296,6 +296,21 @@ static napi_value js_close_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// socketPoolCounters() -> [taken from the pool, made by `open` itself, IPv4 and IPv6 sockets
+// held now] (socket_pool.c)
+static napi_value js_socket_pool_counters(napi_env env, napi_callback_info info) {
+  double c[4];
+  socket_pool_counters(c);
+  napi_value out;
+  napi_create_array_with_length(env, 4, &out);
+  for (uint32_t i = 0; i < 4; i++) {
+    napi_value v;
+    napi_create_double(env, c[i], &v);
+    napi_set_element(env, out, i, v);
+  }
+  return out;
+}
+
 // ---- registration ----------------------------------------------------------------------
 
 #define FUNCTION(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default, NULL}
@@ -322,6 +337,7 @@ NAPI_MODULE_INIT() {
       FUNCTION("splicePipeCounters", js_splice_pipe_counters),
       FUNCTION("splicePipeEnd", js_splice_pipe_end),
       FUNCTION("splicePipeClose", js_splice_pipe_close),
+      FUNCTION("socketPoolCounters", js_socket_pool_counters),
       // The shared memory layout (layout.h), which src/layout.ts checks at load.
       {"layout", NULL, NULL, NULL, NULL, layout, napi_enumerable, NULL},
   };

@@ -33,10 +33,14 @@ static int close_failed(int fd) {
   return -err;
 }
 
-/** A bound, non-blocking UDP socket. */
+/** An unbound, non-blocking UDP socket (socket_pool.c makes them ahead of time). */
+int udp_unbound_socket(uint32_t family) { return new_socket(family, SOCK_DGRAM); }
+
+/** A bound, non-blocking UDP socket, from the pool when it has one (socket_pool.c). */
 int udp_socket(uint32_t family, const struct sockaddr_storage* ss, socklen_t sl,
                const udp_options_t* options) {
-  int fd = new_socket(family, SOCK_DGRAM);
+  int fd = pooled_socket(family);
+  if (fd < 0) fd = new_socket(family, SOCK_DGRAM);
   if (fd < 0) return fd;
   int one = 1;
   if (options->reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {

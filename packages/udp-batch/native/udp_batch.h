@@ -24,6 +24,7 @@
 //
 // The other files: sockets.c (the socket table, handles and generations, the epoll set),
 // fd_helpers.c (sockets made for a supervisor: UDP and steered TCP listeners, duplicates),
+// socket_pool.c (unbound UDP sockets made ahead of time on a thread of its own, for `open`),
 // context.c (a context's life: arenas, libuv poll, the batch callback), addon.c (the functions
 // JavaScript calls), layout.c (the shared layout handed to JavaScript at load), splice_pipe.c
 // (a zero-copy TCP-to-TCP byte pipe for an RFC 6062 relay, on its own uv polls, no context).
@@ -172,6 +173,11 @@ typedef struct {
   int send_buffer;
 } udp_options_t;
 
+int udp_unbound_socket(uint32_t family);
+/** socket_pool.c: an unbound UDP socket made ahead of time, or -1 (then make one). */
+int pooled_socket(uint32_t family);
+/** socket_pool.c: sockets taken from the pool, made inline instead, held now (IPv4, IPv6). */
+void socket_pool_counters(double out[4]);
 int udp_socket(uint32_t family, const struct sockaddr_storage* ss, socklen_t sl,
                const udp_options_t* options);
 int tcp_listener(uint32_t family, const struct sockaddr_storage* ss, socklen_t sl,

@@ -107,6 +107,7 @@ interface NativeBinding {
   splicePipeCounters(pipe: object, out: Float64Array): void;
   splicePipeEnd(pipe: object): void;
   splicePipeClose(pipe: object): boolean;
+  socketPoolCounters(): [number, number, number, number];
 }
 
 export interface BatchIoOptions {
@@ -240,6 +241,24 @@ export function dupFd(fd: number): number {
 /** The local port socket `fd` is bound to. */
 export function fdPort(fd: number): number {
   return binding().fdPort(fd);
+}
+
+/** Where `open`'s sockets came from (native/socket_pool.c): the pool, or socket(2) inline. */
+export interface SocketPoolCounters {
+  /** sockets `open` and `bindUdp` took from the pool, made ahead of time on its thread */
+  readonly taken: number;
+  /** sockets they made themselves: the pool was empty, or off (TURNPIKE_UDP_SOCKET_POOL=off) */
+  readonly inline: number;
+  /** unbound sockets the pool holds now, of both families */
+  readonly held: number;
+  readonly heldIpv4: number;
+  readonly heldIpv6: number;
+}
+
+/** The process's socket pool, since it started (zeros before the first `open`). */
+export function socketPoolCounters(): SocketPoolCounters {
+  const [taken, inline, heldIpv4, heldIpv6] = binding().socketPoolCounters();
+  return { taken, inline, held: heldIpv4 + heldIpv6, heldIpv4, heldIpv6 };
 }
 
 /** Close a descriptor this process made with bindUdp, tcpListen or dupFd. */

@@ -16,6 +16,10 @@
 // a pipe beyond that runs in JavaScript, which holds no descriptor of its own. So relay
 // sockets and peer connections keep at least the other half whatever the TCP traffic.
 //
+// udp-batch's socket pool (native/socket_pool.c) holds up to one unbound UDP socket per 256
+// descriptors of the limit (at most 64 per family) ahead of time: the relay sockets of the next
+// allocations, made early, so they come out of the same reserve.
+//
 // A limit lower than the options ask for is a warning naming the option, the limit and how to
 // raise it. The limit is runtime-kit's openFilesLimit (the soft limit, which Node raised to the
 // hard one when it started, as coturn does; there is no setrlimit in Node to do more); where it
