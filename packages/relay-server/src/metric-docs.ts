@@ -115,6 +115,22 @@ export const METRIC_DOCS: readonly MetricDoc[] = [
     description: "The UDP data path in use (io: batch or dgram); always 1",
   },
   {
+    name: "turn.relay.socket_pool.sockets",
+    instrument: "Counter",
+    unit: "{socket}",
+    attributes: "source",
+    description:
+      "UDP sockets the batched path opened (relay sockets and listeners), by source: pool (made ahead of time on udp-batch's pool thread) or inline (made on the event loop: the pool was empty, or off with TURNPIKE_UDP_SOCKET_POOL=off); batch only",
+  },
+  {
+    name: "turn.relay.socket_pool.held",
+    instrument: "Gauge",
+    unit: "{socket}",
+    attributes: "family",
+    description:
+      "Unbound UDP sockets udp-batch's pool holds ready (at most 64 per family, one per 256 of RLIMIT_NOFILE); batch only",
+  },
+  {
     name: "turn.relay.kernel_path",
     instrument: "Gauge",
     unit: "1",

@@ -14,6 +14,7 @@ import {
   type MetricProducer,
 } from "@opentelemetry/sdk-metrics";
 import type { Logger } from "@turnpike/runtime-kit";
+import { batchIoAvailability, socketPoolCounters } from "@turnpike/udp-batch";
 import {
   ALLOCATION_SLOTS,
   allocationSlotLabels,
@@ -96,6 +97,16 @@ export function registerObservables(
     unit: "1",
     description: "The UDP data path in use (io: batch or dgram); always 1",
   });
+  const poolSockets = meter.createObservableCounter("turn.relay.socket_pool.sockets", {
+    ...int,
+    unit: "{socket}",
+    description: "UDP sockets the batched path opened, by source: pool or inline",
+  });
+  const poolHeld = meter.createObservableGauge("turn.relay.socket_pool.held", {
+    ...int,
+    unit: "{socket}",
+    description: "Unbound UDP sockets udp-batch's pool holds ready",
+  });
   const kernelPath = meter.createObservableGauge("turn.relay.kernel_path", {
     ...int,
     unit: "1",
@@ -167,6 +178,8 @@ export function registerObservables(
     cpuTime,
     memory,
     udpIo,
+    poolSockets,
+    poolHeld,
     kernelPath,
     reservations,
     legacyPinned,
@@ -213,6 +226,14 @@ export function registerObservables(
     result.observe(legacyPinned, stats.legacyPinnedAccepted);
     result.observe(bandwidthPauses, stats.bandwidthPauses);
     if (stats.udpIo !== undefined) result.observe(udpIo, 1, { io: stats.udpIo });
+    // The pool is the process's (udp-batch/native/socket_pool.c), shared by every engine.
+    if (stats.udpIo === "batch" && batchIoAvailability().available) {
+      const pool = socketPoolCounters();
+      result.observe(poolSockets, pool.taken, { source: "pool" });
+      result.observe(poolSockets, pool.inline, { source: "inline" });
+      result.observe(poolHeld, pool.heldIpv4, { family: "ipv4" });
+      result.observe(poolHeld, pool.heldIpv6, { family: "ipv6" });
+    }
     if (stats.kernelPath !== undefined) result.observe(kernelPath, 1, { path: stats.kernelPath });
     for (const [reason, count] of stats.authFailures)
       result.observe(authFailures, count, { reason });

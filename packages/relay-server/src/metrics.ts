@@ -39,6 +39,8 @@
 // | turn.connections.active      | UpDownCounter (obs.)  | {connection}  | - |
 // | turn.reservations.active     | UpDownCounter (obs.)  | {reservation} | - |
 // | turn.relay.udp_io            | Gauge (obs.)          | 1             | io (batch/dgram) |
+// | turn.relay.socket_pool.sockets | Counter (obs.)      | {socket}      | source (pool/inline) |
+// | turn.relay.socket_pool.held  | Gauge (obs.)          | {socket}      | family (ipv4/ipv6) |
 // | turn.relay.kernel_path       | Gauge (obs.)          | 1             | path (tc/off) |
 // | turn.auth.failures           | Counter (obs.)        | {failure}     | reason |
 // | turn.dropped.packets         | Counter (obs.)        | {packet}      | reason |

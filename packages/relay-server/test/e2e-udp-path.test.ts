@@ -57,6 +57,34 @@ describe(`the UDP data path (${expectedPath})`, () => {
     expect(counterValue(await scrape(), /^turn_relay_udp_io$/, { io: expectedPath })).toBe(1);
   });
 
+  it("binds UDP relay sockets made ahead of time by udp-batch's pool (batch only), and says so", async () => {
+    const poolTaken = (t: string) =>
+      counterValue(t, /^turn_relay_socket_pool_sockets(_total)?$/, { source: "pool" });
+    const inline = (t: string) =>
+      counterValue(t, /^turn_relay_socket_pool_sockets(_total)?$/, { source: "inline" });
+    const before = await scrape();
+    const clients = [];
+    for (let i = 0; i < 5; i++) {
+      const c = await TurnClientLite.open({ port: relay!.port, transport: "udp", ...creds() });
+      clients.push(c);
+      expect((await c.allocate()).code).toBe(0);
+    }
+    const after = await scrape();
+    for (const c of clients) c.close();
+    if (expectedPath === "dgram") {
+      // node:dgram makes its own sockets: no pool, no such series.
+      expect(after).not.toMatch(/^turn_relay_socket_pool_/m);
+      return;
+    }
+    // Five relay sockets, each either from the pool or made inline; the pool held some ready
+    // since the listeners' sockets asked for IPv4 at start.
+    expect(poolTaken(after) + inline(after) - poolTaken(before) - inline(before)).toBe(5);
+    expect(poolTaken(after)).toBeGreaterThan(poolTaken(before));
+    expect(
+      counterValue(after, /^turn_relay_socket_pool_held$/, { family: "ipv4" }),
+    ).toBeGreaterThan(0);
+  });
+
   it("counts a datagram the kernel refuses as a drop, not as relayed, and relays the rest", async () => {
     const peer = await startEchoPeer();
     const c = await TurnClientLite.open({ port: relay!.port, transport: "tcp", ...creds() });
