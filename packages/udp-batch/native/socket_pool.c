@@ -19,18 +19,19 @@
 // open, at most 64 per family (4 with the common 1,024, 64 from 16,384 up); relay-server's
 // config/fd-budget.ts keeps them in its reserve for relay sockets. A socket(2) that fails for
 // want of descriptors or memory stops the refill until `open` takes again; one that fails
-// because the family does not exist here (no IPv6) stops it for good. One pool per process, shared by every context (the main
-// thread's engine and the workers'); its thread is detached and never joined: it holds nothing
-// but these fds, which close with the process.
+// because the family does not exist here (no IPv6) stops it for good.
+//
+// One pool per process, shared by every context (the main thread's engine and the workers');
+// its thread is detached and never joined: it holds nothing but these fds, which close with the
+// process.
 #include "udp_batch.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
 #include <sys/resource.h>
+#include <unistd.h>
 
 #define POOL_MAX 64
 
