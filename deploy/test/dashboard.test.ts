@@ -122,7 +122,8 @@ describe("deploy/grafana/turnpike-relay.json", () => {
     t.authFailure("bad-integrity");
     t.drop("malformed");
     metrics.stats.udpIo = "batch"; // the driver sets it once its UDP path is chosen
-    metrics.stats.kernelPath = "off"; // and this once its kernel path is
+    // and this once its kernel path is (tc: the kernel program's counters are series too)
+    metrics.stats.kernelPath = "tc";
     // The event-loop gauges report once the delay monitor holds samples: scrape until then.
     const addr = metrics.prometheusAddress();
     for (let i = 0; i < 50; i++) {
@@ -162,7 +163,7 @@ describe("deploy/grafana/turnpike-relay.json", () => {
     }
   });
 
-  it("has panels for allocations, traffic per direction, drops, auth failures, error codes, event loop, CPU and RSS", () => {
+  it("has panels for allocations, traffic per direction, the kernel path's outcomes, drops, auth failures, error codes, event loop, CPU and RSS", () => {
     const used = new Set(queries(dashboard).flatMap((q) => parseExpr(q.expr).metrics));
     for (const name of [
       "turn_allocations_active",
@@ -174,6 +175,7 @@ describe("deploy/grafana/turnpike-relay.json", () => {
       "nodejs_eventloop_delay_p99",
       "process_cpu_time_total",
       "process_memory_usage",
+      "turn_relay_kernel_path_datagrams_total",
     ]) {
       expect(used, name).toContain(name);
     }

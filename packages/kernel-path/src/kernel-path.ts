@@ -256,6 +256,17 @@ export class KernelPath {
     return this.#native.liveSlots(this.#handle);
   }
 
+  /**
+   * The program's global counters, summed over CPUs, into `out` (KERNEL_PATH_STATS order),
+   * allocating nothing: for a caller reading them at each metrics collection. They count
+   * from the program's load, whichever handle reads them. After close() `out` keeps what it
+   * held: the last reading stands for a program that is gone.
+   */
+  readStats(out: Float64Array): void {
+    if (this.#closed) return;
+    this.#native.stats(this.#handle, out);
+  }
+
   /** The program's global counters, summed over CPUs. */
   stats(): KernelPathStats {
     const raw = new Float64Array(KERNEL_PATH_STATS.length);

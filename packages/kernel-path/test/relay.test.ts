@@ -207,6 +207,8 @@ for (const mode of ["tc", "xdp"] as const)
           const after = await relay.call<Record<string, number>>("stats");
           expect(after["relayed-to-peer"]! - before["relayed-to-peer"]!).toBe(toPeer.length);
           expect(after["relayed-to-client"]! - before["relayed-to-client"]!).toBe(toClient.length);
+          // readStats (what a metrics collection uses) reads the same counters into an array.
+          expect(await relay.call("readStats")).toEqual(after);
           // The receiving stacks checked every UDP checksum (computed in software by the senders).
           expect(checksumErrors(t.client) + checksumErrors(t.peer)).toBe(0);
           expect(await relay.call("unbind", { slot })).not.toBeNull();

@@ -139,6 +139,14 @@ export const METRIC_DOCS: readonly MetricDoc[] = [
       "The kernel data path (path: tc, bound ChannelData relayed in the kernel, or off); always 1",
   },
   {
+    name: "turn.relay.kernel_path.datagrams",
+    instrument: "Counter",
+    unit: "{datagram}",
+    attributes: "outcome",
+    description:
+      "UDP datagrams the kernel data path's program saw, counted in the kernel, by outcome: relayed-to-peer, relayed-to-client, relayed-chained, rate-limited (dropped by a token bucket), error (dropped: a helper failed), or pass-* (left to the relay's sockets, and why: pass-no-entry is STUN and unbound traffic; pass-checksum-offload, pass-frag-needed, pass-vlan, pass-no-neighbour and the like say why bound ChannelData was not relayed in the kernel); kernel path only",
+  },
+  {
     name: "turn.auth.failures",
     instrument: "Counter",
     unit: "{failure}",

@@ -13,6 +13,7 @@ import {
   type HistogramMetricData,
   type MetricProducer,
 } from "@opentelemetry/sdk-metrics";
+import { KERNEL_PATH_STATS } from "@turnpike/kernel-path";
 import type { Logger } from "@turnpike/runtime-kit";
 import { batchIoAvailability, socketPoolCounters } from "@turnpike/udp-batch";
 import {
@@ -112,6 +113,11 @@ export function registerObservables(
     unit: "1",
     description: "The kernel data path (path: tc, or off); always 1",
   });
+  const kernelPathDatagrams = meter.createObservableCounter("turn.relay.kernel_path.datagrams", {
+    ...int,
+    unit: "{datagram}",
+    description: "UDP datagrams the kernel data path's program saw, by outcome",
+  });
   const authFailures = meter.createObservableCounter("turn.auth.failures", {
     ...int,
     unit: "{failure}",
@@ -181,6 +187,7 @@ export function registerObservables(
     poolSockets,
     poolHeld,
     kernelPath,
+    kernelPathDatagrams,
     reservations,
     legacyPinned,
     bandwidthPauses,
@@ -235,6 +242,13 @@ export function registerObservables(
       result.observe(poolHeld, pool.heldIpv6, { family: "ipv6" });
     }
     if (stats.kernelPath !== undefined) result.observe(kernelPath, 1, { path: stats.kernelPath });
+    // The program's own counters: what it relayed, dropped, and left to userspace and why (a
+    // channel's traffic that never reaches the kernel path says so here, not in silence).
+    if (stats.kernelPath === "tc" || stats.kernelPath === "xdp") {
+      KERNEL_PATH_STATS.forEach((outcome, i) => {
+        result.observe(kernelPathDatagrams, stats.kernelPathDatagrams[i]!, { outcome });
+      });
+    }
     for (const [reason, count] of stats.authFailures)
       result.observe(authFailures, count, { reason });
     for (const [reason, count] of stats.drops) result.observe(drops, count, { reason });

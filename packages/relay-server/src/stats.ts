@@ -10,6 +10,8 @@
 //
 // Low-rate events (allocations, responses, auth failures, drops) go through RelayTelemetry.
 
+import { KERNEL_PATH_STATS } from "@turnpike/kernel-path";
+
 export const RELAY_TRANSPORTS = ["udp", "tcp", "tls"] as const;
 /** The client-side transport: UDP, TCP or TLS (TURNS) between client and relay. */
 export type RelayTransport = (typeof RELAY_TRANSPORTS)[number];
@@ -143,6 +145,13 @@ export interface RelayStats {
   readonly kernelRelayedBytes: Float64Array;
   /** Set by the driver: the kernel data path in use ("tc", "xdp"), or "off". */
   kernelPath: "tc" | "xdp" | "off" | undefined;
+  /**
+   * What the kernel data path's program did with the datagrams it saw (KERNEL_PATH_STATS
+   * order: relayed, rate-limited, left to userspace and why, failed), counted in the kernel
+   * since it was loaded. One set per process: read at collection by whoever opened the path
+   * (the engine with one engine, else the supervisor), never summed over workers.
+   */
+  readonly kernelPathDatagrams: Float64Array;
   /** Set by the driver: EVEN-PORT reservations held (relay-core's reservationsActive). */
   reservationsActive: number;
   /** Set by the driver from relay-core: requests accepted with old-scheme pinned credentials. */
@@ -188,6 +197,7 @@ export function createRelayStats(startTimeMs: number = Date.now()): RelayStats {
     kernelRelayedPackets: new Float64Array(RELAY_DIRECTIONS.length),
     kernelRelayedBytes: new Float64Array(RELAY_DIRECTIONS.length),
     kernelPath: undefined,
+    kernelPathDatagrams: new Float64Array(KERNEL_PATH_STATS.length),
     reservationsActive: 0,
     legacyPinnedAccepted: 0,
     bandwidthPauses: 0,

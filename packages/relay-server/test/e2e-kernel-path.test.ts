@@ -5,6 +5,8 @@
 // the first ChannelData sent on the ChannelBind answer; padding; per-allocation totals in the
 // log; a forbidden peer that never gets an entry; the ready line, /readyz and the metric that
 // say which path runs.
+
+import { KERNEL_PATH_STATS } from "@turnpike/kernel-path";
 import {
   deleteNamespaces,
   leftoverNamespaces,
@@ -19,7 +21,10 @@ import { OPTIONS } from "../src/config/options.js";
 import {
   allocateIn,
   FORBIDDEN_PEER,
+  grownOutcomes,
   type KernelNet,
+  kernelOutcomes,
+  kernelOutcomesIn,
   makeKernelNet,
   mapEntries,
   pathReport,
@@ -60,6 +65,8 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
     const { readyz, metrics } = await pathReport(net, relay);
     expect(readyz).toMatchObject({ status: "ready", kernelPath: "tc" });
     expect(metrics).toMatch(/turn_relay_kernel_path\{[^}]*path="tc"[^}]*\} 1/);
+    // The program's own counters, one series per outcome, whatever it has seen so far.
+    expect([...kernelOutcomesIn(metrics).keys()].sort()).toEqual([...KERNEL_PATH_STATS].sort());
   });
 
   it.each([4, 6] as const)(
@@ -69,6 +76,7 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
       const name = `data${family}`;
       const peer = { address: a.peer, port: net.peerPorts[`peer${family}`]! };
       const before = await relayedPackets(net);
+      const outcomesBefore = await kernelOutcomes(net);
       const { relayed } = await allocateIn(net, name, family);
       expect(relayed.address).toBe(a.relayed);
       await net.peer.call("received", { name: `peer${family}`, clear: true });
@@ -92,6 +100,11 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
       expect(after.kernel.toPeer - before.kernel.toPeer).toBe(201);
       expect(after.kernel.toClient - before.kernel.toClient).toBe(201);
       expect(after.userspace).toEqual(before.userspace);
+      // The program says the same in its own counters, and that it left the STUN requests
+      // (the Allocates and the ChannelBind, no entry of theirs) to the relay's sockets.
+      const outcomes = grownOutcomes(outcomesBefore, await kernelOutcomes(net));
+      expect(outcomes).toMatchObject({ "relayed-to-peer": 201, "relayed-to-client": 201 });
+      expect(outcomes["pass-no-entry"]).toBeGreaterThanOrEqual(3);
 
       // Delete (Refresh 0): the allocation's kernel totals in its log line.
       const deleted = await net.client.call<{ code: number }>("refresh", { name, lifetime: 0 });
@@ -229,6 +242,7 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
           ).code,
         ).toBe(0);
         await net.peer.call("received", { name: "peer4", clear: true });
+        const outcomesBefore = await kernelOutcomes(net, 9465);
         // 400 datagrams of 1,000 bytes as fast as they go: four times the bucket (its burst is
         // one second's worth), the echoes charged to the same bucket.
         const started = Date.now();
@@ -258,22 +272,29 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
         // What arrived is what was counted, each datagram once, and the kernel's save for the
         // first at most: under load in CI (2026-12-07, three times) the peer had one datagram
         // more than the kernel counted, and this comparison showed userspace had relayed it
-        // (userspace toPeer 1, nothing twice). The likely cause, not proven: the program hands a
-        // datagram to the stack when the next hop has no neighbour entry yet
-        // (pass-no-neighbour; the peer's may have aged out while a loaded machine ran the tests
-        // before), and the relay relays it in userspace while the stack resolves it. One
-        // comparison, so that a failure shows every count at once.
-        expect({
-          atPeer: atPeer.length,
-          distinctAtPeer: new Set(atPeer.map((d) => d.stamp?.seq)).size,
-          echoed: echoed.length,
-          userspaceToPeerAtMostOne: relayed.userspace.toPeer <= 1,
-        }).toEqual({
+        // (userspace toPeer 1, nothing twice). Why the program left it to userspace is not
+        // known (pass-no-neighbour, the first guess, is XDP's only: at TC the program redirects
+        // through bpf_redirect_neigh). One comparison, so that a failure shows every count at
+        // once, and its message what the program did with the datagrams meanwhile
+        // (turn.relay.kernel_path.datagrams): the next one names its pass-* reason.
+        const outcomes = grownOutcomes(outcomesBefore, kernelOutcomesIn(metrics));
+        expect(
+          {
+            atPeer: atPeer.length,
+            distinctAtPeer: new Set(atPeer.map((d) => d.stamp?.seq)).size,
+            echoed: echoed.length,
+            userspaceToPeerAtMostOne: relayed.userspace.toPeer <= 1,
+          },
+          `kernel program outcomes during the stream: ${JSON.stringify(outcomes)}`,
+        ).toEqual({
           atPeer: relayed.kernel.toPeer + relayed.userspace.toPeer,
           distinctAtPeer: relayed.kernel.toPeer + relayed.userspace.toPeer,
           echoed: relayed.kernel.toClient + relayed.userspace.toClient,
           userspaceToPeerAtMostOne: true,
         });
+        // The program's own counters agree with the bindings' (rate-limited: both directions).
+        expect(outcomes["relayed-to-peer"] ?? 0).toBe(relayed.kernel.toPeer);
+        expect(outcomes["rate-limited"] ?? 0).toBe(droppedInKernel);
         // Dropped in the kernel: the client's datagrams and the peer's echoes that neither path
         // relayed.
         expect(droppedInKernel).toBe(
@@ -354,6 +375,12 @@ describe.skipIf(unavailable)("turnpike-relay --kernel-path tc between namespaces
         expect(passed * 1000).toBeLessThanOrEqual(RATE + RATE * elapsed + 2000);
         expect(relayed.kernel.toPeer).toBeGreaterThan(30);
         expect(relayed.userspace).toEqual({ toPeer: 0, toClient: 0 });
+        // The program's own counters are the process's, read once by the supervisor: with two
+        // workers they equal the bindings' sums, not twice them.
+        const outcomes = kernelOutcomesIn(metrics);
+        expect(outcomes.get("relayed-to-peer")).toBe(relayed.kernel.toPeer);
+        expect(outcomes.get("relayed-to-client")).toBe(relayed.kernel.toClient);
+        expect(outcomes.get("rate-limited")).toBe(dropped(metrics, "bandwidth-limit"));
         for (const name of names) {
           await net.client.call("refresh", { name, lifetime: 0 });
           await net.client.call("close", { name });

@@ -18,6 +18,7 @@ import {
   spawnInNamespace,
   spawnManaged,
 } from "@turnpike/test-support/process";
+import { countersBy } from "@turnpike/test-support/prometheus";
 import { startTurnpike, TURNPIKE_BIN, type TurnpikeHandle } from "@turnpike/test-support/turnpike";
 
 const NS_AGENT = fileURLToPath(new URL("./fixtures/ns-agent.mjs", import.meta.url));
@@ -185,6 +186,39 @@ export async function relayedPackets(net: KernelNet): Promise<Relayed> {
     path: "/metrics",
   });
   return relayedPacketsIn(r.body);
+}
+
+/**
+ * turn.relay.kernel_path.datagrams by outcome from a /metrics text: what the kernel program
+ * relayed, dropped, and left to userspace and why (pass-*).
+ */
+export function kernelOutcomesIn(prometheus: string): Map<string, number> {
+  return countersBy(prometheus, /^turn_relay_kernel_path_datagrams(_total)?$/, "outcome");
+}
+
+/** The same from the relay's /metrics on `port` (the suite's relay by default). */
+export async function kernelOutcomes(
+  net: KernelNet,
+  port = METRICS_PORT,
+): Promise<Map<string, number>> {
+  const r = await net.observer.call<{ status: number; body: string }>("http", {
+    port,
+    path: "/metrics",
+  });
+  return kernelOutcomesIn(r.body);
+}
+
+/** The outcomes that grew from `before` to `after`, and by how much (for a failure's message). */
+export function grownOutcomes(
+  before: Map<string, number>,
+  after: Map<string, number>,
+): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [outcome, n] of after) {
+    const d = n - (before.get(outcome) ?? 0);
+    if (d !== 0) out[outcome] = d;
+  }
+  return out;
 }
 
 /** The BPF maps process `pid` holds, by name, with their ids (from /proc/PID/fdinfo). */

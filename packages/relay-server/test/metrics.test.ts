@@ -1,3 +1,4 @@
+import { KERNEL_PATH_STATS } from "@turnpike/kernel-path";
 import {
   type OtlpReceiver,
   type ReceivedMetric,
@@ -75,6 +76,9 @@ describe("OTLP gRPC metrics export", () => {
     stats.kernelPath = "tc";
     stats.kernelRelayedPackets[0] = 3;
     stats.kernelRelayedBytes[0] = 360;
+    // As the kernel program's own counters read at collection (the opener's handle).
+    stats.kernelPathDatagrams[KERNEL_PATH_STATS.indexOf("relayed-to-peer")] = 3;
+    stats.kernelPathDatagrams[KERNEL_PATH_STATS.indexOf("pass-checksum-offload")] = 2;
     await new Promise((r) => setTimeout(r, 60)); // let the event-loop monitor take samples
 
     await metrics.forceFlush();
@@ -133,6 +137,11 @@ describe("OTLP gRPC metrics export", () => {
     expect(point(bytes, userspace("peer_to_client")).value).toBe(5600);
     expect(point(bytes, kernel("client_to_peer")).value).toBe(360);
     expect(point(receiver.latest("turn.relay.kernel_path"), { path: "tc" }).value).toBe(1);
+    const outcomes = receiver.latest("turn.relay.kernel_path.datagrams");
+    expect(outcomes?.isMonotonic).toBe(true);
+    expect(point(outcomes, { outcome: "relayed-to-peer" }).value).toBe(3);
+    expect(point(outcomes, { outcome: "pass-checksum-offload" }).value).toBe(2);
+    expect(point(outcomes, { outcome: "pass-no-neighbour" }).value).toBe(0);
 
     const sizes = receiver.latest("turn.packet.size");
     expect(sizes?.kind).toBe("histogram");

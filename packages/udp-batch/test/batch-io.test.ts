@@ -7,7 +7,6 @@ import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   BatchIo,
-  batchIoAvailability,
   bindUdp,
   closeFd,
   fdPort,
@@ -18,13 +17,7 @@ import {
   RX_PORT,
   RX_STRIDE,
 } from "../src/index.js";
-
-const availability = batchIoAvailability();
-if (!availability.available && process.env.CI === "true") {
-  // Under CI the module must build: a silent fall back to dgram would hide a broken build.
-  throw new Error(`udp-batch unavailable in CI: ${availability.reason}`);
-}
-const describeNative = availability.available ? describe : describe.skip;
+import { describeNative, nativeAvailable, until } from "./native.js";
 
 interface Received {
   handle: number;
@@ -71,14 +64,6 @@ async function udpSocket(type: "udp4" | "udp6", address: string): Promise<dgram.
   const s = dgram.createSocket({ type, recvBufferSize: 8 << 20 } as dgram.SocketOptions);
   await new Promise<void>((resolve) => s.bind(0, address, () => resolve()));
   return s;
-}
-
-async function until(check: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 const open: { close(): void }[] = [];
@@ -357,7 +342,7 @@ if (!canNetns && process.env.CI === "true") {
   throw new Error("the EAGAIN test needs root and iproute2 (ip netns) in CI");
 }
 
-describe.skipIf(!availability.available || !canNetns)("BatchIo when the kernel says EAGAIN", () => {
+describe.skipIf(!nativeAvailable || !canNetns)("BatchIo when the kernel says EAGAIN", () => {
   it("parks unsent packets in a bounded backlog and sends them in order once writable", async () => {
     const tag = `tp${process.pid}`;
     const [nsA, nsB] = [`${tag}a`, `${tag}b`];

@@ -6,15 +6,13 @@ import { describe, expect, it } from "vitest";
 import {
   BATCH_DROP_REASONS,
   BatchIo,
-  batchIoAvailability,
   HEADROOM,
   MAX_TAGS,
   RX_STRIDE,
   SLOT_SIZE,
 } from "../src/index.js";
 import { checkLayout } from "../src/layout.js";
-
-const describeNative = batchIoAvailability().available ? describe : describe.skip;
+import { describeNative } from "./native.js";
 
 /** The layout object of the module as built (native/layout.h, through layout.c). */
 function builtLayout(): Record<string, unknown> {

@@ -4,28 +4,9 @@
 import { execFileSync } from "node:child_process";
 import dgram from "node:dgram";
 import { fileURLToPath } from "node:url";
-import { afterEach, describe, expect, it } from "vitest";
-import {
-  BatchIo,
-  batchIoAvailability,
-  RX_HANDLE,
-  RX_STRIDE,
-  socketPoolCounters,
-} from "../src/index.js";
-
-const availability = batchIoAvailability();
-if (!availability.available && process.env.CI === "true") {
-  throw new Error(`udp-batch unavailable in CI: ${availability.reason}`);
-}
-const describeNative = availability.available ? describe : describe.skip;
-
-async function until(check: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+import { afterEach, expect, it } from "vitest";
+import { BatchIo, RX_HANDLE, RX_STRIDE, socketPoolCounters } from "../src/index.js";
+import { describeNative, until } from "./native.js";
 
 const ios: BatchIo[] = [];
 afterEach(() => {

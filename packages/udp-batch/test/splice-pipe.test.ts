@@ -5,11 +5,10 @@
 import { createHash, randomBytes } from "node:crypto";
 import { readdirSync } from "node:fs";
 import type net from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { batchIoAvailability, SplicePipe } from "../src/index.js";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { SplicePipe } from "../src/index.js";
 import { type Leg as LoopbackLeg, LoopbackLegs } from "./loopback-legs.js";
-
-const describeNative = batchIoAvailability().available ? describe : describe.skip;
+import { describeNative } from "./native.js";
 
 /** A loopback connection's two ends, and the fd of the accepted one (the pipe's side). */
 interface Leg extends LoopbackLeg {

@@ -7,10 +7,9 @@ import { createHash, randomBytes } from "node:crypto";
 import type net from "node:net";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { batchIoAvailability, SplicedSockets, type SplicedSocketsHooks } from "../src/index.js";
+import { SplicedSockets, type SplicedSocketsHooks } from "../src/index.js";
 import { type Leg, LoopbackLegs } from "./loopback-legs.js";
-
-const describeNative = batchIoAvailability().available ? describe : describe.skip;
+import { describeNative } from "./native.js";
 
 // allowHalfOpen: each FIN is passed on while the other way still flows. The inner ends are
 // read by Node, as a relay's are until the bind.

@@ -2,10 +2,9 @@
 // connection leaves from that very transport address (an RFC 6062 relay dials its peers from
 // the relayed address it accepts them on, RFC 6062 §5.2).
 import net from "node:net";
-import { describe, expect, it } from "vitest";
-import { batchIoAvailability, closeFd, tcpBind, tcpListen } from "../src/index.js";
-
-const describeNative = batchIoAvailability().available ? describe : describe.skip;
+import { expect, it } from "vitest";
+import { closeFd, tcpBind, tcpListen } from "../src/index.js";
+import { describeNative } from "./native.js";
 
 describeNative("tcpBind", () => {
   it("connects from the port a reuseport listener accepts on, which keeps accepting", async () => {

@@ -1,10 +1,9 @@
 // tcpListen: TCP listening sockets that workers share with SO_REUSEPORT, steered by the
 // client's source address so one client host's connections all reach the same worker.
 import net from "node:net";
-import { describe, expect, it } from "vitest";
-import { batchIoAvailability, tcpListen } from "../src/index.js";
-
-const describeNative = batchIoAvailability().available ? describe : describe.skip;
+import { expect, it } from "vitest";
+import { tcpListen } from "../src/index.js";
+import { describeNative } from "./native.js";
 
 /** Two servers on one port (a reuseport group of two); returns which one took each connection. */
 async function group(steerGroup: number) {

@@ -235,9 +235,12 @@ class RelayEngine implements RunningRelay {
     this.legacyPins = new LegacyPinWarnings(this.core, this.log);
     stats.udpIo = this.udp.kind;
     stats.kernelPath = this.kernel.mode;
+    const readProgramCounters =
+      this.kernel.mode !== "off" ? this.kernel.readProgramCounters : undefined;
     stats.beforeCollect = () => {
       this.peers.syncCounters();
       this.report.syncGauges();
+      readProgramCounters?.(stats.kernelPathDatagrams);
     };
   }
 

@@ -33,6 +33,12 @@ export type EngineKernelPath =
       readonly kernel: KernelPath;
       readonly buckets: KernelBuckets;
       readonly owners: SlotOwners | undefined;
+      /**
+       * The program's global counters into `out` (KERNEL_PATH_STATS order), for the engine
+       * that opened the path; undefined in a worker, whose supervisor reads them (they are
+       * the process's, not an engine's).
+       */
+      readonly readProgramCounters: ((out: Float64Array) => void) | undefined;
       /** Closes this engine's handle (the opener's detaches the program). */
       close(): void;
     } & KernelPathPlacement)
@@ -50,6 +56,7 @@ export function engineKernelPath(config: RelayConfig, worker?: WorkerContext): E
       kernel,
       buckets: new KernelBuckets(kernel, { index: 0, count: 1 }, users),
       owners: undefined,
+      readProgramCounters: (out) => kernel.readStats(out),
       close: () => kernel.close(),
     };
   }
@@ -65,6 +72,7 @@ export function engineKernelPath(config: RelayConfig, worker?: WorkerContext): E
     relayed: share.relayed,
     notes: share.notes,
     owners: { owners: new Uint16Array(share.owners), tag: worker.index + 1 },
+    readProgramCounters: undefined,
     close: () => kernel.close(),
   };
 }
@@ -107,6 +115,11 @@ export class SupervisorKernelPath {
 
   get mode(): KernelAttachMode | "off" {
     return this.choice.mode;
+  }
+
+  /** The program's global counters into `out` (KERNEL_PATH_STATS order); none when off. */
+  readProgramCounters(out: Float64Array): void {
+    if (this.choice.mode !== "off") this.choice.path.readStats(out);
   }
 
   /** Worker `index` is gone: take out the bindings it held (and its user buckets). */

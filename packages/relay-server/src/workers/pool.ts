@@ -132,10 +132,15 @@ class WorkerPool implements RunningRelay {
     });
     this.shared = openSharedState(this.sharedInit, config.workers);
     for (let i = 0; i < config.workers; i++) this.slots.push(new WorkerSlot(i));
-    this.aggregator = new StatsAggregator(deps.metrics.stats);
+    const relayStats = deps.metrics.stats;
+    this.aggregator = new StatsAggregator(relayStats);
     this.stats = new StatsRefresh(this.slots);
-    deps.metrics.stats.beforeCollect = () => this.aggregator.aggregate();
-    deps.metrics.stats.refresh = () => this.stats.refresh();
+    relayStats.beforeCollect = () => {
+      this.aggregator.aggregate();
+      // The program's own counters are the process's: read here once, not summed per worker.
+      this.kernel?.readProgramCounters(relayStats.kernelPathDatagrams);
+    };
+    relayStats.refresh = () => this.stats.refresh();
   }
 
   get workers(): number {
