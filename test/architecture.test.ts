@@ -253,6 +253,7 @@ const relayCoreImport = (spec: string) => spec.startsWith(".") || spec === "node
 /** The tunnel lifecycle: relay-core (pure), and values only from the other pure modules. */
 const lifecycleImport = (spec: string, file: string) =>
   spec === "@turnpike/relay-core" ||
+  spec === "@turnpike/relay-core/client" ||
   (spec.startsWith(".") &&
     TUNNEL_LIFECYCLE.includes(resolve(dirname(file), spec.replace(/\.js$/, ".ts"))));
 

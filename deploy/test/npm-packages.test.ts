@@ -148,6 +148,18 @@ import {
   StunMessageBuilder,
   type StunDecodeResult,
 } from "@turnpike/relay-core";
+// The client entry: the same codec objects, no server module loaded behind it.
+import {
+  decodeStun as decodeFromClientEntry,
+  mintRestCredentials,
+  TurnClient,
+} from "@turnpike/relay-core/client";
+
+if (decodeFromClientEntry !== decodeStun || typeof TurnClient !== "function") {
+  throw new Error("@turnpike/relay-core/client is not the root's client side");
+}
+const minted = mintRestCredentials("s3cret", 1_700_000_000, 600, "alice");
+if (minted.username !== "1700000600:alice") throw new Error(\`minted \${minted.username}\`);
 
 // Any bytes decode to a result, never an exception; a Binding request we build decodes back.
 fc.assert(

@@ -16,7 +16,7 @@
 // a relay that insists on the USERNAME that created the allocation (RFC 8656 §7: 441, as coturn
 // does) makes the tunnel re-allocate instead, shortly before the old credentials expire.
 
-import { mintRestCredentials, parseRestUsername } from "@turnpike/relay-core";
+import { mintRestCredentials, parseRestUsername } from "@turnpike/relay-core/client";
 import { nodeHttp, nodeHttps } from "@turnpike/runtime-kit";
 import type { CredentialsConfig } from "./config/index.js";
 

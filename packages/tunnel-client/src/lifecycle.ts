@@ -28,7 +28,7 @@ import {
   TurnClient,
   type TurnClientEvent,
   type TurnData,
-} from "@turnpike/relay-core";
+} from "@turnpike/relay-core/client";
 import type { TurnCredentials } from "./credentials.js";
 import { type Failure, failureOf, lost, pinTaken } from "./lifecycle/failures.js";
 import type { TunnelOutput } from "./lifecycle/outputs.js";

@@ -5,7 +5,7 @@
 //                      flush metrics, exit 0; a second signal exits at once (1)
 
 import { readFileSync } from "node:fs";
-import { parseRestUsername, pinOfUsername, userOfUsername } from "@turnpike/relay-core";
+import { parseRestUsername, pinOfUsername, userOfUsername } from "@turnpike/relay-core/client";
 import {
   asOutput,
   CryptoRandom,

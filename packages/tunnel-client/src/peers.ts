@@ -3,7 +3,7 @@
 // CIDR is expanded here; one too large to express as permissions is an error result (the relay
 // also caps permissions per allocation: turnpike-relay's --max-permissions defaults to 64).
 
-import { type Cidr, formatIp, parseCidr } from "@turnpike/relay-core";
+import { type Cidr, formatIp, parseCidr } from "@turnpike/relay-core/client";
 
 /** The smallest prefixes accepted: /24 is 256 addresses, /120 is 256 addresses. */
 export const MIN_PREFIX_V4 = 24;

@@ -5,7 +5,7 @@
 // the tunnels; each tunnel's own decisions are lifecycle.ts.
 
 import { randomBytes, randomInt } from "node:crypto";
-import { formatTransportAddress, type RandomSource } from "@turnpike/relay-core";
+import { formatTransportAddress, type RandomSource } from "@turnpike/relay-core/client";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { ServiceSpec } from "./config/index.js";
 import type { CredentialSource } from "./credentials.js";

@@ -26,7 +26,7 @@
 
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
 import { type LookupFunction, type NetConnectOpts, connect as netConnect, Socket } from "node:net";
-import { embeddedIpv4, formatIp, type ParsedIp, parseIp } from "@turnpike/relay-core";
+import { embeddedIpv4, formatIp, type ParsedIp, parseIp } from "@turnpike/relay-core/client";
 
 /** A target host as the socket layer reads it. */
 export type TargetHost =

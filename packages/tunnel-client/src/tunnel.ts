@@ -20,7 +20,7 @@
 // given (ControlEvents), and the data path uses the current TurnClient directly.
 
 import { isIP } from "node:net";
-import type { RandomSource, TransportAddress } from "@turnpike/relay-core";
+import type { RandomSource, TransportAddress } from "@turnpike/relay-core/client";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { ServiceSpec } from "./config/index.js";
 import type { CredentialSource } from "./credentials.js";

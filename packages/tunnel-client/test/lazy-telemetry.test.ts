@@ -1,7 +1,8 @@
-// A connector without a collector loads none of OpenTelemetry (SDK, gRPC exporter, API): on a
-// customer's small VM what is not configured must cost no memory. Every module the real
-// turnpike-tunnel process resolves is recorded by a module hook (test-support's
-// module-recorder); with OTLP configured the record shows the SDK, so it sees what loads.
+// A connector without a collector loads none of OpenTelemetry (SDK, gRPC exporter, API), and of
+// relay-core only its client side: on a customer's small VM what is not used must cost no
+// memory. Every module the real turnpike-tunnel process resolves is recorded by a module hook
+// (test-support's module-recorder); with OTLP configured the record shows the SDK, so it sees
+// what loads.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -15,7 +16,7 @@ import { sleep, spawnManaged } from "@turnpike/test-support/process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanEnv, TUNNEL_BIN } from "./harness.js";
 
-describe("turnpike-tunnel loads OpenTelemetry only when OTLP is configured, node:tls only for turns:", () => {
+describe("turnpike-tunnel loads OpenTelemetry only when OTLP is configured, node:tls only for turns:, relay-core's client side only", () => {
   let dir: string;
   beforeAll(() => {
     dir = mkdtempSync(path.join(tmpdir(), "turnpike-tunnel-modules-"));
@@ -99,6 +100,19 @@ describe("turnpike-tunnel loads OpenTelemetry only when OTLP is configured, node
         ["internal/deps/undici/undici", "http2", "zlib", "tls", "https"].includes(b),
       ),
     ).toEqual([]);
+  });
+
+  // relay-core's client entry (@turnpike/relay-core/client): the TurnClient, the codec and the
+  // credentials it signs with, none of the server engine, its credential stores or its policy
+  // beyond the address helpers (bench/README.md, "the connector's share of relay-core").
+  it("of relay-core, only its client side: no server module", async () => {
+    const relayCore = (await recordOf("relay-core", {}))
+      .map((u) => /\/relay-core\/dist\/(.+\.js)$/.exec(u)?.[1])
+      .filter((m): m is string => m !== undefined);
+    expect(relayCore).toContain("client/turn-client.js"); // the record sees relay-core
+    expect(relayCore).toContain("codec/message.js");
+    expect(relayCore.filter((m) => m.startsWith("server/") || m === "index.js")).toEqual([]);
+    expect(relayCore).not.toContain("auth/credentials.js");
   });
 
   it("with OTLP: the SDK and the gRPC exporter", async () => {

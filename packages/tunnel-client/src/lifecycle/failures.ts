@@ -8,7 +8,7 @@ import {
   Method,
   type TransportAddress,
   type TurnClientEvent,
-} from "@turnpike/relay-core";
+} from "@turnpike/relay-core/client";
 import { REDIRECT_WINDOW_MS } from "../redirects.js";
 
 /** Why the tunnel goes down, and how it waits to try again. */

@@ -3,7 +3,7 @@
 // contract"). The I/O outputs name the attempt they belong to, so that a report about an older
 // attempt is ignored.
 
-import type { TransportAddress, TurnClientEvent } from "@turnpike/relay-core";
+import type { TransportAddress, TurnClientEvent } from "@turnpike/relay-core/client";
 import type { RelayAddress } from "../redirects.js";
 
 /** A failure the tunnel waits out (state "backoff" or "refused") before trying again. */

@@ -7,7 +7,7 @@
 // machine's clock and `now` is a parameter; the TurnClient (relay-core, sans-IO) is the one the
 // lifecycle machine (../lifecycle.ts) hands in.
 
-import type { TransportAddress, TurnClient } from "@turnpike/relay-core";
+import type { TransportAddress, TurnClient } from "@turnpike/relay-core/client";
 import type { TurnCredentials } from "../credentials.js";
 import type { TunnelOutput } from "./outputs.js";
 

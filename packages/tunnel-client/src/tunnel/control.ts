@@ -10,7 +10,7 @@
 import { createSocket, type Socket as DgramSocket } from "node:dgram";
 import { isIP, connect as netConnect, type Socket } from "node:net";
 import type { ConnectionOptions } from "node:tls";
-import { StreamFramer } from "@turnpike/relay-core";
+import { StreamFramer } from "@turnpike/relay-core/client";
 import { nodeTls } from "@turnpike/runtime-kit";
 import type { ControlTransport } from "../uri.js";
 

@@ -1,7 +1,7 @@
 // What the lifecycle tells people: its events, as log lines. The driver hands every output that
 // asks for no I/O here; nothing here acts on them.
 
-import { formatTransportAddress } from "@turnpike/relay-core";
+import { formatTransportAddress } from "@turnpike/relay-core/client";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { TunnelOutput } from "../lifecycle.js";
 import type { RelayAddress } from "../redirects.js";

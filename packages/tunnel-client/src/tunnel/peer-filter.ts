@@ -7,7 +7,7 @@ import {
   formatTransportAddress,
   parseIp,
   type TransportAddress,
-} from "@turnpike/relay-core";
+} from "@turnpike/relay-core/client";
 import type { Logger } from "@turnpike/runtime-kit";
 
 export class PeerFilter {

@@ -20,7 +20,7 @@ import {
   StreamFramer,
   type TransportAddress,
   type TurnClient,
-} from "@turnpike/relay-core";
+} from "@turnpike/relay-core/client";
 import { forwardChunk, type Logger, nodeTls, ReusedReadBuffer } from "@turnpike/runtime-kit";
 import { SplicedSockets } from "@turnpike/udp-batch";
 import type { HostPort } from "../config/index.js";

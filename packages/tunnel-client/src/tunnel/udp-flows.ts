@@ -15,7 +15,7 @@ import {
   type TransportAddress,
   type TurnClient,
   writeChannelDataHeader,
-} from "@turnpike/relay-core";
+} from "@turnpike/relay-core/client";
 import type { Logger } from "@turnpike/runtime-kit";
 import type { HostPort } from "../config/index.js";
 import type { TargetDialer } from "../targets.js";
