@@ -3,6 +3,7 @@
 // failed suite never leaves a relay or a browser behind. A suite may run every process it
 // starts inside a network namespace of its own (spawnInNamespace; netns.ts makes them).
 import { type ChildProcess, spawn } from "node:child_process";
+import { readdirSync, readlinkSync } from "node:fs";
 
 export interface ExitInfo {
   code: number | null;
@@ -178,4 +179,37 @@ export async function waitUntil(
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(stepMs);
   }
+}
+
+/** A process's open descriptors, as /proc/PID/fd lists them. */
+export interface Descriptors {
+  readonly all: number;
+  /** Kernel pipe ends ("pipe:[...]"). */
+  readonly pipes: number;
+  /**
+   * Fds beyond the first that name a socket another fd already names: duplicates (a SplicePipe
+   * works on duplicates of its two sockets, udp-batch native/splice_pipe.c).
+   */
+  readonly duplicatedSockets: number;
+}
+
+/** Process `pid`'s descriptors now (Linux). */
+export function descriptorsOf(pid: number): Descriptors {
+  let all = 0;
+  let pipes = 0;
+  const sockets = new Map<string, number>();
+  for (const name of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${name}`);
+    } catch {
+      continue; // closed while listing
+    }
+    all++;
+    if (target.startsWith("pipe:")) pipes++;
+    if (target.startsWith("socket:")) sockets.set(target, (sockets.get(target) ?? 0) + 1);
+  }
+  let duplicatedSockets = 0;
+  for (const count of sockets.values()) duplicatedSockets += count - 1;
+  return { all, pipes, duplicatedSockets };
 }

@@ -337,6 +337,7 @@ NAPI_MODULE_INIT() {
       FUNCTION("splicePipeCounters", js_splice_pipe_counters),
       FUNCTION("splicePipeEnd", js_splice_pipe_end),
       FUNCTION("splicePipeClose", js_splice_pipe_close),
+      FUNCTION("splicePipePoolCounters", js_splice_pipe_pool_counters),
       FUNCTION("socketPoolCounters", js_socket_pool_counters),
       // The shared memory layout (layout.h), which src/layout.ts checks at load.
       {"layout", NULL, NULL, NULL, NULL, layout, napi_enumerable, NULL},

@@ -101,6 +101,13 @@ enum counter {
 #define SPLICE_A_TO_B_CHUNKS 2 /* splice calls that wrote to B */
 #define SPLICE_B_TO_A_CHUNKS 3
 #define SPLICE_COUNTERS 4
+// splicePipePoolCounters(out): this thread's kernel pipes made, lent out now, idle now.
+#define SPLICE_POOL_MADE 0
+#define SPLICE_POOL_LENT 1
+#define SPLICE_POOL_IDLE 2
+#define SPLICE_POOL_COUNTERS 3
+/** Descriptors a thread's idle kernel pipes hold at most (two per pipe; splice_pipe.c). */
+#define SPLICE_POOL_IDLE_FDS 16
 
 // The layout's own consistency, checked by the compiler.
 _Static_assert(SLOT_SIZE >= HEADROOM + MAX_DATAGRAM && SLOT_SIZE % 8 == 0,
@@ -125,6 +132,7 @@ _Static_assert(MAX_TAGS <= 32, "tags fit the 32-bit bucketTags mask");
   X(C_RECV_CALLS) X(C_SEND_CALLS) X(C_RX_PACKETS) X(C_BATCHES) X(C_EAGAIN) X(C_BACKLOG_BYTES)    \
   X(C_WAKEUPS)                                                                                  \
   X(SPLICE_A_TO_B_BYTES) X(SPLICE_B_TO_A_BYTES) X(SPLICE_A_TO_B_CHUNKS) X(SPLICE_B_TO_A_CHUNKS)  \
-  X(SPLICE_COUNTERS)
+  X(SPLICE_COUNTERS) X(SPLICE_POOL_MADE) X(SPLICE_POOL_LENT) X(SPLICE_POOL_IDLE)                 \
+  X(SPLICE_POOL_COUNTERS) X(SPLICE_POOL_IDLE_FDS)
 
 #endif

@@ -16,8 +16,20 @@
 //     on dst (RFC 6062 §5.5: each side's close is passed on);
 //   - an error on either socket (a reset, a broken pipe) ends the whole pipe.
 // The pipe ends when both directions forwarded their FIN, on an error, or when JavaScript
-// closes it. Then its fds (the two socket duplicates and four pipe ends) are closed and, unless
-// JavaScript closed it, `onEnd(errno)` is called (0: both directions ended cleanly).
+// closes it. Then its fds (the two socket duplicates and the pipe ends it holds) are closed and,
+// unless JavaScript closed it, `onEnd(errno)` is called (0: both directions ended cleanly).
+//
+// Kernel pipes are borrowed, not owned: a direction takes one from its thread's pool when it
+// reads from src and gives it back as soon as it is empty again, so an idle connection holds no
+// kernel pipe, only its two socket duplicates. Why: the kernel charges every pipe's capacity
+// (64 KiB, 16 pages) to its user at creation, and past fs.pipe-user-pages-soft (16,384 pages,
+// 1,024 pipes) gives an unprivileged user's new pipes 2 pages: a relay running as its own user
+// (the systemd unit's DynamicUser) with more than 512 spliced connections, each owning two
+// pipes, made every further one splice through 8 KiB (half the throughput, 2.5x the CPU per
+// byte measured here: udp-batch README, "Spliced TCP pipes"). Borrowed, the pipes alive are
+// those with bytes in flight plus at most POOL_IDLE_MAX idle ones per thread. A pipe is only
+// ever given back empty (in_pipe 0); one that still holds bytes when its connection ends is
+// closed.
 //
 // The sockets are duplicates (F_DUPFD_CLOEXEC) of fds the caller keeps: the caller must not read
 // or write its own fds while the pipe runs, and closes them after `onEnd`.
@@ -33,15 +45,31 @@
 #define SPLICE_REQUEST (1 << 20)
 /** Splice rounds per direction and wake-up, so one busy pipe does not starve the loop. */
 #define SPLICE_ROUNDS 16
+/** Empty kernel pipes a thread keeps for the next borrower (SPLICE_POOL_IDLE_FDS in layout.h). */
+#define POOL_IDLE_MAX (SPLICE_POOL_IDLE_FDS / 2)
 
+// The pool: this thread's empty kernel pipes (one JavaScript environment per thread, and a
+// SplicePipe runs on the loop of the thread that made it). Closed when the environment goes.
 typedef struct {
+  int r, w;
+} kernel_pipe_t;
+static __thread kernel_pipe_t pool_idle[POOL_IDLE_MAX];
+static __thread int pool_idle_len;
+static __thread int pool_hooked;
+/** Kernel pipes made, and those lent out now (this thread's). */
+static __thread double pool_made, pool_lent;
+
+typedef struct direction direction_t;
+static void give_back(direction_t* d);
+
+struct direction {
   int pipe_r, pipe_w;
   size_t in_pipe; /* bytes in the kernel pipe */
   int eof;        /* nothing more is read from src: its FIN, or a graceful end */
   int done;       /* dst was shut down for writing */
   double bytes;   /* bytes written to dst */
   double chunks;  /* splice calls that wrote to dst */
-} direction_t;
+};
 
 typedef struct {
   napi_env env;
@@ -74,8 +102,7 @@ static void shut(splice_pipe_t* p) {
   for (int i = 0; i < 2; i++) {
     uv_close((uv_handle_t*)&p->poll[i], on_poll_closed); /* stops the watcher at once */
     close_fd(&p->fd[i]);
-    close_fd(&p->dir[i].pipe_r);
-    close_fd(&p->dir[i].pipe_w);
+    give_back(&p->dir[i]); /* closed instead when bytes are left in it */
   }
   napi_remove_env_cleanup_hook(p->env, on_env_cleanup, p);
   if (p->on_end) napi_delete_reference(p->env, p->on_end);
@@ -113,9 +140,52 @@ static void finish(splice_pipe_t* p, int err) {
   release(p);
 }
 
+/** A kernel pipe for `d` (an idle one, else a new one): 0, or -errno (EMFILE, ENFILE, ...). */
+static int borrow(direction_t* d) {
+  if (d->pipe_w >= 0) return 0;
+  if (pool_idle_len > 0) {
+    kernel_pipe_t k = pool_idle[--pool_idle_len];
+    d->pipe_r = k.r;
+    d->pipe_w = k.w;
+  } else {
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return -errno;
+    d->pipe_r = fds[0];
+    d->pipe_w = fds[1];
+    pool_made += 1;
+  }
+  pool_lent += 1;
+  return 0;
+}
+
+/** `d` is done with its kernel pipe: an empty one goes back to the pool (or is closed). */
+static void give_back(direction_t* d) {
+  if (d->pipe_w < 0) return;
+  pool_lent -= 1;
+  if (d->in_pipe == 0 && pool_idle_len < POOL_IDLE_MAX) {
+    pool_idle[pool_idle_len++] = (kernel_pipe_t){d->pipe_r, d->pipe_w};
+    d->pipe_r = d->pipe_w = -1;
+    return;
+  }
+  close_fd(&d->pipe_r);
+  close_fd(&d->pipe_w);
+  d->in_pipe = 0;
+}
+
+/** The environment goes (a worker exits, or the process): its idle pipes with it. */
+static void on_pool_cleanup(void* arg) {
+  (void)arg;
+  while (pool_idle_len > 0) {
+    kernel_pipe_t k = pool_idle[--pool_idle_len];
+    close(k.r);
+    close(k.w);
+  }
+  pool_hooked = 0;
+}
+
 /**
  * Move what can be moved from `src` to `dst` for direction `d`: 0, or -errno when a socket
- * failed. Stops when src has nothing (EAGAIN with an empty pipe), dst takes nothing (EAGAIN),
+ * failed (or no kernel pipe could be made). Stops when src has nothing (EAGAIN with an empty pipe), dst takes nothing (EAGAIN),
  * the FIN was forwarded, or after SPLICE_ROUNDS (the level-triggered poll comes back).
  */
 static int pump(direction_t* d, int src, int dst) {
@@ -131,6 +201,7 @@ static int pump(direction_t* d, int src, int dst) {
       d->bytes += (double)n;
       d->chunks += 1;
       if (d->in_pipe > 0) continue;
+      give_back(d);
     }
     if (d->eof) {
       if (!d->done) {
@@ -141,13 +212,15 @@ static int pump(direction_t* d, int src, int dst) {
       }
       return 0;
     }
+    int err = borrow(d);
+    if (err != 0) return err;
     ssize_t n = splice(src, NULL, d->pipe_w, NULL, SPLICE_REQUEST,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno == EAGAIN ? 0 : -errno;
-    }
-    if (n == 0) {
+    if (n <= 0) {
+      int e = n < 0 ? errno : 0;
+      give_back(d); /* still empty: nothing was read */
+      if (n < 0 && e == EINTR) continue;
+      if (n < 0) return e == EAGAIN ? 0 : -e;
       d->eof = 1; /* the FIN: forwarded once the pipe is empty (above) */
       continue;
     }
@@ -239,19 +312,9 @@ napi_value js_splice_pipe(napi_env env, napi_callback_info info) {
   for (int i = 0; i < 2; i++) p->dir[i].pipe_r = p->dir[i].pipe_w = -1;
   const char* failed = "dup";
   int err = 0;
-  int fds[2];
   for (int i = 0; i < 2 && err == 0; i++) {
     p->fd[i] = fcntl(i == 0 ? a : b, F_DUPFD_CLOEXEC, 0);
     if (p->fd[i] < 0) err = errno;
-  }
-  for (int i = 0; i < 2 && err == 0; i++) {
-    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
-      err = errno;
-      failed = "pipe2";
-    } else {
-      p->dir[i].pipe_r = fds[0];
-      p->dir[i].pipe_w = fds[1];
-    }
   }
   uv_loop_t* loop = NULL;
   if (err == 0 && napi_get_uv_event_loop(env, &loop) != napi_ok) err = EIO;
@@ -266,11 +329,7 @@ napi_value js_splice_pipe(napi_env env, napi_callback_info info) {
     }
   }
   if (err != 0) {
-    for (int i = 0; i < 2; i++) {
-      close_fd(&p->fd[i]);
-      close_fd(&p->dir[i].pipe_r);
-      close_fd(&p->dir[i].pipe_w);
-    }
+    for (int i = 0; i < 2; i++) close_fd(&p->fd[i]);
     if (polls == 0) {
       free(p);
     } else {
@@ -284,6 +343,12 @@ napi_value js_splice_pipe(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "SPLICEPIPE", NAPI_AUTO_LENGTH, &resource_name);
   napi_async_init(env, NULL, resource_name, &p->async);
   p->refs = 3; /* two polls, one external */
+  // The pool's hook first: hooks run last-added first, so every pipe of this environment has
+  // given its kernel pipes back before the pool closes them.
+  if (!pool_hooked) {
+    napi_add_env_cleanup_hook(env, on_pool_cleanup, NULL);
+    pool_hooked = 1;
+  }
   napi_add_env_cleanup_hook(env, on_env_cleanup, p);
   napi_value out;
   napi_create_external(env, p, on_external_finalize, NULL, &out);
@@ -369,4 +434,25 @@ napi_value js_splice_pipe_close(napi_env env, napi_callback_info info) {
   napi_value out;
   napi_get_boolean(env, was_running, &out);
   return out;
+}
+
+// splicePipePoolCounters(Float64Array(3)): this thread's kernel pipes made, lent out now, idle.
+napi_value js_splice_pipe_pool_counters(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  if (argc < 1 ||
+      napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
+      type != napi_float64_array || length < SPLICE_POOL_COUNTERS) {
+    napi_throw_type_error(env, NULL, "udp-batch: splicePipePoolCounters(Float64Array)");
+    return NULL;
+  }
+  double* out = data;
+  out[SPLICE_POOL_MADE] = pool_made;
+  out[SPLICE_POOL_LENT] = pool_lent;
+  out[SPLICE_POOL_IDLE] = pool_idle_len;
+  return NULL;
 }

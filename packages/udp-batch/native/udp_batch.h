@@ -195,6 +195,7 @@ napi_value js_splice_pipe_start(napi_env env, napi_callback_info info);
 napi_value js_splice_pipe_counters(napi_env env, napi_callback_info info);
 napi_value js_splice_pipe_end(napi_env env, napi_callback_info info);
 napi_value js_splice_pipe_close(napi_env env, napi_callback_info info);
+napi_value js_splice_pipe_pool_counters(napi_env env, napi_callback_info info);
 
 // ---- addon.c and layout.c: Node-API helpers -------------------------------------------
 

@@ -28,6 +28,11 @@ import {
   SPLICE_B_TO_A_BYTES,
   SPLICE_B_TO_A_CHUNKS,
   SPLICE_COUNTERS,
+  SPLICE_POOL_COUNTERS,
+  SPLICE_POOL_IDLE,
+  SPLICE_POOL_IDLE_FDS,
+  SPLICE_POOL_LENT,
+  SPLICE_POOL_MADE,
   type StatsLayout,
   TX_ADDR,
   TX_ARENA,
@@ -107,6 +112,7 @@ interface NativeBinding {
   splicePipeCounters(pipe: object, out: Float64Array): void;
   splicePipeEnd(pipe: object): void;
   splicePipeClose(pipe: object): boolean;
+  splicePipePoolCounters(out: Float64Array): void;
   socketPoolCounters(): [number, number, number, number];
 }
 
@@ -275,10 +281,33 @@ export interface SplicePipeCounters {
 }
 
 /**
- * Descriptors a SplicePipe holds beyond its caller's two sockets: a duplicate of each, and two
- * ends of each direction's kernel pipe (native/splice_pipe.c). What callers budget pipes by.
+ * Descriptors a SplicePipe holds beyond its caller's two sockets, at most: a duplicate of each,
+ * and the two ends of a kernel pipe per direction while that direction has bytes in flight
+ * (native/splice_pipe.c: kernel pipes are borrowed from the thread's pool and given back empty,
+ * so an idle SplicePipe holds its two duplicates only). What callers budget pipes by, with
+ * SPLICE_POOL_IDLE_FDS for the thread's idle kernel pipes.
  */
 export const SPLICE_PIPE_FDS = 6;
+
+export { SPLICE_POOL_IDLE_FDS };
+
+/** This thread's kernel pipes for SplicePipes: made so far, lent out now, idle in the pool. */
+export interface SplicePipePoolCounters {
+  readonly made: number;
+  readonly lent: number;
+  readonly idle: number;
+}
+
+/** This thread's kernel pipe pool (zeros before the first SplicePipe moved a byte). */
+export function splicePipePoolCounters(): SplicePipePoolCounters {
+  const out = new Float64Array(SPLICE_POOL_COUNTERS);
+  binding().splicePipePoolCounters(out);
+  return {
+    made: out[SPLICE_POOL_MADE]!,
+    lent: out[SPLICE_POOL_LENT]!,
+    idle: out[SPLICE_POOL_IDLE]!,
+  };
+}
 
 /**
  * A zero-copy byte pipe between two connected TCP sockets (splice(2) through a kernel pipe per
@@ -288,7 +317,7 @@ export const SPLICE_PIPE_FDS = 6;
  * net.Socket: stop its reading first), and closes them after the pipe ended. Each side's
  * FIN is passed on as shutdown(SHUT_WR) of the other; the pipe ends when both were, or on an
  * error of either socket, and `onEnd(errno)` runs (0: both directions ended cleanly; never
- * inside a call of this class). Holds SPLICE_PIPE_FDS fds while it runs.
+ * inside a call of this class). Holds at most SPLICE_PIPE_FDS fds while it runs (two when idle).
  * Throws (`code` EMFILE, ...) when they cannot be made, or when the module is unavailable.
  */
 export class SplicePipe {

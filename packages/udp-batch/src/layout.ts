@@ -47,6 +47,13 @@ export const SPLICE_B_TO_A_BYTES = 1;
 export const SPLICE_A_TO_B_CHUNKS = 2;
 export const SPLICE_B_TO_A_CHUNKS = 3;
 export const SPLICE_COUNTERS = 4;
+// splicePipePoolCounters' output: this thread's kernel pipes made, lent out now, idle now.
+export const SPLICE_POOL_MADE = 0;
+export const SPLICE_POOL_LENT = 1;
+export const SPLICE_POOL_IDLE = 2;
+export const SPLICE_POOL_COUNTERS = 3;
+/** Descriptors a thread's idle kernel pipes hold at most (splice_pipe.c's pool). */
+export const SPLICE_POOL_IDLE_FDS = 16;
 
 /** Why the module dropped a packet, in the order of the native counters. */
 export const BATCH_DROP_REASONS = [
@@ -96,6 +103,11 @@ const COMPILED_IN = {
   SPLICE_A_TO_B_CHUNKS,
   SPLICE_B_TO_A_CHUNKS,
   SPLICE_COUNTERS,
+  SPLICE_POOL_MADE,
+  SPLICE_POOL_LENT,
+  SPLICE_POOL_IDLE,
+  SPLICE_POOL_COUNTERS,
+  SPLICE_POOL_IDLE_FDS,
 } as const;
 
 /** The counters' indices after ST_COUNTERS (layout.h's enum counter). */

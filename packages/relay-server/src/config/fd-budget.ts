@@ -10,11 +10,13 @@
 //   - --health-max-connections gets at most a sixteenth (at least 8);
 //   - TCP/TLS client connections (--max-connections, TLS handshakes included) the rest.
 //
-// An RFC 6062 pipe spliced in the kernel (--tcp-splice auto, stream/spliced-pipe.ts) holds
-// SPLICE_PIPE_FDS descriptors beyond its two sockets (two duplicates, two kernel pipes). They
-// come out of the reserve: spliced pipes may take at most half of it (splicePipeBudget), and
-// a pipe beyond that runs in JavaScript, which holds no descriptor of its own. So relay
-// sockets and peer connections keep at least the other half whatever the TCP traffic.
+// An RFC 6062 pipe spliced in the kernel (--tcp-splice auto, stream/spliced-pipe.ts) holds up
+// to SPLICE_PIPE_FDS descriptors beyond its two sockets (two duplicates, and a kernel pipe per
+// direction while it has bytes in flight, borrowed from udp-batch's pool, which keeps up to
+// SPLICE_POOL_IDLE_FDS of idle ones). They come out of the reserve: spliced pipes, each counted
+// at its most, and the idle pool may take at most half of it (splicePipeBudget), and a pipe
+// beyond that runs in JavaScript, which holds no descriptor of its own. So relay sockets and
+// peer connections keep at least the other half whatever the TCP traffic.
 //
 // udp-batch's socket pool (native/socket_pool.c) holds up to one unbound UDP socket per 256
 // descriptors of the limit (at most 64 per family) ahead of time: the relay sockets of the next
@@ -25,7 +27,7 @@
 // hard one when it started, as coturn does; there is no setrlimit in Node to do more); where it
 // cannot be read (not Linux) nothing is lowered.
 
-import { SPLICE_PIPE_FDS } from "@turnpike/udp-batch";
+import { SPLICE_PIPE_FDS, SPLICE_POOL_IDLE_FDS } from "@turnpike/udp-batch";
 
 /** Descriptors kept for relay sockets and the process itself, at the least. */
 export const RESERVED_MIN = 128;
@@ -41,7 +43,7 @@ const CONNECTIONS_MIN = 16;
 export function splicePipeBudget(limit: number | undefined): number {
   if (limit === undefined) return 1_000_000;
   const reserved = Math.max(RESERVED_MIN, Math.floor(limit / 4));
-  return Math.floor(reserved / 2 / SPLICE_PIPE_FDS);
+  return Math.max(0, Math.floor((reserved / 2 - SPLICE_POOL_IDLE_FDS) / SPLICE_PIPE_FDS));
 }
 
 export interface FdBudget {

@@ -21,7 +21,12 @@
 
 import type net from "node:net";
 import { type Logger, openFilesLimit } from "@turnpike/runtime-kit";
-import { batchIoAvailability, SPLICE_PIPE_FDS, SplicedSockets } from "@turnpike/udp-batch";
+import {
+  batchIoAvailability,
+  SPLICE_PIPE_FDS,
+  SPLICE_POOL_IDLE_FDS,
+  SplicedSockets,
+} from "@turnpike/udp-batch";
 import type { Traffic } from "./traffic.js";
 
 /** Whether SplicePipe can be used in this process (Linux, native module built and loaded). */
@@ -31,11 +36,13 @@ export function spliceAvailable(): boolean {
 
 /**
  * Spliced pipes this process may hold at once: a quarter of RLIMIT_NOFILE (the rest stays for
- * sockets, which a JavaScript pipe needs anyway). Unknown limit: no practical bound.
+ * sockets, which a JavaScript pipe needs anyway), less the idle kernel pipes udp-batch's pool
+ * keeps, each pipe counted at the most it holds (both directions mid-transfer). Unknown limit:
+ * no practical bound.
  */
 export function splicePipeBudget(limit: number | undefined = openFilesLimit()): number {
   if (limit === undefined) return 1_000_000;
-  return Math.floor(limit / 4 / SPLICE_PIPE_FDS);
+  return Math.max(0, Math.floor((limit / 4 - SPLICE_POOL_IDLE_FDS) / SPLICE_PIPE_FDS));
 }
 
 /**
