@@ -136,10 +136,14 @@ const ROOMS: Record<string, readonly string[]> = {
     "stats.ts",
   ],
   "workers/worker.ts": ["workers/engine-host.ts", "workers/messages.ts"],
+  // The supervisor binds the workers' UDP listeners as the udp room binds one engine's, with
+  // the buffers that room asks for (udp/listener-buffers.ts: a constant and the host's caps,
+  // importing nothing of the rooms).
   "workers/": [
     "workers/",
     "engine/driver.ts",
     "kernel/share.ts",
+    "udp/listener-buffers.ts",
     "shared/",
     "config/types.ts",
     "stats.ts",

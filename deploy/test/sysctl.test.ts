@@ -1,8 +1,10 @@
 // deploy/sysctl/90-turnpike-relay.conf and the README's advice on the kernel's ephemeral ports:
 // one value everywhere, and on a host with the distributions' default ephemeral range it leaves
 // none of the relay's default ports nor the README's pinned range to the kernel's choice (the
-// check the relay makes at start, runtime-kit's ephemeralPortWarnings).
+// check the relay makes at start, runtime-kit's ephemeralPortWarnings). The same for
+// 92-turnpike-udp-buffers.conf and the UDP listeners' buffer check (listener-buffers.ts).
 import { describe, expect, it } from "vitest";
+import { listenerBufferWarnings } from "../../packages/relay-server/src/udp/listener-buffers.js";
 import { ephemeralPortWarnings } from "../../packages/runtime-kit/src/ephemeral-ports.js";
 import { markdownSection, repoText } from "./docs.js";
 
@@ -31,5 +33,28 @@ describe("reserving the relay's ports", () => {
     const host = { localPortRange: "32768\t60999\n" };
     expect(ephemeralPortWarnings(ranges, host)).toHaveLength(2);
     expect(ephemeralPortWarnings(ranges, { ...host, reservedPorts: value! })).toEqual([]);
+  });
+});
+
+describe("the UDP listeners' socket buffer caps", () => {
+  const conf = repoText("deploy/sysctl/92-turnpike-udp-buffers.conf");
+  const value = (name: string) =>
+    Number(new RegExp(`^${name.replaceAll(".", "\\.")}\\s*=\\s*(\\d+)\\s*$`, "m").exec(conf)?.[1]);
+  const section = markdownSection(repoText("README.md"), "UDP socket buffers");
+
+  it("raise both caps to what the listeners ask for: the start-time check has nothing to say", () => {
+    const caps = { rmemMax: value("net.core.rmem_max"), wmemMax: value("net.core.wmem_max") };
+    expect(caps.rmemMax).toBeGreaterThan(0);
+    expect(caps.wmemMax).toBeGreaterThan(0);
+    expect(listenerBufferWarnings(caps)).toEqual([]);
+    // The distributions' default is what the check is for.
+    expect(listenerBufferWarnings({ rmemMax: 212_992, wmemMax: 212_992 })).toHaveLength(1);
+  });
+
+  it("are the values of the README's commands, which install the file", () => {
+    expect(section).toContain(
+      `sysctl -w net.core.rmem_max=${value("net.core.rmem_max")} net.core.wmem_max=${value("net.core.wmem_max")}`,
+    );
+    expect(section).toContain("deploy/sysctl/92-turnpike-udp-buffers.conf");
   });
 });

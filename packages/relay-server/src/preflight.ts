@@ -9,6 +9,8 @@
 //   --relay-ip               each relay address is an address of this host (a bind to IP:0)
 //   --min-port.., pinned     ranges the kernel may hand out as ephemeral ports: a warning
 //                            naming the sysctl that reserves them (runtime-kit's check)
+//   --listen (UDP)           the kernel's caps on socket buffers below what the listeners
+//                            ask for: a warning naming the sysctls (udp/listener-buffers.ts)
 //
 // The probes are closed before the relay binds; the listeners themselves report a bind that
 // fails later (a program that took the address in between) through listenFailure().
@@ -24,15 +26,19 @@ import {
 } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "./config/types.js";
 import { formatSocketAddress } from "./config/values.js";
+import { type BufferCaps, listenerBufferWarnings, readBufferCaps } from "./udp/listener-buffers.js";
 
 export interface PreflightOptions {
   /** The kernel's port sysctls (default: read from /proc). */
   readonly sysctls?: PortSysctls;
+  /** net.core.rmem_max and wmem_max (default: read from /proc). */
+  readonly bufferCaps?: BufferCaps;
 }
 
 /**
  * Throws a ConfigError naming the option when a listen address is taken or a relay address is
- * not this host's; returns the warnings to log (relay ports the kernel may give away).
+ * not this host's; returns the warnings to log (relay ports the kernel may give away, listener
+ * buffers the kernel caps).
  */
 export async function preflight(
   config: RelayConfig,
@@ -49,15 +55,20 @@ export async function preflight(
   for (const ip of [config.relayIp4, config.relayIp6]) {
     if (ip !== undefined) await probeRelayIp(ip);
   }
-  return ephemeralPortWarnings(
-    [
-      { name: "relay ports", range: { min: config.minPort, max: config.maxPort } },
-      ...(config.pinnedPorts !== undefined
-        ? [{ name: "pinned ports", range: config.pinnedPorts }]
-        : []),
-    ],
-    options.sysctls ?? readPortSysctls(),
-  );
+  return [
+    ...ephemeralPortWarnings(
+      [
+        { name: "relay ports", range: { min: config.minPort, max: config.maxPort } },
+        ...(config.pinnedPorts !== undefined
+          ? [{ name: "pinned ports", range: config.pinnedPorts }]
+          : []),
+      ],
+      options.sysctls ?? readPortSysctls(),
+    ),
+    ...(config.listen.length > 0
+      ? listenerBufferWarnings(options.bufferCaps ?? readBufferCaps())
+      : []),
+  ];
 }
 
 /**

@@ -47,6 +47,7 @@ import { ProxyGate } from "../stream/proxy-gate.js";
 import { splicedPipeLimit } from "../stream/spliced-pipe.js";
 import { engineHandshakeLimits, TlsHandshakes } from "../stream/tls-handshakes.js";
 import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
+import { LISTENER_BUFFER_BYTES } from "../udp/listener-buffers.js";
 import { selectUdpPath } from "../udp/select.js";
 import type { UdpPath } from "../udp/udp-path.js";
 import type { EngineHost } from "./host.js";
@@ -62,14 +63,10 @@ import {
 } from "./server-options.js";
 import { RelayTimer, unixTimeOffsetMs, WallClockSync } from "./timer.js";
 
-/**
- * Socket buffers: the listening socket takes every client's traffic, so a burst while the
- * event loop is busy (GC, a batch of Allocates) must fit in the kernel's queue rather than be
- * dropped there. Linux caps the request at net.core.rmem_max / wmem_max (4 MiB here).
- */
-const LISTENER_BUFFER_BYTES = 4 << 20;
-// Relay sockets keep the kernel default: each carries one allocation's peers, and two
-// setsockopt calls per allocation showed up in the allocation-setup profile.
+// Socket buffers: LISTENER_BUFFER_BYTES for each UDP listener (udp/listener-buffers.ts says
+// why; the preflight warns where the kernel caps it). Relay sockets keep the kernel default:
+// each carries one allocation's peers, and two setsockopt calls per allocation showed up in
+// the allocation-setup profile.
 
 /** Starts an engine: every listener bound, or every socket closed again and the error thrown. */
 export async function startRelay(config: RelayConfig, deps: RelayDeps): Promise<RunningRelay> {

@@ -7,9 +7,7 @@ import { bindUdp, closeFd, fdPort, tcpListen } from "@turnpike/udp-batch";
 import type { RelayConfig, SocketAddress } from "../config/types.js";
 import { listenFailure } from "../preflight.js";
 import type { ListenFds } from "../shared/context.js";
-
-/** SO_RCVBUF/SO_SNDBUF of UDP listeners (as engine/driver.ts asks for a single engine's). */
-const LISTENER_BUFFER_BYTES = 4 << 20;
+import { LISTENER_BUFFER_BYTES } from "../udp/listener-buffers.js";
 
 /**
  * One UDP and one TCP listening socket per worker for each --listen, one TCP socket per
