@@ -6,8 +6,8 @@
 // relay's) still work on reserved ports, so reserving the relay's ranges is the fix
 // (README, "Relay ports and the kernel's ephemeral ports"). Pure but for readPortSysctls.
 
-import { readFileSync } from "node:fs";
 import type { LogFields } from "./log.js";
+import { readSysctls } from "./sysctls.js";
 
 export interface PortRange {
   readonly min: number;
@@ -34,24 +34,8 @@ const PROC = {
 } as const;
 
 /** Reads both sysctls from /proc; what cannot be read (not Linux, no /proc) is left out. */
-export function readPortSysctls(read: (path: string) => string = readText): PortSysctls {
-  const get = (path: string): string | undefined => {
-    try {
-      return read(path);
-    } catch {
-      return undefined;
-    }
-  };
-  const localPortRange = get(PROC.localPortRange);
-  const reservedPorts = get(PROC.reservedPorts);
-  return {
-    ...(localPortRange !== undefined ? { localPortRange } : {}),
-    ...(reservedPorts !== undefined ? { reservedPorts } : {}),
-  };
-}
-
-function readText(path: string): string {
-  return readFileSync(path, "utf8");
+export function readPortSysctls(read?: (path: string) => string): PortSysctls {
+  return readSysctls(PROC, read);
 }
 
 /** ip_local_port_range's two numbers, or undefined if the text is not that. */

@@ -11,8 +11,7 @@
 // so at start, one warning naming both sysctls and the sysctl.d file that raises them
 // (deploy/sysctl/92-turnpike-udp-buffers.conf). Pure but for readBufferCaps.
 
-import { readFileSync } from "node:fs";
-import type { PortWarning } from "@turnpike/runtime-kit";
+import { type PortWarning, readSysctls } from "@turnpike/runtime-kit";
 
 /** SO_RCVBUF and SO_SNDBUF the relay asks for each UDP listener. */
 export const LISTENER_BUFFER_BYTES = 4 << 20;
@@ -29,17 +28,14 @@ const PROC = {
 } as const;
 
 /** Reads both caps from /proc; what cannot be read (not Linux, no /proc) is left out. */
-export function readBufferCaps(read: (path: string) => string = readText): BufferCaps {
-  const get = (path: string): number | undefined => {
-    try {
-      const n = Number(read(path).trim());
-      return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
-    } catch {
-      return undefined;
-    }
+export function readBufferCaps(read?: (path: string) => string): BufferCaps {
+  const text = readSysctls(PROC, read);
+  const bytes = (t: string | undefined): number | undefined => {
+    const n = t === undefined ? Number.NaN : Number(t.trim());
+    return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
   };
-  const rmemMax = get(PROC.rmemMax);
-  const wmemMax = get(PROC.wmemMax);
+  const rmemMax = bytes(text.rmemMax);
+  const wmemMax = bytes(text.wmemMax);
   return {
     ...(rmemMax !== undefined ? { rmemMax } : {}),
     ...(wmemMax !== undefined ? { wmemMax } : {}),
@@ -74,8 +70,4 @@ export function listenerBufferWarnings(
       },
     },
   ];
-}
-
-function readText(path: string): string {
-  return readFileSync(path, "utf8");
 }
