@@ -4,7 +4,11 @@
 // that a closed engine left nothing behind.
 import { readdirSync } from "node:fs";
 import { createLogger } from "@turnpike/runtime-kit";
-import { batchIoAvailability, socketPoolCounters } from "@turnpike/udp-batch";
+import {
+  batchIoAvailability,
+  socketPoolCounters,
+  splicePipePoolCounters,
+} from "@turnpike/udp-batch";
 import { parseRelayArgs } from "../src/config/parse.js";
 import type { RelayConfig } from "../src/config/types.js";
 import { startRelay } from "../src/engine/driver.js";
@@ -89,23 +93,26 @@ export async function eventually(what: string, check: () => Promise<boolean>): P
 const HANDLE_KINDS = ["UDPWrap", "TCPSocketWrap", "TCPServerWrap", "Timeout"];
 
 /**
- * This process's file descriptors, less the unbound sockets udp-batch's socket pool holds
- * ahead of time (native/socket_pool.c: up to 64 per family, refilled by its thread whenever an
- * open took it below half, so their number is not an engine's doing). Read while the pool
- * holds still.
+ * This process's file descriptors, less what udp-batch's pools hold for whoever needs it next:
+ * the unbound sockets of its socket pool (native/socket_pool.c: up to 64 per family, refilled
+ * by its thread whenever an open took it below half) and this thread's idle kernel pipes for
+ * spliced pipes (native/splice_pipe.c: up to 8, two fds each). Neither number is an engine's
+ * doing. Read while the socket pool holds still.
  */
-function fdsBesidesSocketPool(): number {
-  const held = () => (batchIoAvailability().available ? socketPoolCounters().held : 0);
+function fdsBesidesPools(): number {
+  const native = batchIoAvailability().available;
+  const held = () => (native ? socketPoolCounters().held : 0);
+  const idlePipeFds = native ? 2 * splicePipePoolCounters().idle : 0;
   for (let attempt = 0; ; attempt++) {
     const before = held();
     const fds = readdirSync("/proc/self/fd").length;
-    if (held() === before || attempt === 20) return fds - before;
+    if (held() === before || attempt === 20) return fds - before - idlePipeFds;
   }
 }
 
 /** Open handles of the kinds an engine makes, and this process's file descriptors. */
 export function openResources(): Record<string, number> {
-  const counts: Record<string, number> = { fds: fdsBesidesSocketPool() };
+  const counts: Record<string, number> = { fds: fdsBesidesPools() };
   for (const kind of HANDLE_KINDS) counts[kind] = 0;
   for (const r of process.getActiveResourcesInfo()) {
     if (r in counts) counts[r]! += 1;

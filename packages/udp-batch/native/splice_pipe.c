@@ -185,8 +185,10 @@ static void on_pool_cleanup(void* arg) {
 
 /**
  * Move what can be moved from `src` to `dst` for direction `d`: 0, or -errno when a socket
- * failed (or no kernel pipe could be made). Stops when src has nothing (EAGAIN with an empty pipe), dst takes nothing (EAGAIN),
- * the FIN was forwarded, or after SPLICE_ROUNDS (the level-triggered poll comes back).
+ * failed (or no kernel pipe could be made). Stops when src has nothing (EAGAIN with an empty
+ * pipe), dst takes nothing (EAGAIN), the FIN was forwarded, or after SPLICE_ROUNDS (the
+ * level-triggered poll comes back). The kernel pipe is borrowed just before a read and given
+ * back as soon as it is empty.
  */
 static int pump(direction_t* d, int src, int dst) {
   for (int round = 0; round < SPLICE_ROUNDS; round++) {
