@@ -42,6 +42,7 @@
 // | turn.relay.socket_pool.sockets | Counter (obs.)      | {socket}      | source (pool/inline) |
 // | turn.relay.socket_pool.held  | Gauge (obs.)          | {socket}      | family (ipv4/ipv6) |
 // | turn.relay.kernel_path       | Gauge (obs.)          | 1             | path (tc/off) |
+// | turn.relay.kernel_path.datagrams | Counter (obs.)    | {datagram}    | outcome (relayed-*, rate-limited, error, pass-*) |
 // | turn.auth.failures           | Counter (obs.)        | {failure}     | reason |
 // | turn.dropped.packets         | Counter (obs.)        | {packet}      | reason |
 // | turn.auth.legacy_pinned      | Counter (obs.)        | {request}     | - |
