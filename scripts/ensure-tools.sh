@@ -13,6 +13,8 @@
 #   ethtool         the kernel-path suite turns checksum offload off on its veths
 #   libcap2-bin     capsh: the kernel-path suite drops capabilities
 #   python3         the kernel-path suite sends an IPv4 datagram with options (IP_OPTIONS)
+#   nftables        nft: the conntrack suite loads a stateful rule and the notrack recipe
+#                   (deploy/nftables) in its own namespaces
 #   golang-go       builds pion's TURN client for the interop suites (test-support/pion), offline
 #   golang-github-pion-turn.v2-dev  pion/turn v2 and its dependencies under /usr/share/gocode
 # Installs whatever is missing with apt-get when running as root (or through passwordless sudo).
@@ -35,11 +37,12 @@ declare -A probe=(
   [ethtool]="ethtool"
   [libcap2-bin]="capsh"
   [python3]="python3"
+  [nftables]="nft"
   [golang-go]="go"
   [golang-github-pion-turn.v2-dev]="file:/usr/share/gocode/src/github.com/pion/turn/v2/client.go"
 )
 
-packages=(coturn chromium iperf3 openssh-server systemd postgresql clang libbpf-dev bpftool ethtool libcap2-bin python3 golang-go golang-github-pion-turn.v2-dev)
+packages=(coturn chromium iperf3 openssh-server systemd postgresql clang libbpf-dev bpftool ethtool libcap2-bin python3 nftables golang-go golang-github-pion-turn.v2-dev)
 
 have() {
   case "$1" in

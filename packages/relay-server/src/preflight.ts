@@ -11,6 +11,8 @@
 //                            naming the sysctl that reserves them (runtime-kit's check)
 //   --listen (UDP)           the kernel's caps on socket buffers below what the listeners
 //                            ask for: a warning naming the sysctls (udp/listener-buffers.ts)
+//   --listen, --min-port     connection tracking following the relay's flows: a warning
+//                            naming the recipe that exempts them (conntrack.ts)
 //
 // The probes are closed before the relay binds; the listeners themselves report a bind that
 // fails later (a program that took the address in between) through listenFailure().
@@ -26,6 +28,12 @@ import {
 } from "@turnpike/runtime-kit";
 import type { RelayConfig, SocketAddress } from "./config/types.js";
 import { formatSocketAddress } from "./config/values.js";
+import {
+  type ConntrackFinding,
+  conntrackWarnings,
+  probeConntrack,
+  relayPortToProbe,
+} from "./conntrack.js";
 import { type BufferCaps, listenerBufferWarnings, readBufferCaps } from "./udp/listener-buffers.js";
 
 export interface PreflightOptions {
@@ -33,12 +41,14 @@ export interface PreflightOptions {
   readonly sysctls?: PortSysctls;
   /** net.core.rmem_max and wmem_max (default: read from /proc). */
   readonly bufferCaps?: BufferCaps;
+  /** What connection tracking does with the relay's datagrams (default: probed). */
+  readonly conntrack?: ConntrackFinding | undefined;
 }
 
 /**
  * Throws a ConfigError naming the option when a listen address is taken or a relay address is
  * not this host's; returns the warnings to log (relay ports the kernel may give away, listener
- * buffers the kernel caps).
+ * buffers the kernel caps, flows the kernel tracks).
  */
 export async function preflight(
   config: RelayConfig,
@@ -68,7 +78,21 @@ export async function preflight(
     ...(config.listen.length > 0
       ? listenerBufferWarnings(options.bufferCaps ?? readBufferCaps())
       : []),
+    ...conntrackWarnings(
+      "conntrack" in options
+        ? options.conntrack
+        : await probeConntrack(conntrackProbePorts(config)),
+    ),
   ];
+}
+
+/**
+ * The ports whose datagrams the conntrack probe sends from: each UDP listener's (free until the
+ * relay binds it) and one of the relay range.
+ */
+function conntrackProbePorts(config: RelayConfig): number[] {
+  const listeners = config.listen.map((at) => at.port).filter((p) => p !== 0);
+  return [...new Set(listeners), relayPortToProbe(config.minPort, config.maxPort)];
 }
 
 /**

@@ -78,13 +78,16 @@ export async function makeKernelNet(
 export async function startRelayIn(
   net: KernelNet,
   extra: readonly string[] = [],
-  ports: { listen?: number; metrics?: number } = {},
+  ports: { listen?: number; metrics?: number; loopback?: number } = {},
 ): Promise<TurnpikeHandle> {
   const a = net.t.addresses;
   const listen = ports.listen ?? LISTEN_PORT;
   spawnInNamespace(net.t.relay);
   try {
     return await startTurnpike({
+      // The harness's own listener on the namespace's loopback (its readiness and log lines):
+      // a free port unless given.
+      ...(ports.loopback !== undefined ? { port: ports.loopback } : {}),
       minPort: 49152,
       maxPort: 65535,
       token: TOKEN,
@@ -152,16 +155,22 @@ export async function pathReport(
   return { readyz: JSON.parse(readyz.body), metrics: metrics.body };
 }
 
-/** A TURN client in the client's namespace with an allocation of `family` on the relay. */
+/**
+ * A TURN client in the client's namespace with an allocation of `family` on the relay: its
+ * relayed address, and the client's own (the socket it talks to the relay from).
+ */
 export async function allocateIn(
   net: KernelNet,
   name: string,
   family: 4 | 6,
   user: keyof typeof USERS = "alice",
   port = LISTEN_PORT,
-): Promise<{ relayed: { address: string; port: number } }> {
+): Promise<{
+  relayed: { address: string; port: number };
+  local: { address: string; port: number };
+}> {
   const a = net.t.addresses[family];
-  await net.client.call("turn", {
+  const local = await net.client.call<{ address: string; port: number }>("turn", {
     name,
     host: a.listener,
     port,
@@ -174,7 +183,7 @@ export async function allocateIn(
     { name, family },
   );
   if (r.code !== 0 || r.relayed[0] === undefined) throw new Error(`Allocate failed: ${r.code}`);
-  return { relayed: r.relayed[0] };
+  return { relayed: r.relayed[0], local };
 }
 
 export type Relayed = ReturnType<typeof relayedPacketsIn>;
