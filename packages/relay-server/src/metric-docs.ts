@@ -131,6 +131,22 @@ export const METRIC_DOCS: readonly MetricDoc[] = [
       "Unbound UDP sockets udp-batch's pool holds ready (at most 64 per family, one per 256 of RLIMIT_NOFILE); batch only",
   },
   {
+    name: "turn.relay.splice_pool.pipes",
+    instrument: "Gauge",
+    unit: "{pipe}",
+    attributes: "state",
+    description:
+      "Kernel pipes of the RFC 6062 pipes spliced in the kernel (--tcp-splice auto), by state: lent (a direction with bytes in flight holds one) or idle (kept for the next, at most 8 per engine). Each counts 16 pages against its user's pipe allowance while it exists: past fs.pipe-user-pages-soft (16384 pages, 1024 pipes) an unprivileged user's new pipes are 8 KiB and relay at half the throughput for 2.5x the CPU per byte; spliced pipes only",
+  },
+  {
+    name: "turn.relay.splice_pool.made",
+    instrument: "Counter",
+    unit: "{pipe}",
+    attributes: "-",
+    description:
+      "Kernel pipes made for spliced RFC 6062 pipes (the engines' pools lend them and take them back empty: a pipe made per transfer means the pool is too small for the traffic); spliced pipes only",
+  },
+  {
     name: "turn.relay.kernel_path",
     instrument: "Gauge",
     unit: "1",

@@ -108,6 +108,16 @@ export function registerObservables(
     unit: "{socket}",
     description: "Unbound UDP sockets udp-batch's pool holds ready",
   });
+  const splicePipes = meter.createObservableGauge("turn.relay.splice_pool.pipes", {
+    ...int,
+    unit: "{pipe}",
+    description: "Kernel pipes of spliced RFC 6062 pipes, by state: lent or idle",
+  });
+  const splicePipesMade = meter.createObservableCounter("turn.relay.splice_pool.made", {
+    ...int,
+    unit: "{pipe}",
+    description: "Kernel pipes made for spliced RFC 6062 pipes",
+  });
   const kernelPath = meter.createObservableGauge("turn.relay.kernel_path", {
     ...int,
     unit: "1",
@@ -186,6 +196,8 @@ export function registerObservables(
     udpIo,
     poolSockets,
     poolHeld,
+    splicePipes,
+    splicePipesMade,
     kernelPath,
     kernelPathDatagrams,
     reservations,
@@ -240,6 +252,12 @@ export function registerObservables(
       result.observe(poolSockets, pool.inline, { source: "inline" });
       result.observe(poolHeld, pool.heldIpv4, { family: "ipv4" });
       result.observe(poolHeld, pool.heldIpv6, { family: "ipv6" });
+    }
+    // Each engine's thread has its own pool (udp-batch/native/splice_pipe.c); summed over them.
+    if (stats.tcpSplice) {
+      result.observe(splicePipes, stats.splicePipesLent, { state: "lent" });
+      result.observe(splicePipes, stats.splicePipesIdle, { state: "idle" });
+      result.observe(splicePipesMade, stats.splicePipesMade);
     }
     if (stats.kernelPath !== undefined) result.observe(kernelPath, 1, { path: stats.kernelPath });
     // The program's own counters: what it relayed, dropped, and left to userspace and why (a

@@ -41,6 +41,8 @@
 // | turn.relay.udp_io            | Gauge (obs.)          | 1             | io (batch/dgram) |
 // | turn.relay.socket_pool.sockets | Counter (obs.)      | {socket}      | source (pool/inline) |
 // | turn.relay.socket_pool.held  | Gauge (obs.)          | {socket}      | family (ipv4/ipv6) |
+// | turn.relay.splice_pool.pipes | Gauge (obs.)          | {pipe}        | state (lent/idle) |
+// | turn.relay.splice_pool.made  | Counter (obs.)        | {pipe}        | - |
 // | turn.relay.kernel_path       | Gauge (obs.)          | 1             | path (tc/off) |
 // | turn.relay.kernel_path.datagrams | Counter (obs.)    | {datagram}    | outcome (relayed-*, rate-limited, error, pass-*) |
 // | turn.auth.failures           | Counter (obs.)        | {failure}     | reason |

@@ -158,6 +158,16 @@ export interface RelayStats {
   legacyPinnedAccepted: number;
   /** Set by the driver from relay-core: RFC 6062 pipes paused for a bandwidth limit. */
   bandwidthPauses: number;
+  /** Set by the driver: whether this relay splices RFC 6062 pipes (stream/spliced-pipe.ts). */
+  tcpSplice: boolean | undefined;
+  /**
+   * The kernel pipes of spliced RFC 6062 pipes (udp-batch's per-thread pool): made since the
+   * start (a counter), lent now to a direction with bytes in flight and idle in the pool
+   * (gauges). Each engine reads its own thread's pool when metrics are collected.
+   */
+  splicePipesMade: number;
+  splicePipesLent: number;
+  splicePipesIdle: number;
   /** Keyed by `${method}:${errorCode}`. */
   readonly responses: Map<string, ResponseCount>;
   /** Auth failures per reason. */
@@ -201,6 +211,10 @@ export function createRelayStats(startTimeMs: number = Date.now()): RelayStats {
     reservationsActive: 0,
     legacyPinnedAccepted: 0,
     bandwidthPauses: 0,
+    tcpSplice: undefined,
+    splicePipesMade: 0,
+    splicePipesLent: 0,
+    splicePipesIdle: 0,
     responses: new Map(),
     authFailures: new Map(),
     drops: new Map(),

@@ -84,6 +84,23 @@ describe.each(["auto", "off"] as const)("RFC 6062 pipes with --tcp-splice %s", (
     };
   }
 
+  /** turn.relay.splice_pool.*: the engines' kernel pipes (absent where nothing is spliced). */
+  async function splicePool(): Promise<{
+    shown: boolean;
+    lent: number;
+    idle: number;
+    made: number;
+  }> {
+    const text = (await httpGet(promPort, "/metrics", 3000)).body;
+    const pipes = /^turn_relay_splice_pool_pipes$/;
+    return {
+      shown: /^turn_relay_splice_pool_/m.test(text),
+      lent: counterValue(text, pipes, { state: "lent" }),
+      idle: counterValue(text, pipes, { state: "idle" }),
+      made: counterValue(text, /^turn_relay_splice_pool_made(_total)?$/, {}),
+    };
+  }
+
   it("moves 16 MiB each way at once, byte for byte, and counts them in turn.relayed.bytes", async () => {
     const before = await relayedTcpBytes();
     const p = await openPipe(relay!.port, "both-ways");
@@ -204,6 +221,7 @@ describe.each(["auto", "off"] as const)("RFC 6062 pipes with --tcp-splice %s", (
     warm.close();
     await sleep(300);
     const start = fds(pid);
+    const poolAtStart = await splicePool();
     const pipes: Rfc6062Pipe[] = [];
     for (let i = 0; i < 10; i++) pipes.push(await openPipe(relay!.port, `fds-${i}`));
     // Every pipe's bytes flow before counting (the relay binds on its loop turn).
@@ -220,6 +238,14 @@ describe.each(["auto", "off"] as const)("RFC 6062 pipes with --tcp-splice %s", (
     const poolGrowth = during.pipes - start.pipes;
     expect(poolGrowth).toBeGreaterThanOrEqual(0);
     expect(poolGrowth).toBeLessThanOrEqual(spliced ? SPLICE_POOL_IDLE_FDS : 0);
+    // The metric says the same: no kernel pipe lent once the bytes are through, the idle ones
+    // are the pool's descriptors (two ends each), and each was made once.
+    const pool = await splicePool();
+    expect(pool.shown).toBe(spliced);
+    expect(pool.lent).toBe(0);
+    expect(2 * (pool.idle - poolAtStart.idle)).toBe(poolGrowth);
+    expect(pool.made).toBeGreaterThanOrEqual(pool.idle);
+    if (spliced) expect(pool.idle).toBeGreaterThan(0);
     for (const p of pipes) p.close();
     await eventually(() => fds(pid).all <= start.all + poolGrowth);
     expect(fds(pid)).toEqual({

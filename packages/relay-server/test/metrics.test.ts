@@ -70,7 +70,12 @@ describe("OTLP gRPC metrics export", () => {
       stats.reservationsActive = 2;
       stats.legacyPinnedAccepted = 5;
       stats.bandwidthPauses = 11;
+      // As an engine reads its thread's kernel pipe pool (stream/spliced-pipe.ts).
+      stats.splicePipesMade = 9;
+      stats.splicePipesLent = 2;
+      stats.splicePipesIdle = 5;
     };
+    stats.tcpSplice = true;
     stats.udpIo = "batch";
     // As the kernel data path's bindings report at collection (kernel/offload.ts).
     stats.kernelPath = "tc";
@@ -160,6 +165,10 @@ describe("OTLP gRPC metrics export", () => {
     expect(point(receiver.latest("turn.reservations.active")).value).toBe(2);
     expect(point(receiver.latest("turn.auth.legacy_pinned")).value).toBe(5);
     expect(point(receiver.latest("turn.bandwidth.pauses")).value).toBe(11);
+    const pipes = receiver.latest("turn.relay.splice_pool.pipes");
+    expect(point(pipes, { state: "lent" }).value).toBe(2);
+    expect(point(pipes, { state: "idle" }).value).toBe(5);
+    expect(point(receiver.latest("turn.relay.splice_pool.made")).value).toBe(9);
     expect(point(receiver.latest("turn.auth.failures"), { reason: "bad-integrity" }).value).toBe(1);
     expect(point(receiver.latest("turn.dropped.packets"), { reason: "malformed" }).value).toBe(5);
     expect(point(receiver.latest("nodejs.eventloop.delay.p99")).value).toBeGreaterThan(0);

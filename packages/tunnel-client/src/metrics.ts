@@ -13,7 +13,12 @@
 // | tunnel.connections.failed   | Counter (obs.)       | {connection} | - |
 // | tunnel.connections.active   | UpDownCounter (obs.) | {connection} | protocol |
 // | tunnel.bytes                | Counter (obs.)       | By           | direction (in = peer to target, out = target to peer) |
+// | tunnel.splice_pool.pipes    | Gauge (obs.)         | {pipe}       | state (lent/idle) |
+// | tunnel.splice_pool.made     | Counter (obs.)       | {pipe}       | - |
 //
+// The last two, where TCP pipes are spliced (the native module loaded): the kernel pipes
+// udp-batch's pool lends a direction with bytes in flight and keeps idle (at most 8), each 16
+// pages of the user's pipe allowance (fs.pipe-user-pages-soft) while it exists.
 // The SDK, the gRPC exporter and the API are imported only once OTLP is configured: together
 // they are most of what the connector would otherwise hold idle (bench/README.md, "Footprint").
 
@@ -27,9 +32,11 @@ import {
   routeOtelDiagnostics,
   watchOtlpExport,
 } from "@turnpike/runtime-kit";
+import { splicePipePoolCounters } from "@turnpike/udp-batch";
 import { TUNNEL_VERSION } from "./config/index.js";
 import { TUNNEL_STATES } from "./lifecycle.js";
 import type { TunnelSupervisor } from "./supervisor.js";
+import { spliceAvailable } from "./tunnel/spliced-pipe.js";
 
 export const DEFAULT_SERVICE_NAME = "turnpike-tunnel";
 
@@ -113,6 +120,17 @@ export async function startMetrics(
     unit: "By",
     description: "Payload bytes relayed (in: peer to target, out: target to peer)",
   });
+  const splicePipes = meter.createObservableGauge("tunnel.splice_pool.pipes", {
+    ...int,
+    unit: "{pipe}",
+    description: "Kernel pipes of spliced TCP pipes, by state: lent or idle",
+  });
+  const splicePipesMade = meter.createObservableCounter("tunnel.splice_pool.made", {
+    ...int,
+    unit: "{pipe}",
+    description: "Kernel pipes made for spliced TCP pipes",
+  });
+  const spliced = spliceAvailable();
   meter.addBatchObservableCallback(
     (result) => {
       const rows = supervisor.list();
@@ -132,8 +150,15 @@ export async function startMetrics(
       result.observe(failed, c.connectionsFailed);
       result.observe(bytes, c.bytesIn, { direction: "in" });
       result.observe(bytes, c.bytesOut, { direction: "out" });
+      // The pool is this thread's, where every pipe of the tunnel runs.
+      if (spliced) {
+        const pool = splicePipePoolCounters();
+        result.observe(splicePipes, pool.lent, { state: "lent" });
+        result.observe(splicePipes, pool.idle, { state: "idle" });
+        result.observe(splicePipesMade, pool.made);
+      }
     },
-    [tunnels, reconnects, opened, failed, active, bytes],
+    [tunnels, reconnects, opened, failed, active, bytes, splicePipes, splicePipesMade],
   );
   let done: Promise<void> | undefined;
   return {

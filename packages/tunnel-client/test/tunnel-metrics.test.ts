@@ -1,6 +1,7 @@
 // OTLP metrics of turnpike-tunnel, received by a real OTLP gRPC receiver (test-support) after
 // real traffic through turnpike-relay and a relay restart: tunnels by state, reconnects,
-// connections and bytes, with service.name turnpike-tunnel. Loopback only, bounded waits.
+// connections, bytes and the spliced pipes' kernel pipes, with service.name turnpike-tunnel.
+// Loopback only, bounded waits.
 import { randomBytes } from "node:crypto";
 import {
   type OtlpReceiver,
@@ -10,6 +11,7 @@ import {
 import { freePort } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spliceAvailable } from "../src/tunnel/spliced-pipe.js";
 import {
   allReady,
   echoUdp,
@@ -98,6 +100,21 @@ describe("turnpike-tunnel exports OTLP metrics", () => {
     expect(metricValue(receiver.latest("tunnel.connections.opened")!)).toBeGreaterThanOrEqual(2);
     expect(metricValue(receiver.latest("tunnel.connections.failed")!)).toBe(0);
     expect(receiver.latest("tunnel.connections.active")).toBeDefined();
+    // The TCP round trip went through a spliced pipe where the native module loads: its kernel
+    // pipes were made, and given back to the pool once its bytes were through.
+    if (spliceAvailable()) {
+      const pool = await receiver.waitForMetric(
+        "tunnel.splice_pool.pipes",
+        (m) => metricValue(m, { state: "lent" }) === 0,
+        10_000,
+      );
+      expect(metricValue(pool, { state: "idle" })).toBeGreaterThanOrEqual(1);
+      expect(metricValue(receiver.latest("tunnel.splice_pool.made")!)).toBeGreaterThanOrEqual(
+        metricValue(pool, { state: "idle" })!,
+      );
+    } else {
+      expect(receiver.latest("tunnel.splice_pool.pipes")).toBeUndefined();
+    }
     console.log(
       `[tunnel-metrics] OTLP: bytes in ${metricValue(bytes, { direction: "in" })} / out ${metricValue(bytes, { direction: "out" })}, reconnects ${metricValue(reconnects)}; matched ${ms.toFixed(0)} ms after the tunnels were ready again`,
     );

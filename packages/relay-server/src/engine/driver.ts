@@ -44,7 +44,7 @@ import { StreamClients } from "../stream/clients.js";
 import { StreamListeners } from "../stream/listeners.js";
 import { PeerConnections } from "../stream/peers.js";
 import { ProxyGate } from "../stream/proxy-gate.js";
-import { splicedPipeLimit } from "../stream/spliced-pipe.js";
+import { readSplicePipePool, splicedPipeLimit } from "../stream/spliced-pipe.js";
 import { engineHandshakeLimits, TlsHandshakes } from "../stream/tls-handshakes.js";
 import type { RelayAddresses, RelayDeps, ReloadOutcome, RunningRelay } from "../types.js";
 import { LISTENER_BUFFER_BYTES } from "../udp/listener-buffers.js";
@@ -195,7 +195,9 @@ class RelayEngine implements RunningRelay {
       : undefined;
     const idleTimeoutMs = config.tcpIdleTimeout * 1000;
     this.clients = new StreamClients(host, this.admissions, idleTimeoutMs, this.link);
-    this.peers = new PeerConnections(host, this.clients, splicedPipeLimit(config, w?.count ?? 1));
+    const splicedPipes = splicedPipeLimit(config, w?.count ?? 1);
+    this.peers = new PeerConnections(host, this.clients, splicedPipes);
+    stats.tcpSplice = splicedPipes > 0;
     this.listeners = new StreamListeners(
       this.admissions,
       this.clients,
@@ -237,6 +239,7 @@ class RelayEngine implements RunningRelay {
     stats.beforeCollect = () => {
       this.peers.syncCounters();
       this.report.syncGauges();
+      if (stats.tcpSplice) readSplicePipePool(stats);
       readProgramCounters?.(stats.kernelPathDatagrams);
     };
   }

@@ -31,9 +31,15 @@
 
 import type net from "node:net";
 import type { PeerConnectionId } from "@turnpike/relay-core";
-import { batchIoAvailability, SplicedSockets, type SplicePipeCounters } from "@turnpike/udp-batch";
+import {
+  batchIoAvailability,
+  SplicedSockets,
+  type SplicePipeCounters,
+  splicePipePoolCounters,
+} from "@turnpike/udp-batch";
 import type { RelayConfig } from "../config/types.js";
 import type { EngineHost } from "../engine/host.js";
+import type { RelayStats } from "../stats.js";
 import { clientToPeerSlot, peerToClientSlot, type StreamPipe } from "./pipe.js";
 
 /**
@@ -56,6 +62,18 @@ export function splicedPipeLimit(
     return 0;
   }
   return Math.floor(config.tcpSplicePipes / engines);
+}
+
+/**
+ * This thread's kernel pipes (udp-batch's pool: made, lent to a direction with bytes in flight,
+ * idle) into `stats`, when metrics are collected. The pool is per thread, and an engine's pipes
+ * run on its thread: each engine reports its own, the workers' supervisor sums them.
+ */
+export function readSplicePipePool(stats: RelayStats): void {
+  const pool = splicePipePoolCounters();
+  stats.splicePipesMade = pool.made;
+  stats.splicePipesLent = pool.lent;
+  stats.splicePipesIdle = pool.idle;
 }
 
 export class SplicedPipe implements StreamPipe {

@@ -2,8 +2,8 @@
 // with one engine) and posts a snapshot a few times a second; the supervisor's stats, which
 // metrics.ts reads, are the sum over the workers' latest snapshots plus what workers that
 // died had counted (so counters never go backwards across a restart). Gauges (live
-// allocations, permissions, channels, connections, reservations) are the sum over live workers
-// only.
+// allocations, permissions, channels, connections, reservations, kernel pipes lent and idle)
+// are the sum over live workers only.
 
 import type { RelayStats, ResponseCount } from "../stats.js";
 
@@ -32,6 +32,7 @@ const COUNTER_SCALARS = [
   "lifetimeSum",
   "legacyPinnedAccepted",
   "bandwidthPauses",
+  "splicePipesMade",
 ] as const;
 const COUNTER_MAPS = ["authFailures", "drops"] as const;
 
@@ -61,6 +62,8 @@ function addGauges(into: RelayStats, from: StatsSnapshot): void {
   into.channelsActive += from.channelsActive;
   into.connectionsActive += from.connectionsActive;
   into.reservationsActive += from.reservationsActive;
+  into.splicePipesLent += from.splicePipesLent;
+  into.splicePipesIdle += from.splicePipesIdle;
 }
 
 function zero(stats: StatsSnapshot | RelayStats): void {
@@ -73,6 +76,8 @@ function zero(stats: StatsSnapshot | RelayStats): void {
   stats.channelsActive = 0;
   stats.connectionsActive = 0;
   stats.reservationsActive = 0;
+  stats.splicePipesLent = 0;
+  stats.splicePipesIdle = 0;
 }
 
 /** The supervisor's side: latest snapshot per worker, and the totals of dead ones. */
@@ -107,6 +112,7 @@ export class StatsAggregator {
       addGauges(t, s);
       t.udpIo ??= s.udpIo;
       t.kernelPath ??= s.kernelPath;
+      t.tcpSplice ||= s.tcpSplice;
     }
   }
 }
