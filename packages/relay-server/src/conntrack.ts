@@ -132,12 +132,14 @@ export async function probeConntrack(
  * Whether the kernel tracks datagrams sent from `port`. Where /proc/net/nf_conntrack can be read
  * (it is 0440 root) the first flow is looked up there. Else, as under the systemd unit's dynamic
  * user, the table's size tells: each round sends PROBE_FLOWS datagrams from the port, each to a
- * receiver of its own, and adds that many entries where they are tracked, while the host's other
- * flows come and go (trackedByCount).
+ * receiver of its own, which adds that many entries where they are tracked, and then waits as
+ * long again without sending, to see what the host's other flows did to the count meanwhile
+ * (trackedByCount).
  */
 async function probePort(port: number): Promise<boolean | undefined> {
   const grew: number[] = [];
   for (let round = 0; round < PROBE_ROUNDS; round++) {
+    const start = performance.now();
     const before = readConntrackSysctls().count;
     const receivers = await sendFlows(port, PROBE_FLOWS);
     const after = readConntrackSysctls().count;
@@ -151,15 +153,18 @@ async function probePort(port: number): Promise<boolean | undefined> {
         // not readable by this user: counted instead
       }
     }
-    grew.push(after - before);
+    await new Promise((r) => setTimeout(r, Math.ceil(performance.now() - start)));
+    const later = readConntrackSysctls().count ?? after;
+    grew.push(after - before - (later - after));
   }
   return trackedByCount(grew, PROBE_FLOWS);
 }
 
 /**
  * Whether rounds that each sent `flows` new flows were tracked, from how much the table grew in
- * each: by the median round, at least three quarters of them (entries the kernel expires
- * meanwhile take some away; a burst of other flows adds, but rarely to every round).
+ * each over what it grew by in as long a time without them: by the median round, at least
+ * three quarters of them (entries the kernel expires in one window and not the other move a
+ * round either way, but rarely every round).
  */
 export function trackedByCount(grew: readonly number[], flows: number): boolean {
   const sorted = [...grew].sort((a, b) => a - b);
