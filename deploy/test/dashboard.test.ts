@@ -124,6 +124,8 @@ describe("deploy/grafana/turnpike-relay.json", () => {
     metrics.stats.udpIo = "batch"; // the driver sets it once its UDP path is chosen
     // and this once its kernel path is (tc: the kernel program's counters are series too)
     metrics.stats.kernelPath = "tc";
+    // and this once it knows it splices RFC 6062 pipes (the kernel pipe pool's series)
+    metrics.stats.tcpSplice = true;
     // The event-loop gauges report once the delay monitor holds samples: scrape until then.
     const addr = metrics.prometheusAddress();
     for (let i = 0; i < 50; i++) {
@@ -163,7 +165,7 @@ describe("deploy/grafana/turnpike-relay.json", () => {
     }
   });
 
-  it("has panels for allocations, traffic per direction, the kernel path's outcomes, drops, auth failures, error codes, event loop, CPU and RSS", () => {
+  it("has panels for allocations, traffic per direction, the kernel path's outcomes, spliced pipes' kernel pipes, drops, auth failures, error codes, event loop, CPU and RSS", () => {
     const used = new Set(queries(dashboard).flatMap((q) => parseExpr(q.expr).metrics));
     for (const name of [
       "turn_allocations_active",
@@ -176,6 +178,7 @@ describe("deploy/grafana/turnpike-relay.json", () => {
       "process_cpu_time_total",
       "process_memory_usage",
       "turn_relay_kernel_path_datagrams_total",
+      "turn_relay_splice_pool_pipes",
     ]) {
       expect(used, name).toContain(name);
     }
