@@ -24,7 +24,7 @@
 import { randomInt } from "node:crypto";
 import dgram from "node:dgram";
 import { closeSync, openSync, readSync } from "node:fs";
-import { type PortWarning, readSysctls } from "@turnpike/runtime-kit";
+import { type PortWarning, readSysctlNumbers } from "@turnpike/runtime-kit";
 
 /** The nftables file the warning points to: exempts the default ports from tracking. */
 export const NOTRACK_RECIPE = "deploy/nftables/turnpike-notrack.nft";
@@ -50,13 +50,7 @@ const FLOWS = "/proc/net/nf_conntrack";
 
 /** Reads the three sysctls; none of them where the kernel has no connection tracking. */
 export function readConntrackSysctls(read?: (path: string) => string): ConntrackSysctls {
-  const text = readSysctls(PROC, read);
-  const out: { -readonly [K in keyof ConntrackSysctls]: number } = {};
-  for (const key of Object.keys(PROC) as (keyof typeof PROC)[]) {
-    const n = Number(text[key]?.trim() ?? Number.NaN);
-    if (Number.isSafeInteger(n) && n >= 0) out[key] = n;
-  }
-  return out;
+  return readSysctlNumbers(PROC, read);
 }
 
 /** What the probe found: the ports whose datagram the kernel tracked, and the table then. */

@@ -93,6 +93,6 @@ export {
   optimizingCompilerHeld,
   releaseOptimizingCompiler,
 } from "./startup-tiering.js";
-export { readSysctls } from "./sysctls.js";
+export { readSysctlNumbers, readSysctls } from "./sysctls.js";
 export { renderTextTable, type TextColumn } from "./text-table.js";
 export { decodeTunnelKey, encodeTunnelKey, type TunnelCredentials } from "./tunnel-key.js";

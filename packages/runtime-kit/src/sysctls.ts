@@ -1,7 +1,7 @@
 // The kernel's sysctls as /proc/sys shows them, for the checks a CLI makes at start (the relay's
-// ephemeral ports, its UDP listeners' buffer caps). What cannot be read (not Linux, no /proc, a
-// sandbox that hides it) is left out, so that a check built on them says nothing rather than
-// guess.
+// ephemeral ports, its UDP listeners' buffer caps, connection tracking). What cannot be read
+// (not Linux, no /proc, a sandbox that hides it) is left out, so that a check built on them says
+// nothing rather than guess.
 
 import { readFileSync } from "node:fs";
 
@@ -17,6 +17,24 @@ export function readSysctls<K extends string>(
     } catch {
       // left out: see above
     }
+  }
+  return out;
+}
+
+/**
+ * The sysctls of `paths` that hold one non-negative integer (net.core.rmem_max,
+ * net.netfilter.nf_conntrack_count, ...), as numbers; what cannot be read or is not such a
+ * number is left out, as above.
+ */
+export function readSysctlNumbers<K extends string>(
+  paths: Readonly<Record<K, string>>,
+  read?: (path: string) => string,
+): Partial<Record<K, number>> {
+  const text = readSysctls(paths, read);
+  const out: Partial<Record<K, number>> = {};
+  for (const key of Object.keys(text) as K[]) {
+    const n = Number(text[key]!.trim());
+    if (Number.isSafeInteger(n) && n >= 0) out[key] = n;
   }
   return out;
 }

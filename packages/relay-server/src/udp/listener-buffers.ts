@@ -11,7 +11,7 @@
 // so at start, one warning naming both sysctls and the sysctl.d file that raises them
 // (deploy/sysctl/92-turnpike-udp-buffers.conf). Pure but for readBufferCaps.
 
-import { type PortWarning, readSysctls } from "@turnpike/runtime-kit";
+import { type PortWarning, readSysctlNumbers } from "@turnpike/runtime-kit";
 
 /** SO_RCVBUF and SO_SNDBUF the relay asks for each UDP listener. */
 export const LISTENER_BUFFER_BYTES = 4 << 20;
@@ -29,17 +29,7 @@ const PROC = {
 
 /** Reads both caps from /proc; what cannot be read (not Linux, no /proc) is left out. */
 export function readBufferCaps(read?: (path: string) => string): BufferCaps {
-  const text = readSysctls(PROC, read);
-  const bytes = (t: string | undefined): number | undefined => {
-    const n = t === undefined ? Number.NaN : Number(t.trim());
-    return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
-  };
-  const rmemMax = bytes(text.rmemMax);
-  const wmemMax = bytes(text.wmemMax);
-  return {
-    ...(rmemMax !== undefined ? { rmemMax } : {}),
-    ...(wmemMax !== undefined ? { wmemMax } : {}),
-  };
+  return readSysctlNumbers(PROC, read);
 }
 
 /**
