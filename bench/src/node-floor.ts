@@ -1,15 +1,16 @@
 // The runtime's own floor: what a bare node of the same binary holds while idle, measured in
 // the same run as the servers. Turnpike's idle RSS is this floor plus what the relay adds, and
-// most of the floor is the executable's file pages (shared, and larger when more of the binary
-// sits in the page cache: 44 MB on one quiet machine, 72 MB on a freshly installed one), so an
-// idle-RSS figure means little without the floor of the same moment beside it.
+// most of the floor is the executable's file pages (shared, and counted by how the binary sits in
+// the page cache: written there by the package manager that installed it, in 2 MB folios that
+// the kernel maps whole, 72 MB on this machine after `pnpm install`; read in from disk, in small
+// ones, 43 MB), so an idle-RSS figure means little without the floor of the same moment beside it.
 import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { killByPid, trackPid } from "./children.js";
 import { type ResidentMemory, residentMemory } from "./proc.js";
 
-/** The V8 flag the relay's and the tunnel's launchers pass (their bin/ shebangs). */
-const LAUNCHER_FLAGS = ["--max-semi-space-size=1"];
+/** The node flags the relay's and the tunnel's launchers pass (their bin/ shebangs). */
+const LAUNCHER_FLAGS = ["--max-semi-space-size=1", "--nomaglev"];
 /** Long enough for node's start-up work (bootstrap, the first GC) to settle. */
 const SETTLE_MS = 1500;
 

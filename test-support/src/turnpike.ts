@@ -1,7 +1,7 @@
 // Our own relay as a real process, started exactly as an operator would: the committed bin
 // launcher (which loads packages/relay-server/dist/cli.js, so run `pnpm exec tsc -b` first), the
 // token in TURNPIKE_TOKEN, readiness from GET /readyz on the health listener.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { get } from "node:http";
 import { fileURLToPath } from "node:url";
 import { freePort } from "./ports.js";
@@ -19,6 +19,18 @@ export const TURNPIKE_BIN = fileURLToPath(
 const TURNPIKE_CLI = fileURLToPath(
   new URL("../../packages/relay-server/dist/cli.js", import.meta.url),
 );
+
+/**
+ * The node flags a launcher (bin/*.js) starts node with: its shebang's, which npm's and pnpm's
+ * bin links and the systemd unit run. A test that starts `node BIN` itself passes them to run
+ * what an operator runs.
+ */
+export function launcherNodeFlags(bin: string = TURNPIKE_BIN): string[] {
+  const first = readFileSync(bin, "utf8").split("\n", 1)[0] ?? "";
+  const flags = /^#!\/usr\/bin\/env -S node (.*)$/.exec(first)?.[1];
+  if (flags === undefined) throw new Error(`${bin}: no "#!/usr/bin/env -S node ..." line`);
+  return flags.trim().split(/\s+/);
+}
 
 /** True once the relay has been built (the bin launcher needs dist/cli.js). */
 export const turnpikeBuilt = (): boolean => existsSync(TURNPIKE_CLI);

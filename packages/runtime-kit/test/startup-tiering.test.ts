@@ -1,11 +1,13 @@
-// The hold on TurboFan, watched from V8's own trace (--trace-opt) in a child node of the same
-// binary: what is compiled while it is held, after it is let go, and when the operator set the
-// tiers. The child imports the built module (`pnpm test` runs tsc -b first).
+// The hold on TurboFan and Maglev, watched from V8's own trace (--trace-opt) in a child node of
+// the same binary: what is compiled while it is held, after it is let go, and when the operator
+// set the tiers. The child imports the built module (`pnpm test` runs tsc -b first); where it
+// is started with the launchers' --nomaglev, it runs as the relay and the tunnel do.
 
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { LAUNCHER_MAGLEV_OFF } from "../src/startup-tiering.js";
 
 const MODULE = fileURLToPath(new URL("../dist/startup-tiering.js", import.meta.url));
 
@@ -33,12 +35,18 @@ function traceChild(opts: { nodeFlags?: string[]; waitForLimitMs?: number } = {}
   );
 }
 
-/** TurboFan compilations reported in each phase (the lines before each `phase` line). */
-function turbofanByPhase(trace: string): Record<string, number> {
+const TURBOFAN = /^\[completed optimizing .*target TURBOFAN/;
+const MAGLEV = /^\[completed compiling .*target MAGLEV/;
+/** Node 24 and 26 are built with Maglev, Node 22 without (its V8 never compiles with it). */
+const BUILD_HAS_MAGLEV =
+  Number((process.config.variables as Record<string, unknown>).v8_enable_maglev) === 1;
+
+/** Compilations by `tier` reported in each phase (the lines before each `phase` line). */
+function compiledByPhase(trace: string, tier: RegExp): Record<string, number> {
   const counts: Record<string, number> = {};
   let n = 0;
   for (const line of trace.split("\n")) {
-    if (/^\[completed optimizing .*target TURBOFAN/.test(line)) n++;
+    if (tier.test(line)) n++;
     const phase = /^phase (\w+)/.exec(line);
     if (phase) {
       counts[phase[1]!] = n;
@@ -53,7 +61,7 @@ describe.skipIf(!existsSync(MODULE))("holding TurboFan while a CLI starts", () =
     const trace = traceChild();
     expect(trace).toContain("phase held held=true");
     expect(trace).toContain("phase released held=false");
-    const counts = turbofanByPhase(trace);
+    const counts = compiledByPhase(trace, TURBOFAN);
     expect(counts.held).toBe(0);
     expect(counts.released).toBeGreaterThan(0);
   });
@@ -61,13 +69,39 @@ describe.skipIf(!existsSync(MODULE))("holding TurboFan while a CLI starts", () =
   it("lets go by itself when nobody releases it within its limit", () => {
     const trace = traceChild({ waitForLimitMs: 200 });
     expect(trace).toContain("phase released held=false");
-    expect(turbofanByPhase(trace).released).toBeGreaterThan(0);
+    expect(compiledByPhase(trace, TURBOFAN).released).toBeGreaterThan(0);
   });
 
   it("leaves the tiers alone when the operator chose them with a V8 flag", () => {
     // --turbofan is V8's default: the same tiers, but named by the operator, so nothing is held.
     const trace = traceChild({ nodeFlags: ["--turbofan"] });
     expect(trace).toContain("phase held held=false");
-    expect(turbofanByPhase(trace).held).toBeGreaterThan(0);
+    expect(compiledByPhase(trace, TURBOFAN).held).toBeGreaterThan(0);
+  });
+
+  describe.skipIf(!BUILD_HAS_MAGLEV)("where the build has Maglev and the launcher held it", () => {
+    it("compiles nothing with Maglev or TurboFan while held, and with both once let go", () => {
+      const trace = traceChild({ nodeFlags: [LAUNCHER_MAGLEV_OFF] });
+      expect(trace).toContain("phase held held=true");
+      expect(compiledByPhase(trace, MAGLEV).held).toBe(0);
+      expect(compiledByPhase(trace, TURBOFAN).held).toBe(0);
+      expect(compiledByPhase(trace, MAGLEV).released).toBeGreaterThan(0);
+      expect(compiledByPhase(trace, TURBOFAN).released).toBeGreaterThan(0);
+    });
+
+    it("turns Maglev on again when the operator chose other tiers, and holds TurboFan no more", () => {
+      const trace = traceChild({ nodeFlags: [LAUNCHER_MAGLEV_OFF, "--turbofan"] });
+      expect(trace).toContain("phase held held=true");
+      expect(compiledByPhase(trace, MAGLEV).held).toBe(0);
+      expect(compiledByPhase(trace, TURBOFAN).held).toBeGreaterThan(0);
+      expect(compiledByPhase(trace, MAGLEV).released).toBeGreaterThan(0);
+    });
+
+    it("leaves Maglev off when the operator turned it off too", () => {
+      const trace = traceChild({ nodeFlags: [LAUNCHER_MAGLEV_OFF, "--no-maglev"] });
+      expect(trace).toContain("phase held held=false");
+      expect(trace).toContain("phase released held=false");
+      expect(compiledByPhase(trace, MAGLEV).released).toBe(0);
+    });
   });
 });
