@@ -6,6 +6,7 @@
 // nothing is compiled by TurboFan, nor by Maglev where the build has it, until the relay is
 // ready, and its data path is once STUN traffic arrives, on every Node line the suite runs on.
 import { createSocket } from "node:dgram";
+import { buildHasMaglev } from "@turnpike/runtime-kit/startup-tiering";
 import { type PortRange, reservePortRange } from "@turnpike/test-support/ports";
 import { sleep } from "@turnpike/test-support/process";
 import {
@@ -18,9 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const TURBOFAN = /^\[completed optimizing .*target TURBOFAN/;
 const MAGLEV = /^\[completed compiling .*target MAGLEV/;
-/** Node 24 and 26 are built with Maglev, Node 22 without (its V8 never compiles with it). */
-const BUILD_HAS_MAGLEV =
-  Number((process.config.variables as Record<string, unknown>).v8_enable_maglev) === 1;
+const BUILD_HAS_MAGLEV = buildHasMaglev();
 
 /** `count` STUN Binding requests (RFC 8489 §6: header only) to 127.0.0.1:port, in bursts. */
 async function bindingRequests(port: number, count: number): Promise<void> {

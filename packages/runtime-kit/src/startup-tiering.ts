@@ -98,8 +98,8 @@ function operatorFlags(): string[] {
     .map((flag) => flag.replaceAll("_", "-"));
 }
 
-/** Does this node's V8 have Maglev? (Node 22's is built without it.) */
-function buildHasMaglev(): boolean {
+/** Does this node's V8 have Maglev? (Node 24's and 26's do; Node 22's is built without it.) */
+export function buildHasMaglev(): boolean {
   // Not in @types/node's ProcessConfig, but in every build's config.gypi variables.
   const variables: Record<string, unknown> = process.config.variables;
   return Number(variables.v8_enable_maglev) === 1;

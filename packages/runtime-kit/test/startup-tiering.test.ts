@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { LAUNCHER_MAGLEV_OFF } from "../src/startup-tiering.js";
+import { buildHasMaglev, LAUNCHER_MAGLEV_OFF } from "../src/startup-tiering.js";
 
 const MODULE = fileURLToPath(new URL("../dist/startup-tiering.js", import.meta.url));
 
@@ -37,9 +37,7 @@ function traceChild(opts: { nodeFlags?: string[]; waitForLimitMs?: number } = {}
 
 const TURBOFAN = /^\[completed optimizing .*target TURBOFAN/;
 const MAGLEV = /^\[completed compiling .*target MAGLEV/;
-/** Node 24 and 26 are built with Maglev, Node 22 without (its V8 never compiles with it). */
-const BUILD_HAS_MAGLEV =
-  Number((process.config.variables as Record<string, unknown>).v8_enable_maglev) === 1;
+const BUILD_HAS_MAGLEV = buildHasMaglev();
 
 /** Compilations by `tier` reported in each phase (the lines before each `phase` line). */
 function compiledByPhase(trace: string, tier: RegExp): Record<string, number> {
@@ -56,7 +54,7 @@ function compiledByPhase(trace: string, tier: RegExp): Record<string, number> {
   return counts;
 }
 
-describe.skipIf(!existsSync(MODULE))("holding TurboFan while a CLI starts", () => {
+describe.skipIf(!existsSync(MODULE))("holding the optimizing compilers while a CLI starts", () => {
   it("compiles nothing with TurboFan while held, and compiles hot code again once let go", () => {
     const trace = traceChild();
     expect(trace).toContain("phase held held=true");
