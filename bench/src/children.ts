@@ -209,15 +209,3 @@ export function processTree(root: number): number[] {
 export function cpuOf(pids: number[]): Map<number, number> {
   return new Map(pids.map((p) => [p, cpuMicros(p) ?? 0]));
 }
-
-/**
- * The Node flags a launcher script asks for on its `#!/usr/bin/env -S node FLAGS` line (the V8
- * heap sizes of turnpike-relay and turnpike-tunnel): the bench runs `node FLAGS BIN` so that it
- * measures what an operator's launch gets (an executable bin, npm's and pnpm's bin links, which
- * honour the line, the container's entrypoint, which repeats it).
- */
-export function launcherNodeFlags(bin: string): string[] {
-  const first = readFileSync(bin, "utf8").split("\n", 1)[0] ?? "";
-  const m = /^#!\s*\/usr\/bin\/env\s+-S\s+node\s+(.*)$/.exec(first);
-  return m ? m[1]!.trim().split(/\s+/) : [];
-}

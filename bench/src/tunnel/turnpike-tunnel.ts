@@ -3,7 +3,8 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { type Child, launcherNodeFlags, startChild } from "../children.js";
+import { launcherNodeFlags } from "@turnpike/test-support/turnpike";
+import { type Child, startChild } from "../children.js";
 import { freeTcpPort } from "../ports.js";
 import { type RunningServer, repoRoot } from "../servers.js";
 
