@@ -6,16 +6,17 @@
 // ones, 43 MB), so an idle-RSS figure means little without the floor of the same moment beside it.
 import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
+import { launcherNodeFlags } from "@turnpike/test-support/turnpike";
 import { killByPid, trackPid } from "./children.js";
 import { type ResidentMemory, residentMemory } from "./proc.js";
 
-/** The node flags the relay's and the tunnel's launchers pass (their bin/ shebangs). */
-const LAUNCHER_FLAGS = ["--max-semi-space-size=1", "--nomaglev"];
 /** Long enough for node's start-up work (bootstrap, the first GC) to settle. */
 const SETTLE_MS = 1500;
 
 export async function measureNodeFloor(): Promise<ResidentMemory | undefined> {
-  const child = spawn(process.execPath, [...LAUNCHER_FLAGS, "-e", "setTimeout(() => {}, 30000)"], {
+  // With the relay launcher's node flags (its bin/ shebang; the tunnel's are the same).
+  const flags = launcherNodeFlags();
+  const child = spawn(process.execPath, [...flags, "-e", "setTimeout(() => {}, 30000)"], {
     stdio: "ignore",
   });
   child.on("error", () => {}); // no figure then: residentMemory finds no process
