@@ -211,7 +211,7 @@ export function renderTable(report: BenchReport): string {
 /** The runtime's floor measured in this run, for reading Turnpike's idle RSS. */
 export function nodeFloorNote(f: ResidentMemory): string {
   const mb = (b: number) => (b / 2 ** 20).toFixed(1);
-  return `node's floor: a bare node of this binary with the launchers' flags idles at ${mb(f.rss)} MB RSS, ${mb(f.anon)} MB of it private (RssAnon) and ${mb(f.file)} MB the executable's file pages (shared; more when more of the binary is in the page cache): Turnpike's and turnpike-tunnel's RSS rows include it`;
+  return `node's floor: a bare node of this binary with the launchers' flags idles at ${mb(f.rss)} MB RSS, ${mb(f.anon)} MB of it private (RssAnon) and ${mb(f.file)} MB the executable's file pages (shared; ~28 MB more where the page cache holds the binary in large folios, mapped in 2 MB pieces): Turnpike's and turnpike-tunnel's RSS rows include it`;
 }
 
 // ---------- HTML with inline SVG ----------
